@@ -1,0 +1,131 @@
+//! The narrow storage seam: a `Disk` is one file-like byte array, a `DiskDir` is the
+//! directory of them that a store owns. Production implements them over files
+//! (`shoal-net`), tests and the simulator over memory with crash semantics
+//! ([`crate::memdisk`]). Both run the same conformance tests.
+
+use std::fmt;
+use std::sync::Arc;
+
+/// Why a disk operation failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DiskError {
+    /// The device is full (ENOSPC). Retrying later may succeed.
+    NoSpace,
+    /// The named file does not exist.
+    NotFound(String),
+    /// A read asked for bytes past the end of the file.
+    ShortRead {
+        offset: u64,
+        len: usize,
+        file_len: u64,
+    },
+    /// Any other I/O failure, with the OS's words.
+    Io(String),
+}
+
+impl fmt::Display for DiskError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DiskError::NoSpace => write!(f, "no space left on device"),
+            DiskError::NotFound(name) => write!(f, "file {name} not found"),
+            DiskError::ShortRead {
+                offset,
+                len,
+                file_len,
+            } => write!(
+                f,
+                "read of {len} bytes at offset {offset} past end of file ({file_len} bytes)"
+            ),
+            DiskError::Io(msg) => write!(f, "i/o error: {msg}"),
+        }
+    }
+}
+
+impl std::error::Error for DiskError {}
+
+/// One file. Writes become durable only after a successful `sync`; a failed `sync`
+/// means some earlier writes may be lost and the caller must not pretend otherwise.
+pub trait Disk: Send + Sync {
+    /// Fill `buf` from `offset`; fails with `ShortRead` past the end.
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), DiskError>;
+    /// Write all of `data` at `offset`, extending the file if needed.
+    fn write_at(&self, offset: u64, data: &[u8]) -> Result<(), DiskError>;
+    /// Set the length, allocating space when growing (ENOSPC shows up here).
+    fn set_len(&self, len_bytes: u64) -> Result<(), DiskError>;
+    /// Make every earlier write durable (fdatasync).
+    fn sync(&self) -> Result<(), DiskError>;
+    /// Current length in bytes.
+    fn len(&self) -> Result<u64, DiskError>;
+    fn is_empty(&self) -> Result<bool, DiskError> {
+        Ok(self.len()? == 0)
+    }
+}
+
+/// A flat directory of files owned by one store. Names are plain file names.
+/// Creating, renaming and removing files is durable once `sync_dir` returns.
+pub trait DiskDir: Send + Sync {
+    /// Open an existing file, or create an empty one when `create` is set.
+    fn open(&self, name: &str, create: bool) -> Result<Arc<dyn Disk>, DiskError>;
+    /// Names of all files, sorted.
+    fn list(&self) -> Result<Vec<String>, DiskError>;
+    fn remove(&self, name: &str) -> Result<(), DiskError>;
+    fn rename(&self, from: &str, to: &str) -> Result<(), DiskError>;
+    fn sync_dir(&self) -> Result<(), DiskError>;
+}
+
+/// The conformance suite every `DiskDir` implementation must pass.
+pub mod conformance {
+    use super::*;
+
+    /// Runs every check against a fresh, empty directory.
+    pub fn run_all(dir: &dyn DiskDir) {
+        write_then_read(dir);
+        read_past_end_fails(dir);
+        set_len_grows_with_zeros(dir);
+        list_rename_remove(dir);
+    }
+
+    fn write_then_read(dir: &dyn DiskDir) {
+        let file = dir.open("a", true).expect("create");
+        file.write_at(0, b"hello").expect("write");
+        file.write_at(3, b"LO world").expect("overwrite");
+        file.sync().expect("sync");
+        let mut buf = vec![0; 11];
+        file.read_at(0, &mut buf).expect("read");
+        assert_eq!(&buf, b"helLO world");
+        assert_eq!(file.len().expect("len"), 11);
+    }
+
+    fn read_past_end_fails(dir: &dyn DiskDir) {
+        let file = dir.open("b", true).expect("create");
+        file.write_at(0, b"abc").expect("write");
+        let mut buf = vec![0; 4];
+        assert!(matches!(
+            file.read_at(0, &mut buf),
+            Err(DiskError::ShortRead { .. })
+        ));
+    }
+
+    fn set_len_grows_with_zeros(dir: &dyn DiskDir) {
+        let file = dir.open("c", true).expect("create");
+        file.write_at(0, b"xy").expect("write");
+        file.set_len(4096).expect("grow");
+        assert_eq!(file.len().expect("len"), 4096);
+        let mut buf = vec![1; 10];
+        file.read_at(4000, &mut buf).expect("read zeros");
+        assert!(buf.iter().all(|b| *b == 0));
+        file.set_len(1).expect("shrink");
+        assert_eq!(file.len().expect("len"), 1);
+    }
+
+    fn list_rename_remove(dir: &dyn DiskDir) {
+        dir.open("z1", true).expect("create");
+        dir.rename("z1", "z2").expect("rename");
+        let names = dir.list().expect("list");
+        assert!(names.contains(&"z2".to_string()) && !names.contains(&"z1".to_string()));
+        assert!(matches!(dir.open("z1", false), Err(DiskError::NotFound(_))));
+        dir.remove("z2").expect("remove");
+        assert!(!dir.list().expect("list").contains(&"z2".to_string()));
+        dir.sync_dir().expect("sync dir");
+    }
+}

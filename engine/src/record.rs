@@ -1,0 +1,210 @@
+//! Byte formats on disk (see ARCHITECTURE.md, "On-disk format"):
+//!
+//! - segment header, 16 bytes: magic `SHOALSG1`, segment id u32 LE, CRC32C of the
+//!   first 12 bytes u32 LE;
+//! - record frame: `[len u32 LE][crc u32 LE][body: len bytes]`, where crc is CRC32C
+//!   over the four length bytes and the body, and the body is a postcard
+//!   [`RecordBody`]. An all-zero frame header marks the end of written data in a
+//!   preallocated segment (a valid frame never has a zero CRC of a zero length,
+//!   because bodies are never empty).
+
+use crate::version::SiblingSet;
+use serde::{Deserialize, Serialize};
+
+pub const SEGMENT_MAGIC: &[u8; 8] = b"SHOALSG1";
+pub const SEGMENT_HEADER_BYTES: u64 = 16;
+pub const FRAME_HEADER_BYTES: usize = 8;
+
+/// What one record says: the whole sibling set of one key after a batch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordBody {
+    /// The group-commit batch that wrote it; recovery uses it to tell a torn tail
+    /// from corruption in the middle.
+    pub batch_seq: u64,
+    pub namespace: u8,
+    #[serde(with = "serde_bytes_vec")]
+    pub key: Vec<u8>,
+    pub set: SiblingSet,
+}
+
+mod serde_bytes_vec {
+    use serde::{Deserialize, Deserializer, Serializer};
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(v)
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let b: bytes::Bytes = Deserialize::deserialize(d)?;
+        Ok(b.to_vec())
+    }
+}
+
+pub fn segment_header(segment_id: u32) -> [u8; 16] {
+    let mut header = [0u8; 16];
+    header[..8].copy_from_slice(SEGMENT_MAGIC);
+    header[8..12].copy_from_slice(&segment_id.to_le_bytes());
+    let crc = crc32c::crc32c(&header[..12]);
+    header[12..].copy_from_slice(&crc.to_le_bytes());
+    header
+}
+
+/// The segment id a header names, or `None` when it is not a valid header.
+pub fn parse_segment_header(header: &[u8]) -> Option<u32> {
+    if header.len() < 16 || &header[..8] != SEGMENT_MAGIC {
+        return None;
+    }
+    let crc = u32::from_le_bytes(header[12..16].try_into().ok()?);
+    if crc32c::crc32c(&header[..12]) != crc {
+        return None;
+    }
+    Some(u32::from_le_bytes(header[8..12].try_into().ok()?))
+}
+
+/// Appends one frame holding `body` to `out`; returns the frame's length in bytes.
+pub fn encode_frame(body: &RecordBody, out: &mut Vec<u8>) -> usize {
+    let start = out.len();
+    out.extend_from_slice(&[0u8; FRAME_HEADER_BYTES]);
+    let out_vec = std::mem::take(out);
+    let mut out_vec = postcard::to_extend(body, out_vec).expect("postcard to Vec cannot fail");
+    let body_len = (out_vec.len() - start - FRAME_HEADER_BYTES) as u32;
+    assert!(body_len > 0, "record body is never empty");
+    out_vec[start..start + 4].copy_from_slice(&body_len.to_le_bytes());
+    let mut crc = crc32c::crc32c(&body_len.to_le_bytes());
+    crc = crc32c::crc32c_append(crc, &out_vec[start + FRAME_HEADER_BYTES..]);
+    out_vec[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    *out = out_vec;
+    out.len() - start
+}
+
+/// What is found at one offset of a segment.
+#[derive(Debug, PartialEq, Eq)]
+pub enum FrameRead {
+    /// A whole, valid frame of `frame_len` bytes.
+    Valid { body: RecordBody, frame_len: usize },
+    /// An all-zero header: no data was written here.
+    Zero,
+    /// Anything else: torn, corrupt, or garbage.
+    Invalid(&'static str),
+}
+
+/// Reads the frame at the start of `bytes` (which may run to the segment's end).
+pub fn read_frame(bytes: &[u8], record_size_max_bytes: u32) -> FrameRead {
+    if bytes.len() < FRAME_HEADER_BYTES {
+        return if bytes.iter().all(|b| *b == 0) {
+            FrameRead::Zero
+        } else {
+            FrameRead::Invalid("truncated frame header")
+        };
+    }
+    let len = u32::from_le_bytes(bytes[0..4].try_into().expect("4 bytes"));
+    let crc = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes"));
+    if len == 0 && crc == 0 {
+        return FrameRead::Zero;
+    }
+    if len == 0 || len > record_size_max_bytes {
+        return FrameRead::Invalid("frame length out of range");
+    }
+    let end = FRAME_HEADER_BYTES + len as usize;
+    if end > bytes.len() {
+        return FrameRead::Invalid("frame runs past the end of the segment");
+    }
+    let body_bytes = &bytes[FRAME_HEADER_BYTES..end];
+    let computed = crc32c::crc32c_append(crc32c::crc32c(&bytes[0..4]), body_bytes);
+    if computed != crc && !cfg!(feature = "bug-torn-accept") {
+        return FrameRead::Invalid("checksum mismatch");
+    }
+    match postcard::from_bytes::<RecordBody>(body_bytes) {
+        Ok(body) => FrameRead::Valid {
+            body,
+            frame_len: end,
+        },
+        Err(_) => FrameRead::Invalid("checksum matches but body does not decode"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::version::{Hlc, VersionVector};
+    use bytes::Bytes;
+
+    fn body(key: &str, value: &str) -> RecordBody {
+        let mut set = SiblingSet::default();
+        set.write(
+            &VersionVector::new(),
+            1,
+            0,
+            Hlc(7),
+            Some(Bytes::from(value.to_string())),
+        );
+        RecordBody {
+            batch_seq: 3,
+            namespace: 2,
+            key: key.as_bytes().to_vec(),
+            set,
+        }
+    }
+
+    #[test]
+    fn frame_roundtrip() {
+        let mut out = vec![9, 9];
+        let len = encode_frame(&body("k", "v"), &mut out);
+        assert_eq!(out.len(), 2 + len);
+        match read_frame(&out[2..], 1 << 20) {
+            FrameRead::Valid { body: b, frame_len } => {
+                assert_eq!(b, body("k", "v"));
+                assert_eq!(frame_len, len);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_single_bit_flip_is_caught() {
+        let mut out = Vec::new();
+        encode_frame(&body("key", "value"), &mut out);
+        for i in 0..out.len() * 8 {
+            let mut damaged = out.clone();
+            damaged[i / 8] ^= 1 << (i % 8);
+            damaged.extend_from_slice(&[0; 64]);
+            assert!(
+                !matches!(read_frame(&damaged, 1 << 20), FrameRead::Valid { .. }),
+                "bit {i} flipped went unnoticed"
+            );
+        }
+    }
+
+    #[test]
+    fn every_truncation_is_caught() {
+        let mut out = Vec::new();
+        encode_frame(&body("key", "value"), &mut out);
+        for cut in 1..out.len() {
+            let mut torn = out[..cut].to_vec();
+            torn.resize(out.len() + 16, 0);
+            assert!(
+                !matches!(
+                    read_frame(&torn, 1 << 20),
+                    FrameRead::Valid { .. } | FrameRead::Zero
+                ) || cut < FRAME_HEADER_BYTES && out[..cut].iter().all(|b| *b == 0)
+            );
+        }
+    }
+
+    #[test]
+    fn zero_header_is_end_and_oversize_is_invalid() {
+        assert_eq!(read_frame(&[0; 32], 100), FrameRead::Zero);
+        let mut big = vec![0u8; 32];
+        big[0..4].copy_from_slice(&1000u32.to_le_bytes());
+        big[4] = 1;
+        assert!(matches!(read_frame(&big, 100), FrameRead::Invalid(_)));
+    }
+
+    #[test]
+    fn segment_header_roundtrip_and_damage() {
+        let h = segment_header(42);
+        assert_eq!(parse_segment_header(&h), Some(42));
+        let mut bad = h;
+        bad[9] ^= 1;
+        assert_eq!(parse_segment_header(&bad), None);
+        assert_eq!(parse_segment_header(&[0; 16]), None);
+    }
+}

@@ -1,0 +1,53 @@
+//! Key slots, as Redis Cluster computes them: CRC16 (XMODEM) of the key, or of the
+//! part inside the first non-empty `{...}` hash tag, modulo 16384.
+
+pub const SLOT_COUNT: u16 = 16384;
+
+fn crc16_xmodem(bytes: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for byte in bytes {
+        crc ^= (*byte as u16) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc
+}
+
+/// The part of the key that is hashed: the first non-empty `{tag}`, else all of it.
+pub fn hash_tag(key: &[u8]) -> &[u8] {
+    if let Some(open) = key.iter().position(|b| *b == b'{') {
+        if let Some(close_rel) = key[open + 1..].iter().position(|b| *b == b'}') {
+            if close_rel > 0 {
+                return &key[open + 1..open + 1 + close_rel];
+            }
+        }
+    }
+    key
+}
+
+pub fn key_slot(key: &[u8]) -> u16 {
+    crc16_xmodem(hash_tag(key)) % SLOT_COUNT
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matches_redis_cluster_slots() {
+        // Values from the Redis Cluster specification and `CLUSTER KEYSLOT`.
+        assert_eq!(crc16_xmodem(b"123456789"), 0x31C3);
+        assert_eq!(key_slot(b"foo"), 12182);
+        assert_eq!(key_slot(b"bar"), 5061);
+        assert_eq!(key_slot(b"{user1000}.following"), key_slot(b"user1000"));
+        assert_eq!(key_slot(b"foo{}{bar}"), key_slot(b"foo{}{bar}"));
+        assert_eq!(hash_tag(b"foo{}{bar}"), b"foo{}{bar}");
+        assert_eq!(hash_tag(b"foo{{bar}}zap"), b"{bar");
+        assert_eq!(hash_tag(b"foo{bar}{zap}"), b"bar");
+    }
+}

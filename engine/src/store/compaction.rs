@@ -1,0 +1,171 @@
+//! Compaction: rewrite the live records of a mostly-dead sealed segment into the
+//! active one, then delete it. Runs in ticks of at most a byte budget, so it never
+//! monopolises the disk. Delete markers are collected only from the oldest segment,
+//! where no older record of the key can remain to come back (G4); a store in a
+//! cluster will additionally wait until every replica holds them.
+
+use super::{dir_key, KeyEntry, Store, WriteError};
+use crate::disk::DiskError;
+use crate::record::{encode_frame, SEGMENT_HEADER_BYTES};
+use crate::store::{hint_file_name, segment_file_name};
+
+pub(crate) struct Cursor {
+    segment: u32,
+    /// Entries that pointed into the segment when compaction began.
+    entries: Vec<(Box<[u8]>, KeyEntry)>,
+    next: usize,
+}
+
+/// What one tick did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CompactionProgress {
+    /// No segment is worth compacting.
+    Idle,
+    /// Working on `segment`: `done` of `total` entries handled.
+    Running {
+        segment: u32,
+        done: usize,
+        total: usize,
+    },
+    /// `segment` was rewritten and deleted.
+    Finished { segment: u32 },
+}
+
+impl Store {
+    /// The sealed segment with the largest dead share above the threshold.
+    fn compaction_candidate(&self) -> Option<u32> {
+        self.segments
+            .iter()
+            .filter(|(id, _)| **id != self.active_id)
+            .filter(|(_, s)| {
+                let payload = s.written_bytes.saturating_sub(SEGMENT_HEADER_BYTES).max(1);
+                s.dead_bytes * 100 >= payload * self.options.compaction_dead_percent_min
+            })
+            .max_by_key(|(_, s)| s.dead_bytes)
+            .map(|(id, _)| *id)
+    }
+
+    /// Do at most `budget_bytes` of compaction work. The rewritten records are synced
+    /// before the directory points at them, and the old segment is removed only after.
+    pub fn compaction_tick(&mut self, budget_bytes: u64) -> Result<CompactionProgress, WriteError> {
+        if let Some(reason) = &self.poisoned {
+            return Err(WriteError::Poisoned(reason.clone()));
+        }
+        if self.compaction.is_none() {
+            let Some(segment) = self.compaction_candidate() else {
+                return Ok(CompactionProgress::Idle);
+            };
+            let entries = self
+                .keydir
+                .iter()
+                .filter(|(_, e)| e.segment == segment)
+                .map(|(k, e)| (k.clone(), *e))
+                .collect();
+            self.compaction = Some(Cursor {
+                segment,
+                entries,
+                next: 0,
+            });
+        }
+        let mut cursor = self.compaction.take().expect("cursor set above");
+        let result = self.compaction_step(&mut cursor, budget_bytes);
+        let finished = cursor.next >= cursor.entries.len();
+        let segment = cursor.segment;
+        let (done, total) = (cursor.next, cursor.entries.len());
+        match result {
+            Err(e) => {
+                self.compaction = Some(cursor);
+                Err(e)
+            }
+            Ok(()) if finished => {
+                self.finish_compaction(segment)?;
+                Ok(CompactionProgress::Finished { segment })
+            }
+            Ok(()) => {
+                self.compaction = Some(cursor);
+                Ok(CompactionProgress::Running {
+                    segment,
+                    done,
+                    total,
+                })
+            }
+        }
+    }
+
+    fn compaction_step(
+        &mut self,
+        cursor: &mut Cursor,
+        budget_bytes: u64,
+    ) -> Result<(), WriteError> {
+        let oldest = self.segments.keys().next().copied() == Some(cursor.segment);
+        let collect_tombstones = oldest || cfg!(feature = "bug-early-tombstone-gc");
+        let batch_seq = self.next_batch_seq;
+        let mut frames = Vec::new();
+        let mut collected = Vec::new();
+        let mut spent_bytes = 0u64;
+        while cursor.next < cursor.entries.len() && spent_bytes < budget_bytes.max(1) {
+            let (dk, entry) = &cursor.entries[cursor.next];
+            cursor.next += 1;
+            if self.keydir.get(dk) != Some(entry) {
+                continue; // superseded since: nothing to keep
+            }
+            spent_bytes += entry.len as u64;
+            if !entry.live && collect_tombstones {
+                collected.push(dk.clone());
+                continue;
+            }
+            let mut body = self.read_record(*entry).map_err(WriteError::Corrupt)?;
+            debug_assert_eq!(dir_key(body.namespace, &body.key), *dk);
+            body.batch_seq = batch_seq;
+            let mut frame = Vec::new();
+            encode_frame(&body, &mut frame);
+            frames.push((dk.clone(), frame, entry.live, 0));
+        }
+        if !frames.is_empty() {
+            let (placed, disk) = self.append_frames(&frames)?;
+            if let Err(e) = disk.sync() {
+                self.stats.syncs_failed += 1;
+                let reason = format!("fsync during compaction failed: {e}");
+                self.poison(reason.clone());
+                return Err(WriteError::SyncFailed(reason));
+            }
+            self.next_batch_seq += 1;
+            for ((dk, frame, live, _), (segment, offset, len)) in frames.into_iter().zip(placed) {
+                self.stats.compaction_bytes_rewritten += frame.len() as u64;
+                let new_entry = KeyEntry {
+                    segment,
+                    offset,
+                    len,
+                    live,
+                };
+                if let Some(previous) = self.keydir.insert(dk.clone(), new_entry) {
+                    self.retire(previous, dk[0]);
+                }
+                if live {
+                    *self.live_keys.entry(dk[0]).or_insert(0) += 1;
+                }
+            }
+        }
+        for dk in collected {
+            if let Some(previous) = self.keydir.remove(&dk) {
+                self.retire(previous, dk[0]);
+                self.stats.tombstones_collected += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish_compaction(&mut self, segment: u32) -> Result<(), WriteError> {
+        debug_assert!(self.keydir.values().all(|e| e.segment != segment));
+        self.segments.remove(&segment);
+        for name in [hint_file_name(segment), segment_file_name(segment)] {
+            match self.dir.remove(&name) {
+                Ok(()) | Err(DiskError::NotFound(_)) => {}
+                Err(e) => return Err(WriteError::Disk(e)),
+            }
+        }
+        self.dir.sync_dir().map_err(WriteError::Disk)?;
+        self.stats.compactions_done += 1;
+        Ok(())
+    }
+}

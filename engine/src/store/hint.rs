@@ -1,0 +1,95 @@
+//! Hint files: for each sealed segment, the directory entries that point into it,
+//! so a restart reads a compact list instead of scanning every record. One frame:
+//! `[len u32 LE][crc32c u32 LE][postcard HintFile]`. A hint that fails its checksum
+//! is ignored and the segment is scanned instead.
+
+use super::{hint_file_name, KeyEntry, Store};
+use crate::disk::DiskError;
+use serde::{Deserialize, Serialize};
+
+#[derive(Serialize, Deserialize)]
+pub(crate) struct HintFile {
+    pub segment_id: u32,
+    pub written_bytes: u64,
+    /// Every batch in the segment has a smaller sequence number.
+    pub batch_seq_next: u64,
+    pub hlc_max: u64,
+    pub entries: Vec<HintEntry>,
+}
+
+#[derive(Serialize, Deserialize)]
+pub(crate) struct HintEntry {
+    pub dir_key: Vec<u8>,
+    pub offset: u32,
+    pub len: u32,
+    pub live: bool,
+}
+
+impl Store {
+    pub(crate) fn write_hint(&self, segment_id: u32) -> Result<(), DiskError> {
+        let segment = &self.segments[&segment_id];
+        let entries = self
+            .keydir
+            .iter()
+            .filter(|(_, e)| e.segment == segment_id)
+            .map(|(k, e)| HintEntry {
+                dir_key: k.to_vec(),
+                offset: e.offset,
+                len: e.len,
+                live: e.live,
+            })
+            .collect();
+        let hint = HintFile {
+            segment_id,
+            written_bytes: segment.written_bytes,
+            batch_seq_next: self.next_batch_seq,
+            hlc_max: self.clock.last().0,
+            entries,
+        };
+        let body = postcard::to_allocvec(&hint).map_err(|e| DiskError::Io(e.to_string()))?;
+        let mut bytes = Vec::with_capacity(body.len() + 8);
+        let len = body.len() as u32;
+        bytes.extend_from_slice(&len.to_le_bytes());
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&len.to_le_bytes()), &body);
+        bytes.extend_from_slice(&crc.to_le_bytes());
+        bytes.extend_from_slice(&body);
+        let name = hint_file_name(segment_id);
+        let tmp = format!("{name}.tmp");
+        let file = self.dir.open(&tmp, true)?;
+        file.set_len(0)?;
+        file.write_at(0, &bytes)?;
+        file.sync()?;
+        self.dir.rename(&tmp, &name)?;
+        self.dir.sync_dir()
+    }
+
+    /// The hint for a segment, or `None` when it is missing or damaged.
+    pub(crate) fn read_hint(&self, segment_id: u32) -> Option<HintFile> {
+        let file = self.dir.open(&hint_file_name(segment_id), false).ok()?;
+        let len_bytes = file.len().ok()?;
+        if len_bytes < 8 {
+            return None;
+        }
+        let mut bytes = vec![0u8; len_bytes as usize];
+        file.read_at(0, &mut bytes).ok()?;
+        let len = u32::from_le_bytes(bytes[0..4].try_into().ok()?) as usize;
+        let crc = u32::from_le_bytes(bytes[4..8].try_into().ok()?);
+        let body = bytes.get(8..8 + len)?;
+        if crc32c::crc32c_append(crc32c::crc32c(&bytes[0..4]), body) != crc {
+            return None;
+        }
+        let hint: HintFile = postcard::from_bytes(body).ok()?;
+        (hint.segment_id == segment_id).then_some(hint)
+    }
+}
+
+impl HintEntry {
+    pub(crate) fn entry(&self, segment: u32) -> KeyEntry {
+        KeyEntry {
+            segment,
+            offset: self.offset,
+            len: self.len,
+            live: self.live,
+        }
+    }
+}

@@ -1,0 +1,725 @@
+//! The storage engine: an append-only log of segments on a [`DiskDir`], a key
+//! directory in memory (values stay on disk), hint files for fast restart, and
+//! compaction. Every record holds a key's whole sibling set.
+//!
+//! The write path is split for group commit. The caller (one committer at a time)
+//! calls [`Store::prepare`] with a batch of operations: it computes the new sibling
+//! sets and writes the records, unsynced. Then it syncs the returned
+//! [`PreparedBatch`] without holding any lock, and calls [`Store::publish`], which
+//! makes the batch visible to readers. An acknowledgement may be sent only after
+//! `publish` of a batch whose sync succeeded. A failed sync goes to
+//! [`Store::sync_failed`], which poisons the store: writes are refused until restart.
+
+mod compaction;
+mod hint;
+mod recovery;
+
+pub use compaction::CompactionProgress;
+pub use recovery::{OpenError, RecoveryReport};
+
+use crate::disk::{Disk, DiskDir, DiskError};
+use crate::record::{encode_frame, read_frame, FrameRead, RecordBody, SEGMENT_HEADER_BYTES};
+use crate::slot::key_slot;
+use crate::version::{Dot, HlcClock, NodeId, SiblingSet, VersionVector};
+use bytes::Bytes;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+/// Tunables; see `Default` for the production values.
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// This node's id in dots.
+    pub node_id: NodeId,
+    /// Each segment is preallocated to this size.
+    pub segment_size_bytes: u64,
+    /// Largest record (a key's whole sibling set) accepted.
+    pub record_size_max_bytes: u32,
+    pub key_size_max_bytes: usize,
+    /// Writes that would leave more concurrent siblings than this are refused.
+    pub siblings_max: usize,
+    /// A sealed segment is compacted once this share of it is dead.
+    pub compaction_dead_percent_min: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            node_id: 1,
+            segment_size_bytes: 128 << 20,
+            record_size_max_bytes: 32 << 20,
+            key_size_max_bytes: 64 << 10,
+            siblings_max: 64,
+            compaction_dead_percent_min: 50,
+        }
+    }
+}
+
+/// Where a key's latest record is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct KeyEntry {
+    pub segment: u32,
+    pub offset: u32,
+    pub len: u32,
+    /// At least one sibling holds a value (false: only delete markers).
+    pub live: bool,
+}
+
+pub(crate) struct Segment {
+    pub disk: Arc<dyn Disk>,
+    /// End of written data.
+    pub written_bytes: u64,
+    /// Bytes of records that a later record of the same key superseded.
+    pub dead_bytes: u64,
+}
+
+/// What a write supersedes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Covers {
+    /// Everything the store holds for the key now (a plain Redis SET or DEL).
+    Current,
+    /// Only what this causal context covers (a client that read siblings).
+    Context(VersionVector),
+}
+
+/// Redis's NX / XX.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Condition {
+    Always,
+    IfAbsent,
+    IfPresent,
+}
+
+/// One write: a value, or a delete (`value: None`).
+#[derive(Clone, Debug)]
+pub struct WriteOp {
+    pub namespace: u8,
+    pub key: Bytes,
+    pub value: Option<Bytes>,
+    pub covers: Covers,
+    pub condition: Condition,
+}
+
+impl WriteOp {
+    pub fn put(namespace: u8, key: Bytes, value: Bytes) -> Self {
+        WriteOp {
+            namespace,
+            key,
+            value: Some(value),
+            covers: Covers::Current,
+            condition: Condition::Always,
+        }
+    }
+
+    pub fn delete(namespace: u8, key: Bytes) -> Self {
+        WriteOp {
+            namespace,
+            key,
+            value: None,
+            covers: Covers::Current,
+            condition: Condition::Always,
+        }
+    }
+}
+
+/// What a write did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WriteOutcome {
+    /// False when a condition failed, or a delete found nothing live.
+    pub applied: bool,
+    /// The new sibling's dot when applied.
+    pub dot: Option<Dot>,
+    /// What the write superseded.
+    pub superseded: VersionVector,
+    /// The winner before the write (for `SET ... GET`).
+    pub previous_winner: Option<Bytes>,
+    pub previous_live: bool,
+}
+
+/// Why a write was refused. `SyncFailed` and `Poisoned` leave the outcome of the
+/// batch unknown; the others mean the write did not happen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WriteError {
+    KeyTooLarge { len_bytes: usize, max_bytes: usize },
+    RecordTooLarge { len_bytes: usize, max_bytes: u32 },
+    TooManySiblings { count: usize, max: usize },
+    DiskFull,
+    Corrupt(ReadError),
+    SyncFailed(String),
+    Poisoned(String),
+    Disk(DiskError),
+}
+
+impl fmt::Display for WriteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WriteError::KeyTooLarge { len_bytes, max_bytes } => {
+                write!(f, "key of {len_bytes} bytes exceeds the limit of {max_bytes}")
+            }
+            WriteError::RecordTooLarge { len_bytes, max_bytes } => write!(
+                f,
+                "record of {len_bytes} bytes exceeds the limit of {max_bytes}"
+            ),
+            WriteError::TooManySiblings { count, max } => write!(
+                f,
+                "write would leave {count} concurrent siblings (limit {max}); resolve them with a write whose context covers them"
+            ),
+            WriteError::DiskFull => write!(f, "disk full: writes refused until space returns"),
+            WriteError::Corrupt(e) => write!(f, "cannot read current value: {e}"),
+            WriteError::SyncFailed(e) => write!(
+                f,
+                "fsync failed ({e}): outcome unknown; node is read-only until restart"
+            ),
+            WriteError::Poisoned(e) => {
+                write!(f, "store is read-only after an earlier fsync failure ({e})")
+            }
+            WriteError::Disk(e) => write!(f, "disk write failed: {e}"),
+        }
+    }
+}
+
+/// Why a read failed. Never returns bytes that fail their checksum (G5).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReadError {
+    Corrupt {
+        segment: u32,
+        offset: u64,
+        reason: &'static str,
+    },
+    Disk(DiskError),
+}
+
+impl fmt::Display for ReadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReadError::Corrupt {
+                segment,
+                offset,
+                reason,
+            } => write!(
+                f,
+                "corrupt record in segment {segment} at offset {offset}: {reason}"
+            ),
+            ReadError::Disk(e) => write!(f, "disk read failed: {e}"),
+        }
+    }
+}
+
+/// A batch written but not yet synced or visible.
+pub struct PreparedBatch {
+    results: Vec<Result<WriteOutcome, WriteError>>,
+    /// (directory key, new entry) in write order.
+    updates: Vec<(Box<[u8]>, KeyEntry)>,
+    sync_target: Option<Arc<dyn Disk>>,
+}
+
+impl PreparedBatch {
+    /// Make the batch durable. Call without holding the store's lock.
+    pub fn sync(&self) -> Result<(), DiskError> {
+        match &self.sync_target {
+            Some(disk) => disk.sync(),
+            None => Ok(()),
+        }
+    }
+
+    /// True when nothing was written (all refused or no-ops).
+    pub fn is_empty(&self) -> bool {
+        self.updates.is_empty()
+    }
+}
+
+/// Counters for INFO and the benches.
+#[derive(Clone, Debug, Default)]
+pub struct StoreStats {
+    pub batches_published: u64,
+    pub records_written: u64,
+    pub syncs_failed: u64,
+    pub compactions_done: u64,
+    pub compaction_bytes_rewritten: u64,
+    pub tombstones_collected: u64,
+    pub disk_full_refusals: u64,
+}
+
+/// Directory key: namespace, slot (big endian), key. Sorting by it groups keys by
+/// namespace, then slot, which SCAN's cursor and partition streaming rely on.
+pub(crate) fn dir_key(namespace: u8, key: &[u8]) -> Box<[u8]> {
+    let slot = key_slot(key);
+    let mut k = Vec::with_capacity(3 + key.len());
+    k.push(namespace);
+    k.extend_from_slice(&slot.to_be_bytes());
+    k.extend_from_slice(key);
+    k.into_boxed_slice()
+}
+
+pub(crate) fn segment_file_name(id: u32) -> String {
+    format!("seg-{id:08}.log")
+}
+
+pub(crate) fn hint_file_name(id: u32) -> String {
+    format!("seg-{id:08}.hint")
+}
+
+pub struct Store {
+    dir: Arc<dyn DiskDir>,
+    options: StoreOptions,
+    keydir: BTreeMap<Box<[u8]>, KeyEntry>,
+    segments: BTreeMap<u32, Segment>,
+    active_id: u32,
+    next_batch_seq: u64,
+    /// Dots issued in this incarnation start here, so a restart that lost unsynced
+    /// writes never reissues a dot another replica may already hold.
+    counter_floor: u64,
+    clock: HlcClock,
+    live_keys: BTreeMap<u8, u64>,
+    poisoned: Option<String>,
+    compaction: Option<compaction::Cursor>,
+    stats: StoreStats,
+}
+
+impl Store {
+    pub fn options(&self) -> &StoreOptions {
+        &self.options
+    }
+
+    pub fn stats(&self) -> &StoreStats {
+        &self.stats
+    }
+
+    pub fn is_poisoned(&self) -> Option<&str> {
+        self.poisoned.as_deref()
+    }
+
+    /// The sibling set of a key, including one made only of delete markers.
+    pub fn get(&self, namespace: u8, key: &[u8]) -> Result<Option<SiblingSet>, ReadError> {
+        match self.keydir.get(&dir_key(namespace, key)) {
+            None => Ok(None),
+            Some(entry) => Ok(Some(self.read_record(*entry)?.set)),
+        }
+    }
+
+    /// Whether the key has a live value, without reading the disk.
+    pub fn contains_live(&self, namespace: u8, key: &[u8]) -> bool {
+        self.keydir
+            .get(&dir_key(namespace, key))
+            .is_some_and(|e| e.live)
+    }
+
+    pub(crate) fn read_record(&self, entry: KeyEntry) -> Result<RecordBody, ReadError> {
+        let segment = self
+            .segments
+            .get(&entry.segment)
+            .ok_or(ReadError::Corrupt {
+                segment: entry.segment,
+                offset: entry.offset as u64,
+                reason: "segment missing",
+            })?;
+        let mut buf = vec![0u8; entry.len as usize];
+        segment
+            .disk
+            .read_at(entry.offset as u64, &mut buf)
+            .map_err(ReadError::Disk)?;
+        match read_frame(&buf, self.options.record_size_max_bytes) {
+            FrameRead::Valid { body, .. } => Ok(body),
+            FrameRead::Zero => Err(ReadError::Corrupt {
+                segment: entry.segment,
+                offset: entry.offset as u64,
+                reason: "record zeroed",
+            }),
+            FrameRead::Invalid(reason) => Err(ReadError::Corrupt {
+                segment: entry.segment,
+                offset: entry.offset as u64,
+                reason,
+            }),
+        }
+    }
+
+    /// Live keys in a namespace.
+    pub fn live_key_count(&self, namespace: u8) -> u64 {
+        self.live_keys.get(&namespace).copied().unwrap_or(0)
+    }
+
+    /// (namespace, live keys) for every namespace holding any.
+    pub fn namespaces(&self) -> Vec<(u8, u64)> {
+        self.live_keys
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(ns, n)| (*ns, *n))
+            .collect()
+    }
+
+    /// Live keys of a namespace from slot `cursor_slot` on, whole slots at a time,
+    /// until at least `count` are found. Returns the keys and the next cursor
+    /// (0 when the scan is complete), as Redis's SCAN does.
+    pub fn scan(&self, namespace: u8, cursor_slot: u64, count: usize) -> (Vec<Bytes>, u64) {
+        let slot_count = crate::slot::SLOT_COUNT as u64;
+        if cursor_slot >= slot_count {
+            return (Vec::new(), 0);
+        }
+        let start = {
+            let mut k = vec![namespace];
+            k.extend_from_slice(&(cursor_slot as u16).to_be_bytes());
+            k.into_boxed_slice()
+        };
+        let mut keys = Vec::new();
+        let mut current_slot = None;
+        for (k, entry) in self.keydir.range(start..) {
+            if k[0] != namespace {
+                break;
+            }
+            let slot = u16::from_be_bytes([k[1], k[2]]) as u64;
+            if current_slot != Some(slot) {
+                if keys.len() >= count.max(1) {
+                    return (keys, slot);
+                }
+                current_slot = Some(slot);
+            }
+            if entry.live {
+                keys.push(Bytes::copy_from_slice(&k[3..]));
+            }
+        }
+        (keys, 0)
+    }
+
+    /// Every live key of a namespace, in directory order.
+    pub fn keys(&self, namespace: u8) -> Vec<Bytes> {
+        let start: Box<[u8]> = vec![namespace].into_boxed_slice();
+        self.keydir
+            .range(start..)
+            .take_while(|(k, _)| k[0] == namespace)
+            .filter(|(_, e)| e.live)
+            .map(|(k, _)| Bytes::copy_from_slice(&k[3..]))
+            .collect()
+    }
+
+    /// Every key with its sibling set (live or not), for inspection and tests.
+    pub fn dump(&self) -> Vec<(u8, Bytes, Result<SiblingSet, ReadError>)> {
+        self.keydir
+            .iter()
+            .map(|(k, e)| {
+                (
+                    k[0],
+                    Bytes::copy_from_slice(&k[3..]),
+                    self.read_record(*e).map(|b| b.set),
+                )
+            })
+            .collect()
+    }
+
+    /// Total bytes in segment files, and bytes of them that are dead.
+    pub fn disk_usage_bytes(&self) -> (u64, u64) {
+        let total = self.segments.values().map(|s| s.written_bytes).sum();
+        let dead = self.segments.values().map(|s| s.dead_bytes).sum();
+        (total, dead)
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// Computes and writes (unsynced) a batch. Every operation gets its own result;
+    /// one refused operation does not refuse the others.
+    pub fn prepare(&mut self, ops: &[WriteOp], wall_ms: u64) -> PreparedBatch {
+        let mut batch = PreparedBatch {
+            results: Vec::with_capacity(ops.len()),
+            updates: Vec::new(),
+            sync_target: None,
+        };
+        if let Some(reason) = &self.poisoned {
+            batch.results = ops
+                .iter()
+                .map(|_| Err(WriteError::Poisoned(reason.clone())))
+                .collect();
+            return batch;
+        }
+        let batch_seq = self.next_batch_seq;
+        let mut overlay: BTreeMap<Box<[u8]>, SiblingSet> = BTreeMap::new();
+        let mut frames: Vec<(Box<[u8]>, Vec<u8>, bool, usize)> = Vec::new();
+        for (op_index, op) in ops.iter().enumerate() {
+            let result =
+                self.prepare_one(op, op_index, batch_seq, wall_ms, &mut overlay, &mut frames);
+            batch.results.push(result);
+        }
+        if frames.is_empty() {
+            return batch;
+        }
+        match self.append_frames(&frames) {
+            Ok((placed, disk)) => {
+                self.next_batch_seq += 1;
+                batch.sync_target = Some(disk);
+                batch.updates = frames
+                    .into_iter()
+                    .zip(placed)
+                    .map(|((dk, _, live, _), (segment, offset, len))| {
+                        (
+                            dk,
+                            KeyEntry {
+                                segment,
+                                offset,
+                                len,
+                                live,
+                            },
+                        )
+                    })
+                    .collect();
+            }
+            Err(err) => {
+                if err == WriteError::DiskFull {
+                    self.stats.disk_full_refusals += 1;
+                }
+                for (_, _, _, op_index) in frames {
+                    batch.results[op_index] = Err(err.clone());
+                }
+            }
+        }
+        batch
+    }
+
+    fn prepare_one(
+        &mut self,
+        op: &WriteOp,
+        op_index: usize,
+        batch_seq: u64,
+        wall_ms: u64,
+        overlay: &mut BTreeMap<Box<[u8]>, SiblingSet>,
+        frames: &mut Vec<(Box<[u8]>, Vec<u8>, bool, usize)>,
+    ) -> Result<WriteOutcome, WriteError> {
+        if op.key.len() > self.options.key_size_max_bytes {
+            return Err(WriteError::KeyTooLarge {
+                len_bytes: op.key.len(),
+                max_bytes: self.options.key_size_max_bytes,
+            });
+        }
+        let dk = dir_key(op.namespace, &op.key);
+        let current = match overlay.get(&dk) {
+            Some(set) => set.clone(),
+            None => match self.keydir.get(&dk) {
+                Some(entry) => self.read_record(*entry).map_err(WriteError::Corrupt)?.set,
+                None => SiblingSet::default(),
+            },
+        };
+        let previous_live = !current.is_deleted();
+        let previous_winner = current.winner().and_then(|s| s.value.clone());
+        let not_applied = |superseded| WriteOutcome {
+            applied: false,
+            dot: None,
+            superseded,
+            previous_winner: previous_winner.clone(),
+            previous_live,
+        };
+        let condition_holds = match op.condition {
+            Condition::Always => true,
+            Condition::IfAbsent => !previous_live,
+            Condition::IfPresent => previous_live,
+        };
+        if !condition_holds || (op.value.is_none() && !previous_live) {
+            return Ok(not_applied(VersionVector::new()));
+        }
+        let covered = match &op.covers {
+            Covers::Current => current.context.clone(),
+            Covers::Context(ctx) => ctx.clone(),
+        };
+        let mut next = current;
+        let hlc = self.clock.now(wall_ms);
+        let dot = next.write(
+            &covered,
+            self.options.node_id,
+            self.counter_floor,
+            hlc,
+            op.value.clone(),
+        );
+        if next.siblings.len() > self.options.siblings_max {
+            return Err(WriteError::TooManySiblings {
+                count: next.siblings.len(),
+                max: self.options.siblings_max,
+            });
+        }
+        let body = RecordBody {
+            batch_seq,
+            namespace: op.namespace,
+            key: op.key.to_vec(),
+            set: next,
+        };
+        let mut frame = Vec::new();
+        encode_frame(&body, &mut frame);
+        let max = self.frame_size_max_bytes();
+        if frame.len() > max as usize {
+            return Err(WriteError::RecordTooLarge {
+                len_bytes: frame.len(),
+                max_bytes: max,
+            });
+        }
+        let live = !body.set.is_deleted();
+        overlay.insert(dk.clone(), body.set);
+        frames.push((dk, frame, live, op_index));
+        Ok(WriteOutcome {
+            applied: true,
+            dot: Some(dot),
+            superseded: covered,
+            previous_winner,
+            previous_live,
+        })
+    }
+
+    fn frame_size_max_bytes(&self) -> u32 {
+        let by_segment = (self.options.segment_size_bytes - SEGMENT_HEADER_BYTES) as u32;
+        self.options.record_size_max_bytes.min(by_segment)
+    }
+}
+
+impl Store {
+    /// Writes the batch's frames in one piece, rotating to a fresh segment first
+    /// when they do not fit, so a batch never spans segments.
+    fn append_frames(
+        &mut self,
+        frames: &[(Box<[u8]>, Vec<u8>, bool, usize)],
+    ) -> Result<(Vec<(u32, u32, u32)>, Arc<dyn Disk>), WriteError> {
+        let total_bytes: u64 = frames.iter().map(|f| f.1.len() as u64).sum();
+        let segment_size = self.options.segment_size_bytes;
+        if self.active().written_bytes + total_bytes > segment_size {
+            self.rotate()?;
+        }
+        if SEGMENT_HEADER_BYTES + total_bytes > segment_size {
+            return Err(WriteError::RecordTooLarge {
+                len_bytes: total_bytes as usize,
+                max_bytes: (segment_size - SEGMENT_HEADER_BYTES) as u32,
+            });
+        }
+        let start = self.active().written_bytes;
+        let mut chunk = Vec::with_capacity(total_bytes as usize);
+        let mut placed = Vec::with_capacity(frames.len());
+        for (_, frame, _, _) in frames {
+            placed.push((
+                self.active_id,
+                (start + chunk.len() as u64) as u32,
+                frame.len() as u32,
+            ));
+            chunk.extend_from_slice(frame);
+        }
+        let disk = self.active().disk.clone();
+        match disk.write_at(start, &chunk) {
+            Ok(()) => {}
+            Err(DiskError::NoSpace) => return Err(WriteError::DiskFull),
+            Err(e) => {
+                self.poison(format!("write failed: {e}"));
+                return Err(WriteError::Disk(e));
+            }
+        }
+        self.segments
+            .get_mut(&self.active_id)
+            .expect("active segment exists")
+            .written_bytes = start + total_bytes;
+        self.stats.records_written += frames.len() as u64;
+        Ok((placed, disk))
+    }
+
+    fn active(&self) -> &Segment {
+        self.segments
+            .get(&self.active_id)
+            .expect("active segment exists")
+    }
+
+    /// The active segment's disk, for callers that sync on a timer
+    /// (`fsync = batch`) rather than per batch.
+    pub fn active_disk(&self) -> Arc<dyn Disk> {
+        self.active().disk.clone()
+    }
+
+    /// Seal the active segment (sync, write its hint) and start a new one.
+    fn rotate(&mut self) -> Result<(), WriteError> {
+        let old_id = self.active_id;
+        if let Err(e) = self.active().disk.sync() {
+            self.stats.syncs_failed += 1;
+            let reason = format!("sync of sealed segment {old_id} failed: {e}");
+            self.poison(reason.clone());
+            return Err(WriteError::SyncFailed(reason));
+        }
+        // A missing hint only slows the next restart.
+        let _ = self.write_hint(old_id);
+        let new_id = old_id + 1;
+        let disk = self.create_segment(new_id)?;
+        self.segments.insert(
+            new_id,
+            Segment {
+                disk,
+                written_bytes: SEGMENT_HEADER_BYTES,
+                dead_bytes: 0,
+            },
+        );
+        self.active_id = new_id;
+        Ok(())
+    }
+
+    /// Create, preallocate and stamp a segment file, durably.
+    pub(crate) fn create_segment(&self, id: u32) -> Result<Arc<dyn Disk>, WriteError> {
+        let name = segment_file_name(id);
+        let disk = self.dir.open(&name, true).map_err(WriteError::Disk)?;
+        let result = disk
+            .set_len(self.options.segment_size_bytes)
+            .and_then(|_| disk.write_at(0, &crate::record::segment_header(id)))
+            .and_then(|_| disk.sync())
+            .and_then(|_| self.dir.sync_dir());
+        match result {
+            Ok(()) => Ok(disk),
+            Err(e) => {
+                let _ = self.dir.remove(&name);
+                Err(match e {
+                    DiskError::NoSpace => WriteError::DiskFull,
+                    other => WriteError::Disk(other),
+                })
+            }
+        }
+    }
+
+    /// Make a synced batch visible. Returns each operation's result.
+    pub fn publish(&mut self, batch: PreparedBatch) -> Vec<Result<WriteOutcome, WriteError>> {
+        for (dk, entry) in batch.updates {
+            let namespace = dk[0];
+            if entry.live {
+                *self.live_keys.entry(namespace).or_insert(0) += 1;
+            }
+            if let Some(previous) = self.keydir.insert(dk, entry) {
+                self.retire(previous, namespace);
+            }
+        }
+        self.stats.batches_published += 1;
+        batch.results
+    }
+
+    /// Account for a record that is no longer the latest of its key.
+    fn retire(&mut self, previous: KeyEntry, namespace: u8) {
+        if let Some(segment) = self.segments.get_mut(&previous.segment) {
+            segment.dead_bytes += previous.len as u64;
+        }
+        if previous.live {
+            let count = self.live_keys.entry(namespace).or_insert(0);
+            *count = count.saturating_sub(1);
+        }
+    }
+
+    /// The batch's sync failed: it never becomes visible, its outcome is unknown, and
+    /// the store refuses writes until it is reopened (never retry-and-ignore).
+    pub fn sync_failed(
+        &mut self,
+        batch: PreparedBatch,
+        error: DiskError,
+    ) -> Vec<Result<WriteOutcome, WriteError>> {
+        self.stats.syncs_failed += 1;
+        let reason = format!("fsync failed: {error}");
+        self.poison(reason.clone());
+        batch
+            .results
+            .into_iter()
+            .map(|r| match r {
+                Ok(outcome) if outcome.applied => Err(WriteError::SyncFailed(reason.clone())),
+                other => other,
+            })
+            .collect()
+    }
+
+    /// Refuse all further writes (reads keep working).
+    pub fn poison(&mut self, reason: String) {
+        if self.poisoned.is_none() {
+            self.poisoned = Some(reason);
+        }
+    }
+}

@@ -1,0 +1,339 @@
+//! Opening a store: the recovery decision table.
+//!
+//! | what is found                                   | decision                       |
+//! |-------------------------------------------------|--------------------------------|
+//! | valid frame                                     | load it                        |
+//! | all-zero header, zeros to the end               | end of data                    |
+//! | sealed segment with a valid hint               | load the hint, skip the scan   |
+//! | invalid frame in the last segment, and no valid | torn tail: zero it, sync, go on|
+//! |   frame after it from a later batch             |                                |
+//! | invalid frame in a sealed segment               | `OpenError::Corrupt`: refuse   |
+//! | invalid frame followed by a valid frame of a    | `OpenError::Corrupt`: refuse   |
+//! |   later batch (so it had been synced)           |                                |
+//! | last segment with a torn header and no data     | re-create it                   |
+//! | other segment header damage                     | `OpenError::Corrupt`: refuse   |
+//!
+//! A batch is synced before the next one is written, and recovery syncs what it
+//! loaded before anything is appended, so at most one batch can be incompletely on
+//! disk, and it is the newest. Damage anywhere else means synced
+//! (possibly acknowledged) data is gone: the store never opens as if it were whole.
+
+use super::{
+    hint_file_name, segment_file_name, KeyEntry, Segment, Store, StoreOptions, WriteError,
+};
+use crate::disk::{Disk, DiskDir, DiskError};
+use crate::record::{parse_segment_header, read_frame, FrameRead, SEGMENT_HEADER_BYTES};
+use crate::version::{Hlc, HlcClock};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+const INCARNATION_FILE: &str = "INCARNATION";
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OpenError {
+    /// Synced data is damaged; the node must not start as if it were whole.
+    Corrupt {
+        segment: u32,
+        offset: u64,
+        reason: String,
+    },
+    Disk(DiskError),
+    BadOptions(String),
+}
+
+impl fmt::Display for OpenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OpenError::Corrupt {
+                segment,
+                offset,
+                reason,
+            } => write!(
+                f,
+                "segment {} ({}) is corrupt at offset {offset}: {reason}; refusing to start (run `shoal inspect` on the data directory)",
+                segment,
+                segment_file_name(*segment)
+            ),
+            OpenError::Disk(e) => write!(f, "cannot open store: {e}"),
+            OpenError::BadOptions(e) => write!(f, "bad store options: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for OpenError {}
+
+impl From<DiskError> for OpenError {
+    fn from(e: DiskError) -> Self {
+        OpenError::Disk(e)
+    }
+}
+
+/// What recovery found and did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    pub incarnation: u64,
+    pub segments_scanned: u32,
+    pub segments_from_hints: u32,
+    pub records_loaded: u64,
+    pub keys_loaded: u64,
+    /// (segment, offset, bytes discarded) of a torn tail that was cut off.
+    pub torn_tail: Option<(u32, u64, u64)>,
+}
+
+fn parse_segment_name(name: &str) -> Option<u32> {
+    name.strip_prefix("seg-")?
+        .strip_suffix(".log")?
+        .parse()
+        .ok()
+}
+
+/// Two 16-byte slots `[incarnation u64][crc u32][0u32]`; the larger valid one wins,
+/// and each open writes the other, so a torn write never loses the current value.
+fn bump_incarnation(dir: &dyn DiskDir) -> Result<u64, OpenError> {
+    let file = dir.open(INCARNATION_FILE, true)?;
+    let mut bytes = vec![0u8; 32];
+    let len = file.len()?.min(32) as usize;
+    file.read_at(0, &mut bytes[..len])?;
+    let slot = |i: usize| -> Option<u64> {
+        let s = &bytes[i * 16..i * 16 + 16];
+        let value = u64::from_le_bytes(s[0..8].try_into().ok()?);
+        let crc = u32::from_le_bytes(s[8..12].try_into().ok()?);
+        (value > 0 && crc32c::crc32c(&s[0..8]) == crc).then_some(value)
+    };
+    let current = slot(0).max(slot(1)).unwrap_or(0);
+    let next = current + 1;
+    let mut record = [0u8; 16];
+    record[0..8].copy_from_slice(&next.to_le_bytes());
+    let crc = crc32c::crc32c(&record[0..8]);
+    record[8..12].copy_from_slice(&crc.to_le_bytes());
+    file.write_at((next % 2) * 16, &record)?;
+    file.sync()?;
+    dir.sync_dir()?;
+    Ok(next)
+}
+
+impl Store {
+    /// Open (or create) the store in `dir`, recovering from whatever a crash left.
+    pub fn open(
+        dir: Arc<dyn DiskDir>,
+        options: StoreOptions,
+    ) -> Result<(Store, RecoveryReport), OpenError> {
+        if options.segment_size_bytes < 4096 || options.segment_size_bytes > u32::MAX as u64 {
+            return Err(OpenError::BadOptions(
+                "segment_size_bytes must be between 4 KiB and 4 GiB".into(),
+            ));
+        }
+        let incarnation = bump_incarnation(dir.as_ref())?;
+        let mut report = RecoveryReport {
+            incarnation,
+            ..RecoveryReport::default()
+        };
+        let names = dir.list()?;
+        for stale in names.iter().filter(|n| n.ends_with(".tmp")) {
+            dir.remove(stale)?;
+        }
+        let ids: Vec<u32> = names.iter().filter_map(|n| parse_segment_name(n)).collect();
+        let mut store = Store {
+            dir,
+            options,
+            keydir: BTreeMap::new(),
+            segments: BTreeMap::new(),
+            active_id: ids.last().copied().unwrap_or(1),
+            next_batch_seq: 1,
+            counter_floor: incarnation << 32,
+            clock: HlcClock::default(),
+            live_keys: BTreeMap::new(),
+            poisoned: None,
+            compaction: None,
+            stats: Default::default(),
+        };
+        for (i, id) in ids.iter().enumerate() {
+            store.load_segment(*id, i + 1 == ids.len(), &mut report)?;
+        }
+        if store.segments.is_empty() {
+            let disk = store.create_segment(1).map_err(|e| match e {
+                WriteError::Disk(d) => OpenError::Disk(d),
+                other => OpenError::Disk(DiskError::Io(other.to_string())),
+            })?;
+            store.segments.insert(
+                1,
+                Segment {
+                    disk,
+                    written_bytes: SEGMENT_HEADER_BYTES,
+                    dead_bytes: 0,
+                },
+            );
+            store.active_id = 1;
+        }
+        let active = store.active().disk.clone();
+        if active.len()? < store.options.segment_size_bytes {
+            active.set_len(store.options.segment_size_bytes)?;
+        }
+        // What recovery loaded may never have been synced (an fsync failed before a
+        // restart): make it durable before appending after it, so that at most one
+        // unsynced batch is ever on disk.
+        active.sync()?;
+        store.recount();
+        report.keys_loaded = store.keydir.len() as u64;
+        Ok((store, report))
+    }
+
+    /// Recompute live-key counts and dead bytes from the directory.
+    fn recount(&mut self) {
+        let mut live_bytes: BTreeMap<u32, u64> = BTreeMap::new();
+        self.live_keys.clear();
+        for (k, e) in &self.keydir {
+            *live_bytes.entry(e.segment).or_insert(0) += e.len as u64;
+            if e.live {
+                *self.live_keys.entry(k[0]).or_insert(0) += 1;
+            }
+        }
+        for (id, segment) in self.segments.iter_mut() {
+            let live = live_bytes.get(id).copied().unwrap_or(0);
+            segment.dead_bytes = segment
+                .written_bytes
+                .saturating_sub(SEGMENT_HEADER_BYTES + live);
+        }
+    }
+
+    fn load_segment(
+        &mut self,
+        id: u32,
+        is_last: bool,
+        report: &mut RecoveryReport,
+    ) -> Result<(), OpenError> {
+        let disk = self.dir.open(&segment_file_name(id), false)?;
+        if is_last {
+            // The active segment is always scanned; a hint for it would go stale.
+            match self.dir.remove(&hint_file_name(id)) {
+                Ok(()) | Err(DiskError::NotFound(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        } else if let Some(hint) = self.read_hint(id) {
+            for entry in &hint.entries {
+                self.keydir
+                    .insert(entry.dir_key.clone().into_boxed_slice(), entry.entry(id));
+            }
+            self.next_batch_seq = self.next_batch_seq.max(hint.batch_seq_next);
+            self.clock.observe(Hlc(hint.hlc_max));
+            report.segments_from_hints += 1;
+            report.records_loaded += hint.entries.len() as u64;
+            self.segments.insert(
+                id,
+                Segment {
+                    disk,
+                    written_bytes: hint.written_bytes,
+                    dead_bytes: 0,
+                },
+            );
+            return Ok(());
+        }
+        report.segments_scanned += 1;
+        let written_bytes = self.scan_segment(id, disk.as_ref(), is_last, report)?;
+        self.segments.insert(
+            id,
+            Segment {
+                disk,
+                written_bytes,
+                dead_bytes: 0,
+            },
+        );
+        Ok(())
+    }
+
+    /// Loads every record of a segment; returns where its data ends.
+    fn scan_segment(
+        &mut self,
+        id: u32,
+        disk: &dyn Disk,
+        is_last: bool,
+        report: &mut RecoveryReport,
+    ) -> Result<u64, OpenError> {
+        let len = disk.len()? as usize;
+        let mut data = vec![0u8; len];
+        disk.read_at(0, &mut data)?;
+        let corrupt = |offset: u64, reason: &str| OpenError::Corrupt {
+            segment: id,
+            offset,
+            reason: reason.to_string(),
+        };
+        let header_ok = parse_segment_header(&data) == Some(id);
+        if !header_ok {
+            let nothing_written = data.iter().skip(8).all(|b| *b == 0) || len < 16;
+            if is_last && nothing_written {
+                // Crash while creating the segment: make it anew.
+                disk.set_len(self.options.segment_size_bytes)?;
+                disk.write_at(0, &crate::record::segment_header(id))?;
+                disk.sync()?;
+                return Ok(SEGMENT_HEADER_BYTES);
+            }
+            return Err(corrupt(0, "bad segment header"));
+        }
+        let record_max = self.options.record_size_max_bytes;
+        let batch_seq_before = self.next_batch_seq.saturating_sub(1);
+        let mut batch_seq_last = batch_seq_before;
+        let mut pos = SEGMENT_HEADER_BYTES as usize;
+        loop {
+            let damage = match read_frame(&data[pos..], record_max) {
+                FrameRead::Valid { body, frame_len } => {
+                    let dk = super::dir_key(body.namespace, &body.key);
+                    let entry = KeyEntry {
+                        segment: id,
+                        offset: pos as u32,
+                        len: frame_len as u32,
+                        live: !body.set.is_deleted(),
+                    };
+                    self.keydir.insert(dk, entry);
+                    self.clock.observe(body.set.max_hlc());
+                    batch_seq_last = batch_seq_last.max(body.batch_seq);
+                    self.next_batch_seq = self.next_batch_seq.max(body.batch_seq + 1);
+                    report.records_loaded += 1;
+                    pos += frame_len;
+                    continue;
+                }
+                FrameRead::Zero if data[pos..].iter().all(|b| *b == 0) => return Ok(pos as u64),
+                FrameRead::Zero => "zero header followed by data",
+                FrameRead::Invalid(reason) => reason,
+            };
+            if !is_last {
+                return Err(corrupt(pos as u64, damage));
+            }
+            if let Some((later, seq)) = find_later_batch(&data, pos, record_max, batch_seq_last) {
+                return Err(corrupt(
+                    pos as u64,
+                    &format!("{damage}; a later synced batch ({seq}) follows at offset {later}"),
+                ));
+            }
+            // Torn tail of the newest, never-synced batch: cut it off durably.
+            let end = data.iter().rposition(|b| *b != 0).map_or(pos, |i| i + 1);
+            disk.write_at(pos as u64, &vec![0u8; end - pos])?;
+            disk.sync()?;
+            report.torn_tail = Some((id, pos as u64, (end - pos) as u64));
+            return Ok(pos as u64);
+        }
+    }
+}
+
+/// A valid frame after `from` whose batch came after the last batch seen before the
+/// damage plus one: proof that the damaged bytes had been synced.
+fn find_later_batch(
+    data: &[u8],
+    from: usize,
+    record_max: u32,
+    batch_seq_last: u64,
+) -> Option<(usize, u64)> {
+    let mut at = from + 1;
+    while at + crate::record::FRAME_HEADER_BYTES <= data.len() {
+        let len = u32::from_le_bytes(data[at..at + 4].try_into().expect("4 bytes"));
+        if len != 0 && len <= record_max {
+            if let FrameRead::Valid { body, .. } = read_frame(&data[at..], record_max) {
+                if body.batch_seq > batch_seq_last + 1 {
+                    return Some((at, body.batch_seq));
+                }
+            }
+        }
+        at += 1;
+    }
+    None
+}

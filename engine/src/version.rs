@@ -1,0 +1,394 @@
+//! Versions: hybrid logical clocks, dots, version vectors and sibling sets (dotted
+//! version vector sets). Concurrent writes are kept side by side as siblings; a write
+//! or delete removes exactly the siblings its causal context covers (G2, G4).
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+pub type NodeId = u32;
+
+/// Hybrid logical clock time: wall milliseconds in the high 48 bits, a logical
+/// counter in the low 16. Totally ordered; only used to pick a plain GET's winner.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct Hlc(pub u64);
+
+const HLC_LOGICAL_BITS: u32 = 16;
+
+impl Hlc {
+    pub fn wall_ms(self) -> u64 {
+        self.0 >> HLC_LOGICAL_BITS
+    }
+}
+
+/// Issues HLC times that never go backwards, even when the wall clock does.
+#[derive(Clone, Debug, Default)]
+pub struct HlcClock {
+    last: Hlc,
+}
+
+impl HlcClock {
+    pub fn now(&mut self, wall_ms: u64) -> Hlc {
+        let physical = Hlc(wall_ms << HLC_LOGICAL_BITS);
+        self.last = if physical > self.last {
+            physical
+        } else {
+            Hlc(self.last.0 + 1)
+        };
+        self.last
+    }
+
+    /// The latest time issued or observed.
+    pub fn last(&self) -> Hlc {
+        self.last
+    }
+
+    /// Move past a time seen from elsewhere (a stored record or a peer).
+    pub fn observe(&mut self, seen: Hlc) {
+        if seen > self.last {
+            self.last = seen;
+        }
+    }
+}
+
+/// One event: the `counter`-th write coordinated by `node` for a key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Dot {
+    pub node: NodeId,
+    pub counter: u64,
+}
+
+impl fmt::Display for Dot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.node, self.counter)
+    }
+}
+
+/// A causal context: for each node, the highest counter seen (all below it too).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionVector(BTreeMap<NodeId, u64>);
+
+impl VersionVector {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn get(&self, node: NodeId) -> u64 {
+        self.0.get(&node).copied().unwrap_or(0)
+    }
+
+    pub fn covers(&self, dot: Dot) -> bool {
+        self.get(dot.node) >= dot.counter
+    }
+
+    pub fn add(&mut self, dot: Dot) {
+        let entry = self.0.entry(dot.node).or_insert(0);
+        *entry = (*entry).max(dot.counter);
+    }
+
+    pub fn merge(&mut self, other: &VersionVector) {
+        for (node, counter) in &other.0 {
+            self.add(Dot {
+                node: *node,
+                counter: *counter,
+            });
+        }
+    }
+
+    /// Every dot `other` covers, `self` covers too.
+    pub fn descends(&self, other: &VersionVector) -> bool {
+        other.0.iter().all(|(n, c)| self.get(*n) >= *c)
+    }
+
+    pub fn entries(&self) -> impl Iterator<Item = (NodeId, u64)> + '_ {
+        self.0.iter().map(|(n, c)| (*n, *c))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Parses the `Display` form, `node:counter,node:counter` (empty for none).
+    pub fn parse(text: &str) -> Option<VersionVector> {
+        let mut vv = VersionVector::new();
+        for part in text.split(',').filter(|p| !p.is_empty()) {
+            let (node, counter) = part.split_once(':')?;
+            vv.add(Dot {
+                node: node.trim().parse().ok()?,
+                counter: counter.trim().parse().ok()?,
+            });
+        }
+        Some(vv)
+    }
+}
+
+impl fmt::Display for VersionVector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, (node, counter)) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{node}:{counter}")?;
+        }
+        Ok(())
+    }
+}
+
+/// One concurrent version of a key; `value: None` is a delete marker (tombstone).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sibling {
+    pub dot: Dot,
+    pub hlc: Hlc,
+    pub value: Option<Bytes>,
+}
+
+/// All versions of one key that no write has yet superseded, with the causal
+/// context that covers them and everything they replaced. Siblings are kept sorted
+/// by dot, so equal sets compare and serialize equal.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SiblingSet {
+    pub context: VersionVector,
+    pub siblings: Vec<Sibling>,
+}
+
+impl SiblingSet {
+    /// Coordinator write: replace what `covered` covers with one new sibling whose
+    /// dot is fresh for `node`. `counter_floor` keeps dots unique across restarts
+    /// that lost unsynced writes (the store passes its incarnation's floor).
+    pub fn write(
+        &mut self,
+        covered: &VersionVector,
+        node: NodeId,
+        counter_floor: u64,
+        hlc: Hlc,
+        value: Option<Bytes>,
+    ) -> Dot {
+        let dot = Dot {
+            node,
+            counter: (self.context.get(node) + 1).max(counter_floor),
+        };
+        self.siblings.retain(|s| !covered.covers(s.dot));
+        self.context.merge(covered);
+        self.context.add(dot);
+        self.siblings.push(Sibling { dot, hlc, value });
+        self.siblings.sort_by_key(|s| s.dot);
+        dot
+    }
+
+    /// Replica merge: keep a sibling unless the other side has seen its dot and
+    /// dropped it. Commutative, associative and idempotent.
+    pub fn merge(&mut self, other: &SiblingSet) {
+        let mut merged: Vec<Sibling> = Vec::new();
+        for s in &self.siblings {
+            let in_other = other.siblings.iter().any(|o| o.dot == s.dot);
+            if in_other || !other.context.covers(s.dot) {
+                merged.push(s.clone());
+            }
+        }
+        for o in &other.siblings {
+            let in_self = self.siblings.iter().any(|s| s.dot == o.dot);
+            if !in_self && !self.context.covers(o.dot) {
+                merged.push(o.clone());
+            }
+        }
+        merged.sort_by_key(|s| s.dot);
+        if cfg!(feature = "bug-merge-drops-sibling") && merged.len() > 1 {
+            // Planted bug: last-writer-wins sneaks into the merge.
+            let best = merged.iter().max_by_key(|s| (s.hlc, s.dot.node)).cloned();
+            merged = best.into_iter().collect();
+        }
+        self.siblings = merged;
+        self.context.merge(&other.context);
+    }
+
+    /// Siblings that hold a value (not delete markers).
+    pub fn live(&self) -> impl Iterator<Item = &Sibling> {
+        self.siblings.iter().filter(|s| s.value.is_some())
+    }
+
+    /// No live sibling: the key reads as absent.
+    pub fn is_deleted(&self) -> bool {
+        self.live().next().is_none()
+    }
+
+    /// The value a plain Redis GET returns: the live sibling with the highest HLC
+    /// time, ties broken by node id then counter.
+    pub fn winner(&self) -> Option<&Sibling> {
+        self.live()
+            .max_by_key(|s| (s.hlc, s.dot.node, s.dot.counter))
+    }
+
+    /// Newest HLC time in the set, for clocks to observe.
+    pub fn max_hlc(&self) -> Hlc {
+        self.siblings
+            .iter()
+            .map(|s| s.hlc)
+            .max()
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn put(set: &mut SiblingSet, covered: &VersionVector, node: NodeId, v: &str) -> Dot {
+        set.write(covered, node, 0, Hlc(1), Some(Bytes::from(v.to_string())))
+    }
+
+    #[test]
+    fn write_covering_everything_replaces() {
+        let mut set = SiblingSet::default();
+        put(&mut set, &VersionVector::new(), 1, "a");
+        let ctx = set.context.clone();
+        put(&mut set, &ctx, 1, "b");
+        assert_eq!(set.siblings.len(), 1);
+        assert_eq!(set.winner().unwrap().value.as_deref(), Some(&b"b"[..]));
+    }
+
+    #[test]
+    fn concurrent_writes_become_siblings_and_a_covering_write_resolves() {
+        let mut set = SiblingSet::default();
+        let empty = VersionVector::new();
+        put(&mut set, &empty, 1, "a");
+        put(&mut set, &empty, 2, "b");
+        assert_eq!(set.siblings.len(), 2);
+        let ctx = set.context.clone();
+        put(&mut set, &ctx, 1, "c");
+        assert_eq!(set.siblings.len(), 1);
+    }
+
+    #[test]
+    fn delete_marker_hides_and_covering_write_revives() {
+        let mut set = SiblingSet::default();
+        put(&mut set, &VersionVector::new(), 1, "a");
+        let ctx = set.context.clone();
+        set.write(&ctx, 1, 0, Hlc(2), None);
+        assert!(set.is_deleted());
+        let ctx = set.context.clone();
+        put(&mut set, &ctx, 1, "b");
+        assert!(!set.is_deleted());
+        assert_eq!(set.siblings.len(), 1);
+    }
+
+    #[test]
+    fn counter_floor_keeps_dots_fresh() {
+        let mut set = SiblingSet::default();
+        let dot = set.write(&VersionVector::new(), 1, 1 << 32, Hlc(1), None);
+        assert_eq!(dot.counter, 1 << 32);
+    }
+
+    #[test]
+    fn winner_prefers_highest_hlc_then_node() {
+        let mut set = SiblingSet::default();
+        let empty = VersionVector::new();
+        set.write(&empty, 2, 0, Hlc(5), Some(Bytes::from_static(b"n2")));
+        set.write(&empty, 1, 0, Hlc(5), Some(Bytes::from_static(b"n1")));
+        set.write(&empty, 3, 0, Hlc(4), Some(Bytes::from_static(b"n3")));
+        assert_eq!(set.winner().unwrap().value.as_deref(), Some(&b"n2"[..]));
+    }
+
+    #[test]
+    fn hlc_never_goes_back() {
+        let mut clock = HlcClock::default();
+        let a = clock.now(100);
+        let b = clock.now(50);
+        let c = clock.now(100);
+        assert!(a < b && b < c);
+        assert_eq!(a.wall_ms(), 100);
+    }
+
+    #[test]
+    fn version_vector_text_roundtrip() {
+        let vv = VersionVector::parse("1:5,2:3").unwrap();
+        assert_eq!(vv.to_string(), "1:5,2:3");
+        assert!(vv.covers(Dot {
+            node: 2,
+            counter: 3
+        }));
+        assert!(!vv.covers(Dot {
+            node: 3,
+            counter: 1
+        }));
+        assert_eq!(VersionVector::parse(""), Some(VersionVector::new()));
+        assert_eq!(VersionVector::parse("1:x"), None);
+    }
+
+    /// Three replicas; each coordinates writes under its own node id (so dots are
+    /// unique, as in the real system) and now and then merges another's state.
+    /// Events: (replica, covering write?, value, merge-from replica or none).
+    fn arb_events() -> impl Strategy<Value = Vec<(usize, bool, u8, Option<usize>)>> {
+        proptest::collection::vec(
+            (
+                0usize..3,
+                any::<bool>(),
+                any::<u8>(),
+                proptest::option::of(0usize..3),
+            ),
+            1..24,
+        )
+    }
+
+    fn run_replicas(events: &[(usize, bool, u8, Option<usize>)]) -> Vec<SiblingSet> {
+        let mut replicas = vec![SiblingSet::default(); 3];
+        for (r, covering, v, merge_from) in events {
+            if let Some(from) = merge_from {
+                let other = replicas[*from].clone();
+                replicas[*r].merge(&other);
+            } else {
+                let set = &mut replicas[*r];
+                let ctx = if *covering {
+                    set.context.clone()
+                } else {
+                    VersionVector::new()
+                };
+                set.write(
+                    &ctx,
+                    *r as NodeId + 1,
+                    0,
+                    Hlc(*v as u64),
+                    Some(Bytes::from(vec![*v])),
+                );
+            }
+        }
+        replicas
+    }
+
+    proptest! {
+        #[test]
+        fn merge_is_commutative_associative_idempotent(events in arb_events()) {
+            let r = run_replicas(&events);
+            let (a, b, c) = (&r[0], &r[1], &r[2]);
+            let mut ab = a.clone(); ab.merge(b);
+            let mut ba = b.clone(); ba.merge(a);
+            prop_assert_eq!(&ab, &ba);
+            let mut ab_c = ab.clone(); ab_c.merge(c);
+            let mut bc = b.clone(); bc.merge(c);
+            let mut a_bc = a.clone(); a_bc.merge(&bc);
+            prop_assert_eq!(&ab_c, &a_bc);
+            let mut aa = a.clone(); aa.merge(a);
+            prop_assert_eq!(&aa, a);
+        }
+
+        #[test]
+        fn merge_never_drops_an_uncovered_sibling(h1 in proptest::collection::vec((1u32..4, any::<bool>(), any::<u8>()), 1..12), h2 in proptest::collection::vec((1u32..4, any::<bool>(), any::<u8>()), 1..12)) {
+            let mut a = SiblingSet::default();
+            for (node, _, v) in &h1 {
+                a.write(&VersionVector::new(), *node, 0, Hlc(*v as u64), Some(Bytes::from(vec![*v])));
+            }
+            let mut b = SiblingSet::default();
+            for (node, _, v) in &h2 {
+                b.write(&VersionVector::new(), *node + 10, 0, Hlc(*v as u64), Some(Bytes::from(vec![*v])));
+            }
+            let mut m = a.clone();
+            m.merge(&b);
+            for s in a.siblings.iter().chain(b.siblings.iter()) {
+                prop_assert!(m.siblings.contains(s), "lost sibling {:?}", s.dot);
+            }
+        }
+    }
+}

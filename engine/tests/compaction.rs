@@ -1,0 +1,159 @@
+//! Compaction: space comes back, values stay, delete markers are collected only
+//! when no older record of their key can come back.
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use shoal_engine::memdisk::MemDir;
+use shoal_engine::{CompactionProgress, Store, StoreOptions, WriteOp};
+
+fn options() -> StoreOptions {
+    StoreOptions {
+        compaction_dead_percent_min: 40,
+        ..small_options()
+    }
+}
+
+fn compact_all(store: &mut Store) -> u32 {
+    let mut finished = 0;
+    for _ in 0..10_000 {
+        match store.compaction_tick(512).expect("compaction") {
+            CompactionProgress::Idle => return finished,
+            CompactionProgress::Finished { .. } => finished += 1,
+            CompactionProgress::Running { .. } => {}
+        }
+    }
+    panic!("compaction never went idle");
+}
+
+#[test]
+fn compaction_reclaims_dead_segments_and_keeps_values() {
+    let dir = MemDir::new();
+    let mut store = open(&dir, options());
+    for round in 0..20 {
+        for i in 0..10 {
+            put(
+                &mut store,
+                &format!("k{i}"),
+                &format!("r{round}-{}", "z".repeat(100)),
+            );
+        }
+    }
+    let segments_before = store.segment_count();
+    let (bytes_before, dead_before) = store.disk_usage_bytes();
+    assert!(dead_before > bytes_before / 2);
+    assert!(compact_all(&mut store) > 0);
+    assert!(store.segment_count() < segments_before);
+    for i in 0..10 {
+        assert!(value_of(&store, &format!("k{i}"))
+            .unwrap()
+            .starts_with("r19-"));
+    }
+    drop(store);
+    let store = open(&dir, options());
+    for i in 0..10 {
+        assert!(value_of(&store, &format!("k{i}"))
+            .unwrap()
+            .starts_with("r19-"));
+    }
+    assert_eq!(store.live_key_count(0), 10);
+}
+
+/// Segment 1 holds `victim`'s value; segment 2 holds its delete marker and is mostly
+/// dead. Compacting segment 2 must keep the marker, or a restart loads the value
+/// from segment 1 again (resurrection, G4).
+#[test]
+fn delete_marker_outlives_older_records_of_its_key() {
+    let dir = MemDir::new();
+    let mut store = open(&dir, options());
+    put(&mut store, "victim", "old-value");
+    for i in 0..30 {
+        put(&mut store, &format!("keep{i}"), &"k".repeat(150));
+        if store.segment_count() >= 2 {
+            break;
+        }
+    }
+    assert!(store.segment_count() >= 2);
+    commit(&mut store, &[WriteOp::delete(0, Bytes::from("victim"))])[0]
+        .clone()
+        .unwrap();
+    for round in 0..30 {
+        put(&mut store, "churn", &format!("{round}{}", "c".repeat(150)));
+        if store.segment_count() >= 4 {
+            break;
+        }
+    }
+    compact_all(&mut store);
+    assert_eq!(value_of(&store, "victim"), None);
+    drop(store);
+    let store = open(&dir, options());
+    assert_eq!(value_of(&store, "victim"), None, "deleted value came back");
+}
+
+#[test]
+fn delete_markers_are_collected_from_the_oldest_segment() {
+    let dir = MemDir::new();
+    let mut store = open(&dir, options());
+    for i in 0..8 {
+        put(&mut store, &format!("gone{i}"), &"g".repeat(100));
+    }
+    for i in 0..8 {
+        commit(
+            &mut store,
+            &[WriteOp::delete(0, Bytes::from(format!("gone{i}")))],
+        )[0]
+        .clone()
+        .unwrap();
+    }
+    for round in 0..60 {
+        put(&mut store, "churn", &format!("{round}{}", "c".repeat(150)));
+    }
+    for _ in 0..5 {
+        compact_all(&mut store);
+    }
+    assert!(
+        store.stats().tombstones_collected > 0,
+        "{:?}",
+        store.stats()
+    );
+    drop(store);
+    let store = open(&dir, options());
+    for i in 0..8 {
+        assert_eq!(value_of(&store, &format!("gone{i}")), None);
+    }
+}
+
+#[test]
+fn full_disk_refuses_writes_keeps_reads_and_recovers() {
+    let dir = MemDir::new();
+    let mut store = open(&dir, small_options());
+    put(&mut store, "kept", "before");
+    dir.set_capacity_bytes(Some(dir.used_bytes()));
+    let mut refused = 0;
+    for i in 0..60 {
+        let op = WriteOp::put(
+            0,
+            Bytes::from(format!("f{i}")),
+            Bytes::from("x".repeat(200)),
+        );
+        match &commit(&mut store, &[op])[0] {
+            Ok(_) => {}
+            Err(e) => {
+                assert_eq!(
+                    e.to_string(),
+                    "disk full: writes refused until space returns"
+                );
+                refused += 1;
+            }
+        }
+    }
+    assert!(refused > 0);
+    assert_eq!(value_of(&store, "kept").as_deref(), Some("before"));
+    dir.set_capacity_bytes(None);
+    put(&mut store, "after", "space-returned");
+    drop(store);
+    let store = open(&dir, small_options());
+    assert_eq!(value_of(&store, "kept").as_deref(), Some("before"));
+    assert_eq!(value_of(&store, "after").as_deref(), Some("space-returned"));
+}
