@@ -1,0 +1,683 @@
+//! Redis commands over the storage driver. Owns command semantics only: framing is
+//! `resp`, connections are `server`, durability is `storage`.
+//!
+//! Write commands are not awaited here: they return a [`Step::Pending`] ticket so that
+//! a pipeline of writes from one connection lands in one group commit. The connection
+//! resolves pending tickets, in order, before it runs any other command, so every
+//! read sees the same connection's earlier writes.
+
+use crate::glob::glob_match;
+use crate::resp::{Protocol, Reply};
+use crate::server::Shared;
+use crate::storage::{WriteResults, WriteTicket};
+use bytes::Bytes;
+use shoal_engine::{Condition, Covers, ReadError, VersionVector, WriteError, WriteOp};
+use std::sync::atomic::Ordering;
+
+/// Per-connection state.
+pub struct Session {
+    pub id: u64,
+    pub namespace: u8,
+    pub protocol: Protocol,
+    pub name: Option<Bytes>,
+    pub lib_name: Option<Bytes>,
+    pub lib_ver: Option<Bytes>,
+    pub authenticated: bool,
+    pub peer: String,
+}
+
+/// What running a command produced.
+pub enum Step {
+    Reply(Reply),
+    /// A write waiting for its group commit; `shape` turns results into the reply.
+    Pending(WriteTicket, ReplyShape),
+    /// Reply, then close the connection.
+    Close(Reply),
+}
+
+/// How a write's results become its reply.
+#[derive(Clone, Copy, Debug)]
+pub enum ReplyShape {
+    Set { get: bool },
+    SetNx,
+    Count,
+    Ok,
+    ShoalWrite,
+}
+
+pub struct CommandSpec {
+    pub name: &'static str,
+    /// Redis convention: N = exactly N arguments including the name; -N = at least N.
+    pub arity: i64,
+    pub flags: &'static [&'static str],
+    pub first_key: i64,
+    pub last_key: i64,
+    pub step: i64,
+    pub group: &'static str,
+    pub summary: &'static str,
+}
+
+macro_rules! spec {
+    ($name:expr, $arity:expr, [$($flag:expr),*], $fk:expr, $lk:expr, $st:expr, $group:expr, $summary:expr) => {
+        CommandSpec { name: $name, arity: $arity, flags: &[$($flag),*], first_key: $fk, last_key: $lk, step: $st, group: $group, summary: $summary }
+    };
+}
+
+pub static COMMANDS: &[CommandSpec] = &[
+    spec!("ping", -1, ["fast"], 0, 0, 0, "connection", "Returns the server's liveliness response."),
+    spec!("echo", 2, ["fast"], 0, 0, 0, "connection", "Returns the given string."),
+    spec!("quit", -1, ["fast", "no-auth"], 0, 0, 0, "connection", "Closes the connection."),
+    spec!("auth", -2, ["fast", "no-auth"], 0, 0, 0, "connection", "Authenticates the connection."),
+    spec!("hello", -1, ["fast", "no-auth"], 0, 0, 0, "connection", "Handshakes with the server (RESP2 or RESP3)."),
+    spec!("select", 2, ["fast"], 0, 0, 0, "connection", "Changes the selected namespace (database)."),
+    spec!("client", -2, ["slow"], 0, 0, 0, "connection", "CLIENT ID, SETNAME, GETNAME, SETINFO, LIST, INFO."),
+    spec!("get", 2, ["readonly", "fast"], 1, 1, 1, "string", "Returns the value of a key (the winning sibling)."),
+    spec!("set", -3, ["write", "denyoom"], 1, 1, 1, "string", "Sets the value of a key, durably before the reply."),
+    spec!("setnx", 3, ["write", "denyoom", "fast"], 1, 1, 1, "string", "Sets the value of a key only when it does not exist."),
+    spec!("mget", -2, ["readonly", "fast"], 1, -1, 1, "string", "Returns the values of several keys."),
+    spec!("mset", -3, ["write", "denyoom"], 1, -1, 2, "string", "Sets several keys in one durable batch."),
+    spec!("del", -2, ["write"], 1, -1, 1, "keyspace", "Deletes keys (delete markers until collected)."),
+    spec!("unlink", -2, ["write", "fast"], 1, -1, 1, "keyspace", "Deletes keys (same as DEL)."),
+    spec!("exists", -2, ["readonly", "fast"], 1, -1, 1, "keyspace", "Counts how many of the keys exist."),
+    spec!("type", 2, ["readonly", "fast"], 1, 1, 1, "keyspace", "Returns the type of a key (always string)."),
+    spec!("ttl", 2, ["readonly", "fast"], 1, 1, 1, "keyspace", "Returns -1 for a key (no expiry) or -2 when absent."),
+    spec!("pttl", 2, ["readonly", "fast"], 1, 1, 1, "keyspace", "Like TTL, in milliseconds."),
+    spec!("dbsize", 1, ["readonly", "fast"], 0, 0, 0, "server", "Returns the number of keys in the namespace."),
+    spec!("keys", 2, ["readonly"], 0, 0, 0, "keyspace", "Returns all keys matching a pattern."),
+    spec!("scan", -2, ["readonly"], 0, 0, 0, "keyspace", "Iterates over the keys of the namespace."),
+    spec!("flushdb", -1, ["write"], 0, 0, 0, "server", "Deletes all keys of the namespace."),
+    spec!("flushall", -1, ["write"], 0, 0, 0, "server", "Deletes all keys of all namespaces."),
+    spec!("config", -2, ["admin"], 0, 0, 0, "server", "CONFIG GET parameters (CONFIG SET is not supported)."),
+    spec!("info", -1, ["slow"], 0, 0, 0, "server", "Returns information and statistics about the server."),
+    spec!("command", -1, ["slow"], 0, 0, 0, "server", "COMMAND, COMMAND COUNT, COMMAND DOCS, COMMAND INFO."),
+    spec!("shoal.siblings", 2, ["readonly"], 1, 1, 1, "shoal", "Returns all siblings of a key with their causal context."),
+    spec!("shoal.put", -3, ["write", "denyoom"], 1, 1, 1, "shoal", "SHOAL.PUT key value [CONTEXT ctx]: write replacing only what ctx covers; replies [dot, superseded context]."),
+    spec!("shoal.del", -2, ["write"], 1, 1, 1, "shoal", "SHOAL.DEL key [CONTEXT ctx]: delete what ctx covers; replies [dot, superseded context]."),
+];
+
+fn find_spec(name: &str) -> Option<&'static CommandSpec> {
+    COMMANDS.iter().find(|c| c.name == name)
+}
+
+pub const REDIS_VERSION: &str = "7.2.0";
+const KEYS_PER_FLUSH_BATCH: usize = 1024;
+
+fn err(msg: impl Into<String>) -> Step {
+    Step::Reply(Reply::error(msg))
+}
+
+fn syntax_error() -> Step {
+    err("ERR syntax error")
+}
+
+fn lower(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).to_ascii_lowercase()
+}
+
+fn parse_int(b: &[u8]) -> Option<i64> {
+    std::str::from_utf8(b).ok()?.parse().ok()
+}
+
+fn read_error(e: ReadError) -> Reply {
+    Reply::error(format!("ERR {e}"))
+}
+
+/// The reply text for a refused write. The code tells a client whether the write
+/// may have happened: `IOERR` means unknown; every other code means it did not.
+pub fn write_error_reply(e: &WriteError) -> Reply {
+    let code = match e {
+        WriteError::SyncFailed(_) | WriteError::Disk(_) => "IOERR",
+        WriteError::Poisoned(_) => "READONLY",
+        WriteError::DiskFull => "DISKFULL",
+        WriteError::TooManySiblings { .. } => "SIBLINGS",
+        _ => "ERR",
+    };
+    Reply::error(format!("{code} {e}"))
+}
+
+/// Whether the command is a write that may be left pending (pipelined).
+pub fn is_deferrable_write(name: &[u8]) -> bool {
+    matches!(
+        lower(name).as_str(),
+        "set" | "setnx" | "mset" | "del" | "unlink" | "shoal.put" | "shoal.del"
+    )
+}
+
+pub fn command_name(args: &[Bytes]) -> String {
+    args.first().map(|a| lower(a)).unwrap_or_default()
+}
+
+pub async fn execute(shared: &Shared, session: &mut Session, args: Vec<Bytes>) -> Step {
+    shared.commands_total.fetch_add(1, Ordering::Relaxed);
+    let name = command_name(&args);
+    let Some(spec) = find_spec(&name) else {
+        let mut msg = format!(
+            "ERR unknown command '{}', with args beginning with: ",
+            String::from_utf8_lossy(&args[0])
+        );
+        for a in args.iter().skip(1).take(8) {
+            msg.push_str(&format!("'{}' ", String::from_utf8_lossy(a)));
+        }
+        return err(msg);
+    };
+    let argc = args.len() as i64;
+    if (spec.arity > 0 && argc != spec.arity) || (spec.arity < 0 && argc < -spec.arity) {
+        return err(format!(
+            "ERR wrong number of arguments for '{}' command",
+            spec.name
+        ));
+    }
+    if !session.authenticated && !spec.flags.contains(&"no-auth") {
+        return err("NOAUTH Authentication required.");
+    }
+    let ns = session.namespace;
+    match spec.name {
+        "ping" => match args.len() {
+            1 => Step::Reply(Reply::Simple("PONG".into())),
+            2 => Step::Reply(Reply::Bulk(args[1].clone())),
+            _ => err("ERR wrong number of arguments for 'ping' command"),
+        },
+        "echo" => Step::Reply(Reply::Bulk(args[1].clone())),
+        "quit" => Step::Close(Reply::ok()),
+        "auth" => Step::Reply(auth(shared, session, &args[1..])),
+        "hello" => hello(shared, session, &args[1..]),
+        "select" => match parse_int(&args[1]) {
+            Some(db) if (0..shared.config.databases as i64).contains(&db) => {
+                session.namespace = db as u8;
+                Step::Reply(Reply::ok())
+            }
+            Some(_) => err("ERR DB index is out of range"),
+            None => err("ERR value is not an integer or out of range"),
+        },
+        "client" => client(shared, session, &args[1..]),
+        "get" => Step::Reply(match shared.storage.read(|s| s.get(ns, &args[1])) {
+            Ok(set) => set
+                .and_then(|s| s.winner().and_then(|w| w.value.clone()))
+                .map_or(Reply::Null, Reply::Bulk),
+            Err(e) => read_error(e),
+        }),
+        "mget" => {
+            let values = shared.storage.read(|s| {
+                args[1..]
+                    .iter()
+                    .map(|k| match s.get(ns, k) {
+                        Ok(set) => set
+                            .and_then(|s| s.winner().and_then(|w| w.value.clone()))
+                            .map_or(Reply::Null, Reply::Bulk),
+                        Err(e) => read_error(e),
+                    })
+                    .collect()
+            });
+            Step::Reply(Reply::Array(values))
+        }
+        "exists" => {
+            let n = shared
+                .storage
+                .read(|s| args[1..].iter().filter(|k| s.contains_live(ns, k)).count());
+            Step::Reply(Reply::Integer(n as i64))
+        }
+        "type" => {
+            let live = shared.storage.read(|s| s.contains_live(ns, &args[1]));
+            Step::Reply(Reply::Simple(if live { "string" } else { "none" }.into()))
+        }
+        "ttl" | "pttl" => {
+            let live = shared.storage.read(|s| s.contains_live(ns, &args[1]));
+            Step::Reply(Reply::Integer(if live { -1 } else { -2 }))
+        }
+        "dbsize" => Step::Reply(Reply::Integer(
+            shared.storage.read(|s| s.live_key_count(ns)) as i64,
+        )),
+        "keys" => {
+            let keys = shared.storage.read(|s| s.keys(ns));
+            Step::Reply(Reply::Array(
+                keys.into_iter()
+                    .filter(|k| glob_match(&args[1], k, false))
+                    .map(Reply::Bulk)
+                    .collect(),
+            ))
+        }
+        "scan" => scan(shared, ns, &args[1..]),
+        "set" => set(shared, ns, &args[1..]).await,
+        "setnx" => {
+            let mut op = WriteOp::put(ns, args[1].clone(), args[2].clone());
+            op.condition = Condition::IfAbsent;
+            submit(shared, vec![op], ReplyShape::SetNx).await
+        }
+        "mset" => {
+            if args.len() % 2 == 0 {
+                return err("ERR wrong number of arguments for 'mset' command");
+            }
+            let ops = args[1..]
+                .chunks(2)
+                .map(|kv| WriteOp::put(ns, kv[0].clone(), kv[1].clone()))
+                .collect();
+            submit(shared, ops, ReplyShape::Ok).await
+        }
+        "del" | "unlink" => {
+            let ops = args[1..]
+                .iter()
+                .map(|k| WriteOp::delete(ns, k.clone()))
+                .collect();
+            submit(shared, ops, ReplyShape::Count).await
+        }
+        "flushdb" => Step::Reply(flush(shared, &[ns]).await),
+        "flushall" => {
+            let namespaces: Vec<u8> = shared
+                .storage
+                .read(|s| s.namespaces().into_iter().map(|(ns, _)| ns).collect());
+            Step::Reply(flush(shared, &namespaces).await)
+        }
+        "config" => config(shared, session, &args[1..]),
+        "info" => Step::Reply(Reply::Verbatim {
+            format: *b"txt",
+            text: crate::info::render(shared, args.get(1).map(|a| lower(a))),
+        }),
+        "command" => command(&args[1..]),
+        "shoal.siblings" => Step::Reply(siblings(shared, ns, &args[1])),
+        "shoal.put" | "shoal.del" => shoal_write(shared, ns, spec.name, &args[1..]).await,
+        other => unreachable!("command {other} in the table but not dispatched"),
+    }
+}
+
+async fn submit(shared: &Shared, ops: Vec<WriteOp>, shape: ReplyShape) -> Step {
+    match shared.storage.submit(ops).await {
+        Ok(ticket) => Step::Pending(ticket, shape),
+        Err(_) => err("IOERR storage has stopped; the write was not made"),
+    }
+}
+
+/// Turn a pending write's results into its reply.
+pub fn finish_write(results: WriteResults, shape: ReplyShape) -> Reply {
+    if let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
+        return write_error_reply(e);
+    }
+    let outcomes: Vec<_> = results.into_iter().filter_map(Result::ok).collect();
+    match shape {
+        ReplyShape::Set { get } => {
+            let o = &outcomes[0];
+            if get {
+                o.previous_winner.clone().map_or(Reply::Null, Reply::Bulk)
+            } else if o.applied {
+                Reply::ok()
+            } else {
+                Reply::Null
+            }
+        }
+        ReplyShape::SetNx => Reply::Integer(i64::from(outcomes[0].applied)),
+        ReplyShape::Count => Reply::Integer(outcomes.iter().filter(|o| o.applied).count() as i64),
+        ReplyShape::Ok => Reply::ok(),
+        ReplyShape::ShoalWrite => {
+            let o = &outcomes[0];
+            Reply::Array(vec![
+                o.dot
+                    .map_or(Reply::Null, |d| Reply::Bulk(d.to_string().into())),
+                Reply::Bulk(o.superseded.to_string().into()),
+            ])
+        }
+    }
+}
+
+async fn set(shared: &Shared, ns: u8, args: &[Bytes]) -> Step {
+    let mut op = WriteOp::put(ns, args[0].clone(), args[1].clone());
+    let mut get = false;
+    for opt in &args[2..] {
+        match lower(opt).as_str() {
+            "nx" if op.condition == Condition::Always => op.condition = Condition::IfAbsent,
+            "xx" if op.condition == Condition::Always => op.condition = Condition::IfPresent,
+            "get" => get = true,
+            "ex" | "px" | "exat" | "pxat" | "keepttl" => {
+                return err("ERR Shoal does not support key expiry (EX, PX, EXAT, PXAT, KEEPTTL)")
+            }
+            _ => return syntax_error(),
+        }
+    }
+    submit(shared, vec![op], ReplyShape::Set { get }).await
+}
+
+async fn shoal_write(shared: &Shared, ns: u8, name: &str, args: &[Bytes]) -> Step {
+    let is_put = name == "shoal.put";
+    let fixed = if is_put { 2 } else { 1 };
+    let mut op = if is_put {
+        WriteOp::put(ns, args[0].clone(), args[1].clone())
+    } else {
+        WriteOp::delete(ns, args[0].clone())
+    };
+    match &args[fixed..] {
+        [] => {}
+        [word, ctx] if lower(word) == "context" => {
+            match VersionVector::parse(&String::from_utf8_lossy(ctx)) {
+                Some(vv) => op.covers = Covers::Context(vv),
+                None => return err("ERR invalid causal context (expected node:counter,...)"),
+            }
+        }
+        _ => return syntax_error(),
+    }
+    submit(shared, vec![op], ReplyShape::ShoalWrite).await
+}
+
+fn siblings(shared: &Shared, ns: u8, key: &[u8]) -> Reply {
+    match shared.storage.read(|s| s.get(ns, key)) {
+        Err(e) => read_error(e),
+        Ok(None) => Reply::Array(vec![Reply::Bulk(Bytes::new()), Reply::Array(vec![])]),
+        Ok(Some(set)) => Reply::Array(vec![
+            Reply::Bulk(set.context.to_string().into()),
+            Reply::Array(
+                set.siblings
+                    .iter()
+                    .map(|s| {
+                        Reply::Array(vec![
+                            Reply::Bulk(s.dot.to_string().into()),
+                            Reply::Integer(s.hlc.0 as i64),
+                            s.value.clone().map_or(Reply::Null, Reply::Bulk),
+                        ])
+                    })
+                    .collect(),
+            ),
+        ]),
+    }
+}
+
+fn scan(shared: &Shared, ns: u8, args: &[Bytes]) -> Step {
+    let Some(cursor) = std::str::from_utf8(&args[0])
+        .ok()
+        .and_then(|c| c.parse::<u64>().ok())
+    else {
+        return err("ERR invalid cursor");
+    };
+    let mut pattern: Option<Bytes> = None;
+    let mut count = 10usize;
+    let mut type_filter: Option<String> = None;
+    let mut rest = args[1..].chunks(2);
+    for pair in rest.by_ref() {
+        let [opt, value] = pair else {
+            return syntax_error();
+        };
+        match lower(opt).as_str() {
+            "match" => pattern = Some(value.clone()),
+            "count" => match parse_int(value) {
+                Some(n) if n > 0 => count = n as usize,
+                _ => return err("ERR value is not an integer or out of range"),
+            },
+            "type" => type_filter = Some(lower(value)),
+            _ => return syntax_error(),
+        }
+    }
+    let (keys, next) = shared.storage.read(|s| s.scan(ns, cursor, count));
+    let keys = keys
+        .into_iter()
+        .filter(|k| pattern.as_ref().is_none_or(|p| glob_match(p, k, false)))
+        .filter(|_| type_filter.as_deref().is_none_or(|t| t == "string"))
+        .map(Reply::Bulk)
+        .collect();
+    Step::Reply(Reply::Array(vec![
+        Reply::Bulk(next.to_string().into()),
+        Reply::Array(keys),
+    ]))
+}
+
+async fn flush(shared: &Shared, namespaces: &[u8]) -> Reply {
+    for ns in namespaces {
+        loop {
+            let keys = shared.storage.read(|s| s.keys(*ns));
+            if keys.is_empty() {
+                break;
+            }
+            for chunk in keys.chunks(KEYS_PER_FLUSH_BATCH) {
+                let ops = chunk
+                    .iter()
+                    .map(|k| WriteOp::delete(*ns, k.clone()))
+                    .collect();
+                match shared.storage.write(ops).await {
+                    Ok(results) => {
+                        if let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
+                            return write_error_reply(e);
+                        }
+                    }
+                    Err(_) => return Reply::error("IOERR storage has stopped"),
+                }
+            }
+        }
+    }
+    Reply::ok()
+}
+
+fn auth(shared: &Shared, session: &mut Session, args: &[Bytes]) -> Reply {
+    let Some(expected) = &shared.config.requirepass else {
+        return Reply::error("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?");
+    };
+    let (user, pass) = match args {
+        [pass] => (&b"default"[..], pass),
+        [user, pass] => (&user[..], pass),
+        _ => return Reply::error("ERR syntax error"),
+    };
+    if user == b"default" && pass[..] == *expected.as_bytes() {
+        session.authenticated = true;
+        Reply::ok()
+    } else {
+        Reply::error("WRONGPASS invalid username-password pair or user is disabled.")
+    }
+}
+
+fn hello(shared: &Shared, session: &mut Session, args: &[Bytes]) -> Step {
+    let mut protocol = session.protocol;
+    let mut rest = args;
+    if let Some(first) = args.first() {
+        match parse_int(first) {
+            Some(2) => protocol = Protocol::Resp2,
+            Some(3) => protocol = Protocol::Resp3,
+            Some(_) => return err("NOPROTO unsupported protocol version"),
+            None => return err("ERR Protocol version is not an integer or out of range"),
+        }
+        rest = &args[1..];
+    }
+    let mut name = None;
+    while !rest.is_empty() {
+        match (lower(&rest[0]).as_str(), rest.len()) {
+            ("auth", n) if n >= 3 => {
+                if let Reply::Error(e) = auth(shared, session, &rest[1..3]) {
+                    return err(e);
+                }
+                rest = &rest[3..];
+            }
+            ("setname", n) if n >= 2 => {
+                name = Some(rest[1].clone());
+                rest = &rest[2..];
+            }
+            _ => return syntax_error(),
+        }
+    }
+    if !session.authenticated {
+        return err("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
+    }
+    session.protocol = protocol;
+    if name.is_some() {
+        session.name = name;
+    }
+    let proto_number = if protocol == Protocol::Resp3 { 3 } else { 2 };
+    let s = |v: &str| Reply::Bulk(Bytes::from(v.to_string()));
+    Step::Reply(Reply::Map(vec![
+        (s("server"), s("redis")),
+        (s("version"), s(REDIS_VERSION)),
+        (s("proto"), Reply::Integer(proto_number)),
+        (s("id"), Reply::Integer(session.id as i64)),
+        (s("mode"), s("standalone")),
+        (s("role"), s("master")),
+        (s("modules"), Reply::Array(vec![])),
+    ]))
+}
+
+pub fn client_line(session: &Session) -> String {
+    let text = |b: &Option<Bytes>| {
+        b.as_ref()
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_default()
+    };
+    format!(
+        "id={} addr={} name={} db={} resp={} lib-name={} lib-ver={}",
+        session.id,
+        session.peer,
+        text(&session.name),
+        session.namespace,
+        if session.protocol == Protocol::Resp3 {
+            3
+        } else {
+            2
+        },
+        text(&session.lib_name),
+        text(&session.lib_ver),
+    )
+}
+
+fn client(_shared: &Shared, session: &mut Session, args: &[Bytes]) -> Step {
+    let valid_name = |v: &Bytes| v.iter().all(|b| (b'!'..=b'~').contains(b));
+    match (lower(&args[0]).as_str(), args.len()) {
+        ("id", 1) => Step::Reply(Reply::Integer(session.id as i64)),
+        ("getname", 1) => Step::Reply(session.name.clone().map_or(Reply::Null, Reply::Bulk)),
+        ("setname", 2) => {
+            if !valid_name(&args[1]) {
+                return err("ERR Client names cannot contain spaces, newlines or special characters.");
+            }
+            session.name = (!args[1].is_empty()).then(|| args[1].clone());
+            Step::Reply(Reply::ok())
+        }
+        ("setinfo", 3) => {
+            match lower(&args[1]).as_str() {
+                "lib-name" => session.lib_name = Some(args[2].clone()),
+                "lib-ver" => session.lib_ver = Some(args[2].clone()),
+                _ => {
+                    return err(format!(
+                        "ERR Unrecognized option '{}'",
+                        String::from_utf8_lossy(&args[1])
+                    ))
+                }
+            }
+            Step::Reply(Reply::ok())
+        }
+        ("info", 1) | ("list", 1) => {
+            Step::Reply(Reply::Bulk(format!("{}\n", client_line(session)).into()))
+        }
+        (sub, _) => err(format!(
+            "ERR unknown subcommand or wrong number of arguments for 'client|{sub}'. Shoal supports CLIENT ID, GETNAME, SETNAME, SETINFO, INFO and LIST (this connection only)."
+        )),
+    }
+}
+
+/// Parameters CONFIG GET answers, as Redis names them.
+fn config_params(shared: &Shared) -> Vec<(&'static str, String)> {
+    let fsync = shared.storage.config().fsync;
+    vec![
+        ("bind", shared.config.bind.clone()),
+        ("port", shared.config.port.to_string()),
+        ("databases", shared.config.databases.to_string()),
+        ("maxclients", shared.config.clients_max.to_string()),
+        ("appendonly", "yes".into()),
+        (
+            "appendfsync",
+            match fsync {
+                crate::storage::Fsync::Always => "always",
+                crate::storage::Fsync::Batch => "everysec",
+                crate::storage::Fsync::Never => "no",
+            }
+            .into(),
+        ),
+        ("save", String::new()),
+        ("maxmemory", "0".into()),
+        ("maxmemory-policy", "noeviction".into()),
+        (
+            "proto-max-bulk-len",
+            shared.config.request_limits.bulk_len_max_bytes.to_string(),
+        ),
+        ("dir", shared.config.data_dir.clone()),
+        ("timeout", "0".into()),
+        ("cluster-enabled", "no".into()),
+        ("shoal-fsync", fsync.as_str().into()),
+    ]
+}
+
+fn config(shared: &Shared, session: &Session, args: &[Bytes]) -> Step {
+    match lower(&args[0]).as_str() {
+        "get" if args.len() >= 2 => {
+            let params = config_params(shared);
+            let mut pairs = Vec::new();
+            for (name, value) in &params {
+                if args[1..]
+                    .iter()
+                    .any(|p| glob_match(p, name.as_bytes(), true))
+                {
+                    pairs.push((
+                        Reply::Bulk(Bytes::from_static(name.as_bytes())),
+                        Reply::Bulk(value.clone().into()),
+                    ));
+                }
+            }
+            let _ = session;
+            Step::Reply(Reply::Map(pairs))
+        }
+        "resetstat" => Step::Reply(Reply::ok()),
+        "set" => err("ERR CONFIG SET is not supported by Shoal; edit the config file and restart"),
+        _ => {
+            err("ERR unknown subcommand or wrong number of arguments for 'config'. Try CONFIG GET.")
+        }
+    }
+}
+
+fn command_info(spec: &CommandSpec) -> Reply {
+    let s = |v: &str| Reply::Simple(v.to_string());
+    Reply::Array(vec![
+        Reply::Bulk(Bytes::from_static(spec.name.as_bytes())),
+        Reply::Integer(spec.arity),
+        Reply::Set(spec.flags.iter().map(|f| s(f)).collect()),
+        Reply::Integer(spec.first_key),
+        Reply::Integer(spec.last_key),
+        Reply::Integer(spec.step),
+        Reply::Set(vec![s(&format!("@{}", spec.group))]),
+        Reply::Array(vec![]),
+        Reply::Array(vec![]),
+        Reply::Array(vec![]),
+    ])
+}
+
+fn command_docs(spec: &CommandSpec) -> Reply {
+    let b = |v: &str| Reply::Bulk(Bytes::from(v.to_string()));
+    Reply::Map(vec![
+        (b("summary"), b(spec.summary)),
+        (b("since"), b("1.0.0")),
+        (b("group"), b(spec.group)),
+    ])
+}
+
+fn command(args: &[Bytes]) -> Step {
+    let sub = args.first().map(|a| lower(a));
+    let wanted = |a: &[Bytes]| -> Vec<&'static CommandSpec> {
+        if a.is_empty() {
+            COMMANDS.iter().collect()
+        } else {
+            a.iter().filter_map(|n| find_spec(&lower(n))).collect()
+        }
+    };
+    match sub.as_deref() {
+        None => Step::Reply(Reply::Array(COMMANDS.iter().map(command_info).collect())),
+        Some("count") => Step::Reply(Reply::Integer(COMMANDS.len() as i64)),
+        Some("info") => Step::Reply(Reply::Array(
+            args[1..]
+                .iter()
+                .map(|n| find_spec(&lower(n)).map_or(Reply::NullArray, command_info))
+                .collect(),
+        )),
+        Some("docs") => Step::Reply(Reply::Map(
+            wanted(&args[1..])
+                .into_iter()
+                .map(|c| (Reply::Bulk(Bytes::from_static(c.name.as_bytes())), command_docs(c)))
+                .collect(),
+        )),
+        Some("list") => Step::Reply(Reply::Array(
+            COMMANDS
+                .iter()
+                .map(|c| Reply::Bulk(Bytes::from_static(c.name.as_bytes())))
+                .collect(),
+        )),
+        Some(other) => err(format!(
+            "ERR unknown subcommand '{other}'. Try COMMAND, COMMAND COUNT, COMMAND DOCS, COMMAND INFO, COMMAND LIST."
+        )),
+    }
+}

@@ -1,0 +1,134 @@
+//! Configuration: defaults that just work, overridden by a TOML file, overridden
+//! by command-line flags. Unknown keys in the file are errors, so typos are caught.
+
+use crate::server::ServerConfig;
+use crate::storage::{Fsync, StorageConfig};
+use serde::Deserialize;
+use shoal_engine::StoreOptions;
+use std::path::Path;
+
+/// The config file's keys (all optional). See README.md, "Configuration".
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub bind: Option<String>,
+    pub port: Option<u16>,
+    pub data_dir: Option<String>,
+    pub fsync: Option<Fsync>,
+    pub fsync_batch_interval_ms: Option<u64>,
+    pub requirepass: Option<String>,
+    pub node_id: Option<u32>,
+    pub clients_max: Option<usize>,
+    pub bulk_len_max_bytes: Option<usize>,
+    pub multibulk_len_max: Option<usize>,
+    pub inline_len_max_bytes: Option<usize>,
+    pub query_buffer_max_bytes: Option<usize>,
+    pub client_output_buffer_max_bytes: Option<usize>,
+    pub segment_size_bytes: Option<u64>,
+    pub siblings_max: Option<usize>,
+    pub compaction_budget_bytes: Option<u64>,
+    pub log: Option<String>,
+}
+
+/// Everything a node needs to start.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub server: ServerConfig,
+    pub storage: StorageConfig,
+    pub store: StoreOptions,
+    pub log: String,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            server: ServerConfig::default(),
+            storage: StorageConfig::default(),
+            store: StoreOptions::default(),
+            log: "info".into(),
+        }
+    }
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> Result<FileConfig, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| format!("config file {}: {e}", path.display()))
+    }
+
+    /// Apply every key that is set over `config`.
+    pub fn apply(self, config: &mut NodeConfig) {
+        let s = &mut config.server;
+        if let Some(v) = self.bind {
+            s.bind = v;
+        }
+        if let Some(v) = self.port {
+            s.port = v;
+        }
+        if let Some(v) = self.data_dir {
+            s.data_dir = v;
+        }
+        if let Some(v) = self.requirepass {
+            s.requirepass = Some(v);
+        }
+        if let Some(v) = self.clients_max {
+            s.clients_max = v;
+        }
+        if let Some(v) = self.bulk_len_max_bytes {
+            s.request_limits.bulk_len_max_bytes = v;
+        }
+        if let Some(v) = self.multibulk_len_max {
+            s.request_limits.multibulk_len_max = v;
+        }
+        if let Some(v) = self.inline_len_max_bytes {
+            s.request_limits.inline_len_max_bytes = v;
+        }
+        if let Some(v) = self.query_buffer_max_bytes {
+            s.query_buffer_max_bytes = v;
+        }
+        if let Some(v) = self.client_output_buffer_max_bytes {
+            s.client_output_buffer_max_bytes = v;
+        }
+        if let Some(v) = self.fsync {
+            config.storage.fsync = v;
+        }
+        if let Some(v) = self.fsync_batch_interval_ms {
+            config.storage.fsync_batch_interval_ms = v;
+        }
+        if let Some(v) = self.compaction_budget_bytes {
+            config.storage.compaction_budget_bytes = v;
+        }
+        if let Some(v) = self.node_id {
+            config.store.node_id = v;
+        }
+        if let Some(v) = self.segment_size_bytes {
+            config.store.segment_size_bytes = v;
+        }
+        if let Some(v) = self.siblings_max {
+            config.store.siblings_max = v;
+        }
+        if let Some(v) = self.log {
+            config.log = v;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_overrides_defaults_and_rejects_unknown_keys() {
+        let file: FileConfig =
+            toml::from_str("port = 7000\nfsync = \"batch\"\nrequirepass = \"pw\"\n").unwrap();
+        let mut config = NodeConfig::default();
+        file.apply(&mut config);
+        assert_eq!(config.server.port, 7000);
+        assert_eq!(config.storage.fsync, Fsync::Batch);
+        assert_eq!(config.server.requirepass.as_deref(), Some("pw"));
+        assert_eq!(config.server.bind, "127.0.0.1");
+        let err = toml::from_str::<FileConfig>("prot = 1\n").unwrap_err();
+        assert!(err.to_string().contains("prot"), "{err}");
+    }
+}

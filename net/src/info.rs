@@ -1,0 +1,107 @@
+//! The INFO command's text: Redis's sections and field names where they mean the
+//! same thing, `shoal_*` fields for what only Shoal has.
+
+use crate::server::Shared;
+use std::fmt::Write;
+use std::sync::atomic::Ordering;
+
+/// Resident set size in bytes, from /proc (0 where unavailable or simulated).
+fn rss_bytes() -> u64 {
+    #[cfg(all(target_os = "linux", not(madsim)))]
+    {
+        if let Ok(statm) = std::fs::read_to_string("/proc/self/statm") {
+            if let Some(pages) = statm
+                .split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u64>().ok())
+            {
+                return pages * 4096;
+            }
+        }
+    }
+    0
+}
+
+pub fn render(shared: &Shared, section: Option<String>) -> String {
+    let wanted = |name: &str| match section.as_deref() {
+        None | Some("all") | Some("default") | Some("everything") => true,
+        Some(s) => s == name,
+    };
+    let mut out = String::new();
+    if wanted("server") {
+        let uptime_s = shared.started.elapsed().as_secs();
+        let _ = write!(
+            out,
+            "# Server\r\nredis_version:{}\r\nshoal_version:{}\r\nredis_mode:standalone\r\nos:{}\r\narch_bits:64\r\nprocess_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{}\r\nuptime_in_days:{}\r\n\r\n",
+            crate::commands::REDIS_VERSION,
+            env!("CARGO_PKG_VERSION"),
+            std::env::consts::OS,
+            std::process::id(),
+            shared.config.port,
+            uptime_s,
+            uptime_s / 86_400,
+        );
+    }
+    if wanted("clients") {
+        let _ = write!(
+            out,
+            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\n\r\n",
+            shared.clients_connected.load(Ordering::Relaxed),
+            shared.config.clients_max
+        );
+    }
+    if wanted("memory") {
+        let _ = write!(out, "# Memory\r\nused_memory_rss:{}\r\n\r\n", rss_bytes());
+    }
+    if wanted("persistence") {
+        let commit = shared.storage.commit_stats();
+        let (disk_bytes, dead_bytes, segments, state, store_stats) = shared.storage.read(|s| {
+            let (total, dead) = s.disk_usage_bytes();
+            let state = match s.is_poisoned() {
+                None => "ok".to_string(),
+                Some(reason) => format!("read-only ({reason})"),
+            };
+            (total, dead, s.segment_count(), state, s.stats().clone())
+        });
+        let avg_batch = if commit.batches > 0 {
+            commit.ops as f64 / commit.batches as f64
+        } else {
+            0.0
+        };
+        let _ = write!(
+            out,
+            "# Persistence\r\nloading:0\r\naof_enabled:1\r\nshoal_fsync:{}\r\nshoal_store_state:{}\r\nshoal_segments:{}\r\nshoal_disk_bytes:{}\r\nshoal_dead_bytes:{}\r\nshoal_batches:{}\r\nshoal_syncs:{}\r\nshoal_ops_committed:{}\r\nshoal_avg_batch_ops:{:.2}\r\nshoal_largest_batch_ops:{}\r\nshoal_compactions:{}\r\nshoal_tombstones_collected:{}\r\nshoal_disk_full_refusals:{}\r\nshoal_fsync_failures:{}\r\n\r\n",
+            shared.storage.config().fsync.as_str(),
+            state,
+            segments,
+            disk_bytes,
+            dead_bytes,
+            commit.batches,
+            commit.syncs,
+            commit.ops,
+            avg_batch,
+            commit.largest_batch_ops,
+            store_stats.compactions_done,
+            store_stats.tombstones_collected,
+            store_stats.disk_full_refusals,
+            store_stats.syncs_failed,
+        );
+    }
+    if wanted("stats") {
+        let _ = write!(
+            out,
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\nrejected_connections:{}\r\n\r\n",
+            shared.connections_total.load(Ordering::Relaxed),
+            shared.commands_total.load(Ordering::Relaxed),
+            shared.connections_rejected.load(Ordering::Relaxed),
+        );
+    }
+    if wanted("keyspace") {
+        out.push_str("# Keyspace\r\n");
+        for (ns, keys) in shared.storage.read(|s| s.namespaces()) {
+            let _ = write!(out, "db{ns}:keys={keys},expires=0,avg_ttl=0\r\n");
+        }
+        out.push_str("\r\n");
+    }
+    out
+}

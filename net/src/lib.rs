@@ -1,0 +1,18 @@
+//! `shoal-net` owns Shoal's contact with the world: the file `Disk`, the tokio
+//! runtime adapter, the storage driver (group commit), the RESP codec and server,
+//! and the `shoal` binary. It must not decide anything the engine decides (versions,
+//! recovery, placement): it moves bytes and time to and from `shoal-engine`.
+//!
+//! Built with `--cfg madsim`, `tokio` here is madsim's, and the same server runs
+//! inside the simulator (`shoal-sim`) on the in-memory disk.
+
+pub mod commands;
+pub mod config;
+pub mod filedisk;
+pub mod glob;
+pub mod info;
+// TEMP pub mod inspect;
+pub mod resp;
+pub mod runtime;
+pub mod server;
+pub mod storage;
