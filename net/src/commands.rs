@@ -244,7 +244,7 @@ pub async fn execute(shared: &Shared, session: &mut Session, args: Vec<Bytes>) -
             submit(shared, vec![op], ReplyShape::SetNx).await
         }
         "mset" => {
-            if args.len() % 2 == 0 {
+            if args.len().is_multiple_of(2) {
                 return err("ERR wrong number of arguments for 'mset' command");
             }
             let ops = args[1..]

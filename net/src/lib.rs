@@ -11,7 +11,7 @@ pub mod config;
 pub mod filedisk;
 pub mod glob;
 pub mod info;
-// TEMP pub mod inspect;
+pub mod inspect;
 pub mod resp;
 pub mod runtime;
 pub mod server;

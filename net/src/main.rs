@@ -51,6 +51,10 @@ struct ServerArgs {
     fsync: Option<Fsync>,
     #[arg(long)]
     requirepass: Option<String>,
+    /// Test only: journal unsynced writes so a test can emulate power loss after
+    /// kill -9 (see net/src/filedisk.rs). Slows writes; never use for real data.
+    #[arg(long, hide = true)]
+    test_power_loss_journal: bool,
 }
 
 fn main() -> ExitCode {
@@ -61,8 +65,12 @@ fn main() -> ExitCode {
     {
         Command::Server(args) => run_server(args),
         Command::Inspect { data_dir, check } => {
+            if let Err(e) = refuse_if_running(&data_dir) {
+                eprintln!("shoal inspect: {e}");
+                return ExitCode::from(2);
+            }
             let stdout = std::io::stdout();
-            match inspect_stub(&data_dir, &mut stdout.lock(), check) {
+            match shoal_net::inspect::run(&data_dir, &mut stdout.lock(), check) {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => {
                     eprintln!("shoal inspect: damage found (see the segment lines)");
@@ -77,7 +85,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn build_config(args: ServerArgs) -> Result<NodeConfig, String> {
+fn build_config(args: ServerArgs) -> Result<(NodeConfig, bool), String> {
+    let journal = args.test_power_loss_journal;
     let mut config = NodeConfig::default();
     if let Some(path) = &args.config {
         FileConfig::load(path)?.apply(&mut config);
@@ -91,7 +100,7 @@ fn build_config(args: ServerArgs) -> Result<NodeConfig, String> {
         ..FileConfig::default()
     }
     .apply(&mut config);
-    Ok(config)
+    Ok((config, journal))
 }
 
 /// Hold an exclusive lock on the data directory for the life of the process, so two
@@ -116,8 +125,26 @@ fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, String> {
     Ok(file)
 }
 
+/// Inspection reads files a running node may be writing: refuse while one holds
+/// the directory's lock.
+fn refuse_if_running(dir: &std::path::Path) -> Result<(), String> {
+    use std::os::unix::io::AsRawFd;
+    let Ok(file) = std::fs::File::open(dir.join("LOCK")) else {
+        return Ok(());
+    };
+    // SAFETY: flock on a descriptor we own.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) };
+    if rc != 0 {
+        return Err(format!(
+            "{} is in use by a running shoal process; stop it first",
+            dir.display()
+        ));
+    }
+    Ok(())
+}
+
 fn run_server(args: ServerArgs) -> ExitCode {
-    let config = match build_config(args) {
+    let (config, power_loss_journal) = match build_config(args) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("shoal: {e}");
@@ -140,7 +167,7 @@ fn run_server(args: ServerArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(serve_node(config)) {
+    match runtime.block_on(serve_node(config, power_loss_journal)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("shoal: {e}");
@@ -149,10 +176,14 @@ fn run_server(args: ServerArgs) -> ExitCode {
     }
 }
 
-async fn serve_node(config: NodeConfig) -> Result<(), String> {
+async fn serve_node(config: NodeConfig, power_loss_journal: bool) -> Result<(), String> {
     let data_dir = PathBuf::from(&config.server.data_dir);
-    let dir = FileDir::create(&data_dir)
+    let mut dir = FileDir::create(&data_dir)
         .map_err(|e| format!("cannot create data directory {}: {e}", data_dir.display()))?;
+    if power_loss_journal {
+        tracing::warn!("test mode: journaling unsynced writes for power-loss emulation");
+        dir = dir.with_power_loss_journal();
+    }
     let _lock = lock_data_dir(&data_dir)?;
     let started = std::time::Instant::now();
     let (store, report) = Store::open(Arc::new(dir), config.store.clone())
@@ -191,9 +222,4 @@ async fn serve_node(config: NodeConfig) -> Result<(), String> {
         .flush()
         .await
         .map_err(|e| format!("final sync failed: {e}"))
-}
-
-// TEMP until inspect lands
-fn inspect_stub(_: &std::path::Path, _: &mut dyn std::io::Write, _: bool) -> Result<bool, String> {
-    Err("not built".into())
 }

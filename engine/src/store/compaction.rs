@@ -4,7 +4,7 @@
 //! where no older record of the key can remain to come back (G4); a store in a
 //! cluster will additionally wait until every replica holds them.
 
-use super::{dir_key, KeyEntry, Store, WriteError};
+use super::{dir_key, KeyEntry, PendingFrame, Store, WriteError};
 use crate::disk::DiskError;
 use crate::record::{encode_frame, SEGMENT_HEADER_BYTES};
 use crate::store::{hint_file_name, segment_file_name};
@@ -119,7 +119,12 @@ impl Store {
             body.batch_seq = batch_seq;
             let mut frame = Vec::new();
             encode_frame(&body, &mut frame);
-            frames.push((dk.clone(), frame, entry.live, 0));
+            frames.push(PendingFrame {
+                dir_key: dk.clone(),
+                bytes: frame,
+                live: entry.live,
+                op_index: 0,
+            });
         }
         if !frames.is_empty() {
             let (placed, disk) = self.append_frames(&frames)?;
@@ -130,15 +135,10 @@ impl Store {
                 return Err(WriteError::SyncFailed(reason));
             }
             self.next_batch_seq += 1;
-            for ((dk, frame, live, _), (segment, offset, len)) in frames.into_iter().zip(placed) {
-                self.stats.compaction_bytes_rewritten += frame.len() as u64;
-                let new_entry = KeyEntry {
-                    segment,
-                    offset,
-                    len,
-                    live,
-                };
-                if let Some(previous) = self.keydir.insert(dk.clone(), new_entry) {
+            for (frame, at) in frames.into_iter().zip(placed) {
+                self.stats.compaction_bytes_rewritten += frame.bytes.len() as u64;
+                let (dk, live) = (frame.dir_key, frame.live);
+                if let Some(previous) = self.keydir.insert(dk.clone(), at.entry(live)) {
                     self.retire(previous, dk[0]);
                 }
                 if live {

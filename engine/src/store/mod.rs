@@ -12,6 +12,7 @@
 
 mod compaction;
 mod hint;
+pub mod inspect;
 mod recovery;
 
 pub use compaction::CompactionProgress;
@@ -201,6 +202,34 @@ impl fmt::Display for ReadError {
                 "corrupt record in segment {segment} at offset {offset}: {reason}"
             ),
             ReadError::Disk(e) => write!(f, "disk read failed: {e}"),
+        }
+    }
+}
+
+/// One encoded record waiting to be appended.
+pub(crate) struct PendingFrame {
+    pub dir_key: Box<[u8]>,
+    pub bytes: Vec<u8>,
+    pub live: bool,
+    /// Which operation of the batch it belongs to.
+    pub op_index: usize,
+}
+
+/// Where an appended frame landed.
+#[derive(Clone, Copy)]
+pub(crate) struct Placement {
+    pub segment: u32,
+    pub offset: u32,
+    pub len: u32,
+}
+
+impl Placement {
+    pub(crate) fn entry(self, live: bool) -> KeyEntry {
+        KeyEntry {
+            segment: self.segment,
+            offset: self.offset,
+            len: self.len,
+            live,
         }
     }
 }
@@ -433,7 +462,7 @@ impl Store {
         }
         let batch_seq = self.next_batch_seq;
         let mut overlay: BTreeMap<Box<[u8]>, SiblingSet> = BTreeMap::new();
-        let mut frames: Vec<(Box<[u8]>, Vec<u8>, bool, usize)> = Vec::new();
+        let mut frames: Vec<PendingFrame> = Vec::new();
         for (op_index, op) in ops.iter().enumerate() {
             let result =
                 self.prepare_one(op, op_index, batch_seq, wall_ms, &mut overlay, &mut frames);
@@ -449,25 +478,15 @@ impl Store {
                 batch.updates = frames
                     .into_iter()
                     .zip(placed)
-                    .map(|((dk, _, live, _), (segment, offset, len))| {
-                        (
-                            dk,
-                            KeyEntry {
-                                segment,
-                                offset,
-                                len,
-                                live,
-                            },
-                        )
-                    })
+                    .map(|(frame, at)| (frame.dir_key, at.entry(frame.live)))
                     .collect();
             }
             Err(err) => {
                 if err == WriteError::DiskFull {
                     self.stats.disk_full_refusals += 1;
                 }
-                for (_, _, _, op_index) in frames {
-                    batch.results[op_index] = Err(err.clone());
+                for frame in frames {
+                    batch.results[frame.op_index] = Err(err.clone());
                 }
             }
         }
@@ -481,7 +500,7 @@ impl Store {
         batch_seq: u64,
         wall_ms: u64,
         overlay: &mut BTreeMap<Box<[u8]>, SiblingSet>,
-        frames: &mut Vec<(Box<[u8]>, Vec<u8>, bool, usize)>,
+        frames: &mut Vec<PendingFrame>,
     ) -> Result<WriteOutcome, WriteError> {
         if op.key.len() > self.options.key_size_max_bytes {
             return Err(WriteError::KeyTooLarge {
@@ -550,7 +569,12 @@ impl Store {
         }
         let live = !body.set.is_deleted();
         overlay.insert(dk.clone(), body.set);
-        frames.push((dk, frame, live, op_index));
+        frames.push(PendingFrame {
+            dir_key: dk,
+            bytes: frame,
+            live,
+            op_index,
+        });
         Ok(WriteOutcome {
             applied: true,
             dot: Some(dot),
@@ -571,9 +595,9 @@ impl Store {
     /// when they do not fit, so a batch never spans segments.
     fn append_frames(
         &mut self,
-        frames: &[(Box<[u8]>, Vec<u8>, bool, usize)],
-    ) -> Result<(Vec<(u32, u32, u32)>, Arc<dyn Disk>), WriteError> {
-        let total_bytes: u64 = frames.iter().map(|f| f.1.len() as u64).sum();
+        frames: &[PendingFrame],
+    ) -> Result<(Vec<Placement>, Arc<dyn Disk>), WriteError> {
+        let total_bytes: u64 = frames.iter().map(|f| f.bytes.len() as u64).sum();
         let segment_size = self.options.segment_size_bytes;
         if self.active().written_bytes + total_bytes > segment_size {
             self.rotate()?;
@@ -587,13 +611,13 @@ impl Store {
         let start = self.active().written_bytes;
         let mut chunk = Vec::with_capacity(total_bytes as usize);
         let mut placed = Vec::with_capacity(frames.len());
-        for (_, frame, _, _) in frames {
-            placed.push((
-                self.active_id,
-                (start + chunk.len() as u64) as u32,
-                frame.len() as u32,
-            ));
-            chunk.extend_from_slice(frame);
+        for frame in frames {
+            placed.push(Placement {
+                segment: self.active_id,
+                offset: (start + chunk.len() as u64) as u32,
+                len: frame.bytes.len() as u32,
+            });
+            chunk.extend_from_slice(&frame.bytes);
         }
         let disk = self.active().disk.clone();
         match disk.write_at(start, &chunk) {

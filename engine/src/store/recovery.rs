@@ -92,7 +92,7 @@ fn parse_segment_name(name: &str) -> Option<u32> {
 /// and each open writes the other, so a torn write never loses the current value.
 fn bump_incarnation(dir: &dyn DiskDir) -> Result<u64, OpenError> {
     let file = dir.open(INCARNATION_FILE, true)?;
-    let mut bytes = vec![0u8; 32];
+    let mut bytes = [0u8; 32];
     let len = file.len()?.min(32) as usize;
     file.read_at(0, &mut bytes[..len])?;
     let slot = |i: usize| -> Option<u64> {
@@ -317,7 +317,7 @@ impl Store {
 
 /// A valid frame after `from` whose batch came after the last batch seen before the
 /// damage plus one: proof that the damaged bytes had been synced.
-fn find_later_batch(
+pub(crate) fn find_later_batch(
     data: &[u8],
     from: usize,
     record_max: u32,

@@ -1,0 +1,304 @@
+//! The typed history: the meta line, client operation events, final replica states,
+//! liveness and fault notes. `format` turns these into JSON lines and back.
+
+use crate::format;
+use crate::model::{Context, Dot, Key, NodeId, Sibling};
+use crate::operations;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+/// What a client operation does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Function {
+    Write,
+    Read,
+    Delete,
+}
+
+impl Function {
+    pub const ALL: [Function; 3] = [Function::Write, Function::Read, Function::Delete];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Function::Write => "write",
+            Function::Read => "read",
+            Function::Delete => "delete",
+        }
+    }
+}
+
+impl fmt::Display for Function {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The first line of every history: the run's settings. Unknown fields are kept in
+/// `extra` so a report can show them and a rewrite does not lose them.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Meta {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub r: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub w: Option<u32>,
+    /// Whether the run's settings promise G6 (read-your-writes, monotonic reads).
+    pub sessions: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<NodeId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub converge_bound_ms: Option<u64>,
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+/// The fields every client operation event carries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpHeader {
+    pub process: u64,
+    pub f: Function,
+    pub key: Key,
+    pub time_ms: u64,
+    /// The node the client talked to.
+    pub node: NodeId,
+}
+
+/// What an `ok` completion reports, by function.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OkResult {
+    /// The write's value, its new dot and the context it superseded.
+    Write {
+        value: String,
+        dot: Dot,
+        context: Context,
+    },
+    /// The siblings found (empty: not found or deleted) and their context.
+    Read {
+        siblings: Vec<Sibling>,
+        context: Context,
+    },
+    /// The context the delete removed: every dot it covers is gone for ever.
+    Delete { context: Context },
+}
+
+impl OkResult {
+    pub fn function(&self) -> Function {
+        match self {
+            OkResult::Write { .. } => Function::Write,
+            OkResult::Read { .. } => Function::Read,
+            OkResult::Delete { .. } => Function::Delete,
+        }
+    }
+
+    pub fn context(&self) -> &Context {
+        match self {
+            OkResult::Write { context, .. }
+            | OkResult::Read { context, .. }
+            | OkResult::Delete { context } => context,
+        }
+    }
+}
+
+/// One replica's state of one key, read directly after the heal (phase 3).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FinalState {
+    pub key: Key,
+    pub replica: NodeId,
+    pub siblings: Vec<Sibling>,
+    pub context: Context,
+    /// The replica holds only a delete marker (then `siblings` is empty).
+    pub tombstone: bool,
+}
+
+/// Whether the cluster reached the identical state on every replica after the heal.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quiescence {
+    pub converged: bool,
+    pub waited_ms: u64,
+}
+
+/// A free-text note of an injected fault, used only for the report's timeline.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fault {
+    pub time_ms: u64,
+    pub what: String,
+}
+
+/// One line of a history after the meta line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A client starts an operation; `value` is set for writes.
+    Invoke {
+        op: OpHeader,
+        value: Option<String>,
+    },
+    /// The operation took effect.
+    Ok {
+        op: OpHeader,
+        result: OkResult,
+    },
+    /// The operation definitely did not take effect.
+    Fail {
+        op: OpHeader,
+    },
+    /// Unknown (timeout, crash): it may or may not have taken effect.
+    Info {
+        op: OpHeader,
+    },
+    Final(FinalState),
+    Quiescence(Quiescence),
+    Fault(Fault),
+}
+
+impl Event {
+    /// The wire name of this event's `type` field.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Event::Invoke { .. } => "invoke",
+            Event::Ok { .. } => "ok",
+            Event::Fail { .. } => "fail",
+            Event::Info { .. } => "info",
+            Event::Final(_) => "final",
+            Event::Quiescence(_) => "quiescence",
+            Event::Fault(_) => "fault",
+        }
+    }
+
+    /// The operation header, for client operation events.
+    pub fn op(&self) -> Option<&OpHeader> {
+        match self {
+            Event::Invoke { op, .. }
+            | Event::Ok { op, .. }
+            | Event::Fail { op }
+            | Event::Info { op } => Some(op),
+            _ => None,
+        }
+    }
+
+    /// The key this event touches, if any.
+    pub fn key(&self) -> Option<&Key> {
+        match self {
+            Event::Final(state) => Some(&state.key),
+            _ => self.op().map(|op| &op.key),
+        }
+    }
+
+    /// The time this event happened during the run; final states and quiescence
+    /// come after the run and carry none.
+    pub fn time_ms(&self) -> Option<u64> {
+        match self {
+            Event::Fault(fault) => Some(fault.time_ms),
+            _ => self.op().map(|op| op.time_ms),
+        }
+    }
+
+    /// This event as one JSON line (no trailing newline).
+    pub fn to_json_line(&self) -> String {
+        format::event_to_json(self)
+    }
+}
+
+/// A whole history: the meta line and every later line in file order.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct History {
+    pub meta: Meta,
+    pub events: Vec<Event>,
+}
+
+/// Why a history could not be read; `line` is 1-based.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParseError {
+    pub line: usize,
+    pub message: String,
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}: {}", self.line, self.message)
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+impl History {
+    /// Parses JSON lines. Blank lines are skipped; the meta line must come first;
+    /// every completion must match an open invoke of the same process.
+    pub fn parse(text: &str) -> Result<History, ParseError> {
+        let mut meta: Option<Meta> = None;
+        let mut events = Vec::new();
+        let mut line_numbers = Vec::new();
+        for (line_index, raw_line) in text.lines().enumerate() {
+            let line = line_index + 1;
+            let trimmed = raw_line.trim();
+            if trimmed.is_empty() {
+                continue;
+            }
+            let parsed =
+                format::parse_line(trimmed).map_err(|message| ParseError { line, message })?;
+            match (parsed, &meta) {
+                (format::Line::Meta(found), None) => meta = Some(found),
+                (format::Line::Meta(_), Some(_)) => {
+                    return Err(ParseError {
+                        line,
+                        message: "a second meta line; meta must appear once, first".to_string(),
+                    })
+                }
+                (format::Line::Event(event), None) => {
+                    return Err(ParseError {
+                        line,
+                        message: format!(
+                            "expected the meta line first, found a {:?} line",
+                            event.type_name()
+                        ),
+                    })
+                }
+                (format::Line::Event(event), Some(_)) => {
+                    events.push(event);
+                    line_numbers.push(line);
+                }
+            }
+        }
+        let meta = meta.ok_or_else(|| ParseError {
+            line: 1,
+            message: "empty history: no meta line".to_string(),
+        })?;
+        let history = History { meta, events };
+        operations::pair_operations(&history.events).map_err(|error| ParseError {
+            line: line_numbers.get(error.event_index).copied().unwrap_or(0),
+            message: error.message,
+        })?;
+        Ok(history)
+    }
+
+    /// The history as JSON lines, each ending in a newline; `parse` reads it back.
+    pub fn to_jsonl(&self) -> String {
+        let mut text = format::meta_to_json(&self.meta);
+        text.push('\n');
+        for event in &self.events {
+            text.push_str(&event.to_json_line());
+            text.push('\n');
+        }
+        text
+    }
+}
+
+impl FromStr for History {
+    type Err = ParseError;
+
+    fn from_str(text: &str) -> Result<History, ParseError> {
+        History::parse(text)
+    }
+}
+
+impl Meta {
+    /// The meta line as JSON (no trailing newline).
+    pub fn to_json_line(&self) -> String {
+        format::meta_to_json(self)
+    }
+}

@@ -1,0 +1,302 @@
+//! The real `shoal` binary driven by the `redis` crate (RESP2 and RESP3) and by raw
+//! sockets for malformed input.
+
+mod common;
+
+use common::{temp_dir, ShoalProcess};
+use redis::{Commands, Value};
+use std::time::Duration;
+
+#[test]
+fn strings_keyspace_and_namespaces_over_resp2() {
+    let node = ShoalProcess::start(&temp_dir("resp2"), &[]);
+    let mut c = node.client();
+    let pong: String = redis::cmd("PING").query(&mut c).unwrap();
+    assert_eq!(pong, "PONG");
+    let () = c.set("greeting", "hello").unwrap();
+    assert_eq!(c.get::<_, String>("greeting").unwrap(), "hello");
+    let old: String = redis::cmd("SET")
+        .arg("greeting")
+        .arg("hi")
+        .arg("GET")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(old, "hello");
+    let nx: Option<String> = redis::cmd("SET")
+        .arg("greeting")
+        .arg("x")
+        .arg("NX")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(nx, None);
+    let xx: Option<String> = redis::cmd("SET")
+        .arg("absent")
+        .arg("x")
+        .arg("XX")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(xx, None);
+    let () = c.mset(&[("a", "1"), ("b", "2"), ("c", "3")]).unwrap();
+    let values: Vec<Option<String>> = c.mget(&["a", "b", "nope", "c"]).unwrap();
+    assert_eq!(
+        values,
+        vec![Some("1".into()), Some("2".into()), None, Some("3".into())]
+    );
+    assert_eq!(c.exists::<_, i64>(&["a", "b", "nope"]).unwrap(), 2);
+    assert_eq!(c.del::<_, i64>(&["a", "nope"]).unwrap(), 1);
+    let dbsize: i64 = redis::cmd("DBSIZE").query(&mut c).unwrap();
+    assert_eq!(dbsize, 3);
+    let mut keys: Vec<String> = c.keys("*").unwrap();
+    keys.sort();
+    assert_eq!(keys, vec!["b", "c", "greeting"]);
+    let scanned: Vec<String> = c.scan_match("g*").unwrap().collect();
+    assert_eq!(scanned, vec!["greeting"]);
+    // Namespaces are separate.
+    let () = redis::cmd("SELECT").arg(5).query(&mut c).unwrap();
+    assert_eq!(c.get::<_, Option<String>>("greeting").unwrap(), None);
+    let () = c.set("greeting", "ns5").unwrap();
+    let () = redis::cmd("FLUSHDB").query(&mut c).unwrap();
+    assert_eq!(redis::cmd("DBSIZE").query::<i64>(&mut c).unwrap(), 0);
+    let () = redis::cmd("SELECT").arg(0).query(&mut c).unwrap();
+    assert_eq!(c.get::<_, String>("greeting").unwrap(), "hi");
+    let err = redis::cmd("SELECT")
+        .arg(16)
+        .query::<()>(&mut c)
+        .unwrap_err();
+    assert!(err.to_string().contains("out of range"), "{err}");
+    let () = redis::cmd("FLUSHALL").query(&mut c).unwrap();
+    assert_eq!(redis::cmd("DBSIZE").query::<i64>(&mut c).unwrap(), 0);
+}
+
+#[test]
+fn many_keys_scan_visits_each_once() {
+    let node = ShoalProcess::start(&temp_dir("scan"), &[]);
+    let mut c = node.client();
+    let mut pipe = redis::pipe();
+    for i in 0..2000 {
+        pipe.set(format!("key:{i}"), i).ignore();
+    }
+    let () = pipe.query(&mut c).unwrap();
+    let mut seen: Vec<String> = c.scan().unwrap().collect();
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 2000);
+}
+
+#[test]
+fn server_introspection_commands() {
+    let node = ShoalProcess::start(&temp_dir("introspect"), &[]);
+    let mut c = node.client();
+    let info: String = redis::cmd("INFO").query(&mut c).unwrap();
+    for field in [
+        "redis_version:",
+        "connected_clients:",
+        "shoal_fsync:always",
+        "# Keyspace",
+    ] {
+        assert!(info.contains(field), "INFO lacks {field}:\n{info}");
+    }
+    let config: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("append*")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(config, vec!["appendonly", "yes", "appendfsync", "always"]);
+    let () = redis::cmd("CLIENT")
+        .arg("SETNAME")
+        .arg("tester")
+        .query(&mut c)
+        .unwrap();
+    let name: String = redis::cmd("CLIENT").arg("GETNAME").query(&mut c).unwrap();
+    assert_eq!(name, "tester");
+    let id: i64 = redis::cmd("CLIENT").arg("ID").query(&mut c).unwrap();
+    assert!(id > 0);
+    let count: i64 = redis::cmd("COMMAND").arg("COUNT").query(&mut c).unwrap();
+    assert!(count >= 25);
+    let docs: Value = redis::cmd("COMMAND")
+        .arg("DOCS")
+        .arg("get")
+        .query(&mut c)
+        .unwrap();
+    assert!(format!("{docs:?}").contains("summary"));
+    // Unknown command: Redis-shaped error, connection still usable.
+    let err = redis::cmd("FROBNICATE")
+        .arg("x")
+        .query::<()>(&mut c)
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("unknown command 'FROBNICATE'"),
+        "{err}"
+    );
+    let pong: String = redis::cmd("PING").query(&mut c).unwrap();
+    assert_eq!(pong, "PONG");
+    let err = redis::cmd("SET")
+        .arg("k")
+        .arg("v")
+        .arg("EX")
+        .arg(10)
+        .query::<()>(&mut c)
+        .unwrap_err();
+    assert!(err.to_string().contains("expiry"), "{err}");
+    let err = redis::cmd("GET").query::<()>(&mut c).unwrap_err();
+    assert!(
+        err.to_string().contains("wrong number of arguments"),
+        "{err}"
+    );
+}
+
+#[test]
+fn resp3_hello_and_replies() {
+    let node = ShoalProcess::start(&temp_dir("resp3"), &[]);
+    let client = redis::Client::open(format!("{}?protocol=resp3", node.url())).unwrap();
+    let mut c = client.get_connection().unwrap();
+    let () = c.set("k", "v").unwrap();
+    assert_eq!(c.get::<_, String>("k").unwrap(), "v");
+    assert_eq!(c.get::<_, Option<String>>("missing").unwrap(), None);
+    let hello: Value = redis::cmd("HELLO").arg(3).query(&mut c).unwrap();
+    let Value::Map(fields) = hello else {
+        panic!("HELLO 3 must reply with a map, got {hello:?}")
+    };
+    assert!(fields
+        .iter()
+        .any(|(k, v)| matches!((k, v), (Value::BulkString(k), Value::Int(3)) if k == b"proto")));
+    let config: Value = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("databases")
+        .query(&mut c)
+        .unwrap();
+    assert!(matches!(config, Value::Map(_)), "{config:?}");
+}
+
+#[test]
+fn password_protects_everything_but_auth() {
+    let node = ShoalProcess::start(&temp_dir("auth"), &["--requirepass", "s3cret"]);
+    let mut c = node.client();
+    let err = c.get::<_, Option<String>>("k").unwrap_err();
+    assert!(err.to_string().contains("NOAUTH"), "{err}");
+    let err = redis::cmd("AUTH")
+        .arg("wrong")
+        .query::<()>(&mut c)
+        .unwrap_err();
+    assert!(err.to_string().contains("WRONGPASS"), "{err}");
+    let () = redis::cmd("AUTH").arg("s3cret").query(&mut c).unwrap();
+    let () = c.set("k", "v").unwrap();
+    let client = redis::Client::open(format!("redis://:s3cret@127.0.0.1:{}/", node.port)).unwrap();
+    let mut authed = client.get_connection().unwrap();
+    assert_eq!(authed.get::<_, String>("k").unwrap(), "v");
+}
+
+#[test]
+fn siblings_from_concurrent_contexts_and_resolution() {
+    let node = ShoalProcess::start(&temp_dir("siblings"), &[]);
+    let mut c = node.client();
+    // Two writers that both read nothing: concurrent, so both are kept (G2).
+    let _: Value = redis::cmd("SHOAL.PUT")
+        .arg("doc")
+        .arg("from-a")
+        .arg("CONTEXT")
+        .arg("")
+        .query(&mut c)
+        .unwrap();
+    let _: Value = redis::cmd("SHOAL.PUT")
+        .arg("doc")
+        .arg("from-b")
+        .arg("CONTEXT")
+        .arg("")
+        .query(&mut c)
+        .unwrap();
+    let (context, siblings): (String, Vec<(String, i64, Option<String>)>) =
+        redis::cmd("SHOAL.SIBLINGS")
+            .arg("doc")
+            .query(&mut c)
+            .unwrap();
+    let mut values: Vec<_> = siblings.iter().filter_map(|s| s.2.clone()).collect();
+    values.sort();
+    assert_eq!(values, vec!["from-a", "from-b"]);
+    // A plain GET picks one winner deterministically.
+    let winner: String = c.get("doc").unwrap();
+    assert!(values.contains(&winner));
+    assert_eq!(c.get::<_, String>("doc").unwrap(), winner);
+    // A write with the full context resolves them.
+    let _: Value = redis::cmd("SHOAL.PUT")
+        .arg("doc")
+        .arg("merged")
+        .arg("CONTEXT")
+        .arg(&context)
+        .query(&mut c)
+        .unwrap();
+    let (_, siblings): (String, Vec<(String, i64, Option<String>)>) = redis::cmd("SHOAL.SIBLINGS")
+        .arg("doc")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(siblings.len(), 1);
+    assert_eq!(siblings[0].2.as_deref(), Some("merged"));
+}
+
+#[test]
+fn malformed_and_oversized_input_gets_an_error_and_the_server_keeps_serving() {
+    let node = ShoalProcess::start(&temp_dir("malformed"), &[]);
+    let cases: &[(&[u8], &str)] = &[
+        (b"*2\r\n$3\r\nGET\r\n$abc\r\n", "Protocol error"),
+        (b"*1\r\n$999999999999\r\n", "Protocol error"),
+        (b"*99999999999\r\n", "Protocol error"),
+        (b"*1\r\nxyz\r\n", "Protocol error"),
+        (b"SET \"unbalanced\r\n", "Protocol error"),
+        (b"*1\r\n$3\r\nGETXX\r\n", "Protocol error"),
+    ];
+    for (input, expected) in cases {
+        let reply = node.raw(input, Duration::from_millis(500));
+        let text = String::from_utf8_lossy(&reply);
+        assert!(
+            text.starts_with('-') && text.contains(expected),
+            "{input:?} -> {text:?}"
+        );
+    }
+    // A huge inline line without a newline is cut off at the limit.
+    let reply = node.raw(&vec![b'a'; 200 << 10], Duration::from_millis(500));
+    assert!(String::from_utf8_lossy(&reply).contains("too big inline request"));
+    // Inline commands work, and the server is still fine.
+    let reply = node.raw(
+        b"PING\r\nSET k \"a b\"\r\nGET k\r\n",
+        Duration::from_millis(300),
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&reply),
+        "+PONG\r\n+OK\r\n$3\r\na b\r\n"
+    );
+    let mut c = node.client();
+    assert_eq!(c.get::<_, String>("k").unwrap(), "a b");
+}
+
+#[test]
+fn data_survives_a_clean_restart_and_the_directory_is_locked() {
+    let dir = temp_dir("restart");
+    let node = ShoalProcess::start(&dir, &[]);
+    let mut c = node.client();
+    for i in 0..100 {
+        let () = c.set(format!("k{i}"), format!("v{i}")).unwrap();
+    }
+    // A second process on the same directory refuses to start.
+    let second = std::process::Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args([
+            "server",
+            "--port",
+            &common::free_port().to_string(),
+            "--data-dir",
+        ])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    assert!(String::from_utf8_lossy(&second.stderr).contains("in use"));
+    let port = node.port;
+    node.kill9();
+    let node = ShoalProcess::start_on(port, &dir, &[]);
+    let mut c = node.client();
+    for i in 0..100 {
+        assert_eq!(
+            c.get::<_, String>(format!("k{i}")).unwrap(),
+            format!("v{i}")
+        );
+    }
+}
