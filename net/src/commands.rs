@@ -64,6 +64,8 @@ macro_rules! spec {
 }
 
 pub static COMMANDS: &[CommandSpec] = &[
+    spec!("get", 2, ["readonly", "fast"], 1, 1, 1, "string", "Returns the value of a key (the winning sibling)."),
+    spec!("set", -3, ["write", "denyoom"], 1, 1, 1, "string", "Sets the value of a key, durably before the reply."),
     spec!("ping", -1, ["fast"], 0, 0, 0, "connection", "Returns the server's liveliness response."),
     spec!("echo", 2, ["fast"], 0, 0, 0, "connection", "Returns the given string."),
     spec!("quit", -1, ["fast", "no-auth"], 0, 0, 0, "connection", "Closes the connection."),
@@ -71,8 +73,6 @@ pub static COMMANDS: &[CommandSpec] = &[
     spec!("hello", -1, ["fast", "no-auth"], 0, 0, 0, "connection", "Handshakes with the server (RESP2 or RESP3)."),
     spec!("select", 2, ["fast"], 0, 0, 0, "connection", "Changes the selected namespace (database)."),
     spec!("client", -2, ["slow"], 0, 0, 0, "connection", "CLIENT ID, SETNAME, GETNAME, SETINFO, LIST, INFO."),
-    spec!("get", 2, ["readonly", "fast"], 1, 1, 1, "string", "Returns the value of a key (the winning sibling)."),
-    spec!("set", -3, ["write", "denyoom"], 1, 1, 1, "string", "Sets the value of a key, durably before the reply."),
     spec!("setnx", 3, ["write", "denyoom", "fast"], 1, 1, 1, "string", "Sets the value of a key only when it does not exist."),
     spec!("mget", -2, ["readonly", "fast"], 1, -1, 1, "string", "Returns the values of several keys."),
     spec!("mset", -3, ["write", "denyoom"], 1, -1, 2, "string", "Sets several keys in one durable batch."),
@@ -95,8 +95,16 @@ pub static COMMANDS: &[CommandSpec] = &[
     spec!("shoal.del", -2, ["write"], 1, 1, 1, "shoal", "SHOAL.DEL key [CONTEXT ctx]: delete what ctx covers; replies [dot, superseded context]."),
 ];
 
+/// The command table entry for a request's first argument, case-insensitively and
+/// without allocating (this runs once per request).
+pub fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {
+    COMMANDS
+        .iter()
+        .find(|c| c.name.len() == name.len() && c.name.as_bytes().eq_ignore_ascii_case(name))
+}
+
 fn find_spec(name: &str) -> Option<&'static CommandSpec> {
-    COMMANDS.iter().find(|c| c.name == name)
+    lookup(name.as_bytes())
 }
 
 pub const REDIS_VERSION: &str = "7.2.0";
@@ -136,21 +144,23 @@ pub fn write_error_reply(e: &WriteError) -> Reply {
 }
 
 /// Whether the command is a write that may be left pending (pipelined).
-pub fn is_deferrable_write(name: &[u8]) -> bool {
-    matches!(
-        lower(name).as_str(),
-        "set" | "setnx" | "mset" | "del" | "unlink" | "shoal.put" | "shoal.del"
-    )
+pub fn is_deferrable_write(spec: Option<&CommandSpec>) -> bool {
+    spec.is_some_and(|c| {
+        matches!(
+            c.name,
+            "set" | "setnx" | "mset" | "del" | "unlink" | "shoal.put" | "shoal.del"
+        )
+    })
 }
 
-pub fn command_name(args: &[Bytes]) -> String {
-    args.first().map(|a| lower(a)).unwrap_or_default()
-}
-
-pub async fn execute(shared: &Shared, session: &mut Session, args: Vec<Bytes>) -> Step {
+pub async fn execute(
+    shared: &Shared,
+    session: &mut Session,
+    spec: Option<&'static CommandSpec>,
+    args: Vec<Bytes>,
+) -> Step {
     shared.commands_total.fetch_add(1, Ordering::Relaxed);
-    let name = command_name(&args);
-    let Some(spec) = find_spec(&name) else {
+    let Some(spec) = spec else {
         let mut msg = format!(
             "ERR unknown command '{}', with args beginning with: ",
             String::from_utf8_lossy(&args[0])

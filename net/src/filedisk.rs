@@ -28,6 +28,53 @@ pub struct FileDisk {
     file: File,
     /// Test-only undo journal of unsynced writes.
     undo: Option<std::sync::Mutex<File>>,
+    /// Read-only shared mapping of the file, so reads need no system call. Made on
+    /// the first read, dropped before any change of length.
+    map: std::sync::RwLock<Option<Mapping>>,
+    read_only: bool,
+}
+
+/// A `PROT_READ`, `MAP_SHARED` mapping. Shared mappings see this process's own
+/// `pwrite`s at once (one page cache). The file never shrinks under it: only this
+/// process writes the directory (LOCK), and `set_len` unmaps first.
+struct Mapping {
+    ptr: *mut libc::c_void,
+    len: usize,
+}
+
+// SAFETY: the mapping is read-only memory owned by this struct; reads of it from
+// several threads are plain loads, and it is unmapped only by Drop or under the
+// write half of the RwLock.
+unsafe impl Send for Mapping {}
+unsafe impl Sync for Mapping {}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: ptr/len came from a successful mmap and are unmapped once.
+        unsafe {
+            libc::munmap(self.ptr, self.len);
+        }
+    }
+}
+
+impl Mapping {
+    fn new(file: &File, len: usize) -> Option<Mapping> {
+        if len == 0 {
+            return None;
+        }
+        // SAFETY: mapping a file descriptor we own, read-only, for its current length.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        (ptr != libc::MAP_FAILED).then_some(Mapping { ptr, len })
+    }
 }
 
 const UNDO_SUFFIX: &str = ".undo";
@@ -100,7 +147,12 @@ impl DiskDir for FileDir {
         } else {
             None
         };
-        Ok(Arc::new(FileDisk { file, undo }))
+        Ok(Arc::new(FileDisk {
+            file,
+            undo,
+            map: std::sync::RwLock::new(None),
+            read_only: self.read_only,
+        }))
     }
 
     fn list(&self) -> Result<Vec<String>, DiskError> {
@@ -137,8 +189,62 @@ impl DiskDir for FileDir {
     }
 }
 
+impl FileDisk {
+    /// Copy from the mapping when it covers the range; false when it does not.
+    fn read_mapped(&self, offset: u64, buf: &mut [u8]) -> bool {
+        let end = offset as usize + buf.len();
+        {
+            let map = self.map.read().unwrap_or_else(|p| p.into_inner());
+            if let Some(m) = map.as_ref() {
+                if end <= m.len {
+                    // SAFETY: [offset, end) lies inside the live mapping, which
+                    // cannot be unmapped while the read lock is held.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(
+                            (m.ptr as *const u8).add(offset as usize),
+                            buf.as_mut_ptr(),
+                            buf.len(),
+                        );
+                    }
+                    return true;
+                }
+            }
+        }
+        // Map (or remap) the file at its current length, then retry once.
+        let Ok(len) = self.len() else { return false };
+        if end as u64 > len || self.read_only {
+            return false;
+        }
+        let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
+        *map = Mapping::new(&self.file, len as usize);
+        drop(map);
+        let map = self.map.read().unwrap_or_else(|p| p.into_inner());
+        match map.as_ref() {
+            Some(m) if end <= m.len => {
+                // SAFETY: as above.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        (m.ptr as *const u8).add(offset as usize),
+                        buf.as_mut_ptr(),
+                        buf.len(),
+                    );
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn unmap(&self) {
+        *self.map.write().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+}
+
 impl Disk for FileDisk {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), DiskError> {
+        if self.read_mapped(offset, buf) {
+            return Ok(());
+        }
         self.file.read_exact_at(buf, offset).map_err(|e| {
             if e.kind() == ErrorKind::UnexpectedEof {
                 DiskError::ShortRead {
@@ -171,6 +277,7 @@ impl Disk for FileDisk {
     }
 
     fn set_len(&self, len_bytes: u64) -> Result<(), DiskError> {
+        self.unmap();
         let current = self.len()?;
         if let Some(undo) = &self.undo {
             self.journal_len(undo, current)?;

@@ -158,10 +158,11 @@ async fn connection(stream: &mut TcpStream, peer: String, shared: &Shared) -> st
                     break;
                 }
             };
-            if !commands::is_deferrable_write(&args[0]) {
+            let spec = commands::lookup(&args[0]);
+            if !commands::is_deferrable_write(spec) {
                 resolve(&mut slots, session.protocol, &mut output).await;
             }
-            match commands::execute(shared, &mut session, args).await {
+            match commands::execute(shared, &mut session, spec, args).await {
                 Step::Reply(reply) => slots.push(Slot::Ready(reply)),
                 Step::Pending(ticket, shape) => slots.push(Slot::Waiting(shape, ticket)),
                 Step::Close(reply) => {

@@ -13,6 +13,7 @@
 mod compaction;
 mod hint;
 pub mod inspect;
+mod keydir;
 mod recovery;
 
 pub use compaction::CompactionProgress;
@@ -291,7 +292,7 @@ pub(crate) fn hint_file_name(id: u32) -> String {
 pub struct Store {
     dir: Arc<dyn DiskDir>,
     options: StoreOptions,
-    keydir: BTreeMap<Box<[u8]>, KeyEntry>,
+    keydir: keydir::KeyDir,
     segments: BTreeMap<u32, Segment>,
     active_id: u32,
     next_batch_seq: u64,
@@ -320,7 +321,7 @@ impl Store {
 
     /// The sibling set of a key, including one made only of delete markers.
     pub fn get(&self, namespace: u8, key: &[u8]) -> Result<Option<SiblingSet>, ReadError> {
-        match self.keydir.get(&dir_key(namespace, key)) {
+        match self.keydir.get_key(namespace, key) {
             None => Ok(None),
             Some(entry) => Ok(Some(self.read_record(*entry)?.set)),
         }
@@ -328,9 +329,7 @@ impl Store {
 
     /// Whether the key has a live value, without reading the disk.
     pub fn contains_live(&self, namespace: u8, key: &[u8]) -> bool {
-        self.keydir
-            .get(&dir_key(namespace, key))
-            .is_some_and(|e| e.live)
+        self.keydir.get_key(namespace, key).is_some_and(|e| e.live)
     }
 
     pub(crate) fn read_record(&self, entry: KeyEntry) -> Result<RecordBody, ReadError> {
@@ -380,41 +379,28 @@ impl Store {
     /// until at least `count` are found. Returns the keys and the next cursor
     /// (0 when the scan is complete), as Redis's SCAN does.
     pub fn scan(&self, namespace: u8, cursor_slot: u64, count: usize) -> (Vec<Bytes>, u64) {
-        let slot_count = crate::slot::SLOT_COUNT as u64;
-        if cursor_slot >= slot_count {
+        if cursor_slot >= crate::slot::SLOT_COUNT as u64 {
             return (Vec::new(), 0);
         }
-        let start = {
-            let mut k = vec![namespace];
-            k.extend_from_slice(&(cursor_slot as u16).to_be_bytes());
-            k.into_boxed_slice()
-        };
         let mut keys = Vec::new();
-        let mut current_slot = None;
-        for (k, entry) in self.keydir.range(start..) {
-            if k[0] != namespace {
-                break;
+        for (slot, map) in self.keydir.slots_from(namespace, cursor_slot as usize) {
+            if keys.len() >= count.max(1) {
+                return (keys, slot as u64);
             }
-            let slot = u16::from_be_bytes([k[1], k[2]]) as u64;
-            if current_slot != Some(slot) {
-                if keys.len() >= count.max(1) {
-                    return (keys, slot);
-                }
-                current_slot = Some(slot);
-            }
-            if entry.live {
-                keys.push(Bytes::copy_from_slice(&k[3..]));
-            }
+            keys.extend(
+                map.iter()
+                    .filter(|(_, e)| e.live)
+                    .map(|(k, _)| Bytes::copy_from_slice(&k[3..])),
+            );
         }
         (keys, 0)
     }
 
     /// Every live key of a namespace, in directory order.
     pub fn keys(&self, namespace: u8) -> Vec<Bytes> {
-        let start: Box<[u8]> = vec![namespace].into_boxed_slice();
         self.keydir
-            .range(start..)
-            .take_while(|(k, _)| k[0] == namespace)
+            .slots_from(namespace, 0)
+            .flat_map(|(_, map)| map.iter())
             .filter(|(_, e)| e.live)
             .map(|(k, _)| Bytes::copy_from_slice(&k[3..]))
             .collect()

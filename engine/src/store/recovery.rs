@@ -137,7 +137,7 @@ impl Store {
         let mut store = Store {
             dir,
             options,
-            keydir: BTreeMap::new(),
+            keydir: Default::default(),
             segments: BTreeMap::new(),
             active_id: ids.last().copied().unwrap_or(1),
             next_batch_seq: 1,
@@ -183,7 +183,7 @@ impl Store {
     fn recount(&mut self) {
         let mut live_bytes: BTreeMap<u32, u64> = BTreeMap::new();
         self.live_keys.clear();
-        for (k, e) in &self.keydir {
+        for (k, e) in self.keydir.iter() {
             *live_bytes.entry(e.segment).or_insert(0) += e.len as u64;
             if e.live {
                 *self.live_keys.entry(k[0]).or_insert(0) += 1;

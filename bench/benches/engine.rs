@@ -1,0 +1,184 @@
+//! Criterion benches of the storage engine on real files (`FileDir` in a temp dir):
+//! durable puts with group commit, point reads, recovery of 1M keys with and without
+//! hint files, and compaction of mostly-dead segments.
+//!
+//! Run: `cargo bench -p shoal-bench --bench engine -- --warm-up-time 1 --measurement-time 2`.
+//! `SHOAL_BENCH_RECOVERY_KEYS` overrides the 1M keys of the recovery bench.
+//! Numbers are for reading, never for asserting.
+
+use criterion::{
+    black_box, criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, SamplingMode,
+    Throughput,
+};
+use shoal_bench::{commit, key, load_keys, open_store, put, TempDir, NAMESPACE};
+use shoal_engine::rng::SplitMix64;
+use shoal_engine::{CompactionProgress, StoreOptions, WriteOp};
+use std::cell::OnceCell;
+
+/// Keys the put bench draws from (overwrites read the current record, as SET does).
+const PUT_KEYSPACE: u64 = 100_000;
+/// Keys preloaded for the get bench.
+const GET_KEYS: u64 = 100_000;
+/// Keys in the recovery bench unless `SHOAL_BENCH_RECOVERY_KEYS` says otherwise.
+const RECOVERY_KEYS_DEFAULT: u64 = 1_000_000;
+/// Puts per synced batch when building fixtures.
+const LOAD_BATCH_OPS: u64 = 1_000;
+/// The compaction fixture: this many keys, each overwritten `COMPACTION_ROUNDS`
+/// times, in segments of `COMPACTION_SEGMENT_SIZE_BYTES`.
+const COMPACTION_KEYS: u64 = 10_000;
+const COMPACTION_ROUNDS: u64 = 20;
+const COMPACTION_SEGMENT_SIZE_BYTES: u64 = 4 << 20;
+/// Work per `compaction_tick`, as the server's default `compaction_budget_bytes`.
+const COMPACTION_BUDGET_BYTES: u64 = 4 << 20;
+/// Ticks after which the compaction bench gives up (a bug, not a slow disk).
+const COMPACTION_TICKS_MAX: u64 = 100_000;
+
+/// Group commit as the committer does it: each iteration is one batch holding one
+/// put from each of `writers` concurrent clients, prepared, synced, published.
+fn durable_put(c: &mut Criterion) {
+    let mut group = c.benchmark_group("durable_put");
+    for writers in [1u64, 16, 64] {
+        let dir = TempDir::new(&format!("put-{writers}"));
+        let mut store = open_store(&dir, StoreOptions::default());
+        let mut rng = SplitMix64::new(0x5EED ^ writers);
+        group.throughput(Throughput::Elements(writers));
+        group.bench_function(BenchmarkId::new("writers", writers), |b| {
+            b.iter_batched(
+                || -> Vec<WriteOp> { (0..writers).map(|_| put(rng.below(PUT_KEYSPACE))).collect() },
+                |ops| commit(&mut store, &ops),
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    group.finish();
+}
+
+/// Random point reads of a store holding 100k keys (values are read from the file).
+fn get(c: &mut Criterion) {
+    let dir = TempDir::new("get");
+    let mut store = open_store(&dir, StoreOptions::default());
+    load_keys(&mut store, GET_KEYS, LOAD_BATCH_OPS);
+    let keys: Vec<Vec<u8>> = (0..GET_KEYS).map(key).collect();
+    let mut rng = SplitMix64::new(0x6E7);
+    let mut group = c.benchmark_group("get");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function(BenchmarkId::new("random", GET_KEYS), |b| {
+        b.iter(|| {
+            let k = &keys[rng.below(GET_KEYS) as usize];
+            let set = store.get(NAMESPACE, black_box(k)).expect("read");
+            black_box(set.expect("key present"))
+        })
+    });
+    group.finish();
+}
+
+fn recovery_keys() -> u64 {
+    match std::env::var("SHOAL_BENCH_RECOVERY_KEYS") {
+        Ok(v) => v
+            .parse()
+            .unwrap_or_else(|_| panic!("SHOAL_BENCH_RECOVERY_KEYS={v:?} is not a number")),
+        Err(_) => RECOVERY_KEYS_DEFAULT,
+    }
+}
+
+/// `Store::open` of 1M keys written in synced batches (warm page cache): with the
+/// hint files the sealed segments leave, then with them deleted (every segment is
+/// scanned). The fixture is built lazily, so filtering the bench out skips it.
+fn recovery(c: &mut Criterion) {
+    let keys = recovery_keys();
+    let fixture: OnceCell<TempDir> = OnceCell::new();
+    let build = || {
+        let dir = TempDir::new("recovery");
+        let mut store = open_store(&dir, StoreOptions::default());
+        load_keys(&mut store, keys, LOAD_BATCH_OPS);
+        eprintln!(
+            "recovery fixture: {keys} keys in {} segments, {} bytes",
+            store.segment_count(),
+            store.disk_usage_bytes().0
+        );
+        dir
+    };
+    let mut group = c.benchmark_group("recovery");
+    group.sample_size(10);
+    group.sampling_mode(SamplingMode::Flat);
+    group.throughput(Throughput::Elements(keys));
+    group.bench_function(BenchmarkId::new("open_with_hints", keys), |b| {
+        let dir = fixture.get_or_init(build);
+        b.iter_with_large_drop(|| open_store(dir, StoreOptions::default()))
+    });
+    group.bench_function(BenchmarkId::new("open_full_scan", keys), |b| {
+        let dir = fixture.get_or_init(build);
+        b.iter_batched(
+            || {
+                dir.remove_files_ending_with(".hint");
+            },
+            |()| open_store(dir, StoreOptions::default()),
+            BatchSize::PerIteration,
+        )
+    });
+    group.finish();
+}
+
+/// `compaction_tick` until `Idle`, on a copy of a store whose sealed segments are
+/// mostly dead (every key overwritten many times). The fixture (built lazily) prints
+/// how many bytes are dead; the copy and the open are not timed.
+fn compaction(c: &mut Criterion) {
+    let options = StoreOptions {
+        segment_size_bytes: COMPACTION_SEGMENT_SIZE_BYTES,
+        ..StoreOptions::default()
+    };
+    let fixture: OnceCell<TempDir> = OnceCell::new();
+    let build = || {
+        let dir = TempDir::new("compaction-template");
+        let mut store = open_store(&dir, options.clone());
+        for round in 0..COMPACTION_ROUNDS {
+            let mut start = 0;
+            while start < COMPACTION_KEYS {
+                let end = (start + LOAD_BATCH_OPS).min(COMPACTION_KEYS);
+                let ops: Vec<WriteOp> = (start..end)
+                    .map(|i| {
+                        let mut op = put(i);
+                        op.value = Some(shoal_bench::value(i + round).into());
+                        op
+                    })
+                    .collect();
+                commit(&mut store, &ops);
+                start = end;
+            }
+        }
+        let (total_bytes, dead_bytes) = store.disk_usage_bytes();
+        eprintln!(
+            "compaction fixture: {} segments, {total_bytes} bytes written, {dead_bytes} dead",
+            store.segment_count()
+        );
+        dir
+    };
+    let work = TempDir::new("compaction-work");
+    let mut group = c.benchmark_group("compaction");
+    group.sample_size(10);
+    group.sampling_mode(SamplingMode::Flat);
+    group.bench_function("until_idle", |b| {
+        let template = fixture.get_or_init(build);
+        b.iter_batched(
+            || {
+                work.copy_files_from(template);
+                open_store(&work, options.clone())
+            },
+            |mut store| {
+                for _ in 0..COMPACTION_TICKS_MAX {
+                    match store.compaction_tick(COMPACTION_BUDGET_BYTES) {
+                        Ok(CompactionProgress::Idle) => return store,
+                        Ok(_) => {}
+                        Err(e) => panic!("compaction failed: {e}"),
+                    }
+                }
+                panic!("compaction not idle after {COMPACTION_TICKS_MAX} ticks");
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, durable_put, get, recovery, compaction);
+criterion_main!(benches);

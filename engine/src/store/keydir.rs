@@ -1,0 +1,147 @@
+//! The key directory: where each key's latest record is. Keys are grouped by
+//! namespace and slot (one small ordered map per slot), so a lookup searches only
+//! the few keys of one slot, SCAN walks slots in order, and a partition's keys (a
+//! range of slots) can be listed without touching the rest.
+//!
+//! Keys are "directory keys": namespace byte, slot (u16 big endian), key bytes.
+
+use super::KeyEntry;
+use crate::slot::{key_slot, SLOT_COUNT};
+use std::collections::BTreeMap;
+
+type SlotMap = BTreeMap<Box<[u8]>, KeyEntry>;
+
+#[derive(Default)]
+pub(crate) struct KeyDir {
+    /// Per namespace, one map per slot (allocated when the namespace is first used).
+    namespaces: BTreeMap<u8, Vec<SlotMap>>,
+    len: usize,
+}
+
+/// Directory keys up to this length are built on the stack for lookups.
+const STACK_KEY_BYTES: usize = 128;
+
+fn split(dir_key: &[u8]) -> (u8, usize) {
+    (
+        dir_key[0],
+        u16::from_be_bytes([dir_key[1], dir_key[2]]) as usize,
+    )
+}
+
+impl KeyDir {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    fn slot_map(&self, namespace: u8, slot: usize) -> Option<&SlotMap> {
+        self.namespaces.get(&namespace).map(|slots| &slots[slot])
+    }
+
+    pub fn get(&self, dir_key: &[u8]) -> Option<&KeyEntry> {
+        let (namespace, slot) = split(dir_key);
+        self.slot_map(namespace, slot)?.get(dir_key)
+    }
+
+    /// Look up by namespace and key without allocating (for short keys).
+    pub fn get_key(&self, namespace: u8, key: &[u8]) -> Option<&KeyEntry> {
+        let slot = key_slot(key);
+        let map = self.slot_map(namespace, slot as usize)?;
+        let mut stack = [0u8; STACK_KEY_BYTES];
+        if key.len() + 3 <= STACK_KEY_BYTES {
+            stack[0] = namespace;
+            stack[1..3].copy_from_slice(&slot.to_be_bytes());
+            stack[3..3 + key.len()].copy_from_slice(key);
+            map.get(&stack[..3 + key.len()])
+        } else {
+            map.get(&super::dir_key(namespace, key)[..])
+        }
+    }
+
+    pub fn insert(&mut self, dir_key: Box<[u8]>, entry: KeyEntry) -> Option<KeyEntry> {
+        let (namespace, slot) = split(&dir_key);
+        let slots = self
+            .namespaces
+            .entry(namespace)
+            .or_insert_with(|| (0..SLOT_COUNT).map(|_| SlotMap::new()).collect());
+        let previous = slots[slot].insert(dir_key, entry);
+        if previous.is_none() {
+            self.len += 1;
+        }
+        previous
+    }
+
+    pub fn remove(&mut self, dir_key: &[u8]) -> Option<KeyEntry> {
+        let (namespace, slot) = split(dir_key);
+        let removed = self.namespaces.get_mut(&namespace)?[slot].remove(dir_key);
+        if removed.is_some() {
+            self.len -= 1;
+        }
+        removed
+    }
+
+    /// Every entry in directory order (namespace, slot, key).
+    pub fn iter(&self) -> impl Iterator<Item = (&Box<[u8]>, &KeyEntry)> {
+        self.namespaces
+            .values()
+            .flat_map(|slots| slots.iter().flat_map(|map| map.iter()))
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &KeyEntry> {
+        self.iter().map(|(_, e)| e)
+    }
+
+    /// The entries of one namespace from `first_slot` on, slot by slot.
+    pub fn slots_from(
+        &self,
+        namespace: u8,
+        first_slot: usize,
+    ) -> impl Iterator<Item = (usize, &SlotMap)> {
+        self.namespaces
+            .get(&namespace)
+            .into_iter()
+            .flat_map(move |slots| slots.iter().enumerate().skip(first_slot))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::dir_key;
+
+    fn entry(segment: u32) -> KeyEntry {
+        KeyEntry {
+            segment,
+            offset: 16,
+            len: 10,
+            live: true,
+        }
+    }
+
+    #[test]
+    fn behaves_like_one_ordered_map() {
+        let mut dir = KeyDir::default();
+        let mut model = BTreeMap::new();
+        for i in 0..500u32 {
+            let dk = dir_key((i % 3) as u8, format!("key{}", i % 200).as_bytes());
+            assert_eq!(dir.insert(dk.clone(), entry(i)), model.insert(dk, entry(i)));
+        }
+        for i in (0..200u32).step_by(7) {
+            let dk = dir_key(1, format!("key{i}").as_bytes());
+            assert_eq!(dir.remove(&dk), model.remove(&dk));
+        }
+        assert_eq!(dir.len(), model.len());
+        let ours: Vec<_> = dir.iter().map(|(k, e)| (k.clone(), *e)).collect();
+        let theirs: Vec<_> = model.iter().map(|(k, e)| (k.clone(), *e)).collect();
+        assert_eq!(ours, theirs);
+        for i in 0..200u32 {
+            let key = format!("key{i}");
+            assert_eq!(
+                dir.get_key(2, key.as_bytes()),
+                model.get(&dir_key(2, key.as_bytes()))
+            );
+        }
+        let long_key = vec![b'x'; 300];
+        dir.insert(dir_key(0, &long_key), entry(9));
+        assert_eq!(dir.get_key(0, &long_key), Some(&entry(9)));
+    }
+}
