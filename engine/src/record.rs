@@ -75,6 +75,51 @@ pub fn encode_frame(body: &RecordBody, out: &mut Vec<u8>) -> usize {
     out.len() - start
 }
 
+/// A record decoded without copying: what recovery and inspection need to index a
+/// key. Its serde layout mirrors [`RecordBody`] field for field.
+#[derive(Debug, Deserialize)]
+pub struct RecordView<'a> {
+    pub batch_seq: u64,
+    pub namespace: u8,
+    #[serde(borrow)]
+    pub key: &'a [u8],
+    #[serde(borrow)]
+    pub set: SiblingSetView<'a>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SiblingSetView<'a> {
+    /// The context's (node, counter) pairs; a map and a sequence of pairs share
+    /// postcard's encoding.
+    pub context: Vec<(u32, u64)>,
+    #[serde(borrow)]
+    pub siblings: Vec<SiblingView<'a>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SiblingView<'a> {
+    pub dot: crate::version::Dot,
+    pub hlc: crate::version::Hlc,
+    #[serde(borrow)]
+    pub value: Option<&'a [u8]>,
+}
+
+impl RecordView<'_> {
+    /// At least one sibling holds a value.
+    pub fn is_live(&self) -> bool {
+        self.set.siblings.iter().any(|s| s.value.is_some())
+    }
+
+    pub fn max_hlc(&self) -> crate::version::Hlc {
+        self.set
+            .siblings
+            .iter()
+            .map(|s| s.hlc)
+            .max()
+            .unwrap_or_default()
+    }
+}
+
 /// What is found at one offset of a segment.
 #[derive(Debug, PartialEq, Eq)]
 pub enum FrameRead {
@@ -86,39 +131,78 @@ pub enum FrameRead {
     Invalid(&'static str),
 }
 
-/// Reads the frame at the start of `bytes` (which may run to the segment's end).
-pub fn read_frame(bytes: &[u8], record_size_max_bytes: u32) -> FrameRead {
+/// The checked body of the frame at the start of `bytes` and the frame's length,
+/// or why there is no valid frame there.
+fn check_frame(bytes: &[u8], record_size_max_bytes: u32) -> Result<(&[u8], usize), FrameFault> {
     if bytes.len() < FRAME_HEADER_BYTES {
-        return if bytes.iter().all(|b| *b == 0) {
-            FrameRead::Zero
+        return Err(if bytes.iter().all(|b| *b == 0) {
+            FrameFault::Zero
         } else {
-            FrameRead::Invalid("truncated frame header")
-        };
+            FrameFault::Invalid("truncated frame header")
+        });
     }
     let len = u32::from_le_bytes(bytes[0..4].try_into().expect("4 bytes"));
     let crc = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes"));
     if len == 0 && crc == 0 {
-        return FrameRead::Zero;
+        return Err(FrameFault::Zero);
     }
     if len == 0 || len > record_size_max_bytes {
-        return FrameRead::Invalid("frame length out of range");
+        return Err(FrameFault::Invalid("frame length out of range"));
     }
     let end = FRAME_HEADER_BYTES + len as usize;
     if end > bytes.len() {
-        return FrameRead::Invalid("frame runs past the end of the segment");
+        return Err(FrameFault::Invalid(
+            "frame runs past the end of the segment",
+        ));
     }
-    let body_bytes = &bytes[FRAME_HEADER_BYTES..end];
-    let computed = crc32c::crc32c_append(crc32c::crc32c(&bytes[0..4]), body_bytes);
+    let body = &bytes[FRAME_HEADER_BYTES..end];
+    let computed = crc32c::crc32c_append(crc32c::crc32c(&bytes[0..4]), body);
     if computed != crc && !cfg!(feature = "bug-torn-accept") {
-        return FrameRead::Invalid("checksum mismatch");
+        return Err(FrameFault::Invalid("checksum mismatch"));
     }
-    match postcard::from_bytes::<RecordBody>(body_bytes) {
-        Ok(body) => FrameRead::Valid {
-            body,
-            frame_len: end,
+    Ok((body, end))
+}
+
+enum FrameFault {
+    Zero,
+    Invalid(&'static str),
+}
+
+const UNDECODABLE: &str = "checksum matches but body does not decode";
+
+/// Reads the frame at the start of `bytes` (which may run to the segment's end).
+pub fn read_frame(bytes: &[u8], record_size_max_bytes: u32) -> FrameRead {
+    match check_frame(bytes, record_size_max_bytes) {
+        Err(FrameFault::Zero) => FrameRead::Zero,
+        Err(FrameFault::Invalid(why)) => FrameRead::Invalid(why),
+        Ok((body, frame_len)) => match postcard::from_bytes::<RecordBody>(body) {
+            Ok(body) => FrameRead::Valid { body, frame_len },
+            Err(_) => FrameRead::Invalid(UNDECODABLE),
         },
-        Err(_) => FrameRead::Invalid("checksum matches but body does not decode"),
     }
+}
+
+/// Like [`read_frame`], decoding without copying keys or values.
+pub fn scan_frame(bytes: &[u8], record_size_max_bytes: u32) -> FrameScan<'_> {
+    match check_frame(bytes, record_size_max_bytes) {
+        Err(FrameFault::Zero) => FrameScan::Zero,
+        Err(FrameFault::Invalid(why)) => FrameScan::Invalid(why),
+        Ok((body, frame_len)) => match postcard::from_bytes::<RecordView<'_>>(body) {
+            Ok(view) => FrameScan::Valid { view, frame_len },
+            Err(_) => FrameScan::Invalid(UNDECODABLE),
+        },
+    }
+}
+
+/// What [`scan_frame`] finds.
+#[derive(Debug)]
+pub enum FrameScan<'a> {
+    Valid {
+        view: RecordView<'a>,
+        frame_len: usize,
+    },
+    Zero,
+    Invalid(&'static str),
 }
 
 #[cfg(test)]
@@ -187,6 +271,34 @@ mod tests {
                 ) || cut < FRAME_HEADER_BYTES && out[..cut].iter().all(|b| *b == 0)
             );
         }
+    }
+
+    #[test]
+    fn view_decodes_what_the_body_encodes() {
+        let mut out = Vec::new();
+        let mut b = body("key", "value");
+        let ctx = b.set.context.clone();
+        b.set.write(&VersionVector::new(), 2, 0, Hlc(9), None);
+        b.set
+            .write(&ctx, 3, 0, Hlc(8), Some(Bytes::from_static(b"other")));
+        encode_frame(&b, &mut out);
+        let FrameScan::Valid { view, frame_len } = scan_frame(&out, 1 << 20) else {
+            panic!("valid frame")
+        };
+        assert_eq!(frame_len, out.len());
+        assert_eq!(
+            (view.batch_seq, view.namespace, view.key),
+            (3, 2, &b"key"[..])
+        );
+        let values: Vec<_> = view.set.siblings.iter().map(|s| s.value).collect();
+        let expected: Vec<_> = b.set.siblings.iter().map(|s| s.value.as_deref()).collect();
+        assert_eq!(values, expected);
+        assert_eq!(
+            view.set.context,
+            b.set.context.entries().collect::<Vec<_>>()
+        );
+        assert!(view.is_live());
+        assert_eq!(view.max_hlc(), Hlc(9));
     }
 
     #[test]

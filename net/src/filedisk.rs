@@ -78,6 +78,7 @@ impl Mapping {
 }
 
 const UNDO_SUFFIX: &str = ".undo";
+const MAPPED_READ_MAX_BYTES: usize = 1 << 20;
 const UNDO_WRITE: u8 = 1;
 const UNDO_SET_LEN: u8 = 2;
 
@@ -242,7 +243,9 @@ impl FileDisk {
 
 impl Disk for FileDisk {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), DiskError> {
-        if self.read_mapped(offset, buf) {
+        // Small reads (a record) come from the mapping; large sequential ones (a
+        // whole segment at recovery) are cheaper as one pread than as page faults.
+        if buf.len() <= MAPPED_READ_MAX_BYTES && self.read_mapped(offset, buf) {
             return Ok(());
         }
         self.file.read_exact_at(buf, offset).map_err(|e| {

@@ -68,7 +68,13 @@ impl Store {
             });
         }
         let mut cursor = self.compaction.take().expect("cursor set above");
+        let step_start = cursor.next;
         let result = self.compaction_step(&mut cursor, budget_bytes);
+        if result.is_err() {
+            // Nothing of the failed step took effect: take its entries up again, or
+            // finishing would remove the segment under their directory entries.
+            cursor.next = step_start;
+        }
         let finished = cursor.next >= cursor.entries.len();
         let segment = cursor.segment;
         let (done, total) = (cursor.next, cursor.entries.len());
@@ -145,6 +151,10 @@ impl Store {
                     *self.live_keys.entry(dk[0]).or_insert(0) += 1;
                 }
             }
+        }
+        if !collected.is_empty() {
+            // The markers' contexts go with them: never reissue a dot they covered.
+            self.counter_floor = self.counter_floor.max(self.counter_issued_max + 1);
         }
         for dk in collected {
             if let Some(previous) = self.keydir.remove(&dk) {

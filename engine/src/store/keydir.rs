@@ -79,6 +79,48 @@ impl KeyDir {
         removed
     }
 
+    /// Load many entries at once (recovery): later entries for the same key win.
+    /// Each slot's map is built from sorted input in linear time instead of one
+    /// search per insert.
+    pub fn bulk_load(&mut self, entries: Vec<(Box<[u8]>, KeyEntry)>) {
+        let mut groups: BTreeMap<u8, Vec<Vec<(Box<[u8]>, KeyEntry)>>> = BTreeMap::new();
+        for (dir_key, entry) in entries {
+            let (namespace, slot) = split(&dir_key);
+            groups
+                .entry(namespace)
+                .or_insert_with(|| vec![Vec::new(); SLOT_COUNT as usize])[slot]
+                .push((dir_key, entry));
+        }
+        for (namespace, slots) in groups {
+            let maps = self
+                .namespaces
+                .entry(namespace)
+                .or_insert_with(|| (0..SLOT_COUNT).map(|_| SlotMap::new()).collect());
+            for (slot, mut arrivals) in slots.into_iter().enumerate() {
+                if arrivals.is_empty() {
+                    continue;
+                }
+                // Stable: equal keys stay in arrival order, so the last one wins.
+                arrivals.sort_by(|a, b| a.0.cmp(&b.0));
+                let mut latest: Vec<(Box<[u8]>, KeyEntry)> = Vec::with_capacity(arrivals.len());
+                for item in arrivals {
+                    match latest.last_mut() {
+                        Some(last) if last.0 == item.0 => *last = item,
+                        _ => latest.push(item),
+                    }
+                }
+                let mut fresh: SlotMap = latest.into_iter().collect();
+                maps[slot].append(&mut fresh);
+            }
+        }
+        self.len = self
+            .namespaces
+            .values()
+            .flat_map(|slots| slots.iter())
+            .map(|m| m.len())
+            .sum();
+    }
+
     /// Every entry in directory order (namespace, slot, key).
     pub fn iter(&self) -> impl Iterator<Item = (&Box<[u8]>, &KeyEntry)> {
         self.namespaces
@@ -140,6 +182,15 @@ mod tests {
                 model.get(&dir_key(2, key.as_bytes()))
             );
         }
+        let mut bulk = KeyDir::default();
+        bulk.bulk_load(model.iter().map(|(k, e)| (k.clone(), *e)).collect());
+        let later = dir_key(2, b"key5");
+        bulk.bulk_load(vec![(later.clone(), entry(77)), (later.clone(), entry(78))]);
+        model.insert(later, entry(78));
+        assert_eq!(bulk.len(), model.len());
+        let bulk_items: Vec<_> = bulk.iter().map(|(k, e)| (k.clone(), *e)).collect();
+        let model_items: Vec<_> = model.iter().map(|(k, e)| (k.clone(), *e)).collect();
+        assert_eq!(bulk_items, model_items);
         let long_key = vec![b'x'; 300];
         dir.insert(dir_key(0, &long_key), entry(9));
         assert_eq!(dir.get_key(0, &long_key), Some(&entry(9)));

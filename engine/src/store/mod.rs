@@ -299,6 +299,10 @@ pub struct Store {
     /// Dots issued in this incarnation start here, so a restart that lost unsynced
     /// writes never reissues a dot another replica may already hold.
     counter_floor: u64,
+    /// The highest dot counter this incarnation issued. When compaction collects a
+    /// delete marker, the key's context goes with it, so the floor is raised past
+    /// this: a later write to that key must not reissue a dot the marker covered.
+    counter_issued_max: u64,
     clock: HlcClock,
     live_keys: BTreeMap<u8, u64>,
     poisoned: Option<String>,
@@ -532,6 +536,7 @@ impl Store {
             hlc,
             op.value.clone(),
         );
+        self.counter_issued_max = self.counter_issued_max.max(dot.counter);
         if next.siblings.len() > self.options.siblings_max {
             return Err(WriteError::TooManySiblings {
                 count: next.siblings.len(),

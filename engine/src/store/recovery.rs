@@ -22,7 +22,9 @@ use super::{
     hint_file_name, segment_file_name, KeyEntry, Segment, Store, StoreOptions, WriteError,
 };
 use crate::disk::{Disk, DiskDir, DiskError};
-use crate::record::{parse_segment_header, read_frame, FrameRead, SEGMENT_HEADER_BYTES};
+use crate::record::{
+    parse_segment_header, scan_frame, FrameScan, FRAME_HEADER_BYTES, SEGMENT_HEADER_BYTES,
+};
 use crate::version::{Hlc, HlcClock};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -142,15 +144,18 @@ impl Store {
             active_id: ids.last().copied().unwrap_or(1),
             next_batch_seq: 1,
             counter_floor: incarnation << 32,
+            counter_issued_max: 0,
             clock: HlcClock::default(),
             live_keys: BTreeMap::new(),
             poisoned: None,
             compaction: None,
             stats: Default::default(),
         };
+        let mut entries = Vec::new();
         for (i, id) in ids.iter().enumerate() {
-            store.load_segment(*id, i + 1 == ids.len(), &mut report)?;
+            store.load_segment(*id, i + 1 == ids.len(), &mut entries, &mut report)?;
         }
+        store.keydir.bulk_load(entries);
         if store.segments.is_empty() {
             let disk = store.create_segment(1).map_err(|e| match e {
                 WriteError::Disk(d) => OpenError::Disk(d),
@@ -182,13 +187,28 @@ impl Store {
     /// Recompute live-key counts and dead bytes from the directory.
     fn recount(&mut self) {
         let mut live_bytes: BTreeMap<u32, u64> = BTreeMap::new();
-        self.live_keys.clear();
+        let mut live_keys = [0u64; 256];
+        // Runs of entries share a segment; look the map up only when it changes.
+        let mut run: Option<(u32, u64)> = None;
         for (k, e) in self.keydir.iter() {
-            *live_bytes.entry(e.segment).or_insert(0) += e.len as u64;
-            if e.live {
-                *self.live_keys.entry(k[0]).or_insert(0) += 1;
+            match &mut run {
+                Some((segment, bytes)) if *segment == e.segment => *bytes += e.len as u64,
+                _ => {
+                    if let Some((segment, bytes)) = run {
+                        *live_bytes.entry(segment).or_insert(0) += bytes;
+                    }
+                    run = Some((e.segment, e.len as u64));
+                }
             }
+            live_keys[k[0] as usize] += u64::from(e.live);
         }
+        if let Some((segment, bytes)) = run {
+            *live_bytes.entry(segment).or_insert(0) += bytes;
+        }
+        self.live_keys = (0u8..=255)
+            .filter(|ns| live_keys[*ns as usize] > 0)
+            .map(|ns| (ns, live_keys[ns as usize]))
+            .collect();
         for (id, segment) in self.segments.iter_mut() {
             let live = live_bytes.get(id).copied().unwrap_or(0);
             segment.dead_bytes = segment
@@ -197,10 +217,12 @@ impl Store {
         }
     }
 
+    /// Loads one segment's entries (in log order) into `entries`.
     fn load_segment(
         &mut self,
         id: u32,
         is_last: bool,
+        entries: &mut Vec<(Box<[u8]>, KeyEntry)>,
         report: &mut RecoveryReport,
     ) -> Result<(), OpenError> {
         let disk = self.dir.open(&segment_file_name(id), false)?;
@@ -211,26 +233,28 @@ impl Store {
                 Err(e) => return Err(e.into()),
             }
         } else if let Some(hint) = self.read_hint(id) {
-            for entry in &hint.entries {
-                self.keydir
-                    .insert(entry.dir_key.clone().into_boxed_slice(), entry.entry(id));
-            }
             self.next_batch_seq = self.next_batch_seq.max(hint.batch_seq_next);
             self.clock.observe(Hlc(hint.hlc_max));
             report.segments_from_hints += 1;
             report.records_loaded += hint.entries.len() as u64;
+            let written_bytes = hint.written_bytes;
+            for entry in hint.entries {
+                let key_entry = entry.entry(id);
+                self.keydir
+                    .insert(entry.dir_key.into_boxed_slice(), key_entry);
+            }
             self.segments.insert(
                 id,
                 Segment {
                     disk,
-                    written_bytes: hint.written_bytes,
+                    written_bytes,
                     dead_bytes: 0,
                 },
             );
             return Ok(());
         }
         report.segments_scanned += 1;
-        let written_bytes = self.scan_segment(id, disk.as_ref(), is_last, report)?;
+        let written_bytes = self.scan_segment(id, disk.as_ref(), is_last, entries, report)?;
         self.segments.insert(
             id,
             Segment {
@@ -242,25 +266,27 @@ impl Store {
         Ok(())
     }
 
-    /// Loads every record of a segment; returns where its data ends.
+    /// Loads every record of a segment; returns where its data ends. Reads through a
+    /// sliding window, so the (mostly empty, preallocated) segment is never held
+    /// whole in memory; only the rare damage path reads the rest at once.
     fn scan_segment(
         &mut self,
         id: u32,
         disk: &dyn Disk,
         is_last: bool,
+        entries: &mut Vec<(Box<[u8]>, KeyEntry)>,
         report: &mut RecoveryReport,
     ) -> Result<u64, OpenError> {
-        let len = disk.len()? as usize;
-        let mut data = vec![0u8; len];
-        disk.read_at(0, &mut data)?;
+        let mut reader = SegmentReader::new(disk)?;
         let corrupt = |offset: u64, reason: &str| OpenError::Corrupt {
             segment: id,
             offset,
             reason: reason.to_string(),
         };
-        let header_ok = parse_segment_header(&data) == Some(id);
-        if !header_ok {
-            let nothing_written = data.iter().skip(8).all(|b| *b == 0) || len < 16;
+        let header = reader.at(0, SEGMENT_HEADER_BYTES as usize)?.to_vec();
+        if parse_segment_header(&header) != Some(id) {
+            let nothing_written = header.iter().skip(8).all(|b| *b == 0)
+                && reader.zeros_from(SEGMENT_HEADER_BYTES as usize)?;
             if is_last && nothing_written {
                 // Crash while creating the segment: make it anew.
                 disk.set_len(self.options.segment_size_bytes)?;
@@ -271,47 +297,115 @@ impl Store {
             return Err(corrupt(0, "bad segment header"));
         }
         let record_max = self.options.record_size_max_bytes;
-        let batch_seq_before = self.next_batch_seq.saturating_sub(1);
-        let mut batch_seq_last = batch_seq_before;
+        let mut batch_seq_last = self.next_batch_seq.saturating_sub(1);
         let mut pos = SEGMENT_HEADER_BYTES as usize;
         loop {
-            let damage = match read_frame(&data[pos..], record_max) {
-                FrameRead::Valid { body, frame_len } => {
-                    let dk = super::dir_key(body.namespace, &body.key);
+            let header = reader.at(pos, FRAME_HEADER_BYTES)?;
+            let frame_len = header
+                .get(..4)
+                .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
+                .filter(|len| *len <= record_max)
+                .map_or(FRAME_HEADER_BYTES, |len| FRAME_HEADER_BYTES + len as usize);
+            let fault = match scan_frame(reader.at(pos, frame_len)?, record_max) {
+                FrameScan::Valid { view, frame_len } => {
+                    let dk = super::dir_key(view.namespace, view.key);
                     let entry = KeyEntry {
                         segment: id,
                         offset: pos as u32,
                         len: frame_len as u32,
-                        live: !body.set.is_deleted(),
+                        live: view.is_live(),
                     };
-                    self.keydir.insert(dk, entry);
-                    self.clock.observe(body.set.max_hlc());
-                    batch_seq_last = batch_seq_last.max(body.batch_seq);
-                    self.next_batch_seq = self.next_batch_seq.max(body.batch_seq + 1);
+                    entries.push((dk, entry));
+                    self.clock.observe(view.max_hlc());
+                    batch_seq_last = batch_seq_last.max(view.batch_seq);
+                    self.next_batch_seq = self.next_batch_seq.max(view.batch_seq + 1);
                     report.records_loaded += 1;
                     pos += frame_len;
                     continue;
                 }
-                FrameRead::Zero if data[pos..].iter().all(|b| *b == 0) => return Ok(pos as u64),
-                FrameRead::Zero => "zero header followed by data",
-                FrameRead::Invalid(reason) => reason,
+                FrameScan::Zero => None,
+                FrameScan::Invalid(reason) => Some(reason),
+            };
+            let damage = match fault {
+                None if reader.zeros_from(pos)? => return Ok(pos as u64),
+                None => "zero header followed by data",
+                Some(reason) => reason,
             };
             if !is_last {
                 return Err(corrupt(pos as u64, damage));
             }
-            if let Some((later, seq)) = find_later_batch(&data, pos, record_max, batch_seq_last) {
+            let data = reader.rest_from(pos)?;
+            if let Some((later, seq)) = find_later_batch(&data, 0, record_max, batch_seq_last) {
                 return Err(corrupt(
                     pos as u64,
-                    &format!("{damage}; a later synced batch ({seq}) follows at offset {later}"),
+                    &format!(
+                        "{damage}; a later synced batch ({seq}) follows at offset {}",
+                        pos + later
+                    ),
                 ));
             }
             // Torn tail of the newest, never-synced batch: cut it off durably.
-            let end = data.iter().rposition(|b| *b != 0).map_or(pos, |i| i + 1);
-            disk.write_at(pos as u64, &vec![0u8; end - pos])?;
+            let garbage = data.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
+            disk.write_at(pos as u64, &vec![0u8; garbage])?;
             disk.sync()?;
-            report.torn_tail = Some((id, pos as u64, (end - pos) as u64));
+            report.torn_tail = Some((id, pos as u64, garbage as u64));
             return Ok(pos as u64);
         }
+    }
+}
+
+/// Sequential reads of one segment through a reused buffer.
+struct SegmentReader<'d> {
+    disk: &'d dyn Disk,
+    file_len: usize,
+    buf: Vec<u8>,
+    buf_start: usize,
+}
+
+impl<'d> SegmentReader<'d> {
+    const CHUNK_BYTES: usize = 4 << 20;
+
+    fn new(disk: &'d dyn Disk) -> Result<Self, DiskError> {
+        Ok(SegmentReader {
+            file_len: disk.len()? as usize,
+            disk,
+            buf: Vec::new(),
+            buf_start: 0,
+        })
+    }
+
+    /// The bytes from `pos` on, at least `want` of them unless the file ends first.
+    fn at(&mut self, pos: usize, want: usize) -> Result<&[u8], DiskError> {
+        let want_end = (pos + want).min(self.file_len);
+        let buf_end = self.buf_start + self.buf.len();
+        if pos < self.buf_start || want_end > buf_end {
+            let read_len = want
+                .max(Self::CHUNK_BYTES)
+                .min(self.file_len.saturating_sub(pos));
+            self.buf.resize(read_len, 0);
+            self.disk.read_at(pos as u64, &mut self.buf)?;
+            self.buf_start = pos;
+        }
+        Ok(&self.buf[pos - self.buf_start..])
+    }
+
+    /// Whether everything from `pos` to the end of the file is zero.
+    fn zeros_from(&mut self, mut pos: usize) -> Result<bool, DiskError> {
+        while pos < self.file_len {
+            let chunk = self.at(pos, Self::CHUNK_BYTES)?;
+            if chunk.iter().any(|b| *b != 0) {
+                return Ok(false);
+            }
+            pos += chunk.len();
+        }
+        Ok(true)
+    }
+
+    /// Everything from `pos` to the end of the file, in one buffer.
+    fn rest_from(&mut self, pos: usize) -> Result<Vec<u8>, DiskError> {
+        let mut rest = vec![0u8; self.file_len.saturating_sub(pos)];
+        self.disk.read_at(pos as u64, &mut rest)?;
+        Ok(rest)
     }
 }
 
@@ -327,9 +421,9 @@ pub(crate) fn find_later_batch(
     while at + crate::record::FRAME_HEADER_BYTES <= data.len() {
         let len = u32::from_le_bytes(data[at..at + 4].try_into().expect("4 bytes"));
         if len != 0 && len <= record_max {
-            if let FrameRead::Valid { body, .. } = read_frame(&data[at..], record_max) {
-                if body.batch_seq > batch_seq_last + 1 {
-                    return Some((at, body.batch_seq));
+            if let FrameScan::Valid { view, .. } = scan_frame(&data[at..], record_max) {
+                if view.batch_seq > batch_seq_last + 1 {
+                    return Some((at, view.batch_seq));
                 }
             }
         }
