@@ -224,7 +224,11 @@ fn compaction_interrupted_by_a_full_disk_loses_nothing() {
     let dir = MemDir::new();
     let mut store = open(&dir, options());
     for i in 0..12 {
-        put(&mut store, &format!("live{i}"), &format!("{i}-{}", "v".repeat(150)));
+        put(
+            &mut store,
+            &format!("live{i}"),
+            &format!("{i}-{}", "v".repeat(150)),
+        );
     }
     for round in 0..40 {
         put(&mut store, "churn", &format!("{round}{}", "c".repeat(150)));
@@ -248,6 +252,9 @@ fn compaction_interrupted_by_a_full_disk_loses_nothing() {
     drop(store);
     let store = open(&dir, options());
     for i in 0..12 {
-        assert!(value_of(&store, &format!("live{i}")).is_some(), "live{i} after restart");
+        assert!(
+            value_of(&store, &format!("live{i}")).is_some(),
+            "live{i} after restart"
+        );
     }
 }

@@ -10,6 +10,8 @@ use crate::slot::{key_slot, SLOT_COUNT};
 use std::collections::BTreeMap;
 
 type SlotMap = BTreeMap<Box<[u8]>, KeyEntry>;
+/// Directory entries in arrival order.
+pub(crate) type Entries = Vec<(Box<[u8]>, KeyEntry)>;
 
 #[derive(Default)]
 pub(crate) struct KeyDir {
@@ -82,8 +84,8 @@ impl KeyDir {
     /// Load many entries at once (recovery): later entries for the same key win.
     /// Each slot's map is built from sorted input in linear time instead of one
     /// search per insert.
-    pub fn bulk_load(&mut self, entries: Vec<(Box<[u8]>, KeyEntry)>) {
-        let mut groups: BTreeMap<u8, Vec<Vec<(Box<[u8]>, KeyEntry)>>> = BTreeMap::new();
+    pub fn bulk_load(&mut self, entries: Entries) {
+        let mut groups: BTreeMap<u8, Vec<Entries>> = BTreeMap::new();
         for (dir_key, entry) in entries {
             let (namespace, slot) = split(&dir_key);
             groups
@@ -102,7 +104,7 @@ impl KeyDir {
                 }
                 // Stable: equal keys stay in arrival order, so the last one wins.
                 arrivals.sort_by(|a, b| a.0.cmp(&b.0));
-                let mut latest: Vec<(Box<[u8]>, KeyEntry)> = Vec::with_capacity(arrivals.len());
+                let mut latest: Entries = Vec::with_capacity(arrivals.len());
                 for item in arrivals {
                     match latest.last_mut() {
                         Some(last) if last.0 == item.0 => *last = item,

@@ -222,7 +222,7 @@ impl Store {
         &mut self,
         id: u32,
         is_last: bool,
-        entries: &mut Vec<(Box<[u8]>, KeyEntry)>,
+        entries: &mut super::keydir::Entries,
         report: &mut RecoveryReport,
     ) -> Result<(), OpenError> {
         let disk = self.dir.open(&segment_file_name(id), false)?;
@@ -274,7 +274,7 @@ impl Store {
         id: u32,
         disk: &dyn Disk,
         is_last: bool,
-        entries: &mut Vec<(Box<[u8]>, KeyEntry)>,
+        entries: &mut super::keydir::Entries,
         report: &mut RecoveryReport,
     ) -> Result<u64, OpenError> {
         let mut reader = SegmentReader::new(disk)?;
