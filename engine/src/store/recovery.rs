@@ -238,10 +238,10 @@ impl Store {
             report.segments_from_hints += 1;
             report.records_loaded += hint.entries.len() as u64;
             let written_bytes = hint.written_bytes;
+            entries.reserve(hint.entries.len());
             for entry in hint.entries {
                 let key_entry = entry.entry(id);
-                self.keydir
-                    .insert(entry.dir_key.into_boxed_slice(), key_entry);
+                entries.push((entry.dir_key.into_boxed_slice(), key_entry));
             }
             self.segments.insert(
                 id,
