@@ -21,6 +21,9 @@ enum Step {
     WriteThenCrash(Vec<(u8, Option<u16>)>, u64),
     Crash(u64),
     Restart,
+    /// Damage one hint file (chosen by the seed), then restart: recovery must scan
+    /// that segment instead and still load every segment in order.
+    DamageHintThenRestart(u64),
     Compact(u8),
     FailNextSync(Vec<(u8, Option<u16>)>),
     DiskFull(Vec<(u8, Option<u16>)>),
@@ -39,6 +42,7 @@ fn arb_step() -> impl Strategy<Value = Step> {
         2 => (arb_batch(), any::<u64>()).prop_map(|(b, s)| Step::WriteThenCrash(b, s)),
         1 => any::<u64>().prop_map(Step::Crash),
         1 => Just(Step::Restart),
+        1 => any::<u64>().prop_map(Step::DamageHintThenRestart),
         2 => (1u8..20).prop_map(Step::Compact),
         1 => arb_batch().prop_map(Step::FailNextSync),
         1 => arb_batch().prop_map(Step::DiskFull),
@@ -162,6 +166,19 @@ proptest! {
                 }
                 Step::Restart => {
                     drop(store);
+                    store = reopen(&dir)?;
+                }
+                Step::DamageHintThenRestart(seed) => {
+                    drop(store);
+                    let hints: Vec<String> = shoal_engine::DiskDir::list(&dir)
+                        .unwrap()
+                        .into_iter()
+                        .filter(|n| n.ends_with(".hint"))
+                        .collect();
+                    if !hints.is_empty() {
+                        let name = &hints[(seed % hints.len() as u64) as usize];
+                        dir.corrupt_byte(name, 8 + seed % 16).unwrap();
+                    }
                     store = reopen(&dir)?;
                 }
                 Step::Compact(ticks) => {
