@@ -76,9 +76,12 @@ fn torn_tail_is_cut_off_and_earlier_records_survive() {
 fn corruption_followed_by_a_later_batch_refuses_to_open() {
     let dir = MemDir::new();
     let mut store = open(&dir, small_options());
-    put(&mut store, "a", "1");
-    put(&mut store, "b", "2");
-    put(&mut store, "c", "3");
+    // More later batches than can ever be in flight unsynced at once, so the damaged
+    // first record must have been synced.
+    let later = shoal_engine::store::UNSYNCED_BATCHES_MAX + 2;
+    for i in 0..=later {
+        put(&mut store, &format!("k{i}"), "v");
+    }
     drop(store);
     dir.corrupt_byte("seg-00000001.log", FIRST_RECORD_OFFSET + 10)
         .unwrap();
@@ -270,5 +273,41 @@ fn newer_hinted_segment_wins_over_older_scanned_one() {
             value.starts_with(&format!("round{last_round}-")),
             "key{i}: {value}"
         );
+    }
+}
+
+/// Damage followed only by batches that could have been in flight with it (the
+/// newest `UNSYNCED_BATCHES_MAX`) is a torn tail: none of them can have been
+/// acknowledged, since the damaged batch never finished syncing.
+#[test]
+fn damage_followed_only_by_in_flight_batches_is_a_torn_tail() {
+    let dir = MemDir::new();
+    let mut store = open(&dir, small_options());
+    put(&mut store, "acked", "yes");
+    let batches: Vec<_> = (0..shoal_engine::store::UNSYNCED_BATCHES_MAX)
+        .map(|i| {
+            store.prepare(
+                &[WriteOp::put(
+                    0,
+                    Bytes::from(format!("p{i}")),
+                    Bytes::from("x".repeat(40)),
+                )],
+                1,
+            )
+        })
+        .collect();
+    drop(batches);
+    let disk = seg(&dir, 1);
+    // Tear the first pipelined batch's record; the later ones stay whole.
+    let mut buf = [0u8; 4];
+    disk.read_at(FIRST_RECORD_OFFSET, &mut buf).unwrap();
+    let torn_at = FIRST_RECORD_OFFSET + 8 + u32::from_le_bytes(buf) as u64;
+    disk.sync().unwrap();
+    dir.corrupt_byte("seg-00000001.log", torn_at + 12).unwrap();
+    let (store, report) = Store::open(Arc::new(dir.clone()), small_options()).unwrap();
+    assert_eq!(report.torn_tail.map(|t| t.1), Some(torn_at));
+    assert_eq!(value_of(&store, "acked").as_deref(), Some("yes"));
+    for i in 0..shoal_engine::store::UNSYNCED_BATCHES_MAX {
+        assert_eq!(store.get(0, format!("p{i}").as_bytes()).unwrap(), None);
     }
 }

@@ -9,6 +9,7 @@ use common::commit;
 use proptest::prelude::*;
 use shoal_engine::memdisk::MemDir;
 use shoal_engine::rng::SplitMix64;
+use shoal_engine::store::UNSYNCED_BATCHES_MAX;
 use shoal_engine::{CompactionProgress, Store, StoreOptions, WriteError, WriteOp};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -17,8 +18,9 @@ use std::sync::Arc;
 enum Step {
     /// Acknowledged batch of (key, value or delete).
     Write(Vec<(u8, Option<u16>)>),
-    /// A batch written but not synced before a crash.
-    WriteThenCrash(Vec<(u8, Option<u16>)>, u64),
+    /// Pipelined batches written but not synced before a crash (as the committer
+    /// keeps up to `UNSYNCED_BATCHES_MAX` in flight).
+    WriteThenCrash(Vec<Vec<(u8, Option<u16>)>>, u64),
     Crash(u64),
     Restart,
     /// Damage one hint file (chosen by the seed), then restart: recovery must scan
@@ -39,7 +41,11 @@ fn arb_batch() -> impl Strategy<Value = Vec<(u8, Option<u16>)>> {
 fn arb_step() -> impl Strategy<Value = Step> {
     prop_oneof![
         8 => arb_batch().prop_map(Step::Write),
-        2 => (arb_batch(), any::<u64>()).prop_map(|(b, s)| Step::WriteThenCrash(b, s)),
+        2 => (
+            proptest::collection::vec(arb_batch(), 1..=UNSYNCED_BATCHES_MAX as usize),
+            any::<u64>()
+        )
+            .prop_map(|(b, s)| Step::WriteThenCrash(b, s)),
         1 => any::<u64>().prop_map(Step::Crash),
         1 => Just(Step::Restart),
         1 => any::<u64>().prop_map(Step::DamageHintThenRestart),
@@ -142,10 +148,12 @@ proptest! {
                     }
                     settle(&mut model, &batch);
                 }
-                Step::WriteThenCrash(batch, seed) => {
-                    let prepared = store.prepare(&ops(&batch), 5);
-                    drop(prepared);
-                    add_possible(&mut model, &batch);
+                Step::WriteThenCrash(batches, seed) => {
+                    for batch in &batches {
+                        let prepared = store.prepare(&ops(batch), 5);
+                        drop(prepared);
+                        add_possible(&mut model, batch);
+                    }
                     dir.crash(&mut SplitMix64::new(seed));
                     store = reopen(&dir)?;
                     check(&store, &model)?;

@@ -1,12 +1,18 @@
 //! The storage driver: owns the [`Store`] and its one committer task. Writers send
 //! batches of operations over a bounded queue; the committer takes everything that is
-//! waiting (group commit), writes it, syncs once without holding the store's lock,
-//! publishes, and only then answers (fsync = always). Readers lock the store briefly
-//! and read published state only.
+//! waiting (group commit), writes it, and syncs it without holding the store's lock;
+//! while that sync runs, the next batches may be written and start syncing too (at
+//! most `UNSYNCED_BATCHES_MAX`). Batches are published and answered strictly in
+//! order, each only after its own sync succeeded (fsync = always). Readers lock the
+//! store briefly and read published state only.
 
 use serde::Deserialize;
 use shoal_engine::runtime::Runtime;
-use shoal_engine::{CompactionProgress, Store, WriteError, WriteOp, WriteOutcome};
+use shoal_engine::store::UNSYNCED_BATCHES_MAX;
+use shoal_engine::{
+    CompactionProgress, DiskError, PreparedBatch, Store, WriteError, WriteOp, WriteOutcome,
+};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{mpsc, oneshot};
 
@@ -204,41 +210,71 @@ struct Committer<R: Runtime> {
     runtime: R,
 }
 
+/// A batch whose writes are on their way to disk, waiting for its answer.
+struct InFlight {
+    seq: u64,
+    requests: Vec<WriteRequest>,
+    op_count: u64,
+}
+
+/// A finished sync: (committer sequence, the batch, what the sync said).
+type SyncDone = (u64, PreparedBatch, Result<(), DiskError>);
+
 impl<R: Runtime> Committer<R> {
+    /// Pipelined group commit. Up to `UNSYNCED_BATCHES_MAX` batches are written and
+    /// syncing at once (overlapping fsyncs are far cheaper than serial ones on many
+    /// devices); each is published and answered only after its own sync succeeded
+    /// and every earlier batch was published. One failed sync fails every batch not
+    /// yet published: they were built on it.
     async fn run(self, mut receiver: mpsc::Receiver<WriteRequest>) {
+        let depth = UNSYNCED_BATCHES_MAX as usize;
+        let (done_tx, mut done_rx) = mpsc::channel::<SyncDone>(depth + 1);
+        let mut in_flight: VecDeque<InFlight> = VecDeque::new();
+        let mut completed: BTreeMap<u64, (PreparedBatch, Result<(), DiskError>)> = BTreeMap::new();
+        let mut next_seq = 0u64;
+        let mut failure: Option<DiskError> = None;
+        let mut open = true;
         let mut compaction_due_ms =
             self.runtime.monotonic_ms() + self.config.compaction_interval_ms;
         loop {
-            let wait_ms = compaction_due_ms.saturating_sub(self.runtime.monotonic_ms());
-            let first = tokio::select! {
-                request = receiver.recv() => match request {
-                    Some(r) => r,
-                    None => break,
-                },
-                _ = self.runtime.sleep_ms(wait_ms) => {
-                    self.compact().await;
-                    compaction_due_ms = self.runtime.monotonic_ms() + self.config.compaction_interval_ms;
-                    continue;
-                }
-            };
-            let mut requests = vec![first];
-            let mut op_count = requests[0].ops.len();
-            let mut bytes = request_bytes(&requests[0]);
-            while op_count < self.config.batch_ops_max && bytes < self.config.batch_bytes_max {
-                match receiver.try_recv() {
-                    Ok(r) => {
-                        op_count += r.ops.len();
-                        bytes += request_bytes(&r);
-                        requests.push(r);
-                    }
-                    Err(_) => break,
-                }
+            while let Some(front) = in_flight.front() {
+                let Some((batch, synced)) = completed.remove(&front.seq) else {
+                    break;
+                };
+                let front = in_flight.pop_front().expect("front exists");
+                self.finish(front, batch, synced, &mut failure);
             }
-            self.commit(requests).await;
-            if self.runtime.monotonic_ms() >= compaction_due_ms {
-                self.compact().await;
-                compaction_due_ms =
-                    self.runtime.monotonic_ms() + self.config.compaction_interval_ms;
+            if in_flight.is_empty() {
+                if !open {
+                    break;
+                }
+                if self.runtime.monotonic_ms() >= compaction_due_ms {
+                    self.compact().await;
+                    compaction_due_ms =
+                        self.runtime.monotonic_ms() + self.config.compaction_interval_ms;
+                }
+                let wait_ms = compaction_due_ms.saturating_sub(self.runtime.monotonic_ms());
+                tokio::select! {
+                    request = receiver.recv() => match request {
+                        Some(r) => self.start(r, &mut receiver, &mut in_flight, &mut completed, &done_tx, &mut next_seq),
+                        None => open = false,
+                    },
+                    _ = self.runtime.sleep_ms(wait_ms) => {}
+                }
+            } else if open && in_flight.len() < depth {
+                tokio::select! {
+                    done = done_rx.recv() => {
+                        if let Some((seq, batch, synced)) = done {
+                            completed.insert(seq, (batch, synced));
+                        }
+                    }
+                    request = receiver.recv() => match request {
+                        Some(r) => self.start(r, &mut receiver, &mut in_flight, &mut completed, &done_tx, &mut next_seq),
+                        None => open = false,
+                    },
+                }
+            } else if let Some((seq, batch, synced)) = done_rx.recv().await {
+                completed.insert(seq, (batch, synced));
             }
         }
         // Queue closed: everything acknowledged is synced already under `always`;
@@ -247,47 +283,93 @@ impl<R: Runtime> Committer<R> {
         let _ = run_blocking(move || disk.sync()).await;
     }
 
-    async fn commit(&self, requests: Vec<WriteRequest>) {
+    /// Take `first` and whatever else is waiting, write it as one batch, and start
+    /// its sync (or mark it done when nothing needs syncing before the answer).
+    fn start(
+        &self,
+        first: WriteRequest,
+        receiver: &mut mpsc::Receiver<WriteRequest>,
+        in_flight: &mut VecDeque<InFlight>,
+        completed: &mut BTreeMap<u64, (PreparedBatch, Result<(), DiskError>)>,
+        done_tx: &mpsc::Sender<SyncDone>,
+        next_seq: &mut u64,
+    ) {
+        let mut requests = vec![first];
+        let mut op_count = requests[0].ops.len();
+        let mut bytes = request_bytes(&requests[0]);
+        while op_count < self.config.batch_ops_max && bytes < self.config.batch_bytes_max {
+            match receiver.try_recv() {
+                Ok(r) => {
+                    op_count += r.ops.len();
+                    bytes += request_bytes(&r);
+                    requests.push(r);
+                }
+                Err(_) => break,
+            }
+        }
         let ops: Vec<WriteOp> = requests
             .iter()
             .flat_map(|r| r.ops.iter().cloned())
             .collect();
-        let wall_ms = self.runtime.wall_ms();
-        let batch = lock(&self.store).prepare(&ops, wall_ms);
-        let wrote = !batch.is_empty();
-        let results = if self.config.fsync == Fsync::Always && wrote {
-            if cfg!(feature = "bug-ack-before-fsync") {
-                // Planted bug: acknowledge first, sync afterwards.
-                let results = lock(&self.store).publish(batch);
+        let batch = lock(&self.store).prepare(&ops, self.runtime.wall_ms());
+        let seq = *next_seq;
+        *next_seq += 1;
+        in_flight.push_back(InFlight {
+            seq,
+            requests,
+            op_count: op_count as u64,
+        });
+        let must_sync = self.config.fsync == Fsync::Always && !batch.is_empty();
+        if must_sync && !cfg!(feature = "bug-ack-before-fsync") {
+            lock(&self.stats).syncs += 1;
+            let done_tx = done_tx.clone();
+            self.runtime.spawn(Box::pin(async move {
+                let (batch, synced) = run_blocking(move || {
+                    let r = batch.sync();
+                    (batch, r)
+                })
+                .await;
+                let _ = done_tx.send((seq, batch, synced)).await;
+            }));
+        } else {
+            if must_sync {
+                // Planted bug: acknowledge first, sync whenever.
                 let disk = lock(&self.store).active_disk();
-                answer(requests, results);
-                let _ = run_blocking(move || disk.sync()).await;
-                return;
+                self.runtime.spawn(Box::pin(async move {
+                    let _ = run_blocking(move || disk.sync()).await;
+                }));
             }
-            let (batch, synced) = run_blocking(move || {
-                let r = batch.sync();
-                (batch, r)
-            })
-            .await;
+            completed.insert(seq, (batch, Ok(())));
+        }
+    }
+
+    /// Publish (or fail) the oldest batch and answer its writers.
+    fn finish(
+        &self,
+        in_flight: InFlight,
+        batch: PreparedBatch,
+        synced: Result<(), DiskError>,
+        failure: &mut Option<DiskError>,
+    ) {
+        let results = {
             let mut store = lock(&self.store);
-            match synced {
-                Ok(()) => store.publish(batch),
-                Err(e) => {
+            match (failure.clone(), synced) {
+                (Some(earlier), _) => store.sync_failed(batch, earlier),
+                (None, Err(e)) => {
                     tracing::error!("fsync failed: {e}; store is read-only until restart");
+                    *failure = Some(e.clone());
                     store.sync_failed(batch, e)
                 }
+                (None, Ok(())) => store.publish(batch),
             }
-        } else {
-            lock(&self.store).publish(batch)
         };
         {
             let mut stats = lock(&self.stats);
             stats.batches += 1;
-            stats.ops += ops.len() as u64;
-            stats.syncs += u64::from(wrote && self.config.fsync == Fsync::Always);
-            stats.largest_batch_ops = stats.largest_batch_ops.max(ops.len() as u64);
+            stats.ops += in_flight.op_count;
+            stats.largest_batch_ops = stats.largest_batch_ops.max(in_flight.op_count);
         }
-        answer(requests, results);
+        answer(in_flight.requests, results);
     }
 
     async fn compact(&self) {

@@ -28,10 +28,21 @@ pub(crate) struct HintEntry {
 impl Store {
     pub(crate) fn write_hint(&self, segment_id: u32) -> Result<(), DiskError> {
         let segment = &self.segments[&segment_id];
-        let entries = self
+        // The latest record of each key in this segment: published, or written by a
+        // batch still in flight (it may already be durable, as sealing syncs).
+        let mut latest: std::collections::BTreeMap<&[u8], KeyEntry> = self
             .keydir
             .iter()
             .filter(|(_, e)| e.segment == segment_id)
+            .map(|(k, e)| (&k[..], *e))
+            .collect();
+        for (k, staged) in &self.staged {
+            if staged.entry.segment == segment_id {
+                latest.insert(&k[..], staged.entry);
+            }
+        }
+        let entries = latest
+            .into_iter()
             .map(|(k, e)| HintEntry {
                 dir_key: k.to_vec(),
                 offset: e.offset,

@@ -478,7 +478,11 @@ mod tests {
     fn inspect_damage_before_a_later_batch_is_corrupt() {
         let dir = MemDir::new();
         let mut store = open(&dir);
-        for (i, key) in ["a", "b", "c"].into_iter().enumerate() {
+        // More later batches than can ever be unsynced at once: the damage must have
+        // been synced.
+        let keys = ["a", "b", "c", "d", "e", "f", "g"];
+        assert!(keys.len() as u64 > crate::store::UNSYNCED_BATCHES_MAX + 1);
+        for (i, key) in keys.into_iter().enumerate() {
             commit(&mut store, &[put(0, key, "value")], 1_000 + i as u64);
         }
         drop(store);

@@ -28,6 +28,11 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
+/// The most batches that may be written but not yet synced at once. The committer
+/// keeps at most this many syncs in flight; recovery relies on the bound to tell a
+/// torn tail from corruption.
+pub const UNSYNCED_BATCHES_MAX: u64 = 4;
+
 /// Tunables; see `Default` for the production values.
 #[derive(Clone, Debug)]
 pub struct StoreOptions {
@@ -55,6 +60,13 @@ impl Default for StoreOptions {
             compaction_dead_percent_min: 50,
         }
     }
+}
+
+/// A key's state in a prepared, unpublished batch.
+pub(crate) struct Staged {
+    batch_seq: u64,
+    set: SiblingSet,
+    pub entry: KeyEntry,
 }
 
 /// Where a key's latest record is.
@@ -241,6 +253,7 @@ pub struct PreparedBatch {
     /// (directory key, new entry) in write order.
     updates: Vec<(Box<[u8]>, KeyEntry)>,
     sync_target: Option<Arc<dyn Disk>>,
+    batch_seq: u64,
 }
 
 impl PreparedBatch {
@@ -306,6 +319,10 @@ pub struct Store {
     clock: HlcClock,
     live_keys: BTreeMap<u8, u64>,
     poisoned: Option<String>,
+    /// Keys written by batches that are prepared but not yet published: their batch,
+    /// sibling set and record, so a later batch builds on them (pipelined group
+    /// commit) and a hint written meanwhile lists them.
+    staged: BTreeMap<Box<[u8]>, Staged>,
     compaction: Option<compaction::Cursor>,
     stats: StoreStats,
 }
@@ -442,6 +459,7 @@ impl Store {
             results: Vec::with_capacity(ops.len()),
             updates: Vec::new(),
             sync_target: None,
+            batch_seq: self.next_batch_seq,
         };
         if let Some(reason) = &self.poisoned {
             batch.results = ops
@@ -470,6 +488,17 @@ impl Store {
                     .zip(placed)
                     .map(|(frame, at)| (frame.dir_key, at.entry(frame.live)))
                     .collect();
+                // The last update of each key matches its final set in the overlay.
+                for (dk, entry) in batch.updates.iter().rev() {
+                    if let Some(set) = overlay.remove(dk) {
+                        let staged = Staged {
+                            batch_seq,
+                            set,
+                            entry: *entry,
+                        };
+                        self.staged.insert(dk.clone(), staged);
+                    }
+                }
             }
             Err(err) => {
                 if err == WriteError::DiskFull {
@@ -499,7 +528,10 @@ impl Store {
             });
         }
         let dk = dir_key(op.namespace, &op.key);
-        let current = match overlay.get(&dk) {
+        let current = match overlay
+            .get(&dk)
+            .or(self.staged.get(&dk).map(|staged| &staged.set))
+        {
             Some(set) => set.clone(),
             None => match self.keydir.get(&dk) {
                 Some(entry) => self.read_record(*entry).map_err(WriteError::Corrupt)?.set,
@@ -685,9 +717,17 @@ impl Store {
         }
     }
 
-    /// Make a synced batch visible. Returns each operation's result.
+    /// Make a synced batch visible. Returns each operation's result. Batches must be
+    /// published in the order they were prepared.
     pub fn publish(&mut self, batch: PreparedBatch) -> Vec<Result<WriteOutcome, WriteError>> {
         for (dk, entry) in batch.updates {
+            if self
+                .staged
+                .get(&dk)
+                .is_some_and(|staged| staged.batch_seq == batch.batch_seq)
+            {
+                self.staged.remove(&dk);
+            }
             let namespace = dk[0];
             if entry.live {
                 *self.live_keys.entry(namespace).or_insert(0) += 1;
@@ -711,8 +751,10 @@ impl Store {
         }
     }
 
-    /// The batch's sync failed: it never becomes visible, its outcome is unknown, and
-    /// the store refuses writes until it is reopened (never retry-and-ignore).
+    /// The batch's sync failed (or an earlier batch's did): it never becomes visible,
+    /// its outcome is unknown, and the store refuses writes until it is reopened
+    /// (never retry-and-ignore). Every later unpublished batch must come here too:
+    /// it was built on this one.
     pub fn sync_failed(
         &mut self,
         batch: PreparedBatch,
@@ -721,11 +763,12 @@ impl Store {
         self.stats.syncs_failed += 1;
         let reason = format!("fsync failed: {error}");
         self.poison(reason.clone());
+        self.staged.clear();
         batch
             .results
             .into_iter()
             .map(|r| match r {
-                Ok(outcome) if outcome.applied => Err(WriteError::SyncFailed(reason.clone())),
+                Ok(_) => Err(WriteError::SyncFailed(reason.clone())),
                 other => other,
             })
             .collect()

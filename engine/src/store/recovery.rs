@@ -13,9 +13,12 @@
 //! | last segment with a torn header and no data     | re-create it                   |
 //! | other segment header damage                     | `OpenError::Corrupt`: refuse   |
 //!
-//! A batch is synced before the next one is written, and recovery syncs what it
-//! loaded before anything is appended, so at most one batch can be incompletely on
-//! disk, and it is the newest. Damage anywhere else means synced
+//! At most `UNSYNCED_BATCHES_MAX` batches are written and not yet synced at any time
+//! (pipelined group commit), and recovery syncs what it loaded before anything is
+//! appended, so only the newest few batches can be incompletely on disk. Damage
+//! followed by frames of those batches is a torn tail; damage followed by a newer
+//! batch is corruption. Known limit: damage inside the newest few batches cannot be
+//! told from a torn write of them, and is cut off like one. Damage anywhere else means synced
 //! (possibly acknowledged) data is gone: the store never opens as if it were whole.
 
 use super::{
@@ -148,6 +151,7 @@ impl Store {
             clock: HlcClock::default(),
             live_keys: BTreeMap::new(),
             poisoned: None,
+            staged: BTreeMap::new(),
             compaction: None,
             stats: Default::default(),
         };
@@ -409,8 +413,9 @@ impl<'d> SegmentReader<'d> {
     }
 }
 
-/// A valid frame after `from` whose batch came after the last batch seen before the
-/// damage plus one: proof that the damaged bytes had been synced.
+/// A valid frame after `from` from a batch too new to have been in flight with the
+/// damaged one (more than `UNSYNCED_BATCHES_MAX` after the last good batch): proof
+/// that the damaged bytes had been synced.
 pub(crate) fn find_later_batch(
     data: &[u8],
     from: usize,
@@ -422,7 +427,7 @@ pub(crate) fn find_later_batch(
         let len = u32::from_le_bytes(data[at..at + 4].try_into().expect("4 bytes"));
         if len != 0 && len <= record_max {
             if let FrameScan::Valid { view, .. } = scan_frame(&data[at..], record_max) {
-                if view.batch_seq > batch_seq_last + 1 {
+                if view.batch_seq > batch_seq_last + super::UNSYNCED_BATCHES_MAX {
                     return Some((at, view.batch_seq));
                 }
             }
