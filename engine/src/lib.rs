@@ -10,6 +10,7 @@
 
 pub mod disk;
 pub mod memdisk;
+pub mod placement;
 pub mod record;
 pub mod rng;
 pub mod runtime;
