@@ -171,6 +171,11 @@ impl SiblingSet {
             counter: (self.context.get(node) + 1).max(counter_floor),
         };
         self.siblings.retain(|s| !covered.covers(s.dot));
+        if cfg!(feature = "bug-merge-drops-sibling") {
+            // Planted bug: the coordinator's join forgets concurrent siblings
+            // (last-writer-wins), as replica merges do under the same feature.
+            self.siblings.clear();
+        }
         self.context.merge(covered);
         self.context.add(dot);
         self.siblings.push(Sibling { dot, hlc, value });
