@@ -254,7 +254,12 @@ impl<R: Runtime> Committer<R> {
                         self.runtime.monotonic_ms() + self.config.compaction_interval_ms;
                 }
                 let wait_ms = compaction_due_ms.saturating_sub(self.runtime.monotonic_ms());
+                // `biased`: a fixed polling order. Unbiased select! draws from
+                // tokio's thread RNG, whose seed comes from a process-wide counter,
+                // which breaks the simulator's determinism (same seed, same run).
+                // Compaction cannot starve: it is checked at the top of the loop.
                 tokio::select! {
+                    biased;
                     request = receiver.recv() => match request {
                         Some(r) => self.start(r, &mut receiver, &mut in_flight, &mut completed, &done_tx, &mut next_seq),
                         None => open = false,
@@ -263,6 +268,7 @@ impl<R: Runtime> Committer<R> {
                 }
             } else if open && in_flight.len() < depth {
                 tokio::select! {
+                    biased; // deterministic order (see above); completions first
                     done = done_rx.recv() => {
                         if let Some((seq, batch, synced)) = done {
                             completed.insert(seq, (batch, synced));

@@ -1,0 +1,38 @@
+//! `shoal-sim` owns Shoal's deterministic simulation: a madsim world per seed in
+//! which the real server (`shoal-net` built with `--cfg madsim`) runs on the
+//! engine's in-memory disk with crash semantics, a fault plan derived from the
+//! seed, workload clients that record a Jepsen-shaped history, and the checker's
+//! verdict on it. A failing seed prints the one command that replays it.
+//!
+//! It must not change what it tests: it drives `shoal-engine` and `shoal-net`
+//! through their public seams (`DiskDir`, `Runtime`, the RESP port) and judges
+//! only through `shoal-checker`. No `std::time`, thread RNG or `HashMap` order in
+//! its logic: simulated time, seeded SplitMix64 and `BTreeMap` only.
+//!
+//! Codemap: `plan` (scenario, swarm knobs and fault plan from the seed), `run`
+//! (one seed, three phases, verdict), `node` (the node's init, its disk and clock),
+//! `faults` (the supervisor that injects the plan), `workload` and `client` (the
+//! RESP clients), `replies` (Shoal's replies in the checker's terms), `recorder`
+//! (the history being written), `digest` (the history digest), `gaps` (violations
+//! the checker reports for legal histories, kept visible as notes).
+//!
+//! Only `plan`, `replies`, `gaps` and `digest` exist outside `--cfg madsim`: the rest needs
+//! madsim's runtime, so a normal workspace build compiles this crate to them alone.
+
+pub mod digest;
+pub mod gaps;
+pub mod plan;
+pub mod replies;
+
+#[cfg(madsim)]
+pub mod client;
+#[cfg(madsim)]
+pub mod faults;
+#[cfg(madsim)]
+pub mod node;
+#[cfg(madsim)]
+pub mod recorder;
+#[cfg(madsim)]
+pub mod run;
+#[cfg(madsim)]
+pub mod workload;

@@ -1,0 +1,530 @@
+//! One seed, start to finish, inside a madsim runtime: build the world (the node,
+//! the client nodes, the supervisor), phase 1 (workload and faults), phase 2 (heal,
+//! restart if needed, wait for the node to answer), phase 3 (read every key), then
+//! the history, the checker's report and the scenario's verdict.
+
+use crate::client::RespConn;
+use crate::digest::history_digest;
+use crate::faults::Supervisor;
+use crate::gaps;
+use crate::node::{self, lock, node_addr, NodeStatus, NodeWorld, NODE_ID};
+use crate::plan::{CrashMode, Plan, Scenario};
+use crate::recorder::Recorder;
+use crate::replies::parse_siblings;
+use crate::workload::{self, run_client};
+use shoal_checker::{
+    check, Context, Event, FinalState, History, Key, Meta, Quiescence, Report, ViolationKind,
+};
+use shoal_net::resp::Reply;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Namespaces phase 3 lists with `KEYS *` to find keys no client wrote.
+const NAMESPACES_LISTED: u8 = 16;
+/// Attempts phase 3 makes to read one key before giving up on it.
+const FINAL_READ_ATTEMPTS_MAX: u32 = 5;
+const FINAL_READ_TIMEOUT_MS: u64 = 2000;
+const PING_TIMEOUT_MS: u64 = 500;
+
+/// The planted-bug features this binary was built with.
+pub fn features() -> Vec<&'static str> {
+    let mut on = Vec::new();
+    if cfg!(feature = "bug-ack-before-fsync") {
+        on.push("bug-ack-before-fsync");
+    }
+    if cfg!(feature = "bug-torn-accept") {
+        on.push("bug-torn-accept");
+    }
+    if cfg!(feature = "bug-merge-drops-sibling") {
+        on.push("bug-merge-drops-sibling");
+    }
+    if cfg!(feature = "bug-early-tombstone-gc") {
+        on.push("bug-early-tombstone-gc");
+    }
+    on
+}
+
+/// The one command that replays a seed as it ran.
+pub fn replay_command(seed: u64, options: &RunOptions) -> String {
+    let mut command = format!("ci/sim --seed {seed}");
+    if let Some(scenario) = options.scenario {
+        command.push_str(&format!(" --scenario {scenario}"));
+    }
+    if options.strict {
+        command.push_str(" --strict");
+    }
+    let features = features();
+    if !features.is_empty() {
+        command.push_str(&format!(" --features {}", features.join(",")));
+    }
+    command
+}
+
+/// How to run a seed.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Force a scenario (None: the seed's own).
+    pub scenario: Option<Scenario>,
+    /// Count known checker gaps (see `gaps`) as failures.
+    pub strict: bool,
+}
+
+impl RunOptions {
+    /// Defaults, with `SHOAL_SIM_STRICT=1` in the environment turning on `strict`.
+    pub fn from_env() -> RunOptions {
+        RunOptions {
+            scenario: None,
+            strict: std::env::var("SHOAL_SIM_STRICT").is_ok_and(|v| v == "1"),
+        }
+    }
+}
+
+/// Everything one run produced.
+pub struct RunOutcome {
+    pub plan: Plan,
+    pub history: History,
+    pub jsonl: String,
+    pub digest: String,
+    pub report: Report,
+    /// Why the run fails by its scenario's expectation (empty: it passes).
+    pub failures: Vec<String>,
+    /// Notes for the reader (detections, expected damage) whatever the verdict.
+    pub notes: Vec<String>,
+    /// Violations that are known checker gaps (failures under `strict`).
+    pub gaps: Vec<String>,
+    pub simulated_ms: u64,
+}
+
+impl RunOutcome {
+    pub fn passed(&self) -> bool {
+        self.failures.is_empty()
+    }
+}
+
+/// Stack of the thread each seed runs on.
+const SEED_THREAD_STACK_BYTES: usize = 16 << 20;
+
+/// Run `seed` in a fresh madsim runtime on a fresh thread: thread-local state
+/// (std's hash keys, tokio's context) then starts the same for every run, so a
+/// seed in a sweep behaves exactly as when replayed alone. A panic in the run is
+/// resumed on the caller's thread.
+pub fn run_seed(seed: u64, options: &RunOptions) -> RunOutcome {
+    let plan = Plan::from_seed(seed, options.scenario);
+    let strict = options.strict;
+    let thread = std::thread::Builder::new()
+        .name(format!("seed-{seed}"))
+        .stack_size(SEED_THREAD_STACK_BYTES)
+        .spawn(move || {
+            let mut runtime =
+                madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
+            runtime.set_time_limit(Duration::from_millis(plan.phase1_ms + 600_000));
+            runtime.block_on(simulate(plan, strict))
+        })
+        .expect("spawn the seed's thread");
+    thread
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
+/// The body of a run; call inside a madsim runtime whose seed is `plan.seed`.
+pub async fn simulate(plan: Plan, strict: bool) -> RunOutcome {
+    let handle = madsim::runtime::Handle::current();
+    let recorder = Arc::new(Recorder::new());
+    madsim::net::NetSim::current().update_config(|config| {
+        config.packet_loss_rate = 0.0;
+        config.send_latency = Duration::from_millis(plan.net.latency_min_ms)
+            ..Duration::from_millis(plan.net.latency_max_ms);
+    });
+
+    let (store_options, storage_config) = node::settings(&plan.store);
+    let world = NodeWorld::new(store_options, storage_config);
+    let init_world = world.clone();
+    let server = handle
+        .create_node()
+        .name("shoal-1")
+        .ip(node::NODE_IP)
+        .init(move || init_world.clone().run())
+        .build();
+    world.trigger.set_node(server.id());
+
+    let shared = workload::Shared::new(plan.workload.clone(), recorder.clone());
+    let mut client_nodes = Vec::new();
+    let mut client_tasks = Vec::new();
+    for index in 0..plan.workload.clients {
+        let client = handle
+            .create_node()
+            .name(format!("client-{index}"))
+            .ip(IpAddr::V4(Ipv4Addr::new(10, 0, 1, index as u8 + 1)))
+            .build();
+        client_nodes.push(client.id());
+        client_tasks.push(client.spawn(run_client(shared.clone(), index, plan.seed)));
+    }
+    let observer = handle
+        .create_node()
+        .name("observer")
+        .ip(IpAddr::V4(Ipv4Addr::new(10, 0, 2, 1)))
+        .build();
+
+    let supervisor = Arc::new(Supervisor::new(
+        handle.clone(),
+        server.id(),
+        client_nodes,
+        world.clone(),
+        recorder.clone(),
+        plan.net.clone(),
+        plan.seed,
+    ));
+    let (node_faults, rest): (Vec<_>, Vec<_>) = plan
+        .faults
+        .iter()
+        .cloned()
+        .partition(|t| t.fault.on_node_timeline());
+    let (network_faults, disk_and_clock_faults): (Vec<_>, Vec<_>) =
+        rest.into_iter().partition(|t| {
+            matches!(
+                t.fault,
+                crate::plan::Fault::ClogNode { .. }
+                    | crate::plan::Fault::ClogLink { .. }
+                    | crate::plan::Fault::Lossy { .. }
+            )
+        });
+    let timelines = vec![
+        tokio::spawn(supervisor.clone().run_node_timeline(node_faults)),
+        tokio::spawn(supervisor.clone().run_network_timeline(network_faults)),
+        tokio::spawn(
+            supervisor
+                .clone()
+                .run_disk_and_clock_timeline(disk_and_clock_faults),
+        ),
+    ];
+
+    // Phase 1: workload and faults.
+    tokio::time::sleep(Duration::from_millis(plan.phase1_ms)).await;
+    shared.stop.store(true, Ordering::Relaxed);
+    for task in timelines {
+        let _ = task.await;
+    }
+    for task in client_tasks {
+        let _ = task.await;
+    }
+
+    // Phase 2: heal, restart if needed, wait for the node to answer.
+    supervisor.heal().await;
+    if plan.final_restart {
+        supervisor.crash(CrashMode::Idle, true).await;
+        supervisor.restart().await;
+    }
+    let heal_ms = recorder.now_ms();
+    let converged = observer
+        .spawn(wait_for_node(plan.converge_bound_ms))
+        .await
+        .unwrap_or(false);
+    recorder.push(Event::Quiescence(Quiescence {
+        converged,
+        waited_ms: recorder.now_ms() - heal_ms,
+    }));
+
+    // Phase 3: read every key.
+    if converged {
+        let keys: BTreeSet<Key> = lock(&shared.keys_touched).clone();
+        let finals = observer
+            .spawn(read_finals(keys, recorder.clone()))
+            .await
+            .unwrap_or_default();
+        for state in finals {
+            recorder.push(Event::Final(state));
+        }
+    }
+    let simulated_ms = recorder.now_ms();
+
+    let mut history = History {
+        meta: meta(&plan),
+        events: recorder.take_events(),
+    };
+    history.events.shrink_to_fit();
+    let jsonl = history.to_jsonl();
+    let digest = history_digest(&jsonl);
+    let report = check(&history);
+    let damaged = lock(&supervisor.damaged_keys).clone();
+    let invariant_failures = lock(&supervisor.invariant_failures).clone();
+    let verdict = judge(
+        &plan,
+        &Evidence {
+            history: &history,
+            report: &report,
+            recorder: &recorder,
+            damaged: &damaged,
+            invariant_failures: &invariant_failures,
+            status: &world.status(),
+        },
+        strict,
+    );
+    RunOutcome {
+        plan,
+        history,
+        jsonl,
+        digest,
+        report,
+        failures: verdict.failures,
+        notes: verdict.notes,
+        gaps: verdict.gaps,
+        simulated_ms,
+    }
+}
+
+fn meta(plan: &Plan) -> Meta {
+    let mut extra = BTreeMap::new();
+    extra.insert(
+        "scenario".to_string(),
+        serde_json::json!(plan.scenario.name()),
+    );
+    extra.insert("phase1_ms".to_string(), serde_json::json!(plan.phase1_ms));
+    extra.insert("fsync".to_string(), serde_json::json!("always"));
+    extra.insert("features".to_string(), serde_json::json!(features()));
+    extra.insert(
+        "faults".to_string(),
+        serde_json::json!(plan
+            .faults
+            .iter()
+            .map(|t| format!("{} ms: {}", t.at_ms, t.fault))
+            .collect::<Vec<_>>()),
+    );
+    Meta {
+        seed: Some(plan.seed),
+        n: Some(1),
+        r: Some(1),
+        w: Some(1),
+        sessions: true,
+        nodes: vec![NODE_ID],
+        converge_bound_ms: Some(plan.converge_bound_ms),
+        extra,
+    }
+}
+
+/// Phase 2: PING until PONG, within `bound_ms`.
+async fn wait_for_node(bound_ms: u64) -> bool {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(bound_ms);
+    while tokio::time::Instant::now() < deadline {
+        if let Ok(mut conn) = RespConn::connect(node_addr(), PING_TIMEOUT_MS).await {
+            if let Ok(Reply::Simple(pong)) = conn.call(&[b"PING"], PING_TIMEOUT_MS).await {
+                if pong == "PONG" {
+                    return true;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// Phase 3: the node's state of every key touched, and of every live key it lists
+/// that no client touched. Keys whose read fails are noted, not reported.
+async fn read_finals(mut keys: BTreeSet<Key>, recorder: Arc<Recorder>) -> Vec<FinalState> {
+    let mut conn: Option<RespConn> = None;
+    let mut selected: Option<u8> = None;
+    for ns in 0..NAMESPACES_LISTED {
+        let listed = call_with_retries(
+            &mut conn,
+            &mut selected,
+            ns,
+            &[b"KEYS".as_slice(), b"*".as_slice()],
+            &recorder,
+        )
+        .await;
+        if let Some(Reply::Array(names)) = listed {
+            for name in names {
+                if let Reply::Bulk(bytes) = name {
+                    let key = Key::new(ns, String::from_utf8_lossy(&bytes));
+                    if keys.insert(key.clone()) {
+                        recorder.fault(format!(
+                            "final listing found {key}, which no client touched"
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    let mut finals = Vec::new();
+    for key in keys {
+        let reply = call_with_retries(
+            &mut conn,
+            &mut selected,
+            key.ns,
+            &[b"SHOAL.SIBLINGS".as_slice(), key.name.as_bytes()],
+            &recorder,
+        )
+        .await;
+        match reply {
+            Some(Reply::Error(message)) => {
+                recorder.fault(format!("final read of {key} failed: {message}"));
+                if message.contains("corrupt") {
+                    recorder.detection(Some(key.clone()), format!("final read: {message}"));
+                }
+            }
+            Some(reply) => match parse_siblings(&reply) {
+                Some(parsed) => {
+                    let exists = parsed.exists();
+                    finals.push(FinalState {
+                        tombstone: exists && parsed.live.is_empty(),
+                        siblings: parsed.live,
+                        context: if exists {
+                            parsed.context
+                        } else {
+                            Context::new()
+                        },
+                        key,
+                        replica: NODE_ID,
+                    })
+                }
+                None => {
+                    recorder.anomaly(format!("final read of {key}: unexpected reply {reply:?}"))
+                }
+            },
+            None => recorder.anomaly(format!(
+                "final read of {key}: no reply after {FINAL_READ_ATTEMPTS_MAX} attempts"
+            )),
+        }
+    }
+    finals
+}
+
+/// One request in namespace `ns`, reconnecting and retrying on timeouts.
+async fn call_with_retries(
+    conn: &mut Option<RespConn>,
+    selected: &mut Option<u8>,
+    ns: u8,
+    args: &[&[u8]],
+    recorder: &Recorder,
+) -> Option<Reply> {
+    for _ in 0..FINAL_READ_ATTEMPTS_MAX {
+        if conn.is_none() {
+            *conn = RespConn::connect(node_addr(), FINAL_READ_TIMEOUT_MS)
+                .await
+                .ok();
+            *selected = None;
+            if conn.is_none() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        }
+        let c = conn.as_mut().expect("connected above");
+        if *selected != Some(ns) {
+            let db = ns.to_string();
+            match c
+                .call(&[b"SELECT", db.as_bytes()], FINAL_READ_TIMEOUT_MS)
+                .await
+            {
+                Ok(Reply::Simple(_)) => *selected = Some(ns),
+                Ok(Reply::Error(message)) => {
+                    recorder.anomaly(format!("SELECT {ns} refused: {message}"));
+                    return None;
+                }
+                _ => {
+                    *conn = None;
+                    continue;
+                }
+            }
+        }
+        match c.call(args, FINAL_READ_TIMEOUT_MS).await {
+            Ok(reply) => return Some(reply),
+            Err(_) => *conn = None,
+        }
+    }
+    None
+}
+
+#[derive(Default)]
+struct Verdict {
+    failures: Vec<String>,
+    notes: Vec<String>,
+    gaps: Vec<String>,
+}
+
+/// What a run's verdict weighs.
+struct Evidence<'a> {
+    history: &'a History,
+    report: &'a Report,
+    recorder: &'a Recorder,
+    /// Keys whose records latent corruption hit.
+    damaged: &'a BTreeSet<Key>,
+    /// Engine misbehaviour the supervisor saw directly.
+    invariant_failures: &'a [String],
+    status: &'a NodeStatus,
+}
+
+/// The scenario's verdict: which violations make the run fail, which are known
+/// checker gaps, and notes.
+fn judge(plan: &Plan, evidence: &Evidence, strict: bool) -> Verdict {
+    let Evidence {
+        history,
+        report,
+        recorder,
+        damaged,
+        invariant_failures,
+        status,
+    } = *evidence;
+    let mut verdict = Verdict {
+        failures: invariant_failures.to_vec(),
+        ..Verdict::default()
+    };
+    let anomalies = recorder.anomalies();
+    for anomaly in &anomalies.kept {
+        verdict.failures.push(format!("anomaly: {anomaly}"));
+    }
+    if anomalies.dropped > 0 {
+        verdict
+            .failures
+            .push(format!("... and {} more anomalies", anomalies.dropped));
+    }
+    let detections = recorder.detections();
+    let detected_keys: BTreeSet<Key> = detections.iter().filter_map(|(k, _)| k.clone()).collect();
+    for (_, note) in detections.iter().take(10) {
+        verdict.notes.push(format!("detected: {note}"));
+    }
+    let refused = matches!(status, NodeStatus::Refused(_));
+    if let (NodeStatus::Refused(reason), false) = (status, plan.scenario.corrupts()) {
+        verdict.failures.push(format!(
+            "recovery refused to open although no corruption was injected: {reason}"
+        ));
+    }
+    if !damaged.is_empty() {
+        let names: Vec<String> = damaged.iter().map(|k| k.to_string()).collect();
+        verdict
+            .notes
+            .push(format!("damaged keys: {}", names.join("; ")));
+    }
+    for violation in &report.violations {
+        if let Some(gap) = gaps::known_gap(history, violation) {
+            let text = format!("checker gap ({gap}) for: {violation}");
+            if strict {
+                verdict.failures.push(text.clone());
+            }
+            verdict.gaps.push(text);
+            continue;
+        }
+        // Corruption: "detected, never garbage". Damage may cost the damaged keys
+        // (or, when recovery refused, every key's final state), once detected.
+        let on_detected_damage = violation
+            .key
+            .as_ref()
+            .is_some_and(|k| damaged.contains(k) && (refused || detected_keys.contains(k)));
+        let expected = plan.scenario.corrupts()
+            && match violation.kind {
+                ViolationKind::G1Durability => on_detected_damage,
+                ViolationKind::G3Convergence => on_detected_damage || refused,
+                ViolationKind::Liveness => refused,
+                _ => false,
+            };
+        if expected {
+            verdict
+                .notes
+                .push(format!("expected after detected damage: {violation}"));
+        } else {
+            verdict.failures.push(format!("checker: {violation}"));
+        }
+    }
+    verdict
+}

@@ -1,0 +1,319 @@
+//! The workload clients: each runs on its own madsim node and issues one operation
+//! at a time — `SHOAL.PUT` (sometimes with a stale or empty `CONTEXT`, which makes
+//! siblings), `SHOAL.DEL`, `SHOAL.SIBLINGS` — and records invoke and completion.
+//! A reply is `ok`; an error reply is `fail`, except `IOERR` (outcome unknown),
+//! which is `info`, like a timeout or a lost connection. After an `info` the client
+//! reconnects under a new process id, so a process never has two operations that
+//! may still take effect. Every written value is unique: `p{process}-{n}` padded
+//! with letters to the chosen size.
+
+use crate::client::{error_code, CallError, RespConn};
+use crate::node::{lock, node_addr};
+use crate::plan::WorkloadKnobs;
+use crate::recorder::Recorder;
+use crate::replies::{parse_del, parse_put, parse_siblings, removed_context};
+use shoal_checker::{Function, Key, OkResult};
+use shoal_engine::rng::SplitMix64;
+use shoal_net::resp::Reply;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Distinct contexts a process remembers for later `CONTEXT` writes.
+const REMEMBERED_CONTEXTS_MAX: usize = 256;
+
+/// What every client shares.
+pub struct Shared {
+    pub knobs: WorkloadKnobs,
+    pub recorder: Arc<Recorder>,
+    pub stop: AtomicBool,
+    next_process: AtomicU64,
+    /// Every key some operation was invoked on.
+    pub keys_touched: Mutex<BTreeSet<Key>>,
+}
+
+impl Shared {
+    pub fn new(knobs: WorkloadKnobs, recorder: Arc<Recorder>) -> Arc<Shared> {
+        Arc::new(Shared {
+            knobs,
+            recorder,
+            stop: AtomicBool::new(false),
+            next_process: AtomicU64::new(0),
+            keys_touched: Mutex::new(BTreeSet::new()),
+        })
+    }
+
+    fn new_process(&self) -> u64 {
+        self.next_process.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// The key name of key number `index`.
+pub fn key_name(index: u32) -> String {
+    format!("k{index}")
+}
+
+enum Op {
+    Write {
+        value: String,
+        context: Option<String>,
+    },
+    Delete {
+        context: Option<String>,
+    },
+    Read,
+}
+
+struct Client {
+    shared: Arc<Shared>,
+    rng: SplitMix64,
+    process: u64,
+    writes: u64,
+    conn: Option<RespConn>,
+    conn_namespace: u8,
+    /// The context of the process's last read of each key.
+    last_context: BTreeMap<Key, String>,
+}
+
+/// One client's life: operations until the shared stop flag is set.
+pub async fn run_client(shared: Arc<Shared>, client_index: u32, seed: u64) {
+    let process = shared.new_process();
+    let mut client = Client {
+        rng: SplitMix64::new(seed ^ (u64::from(client_index) + 1).wrapping_mul(0x9E37_79B9)),
+        shared,
+        process,
+        writes: 0,
+        conn: None,
+        conn_namespace: 0,
+        last_context: BTreeMap::new(),
+    };
+    if client.shared.knobs.preload && client_index == 0 {
+        let (keys, namespaces) = (client.shared.knobs.keys, client.shared.knobs.namespaces);
+        for ns in 0..namespaces {
+            for index in 0..keys {
+                if client.shared.stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                let key = Key::new(ns, key_name(index));
+                let op = Op::Write {
+                    value: client.make_value(),
+                    context: None,
+                };
+                client.step(key, op).await;
+            }
+        }
+    }
+    while !client.shared.stop.load(Ordering::Relaxed) && !client.shared.recorder.is_full() {
+        let think_ms = client.rng.below(client.shared.knobs.think_time_max_ms + 1);
+        tokio::time::sleep(Duration::from_millis(think_ms)).await;
+        if client.shared.stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let (key, op) = client.choose_op();
+        client.step(key, op).await;
+    }
+}
+
+impl Client {
+    fn choose_key(&mut self, uniform: bool) -> Key {
+        let k = &self.shared.knobs;
+        let index = if !uniform && k.hot_percent > 0 && self.rng.chance_percent(k.hot_percent) {
+            self.rng.below(u64::from(k.hot_keys.max(1)))
+        } else {
+            self.rng.below(u64::from(k.keys))
+        } as u32;
+        let ns = self.rng.below(u64::from(k.namespaces)) as u8;
+        Key::new(ns, key_name(index))
+    }
+
+    fn make_value(&mut self) -> String {
+        self.writes += 1;
+        let mut value = format!("p{}-{}", self.process, self.writes);
+        let size = 1 + self
+            .rng
+            .below(self.shared.knobs.value_size_max_bytes as u64) as usize;
+        if value.len() < size {
+            value.push('.');
+        }
+        // Letters, 13 per random draw (26^13 < 2^64).
+        while value.len() < size {
+            let mut bits = self.rng.next_u64();
+            for _ in 0..13.min(size - value.len()) {
+                value.push((b'a' + (bits % 26) as u8) as char);
+                bits /= 26;
+            }
+        }
+        value
+    }
+
+    /// The next operation and its key. Deletes spread over all keys (cold data
+    /// gets deleted too); reads and writes follow the hot-key bias.
+    fn choose_op(&mut self) -> (Key, Op) {
+        let k = self.shared.knobs.clone();
+        let roll = self.rng.below(100);
+        if roll < k.read_percent {
+            return (self.choose_key(false), Op::Read);
+        }
+        if roll < k.read_percent + k.delete_percent {
+            let key = self.choose_key(true);
+            let remembered = self.last_context.get(&key).cloned();
+            let context = remembered.filter(|_| self.rng.chance_percent(20));
+            return (key, Op::Delete { context });
+        }
+        let key = self.choose_key(false);
+        let remembered = self.last_context.get(&key).cloned();
+        let context = if self.rng.chance_percent(k.context_write_percent) {
+            if self.rng.chance_percent(k.empty_context_percent) {
+                Some(String::new())
+            } else {
+                Some(remembered.unwrap_or_default())
+            }
+        } else {
+            None
+        };
+        let op = Op::Write {
+            value: self.make_value(),
+            context,
+        };
+        (key, op)
+    }
+
+    /// Connected to the node with `namespace` selected, or None (retry later).
+    async fn ready(&mut self, namespace: u8) -> bool {
+        let timeout_ms = self.shared.knobs.op_timeout_ms;
+        if self.conn.is_none() {
+            match RespConn::connect(node_addr(), timeout_ms).await {
+                Ok(conn) => {
+                    self.conn = Some(conn);
+                    self.conn_namespace = 0;
+                }
+                Err(_) => {
+                    let backoff_ms = 20 + self.rng.below(200);
+                    tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
+                    return false;
+                }
+            }
+        }
+        if self.conn_namespace != namespace {
+            let conn = self.conn.as_mut().expect("connected above");
+            let db = namespace.to_string();
+            match conn.call(&[b"SELECT", db.as_bytes()], timeout_ms).await {
+                Ok(Reply::Simple(ok)) if ok == "OK" => self.conn_namespace = namespace,
+                _ => {
+                    self.conn = None;
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    async fn step(&mut self, key: Key, op: Op) {
+        if !self.ready(key.ns).await {
+            return;
+        }
+        lock(&self.shared.keys_touched).insert(key.clone());
+        let recorder = self.shared.recorder.clone();
+        let process = self.process;
+        let (f, args): (Function, Vec<Vec<u8>>) = match &op {
+            Op::Write { value, context } => {
+                recorder.invoke(process, Function::Write, &key, Some(value.clone()));
+                let mut args = vec![
+                    b"SHOAL.PUT".to_vec(),
+                    key.name.as_bytes().to_vec(),
+                    value.as_bytes().to_vec(),
+                ];
+                if let Some(context) = context {
+                    args.push(b"CONTEXT".to_vec());
+                    args.push(context.as_bytes().to_vec());
+                }
+                (Function::Write, args)
+            }
+            Op::Delete { context } => {
+                recorder.invoke(process, Function::Delete, &key, None);
+                let mut args = vec![b"SHOAL.DEL".to_vec(), key.name.as_bytes().to_vec()];
+                if let Some(context) = context {
+                    args.push(b"CONTEXT".to_vec());
+                    args.push(context.as_bytes().to_vec());
+                }
+                (Function::Delete, args)
+            }
+            Op::Read => {
+                recorder.invoke(process, Function::Read, &key, None);
+                let args = vec![b"SHOAL.SIBLINGS".to_vec(), key.name.as_bytes().to_vec()];
+                (Function::Read, args)
+            }
+        };
+        let arg_refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+        let timeout_ms = self.shared.knobs.op_timeout_ms;
+        let conn = self.conn.as_mut().expect("ready() connected");
+        let reply = conn.call(&arg_refs, timeout_ms).await;
+        self.complete(&key, f, &op, reply);
+    }
+
+    fn complete(&mut self, key: &Key, f: Function, op: &Op, reply: Result<Reply, CallError>) {
+        let recorder = self.shared.recorder.clone();
+        let process = self.process;
+        let reply = match reply {
+            Ok(reply) => reply,
+            Err(_) => return self.unknown(key, f),
+        };
+        if let Reply::Error(message) = &reply {
+            if message.contains("corrupt") {
+                recorder.detection(
+                    Some(key.clone()),
+                    format!("{} ms: {f} of {key}: {message}", recorder.now_ms()),
+                );
+            }
+            return match error_code(message) {
+                "IOERR" => self.unknown(key, f),
+                _ => recorder.fail(process, f, key),
+            };
+        }
+        let result = match op {
+            Op::Write { value, .. } => parse_put(&reply).map(|(dot, context)| OkResult::Write {
+                value: value.clone(),
+                dot,
+                context,
+            }),
+            Op::Delete { context } => {
+                parse_del(&reply).map(|(marker, superseded)| OkResult::Delete {
+                    context: removed_context(marker, superseded, context.is_none()),
+                })
+            }
+            Op::Read => parse_siblings(&reply).map(|parsed| {
+                if self.last_context.len() < REMEMBERED_CONTEXTS_MAX
+                    || self.last_context.contains_key(key)
+                {
+                    self.last_context
+                        .insert(key.clone(), parsed.context_text.clone());
+                }
+                OkResult::Read {
+                    siblings: parsed.live,
+                    context: parsed.context,
+                }
+            }),
+        };
+        match result {
+            Some(result) => recorder.ok(process, key, result),
+            None => {
+                recorder.anomaly(format!(
+                    "{} ms: unexpected reply to {f} of {key}: {reply:?}",
+                    recorder.now_ms()
+                ));
+                self.unknown(key, f);
+            }
+        }
+    }
+
+    /// Outcome unknown: record `info`, drop the connection, continue as a new
+    /// process.
+    fn unknown(&mut self, key: &Key, f: Function) {
+        self.shared.recorder.info(self.process, f, key);
+        self.conn = None;
+        self.process = self.shared.new_process();
+        self.writes = 0;
+        self.last_context.clear();
+    }
+}
