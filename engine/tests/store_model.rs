@@ -111,6 +111,20 @@ fn check(store: &Store, model: &Model) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// After a crash, whatever recovery kept is durable: narrow each key's allowed
+/// states to the one the store holds (already checked to be allowed).
+fn pin_to_store(store: &Store, model: &mut Model) {
+    for key in 0u8..12 {
+        let set = store.get(0, format!("k{key}").as_bytes()).unwrap();
+        let actual = set.and_then(|s| s.winner().and_then(|w| w.value.clone()));
+        let state = allowed(model, key).into_iter().find(|c| match c {
+            None => actual.is_none(),
+            Some(v) => actual.as_ref() == Some(&value_bytes(key, *v)),
+        });
+        model.insert(key, [state.expect("checked above")].into());
+    }
+}
+
 fn reopen(dir: &MemDir) -> Result<Store, TestCaseError> {
     Store::open(Arc::new(dir.clone()), options())
         .map(|(s, _)| s)
@@ -158,15 +172,7 @@ proptest! {
                     store = reopen(&dir)?;
                     check(&store, &model)?;
                     // Whatever recovery chose is now durable: pin it down.
-                    for key in 0u8..12 {
-                        let set = store.get(0, format!("k{key}").as_bytes()).unwrap();
-                        let actual = set.and_then(|s| s.winner().and_then(|w| w.value.clone()));
-                        let state = allowed(&model, key).into_iter().find(|c| match c {
-                            None => actual.is_none(),
-                            Some(v) => actual.as_ref() == Some(&value_bytes(key, *v)),
-                        });
-                        model.insert(key, [state.expect("checked above")].into());
-                    }
+                    pin_to_store(&store, &mut model);
                 }
                 Step::Crash(seed) => {
                     dir.crash(&mut SplitMix64::new(seed));
@@ -214,15 +220,7 @@ proptest! {
                     drop(store);
                     store = reopen(&dir)?;
                     check(&store, &model)?;
-                    for key in 0u8..12 {
-                        let set = store.get(0, format!("k{key}").as_bytes()).unwrap();
-                        let actual = set.and_then(|s| s.winner().and_then(|w| w.value.clone()));
-                        let state = allowed(&model, key).into_iter().find(|c| match c {
-                            None => actual.is_none(),
-                            Some(v) => actual.as_ref() == Some(&value_bytes(key, *v)),
-                        });
-                        model.insert(key, [state.expect("checked above")].into());
-                    }
+                    pin_to_store(&store, &mut model);
                 }
                 Step::DiskFull(batch) => {
                     let used = dir.used_bytes();

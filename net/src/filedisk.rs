@@ -58,6 +58,23 @@ impl Drop for Mapping {
 }
 
 impl Mapping {
+    /// Copy `buf.len()` bytes from `offset`; false when the range is not mapped.
+    /// Callers hold the read half of the lock, so the mapping stays live.
+    fn copy_to(&self, offset: usize, buf: &mut [u8]) -> bool {
+        if offset + buf.len() > self.len {
+            return false;
+        }
+        // SAFETY: [offset, offset + len) lies inside the live mapping.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                (self.ptr as *const u8).add(offset),
+                buf.as_mut_ptr(),
+                buf.len(),
+            );
+        }
+        true
+    }
+
     fn new(file: &File, len: usize) -> Option<Mapping> {
         if len == 0 {
             return None;
@@ -196,19 +213,11 @@ impl FileDisk {
         let end = offset as usize + buf.len();
         {
             let map = self.map.read().unwrap_or_else(|p| p.into_inner());
-            if let Some(m) = map.as_ref() {
-                if end <= m.len {
-                    // SAFETY: [offset, end) lies inside the live mapping, which
-                    // cannot be unmapped while the read lock is held.
-                    unsafe {
-                        std::ptr::copy_nonoverlapping(
-                            (m.ptr as *const u8).add(offset as usize),
-                            buf.as_mut_ptr(),
-                            buf.len(),
-                        );
-                    }
-                    return true;
-                }
+            if map
+                .as_ref()
+                .is_some_and(|m| m.copy_to(offset as usize, buf))
+            {
+                return true;
             }
         }
         // Map (or remap) the file at its current length, then retry once.
@@ -220,20 +229,8 @@ impl FileDisk {
         *map = Mapping::new(&self.file, len as usize);
         drop(map);
         let map = self.map.read().unwrap_or_else(|p| p.into_inner());
-        match map.as_ref() {
-            Some(m) if end <= m.len => {
-                // SAFETY: as above.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(
-                        (m.ptr as *const u8).add(offset as usize),
-                        buf.as_mut_ptr(),
-                        buf.len(),
-                    );
-                }
-                true
-            }
-            _ => false,
-        }
+        map.as_ref()
+            .is_some_and(|m| m.copy_to(offset as usize, buf))
     }
 
     fn unmap(&self) {
