@@ -103,10 +103,6 @@ pub fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {
         .find(|c| c.name.len() == name.len() && c.name.as_bytes().eq_ignore_ascii_case(name))
 }
 
-fn find_spec(name: &str) -> Option<&'static CommandSpec> {
-    lookup(name.as_bytes())
-}
-
 pub const REDIS_VERSION: &str = "7.2.0";
 const KEYS_PER_FLUSH_BATCH: usize = 1024;
 
@@ -277,7 +273,7 @@ pub async fn execute(
                 .read(|s| s.namespaces().into_iter().map(|(ns, _)| ns).collect());
             Step::Reply(flush(shared, &namespaces).await)
         }
-        "config" => config(shared, session, &args[1..]),
+        "config" => config(shared, &args[1..]),
         "info" => Step::Reply(Reply::Verbatim {
             format: *b"txt",
             text: crate::info::render(shared, args.get(1).map(|a| lower(a))),
@@ -604,7 +600,7 @@ fn config_params(shared: &Shared) -> Vec<(&'static str, String)> {
     ]
 }
 
-fn config(shared: &Shared, session: &Session, args: &[Bytes]) -> Step {
+fn config(shared: &Shared, args: &[Bytes]) -> Step {
     match lower(&args[0]).as_str() {
         "get" if args.len() >= 2 => {
             let params = config_params(shared);
@@ -620,7 +616,6 @@ fn config(shared: &Shared, session: &Session, args: &[Bytes]) -> Step {
                     ));
                 }
             }
-            let _ = session;
             Step::Reply(Reply::Map(pairs))
         }
         "resetstat" => Step::Reply(Reply::ok()),
@@ -662,7 +657,7 @@ fn command(args: &[Bytes]) -> Step {
         if a.is_empty() {
             COMMANDS.iter().collect()
         } else {
-            a.iter().filter_map(|n| find_spec(&lower(n))).collect()
+            a.iter().filter_map(|n| lookup(n)).collect()
         }
     };
     match sub.as_deref() {
@@ -671,7 +666,7 @@ fn command(args: &[Bytes]) -> Step {
         Some("info") => Step::Reply(Reply::Array(
             args[1..]
                 .iter()
-                .map(|n| find_spec(&lower(n)).map_or(Reply::NullArray, command_info))
+                .map(|n| lookup(n).map_or(Reply::NullArray, command_info))
                 .collect(),
         )),
         Some("docs") => Step::Reply(Reply::Map(

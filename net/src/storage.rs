@@ -213,7 +213,8 @@ struct Committer<R: Runtime> {
 /// A batch whose writes are on their way to disk, waiting for its answer.
 struct InFlight {
     seq: u64,
-    requests: Vec<WriteRequest>,
+    /// Per writer, in order: how many operations it sent, and where to answer.
+    answers: Vec<Answer>,
     op_count: u64,
 }
 
@@ -313,16 +314,19 @@ impl<R: Runtime> Committer<R> {
                 Err(_) => break,
             }
         }
-        let ops: Vec<WriteOp> = requests
-            .iter()
-            .flat_map(|r| r.ops.iter().cloned())
-            .collect();
+        // Move the operations out; keep only how many each writer sent, and its reply.
+        let mut ops = Vec::with_capacity(op_count);
+        let mut answers = Vec::with_capacity(requests.len());
+        for request in requests {
+            answers.push((request.ops.len(), request.reply));
+            ops.extend(request.ops);
+        }
         let batch = lock(&self.store).prepare(&ops, self.runtime.wall_ms());
         let seq = *next_seq;
         *next_seq += 1;
         in_flight.push_back(InFlight {
             seq,
-            requests,
+            answers,
             op_count: op_count as u64,
         });
         let must_sync = self.config.fsync == Fsync::Always && !batch.is_empty();
@@ -375,7 +379,7 @@ impl<R: Runtime> Committer<R> {
             stats.ops += in_flight.op_count;
             stats.largest_batch_ops = stats.largest_batch_ops.max(in_flight.op_count);
         }
-        answer(in_flight.requests, results);
+        answer(in_flight.answers, results);
     }
 
     async fn compact(&self) {
@@ -399,10 +403,13 @@ fn request_bytes(r: &WriteRequest) -> usize {
         .sum()
 }
 
-fn answer(requests: Vec<WriteRequest>, results: WriteResults) {
+/// A writer's share of a batch: its operation count and its reply channel.
+type Answer = (usize, oneshot::Sender<WriteResults>);
+
+fn answer(answers: Vec<Answer>, results: WriteResults) {
     let mut results = results.into_iter();
-    for request in requests {
-        let mine: WriteResults = results.by_ref().take(request.ops.len()).collect();
-        let _ = request.reply.send(mine);
+    for (op_count, reply) in answers {
+        let mine: WriteResults = results.by_ref().take(op_count).collect();
+        let _ = reply.send(mine);
     }
 }
