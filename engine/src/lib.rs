@@ -8,6 +8,8 @@
 //! [`disk::DiskDir`] and [`runtime::Runtime`] traits, so the same code runs in
 //! production and in the deterministic simulator.
 
+pub mod cluster;
+pub mod digest;
 pub mod disk;
 pub mod memdisk;
 pub mod placement;

@@ -104,7 +104,8 @@ impl Store {
         budget_bytes: u64,
     ) -> Result<(), WriteError> {
         let oldest = self.segments.keys().next().copied() == Some(cursor.segment);
-        let collect_tombstones = oldest || cfg!(feature = "bug-early-tombstone-gc");
+        let collect_tombstones = (oldest && self.options.delete_markers_collectable)
+            || cfg!(feature = "bug-early-tombstone-gc");
         let batch_seq = self.next_batch_seq;
         let mut frames = Vec::new();
         let mut collected = Vec::new();
@@ -130,6 +131,7 @@ impl Store {
                 bytes: frame,
                 live: entry.live,
                 op_index: 0,
+                set_hash: 0,
             });
         }
         if !frames.is_empty() {
@@ -160,6 +162,9 @@ impl Store {
             if let Some(previous) = self.keydir.remove(&dk) {
                 self.retire(previous, dk[0]);
                 self.stats.tombstones_collected += 1;
+            }
+            if let Some(digests) = &mut self.digests {
+                digests.remove(dk[0], u16::from_be_bytes([dk[1], dk[2]]), &dk[3..]);
             }
         }
         Ok(())

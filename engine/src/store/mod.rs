@@ -47,6 +47,11 @@ pub struct StoreOptions {
     pub siblings_max: usize,
     /// A sealed segment is compacted once this share of it is dead.
     pub compaction_dead_percent_min: u64,
+    /// Whether compaction may drop delete markers (from the oldest segment). A
+    /// replica in a cluster must not: another replica may still hold a value the
+    /// marker covers, and anti-entropy would bring it back (G4). Cluster nodes keep
+    /// their markers until a cluster-wide collection exists.
+    pub delete_markers_collectable: bool,
 }
 
 impl Default for StoreOptions {
@@ -58,6 +63,7 @@ impl Default for StoreOptions {
             key_size_max_bytes: 64 << 10,
             siblings_max: 64,
             compaction_dead_percent_min: 50,
+            delete_markers_collectable: true,
         }
     }
 }
@@ -104,7 +110,8 @@ pub enum Condition {
     IfPresent,
 }
 
-/// One write: a value, or a delete (`value: None`).
+/// One write: a value, or a delete (`value: None`), or a replica's merge of a
+/// sibling set another node coordinated (`merge`).
 #[derive(Clone, Debug)]
 pub struct WriteOp {
     pub namespace: u8,
@@ -112,6 +119,9 @@ pub struct WriteOp {
     pub value: Option<Bytes>,
     pub covers: Covers,
     pub condition: Condition,
+    /// Replica write: merge this set into the key's set (no new dot). `value`,
+    /// `covers` and `condition` are ignored. Applied only when it changes the set.
+    pub merge: Option<SiblingSet>,
 }
 
 impl WriteOp {
@@ -122,6 +132,7 @@ impl WriteOp {
             value: Some(value),
             covers: Covers::Current,
             condition: Condition::Always,
+            merge: None,
         }
     }
 
@@ -132,6 +143,20 @@ impl WriteOp {
             value: None,
             covers: Covers::Current,
             condition: Condition::Always,
+            merge: None,
+        }
+    }
+
+    /// A replica write of `set`, minted elsewhere (replication, read repair,
+    /// anti-entropy).
+    pub fn merge(namespace: u8, key: Bytes, set: SiblingSet) -> Self {
+        WriteOp {
+            namespace,
+            key,
+            value: None,
+            covers: Covers::Current,
+            condition: Condition::Always,
+            merge: Some(set),
         }
     }
 }
@@ -148,6 +173,9 @@ pub struct WriteOutcome {
     /// The winner before the write (for `SET ... GET`).
     pub previous_winner: Option<Bytes>,
     pub previous_live: bool,
+    /// The key's whole sibling set after the write (before it, when not applied),
+    /// which a coordinator sends to the other replicas.
+    pub set: SiblingSet,
 }
 
 /// Why a write was refused. `SyncFailed` and `Poisoned` leave the outcome of the
@@ -226,6 +254,8 @@ pub(crate) struct PendingFrame {
     pub live: bool,
     /// Which operation of the batch it belongs to.
     pub op_index: usize,
+    /// The record's set hash for the anti-entropy digests (0 when they are off).
+    pub set_hash: u64,
 }
 
 /// Where an appended frame landed.
@@ -252,6 +282,8 @@ pub struct PreparedBatch {
     results: Vec<Result<WriteOutcome, WriteError>>,
     /// (directory key, new entry) in write order.
     updates: Vec<(Box<[u8]>, KeyEntry)>,
+    /// Per update, the new set's hash (empty when digests are off).
+    set_hashes: Vec<u64>,
     sync_target: Option<Arc<dyn Disk>>,
     batch_seq: u64,
 }
@@ -325,6 +357,8 @@ pub struct Store {
     staged: BTreeMap<Box<[u8]>, Staged>,
     compaction: Option<compaction::Cursor>,
     stats: StoreStats,
+    /// Anti-entropy digests, kept once [`Store::enable_digests`] was called.
+    digests: Option<crate::digest::DigestTree>,
 }
 
 impl Store {
@@ -338,6 +372,46 @@ impl Store {
 
     pub fn is_poisoned(&self) -> Option<&str> {
         self.poisoned.as_deref()
+    }
+
+    /// Start keeping anti-entropy digests: hash every key's set once (one read of
+    /// each record), then keep them current on every publish. Returns the keys
+    /// hashed. A record that fails its checksum is left out, so its slot differs
+    /// from the other replicas' and anti-entropy repairs it.
+    pub fn enable_digests(&mut self) -> usize {
+        let mut tree = crate::digest::DigestTree::default();
+        let entries: Vec<(Box<[u8]>, KeyEntry)> =
+            self.keydir.iter().map(|(k, e)| (k.clone(), *e)).collect();
+        for (dk, entry) in &entries {
+            if let Ok(body) = self.read_record(*entry) {
+                let slot = u16::from_be_bytes([dk[1], dk[2]]);
+                tree.update(dk[0], slot, &dk[3..], crate::digest::set_hash(&body.set));
+            }
+        }
+        let count = tree.key_count();
+        self.digests = Some(tree);
+        count
+    }
+
+    /// The anti-entropy digests, when enabled.
+    pub fn digests(&self) -> Option<&crate::digest::DigestTree> {
+        self.digests.as_ref()
+    }
+
+    /// Live keys of a namespace in a range of slots (a partition's keys).
+    pub fn live_keys_in_slots(
+        &self,
+        namespace: u8,
+        slots: std::ops::RangeInclusive<u16>,
+    ) -> Vec<Bytes> {
+        let (first, last) = (*slots.start() as usize, *slots.end() as usize);
+        self.keydir
+            .slots_from(namespace, first)
+            .take_while(|(slot, _)| *slot <= last)
+            .flat_map(|(_, map)| map.iter())
+            .filter(|(_, e)| e.live)
+            .map(|(k, _)| Bytes::copy_from_slice(&k[3..]))
+            .collect()
     }
 
     /// The sibling set of a key, including one made only of delete markers.
@@ -458,6 +532,7 @@ impl Store {
         let mut batch = PreparedBatch {
             results: Vec::with_capacity(ops.len()),
             updates: Vec::new(),
+            set_hashes: Vec::new(),
             sync_target: None,
             batch_seq: self.next_batch_seq,
         };
@@ -483,6 +558,9 @@ impl Store {
             Ok((placed, disk)) => {
                 self.next_batch_seq += 1;
                 batch.sync_target = Some(disk);
+                if self.digests.is_some() {
+                    batch.set_hashes = frames.iter().map(|f| f.set_hash).collect();
+                }
                 batch.updates = frames
                     .into_iter()
                     .zip(placed)
@@ -540,20 +618,38 @@ impl Store {
         };
         let previous_live = !current.is_deleted();
         let previous_winner = current.winner().and_then(|s| s.value.clone());
-        let not_applied = |superseded| WriteOutcome {
+        let not_applied = |superseded, set: SiblingSet| WriteOutcome {
             applied: false,
             dot: None,
             superseded,
             previous_winner: previous_winner.clone(),
             previous_live,
+            set,
         };
+        if let Some(incoming) = &op.merge {
+            self.clock.observe(incoming.max_hlc());
+            let mut next = current.clone();
+            next.merge(incoming);
+            if next == current {
+                return Ok(not_applied(VersionVector::new(), current));
+            }
+            self.stage_frame(op, op_index, batch_seq, next.clone(), overlay, frames)?;
+            return Ok(WriteOutcome {
+                applied: true,
+                dot: None,
+                superseded: VersionVector::new(),
+                previous_winner,
+                previous_live,
+                set: next,
+            });
+        }
         let condition_holds = match op.condition {
             Condition::Always => true,
             Condition::IfAbsent => !previous_live,
             Condition::IfPresent => previous_live,
         };
         if !condition_holds || (op.value.is_none() && !previous_live) {
-            return Ok(not_applied(VersionVector::new()));
+            return Ok(not_applied(VersionVector::new(), current));
         }
         let covered = match &op.covers {
             Covers::Current => current.context.clone(),
@@ -575,6 +671,27 @@ impl Store {
                 max: self.options.siblings_max,
             });
         }
+        self.stage_frame(op, op_index, batch_seq, next.clone(), overlay, frames)?;
+        Ok(WriteOutcome {
+            applied: true,
+            dot: Some(dot),
+            superseded: covered,
+            previous_winner,
+            previous_live,
+            set: next,
+        })
+    }
+
+    /// Encode the key's next record and queue it for the batch's append.
+    fn stage_frame(
+        &self,
+        op: &WriteOp,
+        op_index: usize,
+        batch_seq: u64,
+        next: SiblingSet,
+        overlay: &mut BTreeMap<Box<[u8]>, SiblingSet>,
+        frames: &mut Vec<PendingFrame>,
+    ) -> Result<(), WriteError> {
         let body = RecordBody {
             batch_seq,
             namespace: op.namespace,
@@ -591,20 +708,21 @@ impl Store {
             });
         }
         let live = !body.set.is_deleted();
+        let set_hash = if self.digests.is_some() {
+            crate::digest::set_hash(&body.set)
+        } else {
+            0
+        };
+        let dk = dir_key(op.namespace, &op.key);
         overlay.insert(dk.clone(), body.set);
         frames.push(PendingFrame {
             dir_key: dk,
             bytes: frame,
             live,
             op_index,
+            set_hash,
         });
-        Ok(WriteOutcome {
-            applied: true,
-            dot: Some(dot),
-            superseded: covered,
-            previous_winner,
-            previous_live,
-        })
+        Ok(())
     }
 
     fn frame_size_max_bytes(&self) -> u32 {
@@ -720,6 +838,12 @@ impl Store {
     /// Make a synced batch visible. Returns each operation's result. Batches must be
     /// published in the order they were prepared.
     pub fn publish(&mut self, batch: PreparedBatch) -> Vec<Result<WriteOutcome, WriteError>> {
+        if let Some(digests) = &mut self.digests {
+            for ((dk, _), hash) in batch.updates.iter().zip(&batch.set_hashes) {
+                let slot = u16::from_be_bytes([dk[1], dk[2]]);
+                digests.update(dk[0], slot, &dk[3..], *hash);
+            }
+        }
         for (dk, entry) in batch.updates {
             if self
                 .staged

@@ -154,6 +154,7 @@ impl Store {
             staged: BTreeMap::new(),
             compaction: None,
             stats: Default::default(),
+            digests: None,
         };
         let mut entries = Vec::new();
         for (i, id) in ids.iter().enumerate() {

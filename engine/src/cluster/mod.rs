@@ -1,0 +1,11 @@
+//! The cluster's decisions, sans-IO: the peer protocol's messages ([`wire`]), the
+//! failure detector ([`detector`]) and the quorum rounds a coordinator runs for
+//! each write and read ([`quorum`]). Placement is [`crate::placement`]; anti-entropy
+//! digests are [`crate::digest`].
+//!
+//! Must not touch: sockets, tasks, clocks. Time comes in as `now_ms` arguments;
+//! outputs are values the driver (`shoal-net`'s `cluster` module) acts on.
+
+pub mod detector;
+pub mod quorum;
+pub mod wire;

@@ -1,0 +1,265 @@
+//! Quorum rounds. A coordinator sends a write to every replica of the key's
+//! preference list and answers the client once `w` of them (itself included) have
+//! made it durable; a read asks the replicas and answers once `r` replied, with the
+//! merge of their sibling sets, and repairs the replicas whose copy was behind.
+//!
+//! A round is decided as soon as its outcome is certain: met at `w` (or `r`)
+//! successes, failed once too few replicas are left to reach it. Replies after the
+//! decision are still recorded (a read repairs late repliers too).
+
+use crate::version::{NodeId, SiblingSet};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Where a round stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RoundState {
+    Pending,
+    Met,
+    Failed,
+}
+
+fn state_of(needed: usize, ok: usize, failed: usize, targets: usize) -> RoundState {
+    if ok >= needed {
+        RoundState::Met
+    } else if ok + (targets - ok - failed) < needed {
+        RoundState::Failed
+    } else {
+        RoundState::Pending
+    }
+}
+
+/// One replicated write: which replicas made it durable and which could not.
+#[derive(Clone, Debug)]
+pub struct WriteRound {
+    w: usize,
+    targets: BTreeSet<NodeId>,
+    acked: BTreeSet<NodeId>,
+    failed: BTreeMap<NodeId, String>,
+}
+
+impl WriteRound {
+    /// `targets` are the replicas written to (the coordinator among them when it
+    /// holds one); `w` of them must acknowledge.
+    pub fn new(w: u8, targets: impl IntoIterator<Item = NodeId>) -> WriteRound {
+        let targets: BTreeSet<NodeId> = targets.into_iter().collect();
+        assert!(w >= 1, "a write quorum of 0 acknowledges nothing");
+        WriteRound {
+            w: usize::from(w),
+            targets,
+            acked: BTreeSet::new(),
+            failed: BTreeMap::new(),
+        }
+    }
+
+    pub fn ack(&mut self, node: NodeId) -> RoundState {
+        if self.targets.contains(&node) && !self.failed.contains_key(&node) {
+            self.acked.insert(node);
+        }
+        self.state()
+    }
+
+    pub fn fail(&mut self, node: NodeId, reason: impl Into<String>) -> RoundState {
+        if self.targets.contains(&node) && !self.acked.contains(&node) {
+            self.failed.entry(node).or_insert_with(|| reason.into());
+        }
+        self.state()
+    }
+
+    pub fn state(&self) -> RoundState {
+        state_of(
+            self.w,
+            self.acked.len(),
+            self.failed.len(),
+            self.targets.len(),
+        )
+    }
+
+    pub fn acked(&self) -> &BTreeSet<NodeId> {
+        &self.acked
+    }
+
+    pub fn failures(&self) -> &BTreeMap<NodeId, String> {
+        &self.failed
+    }
+
+    pub fn needed(&self) -> usize {
+        self.w
+    }
+}
+
+/// One quorum read of a key.
+#[derive(Clone, Debug)]
+pub struct ReadRound {
+    r: usize,
+    targets: BTreeSet<NodeId>,
+    replies: BTreeMap<NodeId, Option<SiblingSet>>,
+    failed: BTreeSet<NodeId>,
+}
+
+impl ReadRound {
+    pub fn new(r: u8, targets: impl IntoIterator<Item = NodeId>) -> ReadRound {
+        assert!(r >= 1, "a read quorum of 0 reads nothing");
+        ReadRound {
+            r: usize::from(r),
+            targets: targets.into_iter().collect(),
+            replies: BTreeMap::new(),
+            failed: BTreeSet::new(),
+        }
+    }
+
+    /// `set` is the replica's copy (`None`: it holds nothing for the key).
+    pub fn reply(&mut self, node: NodeId, set: Option<SiblingSet>) -> RoundState {
+        if self.targets.contains(&node) && !self.failed.contains(&node) {
+            self.replies.insert(node, set);
+        }
+        self.state()
+    }
+
+    pub fn fail(&mut self, node: NodeId) -> RoundState {
+        if self.targets.contains(&node) && !self.replies.contains_key(&node) {
+            self.failed.insert(node);
+        }
+        self.state()
+    }
+
+    pub fn state(&self) -> RoundState {
+        state_of(
+            self.r,
+            self.replies.len(),
+            self.failed.len(),
+            self.targets.len(),
+        )
+    }
+
+    /// The merge of every reply so far (`None` when no replica holds the key).
+    pub fn merged(&self) -> Option<SiblingSet> {
+        let mut merged: Option<SiblingSet> = None;
+        for set in self.replies.values().flatten() {
+            match &mut merged {
+                Some(m) => m.merge(set),
+                None => merged = Some(set.clone()),
+            }
+        }
+        merged
+    }
+
+    /// Replicas that replied with less than the merge: they need it written back.
+    pub fn stale_repliers(&self) -> Vec<NodeId> {
+        let Some(merged) = self.merged() else {
+            return Vec::new();
+        };
+        self.replies
+            .iter()
+            .filter(|(_, set)| set.as_ref() != Some(&merged))
+            .map(|(node, _)| *node)
+            .collect()
+    }
+
+    pub fn replied(&self) -> usize {
+        self.replies.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::version::{Hlc, VersionVector};
+    use bytes::Bytes;
+
+    #[test]
+    fn write_round_table() {
+        // (w, targets, events, expected state after each event)
+        type Event = (u32, bool);
+        let table: &[(u8, &[u32], &[Event], &[RoundState])] = &[
+            (
+                2,
+                &[1, 2, 3],
+                &[(1, true), (2, true)],
+                &[RoundState::Pending, RoundState::Met],
+            ),
+            (
+                2,
+                &[1, 2, 3],
+                &[(1, false), (2, false)],
+                &[RoundState::Pending, RoundState::Failed],
+            ),
+            (
+                2,
+                &[1, 2, 3],
+                &[(1, true), (2, false), (3, true)],
+                &[RoundState::Pending, RoundState::Pending, RoundState::Met],
+            ),
+            (
+                3,
+                &[1, 2, 3],
+                &[(1, true), (2, true), (3, false)],
+                &[RoundState::Pending, RoundState::Pending, RoundState::Failed],
+            ),
+            (1, &[1], &[(1, true)], &[RoundState::Met]),
+            // A node outside the targets changes nothing; a duplicate ack counts once.
+            (
+                2,
+                &[1, 2, 3],
+                &[(9, true), (1, true), (1, true)],
+                &[
+                    RoundState::Pending,
+                    RoundState::Pending,
+                    RoundState::Pending,
+                ],
+            ),
+            // An ack after a failure from the same node does not count.
+            (
+                2,
+                &[1, 2],
+                &[(1, false), (1, true)],
+                &[RoundState::Failed, RoundState::Failed],
+            ),
+        ];
+        for (row, (w, targets, events, expected)) in table.iter().enumerate() {
+            let mut round = WriteRound::new(*w, targets.iter().copied());
+            for ((node, ok), want) in events.iter().zip(expected.iter()) {
+                let got = if *ok {
+                    round.ack(*node)
+                } else {
+                    round.fail(*node, "down")
+                };
+                assert_eq!(got, *want, "row {row}: after {node} {ok}");
+            }
+        }
+    }
+
+    fn set(value: &str, node: u32, covered: &VersionVector) -> SiblingSet {
+        let mut s = SiblingSet::default();
+        s.write(
+            covered,
+            node,
+            0,
+            Hlc(1),
+            Some(Bytes::from(value.to_string())),
+        );
+        s
+    }
+
+    #[test]
+    fn read_round_merges_and_names_the_stale() {
+        let mut round = ReadRound::new(2, [1, 2, 3]);
+        let newer = set("new", 1, &VersionVector::new());
+        assert_eq!(round.reply(1, Some(newer.clone())), RoundState::Pending);
+        assert_eq!(round.reply(2, None), RoundState::Met);
+        assert_eq!(round.merged(), Some(newer.clone()));
+        assert_eq!(round.stale_repliers(), vec![2]);
+        // Concurrent copies merge into siblings, and both repliers are stale.
+        let other = set("other", 2, &VersionVector::new());
+        round.reply(3, Some(other));
+        assert_eq!(round.merged().unwrap().siblings.len(), 2);
+        assert_eq!(round.stale_repliers(), vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn read_round_fails_when_too_few_can_answer() {
+        let mut round = ReadRound::new(2, [1, 2, 3]);
+        round.fail(1);
+        assert_eq!(round.fail(2), RoundState::Failed);
+        assert_eq!(round.merged(), None);
+    }
+}

@@ -1,0 +1,222 @@
+//! Anti-entropy digests: per (namespace, slot), the XOR of one 64-bit hash per key
+//! (of the key and its whole sibling set), with the per-key hashes kept beside it.
+//! Updated on every published write, so an exchange never rebuilds anything: two
+//! replicas compare a partition's slot digests, then the key hashes of the slots
+//! that differ, then move only the keys that differ.
+//!
+//! Owns: the hash of a sibling set, the digest tree, and the diff of two key lists.
+//! Must not touch: I/O, time, the store's files. `Store` keeps one when asked.
+
+use crate::version::SiblingSet;
+use std::collections::BTreeMap;
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+fn fnv(mut hash: u64, bytes: &[u8]) -> u64 {
+    for b in bytes {
+        hash ^= u64::from(*b);
+        hash = hash.wrapping_mul(FNV_PRIME);
+    }
+    hash
+}
+
+/// A final avalanche (SplitMix64's), so XOR-combined hashes do not cancel by
+/// structure.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// A hash of everything a replica's copy of a key holds: its causal context and
+/// every sibling (dot, HLC time, value or delete marker). Equal sets hash equal on
+/// every node (siblings are kept sorted, contexts are ordered maps).
+pub fn set_hash(set: &SiblingSet) -> u64 {
+    let mut h = FNV_OFFSET;
+    for (node, counter) in set.context.entries() {
+        h = fnv(h, &node.to_le_bytes());
+        h = fnv(h, &counter.to_le_bytes());
+    }
+    h = fnv(h, b"|");
+    for s in &set.siblings {
+        h = fnv(h, &s.dot.node.to_le_bytes());
+        h = fnv(h, &s.dot.counter.to_le_bytes());
+        h = fnv(h, &s.hlc.0.to_le_bytes());
+        match &s.value {
+            Some(v) => {
+                h = fnv(h, &(v.len() as u64).to_le_bytes());
+                h = fnv(h, v);
+            }
+            None => h = fnv(h, b"~"),
+        }
+    }
+    mix(h)
+}
+
+/// The hash a key contributes to its slot's digest.
+pub fn key_hash(key: &[u8], set_hash: u64) -> u64 {
+    mix(fnv(FNV_OFFSET, key) ^ set_hash)
+}
+
+#[derive(Default, Clone, Debug)]
+struct SlotDigest {
+    xor: u64,
+    keys: BTreeMap<Box<[u8]>, u64>,
+}
+
+/// Per (namespace, slot): the XOR of its keys' hashes, and each key's hash.
+#[derive(Default, Clone, Debug)]
+pub struct DigestTree {
+    slots: BTreeMap<(u8, u16), SlotDigest>,
+}
+
+impl DigestTree {
+    /// Record that `key` (in `slot`) now holds a set hashing to `set_hash`.
+    pub fn update(&mut self, namespace: u8, slot: u16, key: &[u8], set_hash: u64) {
+        let slot_digest = self.slots.entry((namespace, slot)).or_default();
+        let new = key_hash(key, set_hash);
+        match slot_digest.keys.get_mut(key) {
+            Some(old) => {
+                slot_digest.xor ^= *old ^ new;
+                *old = new;
+            }
+            None => {
+                slot_digest.xor ^= new;
+                slot_digest.keys.insert(key.into(), new);
+            }
+        }
+    }
+
+    /// Forget `key` (its record was collected).
+    pub fn remove(&mut self, namespace: u8, slot: u16, key: &[u8]) {
+        if let Some(slot_digest) = self.slots.get_mut(&(namespace, slot)) {
+            if let Some(old) = slot_digest.keys.remove(key) {
+                slot_digest.xor ^= old;
+            }
+        }
+    }
+
+    /// The non-empty slots of `slots` with their digests, ascending.
+    pub fn slot_digests(
+        &self,
+        namespace: u8,
+        slots: std::ops::RangeInclusive<u16>,
+    ) -> Vec<(u16, u64)> {
+        self.slots
+            .range((namespace, *slots.start())..=(namespace, *slots.end()))
+            .filter(|(_, d)| !d.keys.is_empty())
+            .map(|((_, slot), d)| (*slot, d.xor))
+            .collect()
+    }
+
+    /// Every key of one slot with its hash, in key order.
+    pub fn slot_keys(&self, namespace: u8, slot: u16) -> Vec<(Vec<u8>, u64)> {
+        self.slots
+            .get(&(namespace, slot))
+            .map(|d| d.keys.iter().map(|(k, h)| (k.to_vec(), *h)).collect())
+            .unwrap_or_default()
+    }
+
+    /// Keys in the tree.
+    pub fn key_count(&self) -> usize {
+        self.slots.values().map(|d| d.keys.len()).sum()
+    }
+}
+
+/// The slots whose digests differ between two lists from [`DigestTree::slot_digests`]
+/// (a slot missing on one side differs).
+pub fn differing_slots(mine: &[(u16, u64)], theirs: &[(u16, u64)]) -> Vec<u16> {
+    let mine: BTreeMap<u16, u64> = mine.iter().copied().collect();
+    let theirs: BTreeMap<u16, u64> = theirs.iter().copied().collect();
+    let mut slots: Vec<u16> = mine
+        .iter()
+        .filter(|(slot, d)| theirs.get(slot) != Some(d))
+        .map(|(slot, _)| *slot)
+        .chain(theirs.keys().filter(|s| !mine.contains_key(s)).copied())
+        .collect();
+    slots.sort_unstable();
+    slots.dedup();
+    slots
+}
+
+/// The keys whose hashes differ between two lists from [`DigestTree::slot_keys`]:
+/// those that exist on either side with a different or missing counterpart.
+pub fn differing_keys(mine: &[(Vec<u8>, u64)], theirs: &[(Vec<u8>, u64)]) -> Vec<Vec<u8>> {
+    let theirs_map: BTreeMap<&[u8], u64> = theirs.iter().map(|(k, h)| (&k[..], *h)).collect();
+    let mine_map: BTreeMap<&[u8], u64> = mine.iter().map(|(k, h)| (&k[..], *h)).collect();
+    let mut keys: Vec<Vec<u8>> = mine
+        .iter()
+        .filter(|(k, h)| theirs_map.get(&k[..]) != Some(h))
+        .map(|(k, _)| k.clone())
+        .chain(
+            theirs
+                .iter()
+                .filter(|(k, _)| !mine_map.contains_key(&k[..]))
+                .map(|(k, _)| k.clone()),
+        )
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::version::{Hlc, VersionVector};
+    use bytes::Bytes;
+
+    fn set_of(value: &str, node: u32) -> SiblingSet {
+        let mut set = SiblingSet::default();
+        set.write(
+            &VersionVector::new(),
+            node,
+            0,
+            Hlc(7),
+            Some(Bytes::from(value.to_string())),
+        );
+        set
+    }
+
+    #[test]
+    fn equal_sets_hash_equal_and_different_ones_differ() {
+        assert_eq!(set_hash(&set_of("a", 1)), set_hash(&set_of("a", 1)));
+        assert_ne!(set_hash(&set_of("a", 1)), set_hash(&set_of("b", 1)));
+        assert_ne!(set_hash(&set_of("a", 1)), set_hash(&set_of("a", 2)));
+    }
+
+    #[test]
+    fn digest_is_order_independent_and_finds_the_one_differing_key() {
+        let mut left = DigestTree::default();
+        let mut right = DigestTree::default();
+        for (i, key) in ["k1", "k2", "k3"].iter().enumerate() {
+            left.update(0, 5, key.as_bytes(), i as u64);
+        }
+        for (i, key) in ["k3", "k1", "k2"].iter().enumerate().rev() {
+            let hash = match *key {
+                "k3" => 2,
+                "k1" => 0,
+                _ => 1,
+            };
+            let _ = i;
+            right.update(0, 5, key.as_bytes(), hash);
+        }
+        assert_eq!(left.slot_digests(0, 0..=10), right.slot_digests(0, 0..=10));
+        right.update(0, 5, b"k2", 99);
+        right.update(0, 6, b"k9", 1);
+        let slots = differing_slots(
+            &left.slot_digests(0, 0..=10),
+            &right.slot_digests(0, 0..=10),
+        );
+        assert_eq!(slots, vec![5, 6]);
+        let keys = differing_keys(&left.slot_keys(0, 5), &right.slot_keys(0, 5));
+        assert_eq!(keys, vec![b"k2".to_vec()]);
+        let keys = differing_keys(&left.slot_keys(0, 6), &right.slot_keys(0, 6));
+        assert_eq!(keys, vec![b"k9".to_vec()]);
+        // Updating back restores equality: XOR undoes itself.
+        right.update(0, 5, b"k2", 1);
+        right.remove(0, 6, b"k9");
+        assert_eq!(left.slot_digests(0, 0..=10), right.slot_digests(0, 0..=10));
+    }
+}
