@@ -9,6 +9,7 @@
 
 use crate::version::SiblingSet;
 use std::collections::BTreeMap;
+use std::ops::RangeInclusive;
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
@@ -54,9 +55,10 @@ pub fn set_hash(set: &SiblingSet) -> u64 {
     mix(h)
 }
 
-/// The hash a key contributes to its slot's digest.
-pub fn key_hash(key: &[u8], set_hash: u64) -> u64 {
-    mix(fnv(FNV_OFFSET, key) ^ set_hash)
+/// The hash a key contributes to its slot's digest (the namespace is part of it,
+/// so equal copies in two namespaces do not cancel out).
+pub fn key_hash(namespace: u8, key: &[u8], set_hash: u64) -> u64 {
+    mix(fnv(fnv(FNV_OFFSET, &[namespace]), key) ^ set_hash)
 }
 
 #[derive(Default, Clone, Debug)]
@@ -65,17 +67,20 @@ struct SlotDigest {
     keys: BTreeMap<Box<[u8]>, u64>,
 }
 
-/// Per (namespace, slot): the XOR of its keys' hashes, and each key's hash.
+/// A slot's digest within one namespace: (slot, namespace, digest).
+pub type SlotDigestEntry = (u16, u8, u64);
+
+/// Per (slot, namespace): the XOR of its keys' hashes, and each key's hash.
 #[derive(Default, Clone, Debug)]
 pub struct DigestTree {
-    slots: BTreeMap<(u8, u16), SlotDigest>,
+    slots: BTreeMap<(u16, u8), SlotDigest>,
 }
 
 impl DigestTree {
     /// Record that `key` (in `slot`) now holds a set hashing to `set_hash`.
     pub fn update(&mut self, namespace: u8, slot: u16, key: &[u8], set_hash: u64) {
-        let slot_digest = self.slots.entry((namespace, slot)).or_default();
-        let new = key_hash(key, set_hash);
+        let slot_digest = self.slots.entry((slot, namespace)).or_default();
+        let new = key_hash(namespace, key, set_hash);
         match slot_digest.keys.get_mut(key) {
             Some(old) => {
                 slot_digest.xor ^= *old ^ new;
@@ -90,30 +95,33 @@ impl DigestTree {
 
     /// Forget `key` (its record was collected).
     pub fn remove(&mut self, namespace: u8, slot: u16, key: &[u8]) {
-        if let Some(slot_digest) = self.slots.get_mut(&(namespace, slot)) {
+        if let Some(slot_digest) = self.slots.get_mut(&(slot, namespace)) {
             if let Some(old) = slot_digest.keys.remove(key) {
                 slot_digest.xor ^= old;
             }
         }
     }
 
-    /// The non-empty slots of `slots` with their digests, ascending.
-    pub fn slot_digests(
-        &self,
-        namespace: u8,
-        slots: std::ops::RangeInclusive<u16>,
-    ) -> Vec<(u16, u64)> {
+    /// The non-empty (slot, namespace) digests within `slots`, ascending.
+    pub fn slot_digests(&self, slots: RangeInclusive<u16>) -> Vec<SlotDigestEntry> {
         self.slots
-            .range((namespace, *slots.start())..=(namespace, *slots.end()))
+            .range((*slots.start(), 0)..=(*slots.end(), u8::MAX))
             .filter(|(_, d)| !d.keys.is_empty())
-            .map(|((_, slot), d)| (*slot, d.xor))
+            .map(|((slot, namespace), d)| (*slot, *namespace, d.xor))
             .collect()
     }
 
-    /// Every key of one slot with its hash, in key order.
+    /// The XOR of every key hash within `slots` (a partition's digest).
+    pub fn range_digest(&self, slots: RangeInclusive<u16>) -> u64 {
+        self.slots
+            .range((*slots.start(), 0)..=(*slots.end(), u8::MAX))
+            .fold(0, |acc, (_, d)| acc ^ d.xor)
+    }
+
+    /// Every key of one slot of one namespace with its hash, in key order.
     pub fn slot_keys(&self, namespace: u8, slot: u16) -> Vec<(Vec<u8>, u64)> {
         self.slots
-            .get(&(namespace, slot))
+            .get(&(slot, namespace))
             .map(|d| d.keys.iter().map(|(k, h)| (k.to_vec(), *h)).collect())
             .unwrap_or_default()
     }
@@ -126,10 +134,10 @@ impl DigestTree {
 
 /// The slots whose digests differ between two lists from [`DigestTree::slot_digests`]
 /// (a slot missing on one side differs).
-pub fn differing_slots(mine: &[(u16, u64)], theirs: &[(u16, u64)]) -> Vec<u16> {
-    let mine: BTreeMap<u16, u64> = mine.iter().copied().collect();
-    let theirs: BTreeMap<u16, u64> = theirs.iter().copied().collect();
-    let mut slots: Vec<u16> = mine
+pub fn differing_slots(mine: &[SlotDigestEntry], theirs: &[SlotDigestEntry]) -> Vec<(u16, u8)> {
+    let mine: BTreeMap<(u16, u8), u64> = mine.iter().map(|(s, n, d)| ((*s, *n), *d)).collect();
+    let theirs: BTreeMap<(u16, u8), u64> = theirs.iter().map(|(s, n, d)| ((*s, *n), *d)).collect();
+    let mut slots: Vec<(u16, u8)> = mine
         .iter()
         .filter(|(slot, d)| theirs.get(slot) != Some(d))
         .map(|(slot, _)| *slot)
@@ -193,23 +201,16 @@ mod tests {
         for (i, key) in ["k1", "k2", "k3"].iter().enumerate() {
             left.update(0, 5, key.as_bytes(), i as u64);
         }
-        for (i, key) in ["k3", "k1", "k2"].iter().enumerate().rev() {
-            let hash = match *key {
-                "k3" => 2,
-                "k1" => 0,
-                _ => 1,
-            };
-            let _ = i;
+        for (key, hash) in [("k3", 2), ("k1", 0), ("k2", 1)] {
             right.update(0, 5, key.as_bytes(), hash);
         }
-        assert_eq!(left.slot_digests(0, 0..=10), right.slot_digests(0, 0..=10));
+        assert_eq!(left.slot_digests(0..=10), right.slot_digests(0..=10));
+        assert_eq!(left.range_digest(0..=10), right.range_digest(0..=10));
         right.update(0, 5, b"k2", 99);
         right.update(0, 6, b"k9", 1);
-        let slots = differing_slots(
-            &left.slot_digests(0, 0..=10),
-            &right.slot_digests(0, 0..=10),
-        );
-        assert_eq!(slots, vec![5, 6]);
+        assert_ne!(left.range_digest(0..=10), right.range_digest(0..=10));
+        let slots = differing_slots(&left.slot_digests(0..=10), &right.slot_digests(0..=10));
+        assert_eq!(slots, vec![(5, 0), (6, 0)]);
         let keys = differing_keys(&left.slot_keys(0, 5), &right.slot_keys(0, 5));
         assert_eq!(keys, vec![b"k2".to_vec()]);
         let keys = differing_keys(&left.slot_keys(0, 6), &right.slot_keys(0, 6));
@@ -217,6 +218,9 @@ mod tests {
         // Updating back restores equality: XOR undoes itself.
         right.update(0, 5, b"k2", 1);
         right.remove(0, 6, b"k9");
-        assert_eq!(left.slot_digests(0, 0..=10), right.slot_digests(0, 0..=10));
+        assert_eq!(left.slot_digests(0..=10), right.slot_digests(0..=10));
+        // The same copy in two namespaces does not cancel out.
+        left.update(1, 5, b"k1", 0);
+        assert_ne!(left.range_digest(0..=10), right.range_digest(0..=10));
     }
 }

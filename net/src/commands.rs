@@ -6,11 +6,13 @@
 //! resolves pending tickets, in order, before it runs any other command, so every
 //! read sees the same connection's earlier writes.
 
+use crate::cluster::{remote_error, RoutedWrite};
 use crate::glob::glob_match;
 use crate::resp::{Protocol, Reply};
 use crate::server::Shared;
 use crate::storage::{WriteResults, WriteTicket};
 use bytes::Bytes;
+use shoal_engine::cluster::wire::RemoteError;
 use shoal_engine::{Condition, Covers, ReadError, VersionVector, WriteError, WriteOp};
 use std::sync::atomic::Ordering;
 
@@ -31,8 +33,39 @@ pub enum Step {
     Reply(Reply),
     /// A write waiting for its group commit; `shape` turns results into the reply.
     Pending(WriteTicket, ReplyShape),
+    /// A write routed through the cluster, waiting for its coordinator's answer.
+    Routed(RoutedTicket, ReplyShape),
     /// Reply, then close the connection.
     Close(Reply),
+}
+
+/// A routed write's answer, once its coordinator has it.
+pub struct RoutedTicket {
+    reply: tokio::sync::oneshot::Receiver<Vec<RoutedWrite>>,
+    op_count: usize,
+}
+
+impl RoutedTicket {
+    pub fn new(
+        reply: tokio::sync::oneshot::Receiver<Vec<RoutedWrite>>,
+        op_count: usize,
+    ) -> RoutedTicket {
+        RoutedTicket { reply, op_count }
+    }
+
+    pub async fn wait(self) -> Vec<RoutedWrite> {
+        let n = self.op_count;
+        self.reply.await.unwrap_or_else(|_| {
+            (0..n)
+                .map(|_| {
+                    Err(RemoteError::new(
+                        "IOERR",
+                        "routing stopped before answering; outcome unknown",
+                    ))
+                })
+                .collect()
+        })
+    }
 }
 
 /// How a write's results become its reply.
@@ -90,6 +123,8 @@ pub static COMMANDS: &[CommandSpec] = &[
     spec!("config", -2, ["admin"], 0, 0, 0, "server", "CONFIG GET parameters (CONFIG SET is not supported)."),
     spec!("info", -1, ["slow"], 0, 0, 0, "server", "Returns information and statistics about the server."),
     spec!("command", -1, ["slow"], 0, 0, 0, "server", "COMMAND, COMMAND COUNT, COMMAND DOCS, COMMAND INFO."),
+    spec!("cluster", -2, ["slow"], 0, 0, 0, "cluster", "CLUSTER INFO, MYID, NODES, SLOTS, SHARDS (any node serves any key)."),
+    spec!("shoal.cluster", -1, ["slow"], 0, 0, 0, "shoal", "Cluster status: members, states, ring, partitions per node, anti-entropy and repair counters."),
     spec!("shoal.siblings", 2, ["readonly"], 1, 1, 1, "shoal", "Returns all siblings of a key with their causal context."),
     spec!("shoal.put", -3, ["write", "denyoom"], 1, 1, 1, "shoal", "SHOAL.PUT key value [CONTEXT ctx]: write replacing only what ctx covers; replies [dot, superseded context]."),
     spec!("shoal.del", -2, ["write"], 1, 1, 1, "shoal", "SHOAL.DEL key [CONTEXT ctx]: delete what ctx covers; replies [dot, superseded context]."),
@@ -106,19 +141,19 @@ pub fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {
 pub const REDIS_VERSION: &str = "7.2.0";
 const KEYS_PER_FLUSH_BATCH: usize = 1024;
 
-fn err(msg: impl Into<String>) -> Step {
+pub(crate) fn err(msg: impl Into<String>) -> Step {
     Step::Reply(Reply::error(msg))
 }
 
-fn syntax_error() -> Step {
+pub(crate) fn syntax_error() -> Step {
     err("ERR syntax error")
 }
 
-fn lower(b: &[u8]) -> String {
+pub(crate) fn lower(b: &[u8]) -> String {
     String::from_utf8_lossy(b).to_ascii_lowercase()
 }
 
-fn parse_int(b: &[u8]) -> Option<i64> {
+pub(crate) fn parse_int(b: &[u8]) -> Option<i64> {
     std::str::from_utf8(b).ok()?.parse().ok()
 }
 
@@ -129,14 +164,7 @@ fn read_error(e: ReadError) -> Reply {
 /// The reply text for a refused write. The code tells a client whether the write
 /// may have happened: `IOERR` means unknown; every other code means it did not.
 pub fn write_error_reply(e: &WriteError) -> Reply {
-    let code = match e {
-        WriteError::SyncFailed(_) | WriteError::Disk(_) => "IOERR",
-        WriteError::Poisoned(_) => "READONLY",
-        WriteError::DiskFull => "DISKFULL",
-        WriteError::TooManySiblings { .. } => "SIBLINGS",
-        _ => "ERR",
-    };
-    Reply::error(format!("{code} {e}"))
+    Reply::error(remote_error(e).line())
 }
 
 /// Whether the command is a write that may be left pending (pipelined).
@@ -177,6 +205,11 @@ pub async fn execute(
         return err("NOAUTH Authentication required.");
     }
     let ns = session.namespace;
+    if let Some(cluster) = &shared.cluster {
+        if let Some(step) = crate::routing::execute(cluster, ns, spec.name, &args).await {
+            return step;
+        }
+    }
     match spec.name {
         "ping" => match args.len() {
             1 => Step::Reply(Reply::Simple("PONG".into())),
@@ -279,6 +312,7 @@ pub async fn execute(
             text: crate::info::render(shared, args.get(1).map(|a| lower(a))),
         }),
         "command" => command(&args[1..]),
+        "cluster" | "shoal.cluster" => err("ERR This instance has cluster support disabled"),
         "shoal.siblings" => Step::Reply(siblings(shared, ns, &args[1])),
         "shoal.put" | "shoal.del" => shoal_write(shared, ns, spec.name, &args[1..]).await,
         other => unreachable!("command {other} in the table but not dispatched"),
@@ -294,8 +328,19 @@ async fn submit(shared: &Shared, ops: Vec<WriteOp>, shape: ReplyShape) -> Step {
 
 /// Turn a pending write's results into its reply.
 pub fn finish_write(results: WriteResults, shape: ReplyShape) -> Reply {
+    finish_routed(
+        results
+            .into_iter()
+            .map(|r| r.map_err(|e| remote_error(&e)))
+            .collect(),
+        shape,
+    )
+}
+
+/// Turn a write's results (local or routed) into its reply.
+pub fn finish_routed(results: Vec<RoutedWrite>, shape: ReplyShape) -> Reply {
     if let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
-        return write_error_reply(e);
+        return Reply::error(e.line());
     }
     let outcomes: Vec<_> = results.into_iter().filter_map(Result::ok).collect();
     match shape {
@@ -324,6 +369,14 @@ pub fn finish_write(results: WriteResults, shape: ReplyShape) -> Reply {
 }
 
 async fn set(shared: &Shared, ns: u8, args: &[Bytes]) -> Step {
+    match parse_set(ns, args) {
+        Ok((op, shape)) => submit(shared, vec![op], shape).await,
+        Err(step) => step,
+    }
+}
+
+/// SET's options: the write and how its result is answered.
+pub(crate) fn parse_set(ns: u8, args: &[Bytes]) -> Result<(WriteOp, ReplyShape), Step> {
     let mut op = WriteOp::put(ns, args[0].clone(), args[1].clone());
     let mut get = false;
     for opt in &args[2..] {
@@ -332,15 +385,25 @@ async fn set(shared: &Shared, ns: u8, args: &[Bytes]) -> Step {
             "xx" if op.condition == Condition::Always => op.condition = Condition::IfPresent,
             "get" => get = true,
             "ex" | "px" | "exat" | "pxat" | "keepttl" => {
-                return err("ERR Shoal does not support key expiry (EX, PX, EXAT, PXAT, KEEPTTL)")
+                return Err(err(
+                    "ERR Shoal does not support key expiry (EX, PX, EXAT, PXAT, KEEPTTL)",
+                ))
             }
-            _ => return syntax_error(),
+            _ => return Err(syntax_error()),
         }
     }
-    submit(shared, vec![op], ReplyShape::Set { get }).await
+    Ok((op, ReplyShape::Set { get }))
 }
 
 async fn shoal_write(shared: &Shared, ns: u8, name: &str, args: &[Bytes]) -> Step {
+    match parse_shoal_write(ns, name, args) {
+        Ok(op) => submit(shared, vec![op], ReplyShape::ShoalWrite).await,
+        Err(step) => step,
+    }
+}
+
+/// SHOAL.PUT / SHOAL.DEL with an optional CONTEXT.
+pub(crate) fn parse_shoal_write(ns: u8, name: &str, args: &[Bytes]) -> Result<WriteOp, Step> {
     let is_put = name == "shoal.put";
     let fixed = if is_put { 2 } else { 1 };
     let mut op = if is_put {
@@ -353,19 +416,30 @@ async fn shoal_write(shared: &Shared, ns: u8, name: &str, args: &[Bytes]) -> Ste
         [word, ctx] if lower(word) == "context" => {
             match VersionVector::parse(&String::from_utf8_lossy(ctx)) {
                 Some(vv) => op.covers = Covers::Context(vv),
-                None => return err("ERR invalid causal context (expected node:counter,...)"),
+                None => {
+                    return Err(err(
+                        "ERR invalid causal context (expected node:counter,...)",
+                    ))
+                }
             }
         }
-        _ => return syntax_error(),
+        _ => return Err(syntax_error()),
     }
-    submit(shared, vec![op], ReplyShape::ShoalWrite).await
+    Ok(op)
 }
 
 fn siblings(shared: &Shared, ns: u8, key: &[u8]) -> Reply {
     match shared.storage.read(|s| s.get(ns, key)) {
         Err(e) => read_error(e),
-        Ok(None) => Reply::Array(vec![Reply::Bulk(Bytes::new()), Reply::Array(vec![])]),
-        Ok(Some(set)) => Reply::Array(vec![
+        Ok(set) => siblings_reply(set),
+    }
+}
+
+/// SHOAL.SIBLINGS's reply for a key's set.
+pub(crate) fn siblings_reply(set: Option<shoal_engine::SiblingSet>) -> Reply {
+    match set {
+        None => Reply::Array(vec![Reply::Bulk(Bytes::new()), Reply::Array(vec![])]),
+        Some(set) => Reply::Array(vec![
             Reply::Bulk(set.context.to_string().into()),
             Reply::Array(
                 set.siblings
@@ -383,12 +457,47 @@ fn siblings(shared: &Shared, ns: u8, key: &[u8]) -> Reply {
     }
 }
 
+/// SCAN's arguments.
+pub(crate) struct ScanArgs {
+    pub cursor: u64,
+    pub pattern: Option<Bytes>,
+    pub count: usize,
+    pub type_filter: Option<String>,
+}
+
+impl ScanArgs {
+    /// Whether a key passes MATCH and TYPE.
+    pub fn wants(&self, key: &[u8]) -> bool {
+        self.pattern
+            .as_ref()
+            .is_none_or(|p| glob_match(p, key, false))
+            && self.type_filter.as_deref().is_none_or(|t| t == "string")
+    }
+}
+
 fn scan(shared: &Shared, ns: u8, args: &[Bytes]) -> Step {
+    let scan = match parse_scan(args) {
+        Ok(scan) => scan,
+        Err(step) => return step,
+    };
+    let (keys, next) = shared.storage.read(|s| s.scan(ns, scan.cursor, scan.count));
+    let keys = keys
+        .into_iter()
+        .filter(|k| scan.wants(k))
+        .map(Reply::Bulk)
+        .collect();
+    Step::Reply(Reply::Array(vec![
+        Reply::Bulk(next.to_string().into()),
+        Reply::Array(keys),
+    ]))
+}
+
+pub(crate) fn parse_scan(args: &[Bytes]) -> Result<ScanArgs, Step> {
     let Some(cursor) = std::str::from_utf8(&args[0])
         .ok()
         .and_then(|c| c.parse::<u64>().ok())
     else {
-        return err("ERR invalid cursor");
+        return Err(err("ERR invalid cursor"));
     };
     let mut pattern: Option<Bytes> = None;
     let mut count = 10usize;
@@ -396,29 +505,24 @@ fn scan(shared: &Shared, ns: u8, args: &[Bytes]) -> Step {
     let mut rest = args[1..].chunks(2);
     for pair in rest.by_ref() {
         let [opt, value] = pair else {
-            return syntax_error();
+            return Err(syntax_error());
         };
         match lower(opt).as_str() {
             "match" => pattern = Some(value.clone()),
             "count" => match parse_int(value) {
                 Some(n) if n > 0 => count = n as usize,
-                _ => return err("ERR value is not an integer or out of range"),
+                _ => return Err(err("ERR value is not an integer or out of range")),
             },
             "type" => type_filter = Some(lower(value)),
-            _ => return syntax_error(),
+            _ => return Err(syntax_error()),
         }
     }
-    let (keys, next) = shared.storage.read(|s| s.scan(ns, cursor, count));
-    let keys = keys
-        .into_iter()
-        .filter(|k| pattern.as_ref().is_none_or(|p| glob_match(p, k, false)))
-        .filter(|_| type_filter.as_deref().is_none_or(|t| t == "string"))
-        .map(Reply::Bulk)
-        .collect();
-    Step::Reply(Reply::Array(vec![
-        Reply::Bulk(next.to_string().into()),
-        Reply::Array(keys),
-    ]))
+    Ok(ScanArgs {
+        cursor,
+        pattern,
+        count,
+        type_filter,
+    })
 }
 
 async fn flush(shared: &Shared, namespaces: &[u8]) -> Reply {

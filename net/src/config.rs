@@ -28,6 +28,12 @@ pub struct FileConfig {
     pub siblings_max: Option<usize>,
     pub compaction_budget_bytes: Option<u64>,
     pub log: Option<String>,
+    /// Cluster members, `id@host:port,...` (client ports; peers listen on +10000).
+    pub members: Option<String>,
+    pub cluster_secret: Option<String>,
+    pub replicas_n: Option<u8>,
+    pub read_quorum: Option<u8>,
+    pub write_quorum: Option<u8>,
 }
 
 /// Everything a node needs to start.
@@ -37,6 +43,53 @@ pub struct NodeConfig {
     pub storage: StorageConfig,
     pub store: StoreOptions,
     pub log: String,
+    pub cluster: ClusterKnobs,
+}
+
+/// Cluster settings as given; turned into a `ClusterConfig` at start.
+#[derive(Clone, Debug, Default)]
+pub struct ClusterKnobs {
+    pub members: Option<String>,
+    pub secret: Option<String>,
+    pub replicas_n: Option<u8>,
+    pub read_quorum: Option<u8>,
+    pub write_quorum: Option<u8>,
+}
+
+impl NodeConfig {
+    /// The cluster configuration, when members are given: checks that this node is
+    /// listed and that a secret is set.
+    pub fn cluster_config(&self) -> Result<Option<crate::cluster::ClusterConfig>, String> {
+        let Some(members) = &self.cluster.members else {
+            return Ok(None);
+        };
+        let members = crate::cluster::parse_members(members)?;
+        let node_id = self.store.node_id;
+        if !members.contains_key(&node_id) {
+            return Err(format!(
+                "this node (node_id {node_id}) is not in the member list; set --node-id"
+            ));
+        }
+        let secret = self
+            .cluster
+            .secret
+            .clone()
+            .filter(|s| !s.is_empty())
+            .ok_or("a cluster needs a shared secret: set --cluster-secret or cluster_secret")?;
+        let mut config = crate::cluster::ClusterConfig::new(node_id, members, secret);
+        if let Some(n) = self.cluster.replicas_n {
+            config.replicas_n = n;
+            config.read_quorum = n / 2 + 1;
+            config.write_quorum = n / 2 + 1;
+        }
+        if let Some(r) = self.cluster.read_quorum {
+            config.read_quorum = r;
+        }
+        if let Some(w) = self.cluster.write_quorum {
+            config.write_quorum = w;
+        }
+        Ok(Some(config))
+    }
 }
 
 impl Default for NodeConfig {
@@ -46,6 +99,7 @@ impl Default for NodeConfig {
             storage: StorageConfig::default(),
             store: StoreOptions::default(),
             log: "info".into(),
+            cluster: ClusterKnobs::default(),
         }
     }
 }
@@ -110,6 +164,22 @@ impl FileConfig {
         }
         if let Some(v) = self.log {
             config.log = v;
+        }
+        let c = &mut config.cluster;
+        if self.members.is_some() {
+            c.members = self.members;
+        }
+        if self.cluster_secret.is_some() {
+            c.secret = self.cluster_secret;
+        }
+        if self.replicas_n.is_some() {
+            c.replicas_n = self.replicas_n;
+        }
+        if self.read_quorum.is_some() {
+            c.read_quorum = self.read_quorum;
+        }
+        if self.write_quorum.is_some() {
+            c.write_quorum = self.write_quorum;
         }
     }
 }

@@ -6,13 +6,16 @@
 //! Built with `--cfg madsim`, `tokio` here is madsim's, and the same server runs
 //! inside the simulator (`shoal-sim`) on the in-memory disk.
 
+pub mod cluster;
 pub mod commands;
 pub mod config;
 pub mod filedisk;
 pub mod glob;
 pub mod info;
 pub mod inspect;
+pub mod peer;
 pub mod resp;
+pub mod routing;
 pub mod runtime;
 pub mod server;
 pub mod storage;

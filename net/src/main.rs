@@ -3,6 +3,7 @@
 
 use clap::{Parser, Subcommand};
 use shoal_engine::Store;
+use shoal_net::cluster::Cluster;
 use shoal_net::config::{FileConfig, NodeConfig};
 use shoal_net::filedisk::FileDir;
 use shoal_net::runtime::TokioRuntime;
@@ -34,6 +35,37 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Start a local cluster on 127.0.0.1: one `shoal server` process per node,
+    /// each with its own ports and data directory, until Ctrl-C.
+    DevCluster {
+        #[arg(long, default_value_t = 3)]
+        nodes: u32,
+        /// Client port of node 1; node i listens on base + i - 1 (peers on +10000).
+        #[arg(long, default_value_t = 7379)]
+        base_port: u16,
+        /// Parent of the nodes' data directories (node-1, node-2, ...).
+        #[arg(long, default_value = "./shoal-dev")]
+        data_dir: PathBuf,
+        #[arg(long, value_enum)]
+        fsync: Option<Fsync>,
+    },
+    /// Cluster administration.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Members, their states, ring version, partitions per node, repair counters.
+    Status {
+        /// Any member's client address.
+        #[arg(long, default_value = "127.0.0.1:7379")]
+        addr: String,
+        #[arg(long)]
+        requirepass: Option<String>,
+    },
 }
 
 #[derive(clap::Args, Default)]
@@ -51,6 +83,22 @@ struct ServerArgs {
     fsync: Option<Fsync>,
     #[arg(long)]
     requirepass: Option<String>,
+    /// This node's id (in causal contexts and in the member list).
+    #[arg(long)]
+    node_id: Option<u32>,
+    /// Join a cluster: every member as id@host:port (client ports), comma-separated.
+    #[arg(long, alias = "seeds")]
+    members: Option<String>,
+    /// The secret every member shares; peer traffic without it is refused.
+    #[arg(long, env = "SHOAL_CLUSTER_SECRET")]
+    cluster_secret: Option<String>,
+    /// Replicas per key (n); r and w default to a majority of n.
+    #[arg(long)]
+    replicas: Option<u8>,
+    #[arg(long)]
+    read_quorum: Option<u8>,
+    #[arg(long)]
+    write_quorum: Option<u8>,
     /// Test only: journal unsynced writes so a test can emulate power loss after
     /// kill -9 (see net/src/filedisk.rs). Slows writes; never use for real data.
     #[arg(long, hide = true)]
@@ -64,6 +112,24 @@ fn main() -> ExitCode {
         .unwrap_or(Command::Server(ServerArgs::default()))
     {
         Command::Server(args) => run_server(args),
+        Command::DevCluster {
+            nodes,
+            base_port,
+            data_dir,
+            fsync,
+        } => dev_cluster(nodes, base_port, &data_dir, fsync),
+        Command::Cluster {
+            command: ClusterCommand::Status { addr, requirepass },
+        } => match cluster_status(&addr, requirepass.as_deref()) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("shoal cluster status: {e}");
+                ExitCode::from(2)
+            }
+        },
         Command::Inspect { data_dir, check } => {
             if let Err(e) = refuse_if_running(&data_dir) {
                 eprintln!("shoal inspect: {e}");
@@ -97,6 +163,12 @@ fn build_config(args: ServerArgs) -> Result<(NodeConfig, bool), String> {
         data_dir: args.data_dir,
         fsync: args.fsync,
         requirepass: args.requirepass,
+        node_id: args.node_id,
+        members: args.members,
+        cluster_secret: args.cluster_secret,
+        replicas_n: args.replicas,
+        read_quorum: args.read_quorum,
+        write_quorum: args.write_quorum,
         ..FileConfig::default()
     }
     .apply(&mut config);
@@ -176,7 +248,12 @@ fn run_server(args: ServerArgs) -> ExitCode {
     }
 }
 
-async fn serve_node(config: NodeConfig, power_loss_journal: bool) -> Result<(), String> {
+async fn serve_node(mut config: NodeConfig, power_loss_journal: bool) -> Result<(), String> {
+    let cluster_config = config.cluster_config()?;
+    if cluster_config.is_some() {
+        // Another replica may still hold what a marker deleted (see StoreOptions).
+        config.store.delete_markers_collectable = false;
+    }
     let data_dir = PathBuf::from(&config.server.data_dir);
     let mut dir = FileDir::create(&data_dir)
         .map_err(|e| format!("cannot create data directory {}: {e}", data_dir.display()))?;
@@ -200,7 +277,32 @@ async fn serve_node(config: NodeConfig, power_loss_journal: bool) -> Result<(), 
             None => String::new(),
         }
     );
-    let storage = Storage::start(store, config.storage.clone(), TokioRuntime::new());
+    let incarnation = report.incarnation;
+    let runtime = TokioRuntime::new();
+    let storage = Storage::start(store, config.storage.clone(), runtime.clone());
+    let cluster = match cluster_config {
+        Some(cluster_config) => {
+            let members = cluster_config.members.len();
+            let cluster = Cluster::start(
+                cluster_config,
+                storage.clone(),
+                Arc::new(runtime),
+                incarnation,
+            )
+            .await?;
+            let c = cluster.config();
+            tracing::info!(
+                "cluster member {} of {members} (n={} r={} w={}); peers on {}",
+                c.node_id,
+                c.replicas_n,
+                c.read_quorum,
+                c.write_quorum,
+                c.members[&c.node_id].peer
+            );
+            Some(cluster)
+        }
+        None => None,
+    };
     let addr = format!("{}:{}", config.server.bind, config.server.port);
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
@@ -211,7 +313,7 @@ async fn serve_node(config: NodeConfig, power_loss_journal: bool) -> Result<(), 
         config.storage.fsync.as_str(),
         config.server.port
     );
-    let shared = Shared::new(storage.clone(), config.server.clone());
+    let shared = Shared::with_cluster(storage.clone(), config.server.clone(), cluster);
     tokio::select! {
         _ = serve(listener, shared) => {}
         _ = tokio::signal::ctrl_c() => {
@@ -222,4 +324,159 @@ async fn serve_node(config: NodeConfig, power_loss_journal: bool) -> Result<(), 
         .flush()
         .await
         .map_err(|e| format!("final sync failed: {e}"))
+}
+
+/// `shoal dev-cluster`: start `nodes` child processes of this binary on loopback,
+/// print how to reach them, and stop them all on Ctrl-C (or when one exits).
+fn dev_cluster(
+    nodes: u32,
+    base_port: u16,
+    data_dir: &std::path::Path,
+    fsync: Option<Fsync>,
+) -> ExitCode {
+    if nodes == 0 || u32::from(base_port) + nodes > u32::from(u16::MAX - cluster_port_offset()) {
+        eprintln!("shoal dev-cluster: {nodes} nodes from port {base_port} do not fit");
+        return ExitCode::from(2);
+    }
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => {
+            eprintln!("shoal dev-cluster: cannot find this binary: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let members: Vec<String> = (1..=nodes)
+        .map(|i| format!("{i}@127.0.0.1:{}", u32::from(base_port) + i - 1))
+        .collect();
+    let members = members.join(",");
+    // A fresh secret per run: loopback-only, and no other process can join.
+    let secret = format!("dev-{:016x}", {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        h.finish()
+    });
+    let mut children = Vec::new();
+    for i in 1..=nodes {
+        let port = u32::from(base_port) + i - 1;
+        let dir = data_dir.join(format!("node-{i}"));
+        let mut command = std::process::Command::new(&exe);
+        command
+            .arg("server")
+            .args(["--node-id", &i.to_string()])
+            .args(["--port", &port.to_string()])
+            .arg("--data-dir")
+            .arg(&dir)
+            .args(["--members", &members])
+            .env("SHOAL_CLUSTER_SECRET", &secret);
+        if let Some(fsync) = fsync {
+            command.args(["--fsync", fsync.as_str()]);
+        }
+        match command.spawn() {
+            Ok(child) => {
+                println!(
+                    "node {i}: redis-cli -p {port}   (peers on {}, data in {})",
+                    port + u32::from(cluster_port_offset()),
+                    dir.display()
+                );
+                children.push(child);
+            }
+            Err(e) => {
+                eprintln!("shoal dev-cluster: cannot start node {i}: {e}");
+                for mut child in children {
+                    let _ = child.kill();
+                }
+                return ExitCode::from(1);
+            }
+        }
+    }
+    println!("status: shoal cluster status --addr 127.0.0.1:{base_port}; Ctrl-C stops every node");
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        let _ = ctrlc_flag(stop);
+    }
+    loop {
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            break;
+        }
+        if let Some(i) = children
+            .iter_mut()
+            .position(|c| matches!(c.try_wait(), Ok(Some(_))))
+        {
+            eprintln!(
+                "shoal dev-cluster: node {} exited; stopping the others",
+                i + 1
+            );
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    for child in &mut children {
+        // SIGINT lets each node sync its log before it exits.
+        // SAFETY: signalling a child process we spawned.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    }
+    for mut child in children {
+        let _ = child.wait();
+    }
+    ExitCode::SUCCESS
+}
+
+fn cluster_port_offset() -> u16 {
+    shoal_net::cluster::PEER_PORT_OFFSET
+}
+
+/// Set `stop` on SIGINT or SIGTERM (a small tokio runtime on its own thread).
+fn ctrlc_flag(stop: Arc<std::sync::atomic::AtomicBool>) -> std::io::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::spawn(move || {
+        runtime.block_on(async {
+            let _ = tokio::signal::ctrl_c().await;
+        });
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    Ok(())
+}
+
+/// `shoal cluster status`: ask a member over RESP for `SHOAL.CLUSTER`.
+fn cluster_status(addr: &str, requirepass: Option<&str>) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let mut stream =
+        std::net::TcpStream::connect(addr).map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    let mut request = bytes::BytesMut::new();
+    if let Some(pass) = requirepass {
+        shoal_net::resp::encode_request(&[b"AUTH", pass.as_bytes()], &mut request);
+    }
+    shoal_net::resp::encode_request(&[b"SHOAL.CLUSTER"], &mut request);
+    stream.write_all(&request).map_err(|e| e.to_string())?;
+    let mut buf = bytes::BytesMut::new();
+    let mut replies = Vec::new();
+    let wanted = if requirepass.is_some() { 2 } else { 1 };
+    while replies.len() < wanted {
+        let mut chunk = [0u8; 16 << 10];
+        let n = stream
+            .read(&mut chunk)
+            .map_err(|e| format!("reading from {addr}: {e}"))?;
+        if n == 0 {
+            return Err(format!("{addr} closed the connection"));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        while let Some(reply) =
+            shoal_net::resp::decode_reply(&mut buf).map_err(|e| format!("{e:?}"))?
+        {
+            replies.push(reply);
+        }
+    }
+    match replies.pop().expect("one reply per request") {
+        shoal_net::resp::Reply::Bulk(text) => Ok(String::from_utf8_lossy(&text).into_owned()),
+        shoal_net::resp::Reply::Verbatim { text, .. } => Ok(text),
+        shoal_net::resp::Reply::Error(e) => Err(e),
+        other => Err(format!("unexpected reply {other:?}")),
+    }
 }

@@ -49,6 +49,8 @@ impl Default for ServerConfig {
 /// State shared by all connections.
 pub struct Shared {
     pub storage: Storage,
+    /// Set when this node is a cluster member: data commands are routed.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
     pub config: ServerConfig,
     pub clients_connected: AtomicUsize,
     pub connections_total: AtomicU64,
@@ -60,8 +62,17 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(storage: Storage, config: ServerConfig) -> Arc<Shared> {
+        Self::with_cluster(storage, config, None)
+    }
+
+    pub fn with_cluster(
+        storage: Storage,
+        config: ServerConfig,
+        cluster: Option<Arc<crate::cluster::Cluster>>,
+    ) -> Arc<Shared> {
         Arc::new(Shared {
             storage,
+            cluster,
             config,
             clients_connected: AtomicUsize::new(0),
             connections_total: AtomicU64::new(0),
@@ -116,6 +127,8 @@ const READ_CHUNK_BYTES: usize = 16 << 10;
 enum Slot {
     Ready(Reply),
     Waiting(commands::ReplyShape, crate::storage::WriteTicket),
+    /// A write routed through the cluster (its coordinator answers).
+    Routed(commands::ReplyShape, commands::RoutedTicket),
 }
 
 async fn connection(stream: &mut TcpStream, peer: String, shared: &Shared) -> std::io::Result<()> {
@@ -165,6 +178,7 @@ async fn connection(stream: &mut TcpStream, peer: String, shared: &Shared) -> st
             match commands::execute(shared, &mut session, spec, args).await {
                 Step::Reply(reply) => slots.push(Slot::Ready(reply)),
                 Step::Pending(ticket, shape) => slots.push(Slot::Waiting(shape, ticket)),
+                Step::Routed(ticket, shape) => slots.push(Slot::Routed(shape, ticket)),
                 Step::Close(reply) => {
                     slots.push(Slot::Ready(reply));
                     close = true;
@@ -200,6 +214,7 @@ async fn resolve(slots: &mut Vec<Slot>, protocol: Protocol, output: &mut BytesMu
         let reply = match slot {
             Slot::Ready(reply) => reply,
             Slot::Waiting(shape, ticket) => commands::finish_write(ticket.wait().await, shape),
+            Slot::Routed(shape, ticket) => commands::finish_routed(ticket.wait().await, shape),
         };
         encode_reply(&reply, protocol, output);
     }

@@ -184,6 +184,12 @@ impl Storage {
         f(&lock(&self.store))
     }
 
+    /// Change the store directly under its lock (start-up work such as enabling
+    /// anti-entropy digests; never a write, which must go through the committer).
+    pub fn with_store_mut<T>(&self, f: impl FnOnce(&mut Store) -> T) -> T {
+        f(&mut lock(&self.store))
+    }
+
     pub fn commit_stats(&self) -> CommitStats {
         lock(&self.stats).clone()
     }

@@ -80,12 +80,11 @@ pub enum Request {
     Read { namespace: u8, keys: Vec<Bytes> },
     /// Coordinate these writes here (the asker is not their coordinator).
     Coordinate { writes: Vec<ClientWrite> },
-    /// Anti-entropy: this node's digests of a range of slots.
-    SlotDigests {
-        namespace: u8,
-        first_slot: u16,
-        last_slot: u16,
-    },
+    /// Anti-entropy: this node's digest of each listed partition (a range of
+    /// slots, all namespaces).
+    PartitionDigests { partitions: Vec<u32> },
+    /// Anti-entropy: this node's (slot, namespace) digests of a range of slots.
+    SlotDigests { first_slot: u16, last_slot: u16 },
     /// Anti-entropy: every key of one slot with its hash.
     SlotKeys { namespace: u8, slot: u16 },
     /// Live keys held locally in a range of slots (KEYS, SCAN, DBSIZE).
@@ -102,7 +101,8 @@ pub enum Response {
     Replicated(Vec<Result<(), RemoteError>>),
     Sets(Vec<Result<Option<SiblingSet>, RemoteError>>),
     Coordinated(Vec<Result<ClientOutcome, RemoteError>>),
-    SlotDigests(Vec<(u16, u64)>),
+    PartitionDigests(Vec<u64>),
+    SlotDigests(Vec<crate::digest::SlotDigestEntry>),
     SlotKeys(Vec<(Vec<u8>, u64)>),
     Keys(Vec<Bytes>),
     Error(RemoteError),

@@ -1,0 +1,1408 @@
+//! The cluster driver: peers, routing, replication, read repair, anti-entropy and
+//! failure detection, over the engine's sans-IO pieces (`placement::Ring`,
+//! `cluster::quorum`, `cluster::detector`, `digest`) and the authenticated peer
+//! transport (`peer`).
+//!
+//! Write path: the node that receives a write picks the key's coordinator, the
+//! first live node of its preference list (itself when it is that node), and
+//! proxies the write there. The coordinator makes the write durable locally (a new
+//! dot merged into its sibling set), sends the resulting set to the other replicas,
+//! which merge and sync it, and answers after `w` durable copies. Read path: the
+//! receiving node asks the replicas, answers from the first `r` replies (merged),
+//! and writes the merge back to every replica whose copy was behind (read repair).
+//! Anti-entropy compares digests with each peer and moves only differing keys.
+//!
+//! Owns: connections to peers, timeouts, task spawning. Must not decide versions,
+//! placement or liveness itself: those are the engine's.
+
+use crate::peer::{self, PeerError, PeerReader, PeerWriter};
+use crate::storage::Storage;
+use bytes::Bytes;
+use shoal_engine::cluster::detector::{Detector, DetectorConfig, DetectorEvent, PeerState};
+use shoal_engine::cluster::quorum::{ReadRound, RoundState, WriteRound};
+use shoal_engine::cluster::wire::{
+    ClientOutcome, ClientWrite, Envelope, RemoteError, ReplicaItem, Request, Response,
+    WireCondition, ITEMS_PER_REQUEST_MAX,
+};
+use shoal_engine::digest::{differing_keys, differing_slots};
+use shoal_engine::placement::{PartitionId, Ring};
+use shoal_engine::runtime::Runtime;
+use shoal_engine::{
+    Condition, Covers, NodeId, SiblingSet, VersionVector, WriteError, WriteOp, WriteOutcome,
+};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+
+/// Peer ports are client ports plus this (Redis Cluster's bus convention).
+pub const PEER_PORT_OFFSET: u16 = 10000;
+/// Requests queued on one peer connection before senders wait.
+const PEER_SEND_QUEUE_MAX: usize = 1024;
+/// After a failed connect, calls fail fast for this long instead of redialling.
+const RECONNECT_BACKOFF_MS: u64 = 100;
+
+/// Where a member listens: clients (RESP) and peers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberAddr {
+    pub client: String,
+    pub peer: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    pub node_id: NodeId,
+    /// Every member, this node included.
+    pub members: BTreeMap<NodeId, MemberAddr>,
+    pub secret: String,
+    pub replicas_n: u8,
+    pub read_quorum: u8,
+    pub write_quorum: u8,
+    pub partition_count: u32,
+    /// How long a coordinator waits for replicas, and a node for a peer's answer.
+    pub request_timeout_ms: u64,
+    pub connect_timeout_ms: u64,
+    pub detector: DetectorConfig,
+    pub anti_entropy_interval_ms: u64,
+    /// Keys one anti-entropy exchange with one peer may move (the I/O budget).
+    pub anti_entropy_keys_per_round_max: usize,
+    /// Requests from one peer connection handled at once.
+    pub peer_requests_in_flight_max: usize,
+}
+
+impl ClusterConfig {
+    pub fn new(node_id: NodeId, members: BTreeMap<NodeId, MemberAddr>, secret: String) -> Self {
+        let replicas_n = members.len().min(3) as u8;
+        let majority = replicas_n / 2 + 1;
+        ClusterConfig {
+            node_id,
+            members,
+            secret,
+            replicas_n,
+            read_quorum: majority,
+            write_quorum: majority,
+            partition_count: shoal_engine::placement::PARTITION_COUNT_DEFAULT,
+            request_timeout_ms: 1000,
+            connect_timeout_ms: 500,
+            detector: DetectorConfig::default(),
+            anti_entropy_interval_ms: 1000,
+            anti_entropy_keys_per_round_max: 1024,
+            peer_requests_in_flight_max: 256,
+        }
+    }
+}
+
+/// Parse `id@host:port,id@host:port,...` (client addresses; each peer port is the
+/// client port plus [`PEER_PORT_OFFSET`]).
+pub fn parse_members(text: &str) -> Result<BTreeMap<NodeId, MemberAddr>, String> {
+    let mut members = BTreeMap::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part
+            .split_once('@')
+            .ok_or_else(|| format!("member '{part}' is not id@host:port"))?;
+        let id: NodeId = id
+            .parse()
+            .map_err(|_| format!("member '{part}': '{id}' is not a node id"))?;
+        let (host, port) = addr
+            .rsplit_once(':')
+            .ok_or_else(|| format!("member '{part}': '{addr}' is not host:port"))?;
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("member '{part}': '{port}' is not a port"))?;
+        let peer_port = port
+            .checked_add(PEER_PORT_OFFSET)
+            .ok_or_else(|| format!("member '{part}': port {port} leaves no room for its peer port (+{PEER_PORT_OFFSET})"))?;
+        let member = MemberAddr {
+            client: format!("{host}:{port}"),
+            peer: format!("{host}:{peer_port}"),
+        };
+        if members.insert(id, member).is_some() {
+            return Err(format!("node id {id} is listed twice"));
+        }
+    }
+    if members.is_empty() {
+        return Err("no members listed".into());
+    }
+    Ok(members)
+}
+
+/// What the cluster driver needs of the runtime, object-safe.
+pub trait ClusterClock: Send + Sync + 'static {
+    fn monotonic_ms(&self) -> u64;
+    fn random_u64(&self) -> u64;
+}
+
+impl<R: Runtime> ClusterClock for R {
+    fn monotonic_ms(&self) -> u64 {
+        Runtime::monotonic_ms(self)
+    }
+
+    fn random_u64(&self) -> u64 {
+        Runtime::random_u64(self)
+    }
+}
+
+/// Counters for `INFO cluster` and `shoal cluster status`.
+#[derive(Default)]
+pub struct ClusterStats {
+    pub writes_coordinated: AtomicU64,
+    pub writes_proxied: AtomicU64,
+    pub quorum_failures: AtomicU64,
+    pub replica_writes_received: AtomicU64,
+    pub reads_coordinated: AtomicU64,
+    pub read_repairs: AtomicU64,
+    pub anti_entropy_rounds: AtomicU64,
+    pub anti_entropy_keys_pushed: AtomicU64,
+    pub anti_entropy_keys_pulled: AtomicU64,
+    pub peer_auth_refusals: AtomicU64,
+    pub peer_frames_refused: AtomicU64,
+}
+
+/// Why a call to a peer did not return its answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CallError {
+    /// Not connected: the request was never sent.
+    Connect(String),
+    /// Sent, but the connection failed before the answer.
+    Lost(String),
+    /// Sent, no answer in time.
+    Timeout,
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallError::Connect(e) => write!(f, "not connected ({e})"),
+            CallError::Lost(e) => write!(f, "connection lost ({e})"),
+            CallError::Timeout => write!(f, "no answer in time"),
+        }
+    }
+}
+
+type Pending = Arc<Mutex<BTreeMap<u64, oneshot::Sender<Response>>>>;
+
+struct Conn {
+    send: mpsc::Sender<Envelope>,
+    pending: Pending,
+    closed: Arc<AtomicBool>,
+}
+
+/// One peer: a lazily (re)dialled, multiplexed connection.
+struct PeerClient {
+    node: NodeId,
+    addr: String,
+    conn: tokio::sync::Mutex<Option<Arc<Conn>>>,
+    last_connect_failure_ms: AtomicU64,
+    next_id: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn close(pending: &Pending, closed: &AtomicBool) {
+    closed.store(true, Ordering::Release);
+    // Dropping the senders wakes every waiter with "connection lost".
+    lock(pending).clear();
+}
+
+fn spawn_connection(reader: PeerReader, mut writer: PeerWriter) -> Arc<Conn> {
+    let (send, mut queue) = mpsc::channel::<Envelope>(PEER_SEND_QUEUE_MAX);
+    let pending: Pending = Arc::default();
+    let closed = Arc::new(AtomicBool::new(false));
+    let conn = Arc::new(Conn {
+        send,
+        pending: pending.clone(),
+        closed: closed.clone(),
+    });
+    {
+        let (pending, closed) = (pending.clone(), closed.clone());
+        tokio::spawn(async move {
+            while let Some(envelope) = queue.recv().await {
+                if writer.send(&envelope).await.is_err() {
+                    break;
+                }
+            }
+            close(&pending, &closed);
+        });
+    }
+    tokio::spawn(async move {
+        let mut reader = reader;
+        loop {
+            match reader.recv().await {
+                Ok(Envelope::Response { id, body }) => {
+                    if let Some(waiter) = lock(&pending).remove(&id) {
+                        let _ = waiter.send(body);
+                    }
+                }
+                Ok(Envelope::Request { .. }) => {
+                    tracing::warn!("peer sent a request on an outbound connection; closing it");
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        close(&pending, &closed);
+    });
+    conn
+}
+
+pub struct Cluster {
+    config: ClusterConfig,
+    ring: Ring,
+    storage: Storage,
+    clock: Arc<dyn ClusterClock>,
+    detector: Mutex<Detector>,
+    incarnation: u64,
+    peers: BTreeMap<NodeId, Arc<PeerClient>>,
+    pub stats: ClusterStats,
+}
+
+/// A write's result as routing returns it.
+pub type RoutedWrite = Result<WriteOutcome, RemoteError>;
+/// A read's result: the merged set of the replies (`None`: no replica has the key).
+pub type RoutedRead = Result<Option<SiblingSet>, RemoteError>;
+
+/// The Redis error code and text for a store's refusal.
+pub fn remote_error(e: &WriteError) -> RemoteError {
+    let code = match e {
+        WriteError::SyncFailed(_) | WriteError::Disk(_) => "IOERR",
+        WriteError::Poisoned(_) => "READONLY",
+        WriteError::DiskFull => "DISKFULL",
+        WriteError::TooManySiblings { .. } => "SIBLINGS",
+        _ => "ERR",
+    };
+    RemoteError::new(code, e.to_string())
+}
+
+fn outcome_from_wire(o: ClientOutcome) -> WriteOutcome {
+    WriteOutcome {
+        applied: o.applied,
+        dot: o.dot,
+        superseded: o.superseded,
+        previous_winner: o.previous_winner,
+        previous_live: o.previous_live,
+        set: SiblingSet::default(),
+    }
+}
+
+fn outcome_to_wire(o: &WriteOutcome) -> ClientOutcome {
+    ClientOutcome {
+        applied: o.applied,
+        dot: o.dot,
+        superseded: o.superseded.clone(),
+        previous_winner: o.previous_winner.clone(),
+        previous_live: o.previous_live,
+    }
+}
+
+pub fn write_to_wire(op: &WriteOp) -> ClientWrite {
+    ClientWrite {
+        namespace: op.namespace,
+        key: op.key.clone(),
+        value: op.value.clone(),
+        context: match &op.covers {
+            Covers::Current => None,
+            Covers::Context(vv) => Some(vv.clone()),
+        },
+        condition: match op.condition {
+            Condition::Always => WireCondition::Always,
+            Condition::IfAbsent => WireCondition::IfAbsent,
+            Condition::IfPresent => WireCondition::IfPresent,
+        },
+    }
+}
+
+fn write_from_wire(w: ClientWrite) -> WriteOp {
+    let mut op = match w.value {
+        Some(v) => WriteOp::put(w.namespace, w.key, v),
+        None => WriteOp::delete(w.namespace, w.key),
+    };
+    op.covers = w.context.map_or(Covers::Current, Covers::Context);
+    op.condition = match w.condition {
+        WireCondition::Always => Condition::Always,
+        WireCondition::IfAbsent => Condition::IfAbsent,
+        WireCondition::IfPresent => Condition::IfPresent,
+    };
+    op
+}
+
+fn unknown_outcome(what: &str, e: &CallError) -> RemoteError {
+    RemoteError::new(
+        "IOERR",
+        format!("{what}: {e}; the write's outcome is unknown"),
+    )
+}
+
+/// Status of one member for operators.
+#[derive(Clone, Debug)]
+pub struct MemberStatus {
+    pub node: NodeId,
+    pub addr: MemberAddr,
+    pub state: PeerState,
+    pub incarnation: u64,
+    pub silent_ms: u64,
+    pub partitions: usize,
+    pub coordinating: usize,
+}
+
+impl Cluster {
+    /// Build the ring from the member list, enable digests on the store, and start
+    /// the peer listener, the failure detector and anti-entropy.
+    pub async fn start(
+        config: ClusterConfig,
+        storage: Storage,
+        clock: Arc<dyn ClusterClock>,
+        incarnation: u64,
+    ) -> Result<Arc<Cluster>, String> {
+        let me = config.node_id;
+        let me_addr = config
+            .members
+            .get(&me)
+            .ok_or_else(|| format!("node id {me} is not in the member list"))?
+            .clone();
+        let quorum = 1..=config.replicas_n;
+        if !quorum.contains(&config.read_quorum) || !quorum.contains(&config.write_quorum) {
+            return Err(format!(
+                "r={} and w={} must each be in 1..={} (n)",
+                config.read_quorum, config.write_quorum, config.replicas_n
+            ));
+        }
+        let ring = Ring::new(
+            config.partition_count,
+            config.replicas_n,
+            config.members.keys().copied(),
+        )
+        .map_err(|e| e.to_string())?;
+        let keys = storage.with_store_mut(|s| s.enable_digests());
+        tracing::info!("anti-entropy digests built over {keys} keys");
+        let peers = config
+            .members
+            .iter()
+            .filter(|(id, _)| **id != me)
+            .map(|(id, addr)| {
+                let client = PeerClient {
+                    node: *id,
+                    addr: addr.peer.clone(),
+                    conn: tokio::sync::Mutex::new(None),
+                    last_connect_failure_ms: AtomicU64::new(0),
+                    next_id: AtomicU64::new(1),
+                };
+                (*id, Arc::new(client))
+            })
+            .collect();
+        let now = clock.monotonic_ms();
+        let detector = Detector::new(me, config.members.keys().copied(), config.detector, now);
+        let listener = TcpListener::bind(&me_addr.peer)
+            .await
+            .map_err(|e| format!("cannot listen for peers on {}: {e}", me_addr.peer))?;
+        let cluster = Arc::new(Cluster {
+            config,
+            ring,
+            storage,
+            clock,
+            detector: Mutex::new(detector),
+            incarnation,
+            peers,
+            stats: ClusterStats::default(),
+        });
+        tokio::spawn(cluster.clone().serve_peers(listener));
+        tokio::spawn(cluster.clone().run_detector());
+        tokio::spawn(cluster.clone().run_anti_entropy());
+        Ok(cluster)
+    }
+
+    pub fn config(&self) -> &ClusterConfig {
+        &self.config
+    }
+
+    pub fn ring(&self) -> &Ring {
+        &self.ring
+    }
+
+    pub fn me(&self) -> NodeId {
+        self.config.node_id
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.clock.monotonic_ms()
+    }
+
+    fn is_live(&self, node: NodeId) -> bool {
+        lock(&self.detector).is_live(node)
+    }
+
+    fn owners(&self, key: &[u8]) -> &[NodeId] {
+        self.ring.preference_list(self.ring.partition_of_key(key))
+    }
+
+    /// Coordinator candidates for a key: live owners in preference order, then the
+    /// rest of the owners (the detector may be behind).
+    fn candidates(&self, key: &[u8]) -> Vec<NodeId> {
+        let owners = self.owners(key);
+        let detector = lock(&self.detector);
+        let (mut live, down): (Vec<NodeId>, Vec<NodeId>) =
+            owners.iter().partition(|n| detector.is_live(**n));
+        live.extend(down);
+        live
+    }
+
+    /// Members with their state, for operators.
+    pub fn members(&self) -> Vec<MemberStatus> {
+        let now = self.now_ms();
+        let detector = lock(&self.detector);
+        self.config
+            .members
+            .iter()
+            .map(|(node, addr)| {
+                let (state, incarnation, silent_ms) = if *node == self.me() {
+                    (PeerState::Alive, self.incarnation, 0)
+                } else {
+                    let view = detector.view(*node).expect("every member has a view");
+                    (
+                        view.state,
+                        view.incarnation,
+                        now.saturating_sub(view.last_heard_ms),
+                    )
+                };
+                MemberStatus {
+                    node: *node,
+                    addr: addr.clone(),
+                    state,
+                    incarnation,
+                    silent_ms,
+                    partitions: self.ring.load(*node),
+                    coordinating: (0..self.ring.partition_count())
+                        .filter(|p| {
+                            self.ring.coordinator(*p, |n| detector.is_live(n)) == Some(*node)
+                        })
+                        .count(),
+                }
+            })
+            .collect()
+    }
+
+    // ---- calls to peers ----
+
+    async fn connection(&self, peer: &PeerClient) -> Result<Arc<Conn>, CallError> {
+        let mut guard = peer.conn.lock().await;
+        if let Some(conn) = guard.as_ref() {
+            if !conn.closed.load(Ordering::Acquire) {
+                return Ok(conn.clone());
+            }
+        }
+        *guard = None;
+        let now = self.now_ms();
+        let failed_at = peer.last_connect_failure_ms.load(Ordering::Relaxed);
+        if failed_at != 0 && now < failed_at + RECONNECT_BACKOFF_MS {
+            return Err(CallError::Connect("recently unreachable".into()));
+        }
+        let clock = self.clock.clone();
+        let mut random = move || clock.random_u64();
+        let dial = peer::dial(
+            &peer.addr,
+            self.me(),
+            peer.node,
+            self.config.secret.as_bytes(),
+            &mut random,
+        );
+        let result =
+            tokio::time::timeout(Duration::from_millis(self.config.connect_timeout_ms), dial).await;
+        match result {
+            Ok(Ok((reader, writer))) => {
+                peer.last_connect_failure_ms.store(0, Ordering::Relaxed);
+                let conn = spawn_connection(reader, writer);
+                *guard = Some(conn.clone());
+                Ok(conn)
+            }
+            Ok(Err(e)) => {
+                peer.last_connect_failure_ms
+                    .store(now.max(1), Ordering::Relaxed);
+                Err(CallError::Connect(e.to_string()))
+            }
+            Err(_) => {
+                peer.last_connect_failure_ms
+                    .store(now.max(1), Ordering::Relaxed);
+                Err(CallError::Connect("connect timed out".into()))
+            }
+        }
+    }
+
+    /// One request to one peer, bounded by `timeout_ms`.
+    pub async fn call(
+        &self,
+        node: NodeId,
+        body: Request,
+        timeout_ms: u64,
+    ) -> Result<Response, CallError> {
+        let peer = self
+            .peers
+            .get(&node)
+            .ok_or_else(|| CallError::Connect(format!("node {node} is not a peer")))?
+            .clone();
+        let deadline = Duration::from_millis(timeout_ms);
+        let work = async {
+            let conn = self.connection(&peer).await?;
+            let id = peer.next_id.fetch_add(1, Ordering::Relaxed);
+            let (tx, rx) = oneshot::channel();
+            lock(&conn.pending).insert(id, tx);
+            let envelope = Envelope::Request {
+                id,
+                from: self.me(),
+                body,
+            };
+            if conn.send.send(envelope).await.is_err() {
+                return Err(CallError::Lost("connection closed".into()));
+            }
+            let answer = rx
+                .await
+                .map_err(|_| CallError::Lost("connection closed".into()));
+            if answer.is_err() {
+                lock(&conn.pending).remove(&id);
+            }
+            answer
+        };
+        match tokio::time::timeout(deadline, work).await {
+            Ok(result) => result,
+            Err(_) => Err(CallError::Timeout),
+        }
+    }
+
+    // ---- serving peers ----
+
+    async fn serve_peers(self: Arc<Self>, listener: TcpListener) {
+        loop {
+            let (stream, addr) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!("peer accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let cluster = self.clone();
+            tokio::spawn(async move { cluster.peer_connection(stream, addr.to_string()).await });
+        }
+    }
+
+    async fn peer_connection(self: Arc<Self>, stream: tokio::net::TcpStream, addr: String) {
+        let clock = self.clock.clone();
+        let mut random = move || clock.random_u64();
+        let members = self.config.members.clone();
+        let handshake = peer::accept(
+            stream,
+            self.me(),
+            self.config.secret.as_bytes(),
+            |node| members.contains_key(&node),
+            &mut random,
+        );
+        let timeout = Duration::from_millis(self.config.connect_timeout_ms.max(1000));
+        let (node, mut reader, mut writer) = match tokio::time::timeout(timeout, handshake).await {
+            Ok(Ok(accepted)) => accepted,
+            Ok(Err(e)) => {
+                self.stats
+                    .peer_auth_refusals
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!("refused peer connection from {addr}: {e}");
+                return;
+            }
+            Err(_) => {
+                self.stats
+                    .peer_auth_refusals
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!("refused peer connection from {addr}: handshake timed out");
+                return;
+            }
+        };
+        let (send, mut queue) = mpsc::channel::<Envelope>(PEER_SEND_QUEUE_MAX);
+        tokio::spawn(async move {
+            while let Some(envelope) = queue.recv().await {
+                if writer.send(&envelope).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let permits = Arc::new(tokio::sync::Semaphore::new(
+            self.config.peer_requests_in_flight_max,
+        ));
+        loop {
+            let envelope = match reader.recv().await {
+                Ok(envelope) => envelope,
+                Err(PeerError::Io(_)) => return,
+                Err(e) => {
+                    self.stats
+                        .peer_frames_refused
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!("closing peer connection from node {node} ({addr}): {e}");
+                    return;
+                }
+            };
+            let Envelope::Request { id, from, body } = envelope else {
+                tracing::warn!("node {node} sent a response on an inbound connection; closing it");
+                return;
+            };
+            if from != node {
+                tracing::warn!("node {node} sent a request as node {from}; closing its connection");
+                return;
+            }
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                return;
+            };
+            let cluster = self.clone();
+            let send = send.clone();
+            tokio::spawn(async move {
+                let body = cluster.handle(node, body).await;
+                let _ = send.send(Envelope::Response { id, body }).await;
+                drop(permit);
+            });
+        }
+    }
+
+    async fn handle(self: &Arc<Self>, from: NodeId, request: Request) -> Response {
+        let too_many = |n: usize| {
+            (n > ITEMS_PER_REQUEST_MAX).then(|| {
+                Response::Error(RemoteError::new(
+                    "ERR",
+                    format!("{n} items in one peer request (limit {ITEMS_PER_REQUEST_MAX})"),
+                ))
+            })
+        };
+        match request {
+            Request::Ping { incarnation } => {
+                self.heard(from, incarnation);
+                Response::Pong {
+                    incarnation: self.incarnation,
+                }
+            }
+            Request::Replicate { items } => {
+                if let Some(e) = too_many(items.len()) {
+                    return e;
+                }
+                self.stats
+                    .replica_writes_received
+                    .fetch_add(items.len() as u64, Ordering::Relaxed);
+                Response::Replicated(self.merge_locally(items).await)
+            }
+            Request::Read { namespace, keys } => {
+                if let Some(e) = too_many(keys.len()) {
+                    return e;
+                }
+                Response::Sets(self.read_locally(namespace, &keys))
+            }
+            Request::Coordinate { writes } => {
+                if let Some(e) = too_many(writes.len()) {
+                    return e;
+                }
+                let ops = writes.into_iter().map(write_from_wire).collect();
+                let results = self.coordinate(ops).await;
+                Response::Coordinated(
+                    results
+                        .into_iter()
+                        .map(|r| r.map(|o| outcome_to_wire(&o)))
+                        .collect(),
+                )
+            }
+            Request::PartitionDigests { partitions } => {
+                if let Some(e) = too_many(partitions.len()) {
+                    return e;
+                }
+                Response::PartitionDigests(self.partition_digests(&partitions))
+            }
+            Request::SlotDigests {
+                first_slot,
+                last_slot,
+            } => Response::SlotDigests(self.storage.read(|s| {
+                s.digests()
+                    .map(|d| d.slot_digests(first_slot..=last_slot))
+                    .unwrap_or_default()
+            })),
+            Request::SlotKeys { namespace, slot } => Response::SlotKeys(self.storage.read(|s| {
+                s.digests()
+                    .map(|d| d.slot_keys(namespace, slot))
+                    .unwrap_or_default()
+            })),
+            Request::Keys {
+                namespace,
+                first_slot,
+                last_slot,
+            } => Response::Keys(
+                self.storage
+                    .read(|s| s.live_keys_in_slots(namespace, first_slot..=last_slot)),
+            ),
+        }
+    }
+
+    fn heard(&self, node: NodeId, incarnation: u64) {
+        let now = self.now_ms();
+        if let Some(DetectorEvent::Changed { node, from, to }) =
+            lock(&self.detector).heard(node, incarnation, now)
+        {
+            tracing::info!("node {node}: {} -> {}", from.as_str(), to.as_str());
+        }
+    }
+
+    fn partition_digests(&self, partitions: &[PartitionId]) -> Vec<u64> {
+        self.storage.read(|s| {
+            partitions
+                .iter()
+                .map(|p| {
+                    s.digests()
+                        .map_or(0, |d| d.range_digest(self.ring.slot_range(*p)))
+                })
+                .collect()
+        })
+    }
+
+    async fn merge_locally(&self, items: Vec<ReplicaItem>) -> Vec<Result<(), RemoteError>> {
+        let n = items.len();
+        let ops: Vec<WriteOp> = items
+            .into_iter()
+            .map(|i| WriteOp::merge(i.namespace, i.key, i.set))
+            .collect();
+        match self.storage.write(ops).await {
+            Ok(results) => results
+                .into_iter()
+                .map(|r| r.map(|_| ()).map_err(|e| remote_error(&e)))
+                .collect(),
+            Err(_) => (0..n)
+                .map(|_| Err(RemoteError::new("IOERR", "storage has stopped")))
+                .collect(),
+        }
+    }
+
+    fn read_locally(
+        &self,
+        namespace: u8,
+        keys: &[Bytes],
+    ) -> Vec<Result<Option<SiblingSet>, RemoteError>> {
+        self.storage.read(|s| {
+            keys.iter()
+                .map(|k| {
+                    s.get(namespace, k)
+                        .map_err(|e| RemoteError::new("ERR", e.to_string()))
+                })
+                .collect()
+        })
+    }
+
+    // ---- coordinating writes ----
+
+    /// Coordinate writes here: durable locally first, then to the other replicas;
+    /// each answered after `w` durable copies.
+    pub async fn coordinate(self: &Arc<Self>, ops: Vec<WriteOp>) -> Vec<RoutedWrite> {
+        let keys: Vec<(u8, Bytes)> = ops.iter().map(|o| (o.namespace, o.key.clone())).collect();
+        let n = ops.len();
+        self.stats
+            .writes_coordinated
+            .fetch_add(n as u64, Ordering::Relaxed);
+        let local = match self.storage.write(ops).await {
+            Ok(results) => results,
+            Err(_) => {
+                return (0..n)
+                    .map(|_| Err(RemoteError::new("IOERR", "storage has stopped")))
+                    .collect()
+            }
+        };
+        let me = self.me();
+        let mut results: Vec<RoutedWrite> = Vec::with_capacity(n);
+        let mut rounds: Vec<Option<WriteRound>> = Vec::with_capacity(n);
+        let mut per_peer: BTreeMap<NodeId, Vec<(usize, ReplicaItem)>> = BTreeMap::new();
+        for (i, result) in local.into_iter().enumerate() {
+            match result {
+                Ok(outcome) if outcome.applied => {
+                    let (namespace, key) = keys[i].clone();
+                    let owners = self.owners(&key);
+                    let mut round =
+                        WriteRound::new(self.config.write_quorum, owners.iter().copied());
+                    round.ack(me);
+                    for peer in owners.iter().filter(|p| **p != me) {
+                        per_peer.entry(*peer).or_default().push((
+                            i,
+                            ReplicaItem {
+                                namespace,
+                                key: key.clone(),
+                                set: outcome.set.clone(),
+                            },
+                        ));
+                    }
+                    rounds.push(Some(round));
+                    results.push(Ok(outcome));
+                }
+                Ok(outcome) => {
+                    rounds.push(None);
+                    results.push(Ok(outcome));
+                }
+                Err(e) => {
+                    rounds.push(None);
+                    results.push(Err(remote_error(&e)));
+                }
+            }
+        }
+        let (done_tx, mut done_rx) = mpsc::channel(per_peer.len().max(1));
+        let peer_count = per_peer.len();
+        for (peer, items) in per_peer {
+            let cluster = self.clone();
+            let done_tx = done_tx.clone();
+            tokio::spawn(async move {
+                let (indexes, items): (Vec<usize>, Vec<ReplicaItem>) = items.into_iter().unzip();
+                let timeout = cluster.config.request_timeout_ms;
+                let answer = cluster
+                    .call(peer, Request::Replicate { items }, timeout)
+                    .await;
+                let _ = done_tx.send((peer, indexes, answer)).await;
+            });
+        }
+        drop(done_tx);
+        let undecided = |rounds: &[Option<WriteRound>]| {
+            rounds
+                .iter()
+                .flatten()
+                .any(|r| r.state() == RoundState::Pending)
+        };
+        let deadline = Duration::from_millis(self.config.request_timeout_ms + 50);
+        let _ = tokio::time::timeout(deadline, async {
+            let mut answered = 0;
+            while undecided(&rounds) && answered < peer_count {
+                let Some((peer, indexes, answer)) = done_rx.recv().await else {
+                    break;
+                };
+                answered += 1;
+                match answer {
+                    Ok(Response::Replicated(acks)) if acks.len() == indexes.len() => {
+                        for (i, ack) in indexes.iter().zip(acks) {
+                            let round = rounds[*i].as_mut().expect("replicated ops have rounds");
+                            match ack {
+                                Ok(()) => round.ack(peer),
+                                Err(e) => round.fail(peer, e.line()),
+                            };
+                        }
+                    }
+                    other => {
+                        let reason = match other {
+                            Err(e) => e.to_string(),
+                            Ok(r) => format!("unexpected answer {r:?}"),
+                        };
+                        for i in &indexes {
+                            rounds[*i]
+                                .as_mut()
+                                .expect("replicated ops have rounds")
+                                .fail(peer, reason.clone());
+                        }
+                    }
+                }
+            }
+        })
+        .await;
+        for (result, round) in results.iter_mut().zip(&rounds) {
+            let Some(round) = round else { continue };
+            if round.state() != RoundState::Met {
+                self.stats.quorum_failures.fetch_add(1, Ordering::Relaxed);
+                let failures: Vec<String> = round
+                    .failures()
+                    .iter()
+                    .map(|(node, why)| format!("node {node}: {why}"))
+                    .collect();
+                *result = Err(RemoteError::new(
+                    "NOQUORUM",
+                    format!(
+                        "write is durable on {} of the {} replicas required within {} ms ({}); it may still be applied: outcome unknown",
+                        round.acked().len(),
+                        round.needed(),
+                        self.config.request_timeout_ms,
+                        if failures.is_empty() { "no answer".to_string() } else { failures.join("; ") }
+                    ),
+                ));
+            }
+        }
+        results
+    }
+
+    /// Route writes to their coordinators (in parallel per coordinator) and return
+    /// the results in order.
+    pub async fn write(self: &Arc<Self>, ops: Vec<WriteOp>) -> Vec<RoutedWrite> {
+        let n = ops.len();
+        let mut groups: BTreeMap<Vec<NodeId>, Vec<(usize, WriteOp)>> = BTreeMap::new();
+        for (i, op) in ops.into_iter().enumerate() {
+            groups
+                .entry(self.candidates(&op.key))
+                .or_default()
+                .push((i, op));
+        }
+        let (done_tx, mut done_rx) = mpsc::channel(groups.len().max(1));
+        for (candidates, group) in groups {
+            let cluster = self.clone();
+            let done_tx = done_tx.clone();
+            tokio::spawn(async move {
+                let (indexes, ops): (Vec<usize>, Vec<WriteOp>) = group.into_iter().unzip();
+                let results = cluster.write_group(&candidates, ops).await;
+                let _ = done_tx.send((indexes, results)).await;
+            });
+        }
+        drop(done_tx);
+        let mut results: Vec<Option<RoutedWrite>> = (0..n).map(|_| None).collect();
+        while let Some((indexes, group_results)) = done_rx.recv().await {
+            for (i, r) in indexes.into_iter().zip(group_results) {
+                results[i] = Some(r);
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(RemoteError::new(
+                        "IOERR",
+                        "write task ended without an answer; outcome unknown",
+                    ))
+                })
+            })
+            .collect()
+    }
+
+    async fn write_group(
+        self: &Arc<Self>,
+        candidates: &[NodeId],
+        ops: Vec<WriteOp>,
+    ) -> Vec<RoutedWrite> {
+        let n = ops.len();
+        let mut last_error = String::from("no replica of this key is a member");
+        for candidate in candidates {
+            if *candidate == self.me() {
+                return self.coordinate(ops).await;
+            }
+            let writes: Vec<ClientWrite> = ops.iter().map(write_to_wire).collect();
+            // The coordinator waits up to a request timeout for its replicas.
+            let timeout = self.config.request_timeout_ms * 2 + 100;
+            self.stats
+                .writes_proxied
+                .fetch_add(n as u64, Ordering::Relaxed);
+            match self
+                .call(*candidate, Request::Coordinate { writes }, timeout)
+                .await
+            {
+                Ok(Response::Coordinated(results)) if results.len() == n => {
+                    return results
+                        .into_iter()
+                        .map(|r| r.map(outcome_from_wire))
+                        .collect()
+                }
+                Ok(Response::Error(e)) => return (0..n).map(|_| Err(e.clone())).collect(),
+                Ok(other) => {
+                    let e = RemoteError::new(
+                        "IOERR",
+                        format!(
+                            "node {candidate} answered a write with {other:?}; outcome unknown"
+                        ),
+                    );
+                    return (0..n).map(|_| Err(e.clone())).collect();
+                }
+                // Never sent: the next candidate may coordinate instead.
+                Err(CallError::Connect(e)) => last_error = format!("node {candidate}: {e}"),
+                Err(e) => {
+                    let e = unknown_outcome(&format!("coordinator node {candidate}"), &e);
+                    return (0..n).map(|_| Err(e.clone())).collect();
+                }
+            }
+        }
+        let e = RemoteError::new(
+            "CLUSTERDOWN",
+            format!("no replica of this key's partition is reachable ({last_error}); the write was not made"),
+        );
+        (0..n).map(|_| Err(e.clone())).collect()
+    }
+
+    // ---- quorum reads with read repair ----
+
+    /// Read keys from their replicas: each answered once `r` replied, with the merge
+    /// of the replies; replicas that were behind get the merge written back.
+    pub async fn read(self: &Arc<Self>, namespace: u8, keys: Vec<Bytes>) -> Vec<RoutedRead> {
+        let me = self.me();
+        self.stats
+            .reads_coordinated
+            .fetch_add(keys.len() as u64, Ordering::Relaxed);
+        let mut rounds: Vec<ReadRound> = Vec::with_capacity(keys.len());
+        let mut per_peer: BTreeMap<NodeId, Vec<usize>> = BTreeMap::new();
+        let local_keys: Vec<usize> = (0..keys.len())
+            .filter(|i| self.owners(&keys[*i]).contains(&me))
+            .collect();
+        let local_sets = self.read_locally(
+            namespace,
+            &local_keys
+                .iter()
+                .map(|i| keys[*i].clone())
+                .collect::<Vec<_>>(),
+        );
+        let mut local = local_keys.into_iter().zip(local_sets).peekable();
+        for (i, key) in keys.iter().enumerate() {
+            let owners = self.owners(key);
+            let mut round = ReadRound::new(self.config.read_quorum, owners.iter().copied());
+            if local.peek().is_some_and(|(j, _)| *j == i) {
+                match local.next().expect("peeked").1 {
+                    Ok(set) => round.reply(me, set),
+                    Err(_) => round.fail(me),
+                };
+            }
+            for peer in owners.iter().filter(|p| **p != me) {
+                per_peer.entry(*peer).or_default().push(i);
+            }
+            rounds.push(round);
+        }
+        let (done_tx, mut done_rx) = mpsc::channel(per_peer.len().max(1));
+        let peer_count = per_peer.len();
+        for (peer, indexes) in per_peer {
+            let cluster = self.clone();
+            let done_tx = done_tx.clone();
+            let peer_keys: Vec<Bytes> = indexes.iter().map(|i| keys[*i].clone()).collect();
+            tokio::spawn(async move {
+                let timeout = cluster.config.request_timeout_ms;
+                let answer = cluster
+                    .call(
+                        peer,
+                        Request::Read {
+                            namespace,
+                            keys: peer_keys,
+                        },
+                        timeout,
+                    )
+                    .await;
+                let _ = done_tx.send((peer, indexes, answer)).await;
+            });
+        }
+        drop(done_tx);
+        let (decided_tx, decided_rx) = oneshot::channel();
+        let cluster = self.clone();
+        tokio::spawn(async move {
+            let mut decided_tx = Some(decided_tx);
+            let all_decided =
+                |rounds: &[ReadRound]| rounds.iter().all(|r| r.state() != RoundState::Pending);
+            let deadline = Duration::from_millis(cluster.config.request_timeout_ms + 50);
+            let _ = tokio::time::timeout(deadline, async {
+                let mut answered = 0;
+                loop {
+                    if all_decided(&rounds) {
+                        if let Some(tx) = decided_tx.take() {
+                            let _ = tx.send(rounds.clone());
+                        }
+                    }
+                    if answered == peer_count {
+                        break;
+                    }
+                    let Some((peer, indexes, answer)) = done_rx.recv().await else {
+                        break;
+                    };
+                    answered += 1;
+                    match answer {
+                        Ok(Response::Sets(sets)) if sets.len() == indexes.len() => {
+                            for (i, set) in indexes.iter().zip(sets) {
+                                match set {
+                                    Ok(set) => rounds[*i].reply(peer, set),
+                                    Err(_) => rounds[*i].fail(peer),
+                                };
+                            }
+                        }
+                        _ => {
+                            for i in &indexes {
+                                rounds[*i].fail(peer);
+                            }
+                        }
+                    }
+                }
+            })
+            .await;
+            if let Some(tx) = decided_tx.take() {
+                let _ = tx.send(rounds.clone());
+            }
+            cluster.repair(namespace, &keys, &rounds).await;
+        });
+        let rounds = decided_rx.await.unwrap_or_default();
+        rounds
+            .iter()
+            .map(|round| match round.state() {
+                RoundState::Met => Ok(round.merged()),
+                _ => Err(RemoteError::new(
+                    "NOQUORUM",
+                    format!(
+                        "read reached {} of the {} replicas required within {} ms",
+                        round.replied(),
+                        self.config.read_quorum,
+                        self.config.request_timeout_ms
+                    ),
+                )),
+            })
+            .collect()
+    }
+
+    /// Read repair: write each key's merge back to the replicas that were behind.
+    async fn repair(self: &Arc<Self>, namespace: u8, keys: &[Bytes], rounds: &[ReadRound]) {
+        let mut per_node: BTreeMap<NodeId, Vec<ReplicaItem>> = BTreeMap::new();
+        for (key, round) in keys.iter().zip(rounds) {
+            let Some(merged) = round.merged() else {
+                continue;
+            };
+            for node in round.stale_repliers() {
+                per_node.entry(node).or_default().push(ReplicaItem {
+                    namespace,
+                    key: key.clone(),
+                    set: merged.clone(),
+                });
+            }
+        }
+        for (node, items) in per_node {
+            self.stats
+                .read_repairs
+                .fetch_add(items.len() as u64, Ordering::Relaxed);
+            if node == self.me() {
+                let _ = self.merge_locally(items).await;
+            } else {
+                let timeout = self.config.request_timeout_ms;
+                let _ = self.call(node, Request::Replicate { items }, timeout).await;
+            }
+        }
+    }
+
+    // ---- keyspace commands ----
+
+    /// Live keys of a namespace within `slots`, gathered from every member. Errors
+    /// (`PARTIAL`) when some partition in the range had no replica answer.
+    pub async fn keys(
+        self: &Arc<Self>,
+        namespace: u8,
+        slots: std::ops::RangeInclusive<u16>,
+    ) -> Result<Vec<Bytes>, RemoteError> {
+        let (first_slot, last_slot) = (*slots.start(), *slots.end());
+        let mut answered: BTreeSet<NodeId> = BTreeSet::new();
+        let mut keys: BTreeSet<Bytes> = self
+            .storage
+            .read(|s| s.live_keys_in_slots(namespace, slots.clone()))
+            .into_iter()
+            .collect();
+        answered.insert(self.me());
+        let (done_tx, mut done_rx) = mpsc::channel(self.peers.len().max(1));
+        for peer in self.peers.keys().copied() {
+            let cluster = self.clone();
+            let done_tx = done_tx.clone();
+            tokio::spawn(async move {
+                let request = Request::Keys {
+                    namespace,
+                    first_slot,
+                    last_slot,
+                };
+                let answer = cluster
+                    .call(peer, request, cluster.config.request_timeout_ms)
+                    .await;
+                let _ = done_tx.send((peer, answer)).await;
+            });
+        }
+        drop(done_tx);
+        while let Some((peer, answer)) = done_rx.recv().await {
+            if let Ok(Response::Keys(found)) = answer {
+                answered.insert(peer);
+                keys.extend(found);
+            }
+        }
+        let first_partition = self.ring.partition_of_slot(first_slot);
+        let last_partition = self.ring.partition_of_slot(last_slot);
+        let unreachable: Vec<PartitionId> = (first_partition..=last_partition)
+            .filter(|p| {
+                !self
+                    .ring
+                    .preference_list(*p)
+                    .iter()
+                    .any(|n| answered.contains(n))
+            })
+            .collect();
+        if !unreachable.is_empty() {
+            return Err(RemoteError::new(
+                "PARTIAL",
+                format!(
+                    "{} partition(s) had no reachable replica (first: {}); the result would be incomplete",
+                    unreachable.len(),
+                    unreachable[0]
+                ),
+            ));
+        }
+        Ok(keys.into_iter().collect())
+    }
+
+    // ---- background work ----
+
+    async fn run_detector(self: Arc<Self>) {
+        let interval_ms = (self.config.detector.probe_interval_ms / 2).max(10);
+        loop {
+            let events = lock(&self.detector).tick(self.now_ms());
+            for event in events {
+                match event {
+                    DetectorEvent::Probe(node) => {
+                        let cluster = self.clone();
+                        tokio::spawn(async move {
+                            let timeout = cluster.config.detector.probe_interval_ms * 2;
+                            let ping = Request::Ping {
+                                incarnation: cluster.incarnation,
+                            };
+                            if let Ok(Response::Pong { incarnation }) =
+                                cluster.call(node, ping, timeout).await
+                            {
+                                cluster.heard(node, incarnation);
+                            }
+                        });
+                    }
+                    DetectorEvent::Changed { node, from, to } => {
+                        tracing::info!("node {node}: {} -> {}", from.as_str(), to.as_str());
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(interval_ms)).await;
+        }
+    }
+
+    async fn run_anti_entropy(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(Duration::from_millis(self.config.anti_entropy_interval_ms)).await;
+            for peer in self.peers.keys().copied().collect::<Vec<_>>() {
+                if !self.is_live(peer) {
+                    continue;
+                }
+                if let Err(e) = self.anti_entropy_with(peer).await {
+                    tracing::debug!("anti-entropy with node {peer} stopped: {e}");
+                }
+            }
+            self.stats
+                .anti_entropy_rounds
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// One exchange with one peer over every partition both hold: compare
+    /// partition digests, then slot digests of the partitions that differ, then
+    /// key hashes of the slots that differ; push our copies of the differing keys
+    /// and pull theirs (each side merges, so the order does not matter). Moves at
+    /// most `anti_entropy_keys_per_round_max` keys.
+    async fn anti_entropy_with(self: &Arc<Self>, peer: NodeId) -> Result<(), CallError> {
+        let me = self.me();
+        let timeout = self.config.request_timeout_ms;
+        let shared: Vec<PartitionId> = (0..self.ring.partition_count())
+            .filter(|p| {
+                let list = self.ring.preference_list(*p);
+                list.contains(&me) && list.contains(&peer)
+            })
+            .collect();
+        let mut differing_partitions = Vec::new();
+        for chunk in shared.chunks(ITEMS_PER_REQUEST_MAX) {
+            let theirs = match self
+                .call(
+                    peer,
+                    Request::PartitionDigests {
+                        partitions: chunk.to_vec(),
+                    },
+                    timeout,
+                )
+                .await?
+            {
+                Response::PartitionDigests(d) if d.len() == chunk.len() => d,
+                _ => return Ok(()),
+            };
+            let mine = self.partition_digests(chunk);
+            differing_partitions.extend(
+                chunk
+                    .iter()
+                    .zip(mine.iter().zip(&theirs))
+                    .filter(|(_, (a, b))| a != b)
+                    .map(|(p, _)| *p),
+            );
+        }
+        let budget = self.config.anti_entropy_keys_per_round_max;
+        let mut keys: Vec<(u8, Bytes)> = Vec::new();
+        'partitions: for partition in differing_partitions {
+            let slots = self.ring.slot_range(partition);
+            let request = Request::SlotDigests {
+                first_slot: *slots.start(),
+                last_slot: *slots.end(),
+            };
+            let Response::SlotDigests(theirs) = self.call(peer, request, timeout).await? else {
+                return Ok(());
+            };
+            let mine = self.storage.read(|s| {
+                s.digests()
+                    .map(|d| d.slot_digests(slots.clone()))
+                    .unwrap_or_default()
+            });
+            for (slot, namespace) in differing_slots(&mine, &theirs) {
+                let request = Request::SlotKeys { namespace, slot };
+                let Response::SlotKeys(their_keys) = self.call(peer, request, timeout).await?
+                else {
+                    return Ok(());
+                };
+                let my_keys = self.storage.read(|s| {
+                    s.digests()
+                        .map(|d| d.slot_keys(namespace, slot))
+                        .unwrap_or_default()
+                });
+                for key in differing_keys(&my_keys, &their_keys) {
+                    keys.push((namespace, Bytes::from(key)));
+                    if keys.len() >= budget {
+                        break 'partitions;
+                    }
+                }
+            }
+        }
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let mut by_namespace: BTreeMap<u8, Vec<Bytes>> = BTreeMap::new();
+        for (namespace, key) in keys {
+            by_namespace.entry(namespace).or_default().push(key);
+        }
+        for (namespace, keys) in by_namespace {
+            // Push ours.
+            let items: Vec<ReplicaItem> = self
+                .read_locally(namespace, &keys)
+                .into_iter()
+                .zip(&keys)
+                .filter_map(|(set, key)| {
+                    Some(ReplicaItem {
+                        namespace,
+                        key: key.clone(),
+                        set: set.ok()??,
+                    })
+                })
+                .collect();
+            if !items.is_empty() {
+                self.stats
+                    .anti_entropy_keys_pushed
+                    .fetch_add(items.len() as u64, Ordering::Relaxed);
+                self.call(peer, Request::Replicate { items }, timeout)
+                    .await?;
+            }
+            // Pull theirs.
+            let request = Request::Read {
+                namespace,
+                keys: keys.clone(),
+            };
+            if let Response::Sets(sets) = self.call(peer, request, timeout).await? {
+                let items: Vec<ReplicaItem> = sets
+                    .into_iter()
+                    .zip(&keys)
+                    .filter_map(|(set, key)| {
+                        Some(ReplicaItem {
+                            namespace,
+                            key: key.clone(),
+                            set: set.ok()??,
+                        })
+                    })
+                    .collect();
+                self.stats
+                    .anti_entropy_keys_pulled
+                    .fetch_add(items.len() as u64, Ordering::Relaxed);
+                let _ = self.merge_locally(items).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// The context that plain writes at this node would supersede, for tests.
+    pub fn local_context(&self, namespace: u8, key: &[u8]) -> Option<VersionVector> {
+        self.storage
+            .read(|s| s.get(namespace, key).ok().flatten().map(|set| set.context))
+    }
+}

@@ -1,0 +1,413 @@
+//! Redis commands on a cluster member: the data commands go through the cluster
+//! (single-key writes to their coordinator, multi-key commands split by coordinator
+//! and run in parallel, reads from `r` replicas, keyspace commands gathered from
+//! every member), and CLUSTER answers for cluster-aware clients. Anything not
+//! handled here (connection and server commands) runs as on a single node.
+
+use crate::cluster::{Cluster, RoutedRead};
+use crate::commands::{
+    err, lower, parse_scan, parse_set, parse_shoal_write, siblings_reply, ReplyShape, RoutedTicket,
+    Step,
+};
+use crate::glob::glob_match;
+use crate::resp::Reply;
+use bytes::Bytes;
+use shoal_engine::placement::PartitionId;
+use shoal_engine::{Condition, WriteOp};
+use std::sync::Arc;
+
+/// Keys deleted per routed batch by FLUSHDB / FLUSHALL.
+const KEYS_PER_FLUSH_BATCH: usize = 512;
+
+fn routed(cluster: &Arc<Cluster>, ops: Vec<WriteOp>, shape: ReplyShape) -> Step {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let op_count = ops.len();
+    let cluster = cluster.clone();
+    tokio::spawn(async move {
+        let _ = tx.send(cluster.write(ops).await);
+    });
+    Step::Routed(RoutedTicket::new(rx, op_count), shape)
+}
+
+fn read_reply(
+    read: RoutedRead,
+    f: impl FnOnce(Option<shoal_engine::SiblingSet>) -> Reply,
+) -> Reply {
+    match read {
+        Ok(set) => f(set),
+        Err(e) => Reply::error(e.line()),
+    }
+}
+
+fn winner(set: Option<shoal_engine::SiblingSet>) -> Reply {
+    set.and_then(|s| s.winner().and_then(|w| w.value.clone()))
+        .map_or(Reply::Null, Reply::Bulk)
+}
+
+fn live(set: &Option<shoal_engine::SiblingSet>) -> bool {
+    set.as_ref().is_some_and(|s| !s.is_deleted())
+}
+
+/// Run `name` through the cluster, or `None` when it is not a cluster command.
+pub async fn execute(cluster: &Arc<Cluster>, ns: u8, name: &str, args: &[Bytes]) -> Option<Step> {
+    let step = match name {
+        "get" => {
+            let read = cluster.read(ns, vec![args[1].clone()]).await.remove(0);
+            Step::Reply(read_reply(read, winner))
+        }
+        "mget" => {
+            let reads = cluster.read(ns, args[1..].to_vec()).await;
+            Step::Reply(Reply::Array(
+                reads.into_iter().map(|r| read_reply(r, winner)).collect(),
+            ))
+        }
+        "exists" => {
+            let reads = cluster.read(ns, args[1..].to_vec()).await;
+            let mut count = 0;
+            for read in reads {
+                match read {
+                    Ok(set) => count += i64::from(live(&set)),
+                    Err(e) => return Some(Step::Reply(Reply::error(e.line()))),
+                }
+            }
+            Step::Reply(Reply::Integer(count))
+        }
+        "type" | "ttl" | "pttl" => {
+            let read = cluster.read(ns, vec![args[1].clone()]).await.remove(0);
+            Step::Reply(read_reply(read, |set| match (name, live(&set)) {
+                ("type", true) => Reply::Simple("string".into()),
+                ("type", false) => Reply::Simple("none".into()),
+                (_, true) => Reply::Integer(-1),
+                (_, false) => Reply::Integer(-2),
+            }))
+        }
+        "shoal.siblings" => {
+            let read = cluster.read(ns, vec![args[1].clone()]).await.remove(0);
+            Step::Reply(read_reply(read, siblings_reply))
+        }
+        "set" => match parse_set(ns, &args[1..]) {
+            Ok((op, shape)) => routed(cluster, vec![op], shape),
+            Err(step) => step,
+        },
+        "setnx" => {
+            let mut op = WriteOp::put(ns, args[1].clone(), args[2].clone());
+            op.condition = Condition::IfAbsent;
+            routed(cluster, vec![op], ReplyShape::SetNx)
+        }
+        "mset" => {
+            if args.len().is_multiple_of(2) {
+                return Some(err("ERR wrong number of arguments for 'mset' command"));
+            }
+            let ops = args[1..]
+                .chunks(2)
+                .map(|kv| WriteOp::put(ns, kv[0].clone(), kv[1].clone()))
+                .collect();
+            routed(cluster, ops, ReplyShape::Ok)
+        }
+        "del" | "unlink" => {
+            let ops = args[1..]
+                .iter()
+                .map(|k| WriteOp::delete(ns, k.clone()))
+                .collect();
+            routed(cluster, ops, ReplyShape::Count)
+        }
+        "shoal.put" | "shoal.del" => match parse_shoal_write(ns, name, &args[1..]) {
+            Ok(op) => routed(cluster, vec![op], ReplyShape::ShoalWrite),
+            Err(step) => step,
+        },
+        "dbsize" => match cluster
+            .keys(ns, 0..=shoal_engine::slot::SLOT_COUNT - 1)
+            .await
+        {
+            Ok(keys) => Step::Reply(Reply::Integer(keys.len() as i64)),
+            Err(e) => Step::Reply(Reply::error(e.line())),
+        },
+        "keys" => match cluster
+            .keys(ns, 0..=shoal_engine::slot::SLOT_COUNT - 1)
+            .await
+        {
+            Ok(keys) => Step::Reply(Reply::Array(
+                keys.into_iter()
+                    .filter(|k| glob_match(&args[1], k, false))
+                    .map(Reply::Bulk)
+                    .collect(),
+            )),
+            Err(e) => Step::Reply(Reply::error(e.line())),
+        },
+        "scan" => scan(cluster, ns, &args[1..]).await,
+        "flushdb" => Step::Reply(flush(cluster, &[ns]).await),
+        "flushall" => {
+            let namespaces: Vec<u8> = (0..16).collect();
+            Step::Reply(flush(cluster, &namespaces).await)
+        }
+        "cluster" => cluster_command(cluster, &args[1..]),
+        "shoal.cluster" => Step::Reply(Reply::Verbatim {
+            format: *b"txt",
+            text: status_text(cluster),
+        }),
+        _ => return None,
+    };
+    Some(step)
+}
+
+/// SCAN over the cluster: the cursor is a slot; each call returns the keys of
+/// the partition holding it (from every replica that answers) and the first slot
+/// of the next partition, or 0 at the end.
+async fn scan(cluster: &Arc<Cluster>, ns: u8, args: &[Bytes]) -> Step {
+    let scan = match parse_scan(args) {
+        Ok(scan) => scan,
+        Err(step) => return step,
+    };
+    let ring = cluster.ring();
+    if scan.cursor >= u64::from(shoal_engine::slot::SLOT_COUNT) {
+        return Step::Reply(Reply::Array(vec![
+            Reply::Bulk(Bytes::from_static(b"0")),
+            Reply::Array(vec![]),
+        ]));
+    }
+    let partition: PartitionId = ring.partition_of_slot(scan.cursor as u16);
+    let slots = ring.slot_range(partition);
+    let first = (scan.cursor as u16).max(*slots.start());
+    match cluster.keys(ns, first..=*slots.end()).await {
+        Ok(keys) => {
+            let next = if partition + 1 >= ring.partition_count() {
+                0
+            } else {
+                u64::from(*ring.slot_range(partition + 1).start())
+            };
+            Step::Reply(Reply::Array(vec![
+                Reply::Bulk(next.to_string().into()),
+                Reply::Array(
+                    keys.into_iter()
+                        .filter(|k| scan.wants(k))
+                        .map(Reply::Bulk)
+                        .collect(),
+                ),
+            ]))
+        }
+        Err(e) => Step::Reply(Reply::error(e.line())),
+    }
+}
+
+async fn flush(cluster: &Arc<Cluster>, namespaces: &[u8]) -> Reply {
+    for ns in namespaces {
+        let keys = match cluster
+            .keys(*ns, 0..=shoal_engine::slot::SLOT_COUNT - 1)
+            .await
+        {
+            Ok(keys) => keys,
+            Err(e) => return Reply::error(e.line()),
+        };
+        for chunk in keys.chunks(KEYS_PER_FLUSH_BATCH) {
+            let ops = chunk
+                .iter()
+                .map(|k| WriteOp::delete(*ns, k.clone()))
+                .collect();
+            if let Some(Err(e)) = cluster.write(ops).await.into_iter().find(|r| r.is_err()) {
+                return Reply::error(e.line());
+            }
+        }
+    }
+    Reply::ok()
+}
+
+/// (first slot, last slot, owners in preference order) for runs of partitions with
+/// the same preference list.
+fn slot_runs(cluster: &Cluster) -> Vec<(u16, u16, Vec<u32>)> {
+    let ring = cluster.ring();
+    let mut runs: Vec<(u16, u16, Vec<u32>)> = Vec::new();
+    for partition in 0..ring.partition_count() {
+        let slots = ring.slot_range(partition);
+        let owners = ring.preference_list(partition).to_vec();
+        match runs.last_mut() {
+            Some(run) if run.2 == owners && run.1 + 1 == *slots.start() => run.1 = *slots.end(),
+            _ => runs.push((*slots.start(), *slots.end(), owners)),
+        }
+    }
+    runs
+}
+
+fn split_addr(addr: &str) -> (String, i64) {
+    match addr.rsplit_once(':') {
+        Some((host, port)) => (host.to_string(), port.parse().unwrap_or(0)),
+        None => (addr.to_string(), 0),
+    }
+}
+
+fn node_name(node: u32) -> String {
+    // Redis node ids are 40 hex characters.
+    format!("{node:040x}")
+}
+
+fn cluster_command(cluster: &Arc<Cluster>, args: &[Bytes]) -> Step {
+    let members = cluster.members();
+    let addr_of = |node: u32| {
+        members
+            .iter()
+            .find(|m| m.node == node)
+            .map(|m| split_addr(&m.addr.client))
+            .unwrap_or_default()
+    };
+    let bulk = |s: String| Reply::Bulk(s.into());
+    match lower(&args[0]).as_str() {
+        "myid" => Step::Reply(bulk(node_name(cluster.me()))),
+        "info" => {
+            let alive = members
+                .iter()
+                .filter(|m| m.state == shoal_engine::cluster::detector::PeerState::Alive)
+                .count();
+            let text = format!(
+                "cluster_enabled:1\r\ncluster_state:ok\r\ncluster_slots_assigned:16384\r\ncluster_slots_ok:16384\r\ncluster_known_nodes:{}\r\ncluster_size:{}\r\ncluster_nodes_alive:{alive}\r\ncluster_current_epoch:{}\r\nshoal_replicas_n:{}\r\nshoal_r:{}\r\nshoal_w:{}\r\n",
+                members.len(),
+                members.len(),
+                cluster.ring().version(),
+                cluster.config().replicas_n,
+                cluster.config().read_quorum,
+                cluster.config().write_quorum,
+            );
+            Step::Reply(Reply::Verbatim {
+                format: *b"txt",
+                text,
+            })
+        }
+        "slots" => Step::Reply(Reply::Array(
+            slot_runs(cluster)
+                .into_iter()
+                .map(|(first, last, owners)| {
+                    let mut entry = vec![Reply::Integer(first.into()), Reply::Integer(last.into())];
+                    for node in owners {
+                        let (host, port) = addr_of(node);
+                        entry.push(Reply::Array(vec![
+                            bulk(host),
+                            Reply::Integer(port),
+                            bulk(node_name(node)),
+                        ]));
+                    }
+                    Reply::Array(entry)
+                })
+                .collect(),
+        )),
+        "shards" => Step::Reply(Reply::Array(
+            slot_runs(cluster)
+                .into_iter()
+                .map(|(first, last, owners)| {
+                    let nodes = owners
+                        .iter()
+                        .enumerate()
+                        .map(|(i, node)| {
+                            let (host, port) = addr_of(*node);
+                            let member = members.iter().find(|m| m.node == *node);
+                            let health = match member.map(|m| m.state) {
+                                Some(shoal_engine::cluster::detector::PeerState::Alive) => "online",
+                                _ => "fail",
+                            };
+                            Reply::Map(vec![
+                                (bulk("id".into()), bulk(node_name(*node))),
+                                (bulk("port".into()), Reply::Integer(port)),
+                                (bulk("ip".into()), bulk(host.clone())),
+                                (bulk("endpoint".into()), bulk(host)),
+                                (
+                                    bulk("role".into()),
+                                    bulk(if i == 0 { "master" } else { "replica" }.into()),
+                                ),
+                                (bulk("replication-offset".into()), Reply::Integer(0)),
+                                (bulk("health".into()), bulk(health.into())),
+                            ])
+                        })
+                        .collect();
+                    Reply::Map(vec![
+                        (
+                            bulk("slots".into()),
+                            Reply::Array(vec![Reply::Integer(first.into()), Reply::Integer(last.into())]),
+                        ),
+                        (bulk("nodes".into()), Reply::Array(nodes)),
+                    ])
+                })
+                .collect(),
+        )),
+        "nodes" => {
+            let mut text = String::new();
+            for m in &members {
+                let (host, port) = split_addr(&m.addr.client);
+                let myself = if m.node == cluster.me() { "myself," } else { "" };
+                let state = match m.state {
+                    shoal_engine::cluster::detector::PeerState::Alive => "connected",
+                    _ => "disconnected",
+                };
+                let flag = match m.state {
+                    shoal_engine::cluster::detector::PeerState::Down => ",fail",
+                    shoal_engine::cluster::detector::PeerState::Suspect => ",fail?",
+                    shoal_engine::cluster::detector::PeerState::Alive => "",
+                };
+                text.push_str(&format!(
+                    "{} {host}:{port}@{} {myself}master{flag} - 0 0 {} {state}\n",
+                    node_name(m.node),
+                    port + i64::from(crate::cluster::PEER_PORT_OFFSET),
+                    m.incarnation,
+                ));
+            }
+            Step::Reply(bulk(text))
+        }
+        other => err(format!(
+            "ERR unknown subcommand '{other}'. Shoal supports CLUSTER INFO, MYID, NODES, SLOTS and SHARDS."
+        )),
+    }
+}
+
+/// The operator's view: members and their states, the ring, partitions per node,
+/// and the counters of replication, repair and anti-entropy.
+pub fn status_text(cluster: &Cluster) -> String {
+    use std::sync::atomic::Ordering::Relaxed;
+    let config = cluster.config();
+    let ring = cluster.ring();
+    let stats = &cluster.stats;
+    let mut text = format!(
+        "node {}\nring version {}, {} partitions, n={} r={} w={}\n\nmembers:\n",
+        cluster.me(),
+        ring.version(),
+        ring.partition_count(),
+        config.replicas_n,
+        config.read_quorum,
+        config.write_quorum,
+    );
+    for m in cluster.members() {
+        text.push_str(&format!(
+            "  node {:<4} {:<22} {:<8} incarnation {:<6} silent {:>6} ms  replicas {:>4}  coordinating {:>4}\n",
+            m.node,
+            m.addr.client,
+            m.state.as_str(),
+            m.incarnation,
+            m.silent_ms,
+            m.partitions,
+            m.coordinating,
+        ));
+    }
+    text.push_str(&format!(
+        "\nwrites coordinated {}, proxied {}, quorum failures {}, replica writes received {}\nreads {}, read repairs {}\nanti-entropy rounds {}, keys pushed {}, keys pulled {}\npeer handshakes refused {}, peer frames refused {}\nhints pending: none (hinted handoff is not built; anti-entropy repairs returning replicas)\nhandoffs in flight: none (the ring changes only by restart with a new member list)\n",
+        stats.writes_coordinated.load(Relaxed),
+        stats.writes_proxied.load(Relaxed),
+        stats.quorum_failures.load(Relaxed),
+        stats.replica_writes_received.load(Relaxed),
+        stats.reads_coordinated.load(Relaxed),
+        stats.read_repairs.load(Relaxed),
+        stats.anti_entropy_rounds.load(Relaxed),
+        stats.anti_entropy_keys_pushed.load(Relaxed),
+        stats.anti_entropy_keys_pulled.load(Relaxed),
+        stats.peer_auth_refusals.load(Relaxed),
+        stats.peer_frames_refused.load(Relaxed),
+    ));
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_addr_takes_the_last_colon() {
+        assert_eq!(
+            split_addr("127.0.0.1:7379"),
+            ("127.0.0.1".to_string(), 7379)
+        );
+    }
+}
