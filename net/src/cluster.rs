@@ -28,7 +28,7 @@ use shoal_engine::digest::{differing_keys, differing_slots};
 use shoal_engine::placement::{PartitionId, Ring};
 use shoal_engine::runtime::Runtime;
 use shoal_engine::{
-    Condition, Covers, NodeId, SiblingSet, VersionVector, WriteError, WriteOp, WriteOutcome,
+    Condition, Covers, NodeId, SiblingSet, WriteError, WriteOp, WriteOutcome,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -1400,9 +1400,16 @@ impl Cluster {
         Ok(())
     }
 
-    /// The context that plain writes at this node would supersede, for tests.
-    pub fn local_context(&self, namespace: u8, key: &[u8]) -> Option<VersionVector> {
-        self.storage
-            .read(|s| s.get(namespace, key).ok().flatten().map(|set| set.context))
+    /// This node's digest over every key it holds, and how many keys that is.
+    /// Replicas holding the same partitions have equal digests once converged.
+    pub fn local_digest(&self) -> (u64, usize) {
+        self.storage.read(|s| {
+            s.digests().map_or((0, 0), |d| {
+                (
+                    d.range_digest(0..=shoal_engine::slot::SLOT_COUNT - 1),
+                    d.key_count(),
+                )
+            })
+        })
     }
 }

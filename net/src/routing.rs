@@ -361,8 +361,9 @@ pub fn status_text(cluster: &Cluster) -> String {
     let config = cluster.config();
     let ring = cluster.ring();
     let stats = &cluster.stats;
+    let (digest, keys) = cluster.local_digest();
     let mut text = format!(
-        "node {}\nring version {}, {} partitions, n={} r={} w={}\n\nmembers:\n",
+        "node {}\nlocal digest {digest:016x} over {keys} keys\nring version {}, {} partitions, n={} r={} w={}\n\nmembers:\n",
         cluster.me(),
         ring.version(),
         ring.partition_count(),
