@@ -27,9 +27,7 @@ use shoal_engine::cluster::wire::{
 use shoal_engine::digest::{differing_keys, differing_slots};
 use shoal_engine::placement::{PartitionId, Ring};
 use shoal_engine::runtime::Runtime;
-use shoal_engine::{
-    Condition, Covers, NodeId, SiblingSet, WriteError, WriteOp, WriteOutcome,
-};
+use shoal_engine::{Condition, Covers, NodeId, SiblingSet, WriteError, WriteOp, WriteOutcome};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -62,7 +62,9 @@ fn start_node(id: usize, ports: &[u16], dir: &Path) -> ShoalProcess {
 
 fn status(node: &ShoalProcess) -> String {
     let mut conn = node.client();
-    let reply: redis::Value = redis::cmd("SHOAL.CLUSTER").query(&mut conn).expect("status");
+    let reply: redis::Value = redis::cmd("SHOAL.CLUSTER")
+        .query(&mut conn)
+        .expect("status");
     match reply {
         redis::Value::BulkString(b) => String::from_utf8_lossy(&b).into_owned(),
         redis::Value::VerbatimString { text, .. } => text,
@@ -138,7 +140,9 @@ fn three_nodes_survive_kill_9_of_one_and_converge() {
     }
     let got: Option<String> = c2.get("hello").unwrap();
     assert_eq!(got.as_deref(), Some("world"), "read through node 2");
-    let _: () = c2.mset(&[("{t}a", "1"), ("{t}b", "2"), ("other", "3")]).unwrap();
+    let _: () = c2
+        .mset(&[("{t}a", "1"), ("{t}b", "2"), ("other", "3")])
+        .unwrap();
     let got: Vec<Option<String>> = c1.mget(&["{t}a", "{t}b", "other", "none"]).unwrap();
     assert_eq!(
         got,
@@ -180,7 +184,10 @@ fn three_nodes_survive_kill_9_of_one_and_converge() {
     nodes[2] = Some(start_node(3, &ports, &dirs[2]));
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let lines: Vec<String> = nodes.iter().map(|n| digest_line(n.as_ref().unwrap())).collect();
+        let lines: Vec<String> = nodes
+            .iter()
+            .map(|n| digest_line(n.as_ref().unwrap()))
+            .collect();
         if lines.iter().all(|l| *l == lines[0]) {
             break;
         }
@@ -250,7 +257,10 @@ fn a_peer_without_the_secret_is_refused() {
         last.contains("NOQUORUM") || last.contains("CLUSTERDOWN"),
         "unexpected error: {last}"
     );
-    assert!(started.elapsed() < Duration::from_secs(30), "errors, not hangs");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "errors, not hangs"
+    );
     let text = status(&good);
     assert!(
         !text.contains("peer handshakes refused 0,"),

@@ -27,6 +27,8 @@ pub mod replies;
 #[cfg(madsim)]
 pub mod client;
 #[cfg(madsim)]
+pub mod cluster;
+#[cfg(madsim)]
 pub mod faults;
 #[cfg(madsim)]
 pub mod node;

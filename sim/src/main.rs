@@ -123,6 +123,9 @@ scenarios: quiet swarm crash disk network corruption corrupt-tail (default: chos
     }
 
     pub fn main() -> ExitCode {
+        if std::env::args().any(|a| a == "--cluster") {
+            return cluster_main();
+        }
         let args = match parse_args() {
             Ok(args) => args,
             Err(message) => {
@@ -349,6 +352,93 @@ scenarios: quiet swarm crash disk network corruption corrupt-tail (default: chos
                     done as f64 * 60.0 / wall_s.max(1e-9)
                 );
             }
+        }
+    }
+
+    /// `--cluster --seed N [--history FILE]` or `--cluster --seeds A..B
+    /// [--stop-at-first-failure]`: the multi-node cluster seeds.
+    fn cluster_main() -> ExitCode {
+        use shoal_sim::cluster::{replay_command, run_cluster_seed};
+        let args: Vec<String> = std::env::args()
+            .skip(1)
+            .filter(|a| a != "--cluster")
+            .collect();
+        let value = |name: &str| {
+            args.iter()
+                .position(|a| a == name)
+                .and_then(|i| args.get(i + 1))
+                .cloned()
+        };
+        let stop_at_first = args.iter().any(|a| a == "--stop-at-first-failure");
+        let (first, end, single) = match (value("--seed"), value("--seeds")) {
+            (Some(seed), None) => match seed.parse::<u64>() {
+                Ok(seed) => (seed, seed + 1, true),
+                Err(_) => {
+                    eprintln!("shoal-sim: bad seed {seed:?}");
+                    return ExitCode::from(2);
+                }
+            },
+            (None, Some(range)) => {
+                let parsed = range
+                    .split_once("..")
+                    .and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)));
+                match parsed {
+                    Some((a, b)) if b > a => (a, b, false),
+                    _ => {
+                        eprintln!("shoal-sim: --seeds wants A..B, got {range:?}");
+                        return ExitCode::from(2);
+                    }
+                }
+            }
+            _ => {
+                eprintln!("usage: shoal-sim --cluster --seed N [--history FILE] | --cluster --seeds A..B [--stop-at-first-failure]");
+                return ExitCode::from(2);
+            }
+        };
+        let started = Instant::now();
+        let mut failed = 0u64;
+        let mut simulated_ms = 0u64;
+        for seed in first..end {
+            let outcome = run_cluster_seed(seed);
+            simulated_ms += outcome.simulated_ms;
+            if single {
+                print!("{}", outcome.plan);
+                for gap in &outcome.gaps {
+                    println!("note: {gap}");
+                }
+                println!("history-digest: {}", outcome.digest);
+                if let Some(path) = value("--history") {
+                    if let Err(e) = std::fs::write(&path, &outcome.jsonl) {
+                        eprintln!("shoal-sim: cannot write {path}: {e}");
+                    }
+                }
+            }
+            if !outcome.passed() {
+                failed += 1;
+                println!("FAIL seed {seed}: {}", outcome.failures[0]);
+                for failure in outcome.failures.iter().skip(1).take(FAILURES_SHOWN_MAX) {
+                    println!("  {failure}");
+                }
+                println!("replay: {}", replay_command(seed));
+                if stop_at_first {
+                    println!(
+                        "first failing seed: {seed} (seeds needed: {})",
+                        seed - first + 1
+                    );
+                    return ExitCode::from(1);
+                }
+            }
+        }
+        let wall_s = started.elapsed().as_secs_f64();
+        println!(
+            "cluster seeds {first}..{end}: {} passed, {failed} failed; {:.0} simulated s in {wall_s:.1} wall s",
+            end - first - failed,
+            simulated_ms as f64 / 1000.0
+        );
+        if failed > 0 {
+            ExitCode::from(1)
+        } else {
+            ExitCode::SUCCESS
         }
     }
 }

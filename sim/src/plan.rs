@@ -390,7 +390,7 @@ impl Plan {
     }
 }
 
-fn workload_knobs(rng: &mut SplitMix64) -> WorkloadKnobs {
+pub(crate) fn workload_knobs(rng: &mut SplitMix64) -> WorkloadKnobs {
     let keys = match rng.below(4) {
         0 => between(rng, 1, 3),
         1 => between(rng, 4, 12),

@@ -31,6 +31,9 @@ pub struct Shared {
     next_process: AtomicU64,
     /// Every key some operation was invoked on.
     pub keys_touched: Mutex<BTreeSet<Key>>,
+    /// The nodes clients connect to (one, or every cluster member); a client picks
+    /// one at random each time it (re)connects.
+    pub targets: Vec<std::net::SocketAddr>,
 }
 
 impl Shared {
@@ -41,6 +44,24 @@ impl Shared {
             stop: AtomicBool::new(false),
             next_process: AtomicU64::new(0),
             keys_touched: Mutex::new(BTreeSet::new()),
+            targets: vec![node_addr()],
+        })
+    }
+
+    /// Clients spread over `targets` (a cluster's members).
+    pub fn with_targets(
+        knobs: WorkloadKnobs,
+        recorder: Arc<Recorder>,
+        targets: Vec<std::net::SocketAddr>,
+    ) -> Arc<Shared> {
+        assert!(!targets.is_empty(), "clients need a node to talk to");
+        Arc::new(Shared {
+            knobs,
+            recorder,
+            stop: AtomicBool::new(false),
+            next_process: AtomicU64::new(0),
+            keys_touched: Mutex::new(BTreeSet::new()),
+            targets,
         })
     }
 
@@ -183,7 +204,9 @@ impl Client {
     async fn ready(&mut self, namespace: u8) -> bool {
         let timeout_ms = self.shared.knobs.op_timeout_ms;
         if self.conn.is_none() {
-            match RespConn::connect(node_addr(), timeout_ms).await {
+            let targets = &self.shared.targets;
+            let target = targets[self.rng.below(targets.len() as u64) as usize];
+            match RespConn::connect(target, timeout_ms).await {
                 Ok(conn) => {
                     self.conn = Some(conn);
                     self.conn_namespace = 0;
@@ -267,7 +290,7 @@ impl Client {
                 );
             }
             return match error_code(message) {
-                "IOERR" => self.unknown(key, f),
+                "IOERR" | "NOQUORUM" => self.unknown(key, f),
                 _ => recorder.fail(process, f, key),
             };
         }
