@@ -170,7 +170,8 @@ mod tests {
     fn write_round_table() {
         // (w, targets, events, expected state after each event)
         type Event = (u32, bool);
-        let table: &[(u8, &[u32], &[Event], &[RoundState])] = &[
+        type Row<'a> = (u8, &'a [u32], &'a [Event], &'a [RoundState]);
+        let table: &[Row] = &[
             (
                 2,
                 &[1, 2, 3],
