@@ -1,7 +1,9 @@
 //! `shoal-net` owns Shoal's contact with the world: the file `Disk`, the tokio
 //! runtime adapter, the storage driver (group commit), the RESP codec and server,
-//! and the `shoal` binary. It must not decide anything the engine decides (versions,
-//! recovery, placement): it moves bytes and time to and from `shoal-engine`.
+//! the authenticated peer transport and the cluster driver that moves the
+//! engine's cluster decisions over it, and the `shoal` binary. It must not decide
+//! anything the engine decides (versions, recovery, placement, quorums, liveness):
+//! it moves bytes and time to and from `shoal-engine`.
 //!
 //! Built with `--cfg madsim`, `tokio` here is madsim's, and the same server runs
 //! inside the simulator (`shoal-sim`) on the in-memory disk.

@@ -14,7 +14,9 @@
 //! `faults` (the supervisor that injects the plan), `workload` and `client` (the
 //! RESP clients), `replies` (Shoal's replies in the checker's terms), `recorder`
 //! (the history being written), `digest` (the history digest), `gaps` (violations
-//! the checker reports for legal histories, kept visible as notes).
+//! the checker reports for legal histories, kept visible as notes), `cluster`
+//! (cluster seeds: several real nodes with the cluster driver, crashes with power
+//! loss, isolation and cut links, per-replica final reads).
 //!
 //! Only `plan`, `replies`, `gaps` and `digest` exist outside `--cfg madsim`: the rest needs
 //! madsim's runtime, so a normal workspace build compiles this crate to them alone.

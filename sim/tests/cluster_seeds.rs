@@ -20,6 +20,8 @@ fn cluster_seeds_pass() {
     let failures: Mutex<Vec<(u64, String)>> = Mutex::new(Vec::new());
     let simulated_ms = AtomicU64::new(0);
     let with_gaps = AtomicU64::new(0);
+    // Per seed: simulated ms from the last heal until every replica agreed.
+    let convergence_ms: Mutex<Vec<u64>> = Mutex::new(Vec::new());
     let started = std::time::Instant::now();
     std::thread::scope(|scope| {
         for _ in 0..JOBS {
@@ -30,6 +32,9 @@ fn cluster_seeds_pass() {
                 }
                 match std::panic::catch_unwind(|| run_cluster_seed(seed)) {
                     Ok(outcome) => {
+                        if let Some(waited) = quiescence_wait_ms(&outcome.jsonl) {
+                            convergence_ms.lock().unwrap().push(waited);
+                        }
                         if !outcome.gaps.is_empty() {
                             with_gaps.fetch_add(1, Ordering::Relaxed);
                         }
@@ -54,6 +59,16 @@ fn cluster_seeds_pass() {
         sim_s / wall_s.max(0.001),
         with_gaps.load(Ordering::Relaxed)
     );
+    let mut waits = convergence_ms.into_inner().unwrap();
+    waits.sort_unstable();
+    if !waits.is_empty() {
+        eprintln!(
+            "convergence after the heal (simulated ms): median {}, p99 {}, max {}",
+            waits[waits.len() / 2],
+            waits[(waits.len() * 99 / 100).min(waits.len() - 1)],
+            waits[waits.len() - 1]
+        );
+    }
     let failures = failures.into_inner().unwrap();
     let report: Vec<String> = failures
         .iter()
@@ -66,6 +81,13 @@ fn cluster_seeds_pass() {
         failures.len(),
         report.join("\n")
     );
+}
+
+/// The `waited_ms` of a history's quiescence line.
+fn quiescence_wait_ms(jsonl: &str) -> Option<u64> {
+    let line = jsonl.lines().find(|l| l.contains("\"quiescence\""))?;
+    let value: serde_json::Value = serde_json::from_str(line).ok()?;
+    value["waited_ms"].as_u64()
 }
 
 #[test]
