@@ -327,6 +327,24 @@ fn write_from_wire(w: ClientWrite) -> WriteOp {
     op
 }
 
+/// The keys that have a readable copy, as replica writes of it.
+fn replica_items(
+    namespace: u8,
+    keys: &[Bytes],
+    sets: Vec<Result<Option<SiblingSet>, RemoteError>>,
+) -> Vec<ReplicaItem> {
+    sets.into_iter()
+        .zip(keys)
+        .filter_map(|(set, key)| {
+            Some(ReplicaItem {
+                namespace,
+                key: key.clone(),
+                set: set.ok()??,
+            })
+        })
+        .collect()
+}
+
 fn unknown_outcome(what: &str, e: &CallError) -> RemoteError {
     RemoteError::new(
         "IOERR",
@@ -1353,18 +1371,7 @@ impl Cluster {
         }
         for (namespace, keys) in by_namespace {
             // Push ours.
-            let items: Vec<ReplicaItem> = self
-                .read_locally(namespace, &keys)
-                .into_iter()
-                .zip(&keys)
-                .filter_map(|(set, key)| {
-                    Some(ReplicaItem {
-                        namespace,
-                        key: key.clone(),
-                        set: set.ok()??,
-                    })
-                })
-                .collect();
+            let items = replica_items(namespace, &keys, self.read_locally(namespace, &keys));
             if !items.is_empty() {
                 self.stats
                     .anti_entropy_keys_pushed
@@ -1378,17 +1385,7 @@ impl Cluster {
                 keys: keys.clone(),
             };
             if let Response::Sets(sets) = self.call(peer, request, timeout).await? {
-                let items: Vec<ReplicaItem> = sets
-                    .into_iter()
-                    .zip(&keys)
-                    .filter_map(|(set, key)| {
-                        Some(ReplicaItem {
-                            namespace,
-                            key: key.clone(),
-                            set: set.ok()??,
-                        })
-                    })
-                    .collect();
+                let items = replica_items(namespace, &keys, sets);
                 self.stats
                     .anti_entropy_keys_pulled
                     .fetch_add(items.len() as u64, Ordering::Relaxed);

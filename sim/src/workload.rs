@@ -38,14 +38,7 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(knobs: WorkloadKnobs, recorder: Arc<Recorder>) -> Arc<Shared> {
-        Arc::new(Shared {
-            knobs,
-            recorder,
-            stop: AtomicBool::new(false),
-            next_process: AtomicU64::new(0),
-            keys_touched: Mutex::new(BTreeSet::new()),
-            targets: vec![node_addr()],
-        })
+        Self::with_targets(knobs, recorder, vec![node_addr()])
     }
 
     /// Clients spread over `targets` (a cluster's members).
