@@ -1037,7 +1037,8 @@ impl Cluster {
         self.stats
             .reads_coordinated
             .fetch_add(keys.len() as u64, Ordering::Relaxed);
-        let mut rounds: Vec<ReadRound> = Vec::with_capacity(keys.len());
+        let key_count = keys.len();
+        let mut rounds: Vec<ReadRound> = Vec::with_capacity(key_count);
         let mut per_peer: BTreeMap<NodeId, Vec<usize>> = BTreeMap::new();
         let local_keys: Vec<usize> = (0..keys.len())
             .filter(|i| self.owners(&keys[*i]).contains(&me))
@@ -1131,7 +1132,16 @@ impl Cluster {
             }
             cluster.repair(namespace, &keys, &rounds).await;
         });
-        let rounds = decided_rx.await.unwrap_or_default();
+        let Ok(rounds) = decided_rx.await else {
+            return (0..key_count)
+                .map(|_| {
+                    Err(RemoteError::new(
+                        "ERR",
+                        "the read's task ended without an answer",
+                    ))
+                })
+                .collect();
+        };
         rounds
             .iter()
             .map(|round| match round.state() {
