@@ -251,18 +251,13 @@ pub fn replay_command(seed: u64) -> String {
 /// Run one cluster seed in a fresh madsim runtime on its own thread.
 pub fn run_cluster_seed(seed: u64) -> ClusterOutcome {
     let plan = ClusterPlan::from_seed(seed);
-    std::thread::Builder::new()
-        .name(format!("cluster-seed-{seed}"))
-        .stack_size(16 << 20)
-        .spawn(move || {
-            let mut runtime =
-                madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
-            runtime.set_time_limit(Duration::from_millis(plan.phase1_ms + 600_000));
-            runtime.block_on(simulate_cluster(plan))
-        })
-        .expect("spawn the seed's thread")
-        .join()
-        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    let time_limit_ms = plan.phase1_ms + 600_000;
+    crate::run::on_seed_thread(
+        format!("cluster-seed-{seed}"),
+        seed,
+        time_limit_ms,
+        move || simulate_cluster(plan),
+    )
 }
 
 pub async fn simulate_cluster(plan: ClusterPlan) -> ClusterOutcome {

@@ -114,17 +114,35 @@ const SEED_THREAD_STACK_BYTES: usize = 16 << 20;
 pub fn run_seed(seed: u64, options: &RunOptions) -> RunOutcome {
     let plan = Plan::from_seed(seed, options.scenario);
     let strict = options.strict;
-    let thread = std::thread::Builder::new()
-        .name(format!("seed-{seed}"))
+    let time_limit_ms = plan.phase1_ms + 600_000;
+    on_seed_thread(format!("seed-{seed}"), seed, time_limit_ms, move || {
+        simulate(plan, strict)
+    })
+}
+
+/// Run the future `make` builds in a fresh madsim runtime seeded with `seed`, on a
+/// fresh thread (see [`run_seed`] for why), bounded by `time_limit_ms` of
+/// simulated time. A panic in the run is resumed on the caller's thread.
+pub fn on_seed_thread<T, F>(
+    name: String,
+    seed: u64,
+    time_limit_ms: u64,
+    make: impl FnOnce() -> F + Send + 'static,
+) -> T
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = T> + 'static,
+{
+    std::thread::Builder::new()
+        .name(name)
         .stack_size(SEED_THREAD_STACK_BYTES)
         .spawn(move || {
             let mut runtime =
                 madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
-            runtime.set_time_limit(Duration::from_millis(plan.phase1_ms + 600_000));
-            runtime.block_on(simulate(plan, strict))
+            runtime.set_time_limit(Duration::from_millis(time_limit_ms));
+            runtime.block_on(make())
         })
-        .expect("spawn the seed's thread");
-    thread
+        .expect("spawn the seed's thread")
         .join()
         .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
