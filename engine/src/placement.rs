@@ -400,6 +400,14 @@ impl Ring {
         Ok(ring)
     }
 
+    /// A joining node's stand-in before it learns the cluster's ring: `node` alone
+    /// at version 0, so any real ring supersedes it.
+    pub fn placeholder(partition_count: u32, node: NodeId) -> Result<Ring, PlacementError> {
+        let mut ring = Ring::new(partition_count, 1, [node])?;
+        ring.version = 0;
+        Ok(ring)
+    }
+
     /// Check every invariant: counts, one list per partition, `n` distinct members
     /// in each.
     pub fn validate(&self) -> Result<(), PlacementError> {

@@ -19,14 +19,17 @@ use crate::peer::{self, PeerError, PeerReader, PeerWriter};
 use crate::storage::Storage;
 use bytes::Bytes;
 use shoal_engine::cluster::detector::{Detector, DetectorConfig, DetectorEvent, PeerState};
+use shoal_engine::cluster::map::{self as cluster_map, ClusterMap, RingChange};
 use shoal_engine::cluster::quorum::{ReadRound, RoundState, WriteRound};
 use shoal_engine::cluster::wire::{
-    ClientOutcome, ClientWrite, Envelope, RemoteError, ReplicaItem, Request, Response,
-    WireCondition, ITEMS_PER_REQUEST_MAX,
+    ClientOutcome, ClientWrite, Envelope, HandoffCursor, RemoteError, ReplicaItem, Request,
+    Response, WireCondition, HANDOFF_BATCH_BYTES_MAX, HANDOFF_ITEMS_PER_BATCH_MAX,
+    ITEMS_PER_REQUEST_MAX, MAP_BEHIND, STALE_RING,
 };
 use shoal_engine::digest::{differing_keys, differing_slots};
-use shoal_engine::placement::{PartitionId, Ring};
+use shoal_engine::placement::{PartitionId, Ring, RingDiff};
 use shoal_engine::runtime::Runtime;
+use shoal_engine::DiskDir;
 use shoal_engine::{Condition, Covers, NodeId, SiblingSet, WriteError, WriteOp, WriteOutcome};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -52,8 +55,11 @@ pub struct MemberAddr {
 #[derive(Clone, Debug)]
 pub struct ClusterConfig {
     pub node_id: NodeId,
-    /// Every member, this node included.
+    /// The initial ring's members when this node is among them and has no saved
+    /// map; otherwise seeds to fetch the cluster map from (a joining node).
     pub members: BTreeMap<NodeId, MemberAddr>,
+    /// Where this node listens (what it tells the cluster when it joins).
+    pub self_addr: MemberAddr,
     pub secret: String,
     pub replicas_n: u8,
     pub read_quorum: u8,
@@ -68,15 +74,22 @@ pub struct ClusterConfig {
     pub anti_entropy_keys_per_round_max: usize,
     /// Requests from one peer connection handled at once.
     pub peer_requests_in_flight_max: usize,
+    /// How often a node that owes handoffs retries them.
+    pub handoff_interval_ms: u64,
 }
 
 impl ClusterConfig {
     pub fn new(node_id: NodeId, members: BTreeMap<NodeId, MemberAddr>, secret: String) -> Self {
-        let replicas_n = members.len().min(3) as u8;
+        let replicas_n = members.len().clamp(1, 3) as u8;
         let majority = replicas_n / 2 + 1;
+        let self_addr = members.get(&node_id).cloned().unwrap_or(MemberAddr {
+            client: String::new(),
+            peer: String::new(),
+        });
         ClusterConfig {
             node_id,
             members,
+            self_addr,
             secret,
             replicas_n,
             read_quorum: majority,
@@ -88,6 +101,7 @@ impl ClusterConfig {
             anti_entropy_interval_ms: 1000,
             anti_entropy_keys_per_round_max: 1024,
             peer_requests_in_flight_max: 256,
+            handoff_interval_ms: 200,
         }
     }
 }
@@ -103,19 +117,7 @@ pub fn parse_members(text: &str) -> Result<BTreeMap<NodeId, MemberAddr>, String>
         let id: NodeId = id
             .parse()
             .map_err(|_| format!("member '{part}': '{id}' is not a node id"))?;
-        let (host, port) = addr
-            .rsplit_once(':')
-            .ok_or_else(|| format!("member '{part}': '{addr}' is not host:port"))?;
-        let port: u16 = port
-            .parse()
-            .map_err(|_| format!("member '{part}': '{port}' is not a port"))?;
-        let peer_port = port
-            .checked_add(PEER_PORT_OFFSET)
-            .ok_or_else(|| format!("member '{part}': port {port} leaves no room for its peer port (+{PEER_PORT_OFFSET})"))?;
-        let member = MemberAddr {
-            client: format!("{host}:{port}"),
-            peer: format!("{host}:{peer_port}"),
-        };
+        let member = member_addr(addr).map_err(|e| format!("member '{part}': {e}"))?;
         if members.insert(id, member).is_some() {
             return Err(format!("node id {id} is listed twice"));
         }
@@ -124,6 +126,24 @@ pub fn parse_members(text: &str) -> Result<BTreeMap<NodeId, MemberAddr>, String>
         return Err("no members listed".into());
     }
     Ok(members)
+}
+
+/// A node's addresses from its client address `host:port` (the peer port is the
+/// client port plus [`PEER_PORT_OFFSET`]).
+pub fn member_addr(client: &str) -> Result<MemberAddr, String> {
+    let (host, port) = client
+        .rsplit_once(':')
+        .ok_or_else(|| format!("'{client}' is not host:port"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("'{port}' is not a port"))?;
+    let peer_port = port.checked_add(PEER_PORT_OFFSET).ok_or_else(|| {
+        format!("port {port} leaves no room for its peer port (+{PEER_PORT_OFFSET})")
+    })?;
+    Ok(MemberAddr {
+        client: format!("{host}:{port}"),
+        peer: format!("{host}:{peer_port}"),
+    })
 }
 
 /// What the cluster driver needs of the runtime, object-safe.
@@ -156,6 +176,11 @@ pub struct ClusterStats {
     pub anti_entropy_keys_pulled: AtomicU64,
     pub peer_auth_refusals: AtomicU64,
     pub peer_frames_refused: AtomicU64,
+    /// Replica writes refused because they were sent under an older ring.
+    pub stale_ring_refusals: AtomicU64,
+    pub map_syncs: AtomicU64,
+    pub handoff_keys_pulled: AtomicU64,
+    pub handoff_partitions_done: AtomicU64,
 }
 
 /// Why a call to a peer did not return its answer.
@@ -249,13 +274,30 @@ fn spawn_connection(reader: PeerReader, mut writer: PeerWriter) -> Arc<Conn> {
 
 pub struct Cluster {
     config: ClusterConfig,
-    ring: Ring,
+    /// The map requests are routed by; replaced whole, never edited in place.
+    map: Mutex<Arc<ClusterMap>>,
+    /// Held shared while a replica write is checked against the ring and applied,
+    /// exclusively while a new map is adopted: a handoff source's scan, which
+    /// follows its adoption, sees every write it accepted under the old ring.
+    gate: tokio::sync::RwLock<()>,
+    dir: Arc<dyn DiskDir>,
     storage: Storage,
     clock: Arc<dyn ClusterClock>,
     detector: Mutex<Detector>,
     incarnation: u64,
-    peers: BTreeMap<NodeId, Arc<PeerClient>>,
+    peers: Mutex<BTreeMap<NodeId, Arc<PeerClient>>>,
+    /// The handoff this node is pulling now, for operators.
+    handoff_now: Mutex<Option<HandoffProgress>>,
     pub stats: ClusterStats,
+}
+
+/// One partition being pulled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HandoffProgress {
+    pub ring_version: u64,
+    pub partition: PartitionId,
+    pub source: NodeId,
+    pub keys_pulled: u64,
 }
 
 /// A write's result as routing returns it.
@@ -345,6 +387,14 @@ fn replica_items(
         .collect()
 }
 
+/// Roughly how many bytes a sibling set carries (its values).
+fn set_bytes(set: &SiblingSet) -> usize {
+    set.siblings
+        .iter()
+        .map(|s| s.value.as_ref().map_or(0, Bytes::len) + 32)
+        .sum()
+}
+
 fn unknown_outcome(what: &str, e: &CallError) -> RemoteError {
     RemoteError::new(
         "IOERR",
@@ -360,13 +410,19 @@ pub struct MemberStatus {
     pub state: PeerState,
     pub incarnation: u64,
     pub silent_ms: u64,
+    /// In the current ring (a leaver still serving handoffs, or a joiner not yet
+    /// admitted, is not).
+    pub in_ring: bool,
     pub partitions: usize,
     pub coordinating: usize,
+    /// Partitions it must still pull.
+    pub incoming: usize,
 }
 
 impl Cluster {
-    /// Build the ring from the member list, enable digests on the store, and start
-    /// the peer listener, the failure detector and anti-entropy.
+    /// Load this node's cluster map (or build the first ring from the member list,
+    /// or fetch the map from the seeds when joining), enable digests on the store,
+    /// and start the peer listener, the failure detector, anti-entropy and handoff.
     pub async fn start(
         config: ClusterConfig,
         storage: Storage,
@@ -374,11 +430,11 @@ impl Cluster {
         incarnation: u64,
     ) -> Result<Arc<Cluster>, String> {
         let me = config.node_id;
-        let me_addr = config
-            .members
-            .get(&me)
-            .ok_or_else(|| format!("node id {me} is not in the member list"))?
-            .clone();
+        if config.self_addr.peer.is_empty() {
+            return Err(format!(
+                "node id {me} is not in the member list and has no address of its own"
+            ));
+        }
         let quorum = 1..=config.replicas_n;
         if !quorum.contains(&config.read_quorum) || !quorum.contains(&config.write_quorum) {
             return Err(format!(
@@ -386,56 +442,109 @@ impl Cluster {
                 config.read_quorum, config.write_quorum, config.replicas_n
             ));
         }
-        let ring = Ring::new(
-            config.partition_count,
-            config.replicas_n,
-            config.members.keys().copied(),
-        )
-        .map_err(|e| e.to_string())?;
+        let dir = storage.read(|s| s.dir());
+        let saved = cluster_map::load(dir.as_ref()).map_err(|e| e.to_string())?;
         let keys = storage.with_store_mut(|s| s.enable_digests());
         tracing::info!("anti-entropy digests built over {keys} keys");
-        let peers = config
-            .members
-            .iter()
-            .filter(|(id, _)| **id != me)
-            .map(|(id, addr)| {
-                let client = PeerClient {
-                    node: *id,
-                    addr: addr.peer.clone(),
-                    conn: tokio::sync::Mutex::new(None),
-                    last_connect_failure_ms: AtomicU64::new(0),
-                    next_id: AtomicU64::new(1),
-                };
-                (*id, Arc::new(client))
-            })
-            .collect();
-        let now = clock.monotonic_ms();
-        let detector = Detector::new(me, config.members.keys().copied(), config.detector, now);
-        let listener = TcpListener::bind(&me_addr.peer)
+        let listener = TcpListener::bind(&config.self_addr.peer)
             .await
-            .map_err(|e| format!("cannot listen for peers on {}: {e}", me_addr.peer))?;
+            .map_err(|e| format!("cannot listen for peers on {}: {e}", config.self_addr.peer))?;
+        let bootstrap = match &saved {
+            Some(map) => Arc::new(map.clone()),
+            None if config.members.contains_key(&me) => {
+                let ring = Ring::new(
+                    config.partition_count,
+                    config.replicas_n,
+                    config.members.keys().copied(),
+                )
+                .map_err(|e| e.to_string())?;
+                let addresses = config
+                    .members
+                    .iter()
+                    .map(|(id, a)| (*id, a.client.clone()))
+                    .collect();
+                let map = ClusterMap::bootstrap(ring, addresses).map_err(|e| e.to_string())?;
+                cluster_map::save(dir.as_ref(), &map).map_err(|e| e.to_string())?;
+                Arc::new(map)
+            }
+            // Joining: no ring of our own until a seed answers.
+            None => Arc::new(
+                ClusterMap::bootstrap(
+                    Ring::placeholder(config.partition_count, me).map_err(|e| e.to_string())?,
+                    [(me, config.self_addr.client.clone())].into(),
+                )
+                .map_err(|e| e.to_string())?,
+            ),
+        };
+        let joining = saved.is_none() && !config.members.contains_key(&me);
+        let now = clock.monotonic_ms();
+        let detector = Detector::new(me, bootstrap.nodes(), config.detector, now);
         let cluster = Arc::new(Cluster {
             config,
-            ring,
+            map: Mutex::new(bootstrap),
+            gate: tokio::sync::RwLock::new(()),
+            dir,
             storage,
             clock,
             detector: Mutex::new(detector),
             incarnation,
-            peers,
+            peers: Mutex::new(BTreeMap::new()),
+            handoff_now: Mutex::new(None),
             stats: ClusterStats::default(),
         });
         tokio::spawn(cluster.clone().serve_peers(listener));
+        if joining {
+            cluster.fetch_map_from_seeds().await;
+        }
         tokio::spawn(cluster.clone().run_detector());
         tokio::spawn(cluster.clone().run_anti_entropy());
+        tokio::spawn(cluster.clone().run_handoff());
         Ok(cluster)
+    }
+
+    /// A joining node's first map: ask each seed in turn until one answers.
+    async fn fetch_map_from_seeds(self: &Arc<Self>) {
+        let seeds: Vec<NodeId> = self
+            .config
+            .members
+            .keys()
+            .copied()
+            .filter(|n| *n != self.me())
+            .collect();
+        let mut attempt = 0u64;
+        loop {
+            for seed in &seeds {
+                let mine = (*self.map()).clone();
+                let request = Request::MapSync { map: mine };
+                if let Ok(Response::Map(theirs)) = self
+                    .call(*seed, request, self.config.request_timeout_ms)
+                    .await
+                {
+                    if theirs.check().is_ok() && self.adopt(&theirs).await {
+                        tracing::info!(
+                            "joined the cluster's gossip through seed {seed}: ring version {}, {} members; waiting for an operator's `shoal cluster join`",
+                            theirs.version(),
+                            theirs.ring().members().len()
+                        );
+                        return;
+                    }
+                }
+            }
+            attempt += 1;
+            if attempt % 10 == 1 {
+                tracing::warn!("no seed has answered with the cluster map yet; retrying");
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
     }
 
     pub fn config(&self) -> &ClusterConfig {
         &self.config
     }
 
-    pub fn ring(&self) -> &Ring {
-        &self.ring
+    /// The current map (a snapshot: later changes replace it, not edit it).
+    pub fn map(&self) -> Arc<ClusterMap> {
+        lock(&self.map).clone()
     }
 
     pub fn me(&self) -> NodeId {
@@ -450,14 +559,10 @@ impl Cluster {
         lock(&self.detector).is_live(node)
     }
 
-    fn owners(&self, key: &[u8]) -> &[NodeId] {
-        self.ring.preference_list(self.ring.partition_of_key(key))
-    }
-
     /// Coordinator candidates for a key: live owners in preference order, then the
     /// rest of the owners (the detector may be behind).
-    fn candidates(&self, key: &[u8]) -> Vec<NodeId> {
-        let owners = self.owners(key);
+    fn candidates(&self, map: &ClusterMap, key: &[u8]) -> Vec<NodeId> {
+        let owners = map.owners(map.ring().partition_of_key(key));
         let detector = lock(&self.detector);
         let (mut live, down): (Vec<NodeId>, Vec<NodeId>) =
             owners.iter().partition(|n| detector.is_live(**n));
@@ -465,39 +570,149 @@ impl Cluster {
         live
     }
 
-    /// Members with their state, for operators.
+    /// Adopt what `incoming` adds to our map (a newer ring, more done reports).
+    /// Waits for replica writes in flight under the old ring, saves the result,
+    /// and points the detector and peers at the new member set. Returns whether
+    /// the map changed.
+    async fn adopt(&self, incoming: &ClusterMap) -> bool {
+        if !(*self.map()).clone().merge(incoming) {
+            return false;
+        }
+        let _exclusive = self.gate.write().await;
+        let mut next = (*self.map()).clone();
+        if !next.merge(incoming) {
+            return false;
+        }
+        if let Err(e) = cluster_map::save(self.dir.as_ref(), &next) {
+            // Still adopted: refusing a newer ring would be worse than having to
+            // learn it again from a peer after a restart.
+            tracing::error!("cannot save the cluster map: {e}");
+        }
+        let previous_version = self.map().version();
+        if next.version() != previous_version {
+            tracing::info!(
+                "ring version {previous_version} -> {}: {} members, {} partition handoff(s) pending",
+                next.version(),
+                next.ring().members().len(),
+                next.handoffs_pending()
+            );
+        } else if next.handoffs_pending() == 0 {
+            tracing::info!("ring version {}: every handoff is done", next.version());
+        }
+        let nodes = next.nodes();
+        lock(&self.detector).set_peers(nodes.iter().copied(), self.now_ms());
+        *lock(&self.map) = Arc::new(next);
+        true
+    }
+
+    /// Push our map to `node` and take what it answers.
+    async fn sync_map_with(&self, node: NodeId) {
+        self.stats.map_syncs.fetch_add(1, Ordering::Relaxed);
+        let request = Request::MapSync {
+            map: (*self.map()).clone(),
+        };
+        if let Ok(Response::Map(theirs)) = self
+            .call(node, request, self.config.request_timeout_ms)
+            .await
+        {
+            if theirs.check().is_ok() {
+                self.adopt(&theirs).await;
+            }
+        }
+    }
+
+    /// An operator's ring change, made here and pushed to every node of the new
+    /// map (gossip carries it to any that miss the push).
+    pub async fn change_ring(self: &Arc<Self>, change: RingChange) -> Result<RingDiff, String> {
+        let current = self.map();
+        let (next, diff) = current.change(&change).map_err(|e| e.to_string())?;
+        if !self.adopt(&next).await {
+            return Err("the ring changed meanwhile; look again and retry".into());
+        }
+        let pushes: Vec<_> = next
+            .nodes()
+            .into_iter()
+            .filter(|n| *n != self.me())
+            .map(|node| {
+                let cluster = self.clone();
+                tokio::spawn(async move { cluster.sync_map_with(node).await })
+            })
+            .collect();
+        for push in pushes {
+            let _ = push.await;
+        }
+        if self.map().version() != next.version() || self.map().ring() != next.ring() {
+            return Err("another ring change at the same version won; look again and retry".into());
+        }
+        Ok(diff)
+    }
+
+    /// Nodes of the map with their state, for operators.
     pub fn members(&self) -> Vec<MemberStatus> {
         let now = self.now_ms();
+        let map = self.map();
+        let ring = map.ring();
         let detector = lock(&self.detector);
-        self.config
-            .members
+        map.addresses()
             .iter()
-            .map(|(node, addr)| {
+            .map(|(node, client)| {
                 let (state, incarnation, silent_ms) = if *node == self.me() {
                     (PeerState::Alive, self.incarnation, 0)
                 } else {
-                    let view = detector.view(*node).expect("every member has a view");
-                    (
-                        view.state,
-                        view.incarnation,
-                        now.saturating_sub(view.last_heard_ms),
-                    )
+                    match detector.view(*node) {
+                        Some(view) => (
+                            view.state,
+                            view.incarnation,
+                            now.saturating_sub(view.last_heard_ms),
+                        ),
+                        None => (PeerState::Down, 0, 0),
+                    }
                 };
                 MemberStatus {
                     node: *node,
-                    addr: addr.clone(),
+                    addr: member_addr(client).unwrap_or(MemberAddr {
+                        client: client.clone(),
+                        peer: String::new(),
+                    }),
                     state,
                     incarnation,
                     silent_ms,
-                    partitions: self.ring.load(*node),
-                    coordinating: (0..self.ring.partition_count())
-                        .filter(|p| {
-                            self.ring.coordinator(*p, |n| detector.is_live(n)) == Some(*node)
-                        })
+                    in_ring: ring.is_member(*node),
+                    partitions: ring.load(*node),
+                    coordinating: (0..ring.partition_count())
+                        .filter(|p| ring.coordinator(*p, |n| detector.is_live(n)) == Some(*node))
                         .count(),
+                    incoming: map.incoming(*node).len(),
                 }
             })
             .collect()
+    }
+
+    /// The handoff being pulled here now, if any.
+    pub fn handoff_now(&self) -> Option<HandoffProgress> {
+        lock(&self.handoff_now).clone()
+    }
+
+    /// The client for `node`, made on first use from the map's address (or the
+    /// seed list's, before a joining node has the map).
+    fn peer(&self, node: NodeId) -> Option<Arc<PeerClient>> {
+        let mut peers = lock(&self.peers);
+        if let Some(peer) = peers.get(&node) {
+            return Some(peer.clone());
+        }
+        let addr = match self.map().address(node) {
+            Some(client) => member_addr(client).ok()?.peer,
+            None => self.config.members.get(&node)?.peer.clone(),
+        };
+        let client = Arc::new(PeerClient {
+            node,
+            addr,
+            conn: tokio::sync::Mutex::new(None),
+            last_connect_failure_ms: AtomicU64::new(0),
+            next_id: AtomicU64::new(1),
+        });
+        peers.insert(node, client.clone());
+        Some(client)
     }
 
     // ---- calls to peers ----
@@ -554,10 +769,8 @@ impl Cluster {
         timeout_ms: u64,
     ) -> Result<Response, CallError> {
         let peer = self
-            .peers
-            .get(&node)
-            .ok_or_else(|| CallError::Connect(format!("node {node} is not a peer")))?
-            .clone();
+            .peer(node)
+            .ok_or_else(|| CallError::Connect(format!("node {node} has no known address")))?;
         let deadline = Duration::from_millis(timeout_ms);
         let work = async {
             let conn = self.connection(&peer).await?;
@@ -606,12 +819,14 @@ impl Cluster {
     async fn peer_connection(self: Arc<Self>, stream: tokio::net::TcpStream, addr: String) {
         let clock = self.clock.clone();
         let mut random = move || clock.random_u64();
-        let members = self.config.members.clone();
+        // Any node that proves the secret may talk: a joining node is not in the
+        // map until an operator admits it, but it must be able to fetch the map.
+        let me = self.me();
         let handshake = peer::accept(
             stream,
-            self.me(),
+            me,
             self.config.secret.as_bytes(),
-            |node| members.contains_key(&node),
+            |node| node != me,
             &mut random,
         );
         let timeout = Duration::from_millis(self.config.connect_timeout_ms.max(1000));
@@ -686,20 +901,73 @@ impl Cluster {
             })
         };
         match request {
-            Request::Ping { incarnation } => {
+            Request::Ping {
+                incarnation,
+                map_version,
+                map_fingerprint,
+            } => {
                 self.heard(from, incarnation);
+                self.compare_maps(from, map_version, map_fingerprint);
+                let map = self.map();
                 Response::Pong {
                     incarnation: self.incarnation,
+                    map_version: map.version(),
+                    map_fingerprint: map.fingerprint(),
                 }
             }
-            Request::Replicate { items } => {
+            Request::Replicate {
+                ring_version,
+                items,
+            } => {
                 if let Some(e) = too_many(items.len()) {
                     return e;
+                }
+                let _shared = self.gate.read().await;
+                let mine = self.map().version();
+                if ring_version < mine {
+                    self.stats
+                        .stale_ring_refusals
+                        .fetch_add(1, Ordering::Relaxed);
+                    return Response::Error(RemoteError::new(
+                        STALE_RING,
+                        format!("sent under ring version {ring_version}; this node has {mine}"),
+                    ));
+                }
+                if ring_version > mine {
+                    self.compare_maps(from, ring_version, 0);
                 }
                 self.stats
                     .replica_writes_received
                     .fetch_add(items.len() as u64, Ordering::Relaxed);
                 Response::Replicated(self.merge_locally(items).await)
+            }
+            Request::MapSync { map } => {
+                if let Err(e) = map.check() {
+                    return Response::Error(RemoteError::new("ERR", e.to_string()));
+                }
+                self.adopt(&map).await;
+                Response::Map((*self.map()).clone())
+            }
+            Request::HandoffScan {
+                ring_version,
+                first_slot,
+                last_slot,
+                after,
+            } => {
+                let mine = self.map().version();
+                if mine < ring_version {
+                    return Response::Error(RemoteError::new(
+                        MAP_BEHIND,
+                        format!(
+                            "this node has ring version {mine}; the scan is for {ring_version}"
+                        ),
+                    ));
+                }
+                if first_slot > last_slot || last_slot >= shoal_engine::slot::SLOT_COUNT {
+                    return Response::Error(RemoteError::new("ERR", "bad slot range"));
+                }
+                let (items, next) = self.handoff_batch(first_slot..=last_slot, after.as_ref());
+                Response::HandoffItems { items, next }
             }
             Request::Read { namespace, keys } => {
                 if let Some(e) = too_many(keys.len()) {
@@ -750,6 +1018,81 @@ impl Cluster {
         }
     }
 
+    /// A peer's map differs from ours (by version or fingerprint): sync with it in
+    /// the background.
+    fn compare_maps(self: &Arc<Self>, peer: NodeId, version: u64, fingerprint: u64) {
+        let map = self.map();
+        if version == map.version() && fingerprint == map.fingerprint() {
+            return;
+        }
+        let cluster = self.clone();
+        tokio::spawn(async move { cluster.sync_map_with(peer).await });
+    }
+
+    /// One batch of a handoff scan: every key in `slots` after `after`, in
+    /// (slot, namespace, key) order, bounded in keys and bytes.
+    fn handoff_batch(
+        &self,
+        slots: std::ops::RangeInclusive<u16>,
+        after: Option<&HandoffCursor>,
+    ) -> (Vec<ReplicaItem>, Option<HandoffCursor>) {
+        self.storage.read(|s| {
+            let Some(digests) = s.digests() else {
+                return (Vec::new(), None);
+            };
+            let mut slot_namespaces: Vec<(u16, u8)> = digests
+                .slot_digests(slots)
+                .into_iter()
+                .map(|(slot, namespace, _)| (slot, namespace))
+                .collect();
+            slot_namespaces.sort_unstable();
+            let mut items = Vec::new();
+            let mut bytes = 0usize;
+            let mut last_slot = 0u16;
+            for (slot, namespace) in slot_namespaces {
+                if after.is_some_and(|c| (slot, namespace) < (c.slot, c.namespace)) {
+                    continue;
+                }
+                let mut keys: Vec<Vec<u8>> = digests
+                    .slot_keys(namespace, slot)
+                    .into_iter()
+                    .map(|(k, _)| k)
+                    .collect();
+                keys.sort_unstable();
+                for key in keys {
+                    if after.is_some_and(|c| {
+                        (slot, namespace) == (c.slot, c.namespace) && key.as_slice() <= &c.key[..]
+                    }) {
+                        continue;
+                    }
+                    let Ok(Some(set)) = s.get(namespace, &key) else {
+                        continue;
+                    };
+                    if !items.is_empty()
+                        && (items.len() >= HANDOFF_ITEMS_PER_BATCH_MAX
+                            || bytes >= HANDOFF_BATCH_BYTES_MAX)
+                    {
+                        let last: &ReplicaItem = items.last().expect("not empty");
+                        let next = HandoffCursor {
+                            slot: last_slot,
+                            namespace: last.namespace,
+                            key: last.key.clone(),
+                        };
+                        return (items, Some(next));
+                    }
+                    bytes += key.len() + set_bytes(&set);
+                    last_slot = slot;
+                    items.push(ReplicaItem {
+                        namespace,
+                        key: Bytes::from(key),
+                        set,
+                    });
+                }
+            }
+            (items, None)
+        })
+    }
+
     fn heard(&self, node: NodeId, incarnation: u64) {
         let now = self.now_ms();
         if let Some(DetectorEvent::Changed { node, from, to }) =
@@ -760,12 +1103,14 @@ impl Cluster {
     }
 
     fn partition_digests(&self, partitions: &[PartitionId]) -> Vec<u64> {
+        let map = self.map();
+        let ring = map.ring();
         self.storage.read(|s| {
             partitions
                 .iter()
                 .map(|p| {
                     s.digests()
-                        .map_or(0, |d| d.range_digest(self.ring.slot_range(*p)))
+                        .map_or(0, |d| d.range_digest(ring.slot_range(*p)))
                 })
                 .collect()
         })
@@ -813,6 +1158,9 @@ impl Cluster {
         self.stats
             .writes_coordinated
             .fetch_add(n as u64, Ordering::Relaxed);
+        // The local copy is made under the ring the replicas are then chosen by.
+        let shared = self.gate.read().await;
+        let map = self.map();
         let local = match self.storage.write(ops).await {
             Ok(results) => results,
             Err(_) => {
@@ -821,6 +1169,8 @@ impl Cluster {
                     .collect()
             }
         };
+        drop(shared);
+        let ring_version = map.version();
         let me = self.me();
         let mut results: Vec<RoutedWrite> = Vec::with_capacity(n);
         let mut rounds: Vec<Option<WriteRound>> = Vec::with_capacity(n);
@@ -829,7 +1179,7 @@ impl Cluster {
             match result {
                 Ok(outcome) if outcome.applied => {
                     let (namespace, key) = keys[i].clone();
-                    let owners = self.owners(&key);
+                    let owners = map.owners(map.ring().partition_of_key(&key));
                     let mut round =
                         WriteRound::new(self.config.write_quorum, owners.iter().copied());
                     round.ack(me);
@@ -864,9 +1214,17 @@ impl Cluster {
             tokio::spawn(async move {
                 let (indexes, items): (Vec<usize>, Vec<ReplicaItem>) = items.into_iter().unzip();
                 let timeout = cluster.config.request_timeout_ms;
-                let answer = cluster
-                    .call(peer, Request::Replicate { items }, timeout)
-                    .await;
+                let request = Request::Replicate {
+                    ring_version,
+                    items,
+                };
+                let answer = cluster.call(peer, request, timeout).await;
+                if let Ok(Response::Error(e)) = &answer {
+                    if e.code == STALE_RING {
+                        let cluster = cluster.clone();
+                        tokio::spawn(async move { cluster.sync_map_with(peer).await });
+                    }
+                }
                 let _ = done_tx.send((peer, indexes, answer)).await;
             });
         }
@@ -939,10 +1297,11 @@ impl Cluster {
     /// the results in order.
     pub async fn write(self: &Arc<Self>, ops: Vec<WriteOp>) -> Vec<RoutedWrite> {
         let n = ops.len();
+        let map = self.map();
         let mut groups: BTreeMap<Vec<NodeId>, Vec<(usize, WriteOp)>> = BTreeMap::new();
         for (i, op) in ops.into_iter().enumerate() {
             groups
-                .entry(self.candidates(&op.key))
+                .entry(self.candidates(&map, &op.key))
                 .or_default()
                 .push((i, op));
         }
@@ -1038,10 +1397,22 @@ impl Cluster {
             .reads_coordinated
             .fetch_add(keys.len() as u64, Ordering::Relaxed);
         let key_count = keys.len();
-        let mut rounds: Vec<ReadRound> = Vec::with_capacity(key_count);
+        let map = self.map();
+        let r = self.config.read_quorum;
+        let mut rounds: Vec<ReadRound> = keys
+            .iter()
+            .map(|key| {
+                let partition = map.ring().partition_of_key(key);
+                let owners = map.owners(partition).iter().copied();
+                match map.previous_owners(partition) {
+                    Some(previous) => ReadRound::joint(r, owners, previous.iter().copied()),
+                    None => ReadRound::new(r, owners),
+                }
+            })
+            .collect();
         let mut per_peer: BTreeMap<NodeId, Vec<usize>> = BTreeMap::new();
         let local_keys: Vec<usize> = (0..keys.len())
-            .filter(|i| self.owners(&keys[*i]).contains(&me))
+            .filter(|i| rounds[*i].targets().contains(&me))
             .collect();
         let local_sets = self.read_locally(
             namespace,
@@ -1051,19 +1422,16 @@ impl Cluster {
                 .collect::<Vec<_>>(),
         );
         let mut local = local_keys.into_iter().zip(local_sets).peekable();
-        for (i, key) in keys.iter().enumerate() {
-            let owners = self.owners(key);
-            let mut round = ReadRound::new(self.config.read_quorum, owners.iter().copied());
+        for (i, round) in rounds.iter_mut().enumerate() {
             if local.peek().is_some_and(|(j, _)| *j == i) {
                 match local.next().expect("peeked").1 {
                     Ok(set) => round.reply(me, set),
                     Err(_) => round.fail(me),
                 };
             }
-            for peer in owners.iter().filter(|p| **p != me) {
+            for peer in round.targets().iter().filter(|p| **p != me) {
                 per_peer.entry(*peer).or_default().push(i);
             }
-            rounds.push(round);
         }
         let (done_tx, mut done_rx) = mpsc::channel(per_peer.len().max(1));
         let peer_count = per_peer.len();
@@ -1182,7 +1550,11 @@ impl Cluster {
                 let _ = self.merge_locally(items).await;
             } else {
                 let timeout = self.config.request_timeout_ms;
-                let _ = self.call(node, Request::Replicate { items }, timeout).await;
+                let request = Request::Replicate {
+                    ring_version: self.map().version(),
+                    items,
+                };
+                let _ = self.call(node, request, timeout).await;
             }
         }
     }
@@ -1204,8 +1576,14 @@ impl Cluster {
             .into_iter()
             .collect();
         answered.insert(self.me());
-        let (done_tx, mut done_rx) = mpsc::channel(self.peers.len().max(1));
-        for peer in self.peers.keys().copied() {
+        let map = self.map();
+        let peers: Vec<NodeId> = map
+            .nodes()
+            .into_iter()
+            .filter(|n| *n != self.me())
+            .collect();
+        let (done_tx, mut done_rx) = mpsc::channel(peers.len().max(1));
+        for peer in peers {
             let cluster = self.clone();
             let done_tx = done_tx.clone();
             tokio::spawn(async move {
@@ -1227,13 +1605,14 @@ impl Cluster {
                 keys.extend(found);
             }
         }
-        let first_partition = self.ring.partition_of_slot(first_slot);
-        let last_partition = self.ring.partition_of_slot(last_slot);
+        let first_partition = map.ring().partition_of_slot(first_slot);
+        let last_partition = map.ring().partition_of_slot(last_slot);
+        // A partition counts once a node that holds all of it answered: during a
+        // handoff, an old owner (the incoming ones may still be pulling).
         let unreachable: Vec<PartitionId> = (first_partition..=last_partition)
             .filter(|p| {
-                !self
-                    .ring
-                    .preference_list(*p)
+                !map.previous_owners(*p)
+                    .unwrap_or_else(|| map.owners(*p))
                     .iter()
                     .any(|n| answered.contains(n))
             })
@@ -1263,13 +1642,20 @@ impl Cluster {
                         let cluster = self.clone();
                         tokio::spawn(async move {
                             let timeout = cluster.config.detector.probe_interval_ms * 2;
+                            let map = cluster.map();
                             let ping = Request::Ping {
                                 incarnation: cluster.incarnation,
+                                map_version: map.version(),
+                                map_fingerprint: map.fingerprint(),
                             };
-                            if let Ok(Response::Pong { incarnation }) =
-                                cluster.call(node, ping, timeout).await
+                            if let Ok(Response::Pong {
+                                incarnation,
+                                map_version,
+                                map_fingerprint,
+                            }) = cluster.call(node, ping, timeout).await
                             {
                                 cluster.heard(node, incarnation);
+                                cluster.compare_maps(node, map_version, map_fingerprint);
                             }
                         });
                     }
@@ -1285,7 +1671,8 @@ impl Cluster {
     async fn run_anti_entropy(self: Arc<Self>) {
         loop {
             tokio::time::sleep(Duration::from_millis(self.config.anti_entropy_interval_ms)).await;
-            for peer in self.peers.keys().copied().collect::<Vec<_>>() {
+            let peers: Vec<NodeId> = self.map().ring().members().iter().copied().collect();
+            for peer in peers.into_iter().filter(|p| *p != self.me()) {
                 if !self.is_live(peer) {
                     continue;
                 }
@@ -1299,6 +1686,128 @@ impl Cluster {
         }
     }
 
+    /// Pull every partition this node is an incoming owner of from enough of its
+    /// old owners, then report it done; the report spreads by gossip, and once
+    /// every incoming owner has reported, the old ring is dropped everywhere.
+    async fn run_handoff(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(Duration::from_millis(self.config.handoff_interval_ms)).await;
+            let map = self.map();
+            for partition in map.incoming(self.me()) {
+                match self.pull_partition(&map, partition).await {
+                    Ok(()) => {
+                        let mut done = (*self.map()).clone();
+                        if done.version() != map.version() {
+                            break;
+                        }
+                        done.mark_done(partition, self.me());
+                        if self.adopt(&done).await {
+                            self.stats
+                                .handoff_partitions_done
+                                .fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!("handoff of partition {partition} not finished: {e}");
+                    }
+                }
+                if self.map().version() != map.version() {
+                    break;
+                }
+            }
+            *lock(&self.handoff_now) = None;
+        }
+    }
+
+    /// Pull `partition` whole from `sources_needed` of its old owners (live ones
+    /// first).
+    async fn pull_partition(
+        self: &Arc<Self>,
+        map: &ClusterMap,
+        partition: PartitionId,
+    ) -> Result<(), String> {
+        let needed = map.sources_needed(self.config.write_quorum);
+        let mut sources = map.handoff_sources(partition, self.me());
+        sources.sort_by_key(|n| !self.is_live(*n));
+        let mut pulled = 0;
+        let mut errors = Vec::new();
+        for source in sources {
+            if pulled == needed {
+                break;
+            }
+            match self.pull_from(map, partition, source).await {
+                Ok(()) => pulled += 1,
+                Err(e) => errors.push(format!("node {source}: {e}")),
+            }
+        }
+        if pulled >= needed {
+            Ok(())
+        } else {
+            Err(format!(
+                "pulled from {pulled} of the {needed} old owners needed ({})",
+                errors.join("; ")
+            ))
+        }
+    }
+
+    /// Every key of `partition` that `source` holds, merged here durably.
+    async fn pull_from(
+        self: &Arc<Self>,
+        map: &ClusterMap,
+        partition: PartitionId,
+        source: NodeId,
+    ) -> Result<(), String> {
+        let slots = map.ring().slot_range(partition);
+        let mut progress = HandoffProgress {
+            ring_version: map.version(),
+            partition,
+            source,
+            keys_pulled: 0,
+        };
+        *lock(&self.handoff_now) = Some(progress.clone());
+        let mut after: Option<HandoffCursor> = None;
+        let mut map_pushes = 0;
+        loop {
+            let request = Request::HandoffScan {
+                ring_version: map.version(),
+                first_slot: *slots.start(),
+                last_slot: *slots.end(),
+                after: after.clone(),
+            };
+            match self
+                .call(source, request, self.config.request_timeout_ms)
+                .await
+            {
+                Ok(Response::HandoffItems { items, next }) => {
+                    let n = items.len() as u64;
+                    if n > 0 {
+                        let results = self.merge_locally(items).await;
+                        if let Some(e) = results.iter().find_map(|r| r.as_ref().err()) {
+                            return Err(format!("merging here failed: {}", e.line()));
+                        }
+                        self.stats
+                            .handoff_keys_pulled
+                            .fetch_add(n, Ordering::Relaxed);
+                        progress.keys_pulled += n;
+                        *lock(&self.handoff_now) = Some(progress.clone());
+                    }
+                    match next {
+                        Some(cursor) => after = Some(cursor),
+                        None => return Ok(()),
+                    }
+                }
+                // The source must know the new ring before it scans: tell it.
+                Ok(Response::Error(e)) if e.code == MAP_BEHIND && map_pushes < 3 => {
+                    map_pushes += 1;
+                    self.sync_map_with(source).await;
+                }
+                Ok(Response::Error(e)) => return Err(e.line()),
+                Ok(other) => return Err(format!("unexpected answer {other:?}")),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+
     /// One exchange with one peer over every partition both hold: compare
     /// partition digests, then slot digests of the partitions that differ, then
     /// key hashes of the slots that differ; push our copies of the differing keys
@@ -1307,9 +1816,11 @@ impl Cluster {
     async fn anti_entropy_with(self: &Arc<Self>, peer: NodeId) -> Result<(), CallError> {
         let me = self.me();
         let timeout = self.config.request_timeout_ms;
-        let shared: Vec<PartitionId> = (0..self.ring.partition_count())
+        let map = self.map();
+        let ring = map.ring();
+        let shared: Vec<PartitionId> = (0..ring.partition_count())
             .filter(|p| {
-                let list = self.ring.preference_list(*p);
+                let list = ring.preference_list(*p);
                 list.contains(&me) && list.contains(&peer)
             })
             .collect();
@@ -1340,7 +1851,7 @@ impl Cluster {
         let budget = self.config.anti_entropy_keys_per_round_max;
         let mut keys: Vec<(u8, Bytes)> = Vec::new();
         'partitions: for partition in differing_partitions {
-            let slots = self.ring.slot_range(partition);
+            let slots = ring.slot_range(partition);
             let request = Request::SlotDigests {
                 first_slot: *slots.start(),
                 last_slot: *slots.end(),
@@ -1386,8 +1897,11 @@ impl Cluster {
                 self.stats
                     .anti_entropy_keys_pushed
                     .fetch_add(items.len() as u64, Ordering::Relaxed);
-                self.call(peer, Request::Replicate { items }, timeout)
-                    .await?;
+                let request = Request::Replicate {
+                    ring_version: map.version(),
+                    items,
+                };
+                self.call(peer, request, timeout).await?;
             }
             // Pull theirs.
             let request = Request::Read {

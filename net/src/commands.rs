@@ -125,6 +125,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     spec!("command", -1, ["slow"], 0, 0, 0, "server", "COMMAND, COMMAND COUNT, COMMAND DOCS, COMMAND INFO."),
     spec!("cluster", -2, ["slow"], 0, 0, 0, "cluster", "CLUSTER INFO, MYID, NODES, SLOTS, SHARDS (any node serves any key)."),
     spec!("shoal.cluster", -1, ["slow"], 0, 0, 0, "shoal", "Cluster status: members, states, ring, partitions per node, anti-entropy and repair counters."),
+    spec!("shoal.ring", -2, ["admin", "slow"], 0, 0, 0, "shoal", "Change the ring: JOIN id host:port, LEAVE id, REPLACE old new host:port."),
     spec!("shoal.siblings", 2, ["readonly"], 1, 1, 1, "shoal", "Returns all siblings of a key with their causal context."),
     spec!("shoal.put", -3, ["write", "denyoom"], 1, 1, 1, "shoal", "SHOAL.PUT key value [CONTEXT ctx]: write replacing only what ctx covers; replies [dot, superseded context]."),
     spec!("shoal.del", -2, ["write"], 1, 1, 1, "shoal", "SHOAL.DEL key [CONTEXT ctx]: delete what ctx covers; replies [dot, superseded context]."),
@@ -312,7 +313,9 @@ pub async fn execute(
             text: crate::info::render(shared, args.get(1).map(|a| lower(a))),
         }),
         "command" => command(&args[1..]),
-        "cluster" | "shoal.cluster" => err("ERR This instance has cluster support disabled"),
+        "cluster" | "shoal.cluster" | "shoal.ring" => {
+            err("ERR This instance has cluster support disabled")
+        }
         "shoal.siblings" => Step::Reply(siblings(shared, ns, &args[1])),
         "shoal.put" | "shoal.del" => shoal_write(shared, ns, spec.name, &args[1..]).await,
         other => unreachable!("command {other} in the table but not dispatched"),

@@ -57,19 +57,28 @@ pub struct ClusterKnobs {
 }
 
 impl NodeConfig {
-    /// The cluster configuration, when members are given: checks that this node is
-    /// listed and that a secret is set.
+    /// The cluster configuration, when members are given: checks that a secret is
+    /// set and that a node missing from the list (a joiner) has a reachable address.
     pub fn cluster_config(&self) -> Result<Option<crate::cluster::ClusterConfig>, String> {
         let Some(members) = &self.cluster.members else {
             return Ok(None);
         };
         let members = crate::cluster::parse_members(members)?;
         let node_id = self.store.node_id;
-        if !members.contains_key(&node_id) {
-            return Err(format!(
-                "this node (node_id {node_id}) is not in the member list; set --node-id"
-            ));
-        }
+        // Listed: a founding member. Not listed: a node joining through the listed
+        // seeds, reachable at its own bind address.
+        let self_addr = match members.get(&node_id) {
+            Some(addr) => addr.clone(),
+            None => {
+                let bind = &self.server.bind;
+                if bind == "0.0.0.0" || bind == "::" {
+                    return Err(format!(
+                        "node {node_id} is not in the member list, so it joins through them as seeds and must tell them where it is: set --bind to an address they can reach (not {bind})"
+                    ));
+                }
+                crate::cluster::member_addr(&format!("{bind}:{}", self.server.port))?
+            }
+        };
         let secret = self
             .cluster
             .secret
@@ -77,6 +86,7 @@ impl NodeConfig {
             .filter(|s| !s.is_empty())
             .ok_or("a cluster needs a shared secret: set --cluster-secret or cluster_secret")?;
         let mut config = crate::cluster::ClusterConfig::new(node_id, members, secret);
+        config.self_addr = self_addr;
         if let Some(n) = self.cluster.replicas_n {
             config.replicas_n = n;
             config.read_quorum = n / 2 + 1;

@@ -58,14 +58,47 @@ enum Command {
 
 #[derive(Subcommand)]
 enum ClusterCommand {
-    /// Members, their states, ring version, partitions per node, repair counters.
+    /// Members, their states, ring version, partitions per node, handoffs, repair
+    /// counters.
     Status {
-        /// Any member's client address.
-        #[arg(long, default_value = "127.0.0.1:7379")]
-        addr: String,
-        #[arg(long)]
-        requirepass: Option<String>,
+        #[command(flatten)]
+        target: AdminTarget,
     },
+    /// Admit a running node (started with --seeds) to the ring: it takes its share
+    /// of partitions, pulled while reads and writes go on.
+    Join {
+        #[command(flatten)]
+        target: AdminTarget,
+        /// The new node as id@host:port (its client address).
+        #[arg(long)]
+        node: String,
+    },
+    /// Take a node out of the ring; its partitions move to the others first.
+    Leave {
+        #[command(flatten)]
+        target: AdminTarget,
+        #[arg(long)]
+        node: u32,
+    },
+    /// Put a new node in exactly an old (e.g. dead) node's places.
+    Replace {
+        #[command(flatten)]
+        target: AdminTarget,
+        #[arg(long)]
+        old: u32,
+        /// The new node as id@host:port.
+        #[arg(long)]
+        new: String,
+    },
+}
+
+#[derive(clap::Args)]
+struct AdminTarget {
+    /// Any member's client address.
+    #[arg(long, default_value = "127.0.0.1:7379")]
+    addr: String,
+    #[arg(long)]
+    requirepass: Option<String>,
 }
 
 #[derive(clap::Args, Default)]
@@ -86,7 +119,10 @@ struct ServerArgs {
     /// This node's id (in causal contexts and in the member list).
     #[arg(long)]
     node_id: Option<u32>,
-    /// Join a cluster: every member as id@host:port (client ports), comma-separated.
+    /// Cluster nodes as id@host:port (client ports), comma-separated. If this
+    /// node is listed (and has no saved ring yet) they are the first ring; if not,
+    /// they are seeds it learns the ring from, and it waits to be admitted with
+    /// `shoal cluster join`.
     #[arg(long, alias = "seeds")]
     members: Option<String>,
     /// The secret every member shares; peer traffic without it is refused.
@@ -118,18 +154,26 @@ fn main() -> ExitCode {
             data_dir,
             fsync,
         } => dev_cluster(nodes, base_port, &data_dir, fsync),
-        Command::Cluster {
-            command: ClusterCommand::Status { addr, requirepass },
-        } => match cluster_status(&addr, requirepass.as_deref()) {
-            Ok(text) => {
-                print!("{text}");
-                ExitCode::SUCCESS
+        Command::Cluster { command } => {
+            let (target, request, what) = match admin_request(command) {
+                Ok(parts) => parts,
+                Err(e) => {
+                    eprintln!("shoal cluster: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let args: Vec<&[u8]> = request.iter().map(|a| a.as_bytes()).collect();
+            match admin_call(&target.addr, target.requirepass.as_deref(), &args) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("shoal cluster {what}: {e}");
+                    ExitCode::from(2)
+                }
             }
-            Err(e) => {
-                eprintln!("shoal cluster status: {e}");
-                ExitCode::from(2)
-            }
-        },
+        }
         Command::Inspect { data_dir, check } => {
             if let Err(e) = refuse_if_running(&data_dir) {
                 eprintln!("shoal inspect: {e}");
@@ -297,7 +341,7 @@ async fn serve_node(mut config: NodeConfig, power_loss_journal: bool) -> Result<
                 c.replicas_n,
                 c.read_quorum,
                 c.write_quorum,
-                c.members[&c.node_id].peer
+                c.self_addr.peer
             );
             Some(cluster)
         }
@@ -441,19 +485,61 @@ fn ctrlc_flag(stop: Arc<std::sync::atomic::AtomicBool>) -> std::io::Result<()> {
     Ok(())
 }
 
-/// `shoal cluster status`: ask a member over RESP for `SHOAL.CLUSTER`.
-fn cluster_status(addr: &str, requirepass: Option<&str>) -> Result<String, String> {
+/// The RESP command a `shoal cluster` subcommand sends.
+fn admin_request(
+    command: ClusterCommand,
+) -> Result<(AdminTarget, Vec<String>, &'static str), String> {
+    let split = |node: &str| -> Result<(String, String), String> {
+        let (id, addr) = node
+            .split_once('@')
+            .ok_or_else(|| format!("'{node}' is not id@host:port"))?;
+        Ok((id.to_string(), addr.to_string()))
+    };
+    Ok(match command {
+        ClusterCommand::Status { target } => (target, vec!["SHOAL.CLUSTER".into()], "status"),
+        ClusterCommand::Join { target, node } => {
+            let (id, addr) = split(&node)?;
+            (
+                target,
+                vec!["SHOAL.RING".into(), "JOIN".into(), id, addr],
+                "join",
+            )
+        }
+        ClusterCommand::Leave { target, node } => (
+            target,
+            vec!["SHOAL.RING".into(), "LEAVE".into(), node.to_string()],
+            "leave",
+        ),
+        ClusterCommand::Replace { target, old, new } => {
+            let (id, addr) = split(&new)?;
+            (
+                target,
+                vec![
+                    "SHOAL.RING".into(),
+                    "REPLACE".into(),
+                    old.to_string(),
+                    id,
+                    addr,
+                ],
+                "replace",
+            )
+        }
+    })
+}
+
+/// `shoal cluster ...`: send one command to a member over RESP, return its text.
+fn admin_call(addr: &str, requirepass: Option<&str>, args: &[&[u8]]) -> Result<String, String> {
     use std::io::{Read, Write};
     let mut stream =
         std::net::TcpStream::connect(addr).map_err(|e| format!("cannot connect to {addr}: {e}"))?;
     stream
-        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .set_read_timeout(Some(std::time::Duration::from_secs(15)))
         .map_err(|e| e.to_string())?;
     let mut request = bytes::BytesMut::new();
     if let Some(pass) = requirepass {
         shoal_net::resp::encode_request(&[b"AUTH", pass.as_bytes()], &mut request);
     }
-    shoal_net::resp::encode_request(&[b"SHOAL.CLUSTER"], &mut request);
+    shoal_net::resp::encode_request(args, &mut request);
     stream.write_all(&request).map_err(|e| e.to_string())?;
     let mut buf = bytes::BytesMut::new();
     let mut replies = Vec::new();

@@ -12,6 +12,7 @@ use crate::commands::{
 use crate::glob::glob_match;
 use crate::resp::Reply;
 use bytes::Bytes;
+use shoal_engine::cluster::map::RingChange;
 use shoal_engine::placement::PartitionId;
 use shoal_engine::{Condition, WriteOp};
 use std::sync::Arc;
@@ -145,6 +146,7 @@ pub async fn execute(cluster: &Arc<Cluster>, ns: u8, name: &str, args: &[Bytes])
             format: *b"txt",
             text: status_text(cluster),
         }),
+        "shoal.ring" => ring_command(cluster, &args[1..]).await,
         _ => return None,
     };
     Some(step)
@@ -158,7 +160,8 @@ async fn scan(cluster: &Arc<Cluster>, ns: u8, args: &[Bytes]) -> Step {
         Ok(scan) => scan,
         Err(step) => return step,
     };
-    let ring = cluster.ring();
+    let map = cluster.map();
+    let ring = map.ring();
     if scan.cursor >= u64::from(shoal_engine::slot::SLOT_COUNT) {
         return Step::Reply(Reply::Array(vec![
             Reply::Bulk(Bytes::from_static(b"0")),
@@ -214,7 +217,8 @@ async fn flush(cluster: &Arc<Cluster>, namespaces: &[u8]) -> Reply {
 /// (first slot, last slot, owners in preference order) for runs of partitions with
 /// the same preference list.
 fn slot_runs(cluster: &Cluster) -> Vec<(u16, u16, Vec<u32>)> {
-    let ring = cluster.ring();
+    let map = cluster.map();
+    let ring = map.ring();
     let mut runs: Vec<(u16, u16, Vec<u32>)> = Vec::new();
     for partition in 0..ring.partition_count() {
         let slots = ring.slot_range(partition);
@@ -260,7 +264,7 @@ fn cluster_command(cluster: &Arc<Cluster>, args: &[Bytes]) -> Step {
                 "cluster_enabled:1\r\ncluster_state:ok\r\ncluster_slots_assigned:16384\r\ncluster_slots_ok:16384\r\ncluster_known_nodes:{}\r\ncluster_size:{}\r\ncluster_nodes_alive:{alive}\r\ncluster_current_epoch:{}\r\nshoal_replicas_n:{}\r\nshoal_r:{}\r\nshoal_w:{}\r\n",
                 members.len(),
                 members.len(),
-                cluster.ring().version(),
+                cluster.map().version(),
                 cluster.config().replicas_n,
                 cluster.config().read_quorum,
                 cluster.config().write_quorum,
@@ -354,12 +358,61 @@ fn cluster_command(cluster: &Arc<Cluster>, args: &[Bytes]) -> Step {
     }
 }
 
+/// `SHOAL.RING JOIN id host:port | LEAVE id | REPLACE old new host:port`.
+async fn ring_command(cluster: &Arc<Cluster>, args: &[Bytes]) -> Step {
+    let usage = "ERR usage: SHOAL.RING JOIN id host:port | LEAVE id | REPLACE old new host:port";
+    let id = |b: &Bytes| {
+        std::str::from_utf8(b)
+            .ok()
+            .and_then(|s| s.parse::<u32>().ok())
+    };
+    let address = |b: &Bytes| {
+        let text = String::from_utf8_lossy(b).into_owned();
+        crate::cluster::member_addr(&text).map(|a| a.client)
+    };
+    let change = match (lower(&args[0]).as_str(), args.len()) {
+        ("join", 3) => match (id(&args[1]), address(&args[2])) {
+            (Some(node), Ok(address)) => RingChange::Join { node, address },
+            (_, Err(e)) => return err(format!("ERR {e}")),
+            _ => return err(usage.to_string()),
+        },
+        ("leave", 2) => match id(&args[1]) {
+            Some(node) => RingChange::Leave { node },
+            None => return err(usage.to_string()),
+        },
+        ("replace", 4) => match (id(&args[1]), id(&args[2]), address(&args[3])) {
+            (Some(old), Some(new), Ok(address)) => RingChange::Replace { old, new, address },
+            (_, _, Err(e)) => return err(format!("ERR {e}")),
+            _ => return err(usage.to_string()),
+        },
+        _ => return err(usage.to_string()),
+    };
+    match cluster.change_ring(change).await {
+        Ok(diff) => {
+            let map = cluster.map();
+            Step::Reply(Reply::Verbatim {
+                format: *b"txt",
+                text: format!(
+                    "ring version {} -> {}: {} replica(s) move, {} coordinator change(s); {} partition handoff(s) started (see SHOAL.CLUSTER)\n",
+                    diff.version_from,
+                    diff.version_to,
+                    diff.moves.len(),
+                    diff.coordinator_changes.len(),
+                    map.handoffs_pending(),
+                ),
+            })
+        }
+        Err(e) => err(format!("ERR {e}")),
+    }
+}
+
 /// The operator's view: members and their states, the ring, partitions per node,
 /// and the counters of replication, repair and anti-entropy.
 pub fn status_text(cluster: &Cluster) -> String {
     use std::sync::atomic::Ordering::Relaxed;
     let config = cluster.config();
-    let ring = cluster.ring();
+    let map = cluster.map();
+    let ring = map.ring();
     let stats = &cluster.stats;
     let (digest, keys) = cluster.local_digest();
     let mut text = format!(
@@ -373,7 +426,7 @@ pub fn status_text(cluster: &Cluster) -> String {
     );
     for m in cluster.members() {
         text.push_str(&format!(
-            "  node {:<4} {:<22} {:<8} incarnation {:<6} silent {:>6} ms  replicas {:>4}  coordinating {:>4}\n",
+            "  node {:<4} {:<22} {:<8} incarnation {:<6} silent {:>6} ms  replicas {:>4}  coordinating {:>4}  to pull {:>4}{}\n",
             m.node,
             m.addr.client,
             m.state.as_str(),
@@ -381,10 +434,28 @@ pub fn status_text(cluster: &Cluster) -> String {
             m.silent_ms,
             m.partitions,
             m.coordinating,
+            m.incoming,
+            if m.in_ring { "" } else { "  (not in the ring)" },
         ));
     }
+    let handoff_now = match cluster.handoff_now() {
+        Some(h) => format!(
+            "; pulling partition {} from node {} ({} keys so far)",
+            h.partition, h.source, h.keys_pulled
+        ),
+        None => String::new(),
+    };
     text.push_str(&format!(
-        "\nwrites coordinated {}, proxied {}, quorum failures {}, replica writes received {}\nreads {}, read repairs {}\nanti-entropy rounds {}, keys pushed {}, keys pulled {}\npeer handshakes refused {}, peer frames refused {}\nhints pending: none (hinted handoff is not built; anti-entropy repairs returning replicas)\nhandoffs in flight: none (the ring changes only by restart with a new member list)\n",
+        "\nhandoffs in flight: {} over {} partition(s){handoff_now}\nhandoff keys pulled {}, partitions done {}, replica writes refused as sent under an older ring {}, map syncs {}\n",
+        map.handoffs_pending(),
+        map.partitions_in_transition(),
+        stats.handoff_keys_pulled.load(Relaxed),
+        stats.handoff_partitions_done.load(Relaxed),
+        stats.stale_ring_refusals.load(Relaxed),
+        stats.map_syncs.load(Relaxed),
+    ));
+    text.push_str(&format!(
+        "\nwrites coordinated {}, proxied {}, quorum failures {}, replica writes received {}\nreads {}, read repairs {}\nanti-entropy rounds {}, keys pushed {}, keys pulled {}\npeer handshakes refused {}, peer frames refused {}\nhints pending: none (hinted handoff is not built; anti-entropy repairs returning replicas)\n",
         stats.writes_coordinated.load(Relaxed),
         stats.writes_proxied.load(Relaxed),
         stats.quorum_failures.load(Relaxed),

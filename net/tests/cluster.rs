@@ -275,3 +275,166 @@ fn a_peer_without_the_secret_is_refused() {
     drop(bad);
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// Run `shoal cluster <args>` and return its output (panics on failure).
+fn admin(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .arg("cluster")
+        .args(args)
+        .output()
+        .expect("run shoal cluster");
+    assert!(
+        out.status.success(),
+        "shoal cluster {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The number on the "handoffs in flight: N" line of a node's status.
+fn handoffs_in_flight(node: &ShoalProcess) -> usize {
+    status(node)
+        .lines()
+        .find_map(|l| l.strip_prefix("handoffs in flight: "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("status has a handoff line")
+}
+
+fn wait_for_handoffs(nodes: &[&ShoalProcess], what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while nodes.iter().any(|n| handoffs_in_flight(n) > 0) {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: handoffs still in flight after 90 s:\n{}",
+            status(nodes[0])
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A fourth node starts with the three as seeds, an operator admits it with
+/// `shoal cluster join`, later takes node 1 out with `shoal cluster leave`, and a
+/// client writes through node 2 the whole time. Every acknowledged write is then
+/// read back through the new node and through node 2.
+#[test]
+fn a_node_joins_and_another_leaves_while_a_client_writes() {
+    let root = temp_dir("cluster-ring");
+    let mut ports = Vec::new();
+    for _ in 0..4 {
+        let p = port_pair(&ports);
+        ports.push(p);
+    }
+    let founders = &ports[..3];
+    let dirs: Vec<_> = (1..=4).map(|i| root.join(format!("node-{i}"))).collect();
+    let nodes: Vec<ShoalProcess> = (1..=3)
+        .map(|i| start_node(i, founders, &dirs[i - 1]))
+        .collect();
+    let seeds = members(founders);
+    let node4 = ShoalProcess::start_on(
+        ports[3],
+        &dirs[3],
+        &[
+            "--node-id",
+            "4",
+            "--members",
+            &seeds,
+            "--cluster-secret",
+            SECRET,
+        ],
+    );
+    let mut c2 = nodes[1].client();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while c2.set::<_, _, String>("warm", "up").is_err() {
+        assert!(Instant::now() < deadline, "the cluster never took a write");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let before = status(&nodes[0]);
+    assert!(
+        before.contains("ring version 1,"),
+        "founders start at ring version 1:\n{before}"
+    );
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        let mut conn = nodes[1].client();
+        std::thread::spawn(move || {
+            let mut acknowledged: BTreeMap<String, String> = BTreeMap::new();
+            let mut refused = Vec::new();
+            let mut i = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                let key = format!("k:{i}");
+                let value = format!("v{i}");
+                match conn.set::<_, _, String>(&key, &value) {
+                    Ok(_) => {
+                        acknowledged.insert(key, value);
+                    }
+                    Err(e) => refused.push(format!("{key}: {e}")),
+                }
+                i += 1;
+            }
+            (acknowledged, refused)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let addr1 = format!("127.0.0.1:{}", ports[0]);
+    let joined = admin(&[
+        "join",
+        "--addr",
+        &addr1,
+        "--node",
+        &format!("4@127.0.0.1:{}", ports[3]),
+    ]);
+    eprintln!("join: {joined}");
+    assert!(joined.contains("ring version 1 -> 2"), "{joined}");
+    wait_for_handoffs(&[&nodes[0], &nodes[1], &nodes[2], &node4], "join");
+    std::thread::sleep(Duration::from_millis(300));
+    let addr4 = format!("127.0.0.1:{}", ports[3]);
+    let left = admin(&["leave", "--addr", &addr4, "--node", "1"]);
+    eprintln!("leave: {left}");
+    assert!(left.contains("ring version 2 -> 3"), "{left}");
+    wait_for_handoffs(&[&nodes[1], &nodes[2], &node4], "leave");
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let (acknowledged, refused) = writer.join().expect("writer");
+    assert!(
+        acknowledged.len() >= 50,
+        "too few writes went through: {} ({} refused, first: {:?})",
+        acknowledged.len(),
+        refused.len(),
+        refused.first()
+    );
+
+    let after = admin(&["status", "--addr", &addr4]);
+    assert!(after.contains("ring version 3,"), "{after}");
+    assert!(
+        !after.contains(&format!("127.0.0.1:{} ", ports[0])),
+        "node 1 left the map once its handoffs were done:\n{after}"
+    );
+    let mut c4 = node4.client();
+    for (reader, conn) in [("node 4", &mut c4), ("node 2", &mut c2)] {
+        for (key, value) in &acknowledged {
+            let got: Option<String> = conn.get(key).unwrap();
+            assert_eq!(
+                got.as_deref(),
+                Some(value.as_str()),
+                "{key} read through {reader}"
+            );
+        }
+    }
+    let size: i64 = redis::cmd("DBSIZE").query(&mut c4).unwrap();
+    assert!(
+        size as usize > acknowledged.len(),
+        "DBSIZE through node 4 is {size}, with {} acknowledged keys",
+        acknowledged.len() + 1
+    );
+    eprintln!(
+        "{} writes acknowledged and read back through nodes 4 and 2 ({} refused during the ring changes)\n{after}",
+        acknowledged.len(),
+        refused.len()
+    );
+    drop(nodes);
+    drop(node4);
+    let _ = std::fs::remove_dir_all(&root);
+}

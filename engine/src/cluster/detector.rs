@@ -106,6 +106,22 @@ impl Detector {
         }
     }
 
+    /// Watch exactly `peers` from now on (the cluster map changed): new peers start
+    /// alive as of `now_ms`, peers no longer listed are forgotten.
+    pub fn set_peers(&mut self, peers: impl IntoIterator<Item = NodeId>, now_ms: u64) {
+        let wanted: std::collections::BTreeSet<NodeId> =
+            peers.into_iter().filter(|p| *p != self.me).collect();
+        self.peers.retain(|p, _| wanted.contains(p));
+        for peer in wanted {
+            self.peers.entry(peer).or_insert(PeerView {
+                state: PeerState::Alive,
+                incarnation: 0,
+                last_heard_ms: now_ms,
+                since_ms: now_ms,
+            });
+        }
+    }
+
     pub fn config(&self) -> DetectorConfig {
         self.config
     }
@@ -235,5 +251,17 @@ mod tests {
         assert!(!d.is_live(2));
         assert!(d.heard(2, 6, 5_002).is_some());
         assert!(d.is_live(2));
+    }
+
+    #[test]
+    fn set_peers_adds_new_nodes_alive_and_forgets_removed_ones() {
+        let mut d = Detector::new(1, [2, 3], DetectorConfig::default(), 0);
+        d.tick(5_000);
+        assert!(!d.is_live(2));
+        d.set_peers([1, 2, 4], 5_000);
+        assert!(d.view(3).is_none(), "removed");
+        assert!(!d.is_live(2), "a kept peer keeps its state");
+        assert!(d.is_live(4), "a new peer starts alive");
+        assert_eq!(d.peers().count(), 2, "never itself");
     }
 }

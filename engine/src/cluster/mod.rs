@@ -7,5 +7,6 @@
 //! outputs are values the driver (`shoal-net`'s `cluster` module) acts on.
 
 pub mod detector;
+pub mod map;
 pub mod quorum;
 pub mod wire;

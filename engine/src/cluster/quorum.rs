@@ -92,6 +92,9 @@ impl WriteRound {
 pub struct ReadRound {
     r: usize,
     targets: BTreeSet<NodeId>,
+    /// During a ring transition: the new owners and the old owners; `r` of each
+    /// must reply.
+    previous: Option<(BTreeSet<NodeId>, BTreeSet<NodeId>)>,
     replies: BTreeMap<NodeId, Option<SiblingSet>>,
     failed: BTreeSet<NodeId>,
 }
@@ -102,9 +105,31 @@ impl ReadRound {
         ReadRound {
             r: usize::from(r),
             targets: targets.into_iter().collect(),
+            previous: None,
             replies: BTreeMap::new(),
             failed: BTreeSet::new(),
         }
+    }
+
+    /// A read while the key's partition is handed off: `r` replies are needed from
+    /// the new owners (`targets`) and `r` from the old ones (`previous`), so a
+    /// write acknowledged under either ring is seen.
+    pub fn joint(
+        r: u8,
+        targets: impl IntoIterator<Item = NodeId>,
+        previous: impl IntoIterator<Item = NodeId>,
+    ) -> ReadRound {
+        let mut round = ReadRound::new(r, targets);
+        let current = round.targets.clone();
+        let previous: BTreeSet<NodeId> = previous.into_iter().collect();
+        round.targets.extend(previous.iter().copied());
+        round.previous = Some((current, previous));
+        round
+    }
+
+    /// Every node the read asks.
+    pub fn targets(&self) -> &BTreeSet<NodeId> {
+        &self.targets
     }
 
     /// `set` is the replica's copy (`None`: it holds nothing for the key).
@@ -123,12 +148,24 @@ impl ReadRound {
     }
 
     pub fn state(&self) -> RoundState {
-        state_of(
-            self.r,
-            self.replies.len(),
-            self.failed.len(),
-            self.targets.len(),
-        )
+        let Some((current, previous)) = &self.previous else {
+            return state_of(
+                self.r,
+                self.replies.len(),
+                self.failed.len(),
+                self.targets.len(),
+            );
+        };
+        let group_state = |group: &BTreeSet<NodeId>| {
+            let ok = self.replies.keys().filter(|n| group.contains(n)).count();
+            let failed = self.failed.iter().filter(|n| group.contains(n)).count();
+            state_of(self.r.min(group.len()), ok, failed, group.len())
+        };
+        match (group_state(current), group_state(previous)) {
+            (RoundState::Met, RoundState::Met) => RoundState::Met,
+            (RoundState::Failed, _) | (_, RoundState::Failed) => RoundState::Failed,
+            _ => RoundState::Pending,
+        }
     }
 
     /// The merge of every reply so far (`None` when no replica holds the key).
@@ -262,5 +299,35 @@ mod tests {
         round.fail(1);
         assert_eq!(round.fail(2), RoundState::Failed);
         assert_eq!(round.merged(), None);
+    }
+
+    /// During a handoff, old owners {1,2,3} and new owners {1,2,4}: r=2 of each.
+    #[test]
+    fn joint_read_needs_a_quorum_of_both_rings() {
+        let table: &[(&[u32], &[u32], RoundState)] = &[
+            // replied, failed, state
+            (&[1, 2], &[], RoundState::Met),
+            (&[1, 4], &[], RoundState::Pending),
+            (&[1, 4, 3], &[], RoundState::Met),
+            (&[3, 4], &[], RoundState::Pending),
+            (&[1], &[2, 3], RoundState::Failed),
+            (&[1], &[2, 4], RoundState::Failed),
+            (&[2, 3, 4], &[1], RoundState::Met),
+        ];
+        for (replied, failed, expected) in table {
+            let mut round = ReadRound::joint(2, [1, 2, 4], [1, 2, 3]);
+            assert_eq!(round.targets().len(), 4);
+            for n in *failed {
+                round.fail(*n);
+            }
+            for n in *replied {
+                round.reply(*n, None);
+            }
+            assert_eq!(
+                round.state(),
+                *expected,
+                "replied {replied:?} failed {failed:?}"
+            );
+        }
     }
 }

@@ -3,12 +3,32 @@
 //! one response with the same id. Lists in requests are bounded by the senders
 //! (`*_MAX` below) and checked by the receivers.
 
+use crate::cluster::map::ClusterMap;
 use crate::version::{Dot, NodeId, SiblingSet, VersionVector};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 /// Keys in one `Read`, `Replicate` or `Coordinate` request.
 pub const ITEMS_PER_REQUEST_MAX: usize = 4096;
+/// Keys in one handoff batch.
+pub const HANDOFF_ITEMS_PER_BATCH_MAX: usize = 512;
+/// Bytes of values in one handoff batch (a batch always carries at least one key).
+pub const HANDOFF_BATCH_BYTES_MAX: usize = 8 << 20;
+
+/// Error code: the request was sent under an older ring than the receiver's; the
+/// sender should take the receiver's map.
+pub const STALE_RING: &str = "STALERING";
+/// Error code: the receiver's map is older than the request's ring; the sender
+/// should push its map first.
+pub const MAP_BEHIND: &str = "MAPBEHIND";
+
+/// Where a handoff scan resumes: after this key of this (slot, namespace).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct HandoffCursor {
+    pub slot: u16,
+    pub namespace: u8,
+    pub key: Bytes,
+}
 
 /// One replica write: merge `set` into the key's copy, make it durable, ack.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,10 +92,31 @@ impl RemoteError {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
-    /// Liveness; answered with `Pong`.
-    Ping { incarnation: u64 },
-    /// Merge each set into the local copy and sync before answering.
-    Replicate { items: Vec<ReplicaItem> },
+    /// Liveness; answered with `Pong`. Both carry the sender's map version and
+    /// fingerprint, so maps that differ are noticed and synced.
+    Ping {
+        incarnation: u64,
+        map_version: u64,
+        map_fingerprint: u64,
+    },
+    /// Merge each set into the local copy and sync before answering. Refused
+    /// (`STALERING`) when `ring_version` is older than the receiver's ring.
+    Replicate {
+        ring_version: u64,
+        items: Vec<ReplicaItem>,
+    },
+    /// Merge this map into yours and answer with the result.
+    MapSync { map: ClusterMap },
+    /// Handoff: every key (delete markers too) held in a range of slots, in
+    /// (slot, namespace, key) order from after `after`, one bounded batch at a time.
+    /// Refused (`MAPBEHIND`) by a node whose ring is older than `ring_version`:
+    /// a source must know the new ring before it scans.
+    HandoffScan {
+        ring_version: u64,
+        first_slot: u16,
+        last_slot: u16,
+        after: Option<HandoffCursor>,
+    },
     /// The local copies of keys (no quorum: the asker runs the round).
     Read { namespace: u8, keys: Vec<Bytes> },
     /// Coordinate these writes here (the asker is not their coordinator).
@@ -97,7 +138,17 @@ pub enum Request {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
-    Pong { incarnation: u64 },
+    Pong {
+        incarnation: u64,
+        map_version: u64,
+        map_fingerprint: u64,
+    },
+    Map(ClusterMap),
+    /// One handoff batch; `next` is where to resume (`None`: the range is done).
+    HandoffItems {
+        items: Vec<ReplicaItem>,
+        next: Option<HandoffCursor>,
+    },
     Replicated(Vec<Result<(), RemoteError>>),
     Sets(Vec<Result<Option<SiblingSet>, RemoteError>>),
     Coordinated(Vec<Result<ClientOutcome, RemoteError>>),

@@ -378,6 +378,12 @@ impl Store {
     /// each record), then keep them current on every publish. Returns the keys
     /// hashed. A record that fails its checksum is left out, so its slot differs
     /// from the other replicas' and anti-entropy repairs it.
+    /// The directory the store lives in (other small files of the node live there
+    /// too, e.g. the cluster map).
+    pub fn dir(&self) -> Arc<dyn DiskDir> {
+        self.dir.clone()
+    }
+
     pub fn enable_digests(&mut self) -> usize {
         let mut tree = crate::digest::DigestTree::default();
         let entries: Vec<(Box<[u8]>, KeyEntry)> =
