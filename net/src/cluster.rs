@@ -622,10 +622,15 @@ impl Cluster {
     }
 
     /// An operator's ring change, made here and pushed to every node of the new
-    /// map (gossip carries it to any that miss the push).
-    pub async fn change_ring(self: &Arc<Self>, change: RingChange) -> Result<RingDiff, String> {
+    /// map (gossip carries it to any that miss the push). Returns the replicas
+    /// that move and how many (partition, incoming owner) handoffs it started.
+    pub async fn change_ring(
+        self: &Arc<Self>,
+        change: RingChange,
+    ) -> Result<(RingDiff, usize), String> {
         let current = self.map();
         let (next, diff) = current.change(&change).map_err(|e| e.to_string())?;
+        let handoffs = next.handoffs_pending();
         if !self.adopt(&next).await {
             return Err("the ring changed meanwhile; look again and retry".into());
         }
@@ -644,7 +649,7 @@ impl Cluster {
         if self.map().version() != next.version() || self.map().ring() != next.ring() {
             return Err("another ring change at the same version won; look again and retry".into());
         }
-        Ok(diff)
+        Ok((diff, handoffs))
     }
 
     /// Nodes of the map with their state, for operators.

@@ -388,8 +388,7 @@ async fn ring_command(cluster: &Arc<Cluster>, args: &[Bytes]) -> Step {
         _ => return err(usage.to_string()),
     };
     match cluster.change_ring(change).await {
-        Ok(diff) => {
-            let map = cluster.map();
+        Ok((diff, handoffs)) => {
             Step::Reply(Reply::Verbatim {
                 format: *b"txt",
                 text: format!(
@@ -398,7 +397,7 @@ async fn ring_command(cluster: &Arc<Cluster>, args: &[Bytes]) -> Step {
                     diff.version_to,
                     diff.moves.len(),
                     diff.coordinator_changes.len(),
-                    map.handoffs_pending(),
+                    handoffs,
                 ),
             })
         }

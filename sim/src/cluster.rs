@@ -7,6 +7,7 @@
 //! does not within the bound); phase 3 reads every key from every replica's store
 //! directly, and the checker judges the history (G1-G6 and convergence).
 
+use crate::client::RespConn;
 use crate::digest::history_digest;
 use crate::node::lock;
 use crate::plan::WorkloadKnobs;
@@ -15,10 +16,12 @@ use crate::workload::{self, run_client};
 use shoal_checker::{
     check, Context, Dot, Event, FinalState, History, Key, Meta, Quiescence, Report, Sibling,
 };
+use shoal_engine::cluster::map::ClusterMap;
 use shoal_engine::memdisk::MemDir;
 use shoal_engine::rng::SplitMix64;
 use shoal_engine::{Store, StoreOptions};
 use shoal_net::cluster::{Cluster, ClusterConfig, MemberAddr, PEER_PORT_OFFSET};
+use shoal_net::resp::Reply;
 use shoal_net::runtime::TokioRuntime;
 use shoal_net::server::{serve, ServerConfig, Shared};
 use shoal_net::storage::{Storage, StorageConfig};
@@ -49,6 +52,17 @@ pub enum ClusterFault {
     Isolate { node: u32, duration_ms: u64 },
     /// Cut the link between two members (both ways) for `duration_ms`.
     Cut { a: u32, b: u32, duration_ms: u64 },
+    /// The node's disk has no free space for `duration_ms`.
+    DiskFull { node: u32, duration_ms: u64 },
+    /// The node's next fsyncs fail; it is restarted (power loss) after 300 ms and
+    /// is down for `down_ms`.
+    FsyncFailure { node: u32, down_ms: u64 },
+    /// A byte of one of the node's hint files flips; the node is restarted after
+    /// `after_ms` (recovery finds the damage and scans the segment instead) and is
+    /// down 200 ms. Damage to synced segment data makes a node refuse to start,
+    /// which needs an operator (see ARCHITECTURE.md), so it is the single-node
+    /// sim's fault only.
+    Corrupt { node: u32, after_ms: u64 },
 }
 
 impl fmt::Display for ClusterFault {
@@ -69,6 +83,65 @@ impl fmt::Display for ClusterFault {
             ClusterFault::Cut { a, b, duration_ms } => {
                 write!(f, "cut link {a}-{b} for {duration_ms} ms")
             }
+            ClusterFault::DiskFull { node, duration_ms } => {
+                write!(f, "disk of node {node} full for {duration_ms} ms")
+            }
+            ClusterFault::FsyncFailure { node, down_ms } => {
+                write!(
+                    f,
+                    "fsyncs fail on node {node}, restart after {down_ms} ms down"
+                )
+            }
+            ClusterFault::Corrupt { node, after_ms } => {
+                write!(
+                    f,
+                    "latent corruption of a hint file on node {node}, restart after {after_ms} ms"
+                )
+            }
+        }
+    }
+}
+
+/// An operator's ring change, sent as `SHOAL.RING` to a member.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SimRingChange {
+    Join { node: u32 },
+    Leave { node: u32 },
+    Replace { old: u32, new: u32 },
+}
+
+impl SimRingChange {
+    fn args(&self) -> Vec<String> {
+        let addr = |n: u32| format!("{}:{CLIENT_PORT}", member_ip(n));
+        match self {
+            SimRingChange::Join { node } => {
+                vec![
+                    "SHOAL.RING".into(),
+                    "JOIN".into(),
+                    node.to_string(),
+                    addr(*node),
+                ]
+            }
+            SimRingChange::Leave { node } => {
+                vec!["SHOAL.RING".into(), "LEAVE".into(), node.to_string()]
+            }
+            SimRingChange::Replace { old, new } => vec![
+                "SHOAL.RING".into(),
+                "REPLACE".into(),
+                old.to_string(),
+                new.to_string(),
+                addr(*new),
+            ],
+        }
+    }
+}
+
+impl fmt::Display for SimRingChange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SimRingChange::Join { node } => write!(f, "ring: join node {node}"),
+            SimRingChange::Leave { node } => write!(f, "ring: node {node} leaves"),
+            SimRingChange::Replace { old, new } => write!(f, "ring: node {new} replaces {old}"),
         }
     }
 }
@@ -85,6 +158,12 @@ pub struct ClusterPlan {
     pub workload: WorkloadKnobs,
     /// (at_ms, fault), by time.
     pub faults: Vec<(u64, ClusterFault)>,
+    /// A node started with the founders as seeds, outside the ring until a
+    /// change admits it (id `nodes + 1`).
+    pub spare: Option<u32>,
+    /// (at_ms, change), by time; each retried until the previous one's handoffs
+    /// are done.
+    pub ring_changes: Vec<(u64, SimRingChange)>,
 }
 
 impl ClusterPlan {
@@ -120,7 +199,69 @@ impl ClusterPlan {
             };
             faults.push((at_ms, fault));
         }
+        // Disk faults draw from their own stream (older plans keep their faults).
+        let mut disk_rng = SplitMix64::new(seed ^ 0xd15c);
+        if disk_rng.chance_percent(40) {
+            for i in 0..1 + disk_rng.below(2) {
+                let at_ms = 300 + disk_rng.below(phase1_ms - 300);
+                let node = 1 + disk_rng.below(u64::from(nodes)) as u32;
+                let fault = match disk_rng.below(3) {
+                    0 => ClusterFault::DiskFull {
+                        node,
+                        duration_ms: 200 + disk_rng.below(2_000),
+                    },
+                    1 => ClusterFault::FsyncFailure {
+                        node,
+                        down_ms: 200 + disk_rng.below(1_000),
+                    },
+                    _ if i == 0 => ClusterFault::Corrupt {
+                        node,
+                        after_ms: 100 + disk_rng.below(2_000),
+                    },
+                    _ => ClusterFault::DiskFull {
+                        node,
+                        duration_ms: 200 + disk_rng.below(2_000),
+                    },
+                };
+                faults.push((at_ms, fault));
+            }
+        }
         faults.sort_by_key(|(at, _)| *at);
+        // Ring changes draw from their own stream, so the fault plans above stay
+        // what they were before ring changes existed.
+        let mut ring_rng = SplitMix64::new(seed ^ 0x5249_4e47);
+        let mut ring_changes = Vec::new();
+        let spare_id = nodes + 1;
+        if ring_rng.chance_percent(50) {
+            let founder = 1 + ring_rng.below(u64::from(nodes)) as u32;
+            let first = match ring_rng.below(3) {
+                0 => SimRingChange::Join { node: spare_id },
+                1 => SimRingChange::Replace {
+                    old: founder,
+                    new: spare_id,
+                },
+                _ if nodes > 3 => SimRingChange::Leave { node: founder },
+                _ => SimRingChange::Join { node: spare_id },
+            };
+            let at_ms = 300 + ring_rng.below(phase1_ms / 2);
+            let second = match &first {
+                SimRingChange::Join { .. } if ring_rng.chance_percent(40) => {
+                    Some(SimRingChange::Leave { node: founder })
+                }
+                SimRingChange::Leave { .. } if ring_rng.chance_percent(40) => {
+                    Some(SimRingChange::Join { node: spare_id })
+                }
+                _ => None,
+            };
+            ring_changes.push((at_ms, first));
+            if let Some(second) = second {
+                ring_changes.push((at_ms + 500 + ring_rng.below(phase1_ms / 2), second));
+            }
+        }
+        let spare = ring_changes
+            .iter()
+            .any(|(_, c)| !matches!(c, SimRingChange::Leave { .. }))
+            .then_some(spare_id);
         ClusterPlan {
             seed,
             nodes,
@@ -131,7 +272,14 @@ impl ClusterPlan {
             converge_bound_ms: 30_000,
             workload,
             faults,
+            spare,
+            ring_changes,
         }
+    }
+
+    /// Every node the plan starts: the founders, then the spare.
+    pub fn node_ids(&self) -> Vec<u32> {
+        (1..=self.nodes).chain(self.spare).collect()
     }
 }
 
@@ -149,8 +297,17 @@ impl fmt::Display for ClusterPlan {
             self.workload.clients,
             self.workload.keys
         )?;
+        if let Some(spare) = self.spare {
+            writeln!(
+                f,
+                "  node {spare} starts outside the ring, with the founders as seeds"
+            )?;
+        }
         for (at, fault) in &self.faults {
             writeln!(f, "  {at} ms: {fault}")?;
+        }
+        for (at, change) in &self.ring_changes {
+            writeln!(f, "  {at} ms: {change}")?;
         }
         Ok(())
     }
@@ -164,17 +321,26 @@ struct Member {
     config: ClusterConfig,
     store_options: StoreOptions,
     open_failure: Mutex<Option<String>>,
+    cluster: Mutex<Option<Arc<Cluster>>>,
 }
 
 impl Member {
     async fn run(self: Arc<Member>) {
         *lock(&self.storage) = None;
+        *lock(&self.cluster) = None;
         let dir: Arc<dyn shoal_engine::DiskDir> = Arc::new(self.memdir.clone());
-        let (store, report) = match Store::open(dir, self.store_options.clone()) {
-            Ok(opened) => opened,
-            Err(e) => {
-                *lock(&self.open_failure) = Some(e.to_string());
-                return;
+        // A supervisor restarts a node whose open failed on an I/O error (an fsync
+        // failing at start); damage to synced data keeps it down.
+        let (store, report) = loop {
+            match Store::open(dir.clone(), self.store_options.clone()) {
+                Ok(opened) => break opened,
+                Err(shoal_engine::store::OpenError::Disk(_)) => {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => {
+                    *lock(&self.open_failure) = Some(e.to_string());
+                    return;
+                }
             }
         };
         let runtime = TokioRuntime::new();
@@ -188,6 +354,7 @@ impl Member {
         .await
         .expect("a member's peer port is free after kill");
         *lock(&self.storage) = Some(storage.clone());
+        *lock(&self.cluster) = Some(cluster.clone());
         let listener =
             tokio::net::TcpListener::bind(SocketAddr::new(member_ip(self.id), CLIENT_PORT))
                 .await
@@ -204,18 +371,6 @@ impl Member {
             Shared::with_cluster(storage, config, Some(cluster)),
         )
         .await;
-    }
-
-    fn digest(&self) -> Option<(u64, usize)> {
-        let storage = lock(&self.storage).clone()?;
-        Some(storage.read(|s| {
-            s.digests().map_or((0, 0), |d| {
-                (
-                    d.range_digest(0..=shoal_engine::slot::SLOT_COUNT - 1),
-                    d.key_count(),
-                )
-            })
-        }))
     }
 }
 
@@ -268,8 +423,16 @@ pub async fn simulate_cluster(plan: ClusterPlan) -> ClusterOutcome {
         config.send_latency = Duration::from_millis(1)..Duration::from_millis(10);
     });
     let recorder = Arc::new(Recorder::new());
-    let ids: Vec<u32> = (1..=plan.nodes).collect();
-    let members_addrs: BTreeMap<u32, MemberAddr> = ids
+    let ids: Vec<u32> = plan.node_ids();
+    let founders: Vec<u32> = (1..=plan.nodes).collect();
+    let addr_of = |id: u32| {
+        let ip = member_ip(id);
+        MemberAddr {
+            client: format!("{ip}:{CLIENT_PORT}"),
+            peer: format!("{ip}:{}", CLIENT_PORT + PEER_PORT_OFFSET),
+        }
+    };
+    let members_addrs: BTreeMap<u32, MemberAddr> = founders
         .iter()
         .map(|id| {
             let ip = member_ip(*id);
@@ -283,7 +446,9 @@ pub async fn simulate_cluster(plan: ClusterPlan) -> ClusterOutcome {
     let mut members = Vec::new();
     let mut node_ids = BTreeMap::new();
     for id in &ids {
+        // The spare is not among the founders: they are its seeds.
         let mut config = ClusterConfig::new(*id, members_addrs.clone(), SECRET.into());
+        config.self_addr = addr_of(*id);
         config.replicas_n = plan.replicas_n;
         config.read_quorum = plan.r;
         config.write_quorum = plan.w;
@@ -305,6 +470,7 @@ pub async fn simulate_cluster(plan: ClusterPlan) -> ClusterOutcome {
                 ..StoreOptions::default()
             },
             open_failure: Mutex::new(None),
+            cluster: Mutex::new(None),
         });
         let init = member.clone();
         let node = handle
@@ -379,6 +545,41 @@ pub async fn simulate_cluster(plan: ClusterPlan) -> ClusterOutcome {
                     net.unclog_node(node_ids[&node]);
                     recorder.fault(format!("node {node} reconnected"));
                 }
+                ClusterFault::DiskFull { node, duration_ms } => {
+                    let memdir = &members[node as usize - 1].memdir;
+                    let used = memdir.used_bytes();
+                    memdir.set_capacity_bytes(Some(used));
+                    tokio::time::sleep(Duration::from_millis(duration_ms)).await;
+                    memdir.set_capacity_bytes(None);
+                    recorder.fault(format!("node {node} disk space back"));
+                }
+                ClusterFault::FsyncFailure { node, down_ms } => {
+                    let _serial = crash_locks[&node].lock().await;
+                    let member = &members[node as usize - 1];
+                    member.memdir.fail_next_syncs(3);
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    handle.kill(node_ids[&node]);
+                    let seed = lock(&power_rng).next_u64();
+                    let report = member.memdir.crash(&mut SplitMix64::new(seed));
+                    member.memdir.fail_next_syncs(0);
+                    recorder.fault(format!(
+                        "node {node} restarted after failed fsyncs (power loss: unsynced writes kept {}, dropped {}, torn {})",
+                        report.writes_kept, report.writes_dropped, report.writes_torn
+                    ));
+                    tokio::time::sleep(Duration::from_millis(down_ms)).await;
+                    handle.restart(node_ids[&node]);
+                }
+                ClusterFault::Corrupt { node, after_ms } => {
+                    let _serial = crash_locks[&node].lock().await;
+                    let member = &members[node as usize - 1];
+                    let seed = lock(&power_rng).next_u64();
+                    recorder.fault(corrupt_a_byte(&member.memdir, seed));
+                    tokio::time::sleep(Duration::from_millis(after_ms)).await;
+                    handle.kill(node_ids[&node]);
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    handle.restart(node_ids[&node]);
+                    recorder.fault(format!("restart node {node}"));
+                }
                 ClusterFault::Cut { a, b, duration_ms } => {
                     let (na, nb) = (node_ids[&a], node_ids[&b]);
                     net.clog_link(na, nb);
@@ -393,9 +594,21 @@ pub async fn simulate_cluster(plan: ClusterPlan) -> ClusterOutcome {
     }
     tokio::time::sleep(Duration::from_millis(plan.phase1_ms)).await;
     shared.stop.store(true, Ordering::Relaxed);
+    let admin = handle
+        .create_node()
+        .name("admin")
+        .ip(IpAddr::V4(Ipv4Addr::new(10, 0, 2, 1)))
+        .build();
+    let admin_task = admin.spawn(run_ring_changes(
+        plan.ring_changes.clone(),
+        members.clone(),
+        recorder.clone(),
+        plan.seed,
+    ));
     for task in fault_tasks {
         let _ = task.await;
     }
+    let _ = admin_task.await;
     for task in client_tasks {
         let _ = task.await;
     }
@@ -405,15 +618,16 @@ pub async fn simulate_cluster(plan: ClusterPlan) -> ClusterOutcome {
     // otherwise each partition's replicas are compared through their keys below.
     let heal_ms = recorder.now_ms();
     let deadline = tokio::time::Instant::now() + Duration::from_millis(plan.converge_bound_ms);
-    let converged = loop {
-        if converged(&members, plan.replicas_n, plan.nodes) {
-            break true;
+    let final_map = loop {
+        if let Some(map) = converged(&members) {
+            break Some(map);
         }
         if tokio::time::Instant::now() >= deadline {
-            break false;
+            break None;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    let converged = final_map.is_some();
     recorder.push(Event::Quiescence(Quiescence {
         converged,
         waited_ms: recorder.now_ms() - heal_ms,
@@ -427,13 +641,13 @@ pub async fn simulate_cluster(plan: ClusterPlan) -> ClusterOutcome {
             failures.push(format!("node {} refused to open: {reason}", member.id));
         }
     }
-    if converged {
-        let ring = shoal_engine::placement::Ring::new(
-            members[0].config.partition_count,
-            plan.replicas_n,
-            ids.iter().copied(),
-        )
-        .expect("the plan's ring is valid");
+    if let Some(map) = &final_map {
+        recorder.fault(format!(
+            "final ring version {}: members {:?}",
+            map.version(),
+            map.ring().members()
+        ));
+        let ring = map.ring();
         for key in &keys {
             let owners = ring.preference_list(ring.partition_of_key(key.name.as_bytes()));
             for owner in owners {
@@ -455,7 +669,9 @@ pub async fn simulate_cluster(plan: ClusterPlan) -> ClusterOutcome {
             n: Some(u32::from(plan.replicas_n)),
             r: Some(u32::from(plan.r)),
             w: Some(u32::from(plan.w)),
-            sessions: false,
+            // Strict quorums (r + w > n, no sloppy quorum) and reads that span both
+            // rings during a handoff: a read after an acknowledged write sees it.
+            sessions: true,
             nodes: ids.clone(),
             converge_bound_ms: Some(plan.converge_bound_ms),
             extra: BTreeMap::from([(
@@ -495,39 +711,241 @@ pub async fn simulate_cluster(plan: ClusterPlan) -> ClusterOutcome {
     }
 }
 
-/// Whether every member is up and, when every member holds every partition, all
-/// digests are equal (otherwise: every member is up and its digests are stable
-/// enough for phase 3, which compares the replicas key by key).
-fn converged(members: &[Arc<Member>], replicas_n: u8, nodes: u32) -> bool {
-    let digests: Vec<Option<(u64, usize)>> = members.iter().map(|m| m.digest()).collect();
-    if digests.iter().any(Option::is_none) {
-        return false;
+/// Flip one byte of one of the node's hint files.
+fn corrupt_a_byte(memdir: &MemDir, seed: u64) -> String {
+    use shoal_engine::DiskDir;
+    let mut rng = SplitMix64::new(seed);
+    let names: Vec<String> = memdir
+        .list()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|n| n.ends_with(".hint"))
+        .collect();
+    if names.is_empty() {
+        return "latent corruption: no hint file yet, nothing done".into();
     }
-    if u32::from(replicas_n) >= nodes {
-        digests.windows(2).all(|w| w[0] == w[1])
-    } else {
-        replicas_agree(members)
+    let name = &names[rng.below(names.len() as u64) as usize];
+    let len = memdir.open(name, false).and_then(|f| f.len()).unwrap_or(0);
+    if len == 0 {
+        return format!("latent corruption: {name} is empty, nothing done");
+    }
+    let offset = rng.below(len);
+    match memdir.corrupt_byte(name, offset) {
+        Ok(()) => format!("latent corruption: {name} byte {offset} flipped"),
+        Err(e) => format!("latent corruption of {name} failed: {e}"),
     }
 }
 
-/// For clusters larger than n: every key's replicas hold equal sets.
-fn replicas_agree(members: &[Arc<Member>]) -> bool {
+/// The operator: each change sent as `SHOAL.RING` to a member (a random one that
+/// answers), retried while the previous change's handoffs run, given up after
+/// 20 s. Outcomes go into the history as fault notes.
+async fn run_ring_changes(
+    changes: Vec<(u64, SimRingChange)>,
+    members: Vec<Arc<Member>>,
+    recorder: Arc<Recorder>,
+    seed: u64,
+) {
     let ids: Vec<u32> = members.iter().map(|m| m.id).collect();
-    let ring = shoal_engine::placement::Ring::new(
-        members[0].config.partition_count,
-        members[0].config.replicas_n,
-        ids,
-    )
-    .expect("valid ring");
-    let storages: Vec<Storage> = members
-        .iter()
-        .filter_map(|m| lock(&m.storage).clone())
-        .collect();
-    if storages.len() != members.len() {
-        return false;
+    let mut rng = SplitMix64::new(seed ^ 0xad31);
+    let started = tokio::time::Instant::now();
+    for (at_ms, change) in changes {
+        tokio::time::sleep_until(started + Duration::from_millis(at_ms)).await;
+        let args = change.args();
+        let arg_refs: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        let give_up = tokio::time::Instant::now() + Duration::from_secs(20);
+        let mut last = String::from("no member answered");
+        let mut before: Option<(Arc<ClusterMap>, Vec<Event>)> = None;
+        let outcome = loop {
+            if tokio::time::Instant::now() >= give_up {
+                break format!("abandoned after 20 s: {last}");
+            }
+            let via = ids[rng.below(ids.len() as u64) as usize];
+            let target = SocketAddr::new(member_ip(via), CLIENT_PORT);
+            // What the audit below compares against: the ring and the history as
+            // they were before this attempt.
+            if let Some(cluster) = lock(&members[via as usize - 1].cluster).clone() {
+                before = Some((cluster.map(), recorder.events()));
+            }
+            let reply = match RespConn::connect(target, 1_000).await {
+                Ok(mut conn) => conn.call(&arg_refs, 10_000).await,
+                Err(e) => Err(e),
+            };
+            match reply {
+                Ok(reply @ (Reply::Verbatim { .. } | Reply::Bulk(_))) => {
+                    let text = match reply {
+                        Reply::Verbatim { text, .. } => text,
+                        Reply::Bulk(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+                        _ => unreachable!("matched above"),
+                    };
+                    if let Some((ring_before, events)) = before.take() {
+                        audit_handoff_plan(&ring_before, &members, via, &text, &recorder);
+                        audit_handoff(&members, via, &ring_before, &events, &recorder).await;
+                    }
+                    break format!("via node {via}: {}", text.trim());
+                }
+                Ok(Reply::Error(e)) if e.contains("in flight") || e.contains("retry") => {
+                    last = format!("node {via}: {e}");
+                }
+                Ok(Reply::Error(e)) => break format!("refused by node {via}: {e}"),
+                Ok(other) => break format!("node {via} answered {other:?}"),
+                Err(e) => last = format!("node {via}: {e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        };
+        recorder.fault(format!("{change}: {outcome}"));
     }
+}
+
+/// The handoff plan audit: every replica the change moved (a node in a
+/// partition's new owners but not its old ones, counted here from the two rings)
+/// must have had a handoff started for it, as the `SHOAL.RING` reply reports.
+fn audit_handoff_plan(
+    map_before: &ClusterMap,
+    members: &[Arc<Member>],
+    via: u32,
+    reply: &str,
+    recorder: &Recorder,
+) {
+    let Some(cluster) = lock(&members[via as usize - 1].cluster).clone() else {
+        return;
+    };
+    let changed = cluster.map();
+    let (old, new) = (map_before.ring(), changed.ring());
+    if new.version() != old.version() + 1 {
+        return;
+    }
+    let moved: usize = (0..new.partition_count())
+        .map(|p| {
+            let before = old.preference_list(p);
+            new.preference_list(p)
+                .iter()
+                .filter(|n| !before.contains(n))
+                .count()
+        })
+        .sum();
+    let started: Option<usize> = reply
+        .split(" partition handoff")
+        .next()
+        .and_then(|head| head.rsplit(' ').next())
+        .and_then(|n| n.parse().ok());
+    if started != Some(moved) {
+        recorder.anomaly(format!(
+            "handoff plan audit: ring version {} moves {moved} replicas but the change started {started:?} handoffs (reply: {reply})",
+            new.version()
+        ));
+    }
+}
+
+/// The handoff audit: once the change's handoffs are done (as the node that made
+/// it sees them), every node that gained a partition holds every write to it that
+/// was acknowledged before the change was asked for. That is the handoff's promise,
+/// checked before anti-entropy has had long to paper over a missing one. Nodes
+/// down at the time are skipped.
+async fn audit_handoff(
+    members: &[Arc<Member>],
+    via: u32,
+    map_before: &ClusterMap,
+    events: &[Event],
+    recorder: &Recorder,
+) {
+    let Some(cluster) = lock(&members[via as usize - 1].cluster).clone() else {
+        return;
+    };
+    let changed = cluster.map();
+    if changed.version() <= map_before.version() {
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = cluster.map();
+        if now.version() != changed.version() {
+            return;
+        }
+        if now.handoffs_pending() == 0 {
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (old, new) = (map_before.ring(), changed.ring());
+    let mut checked = 0usize;
+    for event in events {
+        let Event::Ok {
+            op,
+            result: shoal_checker::OkResult::Write { dot, value, .. },
+        } = event
+        else {
+            continue;
+        };
+        let key = op.key.name.as_bytes();
+        let partition = new.partition_of_key(key);
+        let before = old.preference_list(partition);
+        for incoming in new
+            .preference_list(partition)
+            .iter()
+            .filter(|n| !before.contains(n))
+        {
+            let Some(storage) = lock(&members[*incoming as usize - 1].storage).clone() else {
+                continue;
+            };
+            let held = storage
+                .read(|s| s.get(op.key.ns, key))
+                .ok()
+                .flatten()
+                .is_some_and(|set| {
+                    set.context.covers(shoal_engine::Dot {
+                        node: dot.node,
+                        counter: dot.counter,
+                    })
+                });
+            checked += 1;
+            if !held {
+                recorder.anomaly(format!(
+                    "handoff audit: ring version {} says node {incoming} took partition {partition}, and its handoffs are done, but it lacks {} write of {value:?} dot {dot}, acknowledged at {} ms before the change",
+                    new.version(),
+                    op.key,
+                    op.time_ms
+                ));
+                return;
+            }
+        }
+    }
+    recorder.fault(format!(
+        "handoff audit of ring version {}: {checked} (write, incoming owner) pairs held",
+        new.version()
+    ));
+}
+
+/// The common map once every node is up, every node has the same map with no
+/// handoff pending, and every key's owners in that map hold equal sets (keys no
+/// owner holds are ignored: only a node outside the ring, or a write whose
+/// outcome was unknown, can leave those).
+fn converged(members: &[Arc<Member>]) -> Option<Arc<ClusterMap>> {
+    let clusters: Vec<Arc<Cluster>> = members
+        .iter()
+        .map(|m| lock(&m.cluster).clone())
+        .collect::<Option<Vec<_>>>()?;
+    let maps: Vec<Arc<ClusterMap>> = clusters.iter().map(|c| c.map()).collect();
+    let first = maps[0].clone();
+    if maps
+        .iter()
+        .any(|m| m.fingerprint() != first.fingerprint() || m.handoffs_pending() > 0)
+    {
+        return None;
+    }
+    replicas_agree(members, &first).then_some(first)
+}
+
+/// Every key held by some owner is held equally by all of its owners.
+fn replicas_agree(members: &[Arc<Member>], map: &ClusterMap) -> bool {
+    let ring = map.ring();
     let mut all: BTreeMap<(u8, Vec<u8>), BTreeMap<u32, u64>> = BTreeMap::new();
-    for (member, storage) in members.iter().zip(&storages) {
+    for member in members.iter().filter(|m| ring.is_member(m.id)) {
+        let Some(storage) = lock(&member.storage).clone() else {
+            return false;
+        };
         storage.read(|s| {
             for (ns, key, set) in s.dump() {
                 let hash = set
@@ -542,9 +960,8 @@ fn replicas_agree(members: &[Arc<Member>]) -> bool {
     all.iter().all(|((_, key), holders)| {
         let owners = ring.preference_list(ring.partition_of_key(key));
         let first = holders.get(&owners[0]);
-        owners
-            .iter()
-            .all(|o| holders.get(o) == first && first.is_some())
+        let ok = owners.iter().all(|o| holders.get(o) == first);
+        ok
     })
 }
 

@@ -124,6 +124,11 @@ impl Recorder {
         lock(&self.detections).clone()
     }
 
+    /// The events so far, leaving them in place.
+    pub fn events(&self) -> Vec<Event> {
+        lock(&self.events).clone()
+    }
+
     pub fn take_events(&self) -> Vec<Event> {
         std::mem::take(&mut *lock(&self.events))
     }

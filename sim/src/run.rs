@@ -44,6 +44,12 @@ pub fn features() -> Vec<&'static str> {
     if cfg!(feature = "bug-early-tombstone-gc") {
         on.push("bug-early-tombstone-gc");
     }
+    if cfg!(feature = "bug-skip-anti-entropy") {
+        on.push("bug-skip-anti-entropy");
+    }
+    if cfg!(feature = "bug-claim-forgets-replica") {
+        on.push("bug-claim-forgets-replica");
+    }
     on
 }
 
