@@ -1566,21 +1566,25 @@ impl Cluster {
 
     // ---- keyspace commands ----
 
-    /// Live keys of a namespace within `slots`, gathered from every member. Errors
-    /// (`PARTIAL`) when some partition in the range had no replica answer.
+    /// Live keys of a namespace within `slots`, gathered from every member. A key
+    /// every answering owner lists (at least `r` of them) counts; a key only some
+    /// list (a replica behind on a write or a delete) is settled by a quorum read.
+    /// Errors (`PARTIAL`) when some partition in the range had no replica answer,
+    /// or a disputed key could not be read.
     pub async fn keys(
         self: &Arc<Self>,
         namespace: u8,
         slots: std::ops::RangeInclusive<u16>,
     ) -> Result<Vec<Bytes>, RemoteError> {
         let (first_slot, last_slot) = (*slots.start(), *slots.end());
-        let mut answered: BTreeSet<NodeId> = BTreeSet::new();
-        let mut keys: BTreeSet<Bytes> = self
-            .storage
-            .read(|s| s.live_keys_in_slots(namespace, slots.clone()))
-            .into_iter()
-            .collect();
-        answered.insert(self.me());
+        let mut listed: BTreeMap<NodeId, BTreeSet<Bytes>> = BTreeMap::new();
+        listed.insert(
+            self.me(),
+            self.storage
+                .read(|s| s.live_keys_in_slots(namespace, slots.clone()))
+                .into_iter()
+                .collect(),
+        );
         let map = self.map();
         let peers: Vec<NodeId> = map
             .nodes()
@@ -1606,10 +1610,10 @@ impl Cluster {
         drop(done_tx);
         while let Some((peer, answer)) = done_rx.recv().await {
             if let Ok(Response::Keys(found)) = answer {
-                answered.insert(peer);
-                keys.extend(found);
+                listed.insert(peer, found.into_iter().collect());
             }
         }
+        let answered: BTreeSet<NodeId> = listed.keys().copied().collect();
         let first_partition = map.ring().partition_of_slot(first_slot);
         let last_partition = map.ring().partition_of_slot(last_slot);
         // A partition counts once a node that holds all of it answered: during a
@@ -1632,7 +1636,37 @@ impl Cluster {
                 ),
             ));
         }
-        Ok(keys.into_iter().collect())
+        let r = usize::from(self.config.read_quorum);
+        let union: BTreeSet<&Bytes> = listed.values().flatten().collect();
+        let mut keys: Vec<Bytes> = Vec::with_capacity(union.len());
+        let mut disputed: Vec<Bytes> = Vec::new();
+        for key in union {
+            let owners = map.owners(map.ring().partition_of_key(key));
+            let answering: Vec<&BTreeSet<Bytes>> =
+                owners.iter().filter_map(|o| listed.get(o)).collect();
+            if answering.len() >= r && answering.iter().all(|l| l.contains(key)) {
+                keys.push(key.clone());
+            } else {
+                disputed.push(key.clone());
+            }
+        }
+        for chunk in disputed.chunks(ITEMS_PER_REQUEST_MAX) {
+            let reads = self.read(namespace, chunk.to_vec()).await;
+            for (key, read) in chunk.iter().zip(reads) {
+                match read {
+                    Ok(Some(set)) if !set.is_deleted() => keys.push(key.clone()),
+                    Ok(_) => {}
+                    Err(e) => {
+                        return Err(RemoteError::new(
+                            "PARTIAL",
+                            format!("key {key:?} is listed by some replicas only and could not be read ({}); the result would be incomplete", e.line()),
+                        ))
+                    }
+                }
+            }
+        }
+        keys.sort_unstable();
+        Ok(keys)
     }
 
     // ---- background work ----
