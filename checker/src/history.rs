@@ -48,7 +48,9 @@ pub struct Meta {
     pub r: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub w: Option<u32>,
-    /// Whether the run's settings promise G6 (read-your-writes, monotonic reads).
+    /// Whether the run's settings promise that a read sees every operation that
+    /// completed before it (one node, or strict quorums): G6 (read-your-writes,
+    /// monotonic reads) and G4 for reads are judged only then.
     pub sessions: bool,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nodes: Vec<NodeId>,

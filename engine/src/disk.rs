@@ -74,6 +74,54 @@ pub trait DiskDir: Send + Sync {
 }
 
 /// The conformance suite every `DiskDir` implementation must pass.
+/// The files of `inner` whose names start with `prefix`, seen without it: a second
+/// store (a node's hints) sharing one directory with the main one. The main
+/// store ignores these files (their names do not parse as its own).
+pub struct PrefixedDir {
+    inner: Arc<dyn DiskDir>,
+    prefix: String,
+}
+
+impl PrefixedDir {
+    pub fn new(inner: Arc<dyn DiskDir>, prefix: impl Into<String>) -> PrefixedDir {
+        PrefixedDir {
+            inner,
+            prefix: prefix.into(),
+        }
+    }
+
+    fn full(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+}
+
+impl DiskDir for PrefixedDir {
+    fn open(&self, name: &str, create: bool) -> Result<Arc<dyn Disk>, DiskError> {
+        self.inner.open(&self.full(name), create)
+    }
+
+    fn list(&self) -> Result<Vec<String>, DiskError> {
+        Ok(self
+            .inner
+            .list()?
+            .into_iter()
+            .filter_map(|n| n.strip_prefix(&self.prefix).map(str::to_string))
+            .collect())
+    }
+
+    fn remove(&self, name: &str) -> Result<(), DiskError> {
+        self.inner.remove(&self.full(name))
+    }
+
+    fn rename(&self, from: &str, to: &str) -> Result<(), DiskError> {
+        self.inner.rename(&self.full(from), &self.full(to))
+    }
+
+    fn sync_dir(&self) -> Result<(), DiskError> {
+        self.inner.sync_dir()
+    }
+}
+
 pub mod conformance {
     use super::*;
 

@@ -314,6 +314,21 @@ mod tests {
     }
 
     #[test]
+    fn a_prefixed_dir_passes_conformance_and_hides_the_rest() {
+        let dir = MemDir::new();
+        dir.open("seg-00000001.log", true).unwrap();
+        let inner: std::sync::Arc<dyn DiskDir> = std::sync::Arc::new(dir.clone());
+        let hints = crate::disk::PrefixedDir::new(inner, "hints-");
+        crate::disk::conformance::run_all(&hints);
+        assert!(!hints
+            .list()
+            .unwrap()
+            .contains(&"seg-00000001.log".to_string()));
+        hints.open("x", true).unwrap();
+        assert!(dir.list().unwrap().contains(&"hints-x".to_string()));
+    }
+
+    #[test]
     fn synced_bytes_survive_every_crash() {
         for seed in 0..50 {
             let dir = MemDir::new();

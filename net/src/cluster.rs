@@ -19,6 +19,7 @@ use crate::peer::{self, PeerError, PeerReader, PeerWriter};
 use crate::storage::Storage;
 use bytes::Bytes;
 use shoal_engine::cluster::detector::{Detector, DetectorConfig, DetectorEvent, PeerState};
+use shoal_engine::cluster::hints;
 use shoal_engine::cluster::map::{self as cluster_map, ClusterMap, RingChange};
 use shoal_engine::cluster::quorum::{ReadRound, RoundState, WriteRound};
 use shoal_engine::cluster::wire::{
@@ -76,6 +77,29 @@ pub struct ClusterConfig {
     pub peer_requests_in_flight_max: usize,
     /// How often a node that owes handoffs retries them.
     pub handoff_interval_ms: u64,
+    /// Sloppy quorum: a write whose owner is down goes to a fallback node as a
+    /// hint (and counts toward `w`). Off: such a write needs `w` live owners.
+    pub sloppy_quorum: bool,
+    /// Hints this node keeps at most as a fallback.
+    pub hints_max: u64,
+    /// How often a fallback tries to hand its hints to their owners.
+    pub hint_delivery_interval_ms: u64,
+    /// Test hook: told of every hint a fallback acknowledged (fallback, owner,
+    /// item), so a simulation can check the fallback really holds it.
+    pub hint_observer: Option<HintObserver>,
+}
+
+/// What a [`HintObserver`] is told: (fallback, owner, item).
+pub type HintCallback = dyn Fn(NodeId, NodeId, &ReplicaItem) + Send + Sync;
+
+/// A callback for each acknowledged hint.
+#[derive(Clone)]
+pub struct HintObserver(pub Arc<HintCallback>);
+
+impl std::fmt::Debug for HintObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HintObserver")
+    }
 }
 
 impl ClusterConfig {
@@ -102,6 +126,10 @@ impl ClusterConfig {
             anti_entropy_keys_per_round_max: 1024,
             peer_requests_in_flight_max: 256,
             handoff_interval_ms: 200,
+            sloppy_quorum: true,
+            hints_max: hints::HINTS_MAX_DEFAULT,
+            hint_delivery_interval_ms: 500,
+            hint_observer: None,
         }
     }
 }
@@ -181,6 +209,12 @@ pub struct ClusterStats {
     pub map_syncs: AtomicU64,
     pub handoff_keys_pulled: AtomicU64,
     pub handoff_partitions_done: AtomicU64,
+    /// Hints this node stored as a fallback, handed to their owners, refused.
+    pub hints_stored: AtomicU64,
+    pub hints_delivered: AtomicU64,
+    pub hints_refused: AtomicU64,
+    /// Replica copies this node sent to a fallback because the owner was down.
+    pub writes_hinted: AtomicU64,
 }
 
 /// Why a call to a peer did not return its answer.
@@ -288,6 +322,10 @@ pub struct Cluster {
     peers: Mutex<BTreeMap<NodeId, Arc<PeerClient>>>,
     /// The handoff this node is pulling now, for operators.
     handoff_now: Mutex<Option<HandoffProgress>>,
+    /// Hints kept as a fallback (`None`: this node keeps none).
+    hints: Option<Storage>,
+    /// Serializes read-merge-put of hints.
+    hint_lock: tokio::sync::Mutex<()>,
     pub stats: ClusterStats,
 }
 
@@ -299,6 +337,10 @@ pub struct HandoffProgress {
     pub source: NodeId,
     pub keys_pulled: u64,
 }
+
+/// Where a replica copy goes: a node, and the owner it keeps a hint for when it
+/// is a fallback.
+type Target = (NodeId, Option<NodeId>);
 
 /// A write's result as routing returns it.
 pub type RoutedWrite = Result<WriteOutcome, RemoteError>;
@@ -426,6 +468,7 @@ impl Cluster {
     pub async fn start(
         config: ClusterConfig,
         storage: Storage,
+        hints: Option<Storage>,
         clock: Arc<dyn ClusterClock>,
         incarnation: u64,
     ) -> Result<Arc<Cluster>, String> {
@@ -490,6 +533,8 @@ impl Cluster {
             incarnation,
             peers: Mutex::new(BTreeMap::new()),
             handoff_now: Mutex::new(None),
+            hints,
+            hint_lock: tokio::sync::Mutex::new(()),
             stats: ClusterStats::default(),
         });
         tokio::spawn(cluster.clone().serve_peers(listener));
@@ -499,6 +544,9 @@ impl Cluster {
         tokio::spawn(cluster.clone().run_detector());
         tokio::spawn(cluster.clone().run_anti_entropy());
         tokio::spawn(cluster.clone().run_handoff());
+        if cluster.hints.is_some() {
+            tokio::spawn(cluster.clone().run_hint_delivery());
+        }
         Ok(cluster)
     }
 
@@ -923,9 +971,13 @@ impl Cluster {
             Request::Replicate {
                 ring_version,
                 items,
+                hint_for,
             } => {
                 if let Some(e) = too_many(items.len()) {
                     return e;
+                }
+                if let Some(owner) = hint_for {
+                    return Response::Replicated(self.store_hints(owner, items).await);
                 }
                 let _shared = self.gate.read().await;
                 let mine = self.map().version();
@@ -1155,6 +1207,193 @@ impl Cluster {
 
     // ---- coordinating writes ----
 
+    /// Where a key's copies go: each owner, except that with sloppy quorum an owner
+    /// the detector holds down is replaced by a live fallback (the next nodes of
+    /// the ring outside the owners), which keeps the copy as a hint for it.
+    fn write_targets(&self, map: &ClusterMap, key: &[u8]) -> Vec<Target> {
+        let ring = map.ring();
+        let partition = ring.partition_of_key(key);
+        let owners = map.owners(partition);
+        if !self.config.sloppy_quorum {
+            return owners.iter().map(|o| (*o, None)).collect();
+        }
+        let detector = lock(&self.detector);
+        let live = |n: NodeId| detector.is_live(n);
+        let mut fallbacks = ring.fallbacks(partition, live);
+        owners
+            .iter()
+            .map(|owner| {
+                if live(*owner) {
+                    return (*owner, None);
+                }
+                match fallbacks.next() {
+                    Some(fallback) => {
+                        self.stats.writes_hinted.fetch_add(1, Ordering::Relaxed);
+                        (fallback, Some(*owner))
+                    }
+                    None => (*owner, None),
+                }
+            })
+            .collect()
+    }
+
+    /// As a fallback: keep each item durably as a hint for `owner`.
+    async fn store_hints(
+        &self,
+        owner: NodeId,
+        items: Vec<ReplicaItem>,
+    ) -> Vec<Result<(), RemoteError>> {
+        let n = items.len();
+        let refuse = |why: String| {
+            self.stats
+                .hints_refused
+                .fetch_add(n as u64, Ordering::Relaxed);
+            (0..n)
+                .map(|_| Err(RemoteError::new("NOHINTS", why.clone())))
+                .collect()
+        };
+        let Some(hint_store) = &self.hints else {
+            return refuse("this node keeps no hints".into());
+        };
+        if cfg!(feature = "bug-drop-hint") {
+            // Planted bug: acknowledge the hints without keeping them.
+            return (0..n).map(|_| Ok(())).collect();
+        }
+        let _serial = self.hint_lock.lock().await;
+        let held = hint_store.read(|s| s.live_key_count(hints::HINT_NAMESPACE));
+        if held + n as u64 > self.config.hints_max {
+            return refuse(format!(
+                "{held} hints held, limit {}",
+                self.config.hints_max
+            ));
+        }
+        let ops: Vec<WriteOp> = hint_store.read(|s| {
+            items
+                .iter()
+                .map(|item| {
+                    let key = hints::hint_key(owner, item.namespace, &item.key);
+                    let mut set = item.set.clone();
+                    if let Some(held) = s
+                        .get(hints::HINT_NAMESPACE, &key)
+                        .ok()
+                        .flatten()
+                        .and_then(|h| h.winner().and_then(|w| w.value.clone()))
+                        .and_then(|v| hints::decode_hint(&v))
+                    {
+                        set.merge(&held);
+                    }
+                    WriteOp::put(hints::HINT_NAMESPACE, key, hints::encode_hint(&set))
+                })
+                .collect()
+        });
+        match hint_store.write(ops).await {
+            Ok(results) => results
+                .into_iter()
+                .map(|r| {
+                    r.map(|_| {
+                        self.stats.hints_stored.fetch_add(1, Ordering::Relaxed);
+                    })
+                    .map_err(|e| remote_error(&e))
+                })
+                .collect(),
+            Err(_) => refuse("the hint store has stopped".into()),
+        }
+    }
+
+    /// Hints held here, for operators.
+    pub fn hints_pending(&self) -> u64 {
+        self.hints
+            .as_ref()
+            .map_or(0, |h| h.read(|s| s.live_key_count(hints::HINT_NAMESPACE)))
+    }
+
+    /// Hand hints to their owners once they are live again: up to
+    /// `HINTS_PER_DELIVERY_MAX` per owner per round, each deleted (with the
+    /// context of the copy delivered) once the owner made it durable.
+    async fn run_hint_delivery(self: Arc<Self>) {
+        let Some(hint_store) = self.hints.clone() else {
+            return;
+        };
+        loop {
+            tokio::time::sleep(Duration::from_millis(self.config.hint_delivery_interval_ms)).await;
+            let keys = hint_store.read(|s| {
+                s.live_keys_in_slots(
+                    hints::HINT_NAMESPACE,
+                    0..=shoal_engine::slot::SLOT_COUNT - 1,
+                )
+            });
+            let mut per_owner: BTreeMap<NodeId, Vec<Bytes>> = BTreeMap::new();
+            for key in keys {
+                if let Some((owner, _, _)) = hints::parse_hint_key(&key) {
+                    let batch = per_owner.entry(owner).or_default();
+                    if batch.len() < hints::HINTS_PER_DELIVERY_MAX {
+                        batch.push(key);
+                    }
+                }
+            }
+            for (owner, hint_keys) in per_owner {
+                if owner == self.me() || !self.is_live(owner) {
+                    continue;
+                }
+                let held: Vec<(Bytes, SiblingSet, ReplicaItem)> = hint_store.read(|s| {
+                    hint_keys
+                        .iter()
+                        .filter_map(|hk| {
+                            let stored = s.get(hints::HINT_NAMESPACE, hk).ok()??;
+                            let set = hints::decode_hint(stored.winner()?.value.as_ref()?)?;
+                            let (_, namespace, key) = hints::parse_hint_key(hk)?;
+                            Some((
+                                hk.clone(),
+                                stored,
+                                ReplicaItem {
+                                    namespace,
+                                    key,
+                                    set,
+                                },
+                            ))
+                        })
+                        .collect()
+                });
+                if held.is_empty() {
+                    continue;
+                }
+                let items: Vec<ReplicaItem> = held.iter().map(|(_, _, i)| i.clone()).collect();
+                let request = Request::Replicate {
+                    ring_version: self.map().version(),
+                    items,
+                    hint_for: None,
+                };
+                let acks = match self
+                    .call(owner, request, self.config.request_timeout_ms)
+                    .await
+                {
+                    Ok(Response::Replicated(acks)) if acks.len() == held.len() => acks,
+                    Ok(Response::Error(e)) if e.code == STALE_RING => {
+                        self.sync_map_with(owner).await;
+                        continue;
+                    }
+                    _ => continue,
+                };
+                let deletes: Vec<WriteOp> = held
+                    .iter()
+                    .zip(&acks)
+                    .filter(|(_, ack)| ack.is_ok())
+                    .map(|((hk, stored, _), _)| {
+                        let mut op = WriteOp::delete(hints::HINT_NAMESPACE, hk.clone());
+                        op.covers = Covers::Context(stored.context.clone());
+                        op
+                    })
+                    .collect();
+                let delivered = deletes.len() as u64;
+                if hint_store.write(deletes).await.is_ok() {
+                    self.stats
+                        .hints_delivered
+                        .fetch_add(delivered, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
     /// Coordinate writes here: durable locally first, then to the other replicas;
     /// each answered after `w` durable copies.
     pub async fn coordinate(self: &Arc<Self>, ops: Vec<WriteOp>) -> Vec<RoutedWrite> {
@@ -1179,17 +1418,20 @@ impl Cluster {
         let me = self.me();
         let mut results: Vec<RoutedWrite> = Vec::with_capacity(n);
         let mut rounds: Vec<Option<WriteRound>> = Vec::with_capacity(n);
-        let mut per_peer: BTreeMap<NodeId, Vec<(usize, ReplicaItem)>> = BTreeMap::new();
+        // (peer, the owner it keeps a hint for) -> the items it gets.
+        let mut per_peer: BTreeMap<Target, Vec<(usize, ReplicaItem)>> = BTreeMap::new();
         for (i, result) in local.into_iter().enumerate() {
             match result {
                 Ok(outcome) if outcome.applied => {
                     let (namespace, key) = keys[i].clone();
-                    let owners = map.owners(map.ring().partition_of_key(&key));
-                    let mut round =
-                        WriteRound::new(self.config.write_quorum, owners.iter().copied());
+                    let targets = self.write_targets(&map, &key);
+                    let mut round = WriteRound::new(
+                        self.config.write_quorum,
+                        targets.iter().map(|(node, _)| *node),
+                    );
                     round.ack(me);
-                    for peer in owners.iter().filter(|p| **p != me) {
-                        per_peer.entry(*peer).or_default().push((
+                    for (peer, hint_for) in targets.iter().filter(|(p, _)| *p != me) {
+                        per_peer.entry((*peer, *hint_for)).or_default().push((
                             i,
                             ReplicaItem {
                                 namespace,
@@ -1213,21 +1455,35 @@ impl Cluster {
         }
         let (done_tx, mut done_rx) = mpsc::channel(per_peer.len().max(1));
         let peer_count = per_peer.len();
-        for (peer, items) in per_peer {
+        for ((peer, hint_for), items) in per_peer {
             let cluster = self.clone();
             let done_tx = done_tx.clone();
             tokio::spawn(async move {
                 let (indexes, items): (Vec<usize>, Vec<ReplicaItem>) = items.into_iter().unzip();
                 let timeout = cluster.config.request_timeout_ms;
+                let observed = match (&cluster.config.hint_observer, hint_for) {
+                    (Some(_), Some(_)) => items.clone(),
+                    _ => Vec::new(),
+                };
                 let request = Request::Replicate {
                     ring_version,
                     items,
+                    hint_for,
                 };
                 let answer = cluster.call(peer, request, timeout).await;
                 if let Ok(Response::Error(e)) = &answer {
                     if e.code == STALE_RING {
                         let cluster = cluster.clone();
                         tokio::spawn(async move { cluster.sync_map_with(peer).await });
+                    }
+                }
+                if let (Some(observer), Some(owner), Ok(Response::Replicated(acks))) =
+                    (&cluster.config.hint_observer, hint_for, &answer)
+                {
+                    for (item, ack) in observed.iter().zip(acks) {
+                        if ack.is_ok() {
+                            (observer.0)(peer, owner, item);
+                        }
                     }
                 }
                 let _ = done_tx.send((peer, indexes, answer)).await;
@@ -1558,6 +1814,7 @@ impl Cluster {
                 let request = Request::Replicate {
                     ring_version: self.map().version(),
                     items,
+                    hint_for: None,
                 };
                 let _ = self.call(node, request, timeout).await;
             }
@@ -1939,6 +2196,7 @@ impl Cluster {
                 let request = Request::Replicate {
                     ring_version: map.version(),
                     items,
+                    hint_for: None,
                 };
                 self.call(peer, request, timeout).await?;
             }

@@ -34,6 +34,8 @@ pub struct FileConfig {
     pub replicas_n: Option<u8>,
     pub read_quorum: Option<u8>,
     pub write_quorum: Option<u8>,
+    /// Sloppy quorum with hinted handoff (default on).
+    pub sloppy_quorum: Option<bool>,
 }
 
 /// Everything a node needs to start.
@@ -54,6 +56,7 @@ pub struct ClusterKnobs {
     pub replicas_n: Option<u8>,
     pub read_quorum: Option<u8>,
     pub write_quorum: Option<u8>,
+    pub sloppy_quorum: Option<bool>,
 }
 
 impl NodeConfig {
@@ -94,6 +97,9 @@ impl NodeConfig {
         }
         if let Some(r) = self.cluster.read_quorum {
             config.read_quorum = r;
+        }
+        if let Some(sloppy) = self.cluster.sloppy_quorum {
+            config.sloppy_quorum = sloppy;
         }
         if let Some(w) = self.cluster.write_quorum {
             config.write_quorum = w;
@@ -187,6 +193,9 @@ impl FileConfig {
         }
         if self.read_quorum.is_some() {
             c.read_quorum = self.read_quorum;
+        }
+        if self.sloppy_quorum.is_some() {
+            c.sloppy_quorum = self.sloppy_quorum;
         }
         if self.write_quorum.is_some() {
             c.write_quorum = self.write_quorum;

@@ -135,6 +135,10 @@ struct ServerArgs {
     read_quorum: Option<u8>,
     #[arg(long)]
     write_quorum: Option<u8>,
+    /// Sloppy quorum: a write whose owner is down goes to a fallback node as a
+    /// hint (default true; false: writes need w live owners).
+    #[arg(long)]
+    sloppy_quorum: Option<bool>,
     /// Test only: journal unsynced writes so a test can emulate power loss after
     /// kill -9 (see net/src/filedisk.rs). Slows writes; never use for real data.
     #[arg(long, hide = true)]
@@ -213,6 +217,7 @@ fn build_config(args: ServerArgs) -> Result<(NodeConfig, bool), String> {
         replicas_n: args.replicas,
         read_quorum: args.read_quorum,
         write_quorum: args.write_quorum,
+        sloppy_quorum: args.sloppy_quorum,
         ..FileConfig::default()
     }
     .apply(&mut config);
@@ -307,7 +312,8 @@ async fn serve_node(mut config: NodeConfig, power_loss_journal: bool) -> Result<
     }
     let _lock = lock_data_dir(&data_dir)?;
     let started = std::time::Instant::now();
-    let (store, report) = Store::open(Arc::new(dir), config.store.clone())
+    let dir: Arc<dyn shoal_engine::DiskDir> = Arc::new(dir);
+    let (store, report) = Store::open(dir.clone(), config.store.clone())
         .map_err(|e| format!("cannot open {}: {e}", data_dir.display()))?;
     tracing::info!(
         "recovered {} keys from {} segments ({} from hints) in {} ms{}",
@@ -327,9 +333,24 @@ async fn serve_node(mut config: NodeConfig, power_loss_journal: bool) -> Result<
     let cluster = match cluster_config {
         Some(cluster_config) => {
             let members = cluster_config.members.len();
+            // Hints this node keeps as a fallback: a second store in the same
+            // directory (files `hints-*`); its delete markers need no other replica.
+            let hint_dir = Arc::new(shoal_engine::disk::PrefixedDir::new(
+                dir.clone(),
+                shoal_engine::cluster::hints::HINT_FILE_PREFIX,
+            ));
+            let hint_options = shoal_engine::StoreOptions {
+                delete_markers_collectable: true,
+                ..config.store.clone()
+            };
+            let (hint_store, _) = Store::open(hint_dir, hint_options).map_err(|e| {
+                format!("cannot open the hint store in {}: {e}", data_dir.display())
+            })?;
+            let hints = Storage::start(hint_store, config.storage.clone(), runtime.clone());
             let cluster = Cluster::start(
                 cluster_config,
                 storage.clone(),
+                Some(hints),
                 Arc::new(runtime),
                 incarnation,
             )

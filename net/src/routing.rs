@@ -454,7 +454,7 @@ pub fn status_text(cluster: &Cluster) -> String {
         stats.map_syncs.load(Relaxed),
     ));
     text.push_str(&format!(
-        "\nwrites coordinated {}, proxied {}, quorum failures {}, replica writes received {}\nreads {}, read repairs {}\nanti-entropy rounds {}, keys pushed {}, keys pulled {}\npeer handshakes refused {}, peer frames refused {}\nhints pending: none (hinted handoff is not built; anti-entropy repairs returning replicas)\n",
+        "\nwrites coordinated {}, proxied {}, quorum failures {}, replica writes received {}\nreads {}, read repairs {}\nanti-entropy rounds {}, keys pushed {}, keys pulled {}\npeer handshakes refused {}, peer frames refused {}\nhints pending {} (sloppy quorum {}): stored {}, delivered {}, refused {}; copies sent to a fallback {}\n",
         stats.writes_coordinated.load(Relaxed),
         stats.writes_proxied.load(Relaxed),
         stats.quorum_failures.load(Relaxed),
@@ -466,6 +466,12 @@ pub fn status_text(cluster: &Cluster) -> String {
         stats.anti_entropy_keys_pulled.load(Relaxed),
         stats.peer_auth_refusals.load(Relaxed),
         stats.peer_frames_refused.load(Relaxed),
+        cluster.hints_pending(),
+        if config.sloppy_quorum { "on" } else { "off" },
+        stats.hints_stored.load(Relaxed),
+        stats.hints_delivered.load(Relaxed),
+        stats.hints_refused.load(Relaxed),
+        stats.writes_hinted.load(Relaxed),
     ));
     text
 }

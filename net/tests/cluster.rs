@@ -8,6 +8,7 @@ mod common;
 
 use common::{temp_dir, ShoalProcess};
 use redis::Commands;
+use shoal_engine::slot::key_slot;
 use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::Path;
@@ -436,5 +437,123 @@ fn a_node_joins_and_another_leaves_while_a_client_writes() {
     );
     drop(nodes);
     drop(node4);
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// The "hints pending N" number of a node's status.
+fn hints_pending(node: &ShoalProcess) -> u64 {
+    status(node)
+        .lines()
+        .find_map(|l| l.strip_prefix("hints pending "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("status has a hints line")
+}
+
+/// Four real nodes, n=3, w=2, sloppy quorum. Two owners of a key are killed:
+/// writes through the third owner still succeed because node 4 (a fallback)
+/// keeps hints for them. The two come back, node 4 hands the hints over, and
+/// with node 4 and the writing owner killed, the two returned owners alone
+/// answer every acknowledged value.
+#[test]
+fn a_fallback_keeps_hints_while_two_owners_are_down() {
+    let root = temp_dir("cluster-hints");
+    let mut ports = Vec::new();
+    for _ in 0..4 {
+        let p = port_pair(&ports);
+        ports.push(p);
+    }
+    let dirs: Vec<_> = (1..=4).map(|i| root.join(format!("node-{i}"))).collect();
+    let mut nodes: Vec<Option<ShoalProcess>> = (1..=4)
+        .map(|i| Some(start_node(i, &ports, &dirs[i - 1])))
+        .collect();
+    let mut c1 = nodes[0].as_ref().unwrap().client();
+    // Keys whose owners are nodes 1, 2 and 3 (CLUSTER SLOTS says which).
+    let slots: Vec<(i64, i64, Vec<i64>)> = {
+        let reply: redis::Value = redis::cmd("CLUSTER").arg("SLOTS").query(&mut c1).unwrap();
+        let redis::Value::Array(ranges) = reply else {
+            panic!("CLUSTER SLOTS: {reply:?}")
+        };
+        ranges
+            .into_iter()
+            .map(|range| {
+                let redis::Value::Array(parts) = range else {
+                    panic!("range")
+                };
+                let int = |v: &redis::Value| match v {
+                    redis::Value::Int(i) => *i,
+                    other => panic!("{other:?}"),
+                };
+                let ports: Vec<i64> = parts[2..]
+                    .iter()
+                    .map(|node| match node {
+                        redis::Value::Array(n) => int(&n[1]),
+                        other => panic!("{other:?}"),
+                    })
+                    .collect();
+                (int(&parts[0]), int(&parts[1]), ports)
+            })
+            .collect()
+    };
+    let owned_by_123 = |key: &str| {
+        let slot = i64::from(key_slot(key.as_bytes()));
+        slots.iter().any(|(first, last, owners)| {
+            (*first..=*last).contains(&slot)
+                && owners.len() == 3
+                && owners.iter().all(|p| ports[..3].contains(&(*p as u16)))
+        })
+    };
+    let keys: Vec<String> = (0..2000)
+        .map(|i| format!("h:{i}"))
+        .filter(|k| owned_by_123(k))
+        .take(40)
+        .collect();
+    assert!(
+        keys.len() >= 20,
+        "too few keys owned by nodes 1-3: {}",
+        keys.len()
+    );
+
+    nodes[1].take().unwrap().kill9();
+    nodes[2].take().unwrap().kill9();
+    // Wait until node 1 holds them down (suspect after 700 ms).
+    std::thread::sleep(Duration::from_millis(2000));
+    let mut acknowledged = BTreeMap::new();
+    for (i, key) in keys.iter().enumerate() {
+        let value = format!("while-down-{i}");
+        let _: String = c1
+            .set(key, &value)
+            .unwrap_or_else(|e| panic!("sloppy write of {key} refused: {e}"));
+        acknowledged.insert(key.clone(), value);
+    }
+    let node4 = nodes[3].as_ref().unwrap();
+    assert!(
+        hints_pending(node4) > 0,
+        "node 4 keeps no hints:\n{}",
+        status(node4)
+    );
+
+    nodes[1] = Some(start_node(2, &ports, &dirs[1]));
+    nodes[2] = Some(start_node(3, &ports, &dirs[2]));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while hints_pending(nodes[3].as_ref().unwrap()) > 0 {
+        assert!(Instant::now() < deadline, "hints never delivered");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let text = status(nodes[3].as_ref().unwrap());
+    drop(c1);
+    nodes[0].take().unwrap().kill9();
+    nodes[3].take().unwrap().kill9();
+    std::thread::sleep(Duration::from_millis(2000));
+    let mut c2 = nodes[1].as_ref().unwrap().client();
+    for (key, value) in &acknowledged {
+        let got: Option<String> = c2.get(key).unwrap();
+        assert_eq!(got.as_deref(), Some(value.as_str()), "{key} through node 2");
+    }
+    eprintln!(
+        "{} writes acknowledged by a fallback while two owners were down, all read back from the owners\n{text}",
+        acknowledged.len()
+    );
+    drop(nodes);
     let _ = std::fs::remove_dir_all(&root);
 }

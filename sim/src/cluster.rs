@@ -164,6 +164,10 @@ pub struct ClusterPlan {
     /// (at_ms, change), by time; each retried until the previous one's handoffs
     /// are done.
     pub ring_changes: Vec<(u64, SimRingChange)>,
+    /// Sloppy quorum with hinted handoff (then read-your-writes is not promised:
+    /// a write acknowledged by a fallback is invisible to the owners until its
+    /// hint is delivered).
+    pub sloppy: bool,
 }
 
 impl ClusterPlan {
@@ -274,6 +278,7 @@ impl ClusterPlan {
             faults,
             spare,
             ring_changes,
+            sloppy: SplitMix64::new(seed ^ 0x5107).chance_percent(50),
         }
     }
 
@@ -287,12 +292,13 @@ impl fmt::Display for ClusterPlan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "cluster seed {}: {} nodes, n={} r={} w={}, phase 1 {} ms, {} clients, {} keys",
+            "cluster seed {}: {} nodes, n={} r={} w={}{}, phase 1 {} ms, {} clients, {} keys",
             self.seed,
             self.nodes,
             self.replicas_n,
             self.r,
             self.w,
+            if self.sloppy { " sloppy" } else { "" },
             self.phase1_ms,
             self.workload.clients,
             self.workload.keys
@@ -322,12 +328,14 @@ struct Member {
     store_options: StoreOptions,
     open_failure: Mutex<Option<String>>,
     cluster: Mutex<Option<Arc<Cluster>>>,
+    hints: Mutex<Option<Storage>>,
 }
 
 impl Member {
     async fn run(self: Arc<Member>) {
         *lock(&self.storage) = None;
         *lock(&self.cluster) = None;
+        *lock(&self.hints) = None;
         let dir: Arc<dyn shoal_engine::DiskDir> = Arc::new(self.memdir.clone());
         // A supervisor restarts a node whose open failed on an I/O error (an fsync
         // failing at start); damage to synced data keeps it down.
@@ -345,9 +353,33 @@ impl Member {
         };
         let runtime = TokioRuntime::new();
         let storage = Storage::start(store, StorageConfig::default(), runtime.clone());
+        let hint_dir = Arc::new(shoal_engine::disk::PrefixedDir::new(
+            dir.clone(),
+            shoal_engine::cluster::hints::HINT_FILE_PREFIX,
+        ));
+        let hint_options = StoreOptions {
+            delete_markers_collectable: true,
+            ..self.store_options.clone()
+        };
+        let hints = loop {
+            match Store::open(hint_dir.clone(), hint_options.clone()) {
+                Ok((store, _)) => {
+                    break Storage::start(store, StorageConfig::default(), runtime.clone())
+                }
+                Err(shoal_engine::store::OpenError::Disk(_)) => {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => {
+                    *lock(&self.open_failure) = Some(format!("hint store: {e}"));
+                    return;
+                }
+            }
+        };
+        *lock(&self.hints) = Some(hints.clone());
         let cluster = Cluster::start(
             self.config.clone(),
             storage.clone(),
+            Some(hints),
             Arc::new(runtime),
             report.incarnation,
         )
@@ -444,6 +476,7 @@ pub async fn simulate_cluster(plan: ClusterPlan) -> ClusterOutcome {
         })
         .collect();
     let mut members = Vec::new();
+    let all_members: Arc<std::sync::OnceLock<Vec<Arc<Member>>>> = Arc::default();
     let mut node_ids = BTreeMap::new();
     for id in &ids {
         // The spare is not among the founders: they are its seeds.
@@ -453,6 +486,8 @@ pub async fn simulate_cluster(plan: ClusterPlan) -> ClusterOutcome {
         config.read_quorum = plan.r;
         config.write_quorum = plan.w;
         config.anti_entropy_interval_ms = 500;
+        config.sloppy_quorum = plan.sloppy;
+        config.hint_observer = Some(hint_audit(all_members.clone(), recorder.clone()));
         if cfg!(feature = "bug-skip-anti-entropy") {
             // Planted bug: anti-entropy never runs, so a replica that missed writes
             // while down or cut off stays behind.
@@ -471,6 +506,7 @@ pub async fn simulate_cluster(plan: ClusterPlan) -> ClusterOutcome {
             },
             open_failure: Mutex::new(None),
             cluster: Mutex::new(None),
+            hints: Mutex::new(None),
         });
         let init = member.clone();
         let node = handle
@@ -482,6 +518,7 @@ pub async fn simulate_cluster(plan: ClusterPlan) -> ClusterOutcome {
         node_ids.insert(*id, node.id());
         members.push(member);
     }
+    let _ = all_members.set(members.clone());
     let targets: Vec<SocketAddr> = ids
         .iter()
         .map(|id| SocketAddr::new(member_ip(*id), CLIENT_PORT))
@@ -604,6 +641,7 @@ pub async fn simulate_cluster(plan: ClusterPlan) -> ClusterOutcome {
         members.clone(),
         recorder.clone(),
         plan.seed,
+        plan.sloppy,
     ));
     for task in fault_tasks {
         let _ = task.await;
@@ -641,6 +679,18 @@ pub async fn simulate_cluster(plan: ClusterPlan) -> ClusterOutcome {
             failures.push(format!("node {} refused to open: {reason}", member.id));
         }
     }
+    let (stored, delivered) = members
+        .iter()
+        .filter_map(|m| lock(&m.cluster).clone())
+        .fold((0, 0), |(s, d), c| {
+            (
+                s + c.stats.hints_stored.load(Ordering::Relaxed),
+                d + c.stats.hints_delivered.load(Ordering::Relaxed),
+            )
+        });
+    recorder.fault(format!(
+        "hints since the last restarts: stored {stored}, delivered {delivered}"
+    ));
     if let Some(map) = &final_map {
         recorder.fault(format!(
             "final ring version {}: members {:?}",
@@ -671,7 +721,7 @@ pub async fn simulate_cluster(plan: ClusterPlan) -> ClusterOutcome {
             w: Some(u32::from(plan.w)),
             // Strict quorums (r + w > n, no sloppy quorum) and reads that span both
             // rings during a handoff: a read after an acknowledged write sees it.
-            sessions: true,
+            sessions: !plan.sloppy,
             nodes: ids.clone(),
             converge_bound_ms: Some(plan.converge_bound_ms),
             extra: BTreeMap::from([(
@@ -744,6 +794,7 @@ async fn run_ring_changes(
     members: Vec<Arc<Member>>,
     recorder: Arc<Recorder>,
     seed: u64,
+    sloppy: bool,
 ) {
     let ids: Vec<u32> = members.iter().map(|m| m.id).collect();
     let mut rng = SplitMix64::new(seed ^ 0xad31);
@@ -779,7 +830,9 @@ async fn run_ring_changes(
                     };
                     if let Some((ring_before, events)) = before.take() {
                         audit_handoff_plan(&ring_before, &members, via, &text, &recorder);
-                        audit_handoff(&members, via, &ring_before, &events, &recorder).await;
+                        if !sloppy {
+                            audit_handoff(&members, via, &ring_before, &events, &recorder).await;
+                        }
                     }
                     break format!("via node {via}: {}", text.trim());
                 }
@@ -918,6 +971,54 @@ async fn audit_handoff(
     ));
 }
 
+/// The hint audit, run in the coordinator as each fallback acknowledges a hint:
+/// the fallback must hold it (or the owner must, if it was delivered already).
+/// Fallbacks that are down by then are skipped.
+fn hint_audit(
+    members: Arc<std::sync::OnceLock<Vec<Arc<Member>>>>,
+    recorder: Arc<Recorder>,
+) -> shoal_net::cluster::HintObserver {
+    use shoal_engine::cluster::hints;
+    let covers = |held: Option<shoal_engine::SiblingSet>, wanted: &shoal_engine::SiblingSet| {
+        held.is_some_and(|held| {
+            let mut merged = held.clone();
+            merged.merge(wanted);
+            merged == held
+        })
+    };
+    shoal_net::cluster::HintObserver(Arc::new(move |fallback, owner, item| {
+        let Some(members) = members.get() else {
+            return;
+        };
+        let find = |id: u32| members.iter().find(|m| m.id == id);
+        let Some(hint_store) = find(fallback).and_then(|m| lock(&m.hints).clone()) else {
+            return;
+        };
+        let key = hints::hint_key(owner, item.namespace, &item.key);
+        let hinted = hint_store.read(|s| {
+            s.get(hints::HINT_NAMESPACE, &key)
+                .ok()
+                .flatten()
+                .and_then(|h| h.winner().and_then(|w| w.value.clone()))
+                .and_then(|v| hints::decode_hint(&v))
+        });
+        if covers(hinted, &item.set) {
+            return;
+        }
+        let delivered = find(owner)
+            .and_then(|m| lock(&m.storage).clone())
+            .and_then(|s| s.read(|s| s.get(item.namespace, &item.key)).ok().flatten());
+        if covers(delivered, &item.set) {
+            return;
+        }
+        recorder.anomaly(format!(
+            "hint audit: node {fallback} acknowledged a hint for node {owner} of ns={} key {:?}, but neither holds it",
+            item.namespace,
+            String::from_utf8_lossy(&item.key)
+        ));
+    }))
+}
+
 /// The common map once every node is up, every node has the same map with no
 /// handoff pending, and every key's owners in that map hold equal sets (keys no
 /// owner holds are ignored: only a node outside the ring, or a write whose
@@ -927,6 +1028,9 @@ fn converged(members: &[Arc<Member>]) -> Option<Arc<ClusterMap>> {
         .iter()
         .map(|m| lock(&m.cluster).clone())
         .collect::<Option<Vec<_>>>()?;
+    if clusters.iter().any(|c| c.hints_pending() > 0) {
+        return None;
+    }
     let maps: Vec<Arc<ClusterMap>> = clusters.iter().map(|c| c.map()).collect();
     let first = maps[0].clone();
     if maps

@@ -50,6 +50,9 @@ pub fn features() -> Vec<&'static str> {
     if cfg!(feature = "bug-claim-forgets-replica") {
         on.push("bug-claim-forgets-replica");
     }
+    if cfg!(feature = "bug-drop-hint") {
+        on.push("bug-drop-hint");
+    }
     on
 }
 

@@ -7,6 +7,7 @@
 //! outputs are values the driver (`shoal-net`'s `cluster` module) acts on.
 
 pub mod detector;
+pub mod hints;
 pub mod map;
 pub mod quorum;
 pub mod wire;

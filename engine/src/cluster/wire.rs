@@ -100,10 +100,13 @@ pub enum Request {
         map_fingerprint: u64,
     },
     /// Merge each set into the local copy and sync before answering. Refused
-    /// (`STALERING`) when `ring_version` is older than the receiver's ring.
+    /// (`STALERING`) when `ring_version` is older than the receiver's ring. With
+    /// `hint_for`, the receiver is a fallback: it keeps the sets durably as hints
+    /// for that owner instead, and hands them over when the owner is back.
     Replicate {
         ring_version: u64,
         items: Vec<ReplicaItem>,
+        hint_for: Option<NodeId>,
     },
     /// Merge this map into yours and answer with the result.
     MapSync { map: ClusterMap },

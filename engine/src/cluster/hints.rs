@@ -1,0 +1,83 @@
+//! Hinted handoff's records. When a key's owner is down, its coordinator sends the
+//! owner's copy to a fallback node instead (sloppy quorum), which keeps it as a
+//! hint in a store of its own until the owner is back, then hands it over.
+//!
+//! A hint is one key of the hint store: `[owner u32 BE][namespace][key]`, whose
+//! value is the owner's sibling set, postcard-encoded (a put, so a hint that is
+//! itself a delete is still a live key). Adding to a hint merges into the set
+//! already held. Delivering one deletes it with the context of the put that was
+//! delivered, so a hint added meanwhile survives.
+//!
+//! Must not touch: sockets, tasks, clocks (the driver is `shoal-net`'s cluster).
+
+use crate::version::{NodeId, SiblingSet};
+use bytes::{BufMut, Bytes, BytesMut};
+
+/// The hint store's files carry this prefix in the node's data directory.
+pub const HINT_FILE_PREFIX: &str = "hints-";
+/// The hint store's only namespace.
+pub const HINT_NAMESPACE: u8 = 0;
+/// Hints one node keeps at most; beyond it a fallback refuses (the write then
+/// needs another target, or fails).
+pub const HINTS_MAX_DEFAULT: u64 = 100_000;
+/// Hints handed to one owner per delivery round.
+pub const HINTS_PER_DELIVERY_MAX: usize = 256;
+
+pub fn hint_key(owner: NodeId, namespace: u8, key: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(5 + key.len());
+    out.put_u32(owner);
+    out.put_u8(namespace);
+    out.put_slice(key);
+    out.freeze()
+}
+
+/// `(owner, namespace, key)` of a hint key.
+pub fn parse_hint_key(hint: &[u8]) -> Option<(NodeId, u8, Bytes)> {
+    if hint.len() < 5 {
+        return None;
+    }
+    let owner = NodeId::from_be_bytes(hint[0..4].try_into().ok()?);
+    Some((owner, hint[4], Bytes::copy_from_slice(&hint[5..])))
+}
+
+pub fn encode_hint(set: &SiblingSet) -> Bytes {
+    Bytes::from(postcard::to_allocvec(set).expect("sibling sets serialize"))
+}
+
+pub fn decode_hint(bytes: &[u8]) -> Option<SiblingSet> {
+    postcard::from_bytes(bytes).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::version::{Hlc, VersionVector};
+
+    #[test]
+    fn hint_keys_roundtrip_and_refuse_short_input() {
+        let k = hint_key(7, 3, b"user:{1}");
+        assert_eq!(
+            parse_hint_key(&k),
+            Some((7, 3, Bytes::from_static(b"user:{1}")))
+        );
+        assert_eq!(parse_hint_key(b"abc"), None);
+        assert_eq!(
+            parse_hint_key(&hint_key(1, 0, b"")).map(|h| h.2.len()),
+            Some(0)
+        );
+    }
+
+    #[test]
+    fn hint_values_roundtrip() {
+        let mut set = SiblingSet::default();
+        set.write(
+            &VersionVector::new(),
+            2,
+            9,
+            Hlc(5),
+            Some(Bytes::from_static(b"v")),
+        );
+        assert_eq!(decode_hint(&encode_hint(&set)), Some(set));
+        assert_eq!(decode_hint(b"\xff\xff\xff"), None);
+    }
+}
