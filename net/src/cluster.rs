@@ -206,6 +206,8 @@ pub struct ClusterStats {
     pub peer_frames_refused: AtomicU64,
     /// Replica writes refused because they were sent under an older ring.
     pub stale_ring_refusals: AtomicU64,
+    /// Copies re-sent under a newer ring after such a refusal.
+    pub stale_ring_retries: AtomicU64,
     pub map_syncs: AtomicU64,
     pub handoff_keys_pulled: AtomicU64,
     pub handoff_partitions_done: AtomicU64,
@@ -1418,6 +1420,8 @@ impl Cluster {
         let me = self.me();
         let mut results: Vec<RoutedWrite> = Vec::with_capacity(n);
         let mut rounds: Vec<Option<WriteRound>> = Vec::with_capacity(n);
+        // Each applied write's copy for the replicas.
+        let mut copies: Vec<Option<ReplicaItem>> = Vec::with_capacity(n);
         // (peer, the owner it keeps a hint for) -> the items it gets.
         let mut per_peer: BTreeMap<Target, Vec<(usize, ReplicaItem)>> = BTreeMap::new();
         for (i, result) in local.into_iter().enumerate() {
@@ -1440,19 +1444,103 @@ impl Cluster {
                             },
                         ));
                     }
+                    copies.push(Some(ReplicaItem {
+                        namespace,
+                        key: key.clone(),
+                        set: outcome.set.clone(),
+                    }));
                     rounds.push(Some(round));
                     results.push(Ok(outcome));
                 }
                 Ok(outcome) => {
+                    copies.push(None);
                     rounds.push(None);
                     results.push(Ok(outcome));
                 }
                 Err(e) => {
+                    copies.push(None);
                     rounds.push(None);
                     results.push(Err(remote_error(&e)));
                 }
             }
         }
+        let stale_peers = self
+            .replicate_rounds(ring_version, per_peer, &mut rounds)
+            .await;
+        if let Some(peer) = stale_peers.first() {
+            // A replica had a newer ring: learn it and send the copies that are
+            // still short to the owners under that ring.
+            self.sync_map_with(*peer).await;
+            let newer = self.map();
+            if newer.version() > ring_version {
+                let mut per_peer: BTreeMap<Target, Vec<(usize, ReplicaItem)>> = BTreeMap::new();
+                for (i, round) in rounds.iter_mut().enumerate() {
+                    let (Some(old), Some(copy)) = (round.as_ref(), copies[i].as_ref()) else {
+                        continue;
+                    };
+                    if old.state() == RoundState::Met {
+                        continue;
+                    }
+                    let targets = self.write_targets(&newer, &copy.key);
+                    let mut retry = WriteRound::new(
+                        self.config.write_quorum,
+                        targets.iter().map(|(node, _)| *node),
+                    );
+                    for node in old.acked() {
+                        retry.ack(*node);
+                    }
+                    for (peer, hint_for) in &targets {
+                        if !retry.acked().contains(peer) {
+                            per_peer
+                                .entry((*peer, *hint_for))
+                                .or_default()
+                                .push((i, copy.clone()));
+                        }
+                    }
+                    *round = Some(retry);
+                }
+                self.stats.stale_ring_retries.fetch_add(
+                    per_peer.values().map(Vec::len).sum::<usize>() as u64,
+                    Ordering::Relaxed,
+                );
+                self.replicate_rounds(newer.version(), per_peer, &mut rounds)
+                    .await;
+            }
+        }
+        for (result, round) in results.iter_mut().zip(&rounds) {
+            let Some(round) = round else { continue };
+            if round.state() != RoundState::Met {
+                self.stats.quorum_failures.fetch_add(1, Ordering::Relaxed);
+                let failures: Vec<String> = round
+                    .failures()
+                    .iter()
+                    .map(|(node, why)| format!("node {node}: {why}"))
+                    .collect();
+                *result = Err(RemoteError::new(
+                    "NOQUORUM",
+                    format!(
+                        "write is durable on {} of the {} replicas required within {} ms ({}); it may still be applied: outcome unknown",
+                        round.acked().len(),
+                        round.needed(),
+                        self.config.request_timeout_ms,
+                        if failures.is_empty() { "no answer".to_string() } else { failures.join("; ") }
+                    ),
+                ));
+            }
+        }
+        results
+    }
+
+    /// Send each peer its copies (as hints where it is a fallback) under
+    /// `ring_version`, and record the answers in `rounds` until every round is
+    /// decided, every peer answered or the request timeout passed. Returns the
+    /// peers that refused because their ring was newer.
+    async fn replicate_rounds(
+        self: &Arc<Self>,
+        ring_version: u64,
+        per_peer: BTreeMap<Target, Vec<(usize, ReplicaItem)>>,
+        rounds: &mut [Option<WriteRound>],
+    ) -> Vec<NodeId> {
         let (done_tx, mut done_rx) = mpsc::channel(per_peer.len().max(1));
         let peer_count = per_peer.len();
         for ((peer, hint_for), items) in per_peer {
@@ -1497,9 +1585,10 @@ impl Cluster {
                 .any(|r| r.state() == RoundState::Pending)
         };
         let deadline = Duration::from_millis(self.config.request_timeout_ms + 50);
+        let mut stale_peers: Vec<NodeId> = Vec::new();
         let _ = tokio::time::timeout(deadline, async {
             let mut answered = 0;
-            while undecided(&rounds) && answered < peer_count {
+            while undecided(rounds) && answered < peer_count {
                 let Some((peer, indexes, answer)) = done_rx.recv().await else {
                     break;
                 };
@@ -1515,6 +1604,11 @@ impl Cluster {
                         }
                     }
                     other => {
+                        if let Ok(Response::Error(e)) = &other {
+                            if e.code == STALE_RING && !stale_peers.contains(&peer) {
+                                stale_peers.push(peer);
+                            }
+                        }
                         let reason = match other {
                             Err(e) => e.to_string(),
                             Ok(r) => format!("unexpected answer {r:?}"),
@@ -1530,28 +1624,7 @@ impl Cluster {
             }
         })
         .await;
-        for (result, round) in results.iter_mut().zip(&rounds) {
-            let Some(round) = round else { continue };
-            if round.state() != RoundState::Met {
-                self.stats.quorum_failures.fetch_add(1, Ordering::Relaxed);
-                let failures: Vec<String> = round
-                    .failures()
-                    .iter()
-                    .map(|(node, why)| format!("node {node}: {why}"))
-                    .collect();
-                *result = Err(RemoteError::new(
-                    "NOQUORUM",
-                    format!(
-                        "write is durable on {} of the {} replicas required within {} ms ({}); it may still be applied: outcome unknown",
-                        round.acked().len(),
-                        round.needed(),
-                        self.config.request_timeout_ms,
-                        if failures.is_empty() { "no answer".to_string() } else { failures.join("; ") }
-                    ),
-                ));
-            }
-        }
-        results
+        stale_peers
     }
 
     /// Route writes to their coordinators (in parallel per coordinator) and return

@@ -445,12 +445,13 @@ pub fn status_text(cluster: &Cluster) -> String {
         None => String::new(),
     };
     text.push_str(&format!(
-        "\nhandoffs in flight: {} over {} partition(s){handoff_now}\nhandoff keys pulled {}, partitions done {}, replica writes refused as sent under an older ring {}, map syncs {}\n",
+        "\nhandoffs in flight: {} over {} partition(s){handoff_now}\nhandoff keys pulled {}, partitions done {}, replica writes refused as sent under an older ring {} (copies re-sent under the newer ring {}), map syncs {}\n",
         map.handoffs_pending(),
         map.partitions_in_transition(),
         stats.handoff_keys_pulled.load(Relaxed),
         stats.handoff_partitions_done.load(Relaxed),
         stats.stale_ring_refusals.load(Relaxed),
+        stats.stale_ring_retries.load(Relaxed),
         stats.map_syncs.load(Relaxed),
     ));
     text.push_str(&format!(
