@@ -43,6 +43,8 @@ use tokio::sync::{mpsc, oneshot};
 pub const PEER_PORT_OFFSET: u16 = 10000;
 /// Requests queued on one peer connection before senders wait.
 const PEER_SEND_QUEUE_MAX: usize = 1024;
+/// Partitions one node pulls at once during a handoff.
+const HANDOFF_PARTITIONS_IN_FLIGHT_MAX: usize = 16;
 /// After a failed connect, calls fail fast for this long instead of redialling.
 const RECONNECT_BACKOFF_MS: u64 = 100;
 
@@ -1309,6 +1311,32 @@ impl Cluster {
             .map_or(0, |h| h.read(|s| s.live_key_count(hints::HINT_NAMESPACE)))
     }
 
+    /// Delete each hint its owner acknowledged, with the context of the copy that
+    /// was delivered (a hint merged in meanwhile stays).
+    async fn delete_delivered_hints(
+        &self,
+        hint_store: &Storage,
+        held: &[(Bytes, SiblingSet, ReplicaItem)],
+        acks: &[Result<(), RemoteError>],
+    ) {
+        let deletes: Vec<WriteOp> = held
+            .iter()
+            .zip(acks)
+            .filter(|(_, ack)| ack.is_ok())
+            .map(|((hk, stored, _), _)| {
+                let mut op = WriteOp::delete(hints::HINT_NAMESPACE, hk.clone());
+                op.covers = Covers::Context(stored.context.clone());
+                op
+            })
+            .collect();
+        let delivered = deletes.len() as u64;
+        if delivered > 0 && hint_store.write(deletes).await.is_ok() {
+            self.stats
+                .hints_delivered
+                .fetch_add(delivered, Ordering::Relaxed);
+        }
+    }
+
     /// Hand hints to their owners once they are live again: up to
     /// `HINTS_PER_DELIVERY_MAX` per owner per round, each deleted (with the
     /// context of the copy delivered) once the owner made it durable.
@@ -1324,17 +1352,30 @@ impl Cluster {
                     0..=shoal_engine::slot::SLOT_COUNT - 1,
                 )
             });
+            // A hint goes to its owner; if the owner has left the ring since, to
+            // the key's first live owner under the current ring instead.
+            let map = self.map();
+            let members = map.nodes();
             let mut per_owner: BTreeMap<NodeId, Vec<Bytes>> = BTreeMap::new();
-            for key in keys {
-                if let Some((owner, _, _)) = hints::parse_hint_key(&key) {
-                    let batch = per_owner.entry(owner).or_default();
-                    if batch.len() < hints::HINTS_PER_DELIVERY_MAX {
-                        batch.push(key);
+            for hint in keys {
+                let Some((owner, _, key)) = hints::parse_hint_key(&hint) else {
+                    continue;
+                };
+                let target = if members.contains(&owner) {
+                    owner
+                } else {
+                    match self.candidates(&map, &key).first() {
+                        Some(node) => *node,
+                        None => continue,
                     }
+                };
+                let batch = per_owner.entry(target).or_default();
+                if batch.len() < hints::HINTS_PER_DELIVERY_MAX {
+                    batch.push(hint);
                 }
             }
             for (owner, hint_keys) in per_owner {
-                if owner == self.me() || !self.is_live(owner) {
+                if !self.is_live(owner) {
                     continue;
                 }
                 let held: Vec<(Bytes, SiblingSet, ReplicaItem)> = hint_store.read(|s| {
@@ -1360,6 +1401,12 @@ impl Cluster {
                     continue;
                 }
                 let items: Vec<ReplicaItem> = held.iter().map(|(_, _, i)| i.clone()).collect();
+                if owner == self.me() {
+                    // Re-routed to this node (its owner left the ring).
+                    let acks = self.merge_locally(items).await;
+                    self.delete_delivered_hints(&hint_store, &held, &acks).await;
+                    continue;
+                }
                 let request = Request::Replicate {
                     ring_version: self.map().version(),
                     items,
@@ -1376,22 +1423,7 @@ impl Cluster {
                     }
                     _ => continue,
                 };
-                let deletes: Vec<WriteOp> = held
-                    .iter()
-                    .zip(&acks)
-                    .filter(|(_, ack)| ack.is_ok())
-                    .map(|((hk, stored, _), _)| {
-                        let mut op = WriteOp::delete(hints::HINT_NAMESPACE, hk.clone());
-                        op.covers = Covers::Context(stored.context.clone());
-                        op
-                    })
-                    .collect();
-                let delivered = deletes.len() as u64;
-                if hint_store.write(deletes).await.is_ok() {
-                    self.stats
-                        .hints_delivered
-                        .fetch_add(delivered, Ordering::Relaxed);
-                }
+                self.delete_delivered_hints(&hint_store, &held, &acks).await;
             }
         }
     }
@@ -2062,29 +2094,53 @@ impl Cluster {
         loop {
             tokio::time::sleep(Duration::from_millis(self.config.handoff_interval_ms)).await;
             let map = self.map();
-            for partition in map.incoming(self.me()) {
-                match self.pull_partition(&map, partition).await {
-                    Ok(()) => {
-                        let mut done = (*self.map()).clone();
-                        if done.version() != map.version() {
-                            break;
-                        }
-                        done.mark_done(partition, self.me());
-                        if self.adopt(&done).await {
-                            self.stats
-                                .handoff_partitions_done
-                                .fetch_add(1, Ordering::Relaxed);
+            let incoming = map.incoming(self.me());
+            if incoming.is_empty() {
+                continue;
+            }
+            // Partitions are pulled several at a time (most of a pull is waiting
+            // on the network), and their done reports go out in one map change.
+            let permits = Arc::new(tokio::sync::Semaphore::new(
+                HANDOFF_PARTITIONS_IN_FLIGHT_MAX,
+            ));
+            let mut pulls = Vec::with_capacity(incoming.len());
+            for partition in incoming {
+                let cluster = self.clone();
+                let map = map.clone();
+                let permits = permits.clone();
+                pulls.push(tokio::spawn(async move {
+                    let _permit = permits.acquire_owned().await.ok()?;
+                    if cluster.map().version() != map.version() {
+                        return None;
+                    }
+                    match cluster.pull_partition(&map, partition).await {
+                        Ok(()) => Some(partition),
+                        Err(e) => {
+                            tracing::debug!("handoff of partition {partition} not finished: {e}");
+                            None
                         }
                     }
-                    Err(e) => {
-                        tracing::debug!("handoff of partition {partition} not finished: {e}");
-                    }
-                }
-                if self.map().version() != map.version() {
-                    break;
+                }));
+            }
+            let mut pulled = Vec::new();
+            for pull in pulls {
+                if let Ok(Some(partition)) = pull.await {
+                    pulled.push(partition);
                 }
             }
             *lock(&self.handoff_now) = None;
+            let mut done = (*self.map()).clone();
+            if pulled.is_empty() || done.version() != map.version() {
+                continue;
+            }
+            for partition in &pulled {
+                done.mark_done(*partition, self.me());
+            }
+            if self.adopt(&done).await {
+                self.stats
+                    .handoff_partitions_done
+                    .fetch_add(pulled.len() as u64, Ordering::Relaxed);
+            }
         }
     }
 

@@ -332,6 +332,14 @@ struct Member {
 }
 
 impl Member {
+    /// The node was killed: its storages and driver are gone with it (audits
+    /// skip a node that is down).
+    fn mark_down(&self) {
+        *lock(&self.storage) = None;
+        *lock(&self.cluster) = None;
+        *lock(&self.hints) = None;
+    }
+
     async fn run(self: Arc<Member>) {
         *lock(&self.storage) = None;
         *lock(&self.cluster) = None;
@@ -562,6 +570,7 @@ pub async fn simulate_cluster(plan: ClusterPlan) -> ClusterOutcome {
                 } => {
                     let _serial = crash_locks[&node].lock().await;
                     handle.kill(node_ids[&node]);
+                    members[node as usize - 1].mark_down();
                     if power_loss {
                         let seed = lock(&power_rng).next_u64();
                         let report = members[node as usize - 1]
@@ -596,6 +605,7 @@ pub async fn simulate_cluster(plan: ClusterPlan) -> ClusterOutcome {
                     member.memdir.fail_next_syncs(3);
                     tokio::time::sleep(Duration::from_millis(300)).await;
                     handle.kill(node_ids[&node]);
+                    members[node as usize - 1].mark_down();
                     let seed = lock(&power_rng).next_u64();
                     let report = member.memdir.crash(&mut SplitMix64::new(seed));
                     member.memdir.fail_next_syncs(0);
@@ -613,6 +623,7 @@ pub async fn simulate_cluster(plan: ClusterPlan) -> ClusterOutcome {
                     recorder.fault(corrupt_a_byte(&member.memdir, seed));
                     tokio::time::sleep(Duration::from_millis(after_ms)).await;
                     handle.kill(node_ids[&node]);
+                    members[node as usize - 1].mark_down();
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     handle.restart(node_ids[&node]);
                     recorder.fault(format!("restart node {node}"));
@@ -1012,9 +1023,11 @@ fn hint_audit(
             return;
         }
         recorder.anomaly(format!(
-            "hint audit: node {fallback} acknowledged a hint for node {owner} of ns={} key {:?}, but neither holds it",
+            "hint audit at {} ms: node {fallback} acknowledged a hint for node {owner} of ns={} key {:?} (set {:?}), but neither holds it",
+            recorder.now_ms(),
             item.namespace,
-            String::from_utf8_lossy(&item.key)
+            String::from_utf8_lossy(&item.key),
+            item.set.context
         ));
     }))
 }

@@ -21,7 +21,7 @@ fn cluster_seeds_pass() {
     let simulated_ms = AtomicU64::new(0);
     let with_gaps = AtomicU64::new(0);
     // Per seed: simulated ms from the last heal until every replica agreed.
-    let convergence_ms: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+    let convergence_ms: Mutex<Vec<(u64, u64)>> = Mutex::new(Vec::new());
     let started = std::time::Instant::now();
     std::thread::scope(|scope| {
         for _ in 0..JOBS {
@@ -33,7 +33,7 @@ fn cluster_seeds_pass() {
                 match std::panic::catch_unwind(|| run_cluster_seed(seed)) {
                     Ok(outcome) => {
                         if let Some(waited) = quiescence_wait_ms(&outcome.jsonl) {
-                            convergence_ms.lock().unwrap().push(waited);
+                            convergence_ms.lock().unwrap().push((waited, seed));
                         }
                         if !outcome.gaps.is_empty() {
                             with_gaps.fetch_add(1, Ordering::Relaxed);
@@ -62,11 +62,18 @@ fn cluster_seeds_pass() {
     let mut waits = convergence_ms.into_inner().unwrap();
     waits.sort_unstable();
     if !waits.is_empty() {
+        let slowest: Vec<String> = waits
+            .iter()
+            .rev()
+            .take(5)
+            .map(|(ms, seed)| format!("seed {seed}: {ms} ms"))
+            .collect();
         eprintln!(
-            "convergence after the heal (simulated ms): median {}, p99 {}, max {}",
-            waits[waits.len() / 2],
-            waits[(waits.len() * 99 / 100).min(waits.len() - 1)],
-            waits[waits.len() - 1]
+            "convergence after the heal (simulated ms): median {}, p99 {}, max {}; slowest: {}",
+            waits[waits.len() / 2].0,
+            waits[(waits.len() * 99 / 100).min(waits.len() - 1)].0,
+            waits[waits.len() - 1].0,
+            slowest.join(", ")
         );
     }
     let failures = failures.into_inner().unwrap();
