@@ -330,7 +330,19 @@ pub struct Cluster {
     hints: Option<Storage>,
     /// Serializes read-merge-put of hints.
     hint_lock: tokio::sync::Mutex<()>,
+    /// Per peer: what the last complete anti-entropy comparison found.
+    lag: Mutex<BTreeMap<NodeId, PeerLag>>,
     pub stats: ClusterStats,
+}
+
+/// Replication lag with one peer, from anti-entropy (times in this node's
+/// monotonic ms).
+#[derive(Clone, Debug, Default)]
+struct PeerLag {
+    last_exchange_ms: Option<u64>,
+    /// Keys that differed then (capped at the exchange's key budget).
+    keys_differing: usize,
+    last_in_sync_ms: Option<u64>,
 }
 
 /// One partition being pulled.
@@ -539,6 +551,7 @@ impl Cluster {
             handoff_now: Mutex::new(None),
             hints,
             hint_lock: tokio::sync::Mutex::new(()),
+            lag: Mutex::new(BTreeMap::new()),
             stats: ClusterStats::default(),
         });
         tokio::spawn(cluster.clone().serve_peers(listener));
@@ -1302,6 +1315,36 @@ impl Cluster {
                 .collect(),
             Err(_) => refuse("the hint store has stopped".into()),
         }
+    }
+
+    /// What the exchange with `peer` that just compared everything found.
+    fn record_lag(&self, peer: NodeId, keys_differing: usize) {
+        let now = self.now_ms();
+        let mut lag = lock(&self.lag);
+        let entry = lag.entry(peer).or_default();
+        entry.last_exchange_ms = Some(now);
+        entry.keys_differing = keys_differing;
+        if keys_differing == 0 {
+            entry.last_in_sync_ms = Some(now);
+        }
+    }
+
+    /// Replication lag with each peer, as anti-entropy last measured it:
+    /// (peer, keys that differed, ms since that exchange, ms since the two were
+    /// last found in sync). `None`s mean no exchange has completed yet.
+    pub fn replication_lag(&self) -> Vec<(NodeId, usize, Option<u64>, Option<u64>)> {
+        let now = self.now_ms();
+        lock(&self.lag)
+            .iter()
+            .map(|(peer, lag)| {
+                (
+                    *peer,
+                    lag.keys_differing,
+                    lag.last_exchange_ms.map(|t| now.saturating_sub(t)),
+                    lag.last_in_sync_ms.map(|t| now.saturating_sub(t)),
+                )
+            })
+            .collect()
     }
 
     /// Hints held here, for operators.
@@ -2308,6 +2351,7 @@ impl Cluster {
                 }
             }
         }
+        self.record_lag(peer, keys.len());
         if keys.is_empty() {
             return Ok(());
         }

@@ -454,6 +454,30 @@ pub fn status_text(cluster: &Cluster) -> String {
         stats.stale_ring_retries.load(Relaxed),
         stats.map_syncs.load(Relaxed),
     ));
+    let lag: Vec<String> = cluster
+        .replication_lag()
+        .into_iter()
+        .map(|(peer, keys, exchanged_ago, in_sync_ago)| {
+            let ago = |ms: Option<u64>| ms.map_or("never".to_string(), |ms| format!("{ms} ms ago"));
+            if keys == 0 {
+                format!("  node {peer}: in sync (checked {})", ago(exchanged_ago))
+            } else {
+                format!(
+                    "  node {peer}: {keys} key(s) differed {} (last in sync: {})",
+                    ago(exchanged_ago),
+                    ago(in_sync_ago)
+                )
+            }
+        })
+        .collect();
+    text.push_str(&format!(
+        "\nreplication lag (anti-entropy's last comparison with each peer):\n{}\n",
+        if lag.is_empty() {
+            "  none measured yet".to_string()
+        } else {
+            lag.join("\n")
+        }
+    ));
     text.push_str(&format!(
         "\nwrites coordinated {}, proxied {}, quorum failures {}, replica writes received {}\nreads {}, read repairs {}\nanti-entropy rounds {}, keys pushed {}, keys pulled {}\npeer handshakes refused {}, peer frames refused {}\nhints pending {} (sloppy quorum {}): stored {}, delivered {}, refused {}; copies sent to a fallback {}\n",
         stats.writes_coordinated.load(Relaxed),

@@ -198,6 +198,19 @@ fn three_nodes_survive_kill_9_of_one_and_converge() {
         );
         std::thread::sleep(Duration::from_millis(250));
     }
+    // Replication lag is visible: node 1's anti-entropy finds node 3 in sync.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let text = status(nodes[0].as_ref().unwrap());
+        if text.contains("  node 3: in sync") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node 1 never reported node 3 in sync:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
     drop(c1);
     drop(c2);
     for node in nodes.iter_mut() {
