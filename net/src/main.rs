@@ -333,16 +333,9 @@ async fn serve_node(mut config: NodeConfig, power_loss_journal: bool) -> Result<
     let cluster = match cluster_config {
         Some(cluster_config) => {
             let members = cluster_config.members.len();
-            // Hints this node keeps as a fallback: a second store in the same
-            // directory (files `hints-*`); its delete markers need no other replica.
-            let hint_dir = Arc::new(shoal_engine::disk::PrefixedDir::new(
-                dir.clone(),
-                shoal_engine::cluster::hints::HINT_FILE_PREFIX,
-            ));
-            let hint_options = shoal_engine::StoreOptions {
-                delete_markers_collectable: true,
-                ..config.store.clone()
-            };
+            // Hints this node keeps as a fallback.
+            let (hint_dir, hint_options) =
+                shoal_engine::cluster::hints::hint_store_location(dir.clone(), &config.store);
             let (hint_store, _) = Store::open(hint_dir, hint_options).map_err(|e| {
                 format!("cannot open the hint store in {}: {e}", data_dir.display())
             })?;

@@ -305,14 +305,19 @@ fn admin(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// The number on the "handoffs in flight: N" line of a node's status.
-fn handoffs_in_flight(node: &ShoalProcess) -> usize {
+/// The number right after `prefix` on a line of a node's status.
+fn status_count(node: &ShoalProcess, prefix: &str) -> u64 {
     status(node)
         .lines()
-        .find_map(|l| l.strip_prefix("handoffs in flight: "))
+        .find_map(|l| l.strip_prefix(prefix))
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|n| n.parse().ok())
-        .expect("status has a handoff line")
+        .unwrap_or_else(|| panic!("status has no \"{prefix}N\" line"))
+}
+
+/// The number on the "handoffs in flight: N" line of a node's status.
+fn handoffs_in_flight(node: &ShoalProcess) -> u64 {
+    status_count(node, "handoffs in flight: ")
 }
 
 fn wait_for_handoffs(nodes: &[&ShoalProcess], what: &str) {
@@ -455,12 +460,7 @@ fn a_node_joins_and_another_leaves_while_a_client_writes() {
 
 /// The "hints pending N" number of a node's status.
 fn hints_pending(node: &ShoalProcess) -> u64 {
-    status(node)
-        .lines()
-        .find_map(|l| l.strip_prefix("hints pending "))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .expect("status has a hints line")
+    status_count(node, "hints pending ")
 }
 
 /// Four real nodes, n=3, w=2, sloppy quorum. Two owners of a key are killed:

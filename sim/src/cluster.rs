@@ -361,14 +361,8 @@ impl Member {
         };
         let runtime = TokioRuntime::new();
         let storage = Storage::start(store, StorageConfig::default(), runtime.clone());
-        let hint_dir = Arc::new(shoal_engine::disk::PrefixedDir::new(
-            dir.clone(),
-            shoal_engine::cluster::hints::HINT_FILE_PREFIX,
-        ));
-        let hint_options = StoreOptions {
-            delete_markers_collectable: true,
-            ..self.store_options.clone()
-        };
+        let (hint_dir, hint_options) =
+            shoal_engine::cluster::hints::hint_store_location(dir.clone(), &self.store_options);
         let hints = loop {
             match Store::open(hint_dir.clone(), hint_options.clone()) {
                 Ok((store, _)) => {
@@ -833,12 +827,8 @@ async fn run_ring_changes(
                 Err(e) => Err(e),
             };
             match reply {
-                Ok(reply @ (Reply::Verbatim { .. } | Reply::Bulk(_))) => {
-                    let text = match reply {
-                        Reply::Verbatim { text, .. } => text,
-                        Reply::Bulk(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
-                        _ => unreachable!("matched above"),
-                    };
+                Ok(reply) if crate::replies::text(&reply).is_some() => {
+                    let text = crate::replies::text(&reply).expect("checked in the guard");
                     if let Some((ring_before, events)) = before.take() {
                         audit_handoff_plan(&ring_before, &members, via, &text, &recorder);
                         if !sloppy {

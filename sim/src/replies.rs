@@ -43,9 +43,11 @@ pub fn parse_context(text: &str) -> Option<Context> {
     Some(context)
 }
 
-fn text(reply: &Reply) -> Option<String> {
+/// The text of a bulk, verbatim or simple reply.
+pub(crate) fn text(reply: &Reply) -> Option<String> {
     match reply {
         Reply::Bulk(bytes) => Some(String::from_utf8_lossy(bytes).into_owned()),
+        Reply::Verbatim { text, .. } => Some(text.clone()),
         Reply::Simple(s) => Some(s.clone()),
         _ => None,
     }

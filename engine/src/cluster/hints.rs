@@ -10,8 +10,11 @@
 //!
 //! Must not touch: sockets, tasks, clocks (the driver is `shoal-net`'s cluster).
 
+use crate::disk::{DiskDir, PrefixedDir};
+use crate::store::StoreOptions;
 use crate::version::{NodeId, SiblingSet};
 use bytes::{BufMut, Bytes, BytesMut};
+use std::sync::Arc;
 
 /// The hint store's files carry this prefix in the node's data directory.
 pub const HINT_FILE_PREFIX: &str = "hints-";
@@ -22,6 +25,21 @@ pub const HINT_NAMESPACE: u8 = 0;
 pub const HINTS_MAX_DEFAULT: u64 = 100_000;
 /// Hints handed to one owner per delivery round.
 pub const HINTS_PER_DELIVERY_MAX: usize = 256;
+
+/// Where a node's hint store lives and how it is opened: a second store in the
+/// node's directory (files [`HINT_FILE_PREFIX`]`*`), with the main store's options
+/// except that its delete markers are collectable (no other replica shares them).
+pub fn hint_store_location(
+    dir: Arc<dyn DiskDir>,
+    store_options: &StoreOptions,
+) -> (Arc<dyn DiskDir>, StoreOptions) {
+    let hint_dir: Arc<dyn DiskDir> = Arc::new(PrefixedDir::new(dir, HINT_FILE_PREFIX));
+    let options = StoreOptions {
+        delete_markers_collectable: true,
+        ..store_options.clone()
+    };
+    (hint_dir, options)
+}
 
 pub fn hint_key(owner: NodeId, namespace: u8, key: &[u8]) -> Bytes {
     let mut out = BytesMut::with_capacity(5 + key.len());
