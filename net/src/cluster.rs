@@ -269,7 +269,7 @@ fn close(pending: &Pending, closed: &AtomicBool) {
     lock(pending).clear();
 }
 
-fn spawn_connection(reader: PeerReader, mut writer: PeerWriter) -> Arc<Conn> {
+fn spawn_connection(reader: PeerReader, writer: PeerWriter) -> Arc<Conn> {
     let (send, mut queue) = mpsc::channel::<Envelope>(PEER_SEND_QUEUE_MAX);
     let pending: Pending = Arc::default();
     let closed = Arc::new(AtomicBool::new(false));
@@ -281,11 +281,7 @@ fn spawn_connection(reader: PeerReader, mut writer: PeerWriter) -> Arc<Conn> {
     {
         let (pending, closed) = (pending.clone(), closed.clone());
         tokio::spawn(async move {
-            while let Some(envelope) = queue.recv().await {
-                if writer.send(&envelope).await.is_err() {
-                    break;
-                }
-            }
+            writer.pump(&mut queue).await;
             close(&pending, &closed);
         });
     }
@@ -900,7 +896,7 @@ impl Cluster {
             &mut random,
         );
         let timeout = Duration::from_millis(self.config.connect_timeout_ms.max(1000));
-        let (node, mut reader, mut writer) = match tokio::time::timeout(timeout, handshake).await {
+        let (node, mut reader, writer) = match tokio::time::timeout(timeout, handshake).await {
             Ok(Ok(accepted)) => accepted,
             Ok(Err(e)) => {
                 self.stats
@@ -918,13 +914,7 @@ impl Cluster {
             }
         };
         let (send, mut queue) = mpsc::channel::<Envelope>(PEER_SEND_QUEUE_MAX);
-        tokio::spawn(async move {
-            while let Some(envelope) = queue.recv().await {
-                if writer.send(&envelope).await.is_err() {
-                    break;
-                }
-            }
-        });
+        tokio::spawn(async move { writer.pump(&mut queue).await });
         let permits = Arc::new(tokio::sync::Semaphore::new(
             self.config.peer_requests_in_flight_max,
         ));

@@ -27,6 +27,8 @@ pub struct FileConfig {
     pub segment_size_bytes: Option<u64>,
     pub siblings_max: Option<usize>,
     pub compaction_budget_bytes: Option<u64>,
+    /// Group-commit batches syncing at once, 1..=4.
+    pub syncs_in_flight_max: Option<usize>,
     pub log: Option<String>,
     /// Cluster members, `id@host:port,...` (client ports; peers listen on +10000).
     pub members: Option<String>,
@@ -124,7 +126,18 @@ impl FileConfig {
     pub fn load(path: &Path) -> Result<FileConfig, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
-        toml::from_str(&text).map_err(|e| format!("config file {}: {e}", path.display()))
+        let file: FileConfig =
+            toml::from_str(&text).map_err(|e| format!("config file {}: {e}", path.display()))?;
+        let syncs_max = shoal_engine::store::UNSYNCED_BATCHES_MAX as usize;
+        if let Some(v) = file.syncs_in_flight_max {
+            if !(1..=syncs_max).contains(&v) {
+                return Err(format!(
+                    "config file {}: syncs_in_flight_max is {v}; it must be 1..={syncs_max}",
+                    path.display()
+                ));
+            }
+        }
+        Ok(file)
     }
 
     /// Apply every key that is set over `config`.
@@ -168,6 +181,9 @@ impl FileConfig {
         }
         if let Some(v) = self.compaction_budget_bytes {
             config.storage.compaction_budget_bytes = v;
+        }
+        if let Some(v) = self.syncs_in_flight_max {
+            config.storage.syncs_in_flight_max = v;
         }
         if let Some(v) = self.node_id {
             config.store.node_id = v;

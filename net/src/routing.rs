@@ -15,6 +15,7 @@ use bytes::Bytes;
 use shoal_engine::cluster::map::RingChange;
 use shoal_engine::placement::PartitionId;
 use shoal_engine::{Condition, WriteOp};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// Keys deleted per routed batch by FLUSHDB / FLUSHALL.
@@ -330,6 +331,18 @@ fn cluster_command(cluster: &Arc<Cluster>, args: &[Bytes]) -> Step {
                 .collect(),
         )),
         "nodes" => {
+            // Each node is listed as the master of the slots it coordinates (it is
+            // first in their preference list), so cluster-aware clients that read
+            // CLUSTER NODES send each key straight to its coordinator.
+            let mut coordinated: BTreeMap<u32, Vec<(u16, u16)>> = BTreeMap::new();
+            for (first, last, owners) in slot_runs(cluster) {
+                let Some(coordinator) = owners.first() else { continue };
+                let ranges = coordinated.entry(*coordinator).or_default();
+                match ranges.last_mut() {
+                    Some(range) if range.1 + 1 == first => range.1 = last,
+                    _ => ranges.push((first, last)),
+                }
+            }
             let mut text = String::new();
             for m in &members {
                 let (host, port) = split_addr(&m.addr.client);
@@ -344,11 +357,19 @@ fn cluster_command(cluster: &Arc<Cluster>, args: &[Bytes]) -> Step {
                     shoal_engine::cluster::detector::PeerState::Alive => "",
                 };
                 text.push_str(&format!(
-                    "{} {host}:{port}@{} {myself}master{flag} - 0 0 {} {state}\n",
+                    "{} {host}:{port}@{} {myself}master{flag} - 0 0 {} {state}",
                     node_name(m.node),
                     port + i64::from(crate::cluster::PEER_PORT_OFFSET),
                     m.incarnation,
                 ));
+                for (first, last) in coordinated.get(&m.node).into_iter().flatten() {
+                    if first == last {
+                        text.push_str(&format!(" {first}"));
+                    } else {
+                        text.push_str(&format!(" {first}-{last}"));
+                    }
+                }
+                text.push('\n');
             }
             Step::Reply(bulk(text))
         }

@@ -508,6 +508,27 @@ fn a_fallback_keeps_hints_while_two_owners_are_down() {
             })
             .collect()
     };
+    // CLUSTER NODES lists each node as the master of the slots it coordinates
+    // (first in CLUSTER SLOTS): every slot exactly once, as cluster-aware clients
+    // such as `redis-benchmark --cluster` need.
+    let nodes_text: String = redis::cmd("CLUSTER").arg("NODES").query(&mut c1).unwrap();
+    let mut coordinator_of = vec![None; 16384];
+    for line in nodes_text.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let port: i64 = fields[1].split(['@', ':']).nth(1).unwrap().parse().unwrap();
+        for range in &fields[8..] {
+            let (first, last) = range.split_once('-').unwrap_or((range, range));
+            for slot in first.parse::<usize>().unwrap()..=last.parse::<usize>().unwrap() {
+                assert_eq!(coordinator_of[slot], None, "slot {slot} listed twice");
+                coordinator_of[slot] = Some(port);
+            }
+        }
+    }
+    for (first, last, owners) in &slots {
+        for slot in *first..=*last {
+            assert_eq!(coordinator_of[slot as usize], Some(owners[0]), "slot {slot}");
+        }
+    }
     let owned_by_123 = |key: &str| {
         let slot = i64::from(key_slot(key.as_bytes()));
         slots.iter().any(|(first, last, owners)| {

@@ -168,6 +168,8 @@ pub struct ClusterPlan {
     /// a write acknowledged by a fallback is invisible to the owners until its
     /// hint is delivered).
     pub sloppy: bool,
+    /// Group-commit batches syncing at once on every node.
+    pub syncs_in_flight_max: usize,
 }
 
 impl ClusterPlan {
@@ -279,6 +281,11 @@ impl ClusterPlan {
             spare,
             ring_changes,
             sloppy: SplitMix64::new(seed ^ 0x5107).chance_percent(50),
+            syncs_in_flight_max: if SplitMix64::new(seed ^ 0x5_1c5).chance_percent(50) {
+                1
+            } else {
+                4
+            },
         }
     }
 
@@ -292,13 +299,14 @@ impl fmt::Display for ClusterPlan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "cluster seed {}: {} nodes, n={} r={} w={}{}, phase 1 {} ms, {} clients, {} keys",
+            "cluster seed {}: {} nodes, n={} r={} w={}{}, {} syncs in flight, phase 1 {} ms, {} clients, {} keys",
             self.seed,
             self.nodes,
             self.replicas_n,
             self.r,
             self.w,
             if self.sloppy { " sloppy" } else { "" },
+            self.syncs_in_flight_max,
             self.phase1_ms,
             self.workload.clients,
             self.workload.keys
@@ -326,6 +334,7 @@ struct Member {
     storage: Mutex<Option<Storage>>,
     config: ClusterConfig,
     store_options: StoreOptions,
+    storage_config: StorageConfig,
     open_failure: Mutex<Option<String>>,
     cluster: Mutex<Option<Arc<Cluster>>>,
     hints: Mutex<Option<Storage>>,
@@ -360,13 +369,13 @@ impl Member {
             }
         };
         let runtime = TokioRuntime::new();
-        let storage = Storage::start(store, StorageConfig::default(), runtime.clone());
+        let storage = Storage::start(store, self.storage_config.clone(), runtime.clone());
         let (hint_dir, hint_options) =
             shoal_engine::cluster::hints::hint_store_location(dir.clone(), &self.store_options);
         let hints = loop {
             match Store::open(hint_dir.clone(), hint_options.clone()) {
                 Ok((store, _)) => {
-                    break Storage::start(store, StorageConfig::default(), runtime.clone())
+                    break Storage::start(store, self.storage_config.clone(), runtime.clone())
                 }
                 Err(shoal_engine::store::OpenError::Disk(_)) => {
                     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -505,6 +514,10 @@ pub async fn simulate_cluster(plan: ClusterPlan) -> ClusterOutcome {
                 segment_size_bytes: 1 << 20,
                 delete_markers_collectable: false,
                 ..StoreOptions::default()
+            },
+            storage_config: StorageConfig {
+                syncs_in_flight_max: plan.syncs_in_flight_max,
+                ..StorageConfig::default()
             },
             open_failure: Mutex::new(None),
             cluster: Mutex::new(None),

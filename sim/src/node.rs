@@ -316,6 +316,7 @@ pub fn settings(store: &crate::plan::StoreKnobs) -> (StoreOptions, StorageConfig
         batch_bytes_max: (store.segment_size_bytes / 8) as usize,
         compaction_interval_ms: store.compaction_interval_ms,
         compaction_budget_bytes: store.compaction_budget_bytes,
+        syncs_in_flight_max: store.syncs_in_flight_max,
         ..StorageConfig::default()
     };
     (options, config)

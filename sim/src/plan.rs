@@ -127,6 +127,9 @@ pub struct StoreKnobs {
     pub compaction_budget_bytes: u64,
     pub batch_ops_max: usize,
     pub write_queue_max: usize,
+    /// Group-commit batches syncing at once (drawn from its own stream, so the
+    /// rest of a seed's plan did not change when it was added).
+    pub syncs_in_flight_max: usize,
 }
 
 /// The network's normal behaviour (faults change it for a window).
@@ -349,7 +352,8 @@ impl Plan {
         let mut rng = SplitMix64::new(seed);
         let phase1_ms = between(&mut rng, 8, 20) * 1000;
         let workload = workload_knobs(&mut rng);
-        let store = store_knobs(&mut rng);
+        let mut store = store_knobs(&mut rng);
+        store.syncs_in_flight_max = pick(&mut SplitMix64::new(seed ^ 0x5_1c5), &[1, 2, 4]);
         let net = NetKnobs {
             latency_min_ms: between(&mut rng, 0, 2),
             latency_max_ms: between(&mut rng, 3, 15),
@@ -428,6 +432,7 @@ fn store_knobs(rng: &mut SplitMix64) -> StoreKnobs {
         compaction_budget_bytes: pick(rng, &[4u64, 16, 64, 256]) << 10,
         batch_ops_max: pick(rng, &[1, 8, 64, 4096]),
         write_queue_max: pick(rng, &[4, 64, 4096]),
+        syncs_in_flight_max: 4,
     }
 }
 
@@ -674,13 +679,14 @@ impl fmt::Display for Plan {
         )?;
         writeln!(
             f,
-            "  store: segments {} KiB, compaction at {}% dead every {} ms ({} KiB budget), batch <= {} ops, queue {}",
+            "  store: segments {} KiB, compaction at {}% dead every {} ms ({} KiB budget), batch <= {} ops, queue {}, {} syncs in flight",
             s.segment_size_bytes >> 10,
             s.compaction_dead_percent_min,
             s.compaction_interval_ms,
             s.compaction_budget_bytes >> 10,
             s.batch_ops_max,
-            s.write_queue_max
+            s.write_queue_max,
+            s.syncs_in_flight_max
         )?;
         writeln!(
             f,
