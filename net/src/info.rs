@@ -55,14 +55,23 @@ pub fn render(shared: &Shared, section: Option<String>) -> String {
     }
     if wanted("persistence") {
         let commit = shared.storage.commit_stats();
-        let (disk_bytes, dead_bytes, segments, state, store_stats) = shared.storage.read(|s| {
-            let (total, dead) = s.disk_usage_bytes();
-            let state = match s.is_poisoned() {
-                None => "ok".to_string(),
-                Some(reason) => format!("read-only ({reason})"),
-            };
-            (total, dead, s.segment_count(), state, s.stats().clone())
-        });
+        let (disk_bytes, dead_bytes, segments, state, store_stats, siblings_max) =
+            shared.storage.read(|s| {
+                let (total, dead) = s.disk_usage_bytes();
+                let state = match s.is_poisoned() {
+                    None => "ok".to_string(),
+                    Some(reason) => format!("read-only ({reason})"),
+                };
+                let stats = s.stats().clone();
+                (
+                    total,
+                    dead,
+                    s.segment_count(),
+                    state,
+                    stats,
+                    s.options().siblings_max,
+                )
+            });
         let avg_batch = if commit.batches > 0 {
             commit.ops as f64 / commit.batches as f64
         } else {
@@ -70,7 +79,7 @@ pub fn render(shared: &Shared, section: Option<String>) -> String {
         };
         let _ = write!(
             out,
-            "# Persistence\r\nloading:0\r\naof_enabled:1\r\nshoal_fsync:{}\r\nshoal_store_state:{}\r\nshoal_segments:{}\r\nshoal_disk_bytes:{}\r\nshoal_dead_bytes:{}\r\nshoal_batches:{}\r\nshoal_syncs:{}\r\nshoal_ops_committed:{}\r\nshoal_avg_batch_ops:{:.2}\r\nshoal_largest_batch_ops:{}\r\nshoal_compactions:{}\r\nshoal_tombstones_collected:{}\r\nshoal_disk_full_refusals:{}\r\nshoal_fsync_failures:{}\r\n\r\n",
+            "# Persistence\r\nloading:0\r\naof_enabled:1\r\nshoal_fsync:{}\r\nshoal_store_state:{}\r\nshoal_segments:{}\r\nshoal_disk_bytes:{}\r\nshoal_dead_bytes:{}\r\nshoal_batches:{}\r\nshoal_syncs:{}\r\nshoal_ops_committed:{}\r\nshoal_avg_batch_ops:{:.2}\r\nshoal_largest_batch_ops:{}\r\nshoal_compactions:{}\r\nshoal_tombstones_collected:{}\r\nshoal_disk_full_refusals:{}\r\nshoal_fsync_failures:{}\r\nshoal_siblings_max:{}\r\nshoal_siblings_largest:{}\r\nshoal_sibling_writes_refused:{}\r\nshoal_sibling_merges_over_cap:{}\r\n\r\n",
             shared.storage.config().fsync.as_str(),
             state,
             segments,
@@ -85,6 +94,10 @@ pub fn render(shared: &Shared, section: Option<String>) -> String {
             store_stats.tombstones_collected,
             store_stats.disk_full_refusals,
             store_stats.syncs_failed,
+            siblings_max,
+            store_stats.siblings_largest,
+            store_stats.sibling_writes_refused,
+            store_stats.sibling_merges_over_cap,
         );
     }
     if wanted("stats") {

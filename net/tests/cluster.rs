@@ -526,7 +526,11 @@ fn a_fallback_keeps_hints_while_two_owners_are_down() {
     }
     for (first, last, owners) in &slots {
         for slot in *first..=*last {
-            assert_eq!(coordinator_of[slot as usize], Some(owners[0]), "slot {slot}");
+            assert_eq!(
+                coordinator_of[slot as usize],
+                Some(owners[0]),
+                "slot {slot}"
+            );
         }
     }
     let owned_by_123 = |key: &str| {

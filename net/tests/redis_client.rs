@@ -233,6 +233,41 @@ fn siblings_from_concurrent_contexts_and_resolution() {
     assert_eq!(siblings[0].2.as_deref(), Some("merged"));
 }
 
+/// The 65th concurrent sibling (siblings_max = 64) is refused with SIBLINGS, the
+/// key keeps its 64, and INFO counts the refusal and the largest set.
+#[test]
+fn a_write_past_the_sibling_cap_is_refused_and_counted() {
+    let node = ShoalProcess::start(&temp_dir("sibling-cap"), &[]);
+    let mut c = node.client();
+    let blind_put = |c: &mut redis::Connection, value: &str| {
+        redis::cmd("SHOAL.PUT")
+            .arg("doc")
+            .arg(value)
+            .arg("CONTEXT")
+            .arg("")
+            .query::<Value>(c)
+    };
+    for i in 0..64 {
+        blind_put(&mut c, &format!("v{i}")).expect("under the cap");
+    }
+    let refused = blind_put(&mut c, "v64").expect_err("past the cap");
+    assert_eq!(refused.code(), Some("SIBLINGS"), "{refused}");
+    let (_, siblings): (String, Vec<(String, i64, Option<String>)>) = redis::cmd("SHOAL.SIBLINGS")
+        .arg("doc")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(siblings.len(), 64);
+    let info: String = redis::cmd("INFO").arg("persistence").query(&mut c).unwrap();
+    for line in [
+        "shoal_siblings_max:64",
+        "shoal_siblings_largest:64",
+        "shoal_sibling_writes_refused:1",
+        "shoal_sibling_merges_over_cap:0",
+    ] {
+        assert!(info.lines().any(|l| l == line), "no {line} in {info}");
+    }
+}
+
 #[test]
 fn malformed_and_oversized_input_gets_an_error_and_the_server_keeps_serving() {
     let node = ShoalProcess::start(&temp_dir("malformed"), &[]);

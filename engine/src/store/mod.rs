@@ -313,6 +313,16 @@ pub struct StoreStats {
     pub compaction_bytes_rewritten: u64,
     pub tombstones_collected: u64,
     pub disk_full_refusals: u64,
+    /// Client writes refused because they would leave more than `siblings_max`
+    /// concurrent siblings (the writer must resolve them first).
+    pub sibling_writes_refused: u64,
+    /// Replica merges whose result is above `siblings_max`. They are kept whole:
+    /// each sibling is a write some node acknowledged, and a merge that dropped
+    /// one would lose it.
+    pub sibling_merges_over_cap: u64,
+    /// The most siblings one key's set held in any write this store made since it
+    /// opened.
+    pub siblings_largest: u64,
 }
 
 /// Directory key: namespace, slot (big endian), key. Sorting by it groups keys by
@@ -534,6 +544,14 @@ impl Store {
 
     /// Computes and writes (unsynced) a batch. Every operation gets its own result;
     /// one refused operation does not refuse the others.
+    /// Count a set of `siblings` this store is about to write.
+    fn note_siblings(&mut self, siblings: usize, merged: bool) {
+        self.stats.siblings_largest = self.stats.siblings_largest.max(siblings as u64);
+        if merged && siblings > self.options.siblings_max {
+            self.stats.sibling_merges_over_cap += 1;
+        }
+    }
+
     pub fn prepare(&mut self, ops: &[WriteOp], wall_ms: u64) -> PreparedBatch {
         let mut batch = PreparedBatch {
             results: Vec::with_capacity(ops.len()),
@@ -640,6 +658,7 @@ impl Store {
                 return Ok(not_applied(VersionVector::new(), current));
             }
             self.stage_frame(op, op_index, batch_seq, next.clone(), overlay, frames)?;
+            self.note_siblings(next.siblings.len(), true);
             return Ok(WriteOutcome {
                 applied: true,
                 dot: None,
@@ -672,12 +691,14 @@ impl Store {
         );
         self.counter_issued_max = self.counter_issued_max.max(dot.counter);
         if next.siblings.len() > self.options.siblings_max {
+            self.stats.sibling_writes_refused += 1;
             return Err(WriteError::TooManySiblings {
                 count: next.siblings.len(),
                 max: self.options.siblings_max,
             });
         }
         self.stage_frame(op, op_index, batch_seq, next.clone(), overlay, frames)?;
+        self.note_siblings(next.siblings.len(), false);
         Ok(WriteOutcome {
             applied: true,
             dot: Some(dot),

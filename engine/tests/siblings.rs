@@ -1,0 +1,90 @@
+//! The sibling cap: a client write that would leave more than `siblings_max`
+//! concurrent siblings is refused (and counted), so the writer resolves them; a
+//! replica merge above the cap is kept whole (and counted), because every sibling
+//! in it is a write some node acknowledged.
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use shoal_engine::memdisk::MemDir;
+use shoal_engine::store::Covers;
+use shoal_engine::{StoreOptions, VersionVector, WriteError, WriteOp};
+
+fn blind_put(key: &str, value: &str) -> WriteOp {
+    WriteOp {
+        covers: Covers::Context(VersionVector::new()),
+        ..WriteOp::put(0, Bytes::from(key.to_string()), Bytes::from(value.to_string()))
+    }
+}
+
+fn options(node_id: u32, siblings_max: usize) -> StoreOptions {
+    StoreOptions {
+        node_id,
+        siblings_max,
+        ..small_options()
+    }
+}
+
+#[test]
+fn client_writes_past_the_cap_are_refused_and_counted() {
+    let dir = MemDir::new();
+    let mut store = open(&dir, options(1, 3));
+    for i in 0..3 {
+        commit(&mut store, &[blind_put("doc", &format!("v{i}"))])[0]
+            .clone()
+            .expect("under the cap");
+    }
+    let refused = commit(&mut store, &[blind_put("doc", "v3")])[0].clone();
+    assert_eq!(
+        refused,
+        Err(WriteError::TooManySiblings { count: 4, max: 3 })
+    );
+    let set = store.get(0, b"doc").unwrap().unwrap();
+    assert_eq!(set.siblings.len(), 3, "the refused write left nothing");
+    assert_eq!(store.stats().sibling_writes_refused, 1);
+    assert_eq!(store.stats().siblings_largest, 3);
+
+    // A write whose context covers them all resolves the key.
+    let resolve = WriteOp {
+        covers: Covers::Context(set.context.clone()),
+        ..WriteOp::put(0, Bytes::from("doc"), Bytes::from("merged"))
+    };
+    commit(&mut store, &[resolve])[0].clone().expect("resolve");
+    assert_eq!(store.get(0, b"doc").unwrap().unwrap().siblings.len(), 1);
+    assert_eq!(value_of(&store, "doc").as_deref(), Some("merged"));
+}
+
+#[test]
+fn replica_merges_past_the_cap_keep_every_sibling_and_are_counted() {
+    // Node 2 has no cap to speak of and accepts five concurrent writes.
+    let dir2 = MemDir::new();
+    let mut node2 = open(&dir2, options(2, 64));
+    for i in 0..5 {
+        commit(&mut node2, &[blind_put("doc", &format!("v{i}"))])[0]
+            .clone()
+            .expect("write on node 2");
+    }
+    let five = node2.get(0, b"doc").unwrap().unwrap();
+    assert_eq!(five.siblings.len(), 5);
+
+    // Node 1, capped at 3, merges them: all five are kept.
+    let dir1 = MemDir::new();
+    let mut node1 = open(&dir1, options(1, 3));
+    let outcome = commit(
+        &mut node1,
+        &[WriteOp::merge(0, Bytes::from("doc"), five.clone())],
+    )[0]
+    .clone()
+    .expect("merge");
+    assert!(outcome.applied);
+    assert_eq!(node1.get(0, b"doc").unwrap().unwrap(), five);
+    assert_eq!(node1.stats().sibling_merges_over_cap, 1);
+    assert_eq!(node1.stats().siblings_largest, 5);
+    assert_eq!(node1.stats().sibling_writes_refused, 0);
+    // Node 1's own blind write on top is refused: the cap binds client writes.
+    assert!(matches!(
+        commit(&mut node1, &[blind_put("doc", "one more")])[0],
+        Err(WriteError::TooManySiblings { count: 6, max: 3 })
+    ));
+}
