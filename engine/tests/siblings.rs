@@ -14,7 +14,11 @@ use shoal_engine::{StoreOptions, VersionVector, WriteError, WriteOp};
 fn blind_put(key: &str, value: &str) -> WriteOp {
     WriteOp {
         covers: Covers::Context(VersionVector::new()),
-        ..WriteOp::put(0, Bytes::from(key.to_string()), Bytes::from(value.to_string()))
+        ..WriteOp::put(
+            0,
+            Bytes::from(key.to_string()),
+            Bytes::from(value.to_string()),
+        )
     }
 }
 

@@ -219,6 +219,10 @@ pub struct ClusterStats {
     pub hints_refused: AtomicU64,
     /// Replica copies this node sent to a fallback because the owner was down.
     pub writes_hinted: AtomicU64,
+    /// Ping-reqs this node served for others, and helpers' answers that a peer
+    /// this node could not hear directly was alive.
+    pub indirect_probes_served: AtomicU64,
+    pub indirect_vouches: AtomicU64,
 }
 
 /// Why a call to a peer did not return its answer.
@@ -462,6 +466,9 @@ pub struct MemberStatus {
     pub node: NodeId,
     pub addr: MemberAddr,
     pub state: PeerState,
+    /// Heard directly from here (requests go to it); false with state alive
+    /// means only other peers reach it.
+    pub reachable: bool,
     pub incarnation: u64,
     pub silent_ms: u64,
     /// In the current ring (a leaver still serving handoffs, or a joiner not yet
@@ -722,16 +729,17 @@ impl Cluster {
         map.addresses()
             .iter()
             .map(|(node, client)| {
-                let (state, incarnation, silent_ms) = if *node == self.me() {
-                    (PeerState::Alive, self.incarnation, 0)
+                let (state, reachable, incarnation, silent_ms) = if *node == self.me() {
+                    (PeerState::Alive, true, self.incarnation, 0)
                 } else {
                     match detector.view(*node) {
                         Some(view) => (
                             view.state,
+                            view.reachable,
                             view.incarnation,
-                            now.saturating_sub(view.last_heard_ms),
+                            now.saturating_sub(view.last_direct_ms),
                         ),
-                        None => (PeerState::Down, 0, 0),
+                        None => (PeerState::Down, false, 0, 0),
                     }
                 };
                 MemberStatus {
@@ -741,6 +749,7 @@ impl Cluster {
                         peer: String::new(),
                     }),
                     state,
+                    reachable,
                     incarnation,
                     silent_ms,
                     in_ring: ring.is_member(*node),
@@ -975,6 +984,17 @@ impl Cluster {
                     map_fingerprint: map.fingerprint(),
                 }
             }
+            Request::PingReq { target } => {
+                self.stats
+                    .indirect_probes_served
+                    .fetch_add(1, Ordering::Relaxed);
+                let answered = if target == self.me() {
+                    Some(self.incarnation)
+                } else {
+                    self.ping(target).await
+                };
+                Response::Vouch { answered }
+            }
             Request::Replicate {
                 ring_version,
                 items,
@@ -1155,6 +1175,28 @@ impl Cluster {
             }
             (items, None)
         })
+    }
+
+    /// Ping `node` directly; its incarnation when it answered in time.
+    async fn ping(self: &Arc<Self>, node: NodeId) -> Option<u64> {
+        let timeout = self.config.detector.probe_interval_ms * 2;
+        let map = self.map();
+        let ping = Request::Ping {
+            incarnation: self.incarnation,
+            map_version: map.version(),
+            map_fingerprint: map.fingerprint(),
+        };
+        let Ok(Response::Pong {
+            incarnation,
+            map_version,
+            map_fingerprint,
+        }) = self.call(node, ping, timeout).await
+        else {
+            return None;
+        };
+        self.heard(node, incarnation);
+        self.compare_maps(node, map_version, map_fingerprint);
+        Some(incarnation)
     }
 
     fn heard(&self, node: NodeId, incarnation: u64) {
@@ -2074,24 +2116,40 @@ impl Cluster {
                 match event {
                     DetectorEvent::Probe(node) => {
                         let cluster = self.clone();
-                        tokio::spawn(async move {
-                            let timeout = cluster.config.detector.probe_interval_ms * 2;
-                            let map = cluster.map();
-                            let ping = Request::Ping {
-                                incarnation: cluster.incarnation,
-                                map_version: map.version(),
-                                map_fingerprint: map.fingerprint(),
-                            };
-                            if let Ok(Response::Pong {
-                                incarnation,
-                                map_version,
-                                map_fingerprint,
-                            }) = cluster.call(node, ping, timeout).await
-                            {
-                                cluster.heard(node, incarnation);
-                                cluster.compare_maps(node, map_version, map_fingerprint);
-                            }
-                        });
+                        tokio::spawn(async move { cluster.ping(node).await });
+                    }
+                    DetectorEvent::ProbeIndirect { target, via } => {
+                        for helper in via {
+                            let cluster = self.clone();
+                            tokio::spawn(async move {
+                                // The helper's own ping may take its full timeout.
+                                let timeout = cluster.config.detector.probe_interval_ms * 3;
+                                let ask = Request::PingReq { target };
+                                if let Ok(Response::Vouch {
+                                    answered: Some(incarnation),
+                                }) = cluster.call(helper, ask, timeout).await
+                                {
+                                    cluster
+                                        .stats
+                                        .indirect_vouches
+                                        .fetch_add(1, Ordering::Relaxed);
+                                    let now = cluster.now_ms();
+                                    let changed = lock(&cluster.detector).heard_indirectly(
+                                        target,
+                                        incarnation,
+                                        now,
+                                    );
+                                    if let Some(DetectorEvent::Changed { node, from, to }) = changed
+                                    {
+                                        tracing::info!(
+                                            "node {node}: {} -> {} (node {helper} reaches it)",
+                                            from.as_str(),
+                                            to.as_str()
+                                        );
+                                    }
+                                }
+                            });
+                        }
                     }
                     DetectorEvent::Changed { node, from, to } => {
                         tracing::info!("node {node}: {} -> {}", from.as_str(), to.as_str());

@@ -12,6 +12,7 @@ use crate::commands::{
 use crate::glob::glob_match;
 use crate::resp::Reply;
 use bytes::Bytes;
+use shoal_engine::cluster::detector::PeerState;
 use shoal_engine::cluster::map::RingChange;
 use shoal_engine::placement::PartitionId;
 use shoal_engine::{Condition, WriteOp};
@@ -259,7 +260,7 @@ fn cluster_command(cluster: &Arc<Cluster>, args: &[Bytes]) -> Step {
         "info" => {
             let alive = members
                 .iter()
-                .filter(|m| m.state == shoal_engine::cluster::detector::PeerState::Alive)
+                .filter(|m| m.state == PeerState::Alive)
                 .count();
             let text = format!(
                 "cluster_enabled:1\r\ncluster_state:ok\r\ncluster_slots_assigned:16384\r\ncluster_slots_ok:16384\r\ncluster_known_nodes:{}\r\ncluster_size:{}\r\ncluster_nodes_alive:{alive}\r\ncluster_current_epoch:{}\r\nshoal_replicas_n:{}\r\nshoal_r:{}\r\nshoal_w:{}\r\n",
@@ -303,7 +304,7 @@ fn cluster_command(cluster: &Arc<Cluster>, args: &[Bytes]) -> Step {
                             let (host, port) = addr_of(*node);
                             let member = members.iter().find(|m| m.node == *node);
                             let health = match member.map(|m| m.state) {
-                                Some(shoal_engine::cluster::detector::PeerState::Alive) => "online",
+                                Some(PeerState::Alive) => "online",
                                 _ => "fail",
                             };
                             Reply::Map(vec![
@@ -347,14 +348,13 @@ fn cluster_command(cluster: &Arc<Cluster>, args: &[Bytes]) -> Step {
             for m in &members {
                 let (host, port) = split_addr(&m.addr.client);
                 let myself = if m.node == cluster.me() { "myself," } else { "" };
-                let state = match m.state {
-                    shoal_engine::cluster::detector::PeerState::Alive => "connected",
-                    _ => "disconnected",
-                };
+                // The link state is this node's own: a peer only others reach
+                // is alive (no fail flag) but disconnected from here.
+                let state = if m.reachable { "connected" } else { "disconnected" };
                 let flag = match m.state {
-                    shoal_engine::cluster::detector::PeerState::Down => ",fail",
-                    shoal_engine::cluster::detector::PeerState::Suspect => ",fail?",
-                    shoal_engine::cluster::detector::PeerState::Alive => "",
+                    PeerState::Down => ",fail",
+                    PeerState::Suspect => ",fail?",
+                    PeerState::Alive => "",
                 };
                 text.push_str(&format!(
                     "{} {host}:{port}@{} {myself}master{flag} - 0 0 {} {state}",
@@ -455,7 +455,12 @@ pub fn status_text(cluster: &Cluster) -> String {
             m.partitions,
             m.coordinating,
             m.incoming,
-            if m.in_ring { "" } else { "  (not in the ring)" },
+            match (m.in_ring, m.state == PeerState::Alive && !m.reachable) {
+                (true, false) => "",
+                (true, true) => "  (no direct link from here; other nodes reach it)",
+                (false, false) => "  (not in the ring)",
+                (false, true) => "  (not in the ring; no direct link from here)",
+            },
         ));
     }
     let handoff_now = match cluster.handoff_now() {
@@ -466,7 +471,7 @@ pub fn status_text(cluster: &Cluster) -> String {
         None => String::new(),
     };
     text.push_str(&format!(
-        "\nhandoffs in flight: {} over {} partition(s){handoff_now}\nhandoff keys pulled {}, partitions done {}, replica writes refused as sent under an older ring {} (copies re-sent under the newer ring {}), map syncs {}\n",
+        "\nhandoffs in flight: {} over {} partition(s){handoff_now}\nhandoff keys pulled {}, partitions done {}, replica writes refused as sent under an older ring {} (copies re-sent under the newer ring {}), map syncs {}\nindirect probes served for others {}, peers vouched for by others {}\n",
         map.handoffs_pending(),
         map.partitions_in_transition(),
         stats.handoff_keys_pulled.load(Relaxed),
@@ -474,6 +479,8 @@ pub fn status_text(cluster: &Cluster) -> String {
         stats.stale_ring_refusals.load(Relaxed),
         stats.stale_ring_retries.load(Relaxed),
         stats.map_syncs.load(Relaxed),
+        stats.indirect_probes_served.load(Relaxed),
+        stats.indirect_vouches.load(Relaxed),
     ));
     let lag: Vec<String> = cluster
         .replication_lag()

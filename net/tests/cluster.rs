@@ -518,9 +518,10 @@ fn a_fallback_keeps_hints_while_two_owners_are_down() {
         let port: i64 = fields[1].split(['@', ':']).nth(1).unwrap().parse().unwrap();
         for range in &fields[8..] {
             let (first, last) = range.split_once('-').unwrap_or((range, range));
-            for slot in first.parse::<usize>().unwrap()..=last.parse::<usize>().unwrap() {
-                assert_eq!(coordinator_of[slot], None, "slot {slot} listed twice");
-                coordinator_of[slot] = Some(port);
+            let (first, last): (usize, usize) = (first.parse().unwrap(), last.parse().unwrap());
+            for (slot, coordinator) in coordinator_of[first..=last].iter_mut().enumerate() {
+                assert_eq!(*coordinator, None, "slot {} listed twice", first + slot);
+                *coordinator = Some(port);
             }
         }
     }

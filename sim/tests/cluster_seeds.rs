@@ -97,6 +97,38 @@ fn quiescence_wait_ms(jsonl: &str) -> Option<u64> {
     value["waited_ms"].as_u64()
 }
 
+/// SWIM's indirect probes: with the link 1-2 cut for 4 s and node 3 reaching
+/// both, each end sees the other alive (others vouch for it) but with no direct
+/// link, and the run still passes the checker and converges.
+#[test]
+fn a_cut_link_leaves_both_ends_alive_by_indirect_probes() {
+    let mut plan = shoal_sim::cluster::ClusterPlan::from_seed(11);
+    plan.nodes = 3;
+    plan.spare = None;
+    plan.ring_changes.clear();
+    plan.phase1_ms = 7_000;
+    plan.faults = vec![(
+        1_000,
+        shoal_sim::cluster::ClusterFault::Cut {
+            a: 1,
+            b: 2,
+            duration_ms: 4_000,
+        },
+    )];
+    let outcome = shoal_sim::cluster::run_cluster_plan(plan);
+    assert!(outcome.passed(), "{}", outcome.failures.join("\n"));
+    for line in [
+        "across the cut, node 1 sees node 2 alive, no direct link",
+        "across the cut, node 2 sees node 1 alive, no direct link",
+    ] {
+        assert!(
+            outcome.jsonl.contains(line),
+            "no '{line}' in:\n{}",
+            outcome.jsonl
+        );
+    }
+}
+
 #[test]
 fn a_cluster_seed_replays_to_the_same_history() {
     let first = run_cluster_seed(7);

@@ -137,6 +137,9 @@ pub enum Request {
         first_slot: u16,
         last_slot: u16,
     },
+    /// SWIM's ping-req: ping `target` and answer with `Vouch` (the asker cannot
+    /// hear it directly).
+    PingReq { target: NodeId },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -160,6 +163,10 @@ pub enum Response {
     SlotKeys(Vec<(Vec<u8>, u64)>),
     Keys(Vec<Bytes>),
     Error(RemoteError),
+    /// `PingReq`'s answer: the target's incarnation if it answered the ping.
+    Vouch {
+        answered: Option<u64>,
+    },
 }
 
 /// What travels in one frame after the handshake.
