@@ -86,6 +86,9 @@ pub struct ClusterConfig {
     pub hints_max: u64,
     /// How often a fallback tries to hand its hints to their owners.
     pub hint_delivery_interval_ms: u64,
+    /// A node starting on a new data directory waits this long at most for a
+    /// peer to say whether it knew an earlier life of it.
+    pub fresh_start_wait_ms: u64,
     /// Test hook: told of every hint a fallback acknowledged (fallback, owner,
     /// item), so a simulation can check the fallback really holds it.
     pub hint_observer: Option<HintObserver>,
@@ -131,6 +134,7 @@ impl ClusterConfig {
             sloppy_quorum: true,
             hints_max: hints::HINTS_MAX_DEFAULT,
             hint_delivery_interval_ms: 500,
+            fresh_start_wait_ms: 3000,
             hint_observer: None,
         }
     }
@@ -223,6 +227,9 @@ pub struct ClusterStats {
     /// this node could not hear directly was alive.
     pub indirect_probes_served: AtomicU64,
     pub indirect_vouches: AtomicU64,
+    /// The incarnation the cluster knew of this node when it started on a new
+    /// data directory (0: none; the node started as new).
+    pub earlier_life_seen: AtomicU64,
 }
 
 /// Why a call to a peer did not return its answer.
@@ -322,7 +329,9 @@ pub struct Cluster {
     storage: Storage,
     clock: Arc<dyn ClusterClock>,
     detector: Mutex<Detector>,
-    incarnation: u64,
+    /// This life's incarnation; raised once at start when the data directory is
+    /// new but the cluster knew an earlier life of this node.
+    incarnation: AtomicU64,
     peers: Mutex<BTreeMap<NodeId, Arc<PeerClient>>>,
     /// The handoff this node is pulling now, for operators.
     handoff_now: Mutex<Option<HandoffProgress>>,
@@ -549,7 +558,7 @@ impl Cluster {
             storage,
             clock,
             detector: Mutex::new(detector),
-            incarnation,
+            incarnation: AtomicU64::new(incarnation),
             peers: Mutex::new(BTreeMap::new()),
             handoff_now: Mutex::new(None),
             hints,
@@ -557,6 +566,10 @@ impl Cluster {
             lag: Mutex::new(BTreeMap::new()),
             stats: ClusterStats::default(),
         });
+        if incarnation == 1 {
+            // No peer request is served before this: a Coordinate would mint dots.
+            cluster.check_earlier_life().await?;
+        }
         tokio::spawn(cluster.clone().serve_peers(listener));
         if joining {
             cluster.fetch_map_from_seeds().await;
@@ -568,6 +581,95 @@ impl Cluster {
             tokio::spawn(cluster.clone().run_hint_delivery());
         }
         Ok(cluster)
+    }
+
+    /// This node's data directory is new (incarnation 1). If a peer remembers an
+    /// earlier life of it (a disk lost or wiped), move past every incarnation
+    /// they knew: its old dots are still in their data, and reissuing one would
+    /// make a new write look already seen. Waits up to
+    /// `fresh_start_wait_ms` for a peer to answer (none may be up yet when a new
+    /// cluster starts).
+    async fn check_earlier_life(self: &Arc<Self>) -> Result<(), String> {
+        let peers: Vec<NodeId> = self
+            .map()
+            .nodes()
+            .into_iter()
+            .filter(|n| *n != self.me())
+            .collect();
+        if peers.is_empty() {
+            return Ok(());
+        }
+        let deadline_ms = self.now_ms() + self.config.fresh_start_wait_ms;
+        let known = loop {
+            let mut answers = Vec::new();
+            for peer in &peers {
+                let cluster = self.clone();
+                let peer = *peer;
+                answers.push(tokio::spawn(async move {
+                    cluster.known_incarnation(peer).await
+                }));
+            }
+            let mut known: Option<u64> = None;
+            for answer in answers {
+                if let Ok(Some(k)) = answer.await {
+                    known = Some(known.unwrap_or(0).max(k));
+                }
+            }
+            if known.is_some() || self.now_ms() >= deadline_ms {
+                break known;
+            }
+            tokio::time::sleep(Duration::from_millis(
+                self.config.detector.probe_interval_ms,
+            ))
+            .await;
+        };
+        match known {
+            Some(k) if k >= 1 => {
+                let raised = self
+                    .storage
+                    .with_store_mut(|s| s.raise_incarnation(k + 1))
+                    .map_err(|e| format!("cannot record the new incarnation: {e}"))?;
+                self.incarnation.store(raised, Ordering::Relaxed);
+                self.stats.earlier_life_seen.store(k, Ordering::Relaxed);
+                tracing::warn!(
+                    "node {}'s data directory is new, but the cluster knew it in incarnation {k}: its data from then is gone from this disk; starting as incarnation {raised}, and anti-entropy restores its replicas",
+                    self.me()
+                );
+            }
+            Some(_) => {}
+            None => tracing::info!(
+                "no peer answered within {} ms; starting as a new node",
+                self.config.fresh_start_wait_ms
+            ),
+        }
+        Ok(())
+    }
+
+    /// What `peer` knew of this node's incarnation before we pinged it (None:
+    /// no answer).
+    async fn known_incarnation(self: &Arc<Self>, peer: NodeId) -> Option<u64> {
+        let map = self.map();
+        let ping = Request::Ping {
+            incarnation: self.incarnation(),
+            map_version: map.version(),
+            map_fingerprint: map.fingerprint(),
+        };
+        let timeout = self.config.detector.probe_interval_ms * 2;
+        match self.call(peer, ping, timeout).await {
+            Ok(Response::Pong {
+                incarnation,
+                your_incarnation,
+                ..
+            }) => {
+                self.heard(peer, incarnation);
+                Some(your_incarnation)
+            }
+            _ => None,
+        }
+    }
+
+    fn incarnation(&self) -> u64 {
+        self.incarnation.load(Ordering::Relaxed)
     }
 
     /// A joining node's first map: ask each seed in turn until one answers.
@@ -730,7 +832,7 @@ impl Cluster {
             .iter()
             .map(|(node, client)| {
                 let (state, reachable, incarnation, silent_ms) = if *node == self.me() {
-                    (PeerState::Alive, true, self.incarnation, 0)
+                    (PeerState::Alive, true, self.incarnation(), 0)
                 } else {
                     match detector.view(*node) {
                         Some(view) => (
@@ -975,13 +1077,17 @@ impl Cluster {
                 map_version,
                 map_fingerprint,
             } => {
+                let your_incarnation = lock(&self.detector)
+                    .view(from)
+                    .map_or(0, |view| view.incarnation);
                 self.heard(from, incarnation);
                 self.compare_maps(from, map_version, map_fingerprint);
                 let map = self.map();
                 Response::Pong {
-                    incarnation: self.incarnation,
+                    incarnation: self.incarnation(),
                     map_version: map.version(),
                     map_fingerprint: map.fingerprint(),
+                    your_incarnation,
                 }
             }
             Request::PingReq { target } => {
@@ -989,7 +1095,7 @@ impl Cluster {
                     .indirect_probes_served
                     .fetch_add(1, Ordering::Relaxed);
                 let answered = if target == self.me() {
-                    Some(self.incarnation)
+                    Some(self.incarnation())
                 } else {
                     self.ping(target).await
                 };
@@ -1182,7 +1288,7 @@ impl Cluster {
         let timeout = self.config.detector.probe_interval_ms * 2;
         let map = self.map();
         let ping = Request::Ping {
-            incarnation: self.incarnation,
+            incarnation: self.incarnation(),
             map_version: map.version(),
             map_fingerprint: map.fingerprint(),
         };
@@ -1190,6 +1296,7 @@ impl Cluster {
             incarnation,
             map_version,
             map_fingerprint,
+            ..
         }) = self.call(node, ping, timeout).await
         else {
             return None;
@@ -1900,13 +2007,22 @@ impl Cluster {
         let cluster = self.clone();
         tokio::spawn(async move {
             let mut decided_tx = Some(decided_tx);
+            // What the answer's repair already wrote back: (key index, node, set).
+            let mut repaired: Vec<(usize, NodeId, SiblingSet)> = Vec::new();
             let all_decided =
                 |rounds: &[ReadRound]| rounds.iter().all(|r| r.state() != RoundState::Pending);
             let deadline = Duration::from_millis(cluster.config.request_timeout_ms + 50);
             let _ = tokio::time::timeout(deadline, async {
                 let mut answered = 0;
                 loop {
-                    if all_decided(&rounds) {
+                    if all_decided(&rounds) && decided_tx.is_some() {
+                        // Blocking read repair: the merge goes back to every replier
+                        // that was behind before the client sees it, so whatever
+                        // this read returns is on all `r` repliers and any later
+                        // read quorum meets one of them (monotonic reads). Costs a
+                        // round trip only when a replica differs. (Cut off by the
+                        // deadline, the answer is sent below all the same.)
+                        repaired = cluster.repair(namespace, &keys, &rounds, &[]).await;
                         if let Some(tx) = decided_tx.take() {
                             let _ = tx.send(rounds.clone());
                         }
@@ -1939,7 +2055,8 @@ impl Cluster {
             if let Some(tx) = decided_tx.take() {
                 let _ = tx.send(rounds.clone());
             }
-            cluster.repair(namespace, &keys, &rounds).await;
+            // Late repliers (and any whose merge changed since) are repaired too.
+            cluster.repair(namespace, &keys, &rounds, &repaired).await;
         });
         let Ok(rounds) = decided_rx.await else {
             return (0..key_count)
@@ -1968,14 +2085,30 @@ impl Cluster {
             .collect()
     }
 
-    /// Read repair: write each key's merge back to the replicas that were behind.
-    async fn repair(self: &Arc<Self>, namespace: u8, keys: &[Bytes], rounds: &[ReadRound]) {
+    /// Read repair: write each key's merge back to the replicas that were behind
+    /// (all nodes at once), skipping what `done` says was written already. Returns
+    /// what it wrote, with `done`: (key index, node, set).
+    async fn repair(
+        self: &Arc<Self>,
+        namespace: u8,
+        keys: &[Bytes],
+        rounds: &[ReadRound],
+        done: &[(usize, NodeId, SiblingSet)],
+    ) -> Vec<(usize, NodeId, SiblingSet)> {
+        let mut written = done.to_vec();
         let mut per_node: BTreeMap<NodeId, Vec<ReplicaItem>> = BTreeMap::new();
-        for (key, round) in keys.iter().zip(rounds) {
+        for (i, (key, round)) in keys.iter().zip(rounds).enumerate() {
             let Some(merged) = round.merged() else {
                 continue;
             };
             for node in round.stale_repliers() {
+                if done
+                    .iter()
+                    .any(|(j, n, set)| *j == i && *n == node && *set == merged)
+                {
+                    continue;
+                }
+                written.push((i, node, merged.clone()));
                 per_node.entry(node).or_default().push(ReplicaItem {
                     namespace,
                     key: key.clone(),
@@ -1983,22 +2116,30 @@ impl Cluster {
                 });
             }
         }
+        let mut writes = Vec::new();
         for (node, items) in per_node {
             self.stats
                 .read_repairs
                 .fetch_add(items.len() as u64, Ordering::Relaxed);
-            if node == self.me() {
-                let _ = self.merge_locally(items).await;
-            } else {
-                let timeout = self.config.request_timeout_ms;
-                let request = Request::Replicate {
-                    ring_version: self.map().version(),
-                    items,
-                    hint_for: None,
-                };
-                let _ = self.call(node, request, timeout).await;
-            }
+            let cluster = self.clone();
+            writes.push(tokio::spawn(async move {
+                if node == cluster.me() {
+                    let _ = cluster.merge_locally(items).await;
+                } else {
+                    let timeout = cluster.config.request_timeout_ms;
+                    let request = Request::Replicate {
+                        ring_version: cluster.map().version(),
+                        items,
+                        hint_for: None,
+                    };
+                    let _ = cluster.call(node, request, timeout).await;
+                }
+            }));
         }
+        for write in writes {
+            let _ = write.await;
+        }
+        written
     }
 
     // ---- keyspace commands ----

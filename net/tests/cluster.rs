@@ -459,6 +459,35 @@ fn a_node_joins_and_another_leaves_while_a_client_writes() {
 }
 
 /// The "hints pending N" number of a node's status.
+/// CLUSTER SLOTS as (first slot, last slot, owners' client ports in preference
+/// order).
+fn cluster_slots(c: &mut redis::Connection) -> Vec<(i64, i64, Vec<i64>)> {
+    let reply: redis::Value = redis::cmd("CLUSTER").arg("SLOTS").query(c).unwrap();
+    let redis::Value::Array(ranges) = reply else {
+        panic!("CLUSTER SLOTS: {reply:?}")
+    };
+    ranges
+        .into_iter()
+        .map(|range| {
+            let redis::Value::Array(parts) = range else {
+                panic!("range")
+            };
+            let int = |v: &redis::Value| match v {
+                redis::Value::Int(i) => *i,
+                other => panic!("{other:?}"),
+            };
+            let ports: Vec<i64> = parts[2..]
+                .iter()
+                .map(|node| match node {
+                    redis::Value::Array(n) => int(&n[1]),
+                    other => panic!("{other:?}"),
+                })
+                .collect();
+            (int(&parts[0]), int(&parts[1]), ports)
+        })
+        .collect()
+}
+
 fn hints_pending(node: &ShoalProcess) -> u64 {
     status_count(node, "hints pending ")
 }
@@ -482,32 +511,7 @@ fn a_fallback_keeps_hints_while_two_owners_are_down() {
         .collect();
     let mut c1 = nodes[0].as_ref().unwrap().client();
     // Keys whose owners are nodes 1, 2 and 3 (CLUSTER SLOTS says which).
-    let slots: Vec<(i64, i64, Vec<i64>)> = {
-        let reply: redis::Value = redis::cmd("CLUSTER").arg("SLOTS").query(&mut c1).unwrap();
-        let redis::Value::Array(ranges) = reply else {
-            panic!("CLUSTER SLOTS: {reply:?}")
-        };
-        ranges
-            .into_iter()
-            .map(|range| {
-                let redis::Value::Array(parts) = range else {
-                    panic!("range")
-                };
-                let int = |v: &redis::Value| match v {
-                    redis::Value::Int(i) => *i,
-                    other => panic!("{other:?}"),
-                };
-                let ports: Vec<i64> = parts[2..]
-                    .iter()
-                    .map(|node| match node {
-                        redis::Value::Array(n) => int(&n[1]),
-                        other => panic!("{other:?}"),
-                    })
-                    .collect();
-                (int(&parts[0]), int(&parts[1]), ports)
-            })
-            .collect()
-    };
+    let slots = cluster_slots(&mut c1);
     // CLUSTER NODES lists each node as the master of the slots it coordinates
     // (first in CLUSTER SLOTS): every slot exactly once, as cluster-aware clients
     // such as `redis-benchmark --cluster` need.
@@ -595,4 +599,88 @@ fn a_fallback_keeps_hints_while_two_owners_are_down() {
     );
     drop(nodes);
     let _ = std::fs::remove_dir_all(&root);
+}
+
+/// Node 3's disk is lost: it restarts on an empty data directory. Its peers still
+/// hold writes it coordinated, with its old dots; the node must move past its old
+/// incarnation, or its next write to such a key reuses a dot and the replicas keep
+/// the old value. The write through node 3 must win everywhere.
+#[test]
+fn a_node_restarted_on_an_empty_disk_does_not_reuse_its_old_dots() {
+    let root = temp_dir("cluster-lost-disk");
+    let mut ports = Vec::new();
+    for _ in 0..3 {
+        let p = port_pair(&ports);
+        ports.push(p);
+    }
+    let dirs: Vec<_> = (1..=3).map(|i| root.join(format!("node-{i}"))).collect();
+    let mut nodes: Vec<Option<ShoalProcess>> = (1..=3)
+        .map(|i| Some(start_node(i, &ports, &dirs[i - 1])))
+        .collect();
+    let mut c1 = nodes[0].as_ref().unwrap().client();
+    let slots = cluster_slots(&mut c1);
+    // Keys node 3 coordinates (first in their preference list).
+    let keys: Vec<String> = (0..500)
+        .map(|i| format!("lost:{i}"))
+        .filter(|k| {
+            let slot = i64::from(key_slot(k.as_bytes()));
+            slots.iter().any(|(first, last, owners)| {
+                (*first..=*last).contains(&slot) && owners[0] == i64::from(ports[2])
+            })
+        })
+        .take(20)
+        .collect();
+    assert!(keys.len() >= 10, "too few keys coordinated by node 3");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for key in &keys {
+        loop {
+            match c1.set::<_, _, String>(key, "old") {
+                Ok(_) => break,
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("waiting for the cluster: {e}");
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(e) => panic!("write of {key} failed: {e}"),
+            }
+        }
+    }
+    // Every replica holds the old values before node 3's disk goes.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let lines: Vec<String> = nodes
+            .iter()
+            .map(|n| digest_line(n.as_ref().unwrap()))
+            .collect();
+        if lines.iter().all(|l| *l == lines[0]) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "replicas differ: {lines:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    nodes[2].take().unwrap().kill9();
+    std::fs::remove_dir_all(&dirs[2]).unwrap();
+    std::fs::create_dir_all(&dirs[2]).unwrap();
+    nodes[2] = Some(start_node(3, &ports, &dirs[2]));
+    let node3 = nodes[2].as_ref().unwrap();
+    let own_line = status(node3)
+        .lines()
+        .find(|l| l.trim_start().starts_with("node 3 "))
+        .map(str::to_string)
+        .unwrap_or_default();
+    assert!(
+        own_line.contains("incarnation 2 "),
+        "node 3 should start past its old incarnation: {own_line}"
+    );
+    let mut c3 = node3.client();
+    for key in &keys {
+        let _: String = c3.set(key, "new").unwrap();
+    }
+    for (i, node) in nodes.iter().enumerate() {
+        let mut c = node.as_ref().unwrap().client();
+        for key in &keys {
+            let value: String = c.get(key).unwrap();
+            assert_eq!(value, "new", "{key} through node {}", i + 1);
+        }
+    }
 }

@@ -148,6 +148,10 @@ pub enum Response {
         incarnation: u64,
         map_version: u64,
         map_fingerprint: u64,
+        /// The asker's incarnation as the answerer knew it before this ping (0:
+        /// never heard of it). A node starting on a new data directory learns
+        /// from it whether it had an earlier life.
+        your_incarnation: u64,
     },
     Map(ClusterMap),
     /// One handoff batch; `next` is where to resume (`None`: the range is done).

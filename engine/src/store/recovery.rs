@@ -95,7 +95,14 @@ fn parse_segment_name(name: &str) -> Option<u32> {
 
 /// Two 16-byte slots `[incarnation u64][crc u32][0u32]`; the larger valid one wins,
 /// and each open writes the other, so a torn write never loses the current value.
-fn bump_incarnation(dir: &dyn DiskDir) -> Result<u64, OpenError> {
+fn bump_incarnation(dir: &dyn DiskDir) -> Result<u64, DiskError> {
+    let next = read_incarnation(dir)? + 1;
+    write_incarnation(dir, next)?;
+    Ok(next)
+}
+
+/// The current incarnation (0: none recorded yet).
+fn read_incarnation(dir: &dyn DiskDir) -> Result<u64, DiskError> {
     let file = dir.open(INCARNATION_FILE, true)?;
     let mut bytes = [0u8; 32];
     let len = file.len()?.min(32) as usize;
@@ -106,16 +113,37 @@ fn bump_incarnation(dir: &dyn DiskDir) -> Result<u64, OpenError> {
         let crc = u32::from_le_bytes(s[8..12].try_into().ok()?);
         (value > 0 && crc32c::crc32c(&s[0..8]) == crc).then_some(value)
     };
-    let current = slot(0).max(slot(1)).unwrap_or(0);
-    let next = current + 1;
+    Ok(slot(0).max(slot(1)).unwrap_or(0))
+}
+
+/// Record `incarnation` durably, in the slot the current one is not in.
+fn write_incarnation(dir: &dyn DiskDir, incarnation: u64) -> Result<(), DiskError> {
+    let file = dir.open(INCARNATION_FILE, true)?;
     let mut record = [0u8; 16];
-    record[0..8].copy_from_slice(&next.to_le_bytes());
+    record[0..8].copy_from_slice(&incarnation.to_le_bytes());
     let crc = crc32c::crc32c(&record[0..8]);
     record[8..12].copy_from_slice(&crc.to_le_bytes());
-    file.write_at((next % 2) * 16, &record)?;
+    file.write_at((incarnation % 2) * 16, &record)?;
     file.sync()?;
     dir.sync_dir()?;
-    Ok(next)
+    Ok(())
+}
+
+impl Store {
+    /// Move to incarnation `at_least` (if this one is lower): recorded durably, and
+    /// every dot minted from now on is at least `at_least << 32`. For a node whose
+    /// data directory is new but whose cluster remembers an earlier life of it
+    /// (a lost disk): its old dots live on in its peers' data, and reissuing one
+    /// would make a new write look already seen. Returns the incarnation now.
+    pub fn raise_incarnation(&mut self, at_least: u64) -> Result<u64, DiskError> {
+        let current = read_incarnation(self.dir.as_ref())?;
+        if at_least <= current {
+            return Ok(current);
+        }
+        write_incarnation(self.dir.as_ref(), at_least)?;
+        self.counter_floor = self.counter_floor.max(at_least << 32);
+        Ok(at_least)
+    }
 }
 
 impl Store {
