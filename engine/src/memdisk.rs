@@ -111,6 +111,17 @@ impl MemDir {
         Ok(())
     }
 
+    /// The disk is lost and replaced by an empty one: every file is gone, and
+    /// handles opened before stop working.
+    pub fn wipe(&self) -> usize {
+        let mut state = lock(&self.state);
+        state.generation += 1;
+        state.syncs_to_fail = 0;
+        let files = state.files.len();
+        state.files.clear();
+        files
+    }
+
     /// Bytes in use across all files, as the running process sees them.
     pub fn used_bytes(&self) -> u64 {
         let state = lock(&self.state);

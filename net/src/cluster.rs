@@ -43,6 +43,11 @@ use tokio::sync::{mpsc, oneshot};
 pub const PEER_PORT_OFFSET: u16 = 10000;
 /// Requests queued on one peer connection before senders wait.
 const PEER_SEND_QUEUE_MAX: usize = 1024;
+/// A dot's actor is the node id below this bit and, for a node that lost its
+/// directory, an epoch above it.
+const ACTOR_EPOCH_SHIFT: u32 = 24;
+/// Node ids must fit below the actor epoch.
+pub const NODE_ID_LIMIT: u32 = 1 << ACTOR_EPOCH_SHIFT;
 /// Partitions one node pulls at once during a handoff.
 const HANDOFF_PARTITIONS_IN_FLIGHT_MAX: usize = 16;
 /// After a failed connect, calls fail fast for this long instead of redialling.
@@ -86,9 +91,9 @@ pub struct ClusterConfig {
     pub hints_max: u64,
     /// How often a fallback tries to hand its hints to their owners.
     pub hint_delivery_interval_ms: u64,
-    /// A node starting on a new data directory waits this long at most for a
-    /// peer to say whether it knew an earlier life of it.
-    pub fresh_start_wait_ms: u64,
+    /// A starting node waits this long at most for a peer to say which
+    /// incarnation of it the cluster knew.
+    pub incarnation_check_wait_ms: u64,
     /// Test hook: told of every hint a fallback acknowledged (fallback, owner,
     /// item), so a simulation can check the fallback really holds it.
     pub hint_observer: Option<HintObserver>,
@@ -134,7 +139,7 @@ impl ClusterConfig {
             sloppy_quorum: true,
             hints_max: hints::HINTS_MAX_DEFAULT,
             hint_delivery_interval_ms: 500,
-            fresh_start_wait_ms: 3000,
+            incarnation_check_wait_ms: 3000,
             hint_observer: None,
         }
     }
@@ -227,8 +232,8 @@ pub struct ClusterStats {
     /// this node could not hear directly was alive.
     pub indirect_probes_served: AtomicU64,
     pub indirect_vouches: AtomicU64,
-    /// The incarnation the cluster knew of this node when it started on a new
-    /// data directory (0: none; the node started as new).
+    /// The incarnation the cluster knew of this node when it started on a
+    /// directory that was not the one it ran on (0: none).
     pub earlier_life_seen: AtomicU64,
 }
 
@@ -501,6 +506,16 @@ impl Cluster {
         incarnation: u64,
     ) -> Result<Arc<Cluster>, String> {
         let me = config.node_id;
+        if let Some(id) = config
+            .members
+            .keys()
+            .chain([&me])
+            .find(|id| **id >= NODE_ID_LIMIT)
+        {
+            return Err(format!(
+                "node id {id} is too large: node ids must be below {NODE_ID_LIMIT} (the bits above are the epoch of a node's dot actor)"
+            ));
+        }
         if config.self_addr.peer.is_empty() {
             return Err(format!(
                 "node id {me} is not in the member list and has no address of its own"
@@ -566,10 +581,8 @@ impl Cluster {
             lag: Mutex::new(BTreeMap::new()),
             stats: ClusterStats::default(),
         });
-        if incarnation == 1 {
-            // No peer request is served before this: a Coordinate would mint dots.
-            cluster.check_earlier_life().await?;
-        }
+        // No peer request is served before this: a Coordinate would mint dots.
+        cluster.check_incarnation().await?;
         tokio::spawn(cluster.clone().serve_peers(listener));
         if joining {
             cluster.fetch_map_from_seeds().await;
@@ -583,13 +596,12 @@ impl Cluster {
         Ok(cluster)
     }
 
-    /// This node's data directory is new (incarnation 1). If a peer remembers an
-    /// earlier life of it (a disk lost or wiped), move past every incarnation
-    /// they knew: its old dots are still in their data, and reissuing one would
-    /// make a new write look already seen. Waits up to
-    /// `fresh_start_wait_ms` for a peer to answer (none may be up yet when a new
-    /// cluster starts).
-    async fn check_earlier_life(self: &Arc<Self>) -> Result<(), String> {
+    /// Before serving: if a peer knew this node in an incarnation at least this
+    /// one (its data directory was lost, wiped or replaced since), move past it:
+    /// the old life's dots are still in the peers' data, and reissuing one would
+    /// make a new write look already seen. Waits up to `incarnation_check_wait_ms`
+    /// for some peer to answer (none may be up yet when a cluster starts).
+    async fn check_incarnation(self: &Arc<Self>) -> Result<(), String> {
         let peers: Vec<NodeId> = self
             .map()
             .nodes()
@@ -599,7 +611,7 @@ impl Cluster {
         if peers.is_empty() {
             return Ok(());
         }
-        let deadline_ms = self.now_ms() + self.config.fresh_start_wait_ms;
+        let deadline_ms = self.now_ms() + self.config.incarnation_check_wait_ms;
         let known = loop {
             let mut answers = Vec::new();
             for peer in &peers {
@@ -623,23 +635,31 @@ impl Cluster {
             ))
             .await;
         };
+        let own = self.incarnation();
         match known {
-            Some(k) if k >= 1 => {
+            Some(k) if k >= own => {
+                // A fresh actor id for its dots: node id in the low 24 bits, a
+                // random epoch (1..=255) above. See `Store::adopt_actor`.
+                let epoch = 1 + (self.clock.random_u64() % 255) as u32;
+                let actor = self.me() | (epoch << ACTOR_EPOCH_SHIFT);
                 let raised = self
                     .storage
-                    .with_store_mut(|s| s.raise_incarnation(k + 1))
-                    .map_err(|e| format!("cannot record the new incarnation: {e}"))?;
+                    .with_store_mut(|s| {
+                        s.adopt_actor(actor)?;
+                        s.raise_incarnation(k + 1)
+                    })
+                    .map_err(|e| format!("cannot record the new actor and incarnation: {e}"))?;
                 self.incarnation.store(raised, Ordering::Relaxed);
                 self.stats.earlier_life_seen.store(k, Ordering::Relaxed);
                 tracing::warn!(
-                    "node {}'s data directory is new, but the cluster knew it in incarnation {k}: its data from then is gone from this disk; starting as incarnation {raised}, and anti-entropy restores its replicas",
+                    "node {} opened its data directory as incarnation {own}, but the cluster knew it in incarnation {k}: the directory is not the one it ran on (lost, wiped or replaced disk); starting as incarnation {raised}, minting its dots as actor {actor}, and anti-entropy restores its replicas",
                     self.me()
                 );
             }
             Some(_) => {}
             None => tracing::info!(
-                "no peer answered within {} ms; starting as a new node",
-                self.config.fresh_start_wait_ms
+                "no peer answered within {} ms; starting as incarnation {own}",
+                self.config.incarnation_check_wait_ms
             ),
         }
         Ok(())
@@ -666,6 +686,12 @@ impl Cluster {
             }
             _ => None,
         }
+    }
+
+    /// The id this node's dots carry (its node id unless its directory replaced
+    /// one it ran on).
+    pub fn actor(&self) -> NodeId {
+        self.storage.read(|s| s.actor())
     }
 
     fn incarnation(&self) -> u64 {

@@ -435,9 +435,18 @@ pub fn status_text(cluster: &Cluster) -> String {
     let ring = map.ring();
     let stats = &cluster.stats;
     let (digest, keys) = cluster.local_digest();
+    let actor = cluster.actor();
+    let earlier_life = stats.earlier_life_seen.load(Relaxed);
     let mut text = format!(
-        "node {}\nlocal digest {digest:016x} over {keys} keys\nring version {}, {} partitions, n={} r={} w={}\n\nmembers:\n",
+        "node {}{}\nlocal digest {digest:016x} over {keys} keys\nring version {}, {} partitions, n={} r={} w={}\n\nmembers:\n",
         cluster.me(),
+        if actor == cluster.me() && earlier_life == 0 {
+            String::new()
+        } else {
+            format!(
+                " (its directory replaced one the cluster knew in incarnation {earlier_life}; dots minted as actor {actor})"
+            )
+        },
         ring.version(),
         ring.partition_count(),
         config.replicas_n,

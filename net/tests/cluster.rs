@@ -665,12 +665,17 @@ fn a_node_restarted_on_an_empty_disk_does_not_reuse_its_old_dots() {
     let node3 = nodes[2].as_ref().unwrap();
     let own_line = status(node3)
         .lines()
-        .find(|l| l.trim_start().starts_with("node 3 "))
+        .find(|l| l.starts_with("  node 3 "))
         .map(str::to_string)
         .unwrap_or_default();
     assert!(
         own_line.contains("incarnation 2 "),
         "node 3 should start past its old incarnation: {own_line}"
+    );
+    let first_line = status(node3).lines().next().unwrap_or_default().to_string();
+    assert!(
+        first_line.contains("knew in incarnation 1; dots minted as actor"),
+        "node 3 should mint its dots as a new actor: {first_line}"
     );
     let mut c3 = node3.client();
     for key in &keys {

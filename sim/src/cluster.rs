@@ -57,6 +57,9 @@ pub enum ClusterFault {
     /// The node's next fsyncs fail; it is restarted (power loss) after 300 ms and
     /// is down for `down_ms`.
     FsyncFailure { node: u32, down_ms: u64 },
+    /// The node's disk is lost: it is killed, its data directory replaced by an
+    /// empty one, and it restarts after `down_ms` with only its member list.
+    DiskLost { node: u32, down_ms: u64 },
     /// A byte of one of the node's hint files flips; the node is restarted after
     /// `after_ms` (recovery finds the damage and scans the segment instead) and is
     /// down 200 ms. Damage to synced segment data makes a node refuse to start,
@@ -96,6 +99,12 @@ impl fmt::Display for ClusterFault {
                 write!(
                     f,
                     "latent corruption of a hint file on node {node}, restart after {after_ms} ms"
+                )
+            }
+            ClusterFault::DiskLost { node, down_ms } => {
+                write!(
+                    f,
+                    "disk of node {node} lost; restart on an empty one after {down_ms} ms"
                 )
             }
         }
@@ -268,6 +277,17 @@ impl ClusterPlan {
             .iter()
             .any(|(_, c)| !matches!(c, SimRingChange::Leave { .. }))
             .then_some(spare_id);
+        // A lost disk (own stream again), in seeds without ring changes: the node
+        // comes back empty, under its old id, and must neither reuse its old dots
+        // nor mint new ones that cover them.
+        let mut lost_rng = SplitMix64::new(seed ^ 0x1057_d15c);
+        if ring_changes.is_empty() && lost_rng.chance_percent(25) {
+            let at_ms = 500 + lost_rng.below(phase1_ms - 500);
+            let node = 1 + lost_rng.below(u64::from(nodes)) as u32;
+            let down_ms = 100 + lost_rng.below(2_000);
+            faults.push((at_ms, ClusterFault::DiskLost { node, down_ms }));
+            faults.sort_by_key(|(at, _)| *at);
+        }
         ClusterPlan {
             seed,
             nodes,
@@ -287,6 +307,12 @@ impl ClusterPlan {
                 4
             },
         }
+    }
+
+    pub fn loses_a_disk(&self) -> bool {
+        self.faults
+            .iter()
+            .any(|(_, f)| matches!(f, ClusterFault::DiskLost { .. }))
     }
 
     /// Every node the plan starts: the founders, then the spare.
@@ -387,7 +413,7 @@ impl Member {
             }
         };
         *lock(&self.hints) = Some(hints.clone());
-        let cluster = Cluster::start(
+        let cluster = match Cluster::start(
             self.config.clone(),
             storage.clone(),
             Some(hints),
@@ -395,7 +421,18 @@ impl Member {
             report.incarnation,
         )
         .await
-        .expect("a member's peer port is free after kill");
+        {
+            Ok(cluster) => cluster,
+            Err(e) if e.contains("i/o error") || e.contains("no space left") => {
+                // A disk error at start (saving the first map, recording a new
+                // incarnation): the process exits and its supervisor restarts it.
+                *lock(&self.hints) = None;
+                drop(storage);
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                return Box::pin(self.run()).await;
+            }
+            Err(e) => panic!("node {} could not start its cluster: {e}", self.id),
+        };
         *lock(&self.storage) = Some(storage.clone());
         *lock(&self.cluster) = Some(cluster.clone());
         let listener =
@@ -660,6 +697,16 @@ pub async fn simulate_cluster(plan: ClusterPlan) -> ClusterOutcome {
                     handle.restart(node_ids[&node]);
                     recorder.fault(format!("restart node {node}"));
                 }
+                ClusterFault::DiskLost { node, down_ms } => {
+                    let _serial = crash_locks[&node].lock().await;
+                    handle.kill(node_ids[&node]);
+                    members[node as usize - 1].mark_down();
+                    let files = members[node as usize - 1].memdir.wipe();
+                    recorder.fault(format!("node {node}: {files} files gone with its disk"));
+                    tokio::time::sleep(Duration::from_millis(down_ms)).await;
+                    handle.restart(node_ids[&node]);
+                    recorder.fault(format!("restart node {node} on an empty disk"));
+                }
                 ClusterFault::Cut { a, b, duration_ms } => {
                     let (na, nb) = (node_ids[&a], node_ids[&b]);
                     net.clog_link(na, nb);
@@ -770,7 +817,9 @@ pub async fn simulate_cluster(plan: ClusterPlan) -> ClusterOutcome {
             w: Some(u32::from(plan.w)),
             // Strict quorums (r + w > n, no sloppy quorum) and reads that span both
             // rings during a handoff: a read after an acknowledged write sees it.
-            sessions: !plan.sloppy,
+            // Not after a lost disk: until anti-entropy restores it, a write can be
+            // on one replica only, which a read quorum may miss.
+            sessions: !plan.sloppy && !plan.loses_a_disk(),
             nodes: ids.clone(),
             converge_bound_ms: Some(plan.converge_bound_ms),
             extra: BTreeMap::from([(

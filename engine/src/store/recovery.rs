@@ -28,12 +28,40 @@ use crate::disk::{Disk, DiskDir, DiskError};
 use crate::record::{
     parse_segment_header, scan_frame, FrameScan, FRAME_HEADER_BYTES, SEGMENT_HEADER_BYTES,
 };
-use crate::version::{Hlc, HlcClock};
+use crate::version::{Hlc, HlcClock, NodeId};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
 const INCARNATION_FILE: &str = "INCARNATION";
+/// The actor id this store mints dots as, when it is not the node id (written
+/// once a node learns its directory replaced one it ran on): `[u32 LE][crc u32]`.
+const ACTOR_FILE: &str = "ACTOR";
+
+/// The actor id recorded in `dir`, if any. A damaged file is an error, never a
+/// silent fall back to the node id (that would reuse the old life's dots).
+fn read_actor(dir: &dyn DiskDir) -> Result<Option<NodeId>, OpenError> {
+    if !dir.list()?.iter().any(|n| n == ACTOR_FILE) {
+        return Ok(None);
+    }
+    let file = dir.open(ACTOR_FILE, false)?;
+    let mut bytes = [0u8; 8];
+    if file.len()? != 8 {
+        return Err(OpenError::BadOptions(format!(
+            "{ACTOR_FILE} is {} bytes, not 8",
+            file.len()?
+        )));
+    }
+    file.read_at(0, &mut bytes)?;
+    let actor = u32::from_le_bytes(bytes[0..4].try_into().expect("4 bytes"));
+    let crc = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes"));
+    if crc32c::crc32c(&bytes[0..4]) != crc {
+        return Err(OpenError::BadOptions(format!(
+            "{ACTOR_FILE} fails its checksum"
+        )));
+    }
+    Ok(Some(actor))
+}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum OpenError {
@@ -135,6 +163,34 @@ impl Store {
     /// data directory is new but whose cluster remembers an earlier life of it
     /// (a lost disk): its old dots live on in its peers' data, and reissuing one
     /// would make a new write look already seen. Returns the incarnation now.
+    /// Mint every dot from now on as `actor` instead of the node id, for good
+    /// (recorded durably: tmp file, sync, rename, directory sync). For a node
+    /// whose directory replaced one it ran on: contexts are version vectors, so a
+    /// new dot of the old actor would cover the old life's dots below it, which
+    /// this store no longer holds, and replicas would drop them. A fresh actor
+    /// covers nothing of the old life.
+    pub fn adopt_actor(&mut self, actor: NodeId) -> Result<(), DiskError> {
+        let mut bytes = [0u8; 8];
+        bytes[0..4].copy_from_slice(&actor.to_le_bytes());
+        let crc = crc32c::crc32c(&bytes[0..4]);
+        bytes[4..8].copy_from_slice(&crc.to_le_bytes());
+        let tmp = format!("{ACTOR_FILE}.tmp");
+        let file = self.dir.open(&tmp, true)?;
+        file.set_len(0)?;
+        file.write_at(0, &bytes)?;
+        file.sync()?;
+        self.dir.rename(&tmp, ACTOR_FILE)?;
+        self.dir.sync_dir()?;
+        self.options.node_id = actor;
+        Ok(())
+    }
+
+    /// The id this store mints dots as (the node id unless
+    /// [`Store::adopt_actor`] gave it another).
+    pub fn actor(&self) -> NodeId {
+        self.options.node_id
+    }
+
     pub fn raise_incarnation(&mut self, at_least: u64) -> Result<u64, DiskError> {
         let current = read_incarnation(self.dir.as_ref())?;
         if at_least <= current {
@@ -158,6 +214,10 @@ impl Store {
             ));
         }
         let incarnation = bump_incarnation(dir.as_ref())?;
+        let mut options = options;
+        if let Some(actor) = read_actor(dir.as_ref())? {
+            options.node_id = actor;
+        }
         let mut report = RecoveryReport {
             incarnation,
             ..RecoveryReport::default()
