@@ -72,6 +72,9 @@ pub struct ClusterConfig {
     pub replicas_n: u8,
     pub read_quorum: u8,
     pub write_quorum: u8,
+    /// Namespaces (SELECT 0..15) with their own r and w; the others use
+    /// `read_quorum` and `write_quorum`. Every namespace has `replicas_n` replicas.
+    pub namespace_quorums: BTreeMap<u8, NamespaceQuorum>,
     pub partition_count: u32,
     /// How long a coordinator waits for replicas, and a node for a peer's answer.
     pub request_timeout_ms: u64,
@@ -99,6 +102,13 @@ pub struct ClusterConfig {
     pub hint_observer: Option<HintObserver>,
 }
 
+/// One namespace's own read and write quorums.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NamespaceQuorum {
+    pub r: u8,
+    pub w: u8,
+}
+
 /// What a [`HintObserver`] is told: (fallback, owner, item).
 pub type HintCallback = dyn Fn(NodeId, NodeId, &ReplicaItem) + Send + Sync;
 
@@ -113,6 +123,31 @@ impl std::fmt::Debug for HintObserver {
 }
 
 impl ClusterConfig {
+    /// Replies a read of `namespace` waits for.
+    pub fn read_quorum_for(&self, namespace: u8) -> u8 {
+        self.namespace_quorums
+            .get(&namespace)
+            .map_or(self.read_quorum, |q| q.r)
+    }
+
+    /// Durable acknowledgements a write to `namespace` waits for.
+    pub fn write_quorum_for(&self, namespace: u8) -> u8 {
+        self.namespace_quorums
+            .get(&namespace)
+            .map_or(self.write_quorum, |q| q.w)
+    }
+
+    /// The smallest write quorum of any namespace: a handoff pulls from enough
+    /// old owners to meet every write acknowledged under it.
+    pub fn write_quorum_min(&self) -> u8 {
+        self.namespace_quorums
+            .values()
+            .map(|q| q.w)
+            .chain([self.write_quorum])
+            .min()
+            .expect("the default is always there")
+    }
+
     pub fn new(node_id: NodeId, members: BTreeMap<NodeId, MemberAddr>, secret: String) -> Self {
         let replicas_n = members.len().clamp(1, 3) as u8;
         let majority = replicas_n / 2 + 1;
@@ -128,6 +163,7 @@ impl ClusterConfig {
             replicas_n,
             read_quorum: majority,
             write_quorum: majority,
+            namespace_quorums: BTreeMap::new(),
             partition_count: shoal_engine::placement::PARTITION_COUNT_DEFAULT,
             request_timeout_ms: 1000,
             connect_timeout_ms: 500,
@@ -527,6 +563,14 @@ impl Cluster {
                 "r={} and w={} must each be in 1..={} (n)",
                 config.read_quorum, config.write_quorum, config.replicas_n
             ));
+        }
+        for (namespace, q) in &config.namespace_quorums {
+            if *namespace >= 16 || !quorum.contains(&q.r) || !quorum.contains(&q.w) {
+                return Err(format!(
+                    "namespace {namespace}: r={} and w={} must each be in 1..={} (n), for a namespace in 0..=15",
+                    q.r, q.w, config.replicas_n
+                ));
+            }
         }
         let dir = storage.read(|s| s.dir());
         let saved = cluster_map::load(dir.as_ref()).map_err(|e| e.to_string())?;
@@ -1670,7 +1714,7 @@ impl Cluster {
                     let (namespace, key) = keys[i].clone();
                     let targets = self.write_targets(&map, &key);
                     let mut round = WriteRound::new(
-                        self.config.write_quorum,
+                        self.config.write_quorum_for(namespace),
                         targets.iter().map(|(node, _)| *node),
                     );
                     round.ack(me);
@@ -1723,7 +1767,7 @@ impl Cluster {
                     }
                     let targets = self.write_targets(&newer, &copy.key);
                     let mut retry = WriteRound::new(
-                        self.config.write_quorum,
+                        self.config.write_quorum_for(copy.namespace),
                         targets.iter().map(|(node, _)| *node),
                     );
                     for node in old.acked() {
@@ -1972,7 +2016,7 @@ impl Cluster {
             .fetch_add(keys.len() as u64, Ordering::Relaxed);
         let key_count = keys.len();
         let map = self.map();
-        let r = self.config.read_quorum;
+        let r = self.config.read_quorum_for(namespace);
         let mut rounds: Vec<ReadRound> = keys
             .iter()
             .map(|key| {
@@ -2103,7 +2147,7 @@ impl Cluster {
                     format!(
                         "read reached {} of the {} replicas required within {} ms",
                         round.replied(),
-                        self.config.read_quorum,
+                        r,
                         self.config.request_timeout_ms
                     ),
                 )),
@@ -2240,7 +2284,7 @@ impl Cluster {
                 ),
             ));
         }
-        let r = usize::from(self.config.read_quorum);
+        let r = usize::from(self.config.read_quorum_for(namespace));
         let union: BTreeSet<&Bytes> = listed.values().flatten().collect();
         let mut keys: Vec<Bytes> = Vec::with_capacity(union.len());
         let mut disputed: Vec<Bytes> = Vec::new();
@@ -2409,7 +2453,7 @@ impl Cluster {
         map: &ClusterMap,
         partition: PartitionId,
     ) -> Result<(), String> {
-        let needed = map.sources_needed(self.config.write_quorum);
+        let needed = map.sources_needed(self.config.write_quorum_min());
         let mut sources = map.handoff_sources(partition, self.me());
         sources.sort_by_key(|n| !self.is_live(*n));
         let mut pulled = 0;

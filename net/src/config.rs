@@ -5,6 +5,7 @@ use crate::server::ServerConfig;
 use crate::storage::{Fsync, StorageConfig};
 use serde::Deserialize;
 use shoal_engine::StoreOptions;
+use std::collections::BTreeMap;
 use std::path::Path;
 
 /// The config file's keys (all optional). See README.md, "Configuration".
@@ -38,6 +39,35 @@ pub struct FileConfig {
     pub write_quorum: Option<u8>,
     /// Sloppy quorum with hinted handoff (default on).
     pub sloppy_quorum: Option<bool>,
+    /// Per-namespace quorums: `[namespace_quorums]` then `1 = { r = 1, w = 1 }`.
+    pub namespace_quorums: Option<BTreeMap<String, NamespaceQuorumFile>>,
+}
+
+/// One namespace's quorums as the config file gives them.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct NamespaceQuorumFile {
+    pub r: u8,
+    pub w: u8,
+}
+
+/// `NS:R:W` (the `--namespace-quorum` flag) as (namespace, quorums).
+pub fn parse_namespace_quorum(text: &str) -> Result<(String, NamespaceQuorumFile), String> {
+    let parts: Vec<&str> = text.split(':').collect();
+    let [namespace, r, w] = parts[..] else {
+        return Err(format!("'{text}' is not NAMESPACE:R:W"));
+    };
+    let number = |s: &str| {
+        s.parse::<u8>()
+            .map_err(|_| format!("'{text}': '{s}' is not a small number"))
+    };
+    Ok((
+        namespace.to_string(),
+        NamespaceQuorumFile {
+            r: number(r)?,
+            w: number(w)?,
+        },
+    ))
 }
 
 /// Everything a node needs to start.
@@ -59,6 +89,7 @@ pub struct ClusterKnobs {
     pub read_quorum: Option<u8>,
     pub write_quorum: Option<u8>,
     pub sloppy_quorum: Option<bool>,
+    pub namespace_quorums: BTreeMap<String, NamespaceQuorumFile>,
 }
 
 impl NodeConfig {
@@ -105,6 +136,19 @@ impl NodeConfig {
         }
         if let Some(w) = self.cluster.write_quorum {
             config.write_quorum = w;
+        }
+        for (namespace, q) in &self.cluster.namespace_quorums {
+            let namespace: u8 = namespace
+                .parse()
+                .ok()
+                .filter(|ns| *ns < 16)
+                .ok_or_else(|| {
+                    format!("namespace_quorums: '{namespace}' is not a namespace 0..=15")
+                })?;
+            config.namespace_quorums.insert(
+                namespace,
+                crate::cluster::NamespaceQuorum { r: q.r, w: q.w },
+            );
         }
         Ok(Some(config))
     }
@@ -216,6 +260,9 @@ impl FileConfig {
         if self.write_quorum.is_some() {
             c.write_quorum = self.write_quorum;
         }
+        if let Some(quorums) = self.namespace_quorums {
+            c.namespace_quorums.extend(quorums);
+        }
     }
 }
 
@@ -235,5 +282,39 @@ mod tests {
         assert_eq!(config.server.bind, "127.0.0.1");
         let err = toml::from_str::<FileConfig>("prot = 1\n").unwrap_err();
         assert!(err.to_string().contains("prot"), "{err}");
+    }
+
+    #[test]
+    fn namespace_quorums_from_the_file_and_the_flag() {
+        let file: FileConfig = toml::from_str(
+            "members = \"1@127.0.0.1:7000\"\ncluster_secret = \"s\"\nnode_id = 1\n[namespace_quorums]\n1 = { r = 1, w = 1 }\n",
+        )
+        .unwrap();
+        let mut config = NodeConfig::default();
+        file.apply(&mut config);
+        let cluster = config.cluster_config().unwrap().unwrap();
+        let q = cluster.namespace_quorums[&1];
+        assert_eq!((q.r, q.w), (1, 1));
+        assert_eq!(cluster.write_quorum_for(1), 1);
+        assert_eq!(cluster.write_quorum_for(0), cluster.write_quorum);
+        assert_eq!(
+            parse_namespace_quorum("3:2:1").unwrap(),
+            ("3".to_string(), NamespaceQuorumFile { r: 2, w: 1 })
+        );
+        assert!(parse_namespace_quorum("3:2").is_err());
+        assert!(parse_namespace_quorum("3:x:1").is_err());
+        let mut bad = NodeConfig::default();
+        FileConfig {
+            members: Some("1@127.0.0.1:7000".into()),
+            cluster_secret: Some("s".into()),
+            node_id: Some(1),
+            namespace_quorums: Some(BTreeMap::from([(
+                "16".to_string(),
+                NamespaceQuorumFile { r: 1, w: 1 },
+            )])),
+            ..FileConfig::default()
+        }
+        .apply(&mut bad);
+        assert!(bad.cluster_config().unwrap_err().contains("'16'"));
     }
 }

@@ -135,6 +135,10 @@ struct ServerArgs {
     read_quorum: Option<u8>,
     #[arg(long)]
     write_quorum: Option<u8>,
+    /// A namespace's own quorums, NAMESPACE:R:W (repeatable), e.g. 1:1:1 for a
+    /// cache namespace that stays writable with one replica up.
+    #[arg(long, value_parser = shoal_net::config::parse_namespace_quorum)]
+    namespace_quorum: Vec<(String, shoal_net::config::NamespaceQuorumFile)>,
     /// Sloppy quorum: a write whose owner is down goes to a fallback node as a
     /// hint (default true; false: writes need w live owners).
     #[arg(long)]
@@ -218,6 +222,8 @@ fn build_config(args: ServerArgs) -> Result<(NodeConfig, bool), String> {
         read_quorum: args.read_quorum,
         write_quorum: args.write_quorum,
         sloppy_quorum: args.sloppy_quorum,
+        namespace_quorums: (!args.namespace_quorum.is_empty())
+            .then(|| args.namespace_quorum.into_iter().collect()),
         ..FileConfig::default()
     }
     .apply(&mut config);

@@ -426,6 +426,15 @@ async fn ring_command(cluster: &Arc<Cluster>, args: &[Bytes]) -> Step {
     }
 }
 
+/// "; namespace 1: r=1 w=1; ..." for namespaces with their own quorums.
+fn namespace_quorums_text(config: &crate::cluster::ClusterConfig) -> String {
+    config
+        .namespace_quorums
+        .iter()
+        .map(|(ns, q)| format!("; namespace {ns}: r={} w={}", q.r, q.w))
+        .collect()
+}
+
 /// The operator's view: members and their states, the ring, partitions per node,
 /// and the counters of replication, repair and anti-entropy.
 pub fn status_text(cluster: &Cluster) -> String {
@@ -438,7 +447,7 @@ pub fn status_text(cluster: &Cluster) -> String {
     let actor = cluster.actor();
     let earlier_life = stats.earlier_life_seen.load(Relaxed);
     let mut text = format!(
-        "node {}{}\nlocal digest {digest:016x} over {keys} keys\nring version {}, {} partitions, n={} r={} w={}\n\nmembers:\n",
+        "node {}{}\nlocal digest {digest:016x} over {keys} keys\nring version {}, {} partitions, n={} r={} w={}{}\n\nmembers:\n",
         cluster.me(),
         if actor == cluster.me() && earlier_life == 0 {
             String::new()
@@ -452,6 +461,7 @@ pub fn status_text(cluster: &Cluster) -> String {
         config.replicas_n,
         config.read_quorum,
         config.write_quorum,
+        namespace_quorums_text(config),
     );
     for m in cluster.members() {
         text.push_str(&format!(

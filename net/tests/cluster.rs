@@ -45,20 +45,22 @@ fn members(ports: &[u16]) -> String {
 }
 
 fn start_node(id: usize, ports: &[u16], dir: &Path) -> ShoalProcess {
+    start_node_with(id, ports, dir, &[])
+}
+
+fn start_node_with(id: usize, ports: &[u16], dir: &Path, extra: &[&str]) -> ShoalProcess {
     let node_id = id.to_string();
     let members = members(ports);
-    ShoalProcess::start_on(
-        ports[id - 1],
-        dir,
-        &[
-            "--node-id",
-            &node_id,
-            "--members",
-            &members,
-            "--cluster-secret",
-            SECRET,
-        ],
-    )
+    let mut args = vec![
+        "--node-id",
+        &node_id,
+        "--members",
+        &members,
+        "--cluster-secret",
+        SECRET,
+    ];
+    args.extend_from_slice(extra);
+    ShoalProcess::start_on(ports[id - 1], dir, &args)
 }
 
 fn status(node: &ShoalProcess) -> String {
@@ -688,4 +690,54 @@ fn a_node_restarted_on_an_empty_disk_does_not_reuse_its_old_dots() {
             assert_eq!(value, "new", "{key} through node {}", i + 1);
         }
     }
+}
+
+/// Namespace 1 has its own quorums (r=1, w=1: a cache that stays writable with
+/// one replica up); namespace 0 keeps n=3 r=2 w=2. With two of three nodes down,
+/// namespace 0 refuses writes and namespace 1 takes them and reads them back.
+#[test]
+fn a_namespace_with_its_own_quorums_stays_writable_with_one_replica() {
+    let root = temp_dir("cluster-ns-quorum");
+    let mut ports = Vec::new();
+    for _ in 0..3 {
+        let p = port_pair(&ports);
+        ports.push(p);
+    }
+    let dirs: Vec<_> = (1..=3).map(|i| root.join(format!("node-{i}"))).collect();
+    let mut nodes: Vec<Option<ShoalProcess>> = (1..=3)
+        .map(|i| {
+            Some(start_node_with(
+                i,
+                &ports,
+                &dirs[i - 1],
+                &["--namespace-quorum", "1:1:1"],
+            ))
+        })
+        .collect();
+    let mut c1 = nodes[0].as_ref().unwrap().client();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while c1.set::<_, _, String>("warm", "x").is_err() {
+        assert!(Instant::now() < deadline, "cluster never accepted a write");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let text = status(nodes[0].as_ref().unwrap());
+    assert!(text.contains("n=3 r=2 w=2; namespace 1: r=1 w=1"), "{text}");
+
+    nodes[1].take().unwrap().kill9();
+    nodes[2].take().unwrap().kill9();
+    let mut cache = nodes[0].as_ref().unwrap().client();
+    let _: () = redis::cmd("SELECT").arg(1).query(&mut cache).unwrap();
+    for i in 0..20 {
+        let key = format!("cache:{i}");
+        let _: String = cache.set(&key, i).unwrap();
+        let value: i64 = cache.get(&key).unwrap();
+        assert_eq!(value, i);
+    }
+    // Namespace 0 needs two replicas: refused, plainly.
+    let refused = c1.set::<_, _, String>("strict", "x").unwrap_err();
+    let text = refused.to_string();
+    assert!(
+        text.contains("NOQUORUM") || text.contains("CLUSTERDOWN"),
+        "{text}"
+    );
 }
