@@ -18,7 +18,7 @@
 use crate::peer::{self, PeerError, PeerReader, PeerWriter};
 use crate::storage::Storage;
 use bytes::Bytes;
-use shoal_engine::cluster::detector::{Detector, DetectorConfig, DetectorEvent, PeerState};
+use shoal_engine::cluster::detector::{Detector, DetectorConfig, DetectorEvent, Lives, PeerState};
 use shoal_engine::cluster::hints;
 use shoal_engine::cluster::map::{self as cluster_map, ClusterMap, RingChange};
 use shoal_engine::cluster::quorum::{ReadRound, RoundState, WriteRound};
@@ -30,8 +30,8 @@ use shoal_engine::cluster::wire::{
 use shoal_engine::digest::{differing_keys, differing_slots};
 use shoal_engine::placement::{PartitionId, Ring, RingDiff};
 use shoal_engine::runtime::Runtime;
-use shoal_engine::DiskDir;
 use shoal_engine::{Condition, Covers, NodeId, SiblingSet, WriteError, WriteOp, WriteOutcome};
+use shoal_engine::{DiskDir, DiskError};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -311,6 +311,38 @@ struct PeerClient {
     next_id: AtomicU64,
 }
 
+/// This data directory's id: read from `DIRECTORY-ID`, or made from `fresh` and
+/// saved (tmp, sync, rename, directory sync) the first time. A damaged file is
+/// an error: a made-up id would pass the directory off as a replacement.
+fn directory_id(dir: &dyn DiskDir, fresh: u64) -> Result<u64, DiskError> {
+    const NAME: &str = "DIRECTORY-ID";
+    if dir.list()?.iter().any(|n| n == NAME) {
+        let file = dir.open(NAME, false)?;
+        let mut bytes = [0u8; 12];
+        if file.len()? != 12 {
+            return Err(DiskError::Io(format!("{NAME} is not 12 bytes")));
+        }
+        file.read_at(0, &mut bytes)?;
+        let crc = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+        if crc32c::crc32c(&bytes[0..8]) != crc {
+            return Err(DiskError::Io(format!("{NAME} fails its checksum")));
+        }
+        return Ok(u64::from_le_bytes(bytes[0..8].try_into().expect("8 bytes")));
+    }
+    let mut bytes = [0u8; 12];
+    bytes[0..8].copy_from_slice(&fresh.to_le_bytes());
+    let crc = crc32c::crc32c(&bytes[0..8]);
+    bytes[8..12].copy_from_slice(&crc.to_le_bytes());
+    let tmp = format!("{NAME}.tmp");
+    let file = dir.open(&tmp, true)?;
+    file.set_len(0)?;
+    file.write_at(0, &bytes)?;
+    file.sync()?;
+    dir.rename(&tmp, NAME)?;
+    dir.sync_dir()?;
+    Ok(fresh)
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -373,6 +405,14 @@ pub struct Cluster {
     /// This life's incarnation; raised once at start when the data directory is
     /// new but the cluster knew an earlier life of this node.
     incarnation: AtomicU64,
+    /// Set once the start-up incarnation check is done; until then no dot is
+    /// minted (peers' Coordinate requests wait on `ready_changed`).
+    ready: AtomicBool,
+    ready_changed: tokio::sync::Notify,
+    /// This data directory's random id (`DIRECTORY-ID`), sent with every ping.
+    dir_id: u64,
+    /// Peers' directories and incarnations, for the start-up check.
+    lives: Mutex<Lives>,
     peers: Mutex<BTreeMap<NodeId, Arc<PeerClient>>>,
     /// The handoff this node is pulling now, for operators.
     handoff_now: Mutex<Option<HandoffProgress>>,
@@ -609,6 +649,8 @@ impl Cluster {
         let joining = saved.is_none() && !config.members.contains_key(&me);
         let now = clock.monotonic_ms();
         let detector = Detector::new(me, bootstrap.nodes(), config.detector, now);
+        let dir_id =
+            directory_id(dir.as_ref(), clock.random_u64() | 1).map_err(|e| e.to_string())?;
         let cluster = Arc::new(Cluster {
             config,
             map: Mutex::new(bootstrap),
@@ -618,6 +660,10 @@ impl Cluster {
             clock,
             detector: Mutex::new(detector),
             incarnation: AtomicU64::new(incarnation),
+            ready: AtomicBool::new(false),
+            ready_changed: tokio::sync::Notify::new(),
+            dir_id,
+            lives: Mutex::new(Lives::default()),
             peers: Mutex::new(BTreeMap::new()),
             handoff_now: Mutex::new(None),
             hints,
@@ -625,9 +671,13 @@ impl Cluster {
             lag: Mutex::new(BTreeMap::new()),
             stats: ClusterStats::default(),
         });
-        // No peer request is served before this: a Coordinate would mint dots.
-        cluster.check_incarnation().await?;
+        // Peers are served during the check (they may be checking too, on a cold
+        // start of the whole cluster), but a Coordinate, which mints dots, waits
+        // for it to end.
         tokio::spawn(cluster.clone().serve_peers(listener));
+        cluster.check_incarnation().await?;
+        cluster.ready.store(true, Ordering::Release);
+        cluster.ready_changed.notify_waiters();
         if joining {
             cluster.fetch_map_from_seeds().await;
         }
@@ -681,7 +731,9 @@ impl Cluster {
         };
         let own = self.incarnation();
         match known {
-            Some(k) if k >= own => {
+            // Known on another directory, and this one has not taken its own
+            // actor yet (it may have been stopped before, mid-check).
+            Some(k) if k >= 1 && self.actor() == self.me() => {
                 // A fresh actor id for its dots: node id in the low 24 bits, a
                 // random epoch (1..=255) above. See `Store::adopt_actor`.
                 let epoch = 1 + (self.clock.random_u64() % 255) as u32;
@@ -696,7 +748,7 @@ impl Cluster {
                 self.incarnation.store(raised, Ordering::Relaxed);
                 self.stats.earlier_life_seen.store(k, Ordering::Relaxed);
                 tracing::warn!(
-                    "node {} opened its data directory as incarnation {own}, but the cluster knew it in incarnation {k}: the directory is not the one it ran on (lost, wiped or replaced disk); starting as incarnation {raised}, minting its dots as actor {actor}, and anti-entropy restores its replicas",
+                    "node {}'s data directory is not the one the cluster knew it on (up to incarnation {k}): a lost, wiped or replaced disk; starting as incarnation {raised} (was {own}), minting its dots as actor {actor}, and anti-entropy restores its replicas",
                     self.me()
                 );
             }
@@ -715,6 +767,7 @@ impl Cluster {
         let map = self.map();
         let ping = Request::Ping {
             incarnation: self.incarnation(),
+            dir_id: self.dir_id,
             map_version: map.version(),
             map_fingerprint: map.fingerprint(),
         };
@@ -722,9 +775,11 @@ impl Cluster {
         match self.call(peer, ping, timeout).await {
             Ok(Response::Pong {
                 incarnation,
+                dir_id,
                 your_incarnation,
                 ..
             }) => {
+                lock(&self.lives).record(peer, dir_id, incarnation);
                 self.heard(peer, incarnation);
                 Some(your_incarnation)
             }
@@ -736,6 +791,16 @@ impl Cluster {
     /// one it ran on).
     pub fn actor(&self) -> NodeId {
         self.storage.read(|s| s.actor())
+    }
+
+    async fn wait_ready(&self) {
+        loop {
+            let changed = self.ready_changed.notified();
+            if self.ready.load(Ordering::Acquire) {
+                return;
+            }
+            changed.await;
+        }
     }
 
     fn incarnation(&self) -> u64 {
@@ -1144,17 +1209,22 @@ impl Cluster {
         match request {
             Request::Ping {
                 incarnation,
+                dir_id,
                 map_version,
                 map_fingerprint,
             } => {
-                let your_incarnation = lock(&self.detector)
-                    .view(from)
-                    .map_or(0, |view| view.incarnation);
+                let your_incarnation = {
+                    let mut lives = lock(&self.lives);
+                    let earlier = lives.other_lives_max(from, dir_id);
+                    lives.record(from, dir_id, incarnation);
+                    earlier
+                };
                 self.heard(from, incarnation);
                 self.compare_maps(from, map_version, map_fingerprint);
                 let map = self.map();
                 Response::Pong {
                     incarnation: self.incarnation(),
+                    dir_id: self.dir_id,
                     map_version: map.version(),
                     map_fingerprint: map.fingerprint(),
                     your_incarnation,
@@ -1239,6 +1309,8 @@ impl Cluster {
                 if let Some(e) = too_many(writes.len()) {
                     return e;
                 }
+                // No dot is minted before the start-up incarnation check is done.
+                self.wait_ready().await;
                 let ops = writes.into_iter().map(write_from_wire).collect();
                 let results = self.coordinate(ops).await;
                 Response::Coordinated(
@@ -1359,11 +1431,13 @@ impl Cluster {
         let map = self.map();
         let ping = Request::Ping {
             incarnation: self.incarnation(),
+            dir_id: self.dir_id,
             map_version: map.version(),
             map_fingerprint: map.fingerprint(),
         };
         let Ok(Response::Pong {
             incarnation,
+            dir_id,
             map_version,
             map_fingerprint,
             ..
@@ -1371,6 +1445,7 @@ impl Cluster {
         else {
             return None;
         };
+        lock(&self.lives).record(node, dir_id, incarnation);
         self.heard(node, incarnation);
         self.compare_maps(node, map_version, map_fingerprint);
         Some(incarnation)

@@ -200,6 +200,13 @@ fn three_nodes_survive_kill_9_of_one_and_converge() {
         );
         std::thread::sleep(Duration::from_millis(250));
     }
+    // A restart on its own directory is no lost disk: same actor, next incarnation.
+    let first_line = status(nodes[2].as_ref().unwrap())
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(first_line, "node 3", "a normal restart keeps its actor");
     // Replication lag is visible: node 1's anti-entropy finds node 3 in sync.
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {

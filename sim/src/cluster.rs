@@ -362,6 +362,8 @@ struct Member {
     store_options: StoreOptions,
     storage_config: StorageConfig,
     open_failure: Mutex<Option<String>>,
+    /// Asks the simulation's supervisor to restart this node (after 500 ms).
+    supervisor: tokio::sync::mpsc::UnboundedSender<u32>,
     cluster: Mutex<Option<Arc<Cluster>>>,
     hints: Mutex<Option<Storage>>,
 }
@@ -425,11 +427,11 @@ impl Member {
             Ok(cluster) => cluster,
             Err(e) if e.contains("i/o error") || e.contains("no space left") => {
                 // A disk error at start (saving the first map, recording a new
-                // incarnation): the process exits and its supervisor restarts it.
-                *lock(&self.hints) = None;
-                drop(storage);
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                return Box::pin(self.run()).await;
+                // actor or incarnation): the process exits and its supervisor
+                // restarts it (all of it: peer service may have begun).
+                let _ = self.supervisor.send(self.id);
+                std::future::pending::<()>().await;
+                return;
             }
             Err(e) => panic!("node {} could not start its cluster: {e}", self.id),
         };
@@ -549,6 +551,7 @@ pub async fn simulate_cluster(plan: ClusterPlan) -> ClusterOutcome {
         })
         .collect();
     let mut members = Vec::new();
+    let (restart_tx, mut restart_rx) = tokio::sync::mpsc::unbounded_channel::<u32>();
     let all_members: Arc<std::sync::OnceLock<Vec<Arc<Member>>>> = Arc::default();
     let mut node_ids = BTreeMap::new();
     for id in &ids {
@@ -582,6 +585,7 @@ pub async fn simulate_cluster(plan: ClusterPlan) -> ClusterOutcome {
                 ..StorageConfig::default()
             },
             open_failure: Mutex::new(None),
+            supervisor: restart_tx.clone(),
             cluster: Mutex::new(None),
             hints: Mutex::new(None),
         });
@@ -620,6 +624,25 @@ pub async fn simulate_cluster(plan: ClusterPlan) -> ClusterOutcome {
             .map(|id| (*id, tokio::sync::Mutex::new(())))
             .collect(),
     );
+    {
+        let handle = handle.clone();
+        let node_ids = node_ids.clone();
+        let crash_locks = crash_locks.clone();
+        let recorder = recorder.clone();
+        let members = members.clone();
+        tokio::spawn(async move {
+            while let Some(id) = restart_rx.recv().await {
+                let _serial = crash_locks[&id].lock().await;
+                handle.kill(node_ids[&id]);
+                members[id as usize - 1].mark_down();
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                handle.restart(node_ids[&id]);
+                recorder.fault(format!(
+                    "supervisor restarts node {id} (disk error at start)"
+                ));
+            }
+        });
+    }
     for (at_ms, fault) in plan.faults.clone() {
         let handle = handle.clone();
         let recorder = recorder.clone();
@@ -787,6 +810,27 @@ pub async fn simulate_cluster(plan: ClusterPlan) -> ClusterOutcome {
     recorder.fault(format!(
         "hints since the last restarts: stored {stored}, delivered {delivered}"
     ));
+    // A fresh dot actor only for a node whose disk was lost: any other restart
+    // must be recognised as the same directory.
+    for member in &members {
+        let Some(cluster) = lock(&member.cluster).clone() else {
+            continue;
+        };
+        let lost = plan
+            .faults
+            .iter()
+            .any(|(_, f)| matches!(f, ClusterFault::DiskLost { node, .. } if *node == member.id));
+        let actor = cluster.actor();
+        if actor != member.id && !lost {
+            failures.push(format!(
+                "node {} took a new dot actor {actor} although its disk was never lost",
+                member.id
+            ));
+        }
+        if actor != member.id {
+            recorder.fault(format!("node {} mints dots as actor {actor}", member.id));
+        }
+    }
     if let Some(map) = &final_map {
         recorder.fault(format!(
             "final ring version {}: members {:?}",

@@ -96,6 +96,9 @@ pub enum Request {
     /// fingerprint, so maps that differ are noticed and synced.
     Ping {
         incarnation: u64,
+        /// The sender's data directory's random id: tells a directory that
+        /// replaced the one it ran on.
+        dir_id: u64,
         map_version: u64,
         map_fingerprint: u64,
     },
@@ -146,11 +149,12 @@ pub enum Request {
 pub enum Response {
     Pong {
         incarnation: u64,
+        dir_id: u64,
         map_version: u64,
         map_fingerprint: u64,
-        /// The asker's incarnation as the answerer knew it before this ping (0:
-        /// never heard of it). A node starting on a new data directory learns
-        /// from it whether it had an earlier life.
+        /// The highest incarnation the answerer saw of the asker on a directory
+        /// other than the asking one (0: none). A starting node learns from it
+        /// whether its directory replaced one it ran on.
         your_incarnation: u64,
     },
     Map(ClusterMap),
