@@ -402,8 +402,8 @@ pub struct Cluster {
     storage: Storage,
     clock: Arc<dyn ClusterClock>,
     detector: Mutex<Detector>,
-    /// This life's incarnation; raised once at start when the data directory is
-    /// new but the cluster knew an earlier life of this node.
+    /// This life's incarnation; raised once at start when the data directory
+    /// replaced one the cluster knew this node on.
     incarnation: AtomicU64,
     /// Set once the start-up incarnation check is done; until then no dot is
     /// minted (peers' Coordinate requests wait on `ready_changed`).
@@ -690,10 +690,11 @@ impl Cluster {
         Ok(cluster)
     }
 
-    /// Before serving: if a peer knew this node in an incarnation at least this
-    /// one (its data directory was lost, wiped or replaced since), move past it:
-    /// the old life's dots are still in the peers' data, and reissuing one would
-    /// make a new write look already seen. Waits up to `incarnation_check_wait_ms`
+    /// Before minting any dot: if a peer knew this node on another data directory
+    /// (this one replaced it: a lost, wiped or swapped disk) and this directory has
+    /// no actor of its own yet, take a fresh actor and an incarnation past the old
+    /// one. The old life's dots live on in the peers' data; a new dot of the old
+    /// actor would reuse or cover them. Waits up to `incarnation_check_wait_ms`
     /// for some peer to answer (none may be up yet when a cluster starts).
     async fn check_incarnation(self: &Arc<Self>) -> Result<(), String> {
         let peers: Vec<NodeId> = self

@@ -33,6 +33,7 @@ const MAC_BYTES: usize = 16;
 const READ_BUFFER_BYTES: usize = 64 << 10;
 /// Encoded frames a writer gathers before it must write them out.
 pub const WRITE_BATCH_MAX_BYTES: usize = 1 << 20;
+/// Rounds of draining the queue per write (with a yield between them).
 const YIELDS: usize = 3;
 const HANDSHAKE_MAGIC: u32 = 0x5348_4c50; // "SHLP"
 const PROTOCOL_VERSION: u8 = 1;
