@@ -449,12 +449,14 @@ pub fn status_text(cluster: &Cluster) -> String {
     let mut text = format!(
         "node {}{}\nlocal digest {digest:016x} over {keys} keys\nring version {}, {} partitions, n={} r={} w={}{}\n\nmembers:\n",
         cluster.me(),
-        if actor == cluster.me() && earlier_life == 0 {
-            String::new()
-        } else {
-            format!(
+        match (actor == cluster.me(), earlier_life) {
+            (true, 0) => String::new(),
+            (_, 0) => format!(
+                " (dots minted as actor {actor}, taken when its directory replaced an earlier one)"
+            ),
+            _ => format!(
                 " (its directory replaced one the cluster knew in incarnation {earlier_life}; dots minted as actor {actor})"
-            )
+            ),
         },
         ring.version(),
         ring.partition_count(),

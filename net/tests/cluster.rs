@@ -697,6 +697,24 @@ fn a_node_restarted_on_an_empty_disk_does_not_reuse_its_old_dots() {
             assert_eq!(value, "new", "{key} through node {}", i + 1);
         }
     }
+    // A later restart on the new directory keeps the actor it took.
+    let actor = first_line
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .trim_end_matches(')')
+        .to_string();
+    nodes[2].take().unwrap().kill9();
+    nodes[2] = Some(start_node(3, &ports, &dirs[2]));
+    let again = status(nodes[2].as_ref().unwrap())
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        again.contains(&format!("dots minted as actor {actor}, taken when")),
+        "after a normal restart: {again} (actor was {actor})"
+    );
 }
 
 /// Namespace 1 has its own quorums (r=1, w=1: a cache that stays writable with
