@@ -73,6 +73,71 @@ pub trait DiskDir: Send + Sync {
     fn sync_dir(&self) -> Result<(), DiskError>;
 }
 
+/// Replace file `name` with `bytes` atomically and durably: write a `.tmp`, sync
+/// it, rename it over `name`, sync the directory.
+pub fn replace_file(dir: &dyn DiskDir, name: &str, bytes: &[u8]) -> Result<(), DiskError> {
+    let tmp = format!("{name}.tmp");
+    let file = dir.open(&tmp, true)?;
+    file.set_len(0)?;
+    file.write_at(0, bytes)?;
+    file.sync()?;
+    dir.rename(&tmp, name)?;
+    dir.sync_dir()
+}
+
+/// Why a small checksummed file could not be read.
+#[derive(Debug)]
+pub enum CheckedFileError {
+    Disk(DiskError),
+    /// Wrong length or checksum; the words say which.
+    Damaged(String),
+}
+
+impl From<DiskError> for CheckedFileError {
+    fn from(e: DiskError) -> Self {
+        CheckedFileError::Disk(e)
+    }
+}
+
+/// Replace file `name` with `payload` followed by its CRC32C (see
+/// [`replace_file`]).
+pub fn write_checked_file(dir: &dyn DiskDir, name: &str, payload: &[u8]) -> Result<(), DiskError> {
+    let mut bytes = payload.to_vec();
+    bytes.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
+    replace_file(dir, name, &bytes)
+}
+
+/// The `payload_len`-byte payload of a file written by [`write_checked_file`]
+/// (`None`: no such file).
+pub fn read_checked_file(
+    dir: &dyn DiskDir,
+    name: &str,
+    payload_len: usize,
+) -> Result<Option<Vec<u8>>, CheckedFileError> {
+    let file = match dir.open(name, false) {
+        Ok(file) => file,
+        Err(DiskError::NotFound(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let len = file.len()?;
+    if len != payload_len as u64 + 4 {
+        return Err(CheckedFileError::Damaged(format!(
+            "{name} is {len} bytes, not {}",
+            payload_len + 4
+        )));
+    }
+    let mut bytes = vec![0u8; payload_len + 4];
+    file.read_at(0, &mut bytes)?;
+    let crc = u32::from_le_bytes(bytes[payload_len..].try_into().expect("4 bytes"));
+    bytes.truncate(payload_len);
+    if crc32c::crc32c(&bytes) != crc {
+        return Err(CheckedFileError::Damaged(format!(
+            "{name} fails its checksum"
+        )));
+    }
+    Ok(Some(bytes))
+}
+
 /// The conformance suite every `DiskDir` implementation must pass.
 /// The files of `inner` whose names start with `prefix`, seen without it: a second
 /// store (a node's hints) sharing one directory with the main one. The main

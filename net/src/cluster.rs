@@ -28,6 +28,7 @@ use shoal_engine::cluster::wire::{
     ITEMS_PER_REQUEST_MAX, MAP_BEHIND, STALE_RING,
 };
 use shoal_engine::digest::{differing_keys, differing_slots};
+use shoal_engine::disk::CheckedFileError;
 use shoal_engine::placement::{PartitionId, Ring, RingDiff};
 use shoal_engine::runtime::Runtime;
 use shoal_engine::{Condition, Covers, NodeId, SiblingSet, WriteError, WriteOp, WriteOutcome};
@@ -312,35 +313,19 @@ struct PeerClient {
 }
 
 /// This data directory's id: read from `DIRECTORY-ID`, or made from `fresh` and
-/// saved (tmp, sync, rename, directory sync) the first time. A damaged file is
-/// an error: a made-up id would pass the directory off as a replacement.
+/// saved (atomically, durably) the first time. A damaged file is an error: a
+/// made-up id would pass the directory off as a replacement.
 fn directory_id(dir: &dyn DiskDir, fresh: u64) -> Result<u64, DiskError> {
     const NAME: &str = "DIRECTORY-ID";
-    if dir.list()?.iter().any(|n| n == NAME) {
-        let file = dir.open(NAME, false)?;
-        let mut bytes = [0u8; 12];
-        if file.len()? != 12 {
-            return Err(DiskError::Io(format!("{NAME} is not 12 bytes")));
+    match shoal_engine::disk::read_checked_file(dir, NAME, 8) {
+        Ok(Some(payload)) => Ok(u64::from_le_bytes(payload[..].try_into().expect("8 bytes"))),
+        Ok(None) => {
+            shoal_engine::disk::write_checked_file(dir, NAME, &fresh.to_le_bytes())?;
+            Ok(fresh)
         }
-        file.read_at(0, &mut bytes)?;
-        let crc = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
-        if crc32c::crc32c(&bytes[0..8]) != crc {
-            return Err(DiskError::Io(format!("{NAME} fails its checksum")));
-        }
-        return Ok(u64::from_le_bytes(bytes[0..8].try_into().expect("8 bytes")));
+        Err(CheckedFileError::Disk(e)) => Err(e),
+        Err(CheckedFileError::Damaged(why)) => Err(DiskError::Io(why)),
     }
-    let mut bytes = [0u8; 12];
-    bytes[0..8].copy_from_slice(&fresh.to_le_bytes());
-    let crc = crc32c::crc32c(&bytes[0..8]);
-    bytes[8..12].copy_from_slice(&crc.to_le_bytes());
-    let tmp = format!("{NAME}.tmp");
-    let file = dir.open(&tmp, true)?;
-    file.set_len(0)?;
-    file.write_at(0, &bytes)?;
-    file.sync()?;
-    dir.rename(&tmp, NAME)?;
-    dir.sync_dir()?;
-    Ok(fresh)
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -765,15 +750,8 @@ impl Cluster {
     /// What `peer` knew of this node's incarnation before we pinged it (None:
     /// no answer).
     async fn known_incarnation(self: &Arc<Self>, peer: NodeId) -> Option<u64> {
-        let map = self.map();
-        let ping = Request::Ping {
-            incarnation: self.incarnation(),
-            dir_id: self.dir_id,
-            map_version: map.version(),
-            map_fingerprint: map.fingerprint(),
-        };
         let timeout = self.config.detector.probe_interval_ms * 2;
-        match self.call(peer, ping, timeout).await {
+        match self.call(peer, self.ping_request(), timeout).await {
             Ok(Response::Pong {
                 incarnation,
                 dir_id,
@@ -1426,16 +1404,21 @@ impl Cluster {
         })
     }
 
-    /// Ping `node` directly; its incarnation when it answered in time.
-    async fn ping(self: &Arc<Self>, node: NodeId) -> Option<u64> {
-        let timeout = self.config.detector.probe_interval_ms * 2;
+    /// A ping: this life's incarnation and directory, and the map it routes by.
+    fn ping_request(&self) -> Request {
         let map = self.map();
-        let ping = Request::Ping {
+        Request::Ping {
             incarnation: self.incarnation(),
             dir_id: self.dir_id,
             map_version: map.version(),
             map_fingerprint: map.fingerprint(),
-        };
+        }
+    }
+
+    /// Ping `node` directly; its incarnation when it answered in time.
+    async fn ping(self: &Arc<Self>, node: NodeId) -> Option<u64> {
+        let timeout = self.config.detector.probe_interval_ms * 2;
+        let ping = self.ping_request();
         let Ok(Response::Pong {
             incarnation,
             dir_id,

@@ -35,6 +35,54 @@ fn port_pair(used: &[u16]) -> u16 {
     }
 }
 
+/// `count` client ports, each with its peer port free.
+fn port_pairs(count: usize) -> Vec<u16> {
+    let mut ports = Vec::new();
+    for _ in 0..count {
+        let p = port_pair(&ports);
+        ports.push(p);
+    }
+    ports
+}
+
+/// `root/node-1` .. `root/node-{count}`.
+fn node_dirs(root: &Path, count: usize) -> Vec<std::path::PathBuf> {
+    (1..=count)
+        .map(|i| root.join(format!("node-{i}")))
+        .collect()
+}
+
+/// Nodes 1..=ports.len(), each with `extra` flags.
+fn start_nodes(
+    ports: &[u16],
+    dirs: &[std::path::PathBuf],
+    extra: &[&str],
+) -> Vec<Option<ShoalProcess>> {
+    (1..=ports.len())
+        .map(|i| Some(start_node_with(i, ports, &dirs[i - 1], extra)))
+        .collect()
+}
+
+/// Wait (up to `limit`) until every node reports the same local digest.
+fn wait_for_equal_digests(nodes: &[Option<ShoalProcess>], limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let lines: Vec<String> = nodes
+            .iter()
+            .map(|n| digest_line(n.as_ref().unwrap()))
+            .collect();
+        if lines.iter().all(|l| *l == lines[0]) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replicas did not converge in {} s: {lines:?}",
+            limit.as_secs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn members(ports: &[u16]) -> String {
     ports
         .iter()
@@ -117,15 +165,9 @@ fn inspect(dir: &Path) -> BTreeMap<String, Vec<String>> {
 #[test]
 fn three_nodes_survive_kill_9_of_one_and_converge() {
     let root = temp_dir("cluster");
-    let mut ports = Vec::new();
-    for _ in 0..3 {
-        let p = port_pair(&ports);
-        ports.push(p);
-    }
-    let dirs: Vec<_> = (1..=3).map(|i| root.join(format!("node-{i}"))).collect();
-    let mut nodes: Vec<Option<ShoalProcess>> = (1..=3)
-        .map(|i| Some(start_node(i, &ports, &dirs[i - 1])))
-        .collect();
+    let ports = port_pairs(3);
+    let dirs = node_dirs(&root, 3);
+    let mut nodes = start_nodes(&ports, &dirs, &[]);
 
     // Written through node 1, read through node 2.
     let mut c1 = nodes[0].as_ref().unwrap().client();
@@ -185,21 +227,7 @@ fn three_nodes_survive_kill_9_of_one_and_converge() {
 
     // Node 3 comes back and catches up by anti-entropy.
     nodes[2] = Some(start_node(3, &ports, &dirs[2]));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let lines: Vec<String> = nodes
-            .iter()
-            .map(|n| digest_line(n.as_ref().unwrap()))
-            .collect();
-        if lines.iter().all(|l| *l == lines[0]) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "replicas did not converge in 60 s: {lines:?}"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    wait_for_equal_digests(&nodes, Duration::from_secs(60));
     // A restart on its own directory is no lost disk: same actor, next incarnation.
     let first_line = status(nodes[2].as_ref().unwrap())
         .lines()
@@ -348,13 +376,9 @@ fn wait_for_handoffs(nodes: &[&ShoalProcess], what: &str) {
 #[test]
 fn a_node_joins_and_another_leaves_while_a_client_writes() {
     let root = temp_dir("cluster-ring");
-    let mut ports = Vec::new();
-    for _ in 0..4 {
-        let p = port_pair(&ports);
-        ports.push(p);
-    }
+    let ports = port_pairs(4);
     let founders = &ports[..3];
-    let dirs: Vec<_> = (1..=4).map(|i| root.join(format!("node-{i}"))).collect();
+    let dirs = node_dirs(&root, 4);
     let nodes: Vec<ShoalProcess> = (1..=3)
         .map(|i| start_node(i, founders, &dirs[i - 1]))
         .collect();
@@ -509,15 +533,9 @@ fn hints_pending(node: &ShoalProcess) -> u64 {
 #[test]
 fn a_fallback_keeps_hints_while_two_owners_are_down() {
     let root = temp_dir("cluster-hints");
-    let mut ports = Vec::new();
-    for _ in 0..4 {
-        let p = port_pair(&ports);
-        ports.push(p);
-    }
-    let dirs: Vec<_> = (1..=4).map(|i| root.join(format!("node-{i}"))).collect();
-    let mut nodes: Vec<Option<ShoalProcess>> = (1..=4)
-        .map(|i| Some(start_node(i, &ports, &dirs[i - 1])))
-        .collect();
+    let ports = port_pairs(4);
+    let dirs = node_dirs(&root, 4);
+    let mut nodes = start_nodes(&ports, &dirs, &[]);
     let mut c1 = nodes[0].as_ref().unwrap().client();
     // Keys whose owners are nodes 1, 2 and 3 (CLUSTER SLOTS says which).
     let slots = cluster_slots(&mut c1);
@@ -617,15 +635,9 @@ fn a_fallback_keeps_hints_while_two_owners_are_down() {
 #[test]
 fn a_node_restarted_on_an_empty_disk_does_not_reuse_its_old_dots() {
     let root = temp_dir("cluster-lost-disk");
-    let mut ports = Vec::new();
-    for _ in 0..3 {
-        let p = port_pair(&ports);
-        ports.push(p);
-    }
-    let dirs: Vec<_> = (1..=3).map(|i| root.join(format!("node-{i}"))).collect();
-    let mut nodes: Vec<Option<ShoalProcess>> = (1..=3)
-        .map(|i| Some(start_node(i, &ports, &dirs[i - 1])))
-        .collect();
+    let ports = port_pairs(3);
+    let dirs = node_dirs(&root, 3);
+    let mut nodes = start_nodes(&ports, &dirs, &[]);
     let mut c1 = nodes[0].as_ref().unwrap().client();
     let slots = cluster_slots(&mut c1);
     // Keys node 3 coordinates (first in their preference list).
@@ -654,18 +666,7 @@ fn a_node_restarted_on_an_empty_disk_does_not_reuse_its_old_dots() {
         }
     }
     // Every replica holds the old values before node 3's disk goes.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let lines: Vec<String> = nodes
-            .iter()
-            .map(|n| digest_line(n.as_ref().unwrap()))
-            .collect();
-        if lines.iter().all(|l| *l == lines[0]) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "replicas differ: {lines:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_equal_digests(&nodes, Duration::from_secs(30));
 
     nodes[2].take().unwrap().kill9();
     std::fs::remove_dir_all(&dirs[2]).unwrap();
@@ -723,22 +724,9 @@ fn a_node_restarted_on_an_empty_disk_does_not_reuse_its_old_dots() {
 #[test]
 fn a_namespace_with_its_own_quorums_stays_writable_with_one_replica() {
     let root = temp_dir("cluster-ns-quorum");
-    let mut ports = Vec::new();
-    for _ in 0..3 {
-        let p = port_pair(&ports);
-        ports.push(p);
-    }
-    let dirs: Vec<_> = (1..=3).map(|i| root.join(format!("node-{i}"))).collect();
-    let mut nodes: Vec<Option<ShoalProcess>> = (1..=3)
-        .map(|i| {
-            Some(start_node_with(
-                i,
-                &ports,
-                &dirs[i - 1],
-                &["--namespace-quorum", "1:1:1"],
-            ))
-        })
-        .collect();
+    let ports = port_pairs(3);
+    let dirs = node_dirs(&root, 3);
+    let mut nodes = start_nodes(&ports, &dirs, &["--namespace-quorum", "1:1:1"]);
     let mut c1 = nodes[0].as_ref().unwrap().client();
     let deadline = Instant::now() + Duration::from_secs(20);
     while c1.set::<_, _, String>("warm", "x").is_err() {

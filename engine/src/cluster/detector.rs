@@ -337,15 +337,20 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn silence_suspects_then_downs_and_a_message_revives() {
-        let config = DetectorConfig {
+    /// Probe every 100 ms, indirectly after 200, suspect at 300, down at 1000.
+    fn fast_config() -> DetectorConfig {
+        DetectorConfig {
             probe_interval_ms: 100,
             indirect_after_ms: 200,
             indirect_probes: 2,
             suspect_after_ms: 300,
             down_after_ms: 1000,
-        };
+        }
+    }
+
+    #[test]
+    fn silence_suspects_then_downs_and_a_message_revives() {
+        let config = fast_config();
         let mut d = Detector::new(1, [1, 2, 3], config, 0);
         let first = d.tick(0);
         assert_eq!(
@@ -383,13 +388,7 @@ mod tests {
 
     #[test]
     fn a_peer_cut_off_from_here_but_heard_by_others_stays_alive_and_unroutable() {
-        let config = DetectorConfig {
-            probe_interval_ms: 100,
-            indirect_after_ms: 200,
-            indirect_probes: 2,
-            suspect_after_ms: 300,
-            down_after_ms: 1000,
-        };
+        let config = fast_config();
         let mut d = Detector::new(1, [2, 3, 4, 5], config, 0);
         let mut indirect_seen = Vec::new();
         // Node 2's link from here is cut; 3, 4, 5 answer directly, and one of

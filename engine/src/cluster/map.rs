@@ -391,13 +391,7 @@ pub fn save(dir: &dyn DiskDir, map: &ClusterMap) -> Result<(), MapFileError> {
     file_bytes.extend_from_slice(&(body.len() as u32).to_le_bytes());
     file_bytes.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
     file_bytes.extend_from_slice(&body);
-    let tmp = format!("{MAP_FILE}.tmp");
-    let file = dir.open(&tmp, true)?;
-    file.set_len(0)?;
-    file.write_at(0, &file_bytes)?;
-    file.sync()?;
-    dir.rename(&tmp, MAP_FILE)?;
-    dir.sync_dir()?;
+    crate::disk::replace_file(dir, MAP_FILE, &file_bytes)?;
     Ok(())
 }
 

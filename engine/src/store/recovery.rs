@@ -24,7 +24,7 @@
 use super::{
     hint_file_name, segment_file_name, KeyEntry, Segment, Store, StoreOptions, WriteError,
 };
-use crate::disk::{Disk, DiskDir, DiskError};
+use crate::disk::{CheckedFileError, Disk, DiskDir, DiskError};
 use crate::record::{
     parse_segment_header, scan_frame, FrameScan, FRAME_HEADER_BYTES, SEGMENT_HEADER_BYTES,
 };
@@ -35,32 +35,17 @@ use std::sync::Arc;
 
 const INCARNATION_FILE: &str = "INCARNATION";
 /// The actor id this store mints dots as, when it is not the node id (written
-/// once a node learns its directory replaced one it ran on): `[u32 LE][crc u32]`.
+/// once a node learns its directory replaced one it ran on): `[u32 LE][crc32c]`.
 const ACTOR_FILE: &str = "ACTOR";
 
 /// The actor id recorded in `dir`, if any. A damaged file is an error, never a
 /// silent fall back to the node id (that would reuse the old life's dots).
 fn read_actor(dir: &dyn DiskDir) -> Result<Option<NodeId>, OpenError> {
-    if !dir.list()?.iter().any(|n| n == ACTOR_FILE) {
-        return Ok(None);
+    match crate::disk::read_checked_file(dir, ACTOR_FILE, 4) {
+        Ok(payload) => Ok(payload.map(|p| u32::from_le_bytes(p[..].try_into().expect("4 bytes")))),
+        Err(CheckedFileError::Disk(e)) => Err(e.into()),
+        Err(CheckedFileError::Damaged(why)) => Err(OpenError::BadOptions(why)),
     }
-    let file = dir.open(ACTOR_FILE, false)?;
-    let mut bytes = [0u8; 8];
-    if file.len()? != 8 {
-        return Err(OpenError::BadOptions(format!(
-            "{ACTOR_FILE} is {} bytes, not 8",
-            file.len()?
-        )));
-    }
-    file.read_at(0, &mut bytes)?;
-    let actor = u32::from_le_bytes(bytes[0..4].try_into().expect("4 bytes"));
-    let crc = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes"));
-    if crc32c::crc32c(&bytes[0..4]) != crc {
-        return Err(OpenError::BadOptions(format!(
-            "{ACTOR_FILE} fails its checksum"
-        )));
-    }
-    Ok(Some(actor))
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -170,17 +155,7 @@ impl Store {
     /// this store no longer holds, and replicas would drop them. A fresh actor
     /// covers nothing of the old life.
     pub fn adopt_actor(&mut self, actor: NodeId) -> Result<(), DiskError> {
-        let mut bytes = [0u8; 8];
-        bytes[0..4].copy_from_slice(&actor.to_le_bytes());
-        let crc = crc32c::crc32c(&bytes[0..4]);
-        bytes[4..8].copy_from_slice(&crc.to_le_bytes());
-        let tmp = format!("{ACTOR_FILE}.tmp");
-        let file = self.dir.open(&tmp, true)?;
-        file.set_len(0)?;
-        file.write_at(0, &bytes)?;
-        file.sync()?;
-        self.dir.rename(&tmp, ACTOR_FILE)?;
-        self.dir.sync_dir()?;
+        crate::disk::write_checked_file(self.dir.as_ref(), ACTOR_FILE, &actor.to_le_bytes())?;
         self.options.node_id = actor;
         Ok(())
     }
