@@ -22,6 +22,11 @@ impl Hlc {
     pub fn wall_ms(self) -> u64 {
         self.0 >> HLC_LOGICAL_BITS
     }
+
+    /// The earliest time at a wall-clock millisecond.
+    pub fn at_wall_ms(wall_ms: u64) -> Hlc {
+        Hlc(wall_ms << HLC_LOGICAL_BITS)
+    }
 }
 
 /// Issues HLC times that never go backwards, even when the wall clock does.

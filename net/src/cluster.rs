@@ -22,10 +22,11 @@ use shoal_engine::cluster::detector::{Detector, DetectorConfig, DetectorEvent, L
 use shoal_engine::cluster::hints;
 use shoal_engine::cluster::map::{self as cluster_map, ClusterMap, RingChange};
 use shoal_engine::cluster::quorum::{ReadRound, RoundState, WriteRound};
+use shoal_engine::cluster::tombstones::{self, Agreed, MarkerItem};
 use shoal_engine::cluster::wire::{
     ClientOutcome, ClientWrite, Envelope, HandoffCursor, RemoteError, ReplicaItem, Request,
     Response, WireCondition, HANDOFF_BATCH_BYTES_MAX, HANDOFF_ITEMS_PER_BATCH_MAX,
-    ITEMS_PER_REQUEST_MAX, MAP_BEHIND, STALE_RING,
+    ITEMS_PER_REQUEST_MAX, MAP_BEHIND, STALE_RING, TOO_OLD,
 };
 use shoal_engine::digest::{differing_keys, differing_slots};
 use shoal_engine::disk::CheckedFileError;
@@ -101,6 +102,14 @@ pub struct ClusterConfig {
     /// Test hook: told of every hint a fallback acknowledged (fallback, owner,
     /// item), so a simulation can check the fallback really holds it.
     pub hint_observer: Option<HintObserver>,
+    /// A delete marker is proposed for collection once its newest write is this
+    /// old (`tombstones`); until every member agrees it stays.
+    pub tombstone_grace_ms: u64,
+    /// Replica writes that arrive later than this after they were sent (by the
+    /// sender's wall clock) are refused: marker collection waits this long (plus
+    /// the request timeout) for copies in flight. Must exceed the clock skew
+    /// between nodes.
+    pub replica_write_age_max_ms: u64,
 }
 
 /// One namespace's own read and write quorums.
@@ -178,6 +187,8 @@ impl ClusterConfig {
             hint_delivery_interval_ms: 500,
             incarnation_check_wait_ms: 3000,
             hint_observer: None,
+            tombstone_grace_ms: 10_000,
+            replica_write_age_max_ms: 2000,
         }
     }
 }
@@ -225,12 +236,18 @@ pub fn member_addr(client: &str) -> Result<MemberAddr, String> {
 /// What the cluster driver needs of the runtime, object-safe.
 pub trait ClusterClock: Send + Sync + 'static {
     fn monotonic_ms(&self) -> u64;
+    /// Wall-clock ms: the age of replica writes, the grace of delete markers.
+    fn wall_ms(&self) -> u64;
     fn random_u64(&self) -> u64;
 }
 
 impl<R: Runtime> ClusterClock for R {
     fn monotonic_ms(&self) -> u64 {
         Runtime::monotonic_ms(self)
+    }
+
+    fn wall_ms(&self) -> u64 {
+        Runtime::wall_ms(self)
     }
 
     fn random_u64(&self) -> u64 {
@@ -272,6 +289,13 @@ pub struct ClusterStats {
     /// The incarnation the cluster knew of this node when it started on a
     /// directory that was not the one it ran on (0: none).
     pub earlier_life_seen: AtomicU64,
+    /// Replica writes refused for arriving too long after they were sent.
+    pub replica_writes_too_old: AtomicU64,
+    /// Delete markers this node (as a partition's primary) proposed, saw every
+    /// member agree on, and had forgotten (counting each member that did).
+    pub markers_proposed: AtomicU64,
+    pub markers_agreed: AtomicU64,
+    pub markers_forgotten: AtomicU64,
 }
 
 /// Why a call to a peer did not return its answer.
@@ -377,8 +401,9 @@ fn spawn_connection(reader: PeerReader, writer: PeerWriter) -> Arc<Conn> {
 
 pub struct Cluster {
     config: ClusterConfig,
-    /// The map requests are routed by; replaced whole, never edited in place.
-    map: Mutex<Arc<ClusterMap>>,
+    /// The map requests are routed by, with its fingerprint (computed once per
+    /// map: pings carry it); replaced whole, never edited in place.
+    map: Mutex<(Arc<ClusterMap>, u64)>,
     /// Held shared while a replica write is checked against the ring and applied,
     /// exclusively while a new map is adopted: a handoff source's scan, which
     /// follows its adoption, sees every write it accepted under the old ring.
@@ -407,6 +432,10 @@ pub struct Cluster {
     hint_lock: tokio::sync::Mutex<()>,
     /// Per peer: what the last complete anti-entropy comparison found.
     lag: Mutex<BTreeMap<NodeId, PeerLag>>,
+    /// Delete markers every member agreed on, waiting to be forgotten.
+    agreed_markers: Mutex<Agreed>,
+    /// Where the next round of marker proposals starts (a partition id).
+    marker_cursor: AtomicU64,
     pub stats: ClusterStats,
 }
 
@@ -638,7 +667,10 @@ impl Cluster {
             directory_id(dir.as_ref(), clock.random_u64() | 1).map_err(|e| e.to_string())?;
         let cluster = Arc::new(Cluster {
             config,
-            map: Mutex::new(bootstrap),
+            map: Mutex::new({
+                let fingerprint = bootstrap.fingerprint();
+                (bootstrap, fingerprint)
+            }),
             gate: tokio::sync::RwLock::new(()),
             dir,
             storage,
@@ -654,6 +686,8 @@ impl Cluster {
             hints,
             hint_lock: tokio::sync::Mutex::new(()),
             lag: Mutex::new(BTreeMap::new()),
+            agreed_markers: Mutex::new(Agreed::default()),
+            marker_cursor: AtomicU64::new(0),
             stats: ClusterStats::default(),
         });
         // Peers are served during the check (they may be checking too, on a cold
@@ -828,7 +862,13 @@ impl Cluster {
 
     /// The current map (a snapshot: later changes replace it, not edit it).
     pub fn map(&self) -> Arc<ClusterMap> {
-        lock(&self.map).clone()
+        lock(&self.map).0.clone()
+    }
+
+    /// The current map's version and fingerprint.
+    fn map_summary(&self) -> (u64, u64) {
+        let held = lock(&self.map);
+        (held.0.version(), held.1)
     }
 
     pub fn me(&self) -> NodeId {
@@ -885,7 +925,8 @@ impl Cluster {
         }
         let nodes = next.nodes();
         lock(&self.detector).set_peers(nodes.iter().copied(), self.now_ms());
-        *lock(&self.map) = Arc::new(next);
+        let fingerprint = next.fingerprint();
+        *lock(&self.map) = (Arc::new(next), fingerprint);
         true
     }
 
@@ -1200,12 +1241,12 @@ impl Cluster {
                 };
                 self.heard(from, incarnation);
                 self.compare_maps(from, map_version, map_fingerprint);
-                let map = self.map();
+                let (map_version, map_fingerprint) = self.map_summary();
                 Response::Pong {
                     incarnation: self.incarnation(),
                     dir_id: self.dir_id,
-                    map_version: map.version(),
-                    map_fingerprint: map.fingerprint(),
+                    map_version,
+                    map_fingerprint,
                     your_incarnation,
                 }
             }
@@ -1222,10 +1263,14 @@ impl Cluster {
             }
             Request::Replicate {
                 ring_version,
+                sent_wall_ms,
                 items,
                 hint_for,
             } => {
                 if let Some(e) = too_many(items.len()) {
+                    return e;
+                }
+                if let Some(e) = self.too_old(sent_wall_ms) {
                     return e;
                 }
                 if let Some(owner) = hint_for {
@@ -1326,14 +1371,118 @@ impl Cluster {
                 self.storage
                     .read(|s| s.live_keys_in_slots(namespace, first_slot..=last_slot)),
             ),
+            Request::MarkerVerdicts {
+                ring_version,
+                items,
+            } => {
+                if let Some(e) = too_many(items.len()) {
+                    return e;
+                }
+                if let Some(e) = self.unsettled(ring_version) {
+                    return e;
+                }
+                Response::Verdicts(self.marker_verdicts(&self.map(), &items))
+            }
+            Request::ForgetMarkers {
+                ring_version,
+                sent_wall_ms,
+                items,
+            } => {
+                if let Some(e) = too_many(items.len()) {
+                    return e;
+                }
+                if let Some(e) = self.too_old(sent_wall_ms) {
+                    return e;
+                }
+                let _shared = self.gate.read().await;
+                if let Some(e) = self.unsettled(ring_version) {
+                    return e;
+                }
+                Response::Forgot(self.forget_markers(items).await)
+            }
+        }
+    }
+
+    /// A refusal for a replica write or forget sent more than
+    /// `replica_write_age_max_ms` ago.
+    fn too_old(&self, sent_wall_ms: u64) -> Option<Response> {
+        let age_ms = self.clock.wall_ms().saturating_sub(sent_wall_ms);
+        (age_ms > self.config.replica_write_age_max_ms).then(|| {
+            self.stats
+                .replica_writes_too_old
+                .fetch_add(1, Ordering::Relaxed);
+            Response::Error(RemoteError::new(
+                TOO_OLD,
+                format!(
+                    "sent {age_ms} ms ago (limit {} ms)",
+                    self.config.replica_write_age_max_ms
+                ),
+            ))
+        })
+    }
+
+    /// A refusal unless this node routes by `ring_version` and no handoff runs.
+    fn unsettled(&self, ring_version: u64) -> Option<Response> {
+        let map = self.map();
+        (map.version() != ring_version || map.partitions_in_transition() > 0).then(|| {
+            Response::Error(RemoteError::new(
+                STALE_RING,
+                format!(
+                    "marker collection under ring {ring_version}; this node has ring {} with {} partitions in handoff",
+                    map.version(),
+                    map.partitions_in_transition()
+                ),
+            ))
+        })
+    }
+
+    /// This node's verdict on each proposed marker (`tombstones::verdict`).
+    fn marker_verdicts(&self, map: &ClusterMap, items: &[MarkerItem]) -> Vec<bool> {
+        let me = self.me();
+        let hint_owners: BTreeSet<NodeId> = map.addresses().keys().copied().collect();
+        let ring = map.ring();
+        self.storage.read(|store| {
+            let verdict = |hint_store: Option<&shoal_engine::Store>| {
+                items
+                    .iter()
+                    .map(|item| {
+                        let owners = ring.preference_list(ring.partition_of_key(&item.key));
+                        tombstones::verdict(
+                            store,
+                            hint_store,
+                            &hint_owners,
+                            owners.contains(&me),
+                            item,
+                        )
+                    })
+                    .collect()
+            };
+            match &self.hints {
+                Some(hints) => hints.read(|h| verdict(Some(h))),
+                None => verdict(None),
+            }
+        })
+    }
+
+    /// Forget each marker still held as agreed; returns how many went.
+    async fn forget_markers(&self, items: Vec<MarkerItem>) -> u64 {
+        let ops: Vec<WriteOp> = items
+            .into_iter()
+            .map(|i| WriteOp::forget_if(i.namespace, i.key, i.set_hash))
+            .collect();
+        match self.storage.write(ops).await {
+            Ok(results) => results
+                .iter()
+                .filter(|r| r.as_ref().is_ok_and(|o| o.applied))
+                .count() as u64,
+            Err(_) => 0,
         }
     }
 
     /// A peer's map differs from ours (by version or fingerprint): sync with it in
     /// the background.
     fn compare_maps(self: &Arc<Self>, peer: NodeId, version: u64, fingerprint: u64) {
-        let map = self.map();
-        if version == map.version() && fingerprint == map.fingerprint() {
+        if (version, fingerprint) == self.map_summary() {
             return;
         }
         let cluster = self.clone();
@@ -1406,12 +1555,12 @@ impl Cluster {
 
     /// A ping: this life's incarnation and directory, and the map it routes by.
     fn ping_request(&self) -> Request {
-        let map = self.map();
+        let (map_version, map_fingerprint) = self.map_summary();
         Request::Ping {
             incarnation: self.incarnation(),
             dir_id: self.dir_id,
-            map_version: map.version(),
-            map_fingerprint: map.fingerprint(),
+            map_version,
+            map_fingerprint,
         }
     }
 
@@ -1615,6 +1764,16 @@ impl Cluster {
             .collect()
     }
 
+    /// Agreed delete markers waiting out the settle delay, for operators.
+    pub fn markers_waiting(&self) -> usize {
+        lock(&self.agreed_markers).len()
+    }
+
+    /// Delete markers this node's store forgot (on any primary's request).
+    pub fn tombstones_forgotten_here(&self) -> u64 {
+        self.storage.read(|s| s.stats().tombstones_forgotten)
+    }
+
     /// Hints held here, for operators.
     pub fn hints_pending(&self) -> u64 {
         self.hints
@@ -1719,6 +1878,7 @@ impl Cluster {
                     continue;
                 }
                 let request = Request::Replicate {
+                    sent_wall_ms: self.clock.wall_ms(),
                     ring_version: self.map().version(),
                     items,
                     hint_for: None,
@@ -1897,6 +2057,7 @@ impl Cluster {
                     _ => Vec::new(),
                 };
                 let request = Request::Replicate {
+                    sent_wall_ms: cluster.clock.wall_ms(),
                     ring_version,
                     items,
                     hint_for,
@@ -2257,6 +2418,7 @@ impl Cluster {
                 } else {
                     let timeout = cluster.config.request_timeout_ms;
                     let request = Request::Replicate {
+                        sent_wall_ms: cluster.clock.wall_ms(),
                         ring_version: cluster.map().version(),
                         items,
                         hint_for: None,
@@ -2445,6 +2607,155 @@ impl Cluster {
             self.stats
                 .anti_entropy_rounds
                 .fetch_add(1, Ordering::Relaxed);
+            self.collect_markers().await;
+        }
+    }
+
+    /// One round of delete-marker collection (`tombstones` has the protocol):
+    /// forget the agreed markers that have settled, then propose new ones from
+    /// the partitions this node is the primary of. Runs only while the ring is
+    /// settled and every member answers.
+    async fn collect_markers(self: &Arc<Self>) {
+        let map = self.map();
+        let me = self.me();
+        lock(&self.agreed_markers).keep_ring(map.version());
+        if map.partitions_in_transition() > 0 || !self.ready.load(Ordering::Acquire) {
+            return;
+        }
+        let members: Vec<NodeId> = map.ring().members().iter().copied().collect();
+        let bugged = cfg!(feature = "bug-forget-without-agreement");
+        if !bugged && members.iter().any(|m| *m != me && !self.is_live(*m)) {
+            return;
+        }
+        let timeout = self.config.request_timeout_ms;
+        let settle_ms = if bugged {
+            0
+        } else {
+            tombstones::settle_ms(timeout, self.config.replica_write_age_max_ms)
+        };
+        let due = lock(&self.agreed_markers).take_due(
+            self.now_ms(),
+            settle_ms,
+            tombstones::PROPOSALS_PER_ROUND_MAX,
+        );
+        if !due.is_empty() {
+            self.forget_everywhere(&map, &members, due).await;
+        }
+        let proposals = self.marker_proposals(&map);
+        if proposals.is_empty() {
+            return;
+        }
+        self.stats
+            .markers_proposed
+            .fetch_add(proposals.len() as u64, Ordering::Relaxed);
+        let mut agreed = self.marker_verdicts(&map, &proposals);
+        if bugged {
+            // Planted bug: a marker goes once this node holds it, whatever the
+            // other replicas hold.
+            agreed.iter_mut().for_each(|a| *a = true);
+        }
+        for peer in members.iter().copied().filter(|m| *m != me && !bugged) {
+            let request = Request::MarkerVerdicts {
+                ring_version: map.version(),
+                items: proposals.clone(),
+            };
+            match self.call(peer, request, timeout).await {
+                Ok(Response::Verdicts(v)) if v.len() == agreed.len() => {
+                    agreed.iter_mut().zip(v).for_each(|(a, b)| *a &= b);
+                }
+                _ => return,
+            }
+        }
+        let now = self.now_ms();
+        let mut held = lock(&self.agreed_markers);
+        if held.ring_version_is(map.version()) {
+            for (item, ok) in proposals.into_iter().zip(agreed) {
+                if ok {
+                    self.stats.markers_agreed.fetch_add(1, Ordering::Relaxed);
+                    held.insert(item, now);
+                }
+            }
+        }
+    }
+
+    /// Markers to propose: from partitions this node is the first owner of,
+    /// round-robin from where the last round stopped, older than the grace, not
+    /// already agreed.
+    fn marker_proposals(&self, map: &ClusterMap) -> Vec<MarkerItem> {
+        let ring = map.ring();
+        let me = self.me();
+        let partitions: Vec<PartitionId> = (0..ring.partition_count())
+            .filter(|p| ring.preference_list(*p).first() == Some(&me))
+            .collect();
+        if partitions.is_empty() {
+            return Vec::new();
+        }
+        let room = lock(&self.agreed_markers).room();
+        let budget = tombstones::PROPOSALS_PER_ROUND_MAX.min(room);
+        let grace_ms = if cfg!(feature = "bug-forget-without-agreement") {
+            0
+        } else {
+            self.config.tombstone_grace_ms
+        };
+        let before = shoal_engine::Hlc::at_wall_ms(self.clock.wall_ms().saturating_sub(grace_ms));
+        let start = self.marker_cursor.load(Ordering::Relaxed) as usize;
+        let mut proposals = Vec::new();
+        for i in 0..partitions.len() {
+            if proposals.len() >= budget {
+                break;
+            }
+            let partition = partitions[(start + i) % partitions.len()];
+            self.marker_cursor.store(
+                ((start + i + 1) % partitions.len()) as u64,
+                Ordering::Relaxed,
+            );
+            let found = self.storage.read(|s| {
+                let agreed = lock(&self.agreed_markers);
+                s.delete_markers_in_slots(
+                    ring.slot_range(partition),
+                    before,
+                    budget - proposals.len(),
+                    |namespace, key| agreed.contains(namespace, key),
+                )
+            });
+            proposals.extend(
+                found
+                    .into_iter()
+                    .map(|(namespace, key, set_hash)| MarkerItem {
+                        namespace,
+                        key,
+                        set_hash,
+                    }),
+            );
+        }
+        proposals
+    }
+
+    /// Ask every member (this node last) to forget settled agreed markers.
+    async fn forget_everywhere(
+        self: &Arc<Self>,
+        map: &ClusterMap,
+        members: &[NodeId],
+        items: Vec<MarkerItem>,
+    ) {
+        let me = self.me();
+        for peer in members.iter().copied().filter(|m| *m != me) {
+            let request = Request::ForgetMarkers {
+                ring_version: map.version(),
+                sent_wall_ms: self.clock.wall_ms(),
+                items: items.clone(),
+            };
+            if let Ok(Response::Forgot(n)) = self
+                .call(peer, request, self.config.request_timeout_ms)
+                .await
+            {
+                self.stats.markers_forgotten.fetch_add(n, Ordering::Relaxed);
+            }
+        }
+        let _shared = self.gate.read().await;
+        if self.unsettled(map.version()).is_none() {
+            let n = self.forget_markers(items).await;
+            self.stats.markers_forgotten.fetch_add(n, Ordering::Relaxed);
         }
     }
 
@@ -2685,6 +2996,7 @@ impl Cluster {
                     .anti_entropy_keys_pushed
                     .fetch_add(items.len() as u64, Ordering::Relaxed);
                 let request = Request::Replicate {
+                    sent_wall_ms: self.clock.wall_ms(),
                     ring_version: map.version(),
                     items,
                     hint_for: None,

@@ -39,6 +39,8 @@ pub struct FileConfig {
     pub write_quorum: Option<u8>,
     /// Sloppy quorum with hinted handoff (default on).
     pub sloppy_quorum: Option<bool>,
+    /// Age (ms) a delete marker reaches before the cluster may collect it.
+    pub tombstone_grace_ms: Option<u64>,
     /// Per-namespace quorums: `[namespace_quorums]` then `1 = { r = 1, w = 1 }`.
     pub namespace_quorums: Option<BTreeMap<String, NamespaceQuorumFile>>,
 }
@@ -89,6 +91,7 @@ pub struct ClusterKnobs {
     pub read_quorum: Option<u8>,
     pub write_quorum: Option<u8>,
     pub sloppy_quorum: Option<bool>,
+    pub tombstone_grace_ms: Option<u64>,
     pub namespace_quorums: BTreeMap<String, NamespaceQuorumFile>,
 }
 
@@ -136,6 +139,9 @@ impl NodeConfig {
         }
         if let Some(w) = self.cluster.write_quorum {
             config.write_quorum = w;
+        }
+        if let Some(grace_ms) = self.cluster.tombstone_grace_ms {
+            config.tombstone_grace_ms = grace_ms;
         }
         for (namespace, q) in &self.cluster.namespace_quorums {
             let namespace: u8 = namespace
@@ -259,6 +265,9 @@ impl FileConfig {
         }
         if self.write_quorum.is_some() {
             c.write_quorum = self.write_quorum;
+        }
+        if self.tombstone_grace_ms.is_some() {
+            c.tombstone_grace_ms = self.tombstone_grace_ms;
         }
         if let Some(quorums) = self.namespace_quorums {
             c.namespace_quorums.extend(quorums);

@@ -143,6 +143,10 @@ struct ServerArgs {
     /// hint (default true; false: writes need w live owners).
     #[arg(long)]
     sloppy_quorum: Option<bool>,
+    /// How old (ms) a delete marker must be before the cluster may agree to
+    /// collect it (default 10000).
+    #[arg(long)]
+    tombstone_grace_ms: Option<u64>,
     /// Test only: journal unsynced writes so a test can emulate power loss after
     /// kill -9 (see net/src/filedisk.rs). Slows writes; never use for real data.
     #[arg(long, hide = true)]
@@ -222,6 +226,7 @@ fn build_config(args: ServerArgs) -> Result<(NodeConfig, bool), String> {
         read_quorum: args.read_quorum,
         write_quorum: args.write_quorum,
         sloppy_quorum: args.sloppy_quorum,
+        tombstone_grace_ms: args.tombstone_grace_ms,
         namespace_quorums: (!args.namespace_quorum.is_empty())
             .then(|| args.namespace_quorum.into_iter().collect()),
         ..FileConfig::default()

@@ -547,6 +547,15 @@ pub fn status_text(cluster: &Cluster) -> String {
         stats.hints_refused.load(Relaxed),
         stats.writes_hinted.load(Relaxed),
     ));
+    text.push_str(&format!(
+        "delete markers (as primary): proposed {}, agreed by every member {}, waiting out the settle delay {}, forgotten {} (summed over members); forgotten here {}; replica writes refused as too old {}\n",
+        stats.markers_proposed.load(Relaxed),
+        stats.markers_agreed.load(Relaxed),
+        cluster.markers_waiting(),
+        stats.markers_forgotten.load(Relaxed),
+        cluster.tombstones_forgotten_here(),
+        stats.replica_writes_too_old.load(Relaxed),
+    ));
     text
 }
 

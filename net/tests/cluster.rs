@@ -754,3 +754,102 @@ fn a_namespace_with_its_own_quorums_stays_writable_with_one_replica() {
         "{text}"
     );
 }
+
+/// How many delete markers a node's store forgot (its status line).
+fn forgotten_here(node: &ShoalProcess) -> u64 {
+    let text = status(node);
+    let at = text
+        .find("forgotten here ")
+        .expect("status has the delete-marker line");
+    text[at + "forgotten here ".len()..]
+        .split(';')
+        .next()
+        .and_then(|n| n.trim().parse().ok())
+        .expect("a count")
+}
+
+/// Delete markers are collected only once every replica holds them: while
+/// node 3 is down, the markers of keys deleted meanwhile stay on nodes 1 and 2;
+/// once it is back and has them (anti-entropy), all three forget them, the
+/// deleted keys stay deleted, and the stopped data directories hold only the
+/// keys that were kept.
+#[test]
+fn delete_markers_go_only_once_every_replica_holds_them() {
+    let root = temp_dir("cluster-markers");
+    let ports = port_pairs(3);
+    let dirs = node_dirs(&root, 3);
+    let extra = ["--tombstone-grace-ms", "0"];
+    let mut nodes = start_nodes(&ports, &dirs, &extra);
+    let mut c1 = nodes[0].as_ref().unwrap().client();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while c1.set::<_, _, String>("warm", "x").is_err() {
+        assert!(Instant::now() < deadline, "cluster never accepted a write");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let keys: Vec<String> = (0..30).map(|i| format!("marker:{i}")).collect();
+    for key in &keys {
+        let _: String = c1.set(key, "v").unwrap();
+    }
+    wait_for_equal_digests(&nodes, Duration::from_secs(30));
+
+    nodes[2].take().unwrap().kill9();
+    let (deleted, kept) = keys.split_at(15);
+    for key in deleted {
+        let removed: i64 = c1.del(key).unwrap();
+        assert_eq!(removed, 1, "{key}");
+    }
+    // Longer than the settle delay (request timeout + replica-write age limit
+    // + slack, 3.5 s) and several collection rounds: nothing may go.
+    std::thread::sleep(Duration::from_secs(8));
+    for node in nodes.iter().take(2) {
+        assert_eq!(
+            forgotten_here(node.as_ref().unwrap()),
+            0,
+            "a marker went while a replica was down"
+        );
+    }
+
+    nodes[2] = Some(start_node_with(3, &ports, &dirs[2], &extra));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let counts: Vec<u64> = nodes
+            .iter()
+            .map(|n| forgotten_here(n.as_ref().unwrap()))
+            .collect();
+        if counts.iter().all(|c| *c >= deleted.len() as u64) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "markers not forgotten on every node: {counts:?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    wait_for_equal_digests(&nodes, Duration::from_secs(30));
+    for (i, node) in nodes.iter().enumerate() {
+        let mut c = node.as_ref().unwrap().client();
+        for key in deleted {
+            let value: Option<String> = c.get(key).unwrap();
+            assert_eq!(value, None, "{key} came back through node {}", i + 1);
+        }
+        for key in kept {
+            let value: String = c.get(key).unwrap();
+            assert_eq!(value, "v", "{key} through node {}", i + 1);
+        }
+    }
+    for (i, node) in nodes.iter_mut().enumerate() {
+        node.take().unwrap().kill9();
+        let held = inspect(&dirs[i]);
+        for key in deleted {
+            assert!(!held.contains_key(key), "node {} still holds {key}", i + 1);
+        }
+        for key in kept {
+            assert_eq!(
+                held.get(key),
+                Some(&vec!["v".to_string()]),
+                "node {}",
+                i + 1
+            );
+        }
+    }
+}

@@ -562,6 +562,9 @@ pub async fn simulate_cluster(plan: ClusterPlan) -> ClusterOutcome {
         config.read_quorum = plan.r;
         config.write_quorum = plan.w;
         config.anti_entropy_interval_ms = 500;
+        // Delete markers become candidates quickly, so collection runs during the
+        // faults and in phase 2.
+        config.tombstone_grace_ms = 500;
         config.sloppy_quorum = plan.sloppy;
         config.hint_observer = Some(hint_audit(all_members.clone(), recorder.clone()));
         if cfg!(feature = "bug-skip-anti-entropy") {
@@ -784,10 +787,48 @@ pub async fn simulate_cluster(plan: ClusterPlan) -> ClusterOutcome {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    let waited_ms = recorder.now_ms() - heal_ms;
+    // Phase 2b: give delete-marker collection time to run on the healed cluster
+    // (its settle delay and two rounds), then wait for agreement again.
+    let final_map = match final_map {
+        Some(_) => {
+            let config = &members[0].config;
+            let settle_ms = shoal_engine::cluster::tombstones::settle_ms(
+                config.request_timeout_ms,
+                config.replica_write_age_max_ms,
+            );
+            let drain_ms = settle_ms + 2 * config.anti_entropy_interval_ms;
+            tokio::time::sleep(Duration::from_millis(drain_ms)).await;
+            let deadline = deadline + Duration::from_millis(drain_ms);
+            loop {
+                if let Some(map) = converged(&members) {
+                    break Some(map);
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    break None;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        None => None,
+    };
     let converged = final_map.is_some();
+    let (agreed, forgotten) = members
+        .iter()
+        .filter_map(|m| lock(&m.cluster).clone())
+        .fold((0, 0), |(a, f), c| {
+            (
+                a + c.stats.markers_agreed.load(Ordering::Relaxed),
+                f + c.stats.markers_forgotten.load(Ordering::Relaxed),
+            )
+        });
+    recorder.fault(format!(
+        "delete markers since the last restarts: agreed {agreed}, forgotten {forgotten} (per replica)"
+    ));
     recorder.push(Event::Quiescence(Quiescence {
         converged,
-        waited_ms: recorder.now_ms() - heal_ms,
+        // Convergence after the heal, before the collection wait.
+        waited_ms,
     }));
 
     // Phase 3: every key touched, from every replica's store.
@@ -1031,7 +1072,8 @@ fn audit_handoff_plan(
 /// it sees them), every node that gained a partition holds every write to it that
 /// was acknowledged before the change was asked for. That is the handoff's promise,
 /// checked before anti-entropy has had long to paper over a missing one. Nodes
-/// down at the time are skipped.
+/// down at the time are skipped, and so are keys no old owner holds any more
+/// (deleted, their markers collected).
 async fn audit_handoff(
     members: &[Arc<Member>],
     via: u32,
@@ -1092,7 +1134,19 @@ async fn audit_handoff(
                     })
                 });
             checked += 1;
-            if !held {
+            // A key no old owner holds any more was deleted and its marker
+            // collected cluster-wide: there was nothing to hand off (and if the
+            // write was lost instead, the checker's final states show it).
+            let collected = || {
+                before.iter().all(|owner| {
+                    lock(&members[*owner as usize - 1].storage)
+                        .clone()
+                        .is_some_and(|st| {
+                            st.read(|s| s.get(op.key.ns, key)).ok().flatten().is_none()
+                        })
+                })
+            };
+            if !held && !collected() {
                 recorder.anomaly(format!(
                     "handoff audit: ring version {} says node {incoming} took partition {partition}, and its handoffs are done, but it lacks {} write of {value:?} dot {dot}, acknowledged at {} ms before the change",
                     new.version(),

@@ -53,6 +53,9 @@ pub fn features() -> Vec<&'static str> {
     if cfg!(feature = "bug-drop-hint") {
         on.push("bug-drop-hint");
     }
+    if cfg!(feature = "bug-forget-without-agreement") {
+        on.push("bug-forget-without-agreement");
+    }
     on
 }
 

@@ -1,6 +1,7 @@
 //! The cluster's decisions, sans-IO: the peer protocol's messages ([`wire`]), the
-//! failure detector ([`detector`]) and the quorum rounds a coordinator runs for
-//! each write and read ([`quorum`]). Placement is [`crate::placement`]; anti-entropy
+//! failure detector ([`detector`]), the quorum rounds a coordinator runs for
+//! each write and read ([`quorum`]) and the agreement that lets delete markers
+//! go ([`tombstones`]). Placement is [`crate::placement`]; anti-entropy
 //! digests are [`crate::digest`].
 //!
 //! Must not touch: sockets, tasks, clocks. Time comes in as `now_ms` arguments;
@@ -10,4 +11,5 @@ pub mod detector;
 pub mod hints;
 pub mod map;
 pub mod quorum;
+pub mod tombstones;
 pub mod wire;

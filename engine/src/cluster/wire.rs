@@ -4,6 +4,7 @@
 //! (`*_MAX` below) and checked by the receivers.
 
 use crate::cluster::map::ClusterMap;
+use crate::cluster::tombstones::MarkerItem;
 use crate::version::{Dot, NodeId, SiblingSet, VersionVector};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -21,6 +22,9 @@ pub const STALE_RING: &str = "STALERING";
 /// Error code: the receiver's map is older than the request's ring; the sender
 /// should push its map first.
 pub const MAP_BEHIND: &str = "MAPBEHIND";
+/// Error code: a replica write (or forget) arrived later than
+/// `replica_write_age_max_ms` after it was sent; its sender gave up long ago.
+pub const TOO_OLD: &str = "TOOOLD";
 
 /// Where a handoff scan resumes: after this key of this (slot, namespace).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -106,8 +110,13 @@ pub enum Request {
     /// (`STALERING`) when `ring_version` is older than the receiver's ring. With
     /// `hint_for`, the receiver is a fallback: it keeps the sets durably as hints
     /// for that owner instead, and hands them over when the owner is back.
+    /// Refused (`TOOOLD`) when it arrives more than `replica_write_age_max_ms`
+    /// after `sent_wall_ms` (the sender's wall clock): a copy held up that long
+    /// (a stalled link) must not land after a delete marker it predates was
+    /// collected.
     Replicate {
         ring_version: u64,
+        sent_wall_ms: u64,
         items: Vec<ReplicaItem>,
         hint_for: Option<NodeId>,
     },
@@ -143,6 +152,19 @@ pub enum Request {
     /// SWIM's ping-req: ping `target` and answer with `Vouch` (the asker cannot
     /// hear it directly).
     PingReq { target: NodeId },
+    /// Marker collection, step 1 (`tombstones`): this node's verdict on each.
+    /// Refused (`STALERING`) unless the receiver has the same ring, settled.
+    MarkerVerdicts {
+        ring_version: u64,
+        items: Vec<MarkerItem>,
+    },
+    /// Marker collection, step 3: forget each marker still held as agreed.
+    /// Refused like `MarkerVerdicts`, and like `Replicate` when too old.
+    ForgetMarkers {
+        ring_version: u64,
+        sent_wall_ms: u64,
+        items: Vec<MarkerItem>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -175,6 +197,10 @@ pub enum Response {
     Vouch {
         answered: Option<u64>,
     },
+    /// `MarkerVerdicts`' answer, one per item: true when it may go.
+    Verdicts(Vec<bool>),
+    /// `ForgetMarkers`' answer: how many this node forgot.
+    Forgot(u64),
 }
 
 /// What travels in one frame after the handshake.

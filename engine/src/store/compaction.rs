@@ -122,6 +122,12 @@ impl Store {
                 continue;
             }
             let mut body = self.read_record(*entry).map_err(WriteError::Corrupt)?;
+            if oldest && body.set.siblings.is_empty() {
+                // Forgotten (cluster tombstone collection): nothing older is left
+                // for the empty record to shadow.
+                collected.push(dk.clone());
+                continue;
+            }
             debug_assert_eq!(dir_key(body.namespace, &body.key), *dk);
             body.batch_seq = batch_seq;
             let mut frame = Vec::new();
@@ -131,7 +137,7 @@ impl Store {
                 bytes: frame,
                 live: entry.live,
                 op_index: 0,
-                set_hash: 0,
+                set_hash: None,
             });
         }
         if !frames.is_empty() {

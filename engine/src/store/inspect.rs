@@ -69,7 +69,8 @@ pub struct InspectedKey {
 pub struct Inspection {
     /// In segment order.
     pub segments: Vec<SegmentCheck>,
-    /// Sorted by (namespace, key).
+    /// Sorted by (namespace, key). Keys the cluster forgot (an empty set as their
+    /// latest record) are left out.
     pub keys: Vec<InspectedKey>,
 }
 
@@ -143,7 +144,10 @@ pub fn inspect_dir(dir: &dyn DiskDir, record_size_max_bytes: u32) -> Result<Insp
     }
     Ok(Inspection {
         segments,
-        keys: latest.into_values().collect(),
+        keys: latest
+            .into_values()
+            .filter(|k| !k.set.siblings.is_empty())
+            .collect(),
     })
 }
 

@@ -134,6 +134,11 @@ impl KeyDir {
         self.iter().map(|(_, e)| e)
     }
 
+    /// Namespaces that have ever held a key (ascending).
+    pub fn namespaces(&self) -> impl Iterator<Item = u8> + '_ {
+        self.namespaces.keys().copied()
+    }
+
     /// The entries of one namespace from `first_slot` on, slot by slot.
     pub fn slots_from(
         &self,

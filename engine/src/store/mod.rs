@@ -122,6 +122,10 @@ pub struct WriteOp {
     /// Replica write: merge this set into the key's set (no new dot). `value`,
     /// `covers` and `condition` are ignored. Applied only when it changes the set.
     pub merge: Option<SiblingSet>,
+    /// Cluster tombstone collection: forget the key if its set is still made only
+    /// of delete markers and hashes (`digest::set_hash`) to this. Everything else
+    /// in the op is ignored. See [`WriteOp::forget_if`].
+    pub forget_if: Option<u64>,
 }
 
 impl WriteOp {
@@ -133,6 +137,7 @@ impl WriteOp {
             covers: Covers::Current,
             condition: Condition::Always,
             merge: None,
+            forget_if: None,
         }
     }
 
@@ -144,6 +149,7 @@ impl WriteOp {
             covers: Covers::Current,
             condition: Condition::Always,
             merge: None,
+            forget_if: None,
         }
     }
 
@@ -157,6 +163,20 @@ impl WriteOp {
             covers: Covers::Current,
             condition: Condition::Always,
             merge: Some(set),
+            forget_if: None,
+        }
+    }
+
+    /// Forget a delete-marker set that every replica holds (the cluster decided
+    /// so). The key is written as an empty set (no siblings, no context): it reads
+    /// as absent, leaves the digests, and a later merge or write starts afresh.
+    /// The empty record stays on disk, shadowing older records of the key, until
+    /// compaction collects it from the oldest segment. Not applied when the key's
+    /// set changed since (its hash differs) or holds a value.
+    pub fn forget_if(namespace: u8, key: Bytes, set_hash: u64) -> Self {
+        WriteOp {
+            forget_if: Some(set_hash),
+            ..WriteOp::delete(namespace, key)
         }
     }
 }
@@ -254,8 +274,9 @@ pub(crate) struct PendingFrame {
     pub live: bool,
     /// Which operation of the batch it belongs to.
     pub op_index: usize,
-    /// The record's set hash for the anti-entropy digests (0 when they are off).
-    pub set_hash: u64,
+    /// The record's set hash for the anti-entropy digests (0 when they are off;
+    /// `None`: an empty set, which leaves them).
+    pub set_hash: Option<u64>,
 }
 
 /// Where an appended frame landed.
@@ -282,8 +303,11 @@ pub struct PreparedBatch {
     results: Vec<Result<WriteOutcome, WriteError>>,
     /// (directory key, new entry) in write order.
     updates: Vec<(Box<[u8]>, KeyEntry)>,
-    /// Per update, the new set's hash (empty when digests are off).
-    set_hashes: Vec<u64>,
+    /// Per update, the new set's hash (empty when digests are off; `None`: the
+    /// key was forgotten).
+    set_hashes: Vec<Option<u64>>,
+    /// Keys this batch forgets (`WriteOp::forget_if`).
+    forgotten: u64,
     sync_target: Option<Arc<dyn Disk>>,
     batch_seq: u64,
 }
@@ -312,6 +336,8 @@ pub struct StoreStats {
     pub compactions_done: u64,
     pub compaction_bytes_rewritten: u64,
     pub tombstones_collected: u64,
+    /// Delete-marker sets forgotten because every replica held them (cluster).
+    pub tombstones_forgotten: u64,
     pub disk_full_refusals: u64,
     /// Client writes refused because they would leave more than `siblings_max`
     /// concurrent siblings (the writer must resolve them first).
@@ -400,6 +426,9 @@ impl Store {
             self.keydir.iter().map(|(k, e)| (k.clone(), *e)).collect();
         for (dk, entry) in &entries {
             if let Ok(body) = self.read_record(*entry) {
+                if body.set.siblings.is_empty() {
+                    continue; // forgotten
+                }
                 let slot = u16::from_be_bytes([dk[1], dk[2]]);
                 tree.update(dk[0], slot, &dk[3..], crate::digest::set_hash(&body.set));
             }
@@ -430,11 +459,56 @@ impl Store {
             .collect()
     }
 
-    /// The sibling set of a key, including one made only of delete markers.
+    /// Keys in a range of slots (all namespaces) whose sets are made only of
+    /// delete markers, the newest written before `hlc_before`: (namespace, key,
+    /// `digest::set_hash` of the set). At most `max`, in directory order by
+    /// namespace then slot; keys for which `skip` is true are passed over.
+    /// Reads each marker's record (non-live entries only).
+    pub fn delete_markers_in_slots(
+        &self,
+        slots: std::ops::RangeInclusive<u16>,
+        hlc_before: crate::version::Hlc,
+        max: usize,
+        skip: impl Fn(u8, &[u8]) -> bool,
+    ) -> Vec<(u8, Bytes, u64)> {
+        let (first, last) = (*slots.start() as usize, *slots.end() as usize);
+        let mut found = Vec::new();
+        for namespace in self.keydir.namespaces() {
+            let entries = self
+                .keydir
+                .slots_from(namespace, first)
+                .take_while(|(slot, _)| *slot <= last)
+                .flat_map(|(_, map)| map.iter())
+                .filter(|(_, e)| !e.live);
+            for (dk, entry) in entries {
+                if found.len() >= max {
+                    return found;
+                }
+                if skip(namespace, &dk[3..]) {
+                    continue;
+                }
+                let Ok(body) = self.read_record(*entry) else {
+                    continue; // a damaged record is anti-entropy's to repair
+                };
+                if body.set.siblings.is_empty() || body.set.max_hlc() >= hlc_before {
+                    continue;
+                }
+                let hash = crate::digest::set_hash(&body.set);
+                found.push((namespace, Bytes::copy_from_slice(&dk[3..]), hash));
+            }
+        }
+        found
+    }
+
+    /// The sibling set of a key, including one made only of delete markers
+    /// (`None`: absent or forgotten).
     pub fn get(&self, namespace: u8, key: &[u8]) -> Result<Option<SiblingSet>, ReadError> {
         match self.keydir.get_key(namespace, key) {
             None => Ok(None),
-            Some(entry) => Ok(Some(self.read_record(*entry)?.set)),
+            Some(entry) => {
+                let set = self.read_record(*entry)?.set;
+                Ok((!set.siblings.is_empty()).then_some(set))
+            }
         }
     }
 
@@ -517,7 +591,8 @@ impl Store {
             .collect()
     }
 
-    /// Every key with its sibling set (live or not), for inspection and tests.
+    /// Every key with its sibling set (live or not, forgotten ones left out), for
+    /// inspection and tests.
     pub fn dump(&self) -> Vec<(u8, Bytes, Result<SiblingSet, ReadError>)> {
         self.keydir
             .iter()
@@ -528,6 +603,7 @@ impl Store {
                     self.read_record(*e).map(|b| b.set),
                 )
             })
+            .filter(|(_, _, set)| set.as_ref().map_or(true, |s| !s.siblings.is_empty()))
             .collect()
     }
 
@@ -559,6 +635,7 @@ impl Store {
             set_hashes: Vec::new(),
             sync_target: None,
             batch_seq: self.next_batch_seq,
+            forgotten: 0,
         };
         if let Some(reason) = &self.poisoned {
             batch.results = ops
@@ -573,6 +650,9 @@ impl Store {
         for (op_index, op) in ops.iter().enumerate() {
             let result =
                 self.prepare_one(op, op_index, batch_seq, wall_ms, &mut overlay, &mut frames);
+            if op.forget_if.is_some() && result.as_ref().is_ok_and(|o| o.applied) {
+                batch.forgotten += 1;
+            }
             batch.results.push(result);
         }
         if frames.is_empty() {
@@ -650,6 +730,30 @@ impl Store {
             previous_live,
             set,
         };
+        if let Some(expected) = op.forget_if {
+            let holds_only_markers = !current.siblings.is_empty() && current.is_deleted();
+            if !holds_only_markers || crate::digest::set_hash(&current) != expected {
+                return Ok(not_applied(VersionVector::new(), current));
+            }
+            // The markers' context goes with them: never reissue a dot it covered.
+            self.counter_floor = self.counter_floor.max(self.counter_issued_max + 1);
+            self.stage_frame(
+                op,
+                op_index,
+                batch_seq,
+                SiblingSet::default(),
+                overlay,
+                frames,
+            )?;
+            return Ok(WriteOutcome {
+                applied: true,
+                dot: None,
+                superseded: current.context.clone(),
+                previous_winner,
+                previous_live,
+                set: SiblingSet::default(),
+            });
+        }
         if let Some(incoming) = &op.merge {
             self.clock.observe(incoming.max_hlc());
             let mut next = current.clone();
@@ -735,10 +839,12 @@ impl Store {
             });
         }
         let live = !body.set.is_deleted();
-        let set_hash = if self.digests.is_some() {
-            crate::digest::set_hash(&body.set)
+        let set_hash = if body.set.siblings.is_empty() {
+            None
+        } else if self.digests.is_some() {
+            Some(crate::digest::set_hash(&body.set))
         } else {
-            0
+            Some(0)
         };
         let dk = dir_key(op.namespace, &op.key);
         overlay.insert(dk.clone(), body.set);
@@ -868,9 +974,13 @@ impl Store {
         if let Some(digests) = &mut self.digests {
             for ((dk, _), hash) in batch.updates.iter().zip(&batch.set_hashes) {
                 let slot = u16::from_be_bytes([dk[1], dk[2]]);
-                digests.update(dk[0], slot, &dk[3..], *hash);
+                match hash {
+                    Some(hash) => digests.update(dk[0], slot, &dk[3..], *hash),
+                    None => digests.remove(dk[0], slot, &dk[3..]),
+                }
             }
         }
+        self.stats.tombstones_forgotten += batch.forgotten;
         for (dk, entry) in batch.updates {
             if self
                 .staged
