@@ -186,3 +186,39 @@ fn writes_after_forgetting_mint_dots_the_old_context_does_not_cover() {
         .expect("merge");
     assert_eq!(other.get(0, b"k").unwrap(), Some(set));
 }
+
+#[test]
+fn a_dropped_copy_is_gone_live_or_not_and_stays_gone() {
+    let dir = MemDir::new();
+    let mut store = open(&dir, options());
+    store.enable_digests();
+    put(&mut store, "live", "v");
+    put(&mut store, "deleted", "v");
+    delete(&mut store, "deleted");
+    put(&mut store, "kept", "v");
+    let outcomes = commit(
+        &mut store,
+        &[
+            WriteOp::drop_copy(0, key("live")),
+            WriteOp::drop_copy(0, key("deleted")),
+            WriteOp::drop_copy(0, key("never-written")),
+        ],
+    );
+    let applied: Vec<bool> = outcomes
+        .iter()
+        .map(|o| o.clone().unwrap().applied)
+        .collect();
+    assert_eq!(applied, [true, true, false]);
+    assert_eq!(digest_keys(&store), 1);
+    assert_eq!(store.live_key_count(0), 1);
+    assert_eq!(
+        store.stats().tombstones_forgotten,
+        0,
+        "not a marker collection"
+    );
+    drop(store);
+    let store = open(&dir, options());
+    assert_eq!(store.get(0, b"live").unwrap(), None);
+    assert_eq!(store.get(0, b"deleted").unwrap(), None);
+    assert_eq!(value_of(&store, "kept").as_deref(), Some("v"));
+}

@@ -296,6 +296,8 @@ pub struct ClusterStats {
     pub markers_proposed: AtomicU64,
     pub markers_agreed: AtomicU64,
     pub markers_forgotten: AtomicU64,
+    /// Keys of partitions this node no longer owns that it forgot.
+    pub copies_dropped: AtomicU64,
 }
 
 /// Why a call to a peer did not return its answer.
@@ -2608,6 +2610,66 @@ impl Cluster {
                 .anti_entropy_rounds
                 .fetch_add(1, Ordering::Relaxed);
             self.collect_markers().await;
+            self.drop_unowned_copies().await;
+        }
+    }
+
+    /// Forget copies of partitions this node no longer owns, once the ring is
+    /// settled: every node that gained them has pulled them whole, so nothing
+    /// needs them here (and a stale copy would hold back marker collection).
+    /// At most `anti_entropy_keys_per_round_max` keys per round, under the
+    /// gate, so a ring change that hands a partition back waits for it.
+    async fn drop_unowned_copies(self: &Arc<Self>) {
+        let settled = |map: &ClusterMap| {
+            map.partitions_in_transition() == 0 || cfg!(feature = "bug-drop-before-handoff")
+        };
+        let map = self.map();
+        if !settled(&map) {
+            return;
+        }
+        let me = self.me();
+        let ring = map.ring();
+        let budget = self.config.anti_entropy_keys_per_round_max;
+        let keys: Vec<(u8, Bytes)> = self.storage.read(|s| {
+            let mut keys = Vec::new();
+            let Some(digests) = s.digests() else {
+                return keys;
+            };
+            for partition in 0..ring.partition_count() {
+                if ring.preference_list(partition).contains(&me) {
+                    continue;
+                }
+                for (slot, namespace, _) in digests.slot_digests(ring.slot_range(partition)) {
+                    for (key, _) in digests.slot_keys(namespace, slot) {
+                        keys.push((namespace, Bytes::from(key)));
+                        if keys.len() >= budget {
+                            return keys;
+                        }
+                    }
+                }
+            }
+            keys
+        });
+        if keys.is_empty() {
+            return;
+        }
+        let _shared = self.gate.read().await;
+        let now = self.map();
+        if now.version() != map.version() || !settled(&now) {
+            return;
+        }
+        let ops: Vec<WriteOp> = keys
+            .into_iter()
+            .map(|(namespace, key)| WriteOp::drop_copy(namespace, key))
+            .collect();
+        if let Ok(results) = self.storage.write(ops).await {
+            let dropped = results
+                .iter()
+                .filter(|r| r.as_ref().is_ok_and(|o| o.applied))
+                .count();
+            self.stats
+                .copies_dropped
+                .fetch_add(dropped as u64, Ordering::Relaxed);
         }
     }
 

@@ -492,11 +492,12 @@ pub fn status_text(cluster: &Cluster) -> String {
         None => String::new(),
     };
     text.push_str(&format!(
-        "\nhandoffs in flight: {} over {} partition(s){handoff_now}\nhandoff keys pulled {}, partitions done {}, replica writes refused as sent under an older ring {} (copies re-sent under the newer ring {}), map syncs {}\nindirect probes served for others {}, peers vouched for by others {}\n",
+        "\nhandoffs in flight: {} over {} partition(s){handoff_now}\nhandoff keys pulled {}, partitions done {}, keys of partitions no longer owned dropped {}, replica writes refused as sent under an older ring {} (copies re-sent under the newer ring {}), map syncs {}\nindirect probes served for others {}, peers vouched for by others {}\n",
         map.handoffs_pending(),
         map.partitions_in_transition(),
         stats.handoff_keys_pulled.load(Relaxed),
         stats.handoff_partitions_done.load(Relaxed),
+        stats.copies_dropped.load(Relaxed),
         stats.stale_ring_refusals.load(Relaxed),
         stats.stale_ring_retries.load(Relaxed),
         stats.map_syncs.load(Relaxed),

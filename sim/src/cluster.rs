@@ -813,17 +813,18 @@ pub async fn simulate_cluster(plan: ClusterPlan) -> ClusterOutcome {
         None => None,
     };
     let converged = final_map.is_some();
-    let (agreed, forgotten) = members
+    let (agreed, forgotten, dropped) = members
         .iter()
         .filter_map(|m| lock(&m.cluster).clone())
-        .fold((0, 0), |(a, f), c| {
+        .fold((0, 0, 0), |(a, f, d), c| {
             (
                 a + c.stats.markers_agreed.load(Ordering::Relaxed),
                 f + c.stats.markers_forgotten.load(Ordering::Relaxed),
+                d + c.stats.copies_dropped.load(Ordering::Relaxed),
             )
         });
     recorder.fault(format!(
-        "delete markers since the last restarts: agreed {agreed}, forgotten {forgotten} (per replica)"
+        "since the last restarts: delete markers agreed {agreed}, forgotten {forgotten} (per replica); copies of partitions no longer owned dropped {dropped}"
     ));
     recorder.push(Event::Quiescence(Quiescence {
         converged,

@@ -56,6 +56,9 @@ pub fn features() -> Vec<&'static str> {
     if cfg!(feature = "bug-forget-without-agreement") {
         on.push("bug-forget-without-agreement");
     }
+    if cfg!(feature = "bug-drop-before-handoff") {
+        on.push("bug-drop-before-handoff");
+    }
     on
 }
 

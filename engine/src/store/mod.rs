@@ -122,10 +122,19 @@ pub struct WriteOp {
     /// Replica write: merge this set into the key's set (no new dot). `value`,
     /// `covers` and `condition` are ignored. Applied only when it changes the set.
     pub merge: Option<SiblingSet>,
-    /// Cluster tombstone collection: forget the key if its set is still made only
-    /// of delete markers and hashes (`digest::set_hash`) to this. Everything else
-    /// in the op is ignored. See [`WriteOp::forget_if`].
-    pub forget_if: Option<u64>,
+    /// Forget the key (see [`WriteOp::forget_if`] and [`WriteOp::drop_copy`]).
+    /// Everything else in the op is ignored.
+    pub forget: Option<Forget>,
+}
+
+/// When a forget applies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Forget {
+    /// Only while the key's set is made only of delete markers and hashes
+    /// (`digest::set_hash`) to this.
+    MarkersHashing(u64),
+    /// Whatever the key holds: a copy of a partition this node no longer owns.
+    Copy,
 }
 
 impl WriteOp {
@@ -137,7 +146,7 @@ impl WriteOp {
             covers: Covers::Current,
             condition: Condition::Always,
             merge: None,
-            forget_if: None,
+            forget: None,
         }
     }
 
@@ -149,7 +158,7 @@ impl WriteOp {
             covers: Covers::Current,
             condition: Condition::Always,
             merge: None,
-            forget_if: None,
+            forget: None,
         }
     }
 
@@ -163,7 +172,7 @@ impl WriteOp {
             covers: Covers::Current,
             condition: Condition::Always,
             merge: Some(set),
-            forget_if: None,
+            forget: None,
         }
     }
 
@@ -175,7 +184,16 @@ impl WriteOp {
     /// set changed since (its hash differs) or holds a value.
     pub fn forget_if(namespace: u8, key: Bytes, set_hash: u64) -> Self {
         WriteOp {
-            forget_if: Some(set_hash),
+            forget: Some(Forget::MarkersHashing(set_hash)),
+            ..WriteOp::delete(namespace, key)
+        }
+    }
+
+    /// Forget a copy this node no longer needs (its partition moved to other
+    /// nodes, which hold it whole), live or not, the same way.
+    pub fn drop_copy(namespace: u8, key: Bytes) -> Self {
+        WriteOp {
+            forget: Some(Forget::Copy),
             ..WriteOp::delete(namespace, key)
         }
     }
@@ -306,7 +324,7 @@ pub struct PreparedBatch {
     /// Per update, the new set's hash (empty when digests are off; `None`: the
     /// key was forgotten).
     set_hashes: Vec<Option<u64>>,
-    /// Keys this batch forgets (`WriteOp::forget_if`).
+    /// Delete-marker sets this batch forgets (`WriteOp::forget_if`).
     forgotten: u64,
     sync_target: Option<Arc<dyn Disk>>,
     batch_seq: u64,
@@ -650,7 +668,8 @@ impl Store {
         for (op_index, op) in ops.iter().enumerate() {
             let result =
                 self.prepare_one(op, op_index, batch_seq, wall_ms, &mut overlay, &mut frames);
-            if op.forget_if.is_some() && result.as_ref().is_ok_and(|o| o.applied) {
+            let forgot_markers = matches!(op.forget, Some(Forget::MarkersHashing(_)));
+            if forgot_markers && result.as_ref().is_ok_and(|o| o.applied) {
                 batch.forgotten += 1;
             }
             batch.results.push(result);
@@ -730,12 +749,18 @@ impl Store {
             previous_live,
             set,
         };
-        if let Some(expected) = op.forget_if {
-            let holds_only_markers = !current.siblings.is_empty() && current.is_deleted();
-            if !holds_only_markers || crate::digest::set_hash(&current) != expected {
+        if let Some(forget) = op.forget {
+            let applies = !current.siblings.is_empty()
+                && match forget {
+                    Forget::MarkersHashing(expected) => {
+                        current.is_deleted() && crate::digest::set_hash(&current) == expected
+                    }
+                    Forget::Copy => true,
+                };
+            if !applies {
                 return Ok(not_applied(VersionVector::new(), current));
             }
-            // The markers' context goes with them: never reissue a dot it covered.
+            // The set's context goes with it: never reissue a dot it covered.
             self.counter_floor = self.counter_floor.max(self.counter_issued_max + 1);
             self.stage_frame(
                 op,
