@@ -22,7 +22,6 @@ use shoal_engine::rng::SplitMix64;
 use shoal_engine::{Store, StoreOptions};
 use shoal_net::cluster::{Cluster, ClusterConfig, MemberAddr, PEER_PORT_OFFSET};
 use shoal_net::resp::Reply;
-use shoal_net::runtime::TokioRuntime;
 use shoal_net::server::{serve, ServerConfig, Shared};
 use shoal_net::storage::{Storage, StorageConfig};
 use std::collections::{BTreeMap, BTreeSet};
@@ -66,6 +65,16 @@ pub enum ClusterFault {
     /// which needs an operator (see ARCHITECTURE.md), so it is the single-node
     /// sim's fault only.
     Corrupt { node: u32, after_ms: u64 },
+    /// The node's wall clock moves by `delta_ms` and stays there (the hybrid
+    /// logical clocks, the replica-write age limit and marker grace see it).
+    ClockSkew { node: u32, delta_ms: i64 },
+    /// Every link loses `loss_percent` of its packets and delays each by up to
+    /// `latency_max_ms` (reordering them) for `duration_ms`.
+    Lossy {
+        loss_percent: u64,
+        latency_max_ms: u64,
+        duration_ms: u64,
+    },
 }
 
 impl fmt::Display for ClusterFault {
@@ -107,6 +116,17 @@ impl fmt::Display for ClusterFault {
                     "disk of node {node} lost; restart on an empty one after {down_ms} ms"
                 )
             }
+            ClusterFault::ClockSkew { node, delta_ms } => {
+                write!(f, "wall clock of node {node} moves {delta_ms:+} ms")
+            }
+            ClusterFault::Lossy {
+                loss_percent,
+                latency_max_ms,
+                duration_ms,
+            } => write!(
+                f,
+                "lossy network: {loss_percent}% loss, latency up to {latency_max_ms} ms, for {duration_ms} ms"
+            ),
         }
     }
 }
@@ -288,6 +308,36 @@ impl ClusterPlan {
             faults.push((at_ms, ClusterFault::DiskLost { node, down_ms }));
             faults.sort_by_key(|(at, _)| *at);
         }
+        // Clock skew and a lossy network, each from its own stream. Skews stay
+        // well inside the replica-write age limit (2 s), which marker collection
+        // assumes bounds the skew between nodes.
+        let mut clock_rng = SplitMix64::new(seed ^ 0xc10c_5e3d);
+        if clock_rng.chance_percent(30) {
+            for _ in 0..1 + clock_rng.below(2) {
+                let at_ms = clock_rng.below(phase1_ms);
+                let node = 1 + clock_rng.below(u64::from(nodes)) as u32;
+                let delta_ms = 50 + clock_rng.below(450) as i64;
+                let delta_ms = if clock_rng.chance_percent(50) {
+                    delta_ms
+                } else {
+                    -delta_ms
+                };
+                faults.push((at_ms, ClusterFault::ClockSkew { node, delta_ms }));
+            }
+        }
+        let mut loss_rng = SplitMix64::new(seed ^ 0x0010_55e7);
+        if loss_rng.chance_percent(25) {
+            let at_ms = 300 + loss_rng.below(phase1_ms - 300);
+            faults.push((
+                at_ms,
+                ClusterFault::Lossy {
+                    loss_percent: loss_rng.below(6),
+                    latency_max_ms: 10 + loss_rng.below(140),
+                    duration_ms: 300 + loss_rng.below(1_700),
+                },
+            ));
+        }
+        faults.sort_by_key(|(at, _)| *at);
         ClusterPlan {
             seed,
             nodes,
@@ -366,6 +416,8 @@ struct Member {
     supervisor: tokio::sync::mpsc::UnboundedSender<u32>,
     cluster: Mutex<Option<Arc<Cluster>>>,
     hints: Mutex<Option<Storage>>,
+    /// The wall-clock skew of this node's runtime (kept across restarts).
+    skew_ms: Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl Member {
@@ -396,7 +448,7 @@ impl Member {
                 }
             }
         };
-        let runtime = TokioRuntime::new();
+        let runtime = crate::node::SkewedRuntime::new(self.skew_ms.clone());
         let storage = Storage::start(store, self.storage_config.clone(), runtime.clone());
         let (hint_dir, hint_options) =
             shoal_engine::cluster::hints::hint_store_location(dir.clone(), &self.store_options);
@@ -591,6 +643,7 @@ pub async fn simulate_cluster(plan: ClusterPlan) -> ClusterOutcome {
             supervisor: restart_tx.clone(),
             cluster: Mutex::new(None),
             hints: Mutex::new(None),
+            skew_ms: Arc::default(),
         });
         let init = member.clone();
         let node = handle
@@ -732,6 +785,28 @@ pub async fn simulate_cluster(plan: ClusterPlan) -> ClusterOutcome {
                     tokio::time::sleep(Duration::from_millis(down_ms)).await;
                     handle.restart(node_ids[&node]);
                     recorder.fault(format!("restart node {node} on an empty disk"));
+                }
+                ClusterFault::ClockSkew { node, delta_ms } => {
+                    members[node as usize - 1]
+                        .skew_ms
+                        .fetch_add(delta_ms, Ordering::Relaxed);
+                }
+                ClusterFault::Lossy {
+                    loss_percent,
+                    latency_max_ms,
+                    duration_ms,
+                } => {
+                    net.update_config(|config| {
+                        config.packet_loss_rate = loss_percent as f64 / 100.0;
+                        config.send_latency =
+                            Duration::from_millis(1)..Duration::from_millis(latency_max_ms);
+                    });
+                    tokio::time::sleep(Duration::from_millis(duration_ms)).await;
+                    net.update_config(|config| {
+                        config.packet_loss_rate = 0.0;
+                        config.send_latency = Duration::from_millis(1)..Duration::from_millis(10);
+                    });
+                    recorder.fault("network back to normal".to_string());
                 }
                 ClusterFault::Cut { a, b, duration_ms } => {
                     let (na, nb) = (node_ids[&a], node_ids[&b]);

@@ -193,6 +193,16 @@ pub struct SkewedRuntime {
     skew_ms: Arc<AtomicI64>,
 }
 
+impl SkewedRuntime {
+    /// madsim's runtime with its wall clock moved by `skew_ms`.
+    pub fn new(skew_ms: Arc<AtomicI64>) -> SkewedRuntime {
+        SkewedRuntime {
+            inner: TokioRuntime::new(),
+            skew_ms,
+        }
+    }
+}
+
 impl Runtime for SkewedRuntime {
     fn wall_ms(&self) -> u64 {
         let wall_ms = self.inner.wall_ms() as i64 + self.skew_ms.load(Ordering::Relaxed);
@@ -280,10 +290,7 @@ impl NodeWorld {
                 return;
             }
         };
-        let runtime = SkewedRuntime {
-            inner: TokioRuntime::new(),
-            skew_ms: self.skew_ms.clone(),
-        };
+        let runtime = SkewedRuntime::new(self.skew_ms.clone());
         let storage = Storage::start(store, self.storage_config.clone(), runtime);
         let listener = tokio::net::TcpListener::bind(node_addr())
             .await
