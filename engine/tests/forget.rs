@@ -222,3 +222,46 @@ fn a_dropped_copy_is_gone_live_or_not_and_stays_gone() {
     assert_eq!(store.get(0, b"deleted").unwrap(), None);
     assert_eq!(value_of(&store, "kept").as_deref(), Some("v"));
 }
+
+#[test]
+fn marker_listing_keeps_to_the_grace_the_cap_and_the_read_budget() {
+    use shoal_engine::Hlc;
+    let dir = MemDir::new();
+    let mut store = open(&dir, options());
+    for i in 0..6 {
+        put(&mut store, &format!("d{i}"), "v");
+        delete(&mut store, &format!("d{i}"));
+    }
+    put(&mut store, "live", "v");
+    let all = 0..=shoal_engine::slot::SLOT_COUNT - 1;
+    let list = |before_ms: u64, max: usize, reads: usize, store: &Store| {
+        let mut reads_left = reads;
+        let found = store.delete_markers_in_slots(
+            all.clone(),
+            Hlc::at_wall_ms(before_ms),
+            max,
+            &mut reads_left,
+            |_, k| k == b"d0",
+        );
+        (found, reads_left)
+    };
+    // The helpers write at wall time 1000 ms: inside a grace ending there.
+    let (found, _) = list(1_000, 100, 100, &store);
+    assert!(found.is_empty(), "{found:?}");
+    let (found, reads_left) = list(2_000, 100, 100, &store);
+    let names: Vec<&[u8]> = found.iter().map(|(_, k, _)| &k[..]).collect();
+    assert_eq!(
+        names.len(),
+        5,
+        "d0 is skipped, the live key never read: {names:?}"
+    );
+    assert_eq!(reads_left, 95);
+    for (ns, key, hash) in &found {
+        let set = store.get(*ns, key).unwrap().unwrap();
+        assert!(set.is_deleted());
+        assert_eq!(set_hash(&set), *hash);
+    }
+    assert_eq!(list(2_000, 2, 100, &store).0.len(), 2);
+    let (found, reads_left) = list(2_000, 100, 3, &store);
+    assert_eq!((found.len(), reads_left), (3, 0));
+}

@@ -2762,8 +2762,9 @@ impl Cluster {
         let before = shoal_engine::Hlc::at_wall_ms(self.clock.wall_ms().saturating_sub(grace_ms));
         let start = self.marker_cursor.load(Ordering::Relaxed) as usize;
         let mut proposals = Vec::new();
+        let mut reads_left = tombstones::MARKER_READS_PER_ROUND_MAX;
         for i in 0..partitions.len() {
-            if proposals.len() >= budget {
+            if proposals.len() >= budget || reads_left == 0 {
                 break;
             }
             let partition = partitions[(start + i) % partitions.len()];
@@ -2777,6 +2778,7 @@ impl Cluster {
                     ring.slot_range(partition),
                     before,
                     budget - proposals.len(),
+                    &mut reads_left,
                     |namespace, key| agreed.contains(namespace, key),
                 )
             });

@@ -35,6 +35,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// Markers a primary proposes in one round.
 pub const PROPOSALS_PER_ROUND_MAX: usize = 256;
+/// Records a primary reads looking for markers in one round (its I/O budget:
+/// markers still inside the grace are read and passed over).
+pub const MARKER_READS_PER_ROUND_MAX: usize = 4 * PROPOSALS_PER_ROUND_MAX;
 /// Agreed markers a primary keeps waiting out the settle delay.
 pub const AGREED_MAX: usize = 4096;
 /// Added to the settle delay for scheduling and queueing.

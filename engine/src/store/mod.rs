@@ -481,12 +481,14 @@ impl Store {
     /// delete markers, the newest written before `hlc_before`: (namespace, key,
     /// `digest::set_hash` of the set). At most `max`, in directory order by
     /// namespace then slot; keys for which `skip` is true are passed over.
-    /// Reads each marker's record (non-live entries only).
+    /// Reads the record of each non-live entry it looks at, and stops after
+    /// `*reads_left` reads (decremented: the caller's I/O budget).
     pub fn delete_markers_in_slots(
         &self,
         slots: std::ops::RangeInclusive<u16>,
         hlc_before: crate::version::Hlc,
         max: usize,
+        reads_left: &mut usize,
         skip: impl Fn(u8, &[u8]) -> bool,
     ) -> Vec<(u8, Bytes, u64)> {
         let (first, last) = (*slots.start() as usize, *slots.end() as usize);
@@ -499,12 +501,13 @@ impl Store {
                 .flat_map(|(_, map)| map.iter())
                 .filter(|(_, e)| !e.live);
             for (dk, entry) in entries {
-                if found.len() >= max {
+                if found.len() >= max || *reads_left == 0 {
                     return found;
                 }
                 if skip(namespace, &dk[3..]) {
                     continue;
                 }
+                *reads_left -= 1;
                 let Ok(body) = self.read_record(*entry) else {
                     continue; // a damaged record is anti-entropy's to repair
                 };
