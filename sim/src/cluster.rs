@@ -872,7 +872,9 @@ pub async fn simulate_cluster(plan: ClusterPlan) -> ClusterOutcome {
                 config.request_timeout_ms,
                 config.replica_write_age_max_ms,
             );
-            let drain_ms = settle_ms + 2 * config.anti_entropy_interval_ms;
+            // (Capped: the skip-anti-entropy planted bug sets an interval that
+            // would overflow simulated time.)
+            let drain_ms = settle_ms + 2 * config.anti_entropy_interval_ms.min(1_000);
             tokio::time::sleep(Duration::from_millis(drain_ms)).await;
             let deadline = deadline + Duration::from_millis(drain_ms);
             loop {

@@ -145,15 +145,17 @@ scenarios: quiet swarm crash disk network corruption corrupt-tail (default: chos
     /// Run a seed, turning a panic (of the simulated server or the simulator) into
     /// a failure message.
     fn run_caught(seed: u64, options: &RunOptions) -> Result<RunOutcome, String> {
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_seed(seed, options))).map_err(
-            |payload| {
-                payload
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_else(|| "panic with a non-text payload".into())
-            },
-        )
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_seed(seed, options)))
+            .map_err(panic_text)
+    }
+
+    /// A panic's message.
+    fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
+        payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "panic with a non-text payload".into())
     }
 
     fn one(seed: u64, options: &RunOptions, history_path: Option<&str>) -> ExitCode {
@@ -399,7 +401,25 @@ scenarios: quiet swarm crash disk network corruption corrupt-tail (default: chos
         let mut failed = 0u64;
         let mut simulated_ms = 0u64;
         for seed in first..end {
-            let outcome = run_cluster_seed(seed);
+            let caught =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_cluster_seed(seed)));
+            let outcome = match caught {
+                Ok(outcome) => outcome,
+                Err(payload) => {
+                    failed += 1;
+                    let panic = panic_text(payload);
+                    println!("FAIL seed {seed}: the simulation panicked: {panic}");
+                    println!("replay: {}", replay_command(seed));
+                    if stop_at_first {
+                        println!(
+                            "first failing seed: {seed} (seeds needed: {})",
+                            seed - first + 1
+                        );
+                        return ExitCode::from(1);
+                    }
+                    continue;
+                }
+            };
             simulated_ms += outcome.simulated_ms;
             if single {
                 print!("{}", outcome.plan);
