@@ -149,6 +149,10 @@ scenarios: quiet swarm crash disk network corruption corrupt-tail (default: chos
             .map_err(panic_text)
     }
 
+    fn lock_or_recover<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+        m.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// A panic's message.
     fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
         payload
@@ -358,7 +362,9 @@ scenarios: quiet swarm crash disk network corruption corrupt-tail (default: chos
     }
 
     /// `--cluster --seed N [--history FILE]` or `--cluster --seeds A..B
-    /// [--stop-at-first-failure]`: the multi-node cluster seeds.
+    /// [--jobs N] [--stop-at-first-failure]`: the multi-node cluster seeds, a
+    /// sweep on `--jobs` threads (default: the cores), failures printed as they
+    /// come and the first failing seed named at the end.
     fn cluster_main() -> ExitCode {
         use shoal_sim::cluster::{replay_command, run_cluster_seed};
         let args: Vec<String> = std::env::args()
@@ -393,65 +399,97 @@ scenarios: quiet swarm crash disk network corruption corrupt-tail (default: chos
                 }
             }
             _ => {
-                eprintln!("usage: shoal-sim --cluster --seed N [--history FILE] | --cluster --seeds A..B [--stop-at-first-failure]");
+                eprintln!("usage: shoal-sim --cluster --seed N [--history FILE] | --cluster --seeds A..B [--jobs N] [--stop-at-first-failure]");
                 return ExitCode::from(2);
             }
         };
+        let jobs = value("--jobs")
+            .and_then(|j| j.parse::<usize>().ok())
+            .filter(|j| *j > 0)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        let jobs = if single { 1 } else { jobs };
         let started = Instant::now();
-        let mut failed = 0u64;
-        let mut simulated_ms = 0u64;
-        for seed in first..end {
-            let caught =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_cluster_seed(seed)));
-            let outcome = match caught {
-                Ok(outcome) => outcome,
-                Err(payload) => {
-                    failed += 1;
-                    let panic = panic_text(payload);
-                    println!("FAIL seed {seed}: the simulation panicked: {panic}");
-                    println!("replay: {}", replay_command(seed));
-                    if stop_at_first {
-                        println!(
-                            "first failing seed: {seed} (seeds needed: {})",
-                            seed - first + 1
-                        );
-                        return ExitCode::from(1);
+        let next_seed = AtomicU64::new(first);
+        let stop = AtomicBool::new(false);
+        let simulated_total_ms = AtomicU64::new(0);
+        let failing: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+        let print = Mutex::new(());
+        std::thread::scope(|scope| {
+            for _ in 0..jobs.min((end - first) as usize) {
+                scope.spawn(|| loop {
+                    if stop.load(Ordering::Relaxed) {
+                        return;
                     }
-                    continue;
-                }
-            };
-            simulated_ms += outcome.simulated_ms;
-            if single {
-                print!("{}", outcome.plan);
-                for gap in &outcome.gaps {
-                    println!("note: {gap}");
-                }
-                println!("history-digest: {}", outcome.digest);
-                if let Some(path) = value("--history") {
-                    if let Err(e) = std::fs::write(&path, &outcome.jsonl) {
-                        eprintln!("shoal-sim: cannot write {path}: {e}");
+                    let seed = next_seed.fetch_add(1, Ordering::Relaxed);
+                    if seed >= end {
+                        return;
                     }
-                }
+                    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        run_cluster_seed(seed)
+                    }));
+                    let mut lines = Vec::new();
+                    match caught {
+                        Ok(outcome) => {
+                            simulated_total_ms.fetch_add(outcome.simulated_ms, Ordering::Relaxed);
+                            if single {
+                                lines.push(format!("{}", outcome.plan).trim_end().to_string());
+                                lines.extend(outcome.gaps.iter().map(|g| format!("note: {g}")));
+                                lines.push(format!("history-digest: {}", outcome.digest));
+                                if let Some(path) = value("--history") {
+                                    if let Err(e) = std::fs::write(&path, &outcome.jsonl) {
+                                        eprintln!("shoal-sim: cannot write {path}: {e}");
+                                    }
+                                }
+                            }
+                            if !outcome.passed() {
+                                lines.push(format!("FAIL seed {seed}: {}", outcome.failures[0]));
+                                lines.extend(
+                                    outcome
+                                        .failures
+                                        .iter()
+                                        .skip(1)
+                                        .take(FAILURES_SHOWN_MAX)
+                                        .map(|f| format!("  {f}")),
+                                );
+                            }
+                        }
+                        Err(payload) => lines.push(format!(
+                            "FAIL seed {seed}: the simulation panicked: {}",
+                            panic_text(payload)
+                        )),
+                    }
+                    let failed = lines.iter().any(|l| l.starts_with("FAIL seed"));
+                    if failed {
+                        lines.push(format!("replay: {}", replay_command(seed)));
+                        lock_or_recover(&failing).push(seed);
+                        if stop_at_first {
+                            stop.store(true, Ordering::Relaxed);
+                        }
+                    }
+                    if !lines.is_empty() {
+                        let _serial = lock_or_recover(&print);
+                        println!("{}", lines.join("\n"));
+                    }
+                });
             }
-            if !outcome.passed() {
-                failed += 1;
-                println!("FAIL seed {seed}: {}", outcome.failures[0]);
-                for failure in outcome.failures.iter().skip(1).take(FAILURES_SHOWN_MAX) {
-                    println!("  {failure}");
-                }
-                println!("replay: {}", replay_command(seed));
-                if stop_at_first {
-                    println!(
-                        "first failing seed: {seed} (seeds needed: {})",
-                        seed - first + 1
-                    );
-                    return ExitCode::from(1);
-                }
+        });
+        let failing = lock_or_recover(&failing).clone();
+        let failed = failing.len() as u64;
+        let simulated_ms = simulated_total_ms.load(Ordering::Relaxed);
+        if stop_at_first {
+            // Every seed below the last one started has finished: the smallest
+            // failure is the first.
+            if let Some(seed) = failing.iter().min() {
+                println!(
+                    "first failing seed: {seed} (seeds needed: {})",
+                    seed - first + 1
+                );
+                return ExitCode::from(1);
             }
         }
         let wall_s = started.elapsed().as_secs_f64();
         println!(
-            "cluster seeds {first}..{end}: {} passed, {failed} failed; {:.0} simulated s in {wall_s:.1} wall s",
+            "cluster seeds {first}..{end}: {} passed, {failed} failed; {:.0} simulated s in {wall_s:.1} wall s ({jobs} jobs)",
             end - first - failed,
             simulated_ms as f64 / 1000.0
         );
