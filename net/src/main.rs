@@ -385,7 +385,7 @@ async fn serve_node(mut config: NodeConfig, power_loss_journal: bool) -> Result<
     let shared = Shared::with_cluster(storage.clone(), config.server.clone(), cluster);
     tokio::select! {
         _ = serve(listener, shared) => {}
-        _ = tokio::signal::ctrl_c() => {
+        _ = shutdown_signal() => {
             tracing::info!("shutting down: syncing the log");
         }
     }
@@ -496,15 +496,30 @@ fn cluster_port_offset() -> u16 {
     shoal_net::cluster::PEER_PORT_OFFSET
 }
 
+/// Wait for SIGINT (Ctrl-C) or SIGTERM (`kill`, systemd, container runtimes).
+async fn shutdown_signal() {
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(e) => {
+                tracing::warn!("cannot watch SIGTERM ({e}); only Ctrl-C stops gracefully");
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+}
+
 /// Set `stop` on SIGINT or SIGTERM (a small tokio runtime on its own thread).
 fn ctrlc_flag(stop: Arc<std::sync::atomic::AtomicBool>) -> std::io::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     std::thread::spawn(move || {
-        runtime.block_on(async {
-            let _ = tokio::signal::ctrl_c().await;
-        });
+        runtime.block_on(shutdown_signal());
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
     });
     Ok(())

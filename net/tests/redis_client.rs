@@ -335,3 +335,36 @@ fn data_survives_a_clean_restart_and_the_directory_is_locked() {
         );
     }
 }
+
+/// SIGTERM (what `kill`, systemd and container runtimes send) stops the server
+/// cleanly: it syncs the log and exits 0, and a restart finds every write.
+#[test]
+fn sigterm_stops_the_server_cleanly() {
+    let dir = temp_dir("sigterm");
+    let mut node = ShoalProcess::start(&dir, &["--fsync", "never"]);
+    let mut c = node.client();
+    for i in 0..100 {
+        let () = c.set(format!("k{i}"), i).unwrap();
+    }
+    drop(c);
+    // SAFETY: signalling the child process this test spawned.
+    unsafe { libc::kill(node.child.id() as libc::pid_t, libc::SIGTERM) };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = node.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server ignored SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "exit after SIGTERM: {status}");
+    let node = ShoalProcess::start(&dir, &[]);
+    let mut c = node.client();
+    for i in 0..100 {
+        let value: i64 = c.get(format!("k{i}")).unwrap();
+        assert_eq!(value, i);
+    }
+}
