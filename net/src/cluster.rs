@@ -289,8 +289,9 @@ pub struct ClusterStats {
     /// The incarnation the cluster knew of this node when it started on a
     /// directory that was not the one it ran on (0: none).
     pub earlier_life_seen: AtomicU64,
-    /// Replica writes refused for arriving too long after they were sent.
-    pub replica_writes_too_old: AtomicU64,
+    /// Replica writes, proxied writes and forgets refused for arriving (or
+    /// starting) too long after they were sent.
+    pub requests_too_old: AtomicU64,
     /// Delete markers this node (as a partition's primary) proposed, saw every
     /// member agree on, and had forgotten (counting each member that did).
     pub markers_proposed: AtomicU64,
@@ -1272,7 +1273,7 @@ impl Cluster {
                 if let Some(e) = too_many(items.len()) {
                     return e;
                 }
-                if let Some(e) = self.too_old(sent_wall_ms) {
+                if let Some(e) = self.too_old(sent_wall_ms, self.config.replica_write_age_max_ms) {
                     return e;
                 }
                 if let Some(owner) = hint_for {
@@ -1331,12 +1332,20 @@ impl Cluster {
                 }
                 Response::Sets(self.read_locally(namespace, &keys))
             }
-            Request::Coordinate { writes } => {
+            Request::Coordinate {
+                sent_wall_ms,
+                writes,
+            } => {
                 if let Some(e) = too_many(writes.len()) {
                     return e;
                 }
                 // No dot is minted before the start-up incarnation check is done.
                 self.wait_ready().await;
+                // Started later than this, it would answer after the asker's
+                // timeout (it waits up to a request timeout for the replicas).
+                if let Some(e) = self.too_old(sent_wall_ms, self.config.request_timeout_ms) {
+                    return e;
+                }
                 let ops = writes.into_iter().map(write_from_wire).collect();
                 let results = self.coordinate(ops).await;
                 Response::Coordinated(
@@ -1393,7 +1402,7 @@ impl Cluster {
                 if let Some(e) = too_many(items.len()) {
                     return e;
                 }
-                if let Some(e) = self.too_old(sent_wall_ms) {
+                if let Some(e) = self.too_old(sent_wall_ms, self.config.replica_write_age_max_ms) {
                     return e;
                 }
                 let _shared = self.gate.read().await;
@@ -1405,20 +1414,15 @@ impl Cluster {
         }
     }
 
-    /// A refusal for a replica write or forget sent more than
-    /// `replica_write_age_max_ms` ago.
-    fn too_old(&self, sent_wall_ms: u64) -> Option<Response> {
+    /// A refusal for a replica write, proxied write or forget sent more than
+    /// `age_max_ms` ago.
+    fn too_old(&self, sent_wall_ms: u64, age_max_ms: u64) -> Option<Response> {
         let age_ms = self.clock.wall_ms().saturating_sub(sent_wall_ms);
-        (age_ms > self.config.replica_write_age_max_ms).then(|| {
-            self.stats
-                .replica_writes_too_old
-                .fetch_add(1, Ordering::Relaxed);
+        (age_ms > age_max_ms).then(|| {
+            self.stats.requests_too_old.fetch_add(1, Ordering::Relaxed);
             Response::Error(RemoteError::new(
                 TOO_OLD,
-                format!(
-                    "sent {age_ms} ms ago (limit {} ms)",
-                    self.config.replica_write_age_max_ms
-                ),
+                format!("sent {age_ms} ms ago (limit {age_max_ms} ms)"),
             ))
         })
     }
@@ -2193,7 +2197,14 @@ impl Cluster {
                 .writes_proxied
                 .fetch_add(n as u64, Ordering::Relaxed);
             match self
-                .call(*candidate, Request::Coordinate { writes }, timeout)
+                .call(
+                    *candidate,
+                    Request::Coordinate {
+                        sent_wall_ms: self.clock.wall_ms(),
+                        writes,
+                    },
+                    timeout,
+                )
                 .await
             {
                 Ok(Response::Coordinated(results)) if results.len() == n => {

@@ -549,13 +549,13 @@ pub fn status_text(cluster: &Cluster) -> String {
         stats.writes_hinted.load(Relaxed),
     ));
     text.push_str(&format!(
-        "delete markers (as primary): proposed {}, agreed by every member {}, waiting out the settle delay {}, forgotten {} (summed over members); forgotten here {}; replica writes refused as too old {}\n",
+        "delete markers (as primary): proposed {}, agreed by every member {}, waiting out the settle delay {}, forgotten {} (summed over members); forgotten here {}; writes refused as sent too long ago {}\n",
         stats.markers_proposed.load(Relaxed),
         stats.markers_agreed.load(Relaxed),
         cluster.markers_waiting(),
         stats.markers_forgotten.load(Relaxed),
         cluster.tombstones_forgotten_here(),
-        stats.replica_writes_too_old.load(Relaxed),
+        stats.requests_too_old.load(Relaxed),
     ));
     text
 }

@@ -22,8 +22,8 @@ pub const STALE_RING: &str = "STALERING";
 /// Error code: the receiver's map is older than the request's ring; the sender
 /// should push its map first.
 pub const MAP_BEHIND: &str = "MAPBEHIND";
-/// Error code: a replica write (or forget) arrived later than
-/// `replica_write_age_max_ms` after it was sent; its sender gave up long ago.
+/// Error code: a replica write, proxied write or forget arrived (or would start)
+/// later than `replica_write_age_max_ms` after it was sent; its sender gave up.
 pub const TOO_OLD: &str = "TOOOLD";
 
 /// Where a handoff scan resumes: after this key of this (slot, namespace).
@@ -135,7 +135,14 @@ pub enum Request {
     /// The local copies of keys (no quorum: the asker runs the round).
     Read { namespace: u8, keys: Vec<Bytes> },
     /// Coordinate these writes here (the asker is not their coordinator).
-    Coordinate { writes: Vec<ClientWrite> },
+    /// Refused (`TOOOLD`, nothing written) when coordinating would start more
+    /// than `request_timeout_ms` after `sent_wall_ms`: the asker would give up
+    /// before the answer, and a write applied that late could overwrite writes
+    /// acknowledged since.
+    Coordinate {
+        sent_wall_ms: u64,
+        writes: Vec<ClientWrite>,
+    },
     /// Anti-entropy: this node's digest of each listed partition (a range of
     /// slots, all namespaces).
     PartitionDigests { partitions: Vec<u32> },
