@@ -708,8 +708,14 @@ impl Store {
                 if err == WriteError::DiskFull {
                     self.stats.disk_full_refusals += 1;
                 }
-                for frame in frames {
-                    batch.results[frame.op_index] = Err(err.clone());
+                // Nothing of the batch was written, so every outcome computed
+                // from it is void too: an op that found nothing to do may have
+                // found so only because an earlier op of this batch (now refused)
+                // changed the key in the overlay.
+                for result in &mut batch.results {
+                    if result.is_ok() {
+                        *result = Err(err.clone());
+                    }
                 }
             }
         }
