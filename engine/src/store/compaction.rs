@@ -136,7 +136,6 @@ impl Store {
                 dir_key: dk.clone(),
                 bytes: frame,
                 live: entry.live,
-                op_index: 0,
                 set_hash: None,
             });
         }

@@ -290,8 +290,6 @@ pub(crate) struct PendingFrame {
     pub dir_key: Box<[u8]>,
     pub bytes: Vec<u8>,
     pub live: bool,
-    /// Which operation of the batch it belongs to.
-    pub op_index: usize,
     /// The record's set hash for the anti-entropy digests (0 when they are off;
     /// `None`: an empty set, which leaves them).
     pub set_hash: Option<u64>,
@@ -668,9 +666,8 @@ impl Store {
         let batch_seq = self.next_batch_seq;
         let mut overlay: BTreeMap<Box<[u8]>, SiblingSet> = BTreeMap::new();
         let mut frames: Vec<PendingFrame> = Vec::new();
-        for (op_index, op) in ops.iter().enumerate() {
-            let result =
-                self.prepare_one(op, op_index, batch_seq, wall_ms, &mut overlay, &mut frames);
+        for op in ops {
+            let result = self.prepare_one(op, batch_seq, wall_ms, &mut overlay, &mut frames);
             let forgot_markers = matches!(op.forget, Some(Forget::MarkersHashing(_)));
             if forgot_markers && result.as_ref().is_ok_and(|o| o.applied) {
                 batch.forgotten += 1;
@@ -725,7 +722,6 @@ impl Store {
     fn prepare_one(
         &mut self,
         op: &WriteOp,
-        op_index: usize,
         batch_seq: u64,
         wall_ms: u64,
         overlay: &mut BTreeMap<Box<[u8]>, SiblingSet>,
@@ -771,14 +767,7 @@ impl Store {
             }
             // The set's context goes with it: never reissue a dot it covered.
             self.counter_floor = self.counter_floor.max(self.counter_issued_max + 1);
-            self.stage_frame(
-                op,
-                op_index,
-                batch_seq,
-                SiblingSet::default(),
-                overlay,
-                frames,
-            )?;
+            self.stage_frame(op, batch_seq, SiblingSet::default(), overlay, frames)?;
             return Ok(WriteOutcome {
                 applied: true,
                 dot: None,
@@ -795,7 +784,7 @@ impl Store {
             if next == current {
                 return Ok(not_applied(VersionVector::new(), current));
             }
-            self.stage_frame(op, op_index, batch_seq, next.clone(), overlay, frames)?;
+            self.stage_frame(op, batch_seq, next.clone(), overlay, frames)?;
             self.note_siblings(next.siblings.len(), true);
             return Ok(WriteOutcome {
                 applied: true,
@@ -835,7 +824,7 @@ impl Store {
                 max: self.options.siblings_max,
             });
         }
-        self.stage_frame(op, op_index, batch_seq, next.clone(), overlay, frames)?;
+        self.stage_frame(op, batch_seq, next.clone(), overlay, frames)?;
         self.note_siblings(next.siblings.len(), false);
         Ok(WriteOutcome {
             applied: true,
@@ -851,7 +840,6 @@ impl Store {
     fn stage_frame(
         &self,
         op: &WriteOp,
-        op_index: usize,
         batch_seq: u64,
         next: SiblingSet,
         overlay: &mut BTreeMap<Box<[u8]>, SiblingSet>,
@@ -886,7 +874,6 @@ impl Store {
             dir_key: dk,
             bytes: frame,
             live,
-            op_index,
             set_hash,
         });
         Ok(())
