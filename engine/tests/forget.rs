@@ -43,6 +43,14 @@ fn forget(store: &mut Store, name: &str, hash: u64) -> bool {
         .applied
 }
 
+/// Write `name`, delete it, and forget the marker (as the cluster would).
+fn write_delete_forget(store: &mut Store, name: &str) {
+    put(store, name, "old");
+    delete(store, name);
+    let hash = current_hash(store, name);
+    assert!(forget(store, name, hash));
+}
+
 fn digest_keys(store: &Store) -> usize {
     store.digests().expect("digests on").key_count()
 }
@@ -98,10 +106,7 @@ fn forgetting_is_refused_when_the_set_changed_or_holds_a_value() {
 fn the_empty_record_shadows_older_records_across_a_restart() {
     let dir = MemDir::new();
     let mut store = open(&dir, options());
-    put(&mut store, "k", "old");
-    delete(&mut store, "k");
-    let hash = current_hash(&store, "k");
-    assert!(forget(&mut store, "k", hash));
+    write_delete_forget(&mut store, "k");
     drop(store);
 
     let mut store = open(&dir, options());
@@ -115,10 +120,7 @@ fn the_empty_record_shadows_older_records_across_a_restart() {
 fn compaction_collects_forgotten_keys_only_from_the_oldest_segment() {
     let dir = MemDir::new();
     let mut store = open(&dir, options());
-    put(&mut store, "k", "old");
-    delete(&mut store, "k");
-    let hash = current_hash(&store, "k");
-    assert!(forget(&mut store, "k", hash));
+    write_delete_forget(&mut store, "k");
     // Fill segments so the ones holding "k" become dead and the oldest.
     for round in 0..20 {
         for i in 0..10 {
@@ -177,10 +179,7 @@ fn writes_after_forgetting_mint_dots_the_old_context_does_not_cover() {
     // And a merge into a forgotten key takes the incoming set whole.
     let dir2 = MemDir::new();
     let mut other = open(&dir2, options());
-    put(&mut other, "k", "x");
-    delete(&mut other, "k");
-    let h = current_hash(&other, "k");
-    assert!(forget(&mut other, "k", h));
+    write_delete_forget(&mut other, "k");
     commit(&mut other, &[WriteOp::merge(0, key("k"), set.clone())])[0]
         .clone()
         .expect("merge");
