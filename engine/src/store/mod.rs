@@ -714,6 +714,7 @@ impl Store {
                         *result = Err(err.clone());
                     }
                 }
+                batch.forgotten = 0;
             }
         }
         batch
