@@ -37,7 +37,7 @@ pub struct HlcClock {
 
 impl HlcClock {
     pub fn now(&mut self, wall_ms: u64) -> Hlc {
-        let physical = Hlc(wall_ms << HLC_LOGICAL_BITS);
+        let physical = Hlc::at_wall_ms(wall_ms);
         self.last = if physical > self.last {
             physical
         } else {

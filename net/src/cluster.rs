@@ -1472,10 +1472,15 @@ impl Cluster {
 
     /// Forget each marker still held as agreed; returns how many went.
     async fn forget_markers(&self, items: Vec<MarkerItem>) -> u64 {
-        let ops: Vec<WriteOp> = items
+        let ops = items
             .into_iter()
             .map(|i| WriteOp::forget_if(i.namespace, i.key, i.set_hash))
             .collect();
+        self.write_counting_applied(ops).await
+    }
+
+    /// Write `ops` locally; how many were applied (a stopped store: none).
+    async fn write_counting_applied(&self, ops: Vec<WriteOp>) -> u64 {
         match self.storage.write(ops).await {
             Ok(results) => results
                 .iter()
@@ -2669,19 +2674,14 @@ impl Cluster {
         if now.version() != map.version() || !settled(&now) {
             return;
         }
-        let ops: Vec<WriteOp> = keys
+        let ops = keys
             .into_iter()
             .map(|(namespace, key)| WriteOp::drop_copy(namespace, key))
             .collect();
-        if let Ok(results) = self.storage.write(ops).await {
-            let dropped = results
-                .iter()
-                .filter(|r| r.as_ref().is_ok_and(|o| o.applied))
-                .count();
-            self.stats
-                .copies_dropped
-                .fetch_add(dropped as u64, Ordering::Relaxed);
-        }
+        let dropped = self.write_counting_applied(ops).await;
+        self.stats
+            .copies_dropped
+            .fetch_add(dropped, Ordering::Relaxed);
     }
 
     /// One round of delete-marker collection (`tombstones` has the protocol):

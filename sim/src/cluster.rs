@@ -576,11 +576,7 @@ pub fn run_cluster_plan(plan: ClusterPlan) -> ClusterOutcome {
 
 pub async fn simulate_cluster(plan: ClusterPlan) -> ClusterOutcome {
     let handle = madsim::runtime::Handle::current();
-    let net = madsim::net::NetSim::current();
-    net.update_config(|config| {
-        config.packet_loss_rate = 0.0;
-        config.send_latency = Duration::from_millis(1)..Duration::from_millis(10);
-    });
+    set_network(&madsim::net::NetSim::current(), 0, NORMAL_LATENCY_MAX_MS);
     let recorder = Arc::new(Recorder::new());
     let ids: Vec<u32> = plan.node_ids();
     let founders: Vec<u32> = (1..=plan.nodes).collect();
@@ -796,16 +792,9 @@ pub async fn simulate_cluster(plan: ClusterPlan) -> ClusterOutcome {
                     latency_max_ms,
                     duration_ms,
                 } => {
-                    net.update_config(|config| {
-                        config.packet_loss_rate = loss_percent as f64 / 100.0;
-                        config.send_latency =
-                            Duration::from_millis(1)..Duration::from_millis(latency_max_ms);
-                    });
+                    set_network(&net, loss_percent, latency_max_ms);
                     tokio::time::sleep(Duration::from_millis(duration_ms)).await;
-                    net.update_config(|config| {
-                        config.packet_loss_rate = 0.0;
-                        config.send_latency = Duration::from_millis(1)..Duration::from_millis(10);
-                    });
+                    set_network(&net, 0, NORMAL_LATENCY_MAX_MS);
                     recorder.fault("network back to normal".to_string());
                 }
                 ClusterFault::Cut { a, b, duration_ms } => {
@@ -853,15 +842,7 @@ pub async fn simulate_cluster(plan: ClusterPlan) -> ClusterOutcome {
     // otherwise each partition's replicas are compared through their keys below.
     let heal_ms = recorder.now_ms();
     let deadline = tokio::time::Instant::now() + Duration::from_millis(plan.converge_bound_ms);
-    let final_map = loop {
-        if let Some(map) = converged(&members) {
-            break Some(map);
-        }
-        if tokio::time::Instant::now() >= deadline {
-            break None;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let final_map = wait_converged(&members, deadline).await;
     let waited_ms = recorder.now_ms() - heal_ms;
     // Phase 2b: give delete-marker collection time to run on the healed cluster
     // (its settle delay and two rounds), then wait for agreement again.
@@ -876,16 +857,7 @@ pub async fn simulate_cluster(plan: ClusterPlan) -> ClusterOutcome {
             // would overflow simulated time.)
             let drain_ms = settle_ms + 2 * config.anti_entropy_interval_ms.min(1_000);
             tokio::time::sleep(Duration::from_millis(drain_ms)).await;
-            let deadline = deadline + Duration::from_millis(drain_ms);
-            loop {
-                if let Some(map) = converged(&members) {
-                    break Some(map);
-                }
-                if tokio::time::Instant::now() >= deadline {
-                    break None;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            wait_converged(&members, deadline + Duration::from_millis(drain_ms)).await
         }
         None => None,
     };
@@ -1295,6 +1267,34 @@ fn hint_audit(
 /// handoff pending, and every key's owners in that map hold equal sets (keys no
 /// owner holds are ignored: only a node outside the ring, or a write whose
 /// outcome was unknown, can leave those).
+/// Link latency outside a lossy-network fault: 1 ms up to this.
+const NORMAL_LATENCY_MAX_MS: u64 = 10;
+
+/// Every link drops `loss_percent` of packets and delays each by 1 ms up to
+/// `latency_max_ms`.
+fn set_network(net: &madsim::net::NetSim, loss_percent: u64, latency_max_ms: u64) {
+    net.update_config(|config| {
+        config.packet_loss_rate = loss_percent as f64 / 100.0;
+        config.send_latency = Duration::from_millis(1)..Duration::from_millis(latency_max_ms);
+    });
+}
+
+/// Poll [`converged`] every 100 ms until it holds or `deadline` passes.
+async fn wait_converged(
+    members: &[Arc<Member>],
+    deadline: tokio::time::Instant,
+) -> Option<Arc<ClusterMap>> {
+    loop {
+        if let Some(map) = converged(members) {
+            return Some(map);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn converged(members: &[Arc<Member>]) -> Option<Arc<ClusterMap>> {
     let clusters: Vec<Arc<Cluster>> = members
         .iter()
