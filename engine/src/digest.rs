@@ -113,8 +113,15 @@ impl DigestTree {
 
     /// The XOR of every key hash within `slots` (a partition's digest).
     pub fn range_digest(&self, slots: RangeInclusive<u16>) -> u64 {
+        self.range_digest_where(slots, |_| true)
+    }
+
+    /// The XOR of the key hashes within `slots` of the namespaces `keep` accepts
+    /// (a map partition's digest: a pinned namespace's, or the rest's).
+    pub fn range_digest_where(&self, slots: RangeInclusive<u16>, keep: impl Fn(u8) -> bool) -> u64 {
         self.slots
             .range((*slots.start(), 0)..=(*slots.end(), u8::MAX))
+            .filter(|((_, namespace), _)| keep(*namespace))
             .fold(0, |acc, (_, d)| acc ^ d.xor)
     }
 

@@ -1367,6 +1367,13 @@ impl Placement {
         &self.default
     }
 
+    /// The same placement numbered `version` (the cluster map numbers every change
+    /// by its default ring's version, pinned-namespace changes included).
+    pub fn numbered(mut self, version: u64) -> Placement {
+        self.default.version = version;
+        self
+    }
+
     /// The ring placing `namespace`'s keys: its pinned ring, else the default.
     pub fn ring_for(&self, namespace: u8) -> &Ring {
         self.pinned

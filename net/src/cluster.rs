@@ -20,7 +20,9 @@ use crate::storage::Storage;
 use bytes::Bytes;
 use shoal_engine::cluster::detector::{Detector, DetectorConfig, DetectorEvent, Lives, PeerState};
 use shoal_engine::cluster::hints;
-use shoal_engine::cluster::map::{self as cluster_map, ClusterMap, RingChange};
+use shoal_engine::cluster::map::{
+    self as cluster_map, split_partition, ClusterMap, MapDiff, Namespaces, RingChange,
+};
 use shoal_engine::cluster::quorum::{ReadRound, RoundState, WriteRound};
 use shoal_engine::cluster::tombstones::{self, Agreed, MarkerItem};
 use shoal_engine::cluster::wire::{
@@ -30,7 +32,7 @@ use shoal_engine::cluster::wire::{
 };
 use shoal_engine::digest::{differing_keys, differing_slots};
 use shoal_engine::disk::CheckedFileError;
-use shoal_engine::placement::{PartitionId, Ring, RingDiff};
+use shoal_engine::placement::{PartitionId, Ring};
 use shoal_engine::runtime::Runtime;
 use shoal_engine::{Condition, Covers, NodeId, SiblingSet, WriteError, WriteOp, WriteOutcome};
 use shoal_engine::{DiskDir, DiskError};
@@ -886,10 +888,22 @@ impl Cluster {
         lock(&self.detector).is_live(node)
     }
 
+    /// `namespace`'s write quorum: its pin's, else the configured one.
+    fn write_quorum(&self, map: &ClusterMap, namespace: u8) -> u8 {
+        map.pin_for(namespace)
+            .map_or_else(|| self.config.write_quorum_for(namespace), |pin| pin.w)
+    }
+
+    /// `namespace`'s read quorum: its pin's, else the configured one.
+    fn read_quorum(&self, map: &ClusterMap, namespace: u8) -> u8 {
+        map.pin_for(namespace)
+            .map_or_else(|| self.config.read_quorum_for(namespace), |pin| pin.r)
+    }
+
     /// Coordinator candidates for a key: live owners in preference order, then the
     /// rest of the owners (the detector may be behind).
-    fn candidates(&self, map: &ClusterMap, key: &[u8]) -> Vec<NodeId> {
-        let owners = map.owners(map.ring().partition_of_key(key));
+    fn candidates(&self, map: &ClusterMap, namespace: u8, key: &[u8]) -> Vec<NodeId> {
+        let owners = map.owners(map.partition_of_key(namespace, key));
         let detector = lock(&self.detector);
         let (mut live, down): (Vec<NodeId>, Vec<NodeId>) =
             owners.iter().partition(|n| detector.is_live(**n));
@@ -955,7 +969,7 @@ impl Cluster {
     pub async fn change_ring(
         self: &Arc<Self>,
         change: RingChange,
-    ) -> Result<(RingDiff, usize), String> {
+    ) -> Result<(MapDiff, usize), String> {
         let current = self.map();
         let (next, diff) = current.change(&change).map_err(|e| e.to_string())?;
         let handoffs = next.handoffs_pending();
@@ -974,7 +988,7 @@ impl Cluster {
         for push in pushes {
             let _ = push.await;
         }
-        if self.map().version() != next.version() || self.map().ring() != next.ring() {
+        if self.map().version() != next.version() || self.map().placement() != next.placement() {
             return Err("another ring change at the same version won; look again and retry".into());
         }
         Ok((diff, handoffs))
@@ -985,6 +999,7 @@ impl Cluster {
         let now = self.now_ms();
         let map = self.map();
         let ring = map.ring();
+        let partitions = map.partitions();
         let detector = lock(&self.detector);
         map.addresses()
             .iter()
@@ -1013,9 +1028,15 @@ impl Cluster {
                     incarnation,
                     silent_ms,
                     in_ring: ring.is_member(*node),
-                    partitions: ring.load(*node),
-                    coordinating: (0..ring.partition_count())
-                        .filter(|p| ring.coordinator(*p, |n| detector.is_live(n)) == Some(*node))
+                    partitions: partitions
+                        .iter()
+                        .filter(|p| map.owners(**p).contains(node))
+                        .count(),
+                    coordinating: partitions
+                        .iter()
+                        .filter(|p| {
+                            map.owners(**p).iter().find(|n| detector.is_live(**n)) == Some(node)
+                        })
                         .count(),
                     incoming: map.incoming(*node).len(),
                 }
@@ -1309,6 +1330,7 @@ impl Cluster {
                 ring_version,
                 first_slot,
                 last_slot,
+                namespaces,
                 after,
             } => {
                 let mine = self.map().version();
@@ -1323,7 +1345,8 @@ impl Cluster {
                 if first_slot > last_slot || last_slot >= shoal_engine::slot::SLOT_COUNT {
                     return Response::Error(RemoteError::new("ERR", "bad slot range"));
                 }
-                let (items, next) = self.handoff_batch(first_slot..=last_slot, after.as_ref());
+                let (items, next) =
+                    self.handoff_batch(first_slot..=last_slot, &namespaces, after.as_ref());
                 Response::HandoffItems { items, next }
             }
             Request::Read { namespace, keys } => {
@@ -1446,13 +1469,12 @@ impl Cluster {
     fn marker_verdicts(&self, map: &ClusterMap, items: &[MarkerItem]) -> Vec<bool> {
         let me = self.me();
         let hint_owners: BTreeSet<NodeId> = map.addresses().keys().copied().collect();
-        let ring = map.ring();
         self.storage.read(|store| {
             let verdict = |hint_store: Option<&shoal_engine::Store>| {
                 items
                     .iter()
                     .map(|item| {
-                        let owners = ring.preference_list(ring.partition_of_key(&item.key));
+                        let owners = map.owners(map.partition_of_key(item.namespace, &item.key));
                         tombstones::verdict(
                             store,
                             hint_store,
@@ -1500,11 +1522,12 @@ impl Cluster {
         tokio::spawn(async move { cluster.sync_map_with(peer).await });
     }
 
-    /// One batch of a handoff scan: every key in `slots` after `after`, in
-    /// (slot, namespace, key) order, bounded in keys and bytes.
+    /// One batch of a handoff scan: every key of `namespaces` in `slots` after
+    /// `after`, in (slot, namespace, key) order, bounded in keys and bytes.
     fn handoff_batch(
         &self,
         slots: std::ops::RangeInclusive<u16>,
+        namespaces: &Namespaces,
         after: Option<&HandoffCursor>,
     ) -> (Vec<ReplicaItem>, Option<HandoffCursor>) {
         self.storage.read(|s| {
@@ -1514,6 +1537,7 @@ impl Cluster {
             let mut slot_namespaces: Vec<(u16, u8)> = digests
                 .slot_digests(slots)
                 .into_iter()
+                .filter(|(_, namespace, _)| namespaces.contains(*namespace))
                 .map(|(slot, namespace, _)| (slot, namespace))
                 .collect();
             slot_namespaces.sort_unstable();
@@ -1604,15 +1628,20 @@ impl Cluster {
         }
     }
 
+    /// This node's digest of each map partition (0 for one its map lacks).
     fn partition_digests(&self, partitions: &[PartitionId]) -> Vec<u64> {
         let map = self.map();
-        let ring = map.ring();
         self.storage.read(|s| {
             partitions
                 .iter()
                 .map(|p| {
-                    s.digests()
-                        .map_or(0, |d| d.range_digest(ring.slot_range(*p)))
+                    if !map.is_partition(*p) {
+                        return 0;
+                    }
+                    let namespaces = map.namespaces(*p);
+                    s.digests().map_or(0, |d| {
+                        d.range_digest_where(map.slot_range(*p), |ns| namespaces.contains(ns))
+                    })
                 })
                 .collect()
         })
@@ -1655,16 +1684,19 @@ impl Cluster {
     /// Where a key's copies go: each owner, except that with sloppy quorum an owner
     /// the detector holds down is replaced by a live fallback (the next nodes of
     /// the ring outside the owners), which keeps the copy as a hint for it.
-    fn write_targets(&self, map: &ClusterMap, key: &[u8]) -> Vec<Target> {
-        let ring = map.ring();
-        let partition = ring.partition_of_key(key);
+    fn write_targets(&self, map: &ClusterMap, namespace: u8, key: &[u8]) -> Vec<Target> {
+        let partition = map.partition_of_key(namespace, key);
         let owners = map.owners(partition);
         if !self.config.sloppy_quorum {
             return owners.iter().map(|o| (*o, None)).collect();
         }
+        let Some(ring) = map.ring_of(partition) else {
+            return owners.iter().map(|o| (*o, None)).collect();
+        };
         let detector = lock(&self.detector);
         let live = |n: NodeId| detector.is_live(n);
-        let mut fallbacks = ring.fallbacks(partition, live);
+        // A pinned namespace's fallbacks are its own other nodes.
+        let mut fallbacks = ring.fallbacks(split_partition(partition).1, live);
         owners
             .iter()
             .map(|owner| {
@@ -1833,19 +1865,21 @@ impl Cluster {
                     0..=shoal_engine::slot::SLOT_COUNT - 1,
                 )
             });
-            // A hint goes to its owner; if the owner has left the ring since, to
-            // the key's first live owner under the current ring instead.
+            // A hint goes to its owner; if the owner no longer holds the key's
+            // partition (it left, a join or a pin moved the partition), to the
+            // key's first live owner under the current map instead: a copy
+            // delivered to a node that gave the partition up would be dropped
+            // there, and the new owners may have pulled before it arrived.
             let map = self.map();
-            let members = map.nodes();
             let mut per_owner: BTreeMap<NodeId, Vec<Bytes>> = BTreeMap::new();
             for hint in keys {
-                let Some((owner, _, key)) = hints::parse_hint_key(&hint) else {
+                let Some((owner, namespace, key)) = hints::parse_hint_key(&hint) else {
                     continue;
                 };
-                let target = if members.contains(&owner) {
+                let target = if map.holds(owner, map.partition_of_key(namespace, &key)) {
                     owner
                 } else {
-                    match self.candidates(&map, &key).first() {
+                    match self.candidates(&map, namespace, &key).first() {
                         Some(node) => *node,
                         None => continue,
                     }
@@ -1942,9 +1976,9 @@ impl Cluster {
             match result {
                 Ok(outcome) if outcome.applied => {
                     let (namespace, key) = keys[i].clone();
-                    let targets = self.write_targets(&map, &key);
+                    let targets = self.write_targets(&map, namespace, &key);
                     let mut round = WriteRound::new(
-                        self.config.write_quorum_for(namespace),
+                        self.write_quorum(&map, namespace),
                         targets.iter().map(|(node, _)| *node),
                     );
                     round.ack(me);
@@ -1995,9 +2029,9 @@ impl Cluster {
                     if old.state() == RoundState::Met {
                         continue;
                     }
-                    let targets = self.write_targets(&newer, &copy.key);
+                    let targets = self.write_targets(&newer, copy.namespace, &copy.key);
                     let mut retry = WriteRound::new(
-                        self.config.write_quorum_for(copy.namespace),
+                        self.write_quorum(&newer, copy.namespace),
                         targets.iter().map(|(node, _)| *node),
                     );
                     for node in old.acked() {
@@ -2150,7 +2184,7 @@ impl Cluster {
         let mut groups: BTreeMap<Vec<NodeId>, Vec<(usize, WriteOp)>> = BTreeMap::new();
         for (i, op) in ops.into_iter().enumerate() {
             groups
-                .entry(self.candidates(&map, &op.key))
+                .entry(self.candidates(&map, op.namespace, &op.key))
                 .or_default()
                 .push((i, op));
         }
@@ -2254,14 +2288,21 @@ impl Cluster {
             .fetch_add(keys.len() as u64, Ordering::Relaxed);
         let key_count = keys.len();
         let map = self.map();
-        let r = self.config.read_quorum_for(namespace);
+        let r = self.read_quorum(&map, namespace);
+        // Before a pin the namespace was read with its configured quorum.
+        let previous_r = map
+            .previous_placement()
+            .and_then(|p| p.pin_for(namespace))
+            .map_or_else(|| self.config.read_quorum_for(namespace), |pin| pin.r);
         let mut rounds: Vec<ReadRound> = keys
             .iter()
             .map(|key| {
-                let partition = map.ring().partition_of_key(key);
+                let partition = map.partition_of_key(namespace, key);
                 let owners = map.owners(partition).iter().copied();
                 match map.previous_owners(partition) {
-                    Some(previous) => ReadRound::joint(r, owners, previous.iter().copied()),
+                    Some(previous) => {
+                        ReadRound::joint(r, owners, previous_r, previous.iter().copied())
+                    }
                     None => ReadRound::new(r, owners),
                 }
             })
@@ -2501,8 +2542,9 @@ impl Cluster {
             }
         }
         let answered: BTreeSet<NodeId> = listed.keys().copied().collect();
-        let first_partition = map.ring().partition_of_slot(first_slot);
-        let last_partition = map.ring().partition_of_slot(last_slot);
+        // Map partitions of one namespace are numbered contiguously.
+        let first_partition = map.partition_of_slot(namespace, first_slot);
+        let last_partition = map.partition_of_slot(namespace, last_slot);
         // A partition counts once a node that holds all of it answered: during a
         // handoff, an old owner (the incoming ones may still be pulling).
         let unreachable: Vec<PartitionId> = (first_partition..=last_partition)
@@ -2523,12 +2565,12 @@ impl Cluster {
                 ),
             ));
         }
-        let r = usize::from(self.config.read_quorum_for(namespace));
+        let r = usize::from(self.read_quorum(&map, namespace));
         let union: BTreeSet<&Bytes> = listed.values().flatten().collect();
         let mut keys: Vec<Bytes> = Vec::with_capacity(union.len());
         let mut disputed: Vec<Bytes> = Vec::new();
         for key in union {
-            let owners = map.owners(map.ring().partition_of_key(key));
+            let owners = map.owners(map.partition_of_key(namespace, key));
             let answering: Vec<&BTreeSet<Bytes>> =
                 owners.iter().filter_map(|o| listed.get(o)).collect();
             if answering.len() >= r && answering.iter().all(|l| l.contains(key)) {
@@ -2644,18 +2686,27 @@ impl Cluster {
             return;
         }
         let me = self.me();
-        let ring = map.ring();
         let budget = self.config.anti_entropy_keys_per_round_max;
         let keys: Vec<(u8, Bytes)> = self.storage.read(|s| {
             let mut keys = Vec::new();
             let Some(digests) = s.digests() else {
                 return keys;
             };
-            for partition in 0..ring.partition_count() {
-                if ring.preference_list(partition).contains(&me) {
+            for partition in map.partitions() {
+                if map.owners(partition).contains(&me) {
                     continue;
                 }
-                for (slot, namespace, _) in digests.slot_digests(ring.slot_range(partition)) {
+                // Planted bug: a default-ring partition's copies are dropped in
+                // every namespace, pinned ones included.
+                let namespaces = if cfg!(feature = "bug-pin-drop-ignores-namespace") {
+                    Namespaces::AllBut(BTreeSet::new())
+                } else {
+                    map.namespaces(partition)
+                };
+                for (slot, namespace, _) in digests.slot_digests(map.slot_range(partition)) {
+                    if !namespaces.contains(namespace) {
+                        continue;
+                    }
                     for (key, _) in digests.slot_keys(namespace, slot) {
                         keys.push((namespace, Bytes::from(key)));
                         if keys.len() >= budget {
@@ -2755,10 +2806,11 @@ impl Cluster {
     /// round-robin from where the last round stopped, older than the grace, not
     /// already agreed.
     fn marker_proposals(&self, map: &ClusterMap) -> Vec<MarkerItem> {
-        let ring = map.ring();
         let me = self.me();
-        let partitions: Vec<PartitionId> = (0..ring.partition_count())
-            .filter(|p| ring.preference_list(*p).first() == Some(&me))
+        let partitions: Vec<PartitionId> = map
+            .partitions()
+            .into_iter()
+            .filter(|p| map.owners(*p).first() == Some(&me))
             .collect();
         if partitions.is_empty() {
             return Vec::new();
@@ -2783,14 +2835,17 @@ impl Cluster {
                 ((start + i + 1) % partitions.len()) as u64,
                 Ordering::Relaxed,
             );
+            let namespaces = map.namespaces(partition);
             let found = self.storage.read(|s| {
                 let agreed = lock(&self.agreed_markers);
                 s.delete_markers_in_slots(
-                    ring.slot_range(partition),
+                    map.slot_range(partition),
                     before,
                     budget - proposals.len(),
                     &mut reads_left,
-                    |namespace, key| agreed.contains(namespace, key),
+                    |namespace, key| {
+                        !namespaces.contains(namespace) || agreed.contains(namespace, key)
+                    },
                 )
             });
             proposals.extend(
@@ -2898,7 +2953,15 @@ impl Cluster {
         map: &ClusterMap,
         partition: PartitionId,
     ) -> Result<(), String> {
-        let needed = map.sources_needed(self.config.write_quorum_min());
+        // The write quorum writes were acknowledged with under the old placement.
+        let old_write_quorum = match split_partition(partition).0 {
+            Some(namespace) => map
+                .previous_placement()
+                .and_then(|p| p.pin_for(namespace))
+                .map_or_else(|| self.config.write_quorum_for(namespace), |pin| pin.w),
+            None => self.config.write_quorum_min(),
+        };
+        let needed = map.sources_needed(partition, old_write_quorum);
         let mut sources = map.handoff_sources(partition, self.me());
         sources.sort_by_key(|n| !self.is_live(*n));
         let mut pulled = 0;
@@ -2929,7 +2992,8 @@ impl Cluster {
         partition: PartitionId,
         source: NodeId,
     ) -> Result<(), String> {
-        let slots = map.ring().slot_range(partition);
+        let slots = map.slot_range(partition);
+        let namespaces = map.namespaces(partition);
         let mut progress = HandoffProgress {
             ring_version: map.version(),
             partition,
@@ -2944,6 +3008,7 @@ impl Cluster {
                 ring_version: map.version(),
                 first_slot: *slots.start(),
                 last_slot: *slots.end(),
+                namespaces: namespaces.clone(),
                 after: after.clone(),
             };
             match self
@@ -2989,10 +3054,11 @@ impl Cluster {
         let me = self.me();
         let timeout = self.config.request_timeout_ms;
         let map = self.map();
-        let ring = map.ring();
-        let shared: Vec<PartitionId> = (0..ring.partition_count())
+        let shared: Vec<PartitionId> = map
+            .partitions()
+            .into_iter()
             .filter(|p| {
-                let list = ring.preference_list(*p);
+                let list = map.owners(*p);
                 list.contains(&me) && list.contains(&peer)
             })
             .collect();
@@ -3023,17 +3089,23 @@ impl Cluster {
         let budget = self.config.anti_entropy_keys_per_round_max;
         let mut keys: Vec<(u8, Bytes)> = Vec::new();
         'partitions: for partition in differing_partitions {
-            let slots = ring.slot_range(partition);
+            let slots = map.slot_range(partition);
+            let namespaces = map.namespaces(partition);
             let request = Request::SlotDigests {
                 first_slot: *slots.start(),
                 last_slot: *slots.end(),
             };
-            let Response::SlotDigests(theirs) = self.call(peer, request, timeout).await? else {
+            let Response::SlotDigests(mut theirs) = self.call(peer, request, timeout).await? else {
                 return Ok(());
             };
+            theirs.retain(|(_, namespace, _)| namespaces.contains(*namespace));
             let mine = self.storage.read(|s| {
                 s.digests()
-                    .map(|d| d.slot_digests(slots.clone()))
+                    .map(|d| {
+                        let mut mine = d.slot_digests(slots.clone());
+                        mine.retain(|(_, namespace, _)| namespaces.contains(*namespace));
+                        mine
+                    })
                     .unwrap_or_default()
             });
             for (slot, namespace) in differing_slots(&mine, &theirs) {

@@ -90,6 +90,42 @@ enum ClusterCommand {
         #[arg(long)]
         new: String,
     },
+    /// Pin a namespace (database) to a subset of the members, with its own
+    /// replica count and quorums: its keys move there and stay there. A pin
+    /// cannot be undone; its nodes change with pin-join and pin-leave.
+    Pin {
+        #[command(flatten)]
+        target: AdminTarget,
+        #[arg(long)]
+        namespace: u8,
+        /// Member ids, comma-separated (e.g. 2,3).
+        #[arg(long, value_delimiter = ',', required = true)]
+        nodes: Vec<u32>,
+        #[arg(long)]
+        n: u8,
+        #[arg(long)]
+        r: u8,
+        #[arg(long)]
+        w: u8,
+    },
+    /// Add a member to a pinned namespace's nodes.
+    PinJoin {
+        #[command(flatten)]
+        target: AdminTarget,
+        #[arg(long)]
+        namespace: u8,
+        #[arg(long)]
+        node: u32,
+    },
+    /// Remove a node from a pinned namespace's nodes (it stays a member).
+    PinLeave {
+        #[command(flatten)]
+        target: AdminTarget,
+        #[arg(long)]
+        namespace: u8,
+        #[arg(long)]
+        node: u32,
+    },
 }
 
 #[derive(clap::Args)]
@@ -564,6 +600,53 @@ fn admin_request(
                 "replace",
             )
         }
+        ClusterCommand::Pin {
+            target,
+            namespace,
+            nodes,
+            n,
+            r,
+            w,
+        } => {
+            let mut args = vec![
+                "SHOAL.RING".to_string(),
+                "PIN".into(),
+                namespace.to_string(),
+                n.to_string(),
+                r.to_string(),
+                w.to_string(),
+            ];
+            args.extend(nodes.iter().map(u32::to_string));
+            (target, args, "pin")
+        }
+        ClusterCommand::PinJoin {
+            target,
+            namespace,
+            node,
+        } => (
+            target,
+            vec![
+                "SHOAL.RING".into(),
+                "PINJOIN".into(),
+                namespace.to_string(),
+                node.to_string(),
+            ],
+            "pin-join",
+        ),
+        ClusterCommand::PinLeave {
+            target,
+            namespace,
+            node,
+        } => (
+            target,
+            vec![
+                "SHOAL.RING".into(),
+                "PINLEAVE".into(),
+                namespace.to_string(),
+                node.to_string(),
+            ],
+            "pin-leave",
+        ),
     })
 }
 

@@ -379,14 +379,21 @@ fn cluster_command(cluster: &Arc<Cluster>, args: &[Bytes]) -> Step {
     }
 }
 
-/// `SHOAL.RING JOIN id host:port | LEAVE id | REPLACE old new host:port`.
+/// `SHOAL.RING JOIN id host:port | LEAVE id | REPLACE old new host:port |
+/// PIN namespace n r w id... | PINJOIN namespace id | PINLEAVE namespace id`.
 async fn ring_command(cluster: &Arc<Cluster>, args: &[Bytes]) -> Step {
-    let usage = "ERR usage: SHOAL.RING JOIN id host:port | LEAVE id | REPLACE old new host:port";
+    let usage = "ERR usage: SHOAL.RING JOIN id host:port | LEAVE id | REPLACE old new host:port | PIN namespace n r w id [id ...] | PINJOIN namespace id | PINLEAVE namespace id";
     let id = |b: &Bytes| {
         std::str::from_utf8(b)
             .ok()
             .and_then(|s| s.parse::<u32>().ok())
     };
+    let small = |b: &Bytes| {
+        std::str::from_utf8(b)
+            .ok()
+            .and_then(|s| s.parse::<u8>().ok())
+    };
+    let namespace = small;
     let address = |b: &Bytes| {
         let text = String::from_utf8_lossy(b).into_owned();
         crate::cluster::member_addr(&text).map(|a| a.client)
@@ -406,6 +413,35 @@ async fn ring_command(cluster: &Arc<Cluster>, args: &[Bytes]) -> Step {
             (_, _, Err(e)) => return err(format!("ERR {e}")),
             _ => return err(usage.to_string()),
         },
+        ("pin", 6..) => {
+            let nodes: Option<std::collections::BTreeSet<u32>> = args[5..].iter().map(id).collect();
+            match (
+                namespace(&args[1]),
+                small(&args[2]),
+                small(&args[3]),
+                small(&args[4]),
+                nodes,
+            ) {
+                (Some(namespace), Some(replicas_n), Some(r), Some(w), Some(nodes)) => {
+                    RingChange::Pin {
+                        namespace,
+                        nodes,
+                        replicas_n,
+                        r,
+                        w,
+                    }
+                }
+                _ => return err(usage.to_string()),
+            }
+        }
+        ("pinjoin", 3) => match (namespace(&args[1]), id(&args[2])) {
+            (Some(namespace), Some(node)) => RingChange::PinJoin { namespace, node },
+            _ => return err(usage.to_string()),
+        },
+        ("pinleave", 3) => match (namespace(&args[1]), id(&args[2])) {
+            (Some(namespace), Some(node)) => RingChange::PinLeave { namespace, node },
+            _ => return err(usage.to_string()),
+        },
         _ => return err(usage.to_string()),
     };
     match cluster.change_ring(change).await {
@@ -416,8 +452,8 @@ async fn ring_command(cluster: &Arc<Cluster>, args: &[Bytes]) -> Step {
                     "ring version {} -> {}: {} replica(s) move, {} coordinator change(s); {} partition handoff(s) started (see SHOAL.CLUSTER)\n",
                     diff.version_from,
                     diff.version_to,
-                    diff.moves.len(),
-                    diff.coordinator_changes.len(),
+                    diff.replicas_moved,
+                    diff.coordinator_changes,
                     handoffs,
                 ),
             })
@@ -447,7 +483,7 @@ pub fn status_text(cluster: &Cluster) -> String {
     let actor = cluster.actor();
     let earlier_life = stats.earlier_life_seen.load(Relaxed);
     let mut text = format!(
-        "node {}{}\nlocal digest {digest:016x} over {keys} keys\nring version {}, {} partitions, n={} r={} w={}{}\n\nmembers:\n",
+        "node {}{}\nlocal digest {digest:016x} over {keys} keys\nring version {}, {} partitions, n={} r={} w={}{}\n",
         cluster.me(),
         match (actor == cluster.me(), earlier_life) {
             (true, 0) => String::new(),
@@ -465,6 +501,16 @@ pub fn status_text(cluster: &Cluster) -> String {
         config.write_quorum,
         namespace_quorums_text(config),
     );
+    for (namespace, pin) in map.placement().pinned() {
+        text.push_str(&format!(
+            "namespace {namespace} pinned to nodes {:?}: n={} r={} w={}\n",
+            pin.ring.members(),
+            pin.ring.replicas_n(),
+            pin.r,
+            pin.w
+        ));
+    }
+    text.push_str("\nmembers:\n");
     for m in cluster.members() {
         text.push_str(&format!(
             "  node {:<4} {:<22} {:<8} incarnation {:<6} silent {:>6} ms  replicas {:>4}  coordinating {:>4}  to pull {:>4}{}\n",

@@ -600,8 +600,9 @@ fn a_fallback_keeps_hints_while_two_owners_are_down() {
 
     nodes[1].take().unwrap().kill9();
     nodes[2].take().unwrap().kill9();
-    // Wait until node 1 holds them down (suspect after 700 ms).
-    std::thread::sleep(Duration::from_millis(2000));
+    // Wait until node 1 holds them down.
+    wait_until_seen_down(nodes[0].as_ref().unwrap(), 2);
+    wait_until_seen_down(nodes[0].as_ref().unwrap(), 3);
     let mut acknowledged = BTreeMap::new();
     for (i, key) in keys.iter().enumerate() {
         let value = format!("while-down-{i}");
@@ -752,6 +753,10 @@ fn a_namespace_with_its_own_quorums_stays_writable_with_one_replica() {
 
     nodes[1].take().unwrap().kill9();
     nodes[2].take().unwrap().kill9();
+    // Until node 1 sees them down, a write it proxies to one has an unknown
+    // outcome.
+    wait_until_seen_down(nodes[0].as_ref().unwrap(), 2);
+    wait_until_seen_down(nodes[0].as_ref().unwrap(), 3);
     let mut cache = nodes[0].as_ref().unwrap().client();
     let _: () = redis::cmd("SELECT").arg(1).query(&mut cache).unwrap();
     for i in 0..20 {
@@ -767,6 +772,19 @@ fn a_namespace_with_its_own_quorums_stays_writable_with_one_replica() {
         text.contains("NOQUORUM") || text.contains("CLUSTERDOWN"),
         "{text}"
     );
+}
+
+/// Wait until `observer`'s status shows node `down` as down.
+fn wait_until_seen_down(observer: &ShoalProcess, down: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let prefix = format!("node {down} ");
+    while !status(observer)
+        .lines()
+        .any(|l| l.trim_start().starts_with(&prefix) && l.contains(" down "))
+    {
+        assert!(Instant::now() < deadline, "node {down} never seen down");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// How many delete markers a node's store forgot (its status line).
@@ -807,6 +825,9 @@ fn delete_markers_go_only_once_every_replica_holds_them() {
     wait_for_equal_digests(&nodes, Duration::from_secs(30));
 
     nodes[2].take().unwrap().kill9();
+    // Until node 1 sees node 3 down, a delete it proxies there has an unknown
+    // outcome.
+    wait_until_seen_down(nodes[0].as_ref().unwrap(), 3);
     let (deleted, kept) = keys.split_at(15);
     for key in deleted {
         let removed: i64 = c1.del(key).unwrap();
@@ -866,4 +887,162 @@ fn delete_markers_go_only_once_every_replica_holds_them() {
             );
         }
     }
+}
+
+/// (namespace, key) of every key holding a value, as `shoal inspect` prints a
+/// stopped node's directory.
+fn inspect_live_keys(dir: &Path) -> std::collections::BTreeSet<(u64, String)> {
+    let out = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .arg("inspect")
+        .arg(dir)
+        .output()
+        .expect("run shoal inspect");
+    assert!(out.status.success(), "shoal inspect {}", dir.display());
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line).expect("JSON line");
+            let key = v.get("key")?.as_str()?.to_string();
+            let live = v["siblings"]
+                .as_array()?
+                .iter()
+                .any(|s| s["value"].is_string());
+            live.then(|| (v["namespace"].as_u64().expect("namespace"), key))
+        })
+        .collect()
+}
+
+/// A tenant's namespace pinned to two of three nodes (`shoal cluster pin`): its
+/// keys written before the pin move there, new ones go only there, the third
+/// node drops its copies, and the namespace has its own quorums (with n=2 w=2 it
+/// refuses writes once one of its nodes is down, while namespace 0 on all three
+/// nodes stays writable, and reads with r=1 go on).
+#[test]
+fn a_pinned_namespace_lives_on_its_own_nodes() {
+    let root = temp_dir("cluster-pin");
+    let ports = port_pairs(3);
+    let dirs = node_dirs(&root, 3);
+    let mut nodes = start_nodes(&ports, &dirs, &[]);
+    let node = |nodes: &[Option<ShoalProcess>], i: usize| -> redis::Connection {
+        nodes[i].as_ref().unwrap().client()
+    };
+    let mut c1 = node(&nodes, 0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while c1.set::<_, _, String>("warm", "x").is_err() {
+        assert!(Instant::now() < deadline, "cluster never accepted a write");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let mut tenant1 = node(&nodes, 0);
+    let _: () = redis::cmd("SELECT").arg(1).query(&mut tenant1).unwrap();
+    for i in 0..40 {
+        let _: String = tenant1.set(format!("before:{i}"), i).unwrap();
+        let _: String = c1.set(format!("shared:{i}"), i).unwrap();
+    }
+
+    let addr1 = format!("127.0.0.1:{}", ports[0]);
+    let pinned = admin(&[
+        "pin",
+        "--addr",
+        &addr1,
+        "--namespace",
+        "1",
+        "--nodes",
+        "2,3",
+        "--n",
+        "2",
+        "--r",
+        "1",
+        "--w",
+        "2",
+    ]);
+    assert!(pinned.contains("ring version 1 -> 2"), "{pinned}");
+    let all: Vec<&ShoalProcess> = nodes.iter().map(|n| n.as_ref().unwrap()).collect();
+    wait_for_handoffs(&all, "pin");
+    let text = status(all[0]);
+    assert!(
+        text.contains("namespace 1 pinned to nodes {2, 3}: n=2 r=1 w=2"),
+        "{text}"
+    );
+    for i in 0..40 {
+        let _: String = tenant1.set(format!("after:{i}"), i).unwrap();
+    }
+    // Through every node, namespace 1 reads back whole.
+    for (i, reader) in [0usize, 1, 2].into_iter().enumerate() {
+        let mut conn = node(&nodes, reader);
+        let _: () = redis::cmd("SELECT").arg(1).query(&mut conn).unwrap();
+        for k in 0..40 {
+            for prefix in ["before", "after"] {
+                let got: Option<i64> = conn.get(format!("{prefix}:{k}")).unwrap();
+                assert_eq!(got, Some(k), "{prefix}:{k} through node {}", i + 1);
+            }
+        }
+        let size: i64 = redis::cmd("DBSIZE").query(&mut conn).unwrap();
+        assert_eq!(size, 80, "DBSIZE of namespace 1 through node {}", i + 1);
+    }
+    // Node 1 drops its copies of namespace 1 once the pin's handoffs are done.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        // 41 namespace-0 keys (shared:* and warm) on each node, and on nodes 2
+        // and 3 the 80 of namespace 1 as well.
+        let line = digest_line(all[0]);
+        if line.ends_with("over 41 keys") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node 1 still holds namespace 1's keys: {line}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for i in [1, 2] {
+        let line = digest_line(all[i]);
+        assert!(line.ends_with("over 121 keys"), "node {}: {line}", i + 1);
+    }
+
+    // Namespace 1 needs both its nodes for a write (w=2), one for a read (r=1);
+    // namespace 0 still has two of its three.
+    drop(all);
+    nodes[2].take().unwrap().kill9();
+    // Once node 1 sees node 3 down it coordinates through node 2 (before that, a
+    // write proxied to node 3 has an unknown outcome).
+    wait_until_seen_down(nodes[0].as_ref().unwrap(), 3);
+    let refused = tenant1.set::<_, _, String>("during", "x").unwrap_err();
+    assert!(
+        refused.to_string().contains("NOQUORUM") || refused.to_string().contains("CLUSTERDOWN"),
+        "{refused}"
+    );
+    let got: Option<i64> = tenant1.get("before:7").unwrap();
+    assert_eq!(got, Some(7));
+    let _: String = c1.set("shared:during", "y").unwrap();
+
+    drop((c1, tenant1));
+    for (i, slot) in nodes.iter_mut().enumerate() {
+        if let Some(process) = slot.take() {
+            process.kill9();
+            eprintln!("node {} stopped", i + 1);
+        }
+    }
+    let node1 = inspect_live_keys(&dirs[0]);
+    assert!(
+        node1.iter().all(|(ns, _)| *ns == 0),
+        "node 1 still holds namespace 1 keys: {:?}",
+        node1
+            .iter()
+            .filter(|(ns, _)| *ns == 1)
+            .take(5)
+            .collect::<Vec<_>>()
+    );
+    for dir in &dirs[1..] {
+        let held = inspect_live_keys(dir);
+        for k in 0..40 {
+            for prefix in ["before", "after"] {
+                assert!(
+                    held.contains(&(1, format!("{prefix}:{k}"))),
+                    "{} lacks {prefix}:{k}",
+                    dir.display()
+                );
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&root);
 }

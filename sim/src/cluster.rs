@@ -16,7 +16,7 @@ use crate::workload::{self, run_client};
 use shoal_checker::{
     check, Context, Dot, Event, FinalState, History, Key, Meta, Quiescence, Report, Sibling,
 };
-use shoal_engine::cluster::map::ClusterMap;
+use shoal_engine::cluster::map::{placement_owners, ClusterMap};
 use shoal_engine::memdisk::MemDir;
 use shoal_engine::rng::SplitMix64;
 use shoal_engine::{Store, StoreOptions};
@@ -134,9 +134,24 @@ impl fmt::Display for ClusterFault {
 /// An operator's ring change, sent as `SHOAL.RING` to a member.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SimRingChange {
-    Join { node: u32 },
-    Leave { node: u32 },
-    Replace { old: u32, new: u32 },
+    Join {
+        node: u32,
+    },
+    Leave {
+        node: u32,
+    },
+    Replace {
+        old: u32,
+        new: u32,
+    },
+    /// Pin `namespace` to `nodes` with its own replica count and quorums.
+    Pin {
+        namespace: u8,
+        nodes: Vec<u32>,
+        replicas_n: u8,
+        r: u8,
+        w: u8,
+    },
 }
 
 impl SimRingChange {
@@ -161,6 +176,17 @@ impl SimRingChange {
                 new.to_string(),
                 addr(*new),
             ],
+            SimRingChange::Pin {
+                namespace,
+                nodes,
+                replicas_n,
+                r,
+                w,
+            } => ["SHOAL.RING".into(), "PIN".into(), namespace.to_string()]
+                .into_iter()
+                .chain([replicas_n, r, w].map(|q| q.to_string()))
+                .chain(nodes.iter().map(u32::to_string))
+                .collect(),
         }
     }
 }
@@ -171,6 +197,16 @@ impl fmt::Display for SimRingChange {
             SimRingChange::Join { node } => write!(f, "ring: join node {node}"),
             SimRingChange::Leave { node } => write!(f, "ring: node {node} leaves"),
             SimRingChange::Replace { old, new } => write!(f, "ring: node {new} replaces {old}"),
+            SimRingChange::Pin {
+                namespace,
+                nodes,
+                replicas_n,
+                r,
+                w,
+            } => write!(
+                f,
+                "ring: pin namespace {namespace} to nodes {nodes:?} (n={replicas_n} r={r} w={w})"
+            ),
         }
     }
 }
@@ -324,6 +360,52 @@ impl ClusterPlan {
                 };
                 faults.push((at_ms, ClusterFault::ClockSkew { node, delta_ms }));
             }
+        }
+        // A pinned namespace (own stream), not with a lost disk: a pin hands the
+        // namespace off to its nodes, and a handoff source that lost its disk
+        // may not hold what it acknowledged (as with any ring change).
+        let mut pin_rng = SplitMix64::new(seed ^ 0x0009_1e5d);
+        let loses_a_disk = faults
+            .iter()
+            .any(|(_, f)| matches!(f, ClusterFault::DiskLost { .. }));
+        if !loses_a_disk && pin_rng.chance_percent(35) {
+            let namespace = pin_rng.below(u64::from(workload.namespaces.max(1))) as u8;
+            // From founders that stay (a leave that would shrink the pin below
+            // its n is refused, which would leave the leave untested).
+            let mut founders: Vec<u32> = (1..=nodes)
+                .filter(|node| {
+                    !ring_changes
+                        .iter()
+                        .any(|(_, c)| *c == SimRingChange::Leave { node: *node })
+                })
+                .collect();
+            let size = 2 + pin_rng.below(founders.len().min(4) as u64 - 1) as usize;
+            let mut chosen = Vec::new();
+            while chosen.len() < size {
+                let i = pin_rng.below(founders.len() as u64) as usize;
+                chosen.push(founders.swap_remove(i));
+            }
+            chosen.sort_unstable();
+            let replicas_n = if size >= 3 && pin_rng.chance_percent(50) {
+                3
+            } else {
+                2
+            };
+            let (r, w) = match (replicas_n, pin_rng.chance_percent(50)) {
+                (3, _) => (2, 2),
+                (_, true) => (1, 2),
+                (_, false) => (2, 1),
+            };
+            let at_ms = 300 + pin_rng.below(phase1_ms / 2);
+            let pin = SimRingChange::Pin {
+                namespace,
+                nodes: chosen,
+                replicas_n,
+                r,
+                w,
+            };
+            let at = ring_changes.partition_point(|(t, _)| *t <= at_ms);
+            ring_changes.insert(at, (at_ms, pin));
         }
         let mut loss_rng = SplitMix64::new(seed ^ 0x0010_55e7);
         if loss_rng.chance_percent(25) {
@@ -928,9 +1010,8 @@ pub async fn simulate_cluster(plan: ClusterPlan) -> ClusterOutcome {
             map.version(),
             map.ring().members()
         ));
-        let ring = map.ring();
         for key in &keys {
-            let owners = ring.preference_list(ring.partition_of_key(key.name.as_bytes()));
+            let owners = map.owners(map.partition_of_key(key.ns, key.name.as_bytes()));
             for owner in owners {
                 let member = &members[*owner as usize - 1];
                 let Some(storage) = lock(&member.storage).clone() else {
@@ -942,6 +1023,7 @@ pub async fn simulate_cluster(plan: ClusterPlan) -> ClusterOutcome {
                 }
             }
         }
+        failures.extend(audit_pins(&members, map, &recorder));
     }
     let simulated_ms = recorder.now_ms();
     let history = History {
@@ -1092,14 +1174,18 @@ fn audit_handoff_plan(
         return;
     };
     let changed = cluster.map();
-    let (old, new) = (map_before.ring(), changed.ring());
-    if new.version() != old.version() + 1 {
+    if changed.version() != map_before.version() + 1 {
         return;
     }
-    let moved: usize = (0..new.partition_count())
+    // Over every ring's partitions; a newly pinned namespace's keys were on the
+    // default ring's owners.
+    let moved: usize = changed
+        .partitions()
+        .into_iter()
         .map(|p| {
-            let before = old.preference_list(p);
-            new.preference_list(p)
+            let before = placement_owners(map_before.placement(), p);
+            changed
+                .owners(p)
                 .iter()
                 .filter(|n| !before.contains(n))
                 .count()
@@ -1113,7 +1199,7 @@ fn audit_handoff_plan(
     if started != Some(moved) {
         recorder.anomaly(format!(
             "handoff plan audit: ring version {} moves {moved} replicas but the change started {started:?} handoffs (reply: {reply})",
-            new.version()
+            changed.version()
         ));
     }
 }
@@ -1152,7 +1238,6 @@ async fn audit_handoff(
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let (old, new) = (map_before.ring(), changed.ring());
     let mut checked = 0usize;
     for event in events {
         let Event::Ok {
@@ -1163,10 +1248,10 @@ async fn audit_handoff(
             continue;
         };
         let key = op.key.name.as_bytes();
-        let partition = new.partition_of_key(key);
-        let before = old.preference_list(partition);
-        for incoming in new
-            .preference_list(partition)
+        let partition = changed.partition_of_key(op.key.ns, key);
+        let before = placement_owners(map_before.placement(), partition);
+        for incoming in changed
+            .owners(partition)
             .iter()
             .filter(|n| !before.contains(n))
         {
@@ -1199,7 +1284,7 @@ async fn audit_handoff(
             if !held && !collected() {
                 recorder.anomaly(format!(
                     "handoff audit: ring version {} says node {incoming} took partition {partition}, and its handoffs are done, but it lacks {} write of {value:?} dot {dot}, acknowledged at {} ms before the change",
-                    new.version(),
+                    changed.version(),
                     op.key,
                     op.time_ms
                 ));
@@ -1209,7 +1294,7 @@ async fn audit_handoff(
     }
     recorder.fault(format!(
         "handoff audit of ring version {}: {checked} (write, incoming owner) pairs held",
-        new.version()
+        changed.version()
     ));
 }
 
@@ -1279,6 +1364,42 @@ fn set_network(net: &madsim::net::NetSim, loss_percent: u64, latency_max_ms: u64
     });
 }
 
+/// The pin audit, once converged and drained: a pinned namespace's keys are
+/// held by its own nodes only (every other member has dropped its copies).
+fn audit_pins(members: &[Arc<Member>], map: &ClusterMap, recorder: &Recorder) -> Vec<String> {
+    let mut failures = Vec::new();
+    for (namespace, pin) in map.placement().pinned() {
+        let mut held_by_pinned = 0usize;
+        for member in members.iter().filter(|m| map.ring().is_member(m.id)) {
+            let Some(storage) = lock(&member.storage).clone() else {
+                continue;
+            };
+            let held = storage.read(|s| {
+                s.dump()
+                    .into_iter()
+                    .filter(|(ns, _, set)| {
+                        *ns == namespace && set.as_ref().is_ok_and(|s| !s.siblings.is_empty())
+                    })
+                    .count()
+            });
+            if pin.ring.is_member(member.id) {
+                held_by_pinned += held;
+            } else if held > 0 {
+                failures.push(format!(
+                    "pin audit: node {} holds {held} keys of namespace {namespace}, which is pinned to nodes {:?}",
+                    member.id,
+                    pin.ring.members()
+                ));
+            }
+        }
+        recorder.fault(format!(
+            "pin audit: namespace {namespace} on nodes {:?} only ({held_by_pinned} copies there)",
+            pin.ring.members()
+        ));
+    }
+    failures
+}
+
 /// Poll [`converged`] every 100 ms until it holds or `deadline` passes.
 async fn wait_converged(
     members: &[Arc<Member>],
@@ -1316,9 +1437,8 @@ fn converged(members: &[Arc<Member>]) -> Option<Arc<ClusterMap>> {
 
 /// Every key held by some owner is held equally by all of its owners.
 fn replicas_agree(members: &[Arc<Member>], map: &ClusterMap) -> bool {
-    let ring = map.ring();
     let mut all: BTreeMap<(u8, Vec<u8>), BTreeMap<u32, u64>> = BTreeMap::new();
-    for member in members.iter().filter(|m| ring.is_member(m.id)) {
+    for member in members.iter().filter(|m| map.ring().is_member(m.id)) {
         let Some(storage) = lock(&member.storage).clone() else {
             return false;
         };
@@ -1333,8 +1453,8 @@ fn replicas_agree(members: &[Arc<Member>], map: &ClusterMap) -> bool {
             }
         });
     }
-    all.iter().all(|((_, key), holders)| {
-        let owners = ring.preference_list(ring.partition_of_key(key));
+    all.iter().all(|((ns, key), holders)| {
+        let owners = map.owners(map.partition_of_key(*ns, key));
         let first = holders.get(&owners[0]);
         let ok = owners.iter().all(|o| holders.get(o) == first);
         ok

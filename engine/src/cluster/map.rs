@@ -1,10 +1,13 @@
-//! The cluster map every node routes by: the current [`Ring`], the ring before the
-//! last admin change while that change's handoffs are in flight, and each node's
-//! client address.
+//! The cluster map every node routes by: the current [`Placement`] (the default
+//! [`Ring`] and each pinned namespace's ring), the placement before the last admin
+//! change while that change's handoffs are in flight, and each node's client
+//! address. Partitions here are *map partitions* (see [`pinned_partition`]): the
+//! default ring's, then each pinned namespace's.
 //!
-//! A ring change (join, leave, replace) is only made while no handoff is pending.
-//! It marks, for every partition whose owners changed, the *incoming* owners (in
-//! the new ring, not in the old). Each incoming owner pulls the partition whole from
+//! A change (join, leave, replace, pin) is only made while no handoff is pending.
+//! It marks, for every map partition whose owners changed, the *incoming* owners
+//! (in the new placement, not in the old; a newly pinned namespace's old owners
+//! are the default ring's). Each incoming owner pulls the partition whole from
 //! `sources_needed` of its old owners and then reports done; once every incoming
 //! owner of every partition has reported, the old ring is dropped. Until then:
 //! - writes go to the new owners (w of them must ack);
@@ -24,7 +27,9 @@
 //! [`DiskDir`] seam only.
 
 use crate::disk::{DiskDir, DiskError};
-use crate::placement::{PartitionId, PlacementError, Ring, RingDiff};
+use crate::placement::{
+    NamespacePlacement, PartitionId, PinnedRing, Placement, PlacementError, Ring,
+};
 use crate::version::NodeId;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -49,6 +54,26 @@ pub enum RingChange {
         old: NodeId,
         new: NodeId,
         address: String,
+    },
+    /// Place `namespace`'s keys on `nodes` only (cluster members), with its own
+    /// replica count and quorums. Its keys stream from the default ring's owners
+    /// to the pinned ones. A pin stays: there is no unpin.
+    Pin {
+        namespace: u8,
+        nodes: BTreeSet<NodeId>,
+        replicas_n: u8,
+        r: u8,
+        w: u8,
+    },
+    /// Add cluster member `node` to pinned `namespace`'s nodes.
+    PinJoin {
+        namespace: u8,
+        node: NodeId,
+    },
+    /// Remove `node` from pinned `namespace`'s nodes (it stays a member).
+    PinLeave {
+        namespace: u8,
+        node: NodeId,
     },
 }
 
@@ -79,14 +104,87 @@ impl fmt::Display for MapError {
 
 impl std::error::Error for MapError {}
 
+/// Bits of a map partition id above the ring's own partition index: 0 for the
+/// default ring, `namespace + 1` for a pinned namespace's ring.
+const GROUP_SHIFT: u32 = 16;
+
+/// The map partition holding pinned `namespace`'s keys of its ring's `partition`.
+///
+/// Map partitions number every ring's partitions in one space: the default ring's
+/// partition `p` is `p` (it holds the keys of every namespace not pinned), and a
+/// pinned namespace's partition `p` is `(namespace + 1) << 16 | p` (that
+/// namespace's keys only). Digests, anti-entropy, handoff, marker collection and
+/// copy dropping all work per map partition, so a pinned namespace's keys are only
+/// ever compared, streamed and kept on its own nodes.
+pub fn pinned_partition(namespace: u8, partition: PartitionId) -> PartitionId {
+    ((u32::from(namespace) + 1) << GROUP_SHIFT) | partition
+}
+
+/// `(pinned namespace or None for the default ring, the ring's partition index)`.
+pub fn split_partition(id: PartitionId) -> (Option<u8>, PartitionId) {
+    let group = id >> GROUP_SHIFT;
+    let index = id & ((1 << GROUP_SHIFT) - 1);
+    match group {
+        0 => (None, index),
+        g => (Some((g - 1).min(u32::from(u8::MAX)) as u8), index),
+    }
+}
+
+/// The namespaces whose keys a map partition holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Namespaces {
+    /// A pinned namespace's partition.
+    Only(u8),
+    /// A default-ring partition: every namespace but the pinned ones.
+    AllBut(BTreeSet<u8>),
+}
+
+impl Namespaces {
+    pub fn contains(&self, namespace: u8) -> bool {
+        match self {
+            Namespaces::Only(only) => *only == namespace,
+            Namespaces::AllBut(pinned) => !pinned.contains(&namespace),
+        }
+    }
+}
+
+/// The owners, under `placement`, of the keys map partition `id` holds: for a
+/// namespace not pinned there, the default ring's owners of the same partition
+/// (where its keys were before it was pinned).
+pub fn placement_owners(placement: &Placement, id: PartitionId) -> &[NodeId] {
+    let (pinned, partition) = split_partition(id);
+    let ring = match pinned {
+        Some(namespace) => placement.ring_for(namespace),
+        None => placement.default_ring(),
+    };
+    if partition >= ring.partition_count() {
+        return &[];
+    }
+    ring.preference_list(partition)
+}
+
+/// What a change did, summed over every ring.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MapDiff {
+    pub version_from: u64,
+    pub version_to: u64,
+    /// (map partition, node) pairs where the node is a new owner.
+    pub replicas_moved: usize,
+    /// Map partitions whose first owner changed.
+    pub coordinator_changes: usize,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterMap {
-    ring: Ring,
-    /// The ring before the last change; `None` once every handoff is done.
-    previous: Option<Ring>,
-    /// Per partition in transition: incoming owners that have not reported done.
+    /// The default ring and every pinned namespace's ring. The map's version is
+    /// the default ring's; every change, pins included, raises it by one.
+    placement: Placement,
+    /// The placement before the last change; `None` once every handoff is done.
+    previous: Option<Placement>,
+    /// Per map partition in transition: incoming owners that have not reported
+    /// done.
     pending: BTreeMap<PartitionId, BTreeSet<NodeId>>,
-    /// Client address (`host:port`) of every node of `ring` and `previous`.
+    /// Client address (`host:port`) of every node of `placement` and `previous`.
     addresses: BTreeMap<NodeId, String>,
 }
 
@@ -103,7 +201,7 @@ impl ClusterMap {
         addresses: BTreeMap<NodeId, String>,
     ) -> Result<ClusterMap, MapError> {
         let map = ClusterMap {
-            ring,
+            placement: Placement::new(ring, []).map_err(MapError::Placement)?,
             previous: None,
             pending: BTreeMap::new(),
             addresses,
@@ -124,14 +222,21 @@ impl ClusterMap {
             return bad("handoffs pending without a previous ring".into());
         }
         if let Some(previous) = &self.previous {
-            if previous.partition_count() != self.ring.partition_count()
-                || previous.version() >= self.ring.version()
+            let (before, now) = (previous.default_ring(), self.ring());
+            if before.partition_count() != now.partition_count()
+                || before.version() >= now.version()
             {
                 return bad("previous ring does not precede the current one".into());
             }
+            if previous
+                .pinned()
+                .any(|(namespace, _)| self.placement.pin_for(namespace).is_none())
+            {
+                return bad("a pinned namespace was unpinned".into());
+            }
         }
         for (partition, nodes) in &self.pending {
-            if *partition >= self.ring.partition_count() || nodes.is_empty() {
+            if !self.is_partition(*partition) || nodes.is_empty() {
                 return bad(format!("pending entry for partition {partition}"));
             }
             let incoming = self.incoming_owners(*partition);
@@ -144,19 +249,25 @@ impl ClusterMap {
         Ok(())
     }
 
+    /// The default ring (every member; the namespaces not pinned).
     pub fn ring(&self) -> &Ring {
-        &self.ring
+        self.placement.default_ring()
+    }
+
+    pub fn placement(&self) -> &Placement {
+        &self.placement
     }
 
     pub fn version(&self) -> u64 {
-        self.ring.version()
+        self.ring().version()
     }
 
-    /// Nodes of the current ring and, during a transition, the previous one.
+    /// Nodes of the current ring and, during a transition, the previous one
+    /// (pinned rings' members are default-ring members).
     pub fn nodes(&self) -> BTreeSet<NodeId> {
-        let mut nodes = self.ring.members().clone();
+        let mut nodes = self.ring().members().clone();
         if let Some(previous) = &self.previous {
-            nodes.extend(previous.members().iter().copied());
+            nodes.extend(previous.default_ring().members().iter().copied());
         }
         nodes
     }
@@ -169,36 +280,107 @@ impl ClusterMap {
         &self.addresses
     }
 
-    /// Write targets: the partition's owners in the current ring.
-    pub fn owners(&self, partition: PartitionId) -> &[NodeId] {
-        self.ring.preference_list(partition)
+    /// Every map partition: the default ring's, then each pinned namespace's.
+    pub fn partitions(&self) -> Vec<PartitionId> {
+        let count = self.ring().partition_count();
+        let pinned = self.placement.pinned().map(|(namespace, _)| namespace);
+        (0..count)
+            .chain(
+                pinned
+                    .flat_map(|namespace| (0..count).map(move |p| pinned_partition(namespace, p))),
+            )
+            .collect()
     }
 
-    /// The partition's owners under the previous ring while its handoff runs.
-    pub fn previous_owners(&self, partition: PartitionId) -> Option<&[NodeId]> {
-        if !self.pending.contains_key(&partition) {
+    /// Whether `id` is a map partition of this map.
+    pub fn is_partition(&self, id: PartitionId) -> bool {
+        let (pinned, partition) = split_partition(id);
+        partition < self.ring().partition_count()
+            && pinned.is_none_or(|namespace| {
+                self.placement.pin_for(namespace).is_some()
+                    && pinned_partition(namespace, partition) == id
+            })
+    }
+
+    /// The map partition holding `key` of `namespace`.
+    pub fn partition_of_key(&self, namespace: u8, key: &[u8]) -> PartitionId {
+        self.partition_of_slot(namespace, crate::slot::key_slot(key))
+    }
+
+    /// The map partition holding `slot` of `namespace`.
+    pub fn partition_of_slot(&self, namespace: u8, slot: u16) -> PartitionId {
+        let partition = self.ring().partition_of_slot(slot);
+        match self.placement.pin_for(namespace) {
+            Some(_) => pinned_partition(namespace, partition),
+            None => partition,
+        }
+    }
+
+    /// The slots of map partition `id`.
+    pub fn slot_range(&self, id: PartitionId) -> std::ops::RangeInclusive<u16> {
+        self.ring().slot_range(split_partition(id).1)
+    }
+
+    /// The namespaces whose keys map partition `id` holds.
+    pub fn namespaces(&self, id: PartitionId) -> Namespaces {
+        match split_partition(id).0 {
+            Some(namespace) => Namespaces::Only(namespace),
+            None => Namespaces::AllBut(self.placement.pinned().map(|(ns, _)| ns).collect()),
+        }
+    }
+
+    /// The ring placing map partition `id` (None: not a partition of this map).
+    pub fn ring_of(&self, id: PartitionId) -> Option<&Ring> {
+        if !self.is_partition(id) {
+            return None;
+        }
+        Some(match split_partition(id).0 {
+            Some(namespace) => self.placement.ring_for(namespace),
+            None => self.ring(),
+        })
+    }
+
+    /// The placement before the last change, while its handoffs run.
+    pub fn previous_placement(&self) -> Option<&Placement> {
+        self.previous.as_ref()
+    }
+
+    /// Pinned `namespace`'s ring and quorums, if it is pinned.
+    pub fn pin_for(&self, namespace: u8) -> Option<&PinnedRing> {
+        self.placement.pin_for(namespace)
+    }
+
+    /// Write targets: the map partition's owners in the current placement (none
+    /// for an id that is not a partition of this map).
+    pub fn owners(&self, id: PartitionId) -> &[NodeId] {
+        if !self.is_partition(id) {
+            return &[];
+        }
+        placement_owners(&self.placement, id)
+    }
+
+    /// The partition's owners under the previous placement while its handoff runs.
+    pub fn previous_owners(&self, id: PartitionId) -> Option<&[NodeId]> {
+        if !self.pending.contains_key(&id) {
             return None;
         }
         self.previous
             .as_ref()
-            .map(|ring| ring.preference_list(partition))
+            .map(|placement| placement_owners(placement, id))
     }
 
-    /// Whether `node` holds the partition in either ring of a transition.
-    pub fn holds(&self, node: NodeId, partition: PartitionId) -> bool {
-        self.owners(partition).contains(&node)
-            || self
-                .previous_owners(partition)
-                .is_some_and(|o| o.contains(&node))
+    /// Whether `node` holds the partition in either placement of a transition.
+    pub fn holds(&self, node: NodeId, id: PartitionId) -> bool {
+        self.owners(id).contains(&node)
+            || self.previous_owners(id).is_some_and(|o| o.contains(&node))
     }
 
-    fn incoming_owners(&self, partition: PartitionId) -> Vec<NodeId> {
+    fn incoming_owners(&self, id: PartitionId) -> Vec<NodeId> {
         let Some(previous) = &self.previous else {
             return Vec::new();
         };
-        let before = previous.preference_list(partition);
-        self.ring
-            .preference_list(partition)
+        let before = placement_owners(previous, id);
+        self.owners(id)
             .iter()
             .copied()
             .filter(|n| !before.contains(n))
@@ -214,12 +396,12 @@ impl ClusterMap {
             .collect()
     }
 
-    /// Old owners an incoming owner may pull `partition` from (itself excluded).
-    pub fn handoff_sources(&self, partition: PartitionId, node: NodeId) -> Vec<NodeId> {
+    /// Old owners an incoming owner may pull `id` from (itself excluded).
+    pub fn handoff_sources(&self, id: PartitionId, node: NodeId) -> Vec<NodeId> {
         self.previous
             .as_ref()
-            .map(|ring| {
-                ring.preference_list(partition)
+            .map(|placement| {
+                placement_owners(placement, id)
                     .iter()
                     .copied()
                     .filter(|n| *n != node)
@@ -228,10 +410,19 @@ impl ClusterMap {
             .unwrap_or_default()
     }
 
-    /// How many old owners an incoming owner must pull a partition from so that
-    /// every write acknowledged by `write_quorum` old owners is among what it pulls.
-    pub fn sources_needed(&self, write_quorum: u8) -> usize {
-        let n = usize::from(self.ring.replicas_n());
+    /// How many old owners an incoming owner must pull map partition `id` from so
+    /// that every write acknowledged by `write_quorum` old owners is among what it
+    /// pulls.
+    pub fn sources_needed(&self, id: PartitionId, write_quorum: u8) -> usize {
+        let old_owners = self
+            .previous
+            .as_ref()
+            .map_or(0, |placement| placement_owners(placement, id).len());
+        let n = if old_owners == 0 {
+            usize::from(self.ring().replicas_n())
+        } else {
+            old_owners
+        };
         (n + 1).saturating_sub(usize::from(write_quorum)).max(1)
     }
 
@@ -245,31 +436,31 @@ impl ClusterMap {
         self.pending.len()
     }
 
-    /// `node` has pulled `partition` whole. Returns whether anything changed.
-    pub fn mark_done(&mut self, partition: PartitionId, node: NodeId) -> bool {
-        let Some(nodes) = self.pending.get_mut(&partition) else {
+    /// `node` has pulled `id` whole. Returns whether anything changed.
+    pub fn mark_done(&mut self, id: PartitionId, node: NodeId) -> bool {
+        let Some(nodes) = self.pending.get_mut(&id) else {
             return false;
         };
         let changed = nodes.remove(&node);
         if nodes.is_empty() {
-            self.pending.remove(&partition);
+            self.pending.remove(&id);
         }
         self.settle();
         changed
     }
 
-    /// Drop the previous ring, and addresses of nodes that left, once nothing is
-    /// pending.
+    /// Drop the previous placement, and addresses of nodes that left, once nothing
+    /// is pending.
     fn settle(&mut self) {
         if self.pending.is_empty() && self.previous.is_some() {
             self.previous = None;
-            let members = self.ring.members().clone();
+            let members = self.ring().members().clone();
             self.addresses.retain(|n, _| members.contains(n));
         }
     }
 
-    /// The next map after an operator's change, and which replicas move.
-    pub fn change(&self, change: &RingChange) -> Result<(ClusterMap, RingDiff), MapError> {
+    /// The next map after an operator's change, and what it moves.
+    pub fn change(&self, change: &RingChange) -> Result<(ClusterMap, MapDiff), MapError> {
         if !self.pending.is_empty() {
             return Err(MapError::HandoffInProgress {
                 version: self.version(),
@@ -277,29 +468,60 @@ impl ClusterMap {
             });
         }
         let mut addresses = self.addresses.clone();
-        let (ring, diff) = match change {
+        let placement = &self.placement;
+        let next = match change {
             RingChange::Join { node, address } => {
-                let next = self.ring.join(*node).map_err(MapError::Placement)?;
                 addresses.insert(*node, address.clone());
-                next
+                placement.join(*node).map(|(p, _)| p)
             }
-            RingChange::Leave { node } => self.ring.leave(*node).map_err(MapError::Placement)?,
+            RingChange::Leave { node } => placement.leave(*node).map(|(p, _)| p),
             RingChange::Replace { old, new, address } => {
-                let next = self.ring.replace(*old, *new).map_err(MapError::Placement)?;
                 addresses.insert(*new, address.clone());
-                next
+                placement.replace(*old, *new).map(|(p, _)| p)
             }
-        };
+            RingChange::Pin {
+                namespace,
+                nodes,
+                replicas_n,
+                r,
+                w,
+            } => placement.pin(NamespacePlacement {
+                namespace: *namespace,
+                nodes: nodes.clone(),
+                replicas_n: *replicas_n,
+                r: *r,
+                w: *w,
+            }),
+            RingChange::PinJoin { namespace, node } => {
+                placement.join_pinned(*namespace, *node).map(|(p, _)| p)
+            }
+            RingChange::PinLeave { namespace, node } => {
+                placement.leave_pinned(*namespace, *node).map(|(p, _)| p)
+            }
+        }
+        .map_err(MapError::Placement)?
+        .numbered(self.version() + 1);
         let mut next = ClusterMap {
-            ring,
-            previous: Some(self.ring.clone()),
+            placement: next,
+            previous: Some(self.placement.clone()),
             pending: BTreeMap::new(),
             addresses,
         };
-        for partition in 0..next.ring.partition_count() {
-            let incoming: BTreeSet<NodeId> = next.incoming_owners(partition).into_iter().collect();
+        let mut diff = MapDiff {
+            version_from: self.version(),
+            version_to: next.version(),
+            replicas_moved: 0,
+            coordinator_changes: 0,
+        };
+        for id in next.partitions() {
+            let incoming: BTreeSet<NodeId> = next.incoming_owners(id).into_iter().collect();
+            diff.replicas_moved += incoming.len();
+            let before = placement_owners(&self.placement, id).first();
+            if next.owners(id).first() != before {
+                diff.coordinator_changes += 1;
+            }
             if !incoming.is_empty() {
-                next.pending.insert(partition, incoming);
+                next.pending.insert(id, incoming);
             }
         }
         // Planted bug: the claim forgets the incoming replica of every other moved
@@ -311,21 +533,23 @@ impl ClusterMap {
         Ok((next, diff))
     }
 
-    /// A short hash of everything gossip must agree on (ring, pending reports).
+    /// A short hash of everything gossip must agree on (placement, pending
+    /// reports).
     pub fn fingerprint(&self) -> u64 {
-        let bytes = postcard::to_allocvec(&(&self.ring, &self.pending)).expect("maps serialize");
+        let bytes =
+            postcard::to_allocvec(&(&self.placement, &self.pending)).expect("maps serialize");
         fnv1a(&bytes)
     }
 
-    fn ring_fingerprint(&self) -> u64 {
-        fnv1a(&postcard::to_allocvec(&self.ring).expect("rings serialize"))
+    fn placement_fingerprint(&self) -> u64 {
+        fnv1a(&postcard::to_allocvec(&self.placement).expect("placements serialize"))
     }
 
     /// Fold in a map heard from a peer. Returns whether this map changed.
     pub fn merge(&mut self, other: &ClusterMap) -> bool {
         use std::cmp::Ordering;
-        let ours = (self.version(), self.ring_fingerprint());
-        let theirs = (other.version(), other.ring_fingerprint());
+        let ours = (self.version(), self.placement_fingerprint());
+        let theirs = (other.version(), other.placement_fingerprint());
         match theirs.cmp(&ours) {
             Ordering::Greater => {
                 *self = other.clone();
@@ -415,9 +639,39 @@ pub fn load(dir: &dyn DiskDir) -> Result<Option<ClusterMap>, MapFileError> {
     if crc32c::crc32c(body) != crc {
         return Err(MapFileError::Corrupt("checksum mismatch".into()));
     }
-    ClusterMap::decode(body)
-        .map(Some)
-        .map_err(|e| MapFileError::Corrupt(e.to_string()))
+    match ClusterMap::decode(body) {
+        Ok(map) => Ok(Some(map)),
+        // A map saved before namespaces could be pinned (one ring per map).
+        Err(e) => match decode_ring_only(body) {
+            Some(map) => Ok(Some(map)),
+            None => Err(MapFileError::Corrupt(e.to_string())),
+        },
+    }
+}
+
+/// The map file as saved before pinned namespaces: the default ring alone.
+#[derive(Deserialize)]
+struct RingOnlyMap {
+    ring: Ring,
+    previous: Option<Ring>,
+    pending: BTreeMap<PartitionId, BTreeSet<NodeId>>,
+    addresses: BTreeMap<NodeId, String>,
+}
+
+fn decode_ring_only(body: &[u8]) -> Option<ClusterMap> {
+    let old: RingOnlyMap = postcard::from_bytes(body).ok()?;
+    let placement = |ring: Ring| Placement::new(ring, []).ok();
+    let map = ClusterMap {
+        placement: placement(old.ring)?,
+        previous: match old.previous {
+            Some(ring) => Some(placement(ring)?),
+            None => None,
+        },
+        pending: old.pending,
+        addresses: old.addresses,
+    };
+    map.check().ok()?;
+    Some(map)
 }
 
 #[cfg(test)]
@@ -530,7 +784,7 @@ mod tests {
         assert!(!left.ring().is_member(2));
         assert!(left.nodes().contains(&2), "the leaver serves its handoffs");
         assert!(left.address(2).is_some());
-        assert_eq!(diff.given_by(2), four.ring().load(2));
+        assert_eq!(diff.replicas_moved, four.ring().load(2));
         let mut settled = left.clone();
         for node in [1, 3, 4] {
             for p in settled.incoming(node) {
@@ -545,9 +799,152 @@ mod tests {
     #[test]
     fn sources_needed_covers_every_write_quorum() {
         let map = three();
-        assert_eq!(map.sources_needed(2), 2);
-        assert_eq!(map.sources_needed(3), 1);
-        assert_eq!(map.sources_needed(1), 3);
+        assert_eq!(map.sources_needed(0, 2), 2);
+        assert_eq!(map.sources_needed(0, 3), 1);
+        assert_eq!(map.sources_needed(0, 1), 3);
+    }
+
+    fn four() -> ClusterMap {
+        let ring = Ring::new(16, 2, [1, 2, 3, 4]).expect("ring");
+        ClusterMap::bootstrap(ring, addresses([1, 2, 3, 4])).expect("map")
+    }
+
+    fn pin3(map: &ClusterMap) -> (ClusterMap, MapDiff) {
+        map.change(&RingChange::Pin {
+            namespace: 3,
+            nodes: BTreeSet::from([3, 4]),
+            replicas_n: 2,
+            r: 1,
+            w: 2,
+        })
+        .expect("pin")
+    }
+
+    fn settled(mut map: ClusterMap) -> ClusterMap {
+        for node in map.nodes() {
+            for p in map.incoming(node) {
+                map.mark_done(p, node);
+            }
+        }
+        assert_eq!(map.handoffs_pending(), 0);
+        map
+    }
+
+    #[test]
+    fn a_pin_moves_only_its_namespace_onto_its_nodes() {
+        let map = four();
+        let (pinned, diff) = pin3(&map);
+        assert_eq!(pinned.version(), map.version() + 1);
+        assert_eq!(diff.version_to, pinned.version());
+        assert_eq!(pinned.partitions().len(), 32, "16 default, 16 pinned");
+        for p in 0..16u32 {
+            let id = pinned_partition(3, p);
+            assert!(pinned.is_partition(id) && !map.is_partition(id));
+            assert_eq!(split_partition(id), (Some(3), p));
+            assert_eq!(pinned.owners(id).len(), 2);
+            assert!(pinned.owners(id).iter().all(|n| [3, 4].contains(n)));
+            assert_eq!(
+                pinned.owners(p),
+                map.owners(p),
+                "the default ring is unchanged"
+            );
+            assert_eq!(pinned.previous_owners(p), None);
+            // The pinned partition's keys were on the default ring's owners.
+            let incoming: Vec<NodeId> = pinned
+                .owners(id)
+                .iter()
+                .copied()
+                .filter(|n| !map.owners(p).contains(n))
+                .collect();
+            assert_eq!(pinned.incoming(3).contains(&id), incoming.contains(&3));
+            assert_eq!(pinned.incoming(4).contains(&id), incoming.contains(&4));
+            if !incoming.is_empty() {
+                assert_eq!(pinned.previous_owners(id), Some(map.owners(p)));
+            }
+            assert_eq!(pinned.namespaces(id), Namespaces::Only(3));
+            assert!(!pinned.namespaces(p).contains(3) && pinned.namespaces(p).contains(0));
+        }
+        assert!(diff.replicas_moved > 0);
+        assert_eq!(diff.replicas_moved, pinned.handoffs_pending());
+        assert!(pinned.incoming(1).is_empty() && pinned.incoming(2).is_empty());
+        for key in [&b"a"[..], b"b", b"{t}x", b"zz"] {
+            let id = pinned.partition_of_key(3, key);
+            assert_eq!(split_partition(id).0, Some(3));
+            assert_eq!(
+                pinned.partition_of_key(0, key),
+                map.partition_of_key(0, key)
+            );
+            assert!(pinned.slot_range(id).contains(&crate::slot::key_slot(key)));
+        }
+        let settled = settled(pinned);
+        assert_eq!(settled.previous_owners(pinned_partition(3, 0)), None);
+        assert!(!settled.holds(1, pinned_partition(3, 0)));
+        assert!(settled
+            .change(&RingChange::Pin {
+                namespace: 3,
+                nodes: BTreeSet::from([1, 2]),
+                replicas_n: 2,
+                r: 1,
+                w: 1,
+            })
+            .is_err());
+    }
+
+    #[test]
+    fn leaving_and_pin_changes_move_pinned_partitions() {
+        let pinned = settled(pin3(&four()).0);
+        let (grown, _) = pinned
+            .change(&RingChange::PinJoin {
+                namespace: 3,
+                node: 1,
+            })
+            .expect("pin join");
+        assert!(!grown.incoming(1).is_empty());
+        assert!(grown
+            .incoming(1)
+            .iter()
+            .all(|id| split_partition(*id).0 == Some(3)));
+        for id in grown.incoming(1) {
+            assert!(grown
+                .handoff_sources(id, 1)
+                .iter()
+                .all(|n| [3, 4].contains(n)));
+        }
+        let grown = settled(grown);
+        let (left, _) = grown.change(&RingChange::Leave { node: 4 }).expect("leave");
+        assert!(!left.pin_for(3).expect("pinned").ring.is_member(4));
+        assert!(left
+            .partitions()
+            .iter()
+            .all(|id| !left.owners(*id).contains(&4)));
+        assert!(left
+            .incoming(1)
+            .iter()
+            .any(|id| split_partition(*id).0 == Some(3)));
+        let (shrunk, _) = grown
+            .change(&RingChange::PinLeave {
+                namespace: 3,
+                node: 1,
+            })
+            .expect("pin leave");
+        assert!(shrunk.incoming(1).is_empty());
+        assert!(shrunk
+            .partitions()
+            .iter()
+            .filter(|id| split_partition(**id).0 == Some(3))
+            .all(|id| !shrunk.owners(*id).contains(&1)));
+    }
+
+    #[test]
+    fn pinned_maps_roundtrip_and_unpinning_is_refused() {
+        let (pinned, _) = pin3(&four());
+        assert_eq!(ClusterMap::decode(&pinned.encode()), Ok(pinned.clone()));
+        assert_ne!(pinned.fingerprint(), four().fingerprint());
+        let mut bad = pinned.clone();
+        bad.placement = four().placement.numbered(pinned.version());
+        bad.previous = Some(pinned.placement.clone().numbered(1));
+        bad.pending.clear();
+        assert!(matches!(bad.check(), Err(MapError::Malformed(_))));
     }
 
     #[test]
@@ -563,6 +960,32 @@ mod tests {
         assert_eq!(load(&dir).expect("load"), Some(done));
         dir.corrupt_byte(MAP_FILE, 12).expect("corrupt");
         assert!(matches!(load(&dir), Err(MapFileError::Corrupt(_))));
+    }
+
+    #[test]
+    fn a_map_saved_before_pins_still_loads() {
+        #[derive(Serialize)]
+        struct RingOnly<'a> {
+            ring: &'a Ring,
+            previous: Option<&'a Ring>,
+            pending: &'a BTreeMap<PartitionId, BTreeSet<NodeId>>,
+            addresses: &'a BTreeMap<NodeId, String>,
+        }
+        for map in [three(), join4(&three())] {
+            let body = postcard::to_allocvec(&RingOnly {
+                ring: map.ring(),
+                previous: map.previous.as_ref().map(Placement::default_ring),
+                pending: &map.pending,
+                addresses: &map.addresses,
+            })
+            .unwrap();
+            let mut file = (body.len() as u32).to_le_bytes().to_vec();
+            file.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+            file.extend_from_slice(&body);
+            let dir = MemDir::new();
+            crate::disk::replace_file(&dir, MAP_FILE, &file).unwrap();
+            assert_eq!(load(&dir).expect("load"), Some(map));
+        }
     }
 
     #[test]

@@ -92,9 +92,9 @@ impl WriteRound {
 pub struct ReadRound {
     r: usize,
     targets: BTreeSet<NodeId>,
-    /// During a ring transition: the new owners and the old owners; `r` of each
-    /// must reply.
-    previous: Option<(BTreeSet<NodeId>, BTreeSet<NodeId>)>,
+    /// During a ring transition: the new owners, the old owners, and how many of
+    /// the old must reply (`r` of the new must).
+    previous: Option<(BTreeSet<NodeId>, BTreeSet<NodeId>, usize)>,
     replies: BTreeMap<NodeId, Option<SiblingSet>>,
     failed: BTreeSet<NodeId>,
 }
@@ -112,18 +112,21 @@ impl ReadRound {
     }
 
     /// A read while the key's partition is handed off: `r` replies are needed from
-    /// the new owners (`targets`) and `r` from the old ones (`previous`), so a
-    /// write acknowledged under either ring is seen.
+    /// the new owners (`targets`) and `previous_r` from the old ones (`previous`;
+    /// the old placement's read quorum, which differs when a namespace was just
+    /// pinned), so a write acknowledged under either placement is seen.
     pub fn joint(
         r: u8,
         targets: impl IntoIterator<Item = NodeId>,
+        previous_r: u8,
         previous: impl IntoIterator<Item = NodeId>,
     ) -> ReadRound {
+        assert!(previous_r >= 1, "a read quorum of 0 reads nothing");
         let mut round = ReadRound::new(r, targets);
         let current = round.targets.clone();
         let previous: BTreeSet<NodeId> = previous.into_iter().collect();
         round.targets.extend(previous.iter().copied());
-        round.previous = Some((current, previous));
+        round.previous = Some((current, previous, usize::from(previous_r)));
         round
     }
 
@@ -148,7 +151,7 @@ impl ReadRound {
     }
 
     pub fn state(&self) -> RoundState {
-        let Some((current, previous)) = &self.previous else {
+        let Some((current, previous, previous_r)) = &self.previous else {
             return state_of(
                 self.r,
                 self.replies.len(),
@@ -156,12 +159,15 @@ impl ReadRound {
                 self.targets.len(),
             );
         };
-        let group_state = |group: &BTreeSet<NodeId>| {
+        let group_state = |group: &BTreeSet<NodeId>, r: usize| {
             let ok = self.replies.keys().filter(|n| group.contains(n)).count();
             let failed = self.failed.iter().filter(|n| group.contains(n)).count();
-            state_of(self.r.min(group.len()), ok, failed, group.len())
+            state_of(r.min(group.len()), ok, failed, group.len())
         };
-        match (group_state(current), group_state(previous)) {
+        match (
+            group_state(current, self.r),
+            group_state(previous, *previous_r),
+        ) {
             (RoundState::Met, RoundState::Met) => RoundState::Met,
             (RoundState::Failed, _) | (_, RoundState::Failed) => RoundState::Failed,
             _ => RoundState::Pending,
@@ -303,6 +309,18 @@ mod tests {
 
     /// During a handoff, old owners {1,2,3} and new owners {1,2,4}: r=2 of each.
     #[test]
+    fn joint_read_takes_each_placements_own_quorum() {
+        // A namespace just pinned to {3, 4} with r=1; before, r=2 of {1, 2, 3}.
+        let mut round = ReadRound::joint(1, [3, 4], 2, [1, 2, 3]);
+        assert_eq!(round.reply(3, None), RoundState::Pending);
+        assert_eq!(round.reply(4, None), RoundState::Pending);
+        assert_eq!(round.reply(1, None), RoundState::Met);
+        let mut round = ReadRound::joint(1, [3, 4], 2, [1, 2, 3]);
+        round.fail(1);
+        assert_eq!(round.fail(2), RoundState::Failed);
+    }
+
+    #[test]
     fn joint_read_needs_a_quorum_of_both_rings() {
         let table: &[(&[u32], &[u32], RoundState)] = &[
             // replied, failed, state
@@ -315,7 +333,7 @@ mod tests {
             (&[2, 3, 4], &[1], RoundState::Met),
         ];
         for (replied, failed, expected) in table {
-            let mut round = ReadRound::joint(2, [1, 2, 4], [1, 2, 3]);
+            let mut round = ReadRound::joint(2, [1, 2, 4], 2, [1, 2, 3]);
             assert_eq!(round.targets().len(), 4);
             for n in *failed {
                 round.fail(*n);

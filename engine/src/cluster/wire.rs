@@ -3,7 +3,7 @@
 //! one response with the same id. Lists in requests are bounded by the senders
 //! (`*_MAX` below) and checked by the receivers.
 
-use crate::cluster::map::ClusterMap;
+use crate::cluster::map::{ClusterMap, Namespaces};
 use crate::cluster::tombstones::MarkerItem;
 use crate::version::{Dot, NodeId, SiblingSet, VersionVector};
 use bytes::Bytes;
@@ -122,14 +122,15 @@ pub enum Request {
     },
     /// Merge this map into yours and answer with the result.
     MapSync { map: ClusterMap },
-    /// Handoff: every key (delete markers too) held in a range of slots, in
-    /// (slot, namespace, key) order from after `after`, one bounded batch at a time.
-    /// Refused (`MAPBEHIND`) by a node whose ring is older than `ring_version`:
-    /// a source must know the new ring before it scans.
+    /// Handoff: every key (delete markers too) of `namespaces` held in a range of
+    /// slots, in (slot, namespace, key) order from after `after`, one bounded batch
+    /// at a time. Refused (`MAPBEHIND`) by a node whose ring is older than
+    /// `ring_version`: a source must know the new ring before it scans.
     HandoffScan {
         ring_version: u64,
         first_slot: u16,
         last_slot: u16,
+        namespaces: Namespaces,
         after: Option<HandoffCursor>,
     },
     /// The local copies of keys (no quorum: the asker runs the round).
@@ -143,8 +144,8 @@ pub enum Request {
         sent_wall_ms: u64,
         writes: Vec<ClientWrite>,
     },
-    /// Anti-entropy: this node's digest of each listed partition (a range of
-    /// slots, all namespaces).
+    /// Anti-entropy: this node's digest of each listed map partition (a range of
+    /// slots, the namespaces the partition holds under the receiver's map).
     PartitionDigests { partitions: Vec<u32> },
     /// Anti-entropy: this node's (slot, namespace) digests of a range of slots.
     SlotDigests { first_slot: u16, last_slot: u16 },
