@@ -28,14 +28,15 @@ use shoal_engine::cluster::tombstones::{self, Agreed, MarkerItem};
 use shoal_engine::cluster::wire::{
     ClientOutcome, ClientWrite, Envelope, HandoffCursor, RemoteError, ReplicaItem, Request,
     Response, WireCondition, HANDOFF_BATCH_BYTES_MAX, HANDOFF_ITEMS_PER_BATCH_MAX,
-    ITEMS_PER_REQUEST_MAX, MAP_BEHIND, STALE_RING, TOO_OLD,
+    ITEMS_PER_REQUEST_MAX, MAP_BEHIND, RESTORING, STALE_RING, TOO_OLD,
 };
 use shoal_engine::digest::{differing_keys, differing_slots};
 use shoal_engine::disk::CheckedFileError;
 use shoal_engine::placement::{PartitionId, Ring};
 use shoal_engine::runtime::Runtime;
+use shoal_engine::store::OpenError;
 use shoal_engine::{Condition, Covers, NodeId, SiblingSet, WriteError, WriteOp, WriteOutcome};
-use shoal_engine::{DiskDir, DiskError};
+use shoal_engine::{DiskDir, DiskError, Store};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -107,6 +108,9 @@ pub struct ClusterConfig {
     /// A delete marker is proposed for collection once its newest write is this
     /// old (`tombstones`); until every member agrees it stays.
     pub tombstone_grace_ms: u64,
+    /// Synced data found damaged at start: set the segments aside and restore
+    /// from the replicas ([`open_store`]) instead of refusing to start.
+    pub rebuild_damaged: bool,
     /// Replica writes that arrive later than this after they were sent (by the
     /// sender's wall clock) are refused: marker collection waits this long (plus
     /// the request timeout) for copies in flight. Must exceed the clock skew
@@ -190,6 +194,7 @@ impl ClusterConfig {
             incarnation_check_wait_ms: 3000,
             hint_observer: None,
             tombstone_grace_ms: 10_000,
+            rebuild_damaged: true,
             replica_write_age_max_ms: 2000,
         }
     }
@@ -341,6 +346,105 @@ struct PeerClient {
     next_id: AtomicU64,
 }
 
+/// Present while this node's data is being restored from its replicas (its
+/// segments were set aside as damaged, or its disk was lost). Holds the dot actor
+/// the node took for its new life (`[u32 LE][crc32c]`). Until every other member
+/// has been compared with it once in full, the node serves no handoff scan and
+/// agrees to no marker collection: it may lack writes it acknowledged.
+pub const RESTORING_FILE: &str = "RESTORING";
+
+/// What [`open_store`] did to a damaged store before opening it.
+#[derive(Clone, Debug)]
+pub struct Rebuilt {
+    /// The damage `Store::open` reported.
+    pub damage: String,
+    /// The segment files set aside (`damaged-i<incarnation>-seg-*`).
+    pub set_aside: Vec<String>,
+    /// The dot actor the store mints as from now on.
+    pub actor: NodeId,
+}
+
+/// The actor recorded in [`RESTORING_FILE`], if the directory is restoring.
+fn restoring_actor(dir: &dyn DiskDir) -> Result<Option<NodeId>, DiskError> {
+    match shoal_engine::disk::read_checked_file(dir, RESTORING_FILE, 4) {
+        Ok(payload) => Ok(payload.map(|p| u32::from_le_bytes(p[..].try_into().expect("4 bytes")))),
+        Err(CheckedFileError::Disk(e)) => Err(e),
+        Err(CheckedFileError::Damaged(why)) => Err(DiskError::Io(why)),
+    }
+}
+
+/// A fresh dot actor for `actor`'s node: its id in the low 24 bits, a random
+/// epoch (1..=255, not the current one) above.
+fn fresh_actor(actor: NodeId, random: u64) -> NodeId {
+    let node = actor & (NODE_ID_LIMIT - 1);
+    let current = actor >> ACTOR_EPOCH_SHIFT;
+    let mut epoch = 1 + (random % 255) as u32;
+    if epoch == current {
+        epoch = epoch % 255 + 1;
+    }
+    node | (epoch << ACTOR_EPOCH_SHIFT)
+}
+
+/// Open a cluster node's store. If synced data is damaged and `rebuild` is set,
+/// set the segments aside (kept for `shoal inspect`), mark the directory
+/// [`RESTORING_FILE`] with a fresh dot actor, and open it empty: anti-entropy
+/// and read repair restore its replicas from the other nodes, which hold every
+/// acknowledged write (w of them took it). The fresh actor matters as on a lost
+/// disk: contexts are version vectors, and a new dot of the old actor would
+/// cover old-life dots this node no longer holds, so replicas would drop those
+/// siblings. A start that finds the directory restoring (a crash mid-rebuild)
+/// finishes taking the recorded actor.
+pub fn open_store(
+    dir: Arc<dyn DiskDir>,
+    options: shoal_engine::StoreOptions,
+    rebuild: bool,
+    random: u64,
+) -> Result<(Store, shoal_engine::store::RecoveryReport, Option<Rebuilt>), OpenError> {
+    let (opened, rebuilt) = match Store::open(dir.clone(), options.clone()) {
+        Ok(opened) => (opened, None),
+        Err(OpenError::Corrupt {
+            segment,
+            offset,
+            reason,
+        }) if rebuild => {
+            let damage = format!("segment {segment} at offset {offset}: {reason}");
+            // Marked first (actor 0: not chosen yet), so a crash from here on
+            // still restarts as restoring.
+            shoal_engine::disk::write_checked_file(
+                dir.as_ref(),
+                RESTORING_FILE,
+                &0u32.to_le_bytes(),
+            )?;
+            let set_aside = shoal_engine::store::set_aside_segments(dir.as_ref())?;
+            let opened = Store::open(dir.clone(), options)?;
+            (opened, Some((damage, set_aside)))
+        }
+        Err(e) => return Err(e),
+    };
+    let (mut store, report) = opened;
+    let mut actor = store.actor();
+    if let Some(recorded) = restoring_actor(dir.as_ref())? {
+        actor = recorded;
+        if actor == 0 {
+            actor = fresh_actor(store.actor(), random);
+            shoal_engine::disk::write_checked_file(
+                dir.as_ref(),
+                RESTORING_FILE,
+                &actor.to_le_bytes(),
+            )?;
+        }
+        if store.actor() != actor {
+            store.adopt_actor(actor)?;
+        }
+    }
+    let rebuilt = rebuilt.map(|(damage, set_aside)| Rebuilt {
+        damage,
+        set_aside,
+        actor,
+    });
+    Ok((store, report, rebuilt))
+}
+
 /// This data directory's id: read from `DIRECTORY-ID`, or made from `fresh` and
 /// saved (atomically, durably) the first time. A damaged file is an error: a
 /// made-up id would pass the directory off as a replacement.
@@ -423,6 +527,10 @@ pub struct Cluster {
     /// Set once the start-up incarnation check is done; until then no dot is
     /// minted (peers' Coordinate requests wait on `ready_changed`).
     ready: AtomicBool,
+    /// Restoring from the replicas ([`RESTORING_FILE`]), and the peers whose
+    /// copies were merged here in full since this start.
+    restoring: AtomicBool,
+    restored_from: Mutex<BTreeSet<NodeId>>,
     ready_changed: tokio::sync::Notify,
     /// This data directory's random id (`DIRECTORY-ID`), sent with every ping.
     dir_id: u64,
@@ -670,6 +778,14 @@ impl Cluster {
         let detector = Detector::new(me, bootstrap.nodes(), config.detector, now);
         let dir_id =
             directory_id(dir.as_ref(), clock.random_u64() | 1).map_err(|e| e.to_string())?;
+        let restoring = restoring_actor(dir.as_ref())
+            .map_err(|e| format!("{RESTORING_FILE}: {e}"))?
+            .is_some();
+        if restoring {
+            tracing::warn!(
+                "node {me} is restoring its data from its replicas: it serves reads and writes, but no handoff and no marker collection until every other member's copies are merged here"
+            );
+        }
         let cluster = Arc::new(Cluster {
             config,
             map: Mutex::new({
@@ -694,6 +810,8 @@ impl Cluster {
             agreed_markers: Mutex::new(Agreed::default()),
             marker_cursor: AtomicU64::new(0),
             stats: ClusterStats::default(),
+            restoring: AtomicBool::new(restoring),
+            restored_from: Mutex::new(BTreeSet::new()),
         });
         // Peers are served during the check (they may be checking too, on a cold
         // start of the whole cluster), but a Coordinate, which mints dots, waits
@@ -763,13 +881,22 @@ impl Cluster {
                 // random epoch (1..=255) above. See `Store::adopt_actor`.
                 let epoch = 1 + (self.clock.random_u64() % 255) as u32;
                 let actor = self.me() | (epoch << ACTOR_EPOCH_SHIFT);
+                let dir = self.dir.clone();
                 let raised = self
                     .storage
                     .with_store_mut(|s| {
+                        // Restoring as after a rebuild: this directory lacks what
+                        // the old one acknowledged.
+                        shoal_engine::disk::write_checked_file(
+                            dir.as_ref(),
+                            RESTORING_FILE,
+                            &actor.to_le_bytes(),
+                        )?;
                         s.adopt_actor(actor)?;
                         s.raise_incarnation(k + 1)
                     })
                     .map_err(|e| format!("cannot record the new actor and incarnation: {e}"))?;
+                self.restoring.store(true, Ordering::Release);
                 self.incarnation.store(raised, Ordering::Relaxed);
                 self.stats.earlier_life_seen.store(k, Ordering::Relaxed);
                 tracing::warn!(
@@ -1042,6 +1169,28 @@ impl Cluster {
                 }
             })
             .collect()
+    }
+
+    /// While restoring from the replicas: (other members merged here in full so
+    /// far, other members).
+    pub fn restoring(&self) -> Option<(usize, usize)> {
+        if !self.restoring.load(Ordering::Acquire) {
+            return None;
+        }
+        let me = self.me();
+        let others: Vec<NodeId> = self
+            .map()
+            .ring()
+            .members()
+            .iter()
+            .copied()
+            .filter(|n| *n != me)
+            .collect();
+        let done = lock(&self.restored_from);
+        Some((
+            others.iter().filter(|n| done.contains(n)).count(),
+            others.len(),
+        ))
     }
 
     /// The handoff being pulled here now, if any.
@@ -1345,6 +1494,12 @@ impl Cluster {
                 if first_slot > last_slot || last_slot >= shoal_engine::slot::SLOT_COUNT {
                     return Response::Error(RemoteError::new("ERR", "bad slot range"));
                 }
+                if self.restoring.load(Ordering::Acquire) {
+                    return Response::Error(RemoteError::new(
+                        RESTORING,
+                        "this node is restoring its data from its replicas; pull from another old owner",
+                    ));
+                }
                 let (items, next) =
                     self.handoff_batch(first_slot..=last_slot, &namespaces, after.as_ref());
                 Response::HandoffItems { items, next }
@@ -1467,6 +1622,10 @@ impl Cluster {
 
     /// This node's verdict on each proposed marker (`tombstones::verdict`).
     fn marker_verdicts(&self, map: &ClusterMap, items: &[MarkerItem]) -> Vec<bool> {
+        if self.restoring.load(Ordering::Acquire) {
+            // It may lack a value a marker's key still has on no other node.
+            return vec![false; items.len()];
+        }
         let me = self.me();
         let hint_owners: BTreeSet<NodeId> = map.addresses().keys().copied().collect();
         self.storage.read(|store| {
@@ -3127,8 +3286,13 @@ impl Cluster {
                 }
             }
         }
+        // Complete: every differing key of every shared partition was found.
+        let mut pulled_everything = keys.len() < budget;
         self.record_lag(peer, keys.len());
         if keys.is_empty() {
+            if pulled_everything {
+                self.restored_from(peer, &map);
+            }
             return Ok(());
         }
         let mut by_namespace: BTreeMap<u8, Vec<Bytes>> = BTreeMap::new();
@@ -3155,15 +3319,59 @@ impl Cluster {
                 namespace,
                 keys: keys.clone(),
             };
-            if let Response::Sets(sets) = self.call(peer, request, timeout).await? {
-                let items = replica_items(namespace, &keys, sets);
-                self.stats
-                    .anti_entropy_keys_pulled
-                    .fetch_add(items.len() as u64, Ordering::Relaxed);
-                let _ = self.merge_locally(items).await;
+            match self.call(peer, request, timeout).await? {
+                Response::Sets(sets) if sets.len() == keys.len() => {
+                    pulled_everything &= sets.iter().all(Result::is_ok);
+                    let items = replica_items(namespace, &keys, sets);
+                    self.stats
+                        .anti_entropy_keys_pulled
+                        .fetch_add(items.len() as u64, Ordering::Relaxed);
+                    let merged = self.merge_locally(items).await;
+                    pulled_everything &= merged.iter().all(Result::is_ok);
+                }
+                _ => pulled_everything = false,
             }
         }
+        if pulled_everything {
+            self.restored_from(peer, &map);
+        }
         Ok(())
+    }
+
+    /// While restoring ([`RESTORING_FILE`]): `peer`'s copies of every partition
+    /// the two share are merged here. Once that holds for every other ring
+    /// member, this node holds every write any of them acknowledged before, and
+    /// stops restoring.
+    fn restored_from(&self, peer: NodeId, map: &ClusterMap) {
+        if !self.restoring.load(Ordering::Acquire) {
+            return;
+        }
+        let mut done = lock(&self.restored_from);
+        done.insert(peer);
+        let me = self.me();
+        let missing = map
+            .ring()
+            .members()
+            .iter()
+            .filter(|n| **n != me && !done.contains(n))
+            .count();
+        if missing > 0 {
+            return;
+        }
+        let removed = match self.dir.remove(RESTORING_FILE) {
+            Ok(()) | Err(DiskError::NotFound(_)) => self.dir.sync_dir(),
+            Err(e) => Err(e),
+        };
+        match removed {
+            Ok(()) => {
+                self.restoring.store(false, Ordering::Release);
+                tracing::warn!(
+                    "node {me}: restored from every other member ({} of them); serving handoffs and marker collection again",
+                    done.len()
+                );
+            }
+            Err(e) => tracing::error!("cannot clear {RESTORING_FILE}: {e}"),
+        }
     }
 
     /// This node's digest over every key it holds, and how many keys that is.

@@ -41,6 +41,9 @@ pub struct FileConfig {
     pub sloppy_quorum: Option<bool>,
     /// Age (ms) a delete marker reaches before the cluster may collect it.
     pub tombstone_grace_ms: Option<u64>,
+    /// A cluster node whose synced data is damaged sets its segments aside and
+    /// is restored by its replicas (default true; false: it refuses to start).
+    pub rebuild_damaged: Option<bool>,
     /// Per-namespace quorums: `[namespace_quorums]` then `1 = { r = 1, w = 1 }`.
     pub namespace_quorums: Option<BTreeMap<String, NamespaceQuorumFile>>,
 }
@@ -92,6 +95,7 @@ pub struct ClusterKnobs {
     pub write_quorum: Option<u8>,
     pub sloppy_quorum: Option<bool>,
     pub tombstone_grace_ms: Option<u64>,
+    pub rebuild_damaged: Option<bool>,
     pub namespace_quorums: BTreeMap<String, NamespaceQuorumFile>,
 }
 
@@ -142,6 +146,9 @@ impl NodeConfig {
         }
         if let Some(grace_ms) = self.cluster.tombstone_grace_ms {
             config.tombstone_grace_ms = grace_ms;
+        }
+        if let Some(rebuild) = self.cluster.rebuild_damaged {
+            config.rebuild_damaged = rebuild;
         }
         for (namespace, q) in &self.cluster.namespace_quorums {
             let namespace: u8 = namespace
@@ -268,6 +275,9 @@ impl FileConfig {
         }
         if self.tombstone_grace_ms.is_some() {
             c.tombstone_grace_ms = self.tombstone_grace_ms;
+        }
+        if self.rebuild_damaged.is_some() {
+            c.rebuild_damaged = self.rebuild_damaged;
         }
         if let Some(quorums) = self.namespace_quorums {
             c.namespace_quorums.extend(quorums);

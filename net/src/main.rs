@@ -183,6 +183,11 @@ struct ServerArgs {
     /// collect it (default 10000).
     #[arg(long)]
     tombstone_grace_ms: Option<u64>,
+    /// A cluster node whose synced data is found damaged at start sets its
+    /// segments aside (renamed damaged-*) and is restored by its replicas
+    /// (default true; false: it refuses to start, as a single node does).
+    #[arg(long)]
+    rebuild_damaged: Option<bool>,
     /// Test only: journal unsynced writes so a test can emulate power loss after
     /// kill -9 (see net/src/filedisk.rs). Slows writes; never use for real data.
     #[arg(long, hide = true)]
@@ -263,6 +268,7 @@ fn build_config(args: ServerArgs) -> Result<(NodeConfig, bool), String> {
         write_quorum: args.write_quorum,
         sloppy_quorum: args.sloppy_quorum,
         tombstone_grace_ms: args.tombstone_grace_ms,
+        rebuild_damaged: args.rebuild_damaged,
         namespace_quorums: (!args.namespace_quorum.is_empty())
             .then(|| args.namespace_quorum.into_iter().collect()),
         ..FileConfig::default()
@@ -360,8 +366,25 @@ async fn serve_node(mut config: NodeConfig, power_loss_journal: bool) -> Result<
     let _lock = lock_data_dir(&data_dir)?;
     let started = std::time::Instant::now();
     let dir: Arc<dyn shoal_engine::DiskDir> = Arc::new(dir);
-    let (store, report) = Store::open(dir.clone(), config.store.clone())
-        .map_err(|e| format!("cannot open {}: {e}", data_dir.display()))?;
+    let rebuild_damaged = cluster_config.as_ref().is_some_and(|c| c.rebuild_damaged);
+    let random = std::collections::hash_map::RandomState::new();
+    let random = std::hash::BuildHasher::hash_one(&random, std::process::id());
+    let (store, report, rebuilt) = if cluster_config.is_some() {
+        shoal_net::cluster::open_store(dir.clone(), config.store.clone(), rebuild_damaged, random)
+    } else {
+        Store::open(dir.clone(), config.store.clone()).map(|(s, r)| (s, r, None))
+    }
+    .map_err(|e| format!("cannot open {}: {e}", data_dir.display()))?;
+    if let Some(rebuilt) = &rebuilt {
+        tracing::warn!(
+            "synced data in {} is damaged ({}): set {} segment file(s) aside as {}..., starting empty as dot actor {}; anti-entropy restores this node's replicas from the other members (the set-aside files stay for an operator: renamed back to seg-* in a copy of the directory, `shoal inspect` reads them)",
+            data_dir.display(),
+            rebuilt.damage,
+            rebuilt.set_aside.len(),
+            rebuilt.set_aside.first().map_or("-", String::as_str),
+            rebuilt.actor
+        );
+    }
     tracing::info!(
         "recovered {} keys from {} segments ({} from hints) in {} ms{}",
         report.keys_loaded,

@@ -510,6 +510,11 @@ pub fn status_text(cluster: &Cluster) -> String {
             pin.w
         ));
     }
+    if let Some((done, others)) = cluster.restoring() {
+        text.push_str(&format!(
+            "restoring from replicas: {done} of {others} other members merged in full (no handoff or marker collection until all are)\n"
+        ));
+    }
     text.push_str("\nmembers:\n");
     for m in cluster.members() {
         text.push_str(&format!(

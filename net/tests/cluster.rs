@@ -1046,3 +1046,104 @@ fn a_pinned_namespace_lives_on_its_own_nodes() {
     }
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// Flip one byte in the middle of the written part of `dir`'s first segment log,
+/// and remove its key-hint files so recovery scans the log (and finds it).
+fn corrupt_first_segment(dir: &Path) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        if name.starts_with("seg-") && name.ends_with(".hint") {
+            std::fs::remove_file(dir.join(&name)).unwrap();
+        }
+    }
+    let path = dir.join("seg-00000001.log");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let written = bytes.iter().rposition(|b| *b != 0).expect("records") + 1;
+    bytes[written / 2] ^= 0xFF;
+    std::fs::write(&path, bytes).unwrap();
+}
+
+/// A cluster node whose synced data is damaged sets its segments aside and is
+/// restored by its replicas instead of refusing to start (and with
+/// `--rebuild-damaged false` it refuses, as a single node does).
+#[test]
+fn a_node_with_a_damaged_segment_is_restored_from_its_replicas() {
+    let root = temp_dir("cluster-rebuild");
+    let ports = port_pairs(3);
+    let dirs = node_dirs(&root, 3);
+    let mut nodes = start_nodes(&ports, &dirs, &[]);
+    let mut c1 = nodes[0].as_ref().unwrap().client();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while c1.set::<_, _, String>("warm", "x").is_err() {
+        assert!(Instant::now() < deadline, "cluster never accepted a write");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let keys: Vec<String> = (0..50).map(|i| format!("kept:{i}")).collect();
+    for (i, key) in keys.iter().enumerate() {
+        let _: String = c1.set(key, i).unwrap();
+    }
+    wait_for_equal_digests(&nodes, Duration::from_secs(30));
+    nodes[2].take().unwrap().kill9();
+    corrupt_first_segment(&dirs[2]);
+
+    let members = members(&ports);
+    let refused = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(["server", "--port", &ports[2].to_string(), "--data-dir"])
+        .arg(&dirs[2])
+        .args([
+            "--node-id",
+            "3",
+            "--members",
+            &members,
+            "--cluster-secret",
+            SECRET,
+        ])
+        .args(["--rebuild-damaged", "false"])
+        .output()
+        .expect("run shoal");
+    assert!(!refused.status.success(), "started on damaged data");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("corrupt"), "{stderr}");
+
+    nodes[2] = Some(start_node(3, &ports, &dirs[2]));
+    let set_aside: Vec<String> = std::fs::read_dir(&dirs[2])
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("damaged-"))
+        .collect();
+    assert!(
+        set_aside.iter().any(|n| n.ends_with("seg-00000001.log")),
+        "the damaged log is kept aside: {set_aside:?}"
+    );
+    wait_for_equal_digests(&nodes, Duration::from_secs(60));
+    let node3 = nodes[2].as_ref().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while status(node3).contains("restoring from replicas") {
+        assert!(
+            Instant::now() < deadline,
+            "still restoring:\n{}",
+            status(node3)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let first_line = status(node3).lines().next().unwrap_or_default().to_string();
+    assert!(
+        first_line.contains("dots minted as actor"),
+        "a fresh dot actor for the new life: {first_line}"
+    );
+    let mut c3 = node3.client();
+    for (i, key) in keys.iter().enumerate() {
+        let got: Option<usize> = c3.get(key).unwrap();
+        assert_eq!(got, Some(i), "{key} through node 3");
+    }
+    let _: String = c3.set("after", "rebuild").unwrap();
+    drop((c1, c3));
+    for slot in nodes.iter_mut() {
+        slot.take().unwrap().kill9();
+    }
+    let held = inspect(&dirs[2]);
+    for key in &keys {
+        assert!(held.contains_key(key), "node 3's directory lacks {key}");
+    }
+    let _ = std::fs::remove_dir_all(&root);
+}

@@ -61,10 +61,12 @@ pub enum ClusterFault {
     DiskLost { node: u32, down_ms: u64 },
     /// A byte of one of the node's hint files flips; the node is restarted after
     /// `after_ms` (recovery finds the damage and scans the segment instead) and is
-    /// down 200 ms. Damage to synced segment data makes a node refuse to start,
-    /// which needs an operator (see ARCHITECTURE.md), so it is the single-node
-    /// sim's fault only.
+    /// down 200 ms.
     Corrupt { node: u32, after_ms: u64 },
+    /// A byte of one of the node's segment files flips; the node is restarted
+    /// after `after_ms` and is down 200 ms. Damaged synced data makes it set its
+    /// segments aside and restore from its replicas (`open_store`).
+    SegmentCorrupt { node: u32, after_ms: u64 },
     /// The node's wall clock moves by `delta_ms` and stays there (the hybrid
     /// logical clocks, the replica-write age limit and marker grace see it).
     ClockSkew { node: u32, delta_ms: i64 },
@@ -110,6 +112,10 @@ impl fmt::Display for ClusterFault {
                     "latent corruption of a hint file on node {node}, restart after {after_ms} ms"
                 )
             }
+            ClusterFault::SegmentCorrupt { node, after_ms } => write!(
+                f,
+                "latent corruption of a segment on node {node}, restart after {after_ms} ms"
+            ),
             ClusterFault::DiskLost { node, down_ms } => {
                 write!(
                     f,
@@ -407,6 +413,20 @@ impl ClusterPlan {
             let at = ring_changes.partition_point(|(t, _)| *t <= at_ms);
             ring_changes.insert(at, (at_ms, pin));
         }
+        // Segment corruption (own stream), ring changes and pins allowed: the
+        // node restoring from its replicas serves no handoff until it is whole.
+        // One data-loss event per seed at most: a write acknowledged by exactly
+        // the two nodes that lost data is gone (w=2 tolerates one).
+        let mut segment_rng = SplitMix64::new(seed ^ 0x5e6c_0ffe);
+        let loses_a_disk = faults
+            .iter()
+            .any(|(_, f)| matches!(f, ClusterFault::DiskLost { .. }));
+        if !loses_a_disk && segment_rng.chance_percent(20) {
+            let at_ms = 500 + segment_rng.below(phase1_ms - 500);
+            let node = 1 + segment_rng.below(u64::from(nodes)) as u32;
+            let after_ms = segment_rng.below(1_000);
+            faults.push((at_ms, ClusterFault::SegmentCorrupt { node, after_ms }));
+        }
         let mut loss_rng = SplitMix64::new(seed ^ 0x0010_55e7);
         if loss_rng.chance_percent(25) {
             let at_ms = 300 + loss_rng.below(phase1_ms - 300);
@@ -441,10 +461,16 @@ impl ClusterPlan {
         }
     }
 
-    pub fn loses_a_disk(&self) -> bool {
-        self.faults
-            .iter()
-            .any(|(_, f)| matches!(f, ClusterFault::DiskLost { .. }))
+    /// Whether some node loses synced data: its disk, or (restored from its
+    /// replicas) its damaged segments. Until anti-entropy restores it, a write
+    /// can be on one replica only, which a read quorum may miss.
+    pub fn loses_data(&self) -> bool {
+        self.faults.iter().any(|(_, f)| {
+            matches!(
+                f,
+                ClusterFault::DiskLost { .. } | ClusterFault::SegmentCorrupt { .. }
+            )
+        })
     }
 
     /// Every node the plan starts: the founders, then the spare.
@@ -516,11 +542,18 @@ impl Member {
         *lock(&self.cluster) = None;
         *lock(&self.hints) = None;
         let dir: Arc<dyn shoal_engine::DiskDir> = Arc::new(self.memdir.clone());
+        let runtime = crate::node::SkewedRuntime::new(self.skew_ms.clone());
         // A supervisor restarts a node whose open failed on an I/O error (an fsync
-        // failing at start); damage to synced data keeps it down.
+        // failing at start); damaged synced data is set aside and restored from
+        // the replicas.
         let (store, report) = loop {
-            match Store::open(dir.clone(), self.store_options.clone()) {
-                Ok(opened) => break opened,
+            match shoal_net::cluster::open_store(
+                dir.clone(),
+                self.store_options.clone(),
+                self.config.rebuild_damaged,
+                shoal_net::cluster::ClusterClock::random_u64(&runtime),
+            ) {
+                Ok((store, report, _)) => break (store, report),
                 Err(shoal_engine::store::OpenError::Disk(_)) => {
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
@@ -530,7 +563,6 @@ impl Member {
                 }
             }
         };
-        let runtime = crate::node::SkewedRuntime::new(self.skew_ms.clone());
         let storage = Storage::start(store, self.storage_config.clone(), runtime.clone());
         let (hint_dir, hint_options) =
             shoal_engine::cluster::hints::hint_store_location(dir.clone(), &self.store_options);
@@ -854,6 +886,18 @@ pub async fn simulate_cluster(plan: ClusterPlan) -> ClusterOutcome {
                     handle.restart(node_ids[&node]);
                     recorder.fault(format!("restart node {node}"));
                 }
+                ClusterFault::SegmentCorrupt { node, after_ms } => {
+                    let _serial = crash_locks[&node].lock().await;
+                    let member = &members[node as usize - 1];
+                    let seed = lock(&power_rng).next_u64();
+                    recorder.fault(corrupt_a_segment_byte(&member.memdir, seed));
+                    tokio::time::sleep(Duration::from_millis(after_ms)).await;
+                    handle.kill(node_ids[&node]);
+                    members[node as usize - 1].mark_down();
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    handle.restart(node_ids[&node]);
+                    recorder.fault(format!("restart node {node}"));
+                }
                 ClusterFault::DiskLost { node, down_ms } => {
                     let _serial = crash_locks[&node].lock().await;
                     handle.kill(node_ids[&node]);
@@ -989,14 +1033,19 @@ pub async fn simulate_cluster(plan: ClusterPlan) -> ClusterOutcome {
         let Some(cluster) = lock(&member.cluster).clone() else {
             continue;
         };
-        let lost = plan
-            .faults
-            .iter()
-            .any(|(_, f)| matches!(f, ClusterFault::DiskLost { node, .. } if *node == member.id));
+        let lost = plan.faults.iter().any(|(_, f)| {
+            matches!(f, ClusterFault::DiskLost { node, .. } | ClusterFault::SegmentCorrupt { node, .. } if *node == member.id)
+        });
+        if let Some((done, others)) = cluster.restoring() {
+            failures.push(format!(
+                "node {} is still restoring from its replicas after convergence ({done} of {others} merged)",
+                member.id
+            ));
+        }
         let actor = cluster.actor();
         if actor != member.id && !lost {
             failures.push(format!(
-                "node {} took a new dot actor {actor} although its disk was never lost",
+                "node {} took a new dot actor {actor} although it never lost data",
                 member.id
             ));
         }
@@ -1036,7 +1085,7 @@ pub async fn simulate_cluster(plan: ClusterPlan) -> ClusterOutcome {
             // rings during a handoff: a read after an acknowledged write sees it.
             // Not after a lost disk: until anti-entropy restores it, a write can be
             // on one replica only, which a read quorum may miss.
-            sessions: !plan.sloppy && !plan.loses_a_disk(),
+            sessions: !plan.sloppy && !plan.loses_data(),
             nodes: ids.clone(),
             converge_bound_ms: Some(plan.converge_bound_ms),
             extra: BTreeMap::from([(
@@ -1095,6 +1144,44 @@ fn corrupt_a_byte(memdir: &MemDir, seed: u64) -> String {
         return format!("latent corruption: {name} is empty, nothing done");
     }
     let offset = rng.below(len);
+    match memdir.corrupt_byte(name, offset) {
+        Ok(()) => format!("latent corruption: {name} byte {offset} flipped"),
+        Err(e) => format!("latent corruption of {name} failed: {e}"),
+    }
+}
+
+/// Flip one byte past the header of one of the node's segment logs (its own
+/// store's, not the hint store's).
+fn corrupt_a_segment_byte(memdir: &MemDir, seed: u64) -> String {
+    use shoal_engine::DiskDir;
+    let mut rng = SplitMix64::new(seed);
+    let names: Vec<String> = memdir
+        .list()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|n| n.starts_with("seg-") && n.ends_with(".log"))
+        .collect();
+    let Some(name) = names.get(rng.below(names.len().max(1) as u64) as usize) else {
+        return "latent corruption: no segment yet, nothing done".into();
+    };
+    // The written part (a segment may be longer, zero-filled past its records).
+    let len = memdir
+        .open(name, false)
+        .and_then(|f| {
+            let mut bytes = vec![0u8; f.len()? as usize];
+            f.read_at(0, &mut bytes)?;
+            Ok(bytes
+                .iter()
+                .rposition(|b| *b != 0)
+                .map_or(0, |i| i as u64 + 1))
+        })
+        .unwrap_or(0);
+    // Past the segment header, so the damage is in a record.
+    let header = shoal_engine::record::SEGMENT_HEADER_BYTES;
+    if len <= header {
+        return format!("latent corruption: {name} holds no record, nothing done");
+    }
+    let offset = header + rng.below(len - header);
     match memdir.corrupt_byte(name, offset) {
         Ok(()) => format!("latent corruption: {name} byte {offset} flipped"),
         Err(e) => format!("latent corruption of {name} failed: {e}"),
@@ -1281,7 +1368,25 @@ async fn audit_handoff(
                         })
                 })
             };
-            if !held && !collected() {
+            // A delete acknowledged before the change removed the write: its
+            // marker may have been collected on the sources this node pulled
+            // from (a collection the ring change interrupted leaves it on some
+            // old owners), and absence here is the same state.
+            let deleted_here = || {
+                let deleted = events.iter().any(|e| {
+                    matches!(e, Event::Ok {
+                        op: deleter,
+                        result: shoal_checker::OkResult::Delete { context },
+                    } if deleter.key == op.key && context.covers(*dot))
+                });
+                deleted
+                    && lock(&members[*incoming as usize - 1].storage)
+                        .clone()
+                        .is_some_and(|st| {
+                            st.read(|s| s.get(op.key.ns, key)).ok().flatten().is_none()
+                        })
+            };
+            if !held && !collected() && !deleted_here() {
                 recorder.anomaly(format!(
                     "handoff audit: ring version {} says node {incoming} took partition {partition}, and its handoffs are done, but it lacks {} write of {value:?} dot {dot}, acknowledged at {} ms before the change",
                     changed.version(),

@@ -25,6 +25,9 @@ pub const MAP_BEHIND: &str = "MAPBEHIND";
 /// Error code: a replica write, proxied write or forget arrived (or would start)
 /// later than `replica_write_age_max_ms` after it was sent; its sender gave up.
 pub const TOO_OLD: &str = "TOOOLD";
+/// Error code: the receiver is restoring its data from its replicas (segments set
+/// aside as damaged, or a lost disk) and cannot be a handoff source yet.
+pub const RESTORING: &str = "RESTORING";
 
 /// Where a handoff scan resumes: after this key of this (slot, namespace).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

@@ -17,7 +17,7 @@ mod keydir;
 mod recovery;
 
 pub use compaction::CompactionProgress;
-pub use recovery::{OpenError, RecoveryReport};
+pub use recovery::{set_aside_segments, OpenError, RecoveryReport, SET_ASIDE_PREFIX};
 
 use crate::disk::{Disk, DiskDir, DiskError};
 use crate::record::{encode_frame, read_frame, FrameRead, RecordBody, SEGMENT_HEADER_BYTES};

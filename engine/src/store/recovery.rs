@@ -177,6 +177,33 @@ impl Store {
     }
 }
 
+/// Names of segments set aside by [`set_aside_segments`] start with this.
+pub const SET_ASIDE_PREFIX: &str = "damaged-";
+
+/// Rename every segment file of the store in `dir` (`seg-*`: logs and their key
+/// hints) to `damaged-i<incarnation>-seg-*`, so the store opens empty while the
+/// damaged data stays on disk for an operator (renamed back in a copy of the
+/// directory, `shoal inspect` reads it). For a cluster
+/// node whose synced data is damaged: its replicas restore it (nothing here
+/// decides that; the caller does). Returns the new names, in order.
+pub fn set_aside_segments(dir: &dyn DiskDir) -> Result<Vec<String>, DiskError> {
+    let incarnation = read_incarnation(dir)?;
+    let mut moved = Vec::new();
+    let mut names: Vec<String> = dir
+        .list()?
+        .into_iter()
+        .filter(|n| n.starts_with("seg-"))
+        .collect();
+    names.sort();
+    for name in names {
+        let to = format!("{SET_ASIDE_PREFIX}i{incarnation}-{name}");
+        dir.rename(&name, &to)?;
+        moved.push(to);
+    }
+    dir.sync_dir()?;
+    Ok(moved)
+}
+
 impl Store {
     /// Open (or create) the store in `dir`, recovering from whatever a crash left.
     pub fn open(
