@@ -1494,7 +1494,11 @@ impl Cluster {
                 if first_slot > last_slot || last_slot >= shoal_engine::slot::SLOT_COUNT {
                     return Response::Error(RemoteError::new("ERR", "bad slot range"));
                 }
-                if self.restoring.load(Ordering::Acquire) {
+                // Planted bug: a node restoring from its replicas serves handoff
+                // scans from what it has so far.
+                if self.restoring.load(Ordering::Acquire)
+                    && !cfg!(feature = "bug-restoring-serves-handoff")
+                {
                     return Response::Error(RemoteError::new(
                         RESTORING,
                         "this node is restoring its data from its replicas; pull from another old owner",

@@ -272,6 +272,11 @@ pub async fn simulate(plan: Plan, strict: bool) -> RunOutcome {
         }
     }
     let simulated_ms = recorder.now_ms();
+    // Stop the node's tasks and drop its disk images now: the runtime keeps the
+    // tasks of nodes still running, and the init closure keeps the world, past
+    // the seed (megabytes per seed over a sweep).
+    handle.kill(server.id());
+    world.memdir.wipe();
 
     let mut history = History {
         meta: meta(&plan),
