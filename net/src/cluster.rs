@@ -113,8 +113,8 @@ pub struct ClusterConfig {
     pub rebuild_damaged: bool,
     /// Replica writes that arrive later than this after they were sent (by the
     /// sender's wall clock) are refused: marker collection waits this long (plus
-    /// the request timeout) for copies in flight. Must exceed the clock skew
-    /// between nodes.
+    /// the request timeout and the measured clock skew) for copies in flight.
+    /// Skew beyond it makes replica writes fail as too old.
     pub replica_write_age_max_ms: u64,
 }
 
@@ -531,6 +531,9 @@ pub struct Cluster {
     /// copies were merged here in full since this start.
     restoring: AtomicBool,
     restored_from: Mutex<BTreeSet<NodeId>>,
+    /// Per peer, from the last ping it answered: (its wall clock minus ours, the
+    /// estimate's error bound), ms.
+    clock_offsets: Mutex<BTreeMap<NodeId, (i64, u64)>>,
     ready_changed: tokio::sync::Notify,
     /// This data directory's random id (`DIRECTORY-ID`), sent with every ping.
     dir_id: u64,
@@ -812,6 +815,7 @@ impl Cluster {
             stats: ClusterStats::default(),
             restoring: AtomicBool::new(restoring),
             restored_from: Mutex::new(BTreeSet::new()),
+            clock_offsets: Mutex::new(BTreeMap::new()),
         });
         // Peers are served during the check (they may be checking too, on a cold
         // start of the whole cluster), but a Coordinate, which mints dots, waits
@@ -1171,6 +1175,27 @@ impl Cluster {
             .collect()
     }
 
+    /// The largest measured clock skew to any other of `members`, error bound
+    /// included (None: one has not answered a ping yet).
+    fn clock_skew_max_ms(&self, members: &[NodeId]) -> Option<u64> {
+        let me = self.me();
+        let offsets = lock(&self.clock_offsets);
+        members
+            .iter()
+            .filter(|m| **m != me)
+            .map(|m| {
+                offsets
+                    .get(m)
+                    .map(|(offset, error)| offset.unsigned_abs() + error)
+            })
+            .try_fold(0, |max, skew| skew.map(|s| max.max(s)))
+    }
+
+    /// Per peer: (its wall clock minus this node's, the estimate's error), ms.
+    pub fn clock_offsets(&self) -> BTreeMap<NodeId, (i64, u64)> {
+        lock(&self.clock_offsets).clone()
+    }
+
     /// While restoring from the replicas: (other members merged here in full so
     /// far, other members).
     pub fn restoring(&self) -> Option<(usize, usize)> {
@@ -1421,6 +1446,7 @@ impl Cluster {
                     map_version,
                     map_fingerprint,
                     your_incarnation,
+                    wall_ms: self.clock.wall_ms(),
                 }
             }
             Request::PingReq { target } => {
@@ -1766,16 +1792,25 @@ impl Cluster {
     async fn ping(self: &Arc<Self>, node: NodeId) -> Option<u64> {
         let timeout = self.config.detector.probe_interval_ms * 2;
         let ping = self.ping_request();
+        let sent_wall_ms = self.clock.wall_ms();
         let Ok(Response::Pong {
             incarnation,
             dir_id,
             map_version,
             map_fingerprint,
+            wall_ms,
             ..
         }) = self.call(node, ping, timeout).await
         else {
             return None;
         };
+        // The answer was stamped between our send and our receipt: its clock
+        // minus our midpoint, give or take half the round trip.
+        let received_wall_ms = self.clock.wall_ms();
+        let round_trip_ms = received_wall_ms.saturating_sub(sent_wall_ms);
+        let midpoint_ms = sent_wall_ms + round_trip_ms / 2;
+        let offset_ms = wall_ms as i64 - midpoint_ms as i64;
+        lock(&self.clock_offsets).insert(node, (offset_ms, round_trip_ms.div_ceil(2)));
         lock(&self.lives).record(node, dir_id, incarnation);
         self.heard(node, incarnation);
         self.compare_maps(node, map_version, map_fingerprint);
@@ -2915,10 +2950,20 @@ impl Cluster {
             return;
         }
         let timeout = self.config.request_timeout_ms;
+        // Every member's clock must have been measured: the wait covers skew.
+        let skew_max_ms = match self.clock_skew_max_ms(&members) {
+            Some(skew_max_ms) => skew_max_ms,
+            None if bugged => 0,
+            None => return,
+        };
         let settle_ms = if bugged {
             0
         } else {
-            tombstones::settle_ms(timeout, self.config.replica_write_age_max_ms)
+            tombstones::settle_with_skew_ms(
+                timeout,
+                self.config.replica_write_age_max_ms,
+                skew_max_ms,
+            )
         };
         let due = lock(&self.agreed_markers).take_due(
             self.now_ms(),

@@ -510,6 +510,17 @@ pub fn status_text(cluster: &Cluster) -> String {
             pin.w
         ));
     }
+    let offsets = cluster.clock_offsets();
+    if !offsets.is_empty() {
+        let shown: Vec<String> = offsets
+            .iter()
+            .map(|(node, (offset, error))| format!("node {node} {offset:+} ms (±{error})"))
+            .collect();
+        text.push_str(&format!(
+            "wall clocks vs this node: {} (delete markers wait twice the largest longer)\n",
+            shown.join(", ")
+        ));
+    }
     if let Some((done, others)) = cluster.restoring() {
         text.push_str(&format!(
             "restoring from replicas: {done} of {others} other members merged in full (no handoff or marker collection until all are)\n"

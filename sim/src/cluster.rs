@@ -1054,6 +1054,19 @@ pub async fn simulate_cluster(plan: ClusterPlan) -> ClusterOutcome {
         if actor != member.id {
             recorder.fault(format!("node {} mints dots as actor {actor}", member.id));
         }
+        let skewed: Vec<String> = cluster
+            .clock_offsets()
+            .iter()
+            .filter(|(_, (offset, _))| offset.unsigned_abs() >= 20)
+            .map(|(node, (offset, error))| format!("node {node} {offset:+} ms (±{error})"))
+            .collect();
+        if !skewed.is_empty() {
+            recorder.fault(format!(
+                "node {} measures wall clocks: {}",
+                member.id,
+                skewed.join(", ")
+            ));
+        }
     }
     if let Some(map) = &final_map {
         recorder.fault(format!(

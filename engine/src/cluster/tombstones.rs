@@ -58,6 +58,19 @@ pub fn settle_ms(request_timeout_ms: u64, replica_write_age_max_ms: u64) -> u64 
     request_timeout_ms + replica_write_age_max_ms + SETTLE_SLACK_MS
 }
 
+/// [`settle_ms`] when wall clocks disagree: a copy's age is judged by its
+/// receiver's clock against its sender's stamp, so a sender `d` ms ahead of its
+/// receiver gets copies `d` ms older past the age limit. With every member's
+/// clock within `skew_max_ms` of the proposer's (each estimate's error
+/// included), two members differ by at most twice that.
+pub fn settle_with_skew_ms(
+    request_timeout_ms: u64,
+    replica_write_age_max_ms: u64,
+    skew_max_ms: u64,
+) -> u64 {
+    settle_ms(request_timeout_ms, replica_write_age_max_ms) + 2 * skew_max_ms
+}
+
 /// Whether this node agrees the marker may go: it holds exactly that set (or,
 /// when it is not one of the key's owners, nothing of the key), and no hint for
 /// the key for any of `hint_owners`. A read error is a no.

@@ -189,6 +189,9 @@ pub enum Response {
         /// other than the asking one (0: none). A starting node learns from it
         /// whether its directory replaced one it ran on.
         your_incarnation: u64,
+        /// The answerer's wall clock as it answered: the asker estimates the
+        /// skew between their clocks, which marker collection's wait covers.
+        wall_ms: u64,
     },
     Map(ClusterMap),
     /// One handoff batch; `next` is where to resume (`None`: the range is done).
