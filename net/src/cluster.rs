@@ -289,6 +289,8 @@ pub struct ClusterStats {
     pub hints_refused: AtomicU64,
     /// Replica copies this node sent to a fallback because the owner was down.
     pub writes_hinted: AtomicU64,
+    /// Reads that asked a fallback for its hint in place of an owner held down.
+    pub reads_from_fallbacks: AtomicU64,
     /// Ping-reqs this node served for others, and helpers' answers that a peer
     /// this node could not hear directly was alive.
     pub indirect_probes_served: AtomicU64,
@@ -1540,6 +1542,16 @@ impl Cluster {
                 }
                 Response::Sets(self.read_locally(namespace, &keys))
             }
+            Request::ReadHints {
+                owner,
+                namespace,
+                keys,
+            } => {
+                if let Some(e) = too_many(keys.len()) {
+                    return e;
+                }
+                Response::Sets(self.read_hints(owner, namespace, &keys))
+            }
             Request::Coordinate {
                 sent_wall_ms,
                 writes,
@@ -1862,6 +1874,31 @@ impl Cluster {
         }
     }
 
+    /// As a fallback: the hint held for `owner` of each key (`None`: none).
+    fn read_hints(
+        &self,
+        owner: NodeId,
+        namespace: u8,
+        keys: &[Bytes],
+    ) -> Vec<Result<Option<SiblingSet>, RemoteError>> {
+        let Some(hint_store) = &self.hints else {
+            return keys.iter().map(|_| Ok(None)).collect();
+        };
+        hint_store.read(|s| {
+            keys.iter()
+                .map(|key| {
+                    let hint_key = hints::hint_key(owner, namespace, key);
+                    let stored = s
+                        .get(hints::HINT_NAMESPACE, &hint_key)
+                        .map_err(|e| RemoteError::new("ERR", e.to_string()))?;
+                    Ok(stored
+                        .and_then(|h| h.winner().and_then(|w| w.value.clone()))
+                        .and_then(|v| hints::decode_hint(&v)))
+                })
+                .collect()
+        })
+    }
+
     fn read_locally(
         &self,
         namespace: u8,
@@ -1883,7 +1920,19 @@ impl Cluster {
     /// the detector holds down is replaced by a live fallback (the next nodes of
     /// the ring outside the owners), which keeps the copy as a hint for it.
     fn write_targets(&self, map: &ClusterMap, namespace: u8, key: &[u8]) -> Vec<Target> {
-        let partition = map.partition_of_key(namespace, key);
+        let targets = self.targets(map, map.partition_of_key(namespace, key));
+        let hinted = targets.iter().filter(|(_, hint_for)| hint_for.is_some());
+        self.stats
+            .writes_hinted
+            .fetch_add(hinted.count() as u64, Ordering::Relaxed);
+        targets
+    }
+
+    /// A partition's owners, each one the detector holds down replaced (with
+    /// sloppy quorum) by the next live fallback: `(node, the owner it stands in
+    /// for)`. Writes and reads choose alike, so a read asks the fallback that
+    /// took a write while the same owner was down.
+    fn targets(&self, map: &ClusterMap, partition: PartitionId) -> Vec<Target> {
         let owners = map.owners(partition);
         if !self.config.sloppy_quorum {
             return owners.iter().map(|o| (*o, None)).collect();
@@ -1902,10 +1951,7 @@ impl Cluster {
                     return (*owner, None);
                 }
                 match fallbacks.next() {
-                    Some(fallback) => {
-                        self.stats.writes_hinted.fetch_add(1, Ordering::Relaxed);
-                        (fallback, Some(*owner))
-                    }
+                    Some(fallback) => (fallback, Some(*owner)),
                     None => (*owner, None),
                 }
             })
@@ -2492,6 +2538,9 @@ impl Cluster {
             .previous_placement()
             .and_then(|p| p.pin_for(namespace))
             .map_or_else(|| self.config.read_quorum_for(namespace), |pin| pin.r);
+        // Per key: the fallbacks standing in for owners held down (sloppy quorum,
+        // outside a handoff), each with the owner whose hints it answers with.
+        let mut stand_ins: Vec<BTreeMap<NodeId, NodeId>> = Vec::with_capacity(keys.len());
         let mut rounds: Vec<ReadRound> = keys
             .iter()
             .map(|key| {
@@ -2499,15 +2548,29 @@ impl Cluster {
                 let owners = map.owners(partition).iter().copied();
                 match map.previous_owners(partition) {
                     Some(previous) => {
+                        stand_ins.push(BTreeMap::new());
                         ReadRound::joint(r, owners, previous_r, previous.iter().copied())
                     }
-                    None => ReadRound::new(r, owners),
+                    None => {
+                        let targets = self.targets(&map, partition);
+                        stand_ins.push(
+                            targets
+                                .iter()
+                                .filter_map(|(node, owner)| owner.map(|o| (*node, o)))
+                                .collect(),
+                        );
+                        ReadRound::new(r, targets.into_iter().map(|(node, _)| node))
+                    }
                 }
             })
             .collect();
-        let mut per_peer: BTreeMap<NodeId, Vec<usize>> = BTreeMap::new();
+        let hinted_reads = stand_ins.iter().filter(|s| !s.is_empty()).count();
+        self.stats
+            .reads_from_fallbacks
+            .fetch_add(hinted_reads as u64, Ordering::Relaxed);
+        let mut per_peer: BTreeMap<Target, Vec<usize>> = BTreeMap::new();
         let local_keys: Vec<usize> = (0..keys.len())
-            .filter(|i| rounds[*i].targets().contains(&me))
+            .filter(|i| rounds[*i].targets().contains(&me) && !stand_ins[*i].contains_key(&me))
             .collect();
         let local_sets = self.read_locally(
             namespace,
@@ -2524,28 +2587,38 @@ impl Cluster {
                     Err(_) => round.fail(me),
                 };
             }
+            if let Some(owner) = stand_ins[i].get(&me) {
+                // This node stands in for a down owner: its hint is the reply.
+                match self.read_hints(*owner, namespace, &keys[i..=i]).remove(0) {
+                    Ok(set) => round.reply(me, set),
+                    Err(_) => round.fail(me),
+                };
+            }
             for peer in round.targets().iter().filter(|p| **p != me) {
-                per_peer.entry(*peer).or_default().push(i);
+                let stand_in_for = stand_ins[i].get(peer).copied();
+                per_peer.entry((*peer, stand_in_for)).or_default().push(i);
             }
         }
         let (done_tx, mut done_rx) = mpsc::channel(per_peer.len().max(1));
         let peer_count = per_peer.len();
-        for (peer, indexes) in per_peer {
+        for ((peer, stand_in_for), indexes) in per_peer {
             let cluster = self.clone();
             let done_tx = done_tx.clone();
             let peer_keys: Vec<Bytes> = indexes.iter().map(|i| keys[*i].clone()).collect();
             tokio::spawn(async move {
                 let timeout = cluster.config.request_timeout_ms;
-                let answer = cluster
-                    .call(
-                        peer,
-                        Request::Read {
-                            namespace,
-                            keys: peer_keys,
-                        },
-                        timeout,
-                    )
-                    .await;
+                let request = match stand_in_for {
+                    Some(owner) => Request::ReadHints {
+                        owner,
+                        namespace,
+                        keys: peer_keys,
+                    },
+                    None => Request::Read {
+                        namespace,
+                        keys: peer_keys,
+                    },
+                };
+                let answer = cluster.call(peer, request, timeout).await;
                 let _ = done_tx.send((peer, indexes, answer)).await;
             });
         }
@@ -2644,11 +2717,19 @@ impl Cluster {
     ) -> Vec<(usize, NodeId, SiblingSet)> {
         let mut written = done.to_vec();
         let mut per_node: BTreeMap<NodeId, Vec<ReplicaItem>> = BTreeMap::new();
+        let map = self.map();
         for (i, (key, round)) in keys.iter().zip(rounds).enumerate() {
             let Some(merged) = round.merged() else {
                 continue;
             };
-            for node in round.stale_repliers() {
+            let partition = map.partition_of_key(namespace, key);
+            // A fallback that answered with its hint keeps no copy: its hint
+            // reaches the owner by hinted handoff.
+            for node in round
+                .stale_repliers()
+                .into_iter()
+                .filter(|n| map.holds(*n, partition))
+            {
                 if done
                     .iter()
                     .any(|(j, n, set)| *j == i && *n == node && *set == merged)

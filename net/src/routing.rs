@@ -591,7 +591,7 @@ pub fn status_text(cluster: &Cluster) -> String {
         }
     ));
     text.push_str(&format!(
-        "\nwrites coordinated {}, proxied {}, quorum failures {}, replica writes received {}\nreads {}, read repairs {}\nanti-entropy rounds {}, keys pushed {}, keys pulled {}\npeer handshakes refused {}, peer frames refused {}\nhints pending {} (sloppy quorum {}): stored {}, delivered {}, refused {}; copies sent to a fallback {}\n",
+        "\nwrites coordinated {}, proxied {}, quorum failures {}, replica writes received {}\nreads {}, read repairs {}\nanti-entropy rounds {}, keys pushed {}, keys pulled {}\npeer handshakes refused {}, peer frames refused {}\nhints pending {} (sloppy quorum {}): stored {}, delivered {}, refused {}; copies sent to a fallback {}; reads that asked a fallback {}\n",
         stats.writes_coordinated.load(Relaxed),
         stats.writes_proxied.load(Relaxed),
         stats.quorum_failures.load(Relaxed),
@@ -609,6 +609,7 @@ pub fn status_text(cluster: &Cluster) -> String {
         stats.hints_delivered.load(Relaxed),
         stats.hints_refused.load(Relaxed),
         stats.writes_hinted.load(Relaxed),
+        stats.reads_from_fallbacks.load(Relaxed),
     ));
     text.push_str(&format!(
         "delete markers (as primary): proposed {}, agreed by every member {}, waiting out the settle delay {}, forgotten {} (summed over members); forgotten here {}; writes refused as sent too long ago {}\n",

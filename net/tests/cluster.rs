@@ -617,6 +617,22 @@ fn a_fallback_keeps_hints_while_two_owners_are_down() {
         "node 4 keeps no hints:\n{}",
         status(node4)
     );
+    // Reads go on too (r=2 with one owner up): node 4 answers for owner 2 with
+    // its hint, so each write just made reads back.
+    for (key, value) in &acknowledged {
+        let got: Option<String> = c1
+            .get(key)
+            .unwrap_or_else(|e| panic!("read of {key} with two owners down: {e}"));
+        assert_eq!(got.as_deref(), Some(value.as_str()), "{key} through node 1");
+    }
+    let text = status(nodes[0].as_ref().unwrap());
+    let asked: u64 = text
+        .split("reads that asked a fallback ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(asked >= acknowledged.len() as u64, "{text}");
 
     nodes[1] = Some(start_node(2, &ports, &dirs[1]));
     nodes[2] = Some(start_node(3, &ports, &dirs[2]));

@@ -138,6 +138,13 @@ pub enum Request {
     },
     /// The local copies of keys (no quorum: the asker runs the round).
     Read { namespace: u8, keys: Vec<Bytes> },
+    /// Sloppy quorum's read side: the hints this node keeps for `owner`, one per
+    /// key (`None`: no hint), as the fallback standing in for it while it is down.
+    ReadHints {
+        owner: NodeId,
+        namespace: u8,
+        keys: Vec<Bytes>,
+    },
     /// Coordinate these writes here (the asker is not their coordinator).
     /// Refused (`TOOOLD`, nothing written) when coordinating would start more
     /// than `request_timeout_ms` after `sent_wall_ms`: the asker would give up
