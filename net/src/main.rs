@@ -584,6 +584,16 @@ fn ctrlc_flag(stop: Arc<std::sync::atomic::AtomicBool>) -> std::io::Result<()> {
     Ok(())
 }
 
+/// `SHOAL.RING PINJOIN|PINLEAVE namespace node`.
+fn pin_member(verb: &str, namespace: u8, node: u32) -> Vec<String> {
+    vec![
+        "SHOAL.RING".into(),
+        verb.into(),
+        namespace.to_string(),
+        node.to_string(),
+    ]
+}
+
 /// The RESP command a `shoal cluster` subcommand sends.
 fn admin_request(
     command: ClusterCommand,
@@ -646,30 +656,12 @@ fn admin_request(
             target,
             namespace,
             node,
-        } => (
-            target,
-            vec![
-                "SHOAL.RING".into(),
-                "PINJOIN".into(),
-                namespace.to_string(),
-                node.to_string(),
-            ],
-            "pin-join",
-        ),
+        } => (target, pin_member("PINJOIN", namespace, node), "pin-join"),
         ClusterCommand::PinLeave {
             target,
             namespace,
             node,
-        } => (
-            target,
-            vec![
-                "SHOAL.RING".into(),
-                "PINLEAVE".into(),
-                namespace.to_string(),
-                node.to_string(),
-            ],
-            "pin-leave",
-        ),
+        } => (target, pin_member("PINLEAVE", namespace, node), "pin-leave"),
     })
 }
 

@@ -376,13 +376,15 @@ impl ClusterPlan {
             .any(|(_, f)| matches!(f, ClusterFault::DiskLost { .. }));
         if !loses_a_disk && pin_rng.chance_percent(35) {
             let namespace = pin_rng.below(u64::from(workload.namespaces.max(1))) as u8;
-            // From founders that stay (a leave that would shrink the pin below
-            // its n is refused, which would leave the leave untested).
+            // From founders that stay: a leave that would shrink the pin below
+            // its n is refused (the leave would go untested), and a pin naming a
+            // node already replaced is refused (the pin would).
             let mut founders: Vec<u32> = (1..=nodes)
                 .filter(|node| {
-                    !ring_changes
-                        .iter()
-                        .any(|(_, c)| *c == SimRingChange::Leave { node: *node })
+                    !ring_changes.iter().any(|(_, c)| {
+                        matches!(c, SimRingChange::Leave { node: n }
+                            | SimRingChange::Replace { old: n, .. } if n == node)
+                    })
                 })
                 .collect();
             let size = 2 + pin_rng.below(founders.len().min(4) as u64 - 1) as usize;
@@ -876,23 +878,17 @@ pub async fn simulate_cluster(plan: ClusterPlan) -> ClusterOutcome {
                     tokio::time::sleep(Duration::from_millis(down_ms)).await;
                     handle.restart(node_ids[&node]);
                 }
-                ClusterFault::Corrupt { node, after_ms } => {
+                ClusterFault::Corrupt { node, after_ms }
+                | ClusterFault::SegmentCorrupt { node, after_ms } => {
                     let _serial = crash_locks[&node].lock().await;
                     let member = &members[node as usize - 1];
                     let seed = lock(&power_rng).next_u64();
-                    recorder.fault(corrupt_a_byte(&member.memdir, seed));
-                    tokio::time::sleep(Duration::from_millis(after_ms)).await;
-                    handle.kill(node_ids[&node]);
-                    members[node as usize - 1].mark_down();
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    handle.restart(node_ids[&node]);
-                    recorder.fault(format!("restart node {node}"));
-                }
-                ClusterFault::SegmentCorrupt { node, after_ms } => {
-                    let _serial = crash_locks[&node].lock().await;
-                    let member = &members[node as usize - 1];
-                    let seed = lock(&power_rng).next_u64();
-                    recorder.fault(corrupt_a_segment_byte(&member.memdir, seed));
+                    recorder.fault(match fault {
+                        ClusterFault::SegmentCorrupt { .. } => {
+                            corrupt_a_segment_byte(&member.memdir, seed)
+                        }
+                        _ => corrupt_a_byte(&member.memdir, seed),
+                    });
                     tokio::time::sleep(Duration::from_millis(after_ms)).await;
                     handle.kill(node_ids[&node]);
                     members[node as usize - 1].mark_down();
