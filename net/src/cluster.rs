@@ -32,7 +32,7 @@ use shoal_engine::cluster::wire::{
 };
 use shoal_engine::digest::{differing_keys, differing_slots};
 use shoal_engine::disk::CheckedFileError;
-use shoal_engine::placement::{PartitionId, Ring};
+use shoal_engine::placement::{PartitionId, Placement, Ring};
 use shoal_engine::runtime::Runtime;
 use shoal_engine::store::OpenError;
 use shoal_engine::{Condition, Covers, NodeId, SiblingSet, WriteError, WriteOp, WriteOutcome};
@@ -1021,16 +1021,25 @@ impl Cluster {
         lock(&self.detector).is_live(node)
     }
 
-    /// `namespace`'s write quorum: its pin's, else the configured one.
-    fn write_quorum(&self, map: &ClusterMap, namespace: u8) -> u8 {
-        map.pin_for(namespace)
-            .map_or_else(|| self.config.write_quorum_for(namespace), |pin| pin.w)
+    /// `namespace`'s (r, w) under `placement`: its pin's, else the configured.
+    fn quorums_in(&self, placement: &Placement, namespace: u8) -> (u8, u8) {
+        match placement.pin_for(namespace) {
+            Some(pin) => (pin.r, pin.w),
+            None => (
+                self.config.read_quorum_for(namespace),
+                self.config.write_quorum_for(namespace),
+            ),
+        }
     }
 
-    /// `namespace`'s read quorum: its pin's, else the configured one.
+    /// `namespace`'s write quorum under the current placement.
+    fn write_quorum(&self, map: &ClusterMap, namespace: u8) -> u8 {
+        self.quorums_in(map.placement(), namespace).1
+    }
+
+    /// `namespace`'s read quorum under the current placement.
     fn read_quorum(&self, map: &ClusterMap, namespace: u8) -> u8 {
-        map.pin_for(namespace)
-            .map_or_else(|| self.config.read_quorum_for(namespace), |pin| pin.r)
+        self.quorums_in(map.placement(), namespace).0
     }
 
     /// Coordinator candidates for a key: live owners in preference order, then the
@@ -2533,11 +2542,11 @@ impl Cluster {
         let key_count = keys.len();
         let map = self.map();
         let r = self.read_quorum(&map, namespace);
-        // Before a pin the namespace was read with its configured quorum.
+        // The old owners are read with the old placement's quorum (before a pin:
+        // the configured one).
         let previous_r = map
             .previous_placement()
-            .and_then(|p| p.pin_for(namespace))
-            .map_or_else(|| self.config.read_quorum_for(namespace), |pin| pin.r);
+            .map_or(r, |p| self.quorums_in(p, namespace).0);
         // Per key: the fallbacks standing in for owners held down (sloppy quorum,
         // outside a handoff), each with the owner whose hints it answers with.
         let mut stand_ins: Vec<BTreeMap<NodeId, NodeId>> = Vec::with_capacity(keys.len());
@@ -3243,12 +3252,9 @@ impl Cluster {
         partition: PartitionId,
     ) -> Result<(), String> {
         // The write quorum writes were acknowledged with under the old placement.
-        let old_write_quorum = match split_partition(partition).0 {
-            Some(namespace) => map
-                .previous_placement()
-                .and_then(|p| p.pin_for(namespace))
-                .map_or_else(|| self.config.write_quorum_for(namespace), |pin| pin.w),
-            None => self.config.write_quorum_min(),
+        let old_write_quorum = match (split_partition(partition).0, map.previous_placement()) {
+            (Some(namespace), Some(previous)) => self.quorums_in(previous, namespace).1,
+            _ => self.config.write_quorum_min(),
         };
         let needed = map.sources_needed(partition, old_write_quorum);
         let mut sources = map.handoff_sources(partition, self.me());

@@ -366,10 +366,10 @@ async fn serve_node(mut config: NodeConfig, power_loss_journal: bool) -> Result<
     let _lock = lock_data_dir(&data_dir)?;
     let started = std::time::Instant::now();
     let dir: Arc<dyn shoal_engine::DiskDir> = Arc::new(dir);
+    let runtime = TokioRuntime::new();
     let rebuild_damaged = cluster_config.as_ref().is_some_and(|c| c.rebuild_damaged);
-    let random = std::collections::hash_map::RandomState::new();
-    let random = std::hash::BuildHasher::hash_one(&random, std::process::id());
     let (store, report, rebuilt) = if cluster_config.is_some() {
+        let random = shoal_net::cluster::ClusterClock::random_u64(&runtime);
         shoal_net::cluster::open_store(dir.clone(), config.store.clone(), rebuild_damaged, random)
     } else {
         Store::open(dir.clone(), config.store.clone()).map(|(s, r)| (s, r, None))
@@ -398,7 +398,6 @@ async fn serve_node(mut config: NodeConfig, power_loss_journal: bool) -> Result<
         }
     );
     let incarnation = report.incarnation;
-    let runtime = TokioRuntime::new();
     let storage = Storage::start(store, config.storage.clone(), runtime.clone());
     let cluster = match cluster_config {
         Some(cluster_config) => {
