@@ -463,6 +463,9 @@ fn directory_id(dir: &dyn DiskDir, fresh: u64) -> Result<u64, DiskError> {
     }
 }
 
+/// Drops written at once while adopting a ring (`Cluster::drop_residue`).
+const RESIDUE_DROP_BATCH_OPS: usize = 1024;
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -1066,6 +1069,9 @@ impl Cluster {
         if !next.merge(incoming) {
             return false;
         }
+        if next.version() > self.map().version() && !self.drop_residue(&next).await {
+            return false;
+        }
         if let Err(e) = cluster_map::save(self.dir.as_ref(), &next) {
             // Still adopted: refusing a newer ring would be worse than having to
             // learn it again from a peer after a restart.
@@ -1086,6 +1092,78 @@ impl Cluster {
         lock(&self.detector).set_peers(nodes.iter().copied(), self.now_ms());
         let fingerprint = next.fingerprint();
         *lock(&self.map) = (Arc::new(next), fingerprint);
+        true
+    }
+
+    /// Before adopting `next` (a newer ring; the caller holds the gate
+    /// exclusively): drop every local copy of the map partitions this node is an
+    /// incoming owner of in `next`. It owned none of them under the ring before,
+    /// so whatever it holds of them is left over from an earlier time it owned
+    /// them (it was down or cut off while it lost them, or had not finished
+    /// dropping them): delete markers for those keys may have been collected
+    /// without it since, and its old copies would bring the deleted values back.
+    /// The handoff then pulls each partition whole from its old owners. False
+    /// when a drop could not be written (the ring is not adopted then; gossip
+    /// offers it again).
+    async fn drop_residue(&self, next: &ClusterMap) -> bool {
+        if cfg!(feature = "bug-rejoin-keeps-residue") {
+            return true;
+        }
+        let me = self.me();
+        // Pending for this node: the partitions it is an incoming owner of (a
+        // newer ring cannot hold its reports yet).
+        let incoming = next.incoming(me);
+        if incoming.is_empty() {
+            return true;
+        }
+        let keys: Vec<(u8, Bytes)> = self.storage.read(|s| {
+            let Some(digests) = s.digests() else {
+                return Vec::new();
+            };
+            let mut keys = Vec::new();
+            for partition in &incoming {
+                let namespaces = next.namespaces(*partition);
+                for (slot, namespace, _) in digests.slot_digests(next.slot_range(*partition)) {
+                    if namespaces.contains(namespace) {
+                        keys.extend(
+                            digests
+                                .slot_keys(namespace, slot)
+                                .into_iter()
+                                .map(|(key, _)| (namespace, Bytes::from(key))),
+                        );
+                    }
+                }
+            }
+            keys
+        });
+        let mut dropped = 0;
+        for chunk in keys.chunks(RESIDUE_DROP_BATCH_OPS) {
+            let ops = chunk
+                .iter()
+                .map(|(namespace, key)| WriteOp::drop_copy(*namespace, key.clone()))
+                .collect();
+            match self.storage.write(ops).await {
+                Ok(results) if results.iter().all(Result::is_ok) => {
+                    dropped += results.iter().flatten().filter(|o| o.applied).count() as u64;
+                }
+                _ => {
+                    tracing::error!(
+                        "cannot drop old copies before adopting ring version {}; not adopting it yet",
+                        next.version()
+                    );
+                    return false;
+                }
+            }
+        }
+        if dropped > 0 {
+            tracing::info!(
+                "ring version {}: dropped {dropped} copies held from before this node last lost their partitions",
+                next.version()
+            );
+            self.stats
+                .copies_dropped
+                .fetch_add(dropped, Ordering::Relaxed);
+        }
         true
     }
 
@@ -1486,7 +1564,23 @@ impl Cluster {
                 if let Some(owner) = hint_for {
                     return Response::Replicated(self.store_hints(owner, items).await);
                 }
-                let _shared = self.gate.read().await;
+                let mut shared = self.gate.read().await;
+                if ring_version > self.map().version() {
+                    // Learn the sender's ring before applying: adopting it may
+                    // drop this node's old copies of the partition (`drop_residue`),
+                    // which must not take a copy it has acknowledged with it.
+                    drop(shared);
+                    self.sync_map_with(from).await;
+                    shared = self.gate.read().await;
+                    let mine = self.map().version();
+                    if ring_version > mine {
+                        return Response::Error(RemoteError::new(
+                            "TRYAGAIN",
+                            format!("sent under ring version {ring_version}; this node could not learn it yet and has {mine}"),
+                        ));
+                    }
+                }
+                let _shared = shared;
                 let mine = self.map().version();
                 if ring_version < mine {
                     self.stats
@@ -1496,9 +1590,6 @@ impl Cluster {
                         STALE_RING,
                         format!("sent under ring version {ring_version}; this node has {mine}"),
                     ));
-                }
-                if ring_version > mine {
-                    self.compare_maps(from, ring_version, 0);
                 }
                 self.stats
                     .replica_writes_received
@@ -2118,18 +2209,20 @@ impl Cluster {
                     0..=shoal_engine::slot::SLOT_COUNT - 1,
                 )
             });
-            // A hint goes to its owner; if the owner no longer holds the key's
-            // partition (it left, a join or a pin moved the partition), to the
-            // key's first live owner under the current map instead: a copy
-            // delivered to a node that gave the partition up would be dropped
-            // there, and the new owners may have pulled before it arrived.
+            // A hint goes to its owner; if the owner is no longer one of the
+            // key's owners under the current map (it left, a join or a pin moved
+            // the partition, even while that handoff still runs), to the key's
+            // first live owner instead: a copy delivered to a node giving the
+            // partition up would be dropped there, and the new owners may have
+            // pulled from it before it arrived.
             let map = self.map();
             let mut per_owner: BTreeMap<NodeId, Vec<Bytes>> = BTreeMap::new();
             for hint in keys {
                 let Some((owner, namespace, key)) = hints::parse_hint_key(&hint) else {
                     continue;
                 };
-                let target = if map.holds(owner, map.partition_of_key(namespace, &key)) {
+                let partition = map.partition_of_key(namespace, &key);
+                let target = if map.owners(partition).contains(&owner) {
                     owner
                 } else {
                     match self.candidates(&map, namespace, &key).first() {
@@ -2308,6 +2401,8 @@ impl Cluster {
                     .await;
             }
         }
+        self.keep_own_copies(ring_version, &copies, &mut results)
+            .await;
         for (result, round) in results.iter_mut().zip(&rounds) {
             let Some(round) = round else { continue };
             if round.state() != RoundState::Met {
@@ -2330,6 +2425,44 @@ impl Cluster {
             }
         }
         results
+    }
+
+    /// A ring adopted while this coordinator's writes were out may have made it an
+    /// incoming owner of their partitions, and adopting it dropped its old copies
+    /// there (`drop_residue`), the ones just written among them: write those
+    /// again so that this node's acknowledgement still stands. One that cannot
+    /// be written again is answered as an error.
+    async fn keep_own_copies(
+        &self,
+        ring_version: u64,
+        copies: &[Option<ReplicaItem>],
+        results: &mut [RoutedWrite],
+    ) {
+        let map = self.map();
+        if map.version() == ring_version {
+            return;
+        }
+        let pending: BTreeSet<PartitionId> = map.incoming(self.me()).into_iter().collect();
+        let again: Vec<(usize, ReplicaItem)> = copies
+            .iter()
+            .enumerate()
+            .filter_map(|(i, copy)| Some((i, copy.as_ref()?)))
+            .filter(|(_, copy)| pending.contains(&map.partition_of_key(copy.namespace, &copy.key)))
+            .map(|(i, copy)| (i, copy.clone()))
+            .collect();
+        if again.is_empty() {
+            return;
+        }
+        let _shared = self.gate.read().await;
+        let (indexes, items): (Vec<usize>, Vec<ReplicaItem>) = again.into_iter().unzip();
+        for (i, merged) in indexes.into_iter().zip(self.merge_locally(items).await) {
+            if let Err(e) = merged {
+                results[i] = Err(RemoteError::new(
+                    "IOERR",
+                    format!("the coordinator's own copy could not be kept across a ring change ({}); outcome unknown", e.line()),
+                ));
+            }
+        }
     }
 
     /// Send each peer its copies (as hints where it is a fallback) under

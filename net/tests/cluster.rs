@@ -19,13 +19,15 @@ use std::time::{Duration, Instant};
 const SECRET: &str = "integration-test-secret";
 
 /// A client port whose peer port (+10000) is free too. Tests in this process
-/// share the counter, so two tests never pick the same port.
+/// share the counter, so two tests never pick the same port. Both stay below
+/// Linux's ephemeral range (32768 up): a port checked free there can be taken
+/// by some connection's local end before the node binds it.
 fn port_pair(used: &[u16]) -> u16 {
     static NEXT: AtomicU16 = AtomicU16::new(0);
-    let base = 20000 + (std::process::id() % 900) as u16 * 10;
+    let base = 12000 + (std::process::id() % 900) as u16 * 10;
     loop {
         let p = base + NEXT.fetch_add(1, Ordering::Relaxed);
-        assert!(p < 30000, "no free port pair");
+        assert!(p < 22000, "no free port pair");
         if !used.contains(&p)
             && TcpListener::bind(("127.0.0.1", p)).is_ok()
             && TcpListener::bind(("127.0.0.1", p + 10000)).is_ok()
@@ -903,6 +905,112 @@ fn delete_markers_go_only_once_every_replica_holds_them() {
             );
         }
     }
+}
+
+/// A node taken out of the ring while it is down, and joined back under its old
+/// id with its old directory, must not bring back what was deleted while it was
+/// out: node 4 is killed holding copies, leaves (`shoal cluster leave`), keys it
+/// holds are deleted and their markers collected on the three others, and it is
+/// joined again (`shoal cluster join`) and restarted. Adopting the ring that
+/// hands its partitions back, it drops its old copies and pulls them afresh, so
+/// the deleted keys stay deleted through every node and in every directory.
+#[test]
+fn a_node_joined_back_with_its_old_directory_does_not_resurrect_deleted_keys() {
+    let root = temp_dir("cluster-rejoin");
+    let ports = port_pairs(4);
+    let dirs = node_dirs(&root, 4);
+    let extra = ["--tombstone-grace-ms", "0"];
+    let mut nodes = start_nodes(&ports, &dirs, &extra);
+    let mut c1 = nodes[0].as_ref().unwrap().client();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while c1.set::<_, _, String>("warm", "x").is_err() {
+        assert!(Instant::now() < deadline, "cluster never accepted a write");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let keys: Vec<String> = (0..40).map(|i| format!("rejoin:{i}")).collect();
+    for key in &keys {
+        let _: String = c1.set(key, "v").unwrap();
+    }
+    // Every write reached all three of its replicas (the third answers within
+    // milliseconds; anti-entropy runs every second as well).
+    std::thread::sleep(Duration::from_secs(2));
+    nodes[3].take().unwrap().kill9();
+    let held_by_4: Vec<String> = {
+        let held = inspect(&dirs[3]);
+        keys.iter()
+            .filter(|k| held.contains_key(*k))
+            .cloned()
+            .collect()
+    };
+    assert!(
+        held_by_4.len() >= 10,
+        "node 4 holds only {} of the keys",
+        held_by_4.len()
+    );
+    wait_until_seen_down(nodes[0].as_ref().unwrap(), 4);
+    let addr1 = format!("127.0.0.1:{}", ports[0]);
+    let left = admin(&["leave", "--addr", &addr1, "--node", "4"]);
+    assert!(left.contains("ring version 1 -> 2"), "{left}");
+    let three: Vec<&ShoalProcess> = nodes.iter().take(3).map(|n| n.as_ref().unwrap()).collect();
+    wait_for_handoffs(&three, "leave");
+
+    // Three members, n=3: each of them owns every key now.
+    let deleted = &held_by_4[..held_by_4.len() / 2];
+    for key in deleted {
+        let removed: i64 = c1.del(key).unwrap();
+        assert_eq!(removed, 1, "{key}");
+    }
+    drop(three);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let counts: Vec<u64> = nodes
+            .iter()
+            .take(3)
+            .map(|n| forgotten_here(n.as_ref().unwrap()))
+            .collect();
+        if counts.iter().all(|c| *c >= deleted.len() as u64) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "markers not forgotten on nodes 1-3: {counts:?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+
+    let joined = admin(&[
+        "join",
+        "--addr",
+        &addr1,
+        "--node",
+        &format!("4@127.0.0.1:{}", ports[3]),
+    ]);
+    assert!(joined.contains("ring version 2 -> 3"), "{joined}");
+    nodes[3] = Some(start_node_with(4, &ports, &dirs[3], &extra));
+    let all: Vec<&ShoalProcess> = nodes.iter().map(|n| n.as_ref().unwrap()).collect();
+    wait_for_handoffs(&all, "join");
+    // A few anti-entropy rounds: a copy node 4 had kept would spread now.
+    std::thread::sleep(Duration::from_secs(4));
+    for (i, node) in all.iter().enumerate() {
+        let mut c = node.client();
+        for key in &keys {
+            let value: Option<String> = c.get(key).unwrap();
+            if deleted.contains(key) {
+                assert_eq!(value, None, "{key} came back through node {}", i + 1);
+            } else {
+                assert_eq!(value.as_deref(), Some("v"), "{key} through node {}", i + 1);
+            }
+        }
+    }
+    drop(all);
+    for (i, node) in nodes.iter_mut().enumerate() {
+        node.take().unwrap().kill9();
+        let held = inspect(&dirs[i]);
+        for key in deleted {
+            assert!(!held.contains_key(key), "node {} still holds {key}", i + 1);
+        }
+    }
+    let _ = std::fs::remove_dir_all(&root);
 }
 
 /// (namespace, key) of every key holding a value, as `shoal inspect` prints a

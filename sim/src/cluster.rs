@@ -339,6 +339,33 @@ impl ClusterPlan {
             .iter()
             .any(|(_, c)| !matches!(c, SimRingChange::Leave { .. }))
             .then_some(spare_id);
+        // A founder leaves while it is down and is joined back under its old id
+        // with its old disk (own stream), restarting either while it is out of the
+        // ring or after it is back in: what it held before it left must not come
+        // back over deletes made (and their markers collected) while it was out.
+        let mut rejoin_rng = SplitMix64::new(seed ^ 0x5e_901e);
+        if ring_changes.is_empty() && nodes > 3 && rejoin_rng.chance_percent(40) {
+            let founder = 1 + rejoin_rng.below(u64::from(nodes)) as u32;
+            let leave_ms = 500 + rejoin_rng.below(phase1_ms / 4);
+            let out_ms = 6_000 + rejoin_rng.below(3_000);
+            let down_ms = if rejoin_rng.chance_percent(50) {
+                out_ms + 3_000 + rejoin_rng.below(2_000)
+            } else {
+                1_000 + rejoin_rng.below(out_ms - 2_000)
+            };
+            let join_ms = leave_ms + out_ms;
+            faults.push((
+                leave_ms - 100,
+                ClusterFault::Crash {
+                    node: founder,
+                    power_loss: rejoin_rng.chance_percent(50),
+                    down_ms,
+                },
+            ));
+            faults.sort_by_key(|(at, _)| *at);
+            ring_changes.push((leave_ms, SimRingChange::Leave { node: founder }));
+            ring_changes.push((join_ms, SimRingChange::Join { node: founder }));
+        }
         // A lost disk (own stream again), in seeds without ring changes: the node
         // comes back empty, under its old id, and must neither reuse its old dots
         // nor mint new ones that cover them.
