@@ -1502,6 +1502,41 @@ impl Placement {
         ))
     }
 
+    /// One step of unpinning `namespace`, whose keys go back to the default ring.
+    /// While its pinned ring places them differently from the default ring, the
+    /// step makes that ring a copy of the default one (quorums `r`, `w`): a pin
+    /// change like any other, whose handoffs move the keys onto the default
+    /// ring's owners. Once the two place every partition alike, the step drops
+    /// the pin, which moves nothing. Returns the placement and whether the pin
+    /// was dropped.
+    pub fn unpin(&self, namespace: u8, r: u8, w: u8) -> Result<(Placement, bool), PlacementError> {
+        let Some(pin) = self.pinned.get(&namespace) else {
+            return Err(PlacementError::NamespaceNotPinned { namespace });
+        };
+        let mut next = self.clone();
+        if places_alike(&pin.ring, &self.default) {
+            next.pinned.remove(&namespace);
+            return Ok((next, true));
+        }
+        NamespacePlacement {
+            namespace,
+            nodes: self.default.members().clone(),
+            replicas_n: self.default.replicas_n(),
+            r,
+            w,
+        }
+        .validate(self.default.members())?;
+        next.pinned.insert(
+            namespace,
+            PinnedRing {
+                ring: self.default.clone(),
+                r,
+                w,
+            },
+        );
+        Ok((next, false))
+    }
+
     /// Remove `node` from pinned `namespace`'s subset (it stays a cluster member).
     pub fn leave_pinned(
         &self,
@@ -1528,6 +1563,12 @@ impl Placement {
             },
         ))
     }
+}
+
+/// Whether two rings give every partition the same preference list.
+fn places_alike(a: &Ring, b: &Ring) -> bool {
+    a.partition_count() == b.partition_count()
+        && (0..a.partition_count()).all(|p| a.preference_list(p) == b.preference_list(p))
 }
 
 /// Whether `acks` replies meet a quorum of `needed` (`r` or `w`).

@@ -91,8 +91,8 @@ enum ClusterCommand {
         new: String,
     },
     /// Pin a namespace (database) to a subset of the members, with its own
-    /// replica count and quorums: its keys move there and stay there. A pin
-    /// cannot be undone; its nodes change with pin-join and pin-leave.
+    /// replica count and quorums: its keys move there and stay there. Its nodes
+    /// change with pin-join and pin-leave; unpin undoes it.
     Pin {
         #[command(flatten)]
         target: AdminTarget,
@@ -125,6 +125,15 @@ enum ClusterCommand {
         namespace: u8,
         #[arg(long)]
         node: u32,
+    },
+    /// Send a pinned namespace back to the default ring. Run it twice: the first
+    /// run hands its keys to the default ring's owners; the second, once those
+    /// handoffs are done (see status), drops the pin.
+    Unpin {
+        #[command(flatten)]
+        target: AdminTarget,
+        #[arg(long)]
+        namespace: u8,
     },
 }
 
@@ -661,6 +670,11 @@ fn admin_request(
             namespace,
             node,
         } => (target, pin_member("PINLEAVE", namespace, node), "pin-leave"),
+        ClusterCommand::Unpin { target, namespace } => (
+            target,
+            vec!["SHOAL.RING".into(), "UNPIN".into(), namespace.to_string()],
+            "unpin",
+        ),
     })
 }
 

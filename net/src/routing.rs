@@ -380,9 +380,10 @@ fn cluster_command(cluster: &Arc<Cluster>, args: &[Bytes]) -> Step {
 }
 
 /// `SHOAL.RING JOIN id host:port | LEAVE id | REPLACE old new host:port |
-/// PIN namespace n r w id... | PINJOIN namespace id | PINLEAVE namespace id`.
+/// PIN namespace n r w id... | PINJOIN namespace id | PINLEAVE namespace id |
+/// UNPIN namespace`.
 async fn ring_command(cluster: &Arc<Cluster>, args: &[Bytes]) -> Step {
-    let usage = "ERR usage: SHOAL.RING JOIN id host:port | LEAVE id | REPLACE old new host:port | PIN namespace n r w id [id ...] | PINJOIN namespace id | PINLEAVE namespace id";
+    let usage = "ERR usage: SHOAL.RING JOIN id host:port | LEAVE id | REPLACE old new host:port | PIN namespace n r w id [id ...] | PINJOIN namespace id | PINLEAVE namespace id | UNPIN namespace";
     let id = |b: &Bytes| {
         std::str::from_utf8(b)
             .ok()
@@ -442,20 +443,47 @@ async fn ring_command(cluster: &Arc<Cluster>, args: &[Bytes]) -> Step {
             (Some(namespace), Some(node)) => RingChange::PinLeave { namespace, node },
             _ => return err(usage.to_string()),
         },
+        ("unpin", 2) => match namespace(&args[1]) {
+            // On its way back the namespace takes this node's quorums for it
+            // (within the default ring's n), as it will once unpinned.
+            Some(namespace) => {
+                let n = cluster.map().ring().replicas_n();
+                RingChange::Unpin {
+                    namespace,
+                    r: cluster.config().read_quorum_for(namespace).min(n),
+                    w: cluster.config().write_quorum_for(namespace).min(n),
+                }
+            }
+            None => return err(usage.to_string()),
+        },
         _ => return err(usage.to_string()),
+    };
+    let unpinning = match change {
+        RingChange::Unpin { namespace, .. } => Some(namespace),
+        _ => None,
     };
     match cluster.change_ring(change).await {
         Ok((diff, handoffs)) => {
+            let mut text = format!(
+                "ring version {} -> {}: {} replica(s) move, {} coordinator change(s); {} partition handoff(s) started (see SHOAL.CLUSTER)\n",
+                diff.version_from,
+                diff.version_to,
+                diff.replicas_moved,
+                diff.coordinator_changes,
+                handoffs,
+            );
+            if let Some(namespace) = unpinning {
+                if cluster.map().placement().pin_for(namespace).is_some() {
+                    text.push_str(&format!(
+                        "namespace {namespace} is now placed like the default ring; once these handoffs are done, UNPIN {namespace} again drops its pin\n"
+                    ));
+                } else {
+                    text.push_str(&format!("namespace {namespace} is no longer pinned\n"));
+                }
+            }
             Step::Reply(Reply::Verbatim {
                 format: *b"txt",
-                text: format!(
-                    "ring version {} -> {}: {} replica(s) move, {} coordinator change(s); {} partition handoff(s) started (see SHOAL.CLUSTER)\n",
-                    diff.version_from,
-                    diff.version_to,
-                    diff.replicas_moved,
-                    diff.coordinator_changes,
-                    handoffs,
-                ),
+                text,
             })
         }
         Err(e) => err(format!("ERR {e}")),

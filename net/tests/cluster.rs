@@ -1171,6 +1171,100 @@ fn a_pinned_namespace_lives_on_its_own_nodes() {
     let _ = std::fs::remove_dir_all(&root);
 }
 
+/// `shoal cluster unpin`, run twice, sends a pinned namespace back to the
+/// default ring: the first run hands its keys to the default ring's owners (with
+/// three nodes and n=3, all of them), the second drops the pin, and node 1, which
+/// had dropped its copies under the pin, holds the namespace whole again.
+#[test]
+fn an_unpinned_namespace_goes_back_to_every_node() {
+    let root = temp_dir("cluster-unpin");
+    let ports = port_pairs(3);
+    let dirs = node_dirs(&root, 3);
+    let mut nodes = start_nodes(&ports, &dirs, &[]);
+    let mut c1 = nodes[0].as_ref().unwrap().client();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while c1.set::<_, _, String>("warm", "x").is_err() {
+        assert!(Instant::now() < deadline, "cluster never accepted a write");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let addr1 = format!("127.0.0.1:{}", ports[0]);
+    let pin = [
+        "pin",
+        "--addr",
+        &addr1,
+        "--namespace",
+        "1",
+        "--nodes",
+        "2,3",
+        "--n",
+        "2",
+        "--r",
+        "1",
+        "--w",
+        "2",
+    ];
+    assert!(admin(&pin).contains("ring version 1 -> 2"));
+    let all: Vec<&ShoalProcess> = nodes.iter().map(|n| n.as_ref().unwrap()).collect();
+    wait_for_handoffs(&all, "pin");
+    let mut tenant1 = all[0].client();
+    let _: () = redis::cmd("SELECT").arg(1).query(&mut tenant1).unwrap();
+    for i in 0..40 {
+        let _: String = tenant1.set(format!("pinned:{i}"), i).unwrap();
+    }
+    // Node 1 holds only "warm".
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !digest_line(all[0]).ends_with("over 1 keys") {
+        assert!(Instant::now() < deadline, "node 1 kept namespace 1's keys");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let unpin = ["unpin", "--addr", &addr1, "--namespace", "1"];
+    let first = admin(&unpin);
+    assert!(first.contains("ring version 2 -> 3"), "{first}");
+    assert!(first.contains("placed like the default ring"), "{first}");
+    for i in 0..40 {
+        let _: String = tenant1.set(format!("between:{i}"), i).unwrap();
+    }
+    wait_for_handoffs(&all, "unpin");
+    let second = admin(&unpin);
+    assert!(second.contains("ring version 3 -> 4"), "{second}");
+    assert!(second.contains("0 replica(s) move"), "{second}");
+    assert!(second.contains("no longer pinned"), "{second}");
+    for i in 0..40 {
+        let _: String = tenant1.set(format!("after:{i}"), i).unwrap();
+    }
+    let text = status(all[1]);
+    assert!(!text.contains("pinned to nodes"), "{text}");
+    // Anti-entropy and the handoff brought every namespace-1 key to node 1.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !digest_line(all[0]).ends_with("over 121 keys") {
+        assert!(
+            Instant::now() < deadline,
+            "node 1 does not hold namespace 1 again: {}",
+            digest_line(all[0])
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(all);
+    drop((c1, tenant1));
+    for slot in nodes.iter_mut() {
+        slot.take().unwrap().kill9();
+    }
+    for dir in &dirs {
+        let held = inspect_live_keys(dir);
+        for k in 0..40 {
+            for prefix in ["pinned", "between", "after"] {
+                assert!(
+                    held.contains(&(1, format!("{prefix}:{k}"))),
+                    "{} lacks {prefix}:{k}",
+                    dir.display()
+                );
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&root);
+}
+
 /// Flip one byte in the middle of the written part of `dir`'s first segment log,
 /// and remove its key-hint files so recovery scans the log (and finds it).
 fn corrupt_first_segment(dir: &Path) {

@@ -158,6 +158,11 @@ pub enum SimRingChange {
         r: u8,
         w: u8,
     },
+    /// One step of sending pinned `namespace` back to the default ring (the
+    /// first hands its keys back, the second drops the pin).
+    Unpin {
+        namespace: u8,
+    },
 }
 
 impl SimRingChange {
@@ -193,6 +198,9 @@ impl SimRingChange {
                 .chain([replicas_n, r, w].map(|q| q.to_string()))
                 .chain(nodes.iter().map(u32::to_string))
                 .collect(),
+            SimRingChange::Unpin { namespace } => {
+                vec!["SHOAL.RING".into(), "UNPIN".into(), namespace.to_string()]
+            }
         }
     }
 }
@@ -213,6 +221,7 @@ impl fmt::Display for SimRingChange {
                 f,
                 "ring: pin namespace {namespace} to nodes {nodes:?} (n={replicas_n} r={r} w={w})"
             ),
+            SimRingChange::Unpin { namespace } => write!(f, "ring: unpin namespace {namespace}"),
         }
     }
 }
@@ -441,6 +450,16 @@ impl ClusterPlan {
             };
             let at = ring_changes.partition_point(|(t, _)| *t <= at_ms);
             ring_changes.insert(at, (at_ms, pin));
+            // Half of the pins are undone later: the namespace's keys go back to
+            // the default ring under load, then the pin is dropped (the second
+            // step waits for the first one's handoffs).
+            if pin_rng.chance_percent(50) {
+                let unpin_ms = at_ms + 1_000 + pin_rng.below(2_000);
+                for step_ms in [unpin_ms, unpin_ms + 300] {
+                    let at = ring_changes.partition_point(|(t, _)| *t <= step_ms);
+                    ring_changes.insert(at, (step_ms, SimRingChange::Unpin { namespace }));
+                }
+            }
         }
         // Segment corruption (own stream), ring changes and pins allowed: the
         // node restoring from its replicas serves no handoff until it is whole.

@@ -57,7 +57,7 @@ pub enum RingChange {
     },
     /// Place `namespace`'s keys on `nodes` only (cluster members), with its own
     /// replica count and quorums. Its keys stream from the default ring's owners
-    /// to the pinned ones. A pin stays: there is no unpin.
+    /// to the pinned ones. Undone in two [`RingChange::Unpin`] steps.
     Pin {
         namespace: u8,
         nodes: BTreeSet<NodeId>,
@@ -74,6 +74,15 @@ pub enum RingChange {
     PinLeave {
         namespace: u8,
         node: NodeId,
+    },
+    /// Send pinned `namespace` back to the default ring, in two changes: the
+    /// first makes its ring a copy of the default one (quorums `r`, `w`) and
+    /// hands its keys to the default ring's owners; the second, once those
+    /// handoffs are done, drops the pin and moves nothing (`Placement::unpin`).
+    Unpin {
+        namespace: u8,
+        r: u8,
+        w: u8,
     },
 }
 
@@ -232,7 +241,7 @@ impl ClusterMap {
                 .pinned()
                 .any(|(namespace, _)| self.placement.pin_for(namespace).is_none())
             {
-                return bad("a pinned namespace was unpinned".into());
+                return bad("a pin was dropped while a handoff runs".into());
             }
         }
         for (partition, nodes) in &self.pending {
@@ -497,6 +506,9 @@ impl ClusterMap {
             }
             RingChange::PinLeave { namespace, node } => {
                 placement.leave_pinned(*namespace, *node).map(|(p, _)| p)
+            }
+            RingChange::Unpin { namespace, r, w } => {
+                placement.unpin(*namespace, *r, *w).map(|(p, _)| p)
             }
         }
         .map_err(MapError::Placement)?
@@ -936,7 +948,73 @@ mod tests {
     }
 
     #[test]
-    fn pinned_maps_roundtrip_and_unpinning_is_refused() {
+    fn unpinning_hands_the_namespace_back_then_drops_the_pin() {
+        let four = four();
+        let pinned = settled(pin3(&four).0);
+        let unpin = RingChange::Unpin {
+            namespace: 3,
+            r: 1,
+            w: 2,
+        };
+        let (back, diff) = pinned.change(&unpin).expect("first unpin step");
+        assert_eq!(back.version(), pinned.version() + 1);
+        let pin = back
+            .pin_for(3)
+            .expect("still pinned, to a copy of the default ring");
+        assert_eq!((pin.ring.replicas_n(), pin.r, pin.w), (2, 1, 2));
+        assert!(diff.replicas_moved > 0);
+        for p in 0..16u32 {
+            let id = pinned_partition(3, p);
+            assert_eq!(back.owners(id), four.owners(p), "the default ring's owners");
+            let incoming: BTreeSet<NodeId> = four
+                .owners(p)
+                .iter()
+                .copied()
+                .filter(|n| !pinned.owners(id).contains(n))
+                .collect();
+            for node in 1..=4 {
+                assert_eq!(
+                    back.incoming(node).contains(&id),
+                    incoming.contains(&node),
+                    "partition {p}, node {node}"
+                );
+            }
+            for node in &incoming {
+                assert!(back
+                    .handoff_sources(id, *node)
+                    .iter()
+                    .all(|n| [3, 4].contains(n)));
+            }
+        }
+        assert!(matches!(
+            back.change(&unpin),
+            Err(MapError::HandoffInProgress { .. })
+        ));
+        let back = settled(back);
+        let (unpinned, diff) = back.change(&unpin).expect("second unpin step");
+        assert_eq!(diff.replicas_moved, 0);
+        assert_eq!(unpinned.handoffs_pending(), 0);
+        assert!(unpinned.pin_for(3).is_none());
+        assert_eq!(unpinned.partitions().len(), 16);
+        assert_eq!(unpinned.namespaces(0), Namespaces::AllBut(BTreeSet::new()));
+        for key in [&b"a"[..], b"{t}x"] {
+            assert_eq!(
+                unpinned.owners(unpinned.partition_of_key(3, key)),
+                back.owners(back.partition_of_key(3, key)),
+                "the last step moves nothing"
+            );
+        }
+        assert_eq!(ClusterMap::decode(&unpinned.encode()), Ok(unpinned.clone()));
+        assert!(matches!(
+            unpinned.change(&unpin),
+            Err(MapError::Placement(PlacementError::NamespaceNotPinned {
+                namespace: 3
+            }))
+        ));
+    }
+
+    #[test]
+    fn pinned_maps_roundtrip_and_a_pin_dropped_mid_handoff_is_refused() {
         let (pinned, _) = pin3(&four());
         assert_eq!(ClusterMap::decode(&pinned.encode()), Ok(pinned.clone()));
         assert_ne!(pinned.fingerprint(), four().fingerprint());
