@@ -551,6 +551,9 @@ pub struct Cluster {
     hints: Option<Storage>,
     /// Serializes read-merge-put of hints.
     hint_lock: tokio::sync::Mutex<()>,
+    /// Held while a replica write waits to learn its sender's newer ring, so
+    /// that a burst of them under a new ring makes one map sync, not one each.
+    ring_catch_up: tokio::sync::Mutex<()>,
     /// Per peer: what the last complete anti-entropy comparison found.
     lag: Mutex<BTreeMap<NodeId, PeerLag>>,
     /// Delete markers every member agreed on, waiting to be forgotten.
@@ -814,6 +817,7 @@ impl Cluster {
             handoff_now: Mutex::new(None),
             hints,
             hint_lock: tokio::sync::Mutex::new(()),
+            ring_catch_up: tokio::sync::Mutex::new(()),
             lag: Mutex::new(BTreeMap::new()),
             agreed_markers: Mutex::new(Agreed::default()),
             marker_cursor: AtomicU64::new(0),
@@ -1570,7 +1574,12 @@ impl Cluster {
                     // drop this node's old copies of the partition (`drop_residue`),
                     // which must not take a copy it has acknowledged with it.
                     drop(shared);
-                    self.sync_map_with(from).await;
+                    {
+                        let _one_at_a_time = self.ring_catch_up.lock().await;
+                        if ring_version > self.map().version() {
+                            self.sync_map_with(from).await;
+                        }
+                    }
                     shared = self.gate.read().await;
                     let mine = self.map().version();
                     if ring_version > mine {
