@@ -226,139 +226,182 @@ scenarios: quiet swarm crash disk network corruption corrupt-tail (default: chos
         }
     }
 
-    struct SweepState {
-        next_seed: AtomicU64,
-        stop: AtomicBool,
-        done: AtomicU64,
-        simulated_ms: AtomicU64,
-        failing: Mutex<Vec<u64>>,
-        with_gaps: Mutex<Vec<u64>>,
-        print: Mutex<()>,
+    /// What one seed of a sweep produced.
+    struct SeedReport {
+        failed: bool,
+        /// Printed together, as the seed finishes: failures with their replay
+        /// command, digests.
+        lines: Vec<String>,
+        simulated_ms: u64,
+        /// Violations the checker reports for legal histories (not failures).
+        had_gaps: bool,
     }
 
-    fn sweep(first: u64, end: u64, args: &Args) -> ExitCode {
-        let state = SweepState {
-            next_seed: AtomicU64::new(first),
-            stop: AtomicBool::new(false),
-            done: AtomicU64::new(0),
-            simulated_ms: AtomicU64::new(0),
-            failing: Mutex::new(Vec::new()),
-            with_gaps: Mutex::new(Vec::new()),
-            print: Mutex::new(()),
-        };
+    /// A whole sweep's outcome; seed lists sorted.
+    struct SweepTotals {
+        done: u64,
+        failing: Vec<u64>,
+        with_gaps: Vec<u64>,
+        simulated_ms: u64,
+        wall_s: f64,
+    }
+
+    /// Run seeds `first..end` on `jobs` threads, each taking the next seed, and
+    /// print each seed's lines as it finishes (and a progress line every
+    /// `progress_every` seeds, 0: never). With `stop_at_first_failure`, no seed
+    /// starts after a failure; every seed below the last one started still
+    /// finishes, so the smallest failure is the first.
+    fn sweep_seeds(
+        first: u64,
+        end: u64,
+        jobs: usize,
+        stop_at_first_failure: bool,
+        progress_every: u64,
+        run: &(dyn Fn(u64) -> SeedReport + Sync),
+    ) -> SweepTotals {
+        let next_seed = AtomicU64::new(first);
+        let stop = AtomicBool::new(false);
+        let done = AtomicU64::new(0);
+        let simulated_ms = AtomicU64::new(0);
+        let failing: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+        let with_gaps: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+        let print = Mutex::new(());
         let total = end - first;
         let started = Instant::now();
         std::thread::scope(|scope| {
-            for _ in 0..args.jobs.min(total as usize) {
-                scope.spawn(|| sweep_worker(end, total, args, &state, started));
+            for _ in 0..jobs.min(total as usize) {
+                scope.spawn(|| loop {
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    let seed = next_seed.fetch_add(1, Ordering::Relaxed);
+                    if seed >= end {
+                        return;
+                    }
+                    let report = run(seed);
+                    simulated_ms.fetch_add(report.simulated_ms, Ordering::Relaxed);
+                    if report.had_gaps {
+                        lock_or_recover(&with_gaps).push(seed);
+                    }
+                    if report.failed {
+                        lock_or_recover(&failing).push(seed);
+                        if stop_at_first_failure {
+                            stop.store(true, Ordering::Relaxed);
+                        }
+                    }
+                    let finished = done.fetch_add(1, Ordering::Relaxed) + 1;
+                    let _serial = lock_or_recover(&print);
+                    if !report.lines.is_empty() {
+                        println!("{}", report.lines.join("\n"));
+                    }
+                    if progress_every > 0 && finished.is_multiple_of(progress_every) {
+                        let wall_s = started.elapsed().as_secs_f64();
+                        println!(
+                            "progress: {finished}/{total} seeds, {} failed, {:.1} seeds/minute",
+                            lock_or_recover(&failing).len(),
+                            finished as f64 * 60.0 / wall_s.max(1e-9)
+                        );
+                    }
+                });
             }
         });
-        let wall_s = started.elapsed().as_secs_f64();
-        let done = state.done.load(Ordering::Relaxed);
-        let mut failing = state
-            .failing
-            .into_inner()
-            .unwrap_or_else(|p| p.into_inner());
-        failing.sort_unstable();
-        let simulated_s = state.simulated_ms.load(Ordering::Relaxed) as f64 / 1000.0;
-        println!(
-            "summary: {done} seed(s) run, {} failed, {wall_s:.1} wall s, {:.1} seeds/minute, {:.0} simulated s per wall s ({} jobs)",
-            failing.len(),
-            done as f64 * 60.0 / wall_s.max(1e-9),
-            simulated_s / wall_s.max(1e-9),
-            args.jobs
-        );
-        let mut with_gaps = state
-            .with_gaps
-            .into_inner()
-            .unwrap_or_else(|p| p.into_inner());
-        with_gaps.sort_unstable();
-        if !with_gaps.is_empty() {
-            let shown: Vec<String> = with_gaps.iter().take(50).map(|s| s.to_string()).collect();
-            println!(
-                "checker gaps: {} seed(s) had violations the checker reports for legal histories (not failures; --strict counts them): {}{}",
-                with_gaps.len(),
-                shown.join(" "),
-                if with_gaps.len() > 50 { " ..." } else { "" }
-            );
-        }
-        if let Some(seed) = failing.first() {
-            println!(
-                "first failing seed: {seed} (seeds needed: {})",
-                seed - first + 1
-            );
-            ExitCode::from(1)
-        } else {
-            ExitCode::SUCCESS
+        let sorted = |m: Mutex<Vec<u64>>| {
+            let mut seeds = m.into_inner().unwrap_or_else(|p| p.into_inner());
+            seeds.sort_unstable();
+            seeds
+        };
+        SweepTotals {
+            done: done.load(Ordering::Relaxed),
+            failing: sorted(failing),
+            with_gaps: sorted(with_gaps),
+            simulated_ms: simulated_ms.load(Ordering::Relaxed),
+            wall_s: started.elapsed().as_secs_f64(),
         }
     }
 
-    fn sweep_worker(end: u64, total: u64, args: &Args, state: &SweepState, started: Instant) {
-        loop {
-            if state.stop.load(Ordering::Relaxed) {
-                return;
-            }
-            let seed = state.next_seed.fetch_add(1, Ordering::Relaxed);
-            if seed >= end {
-                return;
-            }
-            let result = run_caught(seed, &args.options);
-            let (failed, line) = match &result {
-                Ok(outcome) if outcome.passed() => (false, String::new()),
-                Ok(outcome) => (
-                    true,
-                    format!(
-                        "FAIL seed {seed} ({}): {}\n  replay: {}",
-                        outcome.plan.scenario,
-                        outcome.failures.first().cloned().unwrap_or_default(),
-                        replay_command(seed, &args.options)
-                    ),
-                ),
-                Err(panic) => (
-                    true,
-                    format!(
-                        "FAIL seed {seed}: panicked: {panic}\n  replay: {}",
-                        replay_command(seed, &args.options)
-                    ),
-                ),
-            };
-            if let Ok(outcome) = &result {
-                state
-                    .simulated_ms
-                    .fetch_add(outcome.simulated_ms, Ordering::Relaxed);
-                if !outcome.gaps.is_empty() {
-                    state
-                        .with_gaps
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push(seed);
-                }
-            }
-            let done = state.done.fetch_add(1, Ordering::Relaxed) + 1;
-            let _guard = state.print.lock().unwrap_or_else(|p| p.into_inner());
-            if let (Ok(outcome), true) = (&result, args.print_digests) {
-                println!("seed {seed} history-digest: {}", outcome.digest);
-            }
-            if failed {
-                println!("{line}");
-                state
-                    .failing
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(seed);
-                if args.stop_at_first_failure {
-                    state.stop.store(true, Ordering::Relaxed);
-                }
-            }
-            if args.progress_every > 0 && done.is_multiple_of(args.progress_every) {
-                let wall_s = started.elapsed().as_secs_f64();
-                let failures = state.failing.lock().map(|f| f.len()).unwrap_or_default();
+    /// The line `ci/planted-bugs` reads, and the exit code of a sweep.
+    fn first_failing(first: u64, totals: &SweepTotals) -> ExitCode {
+        match totals.failing.first() {
+            Some(seed) => {
                 println!(
-                    "progress: {done}/{total} seeds, {failures} failed, {:.1} seeds/minute",
-                    done as f64 * 60.0 / wall_s.max(1e-9)
+                    "first failing seed: {seed} (seeds needed: {})",
+                    seed - first + 1
                 );
+                ExitCode::from(1)
             }
+            None => ExitCode::SUCCESS,
         }
+    }
+
+    fn sweep(first: u64, end: u64, args: &Args) -> ExitCode {
+        let run = |seed: u64| {
+            let result = run_caught(seed, &args.options);
+            let mut lines = Vec::new();
+            let (failed, simulated_ms, had_gaps) = match &result {
+                Ok(outcome) => {
+                    if args.print_digests {
+                        lines.push(format!("seed {seed} history-digest: {}", outcome.digest));
+                    }
+                    if !outcome.passed() {
+                        lines.push(format!(
+                            "FAIL seed {seed} ({}): {}",
+                            outcome.plan.scenario,
+                            outcome.failures.first().cloned().unwrap_or_default()
+                        ));
+                    }
+                    (
+                        !outcome.passed(),
+                        outcome.simulated_ms,
+                        !outcome.gaps.is_empty(),
+                    )
+                }
+                Err(panic) => {
+                    lines.push(format!("FAIL seed {seed}: panicked: {panic}"));
+                    (true, 0, false)
+                }
+            };
+            if failed {
+                lines.push(format!("  replay: {}", replay_command(seed, &args.options)));
+            }
+            SeedReport {
+                failed,
+                lines,
+                simulated_ms,
+                had_gaps,
+            }
+        };
+        let totals = sweep_seeds(
+            first,
+            end,
+            args.jobs,
+            args.stop_at_first_failure,
+            args.progress_every,
+            &run,
+        );
+        println!(
+            "summary: {} seed(s) run, {} failed, {:.1} wall s, {:.1} seeds/minute, {:.0} simulated s per wall s ({} jobs)",
+            totals.done,
+            totals.failing.len(),
+            totals.wall_s,
+            totals.done as f64 * 60.0 / totals.wall_s.max(1e-9),
+            totals.simulated_ms as f64 / 1000.0 / totals.wall_s.max(1e-9),
+            args.jobs
+        );
+        if !totals.with_gaps.is_empty() {
+            let shown: Vec<String> = totals
+                .with_gaps
+                .iter()
+                .take(50)
+                .map(|s| s.to_string())
+                .collect();
+            println!(
+                "checker gaps: {} seed(s) had violations the checker reports for legal histories (not failures; --strict counts them): {}{}",
+                totals.with_gaps.len(),
+                shown.join(" "),
+                if totals.with_gaps.len() > 50 { " ..." } else { "" }
+            );
+        }
+        first_failing(first, &totals)
     }
 
     /// `--cluster --seed N [--history FILE]` or `--cluster --seeds A..B
@@ -408,90 +451,68 @@ scenarios: quiet swarm crash disk network corruption corrupt-tail (default: chos
             .filter(|j| *j > 0)
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         let jobs = if single { 1 } else { jobs };
-        let started = Instant::now();
-        let next_seed = AtomicU64::new(first);
-        let stop = AtomicBool::new(false);
-        let simulated_total_ms = AtomicU64::new(0);
-        let failing: Mutex<Vec<u64>> = Mutex::new(Vec::new());
-        let print = Mutex::new(());
-        std::thread::scope(|scope| {
-            for _ in 0..jobs.min((end - first) as usize) {
-                scope.spawn(|| loop {
-                    if stop.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    let seed = next_seed.fetch_add(1, Ordering::Relaxed);
-                    if seed >= end {
-                        return;
-                    }
-                    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        run_cluster_seed(seed)
-                    }));
-                    let mut lines = Vec::new();
-                    match caught {
-                        Ok(outcome) => {
-                            simulated_total_ms.fetch_add(outcome.simulated_ms, Ordering::Relaxed);
-                            if single {
-                                lines.push(format!("{}", outcome.plan).trim_end().to_string());
-                                lines.extend(outcome.gaps.iter().map(|g| format!("note: {g}")));
-                                lines.push(format!("history-digest: {}", outcome.digest));
-                                if let Some(path) = value("--history") {
-                                    if let Err(e) = std::fs::write(&path, &outcome.jsonl) {
-                                        eprintln!("shoal-sim: cannot write {path}: {e}");
-                                    }
-                                }
-                            }
-                            if !outcome.passed() {
-                                lines.push(format!("FAIL seed {seed}: {}", outcome.failures[0]));
-                                lines.extend(
-                                    outcome
-                                        .failures
-                                        .iter()
-                                        .skip(1)
-                                        .take(FAILURES_SHOWN_MAX)
-                                        .map(|f| format!("  {f}")),
-                                );
+        let history = value("--history");
+        let run = |seed: u64| {
+            let caught =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_cluster_seed(seed)));
+            let mut lines = Vec::new();
+            let (failed, simulated_ms, had_gaps) = match caught {
+                Ok(outcome) => {
+                    if single {
+                        lines.push(format!("{}", outcome.plan).trim_end().to_string());
+                        lines.extend(outcome.gaps.iter().map(|g| format!("note: {g}")));
+                        lines.push(format!("history-digest: {}", outcome.digest));
+                        if let Some(path) = &history {
+                            if let Err(e) = std::fs::write(path, &outcome.jsonl) {
+                                eprintln!("shoal-sim: cannot write {path}: {e}");
                             }
                         }
-                        Err(payload) => lines.push(format!(
-                            "FAIL seed {seed}: the simulation panicked: {}",
-                            panic_text(payload)
-                        )),
                     }
-                    let failed = lines.iter().any(|l| l.starts_with("FAIL seed"));
-                    if failed {
-                        lines.push(format!("replay: {}", replay_command(seed)));
-                        lock_or_recover(&failing).push(seed);
-                        if stop_at_first {
-                            stop.store(true, Ordering::Relaxed);
-                        }
+                    if !outcome.passed() {
+                        lines.push(format!("FAIL seed {seed}: {}", outcome.failures[0]));
+                        lines.extend(
+                            outcome
+                                .failures
+                                .iter()
+                                .skip(1)
+                                .take(FAILURES_SHOWN_MAX)
+                                .map(|f| format!("  {f}")),
+                        );
                     }
-                    if !lines.is_empty() {
-                        let _serial = lock_or_recover(&print);
-                        println!("{}", lines.join("\n"));
-                    }
-                });
+                    (
+                        !outcome.passed(),
+                        outcome.simulated_ms,
+                        !outcome.gaps.is_empty(),
+                    )
+                }
+                Err(payload) => {
+                    lines.push(format!(
+                        "FAIL seed {seed}: the simulation panicked: {}",
+                        panic_text(payload)
+                    ));
+                    (true, 0, false)
+                }
+            };
+            if failed {
+                lines.push(format!("replay: {}", replay_command(seed)));
             }
-        });
-        let failing = lock_or_recover(&failing).clone();
-        let failed = failing.len() as u64;
-        let simulated_ms = simulated_total_ms.load(Ordering::Relaxed);
-        if stop_at_first {
-            // Every seed below the last one started has finished: the smallest
-            // failure is the first.
-            if let Some(seed) = failing.iter().min() {
-                println!(
-                    "first failing seed: {seed} (seeds needed: {})",
-                    seed - first + 1
-                );
-                return ExitCode::from(1);
+            SeedReport {
+                failed,
+                lines,
+                simulated_ms,
+                had_gaps,
             }
+        };
+        let totals = sweep_seeds(first, end, jobs, stop_at_first, 0, &run);
+        if stop_at_first && !totals.failing.is_empty() {
+            return first_failing(first, &totals);
         }
-        let wall_s = started.elapsed().as_secs_f64();
+        let failed = totals.failing.len() as u64;
         println!(
-            "cluster seeds {first}..{end}: {} passed, {failed} failed; {:.0} simulated s in {wall_s:.1} wall s ({jobs} jobs)",
+            "cluster seeds {first}..{end}: {} passed, {failed} failed; {:.0} simulated s in {:.1} wall s ({jobs} jobs)",
             end - first - failed,
-            simulated_ms as f64 / 1000.0
+            totals.simulated_ms as f64 / 1000.0,
+            totals.wall_s
         );
         if failed > 0 {
             ExitCode::from(1)
