@@ -108,6 +108,19 @@ impl MemDir {
         if at < image.durable.len() {
             image.durable[at] ^= 0xFF;
         }
+        // And in the pending writes over it, so that the durable image plus the
+        // pending writes still make the current one (`sync` relies on it).
+        for write in &mut image.pending {
+            if let PendingWrite::Data {
+                offset: start,
+                bytes,
+            } = write
+            {
+                if (*start..*start + bytes.len() as u64).contains(&offset) {
+                    bytes[(offset - *start) as usize] ^= 0xFF;
+                }
+            }
+        }
         Ok(())
     }
 
@@ -256,10 +269,24 @@ impl Disk for MemFile {
             }
             state.sync_count += 1;
         }
+        // The pending writes, applied to the durable image in order, make it the
+        // current one (without copying the whole file at every sync).
         let mut image = self.image()?;
-        image.pending.clear();
-        image.durable = image.current.clone();
-        image.durable_len = image.current_len;
+        let image = &mut *image;
+        for write in image.pending.drain(..) {
+            match write {
+                PendingWrite::Data { offset, bytes } => {
+                    write_into(&mut image.durable, offset, &bytes);
+                    image.durable_len = image.durable_len.max(offset + bytes.len() as u64);
+                }
+                PendingWrite::SetLen(len) => {
+                    image.durable.truncate(len as usize);
+                    image.durable_len = len;
+                }
+            }
+        }
+        debug_assert_eq!(image.durable_len, image.current_len);
+        debug_assert!(image.durable == image.current, "durable image diverged");
         Ok(())
     }
 
