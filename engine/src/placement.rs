@@ -1386,6 +1386,14 @@ impl Placement {
         self.pinned.get(&namespace)
     }
 
+    /// Whether pinned `namespace`'s ring places every partition as the default
+    /// ring does: the first unpin step ran, and the next one drops the pin.
+    pub fn unpinning(&self, namespace: u8) -> bool {
+        self.pinned
+            .get(&namespace)
+            .is_some_and(|pin| places_alike(&pin.ring, &self.default))
+    }
+
     pub fn pinned(&self) -> impl Iterator<Item = (u8, &PinnedRing)> {
         self.pinned.iter().map(|(namespace, pin)| (*namespace, pin))
     }

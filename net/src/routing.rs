@@ -531,11 +531,16 @@ pub fn status_text(cluster: &Cluster) -> String {
     );
     for (namespace, pin) in map.placement().pinned() {
         text.push_str(&format!(
-            "namespace {namespace} pinned to nodes {:?}: n={} r={} w={}\n",
+            "namespace {namespace} pinned to nodes {:?}: n={} r={} w={}{}\n",
             pin.ring.members(),
             pin.ring.replicas_n(),
             pin.r,
-            pin.w
+            pin.w,
+            if map.placement().unpinning(namespace) {
+                " (being unpinned: placed like the default ring; UNPIN again once no handoff is in flight)"
+            } else {
+                ""
+            }
         ));
     }
     let offsets = cluster.clock_offsets();

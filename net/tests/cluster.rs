@@ -1226,6 +1226,11 @@ fn an_unpinned_namespace_goes_back_to_every_node() {
         let _: String = tenant1.set(format!("between:{i}"), i).unwrap();
     }
     wait_for_handoffs(&all, "unpin");
+    let text = status(all[2]);
+    assert!(
+        text.contains("namespace 1 pinned to nodes {1, 2, 3}: n=3 r=2 w=2 (being unpinned"),
+        "{text}"
+    );
     let second = admin(&unpin);
     assert!(second.contains("ring version 3 -> 4"), "{second}");
     assert!(second.contains("0 replica(s) move"), "{second}");
