@@ -85,6 +85,15 @@ fn wait_for_equal_digests(nodes: &[Option<ShoalProcess>], limit: Duration) {
     }
 }
 
+/// Wait (up to 20 s) until the cluster takes a quorum write: `SET warm value`.
+fn wait_for_a_write(conn: &mut redis::Connection, value: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while conn.set::<_, _, String>("warm", value).is_err() {
+        assert!(Instant::now() < deadline, "the cluster never took a write");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 fn members(ports: &[u16]) -> String {
     ports
         .iter()
@@ -398,11 +407,7 @@ fn a_node_joins_and_another_leaves_while_a_client_writes() {
         ],
     );
     let mut c2 = nodes[1].client();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while c2.set::<_, _, String>("warm", "up").is_err() {
-        assert!(Instant::now() < deadline, "the cluster never took a write");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_for_a_write(&mut c2, "up");
     let before = status(&nodes[0]);
     assert!(
         before.contains("ring version 1,"),
@@ -761,11 +766,7 @@ fn a_namespace_with_its_own_quorums_stays_writable_with_one_replica() {
     let dirs = node_dirs(&root, 3);
     let mut nodes = start_nodes(&ports, &dirs, &["--namespace-quorum", "1:1:1"]);
     let mut c1 = nodes[0].as_ref().unwrap().client();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while c1.set::<_, _, String>("warm", "x").is_err() {
-        assert!(Instant::now() < deadline, "cluster never accepted a write");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_for_a_write(&mut c1, "x");
     let text = status(nodes[0].as_ref().unwrap());
     assert!(text.contains("n=3 r=2 w=2; namespace 1: r=1 w=1"), "{text}");
 
@@ -818,6 +819,23 @@ fn forgotten_here(node: &ShoalProcess) -> u64 {
         .expect("a count")
 }
 
+/// Wait (up to 60 s) until each of `nodes` has forgotten at least `count`
+/// delete markers.
+fn wait_until_forgotten(nodes: &[&ShoalProcess], count: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let counts: Vec<u64> = nodes.iter().map(|n| forgotten_here(n)).collect();
+        if counts.iter().all(|c| *c >= count) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "markers not forgotten on every node asked: {counts:?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
 /// Delete markers are collected only once every replica holds them: while
 /// node 3 is down, the markers of keys deleted meanwhile stay on nodes 1 and 2;
 /// once it is back and has them (anti-entropy), all three forget them, the
@@ -831,11 +849,7 @@ fn delete_markers_go_only_once_every_replica_holds_them() {
     let extra = ["--tombstone-grace-ms", "0"];
     let mut nodes = start_nodes(&ports, &dirs, &extra);
     let mut c1 = nodes[0].as_ref().unwrap().client();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while c1.set::<_, _, String>("warm", "x").is_err() {
-        assert!(Instant::now() < deadline, "cluster never accepted a write");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_for_a_write(&mut c1, "x");
     let keys: Vec<String> = (0..30).map(|i| format!("marker:{i}")).collect();
     for key in &keys {
         let _: String = c1.set(key, "v").unwrap();
@@ -863,21 +877,9 @@ fn delete_markers_go_only_once_every_replica_holds_them() {
     }
 
     nodes[2] = Some(start_node_with(3, &ports, &dirs[2], &extra));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let counts: Vec<u64> = nodes
-            .iter()
-            .map(|n| forgotten_here(n.as_ref().unwrap()))
-            .collect();
-        if counts.iter().all(|c| *c >= deleted.len() as u64) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "markers not forgotten on every node: {counts:?}"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    let all: Vec<&ShoalProcess> = nodes.iter().map(|n| n.as_ref().unwrap()).collect();
+    wait_until_forgotten(&all, deleted.len() as u64);
+    drop(all);
     wait_for_equal_digests(&nodes, Duration::from_secs(30));
     for (i, node) in nodes.iter().enumerate() {
         let mut c = node.as_ref().unwrap().client();
@@ -922,11 +924,7 @@ fn a_node_joined_back_with_its_old_directory_does_not_resurrect_deleted_keys() {
     let extra = ["--tombstone-grace-ms", "0"];
     let mut nodes = start_nodes(&ports, &dirs, &extra);
     let mut c1 = nodes[0].as_ref().unwrap().client();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while c1.set::<_, _, String>("warm", "x").is_err() {
-        assert!(Instant::now() < deadline, "cluster never accepted a write");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_for_a_write(&mut c1, "x");
     let keys: Vec<String> = (0..40).map(|i| format!("rejoin:{i}")).collect();
     for key in &keys {
         let _: String = c1.set(key, "v").unwrap();
@@ -960,23 +958,8 @@ fn a_node_joined_back_with_its_old_directory_does_not_resurrect_deleted_keys() {
         let removed: i64 = c1.del(key).unwrap();
         assert_eq!(removed, 1, "{key}");
     }
+    wait_until_forgotten(&three, deleted.len() as u64);
     drop(three);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let counts: Vec<u64> = nodes
-            .iter()
-            .take(3)
-            .map(|n| forgotten_here(n.as_ref().unwrap()))
-            .collect();
-        if counts.iter().all(|c| *c >= deleted.len() as u64) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "markers not forgotten on nodes 1-3: {counts:?}"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
 
     let joined = admin(&[
         "join",
@@ -1036,6 +1019,26 @@ fn inspect_live_keys(dir: &Path) -> std::collections::BTreeSet<(u64, String)> {
         .collect()
 }
 
+/// `shoal cluster pin` of namespace 1 to nodes 2 and 3 (n=2 r=1 w=2), through
+/// the member at `addr`; its reply.
+fn pin_namespace_1_to_nodes_2_and_3(addr: &str) -> String {
+    admin(&[
+        "pin",
+        "--addr",
+        addr,
+        "--namespace",
+        "1",
+        "--nodes",
+        "2,3",
+        "--n",
+        "2",
+        "--r",
+        "1",
+        "--w",
+        "2",
+    ])
+}
+
 /// A tenant's namespace pinned to two of three nodes (`shoal cluster pin`): its
 /// keys written before the pin move there, new ones go only there, the third
 /// node drops its copies, and the namespace has its own quorums (with n=2 w=2 it
@@ -1051,11 +1054,7 @@ fn a_pinned_namespace_lives_on_its_own_nodes() {
         nodes[i].as_ref().unwrap().client()
     };
     let mut c1 = node(&nodes, 0);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while c1.set::<_, _, String>("warm", "x").is_err() {
-        assert!(Instant::now() < deadline, "cluster never accepted a write");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_for_a_write(&mut c1, "x");
     let mut tenant1 = node(&nodes, 0);
     let _: () = redis::cmd("SELECT").arg(1).query(&mut tenant1).unwrap();
     for i in 0..40 {
@@ -1064,21 +1063,7 @@ fn a_pinned_namespace_lives_on_its_own_nodes() {
     }
 
     let addr1 = format!("127.0.0.1:{}", ports[0]);
-    let pinned = admin(&[
-        "pin",
-        "--addr",
-        &addr1,
-        "--namespace",
-        "1",
-        "--nodes",
-        "2,3",
-        "--n",
-        "2",
-        "--r",
-        "1",
-        "--w",
-        "2",
-    ]);
+    let pinned = pin_namespace_1_to_nodes_2_and_3(&addr1);
     assert!(pinned.contains("ring version 1 -> 2"), "{pinned}");
     let all: Vec<&ShoalProcess> = nodes.iter().map(|n| n.as_ref().unwrap()).collect();
     wait_for_handoffs(&all, "pin");
@@ -1182,28 +1167,10 @@ fn an_unpinned_namespace_goes_back_to_every_node() {
     let dirs = node_dirs(&root, 3);
     let mut nodes = start_nodes(&ports, &dirs, &[]);
     let mut c1 = nodes[0].as_ref().unwrap().client();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while c1.set::<_, _, String>("warm", "x").is_err() {
-        assert!(Instant::now() < deadline, "cluster never accepted a write");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_for_a_write(&mut c1, "x");
     let addr1 = format!("127.0.0.1:{}", ports[0]);
-    let pin = [
-        "pin",
-        "--addr",
-        &addr1,
-        "--namespace",
-        "1",
-        "--nodes",
-        "2,3",
-        "--n",
-        "2",
-        "--r",
-        "1",
-        "--w",
-        "2",
-    ];
-    assert!(admin(&pin).contains("ring version 1 -> 2"));
+    let pinned = pin_namespace_1_to_nodes_2_and_3(&addr1);
+    assert!(pinned.contains("ring version 1 -> 2"), "{pinned}");
     let all: Vec<&ShoalProcess> = nodes.iter().map(|n| n.as_ref().unwrap()).collect();
     wait_for_handoffs(&all, "pin");
     let mut tenant1 = all[0].client();
@@ -1296,11 +1263,7 @@ fn a_node_with_a_damaged_segment_is_restored_from_its_replicas() {
     let dirs = node_dirs(&root, 3);
     let mut nodes = start_nodes(&ports, &dirs, &[]);
     let mut c1 = nodes[0].as_ref().unwrap().client();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while c1.set::<_, _, String>("warm", "x").is_err() {
-        assert!(Instant::now() < deadline, "cluster never accepted a write");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_for_a_write(&mut c1, "x");
     let keys: Vec<String> = (0..50).map(|i| format!("kept:{i}")).collect();
     for (i, key) in keys.iter().enumerate() {
         let _: String = c1.set(key, i).unwrap();
