@@ -1515,9 +1515,9 @@ impl Placement {
     /// step makes that ring a copy of the default one (quorums `r`, `w`): a pin
     /// change like any other, whose handoffs move the keys onto the default
     /// ring's owners. Once the two place every partition alike, the step drops
-    /// the pin, which moves nothing. Returns the placement and whether the pin
-    /// was dropped.
-    pub fn unpin(&self, namespace: u8, r: u8, w: u8) -> Result<(Placement, bool), PlacementError> {
+    /// the pin, which moves nothing ([`Placement::unpinning`] tells the two
+    /// apart).
+    pub fn unpin(&self, namespace: u8, r: u8, w: u8) -> Result<Placement, PlacementError> {
         let Some(pin) = self.pinned.get(&namespace) else {
             return Err(PlacementError::NamespaceNotPinned { namespace });
         };
@@ -1526,7 +1526,7 @@ impl Placement {
         // namespace's keys to the default ring's owners.
         if places_alike(&pin.ring, &self.default) || cfg!(feature = "bug-unpin-skips-handoff") {
             next.pinned.remove(&namespace);
-            return Ok((next, true));
+            return Ok(next);
         }
         NamespacePlacement {
             namespace,
@@ -1544,7 +1544,7 @@ impl Placement {
                 w,
             },
         );
-        Ok((next, false))
+        Ok(next)
     }
 
     /// Remove `node` from pinned `namespace`'s subset (it stays a cluster member).

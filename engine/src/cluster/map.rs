@@ -507,9 +507,7 @@ impl ClusterMap {
             RingChange::PinLeave { namespace, node } => {
                 placement.leave_pinned(*namespace, *node).map(|(p, _)| p)
             }
-            RingChange::Unpin { namespace, r, w } => {
-                placement.unpin(*namespace, *r, *w).map(|(p, _)| p)
-            }
+            RingChange::Unpin { namespace, r, w } => placement.unpin(*namespace, *r, *w),
         }
         .map_err(MapError::Placement)?
         .numbered(self.version() + 1);
