@@ -129,24 +129,37 @@ fn nonce(random: &mut (dyn FnMut() -> u64 + Send)) -> [u8; 16] {
     out
 }
 
-/// Encode one frame (the MAC only when `key` is given).
-fn encode_frame(body: &[u8], mac: Option<([u8; 32], u64)>, out: &mut Vec<u8>) {
+/// The MAC state keyed with a session key (each frame's tag starts from a copy,
+/// which saves hashing the key for every frame).
+fn keyed(key: &[u8; 32]) -> HmacSha256 {
+    HmacSha256::new_from_slice(key).expect("HMAC takes any key length")
+}
+
+/// A frame's tag: the MAC of its sequence number and body.
+fn frame_tag(keyed: &HmacSha256, seq: u64, body: &[u8]) -> [u8; 32] {
+    let mut mac = keyed.clone();
+    mac.update(&seq.to_le_bytes());
+    mac.update(body);
+    mac.finalize().into_bytes().into()
+}
+
+/// Encode one frame (the MAC only when a keyed state is given).
+fn encode_frame(body: &[u8], mac: Option<(&HmacSha256, u64)>, out: &mut Vec<u8>) {
     let len = (body.len() as u32).to_le_bytes();
     let mut crc = crc32c::crc32c(&len);
     crc = crc32c::crc32c_append(crc, body);
     out.extend_from_slice(&len);
     out.extend_from_slice(&crc.to_le_bytes());
     out.extend_from_slice(body);
-    if let Some((key, seq)) = mac {
-        let tag = hmac(&key, &[&seq.to_le_bytes(), body]);
-        out.extend_from_slice(&tag[..MAC_BYTES]);
+    if let Some((keyed, seq)) = mac {
+        out.extend_from_slice(&frame_tag(keyed, seq, body)[..MAC_BYTES]);
     }
 }
 
 async fn read_frame<R: AsyncRead + Unpin>(
     reader: &mut R,
     max_bytes: usize,
-    mac: Option<([u8; 32], u64)>,
+    mac: Option<(&HmacSha256, u64)>,
 ) -> Result<Vec<u8>, PeerError> {
     let mut header = [0u8; 8];
     reader.read_exact(&mut header).await?;
@@ -158,16 +171,18 @@ async fn read_frame<R: AsyncRead + Unpin>(
             max_bytes,
         });
     }
-    let tail = if mac.is_some() { MAC_BYTES } else { 0 };
-    let mut body = vec![0u8; len + tail];
+    let mut body = vec![0u8; len];
     reader.read_exact(&mut body).await?;
-    let tag = body.split_off(len);
+    let mut tag = [0u8; MAC_BYTES];
+    if mac.is_some() {
+        reader.read_exact(&mut tag).await?;
+    }
     let actual = crc32c::crc32c_append(crc32c::crc32c(&header[..4]), &body);
     if actual != crc {
         return Err(PeerError::Checksum);
     }
-    if let Some((key, seq)) = mac {
-        let expected = hmac(&key, &[&seq.to_le_bytes(), &body]);
+    if let Some((keyed, seq)) = mac {
+        let expected = frame_tag(keyed, seq, &body);
         // Constant-time comparison of the truncated tag.
         let diff = expected[..MAC_BYTES]
             .iter()
@@ -200,14 +215,16 @@ async fn recv_handshake<R: AsyncRead + Unpin>(reader: &mut R) -> Result<Handshak
 /// The receiving half of an authenticated connection.
 pub struct PeerReader {
     inner: BufReader<ReadHalf<TcpStream>>,
-    key: [u8; 32],
+    /// Keyed with this direction's session key.
+    mac: HmacSha256,
     seq: u64,
 }
 
 /// The sending half of an authenticated connection.
 pub struct PeerWriter {
     inner: WriteHalf<TcpStream>,
-    key: [u8; 32],
+    /// Keyed with this direction's session key.
+    mac: HmacSha256,
     seq: u64,
     buf: Vec<u8>,
 }
@@ -217,7 +234,7 @@ impl PeerReader {
         let body = read_frame(
             &mut self.inner,
             PEER_FRAME_BODY_MAX_BYTES,
-            Some((self.key, self.seq)),
+            Some((&self.mac, self.seq)),
         )
         .await?;
         self.seq += 1;
@@ -243,7 +260,7 @@ impl PeerWriter {
                 max_bytes: PEER_FRAME_BODY_MAX_BYTES,
             });
         }
-        encode_frame(&body, Some((self.key, self.seq)), &mut self.buf);
+        encode_frame(&body, Some((&self.mac, self.seq)), &mut self.buf);
         self.seq += 1;
         Ok(())
     }
@@ -321,12 +338,12 @@ fn split(
     let (read, write) = tokio::io::split(stream);
     let reader = PeerReader {
         inner: BufReader::with_capacity(READ_BUFFER_BYTES, read),
-        key: session_key(secret, remote, me, dial_nonce, listen_nonce),
+        mac: keyed(&session_key(secret, remote, me, dial_nonce, listen_nonce)),
         seq: 0,
     };
     let writer = PeerWriter {
         inner: write,
-        key: session_key(secret, me, remote, dial_nonce, listen_nonce),
+        mac: keyed(&session_key(secret, me, remote, dial_nonce, listen_nonce)),
         seq: 0,
         buf: Vec::new(),
     };
