@@ -1518,13 +1518,13 @@ impl Placement {
     /// the pin, which moves nothing ([`Placement::unpinning`] tells the two
     /// apart).
     pub fn unpin(&self, namespace: u8, r: u8, w: u8) -> Result<Placement, PlacementError> {
-        let Some(pin) = self.pinned.get(&namespace) else {
+        if !self.pinned.contains_key(&namespace) {
             return Err(PlacementError::NamespaceNotPinned { namespace });
-        };
+        }
         let mut next = self.clone();
         // Planted bug: the first step already drops the pin, so nothing hands the
         // namespace's keys to the default ring's owners.
-        if places_alike(&pin.ring, &self.default) || cfg!(feature = "bug-unpin-skips-handoff") {
+        if self.unpinning(namespace) || cfg!(feature = "bug-unpin-skips-handoff") {
             next.pinned.remove(&namespace);
             return Ok(next);
         }

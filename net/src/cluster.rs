@@ -466,6 +466,34 @@ fn directory_id(dir: &dyn DiskDir, fresh: u64) -> Result<u64, DiskError> {
 /// Drops written at once while adopting a ring (`Cluster::drop_residue`).
 const RESIDUE_DROP_BATCH_OPS: usize = 1024;
 
+/// Up to `budget` of the keys `store` holds in the given map partitions of
+/// `map`, each partition in the namespaces it is given with, in order.
+fn partition_keys(
+    store: &Store,
+    map: &ClusterMap,
+    partitions: impl IntoIterator<Item = (PartitionId, Namespaces)>,
+    budget: usize,
+) -> Vec<(u8, Bytes)> {
+    let mut keys = Vec::new();
+    let Some(digests) = store.digests() else {
+        return keys;
+    };
+    for (partition, namespaces) in partitions {
+        for (slot, namespace, _) in digests.slot_digests(map.slot_range(partition)) {
+            if !namespaces.contains(namespace) {
+                continue;
+            }
+            for (key, _) in digests.slot_keys(namespace, slot) {
+                keys.push((namespace, Bytes::from(key)));
+                if keys.len() >= budget {
+                    return keys;
+                }
+            }
+        }
+    }
+    keys
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -1120,25 +1148,13 @@ impl Cluster {
         if incoming.is_empty() {
             return true;
         }
-        let keys: Vec<(u8, Bytes)> = self.storage.read(|s| {
-            let Some(digests) = s.digests() else {
-                return Vec::new();
-            };
-            let mut keys = Vec::new();
-            for partition in &incoming {
-                let namespaces = next.namespaces(*partition);
-                for (slot, namespace, _) in digests.slot_digests(next.slot_range(*partition)) {
-                    if namespaces.contains(namespace) {
-                        keys.extend(
-                            digests
-                                .slot_keys(namespace, slot)
-                                .into_iter()
-                                .map(|(key, _)| (namespace, Bytes::from(key))),
-                        );
-                    }
-                }
-            }
-            keys
+        let keys = self.storage.read(|s| {
+            partition_keys(
+                s,
+                next,
+                incoming.iter().map(|p| (*p, next.namespaces(*p))),
+                usize::MAX,
+            )
         });
         let mut dropped = 0;
         for chunk in keys.chunks(RESIDUE_DROP_BATCH_OPS) {
@@ -3117,36 +3133,23 @@ impl Cluster {
         }
         let me = self.me();
         let budget = self.config.anti_entropy_keys_per_round_max;
-        let keys: Vec<(u8, Bytes)> = self.storage.read(|s| {
-            let mut keys = Vec::new();
-            let Some(digests) = s.digests() else {
-                return keys;
-            };
-            for partition in map.partitions() {
-                if map.owners(partition).contains(&me) {
-                    continue;
-                }
+        let unowned = map
+            .partitions()
+            .into_iter()
+            .filter(|p| !map.owners(*p).contains(&me))
+            .map(|p| {
                 // Planted bug: a default-ring partition's copies are dropped in
                 // every namespace, pinned ones included.
                 let namespaces = if cfg!(feature = "bug-pin-drop-ignores-namespace") {
                     Namespaces::AllBut(BTreeSet::new())
                 } else {
-                    map.namespaces(partition)
+                    map.namespaces(p)
                 };
-                for (slot, namespace, _) in digests.slot_digests(map.slot_range(partition)) {
-                    if !namespaces.contains(namespace) {
-                        continue;
-                    }
-                    for (key, _) in digests.slot_keys(namespace, slot) {
-                        keys.push((namespace, Bytes::from(key)));
-                        if keys.len() >= budget {
-                            return keys;
-                        }
-                    }
-                }
-            }
-            keys
-        });
+                (p, namespaces)
+            });
+        let keys = self
+            .storage
+            .read(|s| partition_keys(s, &map, unowned, budget));
         if keys.is_empty() {
             return;
         }
