@@ -160,6 +160,18 @@ pub struct SiblingSet {
 }
 
 impl SiblingSet {
+    /// About how many bytes the set takes in a record or a peer frame: its values
+    /// plus a fixed allowance per sibling and per context entry. What batches and
+    /// repair streams are sized by.
+    pub fn size_bytes(&self) -> usize {
+        let siblings: usize = self
+            .siblings
+            .iter()
+            .map(|s| s.value.as_ref().map_or(0, Bytes::len) + 32)
+            .sum();
+        siblings + self.context.0.len() * 16
+    }
+
     /// Coordinator write: replace what `covered` covers with one new sibling whose
     /// dot is fresh for `node`. `counter_floor` keeps dots unique across restarts
     /// that lost unsynced writes (the store passes its incarnation's floor).

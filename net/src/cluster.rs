@@ -26,8 +26,8 @@ use shoal_engine::cluster::map::{
 use shoal_engine::cluster::quorum::{ReadRound, RoundState, WriteRound};
 use shoal_engine::cluster::tombstones::{self, Agreed, MarkerItem};
 use shoal_engine::cluster::wire::{
-    ClientOutcome, ClientWrite, Envelope, HandoffCursor, RemoteError, ReplicaItem, Request,
-    Response, WireCondition, HANDOFF_BATCH_BYTES_MAX, HANDOFF_ITEMS_PER_BATCH_MAX,
+    chunk_by_bytes, ClientOutcome, ClientWrite, Envelope, HandoffCursor, RemoteError, ReplicaItem,
+    Request, Response, WireCondition, HANDOFF_BATCH_BYTES_MAX, HANDOFF_ITEMS_PER_BATCH_MAX,
     ITEMS_PER_REQUEST_MAX, MAP_BEHIND, RESTORING, STALE_RING, TOO_OLD,
 };
 use shoal_engine::digest::{differing_keys, differing_slots};
@@ -57,6 +57,12 @@ pub const NODE_ID_LIMIT: u32 = 1 << ACTOR_EPOCH_SHIFT;
 const HANDOFF_PARTITIONS_IN_FLIGHT_MAX: usize = 16;
 /// After a failed connect, calls fail fast for this long instead of redialling.
 const RECONNECT_BACKOFF_MS: u64 = 100;
+/// An inbound peer connection silent for this many `peer_stall_ms` is closed
+/// (its peer gave it up and dialled again). Long: the close is for the tasks
+/// and buffers it holds, not for the heal, which the dialling side drives; and
+/// the simulator, whose TCP delivers a close at once even over a cut link, must
+/// not get a heal from it that a real network would not give.
+const PEER_IDLE_STALLS: u64 = 30;
 
 /// Where a member listens: clients (RESP) and peers.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -88,6 +94,20 @@ pub struct ClusterConfig {
     pub anti_entropy_interval_ms: u64,
     /// Keys one anti-entropy exchange with one peer may move (the I/O budget).
     pub anti_entropy_keys_per_round_max: usize,
+    /// Bytes of sibling sets one anti-entropy exchange with one peer may move;
+    /// an exchange always moves at least one key, so any value size progresses.
+    pub anti_entropy_bytes_per_round_max: usize,
+    /// Bytes of sibling sets in one repair, anti-entropy, hint or handoff
+    /// request (a request always carries at least one key). Well below
+    /// `peer_frame_body_max_bytes`, so a largest record still fits in a frame.
+    pub repair_batch_bytes_max: usize,
+    /// Largest peer frame body sent or accepted.
+    pub peer_frame_body_max_bytes: usize,
+    /// A peer connection on which a request has waited this long while nothing
+    /// at all arrived for as long (pings answer every probe interval) is taken
+    /// as stalled, as a TCP connection in retransmission backoff after a cut
+    /// is, and replaced by a freshly dialled one.
+    pub peer_stall_ms: u64,
     /// Requests from one peer connection handled at once.
     pub peer_requests_in_flight_max: usize,
     /// How often a node that owes handoffs retries them.
@@ -186,6 +206,10 @@ impl ClusterConfig {
             detector: DetectorConfig::default(),
             anti_entropy_interval_ms: 1000,
             anti_entropy_keys_per_round_max: 1024,
+            anti_entropy_bytes_per_round_max: 64 << 20,
+            repair_batch_bytes_max: HANDOFF_BATCH_BYTES_MAX,
+            peer_frame_body_max_bytes: peer::PEER_FRAME_BODY_MAX_BYTES,
+            peer_stall_ms: 1000,
             peer_requests_in_flight_max: 256,
             handoff_interval_ms: 200,
             sloppy_quorum: true,
@@ -274,8 +298,12 @@ pub struct ClusterStats {
     pub anti_entropy_rounds: AtomicU64,
     pub anti_entropy_keys_pushed: AtomicU64,
     pub anti_entropy_keys_pulled: AtomicU64,
+    pub anti_entropy_bytes_pushed: AtomicU64,
+    pub anti_entropy_bytes_pulled: AtomicU64,
     pub peer_auth_refusals: AtomicU64,
     pub peer_frames_refused: AtomicU64,
+    /// Outbound peer connections given up as stalled and dialled again.
+    pub peer_connections_stalled: AtomicU64,
     /// Replica writes refused because they were sent under an older ring.
     pub stale_ring_refusals: AtomicU64,
     /// Copies re-sent under a newer ring after such a refusal.
@@ -331,12 +359,41 @@ impl std::fmt::Display for CallError {
     }
 }
 
-type Pending = Arc<Mutex<BTreeMap<u64, oneshot::Sender<Response>>>>;
+/// Requests waiting for their answer: id -> (sent at, monotonic ms; waiter).
+type Pending = Arc<Mutex<BTreeMap<u64, (u64, oneshot::Sender<Response>)>>>;
 
 struct Conn {
     send: mpsc::Sender<Envelope>,
     pending: Pending,
     closed: Arc<AtomicBool>,
+    /// When the last frame arrived (monotonic ms; the dial's end at first).
+    heard_ms: Arc<AtomicU64>,
+    /// The reader and writer tasks, ended when the connection is given up
+    /// (a stalled socket would otherwise hold them until TCP gives up).
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Conn {
+    /// A request has waited `stall_ms` and nothing at all arrived for as long:
+    /// the link is cut, or healed while this connection sits in TCP's
+    /// retransmission backoff. Answers to other requests and pongs (every probe
+    /// interval) arrive on a healthy connection well within it.
+    fn stalled(&self, now_ms: u64, stall_ms: u64) -> bool {
+        let oldest_sent_ms = lock(&self.pending)
+            .values()
+            .map(|(sent_ms, _)| *sent_ms)
+            .min();
+        let heard_ms = self.heard_ms.load(Ordering::Acquire);
+        oldest_sent_ms
+            .is_some_and(|sent_ms| now_ms >= sent_ms + stall_ms && now_ms >= heard_ms + stall_ms)
+    }
+
+    fn give_up(&self) {
+        close(&self.pending, &self.closed);
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
 }
 
 /// One peer: a lazily (re)dialled, multiplexed connection.
@@ -504,41 +561,59 @@ fn close(pending: &Pending, closed: &AtomicBool) {
     lock(pending).clear();
 }
 
-fn spawn_connection(reader: PeerReader, writer: PeerWriter) -> Arc<Conn> {
+fn spawn_connection(
+    reader: PeerReader,
+    writer: PeerWriter,
+    clock: Arc<dyn ClusterClock>,
+) -> Arc<Conn> {
     let (send, mut queue) = mpsc::channel::<Envelope>(PEER_SEND_QUEUE_MAX);
     let pending: Pending = Arc::default();
     let closed = Arc::new(AtomicBool::new(false));
-    let conn = Arc::new(Conn {
-        send,
-        pending: pending.clone(),
-        closed: closed.clone(),
-    });
-    {
+    let heard_ms = Arc::new(AtomicU64::new(clock.monotonic_ms()));
+    let writing = {
         let (pending, closed) = (pending.clone(), closed.clone());
         tokio::spawn(async move {
             writer.pump(&mut queue).await;
             close(&pending, &closed);
-        });
-    }
-    tokio::spawn(async move {
-        let mut reader = reader;
-        loop {
-            match reader.recv().await {
-                Ok(Envelope::Response { id, body }) => {
-                    if let Some(waiter) = lock(&pending).remove(&id) {
-                        let _ = waiter.send(body);
-                    }
+        })
+    };
+    let reading = {
+        let (pending, closed, heard_ms) = (pending.clone(), closed.clone(), heard_ms.clone());
+        tokio::spawn(read_responses(reader, pending, closed, heard_ms, clock))
+    };
+    Arc::new(Conn {
+        send,
+        pending,
+        closed,
+        heard_ms,
+        tasks: vec![writing, reading],
+    })
+}
+
+async fn read_responses(
+    mut reader: PeerReader,
+    pending: Pending,
+    closed: Arc<AtomicBool>,
+    heard_ms: Arc<AtomicU64>,
+    clock: Arc<dyn ClusterClock>,
+) {
+    loop {
+        let received = reader.recv().await;
+        heard_ms.store(clock.monotonic_ms(), Ordering::Release);
+        match received {
+            Ok(Envelope::Response { id, body }) => {
+                if let Some((_, waiter)) = lock(&pending).remove(&id) {
+                    let _ = waiter.send(body);
                 }
-                Ok(Envelope::Request { .. }) => {
-                    tracing::warn!("peer sent a request on an outbound connection; closing it");
-                    break;
-                }
-                Err(_) => break,
             }
+            Ok(Envelope::Request { .. }) => {
+                tracing::warn!("peer sent a request on an outbound connection; closing it");
+                break;
+            }
+            Err(_) => break,
         }
-        close(&pending, &closed);
-    });
-    conn
+    }
+    close(&pending, &closed);
 }
 
 pub struct Cluster {
@@ -701,12 +776,9 @@ fn replica_items(
         .collect()
 }
 
-/// Roughly how many bytes a sibling set carries (its values).
-fn set_bytes(set: &SiblingSet) -> usize {
-    set.siblings
-        .iter()
-        .map(|s| s.value.as_ref().map_or(0, Bytes::len) + 32)
-        .sum()
+/// Bytes of sibling sets (and keys) the items carry.
+fn items_bytes(items: &[ReplicaItem]) -> usize {
+    items.iter().map(|i| i.key.len() + i.set.size_bytes()).sum()
 }
 
 fn unknown_outcome(what: &str, e: &CallError) -> RemoteError {
@@ -1358,13 +1430,24 @@ impl Cluster {
 
     async fn connection(&self, peer: &PeerClient) -> Result<Arc<Conn>, CallError> {
         let mut guard = peer.conn.lock().await;
+        let now = self.now_ms();
         if let Some(conn) = guard.as_ref() {
-            if !conn.closed.load(Ordering::Acquire) {
+            let stalled = conn.stalled(now, self.config.peer_stall_ms)
+                && !cfg!(feature = "bug-keep-stalled-connections");
+            if !conn.closed.load(Ordering::Acquire) && !stalled {
                 return Ok(conn.clone());
+            }
+            if stalled {
+                // Its requests fail as lost (outcome unknown); a fresh dial
+                // goes through at once if the link is back.
+                self.stats
+                    .peer_connections_stalled
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::info!("node {}: connection stalled; dialling again", peer.node);
+                conn.give_up();
             }
         }
         *guard = None;
-        let now = self.now_ms();
         let failed_at = peer.last_connect_failure_ms.load(Ordering::Relaxed);
         if failed_at != 0 && now < failed_at + RECONNECT_BACKOFF_MS {
             return Err(CallError::Connect("recently unreachable".into()));
@@ -1381,9 +1464,11 @@ impl Cluster {
         let result =
             tokio::time::timeout(Duration::from_millis(self.config.connect_timeout_ms), dial).await;
         match result {
-            Ok(Ok((reader, writer))) => {
+            Ok(Ok((mut reader, mut writer))) => {
                 peer.last_connect_failure_ms.store(0, Ordering::Relaxed);
-                let conn = spawn_connection(reader, writer);
+                reader.set_body_max_bytes(self.config.peer_frame_body_max_bytes);
+                writer.set_body_max_bytes(self.config.peer_frame_body_max_bytes);
+                let conn = spawn_connection(reader, writer, self.clock.clone());
                 *guard = Some(conn.clone());
                 Ok(conn)
             }
@@ -1415,7 +1500,7 @@ impl Cluster {
             let conn = self.connection(&peer).await?;
             let id = peer.next_id.fetch_add(1, Ordering::Relaxed);
             let (tx, rx) = oneshot::channel();
-            lock(&conn.pending).insert(id, tx);
+            lock(&conn.pending).insert(id, (self.now_ms(), tx));
             let envelope = Envelope::Request {
                 id,
                 from: self.me(),
@@ -1469,7 +1554,7 @@ impl Cluster {
             &mut random,
         );
         let timeout = Duration::from_millis(self.config.connect_timeout_ms.max(1000));
-        let (node, mut reader, writer) = match tokio::time::timeout(timeout, handshake).await {
+        let (node, mut reader, mut writer) = match tokio::time::timeout(timeout, handshake).await {
             Ok(Ok(accepted)) => accepted,
             Ok(Err(e)) => {
                 self.stats
@@ -1486,13 +1571,36 @@ impl Cluster {
                 return;
             }
         };
+        reader.set_body_max_bytes(self.config.peer_frame_body_max_bytes);
+        writer.set_body_max_bytes(self.config.peer_frame_body_max_bytes);
         let (send, mut queue) = mpsc::channel::<Envelope>(PEER_SEND_QUEUE_MAX);
-        tokio::spawn(async move { writer.pump(&mut queue).await });
+        let writing = tokio::spawn(async move { writer.pump(&mut queue).await });
+        self.serve_requests(node, &addr, reader, send).await;
+        // The peer dials again when it finds this connection stalled; a writer
+        // stuck on a dead socket must not outlive it.
+        writing.abort();
+    }
+
+    /// Answer the requests of one inbound peer connection until it closes, fails,
+    /// or stays silent for `PEER_IDLE_STALLS` stall periods (the peer pings every
+    /// probe interval, so a silent connection is one it has given up on).
+    async fn serve_requests(
+        self: &Arc<Self>,
+        node: NodeId,
+        addr: &str,
+        mut reader: PeerReader,
+        send: mpsc::Sender<Envelope>,
+    ) {
         let permits = Arc::new(tokio::sync::Semaphore::new(
             self.config.peer_requests_in_flight_max,
         ));
+        let idle_max = Duration::from_millis(self.config.peer_stall_ms * PEER_IDLE_STALLS);
         loop {
-            let envelope = match reader.recv().await {
+            let Ok(received) = tokio::time::timeout(idle_max, reader.recv()).await else {
+                tracing::info!("closing the silent peer connection from node {node} ({addr})");
+                return;
+            };
+            let envelope = match received {
                 Ok(envelope) => envelope,
                 Err(PeerError::Io(_)) => return,
                 Err(e) => {
@@ -1666,6 +1774,16 @@ impl Cluster {
                     return e;
                 }
                 Response::Sets(self.read_locally(namespace, &keys))
+            }
+            Request::ReadPrefix {
+                namespace,
+                keys,
+                bytes_max,
+            } => {
+                if let Some(e) = too_many(keys.len()) {
+                    return e;
+                }
+                Response::Sets(self.read_prefix(namespace, &keys, bytes_max))
             }
             Request::ReadHints {
                 owner,
@@ -1891,7 +2009,7 @@ impl Cluster {
                     };
                     if !items.is_empty()
                         && (items.len() >= HANDOFF_ITEMS_PER_BATCH_MAX
-                            || bytes >= HANDOFF_BATCH_BYTES_MAX)
+                            || bytes >= self.config.repair_batch_bytes_max)
                     {
                         let last: &ReplicaItem = items.last().expect("not empty");
                         let next = HandoffCursor {
@@ -1901,7 +2019,7 @@ impl Cluster {
                         };
                         return (items, Some(next));
                     }
-                    bytes += key.len() + set_bytes(&set);
+                    bytes += key.len() + set.size_bytes();
                     last_slot = slot;
                     items.push(ReplicaItem {
                         namespace,
@@ -1982,21 +2100,35 @@ impl Cluster {
         })
     }
 
+    /// Merge replica copies into the local store, durably. Submitted in
+    /// batches of at most the committer's `batch_bytes_max` (all queued before
+    /// any is awaited, so they commit in order), so that a stream of large
+    /// copies never makes one batch too big for a segment.
     async fn merge_locally(&self, items: Vec<ReplicaItem>) -> Vec<Result<(), RemoteError>> {
-        let n = items.len();
-        let ops: Vec<WriteOp> = items
-            .into_iter()
-            .map(|i| WriteOp::merge(i.namespace, i.key, i.set))
-            .collect();
-        match self.storage.write(ops).await {
-            Ok(results) => results
+        let stopped = || Err(RemoteError::new("IOERR", "storage has stopped"));
+        let mut tickets = Vec::new();
+        for chunk in chunk_by_bytes(items, self.storage.config().batch_bytes_max) {
+            let n = chunk.len();
+            let ops: Vec<WriteOp> = chunk
                 .into_iter()
-                .map(|r| r.map(|_| ()).map_err(|e| remote_error(&e)))
-                .collect(),
-            Err(_) => (0..n)
-                .map(|_| Err(RemoteError::new("IOERR", "storage has stopped")))
-                .collect(),
+                .map(|i| WriteOp::merge(i.namespace, i.key, i.set))
+                .collect();
+            tickets.push((n, self.storage.submit(ops).await));
         }
+        let mut results = Vec::new();
+        for (n, ticket) in tickets {
+            match ticket {
+                Ok(ticket) => results.extend(
+                    ticket
+                        .wait()
+                        .await
+                        .into_iter()
+                        .map(|r| r.map(|_| ()).map_err(|e| remote_error(&e))),
+                ),
+                Err(_) => results.extend((0..n).map(|_| stopped())),
+            }
+        }
+        results
     }
 
     /// As a fallback: the hint held for `owner` of each key (`None`: none).
@@ -2021,6 +2153,34 @@ impl Cluster {
                         .and_then(|v| hints::decode_hint(&v)))
                 })
                 .collect()
+        })
+    }
+
+    /// `ReadPrefix`: the local copies of the first keys whose sets add up to at
+    /// most `bytes_max`, and always the first.
+    fn read_prefix(
+        &self,
+        namespace: u8,
+        keys: &[Bytes],
+        bytes_max: u64,
+    ) -> Vec<Result<Option<SiblingSet>, RemoteError>> {
+        self.storage.read(|s| {
+            let mut bytes = 0u64;
+            let mut sets = Vec::new();
+            for key in keys {
+                let set = s
+                    .get(namespace, key)
+                    .map_err(|e| RemoteError::new("ERR", e.to_string()));
+                let set_bytes = set.as_ref().map_or(0, |set| {
+                    set.as_ref().map_or(0, SiblingSet::size_bytes) + key.len()
+                });
+                if !sets.is_empty() && bytes + set_bytes as u64 > bytes_max {
+                    break;
+                }
+                bytes += set_bytes as u64;
+                sets.push(set);
+            }
+            sets
         })
     }
 
@@ -2286,6 +2446,18 @@ impl Cluster {
                 if held.is_empty() {
                     continue;
                 }
+                // One request's worth of bytes per owner per round.
+                let mut held = held;
+                let mut held_bytes = 0usize;
+                let within = held
+                    .iter()
+                    .take_while(|(_, _, item)| {
+                        let first = held_bytes == 0;
+                        held_bytes += item.key.len() + item.set.size_bytes();
+                        first || held_bytes <= self.config.repair_batch_bytes_max
+                    })
+                    .count();
+                held.truncate(within);
                 let items: Vec<ReplicaItem> = held.iter().map(|(_, _, i)| i.clone()).collect();
                 if owner == self.me() {
                     // Re-routed to this node (its owner left the ring).
@@ -3580,43 +3752,115 @@ impl Cluster {
         for (namespace, key) in keys {
             by_namespace.entry(namespace).or_default().push(key);
         }
+        let mut budget_bytes = self.config.anti_entropy_bytes_per_round_max;
         for (namespace, keys) in by_namespace {
-            // Push ours.
-            let items = replica_items(namespace, &keys, self.read_locally(namespace, &keys));
-            if !items.is_empty() {
-                self.stats
-                    .anti_entropy_keys_pushed
-                    .fetch_add(items.len() as u64, Ordering::Relaxed);
-                let request = Request::Replicate {
-                    sent_wall_ms: self.clock.wall_ms(),
-                    ring_version: map.version(),
-                    items,
-                    hint_for: None,
-                };
-                self.call(peer, request, timeout).await?;
-            }
-            // Pull theirs.
-            let request = Request::Read {
-                namespace,
-                keys: keys.clone(),
-            };
-            match self.call(peer, request, timeout).await? {
-                Response::Sets(sets) if sets.len() == keys.len() => {
-                    pulled_everything &= sets.iter().all(Result::is_ok);
-                    let items = replica_items(namespace, &keys, sets);
-                    self.stats
-                        .anti_entropy_keys_pulled
-                        .fetch_add(items.len() as u64, Ordering::Relaxed);
-                    let merged = self.merge_locally(items).await;
-                    pulled_everything &= merged.iter().all(Result::is_ok);
-                }
-                _ => pulled_everything = false,
-            }
+            self.push_copies(peer, &map, namespace, &keys, &mut budget_bytes)
+                .await?;
+            pulled_everything &= self
+                .pull_copies(peer, namespace, keys, &mut budget_bytes)
+                .await?;
         }
         if pulled_everything {
             self.restored_from(peer, &map);
         }
         Ok(())
+    }
+
+    /// Anti-entropy's push: our copies of `keys` to `peer`, in requests of at
+    /// most `repair_batch_bytes_max`, while `budget_bytes` lasts (the first
+    /// copy always goes, so a round moves any value size).
+    async fn push_copies(
+        &self,
+        peer: NodeId,
+        map: &ClusterMap,
+        namespace: u8,
+        keys: &[Bytes],
+        budget_bytes: &mut usize,
+    ) -> Result<(), CallError> {
+        let mut items = replica_items(namespace, keys, self.read_locally(namespace, keys));
+        let mut taken_bytes = 0usize;
+        let within = items
+            .iter()
+            .take_while(|i| {
+                let first = taken_bytes == 0;
+                taken_bytes += i.key.len() + i.set.size_bytes();
+                first || taken_bytes <= *budget_bytes
+            })
+            .count();
+        let mut chunk_bytes_max = self.config.repair_batch_bytes_max;
+        if cfg!(feature = "bug-repair-ignores-bytes") {
+            // Planted bug: bounded by key count only, as before.
+            chunk_bytes_max = usize::MAX;
+        } else {
+            items.truncate(within);
+        }
+        for chunk in chunk_by_bytes(items, chunk_bytes_max) {
+            let (n, bytes) = (chunk.len(), items_bytes(&chunk));
+            let request = Request::Replicate {
+                sent_wall_ms: self.clock.wall_ms(),
+                ring_version: map.version(),
+                items: chunk,
+                hint_for: None,
+            };
+            self.call(peer, request, self.config.request_timeout_ms)
+                .await?;
+            *budget_bytes = budget_bytes.saturating_sub(bytes);
+            self.stats
+                .anti_entropy_keys_pushed
+                .fetch_add(n as u64, Ordering::Relaxed);
+            self.stats
+                .anti_entropy_bytes_pushed
+                .fetch_add(bytes as u64, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Anti-entropy's pull: `peer`'s copies of `keys`, a byte-bounded prefix
+    /// per request (`ReadPrefix`), merged here, while `budget_bytes` lasts.
+    /// True when every key's copy was read and merged.
+    async fn pull_copies(
+        &self,
+        peer: NodeId,
+        namespace: u8,
+        mut keys: Vec<Bytes>,
+        budget_bytes: &mut usize,
+    ) -> Result<bool, CallError> {
+        let mut complete = true;
+        while !keys.is_empty() {
+            if *budget_bytes == 0 {
+                return Ok(false);
+            }
+            let mut bytes_max = self.config.repair_batch_bytes_max.min(*budget_bytes) as u64;
+            if cfg!(feature = "bug-repair-ignores-bytes") {
+                bytes_max = u64::MAX;
+            }
+            let request = Request::ReadPrefix {
+                namespace,
+                keys: keys.clone(),
+                bytes_max,
+            };
+            let sets = match self
+                .call(peer, request, self.config.request_timeout_ms)
+                .await?
+            {
+                Response::Sets(sets) if (1..=keys.len()).contains(&sets.len()) => sets,
+                _ => return Ok(false),
+            };
+            let answered: Vec<Bytes> = keys.drain(..sets.len()).collect();
+            complete &= sets.iter().all(Result::is_ok);
+            let items = replica_items(namespace, &answered, sets);
+            let bytes = items_bytes(&items);
+            *budget_bytes = budget_bytes.saturating_sub(bytes);
+            self.stats
+                .anti_entropy_keys_pulled
+                .fetch_add(items.len() as u64, Ordering::Relaxed);
+            self.stats
+                .anti_entropy_bytes_pulled
+                .fetch_add(bytes as u64, Ordering::Relaxed);
+            let merged = self.merge_locally(items).await;
+            complete &= merged.iter().all(Result::is_ok);
+        }
+        Ok(complete)
     }
 
     /// While restoring ([`RESTORING_FILE`]): `peer`'s copies of every partition

@@ -218,6 +218,7 @@ pub struct PeerReader {
     /// Keyed with this direction's session key.
     mac: HmacSha256,
     seq: u64,
+    body_max_bytes: usize,
 }
 
 /// The sending half of an authenticated connection.
@@ -227,18 +228,25 @@ pub struct PeerWriter {
     mac: HmacSha256,
     seq: u64,
     buf: Vec<u8>,
+    body_max_bytes: usize,
 }
 
 impl PeerReader {
     pub async fn recv(&mut self) -> Result<Envelope, PeerError> {
         let body = read_frame(
             &mut self.inner,
-            PEER_FRAME_BODY_MAX_BYTES,
+            self.body_max_bytes,
             Some((&self.mac, self.seq)),
         )
         .await?;
         self.seq += 1;
         postcard::from_bytes(&body).map_err(|e| PeerError::Decode(e.to_string()))
+    }
+
+    /// Refuse frames whose body is longer than this (default
+    /// [`PEER_FRAME_BODY_MAX_BYTES`]; a simulation sets it low to exercise limits).
+    pub fn set_body_max_bytes(&mut self, body_max_bytes: usize) {
+        self.body_max_bytes = body_max_bytes;
     }
 }
 
@@ -254,15 +262,20 @@ impl PeerWriter {
     /// [`WRITE_BATCH_MAX_BYTES`].
     pub fn queue(&mut self, envelope: &Envelope) -> Result<(), PeerError> {
         let body = postcard::to_allocvec(envelope).map_err(|e| PeerError::Decode(e.to_string()))?;
-        if body.len() > PEER_FRAME_BODY_MAX_BYTES {
+        if body.len() > self.body_max_bytes {
             return Err(PeerError::FrameTooLarge {
                 len_bytes: body.len(),
-                max_bytes: PEER_FRAME_BODY_MAX_BYTES,
+                max_bytes: self.body_max_bytes,
             });
         }
         encode_frame(&body, Some((&self.mac, self.seq)), &mut self.buf);
         self.seq += 1;
         Ok(())
+    }
+
+    /// See [`PeerReader::set_body_max_bytes`].
+    pub fn set_body_max_bytes(&mut self, body_max_bytes: usize) {
+        self.body_max_bytes = body_max_bytes;
     }
 
     pub fn queued_bytes(&self) -> usize {
@@ -340,12 +353,14 @@ fn split(
         inner: BufReader::with_capacity(READ_BUFFER_BYTES, read),
         mac: keyed(&session_key(secret, remote, me, dial_nonce, listen_nonce)),
         seq: 0,
+        body_max_bytes: PEER_FRAME_BODY_MAX_BYTES,
     };
     let writer = PeerWriter {
         inner: write,
         mac: keyed(&session_key(secret, me, remote, dial_nonce, listen_nonce)),
         seq: 0,
         buf: Vec::new(),
+        body_max_bytes: PEER_FRAME_BODY_MAX_BYTES,
     };
     (reader, writer)
 }

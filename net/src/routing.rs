@@ -624,7 +624,7 @@ pub fn status_text(cluster: &Cluster) -> String {
         }
     ));
     text.push_str(&format!(
-        "\nwrites coordinated {}, proxied {}, quorum failures {}, replica writes received {}\nreads {}, read repairs {}\nanti-entropy rounds {}, keys pushed {}, keys pulled {}\npeer handshakes refused {}, peer frames refused {}\nhints pending {} (sloppy quorum {}): stored {}, delivered {}, refused {}; copies sent to a fallback {}; reads that asked a fallback {}\n",
+        "\nwrites coordinated {}, proxied {}, quorum failures {}, replica writes received {}\nreads {}, read repairs {}\nanti-entropy rounds {}, keys pushed {} ({} bytes), keys pulled {} ({} bytes)\npeer handshakes refused {}, peer frames refused {}\nhints pending {} (sloppy quorum {}): stored {}, delivered {}, refused {}; copies sent to a fallback {}; reads that asked a fallback {}\n",
         stats.writes_coordinated.load(Relaxed),
         stats.writes_proxied.load(Relaxed),
         stats.quorum_failures.load(Relaxed),
@@ -633,7 +633,9 @@ pub fn status_text(cluster: &Cluster) -> String {
         stats.read_repairs.load(Relaxed),
         stats.anti_entropy_rounds.load(Relaxed),
         stats.anti_entropy_keys_pushed.load(Relaxed),
+        stats.anti_entropy_bytes_pushed.load(Relaxed),
         stats.anti_entropy_keys_pulled.load(Relaxed),
+        stats.anti_entropy_bytes_pulled.load(Relaxed),
         stats.peer_auth_refusals.load(Relaxed),
         stats.peer_frames_refused.load(Relaxed),
         cluster.hints_pending(),

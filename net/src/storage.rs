@@ -9,10 +9,12 @@
 use serde::Deserialize;
 use shoal_engine::runtime::Runtime;
 use shoal_engine::store::UNSYNCED_BATCHES_MAX;
+use shoal_engine::version::SiblingSet;
 use shoal_engine::{
     CompactionProgress, DiskError, PreparedBatch, Store, WriteError, WriteOp, WriteOutcome,
 };
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{mpsc, oneshot};
 
@@ -145,6 +147,7 @@ impl Storage {
             config,
         };
         let committer = Committer {
+            written_since_compaction_bytes: AtomicU64::new(0),
             store: storage.store.clone(),
             stats: storage.stats.clone(),
             config: storage.config.clone(),
@@ -221,7 +224,12 @@ async fn run_blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static)
         .expect("blocking disk task panicked")
 }
 
+/// Compaction budget per byte written (see [`Committer::compact`]).
+const COMPACTION_BYTES_PER_WRITTEN_BYTE: u64 = 2;
+
 struct Committer<R: Runtime> {
+    /// Key and value bytes of the batches written since the last compaction tick.
+    written_since_compaction_bytes: AtomicU64,
     store: Arc<Mutex<Store>>,
     stats: Arc<Mutex<CommitStats>>,
     config: StorageConfig,
@@ -263,14 +271,21 @@ impl<R: Runtime> Committer<R> {
                 let front = in_flight.pop_front().expect("front exists");
                 self.finish(front, batch, synced, &mut failure);
             }
+            // Compaction keeps pace with the writes: it runs between batches
+            // whether or not others are in flight (a sustained load would
+            // otherwise starve it, and the disk grow without bound), with a
+            // budget that grows with the bytes written since its last tick.
+            if self.runtime.monotonic_ms() >= compaction_due_ms {
+                let written_bytes = self
+                    .written_since_compaction_bytes
+                    .swap(0, Ordering::Relaxed);
+                self.compact(written_bytes).await;
+                compaction_due_ms =
+                    self.runtime.monotonic_ms() + self.config.compaction_interval_ms;
+            }
             if in_flight.is_empty() {
                 if !open {
                     break;
-                }
-                if self.runtime.monotonic_ms() >= compaction_due_ms {
-                    self.compact().await;
-                    compaction_due_ms =
-                        self.runtime.monotonic_ms() + self.config.compaction_interval_ms;
                 }
                 let wait_ms = compaction_due_ms.saturating_sub(self.runtime.monotonic_ms());
                 // `biased`: a fixed polling order. Unbiased select! draws from
@@ -332,6 +347,8 @@ impl<R: Runtime> Committer<R> {
                 Err(_) => break,
             }
         }
+        self.written_since_compaction_bytes
+            .fetch_add(bytes as u64, Ordering::Relaxed);
         // Move the operations out; keep only how many each writer sent, and its reply.
         let mut ops = Vec::with_capacity(op_count);
         let mut answers = Vec::with_capacity(requests.len());
@@ -400,9 +417,16 @@ impl<R: Runtime> Committer<R> {
         answer(in_flight.answers, results);
     }
 
-    async fn compact(&self) {
+    /// One compaction tick: at least `compaction_budget_bytes`, and twice what
+    /// was written since the last tick. Rewriting a segment at least half dead
+    /// (`compaction_dead_percent_min`) moves at most as many live bytes as it
+    /// frees, so this frees space at least as fast as overwrites make it dead.
+    async fn compact(&self, written_bytes: u64) {
         let store = self.store.clone();
-        let budget = self.config.compaction_budget_bytes;
+        let budget = self
+            .config
+            .compaction_budget_bytes
+            .max(written_bytes.saturating_mul(COMPACTION_BYTES_PER_WRITTEN_BYTE));
         let progress = run_blocking(move || lock(&store).compaction_tick(budget)).await;
         match progress {
             Ok(CompactionProgress::Finished { segment }) => {
@@ -417,7 +441,10 @@ impl<R: Runtime> Committer<R> {
 fn request_bytes(r: &WriteRequest) -> usize {
     r.ops
         .iter()
-        .map(|op| op.key.len() + op.value.as_ref().map_or(0, |v| v.len()))
+        .map(|op| {
+            let value = op.value.as_ref().map_or(0, |v| v.len());
+            op.key.len() + value + op.merge.as_ref().map_or(0, SiblingSet::size_bytes)
+        })
         .sum()
 }
 

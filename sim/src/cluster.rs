@@ -32,6 +32,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub const CLIENT_PORT: u16 = 7379;
+/// Each member's segment size.
+const SEGMENT_SIZE_BYTES: u64 = 1 << 20;
 const SECRET: &str = "simulation-secret";
 
 pub fn member_ip(node: u32) -> IpAddr {
@@ -49,6 +51,11 @@ pub enum ClusterFault {
     },
     /// Cut the node off from everyone for `duration_ms`.
     Isolate { node: u32, duration_ms: u64 },
+    /// Cut the node off from everyone for a long `duration_ms` (its open peer
+    /// connections deep in retransmission backoff), then write through it until
+    /// a write is acknowledged: later than `heal::HEAL_SERVE_BOUND_MS` after the
+    /// heal fails the seed (G7).
+    LongIsolate { node: u32, duration_ms: u64 },
     /// Cut the link between two members (both ways) for `duration_ms`.
     Cut { a: u32, b: u32, duration_ms: u64 },
     /// The node's disk has no free space for `duration_ms`.
@@ -94,6 +101,10 @@ impl fmt::Display for ClusterFault {
             ClusterFault::Isolate { node, duration_ms } => {
                 write!(f, "isolate node {node} for {duration_ms} ms")
             }
+            ClusterFault::LongIsolate { node, duration_ms } => write!(
+                f,
+                "isolate node {node} for {duration_ms} ms, then write through it"
+            ),
             ClusterFault::Cut { a, b, duration_ms } => {
                 write!(f, "cut link {a}-{b} for {duration_ms} ms")
             }
@@ -248,6 +259,8 @@ pub struct ClusterPlan {
     /// a write acknowledged by a fallback is invisible to the owners until its
     /// hint is delivered).
     pub sloppy: bool,
+    /// Values up to `heal::LARGE_VALUE_MAX_BYTES` under a small peer frame limit.
+    pub large_values: bool,
     /// Group-commit batches syncing at once on every node.
     pub syncs_in_flight_max: usize,
 }
@@ -475,6 +488,16 @@ impl ClusterPlan {
             let after_ms = segment_rng.below(1_000);
             faults.push((at_ms, ClusterFault::SegmentCorrupt { node, after_ms }));
         }
+        if ring_changes.is_empty() {
+            long_isolation(seed, nodes, phase1_ms, &mut faults);
+        }
+        let large_values = SplitMix64::new(seed ^ 0x0b16_0b16).chance_percent(30);
+        if large_values {
+            // Many keys, so that a node that missed a few seconds of writes
+            // differs by many frames' worth.
+            workload.value_size_max_bytes = crate::heal::LARGE_VALUE_MAX_BYTES;
+            workload.keys = workload.keys.max(crate::heal::LARGE_VALUE_KEYS_MIN);
+        }
         let mut loss_rng = SplitMix64::new(seed ^ 0x0010_55e7);
         if loss_rng.chance_percent(25) {
             let at_ms = 300 + loss_rng.below(phase1_ms - 300);
@@ -501,6 +524,7 @@ impl ClusterPlan {
             spare,
             ring_changes,
             sloppy: SplitMix64::new(seed ^ 0x5107).chance_percent(50),
+            large_values,
             syncs_in_flight_max: if SplitMix64::new(seed ^ 0x5_1c5).chance_percent(50) {
                 1
             } else {
@@ -527,6 +551,41 @@ impl ClusterPlan {
     }
 }
 
+/// In 15% of the seeds without ring changes (own stream): one node is cut off
+/// for 8-20 s, far past madsim's 10 s retransmission backoff cap, and no other
+/// fault names it (the probe after the heal must find it up and its disk fine).
+fn long_isolation(seed: u64, nodes: u32, phase1_ms: u64, faults: &mut Vec<(u64, ClusterFault)>) {
+    let mut heal_rng = SplitMix64::new(seed ^ 0x4ea1_7153);
+    if !heal_rng.chance_percent(15) {
+        return;
+    }
+    let at_ms = 300 + heal_rng.below(phase1_ms / 2);
+    let node = 1 + heal_rng.below(u64::from(nodes)) as u32;
+    let duration_ms = 8_000 + heal_rng.below(12_000);
+    faults.retain(|(_, fault)| !fault.names(node));
+    faults.push((at_ms, ClusterFault::LongIsolate { node, duration_ms }));
+    faults.sort_by_key(|(at, _)| *at);
+}
+
+impl ClusterFault {
+    /// Whether the fault acts on `node` itself (network-wide faults name none).
+    fn names(&self, node: u32) -> bool {
+        match self {
+            ClusterFault::Crash { node: n, .. }
+            | ClusterFault::Isolate { node: n, .. }
+            | ClusterFault::LongIsolate { node: n, .. }
+            | ClusterFault::DiskFull { node: n, .. }
+            | ClusterFault::FsyncFailure { node: n, .. }
+            | ClusterFault::DiskLost { node: n, .. }
+            | ClusterFault::Corrupt { node: n, .. }
+            | ClusterFault::SegmentCorrupt { node: n, .. }
+            | ClusterFault::ClockSkew { node: n, .. } => *n == node,
+            ClusterFault::Cut { a, b, .. } => *a == node || *b == node,
+            ClusterFault::Lossy { .. } => false,
+        }
+    }
+}
+
 impl fmt::Display for ClusterPlan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
@@ -543,6 +602,15 @@ impl fmt::Display for ClusterPlan {
             self.workload.clients,
             self.workload.keys
         )?;
+        if self.large_values {
+            writeln!(
+                f,
+                "  values up to {} B, peer frames up to {} B, repair requests up to {} B",
+                crate::heal::LARGE_VALUE_MAX_BYTES,
+                crate::heal::LARGE_FRAME_BODY_MAX_BYTES,
+                crate::heal::LARGE_REPAIR_BATCH_BYTES_MAX
+            )?;
+        }
         if let Some(spare) = self.spare {
             writeln!(
                 f,
@@ -779,6 +847,14 @@ pub async fn simulate_cluster(plan: ClusterPlan) -> ClusterOutcome {
         config.tombstone_grace_ms = 500;
         config.sloppy_quorum = plan.sloppy;
         config.hint_observer = Some(hint_audit(all_members.clone(), recorder.clone()));
+        let mut record_size_max_bytes = StoreOptions::default().record_size_max_bytes;
+        if plan.large_values {
+            config.peer_frame_body_max_bytes = crate::heal::LARGE_FRAME_BODY_MAX_BYTES;
+            config.repair_batch_bytes_max = crate::heal::LARGE_REPAIR_BATCH_BYTES_MAX;
+            config.anti_entropy_bytes_per_round_max =
+                crate::heal::LARGE_ANTI_ENTROPY_ROUND_BYTES_MAX;
+            record_size_max_bytes = crate::heal::LARGE_RECORD_SIZE_MAX_BYTES;
+        }
         if cfg!(feature = "bug-skip-anti-entropy") {
             // Planted bug: anti-entropy never runs, so a replica that missed writes
             // while down or cut off stays behind.
@@ -791,12 +867,15 @@ pub async fn simulate_cluster(plan: ClusterPlan) -> ClusterOutcome {
             config,
             store_options: StoreOptions {
                 node_id: *id,
-                segment_size_bytes: 1 << 20,
+                segment_size_bytes: SEGMENT_SIZE_BYTES,
                 delete_markers_collectable: false,
+                record_size_max_bytes,
                 ..StoreOptions::default()
             },
             storage_config: StorageConfig {
                 syncs_in_flight_max: plan.syncs_in_flight_max,
+                // A batch stays well inside a segment.
+                batch_bytes_max: (SEGMENT_SIZE_BYTES / 4) as usize,
                 ..StorageConfig::default()
             },
             open_failure: Mutex::new(None),
@@ -859,7 +938,14 @@ pub async fn simulate_cluster(plan: ClusterPlan) -> ClusterOutcome {
             }
         });
     }
+    let heal_failures: Arc<Mutex<Vec<String>>> = Arc::default();
+    let prober = handle
+        .create_node()
+        .name("prober")
+        .ip(IpAddr::V4(Ipv4Addr::new(10, 0, 4, 1)))
+        .build();
     for (at_ms, fault) in plan.faults.clone() {
+        let (prober, heal_failures) = (prober.clone(), heal_failures.clone());
         let handle = handle.clone();
         let recorder = recorder.clone();
         let node_ids = node_ids.clone();
@@ -898,6 +984,26 @@ pub async fn simulate_cluster(plan: ClusterPlan) -> ClusterOutcome {
                     tokio::time::sleep(Duration::from_millis(duration_ms)).await;
                     net.unclog_node(node_ids[&node]);
                     recorder.fault(format!("node {node} reconnected"));
+                }
+                ClusterFault::LongIsolate { node, duration_ms } => {
+                    net.clog_node(node_ids[&node]);
+                    tokio::time::sleep(Duration::from_millis(duration_ms)).await;
+                    net.unclog_node(node_ids[&node]);
+                    recorder.fault(format!("node {node} reconnected"));
+                    let addr = SocketAddr::new(member_ip(node), CLIENT_PORT);
+                    let probe = prober.spawn(crate::heal::first_acknowledged_write_ms(addr, node));
+                    let took_ms = probe.await.ok().flatten();
+                    recorder.fault(format!(
+                        "first write through node {node} after the heal acknowledged after {}",
+                        took_ms.map_or("never".to_string(), |ms| format!("{ms} ms"))
+                    ));
+                    if !took_ms.is_some_and(|ms| ms <= crate::heal::HEAL_SERVE_BOUND_MS) {
+                        lock(&heal_failures).push(format!(
+                            "G7 availability: after an isolation of {duration_ms} ms, node {node} acknowledged no write within {} ms of the heal (first after {})",
+                            crate::heal::HEAL_SERVE_BOUND_MS,
+                            took_ms.map_or("never".to_string(), |ms| format!("{ms} ms"))
+                        ));
+                    }
                 }
                 ClusterFault::DiskFull { node, duration_ms } => {
                     let memdir = &members[node as usize - 1].memdir;
@@ -1032,6 +1138,9 @@ pub async fn simulate_cluster(plan: ClusterPlan) -> ClusterOutcome {
         None => None,
     };
     let converged = final_map.is_some();
+    if !converged {
+        recorder.fault(why_not_converged(&members));
+    }
     let (agreed, forgotten, dropped) = members
         .iter()
         .filter_map(|m| lock(&m.cluster).clone())
@@ -1053,7 +1162,7 @@ pub async fn simulate_cluster(plan: ClusterPlan) -> ClusterOutcome {
 
     // Phase 3: every key touched, from every replica's store.
     let keys: BTreeSet<Key> = lock(&shared.keys_touched).clone();
-    let mut failures = Vec::new();
+    let mut failures = lock(&heal_failures).clone();
     for member in &members {
         if let Some(reason) = lock(&member.open_failure).clone() {
             failures.push(format!("node {} refused to open: {reason}", member.id));
@@ -1613,6 +1722,67 @@ fn converged(members: &[Arc<Member>]) -> Option<Arc<ClusterMap>> {
 }
 
 /// Every key held by some owner is held equally by all of its owners.
+/// What each member shows when the cluster did not converge: its map, handoffs
+/// and hints pending, whether it is restoring, and its keys, so that a liveness
+/// failure says where it is stuck.
+fn why_not_converged(members: &[Arc<Member>]) -> String {
+    let views: Vec<String> = members
+        .iter()
+        .map(|m| match lock(&m.cluster).clone() {
+            None => format!("node {} down", m.id),
+            Some(c) => {
+                let map = c.map();
+                format!(
+                    "node {}: ring version {} fingerprint {:x}, handoffs pending {}, hints pending {}, restoring {:?}, keys {}",
+                    m.id,
+                    map.version(),
+                    map.fingerprint(),
+                    map.handoffs_pending(),
+                    c.hints_pending(),
+                    c.restoring(),
+                    c.local_digest().1
+                )
+            }
+        })
+        .collect();
+    format!(
+        "not converged: {}; keys whose copies differ (first {DIFFERING_SHOWN_MAX}): {}",
+        views.join("; "),
+        differing_copies(members).join(" | ")
+    )
+}
+
+/// Keys `why_not_converged` lists at most.
+const DIFFERING_SHOWN_MAX: usize = 8;
+
+/// Per key held differently by the members (or by fewer than all): each
+/// holder's sibling count and bytes, or that its copy cannot be read.
+fn differing_copies(members: &[Arc<Member>]) -> Vec<String> {
+    let mut copies: BTreeMap<(u8, Vec<u8>), Vec<(u32, String)>> = BTreeMap::new();
+    for m in members {
+        let Some(storage) = lock(&m.storage).clone() else {
+            continue;
+        };
+        storage.read(|s| {
+            for (ns, key, set) in s.dump() {
+                let held = set.map_or("unreadable".to_string(), |set| {
+                    format!("{} sibling(s), {} B", set.siblings.len(), set.size_bytes())
+                });
+                copies
+                    .entry((ns, key.to_vec()))
+                    .or_default()
+                    .push((m.id, held));
+            }
+        });
+    }
+    copies
+        .iter()
+        .filter(|(_, held)| held.iter().any(|(_, h)| *h != held[0].1) || held.len() < 2)
+        .take(DIFFERING_SHOWN_MAX)
+        .map(|((ns, key), held)| format!("ns {ns} {:?}: {held:?}", String::from_utf8_lossy(key)))
+        .collect()
+}
+
 fn replicas_agree(members: &[Arc<Member>], map: &ClusterMap) -> bool {
     let mut all: BTreeMap<(u8, Vec<u8>), BTreeMap<u32, u64>> = BTreeMap::new();
     for member in members.iter().filter(|m| map.ring().is_member(m.id)) {

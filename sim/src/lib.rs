@@ -33,6 +33,8 @@ pub mod cluster;
 #[cfg(madsim)]
 pub mod faults;
 #[cfg(madsim)]
+pub mod heal;
+#[cfg(madsim)]
 pub mod node;
 #[cfg(madsim)]
 pub mod recorder;

@@ -29,6 +29,28 @@ pub const TOO_OLD: &str = "TOOOLD";
 /// aside as damaged, or a lost disk) and cannot be a handoff source yet.
 pub const RESTORING: &str = "RESTORING";
 
+/// Splits `items` into requests of at most `bytes_max` bytes of sibling sets
+/// and [`ITEMS_PER_REQUEST_MAX`] items, in order; each holds at least one item,
+/// so a set larger than `bytes_max` travels alone.
+pub fn chunk_by_bytes(items: Vec<ReplicaItem>, bytes_max: usize) -> Vec<Vec<ReplicaItem>> {
+    let mut chunks: Vec<Vec<ReplicaItem>> = Vec::new();
+    let mut chunk_bytes = 0usize;
+    for item in items {
+        let item_bytes = item.key.len() + item.set.size_bytes();
+        let full = match chunks.last() {
+            None => true,
+            Some(c) => c.len() >= ITEMS_PER_REQUEST_MAX || chunk_bytes + item_bytes > bytes_max,
+        };
+        if full {
+            chunks.push(Vec::new());
+            chunk_bytes = 0;
+        }
+        chunk_bytes += item_bytes;
+        chunks.last_mut().expect("pushed above").push(item);
+    }
+    chunks
+}
+
 /// Where a handoff scan resumes: after this key of this (slot, namespace).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct HandoffCursor {
@@ -138,6 +160,15 @@ pub enum Request {
     },
     /// The local copies of keys (no quorum: the asker runs the round).
     Read { namespace: u8, keys: Vec<Bytes> },
+    /// Repair's read: the local copies of the first of `keys` whose sets add up
+    /// to at most `bytes_max` (by `SiblingSet::size_bytes`), at least one,
+    /// answered with `Sets` for that prefix; the asker sends the rest again.
+    /// Anti-entropy pulls this way, so a round moves any value size.
+    ReadPrefix {
+        namespace: u8,
+        keys: Vec<Bytes>,
+        bytes_max: u64,
+    },
     /// Sloppy quorum's read side: the hints this node keeps for `owner`, one per
     /// key (`None`: no hint), as the fallback standing in for it while it is down.
     ReadHints {
@@ -236,4 +267,43 @@ pub enum Envelope {
         id: u64,
         body: Response,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::version::{Dot, Hlc, Sibling};
+
+    fn item(key: &str, value_bytes: usize) -> ReplicaItem {
+        ReplicaItem {
+            namespace: 0,
+            key: Bytes::from(key.to_string()),
+            set: SiblingSet {
+                context: VersionVector::new(),
+                siblings: vec![Sibling {
+                    dot: Dot {
+                        node: 1,
+                        counter: 1,
+                    },
+                    hlc: Hlc(0),
+                    value: Some(Bytes::from(vec![b'v'; value_bytes])),
+                }],
+            },
+        }
+    }
+
+    #[test]
+    fn chunks_hold_at_most_the_budget_and_at_least_one_item() {
+        let items: Vec<ReplicaItem> = [10, 10, 500, 10, 10, 10]
+            .iter()
+            .enumerate()
+            .map(|(i, n)| item(&format!("k{i}"), *n))
+            .collect();
+        let sizes: Vec<Vec<usize>> = chunk_by_bytes(items, 100)
+            .iter()
+            .map(|c| c.iter().map(|i| i.set.size_bytes() - 32).collect())
+            .collect();
+        assert_eq!(sizes, vec![vec![10, 10], vec![500], vec![10, 10], vec![10]]);
+        assert!(chunk_by_bytes(Vec::new(), 100).is_empty());
+    }
 }

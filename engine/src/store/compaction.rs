@@ -14,6 +14,12 @@ pub(crate) struct Cursor {
     /// Entries that pointed into the segment when compaction began.
     entries: Vec<(Box<[u8]>, KeyEntry)>,
     next: usize,
+    /// Entries whose key a prepared, unpublished batch is rewriting: copied
+    /// now, the old record would land after the newer one and win at recovery;
+    /// skipped, the segment could go while that batch may still fail. They are
+    /// taken up again once the rest is done, and the segment goes only when
+    /// none is left.
+    deferred: Vec<(Box<[u8]>, KeyEntry)>,
 }
 
 /// What one tick did.
@@ -65,17 +71,24 @@ impl Store {
                 segment,
                 entries,
                 next: 0,
+                deferred: Vec::new(),
             });
         }
         let mut cursor = self.compaction.take().expect("cursor set above");
-        let step_start = cursor.next;
+        if cursor.next >= cursor.entries.len() && !cursor.deferred.is_empty() {
+            // Everything else is done: take the deferred entries up again.
+            cursor.entries = std::mem::take(&mut cursor.deferred);
+            cursor.next = 0;
+        }
+        let (step_start, deferred_before) = (cursor.next, cursor.deferred.len());
         let result = self.compaction_step(&mut cursor, budget_bytes);
         if result.is_err() {
             // Nothing of the failed step took effect: take its entries up again, or
             // finishing would remove the segment under their directory entries.
             cursor.next = step_start;
+            cursor.deferred.truncate(deferred_before);
         }
-        let finished = cursor.next >= cursor.entries.len();
+        let finished = cursor.next >= cursor.entries.len() && cursor.deferred.is_empty();
         let segment = cursor.segment;
         let (done, total) = (cursor.next, cursor.entries.len());
         match result {
@@ -115,6 +128,10 @@ impl Store {
             cursor.next += 1;
             if self.keydir.get(dk) != Some(entry) {
                 continue; // superseded since: nothing to keep
+            }
+            if self.staged.contains_key(dk) {
+                cursor.deferred.push((dk.clone(), *entry));
+                continue;
             }
             spent_bytes += entry.len as u64;
             if !entry.live && collect_tombstones {

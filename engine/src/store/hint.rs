@@ -14,6 +14,10 @@ pub(crate) struct HintFile {
     /// Every batch in the segment has a smaller sequence number.
     pub batch_seq_next: u64,
     pub hlc_max: u64,
+    /// CRC32C of the segment's bytes `[0, written_bytes)`: an open that loads
+    /// the hint checks the segment against it, so damage to sealed data (a
+    /// flipped byte, a truncation) is found at start, not at some later read.
+    pub data_crc: u32,
     pub entries: Vec<HintEntry>,
 }
 
@@ -55,6 +59,7 @@ impl Store {
             written_bytes: segment.written_bytes,
             batch_seq_next: self.next_batch_seq,
             hlc_max: self.clock.last().0,
+            data_crc: segment.data_crc,
             entries,
         };
         let body = postcard::to_allocvec(&hint).map_err(|e| DiskError::Io(e.to_string()))?;
@@ -92,6 +97,29 @@ impl Store {
         let hint: HintFile = postcard::from_bytes(body).ok()?;
         (hint.segment_id == segment_id).then_some(hint)
     }
+}
+
+/// Bytes read at once while checksumming a segment.
+const CRC_CHUNK_BYTES: u64 = 4 << 20;
+
+/// CRC32C of `disk`'s bytes `[0, len_bytes)`; an error if it is shorter.
+pub(crate) fn data_crc(disk: &dyn crate::disk::Disk, len_bytes: u64) -> Result<u32, DiskError> {
+    if disk.len()? < len_bytes {
+        return Err(DiskError::Io(format!(
+            "segment is {} bytes, shorter than its {len_bytes} bytes of data",
+            disk.len()?
+        )));
+    }
+    let mut crc = 0u32;
+    let mut buf = vec![0u8; CRC_CHUNK_BYTES.min(len_bytes) as usize];
+    let mut at = 0u64;
+    while at < len_bytes {
+        let n = CRC_CHUNK_BYTES.min(len_bytes - at) as usize;
+        disk.read_at(at, &mut buf[..n])?;
+        crc = crc32c::crc32c_append(crc, &buf[..n]);
+        at += n as u64;
+    }
+    Ok(crc)
 }
 
 impl HintEntry {

@@ -91,6 +91,10 @@ pub(crate) struct Segment {
     pub written_bytes: u64,
     /// Bytes of records that a later record of the same key superseded.
     pub dead_bytes: u64,
+    /// CRC32C of `[0, written_bytes)` as this process wrote (or verified) it,
+    /// carried into the segment's hint when it is sealed: damage to the file
+    /// after the bytes were written no longer matches it.
+    pub data_crc: u32,
 }
 
 /// What a write supersedes.
@@ -895,14 +899,16 @@ impl Store {
     ) -> Result<(Vec<Placement>, Arc<dyn Disk>), WriteError> {
         let total_bytes: u64 = frames.iter().map(|f| f.bytes.len() as u64).sum();
         let segment_size = self.options.segment_size_bytes;
-        if self.active().written_bytes + total_bytes > segment_size {
-            self.rotate()?;
-        }
+        // Checked before rotating: a batch no segment can hold is refused as it
+        // is, rather than leaving an empty fresh segment behind on every try.
         if SEGMENT_HEADER_BYTES + total_bytes > segment_size {
             return Err(WriteError::RecordTooLarge {
                 len_bytes: total_bytes as usize,
                 max_bytes: (segment_size - SEGMENT_HEADER_BYTES) as u32,
             });
+        }
+        if self.active().written_bytes + total_bytes > segment_size {
+            self.rotate()?;
         }
         let start = self.active().written_bytes;
         let mut chunk = Vec::with_capacity(total_bytes as usize);
@@ -924,10 +930,12 @@ impl Store {
                 return Err(WriteError::Disk(e));
             }
         }
-        self.segments
+        let active = self
+            .segments
             .get_mut(&self.active_id)
-            .expect("active segment exists")
-            .written_bytes = start + total_bytes;
+            .expect("active segment exists");
+        active.written_bytes = start + total_bytes;
+        active.data_crc = crc32c::crc32c_append(active.data_crc, &chunk);
         self.stats.records_written += frames.len() as u64;
         Ok((placed, disk))
     }
@@ -963,6 +971,7 @@ impl Store {
                 disk,
                 written_bytes: SEGMENT_HEADER_BYTES,
                 dead_bytes: 0,
+                data_crc: crc32c::crc32c(&crate::record::segment_header(new_id)),
             },
         );
         self.active_id = new_id;

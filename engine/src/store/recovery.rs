@@ -262,6 +262,7 @@ impl Store {
                     disk,
                     written_bytes: SEGMENT_HEADER_BYTES,
                     dead_bytes: 0,
+                    data_crc: crc32c::crc32c(&crate::record::segment_header(1)),
                 },
             );
             store.active_id = 1;
@@ -312,6 +313,30 @@ impl Store {
         }
     }
 
+    /// A sealed segment whose bytes no longer match its hint (synced data was
+    /// damaged, or the file cut short): the scan names the first bad frame;
+    /// if it finds none, the data ends before what the hint recorded synced.
+    fn damaged_sealed(
+        &mut self,
+        id: u32,
+        disk: &dyn Disk,
+        synced_bytes: u64,
+        report: &mut RecoveryReport,
+    ) -> OpenError {
+        let mut scratch = Vec::new();
+        match self.scan_segment(id, disk, false, &mut scratch, report) {
+            Err(e) => e,
+            Ok(end) => OpenError::Corrupt {
+                segment: id,
+                offset: end,
+                reason: format!(
+                    "the segment's data ends or differs before the {synced_bytes} bytes its hint recorded as synced (file now {} bytes)",
+                    disk.len().unwrap_or(0)
+                ),
+            },
+        }
+    }
+
     /// Loads one segment's entries (in log order) into `entries`.
     fn load_segment(
         &mut self,
@@ -328,6 +353,12 @@ impl Store {
                 Err(e) => return Err(e.into()),
             }
         } else if let Some(hint) = self.read_hint(id) {
+            let whole = cfg!(feature = "bug-trust-hints")
+                || super::hint::data_crc(disk.as_ref(), hint.written_bytes).ok()
+                    == Some(hint.data_crc);
+            if !whole {
+                return Err(self.damaged_sealed(id, disk.as_ref(), hint.written_bytes, report));
+            }
             self.next_batch_seq = self.next_batch_seq.max(hint.batch_seq_next);
             self.clock.observe(Hlc(hint.hlc_max));
             report.segments_from_hints += 1;
@@ -344,18 +375,22 @@ impl Store {
                     disk,
                     written_bytes,
                     dead_bytes: 0,
+                    data_crc: hint.data_crc,
                 },
             );
             return Ok(());
         }
         report.segments_scanned += 1;
         let written_bytes = self.scan_segment(id, disk.as_ref(), is_last, entries, report)?;
+        // Every frame of it was just checked: this is the data as it stands.
+        let data_crc = super::hint::data_crc(disk.as_ref(), written_bytes)?;
         self.segments.insert(
             id,
             Segment {
                 disk,
                 written_bytes,
                 dead_bytes: 0,
+                data_crc,
             },
         );
         Ok(())
