@@ -636,9 +636,10 @@ pub struct Cluster {
     /// minted (peers' Coordinate requests wait on `ready_changed`).
     ready: AtomicBool,
     /// Restoring from the replicas ([`RESTORING_FILE`]), and the peers whose
-    /// copies were merged here in full since this start.
+    /// copies were merged here in full under the settled ring of the given
+    /// version.
     restoring: AtomicBool,
-    restored_from: Mutex<BTreeSet<NodeId>>,
+    restored_from: Mutex<(u64, BTreeSet<NodeId>)>,
     /// Per peer, from the last ping it answered: (its wall clock minus ours, the
     /// estimate's error bound), ms.
     clock_offsets: Mutex<BTreeMap<NodeId, (i64, u64)>>,
@@ -923,7 +924,7 @@ impl Cluster {
             marker_cursor: AtomicU64::new(0),
             stats: ClusterStats::default(),
             restoring: AtomicBool::new(restoring),
-            restored_from: Mutex::new(BTreeSet::new()),
+            restored_from: Mutex::new((0, BTreeSet::new())),
             clock_offsets: Mutex::new(BTreeMap::new()),
         });
         // Peers are served during the check (they may be checking too, on a cold
@@ -1392,7 +1393,7 @@ impl Cluster {
             .copied()
             .filter(|n| *n != me)
             .collect();
-        let done = lock(&self.restored_from);
+        let (_, done) = &*lock(&self.restored_from);
         Some((
             others.iter().filter(|n| done.contains(n)).count(),
             others.len(),
@@ -3867,11 +3868,28 @@ impl Cluster {
     /// the two share are merged here. Once that holds for every other ring
     /// member, this node holds every write any of them acknowledged before, and
     /// stops restoring.
+    ///
+    /// Only exchanges under a settled ring count, and only under one ring
+    /// version. While a handoff runs, a node that left (or gave up a partition
+    /// this node keeps) may hold the only other copy of a write lost here; it is
+    /// no ring member to exchange with, and the copy reaches the other owners
+    /// only through their pulls, which this node, refusing scans, is not a
+    /// source of. Counting exchanges then would let it serve scans as complete
+    /// while it lacks that write (a down node leaving, the cluster sim found).
     fn restored_from(&self, peer: NodeId, map: &ClusterMap) {
         if !self.restoring.load(Ordering::Acquire) {
             return;
         }
-        let mut done = lock(&self.restored_from);
+        let settled = map.previous_placement().is_none();
+        let mut guard = lock(&self.restored_from);
+        let (version, done) = &mut *guard;
+        if *version != map.version() || !settled {
+            *version = map.version();
+            done.clear();
+        }
+        if !settled {
+            return;
+        }
         done.insert(peer);
         let me = self.me();
         let missing = map
