@@ -1260,8 +1260,8 @@ impl Cluster {
         true
     }
 
-    /// Push our map to `node` and take what it answers.
-    async fn sync_map_with(&self, node: NodeId) {
+    /// Push our map to `node` and take what it answers. Whether it answered.
+    async fn sync_map_with(&self, node: NodeId) -> bool {
         self.stats.map_syncs.fetch_add(1, Ordering::Relaxed);
         let request = Request::MapSync {
             map: (*self.map()).clone(),
@@ -1272,8 +1272,48 @@ impl Cluster {
         {
             if theirs.check().is_ok() {
                 self.adopt(&theirs).await;
+                return true;
             }
         }
+        false
+    }
+
+    /// Before an operator's ring change: compare maps with every other node of
+    /// ours (adopting any newer one), and refuse unless a majority of the ring's
+    /// members answered. A node cut off from the rest may not know the last
+    /// change; a change computed from its older ring takes a version the
+    /// cluster already used, and should it win the tie (maps of one version
+    /// are ordered by placement fingerprint) it replaces a ring whose handoffs
+    /// are done and whose old owners dropped their copies, taking the writes
+    /// acknowledged under it along (the cluster sim found a node healed from
+    /// an isolation do so). The last change was pushed to every node, so a
+    /// majority of them knows it unless most were cut off too.
+    async fn learn_map_from_majority(self: &Arc<Self>) -> Result<(), String> {
+        let map = self.map();
+        let me = self.me();
+        let members = map.ring().members().clone();
+        let asks: Vec<_> = map
+            .nodes()
+            .into_iter()
+            .filter(|n| *n != me)
+            .map(|node| {
+                let cluster = self.clone();
+                tokio::spawn(async move { (node, cluster.sync_map_with(node).await) })
+            })
+            .collect();
+        let mut answered = usize::from(members.contains(&me));
+        for ask in asks {
+            if let Ok((node, true)) = ask.await {
+                answered += usize::from(members.contains(&node));
+            }
+        }
+        if answered * 2 <= members.len() {
+            return Err(format!(
+                "only {answered} of the ring's {} members could compare maps with this node; retry once it reaches a majority",
+                members.len()
+            ));
+        }
+        Ok(())
     }
 
     /// An operator's ring change, made here and pushed to every node of the new
@@ -1283,6 +1323,7 @@ impl Cluster {
         self: &Arc<Self>,
         change: RingChange,
     ) -> Result<(MapDiff, usize), String> {
+        self.learn_map_from_majority().await?;
         let current = self.map();
         let (next, diff) = current.change(&change).map_err(|e| e.to_string())?;
         let handoffs = next.handoffs_pending();
