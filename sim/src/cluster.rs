@@ -1548,7 +1548,9 @@ async fn audit_handoff(
             // A delete acknowledged before the change removed the write: its
             // marker may have been collected on the sources this node pulled
             // from (a collection the ring change interrupted leaves it on some
-            // old owners), and absence here is the same state.
+            // old owners), and absence here is the same state. So is a later
+            // write made after the collection: its context starts afresh and
+            // need not cover the deleted write.
             let deleted_here = || {
                 let deleted = events.iter().any(|e| {
                     matches!(e, Event::Ok {
@@ -1560,7 +1562,15 @@ async fn audit_handoff(
                     && lock(&members[*incoming as usize - 1].storage)
                         .clone()
                         .is_some_and(|st| {
-                            st.read(|s| s.get(op.key.ns, key)).ok().flatten().is_none()
+                            st.read(|s| s.get(op.key.ns, key))
+                                .ok()
+                                .flatten()
+                                .is_none_or(|set| {
+                                    !set.siblings.iter().any(|sibling| {
+                                        sibling.dot.node == dot.node
+                                            && sibling.dot.counter == dot.counter
+                                    })
+                                })
                         })
             };
             if !held && !collected() && !deleted_here() {
