@@ -311,3 +311,124 @@ fn damage_followed_only_by_in_flight_batches_is_a_torn_tail() {
         assert_eq!(store.get(0, format!("p{i}").as_bytes()).unwrap(), None);
     }
 }
+
+/// A store of several sealed segments (each with its hint) and an active one.
+fn store_of_segments(dir: &MemDir) -> usize {
+    let mut store = open(dir, small_options());
+    for i in 0..60 {
+        put(&mut store, &format!("key{i}"), &"v".repeat(200));
+    }
+    let segments = store.segment_count();
+    assert!(segments >= 3, "{segments} segments");
+    segments
+}
+
+fn refusal(dir: &MemDir) -> (u32, String) {
+    match Store::open(Arc::new(dir.clone()), small_options()) {
+        Err(OpenError::Corrupt {
+            segment, reason, ..
+        }) => (segment, reason),
+        Err(other) => panic!("wrong error {other:?}"),
+        Ok(_) => panic!("opened a store with synced data missing"),
+    }
+}
+
+#[test]
+fn a_deleted_middle_segment_refuses_to_open() {
+    let dir = MemDir::new();
+    store_of_segments(&dir);
+    dir.remove("seg-00000002.log").unwrap();
+    dir.remove("seg-00000002.hint").unwrap();
+    let (segment, reason) = refusal(&dir);
+    assert_eq!(segment, 2);
+    assert!(reason.contains("gone"), "{reason}");
+    assert_not_whole(&dir, "segment 2 is listed in SEGMENTS but its file is gone");
+}
+
+/// `shoal inspect --check` (the same inspection) says the store is not whole,
+/// with this fault among its reasons.
+fn assert_not_whole(dir: &MemDir, fault: &str) {
+    let inspection = shoal_engine::store::inspect::inspect_dir(dir, 1 << 20).unwrap();
+    assert!(!inspection.is_whole());
+    assert!(
+        inspection
+            .synced_data_faults
+            .iter()
+            .any(|f| f.contains(fault)),
+        "{:?}",
+        inspection.synced_data_faults
+    );
+}
+
+#[test]
+fn a_flipped_byte_in_a_sealed_segment_with_its_hint_refuses_to_open() {
+    let dir = MemDir::new();
+    store_of_segments(&dir);
+    assert!(dir.open("seg-00000001.hint", false).is_ok());
+    dir.corrupt_byte("seg-00000001.log", FIRST_RECORD_OFFSET + 30)
+        .unwrap();
+    assert_eq!(refusal(&dir).0, 1);
+    assert!(!shoal_engine::store::inspect::inspect_dir(&dir, 1 << 20)
+        .unwrap()
+        .is_whole());
+}
+
+#[test]
+fn a_sealed_segment_cut_short_refuses_to_open() {
+    let dir = MemDir::new();
+    store_of_segments(&dir);
+    seg(&dir, 1).set_len(FIRST_RECORD_OFFSET + 100).unwrap();
+    assert_eq!(refusal(&dir).0, 1);
+    // Without its hint the scan finds less data than the catalog says was synced.
+    dir.remove("seg-00000001.hint").unwrap();
+    assert_eq!(refusal(&dir).0, 1);
+}
+
+#[test]
+fn the_active_segment_cut_short_refuses_to_open() {
+    let dir = MemDir::new();
+    let segments = store_of_segments(&dir) as u32;
+    let active = seg(&dir, segments);
+    let mut len = [0u8; 4];
+    active.read_at(FIRST_RECORD_OFFSET, &mut len).unwrap();
+    // Cut right after its first record: what is left scans as whole.
+    active
+        .set_len(FIRST_RECORD_OFFSET + 8 + u64::from(u32::from_le_bytes(len)))
+        .unwrap();
+    let (segment, reason) = refusal(&dir);
+    assert_eq!(segment, segments);
+    assert!(reason.contains("cut"), "{reason}");
+    assert_not_whole(&dir, "cut from the");
+}
+
+#[test]
+fn a_leftover_of_a_compaction_cut_short_is_removed() {
+    let dir = MemDir::new();
+    store_of_segments(&dir);
+    let old = seg(&dir, 1);
+    let mut old_bytes = vec![0u8; old.len().unwrap() as usize];
+    old.read_at(0, &mut old_bytes).unwrap();
+    let mut store = Store::open(Arc::new(dir.clone()), small_options())
+        .unwrap()
+        .0;
+    for i in 0..60 {
+        put(&mut store, &format!("key{i}"), &"w".repeat(200));
+    }
+    let mut ticks_left = 100;
+    while dir.open("seg-00000001.log", false).is_ok() && ticks_left > 0 {
+        store.compaction_tick(1 << 20).unwrap();
+        ticks_left -= 1;
+    }
+    drop(store);
+    // As if the compaction had unlisted segment 1 and crashed before its file
+    // went: its records were rewritten and synced elsewhere.
+    let leftover = dir.open("seg-00000001.log", true).unwrap();
+    leftover.write_at(0, &old_bytes).unwrap();
+    leftover.sync().unwrap();
+    let (store, _) = Store::open(Arc::new(dir.clone()), small_options()).unwrap();
+    assert!(
+        dir.open("seg-00000001.log", false).is_err(),
+        "leftover removed"
+    );
+    assert_eq!(value_of(&store, "key7").as_deref(), Some(&*"w".repeat(200)));
+}

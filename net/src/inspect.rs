@@ -40,6 +40,9 @@ pub fn run(data_dir: &Path, out: &mut dyn Write, check_only: bool) -> Result<boo
     for segment in &inspection.segments {
         write_line(out, &segment_line(segment))?;
     }
+    for fault in &inspection.synced_data_faults {
+        write_line(out, &FaultLine { fault })?;
+    }
     let whole = inspection.is_whole();
     let summary = SummaryLine {
         summary: Summary {
@@ -177,6 +180,12 @@ fn segment_line(check: &SegmentCheck) -> SegmentLine<'_> {
 #[derive(Serialize)]
 struct SummaryLine {
     summary: Summary,
+}
+
+/// `{"fault":"..."}`: synced data missing or cut short (see `synced_data_faults`).
+#[derive(Serialize)]
+struct FaultLine<'a> {
+    fault: &'a str,
 }
 
 #[derive(Serialize)]

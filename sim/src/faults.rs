@@ -15,7 +15,7 @@ use shoal_checker::Key;
 use shoal_engine::disk::DiskDir;
 use shoal_engine::record::{read_frame, FrameRead, SEGMENT_HEADER_BYTES};
 use shoal_engine::rng::SplitMix64;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -114,6 +114,21 @@ impl Supervisor {
                     sleep_ms(restart_after_ms).await;
                     self.crash(CrashMode::Idle, true).await;
                     sleep_ms(down_ms).await;
+                    self.restart().await;
+                }
+                Fault::Corrupt {
+                    target,
+                    restart_after_ms,
+                } if matches!(
+                    target,
+                    CorruptTarget::DeletedSegment | CorruptTarget::CutSegment
+                ) =>
+                {
+                    // Files are deleted or cut on a stopped node (an operator's
+                    // or a broken disk's doing), and the node started again.
+                    let _ = restart_after_ms;
+                    self.crash(CrashMode::Idle, false).await;
+                    self.corrupt(target);
                     self.restart().await;
                 }
                 Fault::Corrupt {
@@ -369,6 +384,13 @@ impl Supervisor {
                 .fault(format!("latent corruption: {name} byte {offset} flipped"));
             return;
         }
+        if matches!(
+            target,
+            CorruptTarget::DeletedSegment | CorruptTarget::CutSegment
+        ) {
+            self.lose_segment_data(target);
+            return;
+        }
         let frames = self.frames();
         let active = frames.iter().map(|f| f.segment).max();
         let newest_batch_in_active = frames
@@ -388,7 +410,7 @@ impl Supervisor {
                 CorruptTarget::TailRecord => {
                     Some(f.segment) == active && f.batch_seq == newest_batch_in_active
                 }
-                CorruptTarget::Hint => false,
+                _ => false,
             })
             .collect();
         if candidates.is_empty() {
@@ -406,6 +428,74 @@ impl Supervisor {
             frame.offset, frame.batch_seq
         ));
         lock(&self.damaged_keys).insert(key);
+    }
+
+    /// Delete a sealed segment, or cut a segment at a provably synced record:
+    /// the keys whose latest record goes with it are damaged, and the next
+    /// open must refuse (G9) rather than serve them as never written.
+    fn lose_segment_data(&self, target: CorruptTarget) {
+        let memdir = &self.world.memdir;
+        let frames = self.frames();
+        let Some(active) = frames.iter().map(|f| f.segment).max() else {
+            self.recorder
+                .fault("segment damage: no record yet, nothing done");
+            return;
+        };
+        let newest_batch = frames
+            .iter()
+            .filter(|f| f.segment == active)
+            .map(|f| f.batch_seq)
+            .max()
+            .unwrap_or(0);
+        let cuts: Vec<(u32, u64)> = frames
+            .iter()
+            .filter(|f| match target {
+                CorruptTarget::DeletedSegment => f.segment != active,
+                _ => f.segment != active || f.batch_seq + 2 <= newest_batch,
+            })
+            .map(|f| match target {
+                CorruptTarget::DeletedSegment => (f.segment, 0),
+                _ => (f.segment, f.offset),
+            })
+            .collect();
+        if cuts.is_empty() {
+            self.recorder
+                .fault("segment damage: no eligible segment yet, nothing done");
+            return;
+        }
+        let (segment, cut) = cuts[self.random_below(cuts.len() as u64) as usize];
+        let name = segment_name(segment);
+        let done = if target == CorruptTarget::DeletedSegment {
+            let _ = memdir.remove(&format!("seg-{segment:08}.hint"));
+            memdir.remove(&name).is_ok()
+        } else {
+            memdir
+                .open(&name, false)
+                .and_then(|f| f.set_len(cut))
+                .is_ok()
+        };
+        self.recorder.fault(format!(
+            "segment damage: {name} {} (done: {done})",
+            if cut == 0 {
+                "deleted".to_string()
+            } else {
+                format!("cut at byte {cut}")
+            }
+        ));
+        // Damaged: each key whose latest record (highest segment, then offset)
+        // was lost.
+        let mut latest: BTreeMap<(u8, Vec<u8>), (u32, u64)> = BTreeMap::new();
+        for f in &frames {
+            let at = latest
+                .entry((f.namespace, f.key.clone()))
+                .or_insert((f.segment, f.offset));
+            *at = (*at).max((f.segment, f.offset));
+        }
+        for ((namespace, key), (s, offset)) in latest {
+            if s == segment && offset >= cut {
+                lock(&self.damaged_keys).insert(Key::new(namespace, String::from_utf8_lossy(&key)));
+            }
+        }
     }
 
     /// Every valid frame of every segment, as found on the disk image now.

@@ -160,6 +160,10 @@ pub enum CorruptTarget {
     Hint,
     /// The newest batch of the active segment (indistinguishable from a torn tail).
     TailRecord,
+    /// A sealed segment's file (and its hint) deleted.
+    DeletedSegment,
+    /// A segment's file cut at a provably synced record (`truncate -s`).
+    CutSegment,
 }
 
 /// One injected fault.
@@ -283,6 +287,8 @@ impl fmt::Display for Fault {
                     CorruptTarget::SyncedRecord => "a synced record",
                     CorruptTarget::Hint => "a hint file",
                     CorruptTarget::TailRecord => "the newest batch of the active segment",
+                    CorruptTarget::DeletedSegment => "a sealed segment: its file deleted",
+                    CorruptTarget::CutSegment => "a segment: its file cut short",
                 };
                 write!(f, "latent corruption of {what}")?;
                 if let Some(after) = restart_after_ms {
@@ -558,10 +564,11 @@ fn node_timeline(
                     continue;
                 }
                 corruptions += 1;
-                let target = if rng.chance_percent(20) {
-                    CorruptTarget::Hint
-                } else {
-                    CorruptTarget::SyncedRecord
+                let target = match rng.below(10) {
+                    0 | 1 => CorruptTarget::Hint,
+                    2 => CorruptTarget::DeletedSegment,
+                    3 => CorruptTarget::CutSegment,
+                    _ => CorruptTarget::SyncedRecord,
                 };
                 let restart_after_ms = rng.chance_percent(50).then(|| between(rng, 0, 2000));
                 (

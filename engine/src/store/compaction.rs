@@ -195,6 +195,9 @@ impl Store {
     fn finish_compaction(&mut self, segment: u32) -> Result<(), WriteError> {
         debug_assert!(self.keydir.values().all(|e| e.segment != segment));
         self.segments.remove(&segment);
+        // Unlisted first: a crash before the file goes leaves a leftover the
+        // next open removes, never a listed segment that is gone.
+        self.save_catalog().map_err(WriteError::Disk)?;
         for name in [hint_file_name(segment), segment_file_name(segment)] {
             match self.dir.remove(&name) {
                 Ok(()) | Err(DiskError::NotFound(_)) => {}

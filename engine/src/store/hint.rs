@@ -81,22 +81,27 @@ impl Store {
 
     /// The hint for a segment, or `None` when it is missing or damaged.
     pub(crate) fn read_hint(&self, segment_id: u32) -> Option<HintFile> {
-        let file = self.dir.open(&hint_file_name(segment_id), false).ok()?;
-        let len_bytes = file.len().ok()?;
-        if len_bytes < 8 {
-            return None;
-        }
-        let mut bytes = vec![0u8; len_bytes as usize];
-        file.read_at(0, &mut bytes).ok()?;
-        let len = u32::from_le_bytes(bytes[0..4].try_into().ok()?) as usize;
-        let crc = u32::from_le_bytes(bytes[4..8].try_into().ok()?);
-        let body = bytes.get(8..8 + len)?;
-        if crc32c::crc32c_append(crc32c::crc32c(&bytes[0..4]), body) != crc {
-            return None;
-        }
-        let hint: HintFile = postcard::from_bytes(body).ok()?;
-        (hint.segment_id == segment_id).then_some(hint)
+        read_hint_file(self.dir.as_ref(), segment_id)
     }
+}
+
+/// The hint for a segment in `dir`, or `None` when it is missing or damaged.
+pub(crate) fn read_hint_file(dir: &dyn crate::disk::DiskDir, segment_id: u32) -> Option<HintFile> {
+    let file = dir.open(&hint_file_name(segment_id), false).ok()?;
+    let len_bytes = file.len().ok()?;
+    if len_bytes < 8 {
+        return None;
+    }
+    let mut bytes = vec![0u8; len_bytes as usize];
+    file.read_at(0, &mut bytes).ok()?;
+    let len = u32::from_le_bytes(bytes[0..4].try_into().ok()?) as usize;
+    let crc = u32::from_le_bytes(bytes[4..8].try_into().ok()?);
+    let body = bytes.get(8..8 + len)?;
+    if crc32c::crc32c_append(crc32c::crc32c(&bytes[0..4]), body) != crc {
+        return None;
+    }
+    let hint: HintFile = postcard::from_bytes(body).ok()?;
+    (hint.segment_id == segment_id).then_some(hint)
 }
 
 /// Bytes read at once while checksumming a segment.

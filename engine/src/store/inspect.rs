@@ -72,6 +72,9 @@ pub struct Inspection {
     /// Sorted by (namespace, key). Keys the cluster forgot (an empty set as their
     /// latest record) are left out.
     pub keys: Vec<InspectedKey>,
+    /// What the segment catalog (`SEGMENTS`) says is missing or cut short, and
+    /// sealed segments whose data no longer matches their hint.
+    pub synced_data_faults: Vec<String>,
 }
 
 impl Inspection {
@@ -87,6 +90,7 @@ impl Inspection {
                 SegmentStatus::TornTail { .. } => i == last,
                 SegmentStatus::Corrupt { .. } | SegmentStatus::BadHeader => false,
             })
+            && self.synced_data_faults.is_empty()
     }
 
     /// Keys with at least one sibling holding a value.
@@ -142,13 +146,73 @@ pub fn inspect_dir(dir: &dyn DiskDir, record_size_max_bytes: u32) -> Result<Insp
             hint_valid,
         });
     }
+    let synced_data_faults = synced_data_faults(dir, &segments)?;
     Ok(Inspection {
         segments,
+        synced_data_faults,
         keys: latest
             .into_values()
             .filter(|k| !k.set.siblings.is_empty())
             .collect(),
     })
+}
+
+/// Against the catalog: listed segments that are gone, files cut from their
+/// made length, sealed segments whose data ends before what was synced; and
+/// hinted segments whose bytes no longer match their hint's checksum.
+fn synced_data_faults(
+    dir: &dyn DiskDir,
+    segments: &[SegmentCheck],
+) -> Result<Vec<String>, DiskError> {
+    let mut faults = Vec::new();
+    let catalog = match super::catalog::read_catalog(dir) {
+        Ok(catalog) => catalog.unwrap_or_default(),
+        Err(super::catalog::CatalogError::Disk(e)) => return Err(e),
+        Err(super::catalog::CatalogError::Damaged(reason)) => {
+            faults.push(reason);
+            BTreeMap::new()
+        }
+    };
+    for listed in catalog.values() {
+        let Some(found) = segments.iter().find(|s| s.segment == listed.id) else {
+            faults.push(format!(
+                "segment {} is listed in SEGMENTS but its file is gone",
+                listed.id
+            ));
+            continue;
+        };
+        if found.file_len_bytes < listed.allocated_bytes {
+            faults.push(format!(
+                "segment {} is {} bytes, cut from the {} it was made",
+                listed.id, found.file_len_bytes, listed.allocated_bytes
+            ));
+        }
+        if listed
+            .sealed_bytes
+            .is_some_and(|sealed| found.data_end_bytes < sealed)
+        {
+            faults.push(format!(
+                "segment {}'s data ends at {}, before the {} bytes synced when it was sealed",
+                listed.id,
+                found.data_end_bytes,
+                listed.sealed_bytes.unwrap_or(0)
+            ));
+        }
+    }
+    for found in segments.iter().filter(|s| s.hint_valid) {
+        let disk = dir.open(&segment_file_name(found.segment), false)?;
+        let hint = super::hint::read_hint_file(dir, found.segment);
+        let matches = hint.is_some_and(|h| {
+            super::hint::data_crc(disk.as_ref(), h.written_bytes).ok() == Some(h.data_crc)
+        });
+        if !matches {
+            faults.push(format!(
+                "segment {}'s data does not match the checksum its hint recorded",
+                found.segment
+            ));
+        }
+    }
+    Ok(faults)
 }
 
 /// The id in a segment file name, only for names exactly as the store writes them.

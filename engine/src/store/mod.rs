@@ -10,6 +10,7 @@
 //! `publish` of a batch whose sync succeeded. A failed sync goes to
 //! [`Store::sync_failed`], which poisons the store: writes are refused until restart.
 
+mod catalog;
 mod compaction;
 mod hint;
 pub mod inspect;
@@ -975,7 +976,32 @@ impl Store {
             },
         );
         self.active_id = new_id;
+        // Listed before anything is written to it, the sealed one with its end.
+        if let Err(e) = self.save_catalog() {
+            let reason = format!("cannot record the new segment {new_id}: {e}");
+            self.poison(reason.clone());
+            return Err(WriteError::Disk(e));
+        }
         Ok(())
+    }
+
+    /// The catalog as the store stands: every segment, its file's length, and
+    /// for each sealed one the end of its (synced) data.
+    pub(crate) fn catalog_entries(&self) -> Result<Vec<catalog::CatalogEntry>, DiskError> {
+        self.segments
+            .iter()
+            .map(|(id, segment)| {
+                Ok(catalog::CatalogEntry {
+                    id: *id,
+                    allocated_bytes: segment.disk.len()?,
+                    sealed_bytes: (*id != self.active_id).then_some(segment.written_bytes),
+                })
+            })
+            .collect()
+    }
+
+    pub(crate) fn save_catalog(&self) -> Result<(), DiskError> {
+        catalog::write_catalog(self.dir.as_ref(), &self.catalog_entries()?)
     }
 
     /// Create, preallocate and stamp a segment file, durably.

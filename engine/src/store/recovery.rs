@@ -12,6 +12,17 @@
 //! |   later batch (so it had been synced)           |                                |
 //! | last segment with a torn header and no data     | re-create it                   |
 //! | other segment header damage                     | `OpenError::Corrupt`: refuse   |
+//! | a segment `SEGMENTS` lists is gone              | `OpenError::Corrupt`: refuse   |
+//! | a segment file shorter than it was made         | `OpenError::Corrupt`: refuse   |
+//! | a sealed segment whose data ends before the end | `OpenError::Corrupt`: refuse   |
+//! |   `SEGMENTS` recorded when it was sealed        |                                |
+//! | a sealed segment whose bytes differ from the    | scan it; `OpenError::Corrupt`  |
+//! |   checksum its hint recorded                    |   names the damage             |
+//! | an unlisted segment below the newest listed one | a compaction's removal cut     |
+//! |                                                 |   short: remove it             |
+//! | an unlisted segment above the newest listed one | a rotation cut short: keep it  |
+//! | `SEGMENTS` damaged                              | `OpenError::Corrupt`: refuse   |
+//! | no `SEGMENTS` (a store from before it existed)  | open; write it                 |
 //!
 //! At most `UNSYNCED_BATCHES_MAX` batches are written and not yet synced at any time
 //! (pipelined group commit), and recovery syncs what it loaded before anything is
@@ -21,6 +32,9 @@
 //! told from a torn write of them, and is cut off like one. Damage anywhere else means synced
 //! (possibly acknowledged) data is gone: the store never opens as if it were whole.
 
+use super::catalog::{
+    check_present, read_catalog, CatalogCheck, CatalogEntry, CatalogError, CATALOG_FILE,
+};
 use super::{
     hint_file_name, segment_file_name, KeyEntry, Segment, Store, StoreOptions, WriteError,
 };
@@ -63,6 +77,14 @@ pub enum OpenError {
 impl fmt::Display for OpenError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            OpenError::Corrupt {
+                segment,
+                offset,
+                reason,
+            } if *segment == 0 => write!(
+                f,
+                "the store's data is damaged: {reason}; refusing to start (run `shoal inspect` on the data directory)"
+            ),
             OpenError::Corrupt {
                 segment,
                 offset,
@@ -177,6 +199,87 @@ impl Store {
     }
 }
 
+/// The catalog, checked against the segment files found (`ids`, sorted):
+/// a listed segment that is gone refuses the open; leftovers of a removal cut
+/// short are removed (and dropped from `ids`). `None`: no catalog yet.
+fn check_catalog(
+    dir: &dyn DiskDir,
+    ids: &mut Vec<u32>,
+) -> Result<Option<BTreeMap<u32, CatalogEntry>>, OpenError> {
+    let catalog = match read_catalog(dir) {
+        Ok(catalog) => catalog,
+        Err(CatalogError::Disk(e)) => return Err(e.into()),
+        Err(CatalogError::Damaged(reason)) => {
+            return Err(OpenError::Corrupt {
+                segment: 0,
+                offset: 0,
+                reason,
+            })
+        }
+    };
+    let Some(catalog) = catalog else {
+        return Ok(None);
+    };
+    match check_present(&catalog, ids) {
+        CatalogCheck::Missing { id } => Err(OpenError::Corrupt {
+            segment: id,
+            offset: 0,
+            reason: format!("the segment is listed in {CATALOG_FILE} but its file is gone"),
+        }),
+        CatalogCheck::Whole { leftovers } => {
+            for id in &leftovers {
+                for name in [segment_file_name(*id), hint_file_name(*id)] {
+                    match dir.remove(&name) {
+                        Ok(()) | Err(DiskError::NotFound(_)) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+            ids.retain(|id| !leftovers.contains(id));
+            Ok(Some(catalog))
+        }
+    }
+}
+
+impl Store {
+    /// Every loaded segment against its catalog entry: a file shorter than it
+    /// was made, or a sealed segment whose data ends before what was synced.
+    fn check_against_catalog(
+        &self,
+        catalog: &BTreeMap<u32, CatalogEntry>,
+    ) -> Result<(), OpenError> {
+        for (id, segment) in &self.segments {
+            let Some(listed) = catalog.get(id) else {
+                continue; // a segment created after the catalog was last written
+            };
+            let len_bytes = segment.disk.len()?;
+            let cut = |offset: u64, reason: String| OpenError::Corrupt {
+                segment: *id,
+                offset,
+                reason,
+            };
+            if len_bytes < listed.allocated_bytes {
+                return Err(cut(
+                    len_bytes,
+                    format!(
+                        "the file is {len_bytes} bytes, cut from the {} it was made",
+                        listed.allocated_bytes
+                    ),
+                ));
+            }
+            if let Some(sealed_bytes) = listed.sealed_bytes {
+                if segment.written_bytes < sealed_bytes {
+                    return Err(cut(
+                        segment.written_bytes,
+                        format!("its data ends at {}, before the {sealed_bytes} bytes synced when it was sealed", segment.written_bytes),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Names of segments set aside by [`set_aside_segments`] start with this.
 pub const SET_ASIDE_PREFIX: &str = "damaged-";
 
@@ -192,7 +295,7 @@ pub fn set_aside_segments(dir: &dyn DiskDir) -> Result<Vec<String>, DiskError> {
     let mut names: Vec<String> = dir
         .list()?
         .into_iter()
-        .filter(|n| n.starts_with("seg-"))
+        .filter(|n| n.starts_with("seg-") || n.as_str() == CATALOG_FILE)
         .collect();
     names.sort();
     for name in names {
@@ -228,7 +331,13 @@ impl Store {
         for stale in names.iter().filter(|n| n.ends_with(".tmp")) {
             dir.remove(stale)?;
         }
-        let ids: Vec<u32> = names.iter().filter_map(|n| parse_segment_name(n)).collect();
+        let mut ids: Vec<u32> = names.iter().filter_map(|n| parse_segment_name(n)).collect();
+        ids.sort_unstable();
+        let catalog = if cfg!(feature = "bug-skip-catalog") {
+            None // Planted bug: whatever segment files are there are the store.
+        } else {
+            check_catalog(dir.as_ref(), &mut ids)?
+        };
         let mut store = Store {
             dir,
             options,
@@ -249,6 +358,9 @@ impl Store {
         let mut entries = Vec::new();
         for (i, id) in ids.iter().enumerate() {
             store.load_segment(*id, i + 1 == ids.len(), &mut entries, &mut report)?;
+        }
+        if let Some(catalog) = &catalog {
+            store.check_against_catalog(catalog)?;
         }
         store.keydir.bulk_load(entries);
         if store.segments.is_empty() {
@@ -275,6 +387,8 @@ impl Store {
         // restart): make it durable before appending after it, so that at most one
         // unsynced batch is ever on disk.
         active.sync()?;
+        // From here on the catalog lists what this open found whole.
+        store.save_catalog()?;
         store.recount();
         report.keys_loaded = store.keydir.len() as u64;
         Ok((store, report))
