@@ -22,7 +22,8 @@ pub mod version;
 
 pub use disk::{Disk, DiskDir, DiskError};
 pub use store::{
-    CompactionProgress, Condition, Covers, OpenError, PreparedBatch, ReadError, RecoveryReport,
-    Store, StoreOptions, StoreStats, WriteError, WriteOp, WriteOutcome,
+    Applied, Change, CompactionProgress, Condition, Covers, OpenError, PreparedBatch, ReadError,
+    RecoveryReport, Store, StoreObserver, StoreOptions, StoreStats, WriteError, WriteOp,
+    WriteOutcome,
 };
 pub use version::{Dot, Hlc, NodeId, Sibling, SiblingSet, VersionVector};

@@ -8,6 +8,7 @@ use super::{dir_key, KeyEntry, PendingFrame, Store, WriteError};
 use crate::disk::DiskError;
 use crate::record::{encode_frame, SEGMENT_HEADER_BYTES};
 use crate::store::{hint_file_name, segment_file_name};
+use crate::version::{Dot, VersionVector};
 
 pub(crate) struct Cursor {
     segment: u32,
@@ -181,6 +182,7 @@ impl Store {
             self.counter_floor = self.counter_floor.max(self.counter_issued_max + 1);
         }
         for dk in collected {
+            self.report_collected(&dk);
             if let Some(previous) = self.keydir.remove(&dk) {
                 self.retire(previous, dk[0]);
                 self.stats.tombstones_collected += 1;
@@ -190,6 +192,30 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// Tell the observer (if any) the context of the markers about to be collected.
+    /// A record that no longer reads (damaged) covered at most every dot this store
+    /// minted, so that bound stands in for it.
+    fn report_collected(&self, dk: &[u8]) {
+        let (Some(observer), Some(entry)) = (&self.observer, self.keydir.get(dk)) else {
+            return;
+        };
+        let context = match self.read_record(*entry) {
+            Ok(body) => body.set.context,
+            Err(_) => {
+                let mut bound = VersionVector::new();
+                let counter = self
+                    .counter_issued_max
+                    .max(self.counter_floor.saturating_sub(1));
+                bound.add(Dot {
+                    node: self.options.node_id,
+                    counter,
+                });
+                bound
+            }
+        };
+        observer.collected(dk[0], &dk[3..], &context);
     }
 
     fn finish_compaction(&mut self, segment: u32) -> Result<(), WriteError> {

@@ -15,9 +15,11 @@ mod compaction;
 mod hint;
 pub mod inspect;
 mod keydir;
+mod observer;
 mod recovery;
 
 pub use compaction::CompactionProgress;
+pub use observer::{Applied, Change, StoreObserver};
 pub use recovery::{set_aside_segments, OpenError, RecoveryReport, SET_ASIDE_PREFIX};
 
 use crate::disk::{Disk, DiskDir, DiskError};
@@ -331,15 +333,21 @@ pub struct PreparedBatch {
     forgotten: u64,
     sync_target: Option<Arc<dyn Disk>>,
     batch_seq: u64,
+    /// Told when the sync succeeds (the store's observer, if any).
+    observer: Option<Arc<dyn StoreObserver>>,
 }
 
 impl PreparedBatch {
     /// Make the batch durable. Call without holding the store's lock.
     pub fn sync(&self) -> Result<(), DiskError> {
         match &self.sync_target {
-            Some(disk) => disk.sync(),
-            None => Ok(()),
+            Some(disk) => disk.sync()?,
+            None => return Ok(()),
         }
+        if let Some(observer) = &self.observer {
+            observer.synced(self.batch_seq);
+        }
+        Ok(())
     }
 
     /// True when nothing was written (all refused or no-ops).
@@ -416,6 +424,7 @@ pub struct Store {
     stats: StoreStats,
     /// Anti-entropy digests, kept once [`Store::enable_digests`] was called.
     digests: Option<crate::digest::DigestTree>,
+    observer: Option<Arc<dyn StoreObserver>>,
 }
 
 impl Store {
@@ -429,6 +438,11 @@ impl Store {
 
     pub fn is_poisoned(&self) -> Option<&str> {
         self.poisoned.as_deref()
+    }
+
+    /// Report client writes and marker collections to `observer` from now on.
+    pub fn set_observer(&mut self, observer: Arc<dyn StoreObserver>) {
+        self.observer = Some(observer);
     }
 
     /// Start keeping anti-entropy digests: hash every key's set once (one read of
@@ -660,6 +674,7 @@ impl Store {
             sync_target: None,
             batch_seq: self.next_batch_seq,
             forgotten: 0,
+            observer: self.observer.clone(),
         };
         if let Some(reason) = &self.poisoned {
             batch.results = ops
@@ -684,6 +699,7 @@ impl Store {
         }
         match self.append_frames(&frames) {
             Ok((placed, disk)) => {
+                self.report_prepared(batch_seq, ops, &batch.results);
                 self.next_batch_seq += 1;
                 batch.sync_target = Some(disk);
                 if self.digests.is_some() {
@@ -840,6 +856,18 @@ impl Store {
             previous_live,
             set: next,
         })
+    }
+
+    /// Tell the observer (if any) what batch `batch_seq` changed.
+    fn report_prepared(
+        &self,
+        batch_seq: u64,
+        ops: &[WriteOp],
+        results: &[Result<WriteOutcome, WriteError>],
+    ) {
+        if let Some(observer) = &self.observer {
+            observer.prepared(batch_seq, observer::reported_changes(ops, results));
+        }
     }
 
     /// Encode the key's next record and queue it for the batch's append.

@@ -354,6 +354,7 @@ impl Store {
             compaction: None,
             stats: Default::default(),
             digests: None,
+            observer: None,
         };
         let mut entries = Vec::new();
         for (i, id) in ids.iter().enumerate() {
