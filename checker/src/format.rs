@@ -1,7 +1,9 @@
 //! The JSON-lines wire shapes and the conversion between them and the typed events.
 //! Errors are plain messages; `History::parse` adds the line number.
 
-use crate::history::{Event, Fault, FinalState, Function, Meta, OkResult, OpHeader, Quiescence};
+use crate::history::{
+    Collection, Effect, Event, Fault, FinalState, Function, Meta, OkResult, OpHeader, Quiescence,
+};
 use crate::model::{Context, Dot, Key, NodeId, Sibling};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -58,6 +60,28 @@ struct WireFinal {
     tombstone: bool,
 }
 
+#[derive(Serialize, Deserialize)]
+struct WireEffect {
+    f: Function,
+    ns: u8,
+    key: String,
+    time_ms: u64,
+    node: NodeId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    value: Option<String>,
+    dot: Dot,
+    superseded: Context,
+}
+
+#[derive(Serialize, Deserialize)]
+struct WireCollected {
+    ns: u8,
+    key: String,
+    time_ms: u64,
+    node: NodeId,
+    context: Context,
+}
+
 /// Any body with its `type` field in front, for writing.
 #[derive(Serialize)]
 struct Tagged<'a, T: Serialize> {
@@ -79,8 +103,10 @@ pub(crate) fn parse_line(text: &str) -> Result<Line, String> {
         "final" => parse_final(text).map(Line::Event),
         "quiescence" => from_json(text).map(|found| Line::Event(Event::Quiescence(found))),
         "fault" => from_json(text).map(|found| Line::Event(Event::Fault(found))),
+        "effect" => parse_effect(text).map(Line::Event),
+        "collected" => parse_collected(text).map(Line::Event),
         other => Err(format!(
-            "unknown type {other:?} (expected meta, invoke, ok, fail, info, final, quiescence or fault)"
+            "unknown type {other:?} (expected meta, invoke, ok, fail, info, final, quiescence, fault, effect or collected)"
         )),
     }
 }
@@ -155,6 +181,35 @@ fn parse_final(text: &str) -> Result<Event, String> {
     }))
 }
 
+fn parse_effect(text: &str) -> Result<Event, String> {
+    let wire: WireEffect = from_json(text)?;
+    match (wire.f, &wire.value) {
+        (Function::Read, _) => return Err("an effect is a write's or a delete's".to_string()),
+        (Function::Write, None) => return Err("missing field `value` in a write effect".into()),
+        (Function::Delete, Some(_)) => return Err("a delete effect has no value".to_string()),
+        _ => {}
+    }
+    Ok(Event::Effect(Effect {
+        f: wire.f,
+        key: Key::new(wire.ns, wire.key),
+        node: wire.node,
+        time_ms: wire.time_ms,
+        value: wire.value,
+        dot: wire.dot,
+        superseded: wire.superseded,
+    }))
+}
+
+fn parse_collected(text: &str) -> Result<Event, String> {
+    let wire: WireCollected = from_json(text)?;
+    Ok(Event::Collected(Collection {
+        key: Key::new(wire.ns, wire.key),
+        node: wire.node,
+        time_ms: wire.time_ms,
+        context: wire.context,
+    }))
+}
+
 fn required<T>(field: Option<T>, name: &str, what: &str) -> Result<T, String> {
     field.ok_or_else(|| format!("missing field `{name}` in {what}"))
 }
@@ -191,6 +246,8 @@ pub(crate) fn event_to_json(event: &Event) -> String {
         Event::Final(state) => final_to_json(state),
         Event::Quiescence(quiescence) => tagged_to_json::<Quiescence>("quiescence", quiescence),
         Event::Fault(fault) => tagged_to_json::<Fault>("fault", fault),
+        Event::Effect(effect) => effect_to_json(effect),
+        Event::Collected(collection) => collected_to_json(collection),
     }
 }
 
@@ -243,6 +300,31 @@ fn final_to_json(state: &FinalState) -> String {
         tombstone: state.tombstone,
     };
     tagged_to_json("final", &wire)
+}
+
+fn effect_to_json(effect: &Effect) -> String {
+    let wire = WireEffect {
+        f: effect.f,
+        ns: effect.key.ns,
+        key: effect.key.name.clone(),
+        time_ms: effect.time_ms,
+        node: effect.node,
+        value: effect.value.clone(),
+        dot: effect.dot,
+        superseded: effect.superseded.clone(),
+    };
+    tagged_to_json("effect", &wire)
+}
+
+fn collected_to_json(collection: &Collection) -> String {
+    let wire = WireCollected {
+        ns: collection.key.ns,
+        key: collection.key.name.clone(),
+        time_ms: collection.time_ms,
+        node: collection.node,
+        context: collection.context.clone(),
+    };
+    tagged_to_json("collected", &wire)
 }
 
 fn tagged_to_json<T: Serialize>(type_name: &str, body: &T) -> String {

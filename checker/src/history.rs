@@ -56,6 +56,14 @@ pub struct Meta {
     pub nodes: Vec<NodeId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub converge_bound_ms: Option<u64>,
+    /// Whether the history holds an `effect` for every write and delete that took
+    /// effect (whatever its client learned) and a `collected` for every delete-marker
+    /// collection. Then the checks judge unknown outcomes by what they did, and a
+    /// read may lose a context only to a recorded collection. Without, an unknown
+    /// write or delete invoked after an acknowledged write is taken to have
+    /// superseded it, and an acknowledged delete to have been collected.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub effects: bool,
     #[serde(flatten)]
     pub extra: BTreeMap<String, serde_json::Value>,
 }
@@ -132,6 +140,35 @@ pub struct Fault {
     pub what: String,
 }
 
+/// A write or delete that took effect, as the system under test saw it (the
+/// simulator watches the store): it became durable, or recovery found it after a
+/// crash. Its client may never have learned so (`info`). Written values are unique,
+/// so a write's effect names its operation by value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Effect {
+    pub f: Function,
+    pub key: Key,
+    /// The node that applied it.
+    pub node: NodeId,
+    pub time_ms: u64,
+    /// The written value; None for a delete.
+    pub value: Option<String>,
+    /// The dot it minted (a delete: its marker's).
+    pub dot: Dot,
+    /// The context it superseded: every dot this covers may be gone after it.
+    pub superseded: Context,
+}
+
+/// A node collected a key's delete markers: the key reads as absent from then on,
+/// and `context` (what the markers covered) is forgotten with them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Collection {
+    pub key: Key,
+    pub node: NodeId,
+    pub time_ms: u64,
+    pub context: Context,
+}
+
 /// One line of a history after the meta line.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
@@ -156,6 +193,8 @@ pub enum Event {
     Final(FinalState),
     Quiescence(Quiescence),
     Fault(Fault),
+    Effect(Effect),
+    Collected(Collection),
 }
 
 impl Event {
@@ -169,6 +208,8 @@ impl Event {
             Event::Final(_) => "final",
             Event::Quiescence(_) => "quiescence",
             Event::Fault(_) => "fault",
+            Event::Effect(_) => "effect",
+            Event::Collected(_) => "collected",
         }
     }
 
@@ -187,6 +228,8 @@ impl Event {
     pub fn key(&self) -> Option<&Key> {
         match self {
             Event::Final(state) => Some(&state.key),
+            Event::Effect(effect) => Some(&effect.key),
+            Event::Collected(collection) => Some(&collection.key),
             _ => self.op().map(|op| &op.key),
         }
     }
@@ -196,6 +239,8 @@ impl Event {
     pub fn time_ms(&self) -> Option<u64> {
         match self {
             Event::Fault(fault) => Some(fault.time_ms),
+            Event::Effect(effect) => Some(effect.time_ms),
+            Event::Collected(collection) => Some(collection.time_ms),
             _ => self.op().map(|op| op.time_ms),
         }
     }

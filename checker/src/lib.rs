@@ -2,8 +2,10 @@
 //!
 //! It owns the history format — JSON lines, Jepsen-shaped: a `meta` line, then client
 //! operations (`invoke` followed by one `ok` / `fail` / `info` from the same
-//! `process`), fault notes, the liveness verdict (`quiescence`) and every replica's
-//! `final` state of every key after the heal — and the checks of the contract:
+//! `process`), fault notes, the liveness verdict (`quiescence`), every replica's
+//! `final` state of every key after the heal, and, from a harness that can watch
+//! the store, what writes did whatever their clients learned (`effect`) and
+//! delete-marker collections (`collected`) — and the checks of the contract:
 //! G1 durability, G2 no silent loss, G3 convergence, G4 no resurrection, G5 no
 //! garbage, G6 sessions, and liveness. G7 availability is not judged here: an invoke
 //! that never completes counts as `info`.
@@ -27,7 +29,8 @@ pub mod timeline;
 
 pub use checks::Facts;
 pub use history::{
-    Event, Fault, FinalState, Function, History, Meta, OkResult, OpHeader, ParseError, Quiescence,
+    Collection, Effect, Event, Fault, FinalState, Function, History, Meta, OkResult, OpHeader,
+    ParseError, Quiescence,
 };
 pub use model::{Context, Dot, Key, NodeId, Sibling};
 pub use operations::{pair_operations, HistoryError, Operation, Outcome, Stamp};

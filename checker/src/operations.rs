@@ -166,7 +166,11 @@ pub fn pair_operations(events: &[Event]) -> Result<Vec<Operation>, HistoryError>
                 })?;
                 complete(&mut operations[open], event_index, event).map_err(fail)?;
             }
-            Event::Final(_) | Event::Quiescence(_) | Event::Fault(_) => {}
+            Event::Final(_)
+            | Event::Quiescence(_)
+            | Event::Fault(_)
+            | Event::Effect(_)
+            | Event::Collected(_) => {}
         }
     }
     Ok(operations)

@@ -100,6 +100,24 @@ fn event_line(event: &Event) -> String {
             AFTER_HEAL, quiescence.waited_ms
         ),
         Event::Final(state) => format!("{}  final  {}", AFTER_HEAL, final_text(state)),
+        Event::Effect(effect) => format!(
+            "{}  node {} applied {}{} dot {} superseding {}",
+            run_time(effect.time_ms),
+            effect.node,
+            effect.f.name(),
+            effect
+                .value
+                .as_ref()
+                .map_or_else(String::new, |value| format!(" {value:?}")),
+            effect.dot,
+            effect.superseded
+        ),
+        Event::Collected(collection) => format!(
+            "{}  node {} collected the delete markers, context {}",
+            run_time(collection.time_ms),
+            collection.node,
+            collection.context
+        ),
     }
 }
 

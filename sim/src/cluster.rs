@@ -9,6 +9,7 @@
 
 use crate::client::RespConn;
 use crate::digest::history_digest;
+use crate::effects::EffectLog;
 use crate::node::lock;
 use crate::plan::WorkloadKnobs;
 use crate::recorder::Recorder;
@@ -642,6 +643,8 @@ struct Member {
     hints: Mutex<Option<Storage>>,
     /// The wall-clock skew of this node's runtime (kept across restarts).
     skew_ms: Arc<std::sync::atomic::AtomicI64>,
+    /// What its store did, recorded in the history (see `effects`).
+    effects: Arc<EffectLog>,
 }
 
 impl Member {
@@ -662,7 +665,7 @@ impl Member {
         // A supervisor restarts a node whose open failed on an I/O error (an fsync
         // failing at start); damaged synced data is set aside and restored from
         // the replicas.
-        let (store, report) = loop {
+        let (mut store, report) = loop {
             match shoal_net::cluster::open_store(
                 dir.clone(),
                 self.store_options.clone(),
@@ -679,6 +682,7 @@ impl Member {
                 }
             }
         };
+        self.effects.attach(&mut store);
         let storage = Storage::start(store, self.storage_config.clone(), runtime.clone());
         let (hint_dir, hint_options) =
             shoal_engine::cluster::hints::hint_store_location(dir.clone(), &self.store_options);
@@ -744,8 +748,6 @@ pub struct ClusterOutcome {
     pub digest: String,
     pub jsonl: String,
     pub failures: Vec<String>,
-    /// Violations that are known checker gaps (see `gaps.rs`), reported, not failed.
-    pub gaps: Vec<String>,
     pub simulated_ms: u64,
 }
 
@@ -883,6 +885,7 @@ pub async fn simulate_cluster(plan: ClusterPlan) -> ClusterOutcome {
             cluster: Mutex::new(None),
             hints: Mutex::new(None),
             skew_ms: Arc::default(),
+            effects: EffectLog::new(recorder.clone(), *id),
         });
         let init = member.clone();
         let node = handle
@@ -1254,6 +1257,7 @@ pub async fn simulate_cluster(plan: ClusterPlan) -> ClusterOutcome {
             sessions: !plan.sloppy && !plan.loses_data(),
             nodes: ids.clone(),
             converge_bound_ms: Some(plan.converge_bound_ms),
+            effects: true,
             extra: BTreeMap::from([(
                 "faults".to_string(),
                 serde_json::json!(plan
@@ -1271,14 +1275,8 @@ pub async fn simulate_cluster(plan: ClusterPlan) -> ClusterOutcome {
     for anomaly in &recorder.anomalies().kept {
         failures.push(format!("anomaly: {anomaly}"));
     }
-    let mut gaps = Vec::new();
     for violation in &report.violations {
-        match crate::gaps::known_gap(&history, violation) {
-            // The single-node sim's rule too: a write whose outcome the client never
-            // learned may have superseded siblings the checker cannot see.
-            Some(gap) => gaps.push(format!("checker gap ({gap}) for: {violation}")),
-            None => failures.push(format!("checker: {violation}")),
-        }
+        failures.push(format!("checker: {violation}"));
     }
     // Stop every member's tasks now: the runtime does not drop the tasks of
     // nodes still running when the seed ends, and they hold the members (stores,
@@ -1297,7 +1295,6 @@ pub async fn simulate_cluster(plan: ClusterPlan) -> ClusterOutcome {
         digest,
         jsonl,
         failures,
-        gaps,
         simulated_ms,
     }
 }

@@ -13,16 +13,15 @@
 //! (one seed, three phases, verdict), `node` (the node's init, its disk and clock),
 //! `faults` (the supervisor that injects the plan), `workload` and `client` (the
 //! RESP clients), `replies` (Shoal's replies in the checker's terms), `recorder`
-//! (the history being written), `digest` (the history digest), `gaps` (violations
-//! the checker reports for legal histories, kept visible as notes), `cluster`
-//! (cluster seeds: several real nodes with the cluster driver, crashes with power
-//! loss, isolation and cut links, per-replica final reads).
+//! (the history being written), `effects` (what the store did whatever its
+//! clients learned, recorded for the checker), `digest` (the history digest),
+//! `cluster` (cluster seeds: several real nodes with the cluster driver, crashes
+//! with power loss, isolation and cut links, per-replica final reads).
 //!
-//! Only `plan`, `replies`, `gaps` and `digest` exist outside `--cfg madsim`: the rest needs
+//! Only `plan`, `replies` and `digest` exist outside `--cfg madsim`: the rest needs
 //! madsim's runtime, so a normal workspace build compiles this crate to them alone.
 
 pub mod digest;
-pub mod gaps;
 pub mod plan;
 pub mod replies;
 
@@ -30,6 +29,8 @@ pub mod replies;
 pub mod client;
 #[cfg(madsim)]
 pub mod cluster;
+#[cfg(madsim)]
+pub mod effects;
 #[cfg(madsim)]
 pub mod faults;
 #[cfg(madsim)]

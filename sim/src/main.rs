@@ -26,11 +26,11 @@ mod cli {
     use std::time::Instant;
 
     const USAGE: &str = "\
-usage: shoal-sim --seed N [--scenario NAME] [--strict] [--history FILE]
-       shoal-sim --seeds A..B [--scenario NAME] [--strict] [--jobs N] [--stop-at-first-failure]
+usage: shoal-sim --seed N [--scenario NAME] [--history FILE]
+       shoal-sim --seeds A..B [--scenario NAME] [--jobs N] [--stop-at-first-failure]
                  [--progress-every N] [--digests]
 scenarios: quiet swarm crash disk network corruption corrupt-tail (default: chosen by the seed)
---strict (or SHOAL_SIM_STRICT=1): known checker gaps count as failures";
+every violation the checker reports is a failure (--strict is accepted and changes nothing)";
 
     /// Failures a single-seed run prints.
     const FAILURES_SHOWN_MAX: usize = 20;
@@ -54,7 +54,7 @@ scenarios: quiet swarm crash disk network corruption corrupt-tail (default: chos
         let mut seed = None;
         let mut range = None;
         let mut history = None;
-        let mut options = RunOptions::from_env();
+        let mut options = RunOptions::default();
         let mut jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut stop_at_first_failure = false;
         let mut progress_every = 0;
@@ -95,7 +95,8 @@ scenarios: quiet swarm crash disk network corruption corrupt-tail (default: chos
                         .max(1);
                 }
                 "--stop-at-first-failure" => stop_at_first_failure = true,
-                "--strict" => options.strict = true,
+                // Accepted so that replay lines printed when it was an option still run.
+                "--strict" => {}
                 "--digests" => print_digests = true,
                 "--progress-every" => {
                     let text = value("--progress-every")?;
@@ -186,9 +187,6 @@ scenarios: quiet swarm crash disk network corruption corrupt-tail (default: chos
         for note in &outcome.notes {
             println!("note: {note}");
         }
-        for gap in &outcome.gaps {
-            println!("note: {gap}");
-        }
         if outcome.passed() {
             println!("verdict: PASS ({})", outcome.plan.scenario);
         } else {
@@ -233,15 +231,12 @@ scenarios: quiet swarm crash disk network corruption corrupt-tail (default: chos
         /// command, digests.
         lines: Vec<String>,
         simulated_ms: u64,
-        /// Violations the checker reports for legal histories (not failures).
-        had_gaps: bool,
     }
 
     /// A whole sweep's outcome; seed lists sorted.
     struct SweepTotals {
         done: u64,
         failing: Vec<u64>,
-        with_gaps: Vec<u64>,
         simulated_ms: u64,
         wall_s: f64,
     }
@@ -264,7 +259,6 @@ scenarios: quiet swarm crash disk network corruption corrupt-tail (default: chos
         let done = AtomicU64::new(0);
         let simulated_ms = AtomicU64::new(0);
         let failing: Mutex<Vec<u64>> = Mutex::new(Vec::new());
-        let with_gaps: Mutex<Vec<u64>> = Mutex::new(Vec::new());
         let print = Mutex::new(());
         let total = end - first;
         let started = Instant::now();
@@ -280,9 +274,6 @@ scenarios: quiet swarm crash disk network corruption corrupt-tail (default: chos
                     }
                     let report = run(seed);
                     simulated_ms.fetch_add(report.simulated_ms, Ordering::Relaxed);
-                    if report.had_gaps {
-                        lock_or_recover(&with_gaps).push(seed);
-                    }
                     if report.failed {
                         lock_or_recover(&failing).push(seed);
                         if stop_at_first_failure {
@@ -313,7 +304,6 @@ scenarios: quiet swarm crash disk network corruption corrupt-tail (default: chos
         SweepTotals {
             done: done.load(Ordering::Relaxed),
             failing: sorted(failing),
-            with_gaps: sorted(with_gaps),
             simulated_ms: simulated_ms.load(Ordering::Relaxed),
             wall_s: started.elapsed().as_secs_f64(),
         }
@@ -337,7 +327,7 @@ scenarios: quiet swarm crash disk network corruption corrupt-tail (default: chos
         let run = |seed: u64| {
             let result = run_caught(seed, &args.options);
             let mut lines = Vec::new();
-            let (failed, simulated_ms, had_gaps) = match &result {
+            let (failed, simulated_ms) = match &result {
                 Ok(outcome) => {
                     if args.print_digests {
                         lines.push(format!("seed {seed} history-digest: {}", outcome.digest));
@@ -349,15 +339,11 @@ scenarios: quiet swarm crash disk network corruption corrupt-tail (default: chos
                             outcome.failures.first().cloned().unwrap_or_default()
                         ));
                     }
-                    (
-                        !outcome.passed(),
-                        outcome.simulated_ms,
-                        !outcome.gaps.is_empty(),
-                    )
+                    (!outcome.passed(), outcome.simulated_ms)
                 }
                 Err(panic) => {
                     lines.push(format!("FAIL seed {seed}: panicked: {panic}"));
-                    (true, 0, false)
+                    (true, 0)
                 }
             };
             if failed {
@@ -367,7 +353,6 @@ scenarios: quiet swarm crash disk network corruption corrupt-tail (default: chos
                 failed,
                 lines,
                 simulated_ms,
-                had_gaps,
             }
         };
         let totals = sweep_seeds(
@@ -387,20 +372,6 @@ scenarios: quiet swarm crash disk network corruption corrupt-tail (default: chos
             totals.simulated_ms as f64 / 1000.0 / totals.wall_s.max(1e-9),
             args.jobs
         );
-        if !totals.with_gaps.is_empty() {
-            let shown: Vec<String> = totals
-                .with_gaps
-                .iter()
-                .take(50)
-                .map(|s| s.to_string())
-                .collect();
-            println!(
-                "checker gaps: {} seed(s) had violations the checker reports for legal histories (not failures; --strict counts them): {}{}",
-                totals.with_gaps.len(),
-                shown.join(" "),
-                if totals.with_gaps.len() > 50 { " ..." } else { "" }
-            );
-        }
         first_failing(first, &totals)
     }
 
@@ -456,11 +427,10 @@ scenarios: quiet swarm crash disk network corruption corrupt-tail (default: chos
             let caught =
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_cluster_seed(seed)));
             let mut lines = Vec::new();
-            let (failed, simulated_ms, had_gaps) = match caught {
+            let (failed, simulated_ms) = match caught {
                 Ok(outcome) => {
                     if single {
                         lines.push(format!("{}", outcome.plan).trim_end().to_string());
-                        lines.extend(outcome.gaps.iter().map(|g| format!("note: {g}")));
                         lines.push(format!("history-digest: {}", outcome.digest));
                         if let Some(path) = &history {
                             if let Err(e) = std::fs::write(path, &outcome.jsonl) {
@@ -479,18 +449,14 @@ scenarios: quiet swarm crash disk network corruption corrupt-tail (default: chos
                                 .map(|f| format!("  {f}")),
                         );
                     }
-                    (
-                        !outcome.passed(),
-                        outcome.simulated_ms,
-                        !outcome.gaps.is_empty(),
-                    )
+                    (!outcome.passed(), outcome.simulated_ms)
                 }
                 Err(payload) => {
                     lines.push(format!(
                         "FAIL seed {seed}: the simulation panicked: {}",
                         panic_text(payload)
                     ));
-                    (true, 0, false)
+                    (true, 0)
                 }
             };
             if failed {
@@ -500,7 +466,6 @@ scenarios: quiet swarm crash disk network corruption corrupt-tail (default: chos
                 failed,
                 lines,
                 simulated_ms,
-                had_gaps,
             }
         };
         let totals = sweep_seeds(first, end, jobs, stop_at_first, 0, &run);

@@ -4,6 +4,7 @@
 //! in-memory disk (`MemDir`), the crash trigger, the wall-clock skew and the node's
 //! status as the supervisor sees it.
 
+use crate::effects::EffectLog;
 use shoal_engine::disk::{Disk, DiskDir, DiskError};
 use shoal_engine::memdisk::MemDir;
 use shoal_engine::runtime::{BoxFuture, Runtime};
@@ -234,10 +235,16 @@ pub struct NodeWorld {
     status: Mutex<NodeStatus>,
     pub store_options: StoreOptions,
     pub storage_config: StorageConfig,
+    /// What the store did, recorded in the history (see `effects`).
+    effects: Arc<EffectLog>,
 }
 
 impl NodeWorld {
-    pub fn new(store_options: StoreOptions, storage_config: StorageConfig) -> Arc<NodeWorld> {
+    pub fn new(
+        store_options: StoreOptions,
+        storage_config: StorageConfig,
+        effects: Arc<EffectLog>,
+    ) -> Arc<NodeWorld> {
         Arc::new(NodeWorld {
             memdir: MemDir::new(),
             trigger: Arc::new(CrashTrigger::new()),
@@ -245,6 +252,7 @@ impl NodeWorld {
             status: Mutex::new(NodeStatus::Starting),
             store_options,
             storage_config,
+            effects,
         })
     }
 
@@ -263,7 +271,7 @@ impl NodeWorld {
             inner: self.memdir.clone(),
             trigger: self.trigger.clone(),
         });
-        let store = match Store::open(dir, self.store_options.clone()) {
+        let mut store = match Store::open(dir, self.store_options.clone()) {
             Ok((store, report)) => {
                 let mut recovery = format!(
                     "{} segment(s) scanned, {} from hints, {} keys",
@@ -290,6 +298,7 @@ impl NodeWorld {
                 return;
             }
         };
+        self.effects.attach(&mut store);
         let runtime = SkewedRuntime::new(self.skew_ms.clone());
         let storage = Storage::start(store, self.storage_config.clone(), runtime);
         let listener = tokio::net::TcpListener::bind(node_addr())

@@ -5,8 +5,8 @@
 
 use crate::client::RespConn;
 use crate::digest::history_digest;
+use crate::effects::EffectLog;
 use crate::faults::Supervisor;
-use crate::gaps;
 use crate::node::{self, lock, node_addr, NodeStatus, NodeWorld, NODE_ID};
 use crate::plan::{CrashMode, Plan, Scenario};
 use crate::recorder::Recorder;
@@ -68,9 +68,6 @@ pub fn replay_command(seed: u64, options: &RunOptions) -> String {
     if let Some(scenario) = options.scenario {
         command.push_str(&format!(" --scenario {scenario}"));
     }
-    if options.strict {
-        command.push_str(" --strict");
-    }
     let features = features();
     if !features.is_empty() {
         command.push_str(&format!(" --features {}", features.join(",")));
@@ -83,18 +80,6 @@ pub fn replay_command(seed: u64, options: &RunOptions) -> String {
 pub struct RunOptions {
     /// Force a scenario (None: the seed's own).
     pub scenario: Option<Scenario>,
-    /// Count known checker gaps (see `gaps`) as failures.
-    pub strict: bool,
-}
-
-impl RunOptions {
-    /// Defaults, with `SHOAL_SIM_STRICT=1` in the environment turning on `strict`.
-    pub fn from_env() -> RunOptions {
-        RunOptions {
-            scenario: None,
-            strict: std::env::var("SHOAL_SIM_STRICT").is_ok_and(|v| v == "1"),
-        }
-    }
 }
 
 /// Everything one run produced.
@@ -108,8 +93,6 @@ pub struct RunOutcome {
     pub failures: Vec<String>,
     /// Notes for the reader (detections, expected damage) whatever the verdict.
     pub notes: Vec<String>,
-    /// Violations that are known checker gaps (failures under `strict`).
-    pub gaps: Vec<String>,
     pub simulated_ms: u64,
 }
 
@@ -128,10 +111,9 @@ const SEED_THREAD_STACK_BYTES: usize = 16 << 20;
 /// resumed on the caller's thread.
 pub fn run_seed(seed: u64, options: &RunOptions) -> RunOutcome {
     let plan = Plan::from_seed(seed, options.scenario);
-    let strict = options.strict;
     let time_limit_ms = plan.phase1_ms + 600_000;
     on_seed_thread(format!("seed-{seed}"), seed, time_limit_ms, move || {
-        simulate(plan, strict)
+        simulate(plan)
     })
 }
 
@@ -163,7 +145,7 @@ where
 }
 
 /// The body of a run; call inside a madsim runtime whose seed is `plan.seed`.
-pub async fn simulate(plan: Plan, strict: bool) -> RunOutcome {
+pub async fn simulate(plan: Plan) -> RunOutcome {
     let handle = madsim::runtime::Handle::current();
     let recorder = Arc::new(Recorder::new());
     madsim::net::NetSim::current().update_config(|config| {
@@ -173,7 +155,8 @@ pub async fn simulate(plan: Plan, strict: bool) -> RunOutcome {
     });
 
     let (store_options, storage_config) = node::settings(&plan.store);
-    let world = NodeWorld::new(store_options, storage_config);
+    let effects = EffectLog::new(recorder.clone(), NODE_ID);
+    let world = NodeWorld::new(store_options, storage_config, effects);
     let init_world = world.clone();
     let server = handle
         .create_node()
@@ -291,14 +274,12 @@ pub async fn simulate(plan: Plan, strict: bool) -> RunOutcome {
     let verdict = judge(
         &plan,
         &Evidence {
-            history: &history,
             report: &report,
             recorder: &recorder,
             damaged: &damaged,
             invariant_failures: &invariant_failures,
             status: &world.status(),
         },
-        strict,
     );
     RunOutcome {
         plan,
@@ -308,7 +289,6 @@ pub async fn simulate(plan: Plan, strict: bool) -> RunOutcome {
         report,
         failures: verdict.failures,
         notes: verdict.notes,
-        gaps: verdict.gaps,
         simulated_ms,
     }
 }
@@ -338,6 +318,7 @@ fn meta(plan: &Plan) -> Meta {
         sessions: true,
         nodes: vec![NODE_ID],
         converge_bound_ms: Some(plan.converge_bound_ms),
+        effects: true,
         extra,
     }
 }
@@ -478,12 +459,10 @@ async fn call_with_retries(
 struct Verdict {
     failures: Vec<String>,
     notes: Vec<String>,
-    gaps: Vec<String>,
 }
 
 /// What a run's verdict weighs.
 struct Evidence<'a> {
-    history: &'a History,
     report: &'a Report,
     recorder: &'a Recorder,
     /// Keys whose records latent corruption hit.
@@ -493,11 +472,9 @@ struct Evidence<'a> {
     status: &'a NodeStatus,
 }
 
-/// The scenario's verdict: which violations make the run fail, which are known
-/// checker gaps, and notes.
-fn judge(plan: &Plan, evidence: &Evidence, strict: bool) -> Verdict {
+/// The scenario's verdict: which violations make the run fail, and notes.
+fn judge(plan: &Plan, evidence: &Evidence) -> Verdict {
     let Evidence {
-        history,
         report,
         recorder,
         damaged,
@@ -535,14 +512,6 @@ fn judge(plan: &Plan, evidence: &Evidence, strict: bool) -> Verdict {
             .push(format!("damaged keys: {}", names.join("; ")));
     }
     for violation in &report.violations {
-        if let Some(gap) = gaps::known_gap(history, violation) {
-            let text = format!("checker gap ({gap}) for: {violation}");
-            if strict {
-                verdict.failures.push(text.clone());
-            }
-            verdict.gaps.push(text);
-            continue;
-        }
         // Corruption: "detected, never garbage". Damage may cost the damaged keys
         // (or, when recovery refused, every key's final state), once detected.
         let on_detected_damage = violation

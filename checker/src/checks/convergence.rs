@@ -1,7 +1,7 @@
 //! G3 convergence: after the heal every replica of a key holds the identical state,
 //! and a key with a surviving acknowledged write is held by some replica.
 
-use super::{ok_writes_of, superseder, Facts, KeyFacts};
+use super::{ok_writes_of, superseded, Facts, KeyFacts};
 use crate::history::FinalState;
 use crate::model::{siblings_text, Dot, Key, Sibling};
 use crate::report::{Violation, ViolationKind};
@@ -70,7 +70,7 @@ fn absence(facts: &Facts, key: &Key, key_facts: &KeyFacts) -> Option<Violation> 
         return None;
     }
     let mut surviving = ok_writes_of(facts, key_facts)
-        .filter(|(write, dot)| superseder(facts, key_facts, write, *dot).is_none());
+        .filter(|(write, dot)| !superseded(facts, key_facts, write, *dot));
     let (write, dot) = surviving.next()?;
     let others_count = surviving.count();
     Some(Violation::after_heal(

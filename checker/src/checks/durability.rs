@@ -1,7 +1,7 @@
 //! G1 durability and G2 no silent loss: every acknowledged write is, on every replica
 //! that reports its key, either present or legitimately superseded.
 
-use super::{ok_writes_of, replicas_text, superseder, Facts, KeyFacts};
+use super::{ok_writes_of, replicas_text, superseded, Facts, KeyFacts};
 use crate::history::FinalState;
 use crate::model::{Dot, Key};
 use crate::operations::Operation;
@@ -21,7 +21,7 @@ pub fn check_durability(facts: &Facts) -> Vec<Violation> {
     let mut violations = Vec::new();
     for (key, key_facts) in &facts.keys {
         for (write, dot) in ok_writes_of(facts, key_facts) {
-            if superseder(facts, key_facts, write, dot).is_some() {
+            if superseded(facts, key_facts, write, dot) {
                 continue;
             }
             let losses = find_losses(facts, key_facts, dot);

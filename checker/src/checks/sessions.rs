@@ -1,11 +1,11 @@
 //! G6 sessions, checked only when the meta promises them: read-your-writes and
 //! monotonic reads, per process and key.
 //!
-//! A read "observes" a dot when its context covers it, or when an `ok` delete of the
-//! key that completed before the read was invoked covers it: tombstones may be
-//! collected, and their context with them.
+//! A read "observes" a dot when its context covers it, or when the key's delete
+//! markers may have been collected, and their context with them, before the read
+//! ran (see `forgotten_before`).
 
-use super::{deleted_before, Facts, KeyFacts};
+use super::{forgotten_before, Facts, KeyFacts};
 use crate::model::{Context, Dot, Key, NodeId};
 use crate::operations::Operation;
 use crate::report::{Violation, ViolationKind};
@@ -58,7 +58,7 @@ fn observes(
     context: &Context,
     dot: Dot,
 ) -> bool {
-    context.covers(dot) || deleted_before(facts, key_facts, dot, read.invoked)
+    context.covers(dot) || forgotten_before(facts, key_facts, dot, read)
 }
 
 fn read_your_writes(

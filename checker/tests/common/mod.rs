@@ -38,6 +38,46 @@ impl Recorder {
         }
     }
 
+    /// One node (n=1 r=1 w=1, node 1) whose history records every effect and
+    /// marker collection, as the simulator's do.
+    pub fn with_effects() -> Recorder {
+        let meta = json!({
+            "type": "meta", "seed": 42, "n": 1, "r": 1, "w": 1, "sessions": true,
+            "nodes": [1], "converge_bound_ms": 5000, "effects": true
+        });
+        Recorder {
+            lines: vec![meta.to_string()],
+        }
+    }
+
+    /// Node 1 applied a write (`value: Some`) or delete durably.
+    pub fn effect(
+        &mut self,
+        time_ms: u64,
+        key: &str,
+        value: Option<&str>,
+        dot: DotPair,
+        superseded: &[DotPair],
+    ) -> &mut Recorder {
+        let f = if value.is_some() { "write" } else { "delete" };
+        let mut line = json!({
+            "type": "effect", "f": f, "ns": 0, "key": key, "time_ms": time_ms, "node": 1,
+            "dot": [dot.0, dot.1], "superseded": context_json(superseded)
+        });
+        if let (Some(value), Value::Object(map)) = (value, &mut line) {
+            map.insert("value".into(), json!(value));
+        }
+        self.line(line)
+    }
+
+    /// Node 1 collected the key's delete markers, forgetting `context`.
+    pub fn collected(&mut self, time_ms: u64, key: &str, context: &[DotPair]) -> &mut Recorder {
+        self.line(json!({
+            "type": "collected", "ns": 0, "key": key, "time_ms": time_ms, "node": 1,
+            "context": context_json(context)
+        }))
+    }
+
     pub fn line(&mut self, line: Value) -> &mut Recorder {
         self.lines.push(line.to_string());
         self
