@@ -1278,6 +1278,48 @@ impl Cluster {
         false
     }
 
+    /// Before a join or replace: the new node must answer at `address` as
+    /// `node` and prove the cluster secret (the handshake), and answer a ping.
+    /// A node that cannot would be given partitions it never takes, and its
+    /// handoffs would hold every later change off.
+    async fn check_newcomer(&self, node: NodeId, address: &str) -> Result<(), String> {
+        let peer_addr = member_addr(address)?.peer;
+        let clock = self.clock.clone();
+        let mut random = move || clock.random_u64();
+        let secret = self.config.secret.as_bytes();
+        let ping = async {
+            let (mut reader, mut writer) =
+                peer::dial(&peer_addr, self.me(), node, secret, &mut random)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            let envelope = Envelope::Request {
+                id: 1,
+                from: self.me(),
+                body: self.ping_request(),
+            };
+            writer.send(&envelope).await.map_err(|e| e.to_string())?;
+            match reader.recv().await.map_err(|e| e.to_string())? {
+                Envelope::Response {
+                    body: Response::Pong { .. },
+                    ..
+                } => Ok(()),
+                other => Err(format!("answered {other:?} to a ping")),
+            }
+        };
+        let limit =
+            Duration::from_millis(self.config.request_timeout_ms + self.config.connect_timeout_ms);
+        match tokio::time::timeout(limit, ping).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!(
+                "node {node} at {address} cannot take part: {e}; nothing changed (retry once it answers with the cluster secret)"
+            )),
+            Err(_) => Err(format!(
+                "node {node} at {address} did not answer within {} ms; nothing changed (retry once it answers)",
+                limit.as_millis()
+            )),
+        }
+    }
+
     /// Before an operator's ring change: compare maps with every other node of
     /// ours (adopting any newer one), and refuse unless a majority of the ring's
     /// members answered. A node cut off from the rest may not know the last
@@ -1323,6 +1365,15 @@ impl Cluster {
         self: &Arc<Self>,
         change: RingChange,
     ) -> Result<(MapDiff, usize), String> {
+        match &change {
+            RingChange::Join { node, address }
+            | RingChange::Replace {
+                new: node, address, ..
+            } if !cfg!(feature = "bug-join-unchecked") => {
+                self.check_newcomer(*node, address).await?
+            }
+            _ => {}
+        }
         self.learn_map_from_majority().await?;
         let current = self.map();
         let (next, diff) = current.change(&change).map_err(|e| e.to_string())?;

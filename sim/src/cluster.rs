@@ -175,6 +175,11 @@ pub enum SimRingChange {
     Unpin {
         namespace: u8,
     },
+    /// An operator's join of a node that never comes (nothing listens at its
+    /// address): it must be refused, and the ring stay as it was.
+    JoinAbsent {
+        node: u32,
+    },
 }
 
 impl SimRingChange {
@@ -213,6 +218,14 @@ impl SimRingChange {
             SimRingChange::Unpin { namespace } => {
                 vec!["SHOAL.RING".into(), "UNPIN".into(), namespace.to_string()]
             }
+            SimRingChange::JoinAbsent { node } => {
+                vec![
+                    "SHOAL.RING".into(),
+                    "JOIN".into(),
+                    node.to_string(),
+                    addr(*node),
+                ]
+            }
         }
     }
 }
@@ -234,6 +247,9 @@ impl fmt::Display for SimRingChange {
                 "ring: pin namespace {namespace} to nodes {nodes:?} (n={replicas_n} r={r} w={w})"
             ),
             SimRingChange::Unpin { namespace } => write!(f, "ring: unpin namespace {namespace}"),
+            SimRingChange::JoinAbsent { node } => {
+                write!(f, "ring: join node {node}, which never comes")
+            }
         }
     }
 }
@@ -474,6 +490,15 @@ impl ClusterPlan {
                     ring_changes.insert(at, (step_ms, SimRingChange::Unpin { namespace }));
                 }
             }
+        }
+        // A join of a node that never comes (own stream): refused, and the
+        // changes after it go through.
+        let mut absent_rng = SplitMix64::new(seed ^ 0x0ab5_e17);
+        if absent_rng.chance_percent(15) {
+            let at_ms = 200 + absent_rng.below(phase1_ms / 2);
+            let at = ring_changes.partition_point(|(t, _)| *t <= at_ms);
+            let node = spare_id + 1;
+            ring_changes.insert(at, (at_ms, SimRingChange::JoinAbsent { node }));
         }
         // Segment corruption (own stream), ring changes and pins allowed: the
         // node restoring from its replicas serves no handoff until it is whole.
@@ -1382,9 +1407,16 @@ async fn run_ring_changes(
         let give_up = tokio::time::Instant::now() + Duration::from_secs(20);
         let mut last = String::from("no member answered");
         let mut before: Option<(Arc<ClusterMap>, Vec<Event>)> = None;
+        let absent = matches!(change, SimRingChange::JoinAbsent { .. });
+        let give_up = if absent {
+            // Refused every time: a few tries show it stays refused.
+            tokio::time::Instant::now() + Duration::from_secs(2)
+        } else {
+            give_up
+        };
         let outcome = loop {
             if tokio::time::Instant::now() >= give_up {
-                break format!("abandoned after 20 s: {last}");
+                break format!("abandoned after {} s: {last}", if absent { 2 } else { 20 });
             }
             let via = ids[rng.below(ids.len() as u64) as usize];
             let target = SocketAddr::new(member_ip(via), CLIENT_PORT);
@@ -1405,6 +1437,11 @@ async fn run_ring_changes(
                         if !sloppy {
                             audit_handoff(&members, via, &ring_before, &events, &recorder).await;
                         }
+                    }
+                    if absent {
+                        recorder.anomaly(format!(
+                            "{change} was accepted (via node {via}): a node that never answered got partitions"
+                        ));
                     }
                     break format!("via node {via}: {}", text.trim());
                 }
