@@ -636,8 +636,7 @@ pub struct Cluster {
     /// minted (peers' Coordinate requests wait on `ready_changed`).
     ready: AtomicBool,
     /// Restoring from the replicas ([`RESTORING_FILE`]), and the peers whose
-    /// copies were merged here in full under the settled ring of the given
-    /// version.
+    /// copies were merged here in full under the ring of the given version.
     restoring: AtomicBool,
     restored_from: Mutex<(u64, BTreeSet<NodeId>)>,
     /// Per peer, from the last ping it answered: (its wall clock minus ours, the
@@ -3961,25 +3960,28 @@ impl Cluster {
     /// member, this node holds every write any of them acknowledged before, and
     /// stops restoring.
     ///
-    /// Only exchanges under a settled ring count, and only under one ring
-    /// version. While a handoff runs, a node that left (or gave up a partition
-    /// this node keeps) may hold the only other copy of a write lost here; it is
-    /// no ring member to exchange with, and the copy reaches the other owners
-    /// only through their pulls, which this node, refusing scans, is not a
-    /// source of. Counting exchanges then would let it serve scans as complete
-    /// while it lacks that write (a down node leaving, the cluster sim found).
+    /// Exchanges count only under one ring version, and not while a handoff
+    /// from a node that left the ring runs. That node may hold the only other
+    /// copy of a write lost here; it is no member to exchange with, and the
+    /// copy reaches the other owners only through their pulls, of which this
+    /// node, refusing scans, is no source. Counting exchanges then would let it
+    /// serve scans as complete while it lacks that write (a down node leaving,
+    /// the cluster sim found). Once the ring settles, the owners hold it.
     fn restored_from(&self, peer: NodeId, map: &ClusterMap) {
         if !self.restoring.load(Ordering::Acquire) {
             return;
         }
-        let settled = map.previous_placement().is_none();
+        let departed = map.previous_placement().is_some_and(|previous| {
+            let members = previous.default_ring().members();
+            members.iter().any(|n| !map.ring().is_member(*n))
+        });
         let mut guard = lock(&self.restored_from);
         let (version, done) = &mut *guard;
-        if *version != map.version() || !settled {
+        if *version != map.version() {
             *version = map.version();
             done.clear();
         }
-        if !settled {
+        if departed {
             return;
         }
         done.insert(peer);
