@@ -226,6 +226,8 @@ async fn run_blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static)
 
 /// Compaction budget per byte written (see [`Committer::compact`]).
 const COMPACTION_BYTES_PER_WRITTEN_BYTE: u64 = 2;
+/// Segments one compaction tick may finish.
+const COMPACTION_SEGMENTS_PER_TICK_MAX: usize = 8;
 
 struct Committer<R: Runtime> {
     /// Key and value bytes of the batches written since the last compaction tick.
@@ -427,13 +429,27 @@ impl<R: Runtime> Committer<R> {
             .config
             .compaction_budget_bytes
             .max(written_bytes.saturating_mul(COMPACTION_BYTES_PER_WRITTEN_BYTE));
-        let progress = run_blocking(move || lock(&store).compaction_tick(budget)).await;
-        match progress {
-            Ok(CompactionProgress::Finished { segment }) => {
-                tracing::info!("compacted segment {segment}")
+        // One budget over as many segments as it covers (a few at most), each
+        // step under the lock on its own, so writes get in between.
+        let mut left_bytes = budget;
+        for _ in 0..COMPACTION_SEGMENTS_PER_TICK_MAX {
+            let store = store.clone();
+            let step =
+                run_blocking(move || lock(&store).compaction_tick_spending(left_bytes)).await;
+            match step {
+                Ok((CompactionProgress::Finished { segment }, spent_bytes)) => {
+                    tracing::info!("compacted segment {segment}");
+                    left_bytes = left_bytes.saturating_sub(spent_bytes.max(1));
+                    if left_bytes == 0 {
+                        return;
+                    }
+                }
+                Ok(_) => return,
+                Err(e) => {
+                    tracing::warn!("compaction paused: {e}");
+                    return;
+                }
             }
-            Ok(_) => {}
-            Err(e) => tracing::warn!("compaction paused: {e}"),
         }
     }
 }

@@ -55,12 +55,22 @@ impl Store {
     /// Do at most `budget_bytes` of compaction work. The rewritten records are synced
     /// before the directory points at them, and the old segment is removed only after.
     pub fn compaction_tick(&mut self, budget_bytes: u64) -> Result<CompactionProgress, WriteError> {
+        self.compaction_tick_spending(budget_bytes)
+            .map(|(progress, _)| progress)
+    }
+
+    /// [`Store::compaction_tick`], also returning the bytes of records it
+    /// handled, so a caller can spend one budget over several segments.
+    pub fn compaction_tick_spending(
+        &mut self,
+        budget_bytes: u64,
+    ) -> Result<(CompactionProgress, u64), WriteError> {
         if let Some(reason) = &self.poisoned {
             return Err(WriteError::Poisoned(reason.clone()));
         }
         if self.compaction.is_none() {
             let Some(segment) = self.compaction_candidate() else {
-                return Ok(CompactionProgress::Idle);
+                return Ok((CompactionProgress::Idle, 0));
             };
             let entries = self
                 .keydir
@@ -83,6 +93,7 @@ impl Store {
         }
         let (step_start, deferred_before) = (cursor.next, cursor.deferred.len());
         let result = self.compaction_step(&mut cursor, budget_bytes);
+        let spent_bytes = *result.as_ref().unwrap_or(&0);
         if result.is_err() {
             // Nothing of the failed step took effect: take its entries up again, or
             // finishing would remove the segment under their directory entries.
@@ -97,17 +108,18 @@ impl Store {
                 self.compaction = Some(cursor);
                 Err(e)
             }
-            Ok(()) if finished => {
+            Ok(_) if finished => {
                 self.finish_compaction(segment)?;
-                Ok(CompactionProgress::Finished { segment })
+                Ok((CompactionProgress::Finished { segment }, spent_bytes))
             }
-            Ok(()) => {
+            Ok(_) => {
                 self.compaction = Some(cursor);
-                Ok(CompactionProgress::Running {
+                let running = CompactionProgress::Running {
                     segment,
                     done,
                     total,
-                })
+                };
+                Ok((running, spent_bytes))
             }
         }
     }
@@ -116,7 +128,7 @@ impl Store {
         &mut self,
         cursor: &mut Cursor,
         budget_bytes: u64,
-    ) -> Result<(), WriteError> {
+    ) -> Result<u64, WriteError> {
         let oldest = self.segments.keys().next().copied() == Some(cursor.segment);
         let collect_tombstones = (oldest && self.options.delete_markers_collectable)
             || cfg!(feature = "bug-early-tombstone-gc");
@@ -191,7 +203,7 @@ impl Store {
                 digests.remove(dk[0], u16::from_be_bytes([dk[1], dk[2]]), &dk[3..]);
             }
         }
-        Ok(())
+        Ok(spent_bytes)
     }
 
     /// Tell the observer (if any) the context of the markers about to be collected.
