@@ -961,15 +961,34 @@ fn a_node_joined_back_with_its_old_directory_does_not_resurrect_deleted_keys() {
     wait_until_forgotten(&three, deleted.len() as u64);
     drop(three);
 
-    let joined = admin(&[
-        "join",
-        "--addr",
-        &addr1,
-        "--node",
-        &format!("4@127.0.0.1:{}", ports[3]),
-    ]);
-    assert!(joined.contains("ring version 2 -> 3"), "{joined}");
+    // A join checks that the node answers: while it is down the join is
+    // refused and nothing changes; started again (outside the ring, on its old
+    // directory), it is joined back.
+    let join_args = [
+        "join".to_string(),
+        "--addr".to_string(),
+        addr1.clone(),
+        "--node".to_string(),
+        format!("4@127.0.0.1:{}", ports[3]),
+    ];
+    let join_args: Vec<&str> = join_args.iter().map(String::as_str).collect();
+    let refused = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .arg("cluster")
+        .args(&join_args)
+        .output()
+        .expect("run shoal cluster");
+    assert!(
+        !refused.status.success(),
+        "a join of a down node was accepted"
+    );
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("nothing changed"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
     nodes[3] = Some(start_node_with(4, &ports, &dirs[3], &extra));
+    let joined = admin(&join_args);
+    assert!(joined.contains("ring version 2 -> 3"), "{joined}");
     let all: Vec<&ShoalProcess> = nodes.iter().map(|n| n.as_ref().unwrap()).collect();
     wait_for_handoffs(&all, "join");
     // A few anti-entropy rounds: a copy node 4 had kept would spread now.
@@ -1331,5 +1350,75 @@ fn a_node_with_a_damaged_segment_is_restored_from_its_replicas() {
     for key in &keys {
         assert!(held.contains_key(key), "node 3's directory lacks {key}");
     }
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// `shoal cluster join` of a node started with another secret is refused and
+/// changes nothing (it used to be accepted, its handoffs never finished, and
+/// every later change was refused); once the node runs with the cluster's
+/// secret, the same join goes through and its handoffs finish.
+#[test]
+fn a_join_of_a_node_without_the_secret_is_refused_and_changes_nothing() {
+    let root = temp_dir("cluster-join-check");
+    let ports = port_pairs(4);
+    let founders = &ports[..3];
+    let dirs = node_dirs(&root, 4);
+    let nodes: Vec<ShoalProcess> = (1..=3)
+        .map(|i| start_node(i, founders, &dirs[i - 1]))
+        .collect();
+    let seeds = members(founders);
+    let start_4 = |secret: &str| {
+        let args = [
+            "--node-id",
+            "4",
+            "--members",
+            &seeds,
+            "--cluster-secret",
+            secret,
+        ];
+        ShoalProcess::start_on(ports[3], &dirs[3], &args)
+    };
+    let mut c1 = nodes[0].client();
+    wait_for_a_write(&mut c1, "up");
+    let addr1 = format!("127.0.0.1:{}", ports[0]);
+    let node_arg = format!("4@127.0.0.1:{}", ports[3]);
+    let join = [
+        "join",
+        "--addr",
+        addr1.as_str(),
+        "--node",
+        node_arg.as_str(),
+    ];
+    let impostor = start_4("not-the-cluster-secret");
+    let refused = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .arg("cluster")
+        .args(join)
+        .output()
+        .expect("run shoal cluster");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "the join was accepted");
+    assert!(
+        stderr.contains("cannot take part") && stderr.contains("nothing changed"),
+        "{stderr}"
+    );
+    let after = status(&nodes[0]);
+    assert!(
+        after.contains("ring version 1,"),
+        "the ring changed:\n{after}"
+    );
+    drop(impostor);
+    let node4 = start_4(SECRET);
+    let joined = admin(&join);
+    assert!(joined.contains("ring version 1 -> 2"), "{joined}");
+    let all: Vec<&ShoalProcess> = nodes.iter().chain([&node4]).collect();
+    wait_for_handoffs(&all, "join");
+    let value: Option<String> = node4.client().get("up").unwrap();
+    assert!(
+        value.is_some(),
+        "node 4 serves the write made before it joined"
+    );
+    drop(all);
+    drop(node4);
+    drop(nodes);
     let _ = std::fs::remove_dir_all(&root);
 }

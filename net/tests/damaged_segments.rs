@@ -95,14 +95,27 @@ fn inspect_check_passes(dir: &Path) -> bool {
 }
 
 /// Applies `damage` to a copy of `original` and checks the node refuses it.
-fn assert_refused(root: &Path, original: &Path, config: &Path, name: &str, damage: impl Fn(&Path), names: &str) {
+fn assert_refused(
+    root: &Path,
+    original: &Path,
+    config: &Path,
+    name: &str,
+    damage: impl Fn(&Path),
+    names: &str,
+) {
     let dir = root.join(name);
     copy_dir(original, &dir);
     damage(&dir);
     let (ok, stderr) = start_expecting_exit(&dir, config);
     assert!(!ok, "{name}: the server exited successfully");
-    assert!(stderr.contains(names), "{name}: stderr does not name {names:?}: {stderr}");
-    assert!(!inspect_check_passes(&dir), "{name}: inspect --check passed");
+    assert!(
+        stderr.contains(names),
+        "{name}: stderr does not name {names:?}: {stderr}"
+    );
+    assert!(
+        !inspect_check_passes(&dir),
+        "{name}: inspect --check passed"
+    );
 }
 
 #[test]
@@ -113,24 +126,58 @@ fn a_deleted_cut_or_flipped_segment_stops_the_node_and_fails_inspect() {
     let segments = segment_count(&original);
     assert!(segments >= 3, "{segments} segments");
     assert!(inspect_check_passes(&original));
-    assert_refused(&root, &original, &config, "deleted", |d| {
-        std::fs::remove_file(segment(d, 2)).unwrap();
-        let _ = std::fs::remove_file(d.join("seg-00000002.hint"));
-    }, "segment 2");
-    assert_refused(&root, &original, &config, "cut-newest", |d| {
-        let file = std::fs::OpenOptions::new().write(true).open(segment(d, segments)).unwrap();
-        file.set_len(4096).unwrap();
-    }, &format!("segment {segments}"));
-    assert_refused(&root, &original, &config, "cut-sealed", |d| {
-        let file = std::fs::OpenOptions::new().write(true).open(segment(d, 1)).unwrap();
-        file.set_len(200_000).unwrap();
-    }, "segment 1");
-    assert_refused(&root, &original, &config, "flipped", |d| {
-        let path = segment(d, 1);
-        let mut bytes = std::fs::read(&path).unwrap();
-        bytes[50_000] ^= 0x40;
-        std::fs::write(&path, bytes).unwrap();
-    }, "segment 1");
+    assert_refused(
+        &root,
+        &original,
+        &config,
+        "deleted",
+        |d| {
+            std::fs::remove_file(segment(d, 2)).unwrap();
+            let _ = std::fs::remove_file(d.join("seg-00000002.hint"));
+        },
+        "segment 2",
+    );
+    assert_refused(
+        &root,
+        &original,
+        &config,
+        "cut-newest",
+        |d| {
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .open(segment(d, segments))
+                .unwrap();
+            file.set_len(4096).unwrap();
+        },
+        &format!("segment {segments}"),
+    );
+    assert_refused(
+        &root,
+        &original,
+        &config,
+        "cut-sealed",
+        |d| {
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .open(segment(d, 1))
+                .unwrap();
+            file.set_len(200_000).unwrap();
+        },
+        "segment 1",
+    );
+    assert_refused(
+        &root,
+        &original,
+        &config,
+        "flipped",
+        |d| {
+            let path = segment(d, 1);
+            let mut bytes = std::fs::read(&path).unwrap();
+            bytes[50_000] ^= 0x40;
+            std::fs::write(&path, bytes).unwrap();
+        },
+        "segment 1",
+    );
     // The untouched directory still opens whole, with every write.
     let node = ShoalProcess::start(&original, &["--config", config.to_str().unwrap()]);
     let mut conn = node.client();
