@@ -1,6 +1,8 @@
 //! Starting and stopping real `shoal` processes for integration tests.
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -42,7 +44,11 @@ impl ShoalProcess {
             .arg("--data-dir")
             .arg(data_dir)
             .args(extra_args)
-            .env("RUST_LOG", "warn")
+            // SHOAL_TEST_LOG=info (say) shows what the nodes log.
+            .env(
+                "RUST_LOG",
+                std::env::var("SHOAL_TEST_LOG").unwrap_or("warn".into()),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
