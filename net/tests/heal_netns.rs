@@ -49,6 +49,11 @@ fn run(program: &str, args: &[&str]) -> Result<(), String> {
     ))
 }
 
+/// Runs a setup step this machine is known to support: a failure is the test's.
+fn must(program: &str, args: &[&str]) {
+    run(program, args).unwrap_or_else(|e| panic!("setting up the test network: {e}"));
+}
+
 /// Three namespaces, their veth pairs, the ifb sink and the nodes' data; all
 /// removed on drop.
 struct Net {
@@ -119,7 +124,8 @@ impl Net {
         Ok(net)
     }
 
-    /// Namespace, veth pair, addresses, default route and ingress qdisc of `node`.
+    /// Namespace, veth pair, addresses, default route and ingress qdisc of
+    /// `node`. Err (skip) when the namespace, veth or qdisc cannot be made.
     fn add_node_network(&mut self, node: usize) -> Result<(), String> {
         let ns = self.namespace(node);
         let host = self.host_link(node);
@@ -131,23 +137,24 @@ impl Net {
         run(
             "ip",
             &["link", "add", &host, "type", "veth", "peer", "name", &inner],
-        )?;
+        )
+        .map_err(|e| format!("no veth: {e}"))?;
         self.links.push(host.clone());
-        run("ip", &["link", "set", &inner, "netns", &ns])?;
-        run(
+        must("ip", &["link", "set", &inner, "netns", &ns]);
+        must(
             "ip",
             &["addr", "add", &format!("{host_ip}/24"), "dev", &host],
-        )?;
-        run("ip", &["link", "set", &host, "up"])?;
+        );
+        must("ip", &["link", "set", &host, "up"]);
         let in_ns = |args: &[&str]| {
             let mut full = vec!["netns", "exec", &ns, "ip"];
             full.extend_from_slice(args);
-            run("ip", &full)
+            must("ip", &full)
         };
-        in_ns(&["addr", "add", &format!("{node_ip}/24"), "dev", &inner])?;
-        in_ns(&["link", "set", &inner, "up"])?;
-        in_ns(&["link", "set", "lo", "up"])?;
-        in_ns(&["route", "add", "default", "via", &host_ip])?;
+        in_ns(&["addr", "add", &format!("{node_ip}/24"), "dev", &inner]);
+        in_ns(&["link", "set", &inner, "up"]);
+        in_ns(&["link", "set", "lo", "up"]);
+        in_ns(&["route", "add", "default", "via", &host_ip]);
         run("tc", &["qdisc", "add", "dev", &host, "ingress"])
             .map_err(|e| format!("no tc ingress: {e}"))
     }
