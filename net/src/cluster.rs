@@ -3757,23 +3757,37 @@ impl Cluster {
         }
     }
 
+    /// The partitions an exchange with `peer` compares: those both own. While
+    /// restoring, also those both hold in either placement of a transition:
+    /// this node is an old owner, and so a handoff source once it stops
+    /// restoring, of partitions whose other copies may be only on a peer that
+    /// no longer owns them (an outgoing owner, which keeps them until the ring
+    /// settles). Comparing owned partitions alone let a node finish restoring,
+    /// and serve a scan, without a write whose only other copy was on such a
+    /// peer (the cluster sim found it: an old owner down while the ring
+    /// changed).
+    fn shared_partitions(&self, map: &ClusterMap, peer: NodeId) -> Vec<PartitionId> {
+        let me = self.me();
+        let restoring = self.restoring.load(Ordering::Acquire);
+        map.partitions()
+            .into_iter()
+            .filter(|p| {
+                let list = map.owners(*p);
+                (list.contains(&me) && list.contains(&peer))
+                    || (restoring && map.holds(me, *p) && map.holds(peer, *p))
+            })
+            .collect()
+    }
+
     /// One exchange with one peer over every partition both hold: compare
     /// partition digests, then slot digests of the partitions that differ, then
     /// key hashes of the slots that differ; push our copies of the differing keys
     /// and pull theirs (each side merges, so the order does not matter). Moves at
     /// most `anti_entropy_keys_per_round_max` keys.
     async fn anti_entropy_with(self: &Arc<Self>, peer: NodeId) -> Result<(), CallError> {
-        let me = self.me();
         let timeout = self.config.request_timeout_ms;
         let map = self.map();
-        let shared: Vec<PartitionId> = map
-            .partitions()
-            .into_iter()
-            .filter(|p| {
-                let list = map.owners(*p);
-                list.contains(&me) && list.contains(&peer)
-            })
-            .collect();
+        let shared = self.shared_partitions(&map, peer);
         let mut differing_partitions = Vec::new();
         for chunk in shared.chunks(ITEMS_PER_REQUEST_MAX) {
             let theirs = match self
