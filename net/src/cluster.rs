@@ -972,20 +972,12 @@ impl Cluster {
                 }));
             }
             let mut known: Option<u64> = None;
-            let mut answered = 0;
             for answer in answers {
                 if let Ok(Some(k)) = answer.await {
-                    answered += 1;
                     known = Some(known.unwrap_or(0).max(k));
                 }
             }
-            // A peer that answers 0 may never have seen this node's earlier
-            // life (it restarted since): only an earlier life seen, or every
-            // peer's answer, settles it (cluster seed 20001647: a peer that
-            // restarted while this node was down answered first, and the node
-            // back on an empty disk minted its old dots again).
-            let settled = known.is_some_and(|k| k >= 1) || answered == peers.len();
-            if settled || self.now_ms() >= deadline_ms {
+            if known.is_some() || self.now_ms() >= deadline_ms {
                 break known;
             }
             tokio::time::sleep(Duration::from_millis(
