@@ -1076,13 +1076,17 @@ impl Cluster {
             .collect();
         let mut attempt = 0u64;
         loop {
+            let mut last_failure = String::from("no seed listed");
             for seed in &seeds {
                 let mine = (*self.map()).clone();
                 let request = Request::MapSync { map: mine };
-                if let Ok(Response::Map(theirs)) = self
+                let answer = self
                     .call(*seed, request, self.config.request_timeout_ms)
-                    .await
-                {
+                    .await;
+                if let Err(e) = &answer {
+                    last_failure = format!("seed {seed}: {e}");
+                }
+                if let Ok(Response::Map(theirs)) = answer {
                     if theirs.check().is_ok() && self.adopt(&theirs).await {
                         tracing::info!(
                             "joined the cluster's gossip through seed {seed}: ring version {}, {} members; waiting for an operator's `shoal cluster join`",
@@ -1095,7 +1099,9 @@ impl Cluster {
             }
             attempt += 1;
             if attempt % 10 == 1 {
-                tracing::warn!("no seed has answered with the cluster map yet; retrying");
+                tracing::warn!(
+                    "no seed has answered with the cluster map yet ({last_failure}); the Redis port opens once one does (check --members and --cluster-secret); retrying"
+                );
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }

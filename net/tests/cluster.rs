@@ -6,46 +6,15 @@
 
 mod common;
 
+use common::cluster::{members, port_pair, port_pairs, start_member, SECRET};
 use common::{temp_dir, ShoalProcess};
 use redis::Commands;
 use shoal_engine::slot::key_slot;
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-
-const SECRET: &str = "integration-test-secret";
-
-/// A client port whose peer port (+10000) is free too. Tests in this process
-/// share the counter, so two tests never pick the same port. Both stay below
-/// Linux's ephemeral range (32768 up): a port checked free there can be taken
-/// by some connection's local end before the node binds it.
-fn port_pair(used: &[u16]) -> u16 {
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    let base = 12000 + (std::process::id() % 900) as u16 * 10;
-    loop {
-        let p = base + NEXT.fetch_add(1, Ordering::Relaxed);
-        assert!(p < 22000, "no free port pair");
-        if !used.contains(&p)
-            && TcpListener::bind(("127.0.0.1", p)).is_ok()
-            && TcpListener::bind(("127.0.0.1", p + 10000)).is_ok()
-        {
-            return p;
-        }
-    }
-}
-
-/// `count` client ports, each with its peer port free.
-fn port_pairs(count: usize) -> Vec<u16> {
-    let mut ports = Vec::new();
-    for _ in 0..count {
-        let p = port_pair(&ports);
-        ports.push(p);
-    }
-    ports
-}
 
 /// `root/node-1` .. `root/node-{count}`.
 fn node_dirs(root: &Path, count: usize) -> Vec<std::path::PathBuf> {
@@ -94,32 +63,12 @@ fn wait_for_a_write(conn: &mut redis::Connection, value: &str) {
     }
 }
 
-fn members(ports: &[u16]) -> String {
-    ports
-        .iter()
-        .enumerate()
-        .map(|(i, p)| format!("{}@127.0.0.1:{p}", i + 1))
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
 fn start_node(id: usize, ports: &[u16], dir: &Path) -> ShoalProcess {
     start_node_with(id, ports, dir, &[])
 }
 
 fn start_node_with(id: usize, ports: &[u16], dir: &Path, extra: &[&str]) -> ShoalProcess {
-    let node_id = id.to_string();
-    let members = members(ports);
-    let mut args = vec![
-        "--node-id",
-        &node_id,
-        "--members",
-        &members,
-        "--cluster-secret",
-        SECRET,
-    ];
-    args.extend_from_slice(extra);
-    ShoalProcess::start_on(ports[id - 1], dir, &args)
+    start_member(id, ports, dir, extra)
 }
 
 fn status(node: &ShoalProcess) -> String {
@@ -1367,7 +1316,9 @@ fn a_join_of_a_node_without_the_secret_is_refused_and_changes_nothing() {
         .map(|i| start_node(i, founders, &dirs[i - 1]))
         .collect();
     let seeds = members(founders);
-    let start_4 = |secret: &str| {
+    // Without the secret no seed gives it the map, so it never opens its Redis
+    // port: wait for the peer port (Redis port + 10000) instead.
+    let start_4 = |secret: &str, ready_port: u16| {
         let args = [
             "--node-id",
             "4",
@@ -1376,7 +1327,7 @@ fn a_join_of_a_node_without_the_secret_is_refused_and_changes_nothing() {
             "--cluster-secret",
             secret,
         ];
-        ShoalProcess::start_on(ports[3], &dirs[3], &args)
+        ShoalProcess::start_waiting_for(ports[3], ready_port, &dirs[3], &args)
     };
     let mut c1 = nodes[0].client();
     wait_for_a_write(&mut c1, "up");
@@ -1389,7 +1340,7 @@ fn a_join_of_a_node_without_the_secret_is_refused_and_changes_nothing() {
         "--node",
         node_arg.as_str(),
     ];
-    let impostor = start_4("not-the-cluster-secret");
+    let impostor = start_4("not-the-cluster-secret", ports[3] + 10000);
     let refused = Command::new(env!("CARGO_BIN_EXE_shoal"))
         .arg("cluster")
         .args(join)
@@ -1407,14 +1358,16 @@ fn a_join_of_a_node_without_the_secret_is_refused_and_changes_nothing() {
         "the ring changed:\n{after}"
     );
     drop(impostor);
-    let node4 = start_4(SECRET);
+    let node4 = start_4(SECRET, ports[3]);
     let joined = admin(&join);
     assert!(joined.contains("ring version 1 -> 2"), "{joined}");
     let all: Vec<&ShoalProcess> = nodes.iter().chain([&node4]).collect();
     wait_for_handoffs(&all, "join");
-    let value: Option<String> = node4.client().get("up").unwrap();
-    assert!(
-        value.is_some(),
+    // `wait_for_a_write` wrote "up" under the key "warm".
+    let value: Option<String> = node4.client().get("warm").unwrap();
+    assert_eq!(
+        value.as_deref(),
+        Some("up"),
         "node 4 serves the write made before it joined"
     );
     drop(all);

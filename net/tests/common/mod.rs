@@ -37,6 +37,17 @@ impl ShoalProcess {
     }
 
     pub fn start_on(port: u16, data_dir: &Path, extra_args: &[&str]) -> ShoalProcess {
+        Self::start_waiting_for(port, port, data_dir, extra_args)
+    }
+
+    /// Start on `port`, waiting until something listens on `ready_port` (a node that
+    /// cannot join opens its peer port but never its Redis port).
+    pub fn start_waiting_for(
+        port: u16,
+        ready_port: u16,
+        data_dir: &Path,
+        extra_args: &[&str],
+    ) -> ShoalProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_shoal"))
             .arg("server")
             .arg("--port")
@@ -58,13 +69,14 @@ impl ShoalProcess {
             if let Ok(Some(status)) = child.try_wait() {
                 panic!("shoal exited during start: {status}");
             }
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            if TcpStream::connect(("127.0.0.1", ready_port)).is_ok() {
                 break;
             }
-            assert!(
-                Instant::now() < deadline,
-                "shoal did not start on port {port}"
-            );
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("shoal did not start listening on port {ready_port}");
+            }
             std::thread::sleep(Duration::from_millis(10));
         }
         ShoalProcess {
