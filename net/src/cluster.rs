@@ -18,8 +18,9 @@
 use crate::peer::{self, PeerError, PeerReader, PeerWriter};
 use crate::storage::Storage;
 use bytes::Bytes;
-use shoal_engine::cluster::detector::{Detector, DetectorConfig, DetectorEvent, Lives, PeerState};
+use shoal_engine::cluster::detector::{Detector, DetectorConfig, DetectorEvent, PeerState};
 use shoal_engine::cluster::hints;
+use shoal_engine::cluster::lives::{self as peer_lives, Lives};
 use shoal_engine::cluster::map::{
     self as cluster_map, split_partition, ClusterMap, MapDiff, Namespaces, RingChange,
 };
@@ -889,6 +890,12 @@ impl Cluster {
         let detector = Detector::new(me, bootstrap.nodes(), config.detector, now);
         let dir_id =
             directory_id(dir.as_ref(), clock.random_u64() | 1).map_err(|e| e.to_string())?;
+        // What this node heard of its peers' lives before it restarted: a peer
+        // back on an empty disk while this node was down must still learn it.
+        let lives = peer_lives::load(dir.as_ref()).unwrap_or_else(|e| {
+            tracing::warn!("{e}; starting without what it knew of peers' directories");
+            Lives::default()
+        });
         let restoring = restoring_actor(dir.as_ref())
             .map_err(|e| format!("{RESTORING_FILE}: {e}"))?
             .is_some();
@@ -912,7 +919,7 @@ impl Cluster {
             ready: AtomicBool::new(false),
             ready_changed: tokio::sync::Notify::new(),
             dir_id,
-            lives: Mutex::new(Lives::default()),
+            lives: Mutex::new(lives),
             peers: Mutex::new(BTreeMap::new()),
             handoff_now: Mutex::new(None),
             hints,
@@ -1037,11 +1044,23 @@ impl Cluster {
                 your_incarnation,
                 ..
             }) => {
-                lock(&self.lives).record(peer, dir_id, incarnation);
+                self.record_life(peer, dir_id, incarnation);
                 self.heard(peer, incarnation);
                 Some(your_incarnation)
             }
             _ => None,
+        }
+    }
+
+    /// Remember that `peer` runs on directory `dir_id` in `incarnation`, and save
+    /// what is new ([`peer_lives`]: once per peer restart). Saved under the lock,
+    /// so a later record never lands before an earlier one.
+    fn record_life(&self, peer: NodeId, dir_id: u64, incarnation: u64) {
+        let mut lives = lock(&self.lives);
+        if lives.record(peer, dir_id, incarnation) {
+            if let Err(e) = peer_lives::save(self.dir.as_ref(), &lives) {
+                tracing::warn!("cannot save what this node knows of peers' directories: {e}");
+            }
         }
     }
 
@@ -1747,9 +1766,8 @@ impl Cluster {
                 map_fingerprint,
             } => {
                 let your_incarnation = {
-                    let mut lives = lock(&self.lives);
-                    let earlier = lives.other_lives_max(from, dir_id);
-                    lives.record(from, dir_id, incarnation);
+                    let earlier = lock(&self.lives).other_lives_max(from, dir_id);
+                    self.record_life(from, dir_id, incarnation);
                     earlier
                 };
                 self.heard(from, incarnation);
@@ -2164,7 +2182,7 @@ impl Cluster {
         let midpoint_ms = sent_wall_ms + round_trip_ms / 2;
         let offset_ms = wall_ms as i64 - midpoint_ms as i64;
         lock(&self.clock_offsets).insert(node, (offset_ms, round_trip_ms.div_ceil(2)));
-        lock(&self.lives).record(node, dir_id, incarnation);
+        self.record_life(node, dir_id, incarnation);
         self.heard(node, incarnation);
         self.compare_maps(node, map_version, map_fingerprint);
         Some(incarnation)

@@ -154,3 +154,24 @@ fn a_cluster_seed_does_real_work() {
     );
     assert!(finals > 0, "phase 3 read no replica");
 }
+
+/// Seeds outside the CI range that fresh sweeps found failing, each fixed since:
+/// they must stay fixed whatever the default range covers.
+/// - 20000280: a restoring node compared only the partitions it owned.
+/// - 20001647: a peer restarted while a node's disk was lost, forgot the node's
+///   earlier directory, and let it mint its old dots again.
+const FOUND_BY_FRESH_SWEEPS: &[u64] = &[20_000_280, 20_001_647];
+
+#[test]
+fn seeds_found_by_fresh_sweeps_stay_fixed() {
+    for seed in FOUND_BY_FRESH_SWEEPS {
+        let outcome = run_cluster_seed(*seed);
+        assert!(
+            outcome.passed(),
+            "seed {seed}: {}{}\n  replay: {}",
+            outcome.plan,
+            outcome.failures.join("\n"),
+            replay_command(*seed)
+        );
+    }
+}

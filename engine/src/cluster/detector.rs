@@ -278,51 +278,6 @@ impl Detector {
     }
 }
 
-/// What this node heard of each peer's lives: a life is a data directory (its
-/// random id, made when the directory is first used) with the highest
-/// incarnation seen under it. A starting node asks its peers for the highest
-/// incarnation of it under any *other* directory: any at all means its directory
-/// replaced one it ran on (a lost, wiped or swapped disk). Kept by directory id,
-/// not by order of arrival, so a delayed message from an old life never passes
-/// for a new one.
-#[derive(Clone, Debug, Default)]
-pub struct Lives {
-    peers: BTreeMap<NodeId, BTreeMap<u64, u64>>,
-}
-
-/// Lives remembered per peer (the ones with the highest incarnations).
-const LIVES_PER_PEER_MAX: usize = 8;
-
-impl Lives {
-    /// A message from `node` running on directory `dir_id`, in `incarnation`.
-    pub fn record(&mut self, node: NodeId, dir_id: u64, incarnation: u64) {
-        let lives = self.peers.entry(node).or_default();
-        let seen = lives.entry(dir_id).or_insert(incarnation);
-        *seen = (*seen).max(incarnation);
-        if lives.len() > LIVES_PER_PEER_MAX {
-            let lowest = lives
-                .iter()
-                .min_by_key(|(dir, incarnation)| (**incarnation, **dir))
-                .map(|(dir, _)| *dir)
-                .expect("more than the cap");
-            lives.remove(&lowest);
-        }
-    }
-
-    /// The highest incarnation seen of `node` on a directory other than `dir_id`
-    /// (0: none).
-    pub fn other_lives_max(&self, node: NodeId, dir_id: u64) -> u64 {
-        self.peers.get(&node).map_or(0, |lives| {
-            lives
-                .iter()
-                .filter(|(dir, _)| **dir != dir_id)
-                .map(|(_, incarnation)| *incarnation)
-                .max()
-                .unwrap_or(0)
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -443,35 +398,6 @@ mod tests {
         d.heard(3, 1, 1_000);
         let events = d.tick(1_200);
         assert_eq!(indirect(&events), vec![(2, vec![3])]);
-    }
-
-    #[test]
-    fn lives_tell_an_earlier_life_from_this_one() {
-        let mut lives = Lives::default();
-        assert_eq!(lives.other_lives_max(3, 77), 0, "never heard of");
-        // Node 3's first directory (id 11) ran as incarnation 1, then 2.
-        lives.record(3, 11, 1);
-        lives.record(3, 11, 2);
-        // Its disk is lost; the new directory (id 22) is incarnation 1 again.
-        assert_eq!(lives.other_lives_max(3, 22), 2, "asked before we heard it");
-        lives.record(3, 22, 1);
-        assert_eq!(lives.other_lives_max(3, 22), 2, "asked after we heard it");
-        // A restart on the new directory: the old one is still known.
-        lives.record(3, 22, 2);
-        assert_eq!(lives.other_lives_max(3, 22), 2);
-        // A cold start: first heard in this very life, nothing earlier.
-        let mut fresh = Lives::default();
-        fresh.record(4, 5, 1);
-        assert_eq!(fresh.other_lives_max(4, 5), 0);
-        // A normal restart on the same directory: still nothing elsewhere.
-        fresh.record(4, 5, 2);
-        assert_eq!(fresh.other_lives_max(4, 5), 0);
-        // Many directories: the highest incarnations are kept.
-        for dir in 100..120 {
-            fresh.record(4, dir, dir);
-        }
-        assert_eq!(fresh.other_lives_max(4, 999), 119);
-        assert_eq!(fresh.other_lives_max(4, 119), 118);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The cluster's decisions, sans-IO: the peer protocol's messages ([`wire`]), the
-//! failure detector ([`detector`]), the quorum rounds a coordinator runs for
+//! failure detector ([`detector`]) and what it remembers of peers' lives
+//! ([`lives`], kept in a file across restarts), the quorum rounds a coordinator runs for
 //! each write and read ([`quorum`]) and the agreement that lets delete markers
 //! go ([`tombstones`]). Placement is [`crate::placement`]; anti-entropy
 //! digests are [`crate::digest`].
@@ -9,6 +10,7 @@
 
 pub mod detector;
 pub mod hints;
+pub mod lives;
 pub mod map;
 pub mod quorum;
 pub mod tombstones;
