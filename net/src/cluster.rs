@@ -1241,7 +1241,12 @@ impl Cluster {
         let me = self.me();
         // Pending for this node: the partitions it is an incoming owner of (a
         // newer ring cannot hold its reports yet).
-        let incoming = next.incoming(me);
+        // An owner that stays (a pin makes them pull too) keeps what it holds.
+        let incoming: Vec<PartitionId> = next
+            .incoming(me)
+            .into_iter()
+            .filter(|p| !next.was_owner(*p, me))
+            .collect();
         if incoming.is_empty() {
             return true;
         }
@@ -3689,7 +3694,11 @@ impl Cluster {
             (Some(namespace), Some(previous)) => self.quorums_in(previous, namespace).1,
             _ => self.config.write_quorum_min(),
         };
-        let needed = map.sources_needed(partition, old_write_quorum);
+        // An old owner that stays (a pin's) counts itself as one source.
+        let stays = map.was_owner(partition, self.me());
+        let needed = map
+            .sources_needed(partition, old_write_quorum)
+            .saturating_sub(usize::from(stays));
         let mut sources = map.handoff_sources(partition, self.me());
         sources.sort_by_key(|n| !self.is_live(*n));
         let mut pulled = 0;

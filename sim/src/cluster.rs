@@ -1459,8 +1459,9 @@ async fn run_ring_changes(
 }
 
 /// The handoff plan audit: every replica the change moved (a node in a
-/// partition's new owners but not its old ones, counted here from the two rings)
-/// must have had a handoff started for it, as the `SHOAL.RING` reply reports.
+/// partition's new owners but not its old ones, counted here from the two rings;
+/// every owner of a newly pinned namespace's partitions) must have had a handoff
+/// started for it, as the `SHOAL.RING` reply reports.
 fn audit_handoff_plan(
     map_before: &ClusterMap,
     members: &[Arc<Member>],
@@ -1476,11 +1477,15 @@ fn audit_handoff_plan(
         return;
     }
     // Over every ring's partitions; a newly pinned namespace's keys were on the
-    // default ring's owners.
+    // default ring's owners, and every owner of its partitions pulls (the ones
+    // that stay as well: they may lack writes the dropped owners acknowledged).
     let moved: usize = changed
         .partitions()
         .into_iter()
         .map(|p| {
+            if !map_before.is_partition(p) {
+                return changed.owners(p).len();
+            }
             let before = placement_owners(map_before.placement(), p);
             changed
                 .owners(p)

@@ -160,7 +160,13 @@ fn a_cluster_seed_does_real_work() {
 /// - 20000280: a restoring node compared only the partitions it owned.
 /// - 20001647: a peer restarted while a node's disk was lost, forgot the node's
 ///   earlier directory, and let it mint its old dots again.
-const FOUND_BY_FRESH_SWEEPS: &[u64] = &[20_000_280, 20_001_647];
+/// - 20000582, 20001710, 20001795, 20001931: a pin shrank n; the owners that
+///   stayed did not pull, the dropped owner forgot its copies, and a write
+///   acknowledged before the pin was on one new owner only; the unpin's pull
+///   from one old owner missed it.
+const FOUND_BY_FRESH_SWEEPS: &[u64] = &[
+    20_000_280, 20_000_582, 20_001_647, 20_001_710, 20_001_795, 20_001_931,
+];
 
 #[test]
 fn seeds_found_by_fresh_sweeps_stay_fixed() {
