@@ -1561,6 +1561,14 @@ async fn audit_handoff(
             let Some(storage) = lock(&members[*incoming as usize - 1].storage).clone() else {
                 continue;
             };
+            // A node whose data was set aside since (damaged segments, a lost
+            // disk) restores it from its replicas; the checker judges the end.
+            let restoring = lock(&members[*incoming as usize - 1].cluster)
+                .clone()
+                .is_some_and(|c| c.restoring().is_some());
+            if restoring {
+                continue;
+            }
             let held = storage
                 .read(|s| s.get(op.key.ns, key))
                 .ok()
@@ -1613,11 +1621,37 @@ async fn audit_handoff(
                         })
             };
             if !held && !collected() && !deleted_here() {
+                // Which old owners hold it now, for the diagnosis.
+                let holders: Vec<u32> = before
+                    .iter()
+                    .copied()
+                    .filter(|owner| {
+                        lock(&members[*owner as usize - 1].storage)
+                            .clone()
+                            .is_some_and(|st| {
+                                st.read(|s| s.get(op.key.ns, key))
+                                    .ok()
+                                    .flatten()
+                                    .is_some_and(|set| {
+                                        set.context.covers(shoal_engine::Dot {
+                                            node: dot.node,
+                                            counter: dot.counter,
+                                        })
+                                    })
+                            })
+                    })
+                    .collect();
+                let here = storage
+                    .read(|s| s.get(op.key.ns, key))
+                    .ok()
+                    .flatten()
+                    .map(|set| format!("context {:?}", set.context));
                 recorder.anomaly(format!(
-                    "handoff audit: ring version {} says node {incoming} took partition {partition}, and its handoffs are done, but it lacks {} write of {value:?} dot {dot}, acknowledged at {} ms before the change",
+                    "handoff audit: ring version {} says node {incoming} took partition {partition}, and its handoffs are done, but it lacks {} write of {value:?} dot {dot}, acknowledged at {} ms before the change (old owners {before:?}; holding it now: {holders:?}; node {incoming} has {})",
                     changed.version(),
                     op.key,
-                    op.time_ms
+                    op.time_ms,
+                    here.unwrap_or_else(|| "nothing".into())
                 ));
                 return;
             }
