@@ -135,6 +135,14 @@ enum ClusterCommand {
         #[arg(long)]
         namespace: u8,
     },
+    /// Undo the change whose handoffs are still running (a joined node that
+    /// never takes its partitions, say): the ring before it comes back as a new
+    /// version, and the nodes it took partitions from pull back what was written
+    /// meanwhile. Not for a pin: unpin it once its handoffs finish.
+    Abort {
+        #[command(flatten)]
+        target: AdminTarget,
+    },
 }
 
 #[derive(clap::Args)]
@@ -675,6 +683,9 @@ fn admin_request(
             vec!["SHOAL.RING".into(), "UNPIN".into(), namespace.to_string()],
             "unpin",
         ),
+        ClusterCommand::Abort { target } => {
+            (target, vec!["SHOAL.RING".into(), "ABORT".into()], "abort")
+        }
     })
 }
 

@@ -381,9 +381,9 @@ fn cluster_command(cluster: &Arc<Cluster>, args: &[Bytes]) -> Step {
 
 /// `SHOAL.RING JOIN id host:port | LEAVE id | REPLACE old new host:port |
 /// PIN namespace n r w id... | PINJOIN namespace id | PINLEAVE namespace id |
-/// UNPIN namespace`.
+/// UNPIN namespace | ABORT`.
 async fn ring_command(cluster: &Arc<Cluster>, args: &[Bytes]) -> Step {
-    let usage = "ERR usage: SHOAL.RING JOIN id host:port | LEAVE id | REPLACE old new host:port | PIN namespace n r w id [id ...] | PINJOIN namespace id | PINLEAVE namespace id | UNPIN namespace";
+    let usage = "ERR usage: SHOAL.RING JOIN id host:port | LEAVE id | REPLACE old new host:port | PIN namespace n r w id [id ...] | PINJOIN namespace id | PINLEAVE namespace id | UNPIN namespace | ABORT";
     let id = |b: &Bytes| {
         std::str::from_utf8(b)
             .ok()
@@ -456,6 +456,7 @@ async fn ring_command(cluster: &Arc<Cluster>, args: &[Bytes]) -> Step {
             }
             None => return err(usage.to_string()),
         },
+        ("abort", 1) => RingChange::Abort,
         _ => return err(usage.to_string()),
     };
     let unpinning = match change {

@@ -1375,3 +1375,101 @@ fn a_join_of_a_node_without_the_secret_is_refused_and_changes_nothing() {
     drop(nodes);
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// A node joins, then dies (kill -9) before it takes its partitions: its
+/// handoffs never finish and every other change is refused. `shoal cluster
+/// abort` brings the ring before the join back as a new version; the nodes the
+/// join took partitions from pull back what was written meanwhile, every write
+/// acknowledged before or during the failed join reads back, and the ring takes
+/// changes again.
+#[test]
+fn an_operator_aborts_a_join_whose_node_died() {
+    let root = temp_dir("cluster-abort");
+    let ports = port_pairs(4);
+    let founders = &ports[..3];
+    let dirs = node_dirs(&root, 4);
+    let nodes: Vec<ShoalProcess> = (1..=3)
+        .map(|i| start_node(i, founders, &dirs[i - 1]))
+        .collect();
+    let seeds = members(founders);
+    let node4 = ShoalProcess::start_on(
+        ports[3],
+        &dirs[3],
+        &[
+            "--node-id",
+            "4",
+            "--members",
+            &seeds,
+            "--cluster-secret",
+            SECRET,
+        ],
+    );
+    let mut c1 = nodes[0].client();
+    wait_for_a_write(&mut c1, "up");
+    // Enough data that node 4 cannot have pulled its share before it dies.
+    let value = "v".repeat(2048);
+    let mut acknowledged: BTreeMap<String, String> = BTreeMap::new();
+    for i in 0..4000 {
+        let key = format!("before:{i}");
+        let _: String = c1.set(&key, &value).expect("write before the join");
+        acknowledged.insert(key, value.clone());
+    }
+    let addr1 = format!("127.0.0.1:{}", ports[0]);
+    let joined = admin(&[
+        "join",
+        "--addr",
+        &addr1,
+        "--node",
+        &format!("4@127.0.0.1:{}", ports[3]),
+    ]);
+    drop(node4); // kill -9, right after the join
+    assert!(joined.contains("ring version 1 -> 2"), "{joined}");
+    let pending = handoffs_in_flight(&nodes[0]);
+    assert!(pending > 0, "node 4 pulled everything before it died");
+    // Writes go on, as far as quorums allow without node 4.
+    for i in 0..300 {
+        let key = format!("during:{i}");
+        if c1.set::<_, _, String>(&key, &value).is_ok() {
+            acknowledged.insert(key, value.clone());
+        }
+    }
+    let refused = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(["cluster", "leave", "--addr", &addr1, "--node", "3"])
+        .output()
+        .expect("run shoal cluster");
+    assert!(
+        !refused.status.success(),
+        "a change went through mid-handoff"
+    );
+    let aborted = admin(&["abort", "--addr", &addr1]);
+    eprintln!("abort: {aborted}");
+    assert!(aborted.contains("ring version 2 -> 3"), "{aborted}");
+    let live: Vec<&ShoalProcess> = nodes.iter().collect();
+    wait_for_handoffs(&live, "abort");
+    let after = status(&nodes[1]);
+    assert!(after.contains("ring version 3,"), "{after}");
+    for node in &nodes {
+        let mut conn = node.client();
+        for (key, value) in &acknowledged {
+            let read: Option<String> = conn.get(key).expect("read");
+            assert_eq!(
+                read.as_deref(),
+                Some(value.as_str()),
+                "{key} via port {}",
+                node.port
+            );
+        }
+    }
+    // Nothing is in flight any more: a second abort is refused, and says why.
+    let again = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(["cluster", "abort", "--addr", &addr1])
+        .output()
+        .expect("run shoal cluster");
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        !again.status.success() && stderr.contains("no change to abort"),
+        "{stderr}"
+    );
+    drop(nodes);
+    let _ = std::fs::remove_dir_all(&root);
+}

@@ -180,6 +180,9 @@ pub enum SimRingChange {
     JoinAbsent {
         node: u32,
     },
+    /// An operator's abort of the change just made, while its handoffs run: the
+    /// ring before it comes back, and the owners it displaced pull back.
+    Abort,
 }
 
 impl SimRingChange {
@@ -226,6 +229,7 @@ impl SimRingChange {
                     addr(*node),
                 ]
             }
+            SimRingChange::Abort => vec!["SHOAL.RING".into(), "ABORT".into()],
         }
     }
 }
@@ -250,6 +254,7 @@ impl fmt::Display for SimRingChange {
             SimRingChange::JoinAbsent { node } => {
                 write!(f, "ring: join node {node}, which never comes")
             }
+            SimRingChange::Abort => write!(f, "ring: abort the change just made"),
         }
     }
 }
@@ -499,6 +504,23 @@ impl ClusterPlan {
             let at = ring_changes.partition_point(|(t, _)| *t <= at_ms);
             let node = spare_id + 1;
             ring_changes.insert(at, (at_ms, SimRingChange::JoinAbsent { node }));
+        }
+        // An abort of a join while its handoffs run (own stream), when no later
+        // change names the joined node.
+        let mut abort_rng = SplitMix64::new(seed ^ 0xab07_7ed);
+        if abort_rng.chance_percent(20) {
+            let candidates: Vec<usize> = (0..ring_changes.len())
+                .filter(|i| match ring_changes[*i].1 {
+                    SimRingChange::Join { node } => !ring_changes[i + 1..]
+                        .iter()
+                        .any(|(_, later)| later.args().contains(&node.to_string())),
+                    _ => false,
+                })
+                .collect();
+            if !candidates.is_empty() {
+                let i = candidates[abort_rng.below(candidates.len() as u64) as usize];
+                ring_changes.insert(i + 1, (ring_changes[i].0, SimRingChange::Abort));
+            }
         }
         // Segment corruption (own stream), ring changes and pins allowed: the
         // node restoring from its replicas serves no handoff until it is whole.
@@ -1400,7 +1422,10 @@ async fn run_ring_changes(
     let ids: Vec<u32> = members.iter().map(|m| m.id).collect();
     let mut rng = SplitMix64::new(seed ^ 0xad31);
     let started = tokio::time::Instant::now();
-    for (at_ms, change) in changes {
+    let aborted_next: Vec<bool> = (0..changes.len())
+        .map(|i| matches!(changes.get(i + 1), Some((_, SimRingChange::Abort))))
+        .collect();
+    for ((at_ms, change), aborted) in changes.into_iter().zip(aborted_next) {
         tokio::time::sleep_until(started + Duration::from_millis(at_ms)).await;
         let args = change.args();
         let arg_refs: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
@@ -1434,7 +1459,9 @@ async fn run_ring_changes(
                     let text = crate::replies::text(&reply).expect("checked in the guard");
                     if let Some((ring_before, events)) = before.take() {
                         audit_handoff_plan(&ring_before, &members, via, &text, &recorder);
-                        if !sloppy {
+                        // An aborted change never finishes its handoffs; the
+                        // abort's own audit covers the writes.
+                        if !sloppy && !aborted {
                             audit_handoff(&members, via, &ring_before, &events, &recorder).await;
                         }
                     }
