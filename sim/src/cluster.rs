@@ -498,7 +498,7 @@ impl ClusterPlan {
         }
         // A join of a node that never comes (own stream): refused, and the
         // changes after it go through.
-        let mut absent_rng = SplitMix64::new(seed ^ 0x0ab5_e17);
+        let mut absent_rng = SplitMix64::new(seed ^ 0x00ab_5e17);
         if absent_rng.chance_percent(15) {
             let at_ms = 200 + absent_rng.below(phase1_ms / 2);
             let at = ring_changes.partition_point(|(t, _)| *t <= at_ms);
@@ -507,7 +507,7 @@ impl ClusterPlan {
         }
         // An abort of a join while its handoffs run (own stream), when no later
         // change names the joined node.
-        let mut abort_rng = SplitMix64::new(seed ^ 0xab07_7ed);
+        let mut abort_rng = SplitMix64::new(seed ^ 0x0ab0_77ed);
         if abort_rng.chance_percent(20) {
             let candidates: Vec<usize> = (0..ring_changes.len())
                 .filter(|i| match ring_changes[*i].1 {
@@ -1047,7 +1047,7 @@ pub async fn simulate_cluster(plan: ClusterPlan) -> ClusterOutcome {
                         "first write through node {node} after the heal acknowledged after {}",
                         took_ms.map_or("never".to_string(), |ms| format!("{ms} ms"))
                     ));
-                    if !took_ms.is_some_and(|ms| ms <= crate::heal::HEAL_SERVE_BOUND_MS) {
+                    if took_ms.is_none_or(|ms| ms > crate::heal::HEAL_SERVE_BOUND_MS) {
                         lock(&heal_failures).push(format!(
                             "G7 availability: after an isolation of {duration_ms} ms, node {node} acknowledged no write within {} ms of the heal (first after {})",
                             crate::heal::HEAL_SERVE_BOUND_MS,
@@ -1868,7 +1868,9 @@ const DIFFERING_SHOWN_MAX: usize = 8;
 /// Per key held differently by the members (or by fewer than all): each
 /// holder's sibling count and bytes, or that its copy cannot be read.
 fn differing_copies(members: &[Arc<Member>]) -> Vec<String> {
-    let mut copies: BTreeMap<(u8, Vec<u8>), Vec<(u32, String)>> = BTreeMap::new();
+    // (namespace, key) -> (replica, what it holds).
+    type Copies = BTreeMap<(u8, Vec<u8>), Vec<(u32, String)>>;
+    let mut copies: Copies = BTreeMap::new();
     for m in members {
         let Some(storage) = lock(&m.storage).clone() else {
             continue;
