@@ -1201,6 +1201,9 @@ impl Cluster {
         if next.version() > self.map().version() && !self.drop_residue(&next).await {
             return false;
         }
+        if next.version() > self.map().version() && self.out_of_the_ring(&next) {
+            self.drop_all_hints().await;
+        }
         if let Err(e) = cluster_map::save(self.dir.as_ref(), &next) {
             // Still adopted: refusing a newer ring would be worse than having to
             // learn it again from a peer after a restart.
@@ -1224,6 +1227,63 @@ impl Cluster {
         true
     }
 
+    /// Whether `next` shows this node out of the ring, now or in the placement its
+    /// handoffs run from (it is joining back). Delete markers are agreed by the
+    /// ring's members only, so any hint it holds may be for a write whose marker
+    /// was collected without it: delivered, it would bring the value back (G4;
+    /// cluster seed 7002573: a node down while it left, then joined back,
+    /// delivered a hint from before the delete).
+    fn out_of_the_ring(&self, next: &ClusterMap) -> bool {
+        let me = self.me();
+        !next.ring().members().contains(&me)
+            || next
+                .previous_placement()
+                .is_some_and(|p| !p.default_ring().members().contains(&me))
+    }
+
+    /// Forget every hint this node holds (see `out_of_the_ring`). Each was a
+    /// copy for an owner that was down; the write's coordinator, an owner, holds
+    /// it, and anti-entropy brings it to the rest.
+    async fn drop_all_hints(&self) {
+        let Some(hint_store) = self.hints.clone() else {
+            return;
+        };
+        let held: Vec<(Bytes, shoal_engine::VersionVector)> = hint_store.read(|s| {
+            s.live_keys_in_slots(
+                hints::HINT_NAMESPACE,
+                0..=shoal_engine::slot::SLOT_COUNT - 1,
+            )
+            .into_iter()
+            .filter_map(|hk| {
+                let stored = s.get(hints::HINT_NAMESPACE, &hk).ok()??;
+                Some((hk, stored.context))
+            })
+            .collect()
+        });
+        if held.is_empty() {
+            return;
+        }
+        let mut dropped = 0usize;
+        for chunk in held.chunks(RESIDUE_DROP_BATCH_OPS) {
+            let deletes = chunk
+                .iter()
+                .map(|(hk, context)| {
+                    let mut op = WriteOp::delete(hints::HINT_NAMESPACE, hk.clone());
+                    op.covers = Covers::Context(context.clone());
+                    op
+                })
+                .collect();
+            if hint_store.write(deletes).await.is_ok() {
+                dropped += chunk.len();
+            }
+        }
+        tracing::warn!(
+            "node {} is out of the ring (or joining back): dropped {dropped} of its {} hint(s), whose delete markers may have been collected without it",
+            self.me(),
+            held.len()
+        );
+    }
+
     /// Before adopting `next` (a newer ring; the caller holds the gate
     /// exclusively): drop every local copy of the map partitions this node is an
     /// incoming owner of in `next`. It owned none of them under the ring before,
@@ -1241,11 +1301,21 @@ impl Cluster {
         let me = self.me();
         // Pending for this node: the partitions it is an incoming owner of (a
         // newer ring cannot hold its reports yet).
-        // An owner that stays (a pin makes them pull too) keeps what it holds.
+        // An owner that stays (a pin makes them pull too) keeps what it holds, and
+        // so does an old owner of the transition this map ends at once (an abort
+        // gives it its partitions back): it has not dropped them, no marker goes
+        // while a transition runs, and writes acknowledged before the aborted
+        // change may be on it and on no owner of that change yet (cluster seed
+        // 390: the join's new node had not pulled them).
+        let current = self.map();
+        let handed_back = |p: PartitionId| {
+            next.version() == current.version() + 1
+                && current.previous_owners(p).is_some_and(|o| o.contains(&me))
+        };
         let incoming: Vec<PartitionId> = next
             .incoming(me)
             .into_iter()
-            .filter(|p| !next.was_owner(*p, me))
+            .filter(|p| !next.was_owner(*p, me) && !handed_back(*p))
             .collect();
         if incoming.is_empty() {
             return true;

@@ -164,8 +164,13 @@ fn a_cluster_seed_does_real_work() {
 ///   stayed did not pull, the dropped owner forgot its copies, and a write
 ///   acknowledged before the pin was on one new owner only; the unpin's pull
 ///   from one old owner missed it.
+/// - 7002573: a node down while it left, then joined back, delivered a hint
+///   from before a delete whose marker was collected without it.
+/// - 390 (a CI-range seed once aborts were simulated): an abort's restored
+///   owner dropped its copies, and the join's new node had not pulled a write.
 const FOUND_BY_FRESH_SWEEPS: &[u64] = &[
-    20_000_280, 20_000_582, 20_001_647, 20_001_710, 20_001_795, 20_001_931,
+    390, 7_002_573, 20_000_280, 20_000_582, 20_001_647, 20_001_710, 20_001_795,
+    20_001_931,
 ];
 
 #[test]
