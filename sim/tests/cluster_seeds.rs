@@ -169,8 +169,7 @@ fn a_cluster_seed_does_real_work() {
 /// - 390 (a CI-range seed once aborts were simulated): an abort's restored
 ///   owner dropped its copies, and the join's new node had not pulled a write.
 const FOUND_BY_FRESH_SWEEPS: &[u64] = &[
-    390, 7_002_573, 20_000_280, 20_000_582, 20_001_647, 20_001_710, 20_001_795,
-    20_001_931,
+    390, 7_002_573, 20_000_280, 20_000_582, 20_001_647, 20_001_710, 20_001_795, 20_001_931,
 ];
 
 #[test]
