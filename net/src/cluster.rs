@@ -1198,11 +1198,13 @@ impl Cluster {
         if !next.merge(incoming) {
             return false;
         }
-        if next.version() > self.map().version() && !self.drop_residue(&next).await {
-            return false;
-        }
-        if next.version() > self.map().version() && self.out_of_the_ring(&next) {
-            self.drop_all_hints().await;
+        if next.version() > self.map().version() {
+            if !self.drop_residue(&next).await {
+                return false;
+            }
+            if self.out_of_the_ring(&next) {
+                self.drop_all_hints().await;
+            }
         }
         if let Err(e) = cluster_map::save(self.dir.as_ref(), &next) {
             // Still adopted: refusing a newer ring would be worse than having to

@@ -329,16 +329,12 @@ fn wait_for_handoffs(nodes: &[&ShoalProcess], what: &str) {
     }
 }
 
-/// A fourth node starts with the three as seeds, an operator admits it with
-/// `shoal cluster join`, later takes node 1 out with `shoal cluster leave`, and a
-/// client writes through node 2 the whole time. Every acknowledged write is then
-/// read back through the new node and through node 2.
-#[test]
-fn a_node_joins_and_another_leaves_while_a_client_writes() {
-    let root = temp_dir("cluster-ring");
+/// Nodes 1-3 founded in `root`, and node 4 started with them as seeds (running,
+/// not yet joined). Returns the four client ports, the founders and node 4.
+fn founders_and_a_newcomer(root: &Path) -> (Vec<u16>, Vec<ShoalProcess>, ShoalProcess) {
     let ports = port_pairs(4);
     let founders = &ports[..3];
-    let dirs = node_dirs(&root, 4);
+    let dirs = node_dirs(root, 4);
     let nodes: Vec<ShoalProcess> = (1..=3)
         .map(|i| start_node(i, founders, &dirs[i - 1]))
         .collect();
@@ -355,6 +351,17 @@ fn a_node_joins_and_another_leaves_while_a_client_writes() {
             SECRET,
         ],
     );
+    (ports, nodes, node4)
+}
+
+/// A fourth node starts with the three as seeds, an operator admits it with
+/// `shoal cluster join`, later takes node 1 out with `shoal cluster leave`, and a
+/// client writes through node 2 the whole time. Every acknowledged write is then
+/// read back through the new node and through node 2.
+#[test]
+fn a_node_joins_and_another_leaves_while_a_client_writes() {
+    let root = temp_dir("cluster-ring");
+    let (ports, nodes, node4) = founders_and_a_newcomer(&root);
     let mut c2 = nodes[1].client();
     wait_for_a_write(&mut c2, "up");
     let before = status(&nodes[0]);
@@ -1385,25 +1392,7 @@ fn a_join_of_a_node_without_the_secret_is_refused_and_changes_nothing() {
 #[test]
 fn an_operator_aborts_a_join_whose_node_died() {
     let root = temp_dir("cluster-abort");
-    let ports = port_pairs(4);
-    let founders = &ports[..3];
-    let dirs = node_dirs(&root, 4);
-    let nodes: Vec<ShoalProcess> = (1..=3)
-        .map(|i| start_node(i, founders, &dirs[i - 1]))
-        .collect();
-    let seeds = members(founders);
-    let node4 = ShoalProcess::start_on(
-        ports[3],
-        &dirs[3],
-        &[
-            "--node-id",
-            "4",
-            "--members",
-            &seeds,
-            "--cluster-secret",
-            SECRET,
-        ],
-    );
+    let (ports, nodes, node4) = founders_and_a_newcomer(&root);
     let mut c1 = nodes[0].client();
     wait_for_a_write(&mut c1, "up");
     // Enough data that node 4 cannot have pulled its share before it dies.

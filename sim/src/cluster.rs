@@ -1578,6 +1578,18 @@ async fn audit_handoff(
             continue;
         };
         let key = op.key.name.as_bytes();
+        // Whether a store's copy of the key covers the write's dot.
+        let covers_write = |st: &Storage| {
+            st.read(|s| s.get(op.key.ns, key))
+                .ok()
+                .flatten()
+                .is_some_and(|set| {
+                    set.context.covers(shoal_engine::Dot {
+                        node: dot.node,
+                        counter: dot.counter,
+                    })
+                })
+        };
         let partition = changed.partition_of_key(op.key.ns, key);
         let before = placement_owners(map_before.placement(), partition);
         for incoming in changed
@@ -1596,16 +1608,7 @@ async fn audit_handoff(
             if restoring {
                 continue;
             }
-            let held = storage
-                .read(|s| s.get(op.key.ns, key))
-                .ok()
-                .flatten()
-                .is_some_and(|set| {
-                    set.context.covers(shoal_engine::Dot {
-                        node: dot.node,
-                        counter: dot.counter,
-                    })
-                });
+            let held = covers_write(&storage);
             checked += 1;
             // A key no old owner holds any more was deleted and its marker
             // collected cluster-wide: there was nothing to hand off (and if the
@@ -1655,17 +1658,7 @@ async fn audit_handoff(
                     .filter(|owner| {
                         lock(&members[*owner as usize - 1].storage)
                             .clone()
-                            .is_some_and(|st| {
-                                st.read(|s| s.get(op.key.ns, key))
-                                    .ok()
-                                    .flatten()
-                                    .is_some_and(|set| {
-                                        set.context.covers(shoal_engine::Dot {
-                                            node: dot.node,
-                                            counter: dot.counter,
-                                        })
-                                    })
-                            })
+                            .is_some_and(|st| covers_write(&st))
                     })
                     .collect();
                 let here = storage

@@ -554,12 +554,10 @@ impl ClusterMap {
     /// owners, the ones that answer: a new owner that never came is skipped).
     fn abort(&self) -> Result<(ClusterMap, MapDiff), MapError> {
         let version = self.version();
-        let Some(previous) = &self.previous else {
+        // Pending handoffs imply a previous placement (`check`).
+        let (Some(previous), false) = (&self.previous, self.pending.is_empty()) else {
             return Err(MapError::NothingToAbort { version });
         };
-        if self.pending.is_empty() {
-            return Err(MapError::NothingToAbort { version });
-        }
         if let Some((namespace, _)) = self
             .placement
             .pinned()
