@@ -230,7 +230,6 @@ fn three_nodes_survive_kill_9_of_one_and_converge() {
         "{} acknowledged writes on all 3 replicas; {refused} refused while node 3 was down",
         acknowledged.len()
     );
-    let _ = std::fs::remove_dir_all(&root);
 }
 
 #[test]
@@ -284,7 +283,6 @@ fn a_peer_without_the_secret_is_refused() {
     let pong: String = redis::cmd("PING").query(&mut conn).unwrap();
     assert_eq!(pong, "PONG");
     drop(bad);
-    let _ = std::fs::remove_dir_all(&root);
 }
 
 /// Run `shoal cluster <args>` and return its output (panics on failure).
@@ -465,7 +463,6 @@ fn a_node_joins_and_another_leaves_while_a_client_writes() {
     );
     drop(nodes);
     drop(node4);
-    let _ = std::fs::remove_dir_all(&root);
 }
 
 /// The "hints pending N" number of a node's status.
@@ -619,7 +616,6 @@ fn a_fallback_keeps_hints_while_two_owners_are_down() {
         acknowledged.len()
     );
     drop(nodes);
-    let _ = std::fs::remove_dir_all(&root);
 }
 
 /// Node 3's disk is lost: it restarts on an empty data directory. Its peers still
@@ -968,7 +964,6 @@ fn a_node_joined_back_with_its_old_directory_does_not_resurrect_deleted_keys() {
             assert!(!held.contains_key(key), "node {} still holds {key}", i + 1);
         }
     }
-    let _ = std::fs::remove_dir_all(&root);
 }
 
 /// (namespace, key) of every key holding a value, as `shoal inspect` prints a
@@ -1128,7 +1123,6 @@ fn a_pinned_namespace_lives_on_its_own_nodes() {
             }
         }
     }
-    let _ = std::fs::remove_dir_all(&root);
 }
 
 /// `shoal cluster unpin`, run twice, sends a pinned namespace back to the
@@ -1209,7 +1203,6 @@ fn an_unpinned_namespace_goes_back_to_every_node() {
             }
         }
     }
-    let _ = std::fs::remove_dir_all(&root);
 }
 
 /// Flip one byte in the middle of the written part of `dir`'s first segment log,
@@ -1306,7 +1299,6 @@ fn a_node_with_a_damaged_segment_is_restored_from_its_replicas() {
     for key in &keys {
         assert!(held.contains_key(key), "node 3's directory lacks {key}");
     }
-    let _ = std::fs::remove_dir_all(&root);
 }
 
 /// `shoal cluster join` of a node started with another secret is refused and
@@ -1380,7 +1372,6 @@ fn a_join_of_a_node_without_the_secret_is_refused_and_changes_nothing() {
     drop(all);
     drop(node4);
     drop(nodes);
-    let _ = std::fs::remove_dir_all(&root);
 }
 
 /// A node joins, then dies (kill -9) before it takes its partitions: its
@@ -1460,5 +1451,4 @@ fn an_operator_aborts_a_join_whose_node_died() {
         "{stderr}"
     );
     drop(nodes);
-    let _ = std::fs::remove_dir_all(&root);
 }

@@ -186,5 +186,4 @@ fn a_deleted_cut_or_flipped_segment_stops_the_node_and_fails_inspect() {
         assert_eq!(got.as_deref(), Some(value_of(i).as_str()), "key:{i}");
     }
     drop(node);
-    let _ = std::fs::remove_dir_all(&root);
 }

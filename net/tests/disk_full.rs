@@ -8,14 +8,14 @@ use common::{temp_dir, ShoalProcess};
 use redis::Commands;
 use std::process::Command;
 
-struct Tmpfs(std::path::PathBuf);
+struct Tmpfs(common::TempDir);
 
 impl Tmpfs {
     fn mount(size_mib: u32) -> Option<Tmpfs> {
         let dir = temp_dir("tmpfs");
         let ok = Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size_mib}m"), "tmpfs"])
-            .arg(&dir)
+            .arg(dir.as_os_str())
             .status()
             .is_ok_and(|s| s.success());
         ok.then_some(Tmpfs(dir))
@@ -24,7 +24,7 @@ impl Tmpfs {
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
+        let _ = Command::new("umount").arg(self.0.as_os_str()).status();
     }
 }
 

@@ -24,7 +24,7 @@ use common::cluster::SECRET;
 use common::temp_dir;
 use redis::Commands;
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -62,7 +62,7 @@ struct Net {
     octets: [u8; 3],
     namespaces: Vec<String>,
     links: Vec<String>,
-    root: PathBuf,
+    root: common::TempDir,
     forward_was: String,
 }
 
@@ -224,7 +224,6 @@ impl Drop for Net {
         if self.forward_was == "0" && !others {
             let _ = std::fs::write("/proc/sys/net/ipv4/ip_forward", "0");
         }
-        let _ = std::fs::remove_dir_all(&self.root);
     }
 }
 

@@ -22,7 +22,7 @@ use redis::Commands;
 use shoal_engine::rng::SplitMix64;
 use std::collections::BTreeSet;
 use std::io::BufRead;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -162,18 +162,9 @@ fn keys_held(dir: &Path, filler: &str) -> BTreeSet<usize> {
 }
 
 /// Removes the nodes' directories (about 460 MB) however the test ends.
-struct RemoveOnDrop(PathBuf);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 #[test]
 fn anti_entropy_repairs_a_restarted_node_that_missed_154_mb_of_large_values() {
     let root = temp_dir("large-repair");
-    let _remove = RemoveOnDrop(root.clone());
     let ports = port_pairs(3);
     let dirs: Vec<_> = (1..=3).map(|i| root.join(format!("node-{i}"))).collect();
     let mut nodes: Vec<ShoalProcess> = (1..=3)

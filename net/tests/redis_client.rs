@@ -9,7 +9,8 @@ use std::time::Duration;
 
 #[test]
 fn strings_keyspace_and_namespaces_over_resp2() {
-    let node = ShoalProcess::start(&temp_dir("resp2"), &[]);
+    let dir = temp_dir("resp2");
+    let node = ShoalProcess::start(&dir, &[]);
     let mut c = node.client();
     let pong: String = redis::cmd("PING").query(&mut c).unwrap();
     assert_eq!(pong, "PONG");
@@ -70,7 +71,8 @@ fn strings_keyspace_and_namespaces_over_resp2() {
 
 #[test]
 fn many_keys_scan_visits_each_once() {
-    let node = ShoalProcess::start(&temp_dir("scan"), &[]);
+    let dir = temp_dir("scan");
+    let node = ShoalProcess::start(&dir, &[]);
     let mut c = node.client();
     let mut pipe = redis::pipe();
     for i in 0..2000 {
@@ -85,7 +87,8 @@ fn many_keys_scan_visits_each_once() {
 
 #[test]
 fn server_introspection_commands() {
-    let node = ShoalProcess::start(&temp_dir("introspect"), &[]);
+    let dir = temp_dir("introspect");
+    let node = ShoalProcess::start(&dir, &[]);
     let mut c = node.client();
     let info: String = redis::cmd("INFO").query(&mut c).unwrap();
     for field in [
@@ -147,7 +150,8 @@ fn server_introspection_commands() {
 
 #[test]
 fn resp3_hello_and_replies() {
-    let node = ShoalProcess::start(&temp_dir("resp3"), &[]);
+    let dir = temp_dir("resp3");
+    let node = ShoalProcess::start(&dir, &[]);
     let client = redis::Client::open(format!("{}?protocol=resp3", node.url())).unwrap();
     let mut c = client.get_connection().unwrap();
     let () = c.set("k", "v").unwrap();
@@ -170,7 +174,8 @@ fn resp3_hello_and_replies() {
 
 #[test]
 fn password_protects_everything_but_auth() {
-    let node = ShoalProcess::start(&temp_dir("auth"), &["--requirepass", "s3cret"]);
+    let dir = temp_dir("auth");
+    let node = ShoalProcess::start(&dir, &["--requirepass", "s3cret"]);
     let mut c = node.client();
     let err = c.get::<_, Option<String>>("k").unwrap_err();
     assert!(err.to_string().contains("NOAUTH"), "{err}");
@@ -188,7 +193,8 @@ fn password_protects_everything_but_auth() {
 
 #[test]
 fn siblings_from_concurrent_contexts_and_resolution() {
-    let node = ShoalProcess::start(&temp_dir("siblings"), &[]);
+    let dir = temp_dir("siblings");
+    let node = ShoalProcess::start(&dir, &[]);
     let mut c = node.client();
     // Two writers that both read nothing: concurrent, so both are kept (G2).
     let _: Value = redis::cmd("SHOAL.PUT")
@@ -237,7 +243,8 @@ fn siblings_from_concurrent_contexts_and_resolution() {
 /// key keeps its 64, and INFO counts the refusal and the largest set.
 #[test]
 fn a_write_past_the_sibling_cap_is_refused_and_counted() {
-    let node = ShoalProcess::start(&temp_dir("sibling-cap"), &[]);
+    let dir = temp_dir("sibling-cap");
+    let node = ShoalProcess::start(&dir, &[]);
     let mut c = node.client();
     let blind_put = |c: &mut redis::Connection, value: &str| {
         redis::cmd("SHOAL.PUT")
@@ -270,7 +277,8 @@ fn a_write_past_the_sibling_cap_is_refused_and_counted() {
 
 #[test]
 fn malformed_and_oversized_input_gets_an_error_and_the_server_keeps_serving() {
-    let node = ShoalProcess::start(&temp_dir("malformed"), &[]);
+    let dir = temp_dir("malformed");
+    let node = ShoalProcess::start(&dir, &[]);
     let cases: &[(&[u8], &str)] = &[
         (b"*2\r\n$3\r\nGET\r\n$abc\r\n", "Protocol error"),
         (b"*1\r\n$999999999999\r\n", "Protocol error"),
