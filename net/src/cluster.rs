@@ -45,6 +45,8 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
+mod catch_up;
+
 /// Peer ports are client ports plus this (Redis Cluster's bus convention).
 pub const PEER_PORT_OFFSET: u16 = 10000;
 /// Requests queued on one peer connection before senders wait.
@@ -291,6 +293,9 @@ impl<R: Runtime> ClusterClock for R {
 #[derive(Default)]
 pub struct ClusterStats {
     pub writes_coordinated: AtomicU64,
+    /// Writes whose keys were first merged from their old owners, because this
+    /// node takes their partition over (see `cluster/catch_up.rs`).
+    pub writes_caught_up: AtomicU64,
     pub writes_proxied: AtomicU64,
     pub quorum_failures: AtomicU64,
     pub replica_writes_received: AtomicU64,
@@ -2682,23 +2687,50 @@ impl Cluster {
 
     /// Coordinate writes here: durable locally first, then to the other replicas;
     /// each answered after `w` durable copies.
-    pub async fn coordinate(self: &Arc<Self>, ops: Vec<WriteOp>) -> Vec<RoutedWrite> {
-        let keys: Vec<(u8, Bytes)> = ops.iter().map(|o| (o.namespace, o.key.clone())).collect();
+    /// The local writes of `ops`, except those refused (which answer with the
+    /// refusal), in order.
+    async fn write_unrefused(
+        &self,
+        ops: Vec<WriteOp>,
+        refusals: Vec<Option<RemoteError>>,
+    ) -> Vec<Result<WriteOutcome, RemoteError>> {
         let n = ops.len();
-        self.stats
-            .writes_coordinated
-            .fetch_add(n as u64, Ordering::Relaxed);
-        // The local copy is made under the ring the replicas are then chosen by.
-        let shared = self.gate.read().await;
-        let map = self.map();
-        let local = match self.storage.write(ops).await {
-            Ok(results) => results,
+        let to_write: Vec<WriteOp> = ops
+            .into_iter()
+            .zip(&refusals)
+            .filter(|(_, refusal)| refusal.is_none())
+            .map(|(op, _)| op)
+            .collect();
+        let mut written = match self.storage.write(to_write).await {
+            Ok(results) => results.into_iter(),
             Err(_) => {
                 return (0..n)
                     .map(|_| Err(RemoteError::new("IOERR", "storage has stopped")))
                     .collect()
             }
         };
+        refusals
+            .into_iter()
+            .map(|refusal| match refusal {
+                Some(e) => Err(e),
+                None => match written.next() {
+                    Some(result) => result.map_err(|e| remote_error(&e)),
+                    None => Err(RemoteError::new("IOERR", "storage answered too few writes")),
+                },
+            })
+            .collect()
+    }
+
+    pub async fn coordinate(self: &Arc<Self>, ops: Vec<WriteOp>) -> Vec<RoutedWrite> {
+        let keys: Vec<(u8, Bytes)> = ops.iter().map(|o| (o.namespace, o.key.clone())).collect();
+        let n = ops.len();
+        self.stats
+            .writes_coordinated
+            .fetch_add(n as u64, Ordering::Relaxed);
+        // The local copy is made under the ring the replicas are then chosen by,
+        // once keys of partitions this node takes over are caught up.
+        let (shared, map, refusals) = self.gate_for_minting(&keys).await;
+        let local = self.write_unrefused(ops, refusals).await;
         drop(shared);
         let ring_version = map.version();
         let me = self.me();
@@ -2744,7 +2776,7 @@ impl Cluster {
                 Err(e) => {
                     copies.push(None);
                     rounds.push(None);
-                    results.push(Err(remote_error(&e)));
+                    results.push(Err(e));
                 }
             }
         }
@@ -3761,11 +3793,7 @@ impl Cluster {
         map: &ClusterMap,
         partition: PartitionId,
     ) -> Result<(), String> {
-        // The write quorum writes were acknowledged with under the old placement.
-        let old_write_quorum = match (split_partition(partition).0, map.previous_placement()) {
-            (Some(namespace), Some(previous)) => self.quorums_in(previous, namespace).1,
-            _ => self.config.write_quorum_min(),
-        };
+        let old_write_quorum = self.old_write_quorum(map, partition);
         // An old owner that stays (a pin's) counts itself as one source.
         let stays = map.was_owner(partition, self.me());
         let needed = map

@@ -625,8 +625,9 @@ pub fn status_text(cluster: &Cluster) -> String {
         }
     ));
     text.push_str(&format!(
-        "\nwrites coordinated {}, proxied {}, quorum failures {}, replica writes received {}\nreads {}, read repairs {}\nanti-entropy rounds {}, keys pushed {} ({} bytes), keys pulled {} ({} bytes)\npeer handshakes refused {}, peer frames refused {}\nhints pending {} (sloppy quorum {}): stored {}, delivered {}, refused {}; copies sent to a fallback {}; reads that asked a fallback {}\n",
+        "\nwrites coordinated {} (caught up first on a partition being taken over {}), proxied {}, quorum failures {}, replica writes received {}\nreads {}, read repairs {}\nanti-entropy rounds {}, keys pushed {} ({} bytes), keys pulled {} ({} bytes)\npeer handshakes refused {}, peer frames refused {}\nhints pending {} (sloppy quorum {}): stored {}, delivered {}, refused {}; copies sent to a fallback {}; reads that asked a fallback {}\n",
         stats.writes_coordinated.load(Relaxed),
+        stats.writes_caught_up.load(Relaxed),
         stats.writes_proxied.load(Relaxed),
         stats.quorum_failures.load(Relaxed),
         stats.replica_writes_received.load(Relaxed),

@@ -1810,7 +1810,14 @@ fn converged(members: &[Arc<Member>]) -> Option<Arc<ClusterMap>> {
         .iter()
         .map(|m| lock(&m.cluster).clone())
         .collect::<Option<Vec<_>>>()?;
-    if clusters.iter().any(|c| c.hints_pending() > 0) {
+    // A node restoring from its replicas refuses handoff and marker collection:
+    // the cluster has not settled until it has merged every other member's
+    // copies (an exchange moves a bounded number of bytes per round, so a large
+    // loss takes several rounds).
+    if clusters
+        .iter()
+        .any(|c| c.hints_pending() > 0 || c.restoring().is_some())
+    {
         return None;
     }
     let maps: Vec<Arc<ClusterMap>> = clusters.iter().map(|c| c.map()).collect();

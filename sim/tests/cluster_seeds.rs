@@ -168,8 +168,15 @@ fn a_cluster_seed_does_real_work() {
 ///   from before a delete whose marker was collected without it.
 /// - 390 (a CI-range seed once aborts were simulated): an abort's restored
 ///   owner dropped its copies, and the join's new node had not pulled a write.
+/// - 20009047: a node that had dropped its residue took the partition back
+///   with a pin and coordinated a write before its pull: the new dot's version
+///   vector claimed its earlier dots, held only elsewhere, and merges dropped
+///   them (now: it merges the key from the old owners before minting).
+/// - 20008203: a node restoring after a pin needed more anti-entropy rounds
+///   than the drain allowed (now: convergence waits for restores to finish).
 const FOUND_BY_FRESH_SWEEPS: &[u64] = &[
     390, 7_002_573, 20_000_280, 20_000_582, 20_001_647, 20_001_710, 20_001_795, 20_001_931,
+    20_008_203, 20_009_047,
 ];
 
 #[test]

@@ -1,0 +1,148 @@
+//! Catching up before minting. A dot a node mints on a key claims, through the
+//! key's version vector, every earlier dot of its own on that key. That claim is
+//! true while the node's copy holds (or has superseded) all of them, and false
+//! over a copy it forgot when it last gave the key's partition up: its earlier
+//! siblings live on in the owners that took the partition, and a merge with the
+//! new copy would drop them as seen (the cluster sim found it: a node that
+//! dropped its residue, took the partition back with a pin, and coordinated a
+//! write before its pull was done). So a node taking over a partition it did not
+//! own before the change merges the old owners' copies of a key before it mints
+//! on it, or refuses the write.
+
+use super::{Cluster, RemoteError};
+use bytes::Bytes;
+use shoal_engine::cluster::map::{split_partition, ClusterMap};
+use shoal_engine::placement::PartitionId;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+/// Error code of a write refused because the old owners could not be read.
+const TRYAGAIN: &str = "TRYAGAIN";
+
+/// How many times the ring may change under a catch-up before the write is
+/// refused rather than caught up once more.
+const RING_CHANGES_MAX: usize = 3;
+
+/// The gate held for a local write, the ring it was taken under, and per write
+/// the reason it is refused, if it is.
+pub(super) type Minting<'a> = (
+    tokio::sync::RwLockReadGuard<'a, ()>,
+    Arc<ClusterMap>,
+    Vec<Option<RemoteError>>,
+);
+
+impl Cluster {
+    /// Catch up on `keys`, then hold the gate under the same ring version (so
+    /// the catch-up is the one the write needs).
+    pub(super) async fn gate_for_minting(&self, keys: &[(u8, Bytes)]) -> Minting<'_> {
+        let mut refusals = Vec::new();
+        for _ in 0..RING_CHANGES_MAX {
+            let map = self.map();
+            refusals = self.catch_up(&map, keys).await;
+            let shared = self.gate.read().await;
+            let now = self.map();
+            if now.version() == map.version() {
+                return (shared, now, refusals);
+            }
+        }
+        let shared = self.gate.read().await;
+        let map = self.map();
+        let refused = RemoteError::new(
+            TRYAGAIN,
+            "the ring changed under this write while the node caught up on its keys; retry",
+        );
+        let still_incoming = self.taken_over(&map);
+        for (i, (namespace, key)) in keys.iter().enumerate() {
+            if still_incoming.contains(&map.partition_of_key(*namespace, key)) {
+                refusals[i] = Some(refused.clone());
+            }
+        }
+        (shared, map, refusals)
+    }
+
+    /// Partitions this node is pulling and did not own before the change.
+    fn taken_over(&self, map: &ClusterMap) -> BTreeSet<PartitionId> {
+        let me = self.me();
+        map.incoming(me)
+            .into_iter()
+            .filter(|p| !map.was_owner(*p, me))
+            .collect()
+    }
+
+    /// Merge here the old owners' copies of the keys of partitions this node
+    /// takes over: from as many old owners as a handoff pulls from, so every
+    /// write they acknowledged is among them. Per key: why it is refused, if
+    /// too few old owners answered.
+    async fn catch_up(&self, map: &ClusterMap, keys: &[(u8, Bytes)]) -> Vec<Option<RemoteError>> {
+        let mut refusals = vec![None; keys.len()];
+        let taken_over = self.taken_over(map);
+        // Planted bug: mint over whatever copy is here.
+        if taken_over.is_empty() || cfg!(feature = "bug-mint-without-catch-up") {
+            return refusals;
+        }
+        let mut groups: BTreeMap<(PartitionId, u8), Vec<usize>> = BTreeMap::new();
+        for (i, (namespace, key)) in keys.iter().enumerate() {
+            let partition = map.partition_of_key(*namespace, key);
+            if taken_over.contains(&partition) {
+                groups.entry((partition, *namespace)).or_default().push(i);
+            }
+        }
+        let caught_up: usize = groups.values().map(Vec::len).sum();
+        self.stats
+            .writes_caught_up
+            .fetch_add(caught_up as u64, std::sync::atomic::Ordering::Relaxed);
+        for ((partition, namespace), indexes) in groups {
+            let wanted: BTreeSet<Bytes> = indexes.iter().map(|i| keys[*i].1.clone()).collect();
+            if let Err(why) = self
+                .merge_from_old_owners(map, partition, namespace, wanted)
+                .await
+            {
+                for i in indexes {
+                    refusals[i] = Some(RemoteError::new(TRYAGAIN, why.clone()));
+                }
+            }
+        }
+        refusals
+    }
+
+    async fn merge_from_old_owners(
+        &self,
+        map: &ClusterMap,
+        partition: PartitionId,
+        namespace: u8,
+        keys: BTreeSet<Bytes>,
+    ) -> Result<(), String> {
+        let me = self.me();
+        let needed = map.sources_needed(partition, self.old_write_quorum(map, partition));
+        let mut sources = map.handoff_sources(partition, me);
+        sources.sort_by_key(|n| !self.is_live(*n));
+        let keys: Vec<Bytes> = keys.into_iter().collect();
+        let mut answered = 0;
+        for source in sources {
+            if answered == needed {
+                break;
+            }
+            let mut budget_bytes = usize::MAX;
+            if let Ok(true) = self
+                .pull_copies(source, namespace, keys.clone(), &mut budget_bytes)
+                .await
+            {
+                answered += 1;
+            }
+        }
+        if answered >= needed {
+            return Ok(());
+        }
+        Err(format!(
+            "node {me} is taking this key's partition over and reached {answered} of the {needed} old owners it merges the key from before it writes; retry"
+        ))
+    }
+
+    /// The write quorum writes were acknowledged with under the old placement.
+    pub(super) fn old_write_quorum(&self, map: &ClusterMap, partition: PartitionId) -> u8 {
+        match (split_partition(partition).0, map.previous_placement()) {
+            (Some(namespace), Some(previous)) => self.quorums_in(previous, namespace).1,
+            _ => self.config.write_quorum_min(),
+        }
+    }
+}
