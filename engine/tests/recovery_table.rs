@@ -432,3 +432,65 @@ fn a_leftover_of_a_compaction_cut_short_is_removed() {
     );
     assert_eq!(value_of(&store, "key7").as_deref(), Some(&*"w".repeat(200)));
 }
+
+/// The active segment with its synced tail zeroed (the mark recorded first):
+/// the open refuses, naming where the data now ends.
+#[test]
+fn the_active_segment_zeroed_before_its_synced_mark_refuses_to_open() {
+    let dir = MemDir::new();
+    let mut store = open(&dir, small_options());
+    for i in 0..5 {
+        put(&mut store, &format!("key{i}"), &"v".repeat(100));
+    }
+    assert!(store.record_synced_mark().unwrap());
+    assert!(!store.record_synced_mark().unwrap(), "nothing new to mark");
+    let segments = store.segment_count() as u32;
+    drop(store);
+    let active = seg(&dir, segments);
+    let mut len = [0u8; 4];
+    active.read_at(FIRST_RECORD_OFFSET, &mut len).unwrap();
+    let second_record = FIRST_RECORD_OFFSET + 8 + u64::from(u32::from_le_bytes(len));
+    active.write_at(second_record, &vec![0u8; 4096]).unwrap();
+    let (segment, reason) = refusal(&dir);
+    assert_eq!(segment, segments);
+    assert!(reason.contains("SYNCED"), "{reason}");
+    assert_not_whole(&dir, "SYNCED recorded as synced");
+}
+
+/// Writes after the mark are not guarded by it: a torn batch past the mark is
+/// still cut off as a torn tail, and the mark never refuses a whole store.
+#[test]
+fn a_torn_tail_past_the_synced_mark_is_still_cut() {
+    let dir = MemDir::new();
+    let mut store = open(&dir, small_options());
+    put(&mut store, "a", "acked");
+    assert!(store.record_synced_mark().unwrap());
+    put(&mut store, "b", "after the mark");
+    let batch = store.prepare(
+        &[WriteOp::put(
+            0,
+            Bytes::from("c"),
+            Bytes::from("x".repeat(300)),
+        )],
+        1,
+    );
+    assert!(!batch.is_empty());
+    drop(batch);
+    drop(store);
+    // Tear the unsynced batch: keep a few bytes of its frame.
+    let disk = seg(&dir, 1);
+    let mut pos = FIRST_RECORD_OFFSET;
+    for _ in 0..2 {
+        let mut len = [0u8; 4];
+        disk.read_at(pos, &mut len).unwrap();
+        pos += 8 + u64::from(u32::from_le_bytes(len));
+    }
+    let mut head = vec![0u8; 20];
+    disk.read_at(pos, &mut head).unwrap();
+    disk.write_at(pos, &vec![0u8; 400]).unwrap();
+    disk.write_at(pos, &head).unwrap();
+    let (store, report) = Store::open(Arc::new(dir.clone()), small_options()).unwrap();
+    assert_eq!(value_of(&store, "a").as_deref(), Some("acked"));
+    assert_eq!(value_of(&store, "b").as_deref(), Some("after the mark"));
+    assert_eq!(report.torn_tail.map(|t| t.1), Some(pos));
+}

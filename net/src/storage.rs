@@ -281,6 +281,7 @@ impl<R: Runtime> Committer<R> {
                 let written_bytes = self
                     .written_since_compaction_bytes
                     .swap(0, Ordering::Relaxed);
+                self.record_synced_mark().await;
                 self.compact(written_bytes).await;
                 compaction_due_ms =
                     self.runtime.monotonic_ms() + self.config.compaction_interval_ms;
@@ -417,6 +418,19 @@ impl<R: Runtime> Committer<R> {
             stats.largest_batch_ops = stats.largest_batch_ops.max(in_flight.op_count);
         }
         answer(in_flight.answers, results);
+    }
+
+    /// Once a tick, with fsync `always` (every published batch is synced):
+    /// record how far the active segment is synced, so that an open finds a
+    /// synced tail that was zeroed or cut since (`SYNCED`).
+    async fn record_synced_mark(&self) {
+        if self.config.fsync != Fsync::Always {
+            return;
+        }
+        let store = self.store.clone();
+        if let Err(e) = run_blocking(move || lock(&store).record_synced_mark()).await {
+            tracing::warn!("cannot record how far the active segment is synced: {e}");
+        }
     }
 
     /// One compaction tick: at least `compaction_budget_bytes`, and twice what

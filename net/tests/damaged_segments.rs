@@ -1,8 +1,9 @@
 //! Damaged synced data on a real single node (G9): a `shoal server` with 1 MiB
 //! segments takes a few thousand acknowledged writes through the `redis` crate
 //! and is killed with kill -9. On copies of its data directory, one segment file
-//! is deleted, one is cut short with `set_len` (as `truncate -s` does), or one
-//! byte of an older, sealed segment is flipped. Each time the server must refuse
+//! is deleted, one is cut short with `set_len` (as `truncate -s` does), the
+//! newest one is zeroed after its header, or one byte of an older, sealed
+//! segment is flipped. Each time the server must refuse
 //! to start, name the segment, and exit non-zero, and `shoal inspect --check`
 //! must exit non-zero; the untouched directory starts and serves every write.
 
@@ -35,6 +36,9 @@ fn written_directory(root: &Path, config: &Path) -> PathBuf {
     for i in 0..KEYS {
         let _: () = conn.set(format!("key:{i}"), value_of(i)).expect("set");
     }
+    // The committer records how far the active segment is synced (`SYNCED`)
+    // once a tick (a second).
+    std::thread::sleep(Duration::from_millis(2500));
     node.kill9();
     dir
 }
@@ -148,6 +152,25 @@ fn a_deleted_cut_or_flipped_segment_stops_the_node_and_fails_inspect() {
                 .open(segment(d, segments))
                 .unwrap();
             file.set_len(4096).unwrap();
+        },
+        &format!("segment {segments}"),
+    );
+    assert_refused(
+        &root,
+        &original,
+        &config,
+        "zeroed-newest",
+        |d| {
+            // Zeros over every record of the active segment, as a bad disk or a
+            // stray `dd` leaves them: it reads like a segment never written to.
+            let path = segment(d, segments);
+            let mut bytes = std::fs::read(&path).unwrap();
+            assert!(
+                bytes[16..].iter().any(|b| *b != 0),
+                "the newest segment is empty"
+            );
+            bytes[16..].fill(0);
+            std::fs::write(&path, bytes).unwrap();
         },
         &format!("segment {segments}"),
     );

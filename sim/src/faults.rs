@@ -121,7 +121,9 @@ impl Supervisor {
                     restart_after_ms,
                 } if matches!(
                     target,
-                    CorruptTarget::DeletedSegment | CorruptTarget::CutSegment
+                    CorruptTarget::DeletedSegment
+                        | CorruptTarget::CutSegment
+                        | CorruptTarget::ZeroedTail
                 ) =>
                 {
                     // Files are deleted or cut on a stopped node (an operator's
@@ -386,7 +388,7 @@ impl Supervisor {
         }
         if matches!(
             target,
-            CorruptTarget::DeletedSegment | CorruptTarget::CutSegment
+            CorruptTarget::DeletedSegment | CorruptTarget::CutSegment | CorruptTarget::ZeroedTail
         ) {
             self.lose_segment_data(target);
             return;
@@ -447,10 +449,19 @@ impl Supervisor {
             .map(|f| f.batch_seq)
             .max()
             .unwrap_or(0);
+        // What the store recorded as synced in its active segment (`SYNCED`).
+        let marked_bytes = shoal_engine::store::read_synced_mark(memdir)
+            .ok()
+            .flatten()
+            .filter(|m| m.segment == active)
+            .map_or(0, |m| m.bytes);
         let cuts: Vec<(u32, u64)> = frames
             .iter()
             .filter(|f| match target {
                 CorruptTarget::DeletedSegment => f.segment != active,
+                CorruptTarget::ZeroedTail => {
+                    f.segment == active && f.offset + f.len <= marked_bytes
+                }
                 _ => f.segment != active || f.batch_seq + 2 <= newest_batch,
             })
             .map(|f| match target {
@@ -468,6 +479,14 @@ impl Supervisor {
         let done = if target == CorruptTarget::DeletedSegment {
             let _ = memdir.remove(&format!("seg-{segment:08}.hint"));
             memdir.remove(&name).is_ok()
+        } else if target == CorruptTarget::ZeroedTail {
+            memdir
+                .open(&name, false)
+                .and_then(|f| {
+                    let len = f.len()?;
+                    f.write_at(cut, &vec![0u8; (len - cut) as usize])
+                })
+                .is_ok()
         } else {
             memdir
                 .open(&name, false)
@@ -478,6 +497,8 @@ impl Supervisor {
             "segment damage: {name} {} (done: {done})",
             if cut == 0 {
                 "deleted".to_string()
+            } else if target == CorruptTarget::ZeroedTail {
+                format!("zeroed from byte {cut} (SYNCED marks {marked_bytes})")
             } else {
                 format!("cut at byte {cut}")
             }

@@ -164,6 +164,9 @@ pub enum CorruptTarget {
     DeletedSegment,
     /// A segment's file cut at a provably synced record (`truncate -s`).
     CutSegment,
+    /// The active segment zeroed from a record the store's synced mark
+    /// (`SYNCED`) covers to the end of the file.
+    ZeroedTail,
 }
 
 /// One injected fault.
@@ -289,6 +292,7 @@ impl fmt::Display for Fault {
                     CorruptTarget::TailRecord => "the newest batch of the active segment",
                     CorruptTarget::DeletedSegment => "a sealed segment: its file deleted",
                     CorruptTarget::CutSegment => "a segment: its file cut short",
+                    CorruptTarget::ZeroedTail => "the active segment: its synced tail zeroed",
                 };
                 write!(f, "latent corruption of {what}")?;
                 if let Some(after) = restart_after_ms {
@@ -568,6 +572,7 @@ fn node_timeline(
                     0 | 1 => CorruptTarget::Hint,
                     2 => CorruptTarget::DeletedSegment,
                     3 => CorruptTarget::CutSegment,
+                    4 => CorruptTarget::ZeroedTail,
                     _ => CorruptTarget::SyncedRecord,
                 };
                 let restart_after_ms = rng.chance_percent(50).then(|| between(rng, 0, 2000));

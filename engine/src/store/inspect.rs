@@ -157,6 +157,29 @@ pub fn inspect_dir(dir: &dyn DiskDir, record_size_max_bytes: u32) -> Result<Insp
     })
 }
 
+/// Against the synced mark: the newest segment's data ends before the bytes
+/// `SYNCED` recorded as synced (a damaged mark is a fault too).
+fn synced_mark_fault(
+    dir: &dyn DiskDir,
+    segments: &[SegmentCheck],
+) -> Result<Option<String>, DiskError> {
+    let mark = match super::synced::read_synced_mark(dir) {
+        Ok(Some(mark)) => mark,
+        Ok(None) => return Ok(None),
+        Err(super::OpenError::Disk(e)) => return Err(e),
+        Err(e) => return Ok(Some(e.to_string())),
+    };
+    let newest = segments.iter().max_by_key(|s| s.segment);
+    Ok(newest
+        .filter(|s| s.segment == mark.segment && s.data_end_bytes < mark.bytes)
+        .map(|s| {
+            format!(
+                "segment {}'s data ends at {}, before the {} bytes SYNCED recorded as synced",
+                s.segment, s.data_end_bytes, mark.bytes
+            )
+        }))
+}
+
 /// Against the catalog: listed segments that are gone, files cut from their
 /// made length, sealed segments whose data ends before what was synced; and
 /// hinted segments whose bytes no longer match their hint's checksum.
@@ -199,6 +222,7 @@ fn synced_data_faults(
             ));
         }
     }
+    faults.extend(synced_mark_fault(dir, segments)?);
     for found in segments.iter().filter(|s| s.hint_valid) {
         let disk = dir.open(&segment_file_name(found.segment), false)?;
         let hint = super::hint::read_hint_file(dir, found.segment);

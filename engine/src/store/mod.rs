@@ -17,6 +17,8 @@ pub mod inspect;
 mod keydir;
 mod observer;
 mod recovery;
+mod synced;
+pub use synced::{read_synced_mark, SyncedMark};
 
 pub use compaction::CompactionProgress;
 pub use observer::{Applied, Change, StoreObserver};
@@ -413,6 +415,8 @@ pub struct Store {
     /// delete marker, the key's context goes with it, so the floor is raised past
     /// this: a later write to that key must not reissue a dot the marker covered.
     counter_issued_max: u64,
+    /// How far the active segment is known synced (`SYNCED`).
+    synced: synced::SyncedMarks,
     clock: HlcClock,
     live_keys: BTreeMap<u8, u64>,
     poisoned: Option<String>,
@@ -1074,6 +1078,8 @@ impl Store {
             {
                 self.staged.remove(&dk);
             }
+            self.synced
+                .published_to(entry.segment, entry.offset as u64 + entry.len as u64);
             let namespace = dk[0];
             if entry.live {
                 *self.live_keys.entry(namespace).or_insert(0) += 1;

@@ -7,6 +7,8 @@
 //! | sealed segment with a valid hint               | load the hint, skip the scan   |
 //! | invalid frame in the last segment, and no valid | torn tail: zero it, sync, go on|
 //! |   frame after it from a later batch             |                                |
+//! | the last segment's data ends (zeros, a cut, or  | `OpenError::Corrupt`: refuse   |
+//! |   damage) before the bytes `SYNCED` recorded    |                                |
 //! | invalid frame in a sealed segment               | `OpenError::Corrupt`: refuse   |
 //! | invalid frame followed by a valid frame of a    | `OpenError::Corrupt`: refuse   |
 //! |   later batch (so it had been synced)           |                                |
@@ -295,7 +297,11 @@ pub fn set_aside_segments(dir: &dyn DiskDir) -> Result<Vec<String>, DiskError> {
     let mut names: Vec<String> = dir
         .list()?
         .into_iter()
-        .filter(|n| n.starts_with("seg-") || n.as_str() == CATALOG_FILE)
+        .filter(|n| {
+            n.starts_with("seg-")
+                || n.as_str() == CATALOG_FILE
+                || n.as_str() == super::synced::SYNCED_FILE
+        })
         .collect();
     names.sort();
     for name in names {
@@ -338,6 +344,7 @@ impl Store {
         } else {
             check_catalog(dir.as_ref(), &mut ids)?
         };
+        let dir_for_mark = dir.clone();
         let mut store = Store {
             dir,
             options,
@@ -347,6 +354,10 @@ impl Store {
             next_batch_seq: 1,
             counter_floor: incarnation << 32,
             counter_issued_max: 0,
+            synced: super::synced::SyncedMarks {
+                recorded: super::synced::read_synced_mark(dir_for_mark.as_ref())?,
+                published: None,
+            },
             clock: HlcClock::default(),
             live_keys: BTreeMap::new(),
             poisoned: None,
@@ -439,7 +450,7 @@ impl Store {
         report: &mut RecoveryReport,
     ) -> OpenError {
         let mut scratch = Vec::new();
-        match self.scan_segment(id, disk, false, &mut scratch, report) {
+        match self.scan_segment(id, disk, false, 0, &mut scratch, report) {
             Err(e) => e,
             Ok(end) => OpenError::Corrupt {
                 segment: id,
@@ -496,7 +507,19 @@ impl Store {
             return Ok(());
         }
         report.segments_scanned += 1;
-        let written_bytes = self.scan_segment(id, disk.as_ref(), is_last, entries, report)?;
+        let synced_bytes_min = if is_last {
+            self.synced_bytes_min(id)
+        } else {
+            0
+        };
+        let written_bytes = self.scan_segment(
+            id,
+            disk.as_ref(),
+            is_last,
+            synced_bytes_min,
+            entries,
+            report,
+        )?;
         // Every frame of it was just checked: this is the data as it stands.
         let data_crc = super::hint::data_crc(disk.as_ref(), written_bytes)?;
         self.segments.insert(
@@ -519,6 +542,7 @@ impl Store {
         id: u32,
         disk: &dyn Disk,
         is_last: bool,
+        synced_bytes_min: u64,
         entries: &mut super::keydir::Entries,
         report: &mut RecoveryReport,
     ) -> Result<u64, OpenError> {
@@ -571,13 +595,25 @@ impl Store {
                 FrameScan::Zero => None,
                 FrameScan::Invalid(reason) => Some(reason),
             };
+            let before_mark = (pos as u64) < synced_bytes_min;
             let damage = match fault {
+                None if before_mark => "zeros",
                 None if reader.zeros_from(pos)? => return Ok(pos as u64),
                 None => "zero header followed by data",
                 Some(reason) => reason,
             };
             if !is_last {
                 return Err(corrupt(pos as u64, damage));
+            }
+            if before_mark {
+                // Synced data, zeroed or damaged: no torn write of a batch in flight.
+                return Err(corrupt(
+                    pos as u64,
+                    &format!(
+                        "{damage} before the {synced_bytes_min} bytes {} recorded as synced",
+                        super::synced::SYNCED_FILE
+                    ),
+                ));
             }
             let data = reader.rest_from(pos)?;
             if let Some((later, seq)) = find_later_batch(&data, 0, record_max, batch_seq_last) {
