@@ -19,5 +19,6 @@ pub mod peer;
 pub mod resp;
 pub mod routing;
 pub mod runtime;
+pub mod salvage;
 pub mod server;
 pub mod storage;

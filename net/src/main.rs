@@ -35,6 +35,15 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Build a whole store in a new directory from what survives of a stopped
+    /// single node's damaged one, and say exactly what was lost (the damaged
+    /// directory is only read). Then run `shoal server --data-dir <INTO>`.
+    Salvage {
+        data_dir: PathBuf,
+        /// The new data directory (must not exist).
+        #[arg(long)]
+        into: PathBuf,
+    },
     /// Start a local cluster on 127.0.0.1: one `shoal server` process per node,
     /// each with its own ports and data directory, until Ctrl-C.
     DevCluster {
@@ -244,6 +253,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Salvage { data_dir, into } => run_salvage(&data_dir, &into),
         Command::Inspect { data_dir, check } => {
             if let Err(e) = refuse_if_running(&data_dir) {
                 eprintln!("shoal inspect: {e}");
@@ -314,6 +324,36 @@ fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, String> {
         ));
     }
     Ok(file)
+}
+
+fn run_salvage(data_dir: &std::path::Path, into: &std::path::Path) -> ExitCode {
+    if let Err(e) = refuse_if_running(data_dir) {
+        eprintln!("shoal salvage: {e}");
+        return ExitCode::from(2);
+    }
+    match shoal_net::salvage::run(data_dir, into, shoal_engine::StoreOptions::default()) {
+        Ok(report) => {
+            for loss in &report.losses {
+                println!("lost: {loss}");
+            }
+            println!(
+                "salvaged {} keys ({} live) into {}{}",
+                report.keys_kept,
+                report.live_keys_kept,
+                into.display(),
+                if report.losses.is_empty() {
+                    "; nothing was lost"
+                } else {
+                    ""
+                }
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("shoal salvage: {e}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 /// Inspection reads files a running node may be writing: refuse while one holds
@@ -391,7 +431,16 @@ async fn serve_node(mut config: NodeConfig, power_loss_journal: bool) -> Result<
     } else {
         Store::open(dir.clone(), config.store.clone()).map(|(s, r)| (s, r, None))
     }
-    .map_err(|e| format!("cannot open {}: {e}", data_dir.display()))?;
+    .map_err(|e| {
+        let salvage = match e {
+            shoal_engine::store::OpenError::Corrupt { .. } if cluster_config.is_none() => format!(
+                "; with no replica to restore from, `shoal salvage {} --into <new dir>` builds a store of what survives and names what was lost",
+                data_dir.display()
+            ),
+            _ => String::new(),
+        };
+        format!("cannot open {}: {e}{salvage}", data_dir.display())
+    })?;
     if let Some(rebuilt) = &rebuilt {
         tracing::warn!(
             "synced data in {} is damaged ({}): set {} segment file(s) aside as {}..., starting empty as dot actor {}; anti-entropy restores this node's replicas from the other members (the set-aside files stay for an operator: renamed back to seg-* in a copy of the directory, `shoal inspect` reads them)",

@@ -219,9 +219,13 @@ impl Storage {
 /// Run blocking disk work off the async workers (inline in simulation).
 #[allow(deprecated)]
 async fn run_blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    tokio::task::spawn_blocking(f)
-        .await
-        .expect("blocking disk task panicked")
+    match tokio::task::spawn_blocking(f).await {
+        Ok(value) => value,
+        Err(e) if e.is_panic() => panic!("blocking disk task panicked: {e}"),
+        // The runtime is shutting down and dropped the task before it ran:
+        // this task is being dropped too, so it waits for that.
+        Err(_) => std::future::pending().await,
+    }
 }
 
 /// Compaction budget per byte written (see [`Committer::compact`]).

@@ -5,7 +5,9 @@
 //! newest one is zeroed after its header, or one byte of an older, sealed
 //! segment is flipped. Each time the server must refuse
 //! to start, name the segment, and exit non-zero, and `shoal inspect --check`
-//! must exit non-zero; the untouched directory starts and serves every write.
+//! must exit non-zero; `shoal salvage` of the flipped copy makes a directory that
+//! starts and serves every key it kept, unchanged, and names the loss; the
+//! untouched directory starts and serves every write.
 
 mod common;
 
@@ -85,6 +87,20 @@ fn start_expecting_exit(dir: &Path, config: &Path) -> (bool, String) {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// `shoal salvage <from> --into <into>`: whether it succeeded, and its stdout.
+fn salvage(from: &Path, into: &Path) -> (bool, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .arg("salvage")
+        .arg(from)
+        .arg("--into")
+        .arg(into)
+        .output()
+        .expect("salvage");
+    let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&output.stderr));
+    (output.status.success(), text)
 }
 
 fn inspect_check_passes(dir: &Path) -> bool {
@@ -200,6 +216,39 @@ fn a_deleted_cut_or_flipped_segment_stops_the_node_and_fails_inspect() {
             std::fs::write(&path, bytes).unwrap();
         },
         "segment 1",
+    );
+    // An operator with no replica salvages the flipped copy: a new directory
+    // that opens whole, holds every key it can, nothing garbled, and the loss
+    // is named.
+    let (ok, stdout) = salvage(&root.join("flipped"), &root.join("flipped-salvaged"));
+    assert!(ok, "salvage failed: {stdout}");
+    assert!(stdout.contains("lost: segment 1"), "{stdout}");
+    let node = ShoalProcess::start(
+        &root.join("flipped-salvaged"),
+        &["--config", config.to_str().unwrap()],
+    );
+    let mut conn = node.client();
+    let mut kept = 0;
+    for i in 0..KEYS {
+        let got: Option<String> = conn.get(format!("key:{i}")).expect("get");
+        if let Some(got) = got {
+            assert_eq!(got, value_of(i), "key:{i} garbled");
+            kept += 1;
+        }
+    }
+    let said = format!("salvaged {kept} keys ({kept} live)");
+    assert!(
+        stdout.contains(&said),
+        "read back {kept} keys; salvage said: {stdout}"
+    );
+    assert!(kept > KEYS / 2 && kept < KEYS, "{kept} keys kept");
+    drop(node);
+    // Salvage of a whole store loses nothing.
+    let (ok, stdout) = salvage(&original, &root.join("whole-salvaged"));
+    assert!(ok && stdout.contains("nothing was lost"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("salvaged {KEYS} keys")),
+        "{stdout}"
     );
     // The untouched directory still opens whole, with every write.
     let node = ShoalProcess::start(&original, &["--config", config.to_str().unwrap()]);

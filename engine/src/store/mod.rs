@@ -17,6 +17,7 @@ pub mod inspect;
 mod keydir;
 mod observer;
 mod recovery;
+pub mod salvage;
 mod synced;
 pub use synced::{read_synced_mark, SyncedMark};
 

@@ -49,10 +49,10 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
-const INCARNATION_FILE: &str = "INCARNATION";
+pub(crate) const INCARNATION_FILE: &str = "INCARNATION";
 /// The actor id this store mints dots as, when it is not the node id (written
 /// once a node learns its directory replaced one it ran on): `[u32 LE][crc32c]`.
-const ACTOR_FILE: &str = "ACTOR";
+pub(crate) const ACTOR_FILE: &str = "ACTOR";
 
 /// The actor id recorded in `dir`, if any. A damaged file is an error, never a
 /// silent fall back to the node id (that would reuse the old life's dots).
