@@ -79,12 +79,22 @@ fn sweep_dead_runs() {
     }
 }
 
+/// A port nothing listens on now, never handed out before in this process,
+/// below Linux's ephemeral range (32768 up, where the local end of any outgoing
+/// connection may take it before the node binds) and below the cluster tests'
+/// ports (12000 up, see `cluster::port_pair`). The start depends on the process
+/// id, so test binaries running at once start apart.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let base = (std::process::id() % 1000) * 10;
+    for _ in 0..10_000 {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = 2000 + ((base + n) % 10_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 2000..12000");
 }
 
 impl ShoalProcess {
