@@ -494,3 +494,58 @@ fn a_torn_tail_past_the_synced_mark_is_still_cut() {
     assert_eq!(value_of(&store, "b").as_deref(), Some("after the mark"));
     assert_eq!(report.torn_tail.map(|t| t.1), Some(pos));
 }
+
+/// After an open that cut a tail, a key not written since may lack dots of the
+/// store's earlier lives that replicas hold, in this life and later ones; once
+/// written (or with no cut at all) it may not.
+#[test]
+fn a_cut_tail_marks_keys_not_written_since_as_needing_a_catch_up() {
+    let dir = MemDir::new();
+    let mut store = open(&dir, small_options());
+    put(&mut store, "a", "1");
+    put(&mut store, "b", "2");
+    assert!(
+        !store.mint_may_claim_lost_dots(0, b"a"),
+        "no cut, nothing lost"
+    );
+    let batch = store.prepare(
+        &[WriteOp::put(
+            0,
+            Bytes::from("c"),
+            Bytes::from("x".repeat(300)),
+        )],
+        1,
+    );
+    drop(batch);
+    drop(store);
+    let disk = seg(&dir, 1);
+    let mut pos = FIRST_RECORD_OFFSET;
+    for _ in 0..2 {
+        let mut len = [0u8; 4];
+        disk.read_at(pos, &mut len).unwrap();
+        pos += 8 + u64::from(u32::from_le_bytes(len));
+    }
+    disk.write_at(pos + 10, &[0u8; 4]).unwrap();
+    let (mut store, report) = Store::open(Arc::new(dir.clone()), small_options()).unwrap();
+    assert!(report.torn_tail.is_some());
+    assert!(store.mint_may_claim_lost_dots(0, b"a"));
+    assert!(store.mint_may_claim_lost_dots(0, b"never-written"));
+    put(&mut store, "a", "3");
+    assert!(
+        !store.mint_may_claim_lost_dots(0, b"a"),
+        "written in this life"
+    );
+    assert!(store.mint_may_claim_lost_dots(0, b"b"));
+    drop(store);
+    // A later life still owes "b" its catch-up: the dots the cut took are
+    // below this life's floor too.
+    let (mut store, report) = Store::open(Arc::new(dir.clone()), small_options()).unwrap();
+    assert!(report.torn_tail.is_none());
+    assert!(store.mint_may_claim_lost_dots(0, b"b"));
+    assert!(
+        !store.mint_may_claim_lost_dots(0, b"a"),
+        "written after the cut"
+    );
+    put(&mut store, "b", "4");
+    assert!(!store.mint_may_claim_lost_dots(0, b"b"));
+}

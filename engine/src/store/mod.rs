@@ -416,6 +416,9 @@ pub struct Store {
     /// delete marker, the key's context goes with it, so the floor is raised past
     /// this: a later write to that key must not reissue a dot the marker covered.
     counter_issued_max: u64,
+    /// When an open ever cut a tail: the least counter of the life after the
+    /// latest cut (see [`Store::mint_may_claim_lost_dots`]).
+    cut_a_tail_below: Option<u64>,
     /// How far the active segment is known synced (`SYNCED`).
     synced: synced::SyncedMarks,
     clock: HlcClock,

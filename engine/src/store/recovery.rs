@@ -190,6 +190,23 @@ impl Store {
         self.options.node_id
     }
 
+    /// Whether minting on the key may claim, through its version vector, a dot
+    /// of this store's earlier lives that its copy no longer holds: an open cut
+    /// a tail (torn, or damaged inside the newest batches, which recovery
+    /// cannot tell apart, so acknowledged writes may be gone from it while
+    /// replicas hold them; `CUT-TAIL` keeps it across restarts), and nothing
+    /// from a life after that cut is in the key's copy yet.
+    /// A replicated node merges the key from its replicas before minting on it.
+    pub fn mint_may_claim_lost_dots(&self, namespace: u8, key: &[u8]) -> bool {
+        let Some(life_floor) = self.cut_a_tail_below else {
+            return false;
+        };
+        match self.get(namespace, key) {
+            Ok(Some(set)) => set.context.get(self.actor()) < life_floor,
+            Ok(None) | Err(_) => true,
+        }
+    }
+
     pub fn raise_incarnation(&mut self, at_least: u64) -> Result<u64, DiskError> {
         let current = read_incarnation(self.dir.as_ref())?;
         if at_least <= current {
@@ -301,6 +318,7 @@ pub fn set_aside_segments(dir: &dyn DiskDir) -> Result<Vec<String>, DiskError> {
             n.starts_with("seg-")
                 || n.as_str() == CATALOG_FILE
                 || n.as_str() == super::synced::SYNCED_FILE
+                || n.as_str() == CUT_TAIL_FILE
         })
         .collect();
     names.sort();
@@ -311,6 +329,38 @@ pub fn set_aside_segments(dir: &dyn DiskDir) -> Result<Vec<String>, DiskError> {
     }
     dir.sync_dir()?;
     Ok(moved)
+}
+
+/// Where the floor of the life after the last cut tail is kept (`[u64 LE]
+/// [crc32c]`): dots of a store's lives before it may be gone from its copies
+/// while replicas hold them, until a key is written again.
+const CUT_TAIL_FILE: &str = "CUT-TAIL";
+
+/// The counter below which this store's own dots may have been cut (the
+/// highest such floor recorded, raised to this life's when this open cut a
+/// tail), if any open ever cut one.
+fn cut_tail_floor(
+    dir: &dyn DiskDir,
+    report: &RecoveryReport,
+    incarnation: u64,
+) -> Result<Option<u64>, OpenError> {
+    let recorded = match crate::disk::read_checked_file(dir, CUT_TAIL_FILE, 8) {
+        Ok(payload) => payload.map(|p| u64::from_le_bytes(p[..].try_into().expect("8 bytes"))),
+        Err(CheckedFileError::Disk(e)) => return Err(e.into()),
+        Err(CheckedFileError::Damaged(why)) => {
+            return Err(OpenError::Corrupt {
+                segment: 0,
+                offset: 0,
+                reason: format!("{CUT_TAIL_FILE} is damaged: {why}"),
+            })
+        }
+    };
+    if report.torn_tail.is_none() {
+        return Ok(recorded);
+    }
+    let floor = recorded.unwrap_or(0).max(incarnation << 32);
+    crate::disk::write_checked_file(dir, CUT_TAIL_FILE, &floor.to_le_bytes())?;
+    Ok(Some(floor))
 }
 
 impl Store {
@@ -354,6 +404,7 @@ impl Store {
             next_batch_seq: 1,
             counter_floor: incarnation << 32,
             counter_issued_max: 0,
+            cut_a_tail_below: None,
             synced: super::synced::SyncedMarks {
                 recorded: super::synced::read_synced_mark(dir_for_mark.as_ref())?,
                 published: None,
@@ -403,6 +454,7 @@ impl Store {
         store.save_catalog()?;
         store.recount();
         report.keys_loaded = store.keydir.len() as u64;
+        store.cut_a_tail_below = cut_tail_floor(store.dir.as_ref(), &report, incarnation)?;
         Ok((store, report))
     }
 

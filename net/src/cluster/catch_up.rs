@@ -7,12 +7,16 @@
 //! dropped its residue, took the partition back with a pin, and coordinated a
 //! write before its pull was done). So a node taking over a partition it did not
 //! own before the change merges the old owners' copies of a key before it mints
-//! on it, or refuses the write.
+//! on it, or refuses the write. So does a node whose last start cut a tail of
+//! its log (torn, or damaged in the newest batches, which recovery cannot tell
+//! apart: acknowledged writes may be gone here while replicas hold them), for
+//! each key it has not yet written in this life (cluster seed 20016769).
 
 use super::{Cluster, RemoteError};
 use bytes::Bytes;
 use shoal_engine::cluster::map::{split_partition, ClusterMap};
 use shoal_engine::placement::PartitionId;
+use shoal_engine::NodeId;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -69,34 +73,45 @@ impl Cluster {
             .collect()
     }
 
-    /// Merge here the old owners' copies of the keys of partitions this node
-    /// takes over: from as many old owners as a handoff pulls from, so every
-    /// write they acknowledged is among them. Per key: why it is refused, if
-    /// too few old owners answered.
+    /// Merge here, before minting, the keys whose copy here may lack dots of
+    /// this node's: keys of partitions it takes over (from as many old owners as
+    /// a handoff pulls from), and, after an open that cut a tail, keys it has
+    /// not written in this life (from enough other owners to meet every write
+    /// acknowledged by w). Per key: why it is refused, if too few answered.
     async fn catch_up(&self, map: &ClusterMap, keys: &[(u8, Bytes)]) -> Vec<Option<RemoteError>> {
         let mut refusals = vec![None; keys.len()];
         let taken_over = self.taken_over(map);
-        // Planted bug: mint over whatever copy is here.
-        if taken_over.is_empty() || cfg!(feature = "bug-mint-without-catch-up") {
-            return refusals;
-        }
-        let mut groups: BTreeMap<(PartitionId, u8), Vec<usize>> = BTreeMap::new();
+        let mut groups: BTreeMap<(PartitionId, u8, bool), Vec<usize>> = BTreeMap::new();
         for (i, (namespace, key)) in keys.iter().enumerate() {
             let partition = map.partition_of_key(*namespace, key);
-            if taken_over.contains(&partition) {
-                groups.entry((partition, *namespace)).or_default().push(i);
+            let taking_over = taken_over.contains(&partition);
+            // Planted bug: mint over whatever copy is here.
+            if cfg!(feature = "bug-mint-without-catch-up") {
+                continue;
+            }
+            if taking_over
+                || self
+                    .storage
+                    .read(|s| s.mint_may_claim_lost_dots(*namespace, key))
+            {
+                groups
+                    .entry((partition, *namespace, taking_over))
+                    .or_default()
+                    .push(i);
             }
         }
         let caught_up: usize = groups.values().map(Vec::len).sum();
         self.stats
             .writes_caught_up
             .fetch_add(caught_up as u64, std::sync::atomic::Ordering::Relaxed);
-        for ((partition, namespace), indexes) in groups {
+        for ((partition, namespace, taking_over), indexes) in groups {
+            let (sources, needed) = if taking_over {
+                self.old_owners(map, partition)
+            } else {
+                self.fellow_owners(map, partition, namespace)
+            };
             let wanted: BTreeSet<Bytes> = indexes.iter().map(|i| keys[*i].1.clone()).collect();
-            if let Err(why) = self
-                .merge_from_old_owners(map, partition, namespace, wanted)
-                .await
-            {
+            if let Err(why) = self.merge_from(sources, needed, namespace, wanted).await {
                 for i in indexes {
                     refusals[i] = Some(RemoteError::new(TRYAGAIN, why.clone()));
                 }
@@ -105,21 +120,47 @@ impl Cluster {
         refusals
     }
 
-    async fn merge_from_old_owners(
+    /// A taken-over partition's old owners, and how many a handoff pulls from.
+    fn old_owners(&self, map: &ClusterMap, partition: PartitionId) -> (Vec<NodeId>, usize) {
+        let needed = map.sources_needed(partition, self.old_write_quorum(map, partition));
+        (map.handoff_sources(partition, self.me()), needed)
+    }
+
+    /// The partition's other holders, and how many of them hold every write w
+    /// acknowledged with this node among them: of `others`, at least `w - 1`
+    /// hold it, so `others - (w - 1) + 1` of them meet it.
+    fn fellow_owners(
         &self,
         map: &ClusterMap,
         partition: PartitionId,
         namespace: u8,
+    ) -> (Vec<NodeId>, usize) {
+        let me = self.me();
+        let mut others: Vec<NodeId> = map.owners(partition).to_vec();
+        others.extend(map.previous_owners(partition).unwrap_or_default());
+        others.sort_unstable();
+        others.dedup();
+        others.retain(|n| *n != me);
+        let w = usize::from(self.write_quorum(map, namespace)).max(1);
+        let needed = (others.len() + 2)
+            .saturating_sub(w)
+            .clamp(1, others.len().max(1));
+        let needed = if others.is_empty() { 0 } else { needed };
+        (others, needed)
+    }
+
+    async fn merge_from(
+        &self,
+        mut sources: Vec<NodeId>,
+        needed: usize,
+        namespace: u8,
         keys: BTreeSet<Bytes>,
     ) -> Result<(), String> {
-        let me = self.me();
-        let needed = map.sources_needed(partition, self.old_write_quorum(map, partition));
-        let mut sources = map.handoff_sources(partition, me);
         sources.sort_by_key(|n| !self.is_live(*n));
         let keys: Vec<Bytes> = keys.into_iter().collect();
         let mut answered = 0;
         for source in sources {
-            if answered == needed {
+            if answered >= needed {
                 break;
             }
             let mut budget_bytes = usize::MAX;
@@ -134,7 +175,8 @@ impl Cluster {
             return Ok(());
         }
         Err(format!(
-            "node {me} is taking this key's partition over and reached {answered} of the {needed} old owners it merges the key from before it writes; retry"
+            "node {} must merge this key from {needed} other replica(s) before it writes (it takes the key's partition over, or its last start cut data that may have held its own writes) and reached {answered}; retry",
+            self.me()
         ))
     }
 
