@@ -19,6 +19,17 @@ pub struct CrashReport {
     pub writes_kept: u64,
     pub writes_dropped: u64,
     pub writes_torn: u64,
+    /// Writes that survived (whole or in part) beyond where an earlier write of
+    /// the same file was lost or torn: the file has a hole below kept data,
+    /// which recovery sees as a torn tail just as it sees a torn write.
+    pub writes_kept_past_a_hole: u64,
+}
+
+impl CrashReport {
+    /// Whether the crash left any file with a tail recovery must cut.
+    pub fn tore_a_tail(&self) -> bool {
+        self.writes_torn > 0 || self.writes_kept_past_a_hole > 0
+    }
 }
 
 #[derive(Default)]
@@ -153,6 +164,8 @@ impl MemDir {
             let mut image = lock(image);
             let mut bytes = std::mem::take(&mut image.durable);
             let mut len = image.durable_len;
+            // The lowest offset from which a pending write went missing.
+            let mut hole_at = u64::MAX;
             for write in std::mem::take(&mut image.pending) {
                 match write {
                     PendingWrite::SetLen(new_len) => {
@@ -164,20 +177,34 @@ impl MemDir {
                     PendingWrite::Data {
                         offset,
                         bytes: data,
-                    } => match rng.below(3) {
-                        0 => report.writes_dropped += 1,
-                        1 => {
-                            report.writes_kept += 1;
-                            write_into(&mut bytes, offset, &data);
-                            len = len.max(offset + data.len() as u64);
+                    } => {
+                        let torn_before = report.writes_torn;
+                        let kept = match rng.below(3) {
+                            0 => {
+                                report.writes_dropped += 1;
+                                0
+                            }
+                            1 => {
+                                report.writes_kept += 1;
+                                data.len()
+                            }
+                            _ => {
+                                report.writes_torn += 1;
+                                rng.below(data.len() as u64 + 1) as usize
+                            }
+                        };
+                        if kept > 0 && offset + kept as u64 > hole_at {
+                            report.writes_kept_past_a_hole += 1;
                         }
-                        _ => {
-                            report.writes_torn += 1;
-                            let kept = rng.below(data.len() as u64 + 1) as usize;
+                        if kept < data.len() {
+                            hole_at = hole_at.min(offset + kept as u64);
+                        }
+                        if kept > 0 || report.writes_torn > torn_before {
+                            // (A write torn to nothing still set the length.)
                             write_into(&mut bytes, offset, &data[..kept]);
                             len = len.max(offset + kept as u64);
                         }
-                    },
+                    }
                 }
             }
             bytes.truncate(len as usize);
@@ -397,6 +424,38 @@ mod tests {
             totals.writes_torn += report.writes_torn;
         }
         assert!(totals.writes_kept > 0 && totals.writes_dropped > 0 && totals.writes_torn > 0);
+    }
+
+    #[test]
+    fn a_hole_below_kept_data_is_reported_as_a_tail_to_cut() {
+        let (mut holes, mut whole_prefixes) = (0, 0);
+        for seed in 0..80 {
+            let dir = MemDir::new();
+            let file = dir.open("f", true).unwrap();
+            file.write_at(0, b"aaaa").unwrap();
+            file.write_at(4, b"bbbb").unwrap();
+            let report = dir.crash(&mut SplitMix64::new(seed));
+            let file = dir.open("f", false).unwrap();
+            let mut image = vec![0; file.len().unwrap() as usize];
+            file.read_at(0, &mut image).unwrap();
+            // What survived is a prefix of what was written, or has a hole.
+            let prefix = b"aaaabbbb".starts_with(&image);
+            assert_eq!(
+                report.tore_a_tail(),
+                !prefix || report.writes_torn > 0,
+                "seed {seed}: {report:?} {image:?}"
+            );
+            if report.writes_kept_past_a_hole > 0 {
+                holes += 1;
+                assert!(!prefix, "seed {seed}: reported a hole that is not there");
+            } else if prefix {
+                whole_prefixes += 1;
+            }
+        }
+        assert!(
+            holes > 0 && whole_prefixes > 0,
+            "{holes} holes, {whole_prefixes} prefixes"
+        );
     }
 
     #[test]

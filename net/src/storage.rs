@@ -14,9 +14,11 @@ use shoal_engine::{
     CompactionProgress, DiskError, PreparedBatch, Store, WriteError, WriteOp, WriteOutcome,
 };
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{mpsc, oneshot};
+
+mod pacer;
+use pacer::{Pacer, PacerConfig};
 
 /// When a write is acknowledged relative to its fsync.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -144,10 +146,18 @@ impl Storage {
             store: Arc::new(Mutex::new(store)),
             queue,
             stats: Arc::default(),
-            config,
+            config: config.clone(),
         };
+        let pacer = Pacer::new(
+            PacerConfig {
+                interval_ms: config.compaction_interval_ms,
+                budget_bytes: config.compaction_budget_bytes,
+                bytes_per_written_byte: COMPACTION_BYTES_PER_WRITTEN_BYTE,
+            },
+            runtime.monotonic_ms(),
+        );
         let committer = Committer {
-            written_since_compaction_bytes: AtomicU64::new(0),
+            pacer: Mutex::new(pacer),
             store: storage.store.clone(),
             stats: storage.stats.clone(),
             config: storage.config.clone(),
@@ -228,14 +238,13 @@ async fn run_blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static)
     }
 }
 
-/// Compaction budget per byte written (see [`Committer::compact`]).
+/// Compaction owed per byte written (see [`pacer`]).
 const COMPACTION_BYTES_PER_WRITTEN_BYTE: u64 = 2;
-/// Segments one compaction tick may finish.
-const COMPACTION_SEGMENTS_PER_TICK_MAX: usize = 8;
 
 struct Committer<R: Runtime> {
-    /// Key and value bytes of the batches written since the last compaction tick.
-    written_since_compaction_bytes: AtomicU64,
+    /// Compaction owed and when the next tick is due (only the committer's task
+    /// touches it).
+    pacer: Mutex<Pacer>,
     store: Arc<Mutex<Store>>,
     stats: Arc<Mutex<CommitStats>>,
     config: StorageConfig,
@@ -267,8 +276,6 @@ impl<R: Runtime> Committer<R> {
         let mut next_seq = 0u64;
         let mut failure: Option<DiskError> = None;
         let mut open = true;
-        let mut compaction_due_ms =
-            self.runtime.monotonic_ms() + self.config.compaction_interval_ms;
         loop {
             while let Some(front) = in_flight.front() {
                 let Some((batch, synced)) = completed.remove(&front.seq) else {
@@ -279,22 +286,18 @@ impl<R: Runtime> Committer<R> {
             }
             // Compaction keeps pace with the writes: it runs between batches
             // whether or not others are in flight (a sustained load would
-            // otherwise starve it, and the disk grow without bound), with a
-            // budget that grows with the bytes written since its last tick.
-            if self.runtime.monotonic_ms() >= compaction_due_ms {
-                let written_bytes = self
-                    .written_since_compaction_bytes
-                    .swap(0, Ordering::Relaxed);
+            // otherwise starve it, and the disk grow without bound), paying
+            // what the writes since its last step owe (`pacer`).
+            let tick = lock(&self.pacer).take_tick(self.runtime.monotonic_ms());
+            if tick {
                 self.record_synced_mark().await;
-                self.compact(written_bytes).await;
-                compaction_due_ms =
-                    self.runtime.monotonic_ms() + self.config.compaction_interval_ms;
             }
+            self.compact().await;
             if in_flight.is_empty() {
                 if !open {
                     break;
                 }
-                let wait_ms = compaction_due_ms.saturating_sub(self.runtime.monotonic_ms());
+                let wait_ms = lock(&self.pacer).idle_wait_ms(self.runtime.monotonic_ms());
                 // `biased`: a fixed polling order. Unbiased select! draws from
                 // tokio's thread RNG, whose seed comes from a process-wide counter,
                 // which breaks the simulator's determinism (same seed, same run).
@@ -354,8 +357,7 @@ impl<R: Runtime> Committer<R> {
                 Err(_) => break,
             }
         }
-        self.written_since_compaction_bytes
-            .fetch_add(bytes as u64, Ordering::Relaxed);
+        lock(&self.pacer).wrote(bytes as u64);
         // Move the operations out; keep only how many each writer sent, and its reply.
         let mut ops = Vec::with_capacity(op_count);
         let mut answers = Vec::with_capacity(requests.len());
@@ -421,6 +423,7 @@ impl<R: Runtime> Committer<R> {
             stats.ops += in_flight.op_count;
             stats.largest_batch_ops = stats.largest_batch_ops.max(in_flight.op_count);
         }
+        lock(&self.pacer).published();
         answer(in_flight.answers, results);
     }
 
@@ -437,35 +440,29 @@ impl<R: Runtime> Committer<R> {
         }
     }
 
-    /// One compaction tick: at least `compaction_budget_bytes`, and twice what
-    /// was written since the last tick. Rewriting a segment at least half dead
-    /// (`compaction_dead_percent_min`) moves at most as many live bytes as it
-    /// frees, so this frees space at least as fast as overwrites make it dead.
-    async fn compact(&self, written_bytes: u64) {
-        let store = self.store.clone();
-        let budget = self
-            .config
-            .compaction_budget_bytes
-            .max(written_bytes.saturating_mul(COMPACTION_BYTES_PER_WRITTEN_BYTE));
-        // One budget over as many segments as it covers (a few at most), each
-        // step under the lock on its own, so writes get in between.
-        let mut left_bytes = budget;
-        for _ in 0..COMPACTION_SEGMENTS_PER_TICK_MAX {
-            let store = store.clone();
+    /// Pay the compaction the pacer says is owed now, a step at a time, each
+    /// under the store's lock on its own (readers get in between). A planted
+    /// bug (`bug-compaction-by-clock`) pays only the fixed per-tick budget, as
+    /// compaction once did, and falls behind a sustained load.
+    async fn compact(&self) {
+        loop {
+            let Some(step_bytes) = lock(&self.pacer).next_step_bytes() else {
+                return;
+            };
+            let store = self.store.clone();
             let step =
-                run_blocking(move || lock(&store).compaction_tick_spending(left_bytes)).await;
-            match step {
-                Ok((CompactionProgress::Finished { segment }, spent_bytes)) => {
-                    tracing::info!("compacted segment {segment}");
-                    left_bytes = left_bytes.saturating_sub(spent_bytes.max(1));
-                    if left_bytes == 0 {
-                        return;
+                run_blocking(move || lock(&store).compaction_tick_spending(step_bytes)).await;
+            let mut pacer = lock(&self.pacer);
+            match &step {
+                Ok((progress, spent_bytes)) => {
+                    if let CompactionProgress::Finished { segment } = progress {
+                        tracing::info!("compacted segment {segment}");
                     }
+                    pacer.stepped(Ok((progress, *spent_bytes)));
                 }
-                Ok(_) => return,
                 Err(e) => {
                     tracing::warn!("compaction paused: {e}");
-                    return;
+                    pacer.stepped(Err(()));
                 }
             }
         }

@@ -16,7 +16,7 @@ use shoal_engine::disk::DiskDir;
 use shoal_engine::record::{read_frame, FrameRead, SEGMENT_HEADER_BYTES};
 use shoal_engine::rng::SplitMix64;
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -44,6 +44,9 @@ pub struct Supervisor {
     torn_since_open: AtomicBool,
     /// Engine misbehaviour the supervisor saw directly (not through the history).
     pub invariant_failures: Mutex<Vec<String>>,
+    /// Until when (ms since start) the disk-bound audit judges no sample: a
+    /// disk fault, crash or restart was in force or recent.
+    disturbed_until_ms: AtomicU64,
 }
 
 impl Supervisor {
@@ -69,7 +72,24 @@ impl Supervisor {
             damaged_keys: Mutex::new(BTreeSet::new()),
             torn_since_open: AtomicBool::new(false),
             invariant_failures: Mutex::new(Vec::new()),
+            disturbed_until_ms: AtomicU64::new(0),
         }
+    }
+
+    /// A fault that may hold compaction back for `for_ms` starts now.
+    fn disturb(&self, for_ms: u64) {
+        let until_ms = self
+            .recorder
+            .now_ms()
+            .saturating_add(for_ms)
+            .saturating_add(crate::disk_bound::SETTLE_MS);
+        self.disturbed_until_ms
+            .fetch_max(until_ms, Ordering::Relaxed);
+    }
+
+    /// Whether the disk-bound audit may judge the store now.
+    pub fn disk_settled(&self) -> bool {
+        self.recorder.now_ms() >= self.disturbed_until_ms.load(Ordering::Relaxed)
     }
 
     fn random_below(&self, bound: u64) -> u64 {
@@ -107,6 +127,7 @@ impl Supervisor {
                     restart_after_ms,
                     down_ms,
                 } => {
+                    self.disturb(restart_after_ms.saturating_add(down_ms));
                     self.world.memdir.fail_next_syncs(syncs);
                     self.needs_restart.store(true, Ordering::Relaxed);
                     self.recorder
@@ -216,6 +237,7 @@ impl Supervisor {
             self.sleep_until_ms(timed.at_ms).await;
             match timed.fault {
                 Fault::DiskFull { duration_ms } => {
+                    self.disturb(duration_ms);
                     let used = self.world.memdir.used_bytes();
                     self.world.memdir.set_capacity_bytes(Some(used));
                     self.recorder.fault(format!(
@@ -246,6 +268,7 @@ impl Supervisor {
     /// Kill the node; with `power_loss` the disk then loses, keeps or tears each
     /// unsynced write (a process crash alone keeps them, as the OS would).
     pub async fn crash(&self, mode: CrashMode, power_loss: bool) {
+        self.disturb(0);
         let mut fired_on = None;
         if let CrashMode::MidWrite { nth } = mode {
             self.world.trigger.arm(nth);
@@ -272,7 +295,7 @@ impl Supervisor {
         if power_loss {
             let seed = lock(&self.rng).next_u64();
             let report = self.world.memdir.crash(&mut SplitMix64::new(seed));
-            if report.writes_torn > 0 {
+            if report.tore_a_tail() {
                 self.torn_since_open.store(true, Ordering::Relaxed);
             }
             self.recorder.fault(format!(
@@ -290,6 +313,7 @@ impl Supervisor {
     /// Start the node again (it must be down: killed or exited). A node that
     /// refused to open stays down.
     pub async fn restart(&self) {
+        self.disturb(0);
         if let NodeStatus::Refused(reason) = self.world.status() {
             self.recorder.fault(format!(
                 "node stays down: recovery refused earlier ({reason})"
@@ -369,6 +393,9 @@ impl Supervisor {
 
     /// Flip one byte of the store's files, as latent media corruption would.
     fn corrupt(&self, target: CorruptTarget) {
+        // A damaged record stops compaction of its segment for good (it cannot
+        // be copied): the disk bound is not judged after one.
+        self.disturb(u64::MAX / 4);
         let memdir = &self.world.memdir;
         let names = memdir.list().unwrap_or_default();
         if target == CorruptTarget::Hint {

@@ -237,6 +237,8 @@ pub struct NodeWorld {
     pub storage_config: StorageConfig,
     /// What the store did, recorded in the history (see `effects`).
     effects: Arc<EffectLog>,
+    /// The serving node's storage (for the disk-bound audit); none while down.
+    storage: Mutex<Option<Storage>>,
 }
 
 impl NodeWorld {
@@ -253,6 +255,7 @@ impl NodeWorld {
             store_options,
             storage_config,
             effects,
+            storage: Mutex::new(None),
         })
     }
 
@@ -261,7 +264,16 @@ impl NodeWorld {
     }
 
     pub fn set_status(&self, status: NodeStatus) {
+        if !matches!(status, NodeStatus::Up { .. }) {
+            // Down, starting again or refused: the old life's store goes.
+            *lock(&self.storage) = None;
+        }
         *lock(&self.status) = status;
+    }
+
+    /// The serving node's storage, if it is up.
+    pub fn storage(&self) -> Option<Storage> {
+        lock(&self.storage).clone()
     }
 
     /// The node's init task: recover, then serve until killed.
@@ -301,6 +313,7 @@ impl NodeWorld {
         self.effects.attach(&mut store);
         let runtime = SkewedRuntime::new(self.skew_ms.clone());
         let storage = Storage::start(store, self.storage_config.clone(), runtime);
+        *lock(&self.storage) = Some(storage.clone());
         let listener = tokio::net::TcpListener::bind(node_addr())
             .await
             .expect("the node's address is free after kill");

@@ -5,6 +5,7 @@
 
 use crate::client::RespConn;
 use crate::digest::history_digest;
+use crate::disk_bound::{BoundKnobs, DiskSample, DiskSampler, SAMPLE_INTERVAL_MS};
 use crate::effects::EffectLog;
 use crate::faults::Supervisor;
 use crate::node::{self, lock, node_addr, NodeStatus, NodeWorld, NODE_ID};
@@ -29,37 +30,45 @@ const FINAL_READ_ATTEMPTS_MAX: u32 = 5;
 const FINAL_READ_TIMEOUT_MS: u64 = 2000;
 const PING_TIMEOUT_MS: u64 = 500;
 
+/// Each named feature that is on (`cfg!` needs the names spelled out).
+macro_rules! planted_bugs_on {
+    ($($name:literal),* $(,)?) => {{
+        let mut on = Vec::new();
+        $(
+            if cfg!(feature = $name) {
+                on.push($name);
+            }
+        )*
+        on
+    }};
+}
+
 /// The planted-bug features this binary was built with.
 pub fn features() -> Vec<&'static str> {
-    let mut on = Vec::new();
-    if cfg!(feature = "bug-ack-before-fsync") {
-        on.push("bug-ack-before-fsync");
-    }
-    if cfg!(feature = "bug-torn-accept") {
-        on.push("bug-torn-accept");
-    }
-    if cfg!(feature = "bug-merge-drops-sibling") {
-        on.push("bug-merge-drops-sibling");
-    }
-    if cfg!(feature = "bug-early-tombstone-gc") {
-        on.push("bug-early-tombstone-gc");
-    }
-    if cfg!(feature = "bug-skip-anti-entropy") {
-        on.push("bug-skip-anti-entropy");
-    }
-    if cfg!(feature = "bug-claim-forgets-replica") {
-        on.push("bug-claim-forgets-replica");
-    }
-    if cfg!(feature = "bug-drop-hint") {
-        on.push("bug-drop-hint");
-    }
-    if cfg!(feature = "bug-forget-without-agreement") {
-        on.push("bug-forget-without-agreement");
-    }
-    if cfg!(feature = "bug-drop-before-handoff") {
-        on.push("bug-drop-before-handoff");
-    }
-    on
+    planted_bugs_on!(
+        "bug-ack-before-fsync",
+        "bug-torn-accept",
+        "bug-merge-drops-sibling",
+        "bug-early-tombstone-gc",
+        "bug-claim-forgets-replica",
+        "bug-drop-hint",
+        "bug-forget-without-agreement",
+        "bug-drop-before-handoff",
+        "bug-pin-drop-ignores-namespace",
+        "bug-restoring-serves-handoff",
+        "bug-rejoin-keeps-residue",
+        "bug-unpin-skips-handoff",
+        "bug-skip-anti-entropy",
+        "bug-repair-ignores-bytes",
+        "bug-keep-stalled-connections",
+        "bug-trust-hints",
+        "bug-skip-catalog",
+        "bug-join-unchecked",
+        "bug-abort-skips-pull",
+        "bug-ignore-synced-mark",
+        "bug-mint-without-catch-up",
+        "bug-compaction-by-clock",
+    )
 }
 
 /// The one command that replays a seed as it ran.
@@ -217,9 +226,16 @@ pub async fn simulate(plan: Plan) -> RunOutcome {
         ),
     ];
 
-    // Phase 1: workload and faults.
+    // Phase 1: workload and faults, the store's disk sampled throughout.
+    let disk_samples = Arc::new(DiskSampler::default());
+    let sampling = tokio::spawn(sample_disk(
+        disk_samples.clone(),
+        supervisor.clone(),
+        plan.phase1_ms,
+    ));
     tokio::time::sleep(Duration::from_millis(plan.phase1_ms)).await;
     shared.stop.store(true, Ordering::Relaxed);
+    let _ = sampling.await;
     for task in timelines {
         let _ = task.await;
     }
@@ -279,6 +295,7 @@ pub async fn simulate(plan: Plan) -> RunOutcome {
             damaged: &damaged,
             invariant_failures: &invariant_failures,
             status: &world.status(),
+            disk_samples: &disk_samples.samples(),
         },
     );
     RunOutcome {
@@ -290,6 +307,16 @@ pub async fn simulate(plan: Plan) -> RunOutcome {
         failures: verdict.failures,
         notes: verdict.notes,
         simulated_ms,
+    }
+}
+
+/// Sample the store every `SAMPLE_INTERVAL_MS` until phase 1 ends.
+async fn sample_disk(sampler: Arc<DiskSampler>, supervisor: Arc<Supervisor>, phase1_ms: u64) {
+    for _ in 0..phase1_ms / SAMPLE_INTERVAL_MS {
+        tokio::time::sleep(Duration::from_millis(SAMPLE_INTERVAL_MS)).await;
+        let storage = supervisor.world.storage();
+        let unsettled = !supervisor.disk_settled();
+        sampler.sample(storage.as_ref(), unsettled, &supervisor.recorder);
     }
 }
 
@@ -469,6 +496,7 @@ struct Evidence<'a> {
     damaged: &'a BTreeSet<Key>,
     /// Engine misbehaviour the supervisor saw directly.
     invariant_failures: &'a [String],
+    disk_samples: &'a [DiskSample],
     status: &'a NodeStatus,
 }
 
@@ -480,11 +508,17 @@ fn judge(plan: &Plan, evidence: &Evidence) -> Verdict {
         damaged,
         invariant_failures,
         status,
+        disk_samples,
     } = *evidence;
     let mut verdict = Verdict {
         failures: invariant_failures.to_vec(),
         ..Verdict::default()
     };
+    let bound = BoundKnobs {
+        segment_size_bytes: plan.store.segment_size_bytes,
+        compaction_dead_percent_min: plan.store.compaction_dead_percent_min,
+    };
+    verdict.failures.extend(bound.judge(disk_samples));
     let anomalies = recorder.anomalies();
     for anomaly in &anomalies.kept {
         verdict.failures.push(format!("anomaly: {anomaly}"));
