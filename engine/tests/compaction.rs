@@ -315,3 +315,53 @@ fn put_op(key: &str, value: &str) -> WriteOp {
         Bytes::from(value.to_string()),
     )
 }
+
+/// A record that no longer reads (latent corruption) cannot be copied, so its
+/// segment cannot go; compaction sets that segment aside and goes on with the
+/// others instead of retrying it forever while the disk fills.
+#[test]
+fn a_damaged_record_holds_its_segment_and_no_other() {
+    let dir = MemDir::new();
+    let mut store = open(&dir, options());
+    put(&mut store, "cold", &"c".repeat(100));
+    for round in 0..30 {
+        for i in 0..6 {
+            put(
+                &mut store,
+                &format!("k{i}"),
+                &format!("r{round}-{}", "z".repeat(100)),
+            );
+        }
+    }
+    // The cold record is the first of segment 1, right after its header.
+    let offset = shoal_engine::record::SEGMENT_HEADER_BYTES + 20;
+    dir.corrupt_byte("seg-00000001.log", offset)
+        .expect("corrupt");
+    let segments_before = store.segment_count();
+    let (mut finished, mut damaged) = (0, 0);
+    for _ in 0..10_000 {
+        match store.compaction_tick(512) {
+            Ok(CompactionProgress::Idle) => break,
+            Ok(CompactionProgress::Finished { segment }) => {
+                assert_ne!(segment, 1, "the damaged segment went");
+                finished += 1;
+            }
+            Ok(CompactionProgress::Running { .. }) => {}
+            Err(e) => {
+                damaged += 1;
+                assert!(damaged == 1, "compaction retried the damaged segment: {e}");
+            }
+        }
+    }
+    assert_eq!((damaged, store.stats().compaction_segments_damaged), (1, 1));
+    assert!(finished > 0 && store.segment_count() < segments_before);
+    assert!(
+        store.get(0, b"cold").is_err(),
+        "the damage is still reported"
+    );
+    for i in 0..6 {
+        assert!(value_of(&store, &format!("k{i}"))
+            .unwrap()
+            .starts_with("r29-"));
+    }
+}

@@ -9,7 +9,8 @@
 //! segment under the threshold is more than `1 - t` live, so the sealed ones
 //! take at most `live / (1 - t)`; `t` is at most 50% in production (2×) and up to
 //! 60% in some plans. On top of that come the active segment, the one being
-//! compacted and one waiting, each at most a whole segment. (The room a batch
+//! compacted and one waiting, each at most a whole segment, and every segment
+//! compaction had to leave because a record in it no longer reads. (The room a batch
 //! leaves unfilled at the end of a sealed segment is not counted: it is set by
 //! the batch and segment sizes, not by compaction; `ci/bench-disk` measures the
 //! whole footprint on a real disk.)
@@ -38,6 +39,8 @@ pub struct DiskSample {
     pub segments: u64,
     pub written_bytes: u64,
     pub dead_bytes: u64,
+    /// Segments compaction left because a record in them no longer reads.
+    pub damaged_segments: u64,
     /// A disk fault or restart was in force or recent: not judged.
     pub unsettled: bool,
 }
@@ -51,14 +54,14 @@ pub struct BoundKnobs {
 
 impl BoundKnobs {
     /// The most bytes a store with `live_bytes` may have written in its segments.
-    pub fn bound_bytes(&self, live_bytes: u64) -> u64 {
+    pub fn bound_bytes(&self, live_bytes: u64, damaged_segments: u64) -> u64 {
         let live_percent = 100u64
             .saturating_sub(self.compaction_dead_percent_min)
             .max(1);
         let sealed_bytes = (live_bytes * 100)
             .div_ceil(live_percent)
             .max(live_bytes * 2);
-        let in_motion_bytes = 3 * self.segment_size_bytes;
+        let in_motion_bytes = (3 + damaged_segments) * self.segment_size_bytes;
         sealed_bytes + in_motion_bytes
     }
 
@@ -66,7 +69,7 @@ impl BoundKnobs {
     pub fn judge(&self, samples: &[DiskSample]) -> Option<String> {
         samples.iter().filter(|s| !s.unsettled).find_map(|s| {
             let live = s.written_bytes.saturating_sub(s.dead_bytes);
-            let bound = self.bound_bytes(live);
+            let bound = self.bound_bytes(live, s.damaged_segments);
             (s.written_bytes > bound).then(|| {
                 format!(
                     "disk bound: at {} ms the store's {} segments held {} bytes for {live} live bytes, over its bound of {bound} (compaction threshold {}%, segments of {} bytes): compaction fell behind the writes",
@@ -89,11 +92,19 @@ impl DiskSampler {
     /// Record one sample of `storage` (if the node is serving).
     pub fn sample(&self, storage: Option<&Storage>, unsettled: bool, recorder: &Recorder) {
         let Some(storage) = storage else { return };
-        let (written_bytes, dead_bytes, segments, poisoned) = storage.read(|store| {
-            let (written, dead) = store.disk_usage_bytes();
-            let poisoned = store.is_poisoned().is_some();
-            (written, dead, store.segment_count() as u64, poisoned)
-        });
+        let (written_bytes, dead_bytes, segments, damaged_segments, poisoned) =
+            storage.read(|store| {
+                let (written, dead) = store.disk_usage_bytes();
+                let damaged = store.stats().compaction_segments_damaged;
+                let poisoned = store.is_poisoned().is_some();
+                (
+                    written,
+                    dead,
+                    store.segment_count() as u64,
+                    damaged,
+                    poisoned,
+                )
+            });
         let mut samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
         if samples.len() < SAMPLES_MAX {
             samples.push(DiskSample {
@@ -101,6 +112,7 @@ impl DiskSampler {
                 segments,
                 written_bytes,
                 dead_bytes,
+                damaged_segments,
                 unsettled: unsettled || poisoned,
             });
         }
@@ -129,6 +141,7 @@ mod tests {
             segments: 13,
             written_bytes,
             dead_bytes: written_bytes - live_bytes,
+            damaged_segments: 0,
             unsettled: false,
         }
     }
@@ -136,7 +149,8 @@ mod tests {
     #[test]
     fn twice_the_live_data_plus_the_segments_in_motion() {
         // 2 × 4000 + 3 × 1000 = 11000 bytes.
-        assert_eq!(KNOBS.bound_bytes(4000), 11_000);
+        assert_eq!(KNOBS.bound_bytes(4000, 0), 11_000);
+        assert_eq!(KNOBS.bound_bytes(4000, 2), 13_000, "damaged segments stay");
         assert_eq!(KNOBS.judge(&[sample(11_000, 4000)]), None);
         let failure = KNOBS
             .judge(&[sample(11_001, 4000)])
@@ -150,7 +164,7 @@ mod tests {
             compaction_dead_percent_min: 60,
             ..KNOBS
         };
-        assert_eq!(lax.bound_bytes(4000), 10_000 + 3000);
+        assert_eq!(lax.bound_bytes(4000, 0), 10_000 + 3000);
         let mut over = sample(40_000, 4000);
         over.unsettled = true;
         assert_eq!(KNOBS.judge(&[over]), None);

@@ -393,9 +393,6 @@ impl Supervisor {
 
     /// Flip one byte of the store's files, as latent media corruption would.
     fn corrupt(&self, target: CorruptTarget) {
-        // A damaged record stops compaction of its segment for good (it cannot
-        // be copied): the disk bound is not judged after one.
-        self.disturb(u64::MAX / 4);
         let memdir = &self.world.memdir;
         let names = memdir.list().unwrap_or_default();
         if target == CorruptTarget::Hint {

@@ -9,6 +9,16 @@ use crate::disk::DiskError;
 use crate::record::{encode_frame, SEGMENT_HEADER_BYTES};
 use crate::store::{hint_file_name, segment_file_name};
 use crate::version::{Dot, VersionVector};
+use std::collections::BTreeSet;
+
+/// Compaction's state between ticks.
+#[derive(Default)]
+pub(crate) struct State {
+    cursor: Option<Cursor>,
+    /// Segments holding a record that no longer reads: never candidates again
+    /// (the record cannot be copied, so the segment cannot go).
+    damaged: BTreeSet<u32>,
+}
 
 pub(crate) struct Cursor {
     segment: u32,
@@ -43,7 +53,7 @@ impl Store {
     fn compaction_candidate(&self) -> Option<u32> {
         self.segments
             .iter()
-            .filter(|(id, _)| **id != self.active_id)
+            .filter(|(id, _)| **id != self.active_id && !self.compaction.damaged.contains(id))
             .filter(|(_, s)| {
                 let payload = s.written_bytes.saturating_sub(SEGMENT_HEADER_BYTES).max(1);
                 s.dead_bytes * 100 >= payload * self.options.compaction_dead_percent_min
@@ -68,7 +78,7 @@ impl Store {
         if let Some(reason) = &self.poisoned {
             return Err(WriteError::Poisoned(reason.clone()));
         }
-        if self.compaction.is_none() {
+        if self.compaction.cursor.is_none() {
             let Some(segment) = self.compaction_candidate() else {
                 return Ok((CompactionProgress::Idle, 0));
             };
@@ -78,14 +88,14 @@ impl Store {
                 .filter(|(_, e)| e.segment == segment)
                 .map(|(k, e)| (k.clone(), *e))
                 .collect();
-            self.compaction = Some(Cursor {
+            self.compaction.cursor = Some(Cursor {
                 segment,
                 entries,
                 next: 0,
                 deferred: Vec::new(),
             });
         }
-        let mut cursor = self.compaction.take().expect("cursor set above");
+        let mut cursor = self.compaction.cursor.take().expect("cursor set above");
         if cursor.next >= cursor.entries.len() && !cursor.deferred.is_empty() {
             // Everything else is done: take the deferred entries up again.
             cursor.entries = std::mem::take(&mut cursor.deferred);
@@ -107,8 +117,17 @@ impl Store {
         let segment = cursor.segment;
         let (done, total) = (cursor.next, cursor.entries.len());
         match result {
+            Err(e @ WriteError::Corrupt(_)) => {
+                // A record of the segment no longer reads: leave the segment
+                // (and the key's damage, which reads report) where it is and
+                // go on with the others. What this segment's earlier steps
+                // moved is moved; the rest stays in place.
+                self.compaction.damaged.insert(segment);
+                self.stats.compaction_segments_damaged += 1;
+                Err(e)
+            }
             Err(e) => {
-                self.compaction = Some(cursor);
+                self.compaction.cursor = Some(cursor);
                 Err(e)
             }
             Ok(_) if finished => {
@@ -116,7 +135,7 @@ impl Store {
                 Ok((CompactionProgress::Finished { segment }, spent_bytes))
             }
             Ok(_) => {
-                self.compaction = Some(cursor);
+                self.compaction.cursor = Some(cursor);
                 let running = CompactionProgress::Running {
                     segment,
                     done,

@@ -366,6 +366,9 @@ pub struct StoreStats {
     pub records_written: u64,
     pub syncs_failed: u64,
     pub compactions_done: u64,
+    /// Segments compaction gave up on because a record in them no longer reads
+    /// (they stay until the damage is dealt with; the next open refuses them).
+    pub compaction_segments_damaged: u64,
     pub compaction_bytes_rewritten: u64,
     pub tombstones_collected: u64,
     /// Delete-marker sets forgotten because every replica held them (cluster).
@@ -428,7 +431,7 @@ pub struct Store {
     /// sibling set and record, so a later batch builds on them (pipelined group
     /// commit) and a hint written meanwhile lists them.
     staged: BTreeMap<Box<[u8]>, Staged>,
-    compaction: Option<compaction::Cursor>,
+    compaction: compaction::State,
     stats: StoreStats,
     /// Anti-entropy digests, kept once [`Store::enable_digests`] was called.
     digests: Option<crate::digest::DigestTree>,

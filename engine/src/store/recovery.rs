@@ -413,7 +413,7 @@ impl Store {
             live_keys: BTreeMap::new(),
             poisoned: None,
             staged: BTreeMap::new(),
-            compaction: None,
+            compaction: Default::default(),
             stats: Default::default(),
             digests: None,
             observer: None,
