@@ -46,6 +46,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
 mod catch_up;
+mod hand_over;
 
 /// Peer ports are client ports plus this (Redis Cluster's bus convention).
 pub const PEER_PORT_OFFSET: u16 = 10000;
@@ -1208,6 +1209,14 @@ impl Cluster {
                 return false;
             }
             if self.out_of_the_ring(&next) {
+                if self.leaving_in(&next) {
+                    let (held, taken) = self.hand_over_hints(&next).await;
+                    if held > 0 {
+                        tracing::info!(
+                            "leaving the ring: {taken} of {held} hint(s) handed to their keys' owners or to a member"
+                        );
+                    }
+                }
                 self.drop_all_hints().await;
             }
         }
