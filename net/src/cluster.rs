@@ -643,7 +643,7 @@ pub struct Cluster {
     /// minted (peers' Coordinate requests wait on `ready_changed`).
     ready: AtomicBool,
     /// Restoring from the replicas ([`RESTORING_FILE`]), and the peers whose
-    /// copies were merged here in full under the ring of the given version.
+    /// copies were merged here in full under the map of the given fingerprint.
     restoring: AtomicBool,
     restored_from: Mutex<(u64, BTreeSet<NodeId>)>,
     /// Per peer, from the last ping it answered: (its wall clock minus ours, the
@@ -4131,10 +4131,21 @@ impl Cluster {
             let members = previous.default_ring().members();
             members.iter().any(|n| !map.ring().is_member(*n))
         });
+        // Exchanges count together only under one and the same map, done
+        // reports included: a peer whose pull finished after this node's
+        // exchange with it holds copies the exchange never saw, and its done
+        // report is what changes the map (cluster seed 20000280: restored
+        // from a new owner before its pull, then from the old one once the
+        // ring had settled and no longer compared the partition; the next
+        // change pulled from this node and missed a write).
+        let fingerprint = map.fingerprint();
+        if fingerprint != self.map_summary().1 {
+            return; // the map moved on while the exchange ran
+        }
         let mut guard = lock(&self.restored_from);
-        let (version, done) = &mut *guard;
-        if *version != map.version() {
-            *version = map.version();
+        let (under, done) = &mut *guard;
+        if *under != fingerprint {
+            *under = fingerprint;
             done.clear();
         }
         if departed {
