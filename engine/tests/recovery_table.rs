@@ -548,4 +548,13 @@ fn a_cut_tail_marks_keys_not_written_since_as_needing_a_catch_up() {
     );
     put(&mut store, "b", "4");
     assert!(!store.mint_may_claim_lost_dots(0, b"b"));
+    // A full restore from the replicas makes the cut good, for good.
+    assert!(store.may_lack_acknowledged_writes());
+    store.cut_tail_made_good().unwrap();
+    assert!(!store.may_lack_acknowledged_writes());
+    assert!(!store.mint_may_claim_lost_dots(0, b"never-written"));
+    drop(store);
+    let (store, _) = Store::open(Arc::new(dir.clone()), small_options()).unwrap();
+    assert!(!store.may_lack_acknowledged_writes());
+    assert!(!store.mint_may_claim_lost_dots(0, b"never-written"));
 }

@@ -902,9 +902,15 @@ impl Cluster {
             tracing::warn!("{e}; starting without what it knew of peers' directories");
             Lives::default()
         });
+        // A start that cut a tail of the log (`CUT-TAIL`) may lack writes it
+        // acknowledged, like one whose damage was set aside: it is no handoff
+        // source and votes no on markers until restored (cluster seed
+        // 20031095: a cut tail took a write, the node served a handoff scan
+        // without it, and the incoming owner's pull of n - w + 1 missed it).
         let restoring = restoring_actor(dir.as_ref())
             .map_err(|e| format!("{RESTORING_FILE}: {e}"))?
-            .is_some();
+            .is_some()
+            || storage.read(|s| s.may_lack_acknowledged_writes());
         if restoring {
             tracing::warn!(
                 "node {me} is restoring its data from its replicas: it serves reads and writes, but no handoff and no marker collection until every other member's copies are merged here"
@@ -4165,7 +4171,8 @@ impl Cluster {
         let removed = match self.dir.remove(RESTORING_FILE) {
             Ok(()) | Err(DiskError::NotFound(_)) => self.dir.sync_dir(),
             Err(e) => Err(e),
-        };
+        }
+        .and_then(|()| self.storage.with_store_mut(|s| s.cut_tail_made_good()));
         match removed {
             Ok(()) => {
                 self.restoring.store(false, Ordering::Release);

@@ -207,6 +207,24 @@ impl Store {
         }
     }
 
+    /// Whether an open ever cut a tail that no full restore has made good
+    /// since (`CUT-TAIL`): the store may lack writes it once acknowledged.
+    pub fn may_lack_acknowledged_writes(&self) -> bool {
+        self.cut_a_tail_below.is_some()
+    }
+
+    /// Every key was merged from the replicas since the cut (a cluster node's
+    /// restore finished): nothing acknowledged is missing any more, so `CUT-TAIL`
+    /// goes, durably.
+    pub fn cut_tail_made_good(&mut self) -> Result<(), DiskError> {
+        match self.dir.remove(CUT_TAIL_FILE) {
+            Ok(()) | Err(DiskError::NotFound(_)) => self.dir.sync_dir()?,
+            Err(e) => return Err(e),
+        }
+        self.cut_a_tail_below = None;
+        Ok(())
+    }
+
     pub fn raise_incarnation(&mut self, at_least: u64) -> Result<u64, DiskError> {
         let current = read_incarnation(self.dir.as_ref())?;
         if at_least <= current {
