@@ -48,6 +48,33 @@ use tokio::sync::{mpsc, oneshot};
 mod catch_up;
 mod hand_over;
 
+/// Whether `me`, adopting `next` over `current`, keeps its copies of map
+/// partition `p`, of which it is an incoming owner in `next`: it holds `p` under
+/// `current` (an owner, or an old owner of a transition it has not seen
+/// settle, so it dropped none of it), and no ring since can have collected a
+/// delete marker without it. That holds when `next` follows `current` at once
+/// (an abort gives an old owner its partitions back, and writes acknowledged
+/// before the aborted change may be on it and on no owner of that change yet:
+/// cluster seed 390), and when one ring came between (the one `next` changes
+/// from: its previous placement) that counts this node among its members: a
+/// collection needs every member's verdict under the collector's ring, and
+/// this node, still at `current`, gave none under it. A node that missed a
+/// join and its abort both (cluster seed 20026694) dropped the only copy of a
+/// write whose other replica was restoring, and pulled from owners that never
+/// had it.
+fn still_holds(current: &ClusterMap, next: &ClusterMap, me: NodeId, p: PartitionId) -> bool {
+    if !current.holds(me, p) {
+        return false;
+    }
+    match next.version().checked_sub(current.version()) {
+        Some(1) => true,
+        Some(2) => next
+            .previous_placement()
+            .is_some_and(|between| between.default_ring().members().contains(&me)),
+        _ => false,
+    }
+}
+
 /// Peer ports are client ports plus this (Redis Cluster's bus convention).
 pub const PEER_PORT_OFFSET: u16 = 10000;
 /// Requests queued on one peer connection before senders wait.
@@ -1324,20 +1351,13 @@ impl Cluster {
         // Pending for this node: the partitions it is an incoming owner of (a
         // newer ring cannot hold its reports yet).
         // An owner that stays (a pin makes them pull too) keeps what it holds, and
-        // so does an old owner of the transition this map ends at once (an abort
-        // gives it its partitions back): it has not dropped them, no marker goes
-        // while a transition runs, and writes acknowledged before the aborted
-        // change may be on it and on no owner of that change yet (cluster seed
-        // 390: the join's new node had not pulled them).
+        // so does a node that holds the partition under its current ring when no
+        // marker can have gone without it since (`still_holds`).
         let current = self.map();
-        let handed_back = |p: PartitionId| {
-            next.version() == current.version() + 1
-                && current.previous_owners(p).is_some_and(|o| o.contains(&me))
-        };
         let incoming: Vec<PartitionId> = next
             .incoming(me)
             .into_iter()
-            .filter(|p| !next.was_owner(*p, me) && !handed_back(*p))
+            .filter(|p| !next.was_owner(*p, me) && !still_holds(&current, next, me, *p))
             .collect();
         if incoming.is_empty() {
             return true;
