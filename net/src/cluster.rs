@@ -722,6 +722,8 @@ pub struct HandoffProgress {
 /// Where a replica copy goes: a node, and the owner it keeps a hint for when it
 /// is a fallback.
 type Target = (NodeId, Option<NodeId>);
+/// A peer's answer to a read: the key indexes it was asked for, and its answer.
+type ReadAnswer = (NodeId, Vec<usize>, Result<Response, CallError>);
 
 /// A write's result as routing returns it.
 pub type RoutedWrite = Result<WriteOutcome, RemoteError>;
@@ -3198,7 +3200,7 @@ impl Cluster {
                 per_peer.entry((*peer, stand_in_for)).or_default().push(i);
             }
         }
-        let (done_tx, mut done_rx) = mpsc::channel(per_peer.len().max(1));
+        let (done_tx, done_rx) = mpsc::channel(per_peer.len().max(1));
         let peer_count = per_peer.len();
         for ((peer, stand_in_for), indexes) in per_peer {
             let cluster = self.clone();
@@ -3225,57 +3227,9 @@ impl Cluster {
         let (decided_tx, decided_rx) = oneshot::channel();
         let cluster = self.clone();
         tokio::spawn(async move {
-            let mut decided_tx = Some(decided_tx);
-            // What the answer's repair already wrote back: (key index, node, set).
-            let mut repaired: Vec<(usize, NodeId, SiblingSet)> = Vec::new();
-            let all_decided =
-                |rounds: &[ReadRound]| rounds.iter().all(|r| r.state() != RoundState::Pending);
-            let deadline = Duration::from_millis(cluster.config.request_timeout_ms + 50);
-            let _ = tokio::time::timeout(deadline, async {
-                let mut answered = 0;
-                loop {
-                    if all_decided(&rounds) && decided_tx.is_some() {
-                        // Blocking read repair: the merge goes back to every replier
-                        // that was behind before the client sees it, so whatever
-                        // this read returns is on all `r` repliers and any later
-                        // read quorum meets one of them (monotonic reads). Costs a
-                        // round trip only when a replica differs. (Cut off by the
-                        // deadline, the answer is sent below all the same.)
-                        repaired = cluster.repair(namespace, &keys, &rounds, &[]).await;
-                        if let Some(tx) = decided_tx.take() {
-                            let _ = tx.send(rounds.clone());
-                        }
-                    }
-                    if answered == peer_count {
-                        break;
-                    }
-                    let Some((peer, indexes, answer)) = done_rx.recv().await else {
-                        break;
-                    };
-                    answered += 1;
-                    match answer {
-                        Ok(Response::Sets(sets)) if sets.len() == indexes.len() => {
-                            for (i, set) in indexes.iter().zip(sets) {
-                                match set {
-                                    Ok(set) => rounds[*i].reply(peer, set),
-                                    Err(_) => rounds[*i].fail(peer),
-                                };
-                            }
-                        }
-                        _ => {
-                            for i in &indexes {
-                                rounds[*i].fail(peer);
-                            }
-                        }
-                    }
-                }
-            })
-            .await;
-            if let Some(tx) = decided_tx.take() {
-                let _ = tx.send(rounds.clone());
-            }
-            // Late repliers (and any whose merge changed since) are repaired too.
-            cluster.repair(namespace, &keys, &rounds, &repaired).await;
+            cluster
+                .gather_read(namespace, keys, rounds, (peer_count, done_rx), decided_tx)
+                .await
         });
         let Ok(rounds) = decided_rx.await else {
             return (0..key_count)
@@ -3304,9 +3258,123 @@ impl Cluster {
             .collect()
     }
 
+    /// A read's replies as they come, until every key's round is decided or the
+    /// deadline passes. Blocking read repair: the merge goes back to every
+    /// replier that was behind before the client sees it, so whatever this read
+    /// returns is on the `r` repliers it counts and any later read quorum meets
+    /// one of them (monotonic reads). A replier whose write-back failed stops
+    /// counting (`ReadRound::unrepaired`): the round waits for another replier
+    /// or fails. Counting it let a read answer a write held by one node while a
+    /// replica with failing fsyncs kept its older copy, and the next read, from
+    /// that replica and another one behind, went back in time (cluster seed
+    /// 20030511). Costs a round trip only when a replica differs. The answer
+    /// goes to `decided`; late repliers are repaired after.
+    async fn gather_read(
+        self: Arc<Self>,
+        namespace: u8,
+        keys: Vec<Bytes>,
+        mut rounds: Vec<ReadRound>,
+        (peer_count, mut done_rx): (usize, mpsc::Receiver<ReadAnswer>),
+        decided: oneshot::Sender<Vec<ReadRound>>,
+    ) {
+        let mut decided = Some(decided);
+        // What repair wrote back, confirmed: (key index, node, set).
+        let mut repaired: Vec<(usize, NodeId, SiblingSet)> = Vec::new();
+        let all_decided =
+            |rounds: &[ReadRound]| rounds.iter().all(|r| r.state() != RoundState::Pending);
+        let deadline = Duration::from_millis(self.config.request_timeout_ms + 50);
+        let _ = tokio::time::timeout(deadline, async {
+            let mut answered = 0;
+            loop {
+                if decided.is_some() && all_decided(&rounds) {
+                    repaired = self.repair(namespace, &keys, &rounds, &repaired).await;
+                    self.uncount_unrepaired(namespace, &keys, &mut rounds, &repaired);
+                    if all_decided(&rounds) {
+                        if let Some(tx) = decided.take() {
+                            let _ = tx.send(rounds.clone());
+                        }
+                    }
+                }
+                if answered == peer_count {
+                    break;
+                }
+                let Some((peer, indexes, answer)) = done_rx.recv().await else {
+                    break;
+                };
+                answered += 1;
+                match answer {
+                    Ok(Response::Sets(sets)) if sets.len() == indexes.len() => {
+                        for (i, set) in indexes.iter().zip(sets) {
+                            match set {
+                                Ok(set) => rounds[*i].reply(peer, set),
+                                Err(_) => rounds[*i].fail(peer),
+                            };
+                        }
+                    }
+                    _ => {
+                        for i in &indexes {
+                            rounds[*i].fail(peer);
+                        }
+                    }
+                }
+            }
+        })
+        .await;
+        if let Some(tx) = decided.take() {
+            // Cut off by the deadline: a write-back not confirmed does not count.
+            self.uncount_unrepaired(namespace, &keys, &mut rounds, &repaired);
+            let _ = tx.send(rounds.clone());
+        }
+        // Late repliers (and any whose merge changed since) are repaired too.
+        self.repair(namespace, &keys, &rounds, &repaired).await;
+    }
+
+    /// Per key index: the repliers read repair writes the merge back to (behind
+    /// it, holding the partition: a fallback that answered with its hint keeps
+    /// no copy, its hint reaches the owner by hinted handoff), with the merge,
+    /// leaving out what `done` says was written already.
+    fn behind(
+        &self,
+        namespace: u8,
+        keys: &[Bytes],
+        rounds: &[ReadRound],
+        done: &[(usize, NodeId, SiblingSet)],
+    ) -> Vec<(usize, NodeId, SiblingSet)> {
+        let map = self.map();
+        let mut behind = Vec::new();
+        for (i, (key, round)) in keys.iter().zip(rounds).enumerate() {
+            let Some(merged) = round.merged() else {
+                continue;
+            };
+            let partition = map.partition_of_key(namespace, key);
+            for node in round.stale_repliers() {
+                let written = done
+                    .iter()
+                    .any(|(j, n, set)| *j == i && *n == node && *set == merged);
+                if map.holds(node, partition) && !written {
+                    behind.push((i, node, merged.clone()));
+                }
+            }
+        }
+        behind
+    }
+
+    /// Every replier still behind after read repair stops counting.
+    fn uncount_unrepaired(
+        &self,
+        namespace: u8,
+        keys: &[Bytes],
+        rounds: &mut [ReadRound],
+        done: &[(usize, NodeId, SiblingSet)],
+    ) {
+        for (i, node, _) in self.behind(namespace, keys, rounds, done) {
+            rounds[i].unrepaired(node);
+        }
+    }
+
     /// Read repair: write each key's merge back to the replicas that were behind
-    /// (all nodes at once), skipping what `done` says was written already. Returns
-    /// what it wrote, with `done`: (key index, node, set).
+    /// (all nodes at once), skipping what `done` says was written already.
+    /// Returns what is now confirmed written, with `done`: (key index, node, set).
     async fn repair(
         self: &Arc<Self>,
         namespace: u8,
@@ -3315,59 +3383,63 @@ impl Cluster {
         done: &[(usize, NodeId, SiblingSet)],
     ) -> Vec<(usize, NodeId, SiblingSet)> {
         let mut written = done.to_vec();
-        let mut per_node: BTreeMap<NodeId, Vec<ReplicaItem>> = BTreeMap::new();
-        let map = self.map();
-        for (i, (key, round)) in keys.iter().zip(rounds).enumerate() {
-            let Some(merged) = round.merged() else {
-                continue;
-            };
-            let partition = map.partition_of_key(namespace, key);
-            // A fallback that answered with its hint keeps no copy: its hint
-            // reaches the owner by hinted handoff.
-            for node in round
-                .stale_repliers()
-                .into_iter()
-                .filter(|n| map.holds(*n, partition))
-            {
-                if done
-                    .iter()
-                    .any(|(j, n, set)| *j == i && *n == node && *set == merged)
-                {
-                    continue;
-                }
-                written.push((i, node, merged.clone()));
-                per_node.entry(node).or_default().push(ReplicaItem {
-                    namespace,
-                    key: key.clone(),
-                    set: merged.clone(),
-                });
-            }
+        let mut per_node: BTreeMap<NodeId, Vec<(usize, SiblingSet)>> = BTreeMap::new();
+        for (i, node, merged) in self.behind(namespace, keys, rounds, done) {
+            per_node.entry(node).or_default().push((i, merged));
         }
         let mut writes = Vec::new();
-        for (node, items) in per_node {
+        for (node, entries) in per_node {
             self.stats
                 .read_repairs
-                .fetch_add(items.len() as u64, Ordering::Relaxed);
+                .fetch_add(entries.len() as u64, Ordering::Relaxed);
+            let items = entries
+                .iter()
+                .map(|(i, set)| ReplicaItem {
+                    namespace,
+                    key: keys[*i].clone(),
+                    set: set.clone(),
+                })
+                .collect();
             let cluster = self.clone();
             writes.push(tokio::spawn(async move {
-                if node == cluster.me() {
-                    let _ = cluster.merge_locally(items).await;
-                } else {
-                    let timeout = cluster.config.request_timeout_ms;
-                    let request = Request::Replicate {
-                        sent_wall_ms: cluster.clock.wall_ms(),
-                        ring_version: cluster.map().version(),
-                        items,
-                        hint_for: None,
-                    };
-                    let _ = cluster.call(node, request, timeout).await;
-                }
+                (node, entries, cluster.write_back(node, items).await)
             }));
         }
         for write in writes {
-            let _ = write.await;
+            let Ok((node, entries, confirmed)) = write.await else {
+                continue;
+            };
+            for ((i, set), ok) in entries.into_iter().zip(confirmed) {
+                if ok {
+                    written.push((i, node, set));
+                }
+            }
         }
         written
+    }
+
+    /// One node's read repair: whether each item is now durable there.
+    async fn write_back(self: &Arc<Self>, node: NodeId, items: Vec<ReplicaItem>) -> Vec<bool> {
+        let n = items.len();
+        if node == self.me() {
+            let merged = self.merge_locally(items).await;
+            return merged.iter().map(Result::is_ok).collect();
+        }
+        let request = Request::Replicate {
+            sent_wall_ms: self.clock.wall_ms(),
+            ring_version: self.map().version(),
+            items,
+            hint_for: None,
+        };
+        match self
+            .call(node, request, self.config.request_timeout_ms)
+            .await
+        {
+            Ok(Response::Replicated(acks)) if acks.len() == n => {
+                acks.iter().map(Result::is_ok).collect()
+            }
+            _ => vec![false; n],
+        }
     }
 
     // ---- keyspace commands ----

@@ -97,6 +97,9 @@ pub struct ReadRound {
     previous: Option<(BTreeSet<NodeId>, BTreeSet<NodeId>, usize)>,
     replies: BTreeMap<NodeId, Option<SiblingSet>>,
     failed: BTreeSet<NodeId>,
+    /// Repliers whose copy could not be brought up to the merge (read repair
+    /// failed): their copies stay in the merge, but they no longer count.
+    unrepaired: BTreeSet<NodeId>,
 }
 
 impl ReadRound {
@@ -108,6 +111,7 @@ impl ReadRound {
             previous: None,
             replies: BTreeMap::new(),
             failed: BTreeSet::new(),
+            unrepaired: BTreeSet::new(),
         }
     }
 
@@ -150,18 +154,35 @@ impl ReadRound {
         self.state()
     }
 
+    /// A replier whose copy could not be written up to the merge: it holds less
+    /// than the read would answer, so it no longer counts toward `r` (the round
+    /// waits for another replier, or fails). What it sent stays in the merge.
+    pub fn unrepaired(&mut self, node: NodeId) -> RoundState {
+        if self.replies.contains_key(&node) {
+            self.unrepaired.insert(node);
+        }
+        self.state()
+    }
+
     pub fn state(&self) -> RoundState {
+        let counted = |n: &&NodeId| !self.unrepaired.contains(n);
         let Some((current, previous, previous_r)) = &self.previous else {
             return state_of(
                 self.r,
-                self.replies.len(),
-                self.failed.len(),
+                self.replied(),
+                self.failed.len() + self.unrepaired.len(),
                 self.targets.len(),
             );
         };
         let group_state = |group: &BTreeSet<NodeId>, r: usize| {
-            let ok = self.replies.keys().filter(|n| group.contains(n)).count();
-            let failed = self.failed.iter().filter(|n| group.contains(n)).count();
+            let ok = self
+                .replies
+                .keys()
+                .filter(|n| group.contains(n))
+                .filter(counted)
+                .count();
+            let failed = self.failed.iter().chain(&self.unrepaired);
+            let failed = failed.filter(|n| group.contains(n)).count();
             state_of(r.min(group.len()), ok, failed, group.len())
         };
         match (
@@ -198,8 +219,9 @@ impl ReadRound {
             .collect()
     }
 
+    /// Repliers that count toward `r` (an unrepaired one does not).
     pub fn replied(&self) -> usize {
-        self.replies.len()
+        self.replies.len() - self.unrepaired.len()
     }
 }
 
@@ -297,6 +319,27 @@ mod tests {
         round.reply(3, Some(other));
         assert_eq!(round.merged().unwrap().siblings.len(), 2);
         assert_eq!(round.stale_repliers(), vec![1, 2, 3]);
+    }
+
+    /// A stale replier whose read repair failed holds less than the answer:
+    /// it stops counting, and the round waits for (and then needs) another.
+    #[test]
+    fn read_round_uncounts_an_unrepaired_replier() {
+        let mut round = ReadRound::new(2, [1, 2, 3]);
+        let newer = set("new", 1, &VersionVector::new());
+        round.reply(1, Some(newer.clone()));
+        assert_eq!(round.reply(2, None), RoundState::Met);
+        assert_eq!(round.unrepaired(2), RoundState::Pending);
+        assert_eq!(round.replied(), 1);
+        assert_eq!(round.merged(), Some(newer.clone()));
+        assert_eq!(round.reply(3, None), RoundState::Met);
+        assert_eq!(round.unrepaired(3), RoundState::Failed);
+        // During a handoff, per placement.
+        let mut round = ReadRound::joint(1, [3, 4], 1, [1, 2]);
+        round.reply(1, Some(newer.clone()));
+        assert_eq!(round.reply(3, None), RoundState::Met);
+        assert_eq!(round.unrepaired(3), RoundState::Pending);
+        assert_eq!(round.reply(4, Some(newer)), RoundState::Met);
     }
 
     #[test]
