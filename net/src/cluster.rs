@@ -585,6 +585,19 @@ fn partition_keys(
     keys
 }
 
+/// The owners of the hints `hint_store` holds.
+fn held_hint_owners(hint_store: &Storage) -> BTreeSet<NodeId> {
+    hint_store.read(|s| {
+        s.live_keys_in_slots(
+            hints::HINT_NAMESPACE,
+            0..=shoal_engine::slot::SLOT_COUNT - 1,
+        )
+        .iter()
+        .filter_map(|hk| hints::parse_hint_key(hk).map(|(owner, _, _)| owner))
+        .collect()
+    })
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -688,6 +701,10 @@ pub struct Cluster {
     hints: Option<Storage>,
     /// Serializes read-merge-put of hints.
     hint_lock: tokio::sync::Mutex<()>,
+    /// Every owner this node has held a hint for since it started (its hint
+    /// store's at the start, and each one since): a marker verdict checks the
+    /// hints for each, departed owners too (`marker_verdicts`).
+    hint_owners: Mutex<BTreeSet<NodeId>>,
     /// Held while a replica write waits to learn its sender's newer ring, so
     /// that a burst of them under a new ring makes one map sync, not one each.
     ring_catch_up: tokio::sync::Mutex<()>,
@@ -963,6 +980,7 @@ impl Cluster {
             lives: Mutex::new(lives),
             peers: Mutex::new(BTreeMap::new()),
             handoff_now: Mutex::new(None),
+            hint_owners: Mutex::new(hints.as_ref().map(held_hint_owners).unwrap_or_default()),
             hints,
             hint_lock: tokio::sync::Mutex::new(()),
             ring_catch_up: tokio::sync::Mutex::new(()),
@@ -2147,7 +2165,13 @@ impl Cluster {
             return vec![false; items.len()];
         }
         let me = self.me();
-        let hint_owners: BTreeSet<NodeId> = map.addresses().keys().copied().collect();
+        // A hint for an owner that left the ring is delivered to the key's first
+        // live owner (`run_hint_delivery`), so it holds a marker back too,
+        // though the settled map no longer lists its owner (cluster seed
+        // 20030513: a fallback's hint for a node that left brought a value back
+        // after its marker was collected).
+        let mut hint_owners: BTreeSet<NodeId> = map.addresses().keys().copied().collect();
+        hint_owners.extend(lock(&self.hint_owners).iter().copied());
         self.storage.read(|store| {
             let verdict = |hint_store: Option<&shoal_engine::Store>| {
                 items
@@ -2501,6 +2525,7 @@ impl Cluster {
             return (0..n).map(|_| Ok(())).collect();
         }
         let _serial = self.hint_lock.lock().await;
+        lock(&self.hint_owners).insert(owner);
         let held = hint_store.read(|s| s.live_key_count(hints::HINT_NAMESPACE));
         if held + n as u64 > self.config.hints_max {
             return refuse(format!(
