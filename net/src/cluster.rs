@@ -3630,7 +3630,14 @@ impl Cluster {
     async fn run_anti_entropy(self: Arc<Self>) {
         loop {
             tokio::time::sleep(Duration::from_millis(self.config.anti_entropy_interval_ms)).await;
-            let peers: Vec<NodeId> = self.map().ring().members().iter().copied().collect();
+            // A restoring node also compares with owners that left the ring
+            // and still hold copies (`restored_from`).
+            let map = self.map();
+            let peers = if self.restoring.load(Ordering::Acquire) {
+                map.holders()
+            } else {
+                map.ring().members().clone()
+            };
             for peer in peers.into_iter().filter(|p| *p != self.me()) {
                 if !self.is_live(peer) {
                     continue;
@@ -4289,25 +4296,23 @@ impl Cluster {
     }
 
     /// While restoring ([`RESTORING_FILE`]): `peer`'s copies of every partition
-    /// the two share are merged here. Once that holds for every other ring
-    /// member, this node holds every write any of them acknowledged before, and
-    /// stops restoring.
+    /// the two share are merged here. Once that holds for every other holder
+    /// ([`ClusterMap::holders`]: the ring's members, and old owners whose
+    /// handoffs still run), this node holds every write any of them
+    /// acknowledged before, and stops restoring.
     ///
-    /// Exchanges count only under one ring version, and not while a handoff
-    /// from a node that left the ring runs. That node may hold the only other
-    /// copy of a write lost here; it is no member to exchange with, and the
-    /// copy reaches the other owners only through their pulls, of which this
-    /// node, refusing scans, is no source. Counting exchanges then would let it
-    /// serve scans as complete while it lacks that write (a down node leaving,
-    /// the cluster sim found). Once the ring settles, the owners hold it.
+    /// An old owner that left the ring counts too. It may hold the only other
+    /// copy of a write lost here, which reaches the new owners only through
+    /// their pulls, of which this node, refusing scans, is no source: finishing
+    /// without it let a node serve scans as complete while it lacked that write
+    /// (a down node leaving, the cluster sim found). Waiting instead for the
+    /// ring to settle deadlocked whenever the pulls needed this node as a
+    /// source (cluster seed 20001454: the leaver down, two of three old owners
+    /// restoring, each waiting on the other's scans).
     fn restored_from(&self, peer: NodeId, map: &ClusterMap) {
         if !self.restoring.load(Ordering::Acquire) {
             return;
         }
-        let departed = map.previous_placement().is_some_and(|previous| {
-            let members = previous.default_ring().members();
-            members.iter().any(|n| !map.ring().is_member(*n))
-        });
         // Exchanges count together only under one and the same map, done
         // reports included: a peer whose pull finished after this node's
         // exchange with it holds copies the exchange never saw, and its done
@@ -4325,14 +4330,10 @@ impl Cluster {
             *under = fingerprint;
             done.clear();
         }
-        if departed {
-            return;
-        }
         done.insert(peer);
         let me = self.me();
         let missing = map
-            .ring()
-            .members()
+            .holders()
             .iter()
             .filter(|n| **n != me && !done.contains(n))
             .count();
@@ -4348,7 +4349,7 @@ impl Cluster {
             Ok(()) => {
                 self.restoring.store(false, Ordering::Release);
                 tracing::warn!(
-                    "node {me}: restored from every other member ({} of them); serving handoffs and marker collection again",
+                    "node {me}: restored from every other holder ({} of them); serving handoffs and marker collection again",
                     done.len()
                 );
             }

@@ -180,9 +180,27 @@ fn a_cluster_seed_does_real_work() {
 ///   before the node mints on it).
 /// - 20008203: a node restoring after a pin needed more anti-entropy rounds
 ///   than the drain allowed (now: convergence waits for restores to finish).
+/// - 20031095: a tail cut at restart took an acknowledged write, and the node
+///   served a handoff scan without it (now: it restores from its replicas
+///   first).
+/// - 20032716, 20035953: a node leaving the ring dropped the hints it held
+///   (now: it hands them over first).
+/// - 20026694: an abort adopted straight over the ring before the aborted
+///   change dropped the copies the node still owned.
+/// - 20030511: a read counted a stale replier whose read-repair write-back
+///   then failed.
+/// - 20028909: anti-entropy walked every differing slot before it moved keys,
+///   so a node restoring large values did not converge.
+/// - 20030513: marker verdicts ignored the hints held for owners that had
+///   left the ring.
+/// - 20001454, 20003491, 20042122, 20042508: an old owner restoring from its
+///   replicas waited for the ring to settle while the pulls that would settle
+///   it waited for its scans (now: it also merges from the old owners that
+///   left, and finishes).
 const FOUND_BY_FRESH_SWEEPS: &[u64] = &[
     390, 7_002_573, 20_000_280, 20_000_582, 20_001_647, 20_001_710, 20_001_795, 20_001_931,
-    20_008_203, 20_009_047, 20_016_769, 20_031_095, 20_032_716, 20_035_953,
+    20_001_454, 20_003_491, 20_008_203, 20_009_047, 20_016_769, 20_026_694, 20_028_909, 20_030_511,
+    20_030_513, 20_031_095, 20_032_716, 20_035_953, 20_042_122, 20_042_508,
 ];
 
 #[test]

@@ -408,6 +408,17 @@ impl ClusterMap {
             || self.previous_owners(id).is_some_and(|o| o.contains(&node))
     }
 
+    /// Every node holding a copy some partition's owners may need: the ring's
+    /// members, and the previous owners of partitions whose handoffs still run
+    /// (a node that left the ring keeps its copies until they are pulled).
+    pub fn holders(&self) -> BTreeSet<NodeId> {
+        let mut holders = self.ring().members().clone();
+        for id in self.pending.keys() {
+            holders.extend(self.previous_owners(*id).unwrap_or_default());
+        }
+        holders
+    }
+
     fn incoming_owners(&self, id: PartitionId) -> Vec<NodeId> {
         let Some(previous) = &self.previous else {
             return Vec::new();
