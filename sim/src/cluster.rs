@@ -748,6 +748,12 @@ impl Member {
             }
         };
         *lock(&self.hints) = Some(hints.clone());
+        // The node serves its peers from here on (Cluster::start's incarnation
+        // check waits for them), so the audits read this store from here on:
+        // registering it only once the start returned, the hint audit saw an
+        // owner that had merged a delivered hint as holding nothing (cluster
+        // seed 20055520, a node restarted on an empty disk while isolated).
+        *lock(&self.storage) = Some(storage.clone());
         let cluster = match Cluster::start(
             self.config.clone(),
             storage.clone(),
@@ -768,7 +774,6 @@ impl Member {
             }
             Err(e) => panic!("node {} could not start its cluster: {e}", self.id),
         };
-        *lock(&self.storage) = Some(storage.clone());
         *lock(&self.cluster) = Some(cluster.clone());
         let listener =
             tokio::net::TcpListener::bind(SocketAddr::new(member_ip(self.id), CLIENT_PORT))
@@ -1718,17 +1723,19 @@ fn hint_audit(
                 .and_then(|h| h.winner().and_then(|w| w.value.clone()))
                 .and_then(|v| hints::decode_hint(&v))
         });
+        let hinted_context = hinted.as_ref().map(|h| h.context.clone());
         if covers(hinted, &item.set) {
             return;
         }
         let delivered = find(owner)
             .and_then(|m| lock(&m.storage).clone())
             .and_then(|s| s.read(|s| s.get(item.namespace, &item.key)).ok().flatten());
+        let delivered_context = delivered.as_ref().map(|d| d.context.clone());
         if covers(delivered, &item.set) {
             return;
         }
         recorder.anomaly(format!(
-            "hint audit at {} ms: node {fallback} acknowledged a hint for node {owner} of ns={} key {:?} (set {:?}), but neither holds it",
+            "hint audit at {} ms: node {fallback} acknowledged a hint for node {owner} of ns={} key {:?} (set {:?}), but neither holds it (the hint there: {hinted_context:?}; the owner's copy: {delivered_context:?})",
             recorder.now_ms(),
             item.namespace,
             String::from_utf8_lossy(&item.key),
