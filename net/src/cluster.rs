@@ -22,14 +22,14 @@ use shoal_engine::cluster::detector::{Detector, DetectorConfig, DetectorEvent, P
 use shoal_engine::cluster::hints;
 use shoal_engine::cluster::lives::{self as peer_lives, Lives};
 use shoal_engine::cluster::map::{
-    self as cluster_map, split_partition, ClusterMap, MapDiff, Namespaces, RingChange,
+    self as cluster_map, split_partition, ClusterMap, MapDiff, MapError, Namespaces, RingChange,
 };
 use shoal_engine::cluster::quorum::{ReadRound, RoundState, WriteRound};
 use shoal_engine::cluster::tombstones::{self, Agreed, MarkerItem};
 use shoal_engine::cluster::wire::{
-    chunk_by_bytes, ClientOutcome, ClientWrite, Envelope, HandoffCursor, RemoteError, ReplicaItem,
-    Request, Response, WireCondition, HANDOFF_BATCH_BYTES_MAX, HANDOFF_ITEMS_PER_BATCH_MAX,
-    ITEMS_PER_REQUEST_MAX, MAP_BEHIND, RESTORING, STALE_RING, TOO_OLD,
+    chunk_by_bytes, ClientOutcome, ClientWrite, Envelope, HandoffCursor, Refusal, RemoteError,
+    ReplicaItem, Request, Response, WireCondition, HANDOFF_BATCH_BYTES_MAX,
+    HANDOFF_ITEMS_PER_BATCH_MAX, ITEMS_PER_REQUEST_MAX,
 };
 use shoal_engine::digest::{differing_keys, differing_slots};
 use shoal_engine::disk::CheckedFileError;
@@ -47,6 +47,10 @@ use tokio::sync::{mpsc, oneshot};
 
 mod catch_up;
 mod hand_over;
+mod start_error;
+
+use start_error::check_config;
+pub use start_error::{ConfigError, StartError};
 
 /// Whether `me`, adopting `next` over `current`, keeps its copies of map
 /// partition `p`, of which it is an incoming owner in `next`: it holds `p` under
@@ -541,12 +545,14 @@ pub fn open_store(
 /// This data directory's id: read from `DIRECTORY-ID`, or made from `fresh` and
 /// saved (atomically, durably) the first time. A damaged file is an error: a
 /// made-up id would pass the directory off as a replacement.
+/// The file holding a data directory's random id (`directory_id`).
+const DIRECTORY_ID_FILE: &str = "DIRECTORY-ID";
+
 fn directory_id(dir: &dyn DiskDir, fresh: u64) -> Result<u64, DiskError> {
-    const NAME: &str = "DIRECTORY-ID";
-    match shoal_engine::disk::read_checked_file(dir, NAME, 8) {
+    match shoal_engine::disk::read_checked_file(dir, DIRECTORY_ID_FILE, 8) {
         Ok(Some(payload)) => Ok(u64::from_le_bytes(payload[..].try_into().expect("8 bytes"))),
         Ok(None) => {
-            shoal_engine::disk::write_checked_file(dir, NAME, &fresh.to_le_bytes())?;
+            shoal_engine::disk::write_checked_file(dir, DIRECTORY_ID_FILE, &fresh.to_le_bytes())?;
             Ok(fresh)
         }
         Err(CheckedFileError::Disk(e)) => Err(e),
@@ -747,16 +753,16 @@ pub type RoutedWrite = Result<WriteOutcome, RemoteError>;
 /// A read's result: the merged set of the replies (`None`: no replica has the key).
 pub type RoutedRead = Result<Option<SiblingSet>, RemoteError>;
 
-/// The Redis error code and text for a store's refusal.
+/// A store's refusal as the peer protocol and the client see it.
 pub fn remote_error(e: &WriteError) -> RemoteError {
-    let code = match e {
-        WriteError::SyncFailed(_) | WriteError::Disk(_) => "IOERR",
-        WriteError::Poisoned(_) => "READONLY",
-        WriteError::DiskFull => "DISKFULL",
-        WriteError::TooManySiblings { .. } => "SIBLINGS",
-        _ => "ERR",
+    let refusal = match e {
+        WriteError::SyncFailed(_) | WriteError::Disk(_) => Refusal::OutcomeUnknown,
+        WriteError::Poisoned(_) => Refusal::ReadOnly,
+        WriteError::DiskFull => Refusal::DiskFull,
+        WriteError::TooManySiblings { .. } => Refusal::TooManySiblings,
+        _ => Refusal::Invalid,
     };
-    RemoteError::new(code, e.to_string())
+    RemoteError::new(refusal, e.to_string())
 }
 
 fn outcome_from_wire(o: ClientOutcome) -> WriteOutcome {
@@ -836,7 +842,7 @@ fn items_bytes(items: &[ReplicaItem]) -> usize {
 
 fn unknown_outcome(what: &str, e: &CallError) -> RemoteError {
     RemoteError::new(
-        "IOERR",
+        Refusal::OutcomeUnknown,
         format!("{what}: {e}; the write's outcome is unknown"),
     )
 }
@@ -871,45 +877,19 @@ impl Cluster {
         hints: Option<Storage>,
         clock: Arc<dyn ClusterClock>,
         incarnation: u64,
-    ) -> Result<Arc<Cluster>, String> {
+    ) -> Result<Arc<Cluster>, StartError> {
+        check_config(&config).map_err(StartError::Config)?;
         let me = config.node_id;
-        if let Some(id) = config
-            .members
-            .keys()
-            .chain([&me])
-            .find(|id| **id >= NODE_ID_LIMIT)
-        {
-            return Err(format!(
-                "node id {id} is too large: node ids must be below {NODE_ID_LIMIT} (the bits above are the epoch of a node's dot actor)"
-            ));
-        }
-        if config.self_addr.peer.is_empty() {
-            return Err(format!(
-                "node id {me} is not in the member list and has no address of its own"
-            ));
-        }
-        let quorum = 1..=config.replicas_n;
-        if !quorum.contains(&config.read_quorum) || !quorum.contains(&config.write_quorum) {
-            return Err(format!(
-                "r={} and w={} must each be in 1..={} (n)",
-                config.read_quorum, config.write_quorum, config.replicas_n
-            ));
-        }
-        for (namespace, q) in &config.namespace_quorums {
-            if *namespace >= 16 || !quorum.contains(&q.r) || !quorum.contains(&q.w) {
-                return Err(format!(
-                    "namespace {namespace}: r={} and w={} must each be in 1..={} (n), for a namespace in 0..=15",
-                    q.r, q.w, config.replicas_n
-                ));
-            }
-        }
         let dir = storage.read(|s| s.dir());
-        let saved = cluster_map::load(dir.as_ref()).map_err(|e| e.to_string())?;
+        let saved = cluster_map::load(dir.as_ref()).map_err(StartError::MapFile)?;
         let keys = storage.with_store_mut(|s| s.enable_digests());
         tracing::info!("anti-entropy digests built over {keys} keys");
         let listener = TcpListener::bind(&config.self_addr.peer)
             .await
-            .map_err(|e| format!("cannot listen for peers on {}: {e}", config.self_addr.peer))?;
+            .map_err(|cause| StartError::Listen {
+                address: config.self_addr.peer.clone(),
+                cause,
+            })?;
         let bootstrap = match &saved {
             Some(map) => Arc::new(map.clone()),
             None if config.members.contains_key(&me) => {
@@ -918,30 +898,35 @@ impl Cluster {
                     config.replicas_n,
                     config.members.keys().copied(),
                 )
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| StartError::FirstRing(MapError::Placement(e)))?;
                 let addresses = config
                     .members
                     .iter()
                     .map(|(id, a)| (*id, a.client.clone()))
                     .collect();
-                let map = ClusterMap::bootstrap(ring, addresses).map_err(|e| e.to_string())?;
-                cluster_map::save(dir.as_ref(), &map).map_err(|e| e.to_string())?;
+                let map = ClusterMap::bootstrap(ring, addresses).map_err(StartError::FirstRing)?;
+                cluster_map::save(dir.as_ref(), &map).map_err(StartError::MapFile)?;
                 Arc::new(map)
             }
             // Joining: no ring of our own until a seed answers.
             None => Arc::new(
                 ClusterMap::bootstrap(
-                    Ring::placeholder(config.partition_count, me).map_err(|e| e.to_string())?,
+                    Ring::placeholder(config.partition_count, me)
+                        .map_err(|e| StartError::FirstRing(MapError::Placement(e)))?,
                     [(me, config.self_addr.client.clone())].into(),
                 )
-                .map_err(|e| e.to_string())?,
+                .map_err(StartError::FirstRing)?,
             ),
         };
         let joining = saved.is_none() && !config.members.contains_key(&me);
         let now = clock.monotonic_ms();
         let detector = Detector::new(me, bootstrap.nodes(), config.detector, now);
-        let dir_id =
-            directory_id(dir.as_ref(), clock.random_u64() | 1).map_err(|e| e.to_string())?;
+        let dir_id = directory_id(dir.as_ref(), clock.random_u64() | 1).map_err(|cause| {
+            StartError::Disk {
+                file: DIRECTORY_ID_FILE,
+                cause,
+            }
+        })?;
         // What this node heard of its peers' lives before it restarted: a peer
         // back on an empty disk while this node was down must still learn it.
         let lives = peer_lives::load(dir.as_ref()).unwrap_or_else(|e| {
@@ -954,7 +939,10 @@ impl Cluster {
         // 20031095: a cut tail took a write, the node served a handoff scan
         // without it, and the incoming owner's pull of n - w + 1 missed it).
         let restoring = restoring_actor(dir.as_ref())
-            .map_err(|e| format!("{RESTORING_FILE}: {e}"))?
+            .map_err(|cause| StartError::Disk {
+                file: RESTORING_FILE,
+                cause,
+            })?
             .is_some()
             || storage.read(|s| s.may_lack_acknowledged_writes());
         if restoring {
@@ -1017,7 +1005,7 @@ impl Cluster {
     /// one. The old life's dots live on in the peers' data; a new dot of the old
     /// actor would reuse or cover them. Waits up to `incarnation_check_wait_ms`
     /// for some peer to answer (none may be up yet when a cluster starts).
-    async fn check_incarnation(self: &Arc<Self>) -> Result<(), String> {
+    async fn check_incarnation(self: &Arc<Self>) -> Result<(), StartError> {
         let peers: Vec<NodeId> = self
             .map()
             .nodes()
@@ -1074,7 +1062,10 @@ impl Cluster {
                         s.adopt_actor(actor)?;
                         s.raise_incarnation(k + 1)
                     })
-                    .map_err(|e| format!("cannot record the new actor and incarnation: {e}"))?;
+                    .map_err(|cause| StartError::Disk {
+                        file: "ACTOR and INCARNATION",
+                        cause,
+                    })?;
                 self.restoring.store(true, Ordering::Release);
                 self.incarnation.store(raised, Ordering::Relaxed);
                 self.stats.earlier_life_seen.store(k, Ordering::Relaxed);
@@ -1890,7 +1881,7 @@ impl Cluster {
         let too_many = |n: usize| {
             (n > ITEMS_PER_REQUEST_MAX).then(|| {
                 Response::Error(RemoteError::new(
-                    "ERR",
+                    Refusal::Invalid,
                     format!("{n} items in one peer request (limit {ITEMS_PER_REQUEST_MAX})"),
                 ))
             })
@@ -1961,7 +1952,7 @@ impl Cluster {
                     let mine = self.map().version();
                     if ring_version > mine {
                         return Response::Error(RemoteError::new(
-                            "TRYAGAIN",
+                            Refusal::TryAgain,
                             format!("sent under ring version {ring_version}; this node could not learn it yet and has {mine}"),
                         ));
                     }
@@ -1973,7 +1964,7 @@ impl Cluster {
                         .stale_ring_refusals
                         .fetch_add(1, Ordering::Relaxed);
                     return Response::Error(RemoteError::new(
-                        STALE_RING,
+                        Refusal::StaleRing,
                         format!("sent under ring version {ring_version}; this node has {mine}"),
                     ));
                 }
@@ -1984,7 +1975,7 @@ impl Cluster {
             }
             Request::MapSync { map } => {
                 if let Err(e) = map.check() {
-                    return Response::Error(RemoteError::new("ERR", e.to_string()));
+                    return Response::Error(RemoteError::new(Refusal::Invalid, e.to_string()));
                 }
                 self.adopt(&map).await;
                 Response::Map((*self.map()).clone())
@@ -1999,14 +1990,14 @@ impl Cluster {
                 let mine = self.map().version();
                 if mine < ring_version {
                     return Response::Error(RemoteError::new(
-                        MAP_BEHIND,
+                        Refusal::MapBehind,
                         format!(
                             "this node has ring version {mine}; the scan is for {ring_version}"
                         ),
                     ));
                 }
                 if first_slot > last_slot || last_slot >= shoal_engine::slot::SLOT_COUNT {
-                    return Response::Error(RemoteError::new("ERR", "bad slot range"));
+                    return Response::Error(RemoteError::new(Refusal::Invalid, "bad slot range"));
                 }
                 // Planted bug: a node restoring from its replicas serves handoff
                 // scans from what it has so far.
@@ -2014,7 +2005,7 @@ impl Cluster {
                     && !cfg!(feature = "bug-restoring-serves-handoff")
                 {
                     return Response::Error(RemoteError::new(
-                        RESTORING,
+                        Refusal::Restoring,
                         "this node is restoring its data from its replicas; pull from another old owner",
                     ));
                 }
@@ -2137,7 +2128,7 @@ impl Cluster {
         (age_ms > age_max_ms).then(|| {
             self.stats.requests_too_old.fetch_add(1, Ordering::Relaxed);
             Response::Error(RemoteError::new(
-                TOO_OLD,
+                Refusal::TooOld,
                 format!("sent {age_ms} ms ago (limit {age_max_ms} ms)"),
             ))
         })
@@ -2148,7 +2139,7 @@ impl Cluster {
         let map = self.map();
         (map.version() != ring_version || map.partitions_in_transition() > 0).then(|| {
             Response::Error(RemoteError::new(
-                STALE_RING,
+                Refusal::StaleRing,
                 format!(
                     "marker collection under ring {ring_version}; this node has ring {} with {} partitions in handoff",
                     map.version(),
@@ -2364,7 +2355,12 @@ impl Cluster {
     /// any is awaited, so they commit in order), so that a stream of large
     /// copies never makes one batch too big for a segment.
     async fn merge_locally(&self, items: Vec<ReplicaItem>) -> Vec<Result<(), RemoteError>> {
-        let stopped = || Err(RemoteError::new("IOERR", "storage has stopped"));
+        let stopped = || {
+            Err(RemoteError::new(
+                Refusal::OutcomeUnknown,
+                "storage has stopped",
+            ))
+        };
         let mut tickets = Vec::new();
         for chunk in chunk_by_bytes(items, self.storage.config().batch_bytes_max) {
             let n = chunk.len();
@@ -2406,7 +2402,7 @@ impl Cluster {
                     let hint_key = hints::hint_key(owner, namespace, key);
                     let stored = s
                         .get(hints::HINT_NAMESPACE, &hint_key)
-                        .map_err(|e| RemoteError::new("ERR", e.to_string()))?;
+                        .map_err(|e| RemoteError::new(Refusal::Invalid, e.to_string()))?;
                     Ok(stored
                         .and_then(|h| h.winner().and_then(|w| w.value.clone()))
                         .and_then(|v| hints::decode_hint(&v)))
@@ -2429,7 +2425,7 @@ impl Cluster {
             for key in keys {
                 let set = s
                     .get(namespace, key)
-                    .map_err(|e| RemoteError::new("ERR", e.to_string()));
+                    .map_err(|e| RemoteError::new(Refusal::Invalid, e.to_string()));
                 let set_bytes = set.as_ref().map_or(0, |set| {
                     set.as_ref().map_or(0, SiblingSet::size_bytes) + key.len()
                 });
@@ -2452,7 +2448,7 @@ impl Cluster {
             keys.iter()
                 .map(|k| {
                     s.get(namespace, k)
-                        .map_err(|e| RemoteError::new("ERR", e.to_string()))
+                        .map_err(|e| RemoteError::new(Refusal::Invalid, e.to_string()))
                 })
                 .collect()
         })
@@ -2514,7 +2510,7 @@ impl Cluster {
                 .hints_refused
                 .fetch_add(n as u64, Ordering::Relaxed);
             (0..n)
-                .map(|_| Err(RemoteError::new("NOHINTS", why.clone())))
+                .map(|_| Err(RemoteError::new(Refusal::NoHints, why.clone())))
                 .collect()
         };
         let Some(hint_store) = &self.hints else {
@@ -2736,7 +2732,7 @@ impl Cluster {
                     .await
                 {
                     Ok(Response::Replicated(acks)) if acks.len() == held.len() => acks,
-                    Ok(Response::Error(e)) if e.code == STALE_RING => {
+                    Ok(Response::Error(e)) if e.refusal == Refusal::StaleRing => {
                         self.sync_map_with(owner).await;
                         continue;
                     }
@@ -2767,7 +2763,12 @@ impl Cluster {
             Ok(results) => results.into_iter(),
             Err(_) => {
                 return (0..n)
-                    .map(|_| Err(RemoteError::new("IOERR", "storage has stopped")))
+                    .map(|_| {
+                        Err(RemoteError::new(
+                            Refusal::OutcomeUnknown,
+                            "storage has stopped",
+                        ))
+                    })
                     .collect()
             }
         };
@@ -2777,7 +2778,10 @@ impl Cluster {
                 Some(e) => Err(e),
                 None => match written.next() {
                     Some(result) => result.map_err(|e| remote_error(&e)),
-                    None => Err(RemoteError::new("IOERR", "storage answered too few writes")),
+                    None => Err(RemoteError::new(
+                        Refusal::OutcomeUnknown,
+                        "storage answered too few writes",
+                    )),
                 },
             })
             .collect()
@@ -2897,7 +2901,7 @@ impl Cluster {
                     .map(|(node, why)| format!("node {node}: {why}"))
                     .collect();
                 *result = Err(RemoteError::new(
-                    "NOQUORUM",
+                    Refusal::NoQuorum,
                     format!(
                         "write is durable on {} of the {} replicas required within {} ms ({}); it may still be applied: outcome unknown",
                         round.acked().len(),
@@ -2942,7 +2946,7 @@ impl Cluster {
         for (i, merged) in indexes.into_iter().zip(self.merge_locally(items).await) {
             if let Err(e) = merged {
                 results[i] = Err(RemoteError::new(
-                    "IOERR",
+                    Refusal::OutcomeUnknown,
                     format!("the coordinator's own copy could not be kept across a ring change ({}); outcome unknown", e.line()),
                 ));
             }
@@ -2979,7 +2983,7 @@ impl Cluster {
                 };
                 let answer = cluster.call(peer, request, timeout).await;
                 if let Ok(Response::Error(e)) = &answer {
-                    if e.code == STALE_RING {
+                    if e.refusal == Refusal::StaleRing {
                         let cluster = cluster.clone();
                         tokio::spawn(async move { cluster.sync_map_with(peer).await });
                     }
@@ -3024,7 +3028,7 @@ impl Cluster {
                     }
                     other => {
                         if let Ok(Response::Error(e)) = &other {
-                            if e.code == STALE_RING && !stale_peers.contains(&peer) {
+                            if e.refusal == Refusal::StaleRing && !stale_peers.contains(&peer) {
                                 stale_peers.push(peer);
                             }
                         }
@@ -3080,7 +3084,7 @@ impl Cluster {
             .map(|r| {
                 r.unwrap_or_else(|| {
                     Err(RemoteError::new(
-                        "IOERR",
+                        Refusal::OutcomeUnknown,
                         "write task ended without an answer; outcome unknown",
                     ))
                 })
@@ -3125,7 +3129,7 @@ impl Cluster {
                 Ok(Response::Error(e)) => return (0..n).map(|_| Err(e.clone())).collect(),
                 Ok(other) => {
                     let e = RemoteError::new(
-                        "IOERR",
+                        Refusal::OutcomeUnknown,
                         format!(
                             "node {candidate} answered a write with {other:?}; outcome unknown"
                         ),
@@ -3141,7 +3145,7 @@ impl Cluster {
             }
         }
         let e = RemoteError::new(
-            "CLUSTERDOWN",
+            Refusal::ClusterDown,
             format!("no replica of this key's partition is reachable ({last_error}); the write was not made"),
         );
         (0..n).map(|_| Err(e.clone())).collect()
@@ -3260,7 +3264,7 @@ impl Cluster {
             return (0..key_count)
                 .map(|_| {
                     Err(RemoteError::new(
-                        "ERR",
+                        Refusal::Invalid,
                         "the read's task ended without an answer",
                     ))
                 })
@@ -3271,7 +3275,7 @@ impl Cluster {
             .map(|round| match round.state() {
                 RoundState::Met => Ok(round.merged()),
                 _ => Err(RemoteError::new(
-                    "NOQUORUM",
+                    Refusal::NoQuorum,
                     format!(
                         "read reached {} of the {} replicas required within {} ms",
                         round.replied(),
@@ -3532,7 +3536,7 @@ impl Cluster {
             .collect();
         if !unreachable.is_empty() {
             return Err(RemoteError::new(
-                "PARTIAL",
+                Refusal::Partial,
                 format!(
                     "{} partition(s) had no reachable replica (first: {}); the result would be incomplete",
                     unreachable.len(),
@@ -3562,7 +3566,7 @@ impl Cluster {
                     Ok(_) => {}
                     Err(e) => {
                         return Err(RemoteError::new(
-                            "PARTIAL",
+                            Refusal::Partial,
                             format!("key {key:?} is listed by some replicas only and could not be read ({}); the result would be incomplete", e.line()),
                         ))
                     }
@@ -4010,7 +4014,7 @@ impl Cluster {
                     }
                 }
                 // The source must know the new ring before it scans: tell it.
-                Ok(Response::Error(e)) if e.code == MAP_BEHIND && map_pushes < 3 => {
+                Ok(Response::Error(e)) if e.refusal == Refusal::MapBehind && map_pushes < 3 => {
                     map_pushes += 1;
                     self.sync_map_with(source).await;
                 }

@@ -12,7 +12,7 @@ use crate::resp::{Protocol, Reply};
 use crate::server::Shared;
 use crate::storage::{WriteResults, WriteTicket};
 use bytes::Bytes;
-use shoal_engine::cluster::wire::RemoteError;
+use shoal_engine::cluster::wire::{Refusal, RemoteError};
 use shoal_engine::{Condition, Covers, ReadError, VersionVector, WriteError, WriteOp};
 use std::sync::atomic::Ordering;
 
@@ -59,7 +59,7 @@ impl RoutedTicket {
             (0..n)
                 .map(|_| {
                     Err(RemoteError::new(
-                        "IOERR",
+                        Refusal::OutcomeUnknown,
                         "routing stopped before answering; outcome unknown",
                     ))
                 })

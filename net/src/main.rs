@@ -482,7 +482,8 @@ async fn serve_node(mut config: NodeConfig, power_loss_journal: bool) -> Result<
                 Arc::new(runtime),
                 incarnation,
             )
-            .await?;
+            .await
+            .map_err(|e| e.to_string())?;
             let c = cluster.config();
             tracing::info!(
                 "cluster member {} of {members} (n={} r={} w={}); peers on {}",

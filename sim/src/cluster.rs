@@ -764,7 +764,7 @@ impl Member {
         .await
         {
             Ok(cluster) => cluster,
-            Err(e) if e.contains("i/o error") || e.contains("no space left") => {
+            Err(e) if e.is_disk_failure() => {
                 // A disk error at start (saving the first map, recording a new
                 // actor or incarnation): the process exits and its supervisor
                 // restarts it (all of it: peer service may have begun).
@@ -1696,11 +1696,11 @@ fn hint_audit(
     recorder: Arc<Recorder>,
 ) -> shoal_net::cluster::HintObserver {
     use shoal_engine::cluster::hints;
-    let covers = |held: Option<shoal_engine::SiblingSet>, wanted: &shoal_engine::SiblingSet| {
-        held.is_some_and(|held| {
+    let covers = |held: &Option<shoal_engine::SiblingSet>, wanted: &shoal_engine::SiblingSet| {
+        held.as_ref().is_some_and(|held| {
             let mut merged = held.clone();
             merged.merge(wanted);
-            merged == held
+            &merged == held
         })
     };
     shoal_net::cluster::HintObserver(Arc::new(move |fallback, owner, item| {
@@ -1723,23 +1723,23 @@ fn hint_audit(
                 .and_then(|h| h.winner().and_then(|w| w.value.clone()))
                 .and_then(|v| hints::decode_hint(&v))
         });
-        let hinted_context = hinted.as_ref().map(|h| h.context.clone());
-        if covers(hinted, &item.set) {
+        if covers(&hinted, &item.set) {
             return;
         }
         let delivered = find(owner)
             .and_then(|m| lock(&m.storage).clone())
             .and_then(|s| s.read(|s| s.get(item.namespace, &item.key)).ok().flatten());
-        let delivered_context = delivered.as_ref().map(|d| d.context.clone());
-        if covers(delivered, &item.set) {
+        if covers(&delivered, &item.set) {
             return;
         }
         recorder.anomaly(format!(
-            "hint audit at {} ms: node {fallback} acknowledged a hint for node {owner} of ns={} key {:?} (set {:?}), but neither holds it (the hint there: {hinted_context:?}; the owner's copy: {delivered_context:?})",
+            "hint audit at {} ms: node {fallback} acknowledged a hint for node {owner} of ns={} key {:?} (set {:?}), but neither holds it (the hint there: {:?}; the owner's copy: {:?})",
             recorder.now_ms(),
             item.namespace,
             String::from_utf8_lossy(&item.key),
-            item.set.context
+            item.set.context,
+            hinted.map(|h| h.context),
+            delivered.map(|d| d.context)
         ));
     }))
 }

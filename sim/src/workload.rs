@@ -1,10 +1,11 @@
 //! The workload clients: each runs on its own madsim node and issues one operation
 //! at a time — `SHOAL.PUT` (sometimes with a stale or empty `CONTEXT`, which makes
 //! siblings), `SHOAL.DEL`, `SHOAL.SIBLINGS` — and records invoke and completion.
-//! A reply is `ok`; an error reply is `fail`, except `IOERR` (outcome unknown),
-//! which is `info`, like a timeout or a lost connection. After an `info` the client
-//! reconnects under a new process id, so a process never has two operations that
-//! may still take effect. Every written value is unique: `p{process}-{n}` padded
+//! A reply is `ok`; an error reply is `fail`, except a refusal whose outcome is
+//! unknown (`Refusal::outcome`: `IOERR`, `NOQUORUM`), which is `info`, like a
+//! timeout or a lost connection. After an `info` the client reconnects under a
+//! new process id, so a process never has two operations that may still take
+//! effect. Every written value is unique: `p{process}-{n}` padded
 //! with letters to the chosen size.
 
 use crate::client::{error_code, CallError, RespConn};
@@ -13,6 +14,7 @@ use crate::plan::WorkloadKnobs;
 use crate::recorder::Recorder;
 use crate::replies::{parse_del, parse_put, parse_siblings, removed_context};
 use shoal_checker::{Function, Key, OkResult};
+use shoal_engine::cluster::refusal::{Outcome, Refusal};
 use shoal_engine::rng::SplitMix64;
 use shoal_net::resp::Reply;
 use std::collections::{BTreeMap, BTreeSet};
@@ -282,8 +284,9 @@ impl Client {
                     format!("{} ms: {f} of {key}: {message}", recorder.now_ms()),
                 );
             }
-            return match error_code(message) {
-                "IOERR" | "NOQUORUM" => self.unknown(key, f),
+            // The node's own word on whether the write may have happened.
+            return match Refusal::from_code(error_code(message)).map(Refusal::outcome) {
+                Some(Outcome::Unknown) => self.unknown(key, f),
                 _ => recorder.fail(process, f, key),
             };
         }

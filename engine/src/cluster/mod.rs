@@ -1,7 +1,7 @@
 //! The cluster's decisions, sans-IO: the peer protocol's messages ([`wire`]), the
 //! failure detector ([`detector`]) and what it remembers of peers' lives
 //! ([`lives`], kept in a file across restarts), the quorum rounds a coordinator runs for
-//! each write and read ([`quorum`]) and the agreement that lets delete markers
+//! each write and read ([`quorum`]), why a request is refused ([`refusal`]) and the agreement that lets delete markers
 //! go ([`tombstones`]). Placement is [`crate::placement`]; anti-entropy
 //! digests are [`crate::digest`].
 //!
@@ -13,5 +13,6 @@ pub mod hints;
 pub mod lives;
 pub mod map;
 pub mod quorum;
+pub mod refusal;
 pub mod tombstones;
 pub mod wire;

@@ -4,6 +4,7 @@
 //! (`*_MAX` below) and checked by the receivers.
 
 use crate::cluster::map::{ClusterMap, Namespaces};
+pub use crate::cluster::refusal::{Outcome, Refusal, RemoteError};
 use crate::cluster::tombstones::MarkerItem;
 use crate::version::{Dot, NodeId, SiblingSet, VersionVector};
 use bytes::Bytes;
@@ -15,19 +16,6 @@ pub const ITEMS_PER_REQUEST_MAX: usize = 4096;
 pub const HANDOFF_ITEMS_PER_BATCH_MAX: usize = 512;
 /// Bytes of values in one handoff batch (a batch always carries at least one key).
 pub const HANDOFF_BATCH_BYTES_MAX: usize = 8 << 20;
-
-/// Error code: the request was sent under an older ring than the receiver's; the
-/// sender should take the receiver's map.
-pub const STALE_RING: &str = "STALERING";
-/// Error code: the receiver's map is older than the request's ring; the sender
-/// should push its map first.
-pub const MAP_BEHIND: &str = "MAPBEHIND";
-/// Error code: a replica write, proxied write or forget arrived (or would start)
-/// later than `replica_write_age_max_ms` after it was sent; its sender gave up.
-pub const TOO_OLD: &str = "TOOOLD";
-/// Error code: the receiver is restoring its data from its replicas (segments set
-/// aside as damaged, or a lost disk) and cannot be a handoff source yet.
-pub const RESTORING: &str = "RESTORING";
 
 /// Splits `items` into requests of at most `bytes_max` bytes of sibling sets
 /// and [`ITEMS_PER_REQUEST_MAX`] items, in order; each holds at least one item,
@@ -97,28 +85,6 @@ pub struct ClientOutcome {
     pub previous_live: bool,
 }
 
-/// A refusal, with the Redis error code the client should see (`IOERR` means the
-/// outcome is unknown; any other code means the write did not happen).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RemoteError {
-    pub code: String,
-    pub message: String,
-}
-
-impl RemoteError {
-    pub fn new(code: &str, message: impl Into<String>) -> RemoteError {
-        RemoteError {
-            code: code.to_string(),
-            message: message.into(),
-        }
-    }
-
-    /// The Redis error line: `CODE message`.
-    pub fn line(&self) -> String {
-        format!("{} {}", self.code, self.message)
-    }
-}
-
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
     /// Liveness; answered with `Pong`. Both carry the sender's map version and
@@ -132,10 +98,10 @@ pub enum Request {
         map_fingerprint: u64,
     },
     /// Merge each set into the local copy and sync before answering. Refused
-    /// (`STALERING`) when `ring_version` is older than the receiver's ring. With
+    /// ([`Refusal::StaleRing`]) when `ring_version` is older than the receiver's ring. With
     /// `hint_for`, the receiver is a fallback: it keeps the sets durably as hints
     /// for that owner instead, and hands them over when the owner is back.
-    /// Refused (`TOOOLD`) when it arrives more than `replica_write_age_max_ms`
+    /// Refused ([`Refusal::TooOld`]) when it arrives more than `replica_write_age_max_ms`
     /// after `sent_wall_ms` (the sender's wall clock): a copy held up that long
     /// (a stalled link) must not land after a delete marker it predates was
     /// collected.
@@ -149,7 +115,7 @@ pub enum Request {
     MapSync { map: ClusterMap },
     /// Handoff: every key (delete markers too) of `namespaces` held in a range of
     /// slots, in (slot, namespace, key) order from after `after`, one bounded batch
-    /// at a time. Refused (`MAPBEHIND`) by a node whose ring is older than
+    /// at a time. Refused ([`Refusal::MapBehind`]) by a node whose ring is older than
     /// `ring_version`: a source must know the new ring before it scans.
     HandoffScan {
         ring_version: u64,
@@ -177,7 +143,7 @@ pub enum Request {
         keys: Vec<Bytes>,
     },
     /// Coordinate these writes here (the asker is not their coordinator).
-    /// Refused (`TOOOLD`, nothing written) when coordinating would start more
+    /// Refused ([`Refusal::TooOld`], nothing written) when coordinating would start more
     /// than `request_timeout_ms` after `sent_wall_ms`: the asker would give up
     /// before the answer, and a write applied that late could overwrite writes
     /// acknowledged since.
@@ -202,7 +168,7 @@ pub enum Request {
     /// hear it directly).
     PingReq { target: NodeId },
     /// Marker collection, step 1 (`tombstones`): this node's verdict on each.
-    /// Refused (`STALERING`) unless the receiver has the same ring, settled.
+    /// Refused ([`Refusal::StaleRing`]) unless the receiver has the same ring, settled.
     MarkerVerdicts {
         ring_version: u64,
         items: Vec<MarkerItem>,

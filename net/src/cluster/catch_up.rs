@@ -12,16 +12,13 @@
 //! apart: acknowledged writes may be gone here while replicas hold them), for
 //! each key it has not yet written in this life (cluster seed 20016769).
 
-use super::{Cluster, RemoteError};
+use super::{Cluster, Refusal, RemoteError};
 use bytes::Bytes;
 use shoal_engine::cluster::map::{split_partition, ClusterMap};
 use shoal_engine::placement::PartitionId;
 use shoal_engine::NodeId;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-
-/// Error code of a write refused because the old owners could not be read.
-const TRYAGAIN: &str = "TRYAGAIN";
 
 /// How many times the ring may change under a catch-up before the write is
 /// refused rather than caught up once more.
@@ -52,7 +49,7 @@ impl Cluster {
         let shared = self.gate.read().await;
         let map = self.map();
         let refused = RemoteError::new(
-            TRYAGAIN,
+            Refusal::TryAgain,
             "the ring changed under this write while the node caught up on its keys; retry",
         );
         let still_incoming = self.taken_over(&map);
@@ -113,7 +110,7 @@ impl Cluster {
             let wanted: BTreeSet<Bytes> = indexes.iter().map(|i| keys[*i].1.clone()).collect();
             if let Err(why) = self.merge_from(sources, needed, namespace, wanted).await {
                 for i in indexes {
-                    refusals[i] = Some(RemoteError::new(TRYAGAIN, why.clone()));
+                    refusals[i] = Some(RemoteError::new(Refusal::TryAgain, why.clone()));
                 }
             }
         }
