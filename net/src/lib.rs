@@ -15,6 +15,7 @@ pub mod filedisk;
 pub mod glob;
 pub mod info;
 pub mod inspect;
+pub mod node;
 pub mod peer;
 pub mod resp;
 pub mod routing;

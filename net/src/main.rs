@@ -2,13 +2,12 @@
 //! dumps and checks a stopped node's data directory.
 
 use clap::{Parser, Subcommand};
-use shoal_engine::Store;
-use shoal_net::cluster::Cluster;
 use shoal_net::config::{FileConfig, NodeConfig};
 use shoal_net::filedisk::FileDir;
+use shoal_net::node::{start_node, BootError, BootedNode, NoHooks, NodeSetup};
 use shoal_net::runtime::TokioRuntime;
 use shoal_net::server::{serve, Shared};
-use shoal_net::storage::{Fsync, Storage};
+use shoal_net::storage::Fsync;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -407,12 +406,9 @@ fn run_server(args: ServerArgs) -> ExitCode {
     }
 }
 
-async fn serve_node(mut config: NodeConfig, power_loss_journal: bool) -> Result<(), String> {
+async fn serve_node(config: NodeConfig, power_loss_journal: bool) -> Result<(), String> {
     let cluster_config = config.cluster_config()?;
-    if cluster_config.is_some() {
-        // Another replica may still hold what a marker deleted (see StoreOptions).
-        config.store.delete_markers_collectable = false;
-    }
+    let single = cluster_config.is_none();
     let data_dir = PathBuf::from(&config.server.data_dir);
     let mut dir = FileDir::create(&data_dir)
         .map_err(|e| format!("cannot create data directory {}: {e}", data_dir.display()))?;
@@ -422,81 +418,18 @@ async fn serve_node(mut config: NodeConfig, power_loss_journal: bool) -> Result<
     }
     let _lock = lock_data_dir(&data_dir)?;
     let started = std::time::Instant::now();
-    let dir: Arc<dyn shoal_engine::DiskDir> = Arc::new(dir);
-    let runtime = TokioRuntime::new();
-    let rebuild_damaged = cluster_config.as_ref().is_some_and(|c| c.rebuild_damaged);
-    let (store, report, rebuilt) = if cluster_config.is_some() {
-        let random = shoal_net::cluster::ClusterClock::random_u64(&runtime);
-        shoal_net::cluster::open_store(dir.clone(), config.store.clone(), rebuild_damaged, random)
-    } else {
-        Store::open(dir.clone(), config.store.clone()).map(|(s, r)| (s, r, None))
-    }
-    .map_err(|e| {
-        let salvage = match e {
-            shoal_engine::store::OpenError::Corrupt { .. } if cluster_config.is_none() => format!(
-                "; with no replica to restore from, `shoal salvage {} --into <new dir>` builds a store of what survives and names what was lost",
-                data_dir.display()
-            ),
-            _ => String::new(),
-        };
-        format!("cannot open {}: {e}{salvage}", data_dir.display())
-    })?;
-    if let Some(rebuilt) = &rebuilt {
-        tracing::warn!(
-            "synced data in {} is damaged ({}): set {} segment file(s) aside as {}..., starting empty as dot actor {}; anti-entropy restores this node's replicas from the other members (the set-aside files stay for an operator: renamed back to seg-* in a copy of the directory, `shoal inspect` reads them)",
-            data_dir.display(),
-            rebuilt.damage,
-            rebuilt.set_aside.len(),
-            rebuilt.set_aside.first().map_or("-", String::as_str),
-            rebuilt.actor
-        );
-    }
-    tracing::info!(
-        "recovered {} keys from {} segments ({} from hints) in {} ms{}",
-        report.keys_loaded,
-        report.segments_scanned + report.segments_from_hints,
-        report.segments_from_hints,
-        started.elapsed().as_millis(),
-        match report.torn_tail {
-            Some((seg, offset, bytes)) =>
-                format!("; cut a torn tail of {bytes} bytes (never acknowledged) in segment {seg} at offset {offset}"),
-            None => String::new(),
-        }
-    );
-    let incarnation = report.incarnation;
-    let storage = Storage::start(store, config.storage.clone(), runtime.clone());
-    let cluster = match cluster_config {
-        Some(cluster_config) => {
-            let members = cluster_config.members.len();
-            // Hints this node keeps as a fallback.
-            let (hint_dir, hint_options) =
-                shoal_engine::cluster::hints::hint_store_location(dir.clone(), &config.store);
-            let (hint_store, _) = Store::open(hint_dir, hint_options).map_err(|e| {
-                format!("cannot open the hint store in {}: {e}", data_dir.display())
-            })?;
-            let hints = Storage::start(hint_store, config.storage.clone(), runtime.clone());
-            let cluster = Cluster::start(
-                cluster_config,
-                storage.clone(),
-                Some(hints),
-                Arc::new(runtime),
-                incarnation,
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-            let c = cluster.config();
-            tracing::info!(
-                "cluster member {} of {members} (n={} r={} w={}); peers on {}",
-                c.node_id,
-                c.replicas_n,
-                c.read_quorum,
-                c.write_quorum,
-                c.self_addr.peer
-            );
-            Some(cluster)
-        }
-        None => None,
+    let setup = NodeSetup {
+        store: config.store.clone(),
+        storage: config.storage.clone(),
+        cluster: cluster_config,
     };
+    let booted = start_node(Arc::new(dir), TokioRuntime::new(), setup, &NoHooks)
+        .await
+        .map_err(|e| boot_failure(e, &data_dir, single))?;
+    log_recovery(&booted, &data_dir, started.elapsed().as_millis());
+    let BootedNode {
+        storage, cluster, ..
+    } = booted;
     let addr = format!("{}:{}", config.server.bind, config.server.port);
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
@@ -518,6 +451,60 @@ async fn serve_node(mut config: NodeConfig, power_loss_journal: bool) -> Result<
         .flush()
         .await
         .map_err(|e| format!("final sync failed: {e}"))
+}
+
+/// The message a failed boot prints: a single node with damaged data is
+/// pointed at `shoal salvage` (there is no replica to restore from).
+fn boot_failure(e: BootError, data_dir: &std::path::Path, single: bool) -> String {
+    let salvage = match &e {
+        BootError::Store(shoal_engine::store::OpenError::Corrupt { .. }) if single => format!(
+            "; with no replica to restore from, `shoal salvage {} --into <new dir>` builds a store of what survives and names what was lost",
+            data_dir.display()
+        ),
+        _ => String::new(),
+    };
+    match e {
+        BootError::Cluster(e) => e.to_string(),
+        e => format!("cannot open {}: {e}{salvage}", data_dir.display()),
+    }
+}
+
+/// What the boot recovered, for the operator.
+fn log_recovery(booted: &BootedNode, data_dir: &std::path::Path, elapsed_ms: u128) {
+    if let Some(rebuilt) = &booted.rebuilt {
+        tracing::warn!(
+            "synced data in {} is damaged ({}): set {} segment file(s) aside as {}..., starting empty as dot actor {}; anti-entropy restores this node's replicas from the other members (the set-aside files stay for an operator: renamed back to seg-* in a copy of the directory, `shoal inspect` reads them)",
+            data_dir.display(),
+            rebuilt.damage,
+            rebuilt.set_aside.len(),
+            rebuilt.set_aside.first().map_or("-", String::as_str),
+            rebuilt.actor
+        );
+    }
+    let report = &booted.report;
+    tracing::info!(
+        "recovered {} keys from {} segments ({} from hints) in {elapsed_ms} ms{}",
+        report.keys_loaded,
+        report.segments_scanned + report.segments_from_hints,
+        report.segments_from_hints,
+        match report.torn_tail {
+            Some((seg, offset, bytes)) =>
+                format!("; cut a torn tail of {bytes} bytes (never acknowledged) in segment {seg} at offset {offset}"),
+            None => String::new(),
+        }
+    );
+    if let Some(cluster) = &booted.cluster {
+        let c = cluster.config();
+        tracing::info!(
+            "cluster member {} of {} (n={} r={} w={}); peers on {}",
+            c.node_id,
+            c.members.len(),
+            c.replicas_n,
+            c.read_quorum,
+            c.write_quorum,
+            c.self_addr.peer
+        );
+    }
 }
 
 /// `shoal dev-cluster`: start `nodes` child processes of this binary on loopback,

@@ -20,8 +20,10 @@ use shoal_checker::{
 use shoal_engine::cluster::map::{placement_owners, ClusterMap};
 use shoal_engine::memdisk::MemDir;
 use shoal_engine::rng::SplitMix64;
+use shoal_engine::store::OpenError;
 use shoal_engine::{Store, StoreOptions};
 use shoal_net::cluster::{Cluster, ClusterConfig, MemberAddr, PEER_PORT_OFFSET};
+use shoal_net::node::{start_node, BootError, BootHooks, NodeSetup};
 use shoal_net::resp::Reply;
 use shoal_net::server::{serve, ServerConfig, Shared};
 use shoal_net::storage::{Storage, StorageConfig};
@@ -694,6 +696,22 @@ struct Member {
     effects: Arc<EffectLog>,
 }
 
+impl BootHooks for Member {
+    fn store_opened(&self, store: &mut Store) {
+        self.effects.attach(store);
+    }
+
+    /// The node serves its peers from here on (Cluster::start's incarnation
+    /// check waits for them), so the audits read these stores from here on:
+    /// registering them only once the start returned, the hint audit saw an
+    /// owner that had merged a delivered hint as holding nothing (cluster
+    /// seed 20055520, a node restarted on an empty disk while isolated).
+    fn storages_started(&self, storage: &Storage, hints: Option<&Storage>) {
+        *lock(&self.storage) = Some(storage.clone());
+        *lock(&self.hints) = hints.cloned();
+    }
+}
+
 impl Member {
     /// The node was killed: its storages and driver are gone with it (audits
     /// skip a node that is down).
@@ -708,20 +726,34 @@ impl Member {
         *lock(&self.cluster) = None;
         *lock(&self.hints) = None;
         let dir: Arc<dyn shoal_engine::DiskDir> = Arc::new(self.memdir.clone());
-        let runtime = crate::node::SkewedRuntime::new(self.skew_ms.clone());
-        // A supervisor restarts a node whose open failed on an I/O error (an fsync
-        // failing at start); damaged synced data is set aside and restored from
-        // the replicas.
-        let (mut store, report) = loop {
-            match shoal_net::cluster::open_store(
-                dir.clone(),
-                self.store_options.clone(),
-                self.config.rebuild_damaged,
-                shoal_net::cluster::ClusterClock::random_u64(&runtime),
-            ) {
-                Ok((store, report, _)) => break (store, report),
-                Err(shoal_engine::store::OpenError::Disk(_)) => {
+        let setup = NodeSetup {
+            store: self.store_options.clone(),
+            storage: self.storage_config.clone(),
+            cluster: Some(self.config.clone()),
+        };
+        // The production boot (`start_node`). A supervisor restarts a node
+        // whose boot failed on an I/O error (an fsync failing at start); damaged
+        // synced data is set aside and restored from the replicas.
+        let booted = loop {
+            let runtime = crate::node::SkewedRuntime::new(self.skew_ms.clone());
+            match start_node(dir.clone(), runtime, setup.clone(), self.as_ref()).await {
+                Ok(booted) => break booted,
+                Err(
+                    BootError::Store(OpenError::Disk(_)) | BootError::HintStore(OpenError::Disk(_)),
+                ) => {
                     tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) if e.is_disk_failure() => {
+                    // A disk error in the cluster's start (saving the first
+                    // map, recording a new actor or incarnation): the process
+                    // exits and its supervisor restarts it (all of it: peer
+                    // service may have begun).
+                    let _ = self.supervisor.send(self.id);
+                    std::future::pending::<()>().await;
+                    return;
+                }
+                Err(BootError::Cluster(e)) => {
+                    panic!("node {} could not start its cluster: {e}", self.id)
                 }
                 Err(e) => {
                     *lock(&self.open_failure) = Some(e.to_string());
@@ -729,51 +761,8 @@ impl Member {
                 }
             }
         };
-        self.effects.attach(&mut store);
-        let storage = Storage::start(store, self.storage_config.clone(), runtime.clone());
-        let (hint_dir, hint_options) =
-            shoal_engine::cluster::hints::hint_store_location(dir.clone(), &self.store_options);
-        let hints = loop {
-            match Store::open(hint_dir.clone(), hint_options.clone()) {
-                Ok((store, _)) => {
-                    break Storage::start(store, self.storage_config.clone(), runtime.clone())
-                }
-                Err(shoal_engine::store::OpenError::Disk(_)) => {
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-                Err(e) => {
-                    *lock(&self.open_failure) = Some(format!("hint store: {e}"));
-                    return;
-                }
-            }
-        };
-        *lock(&self.hints) = Some(hints.clone());
-        // The node serves its peers from here on (Cluster::start's incarnation
-        // check waits for them), so the audits read this store from here on:
-        // registering it only once the start returned, the hint audit saw an
-        // owner that had merged a delivered hint as holding nothing (cluster
-        // seed 20055520, a node restarted on an empty disk while isolated).
-        *lock(&self.storage) = Some(storage.clone());
-        let cluster = match Cluster::start(
-            self.config.clone(),
-            storage.clone(),
-            Some(hints),
-            Arc::new(runtime),
-            report.incarnation,
-        )
-        .await
-        {
-            Ok(cluster) => cluster,
-            Err(e) if e.is_disk_failure() => {
-                // A disk error at start (saving the first map, recording a new
-                // actor or incarnation): the process exits and its supervisor
-                // restarts it (all of it: peer service may have begun).
-                let _ = self.supervisor.send(self.id);
-                std::future::pending::<()>().await;
-                return;
-            }
-            Err(e) => panic!("node {} could not start its cluster: {e}", self.id),
-        };
+        let storage = booted.storage;
+        let cluster = booted.cluster.expect("a cluster member boots a cluster");
         *lock(&self.cluster) = Some(cluster.clone());
         let listener =
             tokio::net::TcpListener::bind(SocketAddr::new(member_ip(self.id), CLIENT_PORT))

@@ -9,6 +9,7 @@ use shoal_engine::disk::{Disk, DiskDir, DiskError};
 use shoal_engine::memdisk::MemDir;
 use shoal_engine::runtime::{BoxFuture, Runtime};
 use shoal_engine::{OpenError, Store, StoreOptions};
+use shoal_net::node::{start_node, BootError, BootHooks, NodeSetup};
 use shoal_net::runtime::TokioRuntime;
 use shoal_net::server::{serve, ServerConfig, Shared};
 use shoal_net::storage::{Fsync, Storage, StorageConfig};
@@ -241,6 +242,16 @@ pub struct NodeWorld {
     storage: Mutex<Option<Storage>>,
 }
 
+impl BootHooks for NodeWorld {
+    fn store_opened(&self, store: &mut Store) {
+        self.effects.attach(store);
+    }
+
+    fn storages_started(&self, storage: &Storage, _hints: Option<&Storage>) {
+        *lock(&self.storage) = Some(storage.clone());
+    }
+}
+
 impl NodeWorld {
     pub fn new(
         store_options: StoreOptions,
@@ -283,25 +294,16 @@ impl NodeWorld {
             inner: self.memdir.clone(),
             trigger: self.trigger.clone(),
         });
-        let mut store = match Store::open(dir, self.store_options.clone()) {
-            Ok((store, report)) => {
-                let mut recovery = format!(
-                    "{} segment(s) scanned, {} from hints, {} keys",
-                    report.segments_scanned, report.segments_from_hints, report.keys_loaded
-                );
-                if let Some((segment, offset, bytes)) = report.torn_tail {
-                    recovery.push_str(&format!(
-                        ", torn tail cut in segment {segment} at offset {offset} ({bytes} bytes)"
-                    ));
-                }
-                self.set_status(NodeStatus::Up {
-                    incarnation: report.incarnation,
-                    recovery,
-                    torn_tail: report.torn_tail,
-                });
-                store
-            }
-            Err(e @ OpenError::Corrupt { .. }) => {
+        let setup = NodeSetup {
+            store: self.store_options.clone(),
+            storage: self.storage_config.clone(),
+            cluster: None,
+        };
+        let runtime = SkewedRuntime::new(self.skew_ms.clone());
+        // The production boot (`start_node`), a single node.
+        let booted = match start_node(dir, runtime, setup, self.as_ref()).await {
+            Ok(booted) => booted,
+            Err(BootError::Store(e @ OpenError::Corrupt { .. })) => {
                 self.set_status(NodeStatus::Refused(e.to_string()));
                 return;
             }
@@ -310,10 +312,22 @@ impl NodeWorld {
                 return;
             }
         };
-        self.effects.attach(&mut store);
-        let runtime = SkewedRuntime::new(self.skew_ms.clone());
-        let storage = Storage::start(store, self.storage_config.clone(), runtime);
-        *lock(&self.storage) = Some(storage.clone());
+        let report = &booted.report;
+        let mut recovery = format!(
+            "{} segment(s) scanned, {} from hints, {} keys",
+            report.segments_scanned, report.segments_from_hints, report.keys_loaded
+        );
+        if let Some((segment, offset, bytes)) = report.torn_tail {
+            recovery.push_str(&format!(
+                ", torn tail cut in segment {segment} at offset {offset} ({bytes} bytes)"
+            ));
+        }
+        self.set_status(NodeStatus::Up {
+            incarnation: report.incarnation,
+            recovery,
+            torn_tail: report.torn_tail,
+        });
+        let storage = booted.storage;
         let listener = tokio::net::TcpListener::bind(node_addr())
             .await
             .expect("the node's address is free after kill");
