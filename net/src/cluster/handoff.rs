@@ -1,0 +1,159 @@
+//! Partition handoff: an incoming owner pulls each partition it gained from
+//! its old owners and reports it done.
+
+use super::*;
+
+impl Cluster {
+    /// Pull every partition this node is an incoming owner of from enough of its
+    /// old owners, then report it done; the report spreads by gossip, and once
+    /// every incoming owner has reported, the old ring is dropped everywhere.
+    pub(super) async fn run_handoff(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(Duration::from_millis(self.config.handoff_interval_ms)).await;
+            let map = self.map();
+            let incoming = map.incoming(self.me());
+            if incoming.is_empty() {
+                continue;
+            }
+            // Partitions are pulled several at a time (most of a pull is waiting
+            // on the network), and their done reports go out in one map change.
+            let permits = Arc::new(tokio::sync::Semaphore::new(
+                HANDOFF_PARTITIONS_IN_FLIGHT_MAX,
+            ));
+            let mut pulls = Vec::with_capacity(incoming.len());
+            for partition in incoming {
+                let cluster = self.clone();
+                let map = map.clone();
+                let permits = permits.clone();
+                pulls.push(tokio::spawn(async move {
+                    let _permit = permits.acquire_owned().await.ok()?;
+                    if cluster.map().version() != map.version() {
+                        return None;
+                    }
+                    match cluster.pull_partition(&map, partition).await {
+                        Ok(()) => Some(partition),
+                        Err(e) => {
+                            tracing::debug!("handoff of partition {partition} not finished: {e}");
+                            None
+                        }
+                    }
+                }));
+            }
+            let mut pulled = Vec::new();
+            for pull in pulls {
+                if let Ok(Some(partition)) = pull.await {
+                    pulled.push(partition);
+                }
+            }
+            *lock(&self.handoff_now) = None;
+            let mut done = (*self.map()).clone();
+            if pulled.is_empty() || done.version() != map.version() {
+                continue;
+            }
+            for partition in &pulled {
+                done.mark_done(*partition, self.me());
+            }
+            if self.adopt(&done).await {
+                self.stats
+                    .handoff_partitions_done
+                    .fetch_add(pulled.len() as u64, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Pull `partition` whole from `sources_needed` of its old owners (live ones
+    /// first).
+    pub(super) async fn pull_partition(
+        self: &Arc<Self>,
+        map: &ClusterMap,
+        partition: PartitionId,
+    ) -> Result<(), String> {
+        let old_write_quorum = self.old_write_quorum(map, partition);
+        // An old owner that stays (a pin's) counts itself as one source.
+        let stays = map.was_owner(partition, self.me());
+        let needed = map
+            .sources_needed(partition, old_write_quorum)
+            .saturating_sub(usize::from(stays));
+        let mut sources = map.handoff_sources(partition, self.me());
+        sources.sort_by_key(|n| !self.is_live(*n));
+        let mut pulled = 0;
+        let mut errors = Vec::new();
+        for source in sources {
+            if pulled == needed {
+                break;
+            }
+            match self.pull_from(map, partition, source).await {
+                Ok(()) => pulled += 1,
+                Err(e) => errors.push(format!("node {source}: {e}")),
+            }
+        }
+        if pulled >= needed {
+            Ok(())
+        } else {
+            Err(format!(
+                "pulled from {pulled} of the {needed} old owners needed ({})",
+                errors.join("; ")
+            ))
+        }
+    }
+
+    /// Every key of `partition` that `source` holds, merged here durably.
+    pub(super) async fn pull_from(
+        self: &Arc<Self>,
+        map: &ClusterMap,
+        partition: PartitionId,
+        source: NodeId,
+    ) -> Result<(), String> {
+        let slots = map.slot_range(partition);
+        let namespaces = map.namespaces(partition);
+        let mut progress = HandoffProgress {
+            ring_version: map.version(),
+            partition,
+            source,
+            keys_pulled: 0,
+        };
+        *lock(&self.handoff_now) = Some(progress.clone());
+        let mut after: Option<HandoffCursor> = None;
+        let mut map_pushes = 0;
+        loop {
+            let request = Request::HandoffScan {
+                ring_version: map.version(),
+                first_slot: *slots.start(),
+                last_slot: *slots.end(),
+                namespaces: namespaces.clone(),
+                after: after.clone(),
+            };
+            match self
+                .call(source, request, self.config.request_timeout_ms)
+                .await
+            {
+                Ok(Response::HandoffItems { items, next }) => {
+                    let n = items.len() as u64;
+                    if n > 0 {
+                        let results = self.merge_locally(items).await;
+                        if let Some(e) = results.iter().find_map(|r| r.as_ref().err()) {
+                            return Err(format!("merging here failed: {}", e.line()));
+                        }
+                        self.stats
+                            .handoff_keys_pulled
+                            .fetch_add(n, Ordering::Relaxed);
+                        progress.keys_pulled += n;
+                        *lock(&self.handoff_now) = Some(progress.clone());
+                    }
+                    match next {
+                        Some(cursor) => after = Some(cursor),
+                        None => return Ok(()),
+                    }
+                }
+                // The source must know the new ring before it scans: tell it.
+                Ok(Response::Error(e)) if e.refusal == Refusal::MapBehind && map_pushes < 3 => {
+                    map_pushes += 1;
+                    self.sync_map_with(source).await;
+                }
+                Ok(Response::Error(e)) => return Err(e.line()),
+                Ok(other) => return Err(format!("unexpected answer {other:?}")),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+}

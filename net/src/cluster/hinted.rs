@@ -1,0 +1,204 @@
+//! Hinted handoff: keeping a down owner's writes as durable hints, and
+//! delivering them when it is back.
+
+use super::*;
+
+impl Cluster {
+    /// As a fallback: keep each item durably as a hint for `owner`.
+    pub(super) async fn store_hints(
+        &self,
+        owner: NodeId,
+        items: Vec<ReplicaItem>,
+    ) -> Vec<Result<(), RemoteError>> {
+        let n = items.len();
+        let refuse = |why: String| {
+            self.stats
+                .hints_refused
+                .fetch_add(n as u64, Ordering::Relaxed);
+            (0..n)
+                .map(|_| Err(RemoteError::new(Refusal::NoHints, why.clone())))
+                .collect()
+        };
+        let Some(hint_store) = &self.hints else {
+            return refuse("this node keeps no hints".into());
+        };
+        if cfg!(feature = "bug-drop-hint") {
+            // Planted bug: acknowledge the hints without keeping them.
+            return (0..n).map(|_| Ok(())).collect();
+        }
+        let _serial = self.hint_lock.lock().await;
+        lock(&self.hint_owners).insert(owner);
+        let held = hint_store.read(|s| s.live_key_count(hints::HINT_NAMESPACE));
+        if held + n as u64 > self.config.hints_max {
+            return refuse(format!(
+                "{held} hints held, limit {}",
+                self.config.hints_max
+            ));
+        }
+        let ops: Vec<WriteOp> = hint_store.read(|s| {
+            items
+                .iter()
+                .map(|item| {
+                    let key = hints::hint_key(owner, item.namespace, &item.key);
+                    let mut set = item.set.clone();
+                    if let Some(held) = s
+                        .get(hints::HINT_NAMESPACE, &key)
+                        .ok()
+                        .flatten()
+                        .and_then(|h| h.winner().and_then(|w| w.value.clone()))
+                        .and_then(|v| hints::decode_hint(&v))
+                    {
+                        set.merge(&held);
+                    }
+                    WriteOp::put(hints::HINT_NAMESPACE, key, hints::encode_hint(&set))
+                })
+                .collect()
+        });
+        match hint_store.write(ops).await {
+            Ok(results) => results
+                .into_iter()
+                .map(|r| {
+                    r.map(|_| {
+                        self.stats.hints_stored.fetch_add(1, Ordering::Relaxed);
+                    })
+                    .map_err(|e| remote_error(&e))
+                })
+                .collect(),
+            Err(_) => refuse("the hint store has stopped".into()),
+        }
+    }
+
+    /// Delete each hint its owner acknowledged, with the context of the copy that
+    /// was delivered (a hint merged in meanwhile stays).
+    pub(super) async fn delete_delivered_hints(
+        &self,
+        hint_store: &Storage,
+        held: &[(Bytes, SiblingSet, ReplicaItem)],
+        acks: &[Result<(), RemoteError>],
+    ) {
+        let deletes: Vec<WriteOp> = held
+            .iter()
+            .zip(acks)
+            .filter(|(_, ack)| ack.is_ok())
+            .map(|((hk, stored, _), _)| {
+                let mut op = WriteOp::delete(hints::HINT_NAMESPACE, hk.clone());
+                op.covers = Covers::Context(stored.context.clone());
+                op
+            })
+            .collect();
+        let delivered = deletes.len() as u64;
+        if delivered > 0 && hint_store.write(deletes).await.is_ok() {
+            self.stats
+                .hints_delivered
+                .fetch_add(delivered, Ordering::Relaxed);
+        }
+    }
+
+    /// Hand hints to their owners once they are live again: up to
+    /// `HINTS_PER_DELIVERY_MAX` per owner per round, each deleted (with the
+    /// context of the copy delivered) once the owner made it durable.
+    pub(super) async fn run_hint_delivery(self: Arc<Self>) {
+        let Some(hint_store) = self.hints.clone() else {
+            return;
+        };
+        loop {
+            tokio::time::sleep(Duration::from_millis(self.config.hint_delivery_interval_ms)).await;
+            let keys = hint_store.read(|s| {
+                s.live_keys_in_slots(
+                    hints::HINT_NAMESPACE,
+                    0..=shoal_engine::slot::SLOT_COUNT - 1,
+                )
+            });
+            // A hint goes to its owner; if the owner is no longer one of the
+            // key's owners under the current map (it left, a join or a pin moved
+            // the partition, even while that handoff still runs), to the key's
+            // first live owner instead: a copy delivered to a node giving the
+            // partition up would be dropped there, and the new owners may have
+            // pulled from it before it arrived.
+            let map = self.map();
+            let mut per_owner: BTreeMap<NodeId, Vec<Bytes>> = BTreeMap::new();
+            for hint in keys {
+                let Some((owner, namespace, key)) = hints::parse_hint_key(&hint) else {
+                    continue;
+                };
+                let partition = map.partition_of_key(namespace, &key);
+                let target = if map.owners(partition).contains(&owner) {
+                    owner
+                } else {
+                    match self.candidates(&map, namespace, &key).first() {
+                        Some(node) => *node,
+                        None => continue,
+                    }
+                };
+                let batch = per_owner.entry(target).or_default();
+                if batch.len() < hints::HINTS_PER_DELIVERY_MAX {
+                    batch.push(hint);
+                }
+            }
+            for (owner, hint_keys) in per_owner {
+                if !self.is_live(owner) {
+                    continue;
+                }
+                let held: Vec<(Bytes, SiblingSet, ReplicaItem)> = hint_store.read(|s| {
+                    hint_keys
+                        .iter()
+                        .filter_map(|hk| {
+                            let stored = s.get(hints::HINT_NAMESPACE, hk).ok()??;
+                            let set = hints::decode_hint(stored.winner()?.value.as_ref()?)?;
+                            let (_, namespace, key) = hints::parse_hint_key(hk)?;
+                            Some((
+                                hk.clone(),
+                                stored,
+                                ReplicaItem {
+                                    namespace,
+                                    key,
+                                    set,
+                                },
+                            ))
+                        })
+                        .collect()
+                });
+                if held.is_empty() {
+                    continue;
+                }
+                // One request's worth of bytes per owner per round.
+                let mut held = held;
+                let mut held_bytes = 0usize;
+                let within = held
+                    .iter()
+                    .take_while(|(_, _, item)| {
+                        let first = held_bytes == 0;
+                        held_bytes += item.key.len() + item.set.size_bytes();
+                        first || held_bytes <= self.config.repair_batch_bytes_max
+                    })
+                    .count();
+                held.truncate(within);
+                let items: Vec<ReplicaItem> = held.iter().map(|(_, _, i)| i.clone()).collect();
+                if owner == self.me() {
+                    // Re-routed to this node (its owner left the ring).
+                    let acks = self.merge_locally(items).await;
+                    self.delete_delivered_hints(&hint_store, &held, &acks).await;
+                    continue;
+                }
+                let request = Request::Replicate {
+                    sent_wall_ms: self.clock.wall_ms(),
+                    ring_version: self.map().version(),
+                    items,
+                    hint_for: None,
+                };
+                let acks = match self
+                    .call(owner, request, self.config.request_timeout_ms)
+                    .await
+                {
+                    Ok(Response::Replicated(acks)) if acks.len() == held.len() => acks,
+                    Ok(Response::Error(e)) if e.refusal == Refusal::StaleRing => {
+                        self.sync_map_with(owner).await;
+                        continue;
+                    }
+                    _ => continue,
+                };
+                self.delete_delivered_hints(&hint_store, &held, &acks).await;
+            }
+        }
+    }
+}

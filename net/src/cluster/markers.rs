@@ -1,0 +1,170 @@
+//! Delete-marker collection rounds (the agreement is the engine's
+//! `tombstones`): propose, collect verdicts, wait out the settle delay, forget.
+
+use super::*;
+
+impl Cluster {
+    /// One round of delete-marker collection (`tombstones` has the protocol):
+    /// forget the agreed markers that have settled, then propose new ones from
+    /// the partitions this node is the primary of. Runs only while the ring is
+    /// settled and every member answers.
+    pub(super) async fn collect_markers(self: &Arc<Self>) {
+        let map = self.map();
+        let me = self.me();
+        lock(&self.agreed_markers).keep_ring(map.version());
+        if map.partitions_in_transition() > 0 || !self.ready.load(Ordering::Acquire) {
+            return;
+        }
+        let members: Vec<NodeId> = map.ring().members().iter().copied().collect();
+        let bugged = cfg!(feature = "bug-forget-without-agreement");
+        if !bugged && members.iter().any(|m| *m != me && !self.is_live(*m)) {
+            return;
+        }
+        let timeout = self.config.request_timeout_ms;
+        // Every member's clock must have been measured: the wait covers skew.
+        let skew_max_ms = match self.clock_skew_max_ms(&members) {
+            Some(skew_max_ms) => skew_max_ms,
+            None if bugged => 0,
+            None => return,
+        };
+        let settle_ms = if bugged {
+            0
+        } else {
+            tombstones::settle_with_skew_ms(
+                timeout,
+                self.config.replica_write_age_max_ms,
+                skew_max_ms,
+            )
+        };
+        let due = lock(&self.agreed_markers).take_due(
+            self.now_ms(),
+            settle_ms,
+            tombstones::PROPOSALS_PER_ROUND_MAX,
+        );
+        if !due.is_empty() {
+            self.forget_everywhere(&map, &members, due).await;
+        }
+        let proposals = self.marker_proposals(&map);
+        if proposals.is_empty() {
+            return;
+        }
+        self.stats
+            .markers_proposed
+            .fetch_add(proposals.len() as u64, Ordering::Relaxed);
+        let mut agreed = self.marker_verdicts(&map, &proposals);
+        if bugged {
+            // Planted bug: a marker goes once this node holds it, whatever the
+            // other replicas hold.
+            agreed.iter_mut().for_each(|a| *a = true);
+        }
+        for peer in members.iter().copied().filter(|m| *m != me && !bugged) {
+            let request = Request::MarkerVerdicts {
+                ring_version: map.version(),
+                items: proposals.clone(),
+            };
+            match self.call(peer, request, timeout).await {
+                Ok(Response::Verdicts(v)) if v.len() == agreed.len() => {
+                    agreed.iter_mut().zip(v).for_each(|(a, b)| *a &= b);
+                }
+                _ => return,
+            }
+        }
+        let now = self.now_ms();
+        let mut held = lock(&self.agreed_markers);
+        if held.ring_version_is(map.version()) {
+            for (item, ok) in proposals.into_iter().zip(agreed) {
+                if ok {
+                    self.stats.markers_agreed.fetch_add(1, Ordering::Relaxed);
+                    held.insert(item, now);
+                }
+            }
+        }
+    }
+
+    /// Markers to propose: from partitions this node is the first owner of,
+    /// round-robin from where the last round stopped, older than the grace, not
+    /// already agreed.
+    pub(super) fn marker_proposals(&self, map: &ClusterMap) -> Vec<MarkerItem> {
+        let me = self.me();
+        let partitions: Vec<PartitionId> = map
+            .partitions()
+            .into_iter()
+            .filter(|p| map.owners(*p).first() == Some(&me))
+            .collect();
+        if partitions.is_empty() {
+            return Vec::new();
+        }
+        let room = lock(&self.agreed_markers).room();
+        let budget = tombstones::PROPOSALS_PER_ROUND_MAX.min(room);
+        let grace_ms = if cfg!(feature = "bug-forget-without-agreement") {
+            0
+        } else {
+            self.config.tombstone_grace_ms
+        };
+        let before = shoal_engine::Hlc::at_wall_ms(self.clock.wall_ms().saturating_sub(grace_ms));
+        let start = self.marker_cursor.load(Ordering::Relaxed) as usize;
+        let mut proposals = Vec::new();
+        let mut reads_left = tombstones::MARKER_READS_PER_ROUND_MAX;
+        for i in 0..partitions.len() {
+            if proposals.len() >= budget || reads_left == 0 {
+                break;
+            }
+            let partition = partitions[(start + i) % partitions.len()];
+            self.marker_cursor.store(
+                ((start + i + 1) % partitions.len()) as u64,
+                Ordering::Relaxed,
+            );
+            let namespaces = map.namespaces(partition);
+            let found = self.storage.read(|s| {
+                let agreed = lock(&self.agreed_markers);
+                s.delete_markers_in_slots(
+                    map.slot_range(partition),
+                    before,
+                    budget - proposals.len(),
+                    &mut reads_left,
+                    |namespace, key| {
+                        !namespaces.contains(namespace) || agreed.contains(namespace, key)
+                    },
+                )
+            });
+            proposals.extend(
+                found
+                    .into_iter()
+                    .map(|(namespace, key, set_hash)| MarkerItem {
+                        namespace,
+                        key,
+                        set_hash,
+                    }),
+            );
+        }
+        proposals
+    }
+
+    /// Ask every member (this node last) to forget settled agreed markers.
+    pub(super) async fn forget_everywhere(
+        self: &Arc<Self>,
+        map: &ClusterMap,
+        members: &[NodeId],
+        items: Vec<MarkerItem>,
+    ) {
+        let me = self.me();
+        for peer in members.iter().copied().filter(|m| *m != me) {
+            let request = Request::ForgetMarkers {
+                ring_version: map.version(),
+                sent_wall_ms: self.clock.wall_ms(),
+                items: items.clone(),
+            };
+            if let Ok(Response::Forgot(n)) = self
+                .call(peer, request, self.config.request_timeout_ms)
+                .await
+            {
+                self.stats.markers_forgotten.fetch_add(n, Ordering::Relaxed);
+            }
+        }
+        let _shared = self.gate.read().await;
+        if self.unsettled(map.version()).is_none() {
+            let n = self.forget_markers(items).await;
+            self.stats.markers_forgotten.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+}

@@ -1,0 +1,537 @@
+//! Serving a peer's request: admission (ring version, age, restoring, limits)
+//! and the local work each request asks for.
+
+use super::*;
+
+impl Cluster {
+    pub(super) async fn handle(self: &Arc<Self>, from: NodeId, request: Request) -> Response {
+        let too_many = |n: usize| {
+            (n > ITEMS_PER_REQUEST_MAX).then(|| {
+                Response::Error(RemoteError::new(
+                    Refusal::Invalid,
+                    format!("{n} items in one peer request (limit {ITEMS_PER_REQUEST_MAX})"),
+                ))
+            })
+        };
+        match request {
+            Request::Ping {
+                incarnation,
+                dir_id,
+                map_version,
+                map_fingerprint,
+            } => {
+                let your_incarnation = {
+                    let earlier = lock(&self.lives).other_lives_max(from, dir_id);
+                    self.record_life(from, dir_id, incarnation);
+                    earlier
+                };
+                self.heard(from, incarnation);
+                self.compare_maps(from, map_version, map_fingerprint);
+                let (map_version, map_fingerprint) = self.map_summary();
+                Response::Pong {
+                    incarnation: self.incarnation(),
+                    dir_id: self.dir_id,
+                    map_version,
+                    map_fingerprint,
+                    your_incarnation,
+                    wall_ms: self.clock.wall_ms(),
+                }
+            }
+            Request::PingReq { target } => {
+                self.stats
+                    .indirect_probes_served
+                    .fetch_add(1, Ordering::Relaxed);
+                let answered = if target == self.me() {
+                    Some(self.incarnation())
+                } else {
+                    self.ping(target).await
+                };
+                Response::Vouch { answered }
+            }
+            Request::Replicate {
+                ring_version,
+                sent_wall_ms,
+                items,
+                hint_for,
+            } => {
+                if let Some(e) = too_many(items.len()) {
+                    return e;
+                }
+                if let Some(e) = self.too_old(sent_wall_ms, self.config.replica_write_age_max_ms) {
+                    return e;
+                }
+                if let Some(owner) = hint_for {
+                    return Response::Replicated(self.store_hints(owner, items).await);
+                }
+                let mut shared = self.gate.read().await;
+                if ring_version > self.map().version() {
+                    // Learn the sender's ring before applying: adopting it may
+                    // drop this node's old copies of the partition (`drop_residue`),
+                    // which must not take a copy it has acknowledged with it.
+                    drop(shared);
+                    {
+                        let _one_at_a_time = self.ring_catch_up.lock().await;
+                        if ring_version > self.map().version() {
+                            self.sync_map_with(from).await;
+                        }
+                    }
+                    shared = self.gate.read().await;
+                    let mine = self.map().version();
+                    if ring_version > mine {
+                        return Response::Error(RemoteError::new(
+                            Refusal::TryAgain,
+                            format!("sent under ring version {ring_version}; this node could not learn it yet and has {mine}"),
+                        ));
+                    }
+                }
+                let _shared = shared;
+                let mine = self.map().version();
+                if ring_version < mine {
+                    self.stats
+                        .stale_ring_refusals
+                        .fetch_add(1, Ordering::Relaxed);
+                    return Response::Error(RemoteError::new(
+                        Refusal::StaleRing,
+                        format!("sent under ring version {ring_version}; this node has {mine}"),
+                    ));
+                }
+                self.stats
+                    .replica_writes_received
+                    .fetch_add(items.len() as u64, Ordering::Relaxed);
+                Response::Replicated(self.merge_locally(items).await)
+            }
+            Request::MapSync { map } => {
+                if let Err(e) = map.check() {
+                    return Response::Error(RemoteError::new(Refusal::Invalid, e.to_string()));
+                }
+                self.adopt(&map).await;
+                Response::Map((*self.map()).clone())
+            }
+            Request::HandoffScan {
+                ring_version,
+                first_slot,
+                last_slot,
+                namespaces,
+                after,
+            } => {
+                let mine = self.map().version();
+                if mine < ring_version {
+                    return Response::Error(RemoteError::new(
+                        Refusal::MapBehind,
+                        format!(
+                            "this node has ring version {mine}; the scan is for {ring_version}"
+                        ),
+                    ));
+                }
+                if first_slot > last_slot || last_slot >= shoal_engine::slot::SLOT_COUNT {
+                    return Response::Error(RemoteError::new(Refusal::Invalid, "bad slot range"));
+                }
+                // Planted bug: a node restoring from its replicas serves handoff
+                // scans from what it has so far.
+                if self.restoring.load(Ordering::Acquire)
+                    && !cfg!(feature = "bug-restoring-serves-handoff")
+                {
+                    return Response::Error(RemoteError::new(
+                        Refusal::Restoring,
+                        "this node is restoring its data from its replicas; pull from another old owner",
+                    ));
+                }
+                let (items, next) =
+                    self.handoff_batch(first_slot..=last_slot, &namespaces, after.as_ref());
+                Response::HandoffItems { items, next }
+            }
+            Request::Read { namespace, keys } => {
+                if let Some(e) = too_many(keys.len()) {
+                    return e;
+                }
+                Response::Sets(self.read_locally(namespace, &keys))
+            }
+            Request::ReadPrefix {
+                namespace,
+                keys,
+                bytes_max,
+            } => {
+                if let Some(e) = too_many(keys.len()) {
+                    return e;
+                }
+                Response::Sets(self.read_prefix(namespace, &keys, bytes_max))
+            }
+            Request::ReadHints {
+                owner,
+                namespace,
+                keys,
+            } => {
+                if let Some(e) = too_many(keys.len()) {
+                    return e;
+                }
+                Response::Sets(self.read_hints(owner, namespace, &keys))
+            }
+            Request::Coordinate {
+                sent_wall_ms,
+                writes,
+            } => {
+                if let Some(e) = too_many(writes.len()) {
+                    return e;
+                }
+                // No dot is minted before the start-up incarnation check is done.
+                self.wait_ready().await;
+                // Started later than this, it would answer after the asker's
+                // timeout (it waits up to a request timeout for the replicas).
+                if let Some(e) = self.too_old(sent_wall_ms, self.config.request_timeout_ms) {
+                    return e;
+                }
+                let ops = writes.into_iter().map(write_from_wire).collect();
+                let results = self.coordinate(ops).await;
+                Response::Coordinated(
+                    results
+                        .into_iter()
+                        .map(|r| r.map(|o| outcome_to_wire(&o)))
+                        .collect(),
+                )
+            }
+            Request::PartitionDigests { partitions } => {
+                if let Some(e) = too_many(partitions.len()) {
+                    return e;
+                }
+                Response::PartitionDigests(self.partition_digests(&partitions))
+            }
+            Request::SlotDigests {
+                first_slot,
+                last_slot,
+            } => Response::SlotDigests(self.storage.read(|s| {
+                s.digests()
+                    .map(|d| d.slot_digests(first_slot..=last_slot))
+                    .unwrap_or_default()
+            })),
+            Request::SlotKeys { namespace, slot } => Response::SlotKeys(self.storage.read(|s| {
+                s.digests()
+                    .map(|d| d.slot_keys(namespace, slot))
+                    .unwrap_or_default()
+            })),
+            Request::Keys {
+                namespace,
+                first_slot,
+                last_slot,
+            } => Response::Keys(
+                self.storage
+                    .read(|s| s.live_keys_in_slots(namespace, first_slot..=last_slot)),
+            ),
+            Request::MarkerVerdicts {
+                ring_version,
+                items,
+            } => {
+                if let Some(e) = too_many(items.len()) {
+                    return e;
+                }
+                if let Some(e) = self.unsettled(ring_version) {
+                    return e;
+                }
+                Response::Verdicts(self.marker_verdicts(&self.map(), &items))
+            }
+            Request::ForgetMarkers {
+                ring_version,
+                sent_wall_ms,
+                items,
+            } => {
+                if let Some(e) = too_many(items.len()) {
+                    return e;
+                }
+                if let Some(e) = self.too_old(sent_wall_ms, self.config.replica_write_age_max_ms) {
+                    return e;
+                }
+                let _shared = self.gate.read().await;
+                if let Some(e) = self.unsettled(ring_version) {
+                    return e;
+                }
+                Response::Forgot(self.forget_markers(items).await)
+            }
+        }
+    }
+
+    /// A refusal for a replica write, proxied write or forget sent more than
+    /// `age_max_ms` ago.
+    pub(super) fn too_old(&self, sent_wall_ms: u64, age_max_ms: u64) -> Option<Response> {
+        let age_ms = self.clock.wall_ms().saturating_sub(sent_wall_ms);
+        (age_ms > age_max_ms).then(|| {
+            self.stats.requests_too_old.fetch_add(1, Ordering::Relaxed);
+            Response::Error(RemoteError::new(
+                Refusal::TooOld,
+                format!("sent {age_ms} ms ago (limit {age_max_ms} ms)"),
+            ))
+        })
+    }
+
+    /// A refusal unless this node routes by `ring_version` and no handoff runs.
+    pub(super) fn unsettled(&self, ring_version: u64) -> Option<Response> {
+        let map = self.map();
+        (map.version() != ring_version || map.partitions_in_transition() > 0).then(|| {
+            Response::Error(RemoteError::new(
+                Refusal::StaleRing,
+                format!(
+                    "marker collection under ring {ring_version}; this node has ring {} with {} partitions in handoff",
+                    map.version(),
+                    map.partitions_in_transition()
+                ),
+            ))
+        })
+    }
+
+    /// This node's verdict on each proposed marker (`tombstones::verdict`).
+    pub(super) fn marker_verdicts(&self, map: &ClusterMap, items: &[MarkerItem]) -> Vec<bool> {
+        if self.restoring.load(Ordering::Acquire) {
+            // It may lack a value a marker's key still has on no other node.
+            return vec![false; items.len()];
+        }
+        let me = self.me();
+        // A hint for an owner that left the ring is delivered to the key's first
+        // live owner (`run_hint_delivery`), so it holds a marker back too,
+        // though the settled map no longer lists its owner (cluster seed
+        // 20030513: a fallback's hint for a node that left brought a value back
+        // after its marker was collected).
+        let mut hint_owners: BTreeSet<NodeId> = map.addresses().keys().copied().collect();
+        hint_owners.extend(lock(&self.hint_owners).iter().copied());
+        self.storage.read(|store| {
+            let verdict = |hint_store: Option<&shoal_engine::Store>| {
+                items
+                    .iter()
+                    .map(|item| {
+                        let owners = map.owners(map.partition_of_key(item.namespace, &item.key));
+                        tombstones::verdict(
+                            store,
+                            hint_store,
+                            &hint_owners,
+                            owners.contains(&me),
+                            item,
+                        )
+                    })
+                    .collect()
+            };
+            match &self.hints {
+                Some(hints) => hints.read(|h| verdict(Some(h))),
+                None => verdict(None),
+            }
+        })
+    }
+
+    /// Forget each marker still held as agreed; returns how many went.
+    pub(super) async fn forget_markers(&self, items: Vec<MarkerItem>) -> u64 {
+        let ops = items
+            .into_iter()
+            .map(|i| WriteOp::forget_if(i.namespace, i.key, i.set_hash))
+            .collect();
+        self.write_counting_applied(ops).await
+    }
+
+    /// Write `ops` locally; how many were applied (a stopped store: none).
+    pub(super) async fn write_counting_applied(&self, ops: Vec<WriteOp>) -> u64 {
+        match self.storage.write(ops).await {
+            Ok(results) => results
+                .iter()
+                .filter(|r| r.as_ref().is_ok_and(|o| o.applied))
+                .count() as u64,
+            Err(_) => 0,
+        }
+    }
+
+    /// A peer's map differs from ours (by version or fingerprint): sync with it in
+    /// the background.
+    pub(super) fn compare_maps(self: &Arc<Self>, peer: NodeId, version: u64, fingerprint: u64) {
+        if (version, fingerprint) == self.map_summary() {
+            return;
+        }
+        let cluster = self.clone();
+        tokio::spawn(async move { cluster.sync_map_with(peer).await });
+    }
+
+    /// One batch of a handoff scan: every key of `namespaces` in `slots` after
+    /// `after`, in (slot, namespace, key) order, bounded in keys and bytes.
+    pub(super) fn handoff_batch(
+        &self,
+        slots: std::ops::RangeInclusive<u16>,
+        namespaces: &Namespaces,
+        after: Option<&HandoffCursor>,
+    ) -> (Vec<ReplicaItem>, Option<HandoffCursor>) {
+        self.storage.read(|s| {
+            let Some(digests) = s.digests() else {
+                return (Vec::new(), None);
+            };
+            let mut slot_namespaces: Vec<(u16, u8)> = digests
+                .slot_digests(slots)
+                .into_iter()
+                .filter(|(_, namespace, _)| namespaces.contains(*namespace))
+                .map(|(slot, namespace, _)| (slot, namespace))
+                .collect();
+            slot_namespaces.sort_unstable();
+            let mut items = Vec::new();
+            let mut bytes = 0usize;
+            let mut last_slot = 0u16;
+            for (slot, namespace) in slot_namespaces {
+                if after.is_some_and(|c| (slot, namespace) < (c.slot, c.namespace)) {
+                    continue;
+                }
+                let mut keys: Vec<Vec<u8>> = digests
+                    .slot_keys(namespace, slot)
+                    .into_iter()
+                    .map(|(k, _)| k)
+                    .collect();
+                keys.sort_unstable();
+                for key in keys {
+                    if after.is_some_and(|c| {
+                        (slot, namespace) == (c.slot, c.namespace) && key.as_slice() <= &c.key[..]
+                    }) {
+                        continue;
+                    }
+                    let Ok(Some(set)) = s.get(namespace, &key) else {
+                        continue;
+                    };
+                    if !items.is_empty()
+                        && (items.len() >= HANDOFF_ITEMS_PER_BATCH_MAX
+                            || bytes >= self.config.repair_batch_bytes_max)
+                    {
+                        let last: &ReplicaItem = items.last().expect("not empty");
+                        let next = HandoffCursor {
+                            slot: last_slot,
+                            namespace: last.namespace,
+                            key: last.key.clone(),
+                        };
+                        return (items, Some(next));
+                    }
+                    bytes += key.len() + set.size_bytes();
+                    last_slot = slot;
+                    items.push(ReplicaItem {
+                        namespace,
+                        key: Bytes::from(key),
+                        set,
+                    });
+                }
+            }
+            (items, None)
+        })
+    }
+
+    /// This node's digest of each map partition (0 for one its map lacks).
+    pub(super) fn partition_digests(&self, partitions: &[PartitionId]) -> Vec<u64> {
+        let map = self.map();
+        self.storage.read(|s| {
+            partitions
+                .iter()
+                .map(|p| {
+                    if !map.is_partition(*p) {
+                        return 0;
+                    }
+                    let namespaces = map.namespaces(*p);
+                    s.digests().map_or(0, |d| {
+                        d.range_digest_where(map.slot_range(*p), |ns| namespaces.contains(ns))
+                    })
+                })
+                .collect()
+        })
+    }
+
+    /// Merge replica copies into the local store, durably. Submitted in
+    /// batches of at most the committer's `batch_bytes_max` (all queued before
+    /// any is awaited, so they commit in order), so that a stream of large
+    /// copies never makes one batch too big for a segment.
+    pub(super) async fn merge_locally(
+        &self,
+        items: Vec<ReplicaItem>,
+    ) -> Vec<Result<(), RemoteError>> {
+        let stopped = || {
+            Err(RemoteError::new(
+                Refusal::OutcomeUnknown,
+                "storage has stopped",
+            ))
+        };
+        let mut tickets = Vec::new();
+        for chunk in chunk_by_bytes(items, self.storage.config().batch_bytes_max) {
+            let n = chunk.len();
+            let ops: Vec<WriteOp> = chunk
+                .into_iter()
+                .map(|i| WriteOp::merge(i.namespace, i.key, i.set))
+                .collect();
+            tickets.push((n, self.storage.submit(ops).await));
+        }
+        let mut results = Vec::new();
+        for (n, ticket) in tickets {
+            match ticket {
+                Ok(ticket) => results.extend(
+                    ticket
+                        .wait()
+                        .await
+                        .into_iter()
+                        .map(|r| r.map(|_| ()).map_err(|e| remote_error(&e))),
+                ),
+                Err(_) => results.extend((0..n).map(|_| stopped())),
+            }
+        }
+        results
+    }
+
+    /// As a fallback: the hint held for `owner` of each key (`None`: none).
+    pub(super) fn read_hints(
+        &self,
+        owner: NodeId,
+        namespace: u8,
+        keys: &[Bytes],
+    ) -> Vec<Result<Option<SiblingSet>, RemoteError>> {
+        let Some(hint_store) = &self.hints else {
+            return keys.iter().map(|_| Ok(None)).collect();
+        };
+        hint_store.read(|s| {
+            keys.iter()
+                .map(|key| {
+                    let hint_key = hints::hint_key(owner, namespace, key);
+                    let stored = s
+                        .get(hints::HINT_NAMESPACE, &hint_key)
+                        .map_err(|e| RemoteError::new(Refusal::Invalid, e.to_string()))?;
+                    Ok(stored
+                        .and_then(|h| h.winner().and_then(|w| w.value.clone()))
+                        .and_then(|v| hints::decode_hint(&v)))
+                })
+                .collect()
+        })
+    }
+
+    /// `ReadPrefix`: the local copies of the first keys whose sets add up to at
+    /// most `bytes_max`, and always the first.
+    pub(super) fn read_prefix(
+        &self,
+        namespace: u8,
+        keys: &[Bytes],
+        bytes_max: u64,
+    ) -> Vec<Result<Option<SiblingSet>, RemoteError>> {
+        self.storage.read(|s| {
+            let mut bytes = 0u64;
+            let mut sets = Vec::new();
+            for key in keys {
+                let set = s
+                    .get(namespace, key)
+                    .map_err(|e| RemoteError::new(Refusal::Invalid, e.to_string()));
+                let set_bytes = set.as_ref().map_or(0, |set| {
+                    set.as_ref().map_or(0, SiblingSet::size_bytes) + key.len()
+                });
+                if !sets.is_empty() && bytes + set_bytes as u64 > bytes_max {
+                    break;
+                }
+                bytes += set_bytes as u64;
+                sets.push(set);
+            }
+            sets
+        })
+    }
+
+    pub(super) fn read_locally(
+        &self,
+        namespace: u8,
+        keys: &[Bytes],
+    ) -> Vec<Result<Option<SiblingSet>, RemoteError>> {
+        self.storage.read(|s| {
+            keys.iter()
+                .map(|k| {
+                    s.get(namespace, k)
+                        .map_err(|e| RemoteError::new(Refusal::Invalid, e.to_string()))
+                })
+                .collect()
+        })
+    }
+}

@@ -1,0 +1,457 @@
+//! Coordinated writes: the coordinator's own copy, replica rounds to w acks
+//! (sloppy quorum with hints), proxying to the coordinator, and the retry under
+//! a newer ring.
+
+use super::*;
+
+impl Cluster {
+    /// Where a key's copies go: each owner, except that with sloppy quorum an owner
+    /// the detector holds down is replaced by a live fallback (the next nodes of
+    /// the ring outside the owners), which keeps the copy as a hint for it.
+    pub(super) fn write_targets(&self, map: &ClusterMap, namespace: u8, key: &[u8]) -> Vec<Target> {
+        let targets = self.targets(map, map.partition_of_key(namespace, key));
+        let hinted = targets.iter().filter(|(_, hint_for)| hint_for.is_some());
+        self.stats
+            .writes_hinted
+            .fetch_add(hinted.count() as u64, Ordering::Relaxed);
+        targets
+    }
+
+    /// A partition's owners, each one the detector holds down replaced (with
+    /// sloppy quorum) by the next live fallback: `(node, the owner it stands in
+    /// for)`. Writes and reads choose alike, so a read asks the fallback that
+    /// took a write while the same owner was down.
+    pub(super) fn targets(&self, map: &ClusterMap, partition: PartitionId) -> Vec<Target> {
+        let owners = map.owners(partition);
+        if !self.config.sloppy_quorum {
+            return owners.iter().map(|o| (*o, None)).collect();
+        }
+        let Some(ring) = map.ring_of(partition) else {
+            return owners.iter().map(|o| (*o, None)).collect();
+        };
+        let detector = lock(&self.detector);
+        let live = |n: NodeId| detector.is_live(n);
+        // A pinned namespace's fallbacks are its own other nodes.
+        let mut fallbacks = ring.fallbacks(split_partition(partition).1, live);
+        owners
+            .iter()
+            .map(|owner| {
+                if live(*owner) {
+                    return (*owner, None);
+                }
+                match fallbacks.next() {
+                    Some(fallback) => (fallback, Some(*owner)),
+                    None => (*owner, None),
+                }
+            })
+            .collect()
+    }
+
+    /// Coordinate writes here: durable locally first, then to the other replicas;
+    /// each answered after `w` durable copies.
+    /// The local writes of `ops`, except those refused (which answer with the
+    /// refusal), in order.
+    pub(super) async fn write_unrefused(
+        &self,
+        ops: Vec<WriteOp>,
+        refusals: Vec<Option<RemoteError>>,
+    ) -> Vec<Result<WriteOutcome, RemoteError>> {
+        let n = ops.len();
+        let to_write: Vec<WriteOp> = ops
+            .into_iter()
+            .zip(&refusals)
+            .filter(|(_, refusal)| refusal.is_none())
+            .map(|(op, _)| op)
+            .collect();
+        let mut written = match self.storage.write(to_write).await {
+            Ok(results) => results.into_iter(),
+            Err(_) => {
+                return (0..n)
+                    .map(|_| {
+                        Err(RemoteError::new(
+                            Refusal::OutcomeUnknown,
+                            "storage has stopped",
+                        ))
+                    })
+                    .collect()
+            }
+        };
+        refusals
+            .into_iter()
+            .map(|refusal| match refusal {
+                Some(e) => Err(e),
+                None => match written.next() {
+                    Some(result) => result.map_err(|e| remote_error(&e)),
+                    None => Err(RemoteError::new(
+                        Refusal::OutcomeUnknown,
+                        "storage answered too few writes",
+                    )),
+                },
+            })
+            .collect()
+    }
+
+    pub async fn coordinate(self: &Arc<Self>, ops: Vec<WriteOp>) -> Vec<RoutedWrite> {
+        let keys: Vec<(u8, Bytes)> = ops.iter().map(|o| (o.namespace, o.key.clone())).collect();
+        let n = ops.len();
+        self.stats
+            .writes_coordinated
+            .fetch_add(n as u64, Ordering::Relaxed);
+        // The local copy is made under the ring the replicas are then chosen by,
+        // once keys of partitions this node takes over are caught up.
+        let (shared, map, refusals) = self.gate_for_minting(&keys).await;
+        let local = self.write_unrefused(ops, refusals).await;
+        drop(shared);
+        let ring_version = map.version();
+        let me = self.me();
+        let mut results: Vec<RoutedWrite> = Vec::with_capacity(n);
+        let mut rounds: Vec<Option<WriteRound>> = Vec::with_capacity(n);
+        // Each applied write's copy for the replicas.
+        let mut copies: Vec<Option<ReplicaItem>> = Vec::with_capacity(n);
+        // (peer, the owner it keeps a hint for) -> the items it gets.
+        let mut per_peer: BTreeMap<Target, Vec<(usize, ReplicaItem)>> = BTreeMap::new();
+        for (i, result) in local.into_iter().enumerate() {
+            match result {
+                Ok(outcome) if outcome.applied => {
+                    let (namespace, key) = keys[i].clone();
+                    let targets = self.write_targets(&map, namespace, &key);
+                    let mut round = WriteRound::new(
+                        self.write_quorum(&map, namespace),
+                        targets.iter().map(|(node, _)| *node),
+                    );
+                    round.ack(me);
+                    for (peer, hint_for) in targets.iter().filter(|(p, _)| *p != me) {
+                        per_peer.entry((*peer, *hint_for)).or_default().push((
+                            i,
+                            ReplicaItem {
+                                namespace,
+                                key: key.clone(),
+                                set: outcome.set.clone(),
+                            },
+                        ));
+                    }
+                    copies.push(Some(ReplicaItem {
+                        namespace,
+                        key: key.clone(),
+                        set: outcome.set.clone(),
+                    }));
+                    rounds.push(Some(round));
+                    results.push(Ok(outcome));
+                }
+                Ok(outcome) => {
+                    copies.push(None);
+                    rounds.push(None);
+                    results.push(Ok(outcome));
+                }
+                Err(e) => {
+                    copies.push(None);
+                    rounds.push(None);
+                    results.push(Err(e));
+                }
+            }
+        }
+        let stale_peers = self
+            .replicate_rounds(ring_version, per_peer, &mut rounds)
+            .await;
+        if let Some(peer) = stale_peers.first() {
+            // A replica had a newer ring: learn it and send the copies that are
+            // still short to the owners under that ring.
+            self.sync_map_with(*peer).await;
+            let newer = self.map();
+            if newer.version() > ring_version {
+                let mut per_peer: BTreeMap<Target, Vec<(usize, ReplicaItem)>> = BTreeMap::new();
+                for (i, round) in rounds.iter_mut().enumerate() {
+                    let (Some(old), Some(copy)) = (round.as_ref(), copies[i].as_ref()) else {
+                        continue;
+                    };
+                    if old.state() == RoundState::Met {
+                        continue;
+                    }
+                    let targets = self.write_targets(&newer, copy.namespace, &copy.key);
+                    let mut retry = WriteRound::new(
+                        self.write_quorum(&newer, copy.namespace),
+                        targets.iter().map(|(node, _)| *node),
+                    );
+                    for node in old.acked() {
+                        retry.ack(*node);
+                    }
+                    for (peer, hint_for) in &targets {
+                        if !retry.acked().contains(peer) {
+                            per_peer
+                                .entry((*peer, *hint_for))
+                                .or_default()
+                                .push((i, copy.clone()));
+                        }
+                    }
+                    *round = Some(retry);
+                }
+                self.stats.stale_ring_retries.fetch_add(
+                    per_peer.values().map(Vec::len).sum::<usize>() as u64,
+                    Ordering::Relaxed,
+                );
+                self.replicate_rounds(newer.version(), per_peer, &mut rounds)
+                    .await;
+            }
+        }
+        self.keep_own_copies(ring_version, &copies, &mut results)
+            .await;
+        for (result, round) in results.iter_mut().zip(&rounds) {
+            let Some(round) = round else { continue };
+            if round.state() != RoundState::Met {
+                self.stats.quorum_failures.fetch_add(1, Ordering::Relaxed);
+                let failures: Vec<String> = round
+                    .failures()
+                    .iter()
+                    .map(|(node, why)| format!("node {node}: {why}"))
+                    .collect();
+                *result = Err(RemoteError::new(
+                    Refusal::NoQuorum,
+                    format!(
+                        "write is durable on {} of the {} replicas required within {} ms ({}); it may still be applied: outcome unknown",
+                        round.acked().len(),
+                        round.needed(),
+                        self.config.request_timeout_ms,
+                        if failures.is_empty() { "no answer".to_string() } else { failures.join("; ") }
+                    ),
+                ));
+            }
+        }
+        results
+    }
+
+    /// A ring adopted while this coordinator's writes were out may have made it an
+    /// incoming owner of their partitions, and adopting it dropped its old copies
+    /// there (`drop_residue`), the ones just written among them: write those
+    /// again so that this node's acknowledgement still stands. One that cannot
+    /// be written again is answered as an error.
+    pub(super) async fn keep_own_copies(
+        &self,
+        ring_version: u64,
+        copies: &[Option<ReplicaItem>],
+        results: &mut [RoutedWrite],
+    ) {
+        let map = self.map();
+        if map.version() == ring_version {
+            return;
+        }
+        let pending: BTreeSet<PartitionId> = map.incoming(self.me()).into_iter().collect();
+        let again: Vec<(usize, ReplicaItem)> = copies
+            .iter()
+            .enumerate()
+            .filter_map(|(i, copy)| Some((i, copy.as_ref()?)))
+            .filter(|(_, copy)| pending.contains(&map.partition_of_key(copy.namespace, &copy.key)))
+            .map(|(i, copy)| (i, copy.clone()))
+            .collect();
+        if again.is_empty() {
+            return;
+        }
+        let _shared = self.gate.read().await;
+        let (indexes, items): (Vec<usize>, Vec<ReplicaItem>) = again.into_iter().unzip();
+        for (i, merged) in indexes.into_iter().zip(self.merge_locally(items).await) {
+            if let Err(e) = merged {
+                results[i] = Err(RemoteError::new(
+                    Refusal::OutcomeUnknown,
+                    format!("the coordinator's own copy could not be kept across a ring change ({}); outcome unknown", e.line()),
+                ));
+            }
+        }
+    }
+
+    /// Send each peer its copies (as hints where it is a fallback) under
+    /// `ring_version`, and record the answers in `rounds` until every round is
+    /// decided, every peer answered or the request timeout passed. Returns the
+    /// peers that refused because their ring was newer.
+    pub(super) async fn replicate_rounds(
+        self: &Arc<Self>,
+        ring_version: u64,
+        per_peer: BTreeMap<Target, Vec<(usize, ReplicaItem)>>,
+        rounds: &mut [Option<WriteRound>],
+    ) -> Vec<NodeId> {
+        let (done_tx, mut done_rx) = mpsc::channel(per_peer.len().max(1));
+        let peer_count = per_peer.len();
+        for ((peer, hint_for), items) in per_peer {
+            let cluster = self.clone();
+            let done_tx = done_tx.clone();
+            tokio::spawn(async move {
+                let (indexes, items): (Vec<usize>, Vec<ReplicaItem>) = items.into_iter().unzip();
+                let timeout = cluster.config.request_timeout_ms;
+                let observed = match (&cluster.config.hint_observer, hint_for) {
+                    (Some(_), Some(_)) => items.clone(),
+                    _ => Vec::new(),
+                };
+                let request = Request::Replicate {
+                    sent_wall_ms: cluster.clock.wall_ms(),
+                    ring_version,
+                    items,
+                    hint_for,
+                };
+                let answer = cluster.call(peer, request, timeout).await;
+                if let Ok(Response::Error(e)) = &answer {
+                    if e.refusal == Refusal::StaleRing {
+                        let cluster = cluster.clone();
+                        tokio::spawn(async move { cluster.sync_map_with(peer).await });
+                    }
+                }
+                if let (Some(observer), Some(owner), Ok(Response::Replicated(acks))) =
+                    (&cluster.config.hint_observer, hint_for, &answer)
+                {
+                    for (item, ack) in observed.iter().zip(acks) {
+                        if ack.is_ok() {
+                            (observer.0)(peer, owner, item);
+                        }
+                    }
+                }
+                let _ = done_tx.send((peer, indexes, answer)).await;
+            });
+        }
+        drop(done_tx);
+        let undecided = |rounds: &[Option<WriteRound>]| {
+            rounds
+                .iter()
+                .flatten()
+                .any(|r| r.state() == RoundState::Pending)
+        };
+        let deadline = Duration::from_millis(self.config.request_timeout_ms + 50);
+        let mut stale_peers: Vec<NodeId> = Vec::new();
+        let _ = tokio::time::timeout(deadline, async {
+            let mut answered = 0;
+            while undecided(rounds) && answered < peer_count {
+                let Some((peer, indexes, answer)) = done_rx.recv().await else {
+                    break;
+                };
+                answered += 1;
+                match answer {
+                    Ok(Response::Replicated(acks)) if acks.len() == indexes.len() => {
+                        for (i, ack) in indexes.iter().zip(acks) {
+                            let round = rounds[*i].as_mut().expect("replicated ops have rounds");
+                            match ack {
+                                Ok(()) => round.ack(peer),
+                                Err(e) => round.fail(peer, e.line()),
+                            };
+                        }
+                    }
+                    other => {
+                        if let Ok(Response::Error(e)) = &other {
+                            if e.refusal == Refusal::StaleRing && !stale_peers.contains(&peer) {
+                                stale_peers.push(peer);
+                            }
+                        }
+                        let reason = match other {
+                            Err(e) => e.to_string(),
+                            Ok(r) => format!("unexpected answer {r:?}"),
+                        };
+                        for i in &indexes {
+                            rounds[*i]
+                                .as_mut()
+                                .expect("replicated ops have rounds")
+                                .fail(peer, reason.clone());
+                        }
+                    }
+                }
+            }
+        })
+        .await;
+        stale_peers
+    }
+
+    /// Route writes to their coordinators (in parallel per coordinator) and return
+    /// the results in order.
+    pub async fn write(self: &Arc<Self>, ops: Vec<WriteOp>) -> Vec<RoutedWrite> {
+        let n = ops.len();
+        let map = self.map();
+        let mut groups: BTreeMap<Vec<NodeId>, Vec<(usize, WriteOp)>> = BTreeMap::new();
+        for (i, op) in ops.into_iter().enumerate() {
+            groups
+                .entry(self.candidates(&map, op.namespace, &op.key))
+                .or_default()
+                .push((i, op));
+        }
+        let (done_tx, mut done_rx) = mpsc::channel(groups.len().max(1));
+        for (candidates, group) in groups {
+            let cluster = self.clone();
+            let done_tx = done_tx.clone();
+            tokio::spawn(async move {
+                let (indexes, ops): (Vec<usize>, Vec<WriteOp>) = group.into_iter().unzip();
+                let results = cluster.write_group(&candidates, ops).await;
+                let _ = done_tx.send((indexes, results)).await;
+            });
+        }
+        drop(done_tx);
+        let mut results: Vec<Option<RoutedWrite>> = (0..n).map(|_| None).collect();
+        while let Some((indexes, group_results)) = done_rx.recv().await {
+            for (i, r) in indexes.into_iter().zip(group_results) {
+                results[i] = Some(r);
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(RemoteError::new(
+                        Refusal::OutcomeUnknown,
+                        "write task ended without an answer; outcome unknown",
+                    ))
+                })
+            })
+            .collect()
+    }
+
+    pub(super) async fn write_group(
+        self: &Arc<Self>,
+        candidates: &[NodeId],
+        ops: Vec<WriteOp>,
+    ) -> Vec<RoutedWrite> {
+        let n = ops.len();
+        let mut last_error = String::from("no replica of this key is a member");
+        for candidate in candidates {
+            if *candidate == self.me() {
+                return self.coordinate(ops).await;
+            }
+            let writes: Vec<ClientWrite> = ops.iter().map(write_to_wire).collect();
+            // The coordinator waits up to a request timeout for its replicas.
+            let timeout = self.config.request_timeout_ms * 2 + 100;
+            self.stats
+                .writes_proxied
+                .fetch_add(n as u64, Ordering::Relaxed);
+            match self
+                .call(
+                    *candidate,
+                    Request::Coordinate {
+                        sent_wall_ms: self.clock.wall_ms(),
+                        writes,
+                    },
+                    timeout,
+                )
+                .await
+            {
+                Ok(Response::Coordinated(results)) if results.len() == n => {
+                    return results
+                        .into_iter()
+                        .map(|r| r.map(outcome_from_wire))
+                        .collect()
+                }
+                Ok(Response::Error(e)) => return (0..n).map(|_| Err(e.clone())).collect(),
+                Ok(other) => {
+                    let e = RemoteError::new(
+                        Refusal::OutcomeUnknown,
+                        format!(
+                            "node {candidate} answered a write with {other:?}; outcome unknown"
+                        ),
+                    );
+                    return (0..n).map(|_| Err(e.clone())).collect();
+                }
+                // Never sent: the next candidate may coordinate instead.
+                Err(CallError::Connect(e)) => last_error = format!("node {candidate}: {e}"),
+                Err(e) => {
+                    let e = unknown_outcome(&format!("coordinator node {candidate}"), &e);
+                    return (0..n).map(|_| Err(e.clone())).collect();
+                }
+            }
+        }
+        let e = RemoteError::new(
+            Refusal::ClusterDown,
+            format!("no replica of this key's partition is reachable ({last_error}); the write was not made"),
+        );
+        (0..n).map(|_| Err(e.clone())).collect()
+    }
+}
