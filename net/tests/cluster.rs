@@ -24,6 +24,37 @@ fn node_dirs(root: &Path, count: usize) -> Vec<std::path::PathBuf> {
 }
 
 /// Nodes 1..=ports.len(), each with `extra` flags.
+/// Cluster tests running at once in this process. Each starts three to five
+/// nodes; all thirteen at once put some sixty processes on CI's two cores, and
+/// peer links then churned under starvation (a late heartbeat replaces a
+/// connection) until setup writes failed NOQUORUM with peers "recently
+/// unreachable": a failure of the machine's capacity, not of the cluster.
+const CLUSTER_TESTS_AT_ONCE_MAX: usize = 4;
+
+/// A slot among [`CLUSTER_TESTS_AT_ONCE_MAX`], held for the test's life.
+struct ClusterSlot;
+
+static CLUSTER_SLOTS: (std::sync::Mutex<usize>, std::sync::Condvar) =
+    (std::sync::Mutex::new(0), std::sync::Condvar::new());
+
+fn cluster_slot() -> ClusterSlot {
+    let (running, freed) = &CLUSTER_SLOTS;
+    let mut running = running.lock().unwrap_or_else(|p| p.into_inner());
+    while *running >= CLUSTER_TESTS_AT_ONCE_MAX {
+        running = freed.wait(running).unwrap_or_else(|p| p.into_inner());
+    }
+    *running += 1;
+    ClusterSlot
+}
+
+impl Drop for ClusterSlot {
+    fn drop(&mut self) {
+        let (running, freed) = &CLUSTER_SLOTS;
+        *running.lock().unwrap_or_else(|p| p.into_inner()) -= 1;
+        freed.notify_one();
+    }
+}
+
 fn start_nodes(
     ports: &[u16],
     dirs: &[std::path::PathBuf],
@@ -156,6 +187,7 @@ fn inspect(dir: &Path) -> BTreeMap<String, Vec<String>> {
 
 #[test]
 fn three_nodes_survive_kill_9_of_one_and_converge() {
+    let _slot = cluster_slot();
     let root = temp_dir("cluster");
     let ports = port_pairs(3);
     let dirs = node_dirs(&root, 3);
@@ -266,6 +298,7 @@ fn three_nodes_survive_kill_9_of_one_and_converge() {
 
 #[test]
 fn a_peer_without_the_secret_is_refused() {
+    let _slot = cluster_slot();
     let root = temp_dir("cluster-secret");
     let p1 = port_pair(&[]);
     let p2 = port_pair(&[p1]);
@@ -390,6 +423,7 @@ fn founders_and_a_newcomer(root: &Path) -> (Vec<u16>, Vec<ShoalProcess>, ShoalPr
 /// read back through the new node and through node 2.
 #[test]
 fn a_node_joins_and_another_leaves_while_a_client_writes() {
+    let _slot = cluster_slot();
     let root = temp_dir("cluster-ring");
     let (ports, nodes, node4) = founders_and_a_newcomer(&root);
     let mut c2 = nodes[1].client();
@@ -538,6 +572,7 @@ fn hints_pending(node: &ShoalProcess) -> u64 {
 /// answer every acknowledged value.
 #[test]
 fn a_fallback_keeps_hints_while_two_owners_are_down() {
+    let _slot = cluster_slot();
     let root = temp_dir("cluster-hints");
     let ports = port_pairs(4);
     let dirs = node_dirs(&root, 4);
@@ -656,6 +691,7 @@ fn a_fallback_keeps_hints_while_two_owners_are_down() {
 /// the old value. The write through node 3 must win everywhere.
 #[test]
 fn a_node_restarted_on_an_empty_disk_does_not_reuse_its_old_dots() {
+    let _slot = cluster_slot();
     let root = temp_dir("cluster-lost-disk");
     let ports = port_pairs(3);
     let dirs = node_dirs(&root, 3);
@@ -745,6 +781,7 @@ fn a_node_restarted_on_an_empty_disk_does_not_reuse_its_old_dots() {
 /// namespace 0 refuses writes and namespace 1 takes them and reads them back.
 #[test]
 fn a_namespace_with_its_own_quorums_stays_writable_with_one_replica() {
+    let _slot = cluster_slot();
     let root = temp_dir("cluster-ns-quorum");
     let ports = port_pairs(3);
     let dirs = node_dirs(&root, 3);
@@ -827,6 +864,7 @@ fn wait_until_forgotten(nodes: &[&ShoalProcess], count: u64) {
 /// keys that were kept.
 #[test]
 fn delete_markers_go_only_once_every_replica_holds_them() {
+    let _slot = cluster_slot();
     let root = temp_dir("cluster-markers");
     let ports = port_pairs(3);
     let dirs = node_dirs(&root, 3);
@@ -901,6 +939,7 @@ fn delete_markers_go_only_once_every_replica_holds_them() {
 /// the deleted keys stay deleted through every node and in every directory.
 #[test]
 fn a_node_joined_back_with_its_old_directory_does_not_resurrect_deleted_keys() {
+    let _slot = cluster_slot();
     let root = temp_dir("cluster-rejoin");
     let ports = port_pairs(4);
     let dirs = node_dirs(&root, 4);
@@ -1098,6 +1137,7 @@ fn pin_namespace_1_to_nodes_2_and_3(addr: &str) -> String {
 /// nodes stays writable, and reads with r=1 go on).
 #[test]
 fn a_pinned_namespace_lives_on_its_own_nodes() {
+    let _slot = cluster_slot();
     let root = temp_dir("cluster-pin");
     let ports = port_pairs(3);
     let dirs = node_dirs(&root, 3);
@@ -1213,6 +1253,7 @@ fn a_pinned_namespace_lives_on_its_own_nodes() {
 /// had dropped its copies under the pin, holds the namespace whole again.
 #[test]
 fn an_unpinned_namespace_goes_back_to_every_node() {
+    let _slot = cluster_slot();
     let root = temp_dir("cluster-unpin");
     let ports = port_pairs(3);
     let dirs = node_dirs(&root, 3);
@@ -1308,6 +1349,7 @@ fn corrupt_first_segment(dir: &Path) {
 /// `--rebuild-damaged false` it refuses, as a single node does).
 #[test]
 fn a_node_with_a_damaged_segment_is_restored_from_its_replicas() {
+    let _slot = cluster_slot();
     let root = temp_dir("cluster-rebuild");
     let ports = port_pairs(3);
     let dirs = node_dirs(&root, 3);
@@ -1389,6 +1431,7 @@ fn a_node_with_a_damaged_segment_is_restored_from_its_replicas() {
 /// secret, the same join goes through and its handoffs finish.
 #[test]
 fn a_join_of_a_node_without_the_secret_is_refused_and_changes_nothing() {
+    let _slot = cluster_slot();
     let root = temp_dir("cluster-join-check");
     let ports = port_pairs(4);
     let founders = &ports[..3];
@@ -1464,6 +1507,7 @@ fn a_join_of_a_node_without_the_secret_is_refused_and_changes_nothing() {
 /// changes again.
 #[test]
 fn an_operator_aborts_a_join_whose_node_died() {
+    let _slot = cluster_slot();
     let root = temp_dir("cluster-abort");
     let (ports, nodes, node4) = founders_and_a_newcomer(&root);
     let mut c1 = nodes[0].client();
