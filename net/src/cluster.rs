@@ -30,6 +30,7 @@
 use crate::peer::{self, PeerError, PeerReader, PeerWriter};
 use crate::storage::Storage;
 use bytes::Bytes;
+use shoal_engine::cluster::admission::{self, RingCheck};
 use shoal_engine::cluster::detector::{Detector, DetectorConfig, DetectorEvent, PeerState};
 use shoal_engine::cluster::hints;
 use shoal_engine::cluster::lives::{self as peer_lives, Lives};
@@ -37,6 +38,7 @@ use shoal_engine::cluster::map::{
     self as cluster_map, split_partition, ClusterMap, MapDiff, MapError, Namespaces, RingChange,
 };
 use shoal_engine::cluster::quorum::{ReadRound, RoundState, WriteRound};
+use shoal_engine::cluster::restore::{RestoreProgress, RestoreStep};
 use shoal_engine::cluster::tombstones::{self, Agreed, MarkerItem};
 use shoal_engine::cluster::wire::{
     chunk_by_bytes, ClientOutcome, ClientWrite, Envelope, HandoffCursor, Refusal, RemoteError,
@@ -714,7 +716,7 @@ pub struct Cluster {
     /// Restoring from the replicas ([`RESTORING_FILE`]), and the peers whose
     /// copies were merged here in full under the map of the given fingerprint.
     restoring: AtomicBool,
-    restored_from: Mutex<(u64, BTreeSet<NodeId>)>,
+    restored_from: Mutex<RestoreProgress>,
     /// Per peer, from the last ping it answered: (its wall clock minus ours, the
     /// estimate's error bound), ms.
     clock_offsets: Mutex<BTreeMap<NodeId, (i64, u64)>>,

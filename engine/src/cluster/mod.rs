@@ -1,18 +1,21 @@
 //! The cluster's decisions, sans-IO: the peer protocol's messages ([`wire`]), the
 //! failure detector ([`detector`]) and what it remembers of peers' lives
 //! ([`lives`], kept in a file across restarts), the quorum rounds a coordinator runs for
-//! each write and read ([`quorum`]), why a request is refused ([`refusal`]) and the agreement that lets delete markers
+//! each write and read ([`quorum`]), why a request is refused ([`refusal`]), whether a peer's request is served
+//! ([`admission`]), when a restoring node is whole again ([`restore`]) and the agreement that lets delete markers
 //! go ([`tombstones`]). Placement is [`crate::placement`]; anti-entropy
 //! digests are [`crate::digest`].
 //!
 //! Must not touch: sockets, tasks, clocks. Time comes in as `now_ms` arguments;
 //! outputs are values the driver (`shoal-net`'s `cluster` module) acts on.
 
+pub mod admission;
 pub mod detector;
 pub mod hints;
 pub mod lives;
 pub mod map;
 pub mod quorum;
 pub mod refusal;
+pub mod restore;
 pub mod tombstones;
 pub mod wire;

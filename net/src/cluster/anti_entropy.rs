@@ -374,33 +374,20 @@ impl Cluster {
         if !self.restoring.load(Ordering::Acquire) {
             return;
         }
-        // Exchanges count together only under one and the same map, done
-        // reports included: a peer whose pull finished after this node's
-        // exchange with it holds copies the exchange never saw, and its done
-        // report is what changes the map (cluster seed 20000280: restored
-        // from a new owner before its pull, then from the old one once the
-        // ring had settled and no longer compared the partition; the next
-        // change pulled from this node and missed a write).
-        let fingerprint = map.fingerprint();
-        if fingerprint != self.map_summary().1 {
-            return; // the map moved on while the exchange ran
-        }
-        let mut guard = lock(&self.restored_from);
-        let (under, done) = &mut *guard;
-        if *under != fingerprint {
-            *under = fingerprint;
-            done.clear();
-        }
-        done.insert(peer);
+        // Counted only under one and the same map (`restore`).
         let me = self.me();
-        let missing = map
-            .holders()
-            .iter()
-            .filter(|n| **n != me && !done.contains(n))
-            .count();
-        if missing > 0 {
+        let (exchange_fingerprint, current_fingerprint) = (map.fingerprint(), self.map_summary().1);
+        let holders = map.holders();
+        let step = lock(&self.restored_from).exchange_complete(
+            me,
+            peer,
+            exchange_fingerprint,
+            current_fingerprint,
+            &holders,
+        );
+        let RestoreStep::Whole { merged_from } = step else {
             return;
-        }
+        };
         let removed = match self.dir.remove(RESTORING_FILE) {
             Ok(()) | Err(DiskError::NotFound(_)) => self.dir.sync_dir(),
             Err(e) => Err(e),
@@ -410,8 +397,7 @@ impl Cluster {
             Ok(()) => {
                 self.restoring.store(false, Ordering::Release);
                 tracing::warn!(
-                    "node {me}: restored from every other holder ({} of them); serving handoffs and marker collection again",
-                    done.len()
+                    "node {me}: restored from every other holder ({merged_from} of them); serving handoffs and marker collection again"
                 );
             }
             Err(e) => tracing::error!("cannot clear {RESTORING_FILE}: {e}"),

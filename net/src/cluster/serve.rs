@@ -5,14 +5,7 @@ use super::*;
 
 impl Cluster {
     pub(super) async fn handle(self: &Arc<Self>, from: NodeId, request: Request) -> Response {
-        let too_many = |n: usize| {
-            (n > ITEMS_PER_REQUEST_MAX).then(|| {
-                Response::Error(RemoteError::new(
-                    Refusal::Invalid,
-                    format!("{n} items in one peer request (limit {ITEMS_PER_REQUEST_MAX})"),
-                ))
-            })
-        };
+        let too_many = |n: usize| admission::items_within_limit(n).err().map(Response::Error);
         match request {
             Request::Ping {
                 incarnation,
@@ -64,37 +57,35 @@ impl Cluster {
                     return Response::Replicated(self.store_hints(owner, items).await);
                 }
                 let mut shared = self.gate.read().await;
-                if ring_version > self.map().version() {
-                    // Learn the sender's ring before applying: adopting it may
-                    // drop this node's old copies of the partition (`drop_residue`),
-                    // which must not take a copy it has acknowledged with it.
-                    drop(shared);
-                    {
-                        let _one_at_a_time = self.ring_catch_up.lock().await;
-                        if ring_version > self.map().version() {
-                            self.sync_map_with(from).await;
+                let mut learned = false;
+                loop {
+                    match admission::replica_ring(ring_version, self.map().version(), learned) {
+                        Ok(RingCheck::Serve) => break,
+                        Ok(RingCheck::LearnFirst) => {
+                            // Adopting the sender's ring may drop this node's
+                            // old copies of the partition (`drop_residue`),
+                            // which must not take this write with them.
+                            drop(shared);
+                            {
+                                let _one_at_a_time = self.ring_catch_up.lock().await;
+                                if ring_version > self.map().version() {
+                                    self.sync_map_with(from).await;
+                                }
+                            }
+                            shared = self.gate.read().await;
+                            learned = true;
                         }
-                    }
-                    shared = self.gate.read().await;
-                    let mine = self.map().version();
-                    if ring_version > mine {
-                        return Response::Error(RemoteError::new(
-                            Refusal::TryAgain,
-                            format!("sent under ring version {ring_version}; this node could not learn it yet and has {mine}"),
-                        ));
+                        Err(e) => {
+                            if e.refusal == Refusal::StaleRing {
+                                self.stats
+                                    .stale_ring_refusals
+                                    .fetch_add(1, Ordering::Relaxed);
+                            }
+                            return Response::Error(e);
+                        }
                     }
                 }
                 let _shared = shared;
-                let mine = self.map().version();
-                if ring_version < mine {
-                    self.stats
-                        .stale_ring_refusals
-                        .fetch_add(1, Ordering::Relaxed);
-                    return Response::Error(RemoteError::new(
-                        Refusal::StaleRing,
-                        format!("sent under ring version {ring_version}; this node has {mine}"),
-                    ));
-                }
                 self.stats
                     .replica_writes_received
                     .fetch_add(items.len() as u64, Ordering::Relaxed);
@@ -114,27 +105,19 @@ impl Cluster {
                 namespaces,
                 after,
             } => {
-                let mine = self.map().version();
-                if mine < ring_version {
-                    return Response::Error(RemoteError::new(
-                        Refusal::MapBehind,
-                        format!(
-                            "this node has ring version {mine}; the scan is for {ring_version}"
-                        ),
-                    ));
-                }
-                if first_slot > last_slot || last_slot >= shoal_engine::slot::SLOT_COUNT {
-                    return Response::Error(RemoteError::new(Refusal::Invalid, "bad slot range"));
-                }
                 // Planted bug: a node restoring from its replicas serves handoff
                 // scans from what it has so far.
-                if self.restoring.load(Ordering::Acquire)
-                    && !cfg!(feature = "bug-restoring-serves-handoff")
-                {
-                    return Response::Error(RemoteError::new(
-                        Refusal::Restoring,
-                        "this node is restoring its data from its replicas; pull from another old owner",
-                    ));
+                let restoring = self.restoring.load(Ordering::Acquire)
+                    && !cfg!(feature = "bug-restoring-serves-handoff");
+                if let Err(e) = admission::handoff_source(
+                    ring_version,
+                    self.map().version(),
+                    first_slot,
+                    last_slot,
+                    shoal_engine::slot::SLOT_COUNT,
+                    restoring,
+                ) {
+                    return Response::Error(e);
                 }
                 let (items, next) =
                     self.handoff_batch(first_slot..=last_slot, &namespaces, after.as_ref());
@@ -249,31 +232,21 @@ impl Cluster {
     }
 
     /// A refusal for a replica write, proxied write or forget sent more than
-    /// `age_max_ms` ago.
+    /// `age_max_ms` ago (`admission::fresh_enough`), counted.
     pub(super) fn too_old(&self, sent_wall_ms: u64, age_max_ms: u64) -> Option<Response> {
-        let age_ms = self.clock.wall_ms().saturating_sub(sent_wall_ms);
-        (age_ms > age_max_ms).then(|| {
-            self.stats.requests_too_old.fetch_add(1, Ordering::Relaxed);
-            Response::Error(RemoteError::new(
-                Refusal::TooOld,
-                format!("sent {age_ms} ms ago (limit {age_max_ms} ms)"),
-            ))
-        })
+        let refused =
+            admission::fresh_enough(sent_wall_ms, self.clock.wall_ms(), age_max_ms).err()?;
+        self.stats.requests_too_old.fetch_add(1, Ordering::Relaxed);
+        Some(Response::Error(refused))
     }
 
-    /// A refusal unless this node routes by `ring_version` and no handoff runs.
+    /// A refusal unless this node routes by `ring_version` and no handoff runs
+    /// (`admission::marker_round`).
     pub(super) fn unsettled(&self, ring_version: u64) -> Option<Response> {
         let map = self.map();
-        (map.version() != ring_version || map.partitions_in_transition() > 0).then(|| {
-            Response::Error(RemoteError::new(
-                Refusal::StaleRing,
-                format!(
-                    "marker collection under ring {ring_version}; this node has ring {} with {} partitions in handoff",
-                    map.version(),
-                    map.partitions_in_transition()
-                ),
-            ))
-        })
+        admission::marker_round(ring_version, map.version(), map.partitions_in_transition())
+            .err()
+            .map(Response::Error)
     }
 
     /// This node's verdict on each proposed marker (`tombstones::verdict`).

@@ -114,7 +114,7 @@ impl Cluster {
             marker_cursor: AtomicU64::new(0),
             stats: ClusterStats::default(),
             restoring: AtomicBool::new(restoring),
-            restored_from: Mutex::new((0, BTreeSet::new())),
+            restored_from: Mutex::new(RestoreProgress::default()),
             clock_offsets: Mutex::new(BTreeMap::new()),
         });
         // Peers are served during the check (they may be checking too, on a cold

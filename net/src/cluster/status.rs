@@ -90,9 +90,12 @@ impl Cluster {
             .copied()
             .filter(|n| *n != me)
             .collect();
-        let (_, done) = &*lock(&self.restored_from);
+        let progress = lock(&self.restored_from);
         Some((
-            others.iter().filter(|n| done.contains(n)).count(),
+            others
+                .iter()
+                .filter(|n| progress.has_merged_from(**n))
+                .count(),
             others.len(),
         ))
     }
