@@ -1,11 +1,15 @@
-//! Redis commands over the storage driver. Owns command semantics only: framing is
-//! `resp`, connections are `server`, durability is `storage`.
+//! Redis commands: the command table (name, arity, flags, key positions, docs,
+//! which also answers COMMAND) and each command's semantics, written once
+//! against a `backend::Backend` (this node's storage, or the cluster). Owns
+//! command semantics only: framing is `resp`, connections are `server`,
+//! durability is `storage`, how a read or write travels is `backend`.
 //!
 //! Write commands are not awaited here: they return a [`Step::Pending`] ticket so that
 //! a pipeline of writes from one connection lands in one group commit. The connection
 //! resolves pending tickets, in order, before it runs any other command, so every
 //! read sees the same connection's earlier writes.
 
+use crate::backend::{Backend, KeyRead};
 use crate::cluster::{remote_error, RoutedWrite};
 use crate::glob::glob_match;
 use crate::resp::{Protocol, Reply};
@@ -13,7 +17,7 @@ use crate::server::Shared;
 use crate::storage::{WriteResults, WriteTicket};
 use bytes::Bytes;
 use shoal_engine::cluster::wire::{Refusal, RemoteError};
-use shoal_engine::{Condition, Covers, ReadError, VersionVector, WriteError, WriteOp};
+use shoal_engine::{Condition, Covers, ReadError, SiblingSet, VersionVector, WriteError, WriteOp};
 use std::sync::atomic::Ordering;
 
 /// Per-connection state.
@@ -140,7 +144,6 @@ pub fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {
 }
 
 pub const REDIS_VERSION: &str = "7.2.0";
-const KEYS_PER_FLUSH_BATCH: usize = 1024;
 
 pub(crate) fn err(msg: impl Into<String>) -> Step {
     Step::Reply(Reply::error(msg))
@@ -158,7 +161,7 @@ pub(crate) fn parse_int(b: &[u8]) -> Option<i64> {
     std::str::from_utf8(b).ok()?.parse().ok()
 }
 
-fn read_error(e: ReadError) -> Reply {
+pub(crate) fn read_error(e: ReadError) -> Reply {
     Reply::error(format!("ERR {e}"))
 }
 
@@ -206,11 +209,6 @@ pub async fn execute(
         return err("NOAUTH Authentication required.");
     }
     let ns = session.namespace;
-    if let Some(cluster) = &shared.cluster {
-        if let Some(step) = crate::routing::execute(cluster, ns, spec.name, &args).await {
-            return step;
-        }
-    }
     match spec.name {
         "ping" => match args.len() {
             1 => Step::Reply(Reply::Simple("PONG".into())),
@@ -230,58 +228,74 @@ pub async fn execute(
             None => err("ERR value is not an integer or out of range"),
         },
         "client" => client(shared, session, &args[1..]),
-        "get" => Step::Reply(match shared.storage.read(|s| s.get(ns, &args[1])) {
-            Ok(set) => set
-                .and_then(|s| s.winner().and_then(|w| w.value.clone()))
-                .map_or(Reply::Null, Reply::Bulk),
-            Err(e) => read_error(e),
+        "config" => config(shared, &args[1..]),
+        "info" => Step::Reply(Reply::Verbatim {
+            format: *b"txt",
+            text: crate::info::render(shared, args.get(1).map(|a| lower(a))),
         }),
-        "mget" => {
-            let values = shared.storage.read(|s| {
-                args[1..]
-                    .iter()
-                    .map(|k| match s.get(ns, k) {
-                        Ok(set) => set
-                            .and_then(|s| s.winner().and_then(|w| w.value.clone()))
-                            .map_or(Reply::Null, Reply::Bulk),
-                        Err(e) => read_error(e),
-                    })
-                    .collect()
-            });
-            Step::Reply(Reply::Array(values))
-        }
-        "exists" => {
-            let n = shared
-                .storage
-                .read(|s| args[1..].iter().filter(|k| s.contains_live(ns, k)).count());
-            Step::Reply(Reply::Integer(n as i64))
-        }
-        "type" => {
-            let live = shared.storage.read(|s| s.contains_live(ns, &args[1]));
-            Step::Reply(Reply::Simple(if live { "string" } else { "none" }.into()))
-        }
-        "ttl" | "pttl" => {
-            let live = shared.storage.read(|s| s.contains_live(ns, &args[1]));
-            Step::Reply(Reply::Integer(if live { -1 } else { -2 }))
-        }
-        "dbsize" => Step::Reply(Reply::Integer(
-            shared.storage.read(|s| s.live_key_count(ns)) as i64,
+        "command" => command(&args[1..]),
+        "cluster" | "shoal.cluster" | "shoal.ring" => cluster_only(shared, spec.name, &args).await,
+        _ => data_command(&Backend::of(shared), ns, spec.name, &args).await,
+    }
+}
+
+/// The data commands, each written once against `backend` (this node's
+/// storage, or the cluster).
+async fn data_command(backend: &Backend<'_>, ns: u8, name: &str, args: &[Bytes]) -> Step {
+    match name {
+        "get" => Step::Reply(one(backend.read(ns, &args[1..2]).await, winner)),
+        "mget" => Step::Reply(Reply::Array(
+            backend
+                .read(ns, &args[1..])
+                .await
+                .into_iter()
+                .map(|r| r.map_or_else(|e| e, winner))
+                .collect(),
         )),
-        "keys" => {
-            let keys = shared.storage.read(|s| s.keys(ns));
-            Step::Reply(Reply::Array(
+        "exists" => {
+            let mut count = 0;
+            for live in backend.live(ns, &args[1..]).await {
+                match live {
+                    Ok(live) => count += i64::from(live),
+                    Err(reply) => return Step::Reply(reply),
+                }
+            }
+            Step::Reply(Reply::Integer(count))
+        }
+        "type" | "ttl" | "pttl" => {
+            let live = backend.live(ns, &args[1..2]).await.remove(0);
+            Step::Reply(match (name, live) {
+                (_, Err(reply)) => reply,
+                ("type", Ok(true)) => Reply::Simple("string".into()),
+                ("type", Ok(false)) => Reply::Simple("none".into()),
+                (_, Ok(true)) => Reply::Integer(-1),
+                (_, Ok(false)) => Reply::Integer(-2),
+            })
+        }
+        "dbsize" => Step::Reply(
+            backend
+                .key_count(ns)
+                .await
+                .map_or_else(|e| e, Reply::Integer),
+        ),
+        "keys" => Step::Reply(match backend.keys(ns).await {
+            Ok(keys) => Reply::Array(
                 keys.into_iter()
                     .filter(|k| glob_match(&args[1], k, false))
                     .map(Reply::Bulk)
                     .collect(),
-            ))
-        }
-        "scan" => scan(shared, ns, &args[1..]),
-        "set" => set(shared, ns, &args[1..]).await,
+            ),
+            Err(reply) => reply,
+        }),
+        "scan" => scan(backend, ns, &args[1..]).await,
+        "set" => match parse_set(ns, &args[1..]) {
+            Ok((op, shape)) => backend.write(vec![op], shape).await,
+            Err(step) => step,
+        },
         "setnx" => {
             let mut op = WriteOp::put(ns, args[1].clone(), args[2].clone());
             op.condition = Condition::IfAbsent;
-            submit(shared, vec![op], ReplyShape::SetNx).await
+            backend.write(vec![op], ReplyShape::SetNx).await
         }
         "mset" => {
             if args.len().is_multiple_of(2) {
@@ -291,42 +305,50 @@ pub async fn execute(
                 .chunks(2)
                 .map(|kv| WriteOp::put(ns, kv[0].clone(), kv[1].clone()))
                 .collect();
-            submit(shared, ops, ReplyShape::Ok).await
+            backend.write(ops, ReplyShape::Ok).await
         }
         "del" | "unlink" => {
             let ops = args[1..]
                 .iter()
                 .map(|k| WriteOp::delete(ns, k.clone()))
                 .collect();
-            submit(shared, ops, ReplyShape::Count).await
+            backend.write(ops, ReplyShape::Count).await
         }
-        "flushdb" => Step::Reply(flush(shared, &[ns]).await),
-        "flushall" => {
-            let namespaces: Vec<u8> = shared
-                .storage
-                .read(|s| s.namespaces().into_iter().map(|(ns, _)| ns).collect());
-            Step::Reply(flush(shared, &namespaces).await)
-        }
-        "config" => config(shared, &args[1..]),
-        "info" => Step::Reply(Reply::Verbatim {
-            format: *b"txt",
-            text: crate::info::render(shared, args.get(1).map(|a| lower(a))),
-        }),
-        "command" => command(&args[1..]),
-        "cluster" | "shoal.cluster" | "shoal.ring" => {
-            err("ERR This instance has cluster support disabled")
-        }
-        "shoal.siblings" => Step::Reply(siblings(shared, ns, &args[1])),
-        "shoal.put" | "shoal.del" => shoal_write(shared, ns, spec.name, &args[1..]).await,
+        "flushdb" => Step::Reply(backend.flush(&[ns]).await),
+        "flushall" => Step::Reply(backend.flush(&backend.namespaces_in_use()).await),
+        "shoal.siblings" => Step::Reply(one(backend.read(ns, &args[1..2]).await, siblings_reply)),
+        "shoal.put" | "shoal.del" => match parse_shoal_write(ns, name, &args[1..]) {
+            Ok(op) => backend.write(vec![op], ReplyShape::ShoalWrite).await,
+            Err(step) => step,
+        },
         other => unreachable!("command {other} in the table but not dispatched"),
     }
 }
 
-async fn submit(shared: &Shared, ops: Vec<WriteOp>, shape: ReplyShape) -> Step {
-    match shared.storage.submit(ops).await {
-        Ok(ticket) => Step::Pending(ticket, shape),
-        Err(_) => err("IOERR storage has stopped; the write was not made"),
+/// CLUSTER, SHOAL.CLUSTER and SHOAL.RING: a cluster member's own commands.
+async fn cluster_only(shared: &Shared, name: &str, args: &[Bytes]) -> Step {
+    let Some(cluster) = &shared.cluster else {
+        return err("ERR This instance has cluster support disabled");
+    };
+    match name {
+        "cluster" => crate::routing::cluster_command(cluster, &args[1..]),
+        "shoal.cluster" => Step::Reply(Reply::Verbatim {
+            format: *b"txt",
+            text: crate::routing::status_text(cluster),
+        }),
+        _ => crate::routing::ring_command(cluster, &args[1..]).await,
     }
+}
+
+/// The reply for the one key read, or its error.
+fn one(mut reads: Vec<KeyRead>, f: impl FnOnce(Option<SiblingSet>) -> Reply) -> Reply {
+    reads.remove(0).map_or_else(|e| e, f)
+}
+
+/// GET's reply: the deterministic winner's value, or nil.
+fn winner(set: Option<SiblingSet>) -> Reply {
+    set.and_then(|s| s.winner().and_then(|w| w.value.clone()))
+        .map_or(Reply::Null, Reply::Bulk)
 }
 
 /// Turn a pending write's results into its reply.
@@ -371,13 +393,6 @@ pub fn finish_routed(results: Vec<RoutedWrite>, shape: ReplyShape) -> Reply {
     }
 }
 
-async fn set(shared: &Shared, ns: u8, args: &[Bytes]) -> Step {
-    match parse_set(ns, args) {
-        Ok((op, shape)) => submit(shared, vec![op], shape).await,
-        Err(step) => step,
-    }
-}
-
 /// SET's options: the write and how its result is answered.
 pub(crate) fn parse_set(ns: u8, args: &[Bytes]) -> Result<(WriteOp, ReplyShape), Step> {
     let mut op = WriteOp::put(ns, args[0].clone(), args[1].clone());
@@ -396,13 +411,6 @@ pub(crate) fn parse_set(ns: u8, args: &[Bytes]) -> Result<(WriteOp, ReplyShape),
         }
     }
     Ok((op, ReplyShape::Set { get }))
-}
-
-async fn shoal_write(shared: &Shared, ns: u8, name: &str, args: &[Bytes]) -> Step {
-    match parse_shoal_write(ns, name, args) {
-        Ok(op) => submit(shared, vec![op], ReplyShape::ShoalWrite).await,
-        Err(step) => step,
-    }
 }
 
 /// SHOAL.PUT / SHOAL.DEL with an optional CONTEXT.
@@ -429,13 +437,6 @@ pub(crate) fn parse_shoal_write(ns: u8, name: &str, args: &[Bytes]) -> Result<Wr
         _ => return Err(syntax_error()),
     }
     Ok(op)
-}
-
-fn siblings(shared: &Shared, ns: u8, key: &[u8]) -> Reply {
-    match shared.storage.read(|s| s.get(ns, key)) {
-        Err(e) => read_error(e),
-        Ok(set) => siblings_reply(set),
-    }
 }
 
 /// SHOAL.SIBLINGS's reply for a key's set.
@@ -478,21 +479,25 @@ impl ScanArgs {
     }
 }
 
-fn scan(shared: &Shared, ns: u8, args: &[Bytes]) -> Step {
+/// SCAN: one step from the cursor (a slot on both backends), MATCH and TYPE
+/// applied to what the step found.
+async fn scan(backend: &Backend<'_>, ns: u8, args: &[Bytes]) -> Step {
     let scan = match parse_scan(args) {
         Ok(scan) => scan,
         Err(step) => return step,
     };
-    let (keys, next) = shared.storage.read(|s| s.scan(ns, scan.cursor, scan.count));
-    let keys = keys
-        .into_iter()
-        .filter(|k| scan.wants(k))
-        .map(Reply::Bulk)
-        .collect();
-    Step::Reply(Reply::Array(vec![
-        Reply::Bulk(next.to_string().into()),
-        Reply::Array(keys),
-    ]))
+    match backend.scan(ns, &scan).await {
+        Ok((keys, next)) => Step::Reply(Reply::Array(vec![
+            Reply::Bulk(next.to_string().into()),
+            Reply::Array(
+                keys.into_iter()
+                    .filter(|k| scan.wants(k))
+                    .map(Reply::Bulk)
+                    .collect(),
+            ),
+        ])),
+        Err(reply) => Step::Reply(reply),
+    }
 }
 
 pub(crate) fn parse_scan(args: &[Bytes]) -> Result<ScanArgs, Step> {
@@ -526,32 +531,6 @@ pub(crate) fn parse_scan(args: &[Bytes]) -> Result<ScanArgs, Step> {
         count,
         type_filter,
     })
-}
-
-async fn flush(shared: &Shared, namespaces: &[u8]) -> Reply {
-    for ns in namespaces {
-        loop {
-            let keys = shared.storage.read(|s| s.keys(*ns));
-            if keys.is_empty() {
-                break;
-            }
-            for chunk in keys.chunks(KEYS_PER_FLUSH_BATCH) {
-                let ops = chunk
-                    .iter()
-                    .map(|k| WriteOp::delete(*ns, k.clone()))
-                    .collect();
-                match shared.storage.write(ops).await {
-                    Ok(results) => {
-                        if let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
-                            return write_error_reply(e);
-                        }
-                    }
-                    Err(_) => return Reply::error("IOERR storage has stopped"),
-                }
-            }
-        }
-    }
-    Reply::ok()
 }
 
 fn auth(shared: &Shared, session: &mut Session, args: &[Bytes]) -> Reply {

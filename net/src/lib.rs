@@ -8,6 +8,7 @@
 //! Built with `--cfg madsim`, `tokio` here is madsim's, and the same server runs
 //! inside the simulator (`shoal-sim`) on the in-memory disk.
 
+pub mod backend;
 pub mod cluster;
 pub mod commands;
 pub mod config;

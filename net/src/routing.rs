@@ -1,28 +1,24 @@
-//! Redis commands on a cluster member: the data commands go through the cluster
-//! (single-key writes to their coordinator, multi-key commands split by coordinator
-//! and run in parallel, reads from `r` replicas, keyspace commands gathered from
-//! every member), and CLUSTER answers for cluster-aware clients. Anything not
-//! handled here (connection and server commands) runs as on a single node.
+//! What only a cluster member answers: CLUSTER (for cluster-aware clients),
+//! SHOAL.CLUSTER and SHOAL.RING, and the two ways the data commands'
+//! `backend::Backend::Routed` reaches the cluster that need more than one call
+//! (a routed write's ticket, a SCAN step over one partition). The data commands
+//! themselves are written once, in `commands`.
 
-use crate::cluster::{Cluster, RoutedRead};
-use crate::commands::{
-    err, lower, parse_scan, parse_set, parse_shoal_write, siblings_reply, ReplyShape, RoutedTicket,
-    Step,
-};
-use crate::glob::glob_match;
+use crate::cluster::Cluster;
+use crate::commands::{err, lower, ReplyShape, RoutedTicket, Step};
 use crate::resp::Reply;
 use bytes::Bytes;
 use shoal_engine::cluster::detector::PeerState;
 use shoal_engine::cluster::map::RingChange;
+use shoal_engine::cluster::wire::RemoteError;
 use shoal_engine::placement::PartitionId;
-use shoal_engine::{Condition, WriteOp};
+use shoal_engine::WriteOp;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-/// Keys deleted per routed batch by FLUSHDB / FLUSHALL.
-const KEYS_PER_FLUSH_BATCH: usize = 512;
-
-fn routed(cluster: &Arc<Cluster>, ops: Vec<WriteOp>, shape: ReplyShape) -> Step {
+/// Start a write through the cluster; its coordinator's answer comes back
+/// through the ticket.
+pub(crate) fn routed(cluster: &Arc<Cluster>, ops: Vec<WriteOp>, shape: ReplyShape) -> Step {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let op_count = ops.len();
     let cluster = cluster.clone();
@@ -32,188 +28,29 @@ fn routed(cluster: &Arc<Cluster>, ops: Vec<WriteOp>, shape: ReplyShape) -> Step 
     Step::Routed(RoutedTicket::new(rx, op_count), shape)
 }
 
-fn read_reply(
-    read: RoutedRead,
-    f: impl FnOnce(Option<shoal_engine::SiblingSet>) -> Reply,
-) -> Reply {
-    match read {
-        Ok(set) => f(set),
-        Err(e) => Reply::error(e.line()),
-    }
-}
-
-fn winner(set: Option<shoal_engine::SiblingSet>) -> Reply {
-    set.and_then(|s| s.winner().and_then(|w| w.value.clone()))
-        .map_or(Reply::Null, Reply::Bulk)
-}
-
-fn live(set: &Option<shoal_engine::SiblingSet>) -> bool {
-    set.as_ref().is_some_and(|s| !s.is_deleted())
-}
-
-/// Run `name` through the cluster, or `None` when it is not a cluster command.
-pub async fn execute(cluster: &Arc<Cluster>, ns: u8, name: &str, args: &[Bytes]) -> Option<Step> {
-    let step = match name {
-        "get" => {
-            let read = cluster.read(ns, vec![args[1].clone()]).await.remove(0);
-            Step::Reply(read_reply(read, winner))
-        }
-        "mget" => {
-            let reads = cluster.read(ns, args[1..].to_vec()).await;
-            Step::Reply(Reply::Array(
-                reads.into_iter().map(|r| read_reply(r, winner)).collect(),
-            ))
-        }
-        "exists" => {
-            let reads = cluster.read(ns, args[1..].to_vec()).await;
-            let mut count = 0;
-            for read in reads {
-                match read {
-                    Ok(set) => count += i64::from(live(&set)),
-                    Err(e) => return Some(Step::Reply(Reply::error(e.line()))),
-                }
-            }
-            Step::Reply(Reply::Integer(count))
-        }
-        "type" | "ttl" | "pttl" => {
-            let read = cluster.read(ns, vec![args[1].clone()]).await.remove(0);
-            Step::Reply(read_reply(read, |set| match (name, live(&set)) {
-                ("type", true) => Reply::Simple("string".into()),
-                ("type", false) => Reply::Simple("none".into()),
-                (_, true) => Reply::Integer(-1),
-                (_, false) => Reply::Integer(-2),
-            }))
-        }
-        "shoal.siblings" => {
-            let read = cluster.read(ns, vec![args[1].clone()]).await.remove(0);
-            Step::Reply(read_reply(read, siblings_reply))
-        }
-        "set" => match parse_set(ns, &args[1..]) {
-            Ok((op, shape)) => routed(cluster, vec![op], shape),
-            Err(step) => step,
-        },
-        "setnx" => {
-            let mut op = WriteOp::put(ns, args[1].clone(), args[2].clone());
-            op.condition = Condition::IfAbsent;
-            routed(cluster, vec![op], ReplyShape::SetNx)
-        }
-        "mset" => {
-            if args.len().is_multiple_of(2) {
-                return Some(err("ERR wrong number of arguments for 'mset' command"));
-            }
-            let ops = args[1..]
-                .chunks(2)
-                .map(|kv| WriteOp::put(ns, kv[0].clone(), kv[1].clone()))
-                .collect();
-            routed(cluster, ops, ReplyShape::Ok)
-        }
-        "del" | "unlink" => {
-            let ops = args[1..]
-                .iter()
-                .map(|k| WriteOp::delete(ns, k.clone()))
-                .collect();
-            routed(cluster, ops, ReplyShape::Count)
-        }
-        "shoal.put" | "shoal.del" => match parse_shoal_write(ns, name, &args[1..]) {
-            Ok(op) => routed(cluster, vec![op], ReplyShape::ShoalWrite),
-            Err(step) => step,
-        },
-        "dbsize" => match cluster
-            .keys(ns, 0..=shoal_engine::slot::SLOT_COUNT - 1)
-            .await
-        {
-            Ok(keys) => Step::Reply(Reply::Integer(keys.len() as i64)),
-            Err(e) => Step::Reply(Reply::error(e.line())),
-        },
-        "keys" => match cluster
-            .keys(ns, 0..=shoal_engine::slot::SLOT_COUNT - 1)
-            .await
-        {
-            Ok(keys) => Step::Reply(Reply::Array(
-                keys.into_iter()
-                    .filter(|k| glob_match(&args[1], k, false))
-                    .map(Reply::Bulk)
-                    .collect(),
-            )),
-            Err(e) => Step::Reply(Reply::error(e.line())),
-        },
-        "scan" => scan(cluster, ns, &args[1..]).await,
-        "flushdb" => Step::Reply(flush(cluster, &[ns]).await),
-        "flushall" => {
-            let namespaces: Vec<u8> = (0..16).collect();
-            Step::Reply(flush(cluster, &namespaces).await)
-        }
-        "cluster" => cluster_command(cluster, &args[1..]),
-        "shoal.cluster" => Step::Reply(Reply::Verbatim {
-            format: *b"txt",
-            text: status_text(cluster),
-        }),
-        "shoal.ring" => ring_command(cluster, &args[1..]).await,
-        _ => return None,
-    };
-    Some(step)
-}
-
 /// SCAN over the cluster: the cursor is a slot; each call returns the keys of
 /// the partition holding it (from every replica that answers) and the first slot
 /// of the next partition, or 0 at the end.
-async fn scan(cluster: &Arc<Cluster>, ns: u8, args: &[Bytes]) -> Step {
-    let scan = match parse_scan(args) {
-        Ok(scan) => scan,
-        Err(step) => return step,
-    };
+pub(crate) async fn scan_partition(
+    cluster: &Arc<Cluster>,
+    ns: u8,
+    cursor: u64,
+) -> Result<(Vec<Bytes>, u64), RemoteError> {
     let map = cluster.map();
     let ring = map.ring();
-    if scan.cursor >= u64::from(shoal_engine::slot::SLOT_COUNT) {
-        return Step::Reply(Reply::Array(vec![
-            Reply::Bulk(Bytes::from_static(b"0")),
-            Reply::Array(vec![]),
-        ]));
+    if cursor >= u64::from(shoal_engine::slot::SLOT_COUNT) {
+        return Ok((Vec::new(), 0));
     }
-    let partition: PartitionId = ring.partition_of_slot(scan.cursor as u16);
+    let partition: PartitionId = ring.partition_of_slot(cursor as u16);
     let slots = ring.slot_range(partition);
-    let first = (scan.cursor as u16).max(*slots.start());
-    match cluster.keys(ns, first..=*slots.end()).await {
-        Ok(keys) => {
-            let next = if partition + 1 >= ring.partition_count() {
-                0
-            } else {
-                u64::from(*ring.slot_range(partition + 1).start())
-            };
-            Step::Reply(Reply::Array(vec![
-                Reply::Bulk(next.to_string().into()),
-                Reply::Array(
-                    keys.into_iter()
-                        .filter(|k| scan.wants(k))
-                        .map(Reply::Bulk)
-                        .collect(),
-                ),
-            ]))
-        }
-        Err(e) => Step::Reply(Reply::error(e.line())),
-    }
-}
-
-async fn flush(cluster: &Arc<Cluster>, namespaces: &[u8]) -> Reply {
-    for ns in namespaces {
-        let keys = match cluster
-            .keys(*ns, 0..=shoal_engine::slot::SLOT_COUNT - 1)
-            .await
-        {
-            Ok(keys) => keys,
-            Err(e) => return Reply::error(e.line()),
-        };
-        for chunk in keys.chunks(KEYS_PER_FLUSH_BATCH) {
-            let ops = chunk
-                .iter()
-                .map(|k| WriteOp::delete(*ns, k.clone()))
-                .collect();
-            if let Some(Err(e)) = cluster.write(ops).await.into_iter().find(|r| r.is_err()) {
-                return Reply::error(e.line());
-            }
-        }
-    }
-    Reply::ok()
+    let first = (cursor as u16).max(*slots.start());
+    let keys = cluster.keys(ns, first..=*slots.end()).await?;
+    let next = if partition + 1 >= ring.partition_count() {
+        0
+    } else {
+        u64::from(*ring.slot_range(partition + 1).start())
+    };
+    Ok((keys, next))
 }
 
 /// (first slot, last slot, owners in preference order) for runs of partitions with
@@ -245,7 +82,7 @@ fn node_name(node: u32) -> String {
     format!("{node:040x}")
 }
 
-fn cluster_command(cluster: &Arc<Cluster>, args: &[Bytes]) -> Step {
+pub(crate) fn cluster_command(cluster: &Arc<Cluster>, args: &[Bytes]) -> Step {
     let members = cluster.members();
     let addr_of = |node: u32| {
         members
@@ -382,7 +219,7 @@ fn cluster_command(cluster: &Arc<Cluster>, args: &[Bytes]) -> Step {
 /// `SHOAL.RING JOIN id host:port | LEAVE id | REPLACE old new host:port |
 /// PIN namespace n r w id... | PINJOIN namespace id | PINLEAVE namespace id |
 /// UNPIN namespace | ABORT`.
-async fn ring_command(cluster: &Arc<Cluster>, args: &[Bytes]) -> Step {
+pub(crate) async fn ring_command(cluster: &Arc<Cluster>, args: &[Bytes]) -> Step {
     let usage = "ERR usage: SHOAL.RING JOIN id host:port | LEAVE id | REPLACE old new host:port | PIN namespace n r w id [id ...] | PINJOIN namespace id | PINLEAVE namespace id | UNPIN namespace | ABORT";
     let id = |b: &Bytes| {
         std::str::from_utf8(b)

@@ -1,0 +1,176 @@
+//! Where a command's reads and writes go: this node's storage (a single node)
+//! or the cluster (a member routes each key to its replicas). Every Redis
+//! command is written once, in `commands`, against [`Backend`]; the backend
+//! decides how a read or a write travels, and turns its failures into the
+//! error reply the client sees.
+//!
+//! Must not touch: command names, arguments or reply shapes (those are
+//! `commands`'), framing (`resp`), connections (`server`).
+
+use crate::cluster::Cluster;
+use crate::commands::{err, read_error, write_error_reply, ReplyShape, ScanArgs, Step};
+use crate::resp::Reply;
+use crate::server::Shared;
+use crate::storage::Storage;
+use bytes::Bytes;
+use shoal_engine::{SiblingSet, WriteOp};
+use std::sync::Arc;
+
+/// Keys deleted per batch by FLUSHDB / FLUSHALL.
+const KEYS_PER_FLUSH_BATCH: usize = 512;
+
+/// A key's sibling set (`None`: absent), or the error reply for that key.
+pub type KeyRead = Result<Option<SiblingSet>, Reply>;
+
+/// The storage a connection's commands run against.
+pub enum Backend<'a> {
+    /// This node's store: reads from memory and disk, writes group-committed.
+    Local(&'a Storage),
+    /// The cluster: reads from `r` replicas, writes through each key's
+    /// coordinator, keyspace commands gathered from every partition.
+    Routed(&'a Arc<Cluster>),
+}
+
+impl<'a> Backend<'a> {
+    pub fn of(shared: &'a Shared) -> Backend<'a> {
+        match &shared.cluster {
+            Some(cluster) => Backend::Routed(cluster),
+            None => Backend::Local(&shared.storage),
+        }
+    }
+
+    /// Each key's set, in order.
+    pub async fn read(&self, ns: u8, keys: &[Bytes]) -> Vec<KeyRead> {
+        match self {
+            Backend::Local(storage) => storage.read(|s| {
+                keys.iter()
+                    .map(|k| s.get(ns, k).map_err(read_error))
+                    .collect()
+            }),
+            Backend::Routed(cluster) => cluster
+                .read(ns, keys.to_vec())
+                .await
+                .into_iter()
+                .map(|r| r.map_err(|e| Reply::error(e.line())))
+                .collect(),
+        }
+    }
+
+    /// Whether each key holds a value (not absent, not only delete markers).
+    /// On one node this reads the key directory only, not the values.
+    pub async fn live(&self, ns: u8, keys: &[Bytes]) -> Vec<Result<bool, Reply>> {
+        match self {
+            Backend::Local(storage) => {
+                storage.read(|s| keys.iter().map(|k| Ok(s.contains_live(ns, k))).collect())
+            }
+            Backend::Routed(_) => self
+                .read(ns, keys)
+                .await
+                .into_iter()
+                .map(|r| r.map(|set| set.is_some_and(|s| !s.is_deleted())))
+                .collect(),
+        }
+    }
+
+    /// Start `ops`; the connection resolves the returned step (a group-commit
+    /// ticket, or a routed write's answer) in order.
+    pub async fn write(&self, ops: Vec<WriteOp>, shape: ReplyShape) -> Step {
+        match self {
+            Backend::Local(storage) => match storage.submit(ops).await {
+                Ok(ticket) => Step::Pending(ticket, shape),
+                Err(_) => err("IOERR storage has stopped; the write was not made"),
+            },
+            Backend::Routed(cluster) => crate::routing::routed(cluster, ops, shape),
+        }
+    }
+
+    /// Every live key of namespace `ns`.
+    pub async fn keys(&self, ns: u8) -> Result<Vec<Bytes>, Reply> {
+        match self {
+            Backend::Local(storage) => Ok(storage.read(|s| s.keys(ns))),
+            Backend::Routed(cluster) => cluster
+                .keys(ns, 0..=shoal_engine::slot::SLOT_COUNT - 1)
+                .await
+                .map_err(|e| Reply::error(e.line())),
+        }
+    }
+
+    /// How many live keys namespace `ns` holds (DBSIZE).
+    pub async fn key_count(&self, ns: u8) -> Result<i64, Reply> {
+        match self {
+            Backend::Local(storage) => Ok(storage.read(|s| s.live_key_count(ns)) as i64),
+            Backend::Routed(_) => self.keys(ns).await.map(|keys| keys.len() as i64),
+        }
+    }
+
+    /// One SCAN step: the keys after `scan.cursor` and the next cursor (0 at
+    /// the end). Cursors are slots on both backends.
+    pub(crate) async fn scan(&self, ns: u8, scan: &ScanArgs) -> Result<(Vec<Bytes>, u64), Reply> {
+        match self {
+            Backend::Local(storage) => Ok(storage.read(|s| s.scan(ns, scan.cursor, scan.count))),
+            Backend::Routed(cluster) => crate::routing::scan_partition(cluster, ns, scan.cursor)
+                .await
+                .map_err(|e| Reply::error(e.line())),
+        }
+    }
+
+    /// The namespaces FLUSHALL empties.
+    pub fn namespaces_in_use(&self) -> Vec<u8> {
+        match self {
+            Backend::Local(storage) => {
+                storage.read(|s| s.namespaces().into_iter().map(|(ns, _)| ns).collect())
+            }
+            Backend::Routed(_) => (0..16).collect(),
+        }
+    }
+
+    /// Delete every key of `namespaces`, in batches of
+    /// [`KEYS_PER_FLUSH_BATCH`]; the first failure is the reply.
+    pub async fn flush(&self, namespaces: &[u8]) -> Reply {
+        for ns in namespaces {
+            loop {
+                let keys = match self.keys(*ns).await {
+                    Ok(keys) => keys,
+                    Err(reply) => return reply,
+                };
+                if keys.is_empty() {
+                    break;
+                }
+                for chunk in keys.chunks(KEYS_PER_FLUSH_BATCH) {
+                    let ops = chunk
+                        .iter()
+                        .map(|k| WriteOp::delete(*ns, k.clone()))
+                        .collect();
+                    if let Err(reply) = self.write_now(ops).await {
+                        return reply;
+                    }
+                }
+                if matches!(self, Backend::Routed(_)) {
+                    // A routed listing is gathered once: keys written since
+                    // are not this FLUSH's.
+                    break;
+                }
+            }
+        }
+        Reply::ok()
+    }
+
+    /// Write `ops` and wait for them (FLUSH's batches).
+    async fn write_now(&self, ops: Vec<WriteOp>) -> Result<(), Reply> {
+        match self {
+            Backend::Local(storage) => match storage.write(ops).await {
+                Ok(results) => match results.iter().find_map(|r| r.as_ref().err()) {
+                    Some(e) => Err(write_error_reply(e)),
+                    None => Ok(()),
+                },
+                Err(_) => Err(Reply::error("IOERR storage has stopped")),
+            },
+            Backend::Routed(cluster) => {
+                match cluster.write(ops).await.into_iter().find_map(Result::err) {
+                    Some(e) => Err(Reply::error(e.line())),
+                    None => Ok(()),
+                }
+            }
+        }
+    }
+}
