@@ -9,6 +9,7 @@
 //! production and in the deterministic simulator.
 
 pub mod cluster;
+pub mod commit_order;
 pub mod digest;
 pub mod disk;
 pub mod memdisk;

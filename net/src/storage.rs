@@ -7,13 +7,13 @@
 //! store briefly and read published state only.
 
 use serde::Deserialize;
+use shoal_engine::commit_order::{CommitOrder, Ready, Verdict};
 use shoal_engine::runtime::Runtime;
 use shoal_engine::store::UNSYNCED_BATCHES_MAX;
 use shoal_engine::version::SiblingSet;
 use shoal_engine::{
     CompactionProgress, DiskError, PreparedBatch, Store, WriteError, WriteOp, WriteOutcome,
 };
-use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{mpsc, oneshot};
 
@@ -253,11 +253,14 @@ struct Committer<R: Runtime> {
 
 /// A batch whose writes are on their way to disk, waiting for its answer.
 struct InFlight {
-    seq: u64,
     /// Per writer, in order: how many operations it sent, and where to answer.
     answers: Vec<Answer>,
     op_count: u64,
 }
+
+/// Publish order and poison (`shoal_engine::commit_order`) over this
+/// committer's batches.
+type Order = CommitOrder<InFlight, PreparedBatch, DiskError>;
 
 /// A finished sync: (committer sequence, the batch, what the sync said).
 type SyncDone = (u64, PreparedBatch, Result<(), DiskError>);
@@ -271,18 +274,11 @@ impl<R: Runtime> Committer<R> {
     async fn run(self, mut receiver: mpsc::Receiver<WriteRequest>) {
         let depth = self.config.syncs_in_flight_max;
         let (done_tx, mut done_rx) = mpsc::channel::<SyncDone>(depth + 1);
-        let mut in_flight: VecDeque<InFlight> = VecDeque::new();
-        let mut completed: BTreeMap<u64, (PreparedBatch, Result<(), DiskError>)> = BTreeMap::new();
-        let mut next_seq = 0u64;
-        let mut failure: Option<DiskError> = None;
+        let mut order = Order::default();
         let mut open = true;
         loop {
-            while let Some(front) = in_flight.front() {
-                let Some((batch, synced)) = completed.remove(&front.seq) else {
-                    break;
-                };
-                let front = in_flight.pop_front().expect("front exists");
-                self.finish(front, batch, synced, &mut failure);
+            while let Some(ready) = order.next_ready() {
+                self.finish(ready);
             }
             // Compaction keeps pace with the writes: it runs between batches
             // whether or not others are in flight (a sustained load would
@@ -293,7 +289,7 @@ impl<R: Runtime> Committer<R> {
                 self.record_synced_mark().await;
             }
             self.compact().await;
-            if in_flight.is_empty() {
+            if order.in_flight() == 0 {
                 if !open {
                     break;
                 }
@@ -305,26 +301,26 @@ impl<R: Runtime> Committer<R> {
                 tokio::select! {
                     biased;
                     request = receiver.recv() => match request {
-                        Some(r) => self.start(r, &mut receiver, &mut in_flight, &mut completed, &done_tx, &mut next_seq),
+                        Some(r) => self.start(r, &mut receiver, &mut order, &done_tx),
                         None => open = false,
                     },
                     _ = self.runtime.sleep_ms(wait_ms) => {}
                 }
-            } else if open && in_flight.len() < depth {
+            } else if open && order.in_flight() < depth {
                 tokio::select! {
                     biased; // deterministic order (see above); completions first
                     done = done_rx.recv() => {
                         if let Some((seq, batch, synced)) = done {
-                            completed.insert(seq, (batch, synced));
+                            order.synced(seq, batch, synced);
                         }
                     }
                     request = receiver.recv() => match request {
-                        Some(r) => self.start(r, &mut receiver, &mut in_flight, &mut completed, &done_tx, &mut next_seq),
+                        Some(r) => self.start(r, &mut receiver, &mut order, &done_tx),
                         None => open = false,
                     },
                 }
             } else if let Some((seq, batch, synced)) = done_rx.recv().await {
-                completed.insert(seq, (batch, synced));
+                order.synced(seq, batch, synced);
             }
         }
         // Queue closed: everything acknowledged is synced already under `always`;
@@ -339,10 +335,8 @@ impl<R: Runtime> Committer<R> {
         &self,
         first: WriteRequest,
         receiver: &mut mpsc::Receiver<WriteRequest>,
-        in_flight: &mut VecDeque<InFlight>,
-        completed: &mut BTreeMap<u64, (PreparedBatch, Result<(), DiskError>)>,
+        order: &mut Order,
         done_tx: &mpsc::Sender<SyncDone>,
-        next_seq: &mut u64,
     ) {
         let mut requests = vec![first];
         let mut op_count = requests[0].ops.len();
@@ -366,10 +360,7 @@ impl<R: Runtime> Committer<R> {
             ops.extend(request.ops);
         }
         let batch = lock(&self.store).prepare(&ops, self.runtime.wall_ms());
-        let seq = *next_seq;
-        *next_seq += 1;
-        in_flight.push_back(InFlight {
-            seq,
+        let seq = order.start(InFlight {
             answers,
             op_count: op_count as u64,
         });
@@ -393,28 +384,27 @@ impl<R: Runtime> Committer<R> {
                     let _ = run_blocking(move || disk.sync()).await;
                 }));
             }
-            completed.insert(seq, (batch, Ok(())));
+            order.synced(seq, batch, Ok(()));
         }
     }
 
     /// Publish (or fail) the oldest batch and answer its writers.
-    fn finish(
-        &self,
-        in_flight: InFlight,
-        batch: PreparedBatch,
-        synced: Result<(), DiskError>,
-        failure: &mut Option<DiskError>,
-    ) {
+    fn finish(&self, ready: Ready<InFlight, PreparedBatch, DiskError>) {
+        let Ready {
+            payload: in_flight,
+            batch,
+            verdict,
+            ..
+        } = ready;
         let results = {
             let mut store = lock(&self.store);
-            match (failure.clone(), synced) {
-                (Some(earlier), _) => store.sync_failed(batch, earlier),
-                (None, Err(e)) => {
+            match verdict {
+                Verdict::Publish => store.publish(batch),
+                Verdict::Poison(e) => {
                     tracing::error!("fsync failed: {e}; store is read-only until restart");
-                    *failure = Some(e.clone());
                     store.sync_failed(batch, e)
                 }
-                (None, Ok(())) => store.publish(batch),
+                Verdict::FailAfter(earlier) => store.sync_failed(batch, earlier),
             }
         };
         {
