@@ -8,9 +8,9 @@
 //! `commands`'), framing (`resp`), connections (`server`).
 
 use crate::cluster::Cluster;
-use crate::commands::{err, read_error, write_error_reply, ReplyShape, ScanArgs, Step};
+use crate::reply::{err, read_error, write_error_reply, ReplyShape, Step};
 use crate::resp::Reply;
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::storage::Storage;
 use bytes::Bytes;
 use shoal_engine::{SiblingSet, WriteOp};
@@ -103,12 +103,18 @@ impl<'a> Backend<'a> {
         }
     }
 
-    /// One SCAN step: the keys after `scan.cursor` and the next cursor (0 at
-    /// the end). Cursors are slots on both backends.
-    pub(crate) async fn scan(&self, ns: u8, scan: &ScanArgs) -> Result<(Vec<Bytes>, u64), Reply> {
+    /// One SCAN step: the keys from `cursor` on (about `count` on one node, a
+    /// partition's on a cluster) and the next cursor (0 at the end). Cursors
+    /// are slots on both backends.
+    pub async fn scan(
+        &self,
+        ns: u8,
+        cursor: u64,
+        count: usize,
+    ) -> Result<(Vec<Bytes>, u64), Reply> {
         match self {
-            Backend::Local(storage) => Ok(storage.read(|s| s.scan(ns, scan.cursor, scan.count))),
-            Backend::Routed(cluster) => crate::routing::scan_partition(cluster, ns, scan.cursor)
+            Backend::Local(storage) => Ok(storage.read(|s| s.scan(ns, cursor, count))),
+            Backend::Routed(cluster) => crate::routing::scan_partition(cluster, ns, cursor)
                 .await
                 .map_err(|e| Reply::error(e.line())),
         }

@@ -1,7 +1,7 @@
 //! The INFO command's text: Redis's sections and field names where they mean the
 //! same thing, `shoal_*` fields for what only Shoal has.
 
-use crate::server::Shared;
+use crate::shared::Shared;
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
@@ -22,6 +22,9 @@ fn rss_bytes() -> u64 {
     0
 }
 
+/// The Redis version Shoal answers as (INFO, HELLO).
+pub const REDIS_VERSION: &str = "7.2.0";
+
 pub fn render(shared: &Shared, section: Option<String>) -> String {
     let wanted = |name: &str| match section.as_deref() {
         None | Some("all") | Some("default") | Some("everything") => true,
@@ -33,7 +36,7 @@ pub fn render(shared: &Shared, section: Option<String>) -> String {
         let _ = write!(
             out,
             "# Server\r\nredis_version:{}\r\nshoal_version:{}\r\nredis_mode:standalone\r\nos:{}\r\narch_bits:64\r\nprocess_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{}\r\nuptime_in_days:{}\r\n\r\n",
-            crate::commands::REDIS_VERSION,
+            REDIS_VERSION,
             env!("CARGO_PKG_VERSION"),
             std::env::consts::OS,
             std::process::id(),

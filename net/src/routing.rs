@@ -5,7 +5,7 @@
 //! themselves are written once, in `commands`.
 
 use crate::cluster::Cluster;
-use crate::commands::{err, lower, ReplyShape, RoutedTicket, Step};
+use crate::reply::{err, lower, ReplyShape, RoutedTicket, Step};
 use crate::resp::Reply;
 use bytes::Bytes;
 use shoal_engine::cluster::detector::PeerState;

@@ -3,86 +3,15 @@
 //! `resp::RequestLimits`) and output buffer; a breach is answered with an error and
 //! the connection is closed, never the server.
 
-use crate::commands::{self, Session, Step};
-use crate::resp::{decode_request, encode_reply, Protocol, Reply, RequestLimits};
-use crate::storage::Storage;
+use crate::commands::{self, Session};
+use crate::reply::{self, Step};
+use crate::resp::{decode_request, encode_reply, Protocol, Reply};
+pub use crate::shared::{ServerConfig, Shared};
 use bytes::BytesMut;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-
-#[derive(Clone, Debug)]
-pub struct ServerConfig {
-    pub bind: String,
-    pub port: u16,
-    pub data_dir: String,
-    pub requirepass: Option<String>,
-    pub databases: u8,
-    pub clients_max: usize,
-    pub request_limits: RequestLimits,
-    /// Unparsed input a client may have buffered.
-    pub query_buffer_max_bytes: usize,
-    /// Replies a client may have waiting; past it the client is disconnected.
-    pub client_output_buffer_max_bytes: usize,
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        ServerConfig {
-            bind: "127.0.0.1".into(),
-            port: 7379,
-            data_dir: "./shoal-data".into(),
-            requirepass: None,
-            databases: 16,
-            clients_max: 10_000,
-            request_limits: RequestLimits {
-                bulk_len_max_bytes: 64 << 20,
-                ..RequestLimits::default()
-            },
-            query_buffer_max_bytes: 256 << 20,
-            client_output_buffer_max_bytes: 256 << 20,
-        }
-    }
-}
-
-/// State shared by all connections.
-pub struct Shared {
-    pub storage: Storage,
-    /// Set when this node is a cluster member: data commands are routed.
-    pub cluster: Option<Arc<crate::cluster::Cluster>>,
-    pub config: ServerConfig,
-    pub clients_connected: AtomicUsize,
-    pub connections_total: AtomicU64,
-    pub connections_rejected: AtomicU64,
-    pub commands_total: AtomicU64,
-    next_client_id: AtomicU64,
-    pub started: tokio::time::Instant,
-}
-
-impl Shared {
-    pub fn new(storage: Storage, config: ServerConfig) -> Arc<Shared> {
-        Self::with_cluster(storage, config, None)
-    }
-
-    pub fn with_cluster(
-        storage: Storage,
-        config: ServerConfig,
-        cluster: Option<Arc<crate::cluster::Cluster>>,
-    ) -> Arc<Shared> {
-        Arc::new(Shared {
-            storage,
-            cluster,
-            config,
-            clients_connected: AtomicUsize::new(0),
-            connections_total: AtomicU64::new(0),
-            connections_rejected: AtomicU64::new(0),
-            commands_total: AtomicU64::new(0),
-            next_client_id: AtomicU64::new(1),
-            started: tokio::time::Instant::now(),
-        })
-    }
-}
 
 /// Serve connections until the listener fails for good.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
@@ -126,14 +55,14 @@ const READ_CHUNK_BYTES: usize = 16 << 10;
 /// Replies in request order: some ready, some waiting for their group commit.
 enum Slot {
     Ready(Reply),
-    Waiting(commands::ReplyShape, crate::storage::WriteTicket),
+    Waiting(reply::ReplyShape, crate::storage::WriteTicket),
     /// A write routed through the cluster (its coordinator answers).
-    Routed(commands::ReplyShape, commands::RoutedTicket),
+    Routed(reply::ReplyShape, reply::RoutedTicket),
 }
 
 async fn connection(stream: &mut TcpStream, peer: String, shared: &Shared) -> std::io::Result<()> {
     let mut session = Session {
-        id: shared.next_client_id.fetch_add(1, Ordering::Relaxed),
+        id: shared.next_client_id(),
         namespace: 0,
         protocol: Protocol::Resp2,
         name: None,
@@ -213,8 +142,8 @@ async fn resolve(slots: &mut Vec<Slot>, protocol: Protocol, output: &mut BytesMu
     for slot in slots.drain(..) {
         let reply = match slot {
             Slot::Ready(reply) => reply,
-            Slot::Waiting(shape, ticket) => commands::finish_write(ticket.wait().await, shape),
-            Slot::Routed(shape, ticket) => commands::finish_routed(ticket.wait().await, shape),
+            Slot::Waiting(shape, ticket) => reply::finish_write(ticket.wait().await, shape),
+            Slot::Routed(shape, ticket) => reply::finish_routed(ticket.wait().await, shape),
         };
         encode_reply(&reply, protocol, output);
     }

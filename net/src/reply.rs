@@ -1,0 +1,132 @@
+//! What running a command produces ([`Step`]: a reply now, a write waiting for
+//! its group commit or its coordinator, or a reply then close), how a write's
+//! results become its reply ([`ReplyShape`]), and the error replies every
+//! command shares. Below `commands`, `backend` and `routing`, which all speak
+//! it; above `storage` and `cluster`, whose results it turns into replies.
+//!
+//! Must not touch: command names or arguments (`commands`), connections
+//! (`server`).
+
+use crate::cluster::{remote_error, RoutedWrite};
+use crate::resp::Reply;
+use crate::storage::{WriteResults, WriteTicket};
+use shoal_engine::cluster::wire::{Refusal, RemoteError};
+use shoal_engine::{ReadError, WriteError};
+
+/// What running a command produced.
+pub enum Step {
+    Reply(Reply),
+    /// A write waiting for its group commit; `shape` turns results into the reply.
+    Pending(WriteTicket, ReplyShape),
+    /// A write routed through the cluster, waiting for its coordinator's answer.
+    Routed(RoutedTicket, ReplyShape),
+    /// Reply, then close the connection.
+    Close(Reply),
+}
+
+/// A routed write's answer, once its coordinator has it.
+pub struct RoutedTicket {
+    reply: tokio::sync::oneshot::Receiver<Vec<RoutedWrite>>,
+    op_count: usize,
+}
+
+impl RoutedTicket {
+    pub fn new(
+        reply: tokio::sync::oneshot::Receiver<Vec<RoutedWrite>>,
+        op_count: usize,
+    ) -> RoutedTicket {
+        RoutedTicket { reply, op_count }
+    }
+
+    pub async fn wait(self) -> Vec<RoutedWrite> {
+        let n = self.op_count;
+        self.reply.await.unwrap_or_else(|_| {
+            (0..n)
+                .map(|_| {
+                    Err(RemoteError::new(
+                        Refusal::OutcomeUnknown,
+                        "routing stopped before answering; outcome unknown",
+                    ))
+                })
+                .collect()
+        })
+    }
+}
+
+/// How a write's results become its reply.
+#[derive(Clone, Copy, Debug)]
+pub enum ReplyShape {
+    Set { get: bool },
+    SetNx,
+    Count,
+    Ok,
+    ShoalWrite,
+}
+
+pub(crate) fn err(msg: impl Into<String>) -> Step {
+    Step::Reply(Reply::error(msg))
+}
+
+pub(crate) fn syntax_error() -> Step {
+    err("ERR syntax error")
+}
+
+pub(crate) fn lower(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).to_ascii_lowercase()
+}
+
+pub(crate) fn parse_int(b: &[u8]) -> Option<i64> {
+    std::str::from_utf8(b).ok()?.parse().ok()
+}
+
+pub(crate) fn read_error(e: ReadError) -> Reply {
+    Reply::error(format!("ERR {e}"))
+}
+
+/// The reply text for a refused write. The code tells a client whether the write
+/// may have happened: `IOERR` means unknown; every other code means it did not.
+pub fn write_error_reply(e: &WriteError) -> Reply {
+    Reply::error(remote_error(e).line())
+}
+
+/// Turn a pending write's results into its reply.
+pub fn finish_write(results: WriteResults, shape: ReplyShape) -> Reply {
+    finish_routed(
+        results
+            .into_iter()
+            .map(|r| r.map_err(|e| remote_error(&e)))
+            .collect(),
+        shape,
+    )
+}
+
+/// Turn a write's results (local or routed) into its reply.
+pub fn finish_routed(results: Vec<RoutedWrite>, shape: ReplyShape) -> Reply {
+    if let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
+        return Reply::error(e.line());
+    }
+    let outcomes: Vec<_> = results.into_iter().filter_map(Result::ok).collect();
+    match shape {
+        ReplyShape::Set { get } => {
+            let o = &outcomes[0];
+            if get {
+                o.previous_winner.clone().map_or(Reply::Null, Reply::Bulk)
+            } else if o.applied {
+                Reply::ok()
+            } else {
+                Reply::Null
+            }
+        }
+        ReplyShape::SetNx => Reply::Integer(i64::from(outcomes[0].applied)),
+        ReplyShape::Count => Reply::Integer(outcomes.iter().filter(|o| o.applied).count() as i64),
+        ReplyShape::Ok => Reply::ok(),
+        ReplyShape::ShoalWrite => {
+            let o = &outcomes[0];
+            Reply::Array(vec![
+                o.dot
+                    .map_or(Reply::Null, |d| Reply::Bulk(d.to_string().into())),
+                Reply::Bulk(o.superseded.to_string().into()),
+            ])
+        }
+    }
+}

@@ -1,0 +1,87 @@
+//! What every connection of a node shares: its storage, its cluster driver
+//! (a member), the server's configuration and the connection counters. Below
+//! `commands`, `backend`, `info` and `server`, which all read it.
+//!
+//! Must not touch: commands, connections (`server` owns the sockets).
+
+use crate::resp::RequestLimits;
+use crate::storage::Storage;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub bind: String,
+    pub port: u16,
+    pub data_dir: String,
+    pub requirepass: Option<String>,
+    pub databases: u8,
+    pub clients_max: usize,
+    pub request_limits: RequestLimits,
+    /// Unparsed input a client may have buffered.
+    pub query_buffer_max_bytes: usize,
+    /// Replies a client may have waiting; past it the client is disconnected.
+    pub client_output_buffer_max_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            bind: "127.0.0.1".into(),
+            port: 7379,
+            data_dir: "./shoal-data".into(),
+            requirepass: None,
+            databases: 16,
+            clients_max: 10_000,
+            request_limits: RequestLimits {
+                bulk_len_max_bytes: 64 << 20,
+                ..RequestLimits::default()
+            },
+            query_buffer_max_bytes: 256 << 20,
+            client_output_buffer_max_bytes: 256 << 20,
+        }
+    }
+}
+
+/// State shared by all connections.
+pub struct Shared {
+    pub storage: Storage,
+    /// Set when this node is a cluster member: data commands are routed.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    pub config: ServerConfig,
+    pub clients_connected: AtomicUsize,
+    pub connections_total: AtomicU64,
+    pub connections_rejected: AtomicU64,
+    pub commands_total: AtomicU64,
+    next_client_id: AtomicU64,
+    pub started: tokio::time::Instant,
+}
+
+impl Shared {
+    pub fn new(storage: Storage, config: ServerConfig) -> Arc<Shared> {
+        Self::with_cluster(storage, config, None)
+    }
+
+    pub fn with_cluster(
+        storage: Storage,
+        config: ServerConfig,
+        cluster: Option<Arc<crate::cluster::Cluster>>,
+    ) -> Arc<Shared> {
+        Arc::new(Shared {
+            storage,
+            cluster,
+            config,
+            clients_connected: AtomicUsize::new(0),
+            connections_total: AtomicU64::new(0),
+            connections_rejected: AtomicU64::new(0),
+            commands_total: AtomicU64::new(0),
+            next_client_id: AtomicU64::new(1),
+            started: tokio::time::Instant::now(),
+        })
+    }
+
+    /// A fresh client id (CLIENT ID, CLIENT LIST).
+    pub fn next_client_id(&self) -> u64 {
+        self.next_client_id.fetch_add(1, Ordering::Relaxed)
+    }
+}
