@@ -22,6 +22,7 @@
 pub mod checks;
 mod format;
 pub mod history;
+mod jsonl;
 pub mod model;
 pub mod operations;
 pub mod report;

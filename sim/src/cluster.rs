@@ -10,7 +10,7 @@
 use crate::client::RespConn;
 use crate::digest::history_digest;
 use crate::effects::EffectLog;
-use crate::node::lock;
+use crate::lock;
 use crate::plan::WorkloadKnobs;
 use crate::recorder::Recorder;
 use crate::workload::{self, run_client};

@@ -17,7 +17,7 @@
 //! recovered context no longer covers what it forgot. A forget is recorded when
 //! its batch is durable, a moment before reads see it.
 
-use crate::node::lock;
+use crate::lock;
 use crate::recorder::Recorder;
 use shoal_checker::{Collection, Context, Dot, Effect, Event, Function, Key};
 use shoal_engine::{Applied, Change, SiblingSet, Store, StoreObserver, VersionVector};

@@ -5,7 +5,8 @@
 //! follow a kill; a node whose recovery refused to open (detected corruption) stays
 //! down rather than restarting from an empty store.
 
-use crate::node::{lock, NodeStatus, NodeWorld};
+use crate::lock;
+use crate::node::{NodeStatus, NodeWorld};
 use crate::plan::{CorruptTarget, CrashMode, Fault, NetKnobs, TimedFault};
 use crate::recorder::Recorder;
 use madsim::net::NetSim;

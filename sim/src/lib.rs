@@ -47,3 +47,15 @@ pub mod recorder;
 pub mod run;
 #[cfg(madsim)]
 pub mod workload;
+
+/// The single-node world's node id (its dots' actor, the node its clients'
+/// operations name).
+#[cfg(madsim)]
+pub const NODE_ID: u32 = 1;
+
+/// Lock a mutex, taking its data even if a panicking holder poisoned it (a
+/// failing seed still reports).
+#[cfg(madsim)]
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}

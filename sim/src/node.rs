@@ -5,6 +5,7 @@
 //! status as the supervisor sees it.
 
 use crate::effects::EffectLog;
+use crate::lock;
 use shoal_engine::disk::{Disk, DiskDir, DiskError};
 use shoal_engine::memdisk::MemDir;
 use shoal_engine::runtime::{BoxFuture, Runtime};
@@ -15,19 +16,15 @@ use shoal_net::server::{serve, ServerConfig, Shared};
 use shoal_net::storage::{Fsync, Storage, StorageConfig};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 pub const NODE_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
 pub const NODE_PORT: u16 = 7379;
 /// The node's id in dots and in the history.
-pub const NODE_ID: u32 = 1;
+pub use crate::NODE_ID;
 
 pub fn node_addr() -> SocketAddr {
     SocketAddr::new(NODE_IP, NODE_PORT)
-}
-
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The node's life as the supervisor sees it.

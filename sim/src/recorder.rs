@@ -4,7 +4,7 @@
 //! not history: anomalies (replies of an unexpected shape: a failed run) and
 //! detections (damage the store reported instead of returning it).
 
-use crate::node::lock;
+use crate::lock;
 use shoal_checker::{Event, Fault, Function, Key, OkResult, OpHeader};
 use std::sync::Mutex;
 use tokio::time::Instant;
@@ -70,7 +70,7 @@ impl Recorder {
             f,
             key: key.clone(),
             time_ms: self.now_ms(),
-            node: crate::node::NODE_ID,
+            node: crate::NODE_ID,
         }
     }
 

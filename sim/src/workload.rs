@@ -9,7 +9,8 @@
 //! with letters to the chosen size.
 
 use crate::client::{error_code, CallError, RespConn};
-use crate::node::{lock, node_addr};
+use crate::lock;
+use crate::node::node_addr;
 use crate::plan::WorkloadKnobs;
 use crate::recorder::Recorder;
 use crate::replies::{parse_del, parse_put, parse_siblings, removed_context};
