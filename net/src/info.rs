@@ -22,6 +22,22 @@ fn rss_bytes() -> u64 {
     0
 }
 
+/// Bytes as Redis prints them in INFO (`1.50M`, `812.00K`, `17B`).
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [(u64, &str); 4] = [
+        (1 << 40, "T"),
+        (1 << 30, "G"),
+        (1 << 20, "M"),
+        (1 << 10, "K"),
+    ];
+    for (size, unit) in UNITS {
+        if bytes >= size {
+            return format!("{:.2}{unit}", bytes as f64 / size as f64);
+        }
+    }
+    format!("{bytes}B")
+}
+
 /// The Redis version Shoal answers as (INFO, HELLO).
 pub const REDIS_VERSION: &str = "7.2.0";
 
@@ -48,13 +64,23 @@ pub fn render(shared: &Shared, section: Option<String>) -> String {
     if wanted("clients") {
         let _ = write!(
             out,
-            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\n\r\n",
+            // No command blocks a client yet (no BLPOP): 0, not absent, so
+            // `redis-cli --stat` does not print a garbage count.
+            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:0\r\n\r\n",
             shared.clients_connected.load(Ordering::Relaxed),
             shared.config.clients_max
         );
     }
     if wanted("memory") {
-        let _ = write!(out, "# Memory\r\nused_memory_rss:{}\r\n\r\n", rss_bytes());
+        // No counting allocator: used_memory is the process's resident set, as
+        // `shoal_used_memory_source` says (Redis's is its allocator's count).
+        let rss = rss_bytes();
+        let _ = write!(
+            out,
+            "# Memory\r\nused_memory:{rss}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nshoal_used_memory_source:rss\r\n\r\n",
+            human_bytes(rss),
+            human_bytes(rss),
+        );
     }
     if wanted("persistence") {
         let commit = shared.storage.commit_stats();
@@ -122,4 +148,17 @@ pub fn render(shared: &Shared, section: Option<String>) -> String {
         out.push_str("\r\n");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_bytes;
+
+    #[test]
+    fn bytes_print_as_redis_prints_them() {
+        assert_eq!(human_bytes(17), "17B");
+        assert_eq!(human_bytes(1024), "1.00K");
+        assert_eq!(human_bytes(1536 * 1024), "1.50M");
+        assert_eq!(human_bytes(3 << 30), "3.00G");
+    }
 }

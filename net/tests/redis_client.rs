@@ -99,6 +99,16 @@ fn server_introspection_commands() {
     ] {
         assert!(info.contains(field), "INFO lacks {field}:\n{info}");
     }
+    // What `redis-cli --stat` reads: a missing field printed as memory 0B and
+    // blocked clients -9223372036854775808.
+    let field = |name: &str| -> Option<i64> {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    assert_eq!(field("blocked_clients"), Some(0), "{info}");
+    assert!(field("used_memory").is_some_and(|m| m > 0), "{info}");
+    assert!(info.contains("used_memory_human:"), "{info}");
     let config: Vec<String> = redis::cmd("CONFIG")
         .arg("GET")
         .arg("append*")
