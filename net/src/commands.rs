@@ -1,7 +1,9 @@
 //! Redis commands: the command table (name, arity, flags, key positions, docs,
-//! which also answers COMMAND) and each command's semantics, written once
-//! against a `backend::Backend` (this node's storage, or the cluster). Owns
-//! command semantics only: framing is `resp`, connections are `server`,
+//! which also answers COMMAND), the dispatch that checks a request against it
+//! once, and the connection and server commands (AUTH, HELLO, SELECT, CLIENT,
+//! CONFIG, INFO, COMMAND, CLUSTER). The data commands are typed in `data` and
+//! run against a `backend::Backend` (this node's storage, or the cluster).
+//! Owns command semantics only: framing is `resp`, connections are `server`,
 //! durability is `storage`, how a read or write travels is `backend`.
 //!
 //! Write commands are not awaited here: they return a [`Step::Pending`] ticket so that
@@ -9,7 +11,8 @@
 //! resolves pending tickets, in order, before it runs any other command, so every
 //! read sees the same connection's earlier writes.
 
-use crate::backend::{Backend, KeyRead};
+use crate::backend::Backend;
+use crate::data::DataCommand;
 use crate::glob::glob_match;
 use crate::info::REDIS_VERSION;
 use crate::reply::{err, lower, parse_int, syntax_error};
@@ -19,7 +22,6 @@ pub use crate::reply::{
 use crate::resp::{Protocol, Reply};
 use crate::shared::Shared;
 use bytes::Bytes;
-use shoal_engine::{Condition, Covers, SiblingSet, VersionVector, WriteOp};
 use std::sync::atomic::Ordering;
 
 /// Per-connection state.
@@ -159,93 +161,10 @@ pub async fn execute(
         }),
         "command" => command(&args[1..]),
         "cluster" | "shoal.cluster" | "shoal.ring" => cluster_only(shared, spec.name, &args).await,
-        _ => data_command(&Backend::of(shared), ns, spec.name, &args).await,
-    }
-}
-
-/// The data commands, each written once against `backend` (this node's
-/// storage, or the cluster).
-async fn data_command(backend: &Backend<'_>, ns: u8, name: &str, args: &[Bytes]) -> Step {
-    match name {
-        "get" => Step::Reply(one(backend.read(ns, &args[1..2]).await, winner)),
-        "mget" => Step::Reply(Reply::Array(
-            backend
-                .read(ns, &args[1..])
-                .await
-                .into_iter()
-                .map(|r| r.map_or_else(|e| e, winner))
-                .collect(),
-        )),
-        "exists" => {
-            let mut count = 0;
-            for live in backend.live(ns, &args[1..]).await {
-                match live {
-                    Ok(live) => count += i64::from(live),
-                    Err(reply) => return Step::Reply(reply),
-                }
-            }
-            Step::Reply(Reply::Integer(count))
-        }
-        "type" | "ttl" | "pttl" => {
-            let live = backend.live(ns, &args[1..2]).await.remove(0);
-            Step::Reply(match (name, live) {
-                (_, Err(reply)) => reply,
-                ("type", Ok(true)) => Reply::Simple("string".into()),
-                ("type", Ok(false)) => Reply::Simple("none".into()),
-                (_, Ok(true)) => Reply::Integer(-1),
-                (_, Ok(false)) => Reply::Integer(-2),
-            })
-        }
-        "dbsize" => Step::Reply(
-            backend
-                .key_count(ns)
-                .await
-                .map_or_else(|e| e, Reply::Integer),
-        ),
-        "keys" => Step::Reply(match backend.keys(ns).await {
-            Ok(keys) => Reply::Array(
-                keys.into_iter()
-                    .filter(|k| glob_match(&args[1], k, false))
-                    .map(Reply::Bulk)
-                    .collect(),
-            ),
-            Err(reply) => reply,
-        }),
-        "scan" => scan(backend, ns, &args[1..]).await,
-        "set" => match parse_set(ns, &args[1..]) {
-            Ok((op, shape)) => backend.write(vec![op], shape).await,
+        _ => match DataCommand::parse(ns, spec.name, &args) {
+            Ok(command) => command.run(&Backend::of(shared), ns).await,
             Err(step) => step,
         },
-        "setnx" => {
-            let mut op = WriteOp::put(ns, args[1].clone(), args[2].clone());
-            op.condition = Condition::IfAbsent;
-            backend.write(vec![op], ReplyShape::SetNx).await
-        }
-        "mset" => {
-            if args.len().is_multiple_of(2) {
-                return err("ERR wrong number of arguments for 'mset' command");
-            }
-            let ops = args[1..]
-                .chunks(2)
-                .map(|kv| WriteOp::put(ns, kv[0].clone(), kv[1].clone()))
-                .collect();
-            backend.write(ops, ReplyShape::Ok).await
-        }
-        "del" | "unlink" => {
-            let ops = args[1..]
-                .iter()
-                .map(|k| WriteOp::delete(ns, k.clone()))
-                .collect();
-            backend.write(ops, ReplyShape::Count).await
-        }
-        "flushdb" => Step::Reply(backend.flush(&[ns]).await),
-        "flushall" => Step::Reply(backend.flush(&backend.namespaces_in_use()).await),
-        "shoal.siblings" => Step::Reply(one(backend.read(ns, &args[1..2]).await, siblings_reply)),
-        "shoal.put" | "shoal.del" => match parse_shoal_write(ns, name, &args[1..]) {
-            Ok(op) => backend.write(vec![op], ReplyShape::ShoalWrite).await,
-            Err(step) => step,
-        },
-        other => unreachable!("command {other} in the table but not dispatched"),
     }
 }
 
@@ -262,157 +181,6 @@ async fn cluster_only(shared: &Shared, name: &str, args: &[Bytes]) -> Step {
         }),
         _ => crate::routing::ring_command(cluster, &args[1..]).await,
     }
-}
-
-/// The reply for the one key read, or its error.
-fn one(mut reads: Vec<KeyRead>, f: impl FnOnce(Option<SiblingSet>) -> Reply) -> Reply {
-    reads.remove(0).map_or_else(|e| e, f)
-}
-
-/// GET's reply: the deterministic winner's value, or nil.
-fn winner(set: Option<SiblingSet>) -> Reply {
-    set.and_then(|s| s.winner().and_then(|w| w.value.clone()))
-        .map_or(Reply::Null, Reply::Bulk)
-}
-
-/// SET's options: the write and how its result is answered.
-pub(crate) fn parse_set(ns: u8, args: &[Bytes]) -> Result<(WriteOp, ReplyShape), Step> {
-    let mut op = WriteOp::put(ns, args[0].clone(), args[1].clone());
-    let mut get = false;
-    for opt in &args[2..] {
-        match lower(opt).as_str() {
-            "nx" if op.condition == Condition::Always => op.condition = Condition::IfAbsent,
-            "xx" if op.condition == Condition::Always => op.condition = Condition::IfPresent,
-            "get" => get = true,
-            "ex" | "px" | "exat" | "pxat" | "keepttl" => {
-                return Err(err(
-                    "ERR Shoal does not support key expiry (EX, PX, EXAT, PXAT, KEEPTTL)",
-                ))
-            }
-            _ => return Err(syntax_error()),
-        }
-    }
-    Ok((op, ReplyShape::Set { get }))
-}
-
-/// SHOAL.PUT / SHOAL.DEL with an optional CONTEXT.
-pub(crate) fn parse_shoal_write(ns: u8, name: &str, args: &[Bytes]) -> Result<WriteOp, Step> {
-    let is_put = name == "shoal.put";
-    let fixed = if is_put { 2 } else { 1 };
-    let mut op = if is_put {
-        WriteOp::put(ns, args[0].clone(), args[1].clone())
-    } else {
-        WriteOp::delete(ns, args[0].clone())
-    };
-    match &args[fixed..] {
-        [] => {}
-        [word, ctx] if lower(word) == "context" => {
-            match VersionVector::parse(&String::from_utf8_lossy(ctx)) {
-                Some(vv) => op.covers = Covers::Context(vv),
-                None => {
-                    return Err(err(
-                        "ERR invalid causal context (expected node:counter,...)",
-                    ))
-                }
-            }
-        }
-        _ => return Err(syntax_error()),
-    }
-    Ok(op)
-}
-
-/// SHOAL.SIBLINGS's reply for a key's set.
-pub(crate) fn siblings_reply(set: Option<shoal_engine::SiblingSet>) -> Reply {
-    match set {
-        None => Reply::Array(vec![Reply::Bulk(Bytes::new()), Reply::Array(vec![])]),
-        Some(set) => Reply::Array(vec![
-            Reply::Bulk(set.context.to_string().into()),
-            Reply::Array(
-                set.siblings
-                    .iter()
-                    .map(|s| {
-                        Reply::Array(vec![
-                            Reply::Bulk(s.dot.to_string().into()),
-                            Reply::Integer(s.hlc.0 as i64),
-                            s.value.clone().map_or(Reply::Null, Reply::Bulk),
-                        ])
-                    })
-                    .collect(),
-            ),
-        ]),
-    }
-}
-
-/// SCAN's arguments.
-pub(crate) struct ScanArgs {
-    pub cursor: u64,
-    pub pattern: Option<Bytes>,
-    pub count: usize,
-    pub type_filter: Option<String>,
-}
-
-impl ScanArgs {
-    /// Whether a key passes MATCH and TYPE.
-    pub fn wants(&self, key: &[u8]) -> bool {
-        self.pattern
-            .as_ref()
-            .is_none_or(|p| glob_match(p, key, false))
-            && self.type_filter.as_deref().is_none_or(|t| t == "string")
-    }
-}
-
-/// SCAN: one step from the cursor (a slot on both backends), MATCH and TYPE
-/// applied to what the step found.
-async fn scan(backend: &Backend<'_>, ns: u8, args: &[Bytes]) -> Step {
-    let scan = match parse_scan(args) {
-        Ok(scan) => scan,
-        Err(step) => return step,
-    };
-    match backend.scan(ns, scan.cursor, scan.count).await {
-        Ok((keys, next)) => Step::Reply(Reply::Array(vec![
-            Reply::Bulk(next.to_string().into()),
-            Reply::Array(
-                keys.into_iter()
-                    .filter(|k| scan.wants(k))
-                    .map(Reply::Bulk)
-                    .collect(),
-            ),
-        ])),
-        Err(reply) => Step::Reply(reply),
-    }
-}
-
-pub(crate) fn parse_scan(args: &[Bytes]) -> Result<ScanArgs, Step> {
-    let Some(cursor) = std::str::from_utf8(&args[0])
-        .ok()
-        .and_then(|c| c.parse::<u64>().ok())
-    else {
-        return Err(err("ERR invalid cursor"));
-    };
-    let mut pattern: Option<Bytes> = None;
-    let mut count = 10usize;
-    let mut type_filter: Option<String> = None;
-    let mut rest = args[1..].chunks(2);
-    for pair in rest.by_ref() {
-        let [opt, value] = pair else {
-            return Err(syntax_error());
-        };
-        match lower(opt).as_str() {
-            "match" => pattern = Some(value.clone()),
-            "count" => match parse_int(value) {
-                Some(n) if n > 0 => count = n as usize,
-                _ => return Err(err("ERR value is not an integer or out of range")),
-            },
-            "type" => type_filter = Some(lower(value)),
-            _ => return Err(syntax_error()),
-        }
-    }
-    Ok(ScanArgs {
-        cursor,
-        pattern,
-        count,
-        type_filter,
-    })
 }
 
 fn auth(shared: &Shared, session: &mut Session, args: &[Bytes]) -> Reply {

@@ -12,6 +12,7 @@ pub mod backend;
 pub mod cluster;
 pub mod commands;
 pub mod config;
+pub mod data;
 pub mod filedisk;
 pub mod glob;
 pub mod info;

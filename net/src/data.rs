@@ -1,0 +1,359 @@
+//! The data commands, typed: each parsed once from its arguments into a
+//! [`DataCommand`] (the command table in `commands` has already checked its
+//! name and arity), then run against a `Backend`, this node's storage or the
+//! cluster, by one piece of code for both. Adding a data command is one table
+//! entry, one variant with its parse, and one arm of [`DataCommand::run`].
+//!
+//! Must not touch: connections and sessions (`commands`, `server`), how a read
+//! or write travels (`backend`).
+
+use crate::backend::{Backend, KeyRead};
+use crate::glob::glob_match;
+use crate::reply::{err, lower, parse_int, syntax_error, ReplyShape, Step};
+use crate::resp::Reply;
+use bytes::Bytes;
+use shoal_engine::{Condition, Covers, SiblingSet, VersionVector, WriteOp};
+
+/// A data command and its parsed arguments.
+pub enum DataCommand {
+    Get(Bytes),
+    MGet(Vec<Bytes>),
+    Exists(Vec<Bytes>),
+    Type(Bytes),
+    /// TTL and PTTL: keys have no expiry, so both answer -1 or -2.
+    Ttl(Bytes),
+    DbSize,
+    Keys {
+        pattern: Bytes,
+    },
+    Scan(ScanArgs),
+    /// SET, SETNX, MSET, DEL, UNLINK, SHOAL.PUT, SHOAL.DEL: writes, and how
+    /// their results are answered.
+    Write(Vec<WriteOp>, ReplyShape),
+    FlushDb,
+    FlushAll,
+    Siblings(Bytes),
+}
+
+impl DataCommand {
+    /// `args[0]` is the command's name as sent; `name` is its table name.
+    pub fn parse(ns: u8, name: &str, args: &[Bytes]) -> Result<DataCommand, Step> {
+        let key = || args[1].clone();
+        let keys = || args[1..].to_vec();
+        Ok(match name {
+            "get" => DataCommand::Get(key()),
+            "mget" => DataCommand::MGet(keys()),
+            "exists" => DataCommand::Exists(keys()),
+            "type" => DataCommand::Type(key()),
+            "ttl" | "pttl" => DataCommand::Ttl(key()),
+            "dbsize" => DataCommand::DbSize,
+            "keys" => DataCommand::Keys { pattern: key() },
+            "scan" => DataCommand::Scan(parse_scan(&args[1..])?),
+            "set" => {
+                let (op, shape) = parse_set(ns, &args[1..])?;
+                DataCommand::Write(vec![op], shape)
+            }
+            "setnx" => {
+                let mut op = WriteOp::put(ns, args[1].clone(), args[2].clone());
+                op.condition = Condition::IfAbsent;
+                DataCommand::Write(vec![op], ReplyShape::SetNx)
+            }
+            "mset" => {
+                if args.len().is_multiple_of(2) {
+                    return Err(err("ERR wrong number of arguments for 'mset' command"));
+                }
+                let ops = args[1..]
+                    .chunks(2)
+                    .map(|kv| WriteOp::put(ns, kv[0].clone(), kv[1].clone()))
+                    .collect();
+                DataCommand::Write(ops, ReplyShape::Ok)
+            }
+            "del" | "unlink" => {
+                let ops = args[1..]
+                    .iter()
+                    .map(|k| WriteOp::delete(ns, k.clone()))
+                    .collect();
+                DataCommand::Write(ops, ReplyShape::Count)
+            }
+            "flushdb" => DataCommand::FlushDb,
+            "flushall" => DataCommand::FlushAll,
+            "shoal.siblings" => DataCommand::Siblings(key()),
+            "shoal.put" | "shoal.del" => {
+                let op = parse_shoal_write(ns, name, &args[1..])?;
+                DataCommand::Write(vec![op], ReplyShape::ShoalWrite)
+            }
+            other => unreachable!("command {other} in the table but not parsed"),
+        })
+    }
+
+    /// Run against `backend` in namespace `ns`.
+    pub async fn run(self, backend: &Backend<'_>, ns: u8) -> Step {
+        match self {
+            DataCommand::Get(key) => Step::Reply(one(backend.read(ns, &[key]).await, winner)),
+            DataCommand::MGet(keys) => Step::Reply(Reply::Array(
+                backend
+                    .read(ns, &keys)
+                    .await
+                    .into_iter()
+                    .map(|r| r.map_or_else(|e| e, winner))
+                    .collect(),
+            )),
+            DataCommand::Exists(keys) => {
+                let mut count = 0;
+                for live in backend.live(ns, &keys).await {
+                    match live {
+                        Ok(live) => count += i64::from(live),
+                        Err(reply) => return Step::Reply(reply),
+                    }
+                }
+                Step::Reply(Reply::Integer(count))
+            }
+            DataCommand::Type(key) => Step::Reply(match backend.live(ns, &[key]).await.remove(0) {
+                Ok(true) => Reply::Simple("string".into()),
+                Ok(false) => Reply::Simple("none".into()),
+                Err(reply) => reply,
+            }),
+            DataCommand::Ttl(key) => Step::Reply(match backend.live(ns, &[key]).await.remove(0) {
+                Ok(true) => Reply::Integer(-1),
+                Ok(false) => Reply::Integer(-2),
+                Err(reply) => reply,
+            }),
+            DataCommand::DbSize => Step::Reply(
+                backend
+                    .key_count(ns)
+                    .await
+                    .map_or_else(|e| e, Reply::Integer),
+            ),
+            DataCommand::Keys { pattern } => Step::Reply(match backend.keys(ns).await {
+                Ok(keys) => Reply::Array(
+                    keys.into_iter()
+                        .filter(|k| glob_match(&pattern, k, false))
+                        .map(Reply::Bulk)
+                        .collect(),
+                ),
+                Err(reply) => reply,
+            }),
+            DataCommand::Scan(scan_args) => scan(backend, ns, &scan_args).await,
+            DataCommand::Write(ops, shape) => backend.write(ops, shape).await,
+            DataCommand::FlushDb => Step::Reply(backend.flush(&[ns]).await),
+            DataCommand::FlushAll => Step::Reply(backend.flush(&backend.namespaces_in_use()).await),
+            DataCommand::Siblings(key) => {
+                Step::Reply(one(backend.read(ns, &[key]).await, siblings_reply))
+            }
+        }
+    }
+}
+
+/// The reply for the one key read, or its error.
+fn one(mut reads: Vec<KeyRead>, f: impl FnOnce(Option<SiblingSet>) -> Reply) -> Reply {
+    reads.remove(0).map_or_else(|e| e, f)
+}
+
+/// GET's reply: the deterministic winner's value, or nil.
+fn winner(set: Option<SiblingSet>) -> Reply {
+    set.and_then(|s| s.winner().and_then(|w| w.value.clone()))
+        .map_or(Reply::Null, Reply::Bulk)
+}
+
+/// SET's options: the write and how its result is answered.
+fn parse_set(ns: u8, args: &[Bytes]) -> Result<(WriteOp, ReplyShape), Step> {
+    let mut op = WriteOp::put(ns, args[0].clone(), args[1].clone());
+    let mut get = false;
+    for opt in &args[2..] {
+        match lower(opt).as_str() {
+            "nx" if op.condition == Condition::Always => op.condition = Condition::IfAbsent,
+            "xx" if op.condition == Condition::Always => op.condition = Condition::IfPresent,
+            "get" => get = true,
+            "ex" | "px" | "exat" | "pxat" | "keepttl" => {
+                return Err(err(
+                    "ERR Shoal does not support key expiry (EX, PX, EXAT, PXAT, KEEPTTL)",
+                ))
+            }
+            _ => return Err(syntax_error()),
+        }
+    }
+    Ok((op, ReplyShape::Set { get }))
+}
+
+/// SHOAL.PUT / SHOAL.DEL with an optional CONTEXT.
+fn parse_shoal_write(ns: u8, name: &str, args: &[Bytes]) -> Result<WriteOp, Step> {
+    let is_put = name == "shoal.put";
+    let fixed = if is_put { 2 } else { 1 };
+    let mut op = if is_put {
+        WriteOp::put(ns, args[0].clone(), args[1].clone())
+    } else {
+        WriteOp::delete(ns, args[0].clone())
+    };
+    match &args[fixed..] {
+        [] => {}
+        [word, ctx] if lower(word) == "context" => {
+            match VersionVector::parse(&String::from_utf8_lossy(ctx)) {
+                Some(vv) => op.covers = Covers::Context(vv),
+                None => {
+                    return Err(err(
+                        "ERR invalid causal context (expected node:counter,...)",
+                    ))
+                }
+            }
+        }
+        _ => return Err(syntax_error()),
+    }
+    Ok(op)
+}
+
+/// SHOAL.SIBLINGS's reply for a key's set.
+fn siblings_reply(set: Option<SiblingSet>) -> Reply {
+    match set {
+        None => Reply::Array(vec![Reply::Bulk(Bytes::new()), Reply::Array(vec![])]),
+        Some(set) => Reply::Array(vec![
+            Reply::Bulk(set.context.to_string().into()),
+            Reply::Array(
+                set.siblings
+                    .iter()
+                    .map(|s| {
+                        Reply::Array(vec![
+                            Reply::Bulk(s.dot.to_string().into()),
+                            Reply::Integer(s.hlc.0 as i64),
+                            s.value.clone().map_or(Reply::Null, Reply::Bulk),
+                        ])
+                    })
+                    .collect(),
+            ),
+        ]),
+    }
+}
+
+/// SCAN's arguments.
+pub struct ScanArgs {
+    pub cursor: u64,
+    pub pattern: Option<Bytes>,
+    pub count: usize,
+    pub type_filter: Option<String>,
+}
+
+impl ScanArgs {
+    /// Whether a key passes MATCH and TYPE.
+    pub fn wants(&self, key: &[u8]) -> bool {
+        self.pattern
+            .as_ref()
+            .is_none_or(|p| glob_match(p, key, false))
+            && self.type_filter.as_deref().is_none_or(|t| t == "string")
+    }
+}
+
+/// SCAN: one step from the cursor (a slot on both backends), MATCH and TYPE
+/// applied to what the step found.
+async fn scan(backend: &Backend<'_>, ns: u8, scan: &ScanArgs) -> Step {
+    match backend.scan(ns, scan.cursor, scan.count).await {
+        Ok((keys, next)) => Step::Reply(Reply::Array(vec![
+            Reply::Bulk(next.to_string().into()),
+            Reply::Array(
+                keys.into_iter()
+                    .filter(|k| scan.wants(k))
+                    .map(Reply::Bulk)
+                    .collect(),
+            ),
+        ])),
+        Err(reply) => Step::Reply(reply),
+    }
+}
+
+fn parse_scan(args: &[Bytes]) -> Result<ScanArgs, Step> {
+    let Some(cursor) = std::str::from_utf8(&args[0])
+        .ok()
+        .and_then(|c| c.parse::<u64>().ok())
+    else {
+        return Err(err("ERR invalid cursor"));
+    };
+    let mut pattern: Option<Bytes> = None;
+    let mut count = 10usize;
+    let mut type_filter: Option<String> = None;
+    let mut rest = args[1..].chunks(2);
+    for pair in rest.by_ref() {
+        let [opt, value] = pair else {
+            return Err(syntax_error());
+        };
+        match lower(opt).as_str() {
+            "match" => pattern = Some(value.clone()),
+            "count" => match parse_int(value) {
+                Some(n) if n > 0 => count = n as usize,
+                _ => return Err(err("ERR value is not an integer or out of range")),
+            },
+            "type" => type_filter = Some(lower(value)),
+            _ => return Err(syntax_error()),
+        }
+    }
+    Ok(ScanArgs {
+        cursor,
+        pattern,
+        count,
+        type_filter,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(words: &[&str]) -> Vec<Bytes> {
+        words
+            .iter()
+            .map(|w| Bytes::copy_from_slice(w.as_bytes()))
+            .collect()
+    }
+
+    fn refusal(step: Step) -> String {
+        match step {
+            Step::Reply(Reply::Error(e)) => e,
+            _ => panic!("not an error reply"),
+        }
+    }
+
+    #[test]
+    fn a_command_is_parsed_once_into_what_it_does() {
+        let Ok(DataCommand::Write(ops, ReplyShape::Set { get: true })) =
+            DataCommand::parse(3, "set", &args(&["SET", "k", "v", "nx", "GET"]))
+        else {
+            panic!("SET k v NX GET");
+        };
+        assert_eq!(ops.len(), 1);
+        assert_eq!(ops[0].namespace, 3);
+        assert_eq!(ops[0].condition, Condition::IfAbsent);
+        let Ok(DataCommand::Write(ops, ReplyShape::Count)) =
+            DataCommand::parse(0, "unlink", &args(&["UNLINK", "a", "b"]))
+        else {
+            panic!("UNLINK a b");
+        };
+        assert_eq!(ops.len(), 2);
+        assert!(matches!(
+            DataCommand::parse(0, "pttl", &args(&["PTTL", "k"])),
+            Ok(DataCommand::Ttl(_))
+        ));
+    }
+
+    #[test]
+    fn bad_arguments_are_refused_before_anything_runs() {
+        let cases: [(&str, &[&str], &str); 5] = [
+            ("set", &["SET", "k", "v", "EX", "10"], "key expiry"),
+            ("set", &["SET", "k", "v", "NX", "XX"], "syntax error"),
+            (
+                "mset",
+                &["MSET", "a", "1", "b"],
+                "wrong number of arguments",
+            ),
+            ("scan", &["SCAN", "x"], "invalid cursor"),
+            (
+                "shoal.put",
+                &["SHOAL.PUT", "k", "v", "CONTEXT", "??"],
+                "causal context",
+            ),
+        ];
+        for (name, words, why) in cases {
+            let Err(step) = DataCommand::parse(0, name, &args(words)) else {
+                panic!("{words:?} parsed");
+            };
+            let message = refusal(step);
+            assert!(message.contains(why), "{words:?}: {message}");
+        }
+    }
+}
