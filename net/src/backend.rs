@@ -1,14 +1,14 @@
 //! Where a command's reads and writes go: this node's storage (a single node)
-//! or the cluster (a member routes each key to its replicas). Every Redis
-//! command is written once, in `commands`, against [`Backend`]; the backend
+//! or the cluster (a member routes each key to its replicas). Every data
+//! command is written once, in `data`, against [`Backend`]; the backend
 //! decides how a read or a write travels, and turns its failures into the
 //! error reply the client sees.
 //!
 //! Must not touch: command names, arguments or reply shapes (those are
-//! `commands`'), framing (`resp`), connections (`server`).
+//! `commands`' and `data`'s), framing (`resp`), connections (`server`).
 
 use crate::cluster::Cluster;
-use crate::reply::{err, read_error, write_error_reply, ReplyShape, Step};
+use crate::reply::{err, read_error, refused, write_error_reply, ReplyShape, Step};
 use crate::resp::Reply;
 use crate::shared::Shared;
 use crate::storage::Storage;
@@ -51,7 +51,7 @@ impl<'a> Backend<'a> {
                 .read(ns, keys.to_vec())
                 .await
                 .into_iter()
-                .map(|r| r.map_err(|e| Reply::error(e.line())))
+                .map(|r| r.map_err(|e| refused(&e)))
                 .collect(),
         }
     }
@@ -91,7 +91,7 @@ impl<'a> Backend<'a> {
             Backend::Routed(cluster) => cluster
                 .keys(ns, 0..=shoal_engine::slot::SLOT_COUNT - 1)
                 .await
-                .map_err(|e| Reply::error(e.line())),
+                .map_err(|e| refused(&e)),
         }
     }
 
@@ -116,7 +116,7 @@ impl<'a> Backend<'a> {
             Backend::Local(storage) => Ok(storage.read(|s| s.scan(ns, cursor, count))),
             Backend::Routed(cluster) => crate::routing::scan_partition(cluster, ns, cursor)
                 .await
-                .map_err(|e| Reply::error(e.line())),
+                .map_err(|e| refused(&e)),
         }
     }
 
@@ -173,7 +173,7 @@ impl<'a> Backend<'a> {
             },
             Backend::Routed(cluster) => {
                 match cluster.write(ops).await.into_iter().find_map(Result::err) {
-                    Some(e) => Err(Reply::error(e.line())),
+                    Some(e) => Err(refused(&e)),
                     None => Ok(()),
                 }
             }

@@ -79,6 +79,11 @@ pub(crate) fn parse_int(b: &[u8]) -> Option<i64> {
     std::str::from_utf8(b).ok()?.parse().ok()
 }
 
+/// A refusal (a peer's or the cluster's) as the client's error reply.
+pub(crate) fn refused(e: &RemoteError) -> Reply {
+    Reply::error(e.line())
+}
+
 pub(crate) fn read_error(e: ReadError) -> Reply {
     Reply::error(format!("ERR {e}"))
 }
@@ -103,7 +108,7 @@ pub fn finish_write(results: WriteResults, shape: ReplyShape) -> Reply {
 /// Turn a write's results (local or routed) into its reply.
 pub fn finish_routed(results: Vec<RoutedWrite>, shape: ReplyShape) -> Reply {
     if let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
-        return Reply::error(e.line());
+        return refused(e);
     }
     let outcomes: Vec<_> = results.into_iter().filter_map(Result::ok).collect();
     match shape {

@@ -2,7 +2,7 @@
 //! SHOAL.CLUSTER and SHOAL.RING, and the two ways the data commands'
 //! `backend::Backend::Routed` reaches the cluster that need more than one call
 //! (a routed write's ticket, a SCAN step over one partition). The data commands
-//! themselves are written once, in `commands`.
+//! themselves are written once, in `data`.
 
 use crate::cluster::Cluster;
 use crate::reply::{err, lower, ReplyShape, RoutedTicket, Step};
