@@ -1,8 +1,10 @@
 //! Redis commands: the command table (name, arity, flags, key positions, docs,
 //! which also answers COMMAND), the dispatch that checks a request against it
 //! once, and the connection and server commands (AUTH, HELLO, SELECT, CLIENT,
-//! CONFIG, INFO, COMMAND, CLUSTER). The data commands are typed in `data` and
-//! run against a `backend::Backend` (this node's storage, or the cluster).
+//! CONFIG, INFO, COMMAND, CLUSTER), and MULTI / EXEC (the queue and watches are
+//! `transaction`'s; running the queue is here). The data commands are typed in
+//! `data` and run against a `backend::Backend` (this node's storage, or the
+//! cluster).
 //! Owns command semantics only: framing is `resp`, connections are `server`,
 //! durability is `storage`, how a read or write travels is `backend`.
 //!
@@ -15,12 +17,13 @@ use crate::backend::Backend;
 use crate::data::DataCommand;
 use crate::glob::glob_match;
 use crate::info::REDIS_VERSION;
-use crate::reply::{err, lower, parse_int, syntax_error};
+use crate::reply::{err, lower, parse_int, syntax_error, Waiting};
 pub use crate::reply::{
     finish_routed, finish_write, write_error_reply, ReplyShape, RoutedTicket, Step,
 };
 use crate::resp::{Protocol, Reply};
 use crate::shared::Shared;
+use crate::transaction::{self, ExecPlan, Transaction};
 use bytes::Bytes;
 use std::sync::atomic::Ordering;
 
@@ -34,6 +37,8 @@ pub struct Session {
     pub lib_ver: Option<Bytes>,
     pub authenticated: bool,
     pub peer: String,
+    /// MULTI's queue and WATCH's keys.
+    pub transaction: Transaction,
 }
 
 pub struct CommandSpec {
@@ -82,6 +87,11 @@ pub static COMMANDS: &[CommandSpec] = &[
     spec!("info", -1, ["slow"], 0, 0, 0, "server", "Returns information and statistics about the server."),
     spec!("command", -1, ["slow"], 0, 0, 0, "server", "COMMAND, COMMAND COUNT, COMMAND DOCS, COMMAND INFO."),
     spec!("cluster", -2, ["slow"], 0, 0, 0, "cluster", "CLUSTER INFO, MYID, NODES, SLOTS, SHARDS (any node serves any key)."),
+    spec!("multi", 1, ["fast", "no-script"], 0, 0, 0, "transactions", "Starts a transaction: later commands are queued until EXEC or DISCARD."),
+    spec!("exec", 1, ["slow", "no-script"], 0, 0, 0, "transactions", "Runs the queued commands, no other command of this node between them; nil when a watched key changed."),
+    spec!("discard", 1, ["fast", "no-script"], 0, 0, 0, "transactions", "Discards the queued commands and the watches."),
+    spec!("watch", -2, ["fast", "no-script"], 1, -1, 1, "transactions", "EXEC runs only if none of these keys changed since."),
+    spec!("unwatch", 1, ["fast", "no-script"], 0, 0, 0, "transactions", "Forgets every watched key."),
     spec!("shoal.cluster", -1, ["slow"], 0, 0, 0, "shoal", "Cluster status: members, states, ring, partitions per node, anti-entropy and repair counters."),
     spec!("shoal.ring", -2, ["admin", "slow"], 0, 0, 0, "shoal", "Change the ring: JOIN id host:port, LEAVE id, REPLACE old new host:port."),
     spec!("shoal.siblings", 2, ["readonly"], 1, 1, 1, "shoal", "Returns all siblings of a key with their causal context."),
@@ -107,6 +117,8 @@ pub fn is_deferrable_write(spec: Option<&CommandSpec>) -> bool {
     })
 }
 
+/// Run one request: check it against the table, queue it while MULTI is open,
+/// else run it.
 pub async fn execute(
     shared: &Shared,
     session: &mut Session,
@@ -114,6 +126,36 @@ pub async fn execute(
     args: Vec<Bytes>,
 ) -> Step {
     shared.commands_total.fetch_add(1, Ordering::Relaxed);
+    let spec = match admit(session, spec, &args) {
+        Ok(spec) => spec,
+        Err(step) => {
+            session.transaction.refused_while_queueing();
+            return step;
+        }
+    };
+    if session.transaction.is_queueing() && !transaction::runs_while_queueing(spec.name) {
+        return session.transaction.queue(args);
+    }
+    match spec.name {
+        "multi" => session.transaction.begin(),
+        "exec" => exec(shared, session).await,
+        "discard" => session.transaction.discard(),
+        "watch" => {
+            let ns = session.namespace;
+            let backend = Backend::of(shared);
+            session.transaction.watch(&backend, ns, &args[1..]).await
+        }
+        "unwatch" => session.transaction.unwatch(),
+        _ => dispatch(shared, session, spec, args).await,
+    }
+}
+
+/// The table's checks: a known command, its arity, authentication.
+fn admit(
+    session: &Session,
+    spec: Option<&'static CommandSpec>,
+    args: &[Bytes],
+) -> Result<&'static CommandSpec, Step> {
     let Some(spec) = spec else {
         let mut msg = format!(
             "ERR unknown command '{}', with args beginning with: ",
@@ -122,18 +164,58 @@ pub async fn execute(
         for a in args.iter().skip(1).take(8) {
             msg.push_str(&format!("'{}' ", String::from_utf8_lossy(a)));
         }
-        return err(msg);
+        return Err(err(msg));
     };
     let argc = args.len() as i64;
     if (spec.arity > 0 && argc != spec.arity) || (spec.arity < 0 && argc < -spec.arity) {
-        return err(format!(
+        return Err(err(format!(
             "ERR wrong number of arguments for '{}' command",
             spec.name
-        ));
+        )));
     }
     if !session.authenticated && !spec.flags.contains(&"no-auth") {
-        return err("NOAUTH Authentication required.");
+        return Err(err("NOAUTH Authentication required."));
     }
+    Ok(spec)
+}
+
+/// EXEC: under the node's exclusive turn, check the watches, then run the
+/// queue in order (a pipeline's writes share group commits, as on a
+/// connection) and answer every reply in one array; nil when a watched key
+/// changed.
+async fn exec(shared: &Shared, session: &mut Session) -> Step {
+    let (commands, watched) = match session.transaction.exec() {
+        ExecPlan::Refuse(step) => return step,
+        ExecPlan::Run { commands, watched } => (commands, watched),
+    };
+    let _alone = shared.isolation.exclusive().await;
+    if !transaction::watches_hold(&Backend::of(shared), &watched).await {
+        return Step::Reply(Reply::NullArray);
+    }
+    let mut replies = Vec::with_capacity(commands.len());
+    let mut waiting: Vec<Waiting> = Vec::new();
+    for args in commands {
+        let spec = lookup(&args[0]).expect("queued commands passed the table");
+        if !is_deferrable_write(Some(spec)) {
+            for w in waiting.drain(..) {
+                replies.push(w.reply().await);
+            }
+        }
+        waiting.push(Waiting::of(dispatch(shared, session, spec, args).await).0);
+    }
+    for w in waiting {
+        replies.push(w.reply().await);
+    }
+    Step::Reply(Reply::Array(replies))
+}
+
+/// Run a command the table admitted (not a transaction's own).
+async fn dispatch(
+    shared: &Shared,
+    session: &mut Session,
+    spec: &'static CommandSpec,
+    args: Vec<Bytes>,
+) -> Step {
     let ns = session.namespace;
     match spec.name {
         "ping" => match args.len() {

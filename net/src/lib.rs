@@ -27,3 +27,4 @@ pub mod salvage;
 pub mod server;
 pub mod shared;
 pub mod storage;
+pub mod transaction;

@@ -24,6 +24,34 @@ pub enum Step {
     Close(Reply),
 }
 
+/// A reply in request order: ready now, or waiting for its group commit or its
+/// coordinator.
+pub enum Waiting {
+    Ready(Reply),
+    Write(ReplyShape, WriteTicket),
+    Routed(ReplyShape, RoutedTicket),
+}
+
+impl Waiting {
+    /// What waits for `step`'s reply, and whether the connection closes after.
+    pub fn of(step: Step) -> (Waiting, bool) {
+        match step {
+            Step::Reply(reply) => (Waiting::Ready(reply), false),
+            Step::Pending(ticket, shape) => (Waiting::Write(shape, ticket), false),
+            Step::Routed(ticket, shape) => (Waiting::Routed(shape, ticket), false),
+            Step::Close(reply) => (Waiting::Ready(reply), true),
+        }
+    }
+
+    pub async fn reply(self) -> Reply {
+        match self {
+            Waiting::Ready(reply) => reply,
+            Waiting::Write(shape, ticket) => finish_write(ticket.wait().await, shape),
+            Waiting::Routed(shape, ticket) => finish_routed(ticket.wait().await, shape),
+        }
+    }
+}
+
 /// A routed write's answer, once its coordinator has it.
 pub struct RoutedTicket {
     reply: tokio::sync::oneshot::Receiver<Vec<RoutedWrite>>,

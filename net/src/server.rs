@@ -4,7 +4,7 @@
 //! the connection is closed, never the server.
 
 use crate::commands::{self, Session};
-use crate::reply::{self, Step};
+use crate::reply::Waiting;
 use crate::resp::{decode_request, encode_reply, Protocol, Reply};
 pub use crate::shared::{ServerConfig, Shared};
 use bytes::BytesMut;
@@ -52,14 +52,6 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
 const OUTPUT_FLUSH_BYTES: usize = 64 << 10;
 const READ_CHUNK_BYTES: usize = 16 << 10;
 
-/// Replies in request order: some ready, some waiting for their group commit.
-enum Slot {
-    Ready(Reply),
-    Waiting(reply::ReplyShape, crate::storage::WriteTicket),
-    /// A write routed through the cluster (its coordinator answers).
-    Routed(reply::ReplyShape, reply::RoutedTicket),
-}
-
 async fn connection(stream: &mut TcpStream, peer: String, shared: &Shared) -> std::io::Result<()> {
     let mut session = Session {
         id: shared.next_client_id(),
@@ -70,16 +62,20 @@ async fn connection(stream: &mut TcpStream, peer: String, shared: &Shared) -> st
         lib_ver: None,
         authenticated: shared.config.requirepass.is_none(),
         peer,
+        transaction: Default::default(),
     };
     let limits = &shared.config.request_limits;
     let mut input = BytesMut::with_capacity(READ_CHUNK_BYTES);
     let mut output = BytesMut::with_capacity(READ_CHUNK_BYTES);
-    let mut slots: Vec<Slot> = Vec::new();
+    let mut slots: Vec<Waiting> = Vec::new();
     loop {
         input.reserve(READ_CHUNK_BYTES);
         if stream.read_buf(&mut input).await? == 0 {
             return Ok(());
         }
+        // Held while this read's commands run and their writes are answered:
+        // EXEC waits for it (see `shared::Isolation`).
+        let mut turn = Some(shared.isolation.shared().await);
         if input.len() > shared.config.query_buffer_max_bytes {
             let reply =
                 Reply::error("ERR Protocol error: query buffer limit exceeded; closing connection");
@@ -95,7 +91,7 @@ async fn connection(stream: &mut TcpStream, peer: String, shared: &Shared) -> st
                 Ok(Some(args)) => args,
                 Ok(None) => break,
                 Err(e) => {
-                    slots.push(Slot::Ready(e.to_reply()));
+                    slots.push(Waiting::Ready(e.to_reply()));
                     close = true;
                     break;
                 }
@@ -104,15 +100,21 @@ async fn connection(stream: &mut TcpStream, peer: String, shared: &Shared) -> st
             if !commands::is_deferrable_write(spec) {
                 resolve(&mut slots, session.protocol, &mut output).await;
             }
-            match commands::execute(shared, &mut session, spec, args).await {
-                Step::Reply(reply) => slots.push(Slot::Ready(reply)),
-                Step::Pending(ticket, shape) => slots.push(Slot::Waiting(shape, ticket)),
-                Step::Routed(ticket, shape) => slots.push(Slot::Routed(shape, ticket)),
-                Step::Close(reply) => {
-                    slots.push(Slot::Ready(reply));
-                    close = true;
-                    break;
-                }
+            let runs_alone = spec.is_some_and(|s| s.name == "exec");
+            if runs_alone {
+                // EXEC takes the exclusive turn; this connection's own writes
+                // are all answered (resolved above).
+                turn = None;
+            }
+            let (waiting, closes) =
+                Waiting::of(commands::execute(shared, &mut session, spec, args).await);
+            slots.push(waiting);
+            if turn.is_none() {
+                turn = Some(shared.isolation.shared().await);
+            }
+            if closes {
+                close = true;
+                break;
             }
             if output.len() >= OUTPUT_FLUSH_BYTES {
                 stream.write_all(&output).await?;
@@ -120,6 +122,7 @@ async fn connection(stream: &mut TcpStream, peer: String, shared: &Shared) -> st
             }
         }
         resolve(&mut slots, session.protocol, &mut output).await;
+        drop(turn);
         if output.len() > shared.config.client_output_buffer_max_bytes {
             tracing::warn!(
                 "client {} exceeded the output buffer limit ({} bytes); disconnecting",
@@ -138,13 +141,8 @@ async fn connection(stream: &mut TcpStream, peer: String, shared: &Shared) -> st
 }
 
 /// Wait for pending writes in order and encode every reply.
-async fn resolve(slots: &mut Vec<Slot>, protocol: Protocol, output: &mut BytesMut) {
+async fn resolve(slots: &mut Vec<Waiting>, protocol: Protocol, output: &mut BytesMut) {
     for slot in slots.drain(..) {
-        let reply = match slot {
-            Slot::Ready(reply) => reply,
-            Slot::Waiting(shape, ticket) => reply::finish_write(ticket.wait().await, shape),
-            Slot::Routed(shape, ticket) => reply::finish_routed(ticket.wait().await, shape),
-        };
-        encode_reply(&reply, protocol, output);
+        encode_reply(&slot.reply().await, protocol, output);
     }
 }

@@ -1,6 +1,7 @@
 //! What every connection of a node shares: its storage, its cluster driver
-//! (a member), the server's configuration and the connection counters. Below
-//! `commands`, `backend`, `info` and `server`, which all read it.
+//! (a member), the server's configuration, the connection counters and the
+//! isolation turns MULTI / EXEC rely on. Below `commands`, `backend`, `info`,
+//! `transaction` and `server`, which all read it.
 //!
 //! Must not touch: commands, connections (`server` owns the sockets).
 
@@ -43,6 +44,27 @@ impl Default for ServerConfig {
     }
 }
 
+/// The node's isolation turns. A connection holds a shared turn while it runs
+/// the commands of one read from its socket and waits for their writes; EXEC
+/// takes the exclusive turn, so it starts after every write already started on
+/// this node is answered, and nothing of another connection runs until its
+/// queue is done. On a cluster the turn covers this node's clients only.
+#[derive(Clone, Default)]
+pub struct Isolation(Arc<tokio::sync::RwLock<()>>);
+
+pub type SharedTurn = tokio::sync::OwnedRwLockReadGuard<()>;
+pub type ExclusiveTurn = tokio::sync::OwnedRwLockWriteGuard<()>;
+
+impl Isolation {
+    pub async fn shared(&self) -> SharedTurn {
+        self.0.clone().read_owned().await
+    }
+
+    pub async fn exclusive(&self) -> ExclusiveTurn {
+        self.0.clone().write_owned().await
+    }
+}
+
 /// State shared by all connections.
 pub struct Shared {
     pub storage: Storage,
@@ -53,6 +75,8 @@ pub struct Shared {
     pub connections_total: AtomicU64,
     pub connections_rejected: AtomicU64,
     pub commands_total: AtomicU64,
+    /// Connections' shared turns and EXEC's exclusive one.
+    pub isolation: Isolation,
     next_client_id: AtomicU64,
     pub started: tokio::time::Instant,
 }
@@ -75,6 +99,7 @@ impl Shared {
             connections_total: AtomicU64::new(0),
             connections_rejected: AtomicU64::new(0),
             commands_total: AtomicU64::new(0),
+            isolation: Default::default(),
             next_client_id: AtomicU64::new(1),
             started: tokio::time::Instant::now(),
         })
