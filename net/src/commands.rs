@@ -107,6 +107,17 @@ pub fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {
         .find(|c| c.name.len() == name.len() && c.name.as_bytes().eq_ignore_ascii_case(name))
 }
 
+/// A table entry's place in [`COMMANDS`], what `command_stats` counts by.
+pub fn kind_of(spec: &'static CommandSpec) -> usize {
+    let offset_bytes = spec as *const CommandSpec as usize - COMMANDS.as_ptr() as usize;
+    let kind = offset_bytes / std::mem::size_of::<CommandSpec>();
+    debug_assert!(
+        std::ptr::eq(&COMMANDS[kind], spec),
+        "spec outside the table"
+    );
+    kind
+}
+
 /// Whether the command is a write that may be left pending (pipelined).
 pub fn is_deferrable_write(spec: Option<&CommandSpec>) -> bool {
     spec.is_some_and(|c| {
@@ -502,5 +513,20 @@ fn command(args: &[Bytes]) -> Step {
         Some(other) => err(format!(
             "ERR unknown subcommand '{other}'. Try COMMAND, COMMAND COUNT, COMMAND DOCS, COMMAND INFO, COMMAND LIST."
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command_stats::COMMAND_KINDS_MAX;
+
+    #[test]
+    fn every_table_entry_has_its_own_counted_kind() {
+        assert!(COMMANDS.len() <= COMMAND_KINDS_MAX, "raise COMMAND_KINDS_MAX");
+        for (i, spec) in COMMANDS.iter().enumerate() {
+            assert_eq!(kind_of(spec), i, "{}", spec.name);
+            assert_eq!(kind_of(lookup(spec.name.to_uppercase().as_bytes()).unwrap()), i);
+        }
     }
 }

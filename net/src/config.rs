@@ -14,6 +14,8 @@ use std::path::Path;
 pub struct FileConfig {
     pub bind: Option<String>,
     pub port: Option<u16>,
+    /// The operators' HTTP port (GET /metrics, GET /); absent: not served.
+    pub http_port: Option<u16>,
     pub data_dir: Option<String>,
     pub fsync: Option<Fsync>,
     pub fsync_batch_interval_ms: Option<u64>,
@@ -205,6 +207,9 @@ impl FileConfig {
         }
         if let Some(v) = self.port {
             s.port = v;
+        }
+        if let Some(v) = self.http_port {
+            s.http_port = Some(v);
         }
         if let Some(v) = self.data_dir {
             s.data_dir = v;

@@ -6,7 +6,7 @@ use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
 /// Resident set size in bytes, from /proc (0 where unavailable or simulated).
-fn rss_bytes() -> u64 {
+pub fn rss_bytes() -> u64 {
     #[cfg(all(target_os = "linux", not(madsim)))]
     {
         if let Ok(statm) = std::fs::read_to_string("/proc/self/statm") {

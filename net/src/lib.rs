@@ -10,13 +10,19 @@
 
 pub mod backend;
 pub mod cluster;
+pub mod command_stats;
 pub mod commands;
 pub mod config;
+pub mod dashboard;
 pub mod data;
 pub mod filedisk;
 pub mod glob;
+pub mod histogram;
+#[cfg(not(madsim))]
+pub mod http;
 pub mod info;
 pub mod inspect;
+pub mod metrics;
 pub mod node;
 pub mod peer;
 pub mod reply;

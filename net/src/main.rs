@@ -171,6 +171,10 @@ struct ServerArgs {
     bind: Option<String>,
     #[arg(long)]
     port: Option<u16>,
+    /// Serve GET /metrics (Prometheus) and GET / (a live dashboard) on this
+    /// HTTP port (default: not served).
+    #[arg(long)]
+    http_port: Option<u16>,
     #[arg(long)]
     data_dir: Option<String>,
     #[arg(long, value_enum)]
@@ -283,6 +287,7 @@ fn build_config(args: ServerArgs) -> Result<(NodeConfig, bool), String> {
     FileConfig {
         bind: args.bind,
         port: args.port,
+        http_port: args.http_port,
         data_dir: args.data_dir,
         fsync: args.fsync,
         requirepass: args.requirepass,
@@ -430,6 +435,18 @@ async fn serve_node(config: NodeConfig, power_loss_journal: bool) -> Result<(), 
     let BootedNode {
         storage, cluster, ..
     } = booted;
+    // The HTTP port first: once the Redis port answers, both do.
+    let http = match config.server.http_port {
+        Some(http_port) => {
+            let addr = format!("{}:{http_port}", config.server.bind);
+            let http = tokio::net::TcpListener::bind(&addr)
+                .await
+                .map_err(|e| format!("cannot listen on {addr} (http_port): {e}"))?;
+            tracing::info!("metrics on http://{addr}/metrics, dashboard on http://{addr}/");
+            Some(http)
+        }
+        None => None,
+    };
     let addr = format!("{}:{}", config.server.bind, config.server.port);
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
@@ -441,6 +458,9 @@ async fn serve_node(config: NodeConfig, power_loss_journal: bool) -> Result<(), 
         config.server.port
     );
     let shared = Shared::with_cluster(storage.clone(), config.server.clone(), cluster);
+    if let Some(http) = http {
+        tokio::spawn(shoal_net::http::serve_http(http, shared.clone()));
+    }
     tokio::select! {
         _ = serve(listener, shared) => {}
         _ = shutdown_signal() => {
@@ -515,7 +535,9 @@ fn dev_cluster(
     data_dir: &std::path::Path,
     fsync: Option<Fsync>,
 ) -> ExitCode {
-    if nodes == 0 || u32::from(base_port) + nodes > u32::from(u16::MAX - cluster_port_offset()) {
+    // Peers listen on +offset, the HTTP port (metrics, dashboard) on +2 offsets.
+    if nodes == 0 || u32::from(base_port) + nodes > u32::from(u16::MAX - 2 * cluster_port_offset())
+    {
         eprintln!("shoal dev-cluster: {nodes} nodes from port {base_port} do not fit");
         return ExitCode::from(2);
     }
@@ -540,12 +562,14 @@ fn dev_cluster(
     let mut children = Vec::new();
     for i in 1..=nodes {
         let port = u32::from(base_port) + i - 1;
+        let http_port = port + 2 * u32::from(cluster_port_offset());
         let dir = data_dir.join(format!("node-{i}"));
         let mut command = std::process::Command::new(&exe);
         command
             .arg("server")
             .args(["--node-id", &i.to_string()])
             .args(["--port", &port.to_string()])
+            .args(["--http-port", &http_port.to_string()])
             .arg("--data-dir")
             .arg(&dir)
             .args(["--members", &members])
@@ -556,7 +580,7 @@ fn dev_cluster(
         match command.spawn() {
             Ok(child) => {
                 println!(
-                    "node {i}: redis-cli -p {port}   (peers on {}, data in {})",
+                    "node {i}: redis-cli -p {port}   (peers on {}, dashboard http://127.0.0.1:{http_port}/, data in {})",
                     port + u32::from(cluster_port_offset()),
                     dir.display()
                 );

@@ -67,7 +67,7 @@ async fn connection(stream: &mut TcpStream, peer: String, shared: &Shared) -> st
     let limits = &shared.config.request_limits;
     let mut input = BytesMut::with_capacity(READ_CHUNK_BYTES);
     let mut output = BytesMut::with_capacity(READ_CHUNK_BYTES);
-    let mut slots: Vec<Waiting> = Vec::new();
+    let mut slots: Vec<Timed> = Vec::new();
     loop {
         input.reserve(READ_CHUNK_BYTES);
         if stream.read_buf(&mut input).await? == 0 {
@@ -91,14 +91,15 @@ async fn connection(stream: &mut TcpStream, peer: String, shared: &Shared) -> st
                 Ok(Some(args)) => args,
                 Ok(None) => break,
                 Err(e) => {
-                    slots.push(Waiting::Ready(e.to_reply()));
+                    slots.push(Timed::untimed(Waiting::Ready(e.to_reply())));
                     close = true;
                     break;
                 }
             };
+            let started = tokio::time::Instant::now();
             let spec = commands::lookup(&args[0]);
             if !commands::is_deferrable_write(spec) {
-                resolve(&mut slots, session.protocol, &mut output).await;
+                resolve(&mut slots, session.protocol, &mut output, shared).await;
             }
             let runs_alone = spec.is_some_and(|s| s.name == "exec");
             if runs_alone {
@@ -108,7 +109,11 @@ async fn connection(stream: &mut TcpStream, peer: String, shared: &Shared) -> st
             }
             let (waiting, closes) =
                 Waiting::of(commands::execute(shared, &mut session, spec, args).await);
-            slots.push(waiting);
+            slots.push(Timed {
+                waiting,
+                kind: spec.map(commands::kind_of),
+                started,
+            });
             if turn.is_none() {
                 turn = Some(shared.isolation.shared().await);
             }
@@ -121,7 +126,7 @@ async fn connection(stream: &mut TcpStream, peer: String, shared: &Shared) -> st
                 output.clear();
             }
         }
-        resolve(&mut slots, session.protocol, &mut output).await;
+        resolve(&mut slots, session.protocol, &mut output, shared).await;
         drop(turn);
         if output.len() > shared.config.client_output_buffer_max_bytes {
             tracing::warn!(
@@ -140,9 +145,38 @@ async fn connection(stream: &mut TcpStream, peer: String, shared: &Shared) -> st
     }
 }
 
-/// Wait for pending writes in order and encode every reply.
-async fn resolve(slots: &mut Vec<Waiting>, protocol: Protocol, output: &mut BytesMut) {
+/// A reply in request order, with the command it answers (its place in the
+/// table) and when its request was parsed, for the command statistics.
+struct Timed {
+    waiting: Waiting,
+    kind: Option<usize>,
+    started: tokio::time::Instant,
+}
+
+impl Timed {
+    fn untimed(waiting: Waiting) -> Timed {
+        Timed {
+            waiting,
+            kind: None,
+            started: tokio::time::Instant::now(),
+        }
+    }
+}
+
+/// Wait for pending writes in order, count each command, encode every reply.
+async fn resolve(
+    slots: &mut Vec<Timed>,
+    protocol: Protocol,
+    output: &mut BytesMut,
+    shared: &Shared,
+) {
     for slot in slots.drain(..) {
-        encode_reply(&slot.reply().await, protocol, output);
+        let reply = slot.waiting.reply().await;
+        if let Some(kind) = slot.kind {
+            let micros = slot.started.elapsed().as_micros() as u64;
+            let failed = matches!(reply, Reply::Error(_));
+            shared.command_stats.record(kind, micros, failed);
+        }
+        encode_reply(&reply, protocol, output);
     }
 }

@@ -23,6 +23,8 @@ pub struct ServerConfig {
     pub query_buffer_max_bytes: usize,
     /// Replies a client may have waiting; past it the client is disconnected.
     pub client_output_buffer_max_bytes: usize,
+    /// The operators' HTTP port (GET /metrics, GET /); `None`: not served.
+    pub http_port: Option<u16>,
 }
 
 impl Default for ServerConfig {
@@ -40,6 +42,7 @@ impl Default for ServerConfig {
             },
             query_buffer_max_bytes: 256 << 20,
             client_output_buffer_max_bytes: 256 << 20,
+            http_port: None,
         }
     }
 }
@@ -75,6 +78,8 @@ pub struct Shared {
     pub connections_total: AtomicU64,
     pub connections_rejected: AtomicU64,
     pub commands_total: AtomicU64,
+    /// Calls, failures and time per command; every command's latency.
+    pub command_stats: crate::command_stats::CommandStats,
     /// Connections' shared turns and EXEC's exclusive one.
     pub isolation: Isolation,
     next_client_id: AtomicU64,
@@ -99,6 +104,7 @@ impl Shared {
             connections_total: AtomicU64::new(0),
             connections_rejected: AtomicU64::new(0),
             commands_total: AtomicU64::new(0),
+            command_stats: Default::default(),
             isolation: Default::default(),
             next_client_id: AtomicU64::new(1),
             started: tokio::time::Instant::now(),

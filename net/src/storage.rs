@@ -6,6 +6,7 @@
 //! order, each only after its own sync succeeded (fsync = always). Readers lock the
 //! store briefly and read published state only.
 
+use crate::histogram::{Histogram, BATCH_OPS_BOUNDS, LATENCY_BOUNDS_MICROS};
 use serde::Deserialize;
 use shoal_engine::commit_order::{CommitOrder, Ready, Verdict};
 use shoal_engine::runtime::Runtime;
@@ -121,11 +122,29 @@ pub struct CommitStats {
     pub largest_batch_ops: u64,
 }
 
+/// The committer's distributions, recorded without a lock.
+pub struct CommitTimings {
+    /// How long each group-commit sync took.
+    pub sync_micros: Histogram,
+    /// Operations per published batch.
+    pub batch_ops: Histogram,
+}
+
+impl Default for CommitTimings {
+    fn default() -> Self {
+        CommitTimings {
+            sync_micros: Histogram::new(LATENCY_BOUNDS_MICROS),
+            batch_ops: Histogram::new(BATCH_OPS_BOUNDS),
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Storage {
     store: Arc<Mutex<Store>>,
     queue: mpsc::Sender<WriteRequest>,
     stats: Arc<Mutex<CommitStats>>,
+    timings: Arc<CommitTimings>,
     config: StorageConfig,
 }
 
@@ -146,6 +165,7 @@ impl Storage {
             store: Arc::new(Mutex::new(store)),
             queue,
             stats: Arc::default(),
+            timings: Arc::default(),
             config: config.clone(),
         };
         let pacer = Pacer::new(
@@ -160,6 +180,7 @@ impl Storage {
             pacer: Mutex::new(pacer),
             store: storage.store.clone(),
             stats: storage.stats.clone(),
+            timings: storage.timings.clone(),
             config: storage.config.clone(),
             runtime: runtime.clone(),
         };
@@ -219,6 +240,10 @@ impl Storage {
         lock(&self.stats).clone()
     }
 
+    pub fn commit_timings(&self) -> &CommitTimings {
+        &self.timings
+    }
+
     /// Make everything written so far durable (shutdown, `fsync = never`).
     pub async fn flush(&self) -> Result<(), shoal_engine::DiskError> {
         let disk = lock(&self.store).active_disk();
@@ -247,6 +272,7 @@ struct Committer<R: Runtime> {
     pacer: Mutex<Pacer>,
     store: Arc<Mutex<Store>>,
     stats: Arc<Mutex<CommitStats>>,
+    timings: Arc<CommitTimings>,
     config: StorageConfig,
     runtime: R,
 }
@@ -368,12 +394,16 @@ impl<R: Runtime> Committer<R> {
         if must_sync && !cfg!(feature = "bug-ack-before-fsync") {
             lock(&self.stats).syncs += 1;
             let done_tx = done_tx.clone();
+            let timings = self.timings.clone();
             self.runtime.spawn(Box::pin(async move {
+                let started = tokio::time::Instant::now();
                 let (batch, synced) = run_blocking(move || {
                     let r = batch.sync();
                     (batch, r)
                 })
                 .await;
+                let micros = started.elapsed().as_micros() as u64;
+                timings.sync_micros.observe(micros);
                 let _ = done_tx.send((seq, batch, synced)).await;
             }));
         } else {
@@ -413,6 +443,7 @@ impl<R: Runtime> Committer<R> {
             stats.ops += in_flight.op_count;
             stats.largest_batch_ops = stats.largest_batch_ops.max(in_flight.op_count);
         }
+        self.timings.batch_ops.observe(in_flight.op_count);
         lock(&self.pacer).published();
         answer(in_flight.answers, results);
     }

@@ -423,6 +423,9 @@ every violation the checker reports is a failure (--strict is accepted and chang
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         let jobs = if single { 1 } else { jobs };
         let history = value("--history");
+        let progress_every = value("--progress-every")
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0);
         let run = |seed: u64| {
             let caught =
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_cluster_seed(seed)));
@@ -468,7 +471,7 @@ every violation the checker reports is a failure (--strict is accepted and chang
                 simulated_ms,
             }
         };
-        let totals = sweep_seeds(first, end, jobs, stop_at_first, 0, &run);
+        let totals = sweep_seeds(first, end, jobs, stop_at_first, progress_every, &run);
         if stop_at_first && !totals.failing.is_empty() {
             return first_failing(first, &totals);
         }

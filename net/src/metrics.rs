@@ -1,0 +1,518 @@
+//! GET /metrics: a node's numbers in the Prometheus / OpenMetrics text format,
+//! encoded by `prometheus-client`. Where redis_exporter has a name for a
+//! number, it is used (`redis_connected_clients`, `redis_commands_total{cmd}`,
+//! `redis_db_keys{db}`, ...), so dashboards built for Redis read Shoal
+//! unchanged; what only Shoal has is `shoal_*`.
+//!
+//! A scrape reads everything once into a [`Scrape`] (plain numbers), then
+//! encodes it: nothing is locked while the text is written.
+//!
+//! A cluster member adds quorum failures, hints, handoff and restore progress,
+//! anti-entropy lag per peer and members' states, read from the driver's
+//! counters and status methods.
+//!
+//! Must not touch: how numbers are counted (`command_stats`, `histogram`,
+//! `storage`, `cluster`), HTTP (`http`).
+
+use crate::cluster::Cluster;
+use crate::commands::COMMANDS;
+use crate::histogram::HistogramSnapshot;
+use crate::info::rss_bytes;
+use crate::shared::Shared;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+use std::sync::atomic::Ordering;
+
+/// Labels of one sample, e.g. `[("cmd", "get")]`.
+type Labels = Vec<(&'static str, String)>;
+
+#[derive(Clone, Debug)]
+enum Value {
+    Counter(u64),
+    /// A counter of seconds (redis_exporter's `*_duration_seconds_total`).
+    CounterSeconds(f64),
+    Gauge(i64),
+    /// A histogram whose observations are in units of `scale` (1e-6: micros
+    /// exported as seconds; 1: counts).
+    Histogram(HistogramSnapshot, f64),
+}
+
+/// One metric: its name (without `_total`, which counters get on encoding),
+/// help, and samples.
+#[derive(Clone, Debug)]
+struct Family {
+    name: &'static str,
+    help: &'static str,
+    samples: Vec<(Labels, Value)>,
+}
+
+/// Everything one scrape reports.
+#[derive(Clone, Debug, Default)]
+pub struct Scrape {
+    families: Vec<Family>,
+}
+
+impl Scrape {
+    fn one(&mut self, name: &'static str, help: &'static str, value: Value) {
+        self.families.push(Family {
+            name,
+            help,
+            samples: vec![(Vec::new(), value)],
+        });
+    }
+
+    fn labelled(&mut self, name: &'static str, help: &'static str, samples: Vec<(Labels, Value)>) {
+        self.families.push(Family {
+            name,
+            help,
+            samples,
+        });
+    }
+}
+
+/// The OpenMetrics text for `shared`'s node now.
+pub fn render(shared: &Shared) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(read(shared)));
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry)
+        .expect("encoding into a String cannot fail");
+    text
+}
+
+/// Read every number of the node once.
+pub fn read(shared: &Shared) -> Scrape {
+    let mut scrape = Scrape::default();
+    server_families(shared, &mut scrape);
+    command_families(shared, &mut scrape);
+    store_families(shared, &mut scrape);
+    if let Some(cluster) = &shared.cluster {
+        cluster_families(cluster, &mut scrape);
+    }
+    scrape
+}
+
+fn server_families(shared: &Shared, scrape: &mut Scrape) {
+    use Value::{Counter, Gauge};
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    scrape.one("redis_up", "1 while the node serves.", Gauge(1));
+    let uptime_s = shared.started.elapsed().as_secs();
+    scrape.one(
+        "redis_uptime_in_seconds",
+        "Seconds since the node started.",
+        Gauge(uptime_s as i64),
+    );
+    let clients = shared.clients_connected.load(Ordering::Relaxed);
+    scrape.one(
+        "redis_connected_clients",
+        "Client connections open now.",
+        Gauge(clients as i64),
+    );
+    scrape.one(
+        "redis_blocked_clients",
+        "Clients blocked in a command (none block in Shoal yet).",
+        Gauge(0),
+    );
+    scrape.one(
+        "redis_config_maxclients",
+        "The client connection limit.",
+        Gauge(shared.config.clients_max as i64),
+    );
+    scrape.one(
+        "redis_connections_received",
+        "Client connections accepted.",
+        Counter(load(&shared.connections_total)),
+    );
+    scrape.one(
+        "redis_rejected_connections",
+        "Client connections refused at the limit.",
+        Counter(load(&shared.connections_rejected)),
+    );
+    scrape.one(
+        "redis_commands_processed",
+        "Requests run (including refused ones).",
+        Counter(load(&shared.commands_total)),
+    );
+    scrape.one(
+        "redis_memory_used_bytes",
+        "Resident set size of the process.",
+        Gauge(rss_bytes() as i64),
+    );
+}
+
+fn command_families(shared: &Shared, scrape: &mut Scrape) {
+    let stats = &shared.command_stats;
+    let counted: Vec<(String, crate::command_stats::CommandCounts)> = COMMANDS
+        .iter()
+        .enumerate()
+        .map(|(kind, spec)| (spec.name.to_string(), stats.counts(kind)))
+        .filter(|(_, counts)| counts.calls > 0)
+        .collect();
+    let per_command = |value: &dyn Fn(&crate::command_stats::CommandCounts) -> Value| {
+        counted
+            .iter()
+            .map(|(name, counts)| (vec![("cmd", name.clone())], value(counts)))
+            .collect()
+    };
+    scrape.labelled(
+        "redis_commands",
+        "Calls per command.",
+        per_command(&|c| Value::Counter(c.calls)),
+    );
+    scrape.labelled(
+        "redis_commands_failed_calls",
+        "Calls per command answered with an error.",
+        per_command(&|c| Value::Counter(c.failed)),
+    );
+    scrape.labelled(
+        "redis_commands_duration_seconds",
+        "Time per command, from its request parsed to its reply known.",
+        per_command(&|c| Value::CounterSeconds(c.micros as f64 / 1e6)),
+    );
+    scrape.one(
+        "shoal_command_duration_seconds",
+        "Latency of every command, request parsed to reply known (a write's includes its fsync).",
+        Value::Histogram(stats.latency_micros.snapshot(), 1e-6),
+    );
+}
+
+fn store_families(shared: &Shared, scrape: &mut Scrape) {
+    use Value::{Counter, Gauge};
+    let (keys, disk, dead, segments, stats, read_only) = shared.storage.read(|s| {
+        let (disk, dead) = s.disk_usage_bytes();
+        let keys = s.namespaces();
+        (
+            keys,
+            disk,
+            dead,
+            s.segment_count(),
+            s.stats().clone(),
+            s.is_poisoned().is_some(),
+        )
+    });
+    let db_keys = keys
+        .into_iter()
+        .map(|(ns, n)| (vec![("db", format!("db{ns}"))], Gauge(n as i64)))
+        .collect();
+    scrape.labelled(
+        "redis_db_keys",
+        "Live keys per namespace (database).",
+        db_keys,
+    );
+    let timings = shared.storage.commit_timings();
+    let commit = shared.storage.commit_stats();
+    scrape.one(
+        "shoal_fsync_duration_seconds",
+        "Time each group-commit sync took.",
+        Value::Histogram(timings.sync_micros.snapshot(), 1e-6),
+    );
+    scrape.one(
+        "shoal_group_commit_batch_ops",
+        "Operations per published group-commit batch.",
+        Value::Histogram(timings.batch_ops.snapshot(), 1.0),
+    );
+    scrape.one(
+        "shoal_fsyncs",
+        "Group-commit syncs started.",
+        Counter(commit.syncs),
+    );
+    scrape.one(
+        "shoal_fsync_failures",
+        "Syncs that failed (the store turns read-only).",
+        Counter(stats.syncs_failed),
+    );
+    scrape.one(
+        "shoal_store_read_only",
+        "1 when a failed sync made the store read-only until restart.",
+        Gauge(i64::from(read_only)),
+    );
+    scrape.one(
+        "shoal_disk_bytes",
+        "Bytes of segment files.",
+        Gauge(disk as i64),
+    );
+    scrape.one(
+        "shoal_dead_bytes",
+        "Bytes of segment files that compaction may reclaim.",
+        Gauge(dead as i64),
+    );
+    scrape.one("shoal_segments", "Segment files.", Gauge(segments as i64));
+    scrape.one(
+        "shoal_compactions",
+        "Compaction steps done.",
+        Counter(stats.compactions_done),
+    );
+    scrape.one(
+        "shoal_compaction_rewritten_bytes",
+        "Bytes compaction copied forward.",
+        Counter(stats.compaction_bytes_rewritten),
+    );
+    scrape.one(
+        "shoal_tombstones_collected",
+        "Delete markers collected by compaction.",
+        Counter(stats.tombstones_collected),
+    );
+    scrape.one(
+        "shoal_siblings_largest",
+        "Most siblings one key held in a write since start.",
+        Gauge(stats.siblings_largest as i64),
+    );
+    scrape.one(
+        "shoal_sibling_merges_over_cap",
+        "Replica merges kept whole above the sibling cap.",
+        Counter(stats.sibling_merges_over_cap),
+    );
+    let refused = vec![
+        (
+            vec![("cause", "siblings".to_string())],
+            Counter(stats.sibling_writes_refused),
+        ),
+        (
+            vec![("cause", "disk_full".to_string())],
+            Counter(stats.disk_full_refusals),
+        ),
+    ];
+    scrape.labelled(
+        "shoal_writes_refused",
+        "Client writes the store refused, by cause.",
+        refused,
+    );
+}
+
+impl Scrape {
+    /// The value of the unlabelled sample `name` (tests, the dashboard).
+    pub fn value(&self, name: &str) -> Option<f64> {
+        let family = self.families.iter().find(|f| f.name == name)?;
+        match &family.samples.first()?.1 {
+            Value::Counter(v) => Some(*v as f64),
+            Value::CounterSeconds(v) => Some(*v),
+            Value::Gauge(v) => Some(*v as f64),
+            Value::Histogram(h, _) => Some(h.count as f64),
+        }
+    }
+
+    fn counter(&mut self, name: &'static str, help: &'static str, value: u64) {
+        self.one(name, help, Value::Counter(value));
+    }
+
+    fn gauge(&mut self, name: &'static str, help: &'static str, value: i64) {
+        self.one(name, help, Value::Gauge(value));
+    }
+
+    /// A gauge with one sample per value of `label`.
+    fn gauges(
+        &mut self,
+        name: &'static str,
+        help: &'static str,
+        label: &'static str,
+        values: Vec<(String, i64)>,
+    ) {
+        let samples = values
+            .into_iter()
+            .map(|(l, v)| (vec![(label, l)], Value::Gauge(v)))
+            .collect();
+        self.labelled(name, help, samples);
+    }
+}
+
+fn cluster_families(cluster: &Cluster, sink: &mut Scrape) {
+    cluster_counters(cluster, sink);
+    let members = cluster.members();
+    let states: Vec<(String, i64)> = ["alive", "suspect", "down"]
+        .into_iter()
+        .map(|state| {
+            let n = members.iter().filter(|m| m.state.as_str() == state).count();
+            (state.to_string(), n as i64)
+        })
+        .collect();
+    sink.gauges(
+        "shoal_cluster_members",
+        "Members of the map by the detector's state here.",
+        "state",
+        states,
+    );
+    let incoming: usize = members.iter().map(|m| m.incoming).sum();
+    sink.gauge(
+        "shoal_handoff_partitions_pending",
+        "Partitions some member must still pull.",
+        incoming as i64,
+    );
+    sink.gauge(
+        "shoal_hints_pending",
+        "Hints held here for owners that were down.",
+        cluster.hints_pending() as i64,
+    );
+    sink.gauge(
+        "shoal_markers_waiting",
+        "Agreed delete markers waiting out the settle delay.",
+        cluster.markers_waiting() as i64,
+    );
+    let (restored, restoring_from) = cluster.restoring().unwrap_or((0, 0));
+    sink.gauge(
+        "shoal_restore_members_pending",
+        "While restoring from replicas: members not yet merged in full (0: not restoring).",
+        (restoring_from - restored) as i64,
+    );
+    let lag = cluster.replication_lag();
+    let differing = lag
+        .iter()
+        .map(|(peer, keys, ..)| (peer.to_string(), *keys as i64))
+        .collect();
+    sink.gauges(
+        "shoal_anti_entropy_keys_differing",
+        "Keys that differed with each peer at the last full exchange.",
+        "peer",
+        differing,
+    );
+    let since_sync = lag
+        .iter()
+        .map(|(peer, _, _, in_sync_ms)| (peer.to_string(), in_sync_ms.map_or(-1, |ms| ms as i64)))
+        .collect();
+    sink.gauges(
+        "shoal_anti_entropy_since_in_sync_ms",
+        "Milliseconds since each peer was last found in sync (-1: never).",
+        "peer",
+        since_sync,
+    );
+}
+
+fn cluster_counters(cluster: &Cluster, sink: &mut Scrape) {
+    let s = &cluster.stats;
+    let list: [(&'static str, &'static str, &std::sync::atomic::AtomicU64); 17] = [
+        (
+            "shoal_writes_coordinated",
+            "Writes this node coordinated.",
+            &s.writes_coordinated,
+        ),
+        (
+            "shoal_writes_proxied",
+            "Writes sent on to their coordinator.",
+            &s.writes_proxied,
+        ),
+        (
+            "shoal_quorum_failures",
+            "Writes answered NOQUORUM (outcome unknown).",
+            &s.quorum_failures,
+        ),
+        (
+            "shoal_reads_coordinated",
+            "Quorum reads this node ran.",
+            &s.reads_coordinated,
+        ),
+        (
+            "shoal_read_repairs",
+            "Replicas brought up to a read's merge.",
+            &s.read_repairs,
+        ),
+        (
+            "shoal_replica_writes_received",
+            "Replica copies merged here.",
+            &s.replica_writes_received,
+        ),
+        (
+            "shoal_stale_ring_refusals",
+            "Replica writes refused for an older ring.",
+            &s.stale_ring_refusals,
+        ),
+        (
+            "shoal_requests_too_old",
+            "Peer requests refused for arriving too late.",
+            &s.requests_too_old,
+        ),
+        (
+            "shoal_hints_stored",
+            "Hints stored here as a fallback.",
+            &s.hints_stored,
+        ),
+        (
+            "shoal_hints_delivered",
+            "Hints handed to their owners.",
+            &s.hints_delivered,
+        ),
+        (
+            "shoal_handoff_keys_pulled",
+            "Keys pulled by handoffs into this node.",
+            &s.handoff_keys_pulled,
+        ),
+        (
+            "shoal_handoff_partitions_done",
+            "Partitions this node finished pulling.",
+            &s.handoff_partitions_done,
+        ),
+        (
+            "shoal_anti_entropy_rounds",
+            "Anti-entropy exchanges run.",
+            &s.anti_entropy_rounds,
+        ),
+        (
+            "shoal_anti_entropy_bytes_pushed",
+            "Bytes anti-entropy sent.",
+            &s.anti_entropy_bytes_pushed,
+        ),
+        (
+            "shoal_anti_entropy_bytes_pulled",
+            "Bytes anti-entropy received.",
+            &s.anti_entropy_bytes_pulled,
+        ),
+        (
+            "shoal_peer_connections_stalled",
+            "Peer connections given up as stalled.",
+            &s.peer_connections_stalled,
+        ),
+        (
+            "shoal_peer_auth_refusals",
+            "Peer connections refused for a wrong secret.",
+            &s.peer_auth_refusals,
+        ),
+    ];
+    for (name, help, counter) in list {
+        sink.counter(name, help, counter.load(Ordering::Relaxed));
+    }
+}
+
+impl Collector for Scrape {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        for family in &self.families {
+            let metric_type = match family.samples.first() {
+                Some((_, Value::Counter(_) | Value::CounterSeconds(_))) => MetricType::Counter,
+                Some((_, Value::Histogram(..))) => MetricType::Histogram,
+                _ => MetricType::Gauge,
+            };
+            let mut metric =
+                encoder.encode_descriptor(family.name, family.help, None, metric_type)?;
+            for (labels, value) in &family.samples {
+                if labels.is_empty() {
+                    encode_value(&mut metric, value)?;
+                } else {
+                    encode_value(&mut metric.encode_family(labels)?, value)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn encode_value(metric: &mut MetricEncoder, value: &Value) -> Result<(), std::fmt::Error> {
+    match value {
+        Value::Counter(v) => metric.encode_counter::<NoLabelSet, u64, u64>(v, None),
+        Value::CounterSeconds(v) => metric.encode_counter::<NoLabelSet, f64, u64>(v, None),
+        Value::Gauge(v) => metric.encode_gauge(v),
+        Value::Histogram(h, scale) => {
+            let buckets: Vec<(f64, u64)> = h
+                .buckets
+                .iter()
+                .map(|(bound, n)| {
+                    let upper = if *bound == u64::MAX {
+                        f64::MAX
+                    } else {
+                        *bound as f64 * scale
+                    };
+                    (upper, *n)
+                })
+                .collect();
+            metric.encode_histogram::<NoLabelSet>(h.sum as f64 * scale, h.count, &buckets, None)
+        }
+    }
+}
