@@ -523,10 +523,16 @@ mod tests {
 
     #[test]
     fn every_table_entry_has_its_own_counted_kind() {
-        assert!(COMMANDS.len() <= COMMAND_KINDS_MAX, "raise COMMAND_KINDS_MAX");
+        assert!(
+            COMMANDS.len() <= COMMAND_KINDS_MAX,
+            "raise COMMAND_KINDS_MAX"
+        );
         for (i, spec) in COMMANDS.iter().enumerate() {
             assert_eq!(kind_of(spec), i, "{}", spec.name);
-            assert_eq!(kind_of(lookup(spec.name.to_uppercase().as_bytes()).unwrap()), i);
+            assert_eq!(
+                kind_of(lookup(spec.name.to_uppercase().as_bytes()).unwrap()),
+                i
+            );
         }
     }
 }

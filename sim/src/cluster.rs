@@ -873,6 +873,12 @@ pub async fn simulate_cluster(plan: ClusterPlan) -> ClusterOutcome {
         .collect();
     let mut members = Vec::new();
     let (restart_tx, mut restart_rx) = tokio::sync::mpsc::unbounded_channel::<u32>();
+    // Ends the restart loop below when the seed ends. Its task lives on
+    // madsim's main node and holds the runtime's handle, which holds the
+    // members (in their nodes' init closures), which hold `restart_tx`: a cycle
+    // that kept every seed's whole world in memory (0.8 MB a seed; a 100,000
+    // seed sweep would not fit).
+    let restarts_stop = Arc::new(tokio::sync::Notify::new());
     // Weak: each member's config holds the hint audit, which must not keep the
     // members (and their in-memory disks) alive after the seed.
     let all_members: Arc<std::sync::OnceLock<Vec<std::sync::Weak<Member>>>> = Arc::default();
@@ -969,8 +975,18 @@ pub async fn simulate_cluster(plan: ClusterPlan) -> ClusterOutcome {
         let crash_locks = crash_locks.clone();
         let recorder = recorder.clone();
         let members = members.clone();
+        let stop = restarts_stop.clone();
         tokio::spawn(async move {
-            while let Some(id) = restart_rx.recv().await {
+            loop {
+                // `biased`: no draw from tokio's thread RNG (determinism).
+                let id = tokio::select! {
+                    biased;
+                    _ = stop.notified() => break,
+                    id = restart_rx.recv() => match id {
+                        Some(id) => id,
+                        None => break,
+                    },
+                };
                 let _serial = crash_locks[&id].lock().await;
                 handle.kill(node_ids[&id]);
                 members[id as usize - 1].mark_down();
@@ -1330,6 +1346,7 @@ pub async fn simulate_cluster(plan: ClusterPlan) -> ClusterOutcome {
         member.mark_down();
         member.memdir.wipe();
     }
+    restarts_stop.notify_one();
     ClusterOutcome {
         plan,
         report,
