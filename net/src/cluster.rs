@@ -37,7 +37,7 @@ use shoal_engine::cluster::lives::{self as peer_lives, Lives};
 use shoal_engine::cluster::map::{
     self as cluster_map, split_partition, ClusterMap, MapDiff, MapError, Namespaces, RingChange,
 };
-use shoal_engine::cluster::quorum::{ReadRound, RoundState, WriteRound};
+use shoal_engine::cluster::quorum::{ReadRound, RoundState};
 use shoal_engine::cluster::restore::{RestoreProgress, RestoreStep};
 use shoal_engine::cluster::tombstones::{self, Agreed, MarkerItem};
 use shoal_engine::cluster::wire::{
@@ -769,7 +769,7 @@ pub struct HandoffProgress {
 
 /// Where a replica copy goes: a node, and the owner it keeps a hint for when it
 /// is a fallback.
-type Target = (NodeId, Option<NodeId>);
+use shoal_engine::cluster::coordination::Target;
 /// A peer's answer to a read: the key indexes it was asked for, and its answer.
 type ReadAnswer = (NodeId, Vec<usize>, Result<Response, CallError>);
 

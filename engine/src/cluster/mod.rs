@@ -1,7 +1,8 @@
 //! The cluster's decisions, sans-IO: the peer protocol's messages ([`wire`]), the
 //! failure detector ([`detector`]) and what it remembers of peers' lives
 //! ([`lives`], kept in a file across restarts), the quorum rounds a coordinator runs for
-//! each write and read ([`quorum`]), why a request is refused ([`refusal`]), whether a peer's request is served
+//! each write and read ([`quorum`]), a coordinated batch of writes from its
+//! own copies to its clients' answers ([`coordination`]), why a request is refused ([`refusal`]), whether a peer's request is served
 //! ([`admission`]), when a restoring node is whole again ([`restore`]) and the agreement that lets delete markers
 //! go ([`tombstones`]). Placement is [`crate::placement`]; anti-entropy
 //! digests are [`crate::digest`].
@@ -10,6 +11,7 @@
 //! outputs are values the driver (`shoal-net`'s `cluster` module) acts on.
 
 pub mod admission;
+pub mod coordination;
 pub mod detector;
 pub mod hints;
 pub mod lives;

@@ -3,6 +3,7 @@
 //! a newer ring.
 
 use super::*;
+use shoal_engine::cluster::coordination::{Coordination, ReplicaSend};
 
 impl Cluster {
     /// Where a key's copies go: each owner, except that with sloppy quorum an owner
@@ -91,132 +92,53 @@ impl Cluster {
             .collect()
     }
 
+    /// Coordinate `ops` here (`coordination` decides; this sends and waits):
+    /// durable locally first, then to the other replicas; each answered after
+    /// `w` durable copies, or `NOQUORUM`.
     pub async fn coordinate(self: &Arc<Self>, ops: Vec<WriteOp>) -> Vec<RoutedWrite> {
         let keys: Vec<(u8, Bytes)> = ops.iter().map(|o| (o.namespace, o.key.clone())).collect();
-        let n = ops.len();
         self.stats
             .writes_coordinated
-            .fetch_add(n as u64, Ordering::Relaxed);
+            .fetch_add(keys.len() as u64, Ordering::Relaxed);
         // The local copy is made under the ring the replicas are then chosen by,
         // once keys of partitions this node takes over are caught up.
         let (shared, map, refusals) = self.gate_for_minting(&keys).await;
         let local = self.write_unrefused(ops, refusals).await;
         drop(shared);
         let ring_version = map.version();
-        let me = self.me();
-        let mut results: Vec<RoutedWrite> = Vec::with_capacity(n);
-        let mut rounds: Vec<Option<WriteRound>> = Vec::with_capacity(n);
-        // Each applied write's copy for the replicas.
-        let mut copies: Vec<Option<ReplicaItem>> = Vec::with_capacity(n);
-        // (peer, the owner it keeps a hint for) -> the items it gets.
-        let mut per_peer: BTreeMap<Target, Vec<(usize, ReplicaItem)>> = BTreeMap::new();
-        for (i, result) in local.into_iter().enumerate() {
-            match result {
-                Ok(outcome) if outcome.applied => {
-                    let (namespace, key) = keys[i].clone();
-                    let targets = self.write_targets(&map, namespace, &key);
-                    let mut round = WriteRound::new(
-                        self.write_quorum(&map, namespace),
-                        targets.iter().map(|(node, _)| *node),
-                    );
-                    round.ack(me);
-                    for (peer, hint_for) in targets.iter().filter(|(p, _)| *p != me) {
-                        per_peer.entry((*peer, *hint_for)).or_default().push((
-                            i,
-                            ReplicaItem {
-                                namespace,
-                                key: key.clone(),
-                                set: outcome.set.clone(),
-                            },
-                        ));
-                    }
-                    copies.push(Some(ReplicaItem {
-                        namespace,
-                        key: key.clone(),
-                        set: outcome.set.clone(),
-                    }));
-                    rounds.push(Some(round));
-                    results.push(Ok(outcome));
-                }
-                Ok(outcome) => {
-                    copies.push(None);
-                    rounds.push(None);
-                    results.push(Ok(outcome));
-                }
-                Err(e) => {
-                    copies.push(None);
-                    rounds.push(None);
-                    results.push(Err(e));
-                }
-            }
-        }
-        let stale_peers = self
-            .replicate_rounds(ring_version, per_peer, &mut rounds)
-            .await;
-        if let Some(peer) = stale_peers.first() {
+        let (mut coordination, sends) =
+            Coordination::start(self.me(), ring_version, &keys, local, |ns, key| {
+                (
+                    self.write_quorum(&map, ns),
+                    self.write_targets(&map, ns, key),
+                )
+            });
+        self.replicate_rounds(sends, &mut coordination).await;
+        if let Some(peer) = coordination.newer_ring_at() {
             // A replica had a newer ring: learn it and send the copies that are
             // still short to the owners under that ring.
-            self.sync_map_with(*peer).await;
+            self.sync_map_with(peer).await;
             let newer = self.map();
             if newer.version() > ring_version {
-                let mut per_peer: BTreeMap<Target, Vec<(usize, ReplicaItem)>> = BTreeMap::new();
-                for (i, round) in rounds.iter_mut().enumerate() {
-                    let (Some(old), Some(copy)) = (round.as_ref(), copies[i].as_ref()) else {
-                        continue;
-                    };
-                    if old.state() == RoundState::Met {
-                        continue;
-                    }
-                    let targets = self.write_targets(&newer, copy.namespace, &copy.key);
-                    let mut retry = WriteRound::new(
-                        self.write_quorum(&newer, copy.namespace),
-                        targets.iter().map(|(node, _)| *node),
-                    );
-                    for node in old.acked() {
-                        retry.ack(*node);
-                    }
-                    for (peer, hint_for) in &targets {
-                        if !retry.acked().contains(peer) {
-                            per_peer
-                                .entry((*peer, *hint_for))
-                                .or_default()
-                                .push((i, copy.clone()));
-                        }
-                    }
-                    *round = Some(retry);
-                }
+                let sends = coordination.retry_under(newer.version(), |ns, key| {
+                    (
+                        self.write_quorum(&newer, ns),
+                        self.write_targets(&newer, ns, key),
+                    )
+                });
                 self.stats.stale_ring_retries.fetch_add(
-                    per_peer.values().map(Vec::len).sum::<usize>() as u64,
+                    sends.iter().map(|s| s.items.len()).sum::<usize>() as u64,
                     Ordering::Relaxed,
                 );
-                self.replicate_rounds(newer.version(), per_peer, &mut rounds)
-                    .await;
+                self.replicate_rounds(sends, &mut coordination).await;
             }
         }
-        self.keep_own_copies(ring_version, &copies, &mut results)
-            .await;
-        for (result, round) in results.iter_mut().zip(&rounds) {
-            let Some(round) = round else { continue };
-            if round.state() != RoundState::Met {
-                self.stats.quorum_failures.fetch_add(1, Ordering::Relaxed);
-                let failures: Vec<String> = round
-                    .failures()
-                    .iter()
-                    .map(|(node, why)| format!("node {node}: {why}"))
-                    .collect();
-                *result = Err(RemoteError::new(
-                    Refusal::NoQuorum,
-                    format!(
-                        "write is durable on {} of the {} replicas required within {} ms ({}); it may still be applied: outcome unknown",
-                        round.acked().len(),
-                        round.needed(),
-                        self.config.request_timeout_ms,
-                        if failures.is_empty() { "no answer".to_string() } else { failures.join("; ") }
-                    ),
-                ));
-            }
-        }
-        results
+        self.keep_own_copies(ring_version, &mut coordination).await;
+        let (answers, missed) = coordination.finish(self.config.request_timeout_ms);
+        self.stats
+            .quorum_failures
+            .fetch_add(missed, Ordering::Relaxed);
+        answers
     }
 
     /// A ring adopted while this coordinator's writes were out may have made it an
@@ -224,21 +146,14 @@ impl Cluster {
     /// there (`drop_residue`), the ones just written among them: write those
     /// again so that this node's acknowledgement still stands. One that cannot
     /// be written again is answered as an error.
-    pub(super) async fn keep_own_copies(
-        &self,
-        ring_version: u64,
-        copies: &[Option<ReplicaItem>],
-        results: &mut [RoutedWrite],
-    ) {
+    pub(super) async fn keep_own_copies(&self, ring_version: u64, coordination: &mut Coordination) {
         let map = self.map();
         if map.version() == ring_version {
             return;
         }
         let pending: BTreeSet<PartitionId> = map.incoming(self.me()).into_iter().collect();
-        let again: Vec<(usize, ReplicaItem)> = copies
-            .iter()
-            .enumerate()
-            .filter_map(|(i, copy)| Some((i, copy.as_ref()?)))
+        let again: Vec<(usize, ReplicaItem)> = coordination
+            .copies()
             .filter(|(_, copy)| pending.contains(&map.partition_of_key(copy.namespace, &copy.key)))
             .map(|(i, copy)| (i, copy.clone()))
             .collect();
@@ -249,7 +164,7 @@ impl Cluster {
         let (indexes, items): (Vec<usize>, Vec<ReplicaItem>) = again.into_iter().unzip();
         for (i, merged) in indexes.into_iter().zip(self.merge_locally(items).await) {
             if let Err(e) = merged {
-                results[i] = Err(RemoteError::new(
+                coordination.refuse(i, RemoteError::new(
                     Refusal::OutcomeUnknown,
                     format!("the coordinator's own copy could not be kept across a ring change ({}); outcome unknown", e.line()),
                 ));
@@ -257,101 +172,78 @@ impl Cluster {
         }
     }
 
-    /// Send each peer its copies (as hints where it is a fallback) under
-    /// `ring_version`, and record the answers in `rounds` until every round is
-    /// decided, every peer answered or the request timeout passed. Returns the
-    /// peers that refused because their ring was newer.
+    /// Send each request (as hints where its target is a fallback) and feed
+    /// the answers to `coordination` until no write is undecided, every
+    /// target answered, or the request timeout passed.
     pub(super) async fn replicate_rounds(
         self: &Arc<Self>,
-        ring_version: u64,
-        per_peer: BTreeMap<Target, Vec<(usize, ReplicaItem)>>,
-        rounds: &mut [Option<WriteRound>],
-    ) -> Vec<NodeId> {
-        let (done_tx, mut done_rx) = mpsc::channel(per_peer.len().max(1));
-        let peer_count = per_peer.len();
-        for ((peer, hint_for), items) in per_peer {
+        sends: Vec<ReplicaSend>,
+        coordination: &mut Coordination,
+    ) {
+        let (done_tx, mut done_rx) = mpsc::channel(sends.len().max(1));
+        let peer_count = sends.len();
+        for send in sends {
             let cluster = self.clone();
             let done_tx = done_tx.clone();
             tokio::spawn(async move {
-                let (indexes, items): (Vec<usize>, Vec<ReplicaItem>) = items.into_iter().unzip();
-                let timeout = cluster.config.request_timeout_ms;
-                let observed = match (&cluster.config.hint_observer, hint_for) {
-                    (Some(_), Some(_)) => items.clone(),
-                    _ => Vec::new(),
-                };
-                let request = Request::Replicate {
-                    sent_wall_ms: cluster.clock.wall_ms(),
-                    ring_version,
-                    items,
-                    hint_for,
-                };
-                let answer = cluster.call(peer, request, timeout).await;
-                if let Ok(Response::Error(e)) = &answer {
-                    if e.refusal == Refusal::StaleRing {
-                        let cluster = cluster.clone();
-                        tokio::spawn(async move { cluster.sync_map_with(peer).await });
-                    }
-                }
-                if let (Some(observer), Some(owner), Ok(Response::Replicated(acks))) =
-                    (&cluster.config.hint_observer, hint_for, &answer)
-                {
-                    for (item, ack) in observed.iter().zip(acks) {
-                        if ack.is_ok() {
-                            (observer.0)(peer, owner, item);
-                        }
-                    }
-                }
+                let (peer, indexes) = (send.target.0, send.indexes.clone());
+                let answer = cluster.send_copies(send).await;
                 let _ = done_tx.send((peer, indexes, answer)).await;
             });
         }
         drop(done_tx);
-        let undecided = |rounds: &[Option<WriteRound>]| {
-            rounds
-                .iter()
-                .flatten()
-                .any(|r| r.state() == RoundState::Pending)
-        };
         let deadline = Duration::from_millis(self.config.request_timeout_ms + 50);
-        let mut stale_peers: Vec<NodeId> = Vec::new();
         let _ = tokio::time::timeout(deadline, async {
             let mut answered = 0;
-            while undecided(rounds) && answered < peer_count {
+            while coordination.undecided() && answered < peer_count {
                 let Some((peer, indexes, answer)) = done_rx.recv().await else {
                     break;
                 };
                 answered += 1;
-                match answer {
-                    Ok(Response::Replicated(acks)) if acks.len() == indexes.len() => {
-                        for (i, ack) in indexes.iter().zip(acks) {
-                            let round = rounds[*i].as_mut().expect("replicated ops have rounds");
-                            match ack {
-                                Ok(()) => round.ack(peer),
-                                Err(e) => round.fail(peer, e.line()),
-                            };
-                        }
-                    }
-                    other => {
-                        if let Ok(Response::Error(e)) = &other {
-                            if e.refusal == Refusal::StaleRing && !stale_peers.contains(&peer) {
-                                stale_peers.push(peer);
-                            }
-                        }
-                        let reason = match other {
-                            Err(e) => e.to_string(),
-                            Ok(r) => format!("unexpected answer {r:?}"),
-                        };
-                        for i in &indexes {
-                            rounds[*i]
-                                .as_mut()
-                                .expect("replicated ops have rounds")
-                                .fail(peer, reason.clone());
-                        }
-                    }
-                }
+                coordination.answer(peer, &indexes, answer);
             }
         })
         .await;
-        stale_peers
+    }
+
+    /// One replica request, its answer (a refusal for a newer ring also starts
+    /// learning that ring), and the hint observer told of hints taken.
+    async fn send_copies(self: &Arc<Self>, send: ReplicaSend) -> Result<Response, String> {
+        let ReplicaSend {
+            target: (peer, hint_for),
+            ring_version,
+            items,
+            ..
+        } = send;
+        let observed = match (&self.config.hint_observer, hint_for) {
+            (Some(_), Some(_)) => items.clone(),
+            _ => Vec::new(),
+        };
+        let request = Request::Replicate {
+            sent_wall_ms: self.clock.wall_ms(),
+            ring_version,
+            items,
+            hint_for,
+        };
+        let answer = self
+            .call(peer, request, self.config.request_timeout_ms)
+            .await;
+        if let Ok(Response::Error(e)) = &answer {
+            if e.refusal == Refusal::StaleRing {
+                let cluster = self.clone();
+                tokio::spawn(async move { cluster.sync_map_with(peer).await });
+            }
+        }
+        if let (Some(observer), Some(owner), Ok(Response::Replicated(acks))) =
+            (&self.config.hint_observer, hint_for, &answer)
+        {
+            for (item, ack) in observed.iter().zip(acks) {
+                if ack.is_ok() {
+                    (observer.0)(peer, owner, item);
+                }
+            }
+        }
+        answer.map_err(|e| e.to_string())
     }
 
     /// Route writes to their coordinators (in parallel per coordinator) and return
