@@ -22,6 +22,7 @@ pub mod store;
 pub mod version;
 
 pub use disk::{Disk, DiskDir, DiskError};
+pub use store::modify::{Modify, ModifyError};
 pub use store::{
     Applied, Change, CompactionProgress, Condition, Covers, OpenError, PreparedBatch, ReadError,
     RecoveryReport, Store, StoreObserver, StoreOptions, StoreStats, WriteError, WriteOp,

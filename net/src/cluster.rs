@@ -812,6 +812,10 @@ fn outcome_to_wire(o: &WriteOutcome) -> ClientOutcome {
 }
 
 pub fn write_to_wire(op: &WriteOp) -> ClientWrite {
+    assert!(
+        op.modify.is_none(),
+        "a read-modify-write is refused before it is routed (data.rs)"
+    );
     ClientWrite {
         namespace: op.namespace,
         key: op.key.clone(),

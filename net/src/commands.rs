@@ -70,6 +70,18 @@ pub static COMMANDS: &[CommandSpec] = &[
     spec!("select", 2, ["fast"], 0, 0, 0, "connection", "Changes the selected namespace (database)."),
     spec!("client", -2, ["slow"], 0, 0, 0, "connection", "CLIENT ID, SETNAME, GETNAME, SETINFO, LIST, INFO."),
     spec!("setnx", 3, ["write", "denyoom", "fast"], 1, 1, 1, "string", "Sets the value of a key only when it does not exist."),
+    spec!("getset", 3, ["write", "denyoom", "fast"], 1, 1, 1, "string", "Sets a key and returns its previous value."),
+    spec!("getdel", 2, ["write", "fast"], 1, 1, 1, "string", "Returns a key's value and deletes the key."),
+    spec!("strlen", 2, ["readonly", "fast"], 1, 1, 1, "string", "Returns the length of a key's value."),
+    spec!("getrange", 4, ["readonly"], 1, 1, 1, "string", "Returns a substring of a key's value."),
+    spec!("substr", 4, ["readonly"], 1, 1, 1, "string", "Returns a substring of a key's value (same as GETRANGE)."),
+    spec!("incr", 2, ["write", "denyoom", "fast"], 1, 1, 1, "string", "Adds 1 to a key's integer value (single node)."),
+    spec!("decr", 2, ["write", "denyoom", "fast"], 1, 1, 1, "string", "Subtracts 1 from a key's integer value (single node)."),
+    spec!("incrby", 3, ["write", "denyoom", "fast"], 1, 1, 1, "string", "Adds an integer to a key's integer value (single node)."),
+    spec!("decrby", 3, ["write", "denyoom", "fast"], 1, 1, 1, "string", "Subtracts an integer from a key's integer value (single node)."),
+    spec!("incrbyfloat", 3, ["write", "denyoom", "fast"], 1, 1, 1, "string", "Adds a float to a key's numeric value (single node)."),
+    spec!("append", 3, ["write", "denyoom", "fast"], 1, 1, 1, "string", "Appends to a key's value; returns the new length (single node)."),
+    spec!("setrange", 4, ["write", "denyoom"], 1, 1, 1, "string", "Overwrites part of a key's value from an offset (single node)."),
     spec!("mget", -2, ["readonly", "fast"], 1, -1, 1, "string", "Returns the values of several keys."),
     spec!("mset", -3, ["write", "denyoom"], 1, -1, 2, "string", "Sets several keys in one durable batch."),
     spec!("del", -2, ["write"], 1, -1, 1, "keyspace", "Deletes keys (delete markers until collected)."),
@@ -123,7 +135,21 @@ pub fn is_deferrable_write(spec: Option<&CommandSpec>) -> bool {
     spec.is_some_and(|c| {
         matches!(
             c.name,
-            "set" | "setnx" | "mset" | "del" | "unlink" | "shoal.put" | "shoal.del"
+            "set"
+                | "setnx"
+                | "mset"
+                | "del"
+                | "unlink"
+                | "shoal.put"
+                | "shoal.del"
+                | "getset"
+                | "getdel"
+                | "incr"
+                | "decr"
+                | "incrby"
+                | "decrby"
+                | "incrbyfloat"
+                | "append"
         )
     })
 }

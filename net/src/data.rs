@@ -12,7 +12,8 @@ use crate::glob::glob_match;
 use crate::reply::{err, lower, parse_int, syntax_error, ReplyShape, Step};
 use crate::resp::Reply;
 use bytes::Bytes;
-use shoal_engine::{Condition, Covers, SiblingSet, VersionVector, WriteOp};
+use shoal_engine::store::modify::{parse_f64, STRING_LEN_MAX_BYTES};
+use shoal_engine::{Condition, Covers, Modify, SiblingSet, VersionVector, WriteOp};
 
 /// A data command and its parsed arguments.
 pub enum DataCommand {
@@ -33,6 +34,13 @@ pub enum DataCommand {
     FlushDb,
     FlushAll,
     Siblings(Bytes),
+    StrLen(Bytes),
+    /// GETRANGE and SUBSTR: Redis's inclusive range, negative from the end.
+    GetRange {
+        key: Bytes,
+        start: i64,
+        end: i64,
+    },
 }
 
 impl DataCommand {
@@ -74,6 +82,23 @@ impl DataCommand {
                     .map(|k| WriteOp::delete(ns, k.clone()))
                     .collect();
                 DataCommand::Write(ops, ReplyShape::Count)
+            }
+            "getset" => {
+                let op = WriteOp::put(ns, args[1].clone(), args[2].clone());
+                DataCommand::Write(vec![op], ReplyShape::Previous)
+            }
+            "getdel" => DataCommand::Write(vec![WriteOp::delete(ns, key())], ReplyShape::Previous),
+            "strlen" => DataCommand::StrLen(key()),
+            "getrange" | "substr" => match (parse_int(&args[2]), parse_int(&args[3])) {
+                (Some(start), Some(end)) => DataCommand::GetRange {
+                    key: key(),
+                    start,
+                    end,
+                },
+                _ => return Err(not_an_integer()),
+            },
+            "incr" | "decr" | "incrby" | "decrby" | "incrbyfloat" | "append" | "setrange" => {
+                parse_modify(ns, name, args)?
             }
             "flushdb" => DataCommand::FlushDb,
             "flushall" => DataCommand::FlushAll,
@@ -134,7 +159,21 @@ impl DataCommand {
                 Err(reply) => reply,
             }),
             DataCommand::Scan(scan_args) => scan(backend, ns, &scan_args).await,
+            DataCommand::Write(ops, _)
+                if is_modify(&ops) && matches!(backend, Backend::Routed(_)) =>
+            {
+                Step::Reply(Reply::error(MODIFY_ON_CLUSTER))
+            }
             DataCommand::Write(ops, shape) => backend.write(ops, shape).await,
+            DataCommand::StrLen(key) => Step::Reply(one(backend.read(ns, &[key]).await, |set| {
+                Reply::Integer(winner_bytes(set).map_or(0, |v| v.len() as i64))
+            })),
+            DataCommand::GetRange { key, start, end } => {
+                Step::Reply(one(backend.read(ns, &[key]).await, |set| {
+                    let value = winner_bytes(set).unwrap_or_default();
+                    Reply::Bulk(value.slice(redis_range(value.len(), start, end)))
+                }))
+            }
             DataCommand::FlushDb => Step::Reply(backend.flush(&[ns]).await),
             DataCommand::FlushAll => Step::Reply(backend.flush(&backend.namespaces_in_use()).await),
             DataCommand::Siblings(key) => {
@@ -153,6 +192,81 @@ fn one(mut reads: Vec<KeyRead>, f: impl FnOnce(Option<SiblingSet>) -> Reply) -> 
 fn winner(set: Option<SiblingSet>) -> Reply {
     set.and_then(|s| s.winner().and_then(|w| w.value.clone()))
         .map_or(Reply::Null, Reply::Bulk)
+}
+
+/// Why INCR, APPEND and SETRANGE are refused on a cluster, for now.
+const MODIFY_ON_CLUSTER: &str = "ERR INCR, DECR, INCRBY, DECRBY, INCRBYFLOAT, APPEND and SETRANGE are not supported on a cluster yet: two nodes modifying one value at once would each write their own result, and one update would be lost; they work on a single node";
+
+fn is_modify(ops: &[WriteOp]) -> bool {
+    ops.iter().any(|op| op.modify.is_some())
+}
+
+fn not_an_integer() -> Step {
+    err("ERR value is not an integer or out of range")
+}
+
+/// The winner's value, if the key holds one.
+fn winner_bytes(set: Option<SiblingSet>) -> Option<Bytes> {
+    set.and_then(|s| s.winner().and_then(|w| w.value.clone()))
+}
+
+/// GETRANGE's byte range of a value `len` bytes long: `start` and `end` are
+/// inclusive, negative ones count from the end; empty when they cross.
+fn redis_range(len: usize, start: i64, end: i64) -> std::ops::Range<usize> {
+    let len = len as i64;
+    let from_end = |i: i64| if i < 0 { (len + i).max(0) } else { i };
+    let (start, end) = (from_end(start), from_end(end).min(len - 1));
+    if len == 0 || start > end {
+        return 0..0;
+    }
+    start as usize..end as usize + 1
+}
+
+/// INCR, DECR, INCRBY, DECRBY, INCRBYFLOAT, APPEND, SETRANGE: a write the
+/// store computes from the current value (see `shoal_engine::Modify`).
+fn parse_modify(ns: u8, name: &str, args: &[Bytes]) -> Result<DataCommand, Step> {
+    let key = args[1].clone();
+    let by = || parse_int(&args[2]).ok_or_else(not_an_integer);
+    let (modify, shape) = match name {
+        "incr" => (Modify::IncrBy(1), ReplyShape::NewInteger),
+        "decr" => (Modify::IncrBy(-1), ReplyShape::NewInteger),
+        "incrby" => (Modify::IncrBy(by()?), ReplyShape::NewInteger),
+        "decrby" => {
+            let by = by()?
+                .checked_neg()
+                .ok_or_else(|| err("ERR decrement would overflow"))?;
+            (Modify::IncrBy(by), ReplyShape::NewInteger)
+        }
+        "incrbyfloat" => match parse_f64(&args[2]) {
+            Some(by) => (Modify::IncrByFloat(by), ReplyShape::NewValue),
+            None => return Err(err("ERR value is not a valid float")),
+        },
+        "append" => (Modify::Append(args[2].clone()), ReplyShape::NewLength),
+        _ => {
+            let offset = parse_int(&args[2]).ok_or_else(not_an_integer)?;
+            if offset < 0 {
+                return Err(err("ERR offset is out of range"));
+            }
+            if offset as u64 + args[3].len() as u64 > STRING_LEN_MAX_BYTES as u64 {
+                return Err(err(
+                    "ERR string exceeds maximum allowed size (proto-max-bulk-len)",
+                ));
+            }
+            if args[3].is_empty() {
+                // Redis writes nothing and answers the current length.
+                return Ok(DataCommand::StrLen(key));
+            }
+            let modify = Modify::SetRange {
+                offset_bytes: offset as usize,
+                bytes: args[3].clone(),
+            };
+            (modify, ReplyShape::NewLength)
+        }
+    };
+    Ok(DataCommand::Write(
+        vec![WriteOp::modify(ns, key, modify)],
+        shape,
+    ))
 }
 
 /// SET's options: the write and how its result is answered.

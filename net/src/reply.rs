@@ -84,8 +84,18 @@ impl RoutedTicket {
 /// How a write's results become its reply.
 #[derive(Clone, Copy, Debug)]
 pub enum ReplyShape {
-    Set { get: bool },
+    Set {
+        get: bool,
+    },
     SetNx,
+    /// GETSET, GETDEL: the value before the write (nil: absent).
+    Previous,
+    /// INCR and friends: the new value, as an integer.
+    NewInteger,
+    /// INCRBYFLOAT: the new value, as a bulk string.
+    NewValue,
+    /// APPEND, SETRANGE: the new value's length.
+    NewLength,
     Count,
     Ok,
     ShoalWrite,
@@ -105,6 +115,23 @@ pub(crate) fn lower(b: &[u8]) -> String {
 
 pub(crate) fn parse_int(b: &[u8]) -> Option<i64> {
     std::str::from_utf8(b).ok()?.parse().ok()
+}
+
+/// A read-modify-write's reply, from the value it minted.
+fn new_value_reply(outcome: &shoal_engine::WriteOutcome, shape: ReplyShape) -> Reply {
+    let minted = outcome
+        .dot
+        .and_then(|dot| outcome.set.siblings.iter().find(|s| s.dot == dot))
+        .and_then(|s| s.value.clone())
+        .expect("an applied read-modify-write mints a value");
+    match shape {
+        ReplyShape::NewInteger => Reply::Integer(
+            shoal_engine::store::modify::parse_i64(&minted)
+                .expect("INCR mints the integer it computed"),
+        ),
+        ReplyShape::NewLength => Reply::Integer(minted.len() as i64),
+        _ => Reply::Bulk(minted),
+    }
 }
 
 /// A refusal (a peer's or the cluster's) as the client's error reply.
@@ -151,6 +178,13 @@ pub fn finish_routed(results: Vec<RoutedWrite>, shape: ReplyShape) -> Reply {
             }
         }
         ReplyShape::SetNx => Reply::Integer(i64::from(outcomes[0].applied)),
+        ReplyShape::Previous => outcomes[0]
+            .previous_winner
+            .clone()
+            .map_or(Reply::Null, Reply::Bulk),
+        ReplyShape::NewInteger | ReplyShape::NewValue | ReplyShape::NewLength => {
+            new_value_reply(&outcomes[0], shape)
+        }
         ReplyShape::Count => Reply::Integer(outcomes.iter().filter(|o| o.applied).count() as i64),
         ReplyShape::Ok => Reply::ok(),
         ReplyShape::ShoalWrite => {

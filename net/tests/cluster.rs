@@ -790,6 +790,18 @@ fn a_namespace_with_its_own_quorums_stays_writable_with_one_replica() {
     wait_for_a_write(&mut c1, "x");
     let text = status(nodes[0].as_ref().unwrap());
     assert!(text.contains("n=3 r=2 w=2; namespace 1: r=1 w=1"), "{text}");
+    // Read-modify-writes are refused on a cluster, plainly, and write nothing.
+    let incr = redis::cmd("INCR")
+        .arg("x")
+        .query::<i64>(&mut c1)
+        .unwrap_err();
+    assert!(
+        incr.to_string().contains("not supported on a cluster"),
+        "{incr}"
+    );
+    assert_eq!(c1.get::<_, String>("warm").unwrap(), "x");
+    let exists: i64 = c1.exists("x").unwrap();
+    assert_eq!(exists, 0, "the refused INCR created nothing");
 
     nodes[1].take().unwrap().kill9();
     nodes[2].take().unwrap().kill9();

@@ -15,6 +15,7 @@ mod compaction;
 mod hint;
 pub mod inspect;
 mod keydir;
+pub mod modify;
 mod observer;
 mod recovery;
 pub mod salvage;
@@ -30,6 +31,7 @@ use crate::record::{encode_frame, read_frame, FrameRead, RecordBody, SEGMENT_HEA
 use crate::slot::key_slot;
 use crate::version::{Dot, HlcClock, NodeId, SiblingSet, VersionVector};
 use bytes::Bytes;
+use modify::{Modify, ModifyError};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
@@ -135,6 +137,9 @@ pub struct WriteOp {
     /// Forget the key (see [`WriteOp::forget_if`] and [`WriteOp::drop_copy`]).
     /// Everything else in the op is ignored.
     pub forget: Option<Forget>,
+    /// Write the current winner modified (INCR, APPEND, ...) instead of
+    /// `value` (see [`WriteOp::modify`]).
+    pub modify: Option<Modify>,
 }
 
 /// When a forget applies.
@@ -150,13 +155,8 @@ pub enum Forget {
 impl WriteOp {
     pub fn put(namespace: u8, key: Bytes, value: Bytes) -> Self {
         WriteOp {
-            namespace,
-            key,
             value: Some(value),
-            covers: Covers::Current,
-            condition: Condition::Always,
-            merge: None,
-            forget: None,
+            ..WriteOp::delete(namespace, key)
         }
     }
 
@@ -169,6 +169,17 @@ impl WriteOp {
             condition: Condition::Always,
             merge: None,
             forget: None,
+            modify: None,
+        }
+    }
+
+    /// A read-modify-write: the store computes the value from the key's
+    /// current winner as it prepares the batch (after the batch's earlier
+    /// writes), and the write replaces everything the key holds.
+    pub fn modify(namespace: u8, key: Bytes, modify: Modify) -> Self {
+        WriteOp {
+            modify: Some(modify),
+            ..WriteOp::delete(namespace, key)
         }
     }
 
@@ -176,13 +187,8 @@ impl WriteOp {
     /// anti-entropy).
     pub fn merge(namespace: u8, key: Bytes, set: SiblingSet) -> Self {
         WriteOp {
-            namespace,
-            key,
-            value: None,
-            covers: Covers::Current,
-            condition: Condition::Always,
             merge: Some(set),
-            forget: None,
+            ..WriteOp::delete(namespace, key)
         }
     }
 
@@ -230,14 +236,26 @@ pub struct WriteOutcome {
 /// batch unknown; the others mean the write did not happen.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum WriteError {
-    KeyTooLarge { len_bytes: usize, max_bytes: usize },
-    RecordTooLarge { len_bytes: usize, max_bytes: u32 },
-    TooManySiblings { count: usize, max: usize },
+    KeyTooLarge {
+        len_bytes: usize,
+        max_bytes: usize,
+    },
+    RecordTooLarge {
+        len_bytes: usize,
+        max_bytes: u32,
+    },
+    TooManySiblings {
+        count: usize,
+        max: usize,
+    },
     DiskFull,
     Corrupt(ReadError),
     SyncFailed(String),
     Poisoned(String),
     Disk(DiskError),
+    /// A read-modify-write found a value it cannot modify (not an integer,
+    /// ...), or would make one too long. Nothing was written.
+    Modify(ModifyError),
 }
 
 impl fmt::Display for WriteError {
@@ -264,6 +282,7 @@ impl fmt::Display for WriteError {
                 write!(f, "store is read-only after an earlier fsync failure ({e})")
             }
             WriteError::Disk(e) => write!(f, "disk write failed: {e}"),
+            WriteError::Modify(e) => write!(f, "{e}"),
         }
     }
 }
@@ -833,7 +852,15 @@ impl Store {
             Condition::IfAbsent => !previous_live,
             Condition::IfPresent => previous_live,
         };
-        if !condition_holds || (op.value.is_none() && !previous_live) {
+        let value = match &op.modify {
+            Some(modify) => Some(
+                modify
+                    .apply(previous_winner.as_deref())
+                    .map_err(WriteError::Modify)?,
+            ),
+            None => op.value.clone(),
+        };
+        if !condition_holds || (value.is_none() && !previous_live) {
             return Ok(not_applied(VersionVector::new(), current));
         }
         let covered = match &op.covers {
@@ -847,7 +874,7 @@ impl Store {
             self.options.node_id,
             self.counter_floor,
             hlc,
-            op.value.clone(),
+            value,
         );
         self.counter_issued_max = self.counter_issued_max.max(dot.counter);
         if next.siblings.len() > self.options.siblings_max {
