@@ -5,10 +5,15 @@
 //! Must not touch: the command table itself (`commands`), export (`metrics`).
 
 use crate::histogram::{Histogram, LATENCY_BOUNDS_MICROS};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 /// Command table entries counted; the table is checked against it in a test.
 pub const COMMAND_KINDS_MAX: usize = 128;
+/// Distinct error codes counted (INFO errorstats); later new codes count as
+/// `OTHER`.
+pub const ERROR_CODES_MAX: usize = 128;
 
 pub struct CommandStats {
     calls: Box<[AtomicU64]>,
@@ -16,6 +21,8 @@ pub struct CommandStats {
     micros: Box<[AtomicU64]>,
     /// Every command's latency, from its request parsed to its reply known.
     pub latency_micros: Histogram,
+    /// Error replies by their first word (`ERR`, `WRONGPASS`, `NOQUORUM`, ...).
+    errors: Mutex<BTreeMap<String, u64>>,
 }
 
 /// One command's counters, read at one moment.
@@ -35,6 +42,7 @@ impl Default for CommandStats {
             failed: zeros(),
             micros: zeros(),
             latency_micros: Histogram::new(LATENCY_BOUNDS_MICROS),
+            errors: Mutex::default(),
         }
     }
 }
@@ -52,6 +60,24 @@ impl CommandStats {
             self.failed[kind].fetch_add(1, Ordering::Relaxed);
         }
         self.latency_micros.observe(micros);
+    }
+
+    /// Count one error reply by its code, the first word of `message`.
+    pub fn record_error(&self, message: &str) {
+        let code = message.split(' ').next().unwrap_or_default();
+        let mut errors = self.errors.lock().unwrap_or_else(|p| p.into_inner());
+        let code = if errors.contains_key(code) || errors.len() < ERROR_CODES_MAX {
+            code
+        } else {
+            "OTHER"
+        };
+        *errors.entry(code.to_string()).or_default() += 1;
+    }
+
+    /// Error replies by code, in code order.
+    pub fn errors(&self) -> Vec<(String, u64)> {
+        let errors = self.errors.lock().unwrap_or_else(|p| p.into_inner());
+        errors.iter().map(|(code, n)| (code.clone(), *n)).collect()
     }
 
     pub fn counts(&self, kind: usize) -> CommandCounts {
@@ -84,5 +110,23 @@ mod tests {
         assert_eq!(stats.counts(5).calls, 1);
         assert_eq!(stats.counts(4), CommandCounts::default());
         assert_eq!(stats.latency_micros.snapshot().count, 3);
+    }
+
+    #[test]
+    fn errors_count_by_code_and_distinct_codes_are_bounded() {
+        let stats = CommandStats::default();
+        stats.record_error("ERR syntax error");
+        stats.record_error("ERR unknown command");
+        stats.record_error("NOQUORUM write is durable on 1 of 2");
+        assert_eq!(
+            stats.errors(),
+            vec![("ERR".to_string(), 2), ("NOQUORUM".to_string(), 1)]
+        );
+        for i in 0..ERROR_CODES_MAX {
+            stats.record_error(&format!("CODE{i} x"));
+        }
+        let errors = stats.errors();
+        assert_eq!(errors.len(), ERROR_CODES_MAX + 1, "the codes, then OTHER");
+        assert!(errors.contains(&("OTHER".to_string(), 2)));
     }
 }

@@ -95,6 +95,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     spec!("scan", -2, ["readonly"], 0, 0, 0, "keyspace", "Iterates over the keys of the namespace."),
     spec!("flushdb", -1, ["write"], 0, 0, 0, "server", "Deletes all keys of the namespace."),
     spec!("flushall", -1, ["write"], 0, 0, 0, "server", "Deletes all keys of all namespaces."),
+    spec!("role", 1, ["fast"], 0, 0, 0, "server", "Returns this node's role: master (every node takes writes)."),
     spec!("config", -2, ["admin"], 0, 0, 0, "server", "CONFIG GET parameters (CONFIG SET is not supported)."),
     spec!("info", -1, ["slow"], 0, 0, 0, "server", "Returns information and statistics about the server."),
     spec!("command", -1, ["slow"], 0, 0, 0, "server", "COMMAND, COMMAND COUNT, COMMAND DOCS, COMMAND INFO."),
@@ -276,9 +277,19 @@ async fn dispatch(
         "config" => config(shared, &args[1..]),
         "info" => Step::Reply(Reply::Verbatim {
             format: *b"txt",
-            text: crate::info::render(shared, args.get(1).map(|a| lower(a))),
+            text: crate::info::render(
+                shared,
+                args.get(1).map(|a| lower(a)),
+                &COMMANDS.iter().map(|c| c.name).collect::<Vec<_>>(),
+            ),
         }),
         "command" => command(&args[1..]),
+        // Every Shoal node takes writes: a master with no Redis replicas.
+        "role" => Step::Reply(Reply::Array(vec![
+            Reply::Bulk(Bytes::from_static(b"master")),
+            Reply::Integer(0),
+            Reply::Array(vec![]),
+        ])),
         "cluster" | "shoal.cluster" | "shoal.ring" => cluster_only(shared, spec.name, &args).await,
         _ => match DataCommand::parse(ns, spec.name, &args) {
             Ok(command) => command.run(&Backend::of(shared), ns).await,

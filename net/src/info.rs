@@ -41,9 +41,27 @@ fn human_bytes(bytes: u64) -> String {
 /// The Redis version Shoal answers as (INFO, HELLO).
 pub const REDIS_VERSION: &str = "7.2.0";
 
-pub fn render(shared: &Shared, section: Option<String>) -> String {
+/// Sections INFO (and `INFO default`) prints; `INFO all` and `INFO
+/// everything` add commandstats.
+const DEFAULT_SECTIONS: &[&str] = &[
+    "server",
+    "clients",
+    "memory",
+    "persistence",
+    "stats",
+    "replication",
+    "cpu",
+    "errorstats",
+    "cluster",
+    "keyspace",
+];
+
+/// INFO's text for `section` (None: the default ones). `command_names` are the
+/// command table's names in table order (commandstats).
+pub fn render(shared: &Shared, section: Option<String>, command_names: &[&str]) -> String {
     let wanted = |name: &str| match section.as_deref() {
-        None | Some("all") | Some("default") | Some("everything") => true,
+        None | Some("default") => DEFAULT_SECTIONS.contains(&name),
+        Some("all") | Some("everything") => true,
         Some(s) => s == name,
     };
     let mut out = String::new();
@@ -140,6 +158,31 @@ pub fn render(shared: &Shared, section: Option<String>) -> String {
             shared.connections_rejected.load(Ordering::Relaxed),
         );
     }
+    if wanted("replication") {
+        replication_section(shared, &mut out);
+    }
+    if wanted("cpu") {
+        cpu_section(&mut out);
+    }
+    if wanted("commandstats") {
+        commandstats_section(shared, command_names, &mut out);
+    }
+    if wanted("errorstats") {
+        out.push_str("# Errorstats\r\n");
+        for (code, count) in shared.command_stats.errors() {
+            let _ = write!(out, "errorstat_{code}:count={count}\r\n");
+        }
+        out.push_str("\r\n");
+    }
+    if wanted("cluster") {
+        // Redis Cluster's flag: Shoal's cluster is not Redis Cluster (any node
+        // serves any key), so clients keep their plain mode.
+        let _ = write!(
+            out,
+            "# Cluster\r\ncluster_enabled:0\r\nshoal_cluster_member:{}\r\n\r\n",
+            u8::from(shared.cluster.is_some())
+        );
+    }
     if wanted("keyspace") {
         out.push_str("# Keyspace\r\n");
         for (ns, keys) in shared.storage.read(|s| s.namespaces()) {
@@ -148,6 +191,68 @@ pub fn render(shared: &Shared, section: Option<String>) -> String {
         out.push_str("\r\n");
     }
     out
+}
+
+/// Every node is a master in Redis's terms: it takes writes. A cluster
+/// member's replication is its own (quorums, anti-entropy), shown as
+/// `shoal_*` fields.
+fn replication_section(shared: &Shared, out: &mut String) {
+    out.push_str("# Replication\r\nrole:master\r\nconnected_slaves:0\r\n");
+    if let Some(cluster) = &shared.cluster {
+        let lag = cluster.replication_lag();
+        let differing: usize = lag.iter().map(|(_, keys, ..)| keys).sum();
+        let _ = write!(
+            out,
+            "shoal_replicas_n:{}\r\nshoal_peers_exchanged:{}\r\nshoal_keys_differing:{differing}\r\nshoal_hints_pending:{}\r\n",
+            cluster.config().replicas_n,
+            lag.len(),
+            cluster.hints_pending(),
+        );
+    }
+    out.push_str("\r\n");
+}
+
+/// CPU seconds this process used, from getrusage (zeros where unavailable).
+fn cpu_section(out: &mut String) {
+    let (user_s, sys_s) = cpu_seconds();
+    let _ = write!(
+        out,
+        "# CPU\r\nused_cpu_sys:{sys_s:.6}\r\nused_cpu_user:{user_s:.6}\r\n\r\n"
+    );
+}
+
+fn cpu_seconds() -> (f64, f64) {
+    #[cfg(all(target_os = "linux", not(madsim)))]
+    {
+        // SAFETY: getrusage only writes the struct it is given.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } == 0 {
+            let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+            return (seconds(usage.ru_utime), seconds(usage.ru_stime));
+        }
+    }
+    (0.0, 0.0)
+}
+
+/// Redis's `cmdstat_<name>:calls=..,usec=..,usec_per_call=..,rejected_calls=0,failed_calls=..`.
+fn commandstats_section(shared: &Shared, command_names: &[&str], out: &mut String) {
+    out.push_str("# Commandstats\r\n");
+    for (kind, name) in command_names.iter().enumerate() {
+        let c = shared.command_stats.counts(kind);
+        if c.calls == 0 {
+            continue;
+        }
+        let _ = write!(
+            out,
+            "cmdstat_{}:calls={},usec={},usec_per_call={:.2},rejected_calls=0,failed_calls={}\r\n",
+            name.replace('.', "_"),
+            c.calls,
+            c.micros,
+            c.micros as f64 / c.calls as f64,
+            c.failed
+        );
+    }
+    out.push_str("\r\n");
 }
 
 #[cfg(test)]

@@ -171,6 +171,12 @@ fn command_families(shared: &Shared, scrape: &mut Scrape) {
         "Time per command, from its request parsed to its reply known.",
         per_command(&|c| Value::CounterSeconds(c.micros as f64 / 1e6)),
     );
+    let errors = stats
+        .errors()
+        .into_iter()
+        .map(|(code, n)| (vec![("err", code)], Value::Counter(n)))
+        .collect();
+    scrape.labelled("redis_errors", "Error replies by their code.", errors);
     scrape.one(
         "shoal_command_duration_seconds",
         "Latency of every command, request parsed to reply known (a write's includes its fsync).",

@@ -177,6 +177,9 @@ async fn resolve(
             let failed = matches!(reply, Reply::Error(_));
             shared.command_stats.record(kind, micros, failed);
         }
+        if let Reply::Error(message) = &reply {
+            shared.command_stats.record_error(message);
+        }
         encode_reply(&reply, protocol, output);
     }
 }

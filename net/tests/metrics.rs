@@ -143,6 +143,7 @@ fn metrics_count_what_clients_did_in_redis_exporter_names() {
         1.0
     );
     assert!(samples["redis_commands_duration_seconds_total{cmd=\"set\"}"] > 0.0);
+    assert_eq!(samples["redis_errors_total{err=\"ERR\"}"], 1.0);
     assert_eq!(samples["redis_db_keys{db=\"db0\"}"], 25.0);
     assert_eq!(samples["redis_db_keys{db=\"db2\"}"], 1.0);
     assert!(samples["redis_connected_clients"] >= 1.0);

@@ -156,6 +156,33 @@ fn server_introspection_commands() {
         err.to_string().contains("wrong number of arguments"),
         "{err}"
     );
+    // What the calls above left in INFO's counters, as Redis names them.
+    let info: String = redis::cmd("INFO").arg("everything").query(&mut c).unwrap();
+    for field in [
+        "cmdstat_ping:calls=1,",
+        "cmdstat_set:calls=1,",
+        "failed_calls=1",
+        "errorstat_ERR:count=3",
+        "role:master",
+        "used_cpu_user:",
+        "cluster_enabled:0",
+    ] {
+        assert!(
+            info.contains(field),
+            "INFO everything lacks {field}:\n{info}"
+        );
+    }
+    let default: String = redis::cmd("INFO").query(&mut c).unwrap();
+    assert!(!default.contains("# Commandstats") && default.contains("# Errorstats"));
+    let role: Value = redis::cmd("ROLE").query(&mut c).unwrap();
+    assert_eq!(
+        role,
+        Value::Array(vec![
+            Value::BulkString(b"master".to_vec()),
+            Value::Int(0),
+            Value::Array(vec![])
+        ])
+    );
 }
 
 #[test]
