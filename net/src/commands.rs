@@ -82,6 +82,12 @@ pub static COMMANDS: &[CommandSpec] = &[
     spec!("incrbyfloat", 3, ["write", "denyoom", "fast"], 1, 1, 1, "string", "Adds a float to a key's numeric value (single node)."),
     spec!("append", 3, ["write", "denyoom", "fast"], 1, 1, 1, "string", "Appends to a key's value; returns the new length (single node)."),
     spec!("setrange", 4, ["write", "denyoom"], 1, 1, 1, "string", "Overwrites part of a key's value from an offset (single node)."),
+    spec!("msetnx", -3, ["write", "denyoom"], 1, -1, 2, "string", "Sets several keys only if none exists, all or nothing (single node)."),
+    spec!("rename", 3, ["write"], 1, 2, 1, "keyspace", "Renames a key, replacing the destination (single node)."),
+    spec!("renamenx", 3, ["write", "fast"], 1, 2, 1, "keyspace", "Renames a key only if the destination does not exist (single node)."),
+    spec!("copy", -3, ["write", "denyoom"], 1, 2, 1, "keyspace", "COPY source destination [DB n] [REPLACE] (single node)."),
+    spec!("touch", -2, ["readonly", "fast"], 1, -1, 1, "keyspace", "Counts how many of the keys exist."),
+    spec!("time", 1, ["fast"], 0, 0, 0, "server", "Returns the node's wall clock: seconds and microseconds."),
     spec!("mget", -2, ["readonly", "fast"], 1, -1, 1, "string", "Returns the values of several keys."),
     spec!("mset", -3, ["write", "denyoom"], 1, -1, 2, "string", "Sets several keys in one durable batch."),
     spec!("del", -2, ["write"], 1, -1, 1, "keyspace", "Deletes keys (delete markers until collected)."),
@@ -129,6 +135,13 @@ pub fn kind_of(spec: &'static CommandSpec) -> usize {
         "spec outside the table"
     );
     kind
+}
+
+/// Commands that run under the node's exclusive turn (`shared::Isolation`):
+/// EXEC, and the multi-key writes that must read and write with nothing of
+/// another connection between.
+pub fn runs_alone(name: &str) -> bool {
+    matches!(name, "exec" | "msetnx" | "rename" | "renamenx" | "copy")
 }
 
 /// Whether the command is a write that may be left pending (pipelined).
@@ -184,6 +197,14 @@ pub async fn execute(
             session.transaction.watch(&backend, ns, &args[1..]).await
         }
         "unwatch" => session.transaction.unwatch(),
+        name if runs_alone(name) => {
+            // Held until the write is answered: a check made under the turn
+            // must still hold when the next one looks (two MSETNX of one key
+            // both won when the turn ended at submission).
+            let _alone = shared.isolation.exclusive().await;
+            let step = dispatch(shared, session, spec, args).await;
+            Step::Reply(Waiting::of(step).0.reply().await)
+        }
         _ => dispatch(shared, session, spec, args).await,
     }
 }
@@ -284,6 +305,7 @@ async fn dispatch(
             ),
         }),
         "command" => command(&args[1..]),
+        "time" => Step::Reply(time_reply()),
         // Every Shoal node takes writes: a master with no Redis replicas.
         "role" => Step::Reply(Reply::Array(vec![
             Reply::Bulk(Bytes::from_static(b"master")),
@@ -291,11 +313,22 @@ async fn dispatch(
             Reply::Array(vec![]),
         ])),
         "cluster" | "shoal.cluster" | "shoal.ring" => cluster_only(shared, spec.name, &args).await,
-        _ => match DataCommand::parse(ns, spec.name, &args) {
+        _ => match DataCommand::parse(ns, shared.config.databases, spec.name, &args) {
             Ok(command) => command.run(&Backend::of(shared), ns).await,
             Err(step) => step,
         },
     }
+}
+
+/// TIME: the node's wall clock as [seconds, microseconds].
+fn time_reply() -> Reply {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Reply::Array(vec![
+        Reply::Bulk(now.as_secs().to_string().into()),
+        Reply::Bulk(now.subsec_micros().to_string().into()),
+    ])
 }
 
 /// CLUSTER, SHOAL.CLUSTER and SHOAL.RING: a cluster member's own commands.

@@ -35,6 +35,21 @@ pub enum DataCommand {
     FlushAll,
     Siblings(Bytes),
     StrLen(Bytes),
+    /// MSETNX: all the pairs, or none if any key exists.
+    MSetNx(Vec<(Bytes, Bytes)>),
+    /// RENAME / RENAMENX (`nx`).
+    Rename {
+        from: Bytes,
+        to: Bytes,
+        nx: bool,
+    },
+    /// COPY source destination [DB n] [REPLACE].
+    Copy {
+        from: Bytes,
+        to: Bytes,
+        to_ns: u8,
+        replace: bool,
+    },
     /// GETRANGE and SUBSTR: Redis's inclusive range, negative from the end.
     GetRange {
         key: Bytes,
@@ -44,14 +59,28 @@ pub enum DataCommand {
 }
 
 impl DataCommand {
-    /// `args[0]` is the command's name as sent; `name` is its table name.
-    pub fn parse(ns: u8, name: &str, args: &[Bytes]) -> Result<DataCommand, Step> {
+    /// `args[0]` is the command's name as sent; `name` is its table name;
+    /// `databases` is how many namespaces exist (COPY ... DB n).
+    pub fn parse(ns: u8, databases: u8, name: &str, args: &[Bytes]) -> Result<DataCommand, Step> {
         let key = || args[1].clone();
         let keys = || args[1..].to_vec();
         Ok(match name {
             "get" => DataCommand::Get(key()),
             "mget" => DataCommand::MGet(keys()),
-            "exists" => DataCommand::Exists(keys()),
+            "exists" | "touch" => DataCommand::Exists(keys()),
+            "msetnx" => {
+                if args.len().is_multiple_of(2) {
+                    return Err(err("ERR wrong number of arguments for 'msetnx' command"));
+                }
+                let pairs = args[1..].chunks(2).map(|kv| (kv[0].clone(), kv[1].clone()));
+                DataCommand::MSetNx(pairs.collect())
+            }
+            "rename" | "renamenx" => DataCommand::Rename {
+                from: key(),
+                to: args[2].clone(),
+                nx: name == "renamenx",
+            },
+            "copy" => parse_copy(ns, databases, args)?,
             "type" => DataCommand::Type(key()),
             "ttl" | "pttl" => DataCommand::Ttl(key()),
             "dbsize" => DataCommand::DbSize,
@@ -165,6 +194,19 @@ impl DataCommand {
                 Step::Reply(Reply::error(MODIFY_ON_CLUSTER))
             }
             DataCommand::Write(ops, shape) => backend.write(ops, shape).await,
+            DataCommand::MSetNx(_) | DataCommand::Rename { .. } | DataCommand::Copy { .. }
+                if matches!(backend, Backend::Routed(_)) =>
+            {
+                Step::Reply(Reply::error(ALONE_ON_CLUSTER))
+            }
+            DataCommand::MSetNx(pairs) => msetnx(backend, ns, pairs).await,
+            DataCommand::Rename { from, to, nx } => rename(backend, ns, from, to, nx).await,
+            DataCommand::Copy {
+                from,
+                to,
+                to_ns,
+                replace,
+            } => copy(backend, ns, (from, to, to_ns), replace).await,
             DataCommand::StrLen(key) => Step::Reply(one(backend.read(ns, &[key]).await, |set| {
                 Reply::Integer(winner_bytes(set).map_or(0, |v| v.len() as i64))
             })),
@@ -196,6 +238,114 @@ fn winner(set: Option<SiblingSet>) -> Reply {
 
 /// Why INCR, APPEND and SETRANGE are refused on a cluster, for now.
 const MODIFY_ON_CLUSTER: &str = "ERR INCR, DECR, INCRBY, DECRBY, INCRBYFLOAT, APPEND and SETRANGE are not supported on a cluster yet: two nodes modifying one value at once would each write their own result, and one update would be lost; they work on a single node";
+
+/// Why MSETNX, RENAME, RENAMENX and COPY are refused on a cluster, for now.
+const ALONE_ON_CLUSTER: &str = "ERR MSETNX, RENAME, RENAMENX and COPY are not supported on a cluster yet: their keys live on different replicas, and nothing yet makes the read and the writes one step there; they work on a single node";
+
+/// Whether `key` holds a value.
+async fn live(backend: &Backend<'_>, ns: u8, key: &Bytes) -> Result<bool, Reply> {
+    backend.live(ns, std::slice::from_ref(key)).await.remove(0)
+}
+
+/// MSETNX (under the node's exclusive turn): 0 if any key exists, else every
+/// pair written in one batch and 1.
+async fn msetnx(backend: &Backend<'_>, ns: u8, pairs: Vec<(Bytes, Bytes)>) -> Step {
+    let keys: Vec<Bytes> = pairs.iter().map(|(k, _)| k.clone()).collect();
+    for exists in backend.live(ns, &keys).await {
+        match exists {
+            Ok(false) => {}
+            Ok(true) => return Step::Reply(Reply::Integer(0)),
+            Err(reply) => return Step::Reply(reply),
+        }
+    }
+    let ops = pairs
+        .into_iter()
+        .map(|(k, v)| WriteOp::put(ns, k, v))
+        .collect();
+    backend.write(ops, ReplyShape::One).await
+}
+
+/// RENAME / RENAMENX (under the node's exclusive turn): the value written
+/// under the new name and the old one deleted, in one batch.
+async fn rename(backend: &Backend<'_>, ns: u8, from: Bytes, to: Bytes, nx: bool) -> Step {
+    let value = match backend
+        .read(ns, std::slice::from_ref(&from))
+        .await
+        .remove(0)
+    {
+        Ok(set) => winner_bytes(set),
+        Err(reply) => return Step::Reply(reply),
+    };
+    let Some(value) = value else {
+        return err("ERR no such key");
+    };
+    if from == to {
+        return Step::Reply(if nx { Reply::Integer(0) } else { Reply::ok() });
+    }
+    if nx {
+        match live(backend, ns, &to).await {
+            Ok(true) => return Step::Reply(Reply::Integer(0)),
+            Ok(false) => {}
+            Err(reply) => return Step::Reply(reply),
+        }
+    }
+    let ops = vec![WriteOp::put(ns, to, value), WriteOp::delete(ns, from)];
+    let shape = if nx { ReplyShape::One } else { ReplyShape::Ok };
+    backend.write(ops, shape).await
+}
+
+/// COPY (under the node's exclusive turn): 1 once written, 0 when the source
+/// is absent or the destination exists without REPLACE.
+async fn copy(backend: &Backend<'_>, ns: u8, to: (Bytes, Bytes, u8), replace: bool) -> Step {
+    let (from, to, to_ns) = to;
+    if from == to && ns == to_ns {
+        return err("ERR source and destination objects are the same");
+    }
+    let value = match backend
+        .read(ns, std::slice::from_ref(&from))
+        .await
+        .remove(0)
+    {
+        Ok(set) => winner_bytes(set),
+        Err(reply) => return Step::Reply(reply),
+    };
+    let Some(value) = value else {
+        return Step::Reply(Reply::Integer(0));
+    };
+    if !replace {
+        match live(backend, to_ns, &to).await {
+            Ok(true) => return Step::Reply(Reply::Integer(0)),
+            Ok(false) => {}
+            Err(reply) => return Step::Reply(reply),
+        }
+    }
+    backend
+        .write(vec![WriteOp::put(to_ns, to, value)], ReplyShape::One)
+        .await
+}
+
+/// COPY's options: `DB n` (a namespace below `databases`) and `REPLACE`.
+fn parse_copy(ns: u8, databases: u8, args: &[Bytes]) -> Result<DataCommand, Step> {
+    let (mut to_ns, mut replace) = (ns, false);
+    let mut rest = args[3..].iter();
+    while let Some(word) = rest.next() {
+        match lower(word).as_str() {
+            "replace" => replace = true,
+            "db" => match rest.next().and_then(|db| parse_int(db)) {
+                Some(db) if (0..i64::from(databases)).contains(&db) => to_ns = db as u8,
+                Some(_) => return Err(err("ERR DB index is out of range")),
+                None => return Err(not_an_integer()),
+            },
+            _ => return Err(syntax_error()),
+        }
+    }
+    Ok(DataCommand::Copy {
+        from: args[1].clone(),
+        to: args[2].clone(),
+        to_ns,
+        replace,
+    })
+}
 
 fn is_modify(ops: &[WriteOp]) -> bool {
     ops.iter().any(|op| op.modify.is_some())
@@ -426,7 +576,7 @@ mod tests {
     #[test]
     fn a_command_is_parsed_once_into_what_it_does() {
         let Ok(DataCommand::Write(ops, ReplyShape::Set { get: true })) =
-            DataCommand::parse(3, "set", &args(&["SET", "k", "v", "nx", "GET"]))
+            DataCommand::parse(3, 16, "set", &args(&["SET", "k", "v", "nx", "GET"]))
         else {
             panic!("SET k v NX GET");
         };
@@ -434,13 +584,13 @@ mod tests {
         assert_eq!(ops[0].namespace, 3);
         assert_eq!(ops[0].condition, Condition::IfAbsent);
         let Ok(DataCommand::Write(ops, ReplyShape::Count)) =
-            DataCommand::parse(0, "unlink", &args(&["UNLINK", "a", "b"]))
+            DataCommand::parse(0, 16, "unlink", &args(&["UNLINK", "a", "b"]))
         else {
             panic!("UNLINK a b");
         };
         assert_eq!(ops.len(), 2);
         assert!(matches!(
-            DataCommand::parse(0, "pttl", &args(&["PTTL", "k"])),
+            DataCommand::parse(0, 16, "pttl", &args(&["PTTL", "k"])),
             Ok(DataCommand::Ttl(_))
         ));
     }
@@ -463,7 +613,7 @@ mod tests {
             ),
         ];
         for (name, words, why) in cases {
-            let Err(step) = DataCommand::parse(0, name, &args(words)) else {
+            let Err(step) = DataCommand::parse(0, 16, name, &args(words)) else {
                 panic!("{words:?} parsed");
             };
             let message = refusal(step);

@@ -96,6 +96,8 @@ pub enum ReplyShape {
     NewValue,
     /// APPEND, SETRANGE: the new value's length.
     NewLength,
+    /// MSETNX, RENAMENX, COPY once they write: 1.
+    One,
     Count,
     Ok,
     ShoalWrite,
@@ -187,6 +189,7 @@ pub fn finish_routed(results: Vec<RoutedWrite>, shape: ReplyShape) -> Reply {
         }
         ReplyShape::Count => Reply::Integer(outcomes.iter().filter(|o| o.applied).count() as i64),
         ReplyShape::Ok => Reply::ok(),
+        ReplyShape::One => Reply::Integer(1),
         ReplyShape::ShoalWrite => {
             let o = &outcomes[0];
             Reply::Array(vec![

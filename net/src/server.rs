@@ -101,10 +101,9 @@ async fn connection(stream: &mut TcpStream, peer: String, shared: &Shared) -> st
             if !commands::is_deferrable_write(spec) {
                 resolve(&mut slots, session.protocol, &mut output, shared).await;
             }
-            let runs_alone = spec.is_some_and(|s| s.name == "exec");
-            if runs_alone {
-                // EXEC takes the exclusive turn; this connection's own writes
-                // are all answered (resolved above).
+            if spec.is_some_and(|s| commands::runs_alone(s.name)) {
+                // EXEC, MSETNX, RENAME, ... take the exclusive turn; this
+                // connection's own writes are all answered (resolved above).
                 turn = None;
             }
             let (waiting, closes) =

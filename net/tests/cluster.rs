@@ -802,6 +802,20 @@ fn a_namespace_with_its_own_quorums_stays_writable_with_one_replica() {
     assert_eq!(c1.get::<_, String>("warm").unwrap(), "x");
     let exists: i64 = c1.exists("x").unwrap();
     assert_eq!(exists, 0, "the refused INCR created nothing");
+    let rename = redis::cmd("RENAME")
+        .arg("warm")
+        .arg("moved")
+        .query::<()>(&mut c1)
+        .unwrap_err();
+    assert!(
+        rename.to_string().contains("not supported on a cluster"),
+        "{rename}"
+    );
+    assert_eq!(
+        c1.get::<_, String>("warm").unwrap(),
+        "x",
+        "the refused RENAME moved nothing"
+    );
 
     nodes[1].take().unwrap().kill9();
     nodes[2].take().unwrap().kill9();

@@ -180,3 +180,148 @@ fn concurrent_increments_all_count_and_survive_a_restart() {
     );
     assert_eq!(c.incr::<_, _, i64>("hits", 1).unwrap(), 1001);
 }
+
+#[test]
+fn msetnx_rename_copy_touch_and_time_follow_redis() {
+    let dir = temp_dir("keyspace-moves");
+    let node = ShoalProcess::start(&dir, &[]);
+    let mut c = node.client();
+    let set: i64 = redis::cmd("MSETNX")
+        .arg(&["a", "1", "b", "2"])
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(set, 1);
+    let refused: i64 = redis::cmd("MSETNX")
+        .arg(&["c", "3", "a", "9"])
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(refused, 0);
+    assert_eq!(c.exists::<_, i64>("c").unwrap(), 0, "all or nothing");
+    assert_eq!(c.get::<_, String>("a").unwrap(), "1");
+
+    let () = redis::cmd("RENAME")
+        .arg("a")
+        .arg("z")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(c.get::<_, Option<String>>("a").unwrap(), None);
+    assert_eq!(c.get::<_, String>("z").unwrap(), "1");
+    let missing = error_of(redis::cmd("RENAME").arg("nope").arg("x").query(&mut c));
+    assert!(missing.contains("no such key"), "{missing}");
+    let nx: i64 = redis::cmd("RENAMENX")
+        .arg("z")
+        .arg("b")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(nx, 0, "b exists");
+    let nx: i64 = redis::cmd("RENAMENX")
+        .arg("z")
+        .arg("y")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(nx, 1);
+    assert_eq!(c.get::<_, String>("y").unwrap(), "1");
+
+    let copied: i64 = redis::cmd("COPY").arg("y").arg("b").query(&mut c).unwrap();
+    assert_eq!(copied, 0, "b exists and no REPLACE");
+    let copied: i64 = redis::cmd("COPY")
+        .arg("y")
+        .arg("b")
+        .arg("REPLACE")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(copied, 1);
+    assert_eq!(c.get::<_, String>("b").unwrap(), "1");
+    let copied: i64 = redis::cmd("COPY")
+        .arg("y")
+        .arg("y")
+        .arg("DB")
+        .arg(3)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(copied, 1);
+    let () = redis::cmd("SELECT").arg(3).query(&mut c).unwrap();
+    assert_eq!(c.get::<_, String>("y").unwrap(), "1");
+    let () = redis::cmd("SELECT").arg(0).query(&mut c).unwrap();
+    let out_of_range = error_of(
+        redis::cmd("COPY")
+            .arg("y")
+            .arg("w")
+            .arg("DB")
+            .arg(16)
+            .query(&mut c),
+    );
+    assert!(out_of_range.contains("out of range"), "{out_of_range}");
+    let same = error_of(redis::cmd("COPY").arg("y").arg("y").query(&mut c));
+    assert!(same.contains("the same"), "{same}");
+
+    let touched: i64 = redis::cmd("TOUCH")
+        .arg(&["b", "y", "nope"])
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(touched, 2);
+    let (secs, micros): (String, String) = redis::cmd("TIME").query(&mut c).unwrap();
+    assert!(secs.parse::<u64>().unwrap() > 1_700_000_000, "{secs}");
+    assert!(micros.parse::<u32>().unwrap() < 1_000_000);
+}
+
+/// While one client renames a key back and forth, another reads both names:
+/// a rename's two writes are one batch, so exactly one name holds the value.
+#[test]
+fn a_rename_is_never_seen_half_done() {
+    let dir = temp_dir("rename-race");
+    let node = ShoalProcess::start(&dir, &[]);
+    let mut c = node.client();
+    let () = c.set("left", "v").unwrap();
+    let mut renamer = node.client();
+    let renaming = std::thread::spawn(move || {
+        for i in 0..200 {
+            let (from, to) = if i % 2 == 0 {
+                ("left", "right")
+            } else {
+                ("right", "left")
+            };
+            let () = redis::cmd("RENAME")
+                .arg(from)
+                .arg(to)
+                .query(&mut renamer)
+                .unwrap();
+        }
+    });
+    while !renaming.is_finished() {
+        let both: Vec<Option<String>> = c.mget(&["left", "right"]).unwrap();
+        let held = both.iter().filter(|v| v.is_some()).count();
+        assert_eq!(held, 1, "saw {both:?}");
+    }
+    renaming.join().unwrap();
+}
+
+/// Four clients race MSETNX on the same 100 fresh keys: each key's check and
+/// write are one step under the node's exclusive turn, so exactly one client
+/// wins each key (two that both saw it absent would both answer 1).
+#[test]
+fn racing_msetnx_has_exactly_one_winner_per_key() {
+    let dir = temp_dir("msetnx-race");
+    let node = ShoalProcess::start(&dir, &[]);
+    let racers: Vec<_> = (0..4)
+        .map(|id| {
+            let mut c = node.client();
+            std::thread::spawn(move || {
+                (0..100)
+                    .map(|i| {
+                        redis::cmd("MSETNX")
+                            .arg(format!("race:{i}"))
+                            .arg(id)
+                            .query::<i64>(&mut c)
+                            .unwrap()
+                    })
+                    .collect::<Vec<i64>>()
+            })
+        })
+        .collect();
+    let wins: Vec<Vec<i64>> = racers.into_iter().map(|r| r.join().unwrap()).collect();
+    for i in 0..100 {
+        let winners: i64 = wins.iter().map(|w| w[i]).sum();
+        assert_eq!(winners, 1, "race:{i} had {winners} winners");
+    }
+}
