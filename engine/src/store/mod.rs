@@ -17,6 +17,7 @@ pub mod inspect;
 mod keydir;
 pub mod modify;
 mod observer;
+mod ops;
 mod recovery;
 pub mod salvage;
 mod synced;
@@ -29,11 +30,10 @@ pub use recovery::{set_aside_segments, OpenError, RecoveryReport, SET_ASIDE_PREF
 use crate::disk::{Disk, DiskDir, DiskError};
 use crate::record::{encode_frame, read_frame, FrameRead, RecordBody, SEGMENT_HEADER_BYTES};
 use crate::slot::key_slot;
-use crate::version::{Dot, HlcClock, NodeId, SiblingSet, VersionVector};
+use crate::version::{HlcClock, NodeId, SiblingSet, VersionVector};
 use bytes::Bytes;
-use modify::{Modify, ModifyError};
+pub use ops::*;
 use std::collections::BTreeMap;
-use std::fmt;
 use std::sync::Arc;
 
 /// The most batches that may be written but not yet synced at once. The committer
@@ -103,215 +103,6 @@ pub(crate) struct Segment {
     /// carried into the segment's hint when it is sealed: damage to the file
     /// after the bytes were written no longer matches it.
     pub data_crc: u32,
-}
-
-/// What a write supersedes.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Covers {
-    /// Everything the store holds for the key now (a plain Redis SET or DEL).
-    Current,
-    /// Only what this causal context covers (a client that read siblings).
-    Context(VersionVector),
-}
-
-/// Redis's NX / XX.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Condition {
-    Always,
-    IfAbsent,
-    IfPresent,
-}
-
-/// One write: a value, or a delete (`value: None`), or a replica's merge of a
-/// sibling set another node coordinated (`merge`).
-#[derive(Clone, Debug)]
-pub struct WriteOp {
-    pub namespace: u8,
-    pub key: Bytes,
-    pub value: Option<Bytes>,
-    pub covers: Covers,
-    pub condition: Condition,
-    /// Replica write: merge this set into the key's set (no new dot). `value`,
-    /// `covers` and `condition` are ignored. Applied only when it changes the set.
-    pub merge: Option<SiblingSet>,
-    /// Forget the key (see [`WriteOp::forget_if`] and [`WriteOp::drop_copy`]).
-    /// Everything else in the op is ignored.
-    pub forget: Option<Forget>,
-    /// Write the current winner modified (INCR, APPEND, ...) instead of
-    /// `value` (see [`WriteOp::modify`]).
-    pub modify: Option<Modify>,
-}
-
-/// When a forget applies.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Forget {
-    /// Only while the key's set is made only of delete markers and hashes
-    /// (`digest::set_hash`) to this.
-    MarkersHashing(u64),
-    /// Whatever the key holds: a copy of a partition this node no longer owns.
-    Copy,
-}
-
-impl WriteOp {
-    pub fn put(namespace: u8, key: Bytes, value: Bytes) -> Self {
-        WriteOp {
-            value: Some(value),
-            ..WriteOp::delete(namespace, key)
-        }
-    }
-
-    pub fn delete(namespace: u8, key: Bytes) -> Self {
-        WriteOp {
-            namespace,
-            key,
-            value: None,
-            covers: Covers::Current,
-            condition: Condition::Always,
-            merge: None,
-            forget: None,
-            modify: None,
-        }
-    }
-
-    /// A read-modify-write: the store computes the value from the key's
-    /// current winner as it prepares the batch (after the batch's earlier
-    /// writes), and the write replaces everything the key holds.
-    pub fn modify(namespace: u8, key: Bytes, modify: Modify) -> Self {
-        WriteOp {
-            modify: Some(modify),
-            ..WriteOp::delete(namespace, key)
-        }
-    }
-
-    /// A replica write of `set`, minted elsewhere (replication, read repair,
-    /// anti-entropy).
-    pub fn merge(namespace: u8, key: Bytes, set: SiblingSet) -> Self {
-        WriteOp {
-            merge: Some(set),
-            ..WriteOp::delete(namespace, key)
-        }
-    }
-
-    /// Forget a delete-marker set that every replica holds (the cluster decided
-    /// so). The key is written as an empty set (no siblings, no context): it reads
-    /// as absent, leaves the digests, and a later merge or write starts afresh.
-    /// The empty record stays on disk, shadowing older records of the key, until
-    /// compaction collects it from the oldest segment. Not applied when the key's
-    /// set changed since (its hash differs) or holds a value.
-    pub fn forget_if(namespace: u8, key: Bytes, set_hash: u64) -> Self {
-        WriteOp {
-            forget: Some(Forget::MarkersHashing(set_hash)),
-            ..WriteOp::delete(namespace, key)
-        }
-    }
-
-    /// Forget a copy this node no longer needs (its partition moved to other
-    /// nodes, which hold it whole), live or not, the same way.
-    pub fn drop_copy(namespace: u8, key: Bytes) -> Self {
-        WriteOp {
-            forget: Some(Forget::Copy),
-            ..WriteOp::delete(namespace, key)
-        }
-    }
-}
-
-/// What a write did.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct WriteOutcome {
-    /// False when a condition failed, or a delete found nothing live.
-    pub applied: bool,
-    /// The new sibling's dot when applied.
-    pub dot: Option<Dot>,
-    /// What the write superseded.
-    pub superseded: VersionVector,
-    /// The winner before the write (for `SET ... GET`).
-    pub previous_winner: Option<Bytes>,
-    pub previous_live: bool,
-    /// The key's whole sibling set after the write (before it, when not applied),
-    /// which a coordinator sends to the other replicas.
-    pub set: SiblingSet,
-}
-
-/// Why a write was refused. `SyncFailed` and `Poisoned` leave the outcome of the
-/// batch unknown; the others mean the write did not happen.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum WriteError {
-    KeyTooLarge {
-        len_bytes: usize,
-        max_bytes: usize,
-    },
-    RecordTooLarge {
-        len_bytes: usize,
-        max_bytes: u32,
-    },
-    TooManySiblings {
-        count: usize,
-        max: usize,
-    },
-    DiskFull,
-    Corrupt(ReadError),
-    SyncFailed(String),
-    Poisoned(String),
-    Disk(DiskError),
-    /// A read-modify-write found a value it cannot modify (not an integer,
-    /// ...), or would make one too long. Nothing was written.
-    Modify(ModifyError),
-}
-
-impl fmt::Display for WriteError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            WriteError::KeyTooLarge { len_bytes, max_bytes } => {
-                write!(f, "key of {len_bytes} bytes exceeds the limit of {max_bytes}")
-            }
-            WriteError::RecordTooLarge { len_bytes, max_bytes } => write!(
-                f,
-                "record of {len_bytes} bytes exceeds the limit of {max_bytes}"
-            ),
-            WriteError::TooManySiblings { count, max } => write!(
-                f,
-                "write would leave {count} concurrent siblings (limit {max}); resolve them with a write whose context covers them"
-            ),
-            WriteError::DiskFull => write!(f, "disk full: writes refused until space returns"),
-            WriteError::Corrupt(e) => write!(f, "cannot read current value: {e}"),
-            WriteError::SyncFailed(e) => write!(
-                f,
-                "fsync failed ({e}): outcome unknown; node is read-only until restart"
-            ),
-            WriteError::Poisoned(e) => {
-                write!(f, "store is read-only after an earlier fsync failure ({e})")
-            }
-            WriteError::Disk(e) => write!(f, "disk write failed: {e}"),
-            WriteError::Modify(e) => write!(f, "{e}"),
-        }
-    }
-}
-
-/// Why a read failed. Never returns bytes that fail their checksum (G5).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ReadError {
-    Corrupt {
-        segment: u32,
-        offset: u64,
-        reason: &'static str,
-    },
-    Disk(DiskError),
-}
-
-impl fmt::Display for ReadError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ReadError::Corrupt {
-                segment,
-                offset,
-                reason,
-            } => write!(
-                f,
-                "corrupt record in segment {segment} at offset {offset}: {reason}"
-            ),
-            ReadError::Disk(e) => write!(f, "disk read failed: {e}"),
-        }
-    }
 }
 
 /// One encoded record waiting to be appended.
