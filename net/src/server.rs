@@ -121,8 +121,15 @@ async fn connection(stream: &mut TcpStream, peer: String, shared: &Shared) -> st
                 break;
             }
             if output.len() >= OUTPUT_FLUSH_BYTES {
+                // Never wait on the socket holding a turn: a client that does
+                // not read would stall every EXEC, and behind it (the lock
+                // is fair) every connection of the node. This read's writes
+                // are answered first, as the turn promises.
+                resolve(&mut slots, session.protocol, &mut output, shared).await;
+                drop(turn.take());
                 stream.write_all(&output).await?;
                 output.clear();
+                turn = Some(shared.isolation.shared().await);
             }
         }
         resolve(&mut slots, session.protocol, &mut output, shared).await;

@@ -140,3 +140,35 @@ fn no_other_command_runs_between_a_transactions_commands() {
     writing.join().unwrap();
     assert!(reads > 1, "the reader overlapped no transaction");
 }
+
+/// A client that pipelines many large replies and reads none of them must not
+/// hold up another client's EXEC: the server never waits on a socket while it
+/// holds an isolation turn. Before, EXEC (and, behind it, every connection)
+/// waited for as long as the slow client did not read.
+#[test]
+fn a_client_that_does_not_read_does_not_stall_exec() {
+    let dir = temp_dir("slow-reader");
+    let node = ShoalProcess::start(&dir, &[]);
+    let mut c = node.client();
+    let () = c.set("big", vec![b'x'; 100 << 10]).unwrap();
+    let mut slow = std::net::TcpStream::connect(("127.0.0.1", node.port)).unwrap();
+    let mut pipeline = Vec::new();
+    for _ in 0..400 {
+        pipeline.extend_from_slice(b"*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n");
+    }
+    std::io::Write::write_all(&mut slow, &pipeline).unwrap();
+    // 40 MB of replies, more than the socket buffers hold: the server is now
+    // blocked writing to `slow`, which reads nothing.
+    std::thread::sleep(Duration::from_millis(500));
+    let mut other = node.client();
+    other
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let (ok,): (String,) = redis::pipe()
+        .atomic()
+        .set("after", 1)
+        .query(&mut other)
+        .expect("EXEC answered while a client does not read");
+    assert_eq!(ok, "OK");
+    drop(slow);
+}
