@@ -199,14 +199,20 @@ impl DataCommand {
             {
                 Step::Reply(Reply::error(ALONE_ON_CLUSTER))
             }
-            DataCommand::MSetNx(pairs) => msetnx(backend, ns, pairs).await,
-            DataCommand::Rename { from, to, nx } => rename(backend, ns, from, to, nx).await,
+            DataCommand::MSetNx(pairs) => {
+                msetnx(backend, ns, pairs).await.unwrap_or_else(Step::Reply)
+            }
+            DataCommand::Rename { from, to, nx } => rename(backend, ns, from, to, nx)
+                .await
+                .unwrap_or_else(Step::Reply),
             DataCommand::Copy {
                 from,
                 to,
                 to_ns,
                 replace,
-            } => copy(backend, ns, (from, to, to_ns), replace).await,
+            } => copy(backend, ns, (from, to, to_ns), replace)
+                .await
+                .unwrap_or_else(Step::Reply),
             DataCommand::StrLen(key) => Step::Reply(one(backend.read(ns, &[key]).await, |set| {
                 Reply::Integer(winner_bytes(set).map_or(0, |v| v.len() as i64))
             })),
@@ -232,8 +238,7 @@ fn one(mut reads: Vec<KeyRead>, f: impl FnOnce(Option<SiblingSet>) -> Reply) -> 
 
 /// GET's reply: the deterministic winner's value, or nil.
 fn winner(set: Option<SiblingSet>) -> Reply {
-    set.and_then(|s| s.winner().and_then(|w| w.value.clone()))
-        .map_or(Reply::Null, Reply::Bulk)
+    winner_bytes(set).map_or(Reply::Null, Reply::Bulk)
 }
 
 /// Why INCR, APPEND and SETRANGE are refused on a cluster, for now.
@@ -247,81 +252,74 @@ async fn live(backend: &Backend<'_>, ns: u8, key: &Bytes) -> Result<bool, Reply>
     backend.live(ns, std::slice::from_ref(key)).await.remove(0)
 }
 
+/// The value GET would answer for `key` (`None`: absent).
+async fn value_of(backend: &Backend<'_>, ns: u8, key: &Bytes) -> Result<Option<Bytes>, Reply> {
+    let read = backend.read(ns, std::slice::from_ref(key)).await.remove(0);
+    read.map(winner_bytes)
+}
+
 /// MSETNX (under the node's exclusive turn): 0 if any key exists, else every
-/// pair written in one batch and 1.
-async fn msetnx(backend: &Backend<'_>, ns: u8, pairs: Vec<(Bytes, Bytes)>) -> Step {
+/// pair written in one batch and 1. `Err`: a read's error reply.
+async fn msetnx(backend: &Backend<'_>, ns: u8, pairs: Vec<(Bytes, Bytes)>) -> Result<Step, Reply> {
     let keys: Vec<Bytes> = pairs.iter().map(|(k, _)| k.clone()).collect();
     for exists in backend.live(ns, &keys).await {
-        match exists {
-            Ok(false) => {}
-            Ok(true) => return Step::Reply(Reply::Integer(0)),
-            Err(reply) => return Step::Reply(reply),
+        if exists? {
+            return Ok(Step::Reply(Reply::Integer(0)));
         }
     }
     let ops = pairs
         .into_iter()
         .map(|(k, v)| WriteOp::put(ns, k, v))
         .collect();
-    backend.write(ops, ReplyShape::One).await
+    Ok(backend.write(ops, ReplyShape::One).await)
 }
 
 /// RENAME / RENAMENX (under the node's exclusive turn): the value written
 /// under the new name and the old one deleted, in one batch.
-async fn rename(backend: &Backend<'_>, ns: u8, from: Bytes, to: Bytes, nx: bool) -> Step {
-    let value = match backend
-        .read(ns, std::slice::from_ref(&from))
-        .await
-        .remove(0)
-    {
-        Ok(set) => winner_bytes(set),
-        Err(reply) => return Step::Reply(reply),
-    };
-    let Some(value) = value else {
-        return err("ERR no such key");
+async fn rename(
+    backend: &Backend<'_>,
+    ns: u8,
+    from: Bytes,
+    to: Bytes,
+    nx: bool,
+) -> Result<Step, Reply> {
+    let Some(value) = value_of(backend, ns, &from).await? else {
+        return Ok(err("ERR no such key"));
     };
     if from == to {
-        return Step::Reply(if nx { Reply::Integer(0) } else { Reply::ok() });
+        return Ok(Step::Reply(if nx {
+            Reply::Integer(0)
+        } else {
+            Reply::ok()
+        }));
     }
-    if nx {
-        match live(backend, ns, &to).await {
-            Ok(true) => return Step::Reply(Reply::Integer(0)),
-            Ok(false) => {}
-            Err(reply) => return Step::Reply(reply),
-        }
+    if nx && live(backend, ns, &to).await? {
+        return Ok(Step::Reply(Reply::Integer(0)));
     }
     let ops = vec![WriteOp::put(ns, to, value), WriteOp::delete(ns, from)];
     let shape = if nx { ReplyShape::One } else { ReplyShape::Ok };
-    backend.write(ops, shape).await
+    Ok(backend.write(ops, shape).await)
 }
 
 /// COPY (under the node's exclusive turn): 1 once written, 0 when the source
 /// is absent or the destination exists without REPLACE.
-async fn copy(backend: &Backend<'_>, ns: u8, to: (Bytes, Bytes, u8), replace: bool) -> Step {
-    let (from, to, to_ns) = to;
+async fn copy(
+    backend: &Backend<'_>,
+    ns: u8,
+    (from, to, to_ns): (Bytes, Bytes, u8),
+    replace: bool,
+) -> Result<Step, Reply> {
     if from == to && ns == to_ns {
-        return err("ERR source and destination objects are the same");
+        return Ok(err("ERR source and destination objects are the same"));
     }
-    let value = match backend
-        .read(ns, std::slice::from_ref(&from))
-        .await
-        .remove(0)
-    {
-        Ok(set) => winner_bytes(set),
-        Err(reply) => return Step::Reply(reply),
+    let Some(value) = value_of(backend, ns, &from).await? else {
+        return Ok(Step::Reply(Reply::Integer(0)));
     };
-    let Some(value) = value else {
-        return Step::Reply(Reply::Integer(0));
-    };
-    if !replace {
-        match live(backend, to_ns, &to).await {
-            Ok(true) => return Step::Reply(Reply::Integer(0)),
-            Ok(false) => {}
-            Err(reply) => return Step::Reply(reply),
-        }
+    if !replace && live(backend, to_ns, &to).await? {
+        return Ok(Step::Reply(Reply::Integer(0)));
     }
-    backend
-        .write(vec![WriteOp::put(to_ns, to, value)], ReplyShape::One)
-        .await
+    let ops = vec![WriteOp::put(to_ns, to, value)];
+    Ok(backend.write(ops, ReplyShape::One).await)
 }
 
 /// COPY's options: `DB n` (a namespace below `databases`) and `REPLACE`.

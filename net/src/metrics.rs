@@ -288,17 +288,6 @@ fn store_families(shared: &Shared, scrape: &mut Scrape) {
 }
 
 impl Scrape {
-    /// The value of the unlabelled sample `name` (tests, the dashboard).
-    pub fn value(&self, name: &str) -> Option<f64> {
-        let family = self.families.iter().find(|f| f.name == name)?;
-        match &family.samples.first()?.1 {
-            Value::Counter(v) => Some(*v as f64),
-            Value::CounterSeconds(v) => Some(*v),
-            Value::Gauge(v) => Some(*v as f64),
-            Value::Histogram(h, _) => Some(h.count as f64),
-        }
-    }
-
     fn counter(&mut self, name: &'static str, help: &'static str, value: u64) {
         self.one(name, help, Value::Counter(value));
     }

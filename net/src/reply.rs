@@ -122,9 +122,7 @@ pub(crate) fn parse_int(b: &[u8]) -> Option<i64> {
 /// A read-modify-write's reply, from the value it minted.
 fn new_value_reply(outcome: &shoal_engine::WriteOutcome, shape: ReplyShape) -> Reply {
     let minted = outcome
-        .dot
-        .and_then(|dot| outcome.set.siblings.iter().find(|s| s.dot == dot))
-        .and_then(|s| s.value.clone())
+        .minted_value()
         .expect("an applied read-modify-write mints a value");
     match shape {
         ReplyShape::NewInteger => Reply::Integer(

@@ -60,16 +60,10 @@ pub(super) fn reported_changes(
             let change = match op.forget {
                 Some(Forget::MarkersHashing(_)) => Change::ForgotMarkers,
                 Some(Forget::Copy) => return None,
-                None => {
-                    // The minted sibling's value: the op's, or what a
-                    // read-modify-write computed.
-                    let dot = outcome.dot?;
-                    let minted = outcome.set.siblings.iter().find(|s| s.dot == dot);
-                    Change::Minted {
-                        value: minted.and_then(|s| s.value.clone()),
-                        dot,
-                    }
-                }
+                None => Change::Minted {
+                    value: outcome.minted_value(),
+                    dot: outcome.dot?,
+                },
             };
             Some(Applied {
                 namespace: op.namespace,

@@ -136,6 +136,17 @@ pub struct WriteOutcome {
     pub set: SiblingSet,
 }
 
+impl WriteOutcome {
+    /// The value of the sibling this write minted (`None`: it minted nothing,
+    /// or a delete marker): the op's value, or what a read-modify-write
+    /// computed.
+    pub fn minted_value(&self) -> Option<Bytes> {
+        let dot = self.dot?;
+        let minted = self.set.siblings.iter().find(|s| s.dot == dot)?;
+        minted.value.clone()
+    }
+}
+
 /// Why a write was refused. `SyncFailed` and `Poisoned` leave the outcome of the
 /// batch unknown; the others mean the write did not happen.
 #[derive(Clone, Debug, PartialEq, Eq)]
