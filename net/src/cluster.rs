@@ -106,6 +106,10 @@ fn still_holds(current: &ClusterMap, next: &ClusterMap, me: NodeId, p: Partition
 
 /// Peer ports are client ports plus this (Redis Cluster's bus convention).
 pub const PEER_PORT_OFFSET: u16 = 10000;
+/// A member started with `cluster_clients` also serves Redis Cluster clients on
+/// its client port plus this, and CLUSTER SLOTS / SHARDS / NODES advertise
+/// those ports (see `commands::Session::redis_cluster`).
+pub const CLUSTER_CLIENT_PORT_OFFSET: u16 = 1000;
 /// Requests queued on one peer connection before senders wait.
 const PEER_SEND_QUEUE_MAX: usize = 1024;
 /// A dot's actor is the node id below this bit and, for a node that lost its

@@ -80,6 +80,18 @@ impl CommandStats {
         errors.iter().map(|(code, n)| (code.clone(), *n)).collect()
     }
 
+    /// CONFIG RESETSTAT: every counter and error count back to zero (the
+    /// latency histogram, a Prometheus counter, keeps counting).
+    pub fn reset(&self) {
+        for counter in self.calls.iter().chain(&*self.failed).chain(&*self.micros) {
+            counter.store(0, Ordering::Relaxed);
+        }
+        self.errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
     pub fn counts(&self, kind: usize) -> CommandCounts {
         CommandCounts {
             calls: self.calls[kind].load(Ordering::Relaxed),

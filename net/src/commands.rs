@@ -1,7 +1,8 @@
 //! Redis commands: the command table (name, arity, flags, key positions, docs,
 //! which also answers COMMAND), the dispatch that checks a request against it
-//! once, and the connection and server commands (AUTH, HELLO, SELECT, CLIENT,
-//! CONFIG, INFO, COMMAND, CLUSTER), and MULTI / EXEC (the queue and watches are
+//! once, and the connection and server commands (AUTH, HELLO, SELECT, INFO,
+//! COMMAND, CLUSTER; the operators' CLIENT, CONFIG, SLOWLOG and LATENCY are
+//! `admin`'s), and MULTI / EXEC (the queue and watches are
 //! `transaction`'s; running the queue is here). The data commands are typed in
 //! `data` and run against a `backend::Backend` (this node's storage, or the
 //! cluster).
@@ -15,7 +16,6 @@
 
 use crate::backend::Backend;
 use crate::data::DataCommand;
-use crate::glob::glob_match;
 use crate::info::REDIS_VERSION;
 use crate::reply::{err, lower, parse_int, syntax_error, Waiting};
 pub use crate::reply::{
@@ -37,6 +37,13 @@ pub struct Session {
     pub lib_ver: Option<Bytes>,
     pub authenticated: bool,
     pub peer: String,
+    /// MONITOR was called: the connection becomes a feed of commands.
+    pub monitor: bool,
+    /// Connected on a member's Redis Cluster port: INFO says cluster_enabled:1
+    /// and DBSIZE, KEYS and SCAN count only the slots this node masters, so a
+    /// client that fans out over the masters sees each key once. On the plain
+    /// port every node shows the whole keyspace.
+    pub redis_cluster: bool,
     /// MULTI's queue and WATCH's keys.
     pub transaction: Transaction,
 }
@@ -68,7 +75,10 @@ pub static COMMANDS: &[CommandSpec] = &[
     spec!("auth", -2, ["fast", "no-auth"], 0, 0, 0, "connection", "Authenticates the connection."),
     spec!("hello", -1, ["fast", "no-auth"], 0, 0, 0, "connection", "Handshakes with the server (RESP2 or RESP3)."),
     spec!("select", 2, ["fast"], 0, 0, 0, "connection", "Changes the selected namespace (database)."),
-    spec!("client", -2, ["slow"], 0, 0, 0, "connection", "CLIENT ID, SETNAME, GETNAME, SETINFO, LIST, INFO."),
+    spec!("client", -2, ["slow"], 0, 0, 0, "connection", "CLIENT ID, SETNAME, GETNAME, SETINFO, INFO, LIST, KILL, PAUSE, UNPAUSE, NO-EVICT, NO-TOUCH."),
+    spec!("monitor", 1, ["admin", "no-script"], 0, 0, 0, "server", "Streams every command this node runs, as it runs it."),
+    spec!("slowlog", -2, ["admin"], 0, 0, 0, "server", "SLOWLOG GET [count], LEN, RESET: commands slower than slowlog-log-slower-than."),
+    spec!("latency", -2, ["admin"], 0, 0, 0, "server", "LATENCY LATEST, HISTORY event, RESET, DOCTOR: spikes past latency-monitor-threshold."),
     spec!("setnx", 3, ["write", "denyoom", "fast"], 1, 1, 1, "string", "Sets the value of a key only when it does not exist."),
     spec!("getset", 3, ["write", "denyoom", "fast"], 1, 1, 1, "string", "Sets a key and returns its previous value."),
     spec!("getdel", 2, ["write", "fast"], 1, 1, 1, "string", "Returns a key's value and deletes the key."),
@@ -102,10 +112,13 @@ pub static COMMANDS: &[CommandSpec] = &[
     spec!("flushdb", -1, ["write"], 0, 0, 0, "server", "Deletes all keys of the namespace."),
     spec!("flushall", -1, ["write"], 0, 0, 0, "server", "Deletes all keys of all namespaces."),
     spec!("role", 1, ["fast"], 0, 0, 0, "server", "Returns this node's role: master (every node takes writes)."),
-    spec!("config", -2, ["admin"], 0, 0, 0, "server", "CONFIG GET parameters (CONFIG SET is not supported)."),
+    spec!("config", -2, ["admin"], 0, 0, 0, "server", "CONFIG GET, CONFIG SET (slowlog and latency parameters), CONFIG RESETSTAT."),
     spec!("info", -1, ["slow"], 0, 0, 0, "server", "Returns information and statistics about the server."),
     spec!("command", -1, ["slow"], 0, 0, 0, "server", "COMMAND, COMMAND COUNT, COMMAND DOCS, COMMAND INFO."),
-    spec!("cluster", -2, ["slow"], 0, 0, 0, "cluster", "CLUSTER INFO, MYID, NODES, SLOTS, SHARDS (any node serves any key)."),
+    spec!("cluster", -2, ["slow"], 0, 0, 0, "cluster", "CLUSTER INFO, MYID, NODES, SLOTS, SHARDS, KEYSLOT, COUNTKEYSINSLOT, GETKEYSINSLOT (any node serves any key)."),
+    spec!("readonly", 1, ["fast", "loading", "stale"], 0, 0, 0, "cluster", "Accepted on a cluster member: every owner serves reads."),
+    spec!("readwrite", 1, ["fast", "loading", "stale"], 0, 0, 0, "cluster", "Accepted on a cluster member: every owner takes writes."),
+    spec!("asking", 1, ["fast"], 0, 0, 0, "cluster", "Accepted on a cluster member: slots never migrate with ASK redirects."),
     spec!("multi", 1, ["fast", "no-script"], 0, 0, 0, "transactions", "Starts a transaction: later commands are queued until EXEC or DISCARD."),
     spec!("exec", 1, ["slow", "no-script"], 0, 0, 0, "transactions", "Runs the queued commands, no other command of this node between them; nil when a watched key changed."),
     spec!("discard", 1, ["fast", "no-script"], 0, 0, 0, "transactions", "Discards the queued commands and the watches."),
@@ -145,6 +158,11 @@ pub fn runs_alone(name: &str) -> bool {
 }
 
 /// Whether the command is a write that may be left pending (pipelined).
+/// Commands CLIENT PAUSE WRITE holds back: the table's writes, and EXEC.
+pub fn may_write(spec: &CommandSpec) -> bool {
+    spec.flags.contains(&"write") || spec.name == "exec"
+}
+
 pub fn is_deferrable_write(spec: Option<&CommandSpec>) -> bool {
     spec.is_some_and(|c| {
         matches!(
@@ -174,10 +192,10 @@ pub async fn execute(
     shared: &Shared,
     session: &mut Session,
     spec: Option<&'static CommandSpec>,
-    args: Vec<Bytes>,
+    args: &[Bytes],
 ) -> Step {
     shared.commands_total.fetch_add(1, Ordering::Relaxed);
-    let spec = match admit(session, spec, &args) {
+    let spec = match admit(session, spec, args) {
         Ok(spec) => spec,
         Err(step) => {
             session.transaction.refused_while_queueing();
@@ -185,7 +203,7 @@ pub async fn execute(
         }
     };
     if session.transaction.is_queueing() && !transaction::runs_while_queueing(spec.name) {
-        return session.transaction.queue(args);
+        return session.transaction.queue(args.to_vec());
     }
     match spec.name {
         "multi" => session.transaction.begin(),
@@ -260,7 +278,7 @@ async fn exec(shared: &Shared, session: &mut Session) -> Step {
                 replies.push(w.reply().await);
             }
         }
-        waiting.push(Waiting::of(dispatch(shared, session, spec, args).await).0);
+        waiting.push(Waiting::of(dispatch(shared, session, spec, &args).await).0);
     }
     for w in waiting {
         replies.push(w.reply().await);
@@ -273,9 +291,8 @@ async fn dispatch(
     shared: &Shared,
     session: &mut Session,
     spec: &'static CommandSpec,
-    args: Vec<Bytes>,
+    args: &[Bytes],
 ) -> Step {
-    let ns = session.namespace;
     match spec.name {
         "ping" => match args.len() {
             1 => Step::Reply(Reply::Simple("PONG".into())),
@@ -294,12 +311,19 @@ async fn dispatch(
             Some(_) => err("ERR DB index is out of range"),
             None => err("ERR value is not an integer or out of range"),
         },
-        "client" => client(shared, session, &args[1..]),
-        "config" => config(shared, &args[1..]),
+        "client" => crate::admin::client(shared, session, &args[1..]),
+        "config" => crate::admin::config(shared, &args[1..]),
+        "slowlog" => crate::admin::slowlog(shared, &args[1..]),
+        "latency" => crate::admin::latency(shared, &args[1..]),
+        "monitor" => {
+            session.monitor = true;
+            Step::Reply(Reply::ok())
+        }
         "info" => Step::Reply(Reply::Verbatim {
             format: *b"txt",
             text: crate::info::render(
                 shared,
+                session.redis_cluster,
                 args.get(1).map(|a| lower(a)),
                 &COMMANDS.iter().map(|c| c.name).collect::<Vec<_>>(),
             ),
@@ -312,11 +336,36 @@ async fn dispatch(
             Reply::Integer(0),
             Reply::Array(vec![]),
         ])),
-        "cluster" | "shoal.cluster" | "shoal.ring" => cluster_only(shared, spec.name, &args).await,
-        _ => match DataCommand::parse(ns, shared.config.databases, spec.name, &args) {
-            Ok(command) => command.run(&Backend::of(shared), ns).await,
-            Err(step) => step,
+        "cluster" | "shoal.cluster" | "shoal.ring" => {
+            cluster_only(shared, session, spec.name, args).await
+        }
+        "readonly" | "readwrite" | "asking" => match shared.cluster {
+            Some(_) => Step::Reply(Reply::ok()),
+            None => err("ERR This instance has cluster support disabled"),
         },
+        _ => data(shared, session, spec, args).await,
+    }
+}
+
+/// A data command, against this node's backend; on a Redis Cluster port its
+/// listings keep only the slots this node masters.
+async fn data(shared: &Shared, session: &Session, spec: &CommandSpec, args: &[Bytes]) -> Step {
+    let ns = session.namespace;
+    let command = match DataCommand::parse(ns, shared.config.databases, spec.name, args) {
+        Ok(command) => command,
+        Err(step) => return step,
+    };
+    match &shared.cluster {
+        Some(cluster) if session.redis_cluster => {
+            let (map, me) = (cluster.map(), cluster.me());
+            let mastered = move |key: &[u8]| {
+                crate::redis_cluster::master_of(&map, shoal_engine::slot::key_slot(key)) == Some(me)
+            };
+            command
+                .list(&Backend::of(shared), ns, Some(&mastered))
+                .await
+        }
+        _ => command.run(&Backend::of(shared), ns).await,
     }
 }
 
@@ -332,12 +381,18 @@ fn time_reply() -> Reply {
 }
 
 /// CLUSTER, SHOAL.CLUSTER and SHOAL.RING: a cluster member's own commands.
-async fn cluster_only(shared: &Shared, name: &str, args: &[Bytes]) -> Step {
+async fn cluster_only(shared: &Shared, session: &Session, name: &str, args: &[Bytes]) -> Step {
     let Some(cluster) = &shared.cluster else {
         return err("ERR This instance has cluster support disabled");
     };
     match name {
-        "cluster" => crate::routing::cluster_command(cluster, &args[1..]),
+        "cluster" => {
+            let view = crate::redis_cluster::ClusterView {
+                cluster_clients: shared.config.cluster_clients,
+                namespace: session.namespace,
+            };
+            crate::redis_cluster::cluster_command(cluster, view, &args[1..]).await
+        }
         "shoal.cluster" => Step::Reply(Reply::Verbatim {
             format: *b"txt",
             text: crate::routing::status_text(cluster),
@@ -409,120 +464,6 @@ fn hello(shared: &Shared, session: &mut Session, args: &[Bytes]) -> Step {
         (s("role"), s("master")),
         (s("modules"), Reply::Array(vec![])),
     ]))
-}
-
-pub fn client_line(session: &Session) -> String {
-    let text = |b: &Option<Bytes>| {
-        b.as_ref()
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-            .unwrap_or_default()
-    };
-    format!(
-        "id={} addr={} name={} db={} resp={} lib-name={} lib-ver={}",
-        session.id,
-        session.peer,
-        text(&session.name),
-        session.namespace,
-        if session.protocol == Protocol::Resp3 {
-            3
-        } else {
-            2
-        },
-        text(&session.lib_name),
-        text(&session.lib_ver),
-    )
-}
-
-fn client(_shared: &Shared, session: &mut Session, args: &[Bytes]) -> Step {
-    let valid_name = |v: &Bytes| v.iter().all(|b| (b'!'..=b'~').contains(b));
-    match (lower(&args[0]).as_str(), args.len()) {
-        ("id", 1) => Step::Reply(Reply::Integer(session.id as i64)),
-        ("getname", 1) => Step::Reply(session.name.clone().map_or(Reply::Null, Reply::Bulk)),
-        ("setname", 2) => {
-            if !valid_name(&args[1]) {
-                return err("ERR Client names cannot contain spaces, newlines or special characters.");
-            }
-            session.name = (!args[1].is_empty()).then(|| args[1].clone());
-            Step::Reply(Reply::ok())
-        }
-        ("setinfo", 3) => {
-            match lower(&args[1]).as_str() {
-                "lib-name" => session.lib_name = Some(args[2].clone()),
-                "lib-ver" => session.lib_ver = Some(args[2].clone()),
-                _ => {
-                    return err(format!(
-                        "ERR Unrecognized option '{}'",
-                        String::from_utf8_lossy(&args[1])
-                    ))
-                }
-            }
-            Step::Reply(Reply::ok())
-        }
-        ("info", 1) | ("list", 1) => {
-            Step::Reply(Reply::Bulk(format!("{}\n", client_line(session)).into()))
-        }
-        (sub, _) => err(format!(
-            "ERR unknown subcommand or wrong number of arguments for 'client|{sub}'. Shoal supports CLIENT ID, GETNAME, SETNAME, SETINFO, INFO and LIST (this connection only)."
-        )),
-    }
-}
-
-/// Parameters CONFIG GET answers, as Redis names them.
-fn config_params(shared: &Shared) -> Vec<(&'static str, String)> {
-    let fsync = shared.storage.config().fsync;
-    vec![
-        ("bind", shared.config.bind.clone()),
-        ("port", shared.config.port.to_string()),
-        ("databases", shared.config.databases.to_string()),
-        ("maxclients", shared.config.clients_max.to_string()),
-        ("appendonly", "yes".into()),
-        (
-            "appendfsync",
-            match fsync {
-                crate::storage::Fsync::Always => "always",
-                crate::storage::Fsync::Batch => "everysec",
-                crate::storage::Fsync::Never => "no",
-            }
-            .into(),
-        ),
-        ("save", String::new()),
-        ("maxmemory", "0".into()),
-        ("maxmemory-policy", "noeviction".into()),
-        (
-            "proto-max-bulk-len",
-            shared.config.request_limits.bulk_len_max_bytes.to_string(),
-        ),
-        ("dir", shared.config.data_dir.clone()),
-        ("timeout", "0".into()),
-        ("cluster-enabled", "no".into()),
-        ("shoal-fsync", fsync.as_str().into()),
-    ]
-}
-
-fn config(shared: &Shared, args: &[Bytes]) -> Step {
-    match lower(&args[0]).as_str() {
-        "get" if args.len() >= 2 => {
-            let params = config_params(shared);
-            let mut pairs = Vec::new();
-            for (name, value) in &params {
-                if args[1..]
-                    .iter()
-                    .any(|p| glob_match(p, name.as_bytes(), true))
-                {
-                    pairs.push((
-                        Reply::Bulk(Bytes::from_static(name.as_bytes())),
-                        Reply::Bulk(value.clone().into()),
-                    ));
-                }
-            }
-            Step::Reply(Reply::Map(pairs))
-        }
-        "resetstat" => Step::Reply(Reply::ok()),
-        "set" => err("ERR CONFIG SET is not supported by Shoal; edit the config file and restart"),
-        _ => {
-            err("ERR unknown subcommand or wrong number of arguments for 'config'. Try CONFIG GET.")
-        }
-    }
 }
 
 fn command_info(spec: &CommandSpec) -> Reply {

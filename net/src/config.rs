@@ -16,6 +16,14 @@ pub struct FileConfig {
     pub port: Option<u16>,
     /// The operators' HTTP port (GET /metrics, GET /); absent: not served.
     pub http_port: Option<u16>,
+    /// A cluster member also serves Redis Cluster clients on its client port
+    /// plus 1000 (every member must agree).
+    pub cluster_clients: Option<bool>,
+    /// Serve TLS clients on this port too, with `tls_cert_file` (PEM chain) and
+    /// `tls_key_file` (PEM private key).
+    pub tls_port: Option<u16>,
+    pub tls_cert_file: Option<String>,
+    pub tls_key_file: Option<String>,
     pub data_dir: Option<String>,
     pub fsync: Option<Fsync>,
     pub fsync_batch_interval_ms: Option<u64>,
@@ -33,6 +41,8 @@ pub struct FileConfig {
     /// Group-commit batches syncing at once, 1..=4.
     pub syncs_in_flight_max: Option<usize>,
     pub log: Option<String>,
+    /// `text` (default) or `json`: one JSON object per log line.
+    pub log_format: Option<LogFormat>,
     /// Cluster members, `id@host:port,...` (client ports; peers listen on +10000).
     pub members: Option<String>,
     pub cluster_secret: Option<String>,
@@ -84,7 +94,20 @@ pub struct NodeConfig {
     pub storage: StorageConfig,
     pub store: StoreOptions,
     pub log: String,
+    pub log_format: LogFormat,
     pub cluster: ClusterKnobs,
+}
+
+/// How the node writes its log to stderr.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line (timestamp, level, target, fields), for log
+    /// collectors.
+    Json,
 }
 
 /// Cluster settings as given; turned into a `ClusterConfig` at start.
@@ -176,9 +199,19 @@ impl Default for NodeConfig {
             storage: StorageConfig::default(),
             store: StoreOptions::default(),
             log: "info".into(),
+            log_format: LogFormat::Text,
             cluster: ClusterKnobs::default(),
         }
     }
+}
+
+/// `target = value` for each value that is set (`Some`).
+macro_rules! overlay {
+    ($($target:expr => $value:expr),* $(,)?) => {
+        $(if let Some(v) = $value {
+            $target = v;
+        })*
+    };
 }
 
 impl FileConfig {
@@ -202,88 +235,46 @@ impl FileConfig {
     /// Apply every key that is set over `config`.
     pub fn apply(self, config: &mut NodeConfig) {
         let s = &mut config.server;
-        if let Some(v) = self.bind {
-            s.bind = v;
-        }
-        if let Some(v) = self.port {
-            s.port = v;
-        }
-        if let Some(v) = self.http_port {
-            s.http_port = Some(v);
-        }
-        if let Some(v) = self.data_dir {
-            s.data_dir = v;
-        }
-        if let Some(v) = self.requirepass {
-            s.requirepass = Some(v);
-        }
-        if let Some(v) = self.clients_max {
-            s.clients_max = v;
-        }
-        if let Some(v) = self.bulk_len_max_bytes {
-            s.request_limits.bulk_len_max_bytes = v;
-        }
-        if let Some(v) = self.multibulk_len_max {
-            s.request_limits.multibulk_len_max = v;
-        }
-        if let Some(v) = self.inline_len_max_bytes {
-            s.request_limits.inline_len_max_bytes = v;
-        }
-        if let Some(v) = self.query_buffer_max_bytes {
-            s.query_buffer_max_bytes = v;
-        }
-        if let Some(v) = self.client_output_buffer_max_bytes {
-            s.client_output_buffer_max_bytes = v;
-        }
-        if let Some(v) = self.fsync {
-            config.storage.fsync = v;
-        }
-        if let Some(v) = self.fsync_batch_interval_ms {
-            config.storage.fsync_batch_interval_ms = v;
-        }
-        if let Some(v) = self.compaction_budget_bytes {
-            config.storage.compaction_budget_bytes = v;
-        }
-        if let Some(v) = self.syncs_in_flight_max {
-            config.storage.syncs_in_flight_max = v;
-        }
-        if let Some(v) = self.node_id {
-            config.store.node_id = v;
-        }
-        if let Some(v) = self.segment_size_bytes {
-            config.store.segment_size_bytes = v;
-        }
-        if let Some(v) = self.siblings_max {
-            config.store.siblings_max = v;
-        }
-        if let Some(v) = self.log {
-            config.log = v;
-        }
+        overlay!(
+            s.bind => self.bind,
+            s.port => self.port,
+            s.cluster_clients => self.cluster_clients,
+            s.tls_port => self.tls_port.map(Some),
+            s.tls_cert_file => self.tls_cert_file.map(Some),
+            s.tls_key_file => self.tls_key_file.map(Some),
+            s.http_port => self.http_port.map(Some),
+            s.data_dir => self.data_dir,
+            s.requirepass => self.requirepass.map(Some),
+            s.clients_max => self.clients_max,
+            s.request_limits.bulk_len_max_bytes => self.bulk_len_max_bytes,
+            s.request_limits.multibulk_len_max => self.multibulk_len_max,
+            s.request_limits.inline_len_max_bytes => self.inline_len_max_bytes,
+            s.query_buffer_max_bytes => self.query_buffer_max_bytes,
+            s.client_output_buffer_max_bytes => self.client_output_buffer_max_bytes,
+        );
+        let storage = &mut config.storage;
+        overlay!(
+            storage.fsync => self.fsync,
+            storage.fsync_batch_interval_ms => self.fsync_batch_interval_ms,
+            storage.compaction_budget_bytes => self.compaction_budget_bytes,
+            storage.syncs_in_flight_max => self.syncs_in_flight_max,
+            config.store.node_id => self.node_id,
+            config.store.segment_size_bytes => self.segment_size_bytes,
+            config.store.siblings_max => self.siblings_max,
+            config.log => self.log,
+            config.log_format => self.log_format,
+        );
         let c = &mut config.cluster;
-        if self.members.is_some() {
-            c.members = self.members;
-        }
-        if self.cluster_secret.is_some() {
-            c.secret = self.cluster_secret;
-        }
-        if self.replicas_n.is_some() {
-            c.replicas_n = self.replicas_n;
-        }
-        if self.read_quorum.is_some() {
-            c.read_quorum = self.read_quorum;
-        }
-        if self.sloppy_quorum.is_some() {
-            c.sloppy_quorum = self.sloppy_quorum;
-        }
-        if self.write_quorum.is_some() {
-            c.write_quorum = self.write_quorum;
-        }
-        if self.tombstone_grace_ms.is_some() {
-            c.tombstone_grace_ms = self.tombstone_grace_ms;
-        }
-        if self.rebuild_damaged.is_some() {
-            c.rebuild_damaged = self.rebuild_damaged;
-        }
+        overlay!(
+            c.members => self.members.map(Some),
+            c.secret => self.cluster_secret.map(Some),
+            c.replicas_n => self.replicas_n.map(Some),
+            c.read_quorum => self.read_quorum.map(Some),
+            c.write_quorum => self.write_quorum.map(Some),
+            c.sloppy_quorum => self.sloppy_quorum.map(Some),
+            c.tombstone_grace_ms => self.tombstone_grace_ms.map(Some),
+            c.rebuild_damaged => self.rebuild_damaged.map(Some),
+        );
         if let Some(quorums) = self.namespace_quorums {
             c.namespace_quorums.extend(quorums);
         }

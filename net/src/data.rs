@@ -172,22 +172,9 @@ impl DataCommand {
                 Ok(false) => Reply::Integer(-2),
                 Err(reply) => reply,
             }),
-            DataCommand::DbSize => Step::Reply(
-                backend
-                    .key_count(ns)
-                    .await
-                    .map_or_else(|e| e, Reply::Integer),
-            ),
-            DataCommand::Keys { pattern } => Step::Reply(match backend.keys(ns).await {
-                Ok(keys) => Reply::Array(
-                    keys.into_iter()
-                        .filter(|k| glob_match(&pattern, k, false))
-                        .map(Reply::Bulk)
-                        .collect(),
-                ),
-                Err(reply) => reply,
-            }),
-            DataCommand::Scan(scan_args) => scan(backend, ns, &scan_args).await,
+            listing @ (DataCommand::DbSize | DataCommand::Keys { .. } | DataCommand::Scan(_)) => {
+                listing.list(backend, ns, None).await
+            }
             DataCommand::Write(ops, _)
                 if is_modify(&ops) && matches!(backend, Backend::Routed(_)) =>
             {
@@ -505,18 +492,51 @@ impl ScanArgs {
 
 /// SCAN: one step from the cursor (a slot on both backends), MATCH and TYPE
 /// applied to what the step found.
-async fn scan(backend: &Backend<'_>, ns: u8, scan: &ScanArgs) -> Step {
-    match backend.scan(ns, scan.cursor, scan.count).await {
-        Ok((keys, next)) => Step::Reply(Reply::Array(vec![
-            Reply::Bulk(next.to_string().into()),
-            Reply::Array(
-                keys.into_iter()
-                    .filter(|k| scan.wants(k))
-                    .map(Reply::Bulk)
-                    .collect(),
-            ),
-        ])),
-        Err(reply) => Step::Reply(reply),
+/// Keeps only some keys in a listing (DBSIZE, KEYS, SCAN).
+pub type KeyFilter<'f> = &'f (dyn Fn(&[u8]) -> bool + Sync);
+
+impl DataCommand {
+    /// DBSIZE, KEYS and SCAN, keeping only the keys `keep` accepts (all when
+    /// `None`): a Redis Cluster client's view of one node counts only the
+    /// slots it masters. Any other command runs as [`DataCommand::run`].
+    pub async fn list(self, backend: &Backend<'_>, ns: u8, filter: Option<KeyFilter<'_>>) -> Step {
+        let keep = |k: &[u8]| filter.is_none_or(|f| f(k));
+        let reply = match self {
+            // One node counts without listing.
+            DataCommand::DbSize if filter.is_none() && matches!(backend, Backend::Local(_)) => {
+                backend
+                    .key_count(ns)
+                    .await
+                    .map_or_else(|e| e, Reply::Integer)
+            }
+            DataCommand::DbSize => match backend.keys(ns).await {
+                Ok(keys) => Reply::Integer(keys.iter().filter(|k| keep(k)).count() as i64),
+                Err(reply) => reply,
+            },
+            DataCommand::Keys { pattern } => match backend.keys(ns).await {
+                Ok(keys) => Reply::Array(
+                    keys.into_iter()
+                        .filter(|k| keep(k) && glob_match(&pattern, k, false))
+                        .map(Reply::Bulk)
+                        .collect(),
+                ),
+                Err(reply) => reply,
+            },
+            DataCommand::Scan(scan) => match backend.scan(ns, scan.cursor, scan.count).await {
+                Ok((keys, next)) => Reply::Array(vec![
+                    Reply::Bulk(next.to_string().into()),
+                    Reply::Array(
+                        keys.into_iter()
+                            .filter(|k| keep(k) && scan.wants(k))
+                            .map(Reply::Bulk)
+                            .collect(),
+                    ),
+                ]),
+                Err(reply) => reply,
+            },
+            other => return Box::pin(other.run(backend, ns)).await,
+        };
+        Step::Reply(reply)
     }
 }
 

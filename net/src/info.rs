@@ -58,7 +58,12 @@ const DEFAULT_SECTIONS: &[&str] = &[
 
 /// INFO's text for `section` (None: the default ones). `command_names` are the
 /// command table's names in table order (commandstats).
-pub fn render(shared: &Shared, section: Option<String>, command_names: &[&str]) -> String {
+pub fn render(
+    shared: &Shared,
+    redis_cluster: bool,
+    section: Option<String>,
+    command_names: &[&str],
+) -> String {
     let wanted = |name: &str| match section.as_deref() {
         None | Some("default") => DEFAULT_SECTIONS.contains(&name),
         Some("all") | Some("everything") => true,
@@ -66,18 +71,7 @@ pub fn render(shared: &Shared, section: Option<String>, command_names: &[&str]) 
     };
     let mut out = String::new();
     if wanted("server") {
-        let uptime_s = shared.started.elapsed().as_secs();
-        let _ = write!(
-            out,
-            "# Server\r\nredis_version:{}\r\nshoal_version:{}\r\nredis_mode:standalone\r\nos:{}\r\narch_bits:64\r\nprocess_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{}\r\nuptime_in_days:{}\r\n\r\n",
-            REDIS_VERSION,
-            env!("CARGO_PKG_VERSION"),
-            std::env::consts::OS,
-            std::process::id(),
-            shared.config.port,
-            uptime_s,
-            uptime_s / 86_400,
-        );
+        server_section(shared, redis_cluster, &mut out);
     }
     if wanted("clients") {
         let _ = write!(
@@ -175,11 +169,13 @@ pub fn render(shared: &Shared, section: Option<String>, command_names: &[&str]) 
         out.push_str("\r\n");
     }
     if wanted("cluster") {
-        // Redis Cluster's flag: Shoal's cluster is not Redis Cluster (any node
-        // serves any key), so clients keep their plain mode.
+        // Redis Cluster's flag: set only on a member's Redis Cluster port. On
+        // the plain port any node serves any key, so clients keep their plain
+        // mode.
         let _ = write!(
             out,
-            "# Cluster\r\ncluster_enabled:0\r\nshoal_cluster_member:{}\r\n\r\n",
+            "# Cluster\r\ncluster_enabled:{}\r\nshoal_cluster_member:{}\r\n\r\n",
+            u8::from(redis_cluster),
             u8::from(shared.cluster.is_some())
         );
     }
@@ -191,6 +187,23 @@ pub fn render(shared: &Shared, section: Option<String>, command_names: &[&str]) 
         out.push_str("\r\n");
     }
     out
+}
+
+/// `redis_cluster`: asked on a member's Redis Cluster port (`redis_mode:cluster`).
+fn server_section(shared: &Shared, redis_cluster: bool, out: &mut String) {
+    let uptime_s = shared.started.elapsed().as_secs();
+    let _ = write!(
+        out,
+        "# Server\r\nredis_version:{}\r\nshoal_version:{}\r\nredis_mode:{}\r\nos:{}\r\narch_bits:64\r\nprocess_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{}\r\nuptime_in_days:{}\r\n\r\n",
+        REDIS_VERSION,
+        env!("CARGO_PKG_VERSION"),
+        if redis_cluster { "cluster" } else { "standalone" },
+        std::env::consts::OS,
+        std::process::id(),
+        shared.config.port,
+        uptime_s,
+        uptime_s / 86_400,
+    );
 }
 
 /// Every node is a master in Redis's terms: it takes writes. A cluster

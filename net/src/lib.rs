@@ -8,7 +8,9 @@
 //! Built with `--cfg madsim`, `tokio` here is madsim's, and the same server runs
 //! inside the simulator (`shoal-sim`) on the in-memory disk.
 
+pub mod admin;
 pub mod backend;
+pub mod clients;
 pub mod cluster;
 pub mod command_stats;
 pub mod commands;
@@ -25,6 +27,7 @@ pub mod inspect;
 pub mod metrics;
 pub mod node;
 pub mod peer;
+pub mod redis_cluster;
 pub mod reply;
 pub mod resp;
 pub mod routing;
@@ -32,5 +35,8 @@ pub mod runtime;
 pub mod salvage;
 pub mod server;
 pub mod shared;
+pub mod slowlog;
 pub mod storage;
+#[cfg(not(madsim))]
+pub mod tls;
 pub mod transaction;

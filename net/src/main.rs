@@ -2,7 +2,7 @@
 //! dumps and checks a stopped node's data directory.
 
 use clap::{Parser, Subcommand};
-use shoal_net::config::{FileConfig, NodeConfig};
+use shoal_net::config::{FileConfig, LogFormat, NodeConfig};
 use shoal_net::filedisk::FileDir;
 use shoal_net::node::{start_node, BootError, BootedNode, NoHooks, NodeSetup};
 use shoal_net::runtime::TokioRuntime;
@@ -175,12 +175,31 @@ struct ServerArgs {
     /// HTTP port (default: not served).
     #[arg(long)]
     http_port: Option<u16>,
+    /// On a cluster member: also serve Redis Cluster clients (redis-py's
+    /// RedisCluster, ioredis, `redis-cli --cluster`) on the client port plus
+    /// 1000; CLUSTER SLOTS / SHARDS / NODES then advertise those ports. Every
+    /// member must agree.
+    #[arg(long)]
+    cluster_clients: bool,
+    /// Also serve clients over TLS on this port (needs --tls-cert-file and
+    /// --tls-key-file), e.g. `redis-cli --tls --cacert ca.pem -p PORT`.
+    #[arg(long)]
+    tls_port: Option<u16>,
+    /// PEM certificate chain for the TLS port.
+    #[arg(long)]
+    tls_cert_file: Option<String>,
+    /// PEM private key for the TLS port.
+    #[arg(long)]
+    tls_key_file: Option<String>,
     #[arg(long)]
     data_dir: Option<String>,
     #[arg(long, value_enum)]
     fsync: Option<Fsync>,
     #[arg(long)]
     requirepass: Option<String>,
+    /// Log lines as text (default) or as JSON objects, one per line.
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormat>,
     /// This node's id (in causal contexts and in the member list).
     #[arg(long)]
     node_id: Option<u32>,
@@ -288,9 +307,14 @@ fn build_config(args: ServerArgs) -> Result<(NodeConfig, bool), String> {
         bind: args.bind,
         port: args.port,
         http_port: args.http_port,
+        cluster_clients: args.cluster_clients.then_some(true),
+        tls_port: args.tls_port,
+        tls_cert_file: args.tls_cert_file,
+        tls_key_file: args.tls_key_file,
         data_dir: args.data_dir,
         fsync: args.fsync,
         requirepass: args.requirepass,
+        log_format: args.log_format,
         node_id: args.node_id,
         members: args.members,
         cluster_secret: args.cluster_secret,
@@ -388,10 +412,13 @@ fn run_server(args: ServerArgs) -> ExitCode {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log));
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -414,6 +441,8 @@ fn run_server(args: ServerArgs) -> ExitCode {
 async fn serve_node(config: NodeConfig, power_loss_journal: bool) -> Result<(), String> {
     let cluster_config = config.cluster_config()?;
     let single = cluster_config.is_none();
+    // Bad TLS files stop the start before the store is opened.
+    let tls = tls_listener(&config.server).await?;
     let data_dir = PathBuf::from(&config.server.data_dir);
     let mut dir = FileDir::create(&data_dir)
         .map_err(|e| format!("cannot create data directory {}: {e}", data_dir.display()))?;
@@ -436,17 +465,7 @@ async fn serve_node(config: NodeConfig, power_loss_journal: bool) -> Result<(), 
         storage, cluster, ..
     } = booted;
     // The HTTP port first: once the Redis port answers, both do.
-    let http = match config.server.http_port {
-        Some(http_port) => {
-            let addr = format!("{}:{http_port}", config.server.bind);
-            let http = tokio::net::TcpListener::bind(&addr)
-                .await
-                .map_err(|e| format!("cannot listen on {addr} (http_port): {e}"))?;
-            tracing::info!("metrics on http://{addr}/metrics, dashboard on http://{addr}/");
-            Some(http)
-        }
-        None => None,
-    };
+    let http = http_listener(&config.server).await?;
     let addr = format!("{}:{}", config.server.bind, config.server.port);
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
@@ -457,9 +476,24 @@ async fn serve_node(config: NodeConfig, power_loss_journal: bool) -> Result<(), 
         config.storage.fsync.as_str(),
         config.server.port
     );
+    let cluster_clients = cluster_clients_listener(&config, cluster.is_some()).await?;
     let shared = Shared::with_cluster(storage.clone(), config.server.clone(), cluster);
     if let Some(http) = http {
         tokio::spawn(shoal_net::http::serve_http(http, shared.clone()));
+    }
+    if let Some(listener) = cluster_clients {
+        tokio::spawn(shoal_net::server::serve_port(
+            listener,
+            shared.clone(),
+            true,
+        ));
+    }
+    if let Some((listener, acceptor)) = tls {
+        tokio::spawn(shoal_net::tls::serve_tls(
+            listener,
+            acceptor,
+            shared.clone(),
+        ));
     }
     tokio::select! {
         _ = serve(listener, shared) => {}
@@ -529,6 +563,15 @@ fn log_recovery(booted: &BootedNode, data_dir: &std::path::Path, elapsed_ms: u12
 
 /// `shoal dev-cluster`: start `nodes` child processes of this binary on loopback,
 /// print how to reach them, and stop them all on Ctrl-C (or when one exits).
+/// A fresh secret per dev-cluster run: loopback-only, and no other process
+/// can join.
+fn dev_secret() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    format!("dev-{:016x}", h.finish())
+}
+
 fn dev_cluster(
     nodes: u32,
     base_port: u16,
@@ -552,13 +595,7 @@ fn dev_cluster(
         .map(|i| format!("{i}@127.0.0.1:{}", u32::from(base_port) + i - 1))
         .collect();
     let members = members.join(",");
-    // A fresh secret per run: loopback-only, and no other process can join.
-    let secret = format!("dev-{:016x}", {
-        use std::hash::{BuildHasher, Hasher};
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u32(std::process::id());
-        h.finish()
-    });
+    let secret = dev_secret();
     let mut children = Vec::new();
     for i in 1..=nodes {
         let port = u32::from(base_port) + i - 1;
@@ -570,6 +607,7 @@ fn dev_cluster(
             .args(["--node-id", &i.to_string()])
             .args(["--port", &port.to_string()])
             .args(["--http-port", &http_port.to_string()])
+            .arg("--cluster-clients")
             .arg("--data-dir")
             .arg(&dir)
             .args(["--members", &members])
@@ -580,7 +618,8 @@ fn dev_cluster(
         match command.spawn() {
             Ok(child) => {
                 println!(
-                    "node {i}: redis-cli -p {port}   (peers on {}, dashboard http://127.0.0.1:{http_port}/, data in {})",
+                    "node {i}: redis-cli -p {port}   (Redis Cluster clients: -c -p {}, peers on {}, dashboard http://127.0.0.1:{http_port}/, data in {})",
+                    port + u32::from(shoal_net::cluster::CLUSTER_CLIENT_PORT_OFFSET),
                     port + u32::from(cluster_port_offset()),
                     dir.display()
                 );
@@ -626,6 +665,72 @@ fn dev_cluster(
         let _ = child.wait();
     }
     ExitCode::SUCCESS
+}
+
+/// The operators' HTTP port, when `http_port` is set.
+async fn http_listener(
+    server: &shoal_net::server::ServerConfig,
+) -> Result<Option<tokio::net::TcpListener>, String> {
+    let Some(http_port) = server.http_port else {
+        return Ok(None);
+    };
+    let addr = format!("{}:{http_port}", server.bind);
+    let http = tokio::net::TcpListener::bind(&addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr} (http_port): {e}"))?;
+    tracing::info!("metrics on http://{addr}/metrics, dashboard on http://{addr}/");
+    Ok(Some(http))
+}
+
+/// The TLS port and its acceptor, when `tls_port` is set (with both files).
+async fn tls_listener(
+    server: &shoal_net::server::ServerConfig,
+) -> Result<Option<(tokio::net::TcpListener, tokio_rustls::TlsAcceptor)>, String> {
+    let Some(port) = server.tls_port else {
+        return Ok(None);
+    };
+    let (Some(cert), Some(key)) = (&server.tls_cert_file, &server.tls_key_file) else {
+        return Err("tls_port needs tls_cert_file and tls_key_file".into());
+    };
+    let acceptor = shoal_net::tls::acceptor(std::path::Path::new(cert), std::path::Path::new(key))
+        .map_err(|e| e.to_string())?;
+    let addr = format!("{}:{port}", server.bind);
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr} (tls_port): {e}"))?;
+    tracing::info!("TLS clients on {addr}: try redis-cli --tls --cacert <ca.pem> -p {port}");
+    Ok(Some((listener, acceptor)))
+}
+
+/// The Redis Cluster port (client port + 1000) of a member started with
+/// `cluster_clients`; none for a single node, which says so.
+async fn cluster_clients_listener(
+    config: &NodeConfig,
+    member: bool,
+) -> Result<Option<tokio::net::TcpListener>, String> {
+    if !config.server.cluster_clients {
+        return Ok(None);
+    }
+    if !member {
+        tracing::warn!("cluster_clients is set but this node is not a cluster member: ignored");
+        return Ok(None);
+    }
+    let port = config
+        .server
+        .port
+        .checked_add(shoal_net::cluster::CLUSTER_CLIENT_PORT_OFFSET)
+        .ok_or_else(|| {
+            format!(
+                "port {} leaves no room for its Redis Cluster port (+1000)",
+                config.server.port
+            )
+        })?;
+    let addr = format!("{}:{port}", config.server.bind);
+    let listener = tokio::net::TcpListener::bind(&addr).await.map_err(|e| {
+        format!("cannot listen on {addr} (cluster_clients: client port + 1000): {e}")
+    })?;
+    tracing::info!("Redis Cluster clients on {addr}: try redis-cli -c -p {port}");
+    Ok(Some(listener))
 }
 
 fn cluster_port_offset() -> u16 {

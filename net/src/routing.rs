@@ -1,5 +1,5 @@
-//! What only a cluster member answers: CLUSTER (for cluster-aware clients),
-//! SHOAL.CLUSTER and SHOAL.RING, and the two ways the data commands'
+//! What only a cluster member answers: SHOAL.CLUSTER and SHOAL.RING (CLUSTER,
+//! for Redis Cluster clients, is `redis_cluster`'s), and the two ways the data commands'
 //! `backend::Backend::Routed` reaches the cluster that need more than one call
 //! (a routed write's ticket, a SCAN step over one partition). The data commands
 //! themselves are written once, in `data`.
@@ -13,7 +13,6 @@ use shoal_engine::cluster::map::RingChange;
 use shoal_engine::cluster::wire::RemoteError;
 use shoal_engine::placement::PartitionId;
 use shoal_engine::WriteOp;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// Start a write through the cluster; its coordinator's answer comes back
@@ -51,169 +50,6 @@ pub(crate) async fn scan_partition(
         u64::from(*ring.slot_range(partition + 1).start())
     };
     Ok((keys, next))
-}
-
-/// (first slot, last slot, owners in preference order) for runs of partitions with
-/// the same preference list.
-fn slot_runs(cluster: &Cluster) -> Vec<(u16, u16, Vec<u32>)> {
-    let map = cluster.map();
-    let ring = map.ring();
-    let mut runs: Vec<(u16, u16, Vec<u32>)> = Vec::new();
-    for partition in 0..ring.partition_count() {
-        let slots = ring.slot_range(partition);
-        let owners = ring.preference_list(partition).to_vec();
-        match runs.last_mut() {
-            Some(run) if run.2 == owners && run.1 + 1 == *slots.start() => run.1 = *slots.end(),
-            _ => runs.push((*slots.start(), *slots.end(), owners)),
-        }
-    }
-    runs
-}
-
-fn split_addr(addr: &str) -> (String, i64) {
-    match addr.rsplit_once(':') {
-        Some((host, port)) => (host.to_string(), port.parse().unwrap_or(0)),
-        None => (addr.to_string(), 0),
-    }
-}
-
-fn node_name(node: u32) -> String {
-    // Redis node ids are 40 hex characters.
-    format!("{node:040x}")
-}
-
-pub(crate) fn cluster_command(cluster: &Arc<Cluster>, args: &[Bytes]) -> Step {
-    let members = cluster.members();
-    let addr_of = |node: u32| {
-        members
-            .iter()
-            .find(|m| m.node == node)
-            .map(|m| split_addr(&m.addr.client))
-            .unwrap_or_default()
-    };
-    let bulk = |s: String| Reply::Bulk(s.into());
-    match lower(&args[0]).as_str() {
-        "myid" => Step::Reply(bulk(node_name(cluster.me()))),
-        "info" => {
-            let alive = members
-                .iter()
-                .filter(|m| m.state == PeerState::Alive)
-                .count();
-            let text = format!(
-                "cluster_enabled:1\r\ncluster_state:ok\r\ncluster_slots_assigned:16384\r\ncluster_slots_ok:16384\r\ncluster_known_nodes:{}\r\ncluster_size:{}\r\ncluster_nodes_alive:{alive}\r\ncluster_current_epoch:{}\r\nshoal_replicas_n:{}\r\nshoal_r:{}\r\nshoal_w:{}\r\n",
-                members.len(),
-                members.len(),
-                cluster.map().version(),
-                cluster.config().replicas_n,
-                cluster.config().read_quorum,
-                cluster.config().write_quorum,
-            );
-            Step::Reply(Reply::Verbatim {
-                format: *b"txt",
-                text,
-            })
-        }
-        "slots" => Step::Reply(Reply::Array(
-            slot_runs(cluster)
-                .into_iter()
-                .map(|(first, last, owners)| {
-                    let mut entry = vec![Reply::Integer(first.into()), Reply::Integer(last.into())];
-                    for node in owners {
-                        let (host, port) = addr_of(node);
-                        entry.push(Reply::Array(vec![
-                            bulk(host),
-                            Reply::Integer(port),
-                            bulk(node_name(node)),
-                        ]));
-                    }
-                    Reply::Array(entry)
-                })
-                .collect(),
-        )),
-        "shards" => Step::Reply(Reply::Array(
-            slot_runs(cluster)
-                .into_iter()
-                .map(|(first, last, owners)| {
-                    let nodes = owners
-                        .iter()
-                        .enumerate()
-                        .map(|(i, node)| {
-                            let (host, port) = addr_of(*node);
-                            let member = members.iter().find(|m| m.node == *node);
-                            let health = match member.map(|m| m.state) {
-                                Some(PeerState::Alive) => "online",
-                                _ => "fail",
-                            };
-                            Reply::Map(vec![
-                                (bulk("id".into()), bulk(node_name(*node))),
-                                (bulk("port".into()), Reply::Integer(port)),
-                                (bulk("ip".into()), bulk(host.clone())),
-                                (bulk("endpoint".into()), bulk(host)),
-                                (
-                                    bulk("role".into()),
-                                    bulk(if i == 0 { "master" } else { "replica" }.into()),
-                                ),
-                                (bulk("replication-offset".into()), Reply::Integer(0)),
-                                (bulk("health".into()), bulk(health.into())),
-                            ])
-                        })
-                        .collect();
-                    Reply::Map(vec![
-                        (
-                            bulk("slots".into()),
-                            Reply::Array(vec![Reply::Integer(first.into()), Reply::Integer(last.into())]),
-                        ),
-                        (bulk("nodes".into()), Reply::Array(nodes)),
-                    ])
-                })
-                .collect(),
-        )),
-        "nodes" => {
-            // Each node is listed as the master of the slots it coordinates (it is
-            // first in their preference list), so cluster-aware clients that read
-            // CLUSTER NODES send each key straight to its coordinator.
-            let mut coordinated: BTreeMap<u32, Vec<(u16, u16)>> = BTreeMap::new();
-            for (first, last, owners) in slot_runs(cluster) {
-                let Some(coordinator) = owners.first() else { continue };
-                let ranges = coordinated.entry(*coordinator).or_default();
-                match ranges.last_mut() {
-                    Some(range) if range.1 + 1 == first => range.1 = last,
-                    _ => ranges.push((first, last)),
-                }
-            }
-            let mut text = String::new();
-            for m in &members {
-                let (host, port) = split_addr(&m.addr.client);
-                let myself = if m.node == cluster.me() { "myself," } else { "" };
-                // The link state is this node's own: a peer only others reach
-                // is alive (no fail flag) but disconnected from here.
-                let state = if m.reachable { "connected" } else { "disconnected" };
-                let flag = match m.state {
-                    PeerState::Down => ",fail",
-                    PeerState::Suspect => ",fail?",
-                    PeerState::Alive => "",
-                };
-                text.push_str(&format!(
-                    "{} {host}:{port}@{} {myself}master{flag} - 0 0 {} {state}",
-                    node_name(m.node),
-                    port + i64::from(crate::cluster::PEER_PORT_OFFSET),
-                    m.incarnation,
-                ));
-                for (first, last) in coordinated.get(&m.node).into_iter().flatten() {
-                    if first == last {
-                        text.push_str(&format!(" {first}"));
-                    } else {
-                        text.push_str(&format!(" {first}-{last}"));
-                    }
-                }
-                text.push('\n');
-            }
-            Step::Reply(bulk(text))
-        }
-        other => err(format!(
-            "ERR unknown subcommand '{other}'. Shoal supports CLUSTER INFO, MYID, NODES, SLOTS and SHARDS."
-        )),
-    }
 }
 
 /// `SHOAL.RING JOIN id host:port | LEAVE id | REPLACE old new host:port |
@@ -495,17 +331,4 @@ pub fn status_text(cluster: &Cluster) -> String {
         stats.requests_too_old.load(Relaxed),
     ));
     text
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn split_addr_takes_the_last_colon() {
-        assert_eq!(
-            split_addr("127.0.0.1:7379"),
-            ("127.0.0.1".to_string(), 7379)
-        );
-    }
 }

@@ -1,6 +1,7 @@
 //! What every connection of a node shares: its storage, its cluster driver
-//! (a member), the server's configuration, the connection counters and the
-//! isolation turns MULTI / EXEC rely on. Below `commands`, `backend`, `info`,
+//! (a member), the server's configuration, the connection counters and
+//! registry, the slow log and latency monitor, and the isolation turns MULTI /
+//! EXEC rely on. Below `commands`, `backend`, `info`,
 //! `transaction` and `server`, which all read it.
 //!
 //! Must not touch: commands, connections (`server` owns the sockets).
@@ -25,6 +26,13 @@ pub struct ServerConfig {
     pub client_output_buffer_max_bytes: usize,
     /// The operators' HTTP port (GET /metrics, GET /); `None`: not served.
     pub http_port: Option<u16>,
+    /// A cluster member also serves Redis Cluster clients on its client port
+    /// plus `cluster::CLUSTER_CLIENT_PORT_OFFSET`, and advertises those ports.
+    pub cluster_clients: bool,
+    /// TLS on this port too (Redis's tls-port), with these PEM files.
+    pub tls_port: Option<u16>,
+    pub tls_cert_file: Option<String>,
+    pub tls_key_file: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -43,6 +51,10 @@ impl Default for ServerConfig {
             query_buffer_max_bytes: 256 << 20,
             client_output_buffer_max_bytes: 256 << 20,
             http_port: None,
+            cluster_clients: false,
+            tls_port: None,
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -82,6 +94,10 @@ pub struct Shared {
     pub command_stats: crate::command_stats::CommandStats,
     /// Connections' shared turns and EXEC's exclusive one.
     pub isolation: Isolation,
+    /// Every connection (CLIENT LIST / KILL), the pause, the MONITOR feed.
+    pub clients: crate::clients::Clients,
+    pub slowlog: crate::slowlog::SlowLog,
+    pub latency: crate::slowlog::LatencyMonitor,
     next_client_id: AtomicU64,
     pub started: tokio::time::Instant,
 }
@@ -106,6 +122,9 @@ impl Shared {
             commands_total: AtomicU64::new(0),
             command_stats: Default::default(),
             isolation: Default::default(),
+            clients: Default::default(),
+            slowlog: Default::default(),
+            latency: Default::default(),
             next_client_id: AtomicU64::new(1),
             started: tokio::time::Instant::now(),
         })

@@ -74,6 +74,11 @@ impl Transaction {
         self.queue.is_some()
     }
 
+    /// Commands queued since MULTI, or `None` outside a transaction.
+    pub fn queued_len(&self) -> Option<usize> {
+        self.queue.as_ref().map(|q| q.commands.len())
+    }
+
     /// MULTI.
     pub fn begin(&mut self) -> Step {
         if self.queue.is_some() {

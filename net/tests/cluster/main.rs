@@ -10,5 +10,6 @@ mod helpers;
 
 mod markers;
 mod pins;
+mod redis_cluster;
 mod ring_changes;
 mod survival;

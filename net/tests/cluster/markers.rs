@@ -5,7 +5,7 @@ use crate::common::cluster::port_pairs;
 use crate::common::temp_dir;
 use crate::common::ShoalProcess;
 use crate::helpers::{
-    admin, cluster_slot, forgotten_here, inspect, node_dirs, start_node_with, start_nodes, status,
+    admin, cluster_slot, forgotten_here, inspect, node_dirs, start_node_with, start_nodes,
     stop_once_markers_go, wait_for_a_write, wait_for_equal_digests, wait_for_handoffs,
     wait_until_forgotten, wait_until_seen_down,
 };
