@@ -406,6 +406,7 @@ pub fn config(shared: &Shared, args: &[Bytes]) -> Step {
         "set" if args.len() >= 3 && !args.len().is_multiple_of(2) => config_set(shared, &args[1..]),
         "resetstat" if args.len() == 1 => {
             shared.command_stats.reset();
+            shared.keyspace.reset();
             shared.slowlog.reset();
             shared.latency.reset(&[]);
             Step::Reply(Reply::ok())

@@ -8,6 +8,7 @@
 //! `commands`' and `data`'s), framing (`resp`), connections (`server`).
 
 use crate::cluster::Cluster;
+use crate::command_stats::KeyspaceStats;
 use crate::reply::{err, read_error, refused, write_error_reply, ReplyShape, Step};
 use crate::resp::Reply;
 use crate::shared::Shared;
@@ -22,8 +23,15 @@ const KEYS_PER_FLUSH_BATCH: usize = 512;
 /// A key's sibling set (`None`: absent), or the error reply for that key.
 pub type KeyRead = Result<Option<SiblingSet>, Reply>;
 
-/// The storage a connection's commands run against.
-pub enum Backend<'a> {
+/// The storage a connection's commands run against, and the keyspace's
+/// hit and miss counts its lookups add to.
+pub struct Backend<'a> {
+    pub place: Place<'a>,
+    keyspace: &'a KeyspaceStats,
+}
+
+/// Where reads and writes go.
+pub enum Place<'a> {
     /// This node's store: reads from memory and disk, writes group-committed.
     Local(&'a Storage),
     /// The cluster: reads from `r` replicas, writes through each key's
@@ -33,21 +41,40 @@ pub enum Backend<'a> {
 
 impl<'a> Backend<'a> {
     pub fn of(shared: &'a Shared) -> Backend<'a> {
-        match &shared.cluster {
-            Some(cluster) => Backend::Routed(cluster),
-            None => Backend::Local(&shared.storage),
+        let place = match &shared.cluster {
+            Some(cluster) => Place::Routed(cluster),
+            None => Place::Local(&shared.storage),
+        };
+        Backend {
+            place,
+            keyspace: &shared.keyspace,
         }
+    }
+
+    /// Whether reads and writes go through the cluster.
+    pub fn is_routed(&self) -> bool {
+        matches!(self.place, Place::Routed(_))
     }
 
     /// Each key's set, in order.
     pub async fn read(&self, ns: u8, keys: &[Bytes]) -> Vec<KeyRead> {
-        match self {
-            Backend::Local(storage) => storage.read(|s| {
+        let reads = self.fetch(ns, keys).await;
+        for read in reads.iter().flatten() {
+            self.keyspace
+                .record(read.as_ref().is_some_and(|s| !s.is_deleted()));
+        }
+        reads
+    }
+
+    /// [`Backend::read`] without counting hits and misses.
+    async fn fetch(&self, ns: u8, keys: &[Bytes]) -> Vec<KeyRead> {
+        match &self.place {
+            Place::Local(storage) => storage.read(|s| {
                 keys.iter()
                     .map(|k| s.get(ns, k).map_err(read_error))
                     .collect()
             }),
-            Backend::Routed(cluster) => cluster
+            Place::Routed(cluster) => cluster
                 .read(ns, keys.to_vec())
                 .await
                 .into_iter()
@@ -59,36 +86,40 @@ impl<'a> Backend<'a> {
     /// Whether each key holds a value (not absent, not only delete markers).
     /// On one node this reads the key directory only, not the values.
     pub async fn live(&self, ns: u8, keys: &[Bytes]) -> Vec<Result<bool, Reply>> {
-        match self {
-            Backend::Local(storage) => {
+        let live: Vec<Result<bool, Reply>> = match &self.place {
+            Place::Local(storage) => {
                 storage.read(|s| keys.iter().map(|k| Ok(s.contains_live(ns, k))).collect())
             }
-            Backend::Routed(_) => self
-                .read(ns, keys)
+            Place::Routed(_) => self
+                .fetch(ns, keys)
                 .await
                 .into_iter()
                 .map(|r| r.map(|set| set.is_some_and(|s| !s.is_deleted())))
                 .collect(),
+        };
+        for hit in live.iter().flatten() {
+            self.keyspace.record(*hit);
         }
+        live
     }
 
     /// Start `ops`; the connection resolves the returned step (a group-commit
     /// ticket, or a routed write's answer) in order.
     pub async fn write(&self, ops: Vec<WriteOp>, shape: ReplyShape) -> Step {
-        match self {
-            Backend::Local(storage) => match storage.submit(ops).await {
+        match &self.place {
+            Place::Local(storage) => match storage.submit(ops).await {
                 Ok(ticket) => Step::Pending(ticket, shape),
                 Err(_) => err("IOERR storage has stopped; the write was not made"),
             },
-            Backend::Routed(cluster) => crate::routing::routed(cluster, ops, shape),
+            Place::Routed(cluster) => crate::routing::routed(cluster, ops, shape),
         }
     }
 
     /// Every live key of namespace `ns`.
     pub async fn keys(&self, ns: u8) -> Result<Vec<Bytes>, Reply> {
-        match self {
-            Backend::Local(storage) => Ok(storage.read(|s| s.keys(ns))),
-            Backend::Routed(cluster) => cluster
+        match &self.place {
+            Place::Local(storage) => Ok(storage.read(|s| s.keys(ns))),
+            Place::Routed(cluster) => cluster
                 .keys(ns, 0..=shoal_engine::slot::SLOT_COUNT - 1)
                 .await
                 .map_err(|e| refused(&e)),
@@ -97,9 +128,9 @@ impl<'a> Backend<'a> {
 
     /// How many live keys namespace `ns` holds (DBSIZE).
     pub async fn key_count(&self, ns: u8) -> Result<i64, Reply> {
-        match self {
-            Backend::Local(storage) => Ok(storage.read(|s| s.live_key_count(ns)) as i64),
-            Backend::Routed(_) => self.keys(ns).await.map(|keys| keys.len() as i64),
+        match &self.place {
+            Place::Local(storage) => Ok(storage.read(|s| s.live_key_count(ns)) as i64),
+            Place::Routed(_) => self.keys(ns).await.map(|keys| keys.len() as i64),
         }
     }
 
@@ -112,9 +143,9 @@ impl<'a> Backend<'a> {
         cursor: u64,
         count: usize,
     ) -> Result<(Vec<Bytes>, u64), Reply> {
-        match self {
-            Backend::Local(storage) => Ok(storage.read(|s| s.scan(ns, cursor, count))),
-            Backend::Routed(cluster) => crate::routing::scan_partition(cluster, ns, cursor)
+        match &self.place {
+            Place::Local(storage) => Ok(storage.read(|s| s.scan(ns, cursor, count))),
+            Place::Routed(cluster) => crate::routing::scan_partition(cluster, ns, cursor)
                 .await
                 .map_err(|e| refused(&e)),
         }
@@ -122,11 +153,11 @@ impl<'a> Backend<'a> {
 
     /// The namespaces FLUSHALL empties.
     pub fn namespaces_in_use(&self) -> Vec<u8> {
-        match self {
-            Backend::Local(storage) => {
+        match &self.place {
+            Place::Local(storage) => {
                 storage.read(|s| s.namespaces().into_iter().map(|(ns, _)| ns).collect())
             }
-            Backend::Routed(_) => (0..16).collect(),
+            Place::Routed(_) => (0..16).collect(),
         }
     }
 
@@ -151,7 +182,7 @@ impl<'a> Backend<'a> {
                         return reply;
                     }
                 }
-                if matches!(self, Backend::Routed(_)) {
+                if self.is_routed() {
                     // A routed listing is gathered once: keys written since
                     // are not this FLUSH's.
                     break;
@@ -163,15 +194,15 @@ impl<'a> Backend<'a> {
 
     /// Write `ops` and wait for them (FLUSH's batches).
     async fn write_now(&self, ops: Vec<WriteOp>) -> Result<(), Reply> {
-        match self {
-            Backend::Local(storage) => match storage.write(ops).await {
+        match &self.place {
+            Place::Local(storage) => match storage.write(ops).await {
                 Ok(results) => match results.iter().find_map(|r| r.as_ref().err()) {
                     Some(e) => Err(write_error_reply(e)),
                     None => Ok(()),
                 },
                 Err(_) => Err(Reply::error("IOERR storage has stopped")),
             },
-            Backend::Routed(cluster) => {
+            Place::Routed(cluster) => {
                 match cluster.write(ops).await.into_iter().find_map(Result::err) {
                     Some(e) => Err(refused(&e)),
                     None => Ok(()),

@@ -101,6 +101,34 @@ impl CommandStats {
     }
 }
 
+/// Lookups of keys by reading commands (GET, MGET, EXISTS, TYPE, ...): found
+/// live or not (INFO's keyspace_hits and keyspace_misses).
+#[derive(Default)]
+pub struct KeyspaceStats {
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+impl KeyspaceStats {
+    pub fn record(&self, hit: bool) {
+        let counter = if hit { &self.hits } else { &self.misses };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// (hits, misses).
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.hits.load(Ordering::Relaxed),
+            self.misses.load(Ordering::Relaxed),
+        )
+    }
+
+    pub fn reset(&self) {
+        self.hits.store(0, Ordering::Relaxed);
+        self.misses.store(0, Ordering::Relaxed);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

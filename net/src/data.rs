@@ -175,14 +175,12 @@ impl DataCommand {
             listing @ (DataCommand::DbSize | DataCommand::Keys { .. } | DataCommand::Scan(_)) => {
                 listing.list(backend, ns, None).await
             }
-            DataCommand::Write(ops, _)
-                if is_modify(&ops) && matches!(backend, Backend::Routed(_)) =>
-            {
+            DataCommand::Write(ops, _) if is_modify(&ops) && backend.is_routed() => {
                 Step::Reply(Reply::error(MODIFY_ON_CLUSTER))
             }
             DataCommand::Write(ops, shape) => backend.write(ops, shape).await,
             DataCommand::MSetNx(_) | DataCommand::Rename { .. } | DataCommand::Copy { .. }
-                if matches!(backend, Backend::Routed(_)) =>
+                if backend.is_routed() =>
             {
                 Step::Reply(Reply::error(ALONE_ON_CLUSTER))
             }
@@ -503,12 +501,10 @@ impl DataCommand {
         let keep = |k: &[u8]| filter.is_none_or(|f| f(k));
         let reply = match self {
             // One node counts without listing.
-            DataCommand::DbSize if filter.is_none() && matches!(backend, Backend::Local(_)) => {
-                backend
-                    .key_count(ns)
-                    .await
-                    .map_or_else(|e| e, Reply::Integer)
-            }
+            DataCommand::DbSize if filter.is_none() && !backend.is_routed() => backend
+                .key_count(ns)
+                .await
+                .map_or_else(|e| e, Reply::Integer),
             DataCommand::DbSize => match backend.keys(ns).await {
                 Ok(keys) => Reply::Integer(keys.iter().filter(|k| keep(k)).count() as i64),
                 Err(reply) => reply,

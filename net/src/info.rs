@@ -144,13 +144,7 @@ pub fn render(
         );
     }
     if wanted("stats") {
-        let _ = write!(
-            out,
-            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\nrejected_connections:{}\r\n\r\n",
-            shared.connections_total.load(Ordering::Relaxed),
-            shared.commands_total.load(Ordering::Relaxed),
-            shared.connections_rejected.load(Ordering::Relaxed),
-        );
+        stats_section(shared, &mut out);
     }
     if wanted("replication") {
         replication_section(shared, &mut out);
@@ -187,6 +181,17 @@ pub fn render(
         out.push_str("\r\n");
     }
     out
+}
+
+fn stats_section(shared: &Shared, out: &mut String) {
+    let (hits, misses) = shared.keyspace.counts();
+    let _ = write!(
+        out,
+        "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\nrejected_connections:{}\r\nkeyspace_hits:{hits}\r\nkeyspace_misses:{misses}\r\n\r\n",
+        shared.connections_total.load(Ordering::Relaxed),
+        shared.commands_total.load(Ordering::Relaxed),
+        shared.connections_rejected.load(Ordering::Relaxed),
+    );
 }
 
 /// `redis_cluster`: asked on a member's Redis Cluster port (`redis_mode:cluster`).

@@ -135,6 +135,11 @@ fn server_families(shared: &Shared, scrape: &mut Scrape) {
         "Requests run (including refused ones).",
         Counter(load(&shared.commands_total)),
     );
+    let (hits, misses) = shared.keyspace.counts();
+    let lookups = "Key lookups by reading commands that found a live key.";
+    scrape.one("redis_keyspace_hits", lookups, Counter(hits));
+    let lookups = "Key lookups by reading commands that found no live key.";
+    scrape.one("redis_keyspace_misses", lookups, Counter(misses));
     scrape.one(
         "redis_memory_used_bytes",
         "Resident set size of the process.",

@@ -97,6 +97,8 @@ pub struct Shared {
     /// Every connection (CLIENT LIST / KILL), the pause, the MONITOR feed.
     pub clients: crate::clients::Clients,
     pub slowlog: crate::slowlog::SlowLog,
+    /// Reading lookups that found a live key, and those that did not.
+    pub keyspace: crate::command_stats::KeyspaceStats,
     pub latency: crate::slowlog::LatencyMonitor,
     next_client_id: AtomicU64,
     pub started: tokio::time::Instant,
@@ -124,6 +126,7 @@ impl Shared {
             isolation: Default::default(),
             clients: Default::default(),
             slowlog: Default::default(),
+            keyspace: Default::default(),
             latency: Default::default(),
             next_client_id: AtomicU64::new(1),
             started: tokio::time::Instant::now(),

@@ -218,6 +218,35 @@ fn a_command_held_by_a_pause_is_a_latency_spike_and_a_slow_entry() {
 }
 
 #[test]
+fn keyspace_hits_and_misses_count_reading_lookups_until_resetstat() {
+    let dir = temp_dir("admin-keyspace");
+    let node = ShoalProcess::start(&dir, &[]);
+    let mut c = node.client();
+    let _: () = c.set("here", "v").unwrap();
+    let _: Option<String> = c.get("here").unwrap();
+    let _: Option<String> = c.get("gone").unwrap();
+    let _: i64 = redis::cmd("EXISTS")
+        .arg("here")
+        .arg("gone")
+        .arg("x")
+        .query(&mut c)
+        .unwrap();
+    let stats = |c: &mut redis::Connection| -> (String, String) {
+        let info: String = query(c, &["INFO", "stats"]);
+        let field = |name: &str| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .unwrap_or_else(|| panic!("no {name} in {info}"))
+                .to_string()
+        };
+        (field("keyspace_hits:"), field("keyspace_misses:"))
+    };
+    assert_eq!(stats(&mut c), ("2".into(), "3".into()));
+    let _: () = query(&mut c, &["CONFIG", "RESETSTAT"]);
+    assert_eq!(stats(&mut c), ("0".into(), "0".into()));
+}
+
+#[test]
 fn monitor_streams_each_command_with_secrets_redacted() {
     let dir = temp_dir("admin-monitor");
     let node = ShoalProcess::start(&dir, &[]);

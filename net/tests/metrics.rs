@@ -118,6 +118,7 @@ fn metrics_count_what_clients_did_in_redis_exporter_names() {
         let () = c.set(format!("k{i}"), i).unwrap();
     }
     let _: Option<String> = c.get("k3").unwrap();
+    let _: Vec<Option<String>> = c.mget(&["k1", "nope"]).unwrap();
     let () = redis::cmd("SELECT").arg(2).query(&mut c).unwrap();
     let () = c.set("other", 1).unwrap();
     let refused = redis::cmd("SET")
@@ -136,6 +137,11 @@ fn metrics_count_what_clients_did_in_redis_exporter_names() {
     );
     let samples = parse(&body);
     assert_eq!(samples["redis_up"], 1.0);
+    assert_eq!(
+        samples["redis_keyspace_hits_total"], 2.0,
+        "GET k3, MGET's k1"
+    );
+    assert_eq!(samples["redis_keyspace_misses_total"], 1.0, "MGET's nope");
     assert_eq!(samples["redis_commands_total{cmd=\"set\"}"], 27.0);
     assert_eq!(samples["redis_commands_total{cmd=\"get\"}"], 1.0);
     assert_eq!(
