@@ -7,14 +7,17 @@
 //! does not within the bound); phase 3 reads every key from every replica's store
 //! directly, and the checker judges the history (G1-G6 and convergence).
 //!
-//! Layout: this file runs a seed (members, faults, workload, phases, the
-//! verdict); `plan` derives the seed's plan (faults, ring changes, knobs);
-//! `audit` holds the audits and convergence waits the phases call.
+//! Layout: this file runs a seed (members, workload, phases, the verdict);
+//! `plan` derives the seed's plan (faults, ring changes, knobs); `faults` runs
+//! each planned fault on its own task and the restart supervisor; `audit`
+//! holds the audits and convergence waits the phases call.
 
 mod audit;
+mod faults;
 mod plan;
 
 use audit::*;
+use faults::{run_fault, spawn_supervisor, FaultWorld};
 pub use plan::*;
 
 use crate::client::RespConn;
@@ -182,26 +185,6 @@ pub fn run_cluster_seed(seed: u64) -> ClusterOutcome {
     run_cluster_plan(ClusterPlan::from_seed(seed))
 }
 
-/// "node x sees node y alive, no direct link" (or why it cannot say).
-fn view_across_cut(x: &Member, y: u32) -> String {
-    let Some(cluster) = lock(&x.cluster).clone() else {
-        return format!("node {} is down: no view of node {y} across the cut", x.id);
-    };
-    match cluster.members().into_iter().find(|m| m.node == y) {
-        Some(m) => format!(
-            "across the cut, node {} sees node {y} {}{}",
-            x.id,
-            m.state.as_str(),
-            if m.reachable {
-                ", direct link up"
-            } else {
-                ", no direct link"
-            }
-        ),
-        None => format!("node {} does not know node {y}", x.id),
-    }
-}
-
 /// Run one cluster plan (a seed's, or one a test built) on its own thread.
 pub fn run_cluster_plan(plan: ClusterPlan) -> ClusterOutcome {
     let seed = plan.seed;
@@ -214,75 +197,38 @@ pub fn run_cluster_plan(plan: ClusterPlan) -> ClusterOutcome {
     )
 }
 
-pub async fn simulate_cluster(plan: ClusterPlan) -> ClusterOutcome {
-    let handle = madsim::runtime::Handle::current();
-    set_network(&madsim::net::NetSim::current(), 0, NORMAL_LATENCY_MAX_MS);
-    let recorder = Arc::new(Recorder::new());
-    let ids: Vec<u32> = plan.node_ids();
-    let founders: Vec<u32> = (1..=plan.nodes).collect();
-    let addr_of = |id: u32| {
-        let ip = member_ip(id);
-        MemberAddr {
-            client: format!("{ip}:{CLIENT_PORT}"),
-            peer: format!("{ip}:{}", CLIENT_PORT + PEER_PORT_OFFSET),
-        }
-    };
-    let members_addrs: BTreeMap<u32, MemberAddr> = founders
-        .iter()
-        .map(|id| {
-            let ip = member_ip(*id);
-            let addr = MemberAddr {
-                client: format!("{ip}:{CLIENT_PORT}"),
-                peer: format!("{ip}:{}", CLIENT_PORT + PEER_PORT_OFFSET),
-            };
-            (*id, addr)
-        })
-        .collect();
-    let mut members = Vec::new();
-    let (restart_tx, mut restart_rx) = tokio::sync::mpsc::unbounded_channel::<u32>();
-    // Ends the restart loop below when the seed ends. Its task lives on
-    // madsim's main node and holds the runtime's handle, which holds the
-    // members (in their nodes' init closures), which hold `restart_tx`: a cycle
-    // that kept every seed's whole world in memory (0.8 MB a seed; a 100,000
-    // seed sweep would not fit).
-    let restarts_stop = Arc::new(tokio::sync::Notify::new());
+/// A member's client and peer addresses.
+fn member_addr(id: u32) -> MemberAddr {
+    let ip = member_ip(id);
+    MemberAddr {
+        client: format!("{ip}:{CLIENT_PORT}"),
+        peer: format!("{ip}:{}", CLIENT_PORT + PEER_PORT_OFFSET),
+    }
+}
+
+/// Every planned member (the founders, and a spare that joins later) on its
+/// own simulated node, running; with their madsim node ids.
+fn start_members(
+    plan: &ClusterPlan,
+    handle: &madsim::runtime::Handle,
+    recorder: &Arc<Recorder>,
+    restart_tx: &tokio::sync::mpsc::UnboundedSender<u32>,
+) -> (Vec<Arc<Member>>, BTreeMap<u32, madsim::task::NodeId>) {
     // Weak: each member's config holds the hint audit, which must not keep the
     // members (and their in-memory disks) alive after the seed.
     let all_members: Arc<std::sync::OnceLock<Vec<std::sync::Weak<Member>>>> = Arc::default();
+    let mut members = Vec::new();
     let mut node_ids = BTreeMap::new();
-    for id in &ids {
-        // The spare is not among the founders: they are its seeds.
-        let mut config = ClusterConfig::new(*id, members_addrs.clone(), SECRET.into());
-        config.self_addr = addr_of(*id);
-        config.replicas_n = plan.replicas_n;
-        config.read_quorum = plan.r;
-        config.write_quorum = plan.w;
-        config.anti_entropy_interval_ms = 500;
-        // Delete markers become candidates quickly, so collection runs during the
-        // faults and in phase 2.
-        config.tombstone_grace_ms = 500;
-        config.sloppy_quorum = plan.sloppy;
-        config.hint_observer = Some(hint_audit(all_members.clone(), recorder.clone()));
-        let mut record_size_max_bytes = StoreOptions::default().record_size_max_bytes;
-        if plan.large_values {
-            config.peer_frame_body_max_bytes = crate::heal::LARGE_FRAME_BODY_MAX_BYTES;
-            config.repair_batch_bytes_max = crate::heal::LARGE_REPAIR_BATCH_BYTES_MAX;
-            config.anti_entropy_bytes_per_round_max =
-                crate::heal::LARGE_ANTI_ENTROPY_ROUND_BYTES_MAX;
-            record_size_max_bytes = crate::heal::LARGE_RECORD_SIZE_MAX_BYTES;
-        }
-        if cfg!(feature = "bug-skip-anti-entropy") {
-            // Planted bug: anti-entropy never runs, so a replica that missed writes
-            // while down or cut off stays behind.
-            config.anti_entropy_interval_ms = u64::MAX / 4;
-        }
+    for id in plan.node_ids() {
+        let (config, record_size_max_bytes) =
+            member_config(plan, id, all_members.clone(), recorder.clone());
         let member = Arc::new(Member {
-            id: *id,
+            id,
             memdir: MemDir::new(),
             storage: Mutex::new(None),
             config,
             store_options: StoreOptions {
-                node_id: *id,
+                node_id: id,
                 segment_size_bytes: SEGMENT_SIZE_BYTES,
                 delete_markers_collectable: false,
                 record_size_max_bytes,
@@ -299,256 +245,72 @@ pub async fn simulate_cluster(plan: ClusterPlan) -> ClusterOutcome {
             cluster: Mutex::new(None),
             hints: Mutex::new(None),
             skew_ms: Arc::default(),
-            effects: EffectLog::new(recorder.clone(), *id),
+            effects: EffectLog::new(recorder.clone(), id),
         });
         let init = member.clone();
         let node = handle
             .create_node()
             .name(format!("shoal-{id}"))
-            .ip(member_ip(*id))
+            .ip(member_ip(id))
             .init(move || init.clone().run())
             .build();
-        node_ids.insert(*id, node.id());
+        node_ids.insert(id, node.id());
         members.push(member);
     }
     let _ = all_members.set(members.iter().map(Arc::downgrade).collect());
-    let targets: Vec<SocketAddr> = ids
-        .iter()
-        .map(|id| SocketAddr::new(member_ip(*id), CLIENT_PORT))
-        .collect();
-    let shared = workload::Shared::with_targets(plan.workload.clone(), recorder.clone(), targets);
-    let mut client_tasks = Vec::new();
-    for index in 0..plan.workload.clients {
-        let client = handle
-            .create_node()
-            .name(format!("client-{index}"))
-            .ip(IpAddr::V4(Ipv4Addr::new(10, 0, 1, index as u8 + 1)))
-            .build();
-        client_tasks.push(client.spawn(run_client(shared.clone(), index, plan.seed)));
-    }
+    (members, node_ids)
+}
 
-    // Phase 1: faults on their own tasks, workload meanwhile.
-    let mut fault_tasks = Vec::new();
-    let power_rng = Arc::new(Mutex::new(SplitMix64::new(plan.seed ^ 0x9e37)));
-    // A node's crashes never overlap (a restart must follow its own kill).
-    let crash_locks: Arc<BTreeMap<u32, tokio::sync::Mutex<()>>> = Arc::new(
-        ids.iter()
-            .map(|id| (*id, tokio::sync::Mutex::new(())))
-            .collect(),
-    );
-    {
-        let handle = handle.clone();
-        let node_ids = node_ids.clone();
-        let crash_locks = crash_locks.clone();
-        let recorder = recorder.clone();
-        let members = members.clone();
-        let stop = restarts_stop.clone();
-        tokio::spawn(async move {
-            loop {
-                // `biased`: no draw from tokio's thread RNG (determinism).
-                let id = tokio::select! {
-                    biased;
-                    _ = stop.notified() => break,
-                    id = restart_rx.recv() => match id {
-                        Some(id) => id,
-                        None => break,
-                    },
-                };
-                let _serial = crash_locks[&id].lock().await;
-                handle.kill(node_ids[&id]);
-                members[id as usize - 1].mark_down();
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                handle.restart(node_ids[&id]);
-                recorder.fault(format!(
-                    "supervisor restarts node {id} (disk error at start)"
-                ));
-            }
-        });
+/// Member `id`'s cluster configuration, and its store's record size limit.
+fn member_config(
+    plan: &ClusterPlan,
+    id: u32,
+    all_members: Arc<std::sync::OnceLock<Vec<std::sync::Weak<Member>>>>,
+    recorder: Arc<Recorder>,
+) -> (ClusterConfig, u32) {
+    // The spare is not among the founders: they are its seeds.
+    let founders: BTreeMap<u32, MemberAddr> =
+        (1..=plan.nodes).map(|id| (id, member_addr(id))).collect();
+    let mut config = ClusterConfig::new(id, founders, SECRET.into());
+    config.self_addr = member_addr(id);
+    config.replicas_n = plan.replicas_n;
+    config.read_quorum = plan.r;
+    config.write_quorum = plan.w;
+    config.anti_entropy_interval_ms = 500;
+    // Delete markers become candidates quickly, so collection runs during the
+    // faults and in phase 2.
+    config.tombstone_grace_ms = 500;
+    config.sloppy_quorum = plan.sloppy;
+    config.hint_observer = Some(hint_audit(all_members, recorder));
+    let mut record_size_max_bytes = StoreOptions::default().record_size_max_bytes;
+    if plan.large_values {
+        config.peer_frame_body_max_bytes = crate::heal::LARGE_FRAME_BODY_MAX_BYTES;
+        config.repair_batch_bytes_max = crate::heal::LARGE_REPAIR_BATCH_BYTES_MAX;
+        config.anti_entropy_bytes_per_round_max = crate::heal::LARGE_ANTI_ENTROPY_ROUND_BYTES_MAX;
+        record_size_max_bytes = crate::heal::LARGE_RECORD_SIZE_MAX_BYTES;
     }
-    let heal_failures: Arc<Mutex<Vec<String>>> = Arc::default();
-    let prober = handle
-        .create_node()
-        .name("prober")
-        .ip(IpAddr::V4(Ipv4Addr::new(10, 0, 4, 1)))
-        .build();
-    for (at_ms, fault) in plan.faults.clone() {
-        let (prober, heal_failures) = (prober.clone(), heal_failures.clone());
-        let handle = handle.clone();
-        let recorder = recorder.clone();
-        let node_ids = node_ids.clone();
-        let members: Vec<Arc<Member>> = members.clone();
-        let power_rng = power_rng.clone();
-        let crash_locks = crash_locks.clone();
-        fault_tasks.push(tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(at_ms)).await;
-            let net = madsim::net::NetSim::current();
-            recorder.fault(fault.to_string());
-            match fault {
-                ClusterFault::Crash {
-                    node,
-                    power_loss,
-                    down_ms,
-                } => {
-                    let _serial = crash_locks[&node].lock().await;
-                    handle.kill(node_ids[&node]);
-                    members[node as usize - 1].mark_down();
-                    if power_loss {
-                        let seed = lock(&power_rng).next_u64();
-                        let report = members[node as usize - 1]
-                            .memdir
-                            .crash(&mut SplitMix64::new(seed));
-                        recorder.fault(format!(
-                            "node {node} power loss: unsynced writes kept {}, dropped {}, torn {}",
-                            report.writes_kept, report.writes_dropped, report.writes_torn
-                        ));
-                    }
-                    tokio::time::sleep(Duration::from_millis(down_ms)).await;
-                    handle.restart(node_ids[&node]);
-                    recorder.fault(format!("restart node {node}"));
-                }
-                ClusterFault::Isolate { node, duration_ms } => {
-                    net.clog_node(node_ids[&node]);
-                    tokio::time::sleep(Duration::from_millis(duration_ms)).await;
-                    net.unclog_node(node_ids[&node]);
-                    recorder.fault(format!("node {node} reconnected"));
-                }
-                ClusterFault::LongIsolate { node, duration_ms } => {
-                    net.clog_node(node_ids[&node]);
-                    tokio::time::sleep(Duration::from_millis(duration_ms)).await;
-                    net.unclog_node(node_ids[&node]);
-                    recorder.fault(format!("node {node} reconnected"));
-                    let addr = SocketAddr::new(member_ip(node), CLIENT_PORT);
-                    let probe = prober.spawn(crate::heal::first_acknowledged_write_ms(addr, node));
-                    let took_ms = probe.await.ok().flatten();
-                    recorder.fault(format!(
-                        "first write through node {node} after the heal acknowledged after {}",
-                        took_ms.map_or("never".to_string(), |ms| format!("{ms} ms"))
-                    ));
-                    if took_ms.is_none_or(|ms| ms > crate::heal::HEAL_SERVE_BOUND_MS) {
-                        lock(&heal_failures).push(format!(
-                            "G7 availability: after an isolation of {duration_ms} ms, node {node} acknowledged no write within {} ms of the heal (first after {})",
-                            crate::heal::HEAL_SERVE_BOUND_MS,
-                            took_ms.map_or("never".to_string(), |ms| format!("{ms} ms"))
-                        ));
-                    }
-                }
-                ClusterFault::DiskFull { node, duration_ms } => {
-                    let memdir = &members[node as usize - 1].memdir;
-                    let used = memdir.used_bytes();
-                    memdir.set_capacity_bytes(Some(used));
-                    tokio::time::sleep(Duration::from_millis(duration_ms)).await;
-                    memdir.set_capacity_bytes(None);
-                    recorder.fault(format!("node {node} disk space back"));
-                }
-                ClusterFault::FsyncFailure { node, down_ms } => {
-                    let _serial = crash_locks[&node].lock().await;
-                    let member = &members[node as usize - 1];
-                    member.memdir.fail_next_syncs(3);
-                    tokio::time::sleep(Duration::from_millis(300)).await;
-                    handle.kill(node_ids[&node]);
-                    members[node as usize - 1].mark_down();
-                    let seed = lock(&power_rng).next_u64();
-                    let report = member.memdir.crash(&mut SplitMix64::new(seed));
-                    member.memdir.fail_next_syncs(0);
-                    recorder.fault(format!(
-                        "node {node} restarted after failed fsyncs (power loss: unsynced writes kept {}, dropped {}, torn {})",
-                        report.writes_kept, report.writes_dropped, report.writes_torn
-                    ));
-                    tokio::time::sleep(Duration::from_millis(down_ms)).await;
-                    handle.restart(node_ids[&node]);
-                }
-                ClusterFault::Corrupt { node, after_ms }
-                | ClusterFault::SegmentCorrupt { node, after_ms } => {
-                    let _serial = crash_locks[&node].lock().await;
-                    let member = &members[node as usize - 1];
-                    let seed = lock(&power_rng).next_u64();
-                    recorder.fault(match fault {
-                        ClusterFault::SegmentCorrupt { .. } => {
-                            corrupt_a_segment_byte(&member.memdir, seed)
-                        }
-                        _ => corrupt_a_byte(&member.memdir, seed),
-                    });
-                    tokio::time::sleep(Duration::from_millis(after_ms)).await;
-                    handle.kill(node_ids[&node]);
-                    members[node as usize - 1].mark_down();
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    handle.restart(node_ids[&node]);
-                    recorder.fault(format!("restart node {node}"));
-                }
-                ClusterFault::DiskLost { node, down_ms } => {
-                    let _serial = crash_locks[&node].lock().await;
-                    handle.kill(node_ids[&node]);
-                    members[node as usize - 1].mark_down();
-                    let files = members[node as usize - 1].memdir.wipe();
-                    recorder.fault(format!("node {node}: {files} files gone with its disk"));
-                    tokio::time::sleep(Duration::from_millis(down_ms)).await;
-                    handle.restart(node_ids[&node]);
-                    recorder.fault(format!("restart node {node} on an empty disk"));
-                }
-                ClusterFault::ClockSkew { node, delta_ms } => {
-                    members[node as usize - 1]
-                        .skew_ms
-                        .fetch_add(delta_ms, Ordering::Relaxed);
-                }
-                ClusterFault::Lossy {
-                    loss_percent,
-                    latency_max_ms,
-                    duration_ms,
-                } => {
-                    set_network(&net, loss_percent, latency_max_ms);
-                    tokio::time::sleep(Duration::from_millis(duration_ms)).await;
-                    set_network(&net, 0, NORMAL_LATENCY_MAX_MS);
-                    recorder.fault("network back to normal".to_string());
-                }
-                ClusterFault::Cut { a, b, duration_ms } => {
-                    let (na, nb) = (node_ids[&a], node_ids[&b]);
-                    net.clog_link(na, nb);
-                    net.clog_link(nb, na);
-                    tokio::time::sleep(Duration::from_millis(duration_ms)).await;
-                    // What each end's failure detector makes of the other now:
-                    // with a third node reaching both, indirect probes keep the
-                    // other alive, though requests cannot take the cut link.
-                    for (x, y) in [(a, b), (b, a)] {
-                        recorder.fault(view_across_cut(&members[x as usize - 1], y));
-                    }
-                    net.unclog_link(na, nb);
-                    net.unclog_link(nb, na);
-                    recorder.fault(format!("link {a}-{b} restored"));
-                }
-            }
-        }));
+    if cfg!(feature = "bug-skip-anti-entropy") {
+        // Planted bug: anti-entropy never runs, so a replica that missed writes
+        // while down or cut off stays behind.
+        config.anti_entropy_interval_ms = u64::MAX / 4;
     }
-    tokio::time::sleep(Duration::from_millis(plan.phase1_ms)).await;
-    shared.stop.store(true, Ordering::Relaxed);
-    let admin = handle
-        .create_node()
-        .name("admin")
-        .ip(IpAddr::V4(Ipv4Addr::new(10, 0, 2, 1)))
-        .build();
-    let admin_task = admin.spawn(run_ring_changes(
-        plan.ring_changes.clone(),
-        members.clone(),
-        recorder.clone(),
-        plan.seed,
-        plan.sloppy,
-    ));
-    for task in fault_tasks {
-        let _ = task.await;
-    }
-    let _ = admin_task.await;
-    for task in client_tasks {
-        let _ = task.await;
-    }
+    (config, record_size_max_bytes)
+}
 
-    // Phase 2: every fault has healed (each task undoes its own); wait until every
-    // replica's digest agrees. With n equal to the member count that is every node;
-    // otherwise each partition's replicas are compared through their keys below.
+/// Wait until every replica's digest agrees (with n equal to the member
+/// count that is every node; otherwise each partition's replicas are compared
+/// through their keys in phase 3), then give delete-marker collection time to
+/// run (its settle delay and two rounds) and wait for agreement again. The
+/// final map, or `None` if the cluster did not converge in the bound.
+async fn heal_and_converge(
+    plan: &ClusterPlan,
+    members: &[Arc<Member>],
+    recorder: &Recorder,
+) -> Option<Arc<ClusterMap>> {
     let heal_ms = recorder.now_ms();
     let deadline = tokio::time::Instant::now() + Duration::from_millis(plan.converge_bound_ms);
-    let final_map = wait_converged(&members, deadline).await;
+    let final_map = wait_converged(members, deadline).await;
     let waited_ms = recorder.now_ms() - heal_ms;
-    // Phase 2b: give delete-marker collection time to run on the healed cluster
-    // (its settle delay and two rounds), then wait for agreement again.
     let final_map = match final_map {
         Some(_) => {
             let config = &members[0].config;
@@ -560,13 +322,13 @@ pub async fn simulate_cluster(plan: ClusterPlan) -> ClusterOutcome {
             // would overflow simulated time.)
             let drain_ms = settle_ms + 2 * config.anti_entropy_interval_ms.min(1_000);
             tokio::time::sleep(Duration::from_millis(drain_ms)).await;
-            wait_converged(&members, deadline + Duration::from_millis(drain_ms)).await
+            wait_converged(members, deadline + Duration::from_millis(drain_ms)).await
         }
         None => None,
     };
     let converged = final_map.is_some();
     if !converged {
-        recorder.fault(why_not_converged(&members));
+        recorder.fault(why_not_converged(members));
     }
     let (agreed, forgotten, dropped) = members
         .iter()
@@ -586,11 +348,14 @@ pub async fn simulate_cluster(plan: ClusterPlan) -> ClusterOutcome {
         // Convergence after the heal, before the collection wait.
         waited_ms,
     }));
+    final_map
+}
 
-    // Phase 3: every key touched, from every replica's store.
-    let keys: BTreeSet<Key> = lock(&shared.keys_touched).clone();
-    let mut failures = lock(&heal_failures).clone();
-    for member in &members {
+/// After the heal: members that refused to open, are still restoring, or took
+/// a new dot actor without losing data; hint and clock notes for the history.
+fn audit_members(plan: &ClusterPlan, members: &[Arc<Member>], recorder: &Recorder) -> Vec<String> {
+    let mut failures = Vec::new();
+    for member in members {
         if let Some(reason) = lock(&member.open_failure).clone() {
             failures.push(format!("node {} refused to open: {reason}", member.id));
         }
@@ -607,68 +372,93 @@ pub async fn simulate_cluster(plan: ClusterPlan) -> ClusterOutcome {
     recorder.fault(format!(
         "hints since the last restarts: stored {stored}, delivered {delivered}"
     ));
-    // A fresh dot actor only for a node whose disk was lost: any other restart
-    // must be recognised as the same directory.
-    for member in &members {
+    for member in members {
         let Some(cluster) = lock(&member.cluster).clone() else {
             continue;
         };
-        let lost = plan.faults.iter().any(|(_, f)| {
-            matches!(f, ClusterFault::DiskLost { node, .. } | ClusterFault::SegmentCorrupt { node, .. } if *node == member.id)
-        });
-        if let Some((done, others)) = cluster.restoring() {
-            failures.push(format!(
-                "node {} is still restoring from its replicas after convergence ({done} of {others} merged)",
-                member.id
-            ));
-        }
-        let actor = cluster.actor();
-        if actor != member.id && !lost {
-            failures.push(format!(
-                "node {} took a new dot actor {actor} although it never lost data",
-                member.id
-            ));
-        }
-        if actor != member.id {
-            recorder.fault(format!("node {} mints dots as actor {actor}", member.id));
-        }
-        let skewed: Vec<String> = cluster
-            .clock_offsets()
-            .iter()
-            .filter(|(_, (offset, _))| offset.unsigned_abs() >= 20)
-            .map(|(node, (offset, error))| format!("node {node} {offset:+} ms (±{error})"))
-            .collect();
-        if !skewed.is_empty() {
-            recorder.fault(format!(
-                "node {} measures wall clocks: {}",
-                member.id,
-                skewed.join(", ")
-            ));
-        }
+        failures.extend(audit_member(plan, member, &cluster, recorder));
     }
-    if let Some(map) = &final_map {
-        recorder.fault(format!(
-            "final ring version {}: members {:?}",
-            map.version(),
-            map.ring().members()
+    failures
+}
+
+/// One member after the heal. A fresh dot actor only for a node whose disk was
+/// lost: any other restart must be recognised as the same directory.
+fn audit_member(
+    plan: &ClusterPlan,
+    member: &Member,
+    cluster: &Cluster,
+    recorder: &Recorder,
+) -> Vec<String> {
+    let mut failures = Vec::new();
+    let lost = plan.faults.iter().any(|(_, f)| {
+        matches!(f, ClusterFault::DiskLost { node, .. } | ClusterFault::SegmentCorrupt { node, .. } if *node == member.id)
+    });
+    if let Some((done, others)) = cluster.restoring() {
+        failures.push(format!(
+            "node {} is still restoring from its replicas after convergence ({done} of {others} merged)",
+            member.id
         ));
-        for key in &keys {
-            let owners = map.owners(map.partition_of_key(key.ns, key.name.as_bytes()));
-            for owner in owners {
-                let member = &members[*owner as usize - 1];
-                let Some(storage) = lock(&member.storage).clone() else {
-                    continue;
-                };
-                match storage.read(|s| s.get(key.ns, key.name.as_bytes())) {
-                    Ok(set) => recorder.push(Event::Final(final_state(key, *owner, set))),
-                    Err(e) => failures.push(format!("final read of {key} on node {owner}: {e}")),
-                }
+    }
+    let actor = cluster.actor();
+    if actor != member.id && !lost {
+        failures.push(format!(
+            "node {} took a new dot actor {actor} although it never lost data",
+            member.id
+        ));
+    }
+    if actor != member.id {
+        recorder.fault(format!("node {} mints dots as actor {actor}", member.id));
+    }
+    let skewed: Vec<String> = cluster
+        .clock_offsets()
+        .iter()
+        .filter(|(_, (offset, _))| offset.unsigned_abs() >= 20)
+        .map(|(node, (offset, error))| format!("node {node} {offset:+} ms (±{error})"))
+        .collect();
+    if !skewed.is_empty() {
+        recorder.fault(format!(
+            "node {} measures wall clocks: {}",
+            member.id,
+            skewed.join(", ")
+        ));
+    }
+    failures
+}
+
+/// Every touched key as each of its final owners' stores hold it (for the
+/// checker), and the pins' audit.
+fn record_final_states(
+    map: &ClusterMap,
+    keys: &BTreeSet<Key>,
+    members: &[Arc<Member>],
+    recorder: &Recorder,
+) -> Vec<String> {
+    let mut failures = Vec::new();
+    recorder.fault(format!(
+        "final ring version {}: members {:?}",
+        map.version(),
+        map.ring().members()
+    ));
+    for key in keys {
+        let owners = map.owners(map.partition_of_key(key.ns, key.name.as_bytes()));
+        for owner in owners {
+            let member = &members[*owner as usize - 1];
+            let Some(storage) = lock(&member.storage).clone() else {
+                continue;
+            };
+            match storage.read(|s| s.get(key.ns, key.name.as_bytes())) {
+                Ok(set) => recorder.push(Event::Final(final_state(key, *owner, set))),
+                Err(e) => failures.push(format!("final read of {key} on node {owner}: {e}")),
             }
         }
-        failures.extend(audit_pins(&members, map, &recorder));
     }
-    let simulated_ms = recorder.now_ms();
-    let history = History {
+    failures.extend(audit_pins(members, map, recorder));
+    failures
+}
+
+/// The seed's history, its events taken from the recorder.
+fn history_of(plan: &ClusterPlan, ids: Vec<u32>, recorder: &Recorder) -> History {
+    History {
         meta: Meta {
             seed: Some(plan.seed),
             n: Some(u32::from(plan.replicas_n)),
@@ -679,7 +469,7 @@ pub async fn simulate_cluster(plan: ClusterPlan) -> ClusterOutcome {
             // Not after a lost disk: until anti-entropy restores it, a write can be
             // on one replica only, which a read quorum may miss.
             sessions: !plan.sloppy && !plan.loses_data(),
-            nodes: ids.clone(),
+            nodes: ids,
             converge_bound_ms: Some(plan.converge_bound_ms),
             effects: true,
             extra: BTreeMap::from([(
@@ -692,7 +482,126 @@ pub async fn simulate_cluster(plan: ClusterPlan) -> ClusterOutcome {
             )]),
         },
         events: recorder.take_events(),
-    };
+    }
+}
+
+/// Phase 1: the workload on its clients, each planned fault on its own task,
+/// then the operator's ring changes; returns once all of them ended, with the
+/// keys the clients touched and the heal probes' failures.
+async fn run_phase1(
+    plan: &ClusterPlan,
+    handle: &madsim::runtime::Handle,
+    recorder: &Arc<Recorder>,
+    (members, node_ids): (&[Arc<Member>], &BTreeMap<u32, madsim::task::NodeId>),
+    restart_rx: tokio::sync::mpsc::UnboundedReceiver<u32>,
+    restarts_stop: Arc<tokio::sync::Notify>,
+) -> (BTreeSet<Key>, Vec<String>) {
+    let ids = plan.node_ids();
+    let targets: Vec<SocketAddr> = ids
+        .iter()
+        .map(|id| SocketAddr::new(member_ip(*id), CLIENT_PORT))
+        .collect();
+    let shared = workload::Shared::with_targets(plan.workload.clone(), recorder.clone(), targets);
+    let mut client_tasks = Vec::new();
+    for index in 0..plan.workload.clients {
+        let client = handle
+            .create_node()
+            .name(format!("client-{index}"))
+            .ip(IpAddr::V4(Ipv4Addr::new(10, 0, 1, index as u8 + 1)))
+            .build();
+        client_tasks.push(client.spawn(run_client(shared.clone(), index, plan.seed)));
+    }
+
+    // Phase 1: faults on their own tasks, workload meanwhile.
+    let world = FaultWorld::new(plan.seed, handle, recorder, members, node_ids);
+    spawn_supervisor(world.clone(), restart_rx, restarts_stop);
+    let heal_failures = world.heal_failures.clone();
+    let fault_tasks: Vec<_> = plan
+        .faults
+        .iter()
+        .map(|(at_ms, fault)| tokio::spawn(run_fault(world.clone(), *at_ms, fault.clone())))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(plan.phase1_ms)).await;
+    shared.stop.store(true, Ordering::Relaxed);
+    let admin = handle
+        .create_node()
+        .name("admin")
+        .ip(IpAddr::V4(Ipv4Addr::new(10, 0, 2, 1)))
+        .build();
+    let admin_task = admin.spawn(run_ring_changes(
+        plan.ring_changes.clone(),
+        members.to_vec(),
+        recorder.clone(),
+        plan.seed,
+        plan.sloppy,
+    ));
+    for task in fault_tasks {
+        let _ = task.await;
+    }
+    let _ = admin_task.await;
+    for task in client_tasks {
+        let _ = task.await;
+    }
+
+    drop(world);
+    let keys = lock(&shared.keys_touched).clone();
+    let failures = lock(&heal_failures).clone();
+    (keys, failures)
+}
+
+/// Stop every member's tasks now: the runtime does not drop the tasks of nodes
+/// still running when the seed ends, and they hold the members (stores,
+/// in-memory disks), a few MiB per seed over a sweep of thousands. And each
+/// node's restart closure keeps its member: drop what it holds.
+fn stop_world(
+    handle: &madsim::runtime::Handle,
+    node_ids: &BTreeMap<u32, madsim::task::NodeId>,
+    members: &[Arc<Member>],
+    restarts_stop: &tokio::sync::Notify,
+) {
+    for id in node_ids.values() {
+        handle.kill(*id);
+    }
+    for member in members {
+        member.mark_down();
+        member.memdir.wipe();
+    }
+    restarts_stop.notify_one();
+}
+
+pub async fn simulate_cluster(plan: ClusterPlan) -> ClusterOutcome {
+    let handle = madsim::runtime::Handle::current();
+    set_network(&madsim::net::NetSim::current(), 0, NORMAL_LATENCY_MAX_MS);
+    let recorder = Arc::new(Recorder::new());
+    let ids: Vec<u32> = plan.node_ids();
+    let (restart_tx, restart_rx) = tokio::sync::mpsc::unbounded_channel::<u32>();
+    // Ends the restart loop below when the seed ends. Its task lives on
+    // madsim's main node and holds the runtime's handle, which holds the
+    // members (in their nodes' init closures), which hold `restart_tx`: a cycle
+    // that kept every seed's whole world in memory (0.8 MB a seed; a 100,000
+    // seed sweep would not fit).
+    let restarts_stop = Arc::new(tokio::sync::Notify::new());
+    let (members, node_ids) = start_members(&plan, &handle, &recorder, &restart_tx);
+    let (keys, mut failures) = run_phase1(
+        &plan,
+        &handle,
+        &recorder,
+        (&members, &node_ids),
+        restart_rx,
+        restarts_stop.clone(),
+    )
+    .await;
+
+    // Phase 2: every fault has healed (each task undoes its own).
+    let final_map = heal_and_converge(&plan, &members, &recorder).await;
+
+    // Phase 3: every key touched, from every replica's store.
+    failures.extend(audit_members(&plan, &members, &recorder));
+    if let Some(map) = &final_map {
+        failures.extend(record_final_states(map, &keys, &members, &recorder));
+    }
+    let simulated_ms = recorder.now_ms();
+    let history = history_of(&plan, ids, &recorder);
     let jsonl = history.to_jsonl();
     let digest = history_digest(&jsonl);
     let report = check(&history);
@@ -702,18 +611,7 @@ pub async fn simulate_cluster(plan: ClusterPlan) -> ClusterOutcome {
     for violation in &report.violations {
         failures.push(format!("checker: {violation}"));
     }
-    // Stop every member's tasks now: the runtime does not drop the tasks of
-    // nodes still running when the seed ends, and they hold the members (stores,
-    // in-memory disks), a few MiB per seed over a sweep of thousands.
-    for id in node_ids.values() {
-        handle.kill(*id);
-    }
-    // And each node's restart closure keeps its member: drop what it holds.
-    for member in &members {
-        member.mark_down();
-        member.memdir.wipe();
-    }
-    restarts_stop.notify_one();
+    stop_world(&handle, &node_ids, &members, &restarts_stop);
     ClusterOutcome {
         plan,
         report,
@@ -721,69 +619,6 @@ pub async fn simulate_cluster(plan: ClusterPlan) -> ClusterOutcome {
         jsonl,
         failures,
         simulated_ms,
-    }
-}
-
-/// Flip one byte of one of the node's hint files.
-fn corrupt_a_byte(memdir: &MemDir, seed: u64) -> String {
-    use shoal_engine::DiskDir;
-    let mut rng = SplitMix64::new(seed);
-    let names: Vec<String> = memdir
-        .list()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|n| n.ends_with(".hint"))
-        .collect();
-    if names.is_empty() {
-        return "latent corruption: no hint file yet, nothing done".into();
-    }
-    let name = &names[rng.below(names.len() as u64) as usize];
-    let len = memdir.open(name, false).and_then(|f| f.len()).unwrap_or(0);
-    if len == 0 {
-        return format!("latent corruption: {name} is empty, nothing done");
-    }
-    let offset = rng.below(len);
-    match memdir.corrupt_byte(name, offset) {
-        Ok(()) => format!("latent corruption: {name} byte {offset} flipped"),
-        Err(e) => format!("latent corruption of {name} failed: {e}"),
-    }
-}
-
-/// Flip one byte past the header of one of the node's segment logs (its own
-/// store's, not the hint store's).
-fn corrupt_a_segment_byte(memdir: &MemDir, seed: u64) -> String {
-    use shoal_engine::DiskDir;
-    let mut rng = SplitMix64::new(seed);
-    let names: Vec<String> = memdir
-        .list()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|n| n.starts_with("seg-") && n.ends_with(".log"))
-        .collect();
-    let Some(name) = names.get(rng.below(names.len().max(1) as u64) as usize) else {
-        return "latent corruption: no segment yet, nothing done".into();
-    };
-    // The written part (a segment may be longer, zero-filled past its records).
-    let len = memdir
-        .open(name, false)
-        .and_then(|f| {
-            let mut bytes = vec![0u8; f.len()? as usize];
-            f.read_at(0, &mut bytes)?;
-            Ok(bytes
-                .iter()
-                .rposition(|b| *b != 0)
-                .map_or(0, |i| i as u64 + 1))
-        })
-        .unwrap_or(0);
-    // Past the segment header, so the damage is in a record.
-    let header = shoal_engine::record::SEGMENT_HEADER_BYTES;
-    if len <= header {
-        return format!("latent corruption: {name} holds no record, nothing done");
-    }
-    let offset = header + rng.below(len - header);
-    match memdir.corrupt_byte(name, offset) {
-        Ok(()) => format!("latent corruption: {name} byte {offset} flipped"),
-        Err(e) => format!("latent corruption of {name} failed: {e}"),
     }
 }
 
