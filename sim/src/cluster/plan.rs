@@ -266,247 +266,30 @@ impl ClusterPlan {
         let mut workload = crate::plan::workload_knobs(&mut rng);
         // Proxied writes wait for a coordinator that waits for its replicas.
         workload.op_timeout_ms = workload.op_timeout_ms.max(2_500);
-        let mut faults = Vec::new();
-        for _ in 0..rng.below(5) {
-            let at_ms = 300 + rng.below(phase1_ms - 300);
-            let node = 1 + rng.below(u64::from(nodes)) as u32;
-            let fault = match rng.below(3) {
-                0 => ClusterFault::Crash {
-                    node,
-                    power_loss: rng.chance_percent(70),
-                    down_ms: 200 + rng.below(3_000),
-                },
-                1 => ClusterFault::Isolate {
-                    node,
-                    duration_ms: 200 + rng.below(3_000),
-                },
-                _ => {
-                    let other = 1 + (node + rng.below(u64::from(nodes) - 1) as u32) % nodes;
-                    ClusterFault::Cut {
-                        a: node,
-                        b: other,
-                        duration_ms: 200 + rng.below(3_000),
-                    }
-                }
-            };
-            faults.push((at_ms, fault));
-        }
-        // Disk faults draw from their own stream (older plans keep their faults).
-        let mut disk_rng = SplitMix64::new(seed ^ 0xd15c);
-        if disk_rng.chance_percent(40) {
-            for i in 0..1 + disk_rng.below(2) {
-                let at_ms = 300 + disk_rng.below(phase1_ms - 300);
-                let node = 1 + disk_rng.below(u64::from(nodes)) as u32;
-                let fault = match disk_rng.below(3) {
-                    0 => ClusterFault::DiskFull {
-                        node,
-                        duration_ms: 200 + disk_rng.below(2_000),
-                    },
-                    1 => ClusterFault::FsyncFailure {
-                        node,
-                        down_ms: 200 + disk_rng.below(1_000),
-                    },
-                    _ if i == 0 => ClusterFault::Corrupt {
-                        node,
-                        after_ms: 100 + disk_rng.below(2_000),
-                    },
-                    _ => ClusterFault::DiskFull {
-                        node,
-                        duration_ms: 200 + disk_rng.below(2_000),
-                    },
-                };
-                faults.push((at_ms, fault));
-            }
-        }
+        let mut faults = base_faults(&mut rng, nodes, phase1_ms);
+        disk_faults(seed, nodes, phase1_ms, &mut faults);
         faults.sort_by_key(|(at, _)| *at);
-        // Ring changes draw from their own stream, so the fault plans above stay
-        // what they were before ring changes existed.
-        let mut ring_rng = SplitMix64::new(seed ^ 0x5249_4e47);
-        let mut ring_changes = Vec::new();
+        let mut ring_changes = first_ring_changes(seed, nodes, phase1_ms);
         let spare_id = nodes + 1;
-        if ring_rng.chance_percent(50) {
-            let founder = 1 + ring_rng.below(u64::from(nodes)) as u32;
-            let first = match ring_rng.below(3) {
-                0 => SimRingChange::Join { node: spare_id },
-                1 => SimRingChange::Replace {
-                    old: founder,
-                    new: spare_id,
-                },
-                _ if nodes > 3 => SimRingChange::Leave { node: founder },
-                _ => SimRingChange::Join { node: spare_id },
-            };
-            let at_ms = 300 + ring_rng.below(phase1_ms / 2);
-            let second = match &first {
-                SimRingChange::Join { .. } if ring_rng.chance_percent(40) => {
-                    Some(SimRingChange::Leave { node: founder })
-                }
-                SimRingChange::Leave { .. } if ring_rng.chance_percent(40) => {
-                    Some(SimRingChange::Join { node: spare_id })
-                }
-                _ => None,
-            };
-            ring_changes.push((at_ms, first));
-            if let Some(second) = second {
-                ring_changes.push((at_ms + 500 + ring_rng.below(phase1_ms / 2), second));
-            }
-        }
         let spare = ring_changes
             .iter()
             .any(|(_, c)| !matches!(c, SimRingChange::Leave { .. }))
             .then_some(spare_id);
-        // A founder leaves while it is down and is joined back under its old id
-        // with its old disk (own stream), restarting either while it is out of the
-        // ring or after it is back in: what it held before it left must not come
-        // back over deletes made (and their markers collected) while it was out.
-        let mut rejoin_rng = SplitMix64::new(seed ^ 0x5e_901e);
-        if ring_changes.is_empty() && nodes > 3 && rejoin_rng.chance_percent(40) {
-            let founder = 1 + rejoin_rng.below(u64::from(nodes)) as u32;
-            let leave_ms = 500 + rejoin_rng.below(phase1_ms / 4);
-            let out_ms = 6_000 + rejoin_rng.below(3_000);
-            let down_ms = if rejoin_rng.chance_percent(50) {
-                out_ms + 3_000 + rejoin_rng.below(2_000)
-            } else {
-                1_000 + rejoin_rng.below(out_ms - 2_000)
-            };
-            let join_ms = leave_ms + out_ms;
-            faults.push((
-                leave_ms - 100,
-                ClusterFault::Crash {
-                    node: founder,
-                    power_loss: rejoin_rng.chance_percent(50),
-                    down_ms,
-                },
-            ));
-            faults.sort_by_key(|(at, _)| *at);
-            ring_changes.push((leave_ms, SimRingChange::Leave { node: founder }));
-            ring_changes.push((join_ms, SimRingChange::Join { node: founder }));
-        }
-        // A lost disk (own stream again), in seeds without ring changes: the node
-        // comes back empty, under its old id, and must neither reuse its old dots
-        // nor mint new ones that cover them.
-        let mut lost_rng = SplitMix64::new(seed ^ 0x1057_d15c);
-        if ring_changes.is_empty() && lost_rng.chance_percent(25) {
-            let at_ms = 500 + lost_rng.below(phase1_ms - 500);
-            let node = 1 + lost_rng.below(u64::from(nodes)) as u32;
-            let down_ms = 100 + lost_rng.below(2_000);
-            faults.push((at_ms, ClusterFault::DiskLost { node, down_ms }));
-            faults.sort_by_key(|(at, _)| *at);
-        }
-        // Clock skew and a lossy network, each from its own stream. Skews stay
-        // well inside the replica-write age limit (2 s), which marker collection
-        // assumes bounds the skew between nodes.
-        let mut clock_rng = SplitMix64::new(seed ^ 0xc10c_5e3d);
-        if clock_rng.chance_percent(30) {
-            for _ in 0..1 + clock_rng.below(2) {
-                let at_ms = clock_rng.below(phase1_ms);
-                let node = 1 + clock_rng.below(u64::from(nodes)) as u32;
-                let delta_ms = 50 + clock_rng.below(450) as i64;
-                let delta_ms = if clock_rng.chance_percent(50) {
-                    delta_ms
-                } else {
-                    -delta_ms
-                };
-                faults.push((at_ms, ClusterFault::ClockSkew { node, delta_ms }));
-            }
-        }
-        // A pinned namespace (own stream), not with a lost disk: a pin hands the
-        // namespace off to its nodes, and a handoff source that lost its disk
-        // may not hold what it acknowledged (as with any ring change).
-        let mut pin_rng = SplitMix64::new(seed ^ 0x0009_1e5d);
-        let loses_a_disk = faults
-            .iter()
-            .any(|(_, f)| matches!(f, ClusterFault::DiskLost { .. }));
-        if !loses_a_disk && pin_rng.chance_percent(35) {
-            let namespace = pin_rng.below(u64::from(workload.namespaces.max(1))) as u8;
-            // From founders that stay: a leave that would shrink the pin below
-            // its n is refused (the leave would go untested), and a pin naming a
-            // node already replaced is refused (the pin would).
-            let mut founders: Vec<u32> = (1..=nodes)
-                .filter(|node| {
-                    !ring_changes.iter().any(|(_, c)| {
-                        matches!(c, SimRingChange::Leave { node: n }
-                            | SimRingChange::Replace { old: n, .. } if n == node)
-                    })
-                })
-                .collect();
-            let size = 2 + pin_rng.below(founders.len().min(4) as u64 - 1) as usize;
-            let mut chosen = Vec::new();
-            while chosen.len() < size {
-                let i = pin_rng.below(founders.len() as u64) as usize;
-                chosen.push(founders.swap_remove(i));
-            }
-            chosen.sort_unstable();
-            let replicas_n = if size >= 3 && pin_rng.chance_percent(50) {
-                3
-            } else {
-                2
-            };
-            let (r, w) = match (replicas_n, pin_rng.chance_percent(50)) {
-                (3, _) => (2, 2),
-                (_, true) => (1, 2),
-                (_, false) => (2, 1),
-            };
-            let at_ms = 300 + pin_rng.below(phase1_ms / 2);
-            let pin = SimRingChange::Pin {
-                namespace,
-                nodes: chosen,
-                replicas_n,
-                r,
-                w,
-            };
-            let at = ring_changes.partition_point(|(t, _)| *t <= at_ms);
-            ring_changes.insert(at, (at_ms, pin));
-            // Half of the pins are undone later: the namespace's keys go back to
-            // the default ring under load, then the pin is dropped (the second
-            // step waits for the first one's handoffs).
-            if pin_rng.chance_percent(50) {
-                let unpin_ms = at_ms + 1_000 + pin_rng.below(2_000);
-                for step_ms in [unpin_ms, unpin_ms + 300] {
-                    let at = ring_changes.partition_point(|(t, _)| *t <= step_ms);
-                    ring_changes.insert(at, (step_ms, SimRingChange::Unpin { namespace }));
-                }
-            }
-        }
-        // A join of a node that never comes (own stream): refused, and the
-        // changes after it go through.
-        let mut absent_rng = SplitMix64::new(seed ^ 0x00ab_5e17);
-        if absent_rng.chance_percent(15) {
-            let at_ms = 200 + absent_rng.below(phase1_ms / 2);
-            let at = ring_changes.partition_point(|(t, _)| *t <= at_ms);
-            let node = spare_id + 1;
-            ring_changes.insert(at, (at_ms, SimRingChange::JoinAbsent { node }));
-        }
-        // An abort of a join while its handoffs run (own stream), when no later
-        // change names the joined node.
-        let mut abort_rng = SplitMix64::new(seed ^ 0x0ab0_77ed);
-        if abort_rng.chance_percent(20) {
-            let candidates: Vec<usize> = (0..ring_changes.len())
-                .filter(|i| match ring_changes[*i].1 {
-                    SimRingChange::Join { node } => !ring_changes[i + 1..]
-                        .iter()
-                        .any(|(_, later)| later.args().contains(&node.to_string())),
-                    _ => false,
-                })
-                .collect();
-            if !candidates.is_empty() {
-                let i = candidates[abort_rng.below(candidates.len() as u64) as usize];
-                ring_changes.insert(i + 1, (ring_changes[i].0, SimRingChange::Abort));
-            }
-        }
-        // Segment corruption (own stream), ring changes and pins allowed: the
-        // node restoring from its replicas serves no handoff until it is whole.
-        // One data-loss event per seed at most: a write acknowledged by exactly
-        // the two nodes that lost data is gone (w=2 tolerates one).
-        let mut segment_rng = SplitMix64::new(seed ^ 0x5e6c_0ffe);
-        let loses_a_disk = faults
-            .iter()
-            .any(|(_, f)| matches!(f, ClusterFault::DiskLost { .. }));
-        if !loses_a_disk && segment_rng.chance_percent(20) {
-            let at_ms = 500 + segment_rng.below(phase1_ms - 500);
-            let node = 1 + segment_rng.below(u64::from(nodes)) as u32;
-            let after_ms = segment_rng.below(1_000);
-            faults.push((at_ms, ClusterFault::SegmentCorrupt { node, after_ms }));
-        }
+        rejoin(seed, nodes, phase1_ms, &mut faults, &mut ring_changes);
+        lost_disk(seed, nodes, phase1_ms, &mut faults, &ring_changes);
+        clock_skews(seed, nodes, phase1_ms, &mut faults);
+        let namespaces = workload.namespaces;
+        pin(
+            seed,
+            nodes,
+            phase1_ms,
+            namespaces,
+            &faults,
+            &mut ring_changes,
+        );
+        join_absent(seed, nodes, phase1_ms, &mut ring_changes);
+        abort(seed, &mut ring_changes);
+        segment_corrupt(seed, nodes, phase1_ms, &mut faults);
         if ring_changes.is_empty() {
             long_isolation(seed, nodes, phase1_ms, &mut faults);
         }
@@ -517,18 +300,7 @@ impl ClusterPlan {
             workload.value_size_max_bytes = crate::heal::LARGE_VALUE_MAX_BYTES;
             workload.keys = workload.keys.max(crate::heal::LARGE_VALUE_KEYS_MIN);
         }
-        let mut loss_rng = SplitMix64::new(seed ^ 0x0010_55e7);
-        if loss_rng.chance_percent(25) {
-            let at_ms = 300 + loss_rng.below(phase1_ms - 300);
-            faults.push((
-                at_ms,
-                ClusterFault::Lossy {
-                    loss_percent: loss_rng.below(6),
-                    latency_max_ms: 10 + loss_rng.below(140),
-                    duration_ms: 300 + loss_rng.below(1_700),
-                },
-            ));
-        }
+        lossy(seed, phase1_ms, &mut faults);
         faults.sort_by_key(|(at, _)| *at);
         ClusterPlan {
             seed,
@@ -648,5 +420,324 @@ impl fmt::Display for ClusterPlan {
             writeln!(f, "  {at} ms: {change}")?;
         }
         Ok(())
+    }
+}
+
+/// Crashes, isolations and cut links, from the plan's main stream.
+fn base_faults(rng: &mut SplitMix64, nodes: u32, phase1_ms: u64) -> Vec<(u64, ClusterFault)> {
+    let mut faults = Vec::new();
+    for _ in 0..rng.below(5) {
+        let at_ms = 300 + rng.below(phase1_ms - 300);
+        let node = 1 + rng.below(u64::from(nodes)) as u32;
+        let fault = match rng.below(3) {
+            0 => ClusterFault::Crash {
+                node,
+                power_loss: rng.chance_percent(70),
+                down_ms: 200 + rng.below(3_000),
+            },
+            1 => ClusterFault::Isolate {
+                node,
+                duration_ms: 200 + rng.below(3_000),
+            },
+            _ => {
+                let other = 1 + (node + rng.below(u64::from(nodes) - 1) as u32) % nodes;
+                ClusterFault::Cut {
+                    a: node,
+                    b: other,
+                    duration_ms: 200 + rng.below(3_000),
+                }
+            }
+        };
+        faults.push((at_ms, fault));
+    }
+    faults
+}
+
+/// A full disk, failed fsyncs or a flipped hint-file byte.
+fn disk_faults(seed: u64, nodes: u32, phase1_ms: u64, faults: &mut Vec<(u64, ClusterFault)>) {
+    // Disk faults draw from their own stream (older plans keep their faults).
+    let mut disk_rng = SplitMix64::new(seed ^ 0xd15c);
+    if disk_rng.chance_percent(40) {
+        for i in 0..1 + disk_rng.below(2) {
+            let at_ms = 300 + disk_rng.below(phase1_ms - 300);
+            let node = 1 + disk_rng.below(u64::from(nodes)) as u32;
+            let fault = match disk_rng.below(3) {
+                0 => ClusterFault::DiskFull {
+                    node,
+                    duration_ms: 200 + disk_rng.below(2_000),
+                },
+                1 => ClusterFault::FsyncFailure {
+                    node,
+                    down_ms: 200 + disk_rng.below(1_000),
+                },
+                _ if i == 0 => ClusterFault::Corrupt {
+                    node,
+                    after_ms: 100 + disk_rng.below(2_000),
+                },
+                _ => ClusterFault::DiskFull {
+                    node,
+                    duration_ms: 200 + disk_rng.below(2_000),
+                },
+            };
+            faults.push((at_ms, fault));
+        }
+    }
+}
+
+/// A join, leave or replace under load, and maybe a second change after it.
+fn first_ring_changes(seed: u64, nodes: u32, phase1_ms: u64) -> Vec<(u64, SimRingChange)> {
+    let mut ring_changes = Vec::new();
+    // Ring changes draw from their own stream, so the fault plans above stay
+    // what they were before ring changes existed.
+    let mut ring_rng = SplitMix64::new(seed ^ 0x5249_4e47);
+    let spare_id = nodes + 1;
+    if ring_rng.chance_percent(50) {
+        let founder = 1 + ring_rng.below(u64::from(nodes)) as u32;
+        let first = match ring_rng.below(3) {
+            0 => SimRingChange::Join { node: spare_id },
+            1 => SimRingChange::Replace {
+                old: founder,
+                new: spare_id,
+            },
+            _ if nodes > 3 => SimRingChange::Leave { node: founder },
+            _ => SimRingChange::Join { node: spare_id },
+        };
+        let at_ms = 300 + ring_rng.below(phase1_ms / 2);
+        let second = match &first {
+            SimRingChange::Join { .. } if ring_rng.chance_percent(40) => {
+                Some(SimRingChange::Leave { node: founder })
+            }
+            SimRingChange::Leave { .. } if ring_rng.chance_percent(40) => {
+                Some(SimRingChange::Join { node: spare_id })
+            }
+            _ => None,
+        };
+        ring_changes.push((at_ms, first));
+        if let Some(second) = second {
+            ring_changes.push((at_ms + 500 + ring_rng.below(phase1_ms / 2), second));
+        }
+    }
+    ring_changes
+}
+
+/// A founder that leaves while down and is joined back with its old disk.
+fn rejoin(
+    seed: u64,
+    nodes: u32,
+    phase1_ms: u64,
+    faults: &mut Vec<(u64, ClusterFault)>,
+    ring_changes: &mut Vec<(u64, SimRingChange)>,
+) {
+    // A founder leaves while it is down and is joined back under its old id
+    // with its old disk (own stream), restarting either while it is out of the
+    // ring or after it is back in: what it held before it left must not come
+    // back over deletes made (and their markers collected) while it was out.
+    let mut rejoin_rng = SplitMix64::new(seed ^ 0x5e_901e);
+    if ring_changes.is_empty() && nodes > 3 && rejoin_rng.chance_percent(40) {
+        let founder = 1 + rejoin_rng.below(u64::from(nodes)) as u32;
+        let leave_ms = 500 + rejoin_rng.below(phase1_ms / 4);
+        let out_ms = 6_000 + rejoin_rng.below(3_000);
+        let down_ms = if rejoin_rng.chance_percent(50) {
+            out_ms + 3_000 + rejoin_rng.below(2_000)
+        } else {
+            1_000 + rejoin_rng.below(out_ms - 2_000)
+        };
+        let join_ms = leave_ms + out_ms;
+        faults.push((
+            leave_ms - 100,
+            ClusterFault::Crash {
+                node: founder,
+                power_loss: rejoin_rng.chance_percent(50),
+                down_ms,
+            },
+        ));
+        faults.sort_by_key(|(at, _)| *at);
+        ring_changes.push((leave_ms, SimRingChange::Leave { node: founder }));
+        ring_changes.push((join_ms, SimRingChange::Join { node: founder }));
+    }
+}
+
+/// A lost disk, in seeds without ring changes.
+fn lost_disk(
+    seed: u64,
+    nodes: u32,
+    phase1_ms: u64,
+    faults: &mut Vec<(u64, ClusterFault)>,
+    ring_changes: &[(u64, SimRingChange)],
+) {
+    // A lost disk (own stream again), in seeds without ring changes: the node
+    // comes back empty, under its old id, and must neither reuse its old dots
+    // nor mint new ones that cover them.
+    let mut lost_rng = SplitMix64::new(seed ^ 0x1057_d15c);
+    if ring_changes.is_empty() && lost_rng.chance_percent(25) {
+        let at_ms = 500 + lost_rng.below(phase1_ms - 500);
+        let node = 1 + lost_rng.below(u64::from(nodes)) as u32;
+        let down_ms = 100 + lost_rng.below(2_000);
+        faults.push((at_ms, ClusterFault::DiskLost { node, down_ms }));
+        faults.sort_by_key(|(at, _)| *at);
+    }
+}
+
+/// Clock skews.
+fn clock_skews(seed: u64, nodes: u32, phase1_ms: u64, faults: &mut Vec<(u64, ClusterFault)>) {
+    // Clock skew and a lossy network, each from its own stream. Skews stay
+    // well inside the replica-write age limit (2 s), which marker collection
+    // assumes bounds the skew between nodes.
+    let mut clock_rng = SplitMix64::new(seed ^ 0xc10c_5e3d);
+    if clock_rng.chance_percent(30) {
+        for _ in 0..1 + clock_rng.below(2) {
+            let at_ms = clock_rng.below(phase1_ms);
+            let node = 1 + clock_rng.below(u64::from(nodes)) as u32;
+            let delta_ms = 50 + clock_rng.below(450) as i64;
+            let delta_ms = if clock_rng.chance_percent(50) {
+                delta_ms
+            } else {
+                -delta_ms
+            };
+            faults.push((at_ms, ClusterFault::ClockSkew { node, delta_ms }));
+        }
+    }
+}
+
+/// A pinned namespace, maybe unpinned later.
+fn pin(
+    seed: u64,
+    nodes: u32,
+    phase1_ms: u64,
+    namespaces: u8,
+    faults: &[(u64, ClusterFault)],
+    ring_changes: &mut Vec<(u64, SimRingChange)>,
+) {
+    // A pinned namespace (own stream), not with a lost disk: a pin hands the
+    // namespace off to its nodes, and a handoff source that lost its disk
+    // may not hold what it acknowledged (as with any ring change).
+    let mut pin_rng = SplitMix64::new(seed ^ 0x0009_1e5d);
+    let loses_a_disk = faults
+        .iter()
+        .any(|(_, f)| matches!(f, ClusterFault::DiskLost { .. }));
+    if !loses_a_disk && pin_rng.chance_percent(35) {
+        let namespace = pin_rng.below(u64::from(namespaces.max(1))) as u8;
+        // From founders that stay: a leave that would shrink the pin below
+        // its n is refused (the leave would go untested), and a pin naming a
+        // node already replaced is refused (the pin would).
+        let mut founders: Vec<u32> = (1..=nodes)
+            .filter(|node| {
+                !ring_changes.iter().any(|(_, c)| {
+                    matches!(c, SimRingChange::Leave { node: n }
+                        | SimRingChange::Replace { old: n, .. } if n == node)
+                })
+            })
+            .collect();
+        let size = 2 + pin_rng.below(founders.len().min(4) as u64 - 1) as usize;
+        let mut chosen = Vec::new();
+        while chosen.len() < size {
+            let i = pin_rng.below(founders.len() as u64) as usize;
+            chosen.push(founders.swap_remove(i));
+        }
+        chosen.sort_unstable();
+        let replicas_n = if size >= 3 && pin_rng.chance_percent(50) {
+            3
+        } else {
+            2
+        };
+        let (r, w) = match (replicas_n, pin_rng.chance_percent(50)) {
+            (3, _) => (2, 2),
+            (_, true) => (1, 2),
+            (_, false) => (2, 1),
+        };
+        let at_ms = 300 + pin_rng.below(phase1_ms / 2);
+        let pin = SimRingChange::Pin {
+            namespace,
+            nodes: chosen,
+            replicas_n,
+            r,
+            w,
+        };
+        let at = ring_changes.partition_point(|(t, _)| *t <= at_ms);
+        ring_changes.insert(at, (at_ms, pin));
+        // Half of the pins are undone later: the namespace's keys go back to
+        // the default ring under load, then the pin is dropped (the second
+        // step waits for the first one's handoffs).
+        if pin_rng.chance_percent(50) {
+            let unpin_ms = at_ms + 1_000 + pin_rng.below(2_000);
+            for step_ms in [unpin_ms, unpin_ms + 300] {
+                let at = ring_changes.partition_point(|(t, _)| *t <= step_ms);
+                ring_changes.insert(at, (step_ms, SimRingChange::Unpin { namespace }));
+            }
+        }
+    }
+}
+
+/// A join of a node that never comes.
+fn join_absent(
+    seed: u64,
+    nodes: u32,
+    phase1_ms: u64,
+    ring_changes: &mut Vec<(u64, SimRingChange)>,
+) {
+    let spare_id = nodes + 1;
+    // A join of a node that never comes (own stream): refused, and the
+    // changes after it go through.
+    let mut absent_rng = SplitMix64::new(seed ^ 0x00ab_5e17);
+    if absent_rng.chance_percent(15) {
+        let at_ms = 200 + absent_rng.below(phase1_ms / 2);
+        let at = ring_changes.partition_point(|(t, _)| *t <= at_ms);
+        let node = spare_id + 1;
+        ring_changes.insert(at, (at_ms, SimRingChange::JoinAbsent { node }));
+    }
+}
+
+/// An abort of a join while its handoffs run.
+fn abort(seed: u64, ring_changes: &mut Vec<(u64, SimRingChange)>) {
+    // An abort of a join while its handoffs run (own stream), when no later
+    // change names the joined node.
+    let mut abort_rng = SplitMix64::new(seed ^ 0x0ab0_77ed);
+    if abort_rng.chance_percent(20) {
+        let candidates: Vec<usize> = (0..ring_changes.len())
+            .filter(|i| match ring_changes[*i].1 {
+                SimRingChange::Join { node } => !ring_changes[i + 1..]
+                    .iter()
+                    .any(|(_, later)| later.args().contains(&node.to_string())),
+                _ => false,
+            })
+            .collect();
+        if !candidates.is_empty() {
+            let i = candidates[abort_rng.below(candidates.len() as u64) as usize];
+            ring_changes.insert(i + 1, (ring_changes[i].0, SimRingChange::Abort));
+        }
+    }
+}
+
+/// A flipped byte in a segment, unless a disk is lost.
+fn segment_corrupt(seed: u64, nodes: u32, phase1_ms: u64, faults: &mut Vec<(u64, ClusterFault)>) {
+    // Segment corruption (own stream), ring changes and pins allowed: the
+    // node restoring from its replicas serves no handoff until it is whole.
+    // One data-loss event per seed at most: a write acknowledged by exactly
+    // the two nodes that lost data is gone (w=2 tolerates one).
+    let mut segment_rng = SplitMix64::new(seed ^ 0x5e6c_0ffe);
+    let loses_a_disk = faults
+        .iter()
+        .any(|(_, f)| matches!(f, ClusterFault::DiskLost { .. }));
+    if !loses_a_disk && segment_rng.chance_percent(20) {
+        let at_ms = 500 + segment_rng.below(phase1_ms - 500);
+        let node = 1 + segment_rng.below(u64::from(nodes)) as u32;
+        let after_ms = segment_rng.below(1_000);
+        faults.push((at_ms, ClusterFault::SegmentCorrupt { node, after_ms }));
+    }
+}
+
+/// A lossy, reordering network for a while.
+fn lossy(seed: u64, phase1_ms: u64, faults: &mut Vec<(u64, ClusterFault)>) {
+    let mut loss_rng = SplitMix64::new(seed ^ 0x0010_55e7);
+    if loss_rng.chance_percent(25) {
+        let at_ms = 300 + loss_rng.below(phase1_ms - 300);
+        faults.push((
+            at_ms,
+            ClusterFault::Lossy {
+                loss_percent: loss_rng.below(6),
+                latency_max_ms: 10 + loss_rng.below(140),
+                duration_ms: 300 + loss_rng.below(1_700),
+            },
+        ));
     }
 }
