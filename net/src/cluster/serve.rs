@@ -5,31 +5,13 @@ use super::*;
 
 impl Cluster {
     pub(super) async fn handle(self: &Arc<Self>, from: NodeId, request: Request) -> Response {
-        let too_many = |n: usize| admission::items_within_limit(n).err().map(Response::Error);
         match request {
             Request::Ping {
                 incarnation,
                 dir_id,
                 map_version,
                 map_fingerprint,
-            } => {
-                let your_incarnation = {
-                    let earlier = lock(&self.lives).other_lives_max(from, dir_id);
-                    self.record_life(from, dir_id, incarnation);
-                    earlier
-                };
-                self.heard(from, incarnation);
-                self.compare_maps(from, map_version, map_fingerprint);
-                let (map_version, map_fingerprint) = self.map_summary();
-                Response::Pong {
-                    incarnation: self.incarnation(),
-                    dir_id: self.dir_id,
-                    map_version,
-                    map_fingerprint,
-                    your_incarnation,
-                    wall_ms: self.clock.wall_ms(),
-                }
-            }
+            } => self.serve_ping(from, (incarnation, dir_id), (map_version, map_fingerprint)),
             Request::PingReq { target } => {
                 self.stats
                     .indirect_probes_served
@@ -47,49 +29,8 @@ impl Cluster {
                 items,
                 hint_for,
             } => {
-                if let Some(e) = too_many(items.len()) {
-                    return e;
-                }
-                if let Some(e) = self.too_old(sent_wall_ms, self.config.replica_write_age_max_ms) {
-                    return e;
-                }
-                if let Some(owner) = hint_for {
-                    return Response::Replicated(self.store_hints(owner, items).await);
-                }
-                let mut shared = self.gate.read().await;
-                let mut learned = false;
-                loop {
-                    match admission::replica_ring(ring_version, self.map().version(), learned) {
-                        Ok(RingCheck::Serve) => break,
-                        Ok(RingCheck::LearnFirst) => {
-                            // Adopting the sender's ring may drop this node's
-                            // old copies of the partition (`drop_residue`),
-                            // which must not take this write with them.
-                            drop(shared);
-                            {
-                                let _one_at_a_time = self.ring_catch_up.lock().await;
-                                if ring_version > self.map().version() {
-                                    self.sync_map_with(from).await;
-                                }
-                            }
-                            shared = self.gate.read().await;
-                            learned = true;
-                        }
-                        Err(e) => {
-                            if e.refusal == Refusal::StaleRing {
-                                self.stats
-                                    .stale_ring_refusals
-                                    .fetch_add(1, Ordering::Relaxed);
-                            }
-                            return Response::Error(e);
-                        }
-                    }
-                }
-                let _shared = shared;
-                self.stats
-                    .replica_writes_received
-                    .fetch_add(items.len() as u64, Ordering::Relaxed);
-                Response::Replicated(self.merge_locally(items).await)
+                self.serve_replicate(from, ring_version, sent_wall_ms, items, hint_for)
+                    .await
             }
             Request::MapSync { map } => {
                 if let Err(e) = map.check() {
@@ -104,25 +45,24 @@ impl Cluster {
                 last_slot,
                 namespaces,
                 after,
-            } => {
-                // Planted bug: a node restoring from its replicas serves handoff
-                // scans from what it has so far.
-                let restoring = self.restoring.load(Ordering::Acquire)
-                    && !cfg!(feature = "bug-restoring-serves-handoff");
-                if let Err(e) = admission::handoff_source(
-                    ring_version,
-                    self.map().version(),
-                    first_slot,
-                    last_slot,
-                    shoal_engine::slot::SLOT_COUNT,
-                    restoring,
-                ) {
-                    return Response::Error(e);
-                }
-                let (items, next) =
-                    self.handoff_batch(first_slot..=last_slot, &namespaces, after.as_ref());
-                Response::HandoffItems { items, next }
-            }
+            } => self.serve_handoff_scan(ring_version, first_slot..=last_slot, namespaces, after),
+            Request::Coordinate {
+                sent_wall_ms,
+                writes,
+            } => self.serve_coordinate(sent_wall_ms, writes).await,
+            Request::ForgetMarkers {
+                ring_version,
+                sent_wall_ms,
+                items,
+            } => self.serve_forget(ring_version, sent_wall_ms, items).await,
+            local => self.serve_locally(local),
+        }
+    }
+
+    /// Requests answered from this node's store alone, with no wait.
+    fn serve_locally(self: &Arc<Self>, request: Request) -> Response {
+        let too_many = |n: usize| admission::items_within_limit(n).err().map(Response::Error);
+        match request {
             Request::Read { namespace, keys } => {
                 if let Some(e) = too_many(keys.len()) {
                     return e;
@@ -148,29 +88,6 @@ impl Cluster {
                     return e;
                 }
                 Response::Sets(self.read_hints(owner, namespace, &keys))
-            }
-            Request::Coordinate {
-                sent_wall_ms,
-                writes,
-            } => {
-                if let Some(e) = too_many(writes.len()) {
-                    return e;
-                }
-                // No dot is minted before the start-up incarnation check is done.
-                self.wait_ready().await;
-                // Started later than this, it would answer after the asker's
-                // timeout (it waits up to a request timeout for the replicas).
-                if let Some(e) = self.too_old(sent_wall_ms, self.config.request_timeout_ms) {
-                    return e;
-                }
-                let ops = writes.into_iter().map(write_from_wire).collect();
-                let results = self.coordinate(ops).await;
-                Response::Coordinated(
-                    results
-                        .into_iter()
-                        .map(|r| r.map(|o| outcome_to_wire(&o)))
-                        .collect(),
-                )
             }
             Request::PartitionDigests { partitions } => {
                 if let Some(e) = too_many(partitions.len()) {
@@ -202,33 +119,161 @@ impl Cluster {
             Request::MarkerVerdicts {
                 ring_version,
                 items,
-            } => {
-                if let Some(e) = too_many(items.len()) {
-                    return e;
+            } => too_many(items.len())
+                .or_else(|| self.unsettled(ring_version))
+                .unwrap_or_else(|| Response::Verdicts(self.marker_verdicts(&self.map(), &items))),
+            other => unreachable!("{other:?} is served by `handle`"),
+        }
+    }
+
+    fn serve_ping(
+        self: &Arc<Self>,
+        from: NodeId,
+        (incarnation, dir_id): (u64, u64),
+        (map_version, map_fingerprint): (u64, u64),
+    ) -> Response {
+        let your_incarnation = {
+            let earlier = lock(&self.lives).other_lives_max(from, dir_id);
+            self.record_life(from, dir_id, incarnation);
+            earlier
+        };
+        self.heard(from, incarnation);
+        self.compare_maps(from, map_version, map_fingerprint);
+        let (map_version, map_fingerprint) = self.map_summary();
+        Response::Pong {
+            incarnation: self.incarnation(),
+            dir_id: self.dir_id,
+            map_version,
+            map_fingerprint,
+            your_incarnation,
+            wall_ms: self.clock.wall_ms(),
+        }
+    }
+
+    /// A replica write (or hints for `hint_for`): admitted when fresh, within
+    /// limits and under a ring at least the sender's (learned first if not).
+    async fn serve_replicate(
+        self: &Arc<Self>,
+        from: NodeId,
+        ring_version: u64,
+        sent_wall_ms: u64,
+        items: Vec<ReplicaItem>,
+        hint_for: Option<NodeId>,
+    ) -> Response {
+        if let Err(e) = admission::items_within_limit(items.len()) {
+            return Response::Error(e);
+        }
+        if let Some(e) = self.too_old(sent_wall_ms, self.config.replica_write_age_max_ms) {
+            return e;
+        }
+        if let Some(owner) = hint_for {
+            return Response::Replicated(self.store_hints(owner, items).await);
+        }
+        let mut shared = self.gate.read().await;
+        let mut learned = false;
+        loop {
+            match admission::replica_ring(ring_version, self.map().version(), learned) {
+                Ok(RingCheck::Serve) => break,
+                Ok(RingCheck::LearnFirst) => {
+                    // Adopting the sender's ring may drop this node's old
+                    // copies of the partition (`drop_residue`), which must not
+                    // take this write with them.
+                    drop(shared);
+                    {
+                        let _one_at_a_time = self.ring_catch_up.lock().await;
+                        if ring_version > self.map().version() {
+                            self.sync_map_with(from).await;
+                        }
+                    }
+                    shared = self.gate.read().await;
+                    learned = true;
                 }
-                if let Some(e) = self.unsettled(ring_version) {
-                    return e;
+                Err(e) => {
+                    if e.refusal == Refusal::StaleRing {
+                        self.stats
+                            .stale_ring_refusals
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                    return Response::Error(e);
                 }
-                Response::Verdicts(self.marker_verdicts(&self.map(), &items))
-            }
-            Request::ForgetMarkers {
-                ring_version,
-                sent_wall_ms,
-                items,
-            } => {
-                if let Some(e) = too_many(items.len()) {
-                    return e;
-                }
-                if let Some(e) = self.too_old(sent_wall_ms, self.config.replica_write_age_max_ms) {
-                    return e;
-                }
-                let _shared = self.gate.read().await;
-                if let Some(e) = self.unsettled(ring_version) {
-                    return e;
-                }
-                Response::Forgot(self.forget_markers(items).await)
             }
         }
+        let _shared = shared;
+        self.stats
+            .replica_writes_received
+            .fetch_add(items.len() as u64, Ordering::Relaxed);
+        Response::Replicated(self.merge_locally(items).await)
+    }
+
+    fn serve_handoff_scan(
+        self: &Arc<Self>,
+        ring_version: u64,
+        slots: std::ops::RangeInclusive<u16>,
+        namespaces: Namespaces,
+        after: Option<HandoffCursor>,
+    ) -> Response {
+        // Planted bug: a node restoring from its replicas serves handoff
+        // scans from what it has so far.
+        let restoring = self.restoring.load(Ordering::Acquire)
+            && !cfg!(feature = "bug-restoring-serves-handoff");
+        if let Err(e) = admission::handoff_source(
+            ring_version,
+            self.map().version(),
+            *slots.start(),
+            *slots.end(),
+            shoal_engine::slot::SLOT_COUNT,
+            restoring,
+        ) {
+            return Response::Error(e);
+        }
+        let (items, next) = self.handoff_batch(slots, &namespaces, after.as_ref());
+        Response::HandoffItems { items, next }
+    }
+
+    /// Writes proxied here for this node to coordinate.
+    async fn serve_coordinate(
+        self: &Arc<Self>,
+        sent_wall_ms: u64,
+        writes: Vec<ClientWrite>,
+    ) -> Response {
+        if let Err(e) = admission::items_within_limit(writes.len()) {
+            return Response::Error(e);
+        }
+        // No dot is minted before the start-up incarnation check is done.
+        self.wait_ready().await;
+        // Started later than this, it would answer after the asker's timeout
+        // (it waits up to a request timeout for the replicas).
+        if let Some(e) = self.too_old(sent_wall_ms, self.config.request_timeout_ms) {
+            return e;
+        }
+        let ops = writes.into_iter().map(write_from_wire).collect();
+        let results = self.coordinate(ops).await;
+        Response::Coordinated(
+            results
+                .into_iter()
+                .map(|r| r.map(|o| outcome_to_wire(&o)))
+                .collect(),
+        )
+    }
+
+    /// Marker collection, step 3.
+    async fn serve_forget(
+        self: &Arc<Self>,
+        ring_version: u64,
+        sent_wall_ms: u64,
+        items: Vec<MarkerItem>,
+    ) -> Response {
+        if let Err(e) = admission::items_within_limit(items.len()) {
+            return Response::Error(e);
+        }
+        if let Some(e) = self.too_old(sent_wall_ms, self.config.replica_write_age_max_ms) {
+            return e;
+        }
+        let _shared = self.gate.read().await;
+        if let Some(e) = self.unsettled(ring_version) {
+            return e;
+        }
+        Response::Forgot(self.forget_markers(items).await)
     }
 
     /// A refusal for a replica write, proxied write or forget sent more than
