@@ -155,15 +155,94 @@ where
 }
 
 /// The body of a run; call inside a madsim runtime whose seed is `plan.seed`.
-pub async fn simulate(plan: Plan) -> RunOutcome {
-    let handle = madsim::runtime::Handle::current();
-    let recorder = Arc::new(Recorder::new());
+/// The plan's faults on three timelines (node, network, disk and clock), each
+/// its own task.
+fn spawn_timelines(
+    supervisor: &Arc<Supervisor>,
+    faults: &[crate::plan::TimedFault],
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let (node_faults, rest): (Vec<_>, Vec<_>) = faults
+        .iter()
+        .cloned()
+        .partition(|t| t.fault.on_node_timeline());
+    let (network_faults, disk_and_clock_faults): (Vec<_>, Vec<_>) =
+        rest.into_iter().partition(|t| {
+            matches!(
+                t.fault,
+                crate::plan::Fault::ClogNode { .. }
+                    | crate::plan::Fault::ClogLink { .. }
+                    | crate::plan::Fault::Lossy { .. }
+            )
+        });
+    vec![
+        tokio::spawn(supervisor.clone().run_node_timeline(node_faults)),
+        tokio::spawn(supervisor.clone().run_network_timeline(network_faults)),
+        tokio::spawn(
+            supervisor
+                .clone()
+                .run_disk_and_clock_timeline(disk_and_clock_faults),
+        ),
+    ]
+}
+
+/// Phase 2: heal, restart if the plan says so, wait for the node to answer;
+/// phase 3: read every key the clients touched (from the observer).
+async fn heal_and_read(
+    plan: &Plan,
+    supervisor: &Supervisor,
+    observer: &madsim::runtime::NodeHandle,
+    recorder: &Arc<Recorder>,
+    keys: BTreeSet<Key>,
+) {
+    supervisor.heal().await;
+    if plan.final_restart {
+        supervisor.crash(CrashMode::Idle, true).await;
+        supervisor.restart().await;
+    }
+    let heal_ms = recorder.now_ms();
+    let converged = observer
+        .spawn(wait_for_node(plan.converge_bound_ms))
+        .await
+        .unwrap_or(false);
+    recorder.push(Event::Quiescence(Quiescence {
+        converged,
+        waited_ms: recorder.now_ms() - heal_ms,
+    }));
+    if converged {
+        let finals = observer
+            .spawn(read_finals(keys, recorder.clone()))
+            .await
+            .unwrap_or_default();
+        for state in finals {
+            recorder.push(Event::Final(state));
+        }
+    }
+}
+
+/// The seed's history, its JSON lines, their digest, and the checker's report.
+fn history_and_report(plan: &Plan, recorder: &Recorder) -> (History, String, String, Report) {
+    let mut history = History {
+        meta: meta(plan),
+        events: recorder.take_events(),
+    };
+    history.events.shrink_to_fit();
+    let jsonl = history.to_jsonl();
+    let digest = history_digest(&jsonl);
+    let report = check(&history);
+    (history, jsonl, digest, report)
+}
+
+/// The network's latency, and the node on its in-memory disk, started.
+fn start_server(
+    plan: &Plan,
+    handle: &madsim::runtime::Handle,
+    recorder: &Arc<Recorder>,
+) -> (Arc<NodeWorld>, madsim::runtime::NodeHandle) {
     madsim::net::NetSim::current().update_config(|config| {
         config.packet_loss_rate = 0.0;
         config.send_latency = Duration::from_millis(plan.net.latency_min_ms)
             ..Duration::from_millis(plan.net.latency_max_ms);
     });
-
     let (store_options, storage_config) = node::settings(&plan.store);
     let effects = EffectLog::new(recorder.clone(), NODE_ID);
     let world = NodeWorld::new(store_options, storage_config, effects);
@@ -175,8 +254,15 @@ pub async fn simulate(plan: Plan) -> RunOutcome {
         .init(move || init_world.clone().run())
         .build();
     world.trigger.set_node(server.id());
+    (world, server)
+}
 
-    let shared = workload::Shared::new(plan.workload.clone(), recorder.clone());
+/// The workload's clients, each on its own node, running.
+fn spawn_clients(
+    plan: &Plan,
+    handle: &madsim::runtime::Handle,
+    shared: &Arc<workload::Shared>,
+) -> (Vec<madsim::task::NodeId>, Vec<madsim::task::JoinHandle<()>>) {
     let mut client_nodes = Vec::new();
     let mut client_tasks = Vec::new();
     for index in 0..plan.workload.clients {
@@ -188,6 +274,15 @@ pub async fn simulate(plan: Plan) -> RunOutcome {
         client_nodes.push(client.id());
         client_tasks.push(client.spawn(run_client(shared.clone(), index, plan.seed)));
     }
+    (client_nodes, client_tasks)
+}
+
+pub async fn simulate(plan: Plan) -> RunOutcome {
+    let handle = madsim::runtime::Handle::current();
+    let recorder = Arc::new(Recorder::new());
+    let (world, server) = start_server(&plan, &handle, &recorder);
+    let shared = workload::Shared::new(plan.workload.clone(), recorder.clone());
+    let (client_nodes, client_tasks) = spawn_clients(&plan, &handle, &shared);
     let observer = handle
         .create_node()
         .name("observer")
@@ -203,37 +298,11 @@ pub async fn simulate(plan: Plan) -> RunOutcome {
         plan.net.clone(),
         plan.seed,
     ));
-    let (node_faults, rest): (Vec<_>, Vec<_>) = plan
-        .faults
-        .iter()
-        .cloned()
-        .partition(|t| t.fault.on_node_timeline());
-    let (network_faults, disk_and_clock_faults): (Vec<_>, Vec<_>) =
-        rest.into_iter().partition(|t| {
-            matches!(
-                t.fault,
-                crate::plan::Fault::ClogNode { .. }
-                    | crate::plan::Fault::ClogLink { .. }
-                    | crate::plan::Fault::Lossy { .. }
-            )
-        });
-    let timelines = vec![
-        tokio::spawn(supervisor.clone().run_node_timeline(node_faults)),
-        tokio::spawn(supervisor.clone().run_network_timeline(network_faults)),
-        tokio::spawn(
-            supervisor
-                .clone()
-                .run_disk_and_clock_timeline(disk_and_clock_faults),
-        ),
-    ];
+    let timelines = spawn_timelines(&supervisor, &plan.faults);
 
     // Phase 1: workload and faults, the store's disk sampled throughout.
     let disk_samples = Arc::new(DiskSampler::default());
-    let sampling = tokio::spawn(sample_disk(
-        disk_samples.clone(),
-        supervisor.clone(),
-        plan.phase1_ms,
-    ));
+    let sampling = tokio::spawn(sample_disk(&disk_samples, &supervisor, plan.phase1_ms));
     tokio::time::sleep(Duration::from_millis(plan.phase1_ms)).await;
     shared.stop.store(true, Ordering::Relaxed);
     let _ = sampling.await;
@@ -244,33 +313,9 @@ pub async fn simulate(plan: Plan) -> RunOutcome {
         let _ = task.await;
     }
 
-    // Phase 2: heal, restart if needed, wait for the node to answer.
-    supervisor.heal().await;
-    if plan.final_restart {
-        supervisor.crash(CrashMode::Idle, true).await;
-        supervisor.restart().await;
-    }
-    let heal_ms = recorder.now_ms();
-    let converged = observer
-        .spawn(wait_for_node(plan.converge_bound_ms))
-        .await
-        .unwrap_or(false);
-    recorder.push(Event::Quiescence(Quiescence {
-        converged,
-        waited_ms: recorder.now_ms() - heal_ms,
-    }));
-
-    // Phase 3: read every key.
-    if converged {
-        let keys: BTreeSet<Key> = lock(&shared.keys_touched).clone();
-        let finals = observer
-            .spawn(read_finals(keys, recorder.clone()))
-            .await
-            .unwrap_or_default();
-        for state in finals {
-            recorder.push(Event::Final(state));
-        }
-    }
+    // Phases 2 and 3: heal, then read every key.
+    let keys: BTreeSet<Key> = lock(&shared.keys_touched).clone();
+    heal_and_read(&plan, &supervisor, &observer, &recorder, keys).await;
     let simulated_ms = recorder.now_ms();
     // Stop the node's tasks and drop its disk images now: the runtime keeps the
     // tasks of nodes still running, and the init closure keeps the world, past
@@ -278,23 +323,14 @@ pub async fn simulate(plan: Plan) -> RunOutcome {
     handle.kill(server.id());
     world.memdir.wipe();
 
-    let mut history = History {
-        meta: meta(&plan),
-        events: recorder.take_events(),
-    };
-    history.events.shrink_to_fit();
-    let jsonl = history.to_jsonl();
-    let digest = history_digest(&jsonl);
-    let report = check(&history);
-    let damaged = lock(&supervisor.damaged_keys).clone();
-    let invariant_failures = lock(&supervisor.invariant_failures).clone();
+    let (history, jsonl, digest, report) = history_and_report(&plan, &recorder);
     let verdict = judge(
         &plan,
         &Evidence {
             report: &report,
             recorder: &recorder,
-            damaged: &damaged,
-            invariant_failures: &invariant_failures,
+            damaged: &lock(&supervisor.damaged_keys).clone(),
+            invariant_failures: &lock(&supervisor.invariant_failures).clone(),
             status: &world.status(),
             disk_samples: &disk_samples.samples(),
         },
@@ -312,7 +348,16 @@ pub async fn simulate(plan: Plan) -> RunOutcome {
 }
 
 /// Sample the store every `SAMPLE_INTERVAL_MS` until phase 1 ends.
-async fn sample_disk(sampler: Arc<DiskSampler>, supervisor: Arc<Supervisor>, phase1_ms: u64) {
+fn sample_disk(
+    sampler: &Arc<DiskSampler>,
+    supervisor: &Arc<Supervisor>,
+    phase1_ms: u64,
+) -> impl std::future::Future<Output = ()> + 'static {
+    let (sampler, supervisor) = (sampler.clone(), supervisor.clone());
+    sample_disk_until(sampler, supervisor, phase1_ms)
+}
+
+async fn sample_disk_until(sampler: Arc<DiskSampler>, supervisor: Arc<Supervisor>, phase1_ms: u64) {
     for _ in 0..phase1_ms / SAMPLE_INTERVAL_MS {
         tokio::time::sleep(Duration::from_millis(SAMPLE_INTERVAL_MS)).await;
         let storage = supervisor.world.storage();
