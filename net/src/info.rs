@@ -95,53 +95,7 @@ pub fn render(
         );
     }
     if wanted("persistence") {
-        let commit = shared.storage.commit_stats();
-        let (disk_bytes, dead_bytes, segments, state, store_stats, siblings_max) =
-            shared.storage.read(|s| {
-                let (total, dead) = s.disk_usage_bytes();
-                let state = match s.is_poisoned() {
-                    None => "ok".to_string(),
-                    Some(reason) => format!("read-only ({reason})"),
-                };
-                let stats = s.stats().clone();
-                (
-                    total,
-                    dead,
-                    s.segment_count(),
-                    state,
-                    stats,
-                    s.options().siblings_max,
-                )
-            });
-        let avg_batch = if commit.batches > 0 {
-            commit.ops as f64 / commit.batches as f64
-        } else {
-            0.0
-        };
-        let _ = write!(
-            out,
-            "# Persistence\r\nloading:0\r\naof_enabled:1\r\nshoal_fsync:{}\r\nshoal_store_state:{}\r\nshoal_segments:{}\r\nshoal_disk_bytes:{}\r\nshoal_dead_bytes:{}\r\nshoal_batches:{}\r\nshoal_syncs:{}\r\nshoal_ops_committed:{}\r\nshoal_avg_batch_ops:{:.2}\r\nshoal_largest_batch_ops:{}\r\nshoal_compactions:{}\r\nshoal_compaction_segments_damaged:{}\r\nshoal_tombstones_collected:{}\r\nshoal_tombstones_forgotten:{}\r\nshoal_disk_full_refusals:{}\r\nshoal_fsync_failures:{}\r\nshoal_siblings_max:{}\r\nshoal_siblings_largest:{}\r\nshoal_sibling_writes_refused:{}\r\nshoal_sibling_merges_over_cap:{}\r\n\r\n",
-            shared.storage.config().fsync.as_str(),
-            state,
-            segments,
-            disk_bytes,
-            dead_bytes,
-            commit.batches,
-            commit.syncs,
-            commit.ops,
-            avg_batch,
-            commit.largest_batch_ops,
-            store_stats.compactions_done,
-            store_stats.compaction_segments_damaged,
-            store_stats.tombstones_collected,
-            store_stats.tombstones_forgotten,
-            store_stats.disk_full_refusals,
-            store_stats.syncs_failed,
-            siblings_max,
-            store_stats.siblings_largest,
-            store_stats.sibling_writes_refused,
-            store_stats.sibling_merges_over_cap,
-        );
+        persistence_section(shared, &mut out);
     }
     if wanted("stats") {
         stats_section(shared, &mut out);
@@ -156,22 +110,10 @@ pub fn render(
         commandstats_section(shared, command_names, &mut out);
     }
     if wanted("errorstats") {
-        out.push_str("# Errorstats\r\n");
-        for (code, count) in shared.command_stats.errors() {
-            let _ = write!(out, "errorstat_{code}:count={count}\r\n");
-        }
-        out.push_str("\r\n");
+        errorstats_section(shared, &mut out);
     }
     if wanted("cluster") {
-        // Redis Cluster's flag: set only on a member's Redis Cluster port. On
-        // the plain port any node serves any key, so clients keep their plain
-        // mode.
-        let _ = write!(
-            out,
-            "# Cluster\r\ncluster_enabled:{}\r\nshoal_cluster_member:{}\r\n\r\n",
-            u8::from(redis_cluster),
-            u8::from(shared.cluster.is_some())
-        );
+        cluster_section(shared, redis_cluster, &mut out);
     }
     if wanted("keyspace") {
         out.push_str("# Keyspace\r\n");
@@ -181,6 +123,76 @@ pub fn render(
         out.push_str("\r\n");
     }
     out
+}
+
+fn errorstats_section(shared: &Shared, out: &mut String) {
+    out.push_str("# Errorstats\r\n");
+    for (code, count) in shared.command_stats.errors() {
+        let _ = write!(out, "errorstat_{code}:count={count}\r\n");
+    }
+    out.push_str("\r\n");
+}
+
+/// Redis Cluster's flag: set only on a member's Redis Cluster port. On the
+/// plain port any node serves any key, so clients keep their plain mode.
+fn cluster_section(shared: &Shared, redis_cluster: bool, out: &mut String) {
+    let _ = write!(
+        out,
+        "# Cluster\r\ncluster_enabled:{}\r\nshoal_cluster_member:{}\r\n\r\n",
+        u8::from(redis_cluster),
+        u8::from(shared.cluster.is_some())
+    );
+}
+
+/// Persistence: the store, its disk, group commit and compaction.
+fn persistence_section(shared: &Shared, out: &mut String) {
+    let commit = shared.storage.commit_stats();
+    let (disk_bytes, dead_bytes, segments, state, store_stats, siblings_max) =
+        shared.storage.read(|s| {
+            let (total, dead) = s.disk_usage_bytes();
+            let state = match s.is_poisoned() {
+                None => "ok".to_string(),
+                Some(reason) => format!("read-only ({reason})"),
+            };
+            let stats = s.stats().clone();
+            (
+                total,
+                dead,
+                s.segment_count(),
+                state,
+                stats,
+                s.options().siblings_max,
+            )
+        });
+    let avg_batch = if commit.batches > 0 {
+        commit.ops as f64 / commit.batches as f64
+    } else {
+        0.0
+    };
+    let _ = write!(
+        out,
+        "# Persistence\r\nloading:0\r\naof_enabled:1\r\nshoal_fsync:{}\r\nshoal_store_state:{}\r\nshoal_segments:{}\r\nshoal_disk_bytes:{}\r\nshoal_dead_bytes:{}\r\nshoal_batches:{}\r\nshoal_syncs:{}\r\nshoal_ops_committed:{}\r\nshoal_avg_batch_ops:{:.2}\r\nshoal_largest_batch_ops:{}\r\nshoal_compactions:{}\r\nshoal_compaction_segments_damaged:{}\r\nshoal_tombstones_collected:{}\r\nshoal_tombstones_forgotten:{}\r\nshoal_disk_full_refusals:{}\r\nshoal_fsync_failures:{}\r\nshoal_siblings_max:{}\r\nshoal_siblings_largest:{}\r\nshoal_sibling_writes_refused:{}\r\nshoal_sibling_merges_over_cap:{}\r\n\r\n",
+        shared.storage.config().fsync.as_str(),
+        state,
+        segments,
+        disk_bytes,
+        dead_bytes,
+        commit.batches,
+        commit.syncs,
+        commit.ops,
+        avg_batch,
+        commit.largest_batch_ops,
+        store_stats.compactions_done,
+        store_stats.compaction_segments_damaged,
+        store_stats.tombstones_collected,
+        store_stats.tombstones_forgotten,
+        store_stats.disk_full_refusals,
+        store_stats.syncs_failed,
+        siblings_max,
+        store_stats.siblings_largest,
+        store_stats.sibling_writes_refused,
+        store_stats.sibling_merges_over_cap,
+    );
 }
 
 fn stats_section(shared: &Shared, out: &mut String) {

@@ -176,14 +176,25 @@ fn namespace_quorums_text(config: &crate::cluster::ClusterConfig) -> String {
 /// The operator's view: members and their states, the ring, partitions per node,
 /// and the counters of replication, repair and anti-entropy.
 pub fn status_text(cluster: &Cluster) -> String {
-    use std::sync::atomic::Ordering::Relaxed;
+    let mut text = status_header(cluster);
+    status_members(cluster, &mut text);
+    status_handoffs(cluster, &mut text);
+    status_lag(cluster, &mut text);
+    status_counters(cluster, &mut text);
+    text
+}
+
+/// This node, its digest, the ring and its pins, clocks, a restore.
+fn status_header(cluster: &Cluster) -> String {
     let config = cluster.config();
     let map = cluster.map();
     let ring = map.ring();
-    let stats = &cluster.stats;
     let (digest, keys) = cluster.local_digest();
     let actor = cluster.actor();
-    let earlier_life = stats.earlier_life_seen.load(Relaxed);
+    let earlier_life = cluster
+        .stats
+        .earlier_life_seen
+        .load(std::sync::atomic::Ordering::Relaxed);
     let mut text = format!(
         "node {}{}\nlocal digest {digest:016x} over {keys} keys\nring version {}, {} partitions, n={} r={} w={}{}\n",
         cluster.me(),
@@ -233,6 +244,10 @@ pub fn status_text(cluster: &Cluster) -> String {
             "restoring from replicas: {done} of {others} other members merged in full (no handoff or marker collection until all are)\n"
         ));
     }
+    text
+}
+
+fn status_members(cluster: &Cluster, text: &mut String) {
     text.push_str("\nmembers:\n");
     for m in cluster.members() {
         text.push_str(&format!(
@@ -253,6 +268,12 @@ pub fn status_text(cluster: &Cluster) -> String {
             },
         ));
     }
+}
+
+fn status_handoffs(cluster: &Cluster, text: &mut String) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let map = cluster.map();
+    let stats = &cluster.stats;
     let handoff_now = match cluster.handoff_now() {
         Some(h) => format!(
             "; pulling partition {} from node {} ({} keys so far)",
@@ -273,6 +294,9 @@ pub fn status_text(cluster: &Cluster) -> String {
         stats.indirect_probes_served.load(Relaxed),
         stats.indirect_vouches.load(Relaxed),
     ));
+}
+
+fn status_lag(cluster: &Cluster, text: &mut String) {
     let lag: Vec<String> = cluster
         .replication_lag()
         .into_iter()
@@ -297,6 +321,12 @@ pub fn status_text(cluster: &Cluster) -> String {
             lag.join("\n")
         }
     ));
+}
+
+fn status_counters(cluster: &Cluster, text: &mut String) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let config = cluster.config();
+    let stats = &cluster.stats;
     text.push_str(&format!(
         "\nwrites coordinated {} (caught up first on a partition being taken over {}), proxied {}, quorum failures {}, replica writes received {}\nreads {}, read repairs {}\nanti-entropy rounds {}, keys pushed {} ({} bytes), keys pulled {} ({} bytes)\npeer handshakes refused {}, peer frames refused {}\nhints pending {} (sloppy quorum {}): stored {}, delivered {}, refused {}; copies sent to a fallback {}; reads that asked a fallback {}\n",
         stats.writes_coordinated.load(Relaxed),
@@ -330,5 +360,4 @@ pub fn status_text(cluster: &Cluster) -> String {
         cluster.tombstones_forgotten_here(),
         stats.requests_too_old.load(Relaxed),
     ));
-    text
 }

@@ -1,0 +1,349 @@
+//! Preparing a batch: each write (a value, a delete, a replica's merge, a
+//! forget or a read-modify-write) computed against the key's set as the
+//! batch's earlier writes left it, and its record framed for one append.
+
+use super::*;
+
+/// A key's set as a write in a batch finds it, and what the write's outcome
+/// reports of it.
+struct Found {
+    set: SiblingSet,
+    live: bool,
+    winner: Option<Bytes>,
+}
+
+impl Found {
+    /// The write changed nothing: the set stays as found.
+    fn not_applied(self) -> WriteOutcome {
+        WriteOutcome {
+            applied: false,
+            dot: None,
+            superseded: VersionVector::new(),
+            previous_winner: self.winner,
+            previous_live: self.live,
+            set: self.set,
+        }
+    }
+}
+
+impl Store {
+    /// Count a set of `siblings` this store is about to write.
+    fn note_siblings(&mut self, siblings: usize, merged: bool) {
+        self.stats.siblings_largest = self.stats.siblings_largest.max(siblings as u64);
+        if merged && siblings > self.options.siblings_max {
+            self.stats.sibling_merges_over_cap += 1;
+        }
+    }
+
+    /// Computes and writes (unsynced) a batch. Every operation gets its own
+    /// result; one refused operation does not refuse the others.
+    pub fn prepare(&mut self, ops: &[WriteOp], wall_ms: u64) -> PreparedBatch {
+        let mut batch = PreparedBatch {
+            results: Vec::with_capacity(ops.len()),
+            updates: Vec::new(),
+            set_hashes: Vec::new(),
+            sync_target: None,
+            batch_seq: self.next_batch_seq,
+            forgotten: 0,
+            observer: self.observer.clone(),
+        };
+        if let Some(reason) = &self.poisoned {
+            batch.results = ops
+                .iter()
+                .map(|_| Err(WriteError::Poisoned(reason.clone())))
+                .collect();
+            return batch;
+        }
+        let batch_seq = self.next_batch_seq;
+        let mut overlay: BTreeMap<Box<[u8]>, SiblingSet> = BTreeMap::new();
+        let mut frames: Vec<PendingFrame> = Vec::new();
+        for op in ops {
+            let result = self.prepare_one(op, batch_seq, wall_ms, &mut overlay, &mut frames);
+            let forgot_markers = matches!(op.forget, Some(Forget::MarkersHashing(_)));
+            if forgot_markers && result.as_ref().is_ok_and(|o| o.applied) {
+                batch.forgotten += 1;
+            }
+            batch.results.push(result);
+        }
+        if frames.is_empty() {
+            return batch;
+        }
+        match self.append_frames(&frames) {
+            Ok((placed, disk)) => {
+                self.report_prepared(batch_seq, ops, &batch.results);
+                self.next_batch_seq += 1;
+                batch.sync_target = Some(disk);
+                if self.digests.is_some() {
+                    batch.set_hashes = frames.iter().map(|f| f.set_hash).collect();
+                }
+                batch.updates = frames
+                    .into_iter()
+                    .zip(placed)
+                    .map(|(frame, at)| (frame.dir_key, at.entry(frame.live)))
+                    .collect();
+                self.stage(batch_seq, &batch.updates, overlay);
+            }
+            Err(err) => {
+                if err == WriteError::DiskFull {
+                    self.stats.disk_full_refusals += 1;
+                }
+                // Nothing of the batch was written, so every outcome computed
+                // from it is void too: an op that found nothing to do may have
+                // found so only because an earlier op of this batch (now refused)
+                // changed the key in the overlay.
+                for result in &mut batch.results {
+                    if result.is_ok() {
+                        *result = Err(err.clone());
+                    }
+                }
+                batch.forgotten = 0;
+            }
+        }
+        batch
+    }
+
+    fn prepare_one(
+        &mut self,
+        op: &WriteOp,
+        batch_seq: u64,
+        wall_ms: u64,
+        overlay: &mut BTreeMap<Box<[u8]>, SiblingSet>,
+        frames: &mut Vec<PendingFrame>,
+    ) -> Result<WriteOutcome, WriteError> {
+        if op.key.len() > self.options.key_size_max_bytes {
+            return Err(WriteError::KeyTooLarge {
+                len_bytes: op.key.len(),
+                max_bytes: self.options.key_size_max_bytes,
+            });
+        }
+        let found = self.found(op, overlay)?;
+        if let Some(forget) = op.forget {
+            return self.prepare_forget(op, forget, found, batch_seq, overlay, frames);
+        }
+        if let Some(incoming) = &op.merge {
+            return self.prepare_merge(op, incoming, found, batch_seq, overlay, frames);
+        }
+        self.prepare_write(op, found, (batch_seq, wall_ms), overlay, frames)
+    }
+
+    /// The key's set as this write finds it: after the batch's earlier writes
+    /// (`overlay`), then batches staged but not yet published, then the keydir.
+    fn found(
+        &self,
+        op: &WriteOp,
+        overlay: &BTreeMap<Box<[u8]>, SiblingSet>,
+    ) -> Result<Found, WriteError> {
+        let dk = dir_key(op.namespace, &op.key);
+        let set = match overlay
+            .get(&dk)
+            .or(self.staged.get(&dk).map(|staged| &staged.set))
+        {
+            Some(set) => set.clone(),
+            None => match self.keydir.get(&dk) {
+                Some(entry) => self.read_record(*entry).map_err(WriteError::Corrupt)?.set,
+                None => SiblingSet::default(),
+            },
+        };
+        Ok(Found {
+            live: !set.is_deleted(),
+            winner: set.winner().and_then(|s| s.value.clone()),
+            set,
+        })
+    }
+
+    /// A forget: applied only while its condition holds.
+    fn prepare_forget(
+        &mut self,
+        op: &WriteOp,
+        forget: Forget,
+        found: Found,
+        batch_seq: u64,
+        overlay: &mut BTreeMap<Box<[u8]>, SiblingSet>,
+        frames: &mut Vec<PendingFrame>,
+    ) -> Result<WriteOutcome, WriteError> {
+        let current = &found.set;
+        let applies = !current.siblings.is_empty()
+            && match forget {
+                Forget::MarkersHashing(expected) => {
+                    current.is_deleted() && crate::digest::set_hash(current) == expected
+                }
+                Forget::Copy => true,
+            };
+        if !applies {
+            return Ok(found.not_applied());
+        }
+        // The set's context goes with it: never reissue a dot it covered.
+        self.counter_floor = self.counter_floor.max(self.counter_issued_max + 1);
+        self.stage_frame(op, batch_seq, SiblingSet::default(), overlay, frames)?;
+        Ok(WriteOutcome {
+            applied: true,
+            dot: None,
+            superseded: found.set.context,
+            previous_winner: found.winner,
+            previous_live: found.live,
+            set: SiblingSet::default(),
+        })
+    }
+
+    /// A replica's merge: applied only when it changes the set.
+    fn prepare_merge(
+        &mut self,
+        op: &WriteOp,
+        incoming: &SiblingSet,
+        found: Found,
+        batch_seq: u64,
+        overlay: &mut BTreeMap<Box<[u8]>, SiblingSet>,
+        frames: &mut Vec<PendingFrame>,
+    ) -> Result<WriteOutcome, WriteError> {
+        self.clock.observe(incoming.max_hlc());
+        let mut next = found.set.clone();
+        next.merge(incoming);
+        if next == found.set {
+            return Ok(found.not_applied());
+        }
+        self.stage_frame(op, batch_seq, next.clone(), overlay, frames)?;
+        self.note_siblings(next.siblings.len(), true);
+        Ok(WriteOutcome {
+            applied: true,
+            dot: None,
+            superseded: VersionVector::new(),
+            previous_winner: found.winner,
+            previous_live: found.live,
+            set: next,
+        })
+    }
+
+    /// A coordinator's write (a value, a delete, or a read-modify-write):
+    /// a fresh dot replacing what it covers, if its condition holds.
+    fn prepare_write(
+        &mut self,
+        op: &WriteOp,
+        found: Found,
+        (batch_seq, wall_ms): (u64, u64),
+        overlay: &mut BTreeMap<Box<[u8]>, SiblingSet>,
+        frames: &mut Vec<PendingFrame>,
+    ) -> Result<WriteOutcome, WriteError> {
+        let condition_holds = match op.condition {
+            Condition::Always => true,
+            Condition::IfAbsent => !found.live,
+            Condition::IfPresent => found.live,
+        };
+        let value = match &op.modify {
+            Some(modify) => Some(
+                modify
+                    .apply(found.winner.as_deref())
+                    .map_err(WriteError::Modify)?,
+            ),
+            None => op.value.clone(),
+        };
+        if !condition_holds || (value.is_none() && !found.live) {
+            return Ok(found.not_applied());
+        }
+        let covered = match &op.covers {
+            Covers::Current => found.set.context.clone(),
+            Covers::Context(ctx) => ctx.clone(),
+        };
+        let mut next = found.set;
+        let hlc = self.clock.now(wall_ms);
+        let dot = next.write(
+            &covered,
+            self.options.node_id,
+            self.counter_floor,
+            hlc,
+            value,
+        );
+        self.counter_issued_max = self.counter_issued_max.max(dot.counter);
+        if next.siblings.len() > self.options.siblings_max {
+            self.stats.sibling_writes_refused += 1;
+            return Err(WriteError::TooManySiblings {
+                count: next.siblings.len(),
+                max: self.options.siblings_max,
+            });
+        }
+        self.stage_frame(op, batch_seq, next.clone(), overlay, frames)?;
+        self.note_siblings(next.siblings.len(), false);
+        Ok(WriteOutcome {
+            applied: true,
+            dot: Some(dot),
+            superseded: covered,
+            previous_winner: found.winner,
+            previous_live: found.live,
+            set: next,
+        })
+    }
+
+    /// Hold each key's final set of the batch until it is published. The last
+    /// update of each key matches its final set in the overlay.
+    fn stage(
+        &mut self,
+        batch_seq: u64,
+        updates: &[(Box<[u8]>, KeyEntry)],
+        mut overlay: BTreeMap<Box<[u8]>, SiblingSet>,
+    ) {
+        for (dk, entry) in updates.iter().rev() {
+            if let Some(set) = overlay.remove(dk) {
+                let staged = Staged {
+                    batch_seq,
+                    set,
+                    entry: *entry,
+                };
+                self.staged.insert(dk.clone(), staged);
+            }
+        }
+    }
+
+    /// Tell the observer (if any) what batch `batch_seq` changed.
+    fn report_prepared(
+        &self,
+        batch_seq: u64,
+        ops: &[WriteOp],
+        results: &[Result<WriteOutcome, WriteError>],
+    ) {
+        if let Some(observer) = &self.observer {
+            observer.prepared(batch_seq, observer::reported_changes(ops, results));
+        }
+    }
+
+    /// Encode the key's next record and queue it for the batch's append.
+    fn stage_frame(
+        &self,
+        op: &WriteOp,
+        batch_seq: u64,
+        next: SiblingSet,
+        overlay: &mut BTreeMap<Box<[u8]>, SiblingSet>,
+        frames: &mut Vec<PendingFrame>,
+    ) -> Result<(), WriteError> {
+        let body = RecordBody {
+            batch_seq,
+            namespace: op.namespace,
+            key: op.key.to_vec(),
+            set: next,
+        };
+        let mut frame = Vec::new();
+        encode_frame(&body, &mut frame);
+        let max = self.frame_size_max_bytes();
+        if frame.len() > max as usize {
+            return Err(WriteError::RecordTooLarge {
+                len_bytes: frame.len(),
+                max_bytes: max,
+            });
+        }
+        let live = !body.set.is_deleted();
+        let set_hash = if body.set.siblings.is_empty() {
+            None
+        } else if self.digests.is_some() {
+            Some(crate::digest::set_hash(&body.set))
+        } else {
+            Some(0)
+        };
+        let dk = dir_key(op.namespace, &op.key);
+        overlay.insert(dk.clone(), body.set);
+        frames.push(PendingFrame {
+            dir_key: dk,
+            bytes: frame,
+            live,
+            set_hash,
+        });
+        Ok(())
+    }
+}
