@@ -51,6 +51,7 @@ const DEFAULT_SECTIONS: &[&str] = &[
     "stats",
     "replication",
     "cpu",
+    "modules",
     "errorstats",
     "cluster",
     "keyspace",
@@ -105,6 +106,10 @@ pub fn render(
     }
     if wanted("cpu") {
         cpu_section(&mut out);
+    }
+    if wanted("modules") {
+        // Shoal loads no Redis modules.
+        out.push_str("# Modules\r\n\r\n");
     }
     if wanted("commandstats") {
         commandstats_section(shared, command_names, &mut out);

@@ -247,6 +247,33 @@ fn keyspace_hits_and_misses_count_reading_lookups_until_resetstat() {
 }
 
 #[test]
+fn info_everything_has_redis_sections_and_a_bad_section_is_empty() {
+    let dir = temp_dir("admin-info");
+    let node = ShoalProcess::start(&dir, &[]);
+    let mut c = node.client();
+    let info: String = query(&mut c, &["INFO", "everything"]);
+    let sections: Vec<&str> = info.lines().filter(|l| l.starts_with("# ")).collect();
+    for wanted in [
+        "# Server",
+        "# Clients",
+        "# Memory",
+        "# Persistence",
+        "# Stats",
+    ] {
+        assert!(sections.contains(&wanted), "{wanted} missing: {sections:?}");
+    }
+    for wanted in ["# Replication", "# CPU", "# Modules", "# Commandstats"] {
+        assert!(sections.contains(&wanted), "{wanted} missing: {sections:?}");
+    }
+    for wanted in ["# Errorstats", "# Cluster", "# Keyspace"] {
+        assert!(sections.contains(&wanted), "{wanted} missing: {sections:?}");
+    }
+    assert!(sections.len() >= 12, "{sections:?}");
+    let none: String = query(&mut c, &["INFO", "no-such-section"]);
+    assert_eq!(none, "");
+}
+
+#[test]
 fn monitor_streams_each_command_with_secrets_redacted() {
     let dir = temp_dir("admin-monitor");
     let node = ShoalProcess::start(&dir, &[]);
