@@ -167,16 +167,33 @@ impl<'a> ReplyParser<'a> {
         let Some(&type_byte) = self.data.get(self.pos) else {
             return Ok(None);
         };
+        match type_byte {
+            b'+' | b'-' | b':' | b',' | b'#' | b'(' | b'_' => self.line_reply(type_byte),
+            b'$' | b'!' | b'=' => self.bulk_reply(type_byte),
+            b'*' | b'~' | b'>' | b'%' => self.aggregate_reply(type_byte, depth),
+            got => Err(ProtocolError::InvalidReplyType { got }),
+        }
+    }
+
+    /// `line` as a string when a reply is being built (empty when only
+    /// checking a reply's shape).
+    fn owned_text(&self, line: &[u8]) -> String {
+        if self.building() {
+            String::from_utf8_lossy(line).into_owned()
+        } else {
+            String::new()
+        }
+    }
+
+    /// A reply held on its type's line: simple string, error, integer,
+    /// double, boolean, big number, null.
+    fn line_reply(&mut self, type_byte: u8) -> Result<Option<Reply>, ProtocolError> {
         let reply = match type_byte {
             b'+' | b'-' => {
                 let Some(line) = self.line()? else {
                     return Ok(None);
                 };
-                let text = if self.building() {
-                    String::from_utf8_lossy(line).into_owned()
-                } else {
-                    String::new()
-                };
+                let text = self.owned_text(line);
                 if type_byte == b'+' {
                     Reply::Simple(text)
                 } else {
@@ -224,12 +241,7 @@ impl<'a> ReplyParser<'a> {
                 if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
                     return Err(ProtocolError::InvalidBigNumber);
                 }
-                let text = if self.building() {
-                    String::from_utf8_lossy(line).into_owned()
-                } else {
-                    String::new()
-                };
-                Reply::BigNumber(text)
+                Reply::BigNumber(self.owned_text(line))
             }
             b'_' => {
                 let Some(line) = self.line()? else {
@@ -240,35 +252,50 @@ impl<'a> ReplyParser<'a> {
                 }
                 Reply::Null
             }
-            b'$' | b'!' | b'=' => {
-                let Some(len) = self.length(ProtocolError::InvalidBulkLength)? else {
-                    return Ok(None);
+            _ => unreachable!("not a line reply type"),
+        };
+        Ok(Some(reply))
+    }
+
+    /// A length-prefixed reply: bulk string, bulk error, verbatim string.
+    fn bulk_reply(&mut self, type_byte: u8) -> Result<Option<Reply>, ProtocolError> {
+        let Some(len) = self.length(ProtocolError::InvalidBulkLength)? else {
+            return Ok(None);
+        };
+        if len == -1 && type_byte == b'$' {
+            return Ok(Some(Reply::Null));
+        }
+        let Ok(len_bytes) = usize::try_from(len) else {
+            return Err(ProtocolError::InvalidBulkLength);
+        };
+        let Some((start, end)) = self.payload(len_bytes)? else {
+            return Ok(None);
+        };
+        let reply = match type_byte {
+            b'$' => Reply::Bulk(self.bytes(start, end)),
+            b'!' => Reply::Error(self.text(start, end)),
+            _ => {
+                let payload = &self.data[start..end];
+                let (format, text_start) = match payload {
+                    [a, b, c, b':', ..] => ([*a, *b, *c], start + 4),
+                    _ => return Err(ProtocolError::InvalidVerbatim),
                 };
-                if len == -1 && type_byte == b'$' {
-                    return Ok(Some(Reply::Null));
-                }
-                let Ok(len_bytes) = usize::try_from(len) else {
-                    return Err(ProtocolError::InvalidBulkLength);
-                };
-                let Some((start, end)) = self.payload(len_bytes)? else {
-                    return Ok(None);
-                };
-                match type_byte {
-                    b'$' => Reply::Bulk(self.bytes(start, end)),
-                    b'!' => Reply::Error(self.text(start, end)),
-                    _ => {
-                        let payload = &self.data[start..end];
-                        let (format, text_start) = match payload {
-                            [a, b, c, b':', ..] => ([*a, *b, *c], start + 4),
-                            _ => return Err(ProtocolError::InvalidVerbatim),
-                        };
-                        Reply::Verbatim {
-                            format,
-                            text: self.text(text_start, end),
-                        }
-                    }
+                Reply::Verbatim {
+                    format,
+                    text: self.text(text_start, end),
                 }
             }
+        };
+        Ok(Some(reply))
+    }
+
+    /// An aggregate: array, set, push, map.
+    fn aggregate_reply(
+        &mut self,
+        type_byte: u8,
+        depth: usize,
+    ) -> Result<Option<Reply>, ProtocolError> {
+        let reply = match type_byte {
             b'*' => {
                 let Some(count) = self.count(true)? else {
                     return Ok(None);
@@ -308,7 +335,7 @@ impl<'a> ReplyParser<'a> {
                 }
                 Reply::Map(pairs)
             }
-            got => return Err(ProtocolError::InvalidReplyType { got }),
+            _ => unreachable!("not an aggregate reply type"),
         };
         Ok(Some(reply))
     }
