@@ -14,7 +14,7 @@
 //! Must not touch: how numbers are counted (`command_stats`, `histogram`,
 //! `storage`, `cluster`), HTTP (`http`).
 
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, ClusterStats};
 use crate::commands::COMMANDS;
 use crate::histogram::HistogramSnapshot;
 use crate::info::rss_bytes;
@@ -23,7 +23,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Labels of one sample, e.g. `[("cmd", "get")]`.
 type Labels = Vec<(&'static str, String)>;
@@ -250,6 +250,12 @@ fn store_families(shared: &Shared, scrape: &mut Scrape) {
         Gauge(dead as i64),
     );
     scrape.one("shoal_segments", "Segment files.", Gauge(segments as i64));
+    compaction_families(&stats, scrape);
+}
+
+/// Compaction, siblings and the store's refusals.
+fn compaction_families(stats: &shoal_engine::store::StoreStats, scrape: &mut Scrape) {
+    use Value::{Counter, Gauge};
     scrape.one(
         "shoal_compactions",
         "Compaction steps done.",
@@ -378,97 +384,101 @@ fn cluster_families(cluster: &Cluster, sink: &mut Scrape) {
     );
 }
 
+/// Which of the cluster driver's counters.
+type CounterOf = fn(&ClusterStats) -> &AtomicU64;
+
+/// The cluster driver's counters, as exported: name, help, which counter.
+const CLUSTER_COUNTERS: &[(&str, &str, CounterOf)] = &[
+    (
+        "shoal_writes_coordinated",
+        "Writes this node coordinated.",
+        |s| &s.writes_coordinated,
+    ),
+    (
+        "shoal_writes_proxied",
+        "Writes sent on to their coordinator.",
+        |s| &s.writes_proxied,
+    ),
+    (
+        "shoal_quorum_failures",
+        "Writes answered NOQUORUM (outcome unknown).",
+        |s| &s.quorum_failures,
+    ),
+    (
+        "shoal_reads_coordinated",
+        "Quorum reads this node ran.",
+        |s| &s.reads_coordinated,
+    ),
+    (
+        "shoal_read_repairs",
+        "Replicas brought up to a read's merge.",
+        |s| &s.read_repairs,
+    ),
+    (
+        "shoal_replica_writes_received",
+        "Replica copies merged here.",
+        |s| &s.replica_writes_received,
+    ),
+    (
+        "shoal_stale_ring_refusals",
+        "Replica writes refused for an older ring.",
+        |s| &s.stale_ring_refusals,
+    ),
+    (
+        "shoal_requests_too_old",
+        "Peer requests refused for arriving too late.",
+        |s| &s.requests_too_old,
+    ),
+    (
+        "shoal_hints_stored",
+        "Hints stored here as a fallback.",
+        |s| &s.hints_stored,
+    ),
+    (
+        "shoal_hints_delivered",
+        "Hints handed to their owners.",
+        |s| &s.hints_delivered,
+    ),
+    (
+        "shoal_handoff_keys_pulled",
+        "Keys pulled by handoffs into this node.",
+        |s| &s.handoff_keys_pulled,
+    ),
+    (
+        "shoal_handoff_partitions_done",
+        "Partitions this node finished pulling.",
+        |s| &s.handoff_partitions_done,
+    ),
+    (
+        "shoal_anti_entropy_rounds",
+        "Anti-entropy exchanges run.",
+        |s| &s.anti_entropy_rounds,
+    ),
+    (
+        "shoal_anti_entropy_bytes_pushed",
+        "Bytes anti-entropy sent.",
+        |s| &s.anti_entropy_bytes_pushed,
+    ),
+    (
+        "shoal_anti_entropy_bytes_pulled",
+        "Bytes anti-entropy received.",
+        |s| &s.anti_entropy_bytes_pulled,
+    ),
+    (
+        "shoal_peer_connections_stalled",
+        "Peer connections given up as stalled.",
+        |s| &s.peer_connections_stalled,
+    ),
+    (
+        "shoal_peer_auth_refusals",
+        "Peer connections refused for a wrong secret.",
+        |s| &s.peer_auth_refusals,
+    ),
+];
+
 fn cluster_counters(cluster: &Cluster, sink: &mut Scrape) {
-    let s = &cluster.stats;
-    let list: [(&'static str, &'static str, &std::sync::atomic::AtomicU64); 17] = [
-        (
-            "shoal_writes_coordinated",
-            "Writes this node coordinated.",
-            &s.writes_coordinated,
-        ),
-        (
-            "shoal_writes_proxied",
-            "Writes sent on to their coordinator.",
-            &s.writes_proxied,
-        ),
-        (
-            "shoal_quorum_failures",
-            "Writes answered NOQUORUM (outcome unknown).",
-            &s.quorum_failures,
-        ),
-        (
-            "shoal_reads_coordinated",
-            "Quorum reads this node ran.",
-            &s.reads_coordinated,
-        ),
-        (
-            "shoal_read_repairs",
-            "Replicas brought up to a read's merge.",
-            &s.read_repairs,
-        ),
-        (
-            "shoal_replica_writes_received",
-            "Replica copies merged here.",
-            &s.replica_writes_received,
-        ),
-        (
-            "shoal_stale_ring_refusals",
-            "Replica writes refused for an older ring.",
-            &s.stale_ring_refusals,
-        ),
-        (
-            "shoal_requests_too_old",
-            "Peer requests refused for arriving too late.",
-            &s.requests_too_old,
-        ),
-        (
-            "shoal_hints_stored",
-            "Hints stored here as a fallback.",
-            &s.hints_stored,
-        ),
-        (
-            "shoal_hints_delivered",
-            "Hints handed to their owners.",
-            &s.hints_delivered,
-        ),
-        (
-            "shoal_handoff_keys_pulled",
-            "Keys pulled by handoffs into this node.",
-            &s.handoff_keys_pulled,
-        ),
-        (
-            "shoal_handoff_partitions_done",
-            "Partitions this node finished pulling.",
-            &s.handoff_partitions_done,
-        ),
-        (
-            "shoal_anti_entropy_rounds",
-            "Anti-entropy exchanges run.",
-            &s.anti_entropy_rounds,
-        ),
-        (
-            "shoal_anti_entropy_bytes_pushed",
-            "Bytes anti-entropy sent.",
-            &s.anti_entropy_bytes_pushed,
-        ),
-        (
-            "shoal_anti_entropy_bytes_pulled",
-            "Bytes anti-entropy received.",
-            &s.anti_entropy_bytes_pulled,
-        ),
-        (
-            "shoal_peer_connections_stalled",
-            "Peer connections given up as stalled.",
-            &s.peer_connections_stalled,
-        ),
-        (
-            "shoal_peer_auth_refusals",
-            "Peer connections refused for a wrong secret.",
-            &s.peer_auth_refusals,
-        ),
-    ];
-    for (name, help, counter) in list {
-        sink.counter(name, help, counter.load(Ordering::Relaxed));
+    for (name, help, counter) in CLUSTER_COUNTERS {
+        sink.counter(name, help, counter(&cluster.stats).load(Ordering::Relaxed));
     }
 }
 
