@@ -86,37 +86,9 @@ impl DataCommand {
             "dbsize" => DataCommand::DbSize,
             "keys" => DataCommand::Keys { pattern: key() },
             "scan" => DataCommand::Scan(parse_scan(&args[1..])?),
-            "set" => {
-                let (op, shape) = parse_set(ns, &args[1..])?;
-                DataCommand::Write(vec![op], shape)
+            "set" | "setnx" | "mset" | "del" | "unlink" | "getset" | "getdel" => {
+                parse_write(ns, name, args)?
             }
-            "setnx" => {
-                let mut op = WriteOp::put(ns, args[1].clone(), args[2].clone());
-                op.condition = Condition::IfAbsent;
-                DataCommand::Write(vec![op], ReplyShape::SetNx)
-            }
-            "mset" => {
-                if args.len().is_multiple_of(2) {
-                    return Err(err("ERR wrong number of arguments for 'mset' command"));
-                }
-                let ops = args[1..]
-                    .chunks(2)
-                    .map(|kv| WriteOp::put(ns, kv[0].clone(), kv[1].clone()))
-                    .collect();
-                DataCommand::Write(ops, ReplyShape::Ok)
-            }
-            "del" | "unlink" => {
-                let ops = args[1..]
-                    .iter()
-                    .map(|k| WriteOp::delete(ns, k.clone()))
-                    .collect();
-                DataCommand::Write(ops, ReplyShape::Count)
-            }
-            "getset" => {
-                let op = WriteOp::put(ns, args[1].clone(), args[2].clone());
-                DataCommand::Write(vec![op], ReplyShape::Previous)
-            }
-            "getdel" => DataCommand::Write(vec![WriteOp::delete(ns, key())], ReplyShape::Previous),
             "strlen" => DataCommand::StrLen(key()),
             "getrange" | "substr" => match (parse_int(&args[2]), parse_int(&args[3])) {
                 (Some(start), Some(end)) => DataCommand::GetRange {
@@ -152,16 +124,7 @@ impl DataCommand {
                     .map(|r| r.map_or_else(|e| e, winner))
                     .collect(),
             )),
-            DataCommand::Exists(keys) => {
-                let mut count = 0;
-                for live in backend.live(ns, &keys).await {
-                    match live {
-                        Ok(live) => count += i64::from(live),
-                        Err(reply) => return Step::Reply(reply),
-                    }
-                }
-                Step::Reply(Reply::Integer(count))
-            }
+            DataCommand::Exists(keys) => Step::Reply(exists(backend, ns, &keys).await),
             DataCommand::Type(key) => Step::Reply(match backend.live(ns, &[key]).await.remove(0) {
                 Ok(true) => Reply::Simple("string".into()),
                 Ok(false) => Reply::Simple("none".into()),
@@ -308,6 +271,46 @@ async fn copy(
 }
 
 /// COPY's options: `DB n` (a namespace below `databases`) and `REPLACE`.
+/// SET, SETNX, MSET, DEL, UNLINK, GETSET, GETDEL: writes, and how their
+/// results are answered.
+fn parse_write(ns: u8, name: &str, args: &[Bytes]) -> Result<DataCommand, Step> {
+    let key = || args[1].clone();
+    Ok(match name {
+        "set" => {
+            let (op, shape) = parse_set(ns, &args[1..])?;
+            DataCommand::Write(vec![op], shape)
+        }
+        "setnx" => {
+            let mut op = WriteOp::put(ns, args[1].clone(), args[2].clone());
+            op.condition = Condition::IfAbsent;
+            DataCommand::Write(vec![op], ReplyShape::SetNx)
+        }
+        "mset" => {
+            if args.len().is_multiple_of(2) {
+                return Err(err("ERR wrong number of arguments for 'mset' command"));
+            }
+            let ops = args[1..]
+                .chunks(2)
+                .map(|kv| WriteOp::put(ns, kv[0].clone(), kv[1].clone()))
+                .collect();
+            DataCommand::Write(ops, ReplyShape::Ok)
+        }
+        "del" | "unlink" => {
+            let ops = args[1..]
+                .iter()
+                .map(|k| WriteOp::delete(ns, k.clone()))
+                .collect();
+            DataCommand::Write(ops, ReplyShape::Count)
+        }
+        "getset" => {
+            let op = WriteOp::put(ns, args[1].clone(), args[2].clone());
+            DataCommand::Write(vec![op], ReplyShape::Previous)
+        }
+        "getdel" => DataCommand::Write(vec![WriteOp::delete(ns, key())], ReplyShape::Previous),
+        other => unreachable!("{other} is not a plain write"),
+    })
+}
+
 fn parse_copy(ns: u8, databases: u8, args: &[Bytes]) -> Result<DataCommand, Step> {
     let (mut to_ns, mut replace) = (ns, false);
     let mut rest = args[3..].iter();
@@ -490,6 +493,19 @@ impl ScanArgs {
 
 /// SCAN: one step from the cursor (a slot on both backends), MATCH and TYPE
 /// applied to what the step found.
+/// EXISTS and TOUCH: how many of `keys` hold a value (a key named twice
+/// counts twice, as in Redis).
+async fn exists(backend: &Backend<'_>, ns: u8, keys: &[Bytes]) -> Reply {
+    let mut count = 0;
+    for live in backend.live(ns, keys).await {
+        match live {
+            Ok(live) => count += i64::from(live),
+            Err(reply) => return reply,
+        }
+    }
+    Reply::Integer(count)
+}
+
 /// Keeps only some keys in a listing (DBSIZE, KEYS, SCAN).
 pub type KeyFilter<'f> = &'f (dyn Fn(&[u8]) -> bool + Sync);
 
