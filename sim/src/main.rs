@@ -49,6 +49,19 @@ every violation the checker reports is a failure (--strict is accepted and chang
         print_digests: bool,
     }
 
+    /// `A..B`: seeds A up to (not including) B.
+    fn parse_seed_range(text: &str) -> Result<(u64, u64), String> {
+        let (a, b) = text
+            .split_once("..")
+            .ok_or(format!("--seeds wants A..B, got {text:?}"))?;
+        let first = a.parse::<u64>().map_err(|_| format!("bad seed {a:?}"))?;
+        let end = b.parse::<u64>().map_err(|_| format!("bad seed {b:?}"))?;
+        if end <= first {
+            return Err(format!("empty range {text}"));
+        }
+        Ok((first, end))
+    }
+
     fn parse_args() -> Result<Args, String> {
         let mut args = std::env::args().skip(1);
         let mut seed = None;
@@ -69,18 +82,7 @@ every violation the checker reports is a failure (--strict is accepted and chang
                             .map_err(|_| format!("bad seed {text:?}"))?,
                     );
                 }
-                "--seeds" => {
-                    let text = value("--seeds")?;
-                    let (a, b) = text
-                        .split_once("..")
-                        .ok_or(format!("--seeds wants A..B, got {text:?}"))?;
-                    let first = a.parse::<u64>().map_err(|_| format!("bad seed {a:?}"))?;
-                    let end = b.parse::<u64>().map_err(|_| format!("bad seed {b:?}"))?;
-                    if end <= first {
-                        return Err(format!("empty range {text}"));
-                    }
-                    range = Some((first, end));
-                }
+                "--seeds" => range = Some(parse_seed_range(&value("--seeds")?)?),
                 "--history" => history = Some(value("--history")?),
                 "--scenario" => {
                     let text = value("--scenario")?;
@@ -379,8 +381,56 @@ every violation the checker reports is a failure (--strict is accepted and chang
     /// [--jobs N] [--stop-at-first-failure]`: the multi-node cluster seeds, a
     /// sweep on `--jobs` threads (default: the cores), failures printed as they
     /// come and the first failing seed named at the end.
-    fn cluster_main() -> ExitCode {
+    /// One cluster seed run, caught if it panics, as the sweep prints it; a
+    /// single seed also prints its plan and digest and may write its history.
+    fn cluster_seed_report(seed: u64, single: bool, history: Option<&str>) -> SeedReport {
         use shoal_sim::cluster::{replay_command, run_cluster_seed};
+        let caught =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_cluster_seed(seed)));
+        let mut lines = Vec::new();
+        let (failed, simulated_ms) = match caught {
+            Ok(outcome) => {
+                if single {
+                    lines.push(format!("{}", outcome.plan).trim_end().to_string());
+                    lines.push(format!("history-digest: {}", outcome.digest));
+                    if let Some(path) = &history {
+                        if let Err(e) = std::fs::write(path, &outcome.jsonl) {
+                            eprintln!("shoal-sim: cannot write {path}: {e}");
+                        }
+                    }
+                }
+                if !outcome.passed() {
+                    lines.push(format!("FAIL seed {seed}: {}", outcome.failures[0]));
+                    lines.extend(
+                        outcome
+                            .failures
+                            .iter()
+                            .skip(1)
+                            .take(FAILURES_SHOWN_MAX)
+                            .map(|f| format!("  {f}")),
+                    );
+                }
+                (!outcome.passed(), outcome.simulated_ms)
+            }
+            Err(payload) => {
+                lines.push(format!(
+                    "FAIL seed {seed}: the simulation panicked: {}",
+                    panic_text(payload)
+                ));
+                (true, 0)
+            }
+        };
+        if failed {
+            lines.push(format!("replay: {}", replay_command(seed)));
+        }
+        SeedReport {
+            failed,
+            lines,
+            simulated_ms,
+        }
+    }
+
+    fn cluster_main() -> ExitCode {
         let args: Vec<String> = std::env::args()
             .skip(1)
             .filter(|a| a != "--cluster")
@@ -400,18 +450,13 @@ every violation the checker reports is a failure (--strict is accepted and chang
                     return ExitCode::from(2);
                 }
             },
-            (None, Some(range)) => {
-                let parsed = range
-                    .split_once("..")
-                    .and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)));
-                match parsed {
-                    Some((a, b)) if b > a => (a, b, false),
-                    _ => {
-                        eprintln!("shoal-sim: --seeds wants A..B, got {range:?}");
-                        return ExitCode::from(2);
-                    }
+            (None, Some(range)) => match parse_seed_range(&range) {
+                Ok((a, b)) => (a, b, false),
+                Err(e) => {
+                    eprintln!("shoal-sim: {e}");
+                    return ExitCode::from(2);
                 }
-            }
+            },
             _ => {
                 eprintln!("usage: shoal-sim --cluster --seed N [--history FILE] | --cluster --seeds A..B [--jobs N] [--stop-at-first-failure]");
                 return ExitCode::from(2);
@@ -426,51 +471,7 @@ every violation the checker reports is a failure (--strict is accepted and chang
         let progress_every = value("--progress-every")
             .and_then(|n| n.parse::<u64>().ok())
             .unwrap_or(0);
-        let run = |seed: u64| {
-            let caught =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_cluster_seed(seed)));
-            let mut lines = Vec::new();
-            let (failed, simulated_ms) = match caught {
-                Ok(outcome) => {
-                    if single {
-                        lines.push(format!("{}", outcome.plan).trim_end().to_string());
-                        lines.push(format!("history-digest: {}", outcome.digest));
-                        if let Some(path) = &history {
-                            if let Err(e) = std::fs::write(path, &outcome.jsonl) {
-                                eprintln!("shoal-sim: cannot write {path}: {e}");
-                            }
-                        }
-                    }
-                    if !outcome.passed() {
-                        lines.push(format!("FAIL seed {seed}: {}", outcome.failures[0]));
-                        lines.extend(
-                            outcome
-                                .failures
-                                .iter()
-                                .skip(1)
-                                .take(FAILURES_SHOWN_MAX)
-                                .map(|f| format!("  {f}")),
-                        );
-                    }
-                    (!outcome.passed(), outcome.simulated_ms)
-                }
-                Err(payload) => {
-                    lines.push(format!(
-                        "FAIL seed {seed}: the simulation panicked: {}",
-                        panic_text(payload)
-                    ));
-                    (true, 0)
-                }
-            };
-            if failed {
-                lines.push(format!("replay: {}", replay_command(seed)));
-            }
-            SeedReport {
-                failed,
-                lines,
-                simulated_ms,
-            }
-        };
+        let run = |seed: u64| cluster_seed_report(seed, single, history.as_deref());
         let totals = sweep_seeds(first, end, jobs, stop_at_first, progress_every, &run);
         if stop_at_first && !totals.failing.is_empty() {
             return first_failing(first, &totals);

@@ -229,6 +229,20 @@ impl Fault {
     }
 }
 
+impl CorruptTarget {
+    /// What the corruption damages, as the plan prints it.
+    fn what(self) -> &'static str {
+        match self {
+            CorruptTarget::SyncedRecord => "a synced record",
+            CorruptTarget::Hint => "a hint file",
+            CorruptTarget::TailRecord => "the newest batch of the active segment",
+            CorruptTarget::DeletedSegment => "a sealed segment: its file deleted",
+            CorruptTarget::CutSegment => "a segment: its file cut short",
+            CorruptTarget::ZeroedTail => "the active segment: its synced tail zeroed",
+        }
+    }
+}
+
 impl fmt::Display for Fault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -286,15 +300,7 @@ impl fmt::Display for Fault {
                 target,
                 restart_after_ms,
             } => {
-                let what = match target {
-                    CorruptTarget::SyncedRecord => "a synced record",
-                    CorruptTarget::Hint => "a hint file",
-                    CorruptTarget::TailRecord => "the newest batch of the active segment",
-                    CorruptTarget::DeletedSegment => "a sealed segment: its file deleted",
-                    CorruptTarget::CutSegment => "a segment: its file cut short",
-                    CorruptTarget::ZeroedTail => "the active segment: its synced tail zeroed",
-                };
-                write!(f, "latent corruption of {what}")?;
+                write!(f, "latent corruption of {}", target.what())?;
                 if let Some(after) = restart_after_ms {
                     write!(f, ", crash+restart {after} ms later")?;
                 }
@@ -655,6 +661,28 @@ fn disk_full_timeline(
     }
 }
 
+/// The plan's workload line.
+fn write_workload(f: &mut fmt::Formatter<'_>, w: &WorkloadKnobs) -> fmt::Result {
+    writeln!(
+        f,
+        "  workload: {} client(s), {} key(s) in {} namespace(s){}, hot {}% on {} key(s), read {}% delete {}% write {}% (context {}%, empty {}%), values 1..={} B, think <= {} ms, timeout {} ms",
+        w.clients,
+        w.keys,
+        w.namespaces,
+        if w.preload { " preloaded" } else { "" },
+        w.hot_percent,
+        w.hot_keys,
+        w.read_percent,
+        w.delete_percent,
+        100 - w.read_percent - w.delete_percent,
+        w.context_write_percent,
+        w.empty_context_percent,
+        w.value_size_max_bytes,
+        w.think_time_max_ms,
+        w.op_timeout_ms
+    )
+}
+
 impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let w = &self.workload;
@@ -671,24 +699,7 @@ impl fmt::Display for Plan {
                 ""
             }
         )?;
-        writeln!(
-            f,
-            "  workload: {} client(s), {} key(s) in {} namespace(s){}, hot {}% on {} key(s), read {}% delete {}% write {}% (context {}%, empty {}%), values 1..={} B, think <= {} ms, timeout {} ms",
-            w.clients,
-            w.keys,
-            w.namespaces,
-            if w.preload { " preloaded" } else { "" },
-            w.hot_percent,
-            w.hot_keys,
-            w.read_percent,
-            w.delete_percent,
-            100 - w.read_percent - w.delete_percent,
-            w.context_write_percent,
-            w.empty_context_percent,
-            w.value_size_max_bytes,
-            w.think_time_max_ms,
-            w.op_timeout_ms
-        )?;
+        write_workload(f, w)?;
         writeln!(
             f,
             "  store: segments {} KiB, compaction at {}% dead every {} ms ({} KiB budget), batch <= {} ops, queue {}, {} syncs in flight",

@@ -21,20 +21,8 @@ impl Cluster {
             return;
         }
         let timeout = self.config.request_timeout_ms;
-        // Every member's clock must have been measured: the wait covers skew.
-        let skew_max_ms = match self.clock_skew_max_ms(&members) {
-            Some(skew_max_ms) => skew_max_ms,
-            None if bugged => 0,
-            None => return,
-        };
-        let settle_ms = if bugged {
-            0
-        } else {
-            tombstones::settle_with_skew_ms(
-                timeout,
-                self.config.replica_write_age_max_ms,
-                skew_max_ms,
-            )
+        let Some(settle_ms) = self.marker_settle_ms(&members, bugged) else {
+            return;
         };
         let due = lock(&self.agreed_markers).take_due(
             self.now_ms(),
@@ -79,6 +67,26 @@ impl Cluster {
                 }
             }
         }
+    }
+
+    /// How long an agreed marker waits before it is forgotten: the settle
+    /// delay widened by the largest clock skew measured to `members`; `None`
+    /// while some member's clock is not measured yet (the wait must cover
+    /// skew). `bugged`: the planted bug waits nothing.
+    fn marker_settle_ms(&self, members: &[NodeId], bugged: bool) -> Option<u64> {
+        let skew_max_ms = match self.clock_skew_max_ms(members) {
+            Some(skew_max_ms) => skew_max_ms,
+            None if bugged => 0,
+            None => return None,
+        };
+        if bugged {
+            return Some(0);
+        }
+        Some(tombstones::settle_with_skew_ms(
+            self.config.request_timeout_ms,
+            self.config.replica_write_age_max_ms,
+            skew_max_ms,
+        ))
     }
 
     /// Markers to propose: from partitions this node is the first owner of,

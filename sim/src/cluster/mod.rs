@@ -642,19 +642,16 @@ async fn run_ring_changes(
         tokio::time::sleep_until(started + Duration::from_millis(at_ms)).await;
         let args = change.args();
         let arg_refs: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
-        let give_up = tokio::time::Instant::now() + Duration::from_secs(20);
         let mut last = String::from("no member answered");
         let mut before: Option<(Arc<ClusterMap>, Vec<Event>)> = None;
         let absent = matches!(change, SimRingChange::JoinAbsent { .. });
-        let give_up = if absent {
-            // Refused every time: a few tries show it stays refused.
-            tokio::time::Instant::now() + Duration::from_secs(2)
-        } else {
-            give_up
-        };
+        // A join of an absent node is refused every time: a few tries show it
+        // stays refused.
+        let give_up_s = if absent { 2 } else { 20 };
+        let give_up = tokio::time::Instant::now() + Duration::from_secs(give_up_s);
         let outcome = loop {
             if tokio::time::Instant::now() >= give_up {
-                break format!("abandoned after {} s: {last}", if absent { 2 } else { 20 });
+                break format!("abandoned after {give_up_s} s: {last}");
             }
             let via = ids[rng.below(ids.len() as u64) as usize];
             let target = SocketAddr::new(member_ip(via), CLIENT_PORT);
