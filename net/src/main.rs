@@ -777,6 +777,14 @@ fn pin_member(verb: &str, namespace: u8, node: u32) -> Vec<String> {
 }
 
 /// The RESP command a `shoal cluster` subcommand sends.
+/// `SHOAL.RING` and its arguments.
+fn ring(args: &[&str]) -> Vec<String> {
+    std::iter::once("SHOAL.RING")
+        .chain(args.iter().copied())
+        .map(str::to_string)
+        .collect()
+}
+
 fn admin_request(
     command: ClusterCommand,
 ) -> Result<(AdminTarget, Vec<String>, &'static str), String> {
@@ -790,28 +798,16 @@ fn admin_request(
         ClusterCommand::Status { target } => (target, vec!["SHOAL.CLUSTER".into()], "status"),
         ClusterCommand::Join { target, node } => {
             let (id, addr) = split(&node)?;
-            (
-                target,
-                vec!["SHOAL.RING".into(), "JOIN".into(), id, addr],
-                "join",
-            )
+            (target, ring(&["JOIN", &id, &addr]), "join")
         }
-        ClusterCommand::Leave { target, node } => (
-            target,
-            vec!["SHOAL.RING".into(), "LEAVE".into(), node.to_string()],
-            "leave",
-        ),
+        ClusterCommand::Leave { target, node } => {
+            (target, ring(&["LEAVE", &node.to_string()]), "leave")
+        }
         ClusterCommand::Replace { target, old, new } => {
             let (id, addr) = split(&new)?;
             (
                 target,
-                vec![
-                    "SHOAL.RING".into(),
-                    "REPLACE".into(),
-                    old.to_string(),
-                    id,
-                    addr,
-                ],
+                ring(&["REPLACE", &old.to_string(), &id, &addr]),
                 "replace",
             )
         }
@@ -844,14 +840,10 @@ fn admin_request(
             namespace,
             node,
         } => (target, pin_member("PINLEAVE", namespace, node), "pin-leave"),
-        ClusterCommand::Unpin { target, namespace } => (
-            target,
-            vec!["SHOAL.RING".into(), "UNPIN".into(), namespace.to_string()],
-            "unpin",
-        ),
-        ClusterCommand::Abort { target } => {
-            (target, vec!["SHOAL.RING".into(), "ABORT".into()], "abort")
+        ClusterCommand::Unpin { target, namespace } => {
+            (target, ring(&["UNPIN", &namespace.to_string()]), "unpin")
         }
+        ClusterCommand::Abort { target } => (target, ring(&["ABORT"]), "abort"),
     })
 }
 

@@ -528,10 +528,14 @@ impl Supervisor {
                 format!("cut at byte {cut}")
             }
         ));
-        // Damaged: each key whose latest record (highest segment, then offset)
-        // was lost.
+        self.note_damaged(&frames, segment, cut);
+    }
+
+    /// Damaged: each key whose latest record (highest segment, then offset) is
+    /// in `segment` at or past byte `cut`.
+    fn note_damaged(&self, frames: &[FoundFrame], segment: u32, cut: u64) {
         let mut latest: BTreeMap<(u8, Vec<u8>), (u32, u64)> = BTreeMap::new();
-        for f in &frames {
+        for f in frames {
             let at = latest
                 .entry((f.namespace, f.key.clone()))
                 .or_insert((f.segment, f.offset));

@@ -198,20 +198,9 @@ impl fmt::Display for PlacementError {
                 f,
                 "cannot accept ring: it has {lists} preference lists for {partition_count} partitions"
             ),
-            PlacementError::RingMalformed { partition, defect } => match defect {
-                RingDefect::ListLength => write!(
-                    f,
-                    "cannot accept ring: partition {partition} does not list exactly n owners"
-                ),
-                RingDefect::DuplicateOwner(node) => write!(
-                    f,
-                    "cannot accept ring: partition {partition} lists node {node} twice"
-                ),
-                RingDefect::OwnerNotMember(node) => write!(
-                    f,
-                    "cannot accept ring: partition {partition} lists node {node}, which is not a member"
-                ),
-            },
+            PlacementError::RingMalformed { partition, defect } => {
+                write!(f, "cannot accept ring: partition {partition} {defect}")
+            }
             PlacementError::QuorumInvalid {
                 namespace,
                 replicas_n,
@@ -239,6 +228,18 @@ impl fmt::Display for PlacementError {
 }
 
 impl std::error::Error for PlacementError {}
+
+impl fmt::Display for RingDefect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RingDefect::ListLength => write!(f, "does not list exactly n owners"),
+            RingDefect::DuplicateOwner(node) => write!(f, "lists node {node} twice"),
+            RingDefect::OwnerNotMember(node) => {
+                write!(f, "lists node {node}, which is not a member")
+            }
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests;

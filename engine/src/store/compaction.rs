@@ -78,24 +78,9 @@ impl Store {
         if let Some(reason) = &self.poisoned {
             return Err(WriteError::Poisoned(reason.clone()));
         }
-        if self.compaction.cursor.is_none() {
-            let Some(segment) = self.compaction_candidate() else {
-                return Ok((CompactionProgress::Idle, 0));
-            };
-            let entries = self
-                .keydir
-                .iter()
-                .filter(|(_, e)| e.segment == segment)
-                .map(|(k, e)| (k.clone(), *e))
-                .collect();
-            self.compaction.cursor = Some(Cursor {
-                segment,
-                entries,
-                next: 0,
-                deferred: Vec::new(),
-            });
-        }
-        let mut cursor = self.compaction.cursor.take().expect("cursor set above");
+        let Some(mut cursor) = self.compaction.cursor.take().or_else(|| self.new_cursor()) else {
+            return Ok((CompactionProgress::Idle, 0));
+        };
         if cursor.next >= cursor.entries.len() && !cursor.deferred.is_empty() {
             // Everything else is done: take the deferred entries up again.
             cursor.entries = std::mem::take(&mut cursor.deferred);
@@ -144,6 +129,24 @@ impl Store {
                 Ok((running, spent_bytes))
             }
         }
+    }
+
+    /// A cursor over the next segment worth compacting, if any: every directory
+    /// entry that points into it.
+    fn new_cursor(&self) -> Option<Cursor> {
+        let segment = self.compaction_candidate()?;
+        let entries = self
+            .keydir
+            .iter()
+            .filter(|(_, e)| e.segment == segment)
+            .map(|(k, e)| (k.clone(), *e))
+            .collect();
+        Some(Cursor {
+            segment,
+            entries,
+            next: 0,
+            deferred: Vec::new(),
+        })
     }
 
     /// Whether nothing points into the cursor's segment any more. A batch still in
@@ -216,24 +219,7 @@ impl Store {
             });
         }
         if !frames.is_empty() {
-            let (placed, disk) = self.append_frames(&frames)?;
-            if let Err(e) = disk.sync() {
-                self.stats.syncs_failed += 1;
-                let reason = format!("fsync during compaction failed: {e}");
-                self.poison(reason.clone());
-                return Err(WriteError::SyncFailed(reason));
-            }
-            self.next_batch_seq += 1;
-            for (frame, at) in frames.into_iter().zip(placed) {
-                self.stats.compaction_bytes_rewritten += frame.bytes.len() as u64;
-                let (dk, live) = (frame.dir_key, frame.live);
-                if let Some(previous) = self.keydir.insert(dk.clone(), at.entry(live)) {
-                    self.retire(previous, dk[0]);
-                }
-                if live {
-                    *self.live_keys.entry(dk[0]).or_insert(0) += 1;
-                }
-            }
+            self.rewrite(frames)?;
         }
         if !collected.is_empty() {
             // The markers' contexts go with them: never reissue a dot they covered.
@@ -250,6 +236,30 @@ impl Store {
             }
         }
         Ok(spent_bytes)
+    }
+
+    /// Append compaction's copies in one synced batch and point the directory
+    /// at them.
+    fn rewrite(&mut self, frames: Vec<PendingFrame>) -> Result<(), WriteError> {
+        let (placed, disk) = self.append_frames(&frames)?;
+        if let Err(e) = disk.sync() {
+            self.stats.syncs_failed += 1;
+            let reason = format!("fsync during compaction failed: {e}");
+            self.poison(reason.clone());
+            return Err(WriteError::SyncFailed(reason));
+        }
+        self.next_batch_seq += 1;
+        for (frame, at) in frames.into_iter().zip(placed) {
+            self.stats.compaction_bytes_rewritten += frame.bytes.len() as u64;
+            let (dk, live) = (frame.dir_key, frame.live);
+            if let Some(previous) = self.keydir.insert(dk.clone(), at.entry(live)) {
+                self.retire(previous, dk[0]);
+            }
+            if live {
+                *self.live_keys.entry(dk[0]).or_insert(0) += 1;
+            }
+        }
+        Ok(())
     }
 
     /// Tell the observer (if any) the context of the markers about to be collected.

@@ -152,30 +152,7 @@ impl Cluster {
         if peers.is_empty() {
             return Ok(());
         }
-        let deadline_ms = self.now_ms() + self.config.incarnation_check_wait_ms;
-        let known = loop {
-            let mut answers = Vec::new();
-            for peer in &peers {
-                let cluster = self.clone();
-                let peer = *peer;
-                answers.push(tokio::spawn(async move {
-                    cluster.known_incarnation(peer).await
-                }));
-            }
-            let mut known: Option<u64> = None;
-            for answer in answers {
-                if let Ok(Some(k)) = answer.await {
-                    known = Some(known.unwrap_or(0).max(k));
-                }
-            }
-            if known.is_some() || self.now_ms() >= deadline_ms {
-                break known;
-            }
-            tokio::time::sleep(Duration::from_millis(
-                self.config.detector.probe_interval_ms,
-            ))
-            .await;
-        };
+        let known = self.incarnation_known_to(&peers).await;
         let own = self.incarnation();
         match known {
             // Known on another directory, and this one has not taken its own
@@ -218,6 +195,36 @@ impl Cluster {
             ),
         }
         Ok(())
+    }
+
+    /// The highest incarnation of this node that any of `peers` knew, asked
+    /// of all of them at once, again every probe interval until one answers or
+    /// the check's wait is over (`None`: nobody answered).
+    async fn incarnation_known_to(self: &Arc<Self>, peers: &[NodeId]) -> Option<u64> {
+        let deadline_ms = self.now_ms() + self.config.incarnation_check_wait_ms;
+        loop {
+            let mut answers = Vec::new();
+            for peer in peers {
+                let cluster = self.clone();
+                let peer = *peer;
+                answers.push(tokio::spawn(async move {
+                    cluster.known_incarnation(peer).await
+                }));
+            }
+            let mut known: Option<u64> = None;
+            for answer in answers {
+                if let Ok(Some(k)) = answer.await {
+                    known = Some(known.unwrap_or(0).max(k));
+                }
+            }
+            if known.is_some() || self.now_ms() >= deadline_ms {
+                return known;
+            }
+            tokio::time::sleep(Duration::from_millis(
+                self.config.detector.probe_interval_ms,
+            ))
+            .await;
+        }
     }
 
     /// What `peer` knew of this node's incarnation before we pinged it (None:

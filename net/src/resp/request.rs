@@ -184,6 +184,25 @@ fn hex_value(byte: u8) -> Option<u8> {
 /// only `\'`; a quote may start in the middle of an argument; a closing quote
 /// must be followed by whitespace or the end of the line. As in Redis, a NUL
 /// byte ends the line.
+/// The byte the backslash escape at `pos` (inside double quotes, with a byte
+/// after it) stands for, and how many bytes past the backslash it used, as
+/// Redis's `sdssplitargs` reads it.
+fn unescape(line: &[u8], pos: usize) -> (u8, usize) {
+    let at = |pos: usize| line.get(pos).copied().unwrap_or(0);
+    match at(pos + 1) {
+        b'x' => match (hex_value(at(pos + 2)), hex_value(at(pos + 3))) {
+            (Some(high), Some(low)) => (high * 16 + low, 3),
+            _ => (b'x', 1),
+        },
+        b'n' => (b'\n', 1),
+        b'r' => (b'\r', 1),
+        b't' => (b'\t', 1),
+        b'b' => (0x08, 1),
+        b'a' => (0x07, 1),
+        other => (other, 1),
+    }
+}
+
 fn split_inline_args(line: &[u8]) -> Result<Vec<Bytes>, ProtocolError> {
     // Reading past the end yields NUL, which is what the C code sees.
     let at = |pos: usize| line.get(pos).copied().unwrap_or(0);
@@ -204,27 +223,10 @@ fn split_inline_args(line: &[u8]) -> Result<Vec<Bytes>, ProtocolError> {
             if in_double_quotes {
                 match byte {
                     0 => return Err(ProtocolError::UnbalancedQuotes),
-                    b'\\' if at(pos + 1) == b'x' => {
-                        if let (Some(high), Some(low)) =
-                            (hex_value(at(pos + 2)), hex_value(at(pos + 3)))
-                        {
-                            current.push(high * 16 + low);
-                            pos += 3;
-                        } else {
-                            current.push(b'x');
-                            pos += 1;
-                        }
-                    }
                     b'\\' if at(pos + 1) != 0 => {
-                        pos += 1;
-                        current.push(match at(pos) {
-                            b'n' => b'\n',
-                            b'r' => b'\r',
-                            b't' => b'\t',
-                            b'b' => 0x08,
-                            b'a' => 0x07,
-                            other => other,
-                        });
+                        let (unescaped, used) = unescape(line, pos);
+                        current.push(unescaped);
+                        pos += used;
                     }
                     b'"' => {
                         let next = at(pos + 1);
