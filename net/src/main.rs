@@ -572,6 +572,41 @@ fn dev_secret() -> String {
     format!("dev-{:016x}", h.finish())
 }
 
+/// Wait until Ctrl-C or until a node exits, then stop every node cleanly.
+fn run_dev_nodes(mut children: Vec<std::process::Child>, base_port: u16) -> ExitCode {
+    println!("status: shoal cluster status --addr 127.0.0.1:{base_port}; Ctrl-C stops every node");
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        let _ = ctrlc_flag(stop);
+    }
+    loop {
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            break;
+        }
+        if let Some(i) = children
+            .iter_mut()
+            .position(|c| matches!(c.try_wait(), Ok(Some(_))))
+        {
+            eprintln!(
+                "shoal dev-cluster: node {} exited; stopping the others",
+                i + 1
+            );
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    for child in &mut children {
+        // SIGINT lets each node sync its log before it exits.
+        // SAFETY: signalling a child process we spawned.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    }
+    for mut child in children {
+        let _ = child.wait();
+    }
+    ExitCode::SUCCESS
+}
+
 fn dev_cluster(
     nodes: u32,
     base_port: u16,
@@ -634,37 +669,7 @@ fn dev_cluster(
             }
         }
     }
-    println!("status: shoal cluster status --addr 127.0.0.1:{base_port}; Ctrl-C stops every node");
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        let _ = ctrlc_flag(stop);
-    }
-    loop {
-        if stop.load(std::sync::atomic::Ordering::Relaxed) {
-            break;
-        }
-        if let Some(i) = children
-            .iter_mut()
-            .position(|c| matches!(c.try_wait(), Ok(Some(_))))
-        {
-            eprintln!(
-                "shoal dev-cluster: node {} exited; stopping the others",
-                i + 1
-            );
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    for child in &mut children {
-        // SIGINT lets each node sync its log before it exits.
-        // SAFETY: signalling a child process we spawned.
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
-    }
-    for mut child in children {
-        let _ = child.wait();
-    }
-    ExitCode::SUCCESS
+    run_dev_nodes(children, base_port)
 }
 
 /// The operators' HTTP port, when `http_port` is set.

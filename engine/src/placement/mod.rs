@@ -201,15 +201,30 @@ impl fmt::Display for PlacementError {
             PlacementError::RingMalformed { partition, defect } => {
                 write!(f, "cannot accept ring: partition {partition} {defect}")
             }
+            PlacementError::QuorumInvalid { .. }
+            | PlacementError::NamespaceNodeNotMember { .. }
+            | PlacementError::NamespacePinnedTwice { .. }
+            | PlacementError::NamespaceNotPinned { .. } => self.fmt_pin(f),
+            PlacementError::Namespace { namespace, error } => {
+                write!(f, "namespace {namespace}: {error}")
+            }
+        }
+    }
+}
+
+impl PlacementError {
+    /// The refusals of a pin change.
+    fn fmt_pin(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
             PlacementError::QuorumInvalid {
                 namespace,
                 replicas_n,
                 r,
                 w,
             } => write!(
-                f,
-                "cannot pin namespace {namespace}: r={r} and w={w} must each be in 1..={replicas_n} (n)"
-            ),
+            f,
+            "cannot pin namespace {namespace}: r={r} and w={w} must each be in 1..={replicas_n} (n)"
+        ),
             PlacementError::NamespaceNodeNotMember { namespace, node } => write!(
                 f,
                 "cannot pin namespace {namespace}: node {node} is not a cluster member"
@@ -220,9 +235,7 @@ impl fmt::Display for PlacementError {
             PlacementError::NamespaceNotPinned { namespace } => {
                 write!(f, "cannot change namespace {namespace}: it is not pinned")
             }
-            PlacementError::Namespace { namespace, error } => {
-                write!(f, "namespace {namespace}: {error}")
-            }
+            _ => unreachable!("not a pin refusal"),
         }
     }
 }
