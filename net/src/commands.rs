@@ -476,10 +476,37 @@ fn command_info(spec: &CommandSpec) -> Reply {
         Reply::Integer(spec.last_key),
         Reply::Integer(spec.step),
         Reply::Set(vec![s(&format!("@{}", spec.group))]),
-        Reply::Array(vec![]),
+        Reply::Array(tips(spec.name).iter().map(|t| s(t)).collect()),
         Reply::Array(vec![]),
         Reply::Array(vec![]),
     ])
+}
+
+/// Redis's command tips (COMMAND INFO's eighth field) for the commands a
+/// Redis Cluster client must send to every master and how it combines the
+/// answers (redis-py reads them to fan out DBSIZE, KEYS, FLUSHDB, ...).
+fn tips(name: &str) -> &'static [&'static str] {
+    match name {
+        "dbsize" => &["request_policy:all_shards", "response_policy:agg_sum"],
+        "keys" => &["request_policy:all_shards", "nondeterministic_output_order"],
+        "flushdb" | "flushall" => &["request_policy:all_shards", "response_policy:all_succeeded"],
+        "scan" => &[
+            "nondeterministic_output",
+            "request_policy:special",
+            "response_policy:special",
+        ],
+        "ping" => &["request_policy:all_shards", "response_policy:all_succeeded"],
+        "mget" => &["request_policy:multi_shard"],
+        "mset" => &[
+            "request_policy:multi_shard",
+            "response_policy:all_succeeded",
+        ],
+        "del" | "unlink" | "exists" | "touch" => {
+            &["request_policy:multi_shard", "response_policy:agg_sum"]
+        }
+        "time" | "info" | "client" | "slowlog" | "latency" => &["nondeterministic_output"],
+        _ => &[],
+    }
 }
 
 fn command_docs(spec: &CommandSpec) -> Reply {

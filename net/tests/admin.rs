@@ -271,6 +271,13 @@ fn info_everything_has_redis_sections_and_a_bad_section_is_empty() {
     assert!(sections.len() >= 12, "{sections:?}");
     let none: String = query(&mut c, &["INFO", "no-such-section"]);
     assert_eq!(none, "");
+    // Command tips tell Redis Cluster clients to fan DBSIZE out and sum it.
+    let info: Vec<Vec<redis::Value>> = query(&mut c, &["COMMAND", "INFO", "dbsize"]);
+    let tips: Vec<String> = redis::from_redis_value(&info[0][7]).unwrap();
+    assert_eq!(
+        tips,
+        ["request_policy:all_shards", "response_policy:agg_sum"]
+    );
 }
 
 #[test]
