@@ -8,7 +8,7 @@
 
 use bytes::Bytes;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{broadcast, Notify};
 use tokio::time::Instant;
@@ -73,8 +73,10 @@ impl ClientView {
     }
 }
 
+/// One connection's entry. Its view has its own lock, so that refreshing it
+/// (once per socket read of that connection) never waits on another's.
 struct Entry {
-    view: ClientView,
+    view: Arc<Mutex<ClientView>>,
     kill: Arc<Notify>,
 }
 
@@ -111,6 +113,9 @@ pub struct Clients {
     paused: AtomicBool,
     unpaused: Notify,
     monitor: broadcast::Sender<Bytes>,
+    /// MONITOR feeds open: checked once per command without a lock (the
+    /// channel's own count takes one).
+    monitors: Arc<AtomicUsize>,
 }
 
 impl Default for Clients {
@@ -121,6 +126,7 @@ impl Default for Clients {
             paused: AtomicBool::new(false),
             unpaused: Notify::new(),
             monitor: broadcast::channel(MONITOR_LINES_MAX).0,
+            monitors: Arc::default(),
         }
     }
 }
@@ -134,6 +140,7 @@ pub struct Registration<'a> {
     clients: &'a Clients,
     id: u64,
     kill: Arc<Notify>,
+    view: Arc<Mutex<ClientView>>,
 }
 
 impl Registration<'_> {
@@ -144,9 +151,7 @@ impl Registration<'_> {
 
     /// Refresh what CLIENT LIST shows of this connection.
     pub fn refresh(&self, update: impl FnOnce(&mut ClientView)) {
-        if let Some(entry) = locked(&self.clients.entries).get_mut(&self.id) {
-            update(&mut entry.view);
-        }
+        update(&mut locked(&self.view));
     }
 }
 
@@ -160,8 +165,9 @@ impl Clients {
     pub fn register(&self, view: ClientView) -> Registration<'_> {
         let id = view.id;
         let kill = Arc::new(Notify::new());
+        let view = Arc::new(Mutex::new(view));
         let entry = Entry {
-            view,
+            view: view.clone(),
             kill: kill.clone(),
         };
         let previous = locked(&self.entries).insert(id, entry);
@@ -170,6 +176,7 @@ impl Clients {
             clients: self,
             id,
             kill,
+            view,
         }
     }
 
@@ -177,12 +184,14 @@ impl Clients {
     pub fn list(&self) -> Vec<ClientView> {
         locked(&self.entries)
             .values()
-            .map(|e| e.view.clone())
+            .map(|e| locked(&e.view).clone())
             .collect()
     }
 
     pub fn view(&self, id: u64) -> Option<ClientView> {
-        locked(&self.entries).get(&id).map(|e| e.view.clone())
+        locked(&self.entries)
+            .get(&id)
+            .map(|e| locked(&e.view).clone())
     }
 
     /// Close every connection the filter picks (after its current command);
@@ -191,7 +200,7 @@ impl Clients {
         let entries = locked(&self.entries);
         let mut killed = 0;
         for (id, entry) in entries.iter() {
-            let v = &entry.view;
+            let v = locked(&entry.view);
             let age_s = now.saturating_duration_since(v.connected_at).as_secs();
             let picked = filter.skip != Some(*id)
                 && filter.id.is_none_or(|want| want == *id)
@@ -269,11 +278,15 @@ impl Clients {
 
     /// Whether anyone reads the MONITOR feed (checked before a line is made).
     pub fn monitored(&self) -> bool {
-        self.monitor.receiver_count() > 0
+        self.monitors.load(Ordering::Relaxed) > 0
     }
 
-    pub fn subscribe_monitor(&self) -> broadcast::Receiver<Bytes> {
-        self.monitor.subscribe()
+    pub fn subscribe_monitor(&self) -> MonitorFeed {
+        self.monitors.fetch_add(1, Ordering::Relaxed);
+        MonitorFeed {
+            lines: self.monitor.subscribe(),
+            monitors: self.monitors.clone(),
+        }
     }
 
     /// One command for the MONITOR feed, as Redis prints it:
@@ -306,6 +319,18 @@ impl Clients {
         line.extend_from_slice(b"\r\n");
         // No reader left between the check and now: nothing to do.
         let _ = self.monitor.send(Bytes::from(line));
+    }
+}
+
+/// One MONITOR connection's feed; counted while it lives.
+pub struct MonitorFeed {
+    pub lines: broadcast::Receiver<Bytes>,
+    monitors: Arc<AtomicUsize>,
+}
+
+impl Drop for MonitorFeed {
+    fn drop(&mut self) {
+        self.monitors.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

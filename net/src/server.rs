@@ -355,7 +355,7 @@ where
             // thread RNG, which breaks the simulator's determinism.
             biased;
             _ = registration.killed() => return Ok(()),
-            line = feed.recv() => match line {
+            line = feed.lines.recv() => match line {
                 Ok(line) => stream.write_all(&line).await?,
                 Err(RecvError::Lagged(missed)) => {
                     let text = format!("-ERR MONITOR fell behind by {missed} commands; disconnecting\r\n");
