@@ -10,7 +10,7 @@ use crate::clients::{ClientView, KillFilter, PauseMode};
 use crate::commands::Session;
 use crate::glob::glob_match;
 use crate::reply::{err, lower, parse_int, syntax_error, Step};
-use crate::resp::{Protocol, Reply};
+use crate::resp::Reply;
 use crate::shared::Shared;
 use crate::slowlog::SLOWLOG_LEN_LIMIT;
 use bytes::Bytes;
@@ -24,16 +24,7 @@ fn bulk(text: impl Into<String>) -> Reply {
 /// (the registry is refreshed once per socket read).
 fn own_view(shared: &Shared, session: &Session, command: &'static str) -> Option<ClientView> {
     let mut view = shared.clients.view(session.id)?;
-    view.name = session.name.clone();
-    view.lib_name = session.lib_name.clone();
-    view.lib_ver = session.lib_ver.clone();
-    view.db = session.namespace;
-    view.resp = if session.protocol == Protocol::Resp3 {
-        3
-    } else {
-        2
-    };
-    view.multi = session.transaction.queued_len();
+    session.fill_view(&mut view);
     view.last_command = command;
     view.last_active = Instant::now();
     Some(view)

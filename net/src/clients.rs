@@ -41,6 +41,26 @@ pub struct ClientView {
 }
 
 impl ClientView {
+    /// A connection just accepted: default db, RESP2, nothing run yet.
+    pub fn new(id: u64, addr: String, laddr: String, now: Instant) -> ClientView {
+        ClientView {
+            id,
+            addr,
+            laddr,
+            name: None,
+            lib_name: None,
+            lib_ver: None,
+            db: 0,
+            resp: 2,
+            multi: None,
+            monitor: false,
+            query_buffer_bytes: 0,
+            last_command: "NULL",
+            connected_at: now,
+            last_active: now,
+        }
+    }
+
     /// One line of CLIENT LIST, in Redis's field order (fields Shoal cannot
     /// fill truthfully are left out).
     pub fn line(&self, now: Instant) -> String {
@@ -366,22 +386,7 @@ mod tests {
     use super::*;
 
     fn view(id: u64, addr: &str) -> ClientView {
-        ClientView {
-            id,
-            addr: addr.into(),
-            laddr: "127.0.0.1:7379".into(),
-            name: None,
-            lib_name: None,
-            lib_ver: None,
-            db: 0,
-            resp: 2,
-            multi: None,
-            monitor: false,
-            query_buffer_bytes: 0,
-            last_command: "NULL",
-            connected_at: Instant::now(),
-            last_active: Instant::now(),
-        }
+        ClientView::new(id, addr.into(), "127.0.0.1:7379".into(), Instant::now())
     }
 
     #[test]

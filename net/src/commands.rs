@@ -48,6 +48,23 @@ pub struct Session {
     pub transaction: Transaction,
 }
 
+impl Session {
+    /// Copy what CLIENT LIST shows of this session into `view`.
+    pub fn fill_view(&self, view: &mut crate::clients::ClientView) {
+        view.name = self.name.clone();
+        view.lib_name = self.lib_name.clone();
+        view.lib_ver = self.lib_ver.clone();
+        view.db = self.namespace;
+        view.resp = if self.protocol == Protocol::Resp3 {
+            3
+        } else {
+            2
+        };
+        view.multi = self.transaction.queued_len();
+        view.monitor = self.monitor;
+    }
+}
+
 pub struct CommandSpec {
     pub name: &'static str,
     /// Redis convention: N = exactly N arguments including the name; -N = at least N.

@@ -168,23 +168,12 @@ where
 }
 
 fn first_view(session: &Session, laddr: String) -> ClientView {
-    let now = tokio::time::Instant::now();
-    ClientView {
-        id: session.id,
-        addr: session.peer.clone(),
+    ClientView::new(
+        session.id,
+        session.peer.clone(),
         laddr,
-        name: None,
-        lib_name: None,
-        lib_ver: None,
-        db: 0,
-        resp: 2,
-        multi: None,
-        monitor: false,
-        query_buffer_bytes: 0,
-        last_command: "NULL",
-        connected_at: now,
-        last_active: now,
-    }
+        tokio::time::Instant::now(),
+    )
 }
 
 impl Conn<'_> {
@@ -299,18 +288,7 @@ impl Conn<'_> {
 
     /// What CLIENT LIST shows of this connection after a socket read.
     fn describe(&self, view: &mut ClientView, last_command: &'static str) {
-        let session = &self.session;
-        view.name = session.name.clone();
-        view.lib_name = session.lib_name.clone();
-        view.lib_ver = session.lib_ver.clone();
-        view.db = session.namespace;
-        view.resp = if session.protocol == Protocol::Resp3 {
-            3
-        } else {
-            2
-        };
-        view.multi = session.transaction.queued_len();
-        view.monitor = session.monitor;
+        self.session.fill_view(view);
         view.query_buffer_bytes = self.input.len();
         view.last_command = last_command;
         view.last_active = tokio::time::Instant::now();
