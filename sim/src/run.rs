@@ -13,7 +13,7 @@ use crate::node::{self, node_addr, NodeStatus, NodeWorld, NODE_ID};
 use crate::plan::{CrashMode, Plan, Scenario};
 use crate::recorder::Recorder;
 use crate::replies::parse_siblings;
-use crate::workload::{self, run_client};
+use crate::workload;
 use shoal_checker::{
     check, Context, Event, FinalState, History, Key, Meta, Quiescence, Report, ViolationKind,
 };
@@ -257,32 +257,13 @@ fn start_server(
     (world, server)
 }
 
-/// The workload's clients, each on its own node, running.
-fn spawn_clients(
-    plan: &Plan,
-    handle: &madsim::runtime::Handle,
-    shared: &Arc<workload::Shared>,
-) -> (Vec<madsim::task::NodeId>, Vec<madsim::task::JoinHandle<()>>) {
-    let mut client_nodes = Vec::new();
-    let mut client_tasks = Vec::new();
-    for index in 0..plan.workload.clients {
-        let client = handle
-            .create_node()
-            .name(format!("client-{index}"))
-            .ip(IpAddr::V4(Ipv4Addr::new(10, 0, 1, index as u8 + 1)))
-            .build();
-        client_nodes.push(client.id());
-        client_tasks.push(client.spawn(run_client(shared.clone(), index, plan.seed)));
-    }
-    (client_nodes, client_tasks)
-}
-
 pub async fn simulate(plan: Plan) -> RunOutcome {
     let handle = madsim::runtime::Handle::current();
     let recorder = Arc::new(Recorder::new());
     let (world, server) = start_server(&plan, &handle, &recorder);
     let shared = workload::Shared::new(plan.workload.clone(), recorder.clone());
-    let (client_nodes, client_tasks) = spawn_clients(&plan, &handle, &shared);
+    let (client_nodes, client_tasks) =
+        workload::spawn_clients(&handle, &shared, plan.workload.clients, plan.seed);
     let observer = handle
         .create_node()
         .name("observer")

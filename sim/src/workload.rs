@@ -337,3 +337,30 @@ impl Client {
         self.last_context.clear();
     }
 }
+
+/// `clients` workload clients, each on its own simulated node (10.0.1.x),
+/// running; their node ids and tasks.
+pub fn spawn_clients(
+    handle: &madsim::runtime::Handle,
+    shared: &Arc<Shared>,
+    clients: u32,
+    seed: u64,
+) -> (Vec<madsim::task::NodeId>, Vec<madsim::task::JoinHandle<()>>) {
+    let mut client_nodes = Vec::new();
+    let mut client_tasks = Vec::new();
+    for index in 0..clients {
+        let client = handle
+            .create_node()
+            .name(format!("client-{index}"))
+            .ip(std::net::IpAddr::V4(std::net::Ipv4Addr::new(
+                10,
+                0,
+                1,
+                index as u8 + 1,
+            )))
+            .build();
+        client_nodes.push(client.id());
+        client_tasks.push(client.spawn(run_client(shared.clone(), index, seed)));
+    }
+    (client_nodes, client_tasks)
+}

@@ -258,6 +258,29 @@ impl Placement {
         ))
     }
 
+    /// This placement with pinned `namespace`'s ring changed as `changed`
+    /// says (a refusal is the namespace's).
+    fn repinned(
+        &self,
+        namespace: u8,
+        pin: &PinnedRing,
+        changed: Result<(Ring, RingDiff), PlacementError>,
+    ) -> Result<(Placement, PlacementDiff), PlacementError> {
+        let (ring, diff) = changed.map_err(|error| PlacementError::Namespace {
+            namespace,
+            error: Box::new(error),
+        })?;
+        let mut next = self.clone();
+        next.pinned.insert(namespace, PinnedRing { ring, ..*pin });
+        Ok((
+            next,
+            PlacementDiff {
+                default: None,
+                pinned: BTreeMap::from([(namespace, diff)]),
+            },
+        ))
+    }
+
     /// Add cluster member `node` to pinned `namespace`'s subset.
     pub fn join_pinned(
         &self,
@@ -270,22 +293,7 @@ impl Placement {
         if !self.default.is_member(node) {
             return Err(PlacementError::NamespaceNodeNotMember { namespace, node });
         }
-        let (ring, diff) = pin
-            .ring
-            .join(node)
-            .map_err(|error| PlacementError::Namespace {
-                namespace,
-                error: Box::new(error),
-            })?;
-        let mut next = self.clone();
-        next.pinned.insert(namespace, PinnedRing { ring, ..*pin });
-        Ok((
-            next,
-            PlacementDiff {
-                default: None,
-                pinned: BTreeMap::from([(namespace, diff)]),
-            },
-        ))
+        self.repinned(namespace, pin, pin.ring.join(node))
     }
 
     /// One step of unpinning `namespace`, whose keys go back to the default ring.
@@ -334,22 +342,7 @@ impl Placement {
         let Some(pin) = self.pinned.get(&namespace) else {
             return Err(PlacementError::NamespaceNotPinned { namespace });
         };
-        let (ring, diff) = pin
-            .ring
-            .leave(node)
-            .map_err(|error| PlacementError::Namespace {
-                namespace,
-                error: Box::new(error),
-            })?;
-        let mut next = self.clone();
-        next.pinned.insert(namespace, PinnedRing { ring, ..*pin });
-        Ok((
-            next,
-            PlacementDiff {
-                default: None,
-                pinned: BTreeMap::from([(namespace, diff)]),
-            },
-        ))
+        self.repinned(namespace, pin, pin.ring.leave(node))
     }
 }
 

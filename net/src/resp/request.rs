@@ -203,6 +203,15 @@ fn unescape(line: &[u8], pos: usize) -> (u8, usize) {
     }
 }
 
+/// A closing quote must end its argument: the byte after it is the line's
+/// end or a space.
+fn closing_quote(next: u8) -> Result<(), ProtocolError> {
+    if next != 0 && !is_c_space(next) {
+        return Err(ProtocolError::UnbalancedQuotes);
+    }
+    Ok(())
+}
+
 fn split_inline_args(line: &[u8]) -> Result<Vec<Bytes>, ProtocolError> {
     // Reading past the end yields NUL, which is what the C code sees.
     let at = |pos: usize| line.get(pos).copied().unwrap_or(0);
@@ -229,10 +238,7 @@ fn split_inline_args(line: &[u8]) -> Result<Vec<Bytes>, ProtocolError> {
                         pos += used;
                     }
                     b'"' => {
-                        let next = at(pos + 1);
-                        if next != 0 && !is_c_space(next) {
-                            return Err(ProtocolError::UnbalancedQuotes);
-                        }
+                        closing_quote(at(pos + 1))?;
                         pos += 1;
                         break;
                     }
@@ -246,10 +252,7 @@ fn split_inline_args(line: &[u8]) -> Result<Vec<Bytes>, ProtocolError> {
                         pos += 1;
                     }
                     b'\'' => {
-                        let next = at(pos + 1);
-                        if next != 0 && !is_c_space(next) {
-                            return Err(ProtocolError::UnbalancedQuotes);
-                        }
+                        closing_quote(at(pos + 1))?;
                         pos += 1;
                         break;
                     }

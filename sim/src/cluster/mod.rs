@@ -26,7 +26,7 @@ use crate::effects::EffectLog;
 use crate::lock;
 use crate::plan::WorkloadKnobs;
 use crate::recorder::Recorder;
-use crate::workload::{self, run_client};
+use crate::workload;
 use shoal_checker::{
     check, Context, Dot, Event, FinalState, History, Key, Meta, Quiescence, Report, Sibling,
 };
@@ -502,15 +502,8 @@ async fn run_phase1(
         .map(|id| SocketAddr::new(member_ip(*id), CLIENT_PORT))
         .collect();
     let shared = workload::Shared::with_targets(plan.workload.clone(), recorder.clone(), targets);
-    let mut client_tasks = Vec::new();
-    for index in 0..plan.workload.clients {
-        let client = handle
-            .create_node()
-            .name(format!("client-{index}"))
-            .ip(IpAddr::V4(Ipv4Addr::new(10, 0, 1, index as u8 + 1)))
-            .build();
-        client_tasks.push(client.spawn(run_client(shared.clone(), index, plan.seed)));
-    }
+    let (_, client_tasks) =
+        workload::spawn_clients(handle, &shared, plan.workload.clients, plan.seed);
 
     // Phase 1: faults on their own tasks, workload meanwhile.
     let world = FaultWorld::new(plan.seed, handle, recorder, members, node_ids);
