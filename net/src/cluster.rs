@@ -375,6 +375,9 @@ pub struct ClusterStats {
     pub stale_ring_refusals: AtomicU64,
     /// Copies re-sent under a newer ring after such a refusal.
     pub stale_ring_retries: AtomicU64,
+    /// Reads of local copies refused because the asker's ring was newer and
+    /// this node could not learn it (`admission::copy_read`).
+    pub reads_refused_behind_ring: AtomicU64,
     pub map_syncs: AtomicU64,
     pub handoff_keys_pulled: AtomicU64,
     pub handoff_partitions_done: AtomicU64,

@@ -425,6 +425,11 @@ const CLUSTER_COUNTERS: &[(&str, &str, CounterOf)] = &[
         |s| &s.stale_ring_refusals,
     ),
     (
+        "shoal_reads_refused_behind_ring",
+        "Peer reads refused: the asker's ring was newer and could not be learned.",
+        |s| &s.reads_refused_behind_ring,
+    ),
+    (
         "shoal_requests_too_old",
         "Peer requests refused for arriving too late.",
         |s| &s.requests_too_old,

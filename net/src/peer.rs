@@ -36,7 +36,8 @@ pub const WRITE_BATCH_MAX_BYTES: usize = 1 << 20;
 /// Rounds of draining the queue per write (with a yield between them).
 const YIELDS: usize = 3;
 const HANDSHAKE_MAGIC: u32 = 0x5348_4c50; // "SHLP"
-const PROTOCOL_VERSION: u8 = 1;
+/// 2: reads of copies (`Read`, `ReadPrefix`, `ReadHints`) carry the asker's ring.
+const PROTOCOL_VERSION: u8 = 2;
 
 type HmacSha256 = Hmac<Sha256>;
 

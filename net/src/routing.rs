@@ -282,7 +282,7 @@ fn status_handoffs(cluster: &Cluster, text: &mut String) {
         None => String::new(),
     };
     text.push_str(&format!(
-        "\nhandoffs in flight: {} over {} partition(s){handoff_now}\nhandoff keys pulled {}, partitions done {}, keys of partitions no longer owned dropped {}, replica writes refused as sent under an older ring {} (copies re-sent under the newer ring {}), map syncs {}\nindirect probes served for others {}, peers vouched for by others {}\n",
+        "\nhandoffs in flight: {} over {} partition(s){handoff_now}\nhandoff keys pulled {}, partitions done {}, keys of partitions no longer owned dropped {}, replica writes refused as sent under an older ring {} (copies re-sent under the newer ring {}), peer reads refused until this node learns the asker's newer ring {}, map syncs {}\nindirect probes served for others {}, peers vouched for by others {}\n",
         map.handoffs_pending(),
         map.partitions_in_transition(),
         stats.handoff_keys_pulled.load(Relaxed),
@@ -290,6 +290,7 @@ fn status_handoffs(cluster: &Cluster, text: &mut String) {
         stats.copies_dropped.load(Relaxed),
         stats.stale_ring_refusals.load(Relaxed),
         stats.stale_ring_retries.load(Relaxed),
+        stats.reads_refused_behind_ring.load(Relaxed),
         stats.map_syncs.load(Relaxed),
         stats.indirect_probes_served.load(Relaxed),
         stats.indirect_vouches.load(Relaxed),

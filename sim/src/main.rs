@@ -126,6 +126,7 @@ every violation the checker reports is a failure (--strict is accepted and chang
     }
 
     pub fn main() -> ExitCode {
+        init_trace();
         if std::env::args().any(|a| a == "--cluster") {
             return cluster_main();
         }
@@ -142,6 +143,37 @@ every violation the checker reports is a failure (--strict is accepted and chang
         match args.mode {
             Mode::One { seed, ref history } => one(seed, &args.options, history.as_deref()),
             Mode::Sweep { first, end } => sweep(first, end, &args),
+        }
+    }
+
+    /// `SHOAL_SIM_LOG=<filter>` (as `RUST_LOG`, e.g. `info` or `shoal_net=debug`)
+    /// prints the simulated nodes' logs on stderr, stamped with simulated time and
+    /// the node's span. Off by default: sweeps would drown in it.
+    fn init_trace() {
+        let Ok(filter) = std::env::var("SHOAL_SIM_LOG") else {
+            return;
+        };
+        let filter = tracing_subscriber::EnvFilter::new(filter);
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_timer(SimulatedTime)
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .init();
+    }
+
+    /// Simulated time since the runtime started, for log lines.
+    struct SimulatedTime;
+
+    impl tracing_subscriber::fmt::time::FormatTime for SimulatedTime {
+        fn format_time(
+            &self,
+            w: &mut tracing_subscriber::fmt::format::Writer<'_>,
+        ) -> std::fmt::Result {
+            match madsim::time::TimeHandle::try_current() {
+                Some(time) => write!(w, "{:>9.3}s", time.elapsed().as_secs_f64()),
+                None => write!(w, "{:>10}", "-"),
+            }
         }
     }
 

@@ -74,6 +74,30 @@ pub fn replica_ring(theirs: u64, mine: u64, learned: bool) -> Result<RingCheck, 
     Ok(RingCheck::Serve)
 }
 
+/// A read of local copies (a quorum read's, anti-entropy's, a fallback's
+/// hints) asked under ring `theirs`, at a node with ring `mine`; `learned` once
+/// the node has tried to learn the asker's ring. A node behind the asker may
+/// still hold copies that adopting the newer ring drops (`drop_residue`: it
+/// lost their partitions while down, and their delete markers were collected
+/// without it), so it learns the ring first and refuses if it cannot: served,
+/// they would be merged and repaired onto the owners (cluster seed
+/// 20801026508). An asker behind this node is served: what a node holds under
+/// a newer ring is no residue.
+pub fn copy_read(theirs: u64, mine: u64, learned: bool) -> Result<RingCheck, RemoteError> {
+    if theirs <= mine {
+        return Ok(RingCheck::Serve);
+    }
+    if !learned {
+        return Ok(RingCheck::LearnFirst);
+    }
+    Err(RemoteError::new(
+        Refusal::TryAgain,
+        format!(
+            "asked under ring version {theirs}; this node could not learn it yet and has {mine}"
+        ),
+    ))
+}
+
 /// A handoff scan for ring `theirs` over slots `first..=last` (of
 /// `slot_count`), at a node with ring `mine`: it must know that ring, the
 /// range must be real, and a node restoring from its replicas is no source
@@ -146,6 +170,22 @@ mod tests {
         ];
         for (theirs, mine, learned, want) in table {
             let got = refusal(replica_ring(theirs, mine, learned));
+            assert_eq!(got, want, "theirs {theirs} mine {mine} learned {learned}");
+        }
+    }
+
+    #[test]
+    fn a_copy_read_is_served_only_by_a_node_that_knows_the_askers_ring() {
+        // theirs, mine, learned -> verdict
+        let table = [
+            (3, 3, false, "Serve"),
+            (2, 3, false, "Serve"),
+            (4, 3, false, "LearnFirst"),
+            (4, 3, true, "TRYAGAIN"),
+            (4, 4, true, "Serve"),
+        ];
+        for (theirs, mine, learned, want) in table {
+            let got = refusal(copy_read(theirs, mine, learned));
             assert_eq!(got, want, "theirs {theirs} mine {mine} learned {learned}");
         }
     }

@@ -124,20 +124,33 @@ pub enum Request {
         namespaces: Namespaces,
         after: Option<HandoffCursor>,
     },
-    /// The local copies of keys (no quorum: the asker runs the round).
-    Read { namespace: u8, keys: Vec<Bytes> },
+    /// The local copies of keys (no quorum: the asker runs the round). Every
+    /// request answered with copies carries the asker's `ring_version`: a node
+    /// behind it learns that ring first, since adopting it may drop copies
+    /// left over from before it lost their partitions (values whose delete
+    /// markers were collected without it), and refuses
+    /// ([`Refusal::TryAgain`]) if it cannot.
+    Read {
+        ring_version: u64,
+        namespace: u8,
+        keys: Vec<Bytes>,
+    },
     /// Repair's read: the local copies of the first of `keys` whose sets add up
     /// to at most `bytes_max` (by `SiblingSet::size_bytes`), at least one,
     /// answered with `Sets` for that prefix; the asker sends the rest again.
-    /// Anti-entropy pulls this way, so a round moves any value size.
+    /// Anti-entropy pulls this way, so a round moves any value size. Ring
+    /// admission as `Read`.
     ReadPrefix {
+        ring_version: u64,
         namespace: u8,
         keys: Vec<Bytes>,
         bytes_max: u64,
     },
     /// Sloppy quorum's read side: the hints this node keeps for `owner`, one per
-    /// key (`None`: no hint), as the fallback standing in for it while it is down.
+    /// key (`None`: no hint), as the fallback standing in for it while it is
+    /// down. Ring admission as `Read` (adopting a ring may drop every hint).
     ReadHints {
+        ring_version: u64,
         owner: NodeId,
         namespace: u8,
         keys: Vec<Bytes>,

@@ -253,7 +253,7 @@ impl Cluster {
             self.push_copies(peer, map, namespace, &keys, budget_bytes)
                 .await?;
             pulled_everything &= self
-                .pull_copies(peer, namespace, keys, budget_bytes)
+                .pull_copies(peer, map, namespace, keys, budget_bytes)
                 .await?;
         }
         Ok(pulled_everything)
@@ -314,6 +314,7 @@ impl Cluster {
     pub(super) async fn pull_copies(
         &self,
         peer: NodeId,
+        map: &ClusterMap,
         namespace: u8,
         mut keys: Vec<Bytes>,
         budget_bytes: &mut usize,
@@ -328,6 +329,7 @@ impl Cluster {
                 bytes_max = u64::MAX;
             }
             let request = Request::ReadPrefix {
+                ring_version: map.version(),
                 namespace,
                 keys: keys.clone(),
                 bytes_max,

@@ -108,7 +108,10 @@ impl Cluster {
                 self.fellow_owners(map, partition, namespace)
             };
             let wanted: BTreeSet<Bytes> = indexes.iter().map(|i| keys[*i].1.clone()).collect();
-            if let Err(why) = self.merge_from(sources, needed, namespace, wanted).await {
+            if let Err(why) = self
+                .merge_from(map, sources, needed, namespace, wanted)
+                .await
+            {
                 for i in indexes {
                     refusals[i] = Some(RemoteError::new(Refusal::TryAgain, why.clone()));
                 }
@@ -148,6 +151,7 @@ impl Cluster {
 
     async fn merge_from(
         &self,
+        map: &ClusterMap,
         mut sources: Vec<NodeId>,
         needed: usize,
         namespace: u8,
@@ -162,7 +166,7 @@ impl Cluster {
             }
             let mut budget_bytes = usize::MAX;
             if let Ok(true) = self
-                .pull_copies(source, namespace, keys.clone(), &mut budget_bytes)
+                .pull_copies(source, map, namespace, keys.clone(), &mut budget_bytes)
                 .await
             {
                 answered += 1;

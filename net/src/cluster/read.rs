@@ -86,15 +86,18 @@ impl Cluster {
             let cluster = self.clone();
             let done_tx = done_tx.clone();
             let peer_keys: Vec<Bytes> = indexes.iter().map(|i| keys[*i].clone()).collect();
+            let ring_version = map.version();
             tokio::spawn(async move {
                 let timeout = cluster.config.request_timeout_ms;
                 let request = match stand_in_for {
                     Some(owner) => Request::ReadHints {
+                        ring_version,
                         owner,
                         namespace,
                         keys: peer_keys,
                     },
                     None => Request::Read {
+                        ring_version,
                         namespace,
                         keys: peer_keys,
                     },

@@ -55,6 +55,11 @@ impl Cluster {
                 sent_wall_ms,
                 items,
             } => self.serve_forget(ring_version, sent_wall_ms, items).await,
+            Request::Read { ring_version, .. }
+            | Request::ReadPrefix { ring_version, .. }
+            | Request::ReadHints { ring_version, .. } => {
+                self.serve_copy_read(from, ring_version, request).await
+            }
             local => self.serve_locally(local),
         }
     }
@@ -63,7 +68,9 @@ impl Cluster {
     fn serve_locally(self: &Arc<Self>, request: Request) -> Response {
         let too_many = |n: usize| admission::items_within_limit(n).err().map(Response::Error);
         match request {
-            Request::Read { namespace, keys } => {
+            Request::Read {
+                namespace, keys, ..
+            } => {
                 if let Some(e) = too_many(keys.len()) {
                     return e;
                 }
@@ -73,6 +80,7 @@ impl Cluster {
                 namespace,
                 keys,
                 bytes_max,
+                ..
             } => {
                 if let Some(e) = too_many(keys.len()) {
                     return e;
@@ -83,6 +91,7 @@ impl Cluster {
                 owner,
                 namespace,
                 keys,
+                ..
             } => {
                 if let Some(e) = too_many(keys.len()) {
                     return e;
@@ -179,12 +188,7 @@ impl Cluster {
                     // copies of the partition (`drop_residue`), which must not
                     // take this write with them.
                     drop(shared);
-                    {
-                        let _one_at_a_time = self.ring_catch_up.lock().await;
-                        if ring_version > self.map().version() {
-                            self.sync_map_with(from).await;
-                        }
-                    }
+                    self.learn_ring_from(from, ring_version).await;
                     shared = self.gate.read().await;
                     learned = true;
                 }
@@ -203,6 +207,45 @@ impl Cluster {
             .replica_writes_received
             .fetch_add(items.len() as u64, Ordering::Relaxed);
         Response::Replicated(self.merge_locally(items).await)
+    }
+
+    /// Learn `from`'s ring if it is newer than `ring_version` says ours is
+    /// not (one catch-up at a time).
+    async fn learn_ring_from(&self, from: NodeId, ring_version: u64) {
+        let _one_at_a_time = self.ring_catch_up.lock().await;
+        if ring_version > self.map().version() {
+            self.sync_map_with(from).await;
+        }
+    }
+
+    /// A read of local copies, served once this node knows the asker's ring
+    /// (`admission::copy_read`). No gate: a ring is published only after
+    /// adopting it dropped what it drops.
+    async fn serve_copy_read(
+        self: &Arc<Self>,
+        from: NodeId,
+        ring_version: u64,
+        request: Request,
+    ) -> Response {
+        if cfg!(feature = "bug-read-ignores-ring") {
+            return self.serve_locally(request);
+        }
+        let mut learned = false;
+        loop {
+            match admission::copy_read(ring_version, self.map().version(), learned) {
+                Ok(RingCheck::Serve) => return self.serve_locally(request),
+                Ok(RingCheck::LearnFirst) => {
+                    self.learn_ring_from(from, ring_version).await;
+                    learned = true;
+                }
+                Err(e) => {
+                    self.stats
+                        .reads_refused_behind_ring
+                        .fetch_add(1, Ordering::Relaxed);
+                    return Response::Error(e);
+                }
+            }
+        }
     }
 
     fn serve_handoff_scan(
