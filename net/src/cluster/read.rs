@@ -3,6 +3,29 @@
 
 use super::*;
 
+/// A quorum read's request to one replica: its copies, or (`stand_in_for`)
+/// the hints it keeps for a down owner.
+fn copy_read(
+    ring_version: u64,
+    namespace: u8,
+    keys: Vec<Bytes>,
+    stand_in_for: Option<NodeId>,
+) -> Request {
+    match stand_in_for {
+        Some(owner) => Request::ReadHints {
+            ring_version,
+            owner,
+            namespace,
+            keys,
+        },
+        None => Request::Read {
+            ring_version,
+            namespace,
+            keys,
+        },
+    }
+}
+
 impl Cluster {
     /// Read keys from their replicas: each answered once `r` replied, with the merge
     /// of the replies; replicas that were behind get the merge written back.
@@ -86,22 +109,9 @@ impl Cluster {
             let cluster = self.clone();
             let done_tx = done_tx.clone();
             let peer_keys: Vec<Bytes> = indexes.iter().map(|i| keys[*i].clone()).collect();
-            let ring_version = map.version();
+            let request = copy_read(map.version(), namespace, peer_keys, stand_in_for);
             tokio::spawn(async move {
                 let timeout = cluster.config.request_timeout_ms;
-                let request = match stand_in_for {
-                    Some(owner) => Request::ReadHints {
-                        ring_version,
-                        owner,
-                        namespace,
-                        keys: peer_keys,
-                    },
-                    None => Request::Read {
-                        ring_version,
-                        namespace,
-                        keys: peer_keys,
-                    },
-                };
                 let answer = cluster.call(peer, request, timeout).await;
                 let _ = done_tx.send((peer, indexes, answer)).await;
             });
