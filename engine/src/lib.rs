@@ -24,8 +24,8 @@ pub mod version;
 pub use disk::{Disk, DiskDir, DiskError};
 pub use store::modify::{Modify, ModifyError};
 pub use store::{
-    Applied, Change, CompactionProgress, Condition, Covers, OpenError, PreparedBatch, ReadError,
-    RecoveryReport, Store, StoreObserver, StoreOptions, StoreStats, WriteError, WriteOp,
+    Applied, Change, CompactionProgress, Condition, Covers, Deadline, OpenError, PreparedBatch,
+    ReadError, RecoveryReport, Store, StoreObserver, StoreOptions, StoreStats, WriteError, WriteOp,
     WriteOutcome,
 };
 pub use version::{Dot, Hlc, NodeId, Sibling, SiblingSet, VersionVector};

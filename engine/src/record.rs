@@ -101,13 +101,46 @@ pub struct SiblingView<'a> {
     pub dot: crate::version::Dot,
     pub hlc: crate::version::Hlc,
     #[serde(borrow)]
-    pub value: Option<&'a [u8]>,
+    pub payload: PayloadView<'a>,
+}
+
+/// A sibling's payload as `version::Payload` encodes it, borrowed.
+#[derive(Debug, Deserialize)]
+pub enum PayloadView<'a> {
+    Marker,
+    Value(&'a [u8]),
+    Expiring(&'a [u8], u64),
+}
+
+impl<'a> SiblingView<'a> {
+    pub fn value(&self) -> Option<&'a [u8]> {
+        match self.payload {
+            PayloadView::Marker => None,
+            PayloadView::Value(v) | PayloadView::Expiring(v, _) => Some(v),
+        }
+    }
+
+    pub fn deadline_ms(&self) -> Option<u64> {
+        match self.payload {
+            PayloadView::Expiring(_, d) => Some(d),
+            _ => None,
+        }
+    }
 }
 
 impl RecordView<'_> {
     /// At least one sibling holds a value.
     pub fn is_live(&self) -> bool {
-        self.set.siblings.iter().any(|s| s.value.is_some())
+        self.set.siblings.iter().any(|s| s.value().is_some())
+    }
+
+    /// As [`crate::version::SiblingSet::deadline_ms`].
+    pub fn deadline_ms(&self) -> Option<u64> {
+        let mut latest = None;
+        for s in self.set.siblings.iter().filter(|s| s.value().is_some()) {
+            latest = Some(latest.unwrap_or(0).max(s.deadline_ms()?));
+        }
+        latest
     }
 
     pub fn max_hlc(&self) -> crate::version::Hlc {
@@ -290,7 +323,7 @@ mod tests {
             (view.batch_seq, view.namespace, view.key),
             (3, 2, &b"key"[..])
         );
-        let values: Vec<_> = view.set.siblings.iter().map(|s| s.value).collect();
+        let values: Vec<_> = view.set.siblings.iter().map(|s| s.value()).collect();
         let expected: Vec<_> = b.set.siblings.iter().map(|s| s.value.as_deref()).collect();
         assert_eq!(values, expected);
         assert_eq!(

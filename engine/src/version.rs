@@ -143,11 +143,75 @@ impl fmt::Display for VersionVector {
 }
 
 /// One concurrent version of a key; `value: None` is a delete marker (tombstone).
+/// A value may expire: at `deadline_ms` (wall time, ms since the Unix epoch) and
+/// after, it reads as absent. A dot's deadline never changes (EXPIRE writes a
+/// new dot), so copies of one dot agree on it and merges need no rule for it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "SiblingWire", into = "SiblingWire")]
 pub struct Sibling {
     pub dot: Dot,
     pub hlc: Hlc,
     pub value: Option<Bytes>,
+    /// Only with a value.
+    pub deadline_ms: Option<u64>,
+}
+
+impl Sibling {
+    /// Holds a value at wall time `now_ms`: not a delete marker, not expired.
+    pub fn is_live_at(&self, now_ms: u64) -> bool {
+        self.value.is_some() && self.deadline_ms.is_none_or(|d| d > now_ms)
+    }
+}
+
+/// How a sibling is encoded (records, hints' values, peer frames). The payload's
+/// first two variants encode exactly as `Option<Bytes>` did (a 0 or 1 tag, then
+/// the bytes), so records written before expiry existed read unchanged.
+#[derive(Serialize, Deserialize)]
+struct SiblingWire {
+    dot: Dot,
+    hlc: Hlc,
+    value: Payload,
+}
+
+#[derive(Serialize, Deserialize)]
+pub(crate) enum Payload {
+    Marker,
+    Value(Bytes),
+    Expiring(Bytes, u64),
+}
+
+impl From<SiblingWire> for Sibling {
+    fn from(w: SiblingWire) -> Sibling {
+        let (value, deadline_ms) = match w.value {
+            Payload::Marker => (None, None),
+            Payload::Value(v) => (Some(v), None),
+            Payload::Expiring(v, d) => (Some(v), Some(d)),
+        };
+        Sibling {
+            dot: w.dot,
+            hlc: w.hlc,
+            value,
+            deadline_ms,
+        }
+    }
+}
+
+impl From<Sibling> for SiblingWire {
+    fn from(s: Sibling) -> SiblingWire {
+        let value = match (s.value, s.deadline_ms) {
+            (None, deadline) => {
+                assert!(deadline.is_none(), "a delete marker has no deadline");
+                Payload::Marker
+            }
+            (Some(v), None) => Payload::Value(v),
+            (Some(v), Some(d)) => Payload::Expiring(v, d),
+        };
+        SiblingWire {
+            dot: s.dot,
+            hlc: s.hlc,
+            value,
+        }
+    }
 }
 
 /// All versions of one key that no write has yet superseded, with the causal
@@ -183,6 +247,20 @@ impl SiblingSet {
         hlc: Hlc,
         value: Option<Bytes>,
     ) -> Dot {
+        self.write_expiring(covered, (node, counter_floor), hlc, value, None)
+    }
+
+    /// [`SiblingSet::write`] of a value that expires at `deadline_ms` (wall
+    /// time; `None`: never). A delete marker never has one.
+    pub fn write_expiring(
+        &mut self,
+        covered: &VersionVector,
+        (node, counter_floor): (NodeId, u64),
+        hlc: Hlc,
+        value: Option<Bytes>,
+        deadline_ms: Option<u64>,
+    ) -> Dot {
+        let deadline_ms = deadline_ms.filter(|_| value.is_some());
         let dot = Dot {
             node,
             counter: (self.context.get(node) + 1).max(counter_floor),
@@ -195,7 +273,12 @@ impl SiblingSet {
         }
         self.context.merge(covered);
         self.context.add(dot);
-        self.siblings.push(Sibling { dot, hlc, value });
+        self.siblings.push(Sibling {
+            dot,
+            hlc,
+            value,
+            deadline_ms,
+        });
         self.siblings.sort_by_key(|s| s.dot);
         dot
     }
@@ -243,6 +326,41 @@ impl SiblingSet {
             .max_by_key(|s| (s.hlc, s.dot.node, s.dot.counter))
     }
 
+    /// Siblings that hold a value at wall time `now_ms` (not expired).
+    pub fn live_at(&self, now_ms: u64) -> impl Iterator<Item = &Sibling> {
+        self.siblings.iter().filter(move |s| s.is_live_at(now_ms))
+    }
+
+    /// No sibling holds a value at `now_ms`: the key reads as absent.
+    pub fn is_absent_at(&self, now_ms: u64) -> bool {
+        self.live_at(now_ms).next().is_none()
+    }
+
+    /// [`SiblingSet::winner`] among the siblings not expired at `now_ms`.
+    pub fn winner_at(&self, now_ms: u64) -> Option<&Sibling> {
+        self.live_at(now_ms)
+            .max_by_key(|s| (s.hlc, s.dot.node, s.dot.counter))
+    }
+
+    /// When the key stops reading as present: the latest deadline of its
+    /// values when every value has one; `None` when some value never expires
+    /// or there is none.
+    pub fn deadline_ms(&self) -> Option<u64> {
+        let mut latest = None;
+        for s in self.live() {
+            latest = Some(latest.unwrap_or(0).max(s.deadline_ms?));
+        }
+        latest
+    }
+
+    /// The set without the values expired at `now_ms` (the context unchanged:
+    /// a write under it supersedes them too).
+    pub fn without_expired(mut self, now_ms: u64) -> SiblingSet {
+        self.siblings
+            .retain(|s| s.value.is_none() || s.is_live_at(now_ms));
+        self
+    }
+
     /// Newest HLC time in the set, for clocks to observe.
     pub fn max_hlc(&self) -> Hlc {
         self.siblings
@@ -257,6 +375,82 @@ impl SiblingSet {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn siblings_written_before_expiry_read_unchanged_and_deadlines_round_trip() {
+        #[derive(Serialize)]
+        struct Before {
+            dot: Dot,
+            hlc: Hlc,
+            value: Option<Bytes>,
+        }
+        let dot = Dot {
+            node: 1,
+            counter: 2,
+        };
+        for value in [None, Some(Bytes::from_static(b"v"))] {
+            let before = postcard::to_allocvec(&Before {
+                dot,
+                hlc: Hlc(3),
+                value: value.clone(),
+            })
+            .unwrap();
+            let now = Sibling {
+                dot,
+                hlc: Hlc(3),
+                value,
+                deadline_ms: None,
+            };
+            assert_eq!(postcard::to_allocvec(&now).unwrap(), before);
+            assert_eq!(postcard::from_bytes::<Sibling>(&before).unwrap(), now);
+        }
+        let expiring = Sibling {
+            dot,
+            hlc: Hlc(3),
+            value: Some(Bytes::from_static(b"v")),
+            deadline_ms: Some(1_700_000_000_123),
+        };
+        let bytes = postcard::to_allocvec(&expiring).unwrap();
+        assert_eq!(postcard::from_bytes::<Sibling>(&bytes).unwrap(), expiring);
+        assert!(expiring.is_live_at(1_700_000_000_122));
+        assert!(!expiring.is_live_at(1_700_000_000_123));
+    }
+
+    #[test]
+    fn expired_values_read_as_absent_and_the_latest_deadline_ends_the_key() {
+        let mut set = SiblingSet::default();
+        let none = VersionVector::new();
+        set.write_expiring(
+            &none,
+            (1, 0),
+            Hlc(5),
+            Some(Bytes::from_static(b"a")),
+            Some(100),
+        );
+        set.write_expiring(
+            &none,
+            (2, 0),
+            Hlc(4),
+            Some(Bytes::from_static(b"b")),
+            Some(200),
+        );
+        assert_eq!(set.deadline_ms(), Some(200));
+        assert_eq!(set.winner_at(99).unwrap().value.as_deref(), Some(&b"a"[..]));
+        assert_eq!(
+            set.winner_at(100).unwrap().value.as_deref(),
+            Some(&b"b"[..])
+        );
+        assert!(set.is_absent_at(200));
+        assert_eq!(set.clone().without_expired(150).siblings.len(), 1);
+        // A value that never expires keeps the key.
+        set.write(&none, 3, 0, Hlc(1), Some(Bytes::from_static(b"c")));
+        assert_eq!(set.deadline_ms(), None);
+        assert!(!set.is_absent_at(u64::MAX));
+        // A delete marker takes no deadline.
+        let mut marker = SiblingSet::default();
+        marker.write_expiring(&none, (1, 0), Hlc(1), None, Some(5));
+        assert_eq!(marker.siblings[0].deadline_ms, None);
+    }
 
     fn put(set: &mut SiblingSet, covered: &VersionVector, node: NodeId, v: &str) -> Dot {
         set.write(covered, node, 0, Hlc(1), Some(Bytes::from(v.to_string())))

@@ -28,6 +28,8 @@ pub type KeyRead = Result<Option<SiblingSet>, Reply>;
 pub struct Backend<'a> {
     pub place: Place<'a>,
     keyspace: &'a KeyspaceStats,
+    /// This node's storage, for its wall clock (what deadlines are read against).
+    clock: &'a Storage,
 }
 
 /// Where reads and writes go.
@@ -48,7 +50,14 @@ impl<'a> Backend<'a> {
         Backend {
             place,
             keyspace: &shared.keyspace,
+            clock: &shared.storage,
         }
+    }
+
+    /// Wall time, ms since the Unix epoch: a value whose deadline is at or
+    /// before it reads as absent.
+    pub fn now_ms(&self) -> u64 {
+        self.clock.wall_ms()
     }
 
     /// Whether reads and writes go through the cluster.
@@ -56,9 +65,16 @@ impl<'a> Backend<'a> {
         matches!(self.place, Place::Routed(_))
     }
 
-    /// Each key's set, in order.
+    /// Each key's set, in order, without the values expired by now (the
+    /// context kept: a write under it supersedes them too).
     pub async fn read(&self, ns: u8, keys: &[Bytes]) -> Vec<KeyRead> {
-        let reads = self.fetch(ns, keys).await;
+        let now_ms = self.now_ms();
+        let reads: Vec<KeyRead> = self
+            .fetch(ns, keys)
+            .await
+            .into_iter()
+            .map(|r| r.map(|set| set.map(|s| s.without_expired(now_ms))))
+            .collect();
         for read in reads.iter().flatten() {
             self.keyspace
                 .record(read.as_ref().is_some_and(|s| !s.is_deleted()));
@@ -88,14 +104,21 @@ impl<'a> Backend<'a> {
     pub async fn live(&self, ns: u8, keys: &[Bytes]) -> Vec<Result<bool, Reply>> {
         let live: Vec<Result<bool, Reply>> = match &self.place {
             Place::Local(storage) => {
-                storage.read(|s| keys.iter().map(|k| Ok(s.contains_live(ns, k))).collect())
+                let now_ms = self.now_ms();
+                storage.read(|s| {
+                    keys.iter()
+                        .map(|k| Ok(s.contains_live(ns, k) && !s.has_expired(ns, k, now_ms)))
+                        .collect()
+                })
             }
-            Place::Routed(_) => self
-                .fetch(ns, keys)
-                .await
-                .into_iter()
-                .map(|r| r.map(|set| set.is_some_and(|s| !s.is_deleted())))
-                .collect(),
+            Place::Routed(_) => {
+                let now_ms = self.now_ms();
+                self.fetch(ns, keys)
+                    .await
+                    .into_iter()
+                    .map(|r| r.map(|set| set.is_some_and(|s| !s.is_absent_at(now_ms))))
+                    .collect()
+            }
         };
         for hit in live.iter().flatten() {
             self.keyspace.record(*hit);
@@ -115,10 +138,23 @@ impl<'a> Backend<'a> {
         }
     }
 
-    /// Every live key of namespace `ns`.
+    /// Every live key of namespace `ns` (not expired).
     pub async fn keys(&self, ns: u8) -> Result<Vec<Bytes>, Reply> {
+        self.listed_keys(ns, false).await
+    }
+
+    /// Every key of namespace `ns` holding a value, expired ones too when
+    /// `with_expired` (FLUSHDB deletes those as well).
+    async fn listed_keys(&self, ns: u8, with_expired: bool) -> Result<Vec<Bytes>, Reply> {
         match &self.place {
-            Place::Local(storage) => Ok(storage.read(|s| s.keys(ns))),
+            Place::Local(storage) => {
+                let now_ms = self.now_ms();
+                Ok(storage.read(|s| {
+                    let mut keys = s.keys(ns);
+                    keys.retain(|k| with_expired || !s.has_expired(ns, k, now_ms));
+                    keys
+                }))
+            }
             Place::Routed(cluster) => cluster
                 .keys(ns, 0..=shoal_engine::slot::SLOT_COUNT - 1)
                 .await
@@ -144,7 +180,14 @@ impl<'a> Backend<'a> {
         count: usize,
     ) -> Result<(Vec<Bytes>, u64), Reply> {
         match &self.place {
-            Place::Local(storage) => Ok(storage.read(|s| s.scan(ns, cursor, count))),
+            Place::Local(storage) => {
+                let now_ms = self.now_ms();
+                Ok(storage.read(|s| {
+                    let (mut keys, next) = s.scan(ns, cursor, count);
+                    keys.retain(|k| !s.has_expired(ns, k, now_ms));
+                    (keys, next)
+                }))
+            }
             Place::Routed(cluster) => crate::routing::scan_partition(cluster, ns, cursor)
                 .await
                 .map_err(|e| refused(&e)),
@@ -166,7 +209,7 @@ impl<'a> Backend<'a> {
     pub async fn flush(&self, namespaces: &[u8]) -> Reply {
         for ns in namespaces {
             loop {
-                let keys = match self.keys(*ns).await {
+                let keys = match self.listed_keys(*ns, true).await {
                     Ok(keys) => keys,
                     Err(reply) => return reply,
                 };

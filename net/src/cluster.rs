@@ -50,7 +50,9 @@ use shoal_engine::disk::CheckedFileError;
 use shoal_engine::placement::{PartitionId, Placement, Ring};
 use shoal_engine::runtime::Runtime;
 use shoal_engine::store::OpenError;
-use shoal_engine::{Condition, Covers, NodeId, SiblingSet, WriteError, WriteOp, WriteOutcome};
+use shoal_engine::{
+    Condition, Covers, Deadline, NodeId, SiblingSet, WriteError, WriteOp, WriteOutcome,
+};
 use shoal_engine::{DiskDir, DiskError, Store};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -820,8 +822,8 @@ fn outcome_to_wire(o: &WriteOutcome) -> ClientOutcome {
 
 pub fn write_to_wire(op: &WriteOp) -> ClientWrite {
     assert!(
-        op.modify.is_none(),
-        "a read-modify-write is refused before it is routed (data.rs)"
+        op.modify.is_none() && op.deadline != Deadline::Keep,
+        "a read-modify-write (KEEPTTL too) is refused before it is routed (data.rs)"
     );
     ClientWrite {
         namespace: op.namespace,
@@ -835,6 +837,11 @@ pub fn write_to_wire(op: &WriteOp) -> ClientWrite {
             Condition::Always => WireCondition::Always,
             Condition::IfAbsent => WireCondition::IfAbsent,
             Condition::IfPresent => WireCondition::IfPresent,
+            other => unreachable!("{other:?} comes only with a read-modify-write"),
+        },
+        deadline_ms: match op.deadline {
+            Deadline::At(at_ms) => Some(at_ms),
+            _ => None,
         },
     }
 }
@@ -850,6 +857,7 @@ fn write_from_wire(w: ClientWrite) -> WriteOp {
         WireCondition::IfAbsent => Condition::IfAbsent,
         WireCondition::IfPresent => Condition::IfPresent,
     };
+    op.deadline = w.deadline_ms.map_or(Deadline::Never, Deadline::At);
     op
 }
 

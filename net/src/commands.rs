@@ -121,8 +121,18 @@ pub static COMMANDS: &[CommandSpec] = &[
     spec!("unlink", -2, ["write", "fast"], 1, -1, 1, "keyspace", "Deletes keys (same as DEL)."),
     spec!("exists", -2, ["readonly", "fast"], 1, -1, 1, "keyspace", "Counts how many of the keys exist."),
     spec!("type", 2, ["readonly", "fast"], 1, 1, 1, "keyspace", "Returns the type of a key (always string)."),
-    spec!("ttl", 2, ["readonly", "fast"], 1, 1, 1, "keyspace", "Returns -1 for a key (no expiry) or -2 when absent."),
+    spec!("ttl", 2, ["readonly", "fast"], 1, 1, 1, "keyspace", "Returns the seconds left before a key expires (-1: never, -2: absent)."),
     spec!("pttl", 2, ["readonly", "fast"], 1, 1, 1, "keyspace", "Like TTL, in milliseconds."),
+    spec!("expiretime", 2, ["readonly", "fast"], 1, 1, 1, "keyspace", "Returns when a key expires, in Unix seconds (-1: never, -2: absent)."),
+    spec!("pexpiretime", 2, ["readonly", "fast"], 1, 1, 1, "keyspace", "Like EXPIRETIME, in milliseconds."),
+    spec!("expire", -3, ["write", "fast"], 1, 1, 1, "keyspace", "Sets a key's time to live in seconds [NX|XX|GT|LT] (single node)."),
+    spec!("pexpire", -3, ["write", "fast"], 1, 1, 1, "keyspace", "Sets a key's time to live in milliseconds [NX|XX|GT|LT] (single node)."),
+    spec!("expireat", -3, ["write", "fast"], 1, 1, 1, "keyspace", "Sets when a key expires, in Unix seconds [NX|XX|GT|LT] (single node)."),
+    spec!("pexpireat", -3, ["write", "fast"], 1, 1, 1, "keyspace", "Sets when a key expires, in Unix milliseconds [NX|XX|GT|LT] (single node)."),
+    spec!("persist", 2, ["write", "fast"], 1, 1, 1, "keyspace", "Removes a key's expiry (single node)."),
+    spec!("setex", 4, ["write", "denyoom"], 1, 1, 1, "string", "Sets a key that expires after the given seconds."),
+    spec!("psetex", 4, ["write", "denyoom"], 1, 1, 1, "string", "Sets a key that expires after the given milliseconds."),
+    spec!("getex", -2, ["write", "fast"], 1, 1, 1, "string", "Returns a key's value, setting or removing its expiry [EX|PX|EXAT|PXAT|PERSIST] (options: single node)."),
     spec!("dbsize", 1, ["readonly", "fast"], 0, 0, 0, "server", "Returns the number of keys in the namespace."),
     spec!("keys", 2, ["readonly"], 0, 0, 0, "keyspace", "Returns all keys matching a pattern."),
     spec!("scan", -2, ["readonly"], 0, 0, 0, "keyspace", "Iterates over the keys of the namespace."),
@@ -199,6 +209,13 @@ pub fn is_deferrable_write(spec: Option<&CommandSpec>) -> bool {
                 | "decrby"
                 | "incrbyfloat"
                 | "append"
+                | "setex"
+                | "psetex"
+                | "expire"
+                | "pexpire"
+                | "expireat"
+                | "pexpireat"
+                | "persist"
         )
     })
 }
@@ -368,7 +385,8 @@ async fn dispatch(
 /// listings keep only the slots this node masters.
 async fn data(shared: &Shared, session: &Session, spec: &CommandSpec, args: &[Bytes]) -> Step {
     let ns = session.namespace;
-    let command = match DataCommand::parse(ns, shared.config.databases, spec.name, args) {
+    let now_ms = shared.storage.wall_ms();
+    let command = match DataCommand::parse(ns, shared.config.databases, spec.name, args, now_ms) {
         Ok(command) => command,
         Err(step) => return step,
     };

@@ -8,12 +8,13 @@
 //! or write travels (`backend`).
 
 use crate::backend::{Backend, KeyRead};
+use crate::expire::{self, TtlQuery};
 use crate::glob::glob_match;
 use crate::reply::{err, lower, parse_int, syntax_error, ReplyShape, Step};
 use crate::resp::Reply;
 use bytes::Bytes;
 use shoal_engine::store::modify::{parse_f64, STRING_LEN_MAX_BYTES};
-use shoal_engine::{Condition, Covers, Modify, SiblingSet, VersionVector, WriteOp};
+use shoal_engine::{Condition, Covers, Deadline, Modify, SiblingSet, VersionVector, WriteOp};
 
 /// A data command and its parsed arguments.
 pub enum DataCommand {
@@ -21,8 +22,8 @@ pub enum DataCommand {
     MGet(Vec<Bytes>),
     Exists(Vec<Bytes>),
     Type(Bytes),
-    /// TTL and PTTL: keys have no expiry, so both answer -1 or -2.
-    Ttl(Bytes),
+    /// TTL, PTTL, EXPIRETIME, PEXPIRETIME.
+    Ttl(Bytes, TtlQuery),
     DbSize,
     Keys {
         pattern: Bytes,
@@ -61,7 +62,14 @@ pub enum DataCommand {
 impl DataCommand {
     /// `args[0]` is the command's name as sent; `name` is its table name;
     /// `databases` is how many namespaces exist (COPY ... DB n).
-    pub fn parse(ns: u8, databases: u8, name: &str, args: &[Bytes]) -> Result<DataCommand, Step> {
+    /// `now_ms` (wall time) anchors relative deadlines (EX, EXPIRE).
+    pub fn parse(
+        ns: u8,
+        databases: u8,
+        name: &str,
+        args: &[Bytes],
+        now_ms: u64,
+    ) -> Result<DataCommand, Step> {
         let key = || args[1].clone();
         let keys = || args[1..].to_vec();
         Ok(match name {
@@ -82,12 +90,16 @@ impl DataCommand {
             },
             "copy" => parse_copy(ns, databases, args)?,
             "type" => DataCommand::Type(key()),
-            "ttl" | "pttl" => DataCommand::Ttl(key()),
+            "ttl" | "pttl" | "expiretime" | "pexpiretime" => {
+                DataCommand::Ttl(key(), TtlQuery::of(name))
+            }
+            "expire" | "pexpire" | "expireat" | "pexpireat" | "persist" | "setex" | "psetex"
+            | "getex" => parse_expiry(ns, name, args, now_ms)?,
             "dbsize" => DataCommand::DbSize,
             "keys" => DataCommand::Keys { pattern: key() },
             "scan" => DataCommand::Scan(parse_scan(&args[1..])?),
             "set" | "setnx" | "mset" | "del" | "unlink" | "getset" | "getdel" => {
-                parse_write(ns, name, args)?
+                parse_write(ns, name, args, now_ms)?
             }
             "strlen" => DataCommand::StrLen(key()),
             "getrange" | "substr" => match (parse_int(&args[2]), parse_int(&args[3])) {
@@ -130,11 +142,12 @@ impl DataCommand {
                 Ok(false) => Reply::Simple("none".into()),
                 Err(reply) => reply,
             }),
-            DataCommand::Ttl(key) => Step::Reply(match backend.live(ns, &[key]).await.remove(0) {
-                Ok(true) => Reply::Integer(-1),
-                Ok(false) => Reply::Integer(-2),
-                Err(reply) => reply,
-            }),
+            DataCommand::Ttl(key, query) => {
+                let now_ms = backend.now_ms();
+                Step::Reply(one(backend.read(ns, &[key]).await, |set| {
+                    query.reply(set.as_ref(), now_ms)
+                }))
+            }
             listing @ (DataCommand::DbSize | DataCommand::Keys { .. } | DataCommand::Scan(_)) => {
                 listing.list(backend, ns, None).await
             }
@@ -190,7 +203,7 @@ fn winner(set: Option<SiblingSet>) -> Reply {
 }
 
 /// Why INCR, APPEND and SETRANGE are refused on a cluster, for now.
-const MODIFY_ON_CLUSTER: &str = "ERR INCR, DECR, INCRBY, DECRBY, INCRBYFLOAT, APPEND and SETRANGE are not supported on a cluster yet: two nodes modifying one value at once would each write their own result, and one update would be lost; they work on a single node";
+const MODIFY_ON_CLUSTER: &str = "ERR INCR, DECR, INCRBY, DECRBY, INCRBYFLOAT, APPEND, SETRANGE, EXPIRE, PEXPIRE, EXPIREAT, PEXPIREAT, PERSIST, GETEX with an option and SET KEEPTTL are not supported on a cluster yet: two nodes modifying one value at once would each write their own result, and one update would be lost; they work on a single node";
 
 /// Why MSETNX, RENAME, RENAMENX and COPY are refused on a cluster, for now.
 const ALONE_ON_CLUSTER: &str = "ERR MSETNX, RENAME, RENAMENX and COPY are not supported on a cluster yet: their keys live on different replicas, and nothing yet makes the read and the writes one step there; they work on a single node";
@@ -270,14 +283,36 @@ async fn copy(
     Ok(backend.write(ops, ReplyShape::One).await)
 }
 
+/// EXPIRE and its kin, PERSIST, SETEX, PSETEX, GETEX (`expire`).
+fn parse_expiry(ns: u8, name: &str, args: &[Bytes], now_ms: u64) -> Result<DataCommand, Step> {
+    Ok(match name {
+        "persist" => DataCommand::Write(
+            vec![expire::persist(ns, args[1].clone())],
+            ReplyShape::SetNx,
+        ),
+        "setex" | "psetex" => DataCommand::Write(
+            vec![expire::parse_setex(ns, name, args, now_ms)?],
+            ReplyShape::Ok,
+        ),
+        "getex" => match expire::parse_getex(ns, args, now_ms)? {
+            Some(op) => DataCommand::Write(vec![op], ReplyShape::Previous),
+            None => DataCommand::Get(args[1].clone()),
+        },
+        _ => DataCommand::Write(
+            vec![expire::parse_expire(ns, name, args, now_ms)?],
+            ReplyShape::SetNx,
+        ),
+    })
+}
+
 /// COPY's options: `DB n` (a namespace below `databases`) and `REPLACE`.
 /// SET, SETNX, MSET, DEL, UNLINK, GETSET, GETDEL: writes, and how their
 /// results are answered.
-fn parse_write(ns: u8, name: &str, args: &[Bytes]) -> Result<DataCommand, Step> {
+fn parse_write(ns: u8, name: &str, args: &[Bytes], now_ms: u64) -> Result<DataCommand, Step> {
     let key = || args[1].clone();
     Ok(match name {
         "set" => {
-            let (op, shape) = parse_set(ns, &args[1..])?;
+            let (op, shape) = expire::parse_set(ns, &args[1..], now_ms)?;
             DataCommand::Write(vec![op], shape)
         }
         "setnx" => {
@@ -333,8 +368,11 @@ fn parse_copy(ns: u8, databases: u8, args: &[Bytes]) -> Result<DataCommand, Step
     })
 }
 
+/// A read-modify-write: INCR and the like, EXPIRE, PERSIST, GETEX with an
+/// option, SET KEEPTTL (the new value keeps the current one's deadline).
 fn is_modify(ops: &[WriteOp]) -> bool {
-    ops.iter().any(|op| op.modify.is_some())
+    ops.iter()
+        .any(|op| op.modify.is_some() || op.deadline == Deadline::Keep)
 }
 
 fn not_an_integer() -> Step {
@@ -403,26 +441,6 @@ fn parse_modify(ns: u8, name: &str, args: &[Bytes]) -> Result<DataCommand, Step>
         vec![WriteOp::modify(ns, key, modify)],
         shape,
     ))
-}
-
-/// SET's options: the write and how its result is answered.
-fn parse_set(ns: u8, args: &[Bytes]) -> Result<(WriteOp, ReplyShape), Step> {
-    let mut op = WriteOp::put(ns, args[0].clone(), args[1].clone());
-    let mut get = false;
-    for opt in &args[2..] {
-        match lower(opt).as_str() {
-            "nx" if op.condition == Condition::Always => op.condition = Condition::IfAbsent,
-            "xx" if op.condition == Condition::Always => op.condition = Condition::IfPresent,
-            "get" => get = true,
-            "ex" | "px" | "exat" | "pxat" | "keepttl" => {
-                return Err(err(
-                    "ERR Shoal does not support key expiry (EX, PX, EXAT, PXAT, KEEPTTL)",
-                ))
-            }
-            _ => return Err(syntax_error()),
-        }
-    }
-    Ok((op, ReplyShape::Set { get }))
 }
 
 /// SHOAL.PUT / SHOAL.DEL with an optional CONTEXT.
@@ -606,7 +624,7 @@ mod tests {
     #[test]
     fn a_command_is_parsed_once_into_what_it_does() {
         let Ok(DataCommand::Write(ops, ReplyShape::Set { get: true })) =
-            DataCommand::parse(3, 16, "set", &args(&["SET", "k", "v", "nx", "GET"]))
+            DataCommand::parse(3, 16, "set", &args(&["SET", "k", "v", "nx", "GET"]), 0)
         else {
             panic!("SET k v NX GET");
         };
@@ -614,21 +632,27 @@ mod tests {
         assert_eq!(ops[0].namespace, 3);
         assert_eq!(ops[0].condition, Condition::IfAbsent);
         let Ok(DataCommand::Write(ops, ReplyShape::Count)) =
-            DataCommand::parse(0, 16, "unlink", &args(&["UNLINK", "a", "b"]))
+            DataCommand::parse(0, 16, "unlink", &args(&["UNLINK", "a", "b"]), 0)
         else {
             panic!("UNLINK a b");
         };
         assert_eq!(ops.len(), 2);
         assert!(matches!(
-            DataCommand::parse(0, 16, "pttl", &args(&["PTTL", "k"])),
-            Ok(DataCommand::Ttl(_))
+            DataCommand::parse(0, 16, "pttl", &args(&["PTTL", "k"]), 0),
+            Ok(DataCommand::Ttl(
+                _,
+                TtlQuery {
+                    in_ms: true,
+                    absolute: false
+                }
+            ))
         ));
     }
 
     #[test]
     fn bad_arguments_are_refused_before_anything_runs() {
         let cases: [(&str, &[&str], &str); 5] = [
-            ("set", &["SET", "k", "v", "EX", "10"], "key expiry"),
+            ("set", &["SET", "k", "v", "EX", "0"], "invalid expire time"),
             ("set", &["SET", "k", "v", "NX", "XX"], "syntax error"),
             (
                 "mset",
@@ -643,7 +667,7 @@ mod tests {
             ),
         ];
         for (name, words, why) in cases {
-            let Err(step) = DataCommand::parse(0, 16, name, &args(words)) else {
+            let Err(step) = DataCommand::parse(0, 16, name, &args(words), 0) else {
                 panic!("{words:?} parsed");
             };
             let message = refusal(step);

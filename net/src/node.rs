@@ -127,6 +127,11 @@ pub async fn start_node<R: Runtime + Clone>(
     let storage = Storage::start(store, setup.storage.clone(), runtime.clone());
     let hints = hint_store.map(|s| Storage::start(s, setup.storage.clone(), runtime.clone()));
     hooks.storages_started(&storage, hints.as_ref());
+    if setup.cluster.is_none() {
+        // A cluster's expired values stay hidden until overwritten or deleted:
+        // a node must not delete alone what its replicas hold.
+        tokio::spawn(crate::expire::run_active_expiry(storage.clone()));
+    }
     let cluster = match setup.cluster {
         Some(config) => Some(
             Cluster::start(

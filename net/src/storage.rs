@@ -146,6 +146,8 @@ pub struct Storage {
     stats: Arc<Mutex<CommitStats>>,
     timings: Arc<CommitTimings>,
     config: StorageConfig,
+    /// The runtime's wall clock (`Storage::wall_ms`).
+    wall_clock: Arc<dyn Fn() -> u64 + Send + Sync>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -167,6 +169,10 @@ impl Storage {
             stats: Arc::default(),
             timings: Arc::default(),
             config: config.clone(),
+            wall_clock: {
+                let runtime = runtime.clone();
+                Arc::new(move || runtime.wall_ms())
+            },
         };
         let pacer = Pacer::new(
             PacerConfig {
@@ -223,6 +229,12 @@ impl Storage {
 
     pub async fn write(&self, ops: Vec<WriteOp>) -> Result<WriteResults, SubmitError> {
         Ok(self.submit(ops).await?.wait().await)
+    }
+
+    /// The wall clock the store stamps writes with, in ms since the Unix
+    /// epoch: what deadlines are set and checked against.
+    pub fn wall_ms(&self) -> u64 {
+        (self.wall_clock)()
     }
 
     /// Read published state under the store's lock (keep `f` short).

@@ -73,6 +73,8 @@ pub struct ClientWrite {
     /// `None`: supersede everything the coordinator holds (plain SET/DEL).
     pub context: Option<VersionVector>,
     pub condition: WireCondition,
+    /// When the value expires (wall time, ms since the Unix epoch).
+    pub deadline_ms: Option<u64>,
 }
 
 /// What a coordinated write did (the store's `WriteOutcome`, minus the set).
@@ -266,6 +268,7 @@ mod tests {
                     },
                     hlc: Hlc(0),
                     value: Some(Bytes::from(vec![b'v'; value_bytes])),
+                    deadline_ms: None,
                 }],
             },
         }

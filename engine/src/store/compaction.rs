@@ -216,6 +216,7 @@ impl Store {
                 bytes: frame,
                 live: entry.live,
                 set_hash: None,
+                deadline_ms: None,
             });
         }
         if !frames.is_empty() {
@@ -227,6 +228,7 @@ impl Store {
         }
         for dk in collected {
             self.report_collected(&dk);
+            self.expiring.set(&dk, None);
             if let Some(previous) = self.keydir.remove(&dk) {
                 self.retire(previous, dk[0]);
                 self.stats.tombstones_collected += 1;

@@ -1,7 +1,9 @@
 //! Hint files: for each sealed segment, the directory entries that point into it,
 //! so a restart reads a compact list instead of scanning every record. One frame:
 //! `[len u32 LE][crc32c u32 LE][postcard HintFile]`. A hint that fails its checksum
-//! is ignored and the segment is scanned instead.
+//! is ignored and the segment is scanned instead. The checksum starts from
+//! [`HINT_FORMAT`], so a hint of another format (before entries carried
+//! deadlines) fails it and is never misread.
 
 use super::{hint_file_name, KeyEntry, Store};
 use crate::disk::DiskError;
@@ -27,6 +29,16 @@ pub(crate) struct HintEntry {
     pub offset: u32,
     pub len: u32,
     pub live: bool,
+    /// When the record's set expires (the expiry index's entry).
+    pub deadline_ms: Option<u64>,
+}
+
+/// What a hint's checksum starts from: the format of its body.
+const HINT_FORMAT: &[u8] = b"shoal hint 2: entries with deadlines";
+
+fn hint_crc(len: &[u8], body: &[u8]) -> u32 {
+    let seeded = crc32c::crc32c_append(crc32c::crc32c(HINT_FORMAT), len);
+    crc32c::crc32c_append(seeded, body)
 }
 
 impl Store {
@@ -34,24 +46,25 @@ impl Store {
         let segment = &self.segments[&segment_id];
         // The latest record of each key in this segment: published, or written by a
         // batch still in flight (it may already be durable, as sealing syncs).
-        let mut latest: std::collections::BTreeMap<&[u8], KeyEntry> = self
+        let mut latest: std::collections::BTreeMap<&[u8], (KeyEntry, Option<u64>)> = self
             .keydir
             .iter()
             .filter(|(_, e)| e.segment == segment_id)
-            .map(|(k, e)| (&k[..], *e))
+            .map(|(k, e)| (&k[..], (*e, self.expiring.get(k))))
             .collect();
         for (k, staged) in &self.staged {
             if staged.entry.segment == segment_id {
-                latest.insert(&k[..], staged.entry);
+                latest.insert(&k[..], (staged.entry, staged.set.deadline_ms()));
             }
         }
         let entries = latest
             .into_iter()
-            .map(|(k, e)| HintEntry {
+            .map(|(k, (e, deadline_ms))| HintEntry {
                 dir_key: k.to_vec(),
                 offset: e.offset,
                 len: e.len,
                 live: e.live,
+                deadline_ms,
             })
             .collect();
         let hint = HintFile {
@@ -66,7 +79,7 @@ impl Store {
         let mut bytes = Vec::with_capacity(body.len() + 8);
         let len = body.len() as u32;
         bytes.extend_from_slice(&len.to_le_bytes());
-        let crc = crc32c::crc32c_append(crc32c::crc32c(&len.to_le_bytes()), &body);
+        let crc = hint_crc(&len.to_le_bytes(), &body);
         bytes.extend_from_slice(&crc.to_le_bytes());
         bytes.extend_from_slice(&body);
         let name = hint_file_name(segment_id);
@@ -97,7 +110,7 @@ pub(crate) fn read_hint_file(dir: &dyn crate::disk::DiskDir, segment_id: u32) ->
     let len = u32::from_le_bytes(bytes[0..4].try_into().ok()?) as usize;
     let crc = u32::from_le_bytes(bytes[4..8].try_into().ok()?);
     let body = bytes.get(8..8 + len)?;
-    if crc32c::crc32c_append(crc32c::crc32c(&bytes[0..4]), body) != crc {
+    if hint_crc(&bytes[0..4], body) != crc {
         return None;
     }
     let hint: HintFile = postcard::from_bytes(body).ok()?;

@@ -11,7 +11,6 @@
 //! tail and re-creates a torn segment header, it only reports what it finds, so it
 //! is safe to run on the directory of a node that refused to start.
 
-use super::hint::HintFile;
 use super::recovery::find_later_batch;
 use super::{hint_file_name, segment_file_name};
 use crate::disk::{DiskDir, DiskError};
@@ -326,33 +325,14 @@ fn nonzero_end(data: &[u8], from: usize) -> usize {
         .map_or(from, |i| (i + 1).max(from))
 }
 
-/// Whether a hint would be used by recovery: `[len u32 LE][crc32c over the length
-/// bytes and the body u32 LE][postcard body]`, decoding to a hint for `segment_id`.
+/// Whether a hint would be used by recovery (`hint::read_hint_file`: its
+/// checksum of its format, and a body for `segment_id`).
 fn hint_is_valid(dir: &dyn DiskDir, name: &str, segment_id: u32) -> Result<bool, DiskError> {
-    let file = match dir.open(name, false) {
-        Ok(file) => file,
-        Err(DiskError::NotFound(_)) => return Ok(false),
-        Err(e) => return Err(e),
-    };
-    let len = usize::try_from(file.len()?)
-        .map_err(|_| DiskError::Io(format!("hint {name} is too large to read")))?;
-    let mut bytes = vec![0u8; len];
-    file.read_at(0, &mut bytes)?;
-    let (Some(len_field), Some(crc_field)) = (bytes.get(0..4), bytes.get(4..8)) else {
-        return Ok(false);
-    };
-    let body_len = u32::from_le_bytes([len_field[0], len_field[1], len_field[2], len_field[3]]);
-    let crc = u32::from_le_bytes([crc_field[0], crc_field[1], crc_field[2], crc_field[3]]);
-    let Some(body) = (body_len as usize)
-        .checked_add(8)
-        .and_then(|end| bytes.get(8..end))
-    else {
-        return Ok(false);
-    };
-    if crc32c::crc32c_append(crc32c::crc32c(len_field), body) != crc {
-        return Ok(false);
+    match dir.open(name, false) {
+        Ok(_) => Ok(super::hint::read_hint_file(dir, segment_id).is_some()),
+        Err(DiskError::NotFound(_)) => Ok(false),
+        Err(e) => Err(e),
     }
-    Ok(postcard::from_bytes::<HintFile>(body).is_ok_and(|hint| hint.segment_id == segment_id))
 }
 
 #[cfg(test)]

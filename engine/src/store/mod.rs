@@ -12,6 +12,7 @@
 
 mod catalog;
 mod compaction;
+mod expiry;
 mod hint;
 pub mod inspect;
 mod keydir;
@@ -114,6 +115,9 @@ pub(crate) struct PendingFrame {
     /// The record's set hash for the anti-entropy digests (0 when they are off;
     /// `None`: an empty set, which leaves them).
     pub set_hash: Option<u64>,
+    /// When the record's set expires ([`SiblingSet::deadline_ms`]; compaction's
+    /// copies leave the expiry index as it is and say `None`).
+    pub deadline_ms: Option<u64>,
 }
 
 /// Where an appended frame landed.
@@ -143,6 +147,8 @@ pub struct PreparedBatch {
     /// Per update, the new set's hash (empty when digests are off; `None`: the
     /// key was forgotten).
     set_hashes: Vec<Option<u64>>,
+    /// Per update, when the new set expires.
+    deadlines: Vec<Option<u64>>,
     /// Delete-marker sets this batch forgets (`WriteOp::forget_if`).
     forgotten: u64,
     sync_target: Option<Arc<dyn Disk>>,
@@ -246,6 +252,8 @@ pub struct Store {
     stats: StoreStats,
     /// Anti-entropy digests, kept once [`Store::enable_digests`] was called.
     digests: Option<crate::digest::DigestTree>,
+    /// Published keys that expire (`expiry`).
+    expiring: expiry::ExpiryIndex,
     observer: Option<Arc<dyn StoreObserver>>,
 }
 
@@ -631,7 +639,8 @@ impl Store {
             }
         }
         self.stats.tombstones_forgotten += batch.forgotten;
-        for (dk, entry) in batch.updates {
+        for ((dk, entry), deadline_ms) in batch.updates.into_iter().zip(batch.deadlines) {
+            self.expiring.set(&dk, deadline_ms);
             if self
                 .staged
                 .get(&dk)

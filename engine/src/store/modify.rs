@@ -24,6 +24,9 @@ pub enum Modify {
     Append(Bytes),
     /// SETRANGE: overwrite from `offset_bytes`, padding with zero bytes.
     SetRange { offset_bytes: usize, bytes: Bytes },
+    /// EXPIRE, PERSIST, GETEX: the value unchanged, with the op's deadline
+    /// (not applied to an absent key).
+    Touch,
 }
 
 /// Why a modification was refused; nothing was written.
@@ -61,8 +64,17 @@ impl fmt::Display for ModifyError {
 
 impl Modify {
     /// The new value, from the current winner (`None`: the key is absent).
-    pub fn apply(&self, current: Option<&[u8]>) -> Result<Bytes, ModifyError> {
+    /// [`Modify::Touch`] of an absent key has none.
+    pub fn apply(&self, current: Option<&[u8]>) -> Result<Option<Bytes>, ModifyError> {
+        if matches!(self, Modify::Touch) {
+            return Ok(current.map(Bytes::copy_from_slice));
+        }
+        self.compute(current).map(Some)
+    }
+
+    fn compute(&self, current: Option<&[u8]>) -> Result<Bytes, ModifyError> {
         match self {
+            Modify::Touch => unreachable!("Touch is answered by apply"),
             Modify::IncrBy(by) => {
                 let now = current
                     .map_or(Some(0), parse_i64)
@@ -152,7 +164,7 @@ mod tests {
 
     fn apply(m: Modify, current: Option<&str>) -> Result<String, ModifyError> {
         m.apply(current.map(str::as_bytes))
-            .map(|b| String::from_utf8(b.to_vec()).unwrap())
+            .map(|b| String::from_utf8(b.expect("a value").to_vec()).unwrap())
     }
 
     #[test]

@@ -18,12 +18,40 @@ pub enum Covers {
     Context(VersionVector),
 }
 
-/// Redis's NX / XX.
+/// Redis's NX / XX, and EXPIRE's NX / XX / GT / LT (on the current winner's
+/// deadline; a value without one counts as never expiring). Every `Deadline*`
+/// condition also needs the key present.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Condition {
     Always,
     IfAbsent,
     IfPresent,
+    /// EXPIRE NX: the winner has no deadline.
+    IfNoDeadline,
+    /// EXPIRE XX: the winner has a deadline.
+    IfDeadline,
+    /// EXPIRE GT: the new deadline is later than the winner's (which has one).
+    IfDeadlineLater,
+    /// EXPIRE LT: the new deadline is earlier than the winner's (or it has
+    /// none, unless `with_deadline`: LT with XX).
+    IfDeadlineEarlier {
+        with_deadline: bool,
+    },
+}
+
+/// When a written value expires.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Deadline {
+    /// Never (a plain SET).
+    #[default]
+    Never,
+    /// When the key's current winner does (SET KEEPTTL; INCR, APPEND and
+    /// SETRANGE keep it, as in Redis).
+    Keep,
+    /// At this wall time, ms since the Unix epoch. A deadline at or before the
+    /// batch's wall time makes the write a delete (Redis deletes a key given a
+    /// deadline in the past).
+    At(u64),
 }
 
 /// One write: a value, or a delete (`value: None`), or a replica's merge of a
@@ -44,6 +72,8 @@ pub struct WriteOp {
     /// Write the current winner modified (INCR, APPEND, ...) instead of
     /// `value` (see [`WriteOp::modify`]).
     pub modify: Option<Modify>,
+    /// When the written value expires (ignored by merges, forgets and deletes).
+    pub deadline: Deadline,
 }
 
 /// When a forget applies.
@@ -74,6 +104,7 @@ impl WriteOp {
             merge: None,
             forget: None,
             modify: None,
+            deadline: Deadline::Never,
         }
     }
 
@@ -83,6 +114,7 @@ impl WriteOp {
     pub fn modify(namespace: u8, key: Bytes, modify: Modify) -> Self {
         WriteOp {
             modify: Some(modify),
+            deadline: Deadline::Keep,
             ..WriteOp::delete(namespace, key)
         }
     }

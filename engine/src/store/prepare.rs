@@ -2,14 +2,17 @@
 //! forget or a read-modify-write) computed against the key's set as the
 //! batch's earlier writes left it, and its record framed for one append.
 
+use super::modify::Modify;
 use super::*;
 
 /// A key's set as a write in a batch finds it, and what the write's outcome
 /// reports of it.
+/// Values expired at the batch's wall time read as absent.
 struct Found {
     set: SiblingSet,
     live: bool,
     winner: Option<Bytes>,
+    winner_deadline_ms: Option<u64>,
 }
 
 impl Found {
@@ -22,6 +25,29 @@ impl Found {
             previous_winner: self.winner,
             previous_live: self.live,
             set: self.set,
+        }
+    }
+}
+
+/// Whether `op`'s condition holds on the key as `found`, for a write whose
+/// value would expire at `deadline_ms`.
+fn condition_holds(op: &WriteOp, found: &Found, deadline_ms: Option<u64>) -> bool {
+    let current = found.winner_deadline_ms;
+    match op.condition {
+        Condition::Always => true,
+        Condition::IfAbsent => !found.live,
+        Condition::IfPresent => found.live,
+        Condition::IfNoDeadline => found.live && current.is_none(),
+        Condition::IfDeadline => found.live && current.is_some(),
+        Condition::IfDeadlineLater => {
+            found.live && matches!((current, deadline_ms), (Some(c), Some(n)) if n > c)
+        }
+        Condition::IfDeadlineEarlier { with_deadline } => {
+            let earlier = match current {
+                Some(c) => deadline_ms.is_some_and(|n| n < c),
+                None => !with_deadline && deadline_ms.is_some(),
+            };
+            found.live && earlier
         }
     }
 }
@@ -42,6 +68,7 @@ impl Store {
             results: Vec::with_capacity(ops.len()),
             updates: Vec::new(),
             set_hashes: Vec::new(),
+            deadlines: Vec::new(),
             sync_target: None,
             batch_seq: self.next_batch_seq,
             forgotten: 0,
@@ -76,6 +103,7 @@ impl Store {
                 if self.digests.is_some() {
                     batch.set_hashes = frames.iter().map(|f| f.set_hash).collect();
                 }
+                batch.deadlines = frames.iter().map(|f| f.deadline_ms).collect();
                 batch.updates = frames
                     .into_iter()
                     .zip(placed)
@@ -116,7 +144,7 @@ impl Store {
                 max_bytes: self.options.key_size_max_bytes,
             });
         }
-        let found = self.found(op, overlay)?;
+        let found = self.found(op, overlay, wall_ms)?;
         if let Some(forget) = op.forget {
             return self.prepare_forget(op, forget, found, batch_seq, overlay, frames);
         }
@@ -132,6 +160,7 @@ impl Store {
         &self,
         op: &WriteOp,
         overlay: &BTreeMap<Box<[u8]>, SiblingSet>,
+        now_ms: u64,
     ) -> Result<Found, WriteError> {
         let dk = dir_key(op.namespace, &op.key);
         let set = match overlay
@@ -144,9 +173,11 @@ impl Store {
                 None => SiblingSet::default(),
             },
         };
+        let winner = set.winner_at(now_ms);
         Ok(Found {
-            live: !set.is_deleted(),
-            winner: set.winner().and_then(|s| s.value.clone()),
+            live: winner.is_some(),
+            winner: winner.and_then(|s| s.value.clone()),
+            winner_deadline_ms: winner.and_then(|s| s.deadline_ms),
             set,
         })
     }
@@ -223,20 +254,26 @@ impl Store {
         overlay: &mut BTreeMap<Box<[u8]>, SiblingSet>,
         frames: &mut Vec<PendingFrame>,
     ) -> Result<WriteOutcome, WriteError> {
-        let condition_holds = match op.condition {
-            Condition::Always => true,
-            Condition::IfAbsent => !found.live,
-            Condition::IfPresent => found.live,
+        let deadline_ms = match op.deadline {
+            Deadline::Never => None,
+            Deadline::Keep => found.winner_deadline_ms,
+            Deadline::At(at_ms) => Some(at_ms),
         };
-        let value = match &op.modify {
-            Some(modify) => Some(
-                modify
-                    .apply(found.winner.as_deref())
-                    .map_err(WriteError::Modify)?,
-            ),
+        let mut value = match &op.modify {
+            Some(Modify::Touch) => found.winner.clone(),
+            Some(modify) => modify
+                .apply(found.winner.as_deref())
+                .map_err(WriteError::Modify)?,
             None => op.value.clone(),
         };
-        if !condition_holds || (value.is_none() && !found.live) {
+        if deadline_ms.is_some_and(|d| d <= wall_ms) {
+            value = None;
+        }
+        let untouched = matches!(op.modify, Some(Modify::Touch)) && !found.live;
+        // A delete applies while any value is held, expired ones included
+        // (expiry deletes those).
+        let nothing_to_delete = value.is_none() && found.set.is_deleted();
+        if !condition_holds(op, &found, deadline_ms) || untouched || nothing_to_delete {
             return Ok(found.not_applied());
         }
         let covered = match &op.covers {
@@ -245,12 +282,12 @@ impl Store {
         };
         let mut next = found.set;
         let hlc = self.clock.now(wall_ms);
-        let dot = next.write(
+        let dot = next.write_expiring(
             &covered,
-            self.options.node_id,
-            self.counter_floor,
+            (self.options.node_id, self.counter_floor),
             hlc,
             value,
+            deadline_ms,
         );
         self.counter_issued_max = self.counter_issued_max.max(dot.counter);
         if next.siblings.len() > self.options.siblings_max {
@@ -337,12 +374,14 @@ impl Store {
             Some(0)
         };
         let dk = dir_key(op.namespace, &op.key);
+        let deadline_ms = body.set.deadline_ms();
         overlay.insert(dk.clone(), body.set);
         frames.push(PendingFrame {
             dir_key: dk,
             bytes: frame,
             live,
             set_hash,
+            deadline_ms,
         });
         Ok(())
     }

@@ -434,16 +434,15 @@ impl Store {
             compaction: Default::default(),
             stats: Default::default(),
             digests: None,
+            expiring: Default::default(),
             observer: None,
         };
-        let mut entries = Vec::new();
+        let mut loaded = Loaded::default();
         for (i, id) in ids.iter().enumerate() {
-            store.load_segment(*id, i + 1 == ids.len(), &mut entries, &mut report)?;
+            store.load_segment(*id, i + 1 == ids.len(), &mut loaded, &mut report)?;
         }
-        if let Some(catalog) = &catalog {
-            store.check_against_catalog(catalog)?;
-        }
-        store.keydir.bulk_load(entries);
+        catalog.map_or(Ok(()), |c| store.check_against_catalog(&c))?;
+        store.load_directory(loaded);
         if store.segments.is_empty() {
             let disk = store.create_segment(1).map_err(|e| match e {
                 WriteError::Disk(d) => OpenError::Disk(d),
@@ -474,6 +473,21 @@ impl Store {
         report.keys_loaded = store.keydir.len() as u64;
         store.cut_a_tail_below = cut_tail_floor(store.dir.as_ref(), &report, incarnation)?;
         Ok((store, report))
+    }
+
+    /// The key directory and the expiry index from what the segments hold.
+    fn load_directory(&mut self, loaded: Loaded) {
+        self.keydir.bulk_load(loaded.entries);
+        for (dk, at, deadline_ms) in loaded.deadlines {
+            // Only where the record is still its key's latest.
+            if self
+                .keydir
+                .get(&dk)
+                .is_some_and(|e| (e.segment, e.offset) == at)
+            {
+                self.expiring.set(&dk, Some(deadline_ms));
+            }
+        }
     }
 
     /// Recompute live-key counts and dead bytes from the directory.
@@ -519,7 +533,7 @@ impl Store {
         synced_bytes: u64,
         report: &mut RecoveryReport,
     ) -> OpenError {
-        let mut scratch = Vec::new();
+        let mut scratch = Loaded::default();
         match self.scan_segment(id, disk, false, 0, &mut scratch, report) {
             Err(e) => e,
             Ok(end) => OpenError::Corrupt {
@@ -538,7 +552,7 @@ impl Store {
         &mut self,
         id: u32,
         is_last: bool,
-        entries: &mut super::keydir::Entries,
+        loaded: &mut Loaded,
         report: &mut RecoveryReport,
     ) -> Result<(), OpenError> {
         let disk = self.dir.open(&segment_file_name(id), false)?;
@@ -560,10 +574,10 @@ impl Store {
             report.segments_from_hints += 1;
             report.records_loaded += hint.entries.len() as u64;
             let written_bytes = hint.written_bytes;
-            entries.reserve(hint.entries.len());
+            loaded.entries.reserve(hint.entries.len());
             for entry in hint.entries {
                 let key_entry = entry.entry(id);
-                entries.push((entry.dir_key.into_boxed_slice(), key_entry));
+                loaded.push(entry.dir_key.into(), key_entry, entry.deadline_ms);
             }
             self.segments.insert(
                 id,
@@ -582,14 +596,8 @@ impl Store {
         } else {
             0
         };
-        let written_bytes = self.scan_segment(
-            id,
-            disk.as_ref(),
-            is_last,
-            synced_bytes_min,
-            entries,
-            report,
-        )?;
+        let written_bytes =
+            self.scan_segment(id, disk.as_ref(), is_last, synced_bytes_min, loaded, report)?;
         // Every frame of it was just checked: this is the data as it stands.
         let data_crc = super::hint::data_crc(disk.as_ref(), written_bytes)?;
         self.segments.insert(
@@ -613,7 +621,7 @@ impl Store {
         disk: &dyn Disk,
         is_last: bool,
         synced_bytes_min: u64,
-        entries: &mut super::keydir::Entries,
+        loaded: &mut Loaded,
         report: &mut RecoveryReport,
     ) -> Result<u64, OpenError> {
         let mut reader = SegmentReader::new(disk)?;
@@ -654,7 +662,7 @@ impl Store {
                         len: frame_len as u32,
                         live: view.is_live(),
                     };
-                    entries.push((dk, entry));
+                    loaded.push(dk, entry, view.deadline_ms());
                     self.clock.observe(view.max_hlc());
                     batch_seq_last = batch_seq_last.max(view.batch_seq);
                     self.next_batch_seq = self.next_batch_seq.max(view.batch_seq + 1);
@@ -702,6 +710,28 @@ impl Store {
             report.torn_tail = Some((id, pos as u64, garbage as u64));
             return Ok(pos as u64);
         }
+    }
+}
+
+/// What an open found in the segments: every record's directory entry, and the
+/// deadlines of those whose sets expire (with where the record is).
+#[derive(Default)]
+struct Loaded {
+    entries: super::keydir::Entries,
+    deadlines: Vec<LoadedDeadline>,
+}
+
+/// A directory key, where its record is (segment, offset), and when its set
+/// expires.
+type LoadedDeadline = (Box<[u8]>, (u32, u32), u64);
+
+impl Loaded {
+    fn push(&mut self, dk: Box<[u8]>, entry: KeyEntry, deadline_ms: Option<u64>) {
+        if let Some(at) = deadline_ms {
+            self.deadlines
+                .push((dk.clone(), (entry.segment, entry.offset), at));
+        }
+        self.entries.push((dk, entry));
     }
 }
 

@@ -121,10 +121,7 @@ impl Cluster {
                 namespace,
                 first_slot,
                 last_slot,
-            } => Response::Keys(
-                self.storage
-                    .read(|s| s.live_keys_in_slots(namespace, first_slot..=last_slot)),
-            ),
+            } => Response::Keys(self.unexpired_keys(namespace, first_slot..=last_slot)),
             Request::MarkerVerdicts {
                 ring_version,
                 items,
@@ -209,8 +206,18 @@ impl Cluster {
         Response::Replicated(self.merge_locally(items).await)
     }
 
-    /// Learn `from`'s ring if it is newer than `ring_version` says ours is
-    /// not (one catch-up at a time).
+    /// Keys held with a value in `slots`, those expired by now left out.
+    fn unexpired_keys(&self, namespace: u8, slots: std::ops::RangeInclusive<u16>) -> Vec<Bytes> {
+        let now_ms = self.clock.wall_ms();
+        self.storage.read(|s| {
+            let mut keys = s.live_keys_in_slots(namespace, slots);
+            keys.retain(|k| !s.has_expired(namespace, k, now_ms));
+            keys
+        })
+    }
+
+    /// Learn `from`'s ring when `ring_version`, the asker's, is newer than
+    /// ours (one catch-up at a time).
     async fn learn_ring_from(&self, from: NodeId, ring_version: u64) {
         let _one_at_a_time = self.ring_catch_up.lock().await;
         if ring_version > self.map().version() {

@@ -1,0 +1,97 @@
+//! Which keys expire, and when: every published key whose values all have
+//! deadlines ([`SiblingSet::deadline_ms`]), by key and by deadline. Reads ask
+//! it whether a key has expired without reading its record, and active expiry
+//! takes the keys due first. Built at open from the records (or their hints),
+//! kept at every publish. Holds nothing else: a value without a deadline is
+//! never here.
+//!
+//! [`SiblingSet::deadline_ms`]: crate::version::SiblingSet::deadline_ms
+
+use super::{dir_key, Store};
+use bytes::Bytes;
+use std::collections::{BTreeMap, BTreeSet};
+
+#[derive(Default)]
+pub(crate) struct ExpiryIndex {
+    by_key: BTreeMap<Box<[u8]>, u64>,
+    by_deadline: BTreeSet<(u64, Box<[u8]>)>,
+}
+
+impl ExpiryIndex {
+    /// The key (a directory key) now expires at `deadline_ms`, or never.
+    pub fn set(&mut self, dk: &[u8], deadline_ms: Option<u64>) {
+        match deadline_ms {
+            Some(at) => {
+                if let Some(before) = self.by_key.insert(dk.into(), at) {
+                    self.by_deadline.remove(&(before, dk.into()));
+                }
+                self.by_deadline.insert((at, dk.into()));
+            }
+            None => {
+                if let Some(before) = self.by_key.remove(dk) {
+                    self.by_deadline.remove(&(before, dk.into()));
+                }
+            }
+        }
+        debug_assert_eq!(self.by_key.len(), self.by_deadline.len());
+    }
+
+    pub fn get(&self, dk: &[u8]) -> Option<u64> {
+        self.by_key.get(dk).copied()
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_key.len()
+    }
+}
+
+impl Store {
+    /// When the key stops reading as present (`None`: it does not expire, or
+    /// is absent).
+    pub fn deadline_of(&self, namespace: u8, key: &[u8]) -> Option<u64> {
+        self.expiring.get(&dir_key(namespace, key))
+    }
+
+    /// The key expired at or before `now_ms` (still held until expiry deletes it).
+    pub fn has_expired(&self, namespace: u8, key: &[u8], now_ms: u64) -> bool {
+        self.deadline_of(namespace, key)
+            .is_some_and(|d| d <= now_ms)
+    }
+
+    /// Up to `max` keys expired at `now_ms`, earliest deadline first.
+    pub fn expired_keys(&self, now_ms: u64, max: usize) -> Vec<(u8, Bytes)> {
+        self.expiring
+            .by_deadline
+            .iter()
+            .take_while(|(at, _)| *at <= now_ms)
+            .take(max)
+            .map(|(_, dk)| (dk[0], Bytes::copy_from_slice(&dk[3..])))
+            .collect()
+    }
+
+    /// Keys that expire (expired or not yet).
+    pub fn expiring_key_count(&self) -> usize {
+        self.expiring.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_deadline_per_key_both_ways() {
+        let mut index = ExpiryIndex::default();
+        index.set(b"a", Some(5));
+        index.set(b"b", Some(3));
+        index.set(b"a", Some(9));
+        assert_eq!(index.get(b"a"), Some(9));
+        assert_eq!(index.len(), 2);
+        let order: Vec<_> = index.by_deadline.iter().map(|(at, _)| *at).collect();
+        assert_eq!(order, vec![3, 9]);
+        index.set(b"b", None);
+        index.set(b"c", None);
+        assert_eq!(index.len(), 1);
+        assert_eq!(index.by_deadline.len(), 1);
+    }
+}

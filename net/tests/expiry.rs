@@ -1,0 +1,138 @@
+//! Key expiry against the real `shoal` binary with the `redis` crate: the
+//! deadline options and commands answer as Redis does, an expired key reads
+//! as absent at once and is deleted in the background, and deadlines survive
+//! kill -9. Times are generous and never asserted as speeds: the checks are
+//! on what is visible before and after a deadline, with seconds of margin.
+
+mod common;
+
+use common::{temp_dir, ShoalProcess};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+fn query<T: redis::FromRedisValue>(c: &mut redis::Connection, args: &[&str]) -> T {
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    cmd.query(c)
+        .unwrap_or_else(|e| panic!("{args:?} failed: {e}"))
+}
+
+fn error_of(c: &mut redis::Connection, args: &[&str]) -> String {
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    cmd.query::<redis::Value>(c)
+        .expect_err("an error reply")
+        .to_string()
+}
+
+fn int(c: &mut redis::Connection, args: &[&str]) -> i64 {
+    query(c, args)
+}
+
+#[test]
+fn deadlines_are_set_read_changed_and_refused_as_in_redis() {
+    let dir = temp_dir("expiry-commands");
+    let node = ShoalProcess::start(&dir, &[]);
+    let mut c = node.client();
+    let _: () = query(&mut c, &["SET", "a", "1", "EX", "100"]);
+    assert!((99..=100).contains(&int(&mut c, &["TTL", "a"])));
+    assert!((99_000..=100_000).contains(&int(&mut c, &["PTTL", "a"])));
+    let now_s = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!((int(&mut c, &["EXPIRETIME", "a"]) - (now_s + 100)).abs() <= 2);
+    let _: () = query(&mut c, &["SET", "b", "2"]);
+    assert_eq!(int(&mut c, &["TTL", "b"]), -1);
+    assert_eq!(int(&mut c, &["TTL", "missing"]), -2);
+    assert_eq!(int(&mut c, &["EXPIRE", "missing", "10"]), 0);
+    // NX, XX, GT, LT.
+    assert_eq!(int(&mut c, &["EXPIRE", "b", "100", "XX"]), 0);
+    assert_eq!(int(&mut c, &["EXPIRE", "b", "100", "GT"]), 0);
+    assert_eq!(int(&mut c, &["EXPIRE", "b", "100", "NX"]), 1);
+    assert_eq!(int(&mut c, &["EXPIRE", "b", "50", "GT"]), 0);
+    assert_eq!(int(&mut c, &["EXPIRE", "b", "50", "LT"]), 1);
+    assert_eq!(int(&mut c, &["PEXPIRE", "b", "200000", "XX", "GT"]), 1);
+    assert!(int(&mut c, &["TTL", "b"]) > 150);
+    assert_eq!(int(&mut c, &["PERSIST", "b"]), 1);
+    assert_eq!(int(&mut c, &["PERSIST", "b"]), 0);
+    assert_eq!(int(&mut c, &["EXPIRE", "b", "10", "XX", "LT"]), 0);
+    // INCR and SET KEEPTTL keep the deadline; a plain SET drops it.
+    let _: () = query(&mut c, &["SET", "n", "5", "PX", "100000"]);
+    assert_eq!(int(&mut c, &["INCR", "n"]), 6);
+    assert!(int(&mut c, &["TTL", "n"]) > 90);
+    let _: () = query(&mut c, &["SET", "n", "7", "KEEPTTL"]);
+    assert!(int(&mut c, &["TTL", "n"]) > 90);
+    let _: () = query(&mut c, &["SET", "n", "8"]);
+    assert_eq!(int(&mut c, &["TTL", "n"]), -1);
+    // GETEX and SETEX.
+    let _: () = query(&mut c, &["SETEX", "s", "100", "v"]);
+    let v: String = query(&mut c, &["GETEX", "s", "PERSIST"]);
+    assert_eq!((v.as_str(), int(&mut c, &["TTL", "s"])), ("v", -1));
+    let v: String = query(&mut c, &["GETEX", "s", "EXAT", &(now_s + 500).to_string()]);
+    assert_eq!(v, "v");
+    assert!(int(&mut c, &["TTL", "s"]) > 400);
+    // A deadline in the past deletes.
+    assert_eq!(int(&mut c, &["EXPIRE", "s", "-1"]), 1);
+    assert_eq!(int(&mut c, &["EXISTS", "s"]), 0);
+    for (args, why) in [
+        (
+            &["SET", "k", "v", "EX", "0"][..],
+            "invalid expire time in 'set'",
+        ),
+        (&["SET", "k", "v", "EX", "1", "PX", "1"][..], "syntax error"),
+        (&["SET", "k", "v", "EX", "1", "KEEPTTL"][..], "syntax error"),
+        (
+            &["SETEX", "k", "-5", "v"][..],
+            "invalid expire time in 'setex'",
+        ),
+        (&["EXPIRE", "b", "x"][..], "not an integer"),
+        (&["EXPIRE", "b", "10", "NX", "GT"][..], "not compatible"),
+        (&["EXPIRE", "b", "10", "GT", "LT"][..], "not compatible"),
+        (
+            &["EXPIRE", "b", "9223372036854775807"][..],
+            "invalid expire time",
+        ),
+        (&["GETEX", "b", "EX"][..], "syntax error"),
+    ] {
+        let e = error_of(&mut c, args);
+        assert!(e.contains(why), "{args:?}: {e}");
+    }
+}
+
+#[test]
+fn an_expired_key_reads_absent_at_once_goes_in_the_background_and_deadlines_survive_kill9() {
+    let dir = temp_dir("expiry-lifecycle");
+    let node = ShoalProcess::start(&dir, &[]);
+    let mut c = node.client();
+    let _: () = query(&mut c, &["SET", "short", "v", "PX", "300"]);
+    let _: () = query(&mut c, &["SET", "long", "v", "EX", "1000"]);
+    let _: () = query(&mut c, &["SET", "plain", "v"]);
+    assert_eq!(int(&mut c, &["DBSIZE"]), 3);
+    std::thread::sleep(Duration::from_millis(400));
+    let gone: Option<String> = query(&mut c, &["GET", "short"]);
+    assert_eq!(gone, None);
+    assert_eq!(int(&mut c, &["EXISTS", "short", "long", "plain"]), 2);
+    let keys: Vec<String> = query(&mut c, &["KEYS", "*"]);
+    assert!(!keys.contains(&"short".to_string()), "{keys:?}");
+    // Active expiry deletes it (DBSIZE, like Redis's, counts a key until then).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while int(&mut c, &["DBSIZE"]) != 2 {
+        assert!(std::time::Instant::now() < deadline, "never deleted");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // SET NX over an expired key writes.
+    let _: () = query(&mut c, &["SET", "gone", "v", "PX", "100"]);
+    std::thread::sleep(Duration::from_millis(200));
+    let set: Option<String> = query(&mut c, &["SET", "gone", "again", "NX"]);
+    assert_eq!(set.as_deref(), Some("OK"));
+    node.kill9();
+    let node = ShoalProcess::start(&dir, &[]);
+    let mut c = node.client();
+    assert!(int(&mut c, &["TTL", "long"]) > 990);
+    assert_eq!(int(&mut c, &["TTL", "plain"]), -1);
+    assert_eq!(int(&mut c, &["TTL", "gone"]), -1);
+}
