@@ -47,6 +47,8 @@ struct WireOp {
     context: Option<Context>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     siblings: Option<Vec<Sibling>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    expires_ms: Option<u64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -58,6 +60,8 @@ struct WireFinal {
     context: Context,
     #[serde(default)]
     tombstone: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    read_at_ms: Option<u64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -141,9 +145,14 @@ fn parse_invoke(op: OpHeader, wire: WireOp) -> Result<Event, String> {
             Ok(Event::Invoke {
                 op,
                 value: Some(value),
+                expires_ms: wire.expires_ms,
             })
         }
-        Function::Read | Function::Delete => Ok(Event::Invoke { op, value: None }),
+        Function::Read | Function::Delete => Ok(Event::Invoke {
+            op,
+            value: None,
+            expires_ms: None,
+        }),
     }
 }
 
@@ -178,6 +187,7 @@ fn parse_final(text: &str) -> Result<Event, String> {
         siblings: wire.siblings,
         context: wire.context,
         tombstone: wire.tombstone,
+        read_at_ms: wire.read_at_ms,
     }))
 }
 
@@ -239,10 +249,18 @@ pub(crate) fn meta_to_json(meta: &Meta) -> String {
 
 pub(crate) fn event_to_json(event: &Event) -> String {
     match event {
-        Event::Invoke { op, value } => op_to_json(Phase::Invoke, op, value.clone(), None),
-        Event::Ok { op, result } => op_to_json(Phase::Ok, op, None, Some(result)),
-        Event::Fail { op } => op_to_json(Phase::Fail, op, None, None),
-        Event::Info { op } => op_to_json(Phase::Info, op, None, None),
+        Event::Invoke {
+            op,
+            value,
+            expires_ms,
+        } => {
+            let mut wire = op_to_wire(Phase::Invoke, op, value.clone(), None);
+            wire.expires_ms = *expires_ms;
+            to_json(&wire)
+        }
+        Event::Ok { op, result } => to_json(&op_to_wire(Phase::Ok, op, None, Some(result))),
+        Event::Fail { op } => to_json(&op_to_wire(Phase::Fail, op, None, None)),
+        Event::Info { op } => to_json(&op_to_wire(Phase::Info, op, None, None)),
         Event::Final(state) => final_to_json(state),
         Event::Quiescence(quiescence) => tagged_to_json::<Quiescence>("quiescence", quiescence),
         Event::Fault(fault) => tagged_to_json::<Fault>("fault", fault),
@@ -251,12 +269,12 @@ pub(crate) fn event_to_json(event: &Event) -> String {
     }
 }
 
-fn op_to_json(
+fn op_to_wire(
     phase: Phase,
     op: &OpHeader,
     value: Option<String>,
     result: Option<&OkResult>,
-) -> String {
+) -> WireOp {
     let mut wire = WireOp {
         phase,
         process: op.process,
@@ -269,6 +287,7 @@ fn op_to_json(
         dot: None,
         context: None,
         siblings: None,
+        expires_ms: None,
     };
     match result {
         Some(OkResult::Write {
@@ -287,7 +306,7 @@ fn op_to_json(
         Some(OkResult::Delete { context }) => wire.context = Some(context.clone()),
         None => {}
     }
-    to_json(&wire)
+    wire
 }
 
 fn final_to_json(state: &FinalState) -> String {
@@ -298,6 +317,7 @@ fn final_to_json(state: &FinalState) -> String {
         siblings: state.siblings.clone(),
         context: state.context.clone(),
         tombstone: state.tombstone,
+        read_at_ms: state.read_at_ms,
     };
     tagged_to_json("final", &wire)
 }

@@ -53,6 +53,11 @@ pub struct Meta {
     pub nodes: Vec<NodeId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub converge_bound_ms: Option<u64>,
+    /// How far a node's wall clock may be behind the run's (the clock skew
+    /// the run can inject): a value written to expire at run time `t` may be
+    /// read until `t` plus this, never after.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiry_slack_ms: Option<u64>,
     /// Whether the history holds an `effect` for every write and delete that took
     /// effect (whatever its client learned) and a `collected` for every delete-marker
     /// collection. Then the checks judge unknown outcomes by what they did, and a
@@ -121,6 +126,9 @@ pub struct FinalState {
     pub context: Context,
     /// The replica holds only a delete marker (then `siblings` is empty).
     pub tombstone: bool,
+    /// When it was read (run time; `None`: unknown, after the run). An
+    /// expiring value may be gone from it if its deadline had passed by then.
+    pub read_at_ms: Option<u64>,
 }
 
 /// Whether the cluster reached the identical state on every replica after the heal.
@@ -169,10 +177,12 @@ pub struct Collection {
 /// One line of a history after the meta line.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
-    /// A client starts an operation; `value` is set for writes.
+    /// A client starts an operation; `value` is set for writes, and
+    /// `expires_ms` (run time, as `time_ms`) for a write whose value expires.
     Invoke {
         op: OpHeader,
         value: Option<String>,
+        expires_ms: Option<u64>,
     },
     /// The operation took effect.
     Ok {

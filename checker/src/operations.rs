@@ -40,6 +40,8 @@ pub struct Operation {
     pub invoked: Stamp,
     /// The value a write tried to write (None for reads and deletes).
     pub value: Option<String>,
+    /// When that value expires (run time), if it does.
+    pub expires_ms: Option<u64>,
     pub outcome: Outcome,
 }
 
@@ -141,7 +143,11 @@ pub fn pair_operations(events: &[Event]) -> Result<Vec<Operation>, HistoryError>
             message,
         };
         match event {
-            Event::Invoke { op, value } => {
+            Event::Invoke {
+                op,
+                value,
+                expires_ms,
+            } => {
                 if let Some(&open) = open_by_process.get(&op.process) {
                     let earlier = &operations[open];
                     return Err(fail(format!(
@@ -151,7 +157,8 @@ pub fn pair_operations(events: &[Event]) -> Result<Vec<Operation>, HistoryError>
                         earlier.describe()
                     )));
                 }
-                let operation = invoked_operation(event_index, op, value).map_err(fail)?;
+                let mut operation = invoked_operation(event_index, op, value).map_err(fail)?;
+                operation.expires_ms = *expires_ms;
                 open_by_process.insert(op.process, operations.len());
                 operations.push(operation);
             }
@@ -201,6 +208,7 @@ fn invoked_operation(
         } else {
             None
         },
+        expires_ms: None,
         outcome: Outcome::Info { at: None },
     })
 }

@@ -21,6 +21,8 @@ pub enum ViolationKind {
     G5NoGarbage,
     G6Sessions,
     Liveness,
+    /// A value read after its deadline.
+    Expiry,
     /// The history itself does not hold together (a completion without an invoke...).
     /// `History::parse` rejects these; only histories built in code reach the checks.
     Malformed,
@@ -36,6 +38,7 @@ impl ViolationKind {
             ViolationKind::G5NoGarbage => "G5 no garbage",
             ViolationKind::G6Sessions => "G6 sessions",
             ViolationKind::Liveness => "liveness",
+            ViolationKind::Expiry => "expiry",
             ViolationKind::Malformed => "malformed history",
         }
     }

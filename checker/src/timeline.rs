@@ -81,10 +81,17 @@ fn bounded(lines: Vec<String>) -> (Vec<String>, usize) {
 
 fn event_line(event: &Event) -> String {
     match event {
-        Event::Invoke { op, value } => {
-            let value = value
+        Event::Invoke {
+            op,
+            value,
+            expires_ms,
+        } => {
+            let mut value = value
                 .as_ref()
                 .map_or_else(String::new, |value| format!(" {value:?}"));
+            if let Some(at) = expires_ms {
+                value.push_str(&format!(" expiring at {at} ms"));
+            }
             op_line(op, "invoke", &format!("{value} via node {}", op.node))
         }
         Event::Ok { op, result } => op_line(op, "ok", &ok_text(result)),

@@ -296,7 +296,12 @@ impl SiblingSet {
         for o in &other.siblings {
             let in_self = self.siblings.iter().any(|s| s.dot == o.dot);
             if !in_self && !self.context.covers(o.dot) {
-                merged.push(o.clone());
+                let mut taken = o.clone();
+                if cfg!(feature = "bug-merge-drops-deadline") {
+                    // Planted bug: the copy never expires here.
+                    taken.deadline_ms = None;
+                }
+                merged.push(taken);
             }
         }
         merged.sort_by_key(|s| s.dot);

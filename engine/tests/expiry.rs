@@ -1,5 +1,5 @@
 //! Deadlines: a value written with one reads as absent from then on, EXPIRE's
-//! conditions follow Redis, a deadline in the past deletes, read-modify-writes
+//! conditions follow Redis, a deadline in the past reads absent at once, read-modify-writes
 //! keep the winner's deadline, and the expiry index survives a reopen from
 //! scanned segments and from hints alike.
 
@@ -125,7 +125,7 @@ fn expire_conditions_follow_redis() {
 }
 
 #[test]
-fn a_deadline_in_the_past_deletes_and_increments_keep_the_deadline() {
+fn a_deadline_in_the_past_reads_absent_at_once_and_increments_keep_the_deadline() {
     let dir = MemDir::new();
     let mut store = open(&dir, small_options());
     commit_at(&mut store, put_expiring("n", "1", 7_000), 1_000);
@@ -140,11 +140,12 @@ fn a_deadline_in_the_past_deletes_and_increments_keep_the_deadline() {
     commit_at(&mut store, incr, 7_000);
     assert_eq!(winner_at(&store, "n", u64::MAX), Some(("1".into(), None)));
     let outcome = commit_at(&mut store, expire("n", 1_500, Condition::Always), 2_000);
-    assert!(outcome.applied && outcome.set.is_deleted(), "{outcome:?}");
-    assert_eq!(
-        store.get(0, b"n").expect("read").map(|s| s.is_deleted()),
-        Some(true)
+    assert!(
+        outcome.applied && outcome.set.is_absent_at(2_000),
+        "{outcome:?}"
     );
+    assert_eq!(winner_at(&store, "n", 2_000), None);
+    assert_eq!(store.expired_keys(2_000, 10), vec![(0, Bytes::from("n"))]);
 }
 
 #[test]

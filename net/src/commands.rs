@@ -115,6 +115,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     spec!("copy", -3, ["write", "denyoom"], 1, 2, 1, "keyspace", "COPY source destination [DB n] [REPLACE] (single node)."),
     spec!("touch", -2, ["readonly", "fast"], 1, -1, 1, "keyspace", "Counts how many of the keys exist."),
     spec!("time", 1, ["fast"], 0, 0, 0, "server", "Returns the node's wall clock: seconds and microseconds."),
+    spec!("function", -2, ["noscript"], 0, 0, 0, "scripting", "FUNCTION FLUSH and LIST: Shoal runs no functions, so there are none to list or delete."),
     spec!("mget", -2, ["readonly", "fast"], 1, -1, 1, "string", "Returns the values of several keys."),
     spec!("mset", -3, ["write", "denyoom"], 1, -1, 2, "string", "Sets several keys in one durable batch."),
     spec!("del", -2, ["write"], 1, -1, 1, "keyspace", "Deletes keys (delete markers until collected)."),
@@ -154,7 +155,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     spec!("shoal.cluster", -1, ["slow"], 0, 0, 0, "shoal", "Cluster status: members, states, ring, partitions per node, anti-entropy and repair counters."),
     spec!("shoal.ring", -2, ["admin", "slow"], 0, 0, 0, "shoal", "Change the ring: JOIN id host:port, LEAVE id, REPLACE old new host:port."),
     spec!("shoal.siblings", 2, ["readonly"], 1, 1, 1, "shoal", "Returns all siblings of a key with their causal context."),
-    spec!("shoal.put", -3, ["write", "denyoom"], 1, 1, 1, "shoal", "SHOAL.PUT key value [CONTEXT ctx]: write replacing only what ctx covers; replies [dot, superseded context]."),
+    spec!("shoal.put", -3, ["write", "denyoom"], 1, 1, 1, "shoal", "SHOAL.PUT key value [CONTEXT ctx] [PXAT ms]: write replacing only what ctx covers (expiring at ms); replies [dot, superseded context]."),
     spec!("shoal.del", -2, ["write"], 1, 1, 1, "shoal", "SHOAL.DEL key [CONTEXT ctx]: delete what ctx covers; replies [dot, superseded context]."),
 ];
 
@@ -218,6 +219,20 @@ pub fn is_deferrable_write(spec: Option<&CommandSpec>) -> bool {
                 | "persist"
         )
     })
+}
+
+/// FUNCTION: Shoal has no scripting, so FLUSH has nothing to delete and LIST
+/// nothing to show (clients and test harnesses call both when they start);
+/// LOAD and the rest are refused.
+fn function(args: &[Bytes]) -> Step {
+    match lower(&args[1]).as_str() {
+        "flush" if args.len() <= 3 => Step::Reply(Reply::ok()),
+        "list" => Step::Reply(Reply::Array(vec![])),
+        other => err(format!(
+            "ERR FUNCTION {} is not supported: Shoal has no scripting",
+            other.to_ascii_uppercase()
+        )),
+    }
 }
 
 /// Run one request: check it against the table, queue it while MULTI is open,
@@ -364,6 +379,7 @@ async fn dispatch(
         }),
         "command" => command(&args[1..]),
         "time" => Step::Reply(time_reply()),
+        "function" => function(args),
         // Every Shoal node takes writes: a master with no Redis replicas.
         "role" => Step::Reply(Reply::Array(vec![
             Reply::Bulk(Bytes::from_static(b"master")),

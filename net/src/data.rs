@@ -213,10 +213,28 @@ async fn live(backend: &Backend<'_>, ns: u8, key: &Bytes) -> Result<bool, Reply>
     backend.live(ns, std::slice::from_ref(key)).await.remove(0)
 }
 
-/// The value GET would answer for `key` (`None`: absent).
-async fn value_of(backend: &Backend<'_>, ns: u8, key: &Bytes) -> Result<Option<Bytes>, Reply> {
-    let read = backend.read(ns, std::slice::from_ref(key)).await.remove(0);
-    read.map(winner_bytes)
+/// The write that copies `from`'s value, and its deadline, to `to` in
+/// `to_ns` (RENAME, COPY); `None`: `from` is absent.
+async fn copy_of(
+    backend: &Backend<'_>,
+    ns: u8,
+    from: &Bytes,
+    to_ns: u8,
+    to: &Bytes,
+) -> Result<Option<WriteOp>, Reply> {
+    let read = backend
+        .read(ns, std::slice::from_ref(from))
+        .await
+        .remove(0)?;
+    let Some(winner) = read.as_ref().and_then(|s| s.winner()) else {
+        return Ok(None);
+    };
+    let Some(value) = winner.value.clone() else {
+        return Ok(None);
+    };
+    let mut op = WriteOp::put(to_ns, to.clone(), value);
+    op.deadline = winner.deadline_ms.map_or(Deadline::Never, Deadline::At);
+    Ok(Some(op))
 }
 
 /// MSETNX (under the node's exclusive turn): 0 if any key exists, else every
@@ -244,7 +262,7 @@ async fn rename(
     to: Bytes,
     nx: bool,
 ) -> Result<Step, Reply> {
-    let Some(value) = value_of(backend, ns, &from).await? else {
+    let Some(copy) = copy_of(backend, ns, &from, ns, &to).await? else {
         return Ok(err("ERR no such key"));
     };
     if from == to {
@@ -257,7 +275,7 @@ async fn rename(
     if nx && live(backend, ns, &to).await? {
         return Ok(Step::Reply(Reply::Integer(0)));
     }
-    let ops = vec![WriteOp::put(ns, to, value), WriteOp::delete(ns, from)];
+    let ops = vec![copy, WriteOp::delete(ns, from)];
     let shape = if nx { ReplyShape::One } else { ReplyShape::Ok };
     Ok(backend.write(ops, shape).await)
 }
@@ -273,13 +291,13 @@ async fn copy(
     if from == to && ns == to_ns {
         return Ok(err("ERR source and destination objects are the same"));
     }
-    let Some(value) = value_of(backend, ns, &from).await? else {
+    let Some(copy) = copy_of(backend, ns, &from, to_ns, &to).await? else {
         return Ok(Step::Reply(Reply::Integer(0)));
     };
     if !replace && live(backend, to_ns, &to).await? {
         return Ok(Step::Reply(Reply::Integer(0)));
     }
-    let ops = vec![WriteOp::put(to_ns, to, value)];
+    let ops = vec![copy];
     Ok(backend.write(ops, ReplyShape::One).await)
 }
 
@@ -413,6 +431,10 @@ fn parse_modify(ns: u8, name: &str, args: &[Bytes]) -> Result<DataCommand, Step>
         }
         "incrbyfloat" => match parse_f64(&args[2]) {
             Some(by) => (Modify::IncrByFloat(by), ReplyShape::NewValue),
+            // Redis reads "inf" as a float, and refuses the sum.
+            None if lower(&args[2]).trim_start_matches(['+', '-']) == "inf" => {
+                return Err(err("ERR increment would produce NaN or Infinity"))
+            }
             None => return Err(err("ERR value is not a valid float")),
         },
         "append" => (Modify::Append(args[2].clone()), ReplyShape::NewLength),
@@ -452,19 +474,23 @@ fn parse_shoal_write(ns: u8, name: &str, args: &[Bytes]) -> Result<WriteOp, Step
     } else {
         WriteOp::delete(ns, args[0].clone())
     };
-    match &args[fixed..] {
-        [] => {}
-        [word, ctx] if lower(word) == "context" => {
-            match VersionVector::parse(&String::from_utf8_lossy(ctx)) {
+    for pair in args[fixed..].chunks(2) {
+        match (lower(&pair[0]).as_str(), pair.get(1)) {
+            ("context", Some(ctx)) => match VersionVector::parse(&String::from_utf8_lossy(ctx)) {
                 Some(vv) => op.covers = Covers::Context(vv),
                 None => {
                     return Err(err(
                         "ERR invalid causal context (expected node:counter,...)",
                     ))
                 }
-            }
+            },
+            // SHOAL.PUT's value expires at this wall time (ms since the epoch).
+            ("pxat", Some(at)) if is_put => match parse_int(at) {
+                Some(at) if at > 0 => op.deadline = Deadline::At(at as u64),
+                _ => return Err(err("ERR invalid expire time in 'shoal.put' command")),
+            },
+            _ => return Err(syntax_error()),
         }
-        _ => return Err(syntax_error()),
     }
     Ok(op)
 }

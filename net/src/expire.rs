@@ -22,24 +22,19 @@ use std::time::Duration;
 const EXPIRED_KEYS_PER_ROUND_MAX: usize = 256;
 const ACTIVE_EXPIRY_INTERVAL_MS: u64 = 100;
 
-/// The latest deadline accepted, in ms since the epoch (Redis refuses
-/// deadlines that overflow its millisecond arithmetic; so does this).
-const DEADLINE_MAX_MS: i64 = i64::MAX / 2;
-
 fn invalid_expire_time(command: &str) -> Step {
     err(format!("ERR invalid expire time in '{command}' command"))
 }
 
 /// A deadline `amount` seconds (`unit_ms` 1000) or ms (1) from `now_ms`, or
-/// at that time when `absolute`. `None`: it overflows.
+/// at that time when `absolute`. `None`: it overflows 64-bit milliseconds, as
+/// Redis refuses.
 fn deadline_from(amount: i64, unit_ms: i64, absolute: bool, now_ms: u64) -> Option<i64> {
     let ms = amount.checked_mul(unit_ms)?;
-    let at = if absolute {
-        ms
-    } else {
-        ms.checked_add(i64::try_from(now_ms).ok()?)?
-    };
-    (at <= DEADLINE_MAX_MS).then_some(at)
+    if absolute {
+        return Some(ms);
+    }
+    ms.checked_add(i64::try_from(now_ms).ok()?)
 }
 
 /// The ms per unit and whether absolute, of SET / GETEX's EX, PX, EXAT, PXAT.
@@ -104,7 +99,7 @@ pub fn parse_setex(ns: u8, name: &str, args: &[Bytes], now_ms: u64) -> Result<Wr
 }
 
 /// EXPIRE / PEXPIRE / EXPIREAT / PEXPIREAT key amount [NX|XX|GT|LT]: the key's
-/// value rewritten with the new deadline (a deadline already past deletes it),
+/// value rewritten with the new deadline (one already past: it reads absent),
 /// answered 1 when that happened and 0 when the key is absent or the
 /// condition failed.
 pub fn parse_expire(ns: u8, name: &str, args: &[Bytes], now_ms: u64) -> Result<WriteOp, Step> {
@@ -118,7 +113,7 @@ pub fn parse_expire(ns: u8, name: &str, args: &[Bytes], now_ms: u64) -> Result<W
     let at = deadline_from(amount, unit_ms, absolute, now_ms)
         .ok_or_else(|| invalid_expire_time(name))?;
     let mut op = WriteOp::modify(ns, args[1].clone(), Modify::Touch);
-    // A deadline at or before now deletes the key.
+    // A deadline at or before now: the key reads as absent at once.
     op.deadline = Deadline::At(at.max(0) as u64);
     op.condition = expire_condition(&args[3..])?;
     Ok(op)
@@ -134,7 +129,10 @@ fn expire_condition(flags: &[Bytes]) -> Result<Condition, Step> {
             "xx" => xx = true,
             "gt" => gt = true,
             "lt" => lt = true,
-            other => return Err(err(format!("ERR Unsupported option {other}"))),
+            _ => {
+                let as_sent = String::from_utf8_lossy(flag);
+                return Err(err(format!("ERR Unsupported option {as_sent}")));
+            }
         }
     }
     if nx && (xx || gt || lt) {

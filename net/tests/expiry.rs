@@ -75,7 +75,13 @@ fn deadlines_are_set_read_changed_and_refused_as_in_redis() {
     let v: String = query(&mut c, &["GETEX", "s", "EXAT", &(now_s + 500).to_string()]);
     assert_eq!(v, "v");
     assert!(int(&mut c, &["TTL", "s"]) > 400);
-    // A deadline in the past deletes.
+    // RENAME moves the deadline, COPY copies it.
+    let _: () = query(&mut c, &["SET", "r", "v", "EX", "300"]);
+    let _: () = query(&mut c, &["RENAME", "r", "r2"]);
+    assert!(int(&mut c, &["TTL", "r2"]) > 290);
+    assert_eq!(int(&mut c, &["COPY", "r2", "r3"]), 1);
+    assert!(int(&mut c, &["TTL", "r3"]) > 290);
+    // A deadline in the past: the key reads as absent at once.
     assert_eq!(int(&mut c, &["EXPIRE", "s", "-1"]), 1);
     assert_eq!(int(&mut c, &["EXISTS", "s"]), 0);
     for (args, why) in [

@@ -125,7 +125,7 @@ fn metrics_count_what_clients_did_in_redis_exporter_names() {
         .arg("k")
         .arg("v")
         .arg("EX")
-        .arg("1")
+        .arg("0")
         .query::<()>(&mut c);
     assert!(refused.is_err());
 

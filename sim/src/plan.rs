@@ -116,6 +116,20 @@ pub struct WorkloadKnobs {
     pub op_timeout_ms: u64,
     /// Client 0 first writes every key once, so old segments keep cold records.
     pub preload: bool,
+    /// Share of writes whose value expires (`SHOAL.PUT ... PXAT`), after a
+    /// time to live of 1..=`ttl_max_ms` (see [`expiring_writes`]).
+    pub expiring_write_percent: u64,
+    pub ttl_max_ms: u64,
+}
+
+/// Expiring writes in 30% of the seeds, from their own stream, so the rest of
+/// a seed's plan did not change when they were added.
+pub(crate) fn expiring_writes(seed: u64, workload: &mut WorkloadKnobs) {
+    let mut rng = SplitMix64::new(seed ^ 0x00e7_a1e5);
+    if rng.chance_percent(30) {
+        workload.expiring_write_percent = pick(&mut rng, &[10, 30, 60]);
+        workload.ttl_max_ms = pick(&mut rng, &[200, 1000, 4000]);
+    }
 }
 
 /// The store and storage driver settings.
@@ -367,7 +381,8 @@ impl Plan {
         let scenario = scenario.unwrap_or_else(|| Scenario::from_seed(seed));
         let mut rng = SplitMix64::new(seed);
         let phase1_ms = between(&mut rng, 8, 20) * 1000;
-        let workload = workload_knobs(&mut rng);
+        let mut workload = workload_knobs(&mut rng);
+        expiring_writes(seed, &mut workload);
         let mut store = store_knobs(&mut rng);
         store.syncs_in_flight_max = pick(&mut SplitMix64::new(seed ^ 0x5_1c5), &[1, 2, 4]);
         let net = NetKnobs {
@@ -436,6 +451,8 @@ pub(crate) fn workload_knobs(rng: &mut SplitMix64) -> WorkloadKnobs {
         think_time_max_ms: pick(rng, &[0, 5, 20, 50]),
         op_timeout_ms: between(rng, 1000, 3000),
         preload: rng.chance_percent(50),
+        expiring_write_percent: 0,
+        ttl_max_ms: 0,
     }
 }
 
@@ -680,7 +697,15 @@ fn write_workload(f: &mut fmt::Formatter<'_>, w: &WorkloadKnobs) -> fmt::Result 
         w.value_size_max_bytes,
         w.think_time_max_ms,
         w.op_timeout_ms
-    )
+    )?;
+    if w.expiring_write_percent > 0 {
+        writeln!(
+            f,
+            "  expiring writes: {}%, time to live 1..={} ms",
+            w.expiring_write_percent, w.ttl_max_ms
+        )?;
+    }
+    Ok(())
 }
 
 impl fmt::Display for Plan {

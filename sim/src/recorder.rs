@@ -76,7 +76,22 @@ impl Recorder {
 
     pub fn invoke(&self, process: u64, f: Function, key: &Key, value: Option<String>) {
         let op = self.header(process, f, key);
-        self.push(Event::Invoke { op, value });
+        self.push(Event::Invoke {
+            op,
+            value,
+            expires_ms: None,
+        });
+    }
+
+    /// A write whose value expires `ttl_ms` from now (recorded in run time).
+    pub fn invoke_expiring(&self, process: u64, key: &Key, value: String, ttl_ms: u64) {
+        let op = self.header(process, Function::Write, key);
+        let expires_ms = Some(op.time_ms + ttl_ms);
+        self.push(Event::Invoke {
+            op,
+            value: Some(value),
+            expires_ms,
+        });
     }
 
     pub fn ok(&self, process: u64, key: &Key, result: OkResult) {

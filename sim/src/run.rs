@@ -372,9 +372,22 @@ fn meta(plan: &Plan) -> Meta {
         sessions: true,
         nodes: vec![NODE_ID],
         converge_bound_ms: Some(plan.converge_bound_ms),
+        expiry_slack_ms: Some(clock_jumps_ms(plan)),
         effects: true,
         extra,
     }
+}
+
+/// How far the node's clock can be from the run's: every jump the plan makes,
+/// added up (they accumulate).
+fn clock_jumps_ms(plan: &Plan) -> u64 {
+    plan.faults
+        .iter()
+        .map(|t| match t.fault {
+            crate::plan::Fault::ClockJump { delta_ms } => delta_ms.unsigned_abs(),
+            _ => 0,
+        })
+        .sum()
 }
 
 /// Phase 2: PING until PONG, within `bound_ms`.
@@ -450,6 +463,7 @@ async fn read_finals(mut keys: BTreeSet<Key>, recorder: Arc<Recorder>) -> Vec<Fi
                         },
                         key,
                         replica: NODE_ID,
+                        read_at_ms: Some(recorder.now_ms()),
                     })
                 }
                 None => {

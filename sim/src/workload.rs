@@ -23,6 +23,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// The run's wall clock (madsim's; clients' clocks are never skewed), in ms
+/// since the Unix epoch: what `PXAT` deadlines are set against.
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// Distinct contexts a process remembers for later `CONTEXT` writes.
 const REMEMBERED_CONTEXTS_MAX: usize = 256;
 
@@ -75,6 +83,8 @@ enum Op {
     Write {
         value: String,
         context: Option<String>,
+        /// The value expires this long after the write is sent.
+        ttl_ms: Option<u64>,
     },
     Delete {
         context: Option<String>,
@@ -116,6 +126,7 @@ pub async fn run_client(shared: Arc<Shared>, client_index: u32, seed: u64) {
                 let op = Op::Write {
                     value: client.make_value(),
                     context: None,
+                    ttl_ms: None,
                 };
                 client.step(key, op).await;
             }
@@ -189,9 +200,15 @@ impl Client {
         } else {
             None
         };
+        // Drawn only when the seed has expiring writes: other seeds' streams
+        // stay as they were.
+        let ttl_ms = (k.expiring_write_percent > 0
+            && self.rng.chance_percent(k.expiring_write_percent))
+        .then(|| 1 + self.rng.below(k.ttl_max_ms));
         let op = Op::Write {
             value: self.make_value(),
             context,
+            ttl_ms,
         };
         (key, op)
     }
@@ -236,8 +253,11 @@ impl Client {
         let recorder = self.shared.recorder.clone();
         let process = self.process;
         let (f, args): (Function, Vec<Vec<u8>>) = match &op {
-            Op::Write { value, context } => {
-                recorder.invoke(process, Function::Write, &key, Some(value.clone()));
+            Op::Write {
+                value,
+                context,
+                ttl_ms,
+            } => {
                 let mut args = vec![
                     b"SHOAL.PUT".to_vec(),
                     key.name.as_bytes().to_vec(),
@@ -246,6 +266,14 @@ impl Client {
                 if let Some(context) = context {
                     args.push(b"CONTEXT".to_vec());
                     args.push(context.as_bytes().to_vec());
+                }
+                match ttl_ms {
+                    Some(ttl_ms) => {
+                        recorder.invoke_expiring(process, &key, value.clone(), *ttl_ms);
+                        args.push(b"PXAT".to_vec());
+                        args.push((wall_ms() + ttl_ms).to_string().into_bytes());
+                    }
+                    None => recorder.invoke(process, Function::Write, &key, Some(value.clone())),
                 }
                 (Function::Write, args)
             }

@@ -1,7 +1,7 @@
 //! G1 durability and G2 no silent loss: every acknowledged write is, on every replica
 //! that reports its key, either present or legitimately superseded.
 
-use super::{ok_writes_of, replicas_text, superseded, Facts, KeyFacts};
+use super::{expired_when_read, ok_writes_of, replicas_text, superseded, Facts, KeyFacts};
 use crate::history::FinalState;
 use crate::model::{Dot, Key};
 use crate::operations::Operation;
@@ -24,17 +24,17 @@ pub fn check_durability(facts: &Facts) -> Vec<Violation> {
             if superseded(facts, key_facts, write, dot) {
                 continue;
             }
-            let losses = find_losses(facts, key_facts, dot);
+            let losses = find_losses(facts, key_facts, write, dot);
             violations.extend(loss_violations(key, write, dot, &losses));
         }
     }
     violations
 }
 
-fn find_losses(facts: &Facts, key_facts: &KeyFacts, dot: Dot) -> Losses {
+fn find_losses(facts: &Facts, key_facts: &KeyFacts, write: &Operation, dot: Dot) -> Losses {
     let mut losses = Losses::default();
     for (event_index, state) in facts.finals_of(key_facts) {
-        if holds(state, dot) {
+        if holds(state, dot) || expired_when_read(facts, write, state) {
             continue;
         }
         losses.first_event_index.get_or_insert(event_index);

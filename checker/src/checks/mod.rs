@@ -3,6 +3,7 @@
 
 mod convergence;
 mod durability;
+mod expiry;
 mod garbage;
 mod liveness;
 mod resurrection;
@@ -10,6 +11,7 @@ mod sessions;
 
 pub use convergence::check_convergence;
 pub use durability::check_durability;
+pub use expiry::{check_expiry, expired_when_read};
 pub use garbage::check_garbage;
 pub use liveness::check_liveness;
 pub use resurrection::check_resurrection;
@@ -159,6 +161,7 @@ pub fn check_all(facts: &Facts) -> Vec<Violation> {
     violations.extend(check_garbage(facts));
     violations.extend(check_sessions(facts));
     violations.extend(check_liveness(facts));
+    violations.extend(check_expiry(facts));
     violations
 }
 

@@ -78,6 +78,12 @@ impl Recorder {
         }))
     }
 
+    /// Forget the first line (to replace the meta `new` wrote).
+    pub fn drop_first_line(&mut self) -> &mut Recorder {
+        self.lines.remove(0);
+        self
+    }
+
     pub fn line(&mut self, line: Value) -> &mut Recorder {
         self.lines.push(line.to_string());
         self

@@ -49,8 +49,8 @@ pub enum Deadline {
     /// SETRANGE keep it, as in Redis).
     Keep,
     /// At this wall time, ms since the Unix epoch. A deadline at or before the
-    /// batch's wall time makes the write a delete (Redis deletes a key given a
-    /// deadline in the past).
+    /// batch's wall time is written all the same, and the value reads as
+    /// absent at once (Redis deletes a key given a deadline in the past).
     At(u64),
 }
 

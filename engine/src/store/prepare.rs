@@ -259,19 +259,18 @@ impl Store {
             Deadline::Keep => found.winner_deadline_ms,
             Deadline::At(at_ms) => Some(at_ms),
         };
-        let mut value = match &op.modify {
+        let value = match &op.modify {
             Some(Modify::Touch) => found.winner.clone(),
             Some(modify) => modify
                 .apply(found.winner.as_deref())
                 .map_err(WriteError::Modify)?,
             None => op.value.clone(),
         };
-        if deadline_ms.is_some_and(|d| d <= wall_ms) {
-            value = None;
-        }
         let untouched = matches!(op.modify, Some(Modify::Touch)) && !found.live;
         // A delete applies while any value is held, expired ones included
-        // (expiry deletes those).
+        // (expiry deletes those). A value whose deadline has passed is still
+        // written, and reads as absent from the start: as in Redis, the key is
+        // gone, and the write still supersedes what it covers.
         let nothing_to_delete = value.is_none() && found.set.is_deleted();
         if !condition_holds(op, &found, deadline_ms) || untouched || nothing_to_delete {
             return Ok(found.not_applied());

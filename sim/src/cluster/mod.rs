@@ -447,7 +447,11 @@ fn record_final_states(
                 continue;
             };
             match storage.read(|s| s.get(key.ns, key.name.as_bytes())) {
-                Ok(set) => recorder.push(Event::Final(final_state(key, *owner, set))),
+                Ok(set) => {
+                    let mut state = final_state(key, *owner, set);
+                    state.read_at_ms = Some(recorder.now_ms());
+                    recorder.push(Event::Final(state));
+                }
                 Err(e) => failures.push(format!("final read of {key} on node {owner}: {e}")),
             }
         }
@@ -471,6 +475,7 @@ fn history_of(plan: &ClusterPlan, ids: Vec<u32>, recorder: &Recorder) -> History
             sessions: !plan.sloppy && !plan.loses_data(),
             nodes: ids,
             converge_bound_ms: Some(plan.converge_bound_ms),
+            expiry_slack_ms: Some(plan.clock_skews_ms()),
             effects: true,
             extra: BTreeMap::from([(
                 "faults".to_string(),
@@ -696,6 +701,7 @@ fn final_state(key: &Key, replica: u32, set: Option<shoal_engine::SiblingSet>) -
             siblings: Vec::new(),
             context: Context::new(),
             tombstone: false,
+            read_at_ms: None,
         };
     };
     let siblings: Vec<Sibling> = set
@@ -715,5 +721,6 @@ fn final_state(key: &Key, replica: u32, set: Option<shoal_engine::SiblingSet>) -
         tombstone: siblings.is_empty(),
         siblings,
         context,
+        read_at_ms: None,
     }
 }

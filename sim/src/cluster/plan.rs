@@ -264,6 +264,7 @@ impl ClusterPlan {
         let nodes = 3 + rng.below(3) as u32;
         let phase1_ms = 4_000 + rng.below(4_000);
         let mut workload = crate::plan::workload_knobs(&mut rng);
+        crate::plan::expiring_writes(seed, &mut workload);
         // Proxied writes wait for a coordinator that waits for its replicas.
         workload.op_timeout_ms = workload.op_timeout_ms.max(2_500);
         let mut faults = base_faults(&mut rng, nodes, phase1_ms);
@@ -575,6 +576,20 @@ fn lost_disk(
         let down_ms = 100 + lost_rng.below(2_000);
         faults.push((at_ms, ClusterFault::DiskLost { node, down_ms }));
         faults.sort_by_key(|(at, _)| *at);
+    }
+}
+
+impl ClusterPlan {
+    /// How far any node's clock can be from the run's: every skew the plan
+    /// gives, added up (a node's accumulate; a bound for all of them).
+    pub fn clock_skews_ms(&self) -> u64 {
+        self.faults
+            .iter()
+            .map(|(_, f)| match f {
+                ClusterFault::ClockSkew { delta_ms, .. } => delta_ms.unsigned_abs(),
+                _ => 0,
+            })
+            .sum()
     }
 }
 

@@ -1,0 +1,88 @@
+//! Expiry: a value read past its deadline plus the clock slack is caught; one
+//! read within the slack is not; and an expiring value gone from the final
+//! state is no loss, while a value that never expires still is.
+
+mod common;
+
+use common::{assert_first, Recorder};
+use serde_json::json;
+use shoal_checker::ViolationKind;
+
+/// One node, effects recorded, clocks that may lag 100 ms; "a" written at
+/// 10 ms to expire at 1,010 ms.
+fn expiring_write() -> Recorder {
+    let mut history = Recorder::new(true);
+    history.line(json!({
+        "type": "meta", "seed": 7, "n": 1, "r": 1, "w": 1, "sessions": true,
+        "nodes": [1], "converge_bound_ms": 5000, "expiry_slack_ms": 100
+    }));
+    history.line(json!({
+        "type": "invoke", "process": 1, "f": "write", "ns": 0, "key": "k", "time_ms": 10,
+        "node": 1, "value": "a", "expires_ms": 1010
+    }));
+    history.ok_write(11, 1, "k", "a", (1, 1), &[]);
+    history
+}
+
+fn without_first_meta(history: &mut Recorder) -> &mut Recorder {
+    // Recorder::new wrote a meta line first; the one above replaces it.
+    history.drop_first_line();
+    history
+}
+
+#[test]
+fn a_read_within_the_slack_passes_and_one_after_it_is_caught() {
+    let mut history = expiring_write();
+    without_first_meta(&mut history)
+        .read(1100, 2, "k", &[("a", (1, 1))], &[(1, 1)])
+        .quiescence(true, 100)
+        .final_state("k", 1, &[], &[(1, 1)]);
+    let report = history.report();
+    assert!(
+        report.passed(),
+        "within the slack, and gone at the end:\n{report}"
+    );
+
+    let mut history = expiring_write();
+    without_first_meta(&mut history)
+        .read(1111, 2, "k", &[("a", (1, 1))], &[(1, 1)])
+        .quiescence(true, 100)
+        .final_state("k", 1, &[], &[(1, 1)]);
+    let report = history.report();
+    let text = assert_first(&report, ViolationKind::Expiry, Some("k"));
+    assert!(text.contains("101 ms past its deadline"), "{text}");
+}
+
+#[test]
+fn a_value_that_never_expires_is_still_lost_when_gone() {
+    let mut history = Recorder::new(true);
+    history
+        .write(10, 1, "k", "a", (1, 1), &[])
+        .quiescence(true, 100)
+        .final_everywhere("k", &[], &[(1, 1)]);
+    let report = history.report();
+    assert!(!report.passed(), "a lost value must fail:\n{report}");
+}
+
+#[test]
+fn an_expiring_value_gone_from_a_state_read_before_its_deadline_is_lost() {
+    let mut history = expiring_write();
+    without_first_meta(&mut history)
+        .quiescence(true, 100)
+        .line(json!({
+            "type": "final", "ns": 0, "key": "k", "replica": 1, "siblings": [],
+            "context": {"1": 1}, "tombstone": false, "read_at_ms": 500
+        }));
+    let report = history.report();
+    assert_first(&report, ViolationKind::G2NoSilentLoss, Some("k"));
+    // Read after the deadline (and the slack), the same state is no loss.
+    let mut history = expiring_write();
+    without_first_meta(&mut history)
+        .quiescence(true, 100)
+        .line(json!({
+            "type": "final", "ns": 0, "key": "k", "replica": 1, "siblings": [],
+            "context": {"1": 1}, "tombstone": false, "read_at_ms": 1200
+        }));
+    let report = history.report();
+    assert!(report.passed(), "{report}");
+}
