@@ -4,31 +4,12 @@
 
 mod common;
 
-use common::{temp_dir, ShoalProcess};
+use common::{error_of, query, temp_dir, ShoalProcess};
 use redis::Commands;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::sync::mpsc;
 use std::time::Duration;
-
-fn query<T: redis::FromRedisValue>(c: &mut redis::Connection, args: &[&str]) -> T {
-    let mut cmd = redis::cmd(args[0]);
-    for a in &args[1..] {
-        cmd.arg(*a);
-    }
-    cmd.query(c)
-        .unwrap_or_else(|e| panic!("{args:?} failed: {e}"))
-}
-
-fn error_of(c: &mut redis::Connection, args: &[&str]) -> String {
-    let mut cmd = redis::cmd(args[0]);
-    for a in &args[1..] {
-        cmd.arg(*a);
-    }
-    cmd.query::<redis::Value>(c)
-        .expect_err("an error reply")
-        .to_string()
-}
 
 /// `field=value` of one CLIENT LIST line.
 fn field<'a>(line: &'a str, name: &str) -> &'a str {

@@ -6,27 +6,8 @@
 
 mod common;
 
-use common::{temp_dir, ShoalProcess};
+use common::{error_of, query, temp_dir, ShoalProcess};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-fn query<T: redis::FromRedisValue>(c: &mut redis::Connection, args: &[&str]) -> T {
-    let mut cmd = redis::cmd(args[0]);
-    for a in &args[1..] {
-        cmd.arg(*a);
-    }
-    cmd.query(c)
-        .unwrap_or_else(|e| panic!("{args:?} failed: {e}"))
-}
-
-fn error_of(c: &mut redis::Connection, args: &[&str]) -> String {
-    let mut cmd = redis::cmd(args[0]);
-    for a in &args[1..] {
-        cmd.arg(*a);
-    }
-    cmd.query::<redis::Value>(c)
-        .expect_err("an error reply")
-        .to_string()
-}
 
 fn int(c: &mut redis::Connection, args: &[&str]) -> i64 {
     query(c, args)

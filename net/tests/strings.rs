@@ -65,7 +65,11 @@ fn counters_answer_and_refuse_as_redis_does() {
             "decrement would overflow",
         ),
         ("INCRBYFLOAT", &["text", "1"], "value is not a valid float"),
-        ("INCRBYFLOAT", &["n", "inf"], "would produce NaN or Infinity"),
+        (
+            "INCRBYFLOAT",
+            &["n", "inf"],
+            "would produce NaN or Infinity",
+        ),
     ];
     for (name, args, want) in cases {
         let message = error_of(redis::cmd(name).arg(args).query(&mut c));

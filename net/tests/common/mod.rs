@@ -193,3 +193,24 @@ impl Drop for ShoalProcess {
         let _ = self.child.wait();
     }
 }
+
+/// `args` sent as one command; its reply as `T`, or a panic naming the command.
+pub fn query<T: redis::FromRedisValue>(c: &mut redis::Connection, args: &[&str]) -> T {
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    cmd.query(c)
+        .unwrap_or_else(|e| panic!("{args:?} failed: {e}"))
+}
+
+/// The error reply `args` gets (a panic if it succeeds).
+pub fn error_of(c: &mut redis::Connection, args: &[&str]) -> String {
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    cmd.query::<redis::Value>(c)
+        .expect_err("an error reply")
+        .to_string()
+}
