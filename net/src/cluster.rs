@@ -63,6 +63,7 @@ use tokio::sync::{mpsc, oneshot};
 
 mod anti_entropy;
 mod catch_up;
+mod expiry;
 mod hand_over;
 mod handoff;
 mod hinted;
@@ -380,6 +381,8 @@ pub struct ClusterStats {
     /// Reads of local copies refused because the asker's ring was newer and
     /// this node could not learn it (`admission::copy_read`).
     pub reads_refused_behind_ring: AtomicU64,
+    /// Keys this node deleted as their coordinator once they had expired.
+    pub keys_expired: AtomicU64,
     pub map_syncs: AtomicU64,
     pub handoff_keys_pulled: AtomicU64,
     pub handoff_partitions_done: AtomicU64,

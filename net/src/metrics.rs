@@ -425,6 +425,11 @@ const CLUSTER_COUNTERS: &[(&str, &str, CounterOf)] = &[
         |s| &s.stale_ring_refusals,
     ),
     (
+        "shoal_cluster_keys_expired",
+        "Keys deleted by this node, as their coordinator, once expired.",
+        |s| &s.keys_expired,
+    ),
+    (
         "shoal_reads_refused_behind_ring",
         "Peer reads refused: the asker's ring was newer and could not be learned.",
         |s| &s.reads_refused_behind_ring,

@@ -128,8 +128,9 @@ pub async fn start_node<R: Runtime + Clone>(
     let hints = hint_store.map(|s| Storage::start(s, setup.storage.clone(), runtime.clone()));
     hooks.storages_started(&storage, hints.as_ref());
     if setup.cluster.is_none() {
-        // A cluster's expired values stay hidden until overwritten or deleted:
-        // a node must not delete alone what its replicas hold.
+        // A cluster's keys are deleted by their coordinators instead, through
+        // the write path (`cluster/expiry.rs`): a node must not delete alone
+        // what its replicas hold.
         tokio::spawn(crate::expire::run_active_expiry(storage.clone()));
     }
     let cluster = match setup.cluster {

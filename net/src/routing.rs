@@ -361,4 +361,8 @@ fn status_counters(cluster: &Cluster, text: &mut String) {
         cluster.tombstones_forgotten_here(),
         stats.requests_too_old.load(Relaxed),
     ));
+    text.push_str(&format!(
+        "keys expired here {} (deleted as their coordinator)\n",
+        stats.keys_expired.load(Relaxed)
+    ));
 }

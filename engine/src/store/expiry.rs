@@ -60,10 +60,21 @@ impl Store {
 
     /// Up to `max` keys expired at `now_ms`, earliest deadline first.
     pub fn expired_keys(&self, now_ms: u64, max: usize) -> Vec<(u8, Bytes)> {
+        self.expired_keys_where(now_ms, max, |_, _| true)
+    }
+
+    /// [`Store::expired_keys`] among the (namespace, key) that `keep` accepts.
+    pub fn expired_keys_where(
+        &self,
+        now_ms: u64,
+        max: usize,
+        keep: impl Fn(u8, &[u8]) -> bool,
+    ) -> Vec<(u8, Bytes)> {
         self.expiring
             .by_deadline
             .iter()
             .take_while(|(at, _)| *at <= now_ms)
+            .filter(|(_, dk)| keep(dk[0], &dk[3..]))
             .take(max)
             .map(|(_, dk)| (dk[0], Bytes::copy_from_slice(&dk[3..])))
             .collect()

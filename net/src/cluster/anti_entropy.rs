@@ -29,6 +29,7 @@ impl Cluster {
                 .fetch_add(1, Ordering::Relaxed);
             self.collect_markers().await;
             self.drop_unowned_copies().await;
+            self.expire_due_keys().await;
         }
     }
 

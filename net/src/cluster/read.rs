@@ -350,14 +350,8 @@ impl Cluster {
         slots: std::ops::RangeInclusive<u16>,
     ) -> Result<Vec<Bytes>, RemoteError> {
         let (first_slot, last_slot) = (*slots.start(), *slots.end());
-        let mut listed: BTreeMap<NodeId, BTreeSet<Bytes>> = BTreeMap::new();
-        listed.insert(
-            self.me(),
-            self.storage
-                .read(|s| s.live_keys_in_slots(namespace, slots.clone()))
-                .into_iter()
-                .collect(),
-        );
+        let mine = self.unexpired_keys(namespace, slots.clone());
+        let mut listed = BTreeMap::from([(self.me(), mine.into_iter().collect::<BTreeSet<_>>())]);
         let map = self.map();
         let peers: Vec<NodeId> = map
             .nodes()
@@ -428,7 +422,9 @@ impl Cluster {
             let reads = self.read(namespace, chunk.to_vec()).await;
             for (key, read) in chunk.iter().zip(reads) {
                 match read {
-                    Ok(Some(set)) if !set.is_deleted() => keys.push(key.clone()),
+                    Ok(Some(set)) if !set.is_absent_at(self.clock.wall_ms()) => {
+                        keys.push(key.clone())
+                    }
                     Ok(_) => {}
                     Err(e) => {
                         return Err(RemoteError::new(

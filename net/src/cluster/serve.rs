@@ -207,7 +207,11 @@ impl Cluster {
     }
 
     /// Keys held with a value in `slots`, those expired by now left out.
-    fn unexpired_keys(&self, namespace: u8, slots: std::ops::RangeInclusive<u16>) -> Vec<Bytes> {
+    pub(super) fn unexpired_keys(
+        &self,
+        namespace: u8,
+        slots: std::ops::RangeInclusive<u16>,
+    ) -> Vec<Bytes> {
         let now_ms = self.clock.wall_ms();
         self.storage.read(|s| {
             let mut keys = s.live_keys_in_slots(namespace, slots);

@@ -8,6 +8,7 @@
 mod common;
 mod helpers;
 
+mod expiry;
 mod markers;
 mod pins;
 mod redis_cluster;
