@@ -87,6 +87,7 @@ pub(super) async fn audit_handoff(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let mut checked = 0usize;
+    let expired = expired_values(events, recorder.now_ms());
     for event in events {
         let Event::Ok {
             op,
@@ -95,6 +96,9 @@ pub(super) async fn audit_handoff(
         else {
             continue;
         };
+        if expired.contains(value.as_str()) {
+            continue;
+        }
         let key = op.key.name.as_bytes();
         // Whether a store's copy of the key covers the write's dot.
         let covers_write = |st: &Storage| {
@@ -179,18 +183,10 @@ pub(super) async fn audit_handoff(
                             .is_some_and(|st| covers_write(&st))
                     })
                     .collect();
-                let here = storage
-                    .read(|s| s.get(op.key.ns, key))
-                    .ok()
-                    .flatten()
-                    .map(|set| format!("context {:?}", set.context));
-                recorder.anomaly(format!(
-                    "handoff audit: ring version {} says node {incoming} took partition {partition}, and its handoffs are done, but it lacks {} write of {value:?} dot {dot}, acknowledged at {} ms before the change (old owners {before:?}; holding it now: {holders:?}; node {incoming} has {})",
-                    changed.version(),
-                    op.key,
-                    op.time_ms,
-                    here.unwrap_or_else(|| "nothing".into())
-                ));
+                let here = storage.read(|s| s.get(op.key.ns, key)).ok().flatten();
+                let what = format!("{} write of {value:?} dot {dot}", op.key);
+                let ring = (changed.version(), partition, *incoming);
+                report_lost_handoff(recorder, ring, &what, op.time_ms, (before, &holders), here);
                 return;
             }
         }
@@ -198,6 +194,42 @@ pub(super) async fn audit_handoff(
     recorder.fault(format!(
         "handoff audit of ring version {}: {checked} (write, incoming owner) pairs held",
         changed.version()
+    ));
+}
+
+/// Values of expiring writes whose deadline has passed by `now_ms`, or will
+/// within the clock skews the plans give (under 2 s): the key's coordinator
+/// may have deleted them and their markers gone, so no handoff owes them.
+fn expired_values(events: &[Event], now_ms: u64) -> BTreeSet<&str> {
+    const SKEW_BOUND_MS: u64 = 2_000;
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Invoke {
+                value: Some(value),
+                expires_ms: Some(at),
+                ..
+            } if *at <= now_ms + SKEW_BOUND_MS => Some(value.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The handoff audit's anomaly: `ring` is (version, partition, incoming node).
+fn report_lost_handoff(
+    recorder: &Recorder,
+    (version, partition, incoming): (u64, u32, u32),
+    what: &str,
+    acknowledged_ms: u64,
+    (before, holders): (&[u32], &[u32]),
+    here: Option<shoal_engine::SiblingSet>,
+) {
+    let here = here.map_or_else(
+        || "nothing".into(),
+        |set| format!("context {:?}", set.context),
+    );
+    recorder.anomaly(format!(
+        "handoff audit: ring version {version} says node {incoming} took partition {partition}, and its handoffs are done, but it lacks {what}, acknowledged at {acknowledged_ms} ms before the change (old owners {before:?}; holding it now: {holders:?}; node {incoming} has {here})"
     ));
 }
 
