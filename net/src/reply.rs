@@ -185,7 +185,13 @@ pub fn finish_routed(results: Vec<RoutedWrite>, shape: ReplyShape) -> Reply {
         ReplyShape::NewInteger | ReplyShape::NewValue | ReplyShape::NewLength => {
             new_value_reply(&outcomes[0], shape)
         }
-        ReplyShape::Count => Reply::Integer(outcomes.iter().filter(|o| o.applied).count() as i64),
+        // A key whose values had all expired was deleted too, but did not exist.
+        ReplyShape::Count => Reply::Integer(
+            outcomes
+                .iter()
+                .filter(|o| o.applied && o.previous_live)
+                .count() as i64,
+        ),
         ReplyShape::Ok => Reply::ok(),
         ReplyShape::One => Reply::Integer(1),
         ReplyShape::ShoalWrite => {

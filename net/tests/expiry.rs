@@ -111,6 +111,10 @@ fn an_expired_key_reads_absent_at_once_goes_in_the_background_and_deadlines_surv
         assert!(std::time::Instant::now() < deadline, "never deleted");
         std::thread::sleep(Duration::from_millis(50));
     }
+    // DEL of an expired key deletes nothing that existed.
+    let _: () = query(&mut c, &["SET", "old", "v", "PX", "100"]);
+    std::thread::sleep(Duration::from_millis(150));
+    assert_eq!(int(&mut c, &["DEL", "old"]), 0);
     // SET NX over an expired key writes.
     let _: () = query(&mut c, &["SET", "gone", "v", "PX", "100"]);
     std::thread::sleep(Duration::from_millis(200));

@@ -6,8 +6,7 @@ use super::modify::Modify;
 use super::*;
 
 /// A key's set as a write in a batch finds it, and what the write's outcome
-/// reports of it.
-/// Values expired at the batch's wall time read as absent.
+/// reports of it. Values expired at the batch's wall time read as absent.
 struct Found {
     set: SiblingSet,
     live: bool,
