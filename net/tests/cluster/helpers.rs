@@ -116,9 +116,20 @@ pub(crate) fn wait_for_equal_digests(nodes: &[Option<ShoalProcess>], limit: Dura
 
 /// Wait (up to 20 s) until the cluster takes a quorum write: `SET warm value`.
 pub(crate) fn wait_for_a_write(conn: &mut redis::Connection, value: &str) {
+    set_once_connected(conn, "warm", value);
+}
+
+/// A setup write, retried while the cluster is still starting: one write
+/// taken does not mean every peer connection is up yet (a node's first dial
+/// to a peer still starting backs off), so a key whose replicas are those
+/// peers may get NOQUORUM for a moment.
+pub(crate) fn set_once_connected(conn: &mut redis::Connection, key: &str, value: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
-    while conn.set::<_, _, String>("warm", value).is_err() {
-        assert!(Instant::now() < deadline, "the cluster never took a write");
+    while conn.set::<_, _, String>(key, value).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the cluster never took a write of {key}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }

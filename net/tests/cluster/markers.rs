@@ -5,8 +5,8 @@ use crate::common::cluster::port_pairs;
 use crate::common::temp_dir;
 use crate::common::ShoalProcess;
 use crate::helpers::{
-    admin, cluster_slot, forgotten_here, inspect, node_dirs, start_node_with, start_nodes,
-    stop_once_markers_go, wait_for_a_write, wait_for_equal_digests, wait_for_handoffs,
+    admin, cluster_slot, forgotten_here, inspect, node_dirs, set_once_connected, start_node_with,
+    start_nodes, stop_once_markers_go, wait_for_a_write, wait_for_equal_digests, wait_for_handoffs,
     wait_until_forgotten, wait_until_seen_down,
 };
 use redis::Commands;
@@ -30,7 +30,7 @@ fn delete_markers_go_only_once_every_replica_holds_them() {
     wait_for_a_write(&mut c1, "x");
     let keys: Vec<String> = (0..30).map(|i| format!("marker:{i}")).collect();
     for key in &keys {
-        let _: String = c1.set(key, "v").unwrap();
+        set_once_connected(&mut c1, key, "v");
     }
     wait_for_equal_digests(&nodes, Duration::from_secs(30));
 
@@ -105,7 +105,7 @@ fn a_node_joined_back_with_its_old_directory_does_not_resurrect_deleted_keys() {
     wait_for_a_write(&mut c1, "x");
     let keys: Vec<String> = (0..40).map(|i| format!("rejoin:{i}")).collect();
     for key in &keys {
-        let _: String = c1.set(key, "v").unwrap();
+        set_once_connected(&mut c1, key, "v");
     }
     // Every write reached all three of its replicas (the third answers within
     // milliseconds; anti-entropy runs every second as well).
