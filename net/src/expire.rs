@@ -15,7 +15,7 @@ use crate::reply::{err, lower, parse_int, syntax_error, ReplyShape, Step};
 use crate::resp::Reply;
 use crate::storage::Storage;
 use bytes::Bytes;
-use shoal_engine::{Condition, Covers, Deadline, Modify, SiblingSet, WriteOp};
+use shoal_engine::{Condition, Deadline, Modify, SiblingSet, WriteOp};
 use std::time::Duration;
 
 /// Keys active expiry deletes per round, and how often rounds run.
@@ -230,20 +230,8 @@ pub async fn run_active_expiry(storage: Storage) {
     loop {
         tokio::time::sleep(Duration::from_millis(ACTIVE_EXPIRY_INTERVAL_MS)).await;
         let now_ms = storage.wall_ms();
-        let ops: Vec<WriteOp> = storage.read(|s| {
-            s.expired_keys(now_ms, EXPIRED_KEYS_PER_ROUND_MAX)
-                .into_iter()
-                .filter_map(|(ns, key)| {
-                    let set = s.get(ns, &key).ok()??;
-                    if !set.is_absent_at(now_ms) || set.is_deleted() {
-                        return None;
-                    }
-                    let mut op = WriteOp::delete(ns, key);
-                    op.covers = Covers::Context(set.context);
-                    Some(op)
-                })
-                .collect()
-        });
+        let ops =
+            storage.read(|s| s.expiry_deletes(now_ms, EXPIRED_KEYS_PER_ROUND_MAX, |_, _| true));
         if ops.is_empty() {
             continue;
         }

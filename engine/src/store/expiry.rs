@@ -8,6 +8,7 @@
 //! [`SiblingSet::deadline_ms`]: crate::version::SiblingSet::deadline_ms
 
 use super::{dir_key, Store};
+use crate::store::{Covers, WriteOp};
 use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -77,6 +78,29 @@ impl Store {
             .filter(|(_, dk)| keep(dk[0], &dk[3..]))
             .take(max)
             .map(|(_, dk)| (dk[0], Bytes::copy_from_slice(&dk[3..])))
+            .collect()
+    }
+
+    /// Active expiry's deletes: for up to `max` keys that `keep` accepts and
+    /// whose every value has expired at `now_ms`, a delete covering only the
+    /// context read here, so a value written since survives it.
+    pub fn expiry_deletes(
+        &self,
+        now_ms: u64,
+        max: usize,
+        keep: impl Fn(u8, &[u8]) -> bool,
+    ) -> Vec<WriteOp> {
+        self.expired_keys_where(now_ms, max, keep)
+            .into_iter()
+            .filter_map(|(ns, key)| {
+                let set = self.get(ns, &key).ok()??;
+                if !set.is_absent_at(now_ms) || set.is_deleted() {
+                    return None;
+                }
+                let mut op = WriteOp::delete(ns, key);
+                op.covers = Covers::Context(set.context);
+                Some(op)
+            })
             .collect()
     }
 

@@ -31,20 +31,9 @@ impl Cluster {
             let first_live = owners.iter().find(|o| **o == me || live.contains(*o));
             first_live.or(owners.first()) == Some(&me)
         };
-        let ops: Vec<WriteOp> = self.storage.read(|s| {
-            s.expired_keys_where(now_ms, EXPIRED_KEYS_PER_ROUND_MAX, coordinated)
-                .into_iter()
-                .filter_map(|(ns, key)| {
-                    let set = s.get(ns, &key).ok()??;
-                    if !set.is_absent_at(now_ms) || set.is_deleted() {
-                        return None;
-                    }
-                    let mut op = WriteOp::delete(ns, key);
-                    op.covers = Covers::Context(set.context);
-                    Some(op)
-                })
-                .collect()
-        });
+        let ops = self
+            .storage
+            .read(|s| s.expiry_deletes(now_ms, EXPIRED_KEYS_PER_ROUND_MAX, coordinated));
         if ops.is_empty() {
             return;
         }
