@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod commit_order;
 pub mod digest;
 pub mod disk;
+pub mod fields;
 pub mod memdisk;
 pub mod placement;
 pub mod record;

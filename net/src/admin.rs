@@ -366,11 +366,68 @@ fn config_params(shared: &Shared) -> Vec<(&'static str, String)> {
             shared.slowlog.threshold_us().to_string(),
         ),
         ("slowlog-max-len", shared.slowlog.len_max().to_string()),
+        ("lazyfree-lazy-user-del", "no".into()),
         (
             "latency-monitor-threshold",
             shared.latency.threshold_ms().to_string(),
         ),
     ]
+    .into_iter()
+    .chain(shared.encoding_knobs.values())
+    .collect()
+}
+
+/// Redis's knobs for its compact encodings (listpack, intset), with their
+/// Redis 7.0 defaults. Shoal stores every type one way, so they change
+/// nothing; CONFIG GET and SET accept them so that clients and tests that
+/// tune them keep working. The `ziplist` names are aliases.
+const ENCODING_KNOBS: &[(&str, &str, i64)] = &[
+    ("hash-max-listpack-entries", "hash-max-ziplist-entries", 128),
+    ("hash-max-listpack-value", "hash-max-ziplist-value", 64),
+    ("set-max-intset-entries", "set-max-intset-entries", 512),
+    ("set-max-listpack-entries", "set-max-listpack-entries", 128),
+    ("set-max-listpack-value", "set-max-listpack-value", 64),
+    ("zset-max-listpack-entries", "zset-max-ziplist-entries", 128),
+    ("zset-max-listpack-value", "zset-max-ziplist-value", 64),
+    ("list-max-listpack-size", "list-max-ziplist-size", -2),
+    ("list-compress-depth", "list-compress-depth", 0),
+];
+
+/// The encoding knobs' current values (see [`ENCODING_KNOBS`]).
+pub struct EncodingKnobs(std::sync::Mutex<Vec<i64>>);
+
+impl Default for EncodingKnobs {
+    fn default() -> Self {
+        EncodingKnobs(std::sync::Mutex::new(
+            ENCODING_KNOBS.iter().map(|(_, _, v)| *v).collect(),
+        ))
+    }
+}
+
+impl EncodingKnobs {
+    /// The index of knob `name` (or its alias).
+    fn find(name: &str) -> Option<usize> {
+        ENCODING_KNOBS
+            .iter()
+            .position(|(n, alias, _)| *n == name || *alias == name)
+    }
+
+    /// Every knob under its name and its alias, with its value.
+    fn values(&self) -> Vec<(&'static str, String)> {
+        let values = self.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut out = Vec::new();
+        for ((name, alias, _), value) in ENCODING_KNOBS.iter().zip(values) {
+            out.push((*name, value.to_string()));
+            if alias != name {
+                out.push((*alias, value.to_string()));
+            }
+        }
+        out
+    }
+
+    fn set(&self, index: usize, value: i64) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())[index] = value;
+    }
 }
 
 /// Parameters CONFIG SET changes at run time.
@@ -410,8 +467,16 @@ pub fn config(shared: &Shared, args: &[Bytes]) -> Step {
 /// is applied, so a bad one changes nothing.
 fn config_set(shared: &Shared, pairs: &[Bytes]) -> Step {
     let mut checked = Vec::new();
+    let mut knobs = Vec::new();
     for pair in pairs.chunks(2) {
         let name = lower(&pair[0]);
+        if let Some(index) = EncodingKnobs::find(&name) {
+            match parse_int(&pair[1]) {
+                Some(value) => knobs.push((index, value)),
+                None => return err(format!("ERR CONFIG SET failed (possibly related to argument '{name}') - argument couldn't be parsed into an integer")),
+            }
+            continue;
+        }
         let Some(&known) = SETTABLE.iter().find(|s| **s == name) else {
             return err(format!(
                 "ERR CONFIG SET of '{name}' is not supported: Shoal changes {} at run time; the rest is set in the config file",
@@ -438,6 +503,9 @@ fn config_set(shared: &Shared, pairs: &[Bytes]) -> Step {
             "slowlog-max-len" => shared.slowlog.set_len_max(value as usize),
             _ => shared.latency.set_threshold_ms(value as u64),
         }
+    }
+    for (index, value) in knobs {
+        shared.encoding_knobs.set(index, value);
     }
     Step::Reply(Reply::ok())
 }

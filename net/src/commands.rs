@@ -147,6 +147,23 @@ pub static COMMANDS: &[CommandSpec] = &[
     spec!("readonly", 1, ["fast", "loading", "stale"], 0, 0, 0, "cluster", "Accepted on a cluster member: every owner serves reads."),
     spec!("readwrite", 1, ["fast", "loading", "stale"], 0, 0, 0, "cluster", "Accepted on a cluster member: every owner takes writes."),
     spec!("asking", 1, ["fast"], 0, 0, 0, "cluster", "Accepted on a cluster member: slots never migrate with ASK redirects."),
+    spec!("hset", -4, ["write", "denyoom", "fast"], 1, 1, 1, "hash", "Sets fields of a hash; returns how many were new."),
+    spec!("hmset", -4, ["write", "denyoom", "fast"], 1, 1, 1, "hash", "Sets fields of a hash (same as HSET, answers OK)."),
+    spec!("hsetnx", 4, ["write", "denyoom", "fast"], 1, 1, 1, "hash", "Sets a field of a hash only when it does not exist."),
+    spec!("hget", 3, ["readonly", "fast"], 1, 1, 1, "hash", "Returns the value of a field of a hash."),
+    spec!("hmget", -3, ["readonly", "fast"], 1, 1, 1, "hash", "Returns the values of fields of a hash."),
+    spec!("hexists", 3, ["readonly", "fast"], 1, 1, 1, "hash", "Whether a field of a hash exists."),
+    spec!("hstrlen", 3, ["readonly", "fast"], 1, 1, 1, "hash", "Returns the length of a field's value."),
+    spec!("hgetall", 2, ["readonly"], 1, 1, 1, "hash", "Returns every field of a hash with its value."),
+    spec!("hkeys", 2, ["readonly"], 1, 1, 1, "hash", "Returns every field name of a hash."),
+    spec!("hvals", 2, ["readonly"], 1, 1, 1, "hash", "Returns every value of a hash."),
+    spec!("hlen", 2, ["readonly", "fast"], 1, 1, 1, "hash", "Returns how many fields a hash has."),
+    spec!("hdel", -3, ["write", "fast"], 1, 1, 1, "hash", "Deletes fields of a hash; returns how many existed."),
+    spec!("hincrby", 4, ["write", "denyoom", "fast"], 1, 1, 1, "hash", "Adds an integer to a field's integer value (single node)."),
+    spec!("hincrbyfloat", 4, ["write", "denyoom", "fast"], 1, 1, 1, "hash", "Adds a float to a field's numeric value (single node)."),
+    spec!("hrandfield", -2, ["readonly"], 1, 1, 1, "hash", "Returns random fields of a hash [count [WITHVALUES]]."),
+    spec!("hscan", -3, ["readonly"], 1, 1, 1, "hash", "HSCAN key cursor [MATCH pattern] [COUNT n]: the whole hash in one step."),
+    spec!("memory", -2, ["readonly"], 0, 0, 0, "server", "MEMORY USAGE key: about how many bytes the key takes in storage."),
     spec!("multi", 1, ["fast", "no-script"], 0, 0, 0, "transactions", "Starts a transaction: later commands are queued until EXEC or DISCARD."),
     spec!("exec", 1, ["slow", "no-script"], 0, 0, 0, "transactions", "Runs the queued commands, no other command of this node between them; nil when a watched key changed."),
     spec!("discard", 1, ["fast", "no-script"], 0, 0, 0, "transactions", "Discards the queued commands and the watches."),
@@ -154,9 +171,9 @@ pub static COMMANDS: &[CommandSpec] = &[
     spec!("unwatch", 1, ["fast", "no-script"], 0, 0, 0, "transactions", "Forgets every watched key."),
     spec!("shoal.cluster", -1, ["slow"], 0, 0, 0, "shoal", "Cluster status: members, states, ring, partitions per node, anti-entropy and repair counters."),
     spec!("shoal.ring", -2, ["admin", "slow"], 0, 0, 0, "shoal", "Change the ring: JOIN id host:port, LEAVE id, REPLACE old new host:port."),
-    spec!("shoal.siblings", 2, ["readonly"], 1, 1, 1, "shoal", "Returns all siblings of a key with their causal context."),
-    spec!("shoal.put", -3, ["write", "denyoom"], 1, 1, 1, "shoal", "SHOAL.PUT key value [CONTEXT ctx] [PXAT ms]: write replacing only what ctx covers (expiring at ms); replies [dot, superseded context]."),
-    spec!("shoal.del", -2, ["write"], 1, 1, 1, "shoal", "SHOAL.DEL key [CONTEXT ctx]: delete what ctx covers; replies [dot, superseded context]."),
+    spec!("shoal.siblings", -2, ["readonly"], 1, 1, 1, "shoal", "SHOAL.SIBLINGS key [FIELD f]: all siblings of a key (or of a hash field) with their causal context."),
+    spec!("shoal.put", -3, ["write", "denyoom"], 1, 1, 1, "shoal", "SHOAL.PUT key value [CONTEXT ctx] [PXAT ms] [FIELD f]: write (a hash field's, with FIELD) replacing only what ctx covers (expiring at ms); replies [dot, superseded context]."),
+    spec!("shoal.del", -2, ["write"], 1, 1, 1, "shoal", "SHOAL.DEL key [CONTEXT ctx] [FIELD f]: delete what ctx covers (of a hash field, with FIELD); replies [dot, superseded context]."),
 ];
 
 /// The command table entry for a request's first argument, case-insensitively and
@@ -392,6 +409,20 @@ async fn dispatch(
         "readonly" | "readwrite" | "asking" => match shared.cluster {
             Some(_) => Step::Reply(Reply::ok()),
             None => err("ERR This instance has cluster support disabled"),
+        },
+        "memory" => match (crate::reply::lower(&args[1]).as_str(), args.len()) {
+            ("usage", 3 | 5) => Step::Reply(
+                crate::types::memory_usage(&Backend::of(shared), session.namespace, &args[2]).await,
+            ),
+            _ => err("ERR MEMORY USAGE key [SAMPLES count] is the MEMORY subcommand Shoal knows"),
+        },
+        _ if spec.group == "hash" => match crate::hash::HashCommand::parse(
+            spec.name,
+            args,
+            session.protocol == Protocol::Resp3,
+        ) {
+            Ok(command) => command.run(&Backend::of(shared), session.namespace).await,
+            Err(step) => step,
         },
         _ => data(shared, session, spec, args).await,
     }

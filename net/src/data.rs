@@ -12,7 +12,9 @@ use crate::expire::{self, TtlQuery};
 use crate::glob::glob_match;
 use crate::reply::{err, lower, parse_int, syntax_error, ReplyShape, Step};
 use crate::resp::Reply;
+use crate::types;
 use bytes::Bytes;
+use shoal_engine::fields::{field_key, fields_namespace};
 use shoal_engine::store::modify::{parse_f64, STRING_LEN_MAX_BYTES};
 use shoal_engine::{Condition, Covers, Deadline, Modify, SiblingSet, VersionVector, WriteOp};
 
@@ -29,12 +31,15 @@ pub enum DataCommand {
         pattern: Bytes,
     },
     Scan(ScanArgs),
-    /// SET, SETNX, MSET, DEL, UNLINK, SHOAL.PUT, SHOAL.DEL: writes, and how
-    /// their results are answered.
+    /// SET, SETNX, MSET, SHOAL.PUT, SHOAL.DEL: writes, and how their results
+    /// are answered.
     Write(Vec<WriteOp>, ReplyShape),
+    /// DEL, UNLINK: strings and hashes.
+    Del(Vec<Bytes>),
     FlushDb,
     FlushAll,
-    Siblings(Bytes),
+    /// SHOAL.SIBLINGS key [FIELD f]: the stored key's namespace and name.
+    Siblings(u8, Bytes),
     StrLen(Bytes),
     /// MSETNX: all the pairs, or none if any key exists.
     MSetNx(Vec<(Bytes, Bytes)>),
@@ -115,7 +120,13 @@ impl DataCommand {
             }
             "flushdb" => DataCommand::FlushDb,
             "flushall" => DataCommand::FlushAll,
-            "shoal.siblings" => DataCommand::Siblings(key()),
+            "shoal.siblings" => match &args[2..] {
+                [] => DataCommand::Siblings(ns, key()),
+                [option, field] if option.eq_ignore_ascii_case(b"field") => {
+                    DataCommand::Siblings(fields_namespace(ns), field_key(&args[1], field).into())
+                }
+                _ => return Err(syntax_error()),
+            },
             "shoal.put" | "shoal.del" => {
                 let op = parse_shoal_write(ns, name, &args[1..])?;
                 DataCommand::Write(vec![op], ReplyShape::ShoalWrite)
@@ -127,7 +138,13 @@ impl DataCommand {
     /// Run against `backend` in namespace `ns`.
     pub async fn run(self, backend: &Backend<'_>, ns: u8) -> Step {
         match self {
-            DataCommand::Get(key) => Step::Reply(one(backend.read(ns, &[key]).await, winner)),
+            DataCommand::Get(key) => {
+                let reply = one(backend.read(ns, std::slice::from_ref(&key)).await, winner);
+                Step::Reply(match reply {
+                    Reply::Null => types::absent_or_wrong_type(backend, ns, &key, reply).await,
+                    reply => reply,
+                })
+            }
             DataCommand::MGet(keys) => Step::Reply(Reply::Array(
                 backend
                     .read(ns, &keys)
@@ -136,25 +153,32 @@ impl DataCommand {
                     .map(|r| r.map_or_else(|e| e, winner))
                     .collect(),
             )),
-            DataCommand::Exists(keys) => Step::Reply(exists(backend, ns, &keys).await),
-            DataCommand::Type(key) => Step::Reply(match backend.live(ns, &[key]).await.remove(0) {
-                Ok(true) => Reply::Simple("string".into()),
-                Ok(false) => Reply::Simple("none".into()),
-                Err(reply) => reply,
-            }),
+            DataCommand::Exists(keys) => Step::Reply(types::exists(backend, ns, &keys).await),
+            DataCommand::Type(key) => Step::Reply(types::type_of(backend, ns, &key).await),
             DataCommand::Ttl(key, query) => {
                 let now_ms = backend.now_ms();
-                Step::Reply(one(backend.read(ns, &[key]).await, |set| {
-                    query.reply(set.as_ref(), now_ms)
-                }))
+                let read = backend.read(ns, std::slice::from_ref(&key)).await;
+                Step::Reply(match one(read, |set| query.reply(set.as_ref(), now_ms)) {
+                    Reply::Integer(-2) => types::ttl_of_absent(backend, ns, &key).await,
+                    reply => reply,
+                })
             }
+            DataCommand::Del(keys) => types::delete(backend, ns, keys).await,
             listing @ (DataCommand::DbSize | DataCommand::Keys { .. } | DataCommand::Scan(_)) => {
                 listing.list(backend, ns, None).await
             }
             DataCommand::Write(ops, _) if is_modify(&ops) && backend.is_routed() => {
                 Step::Reply(Reply::error(MODIFY_ON_CLUSTER))
             }
-            DataCommand::Write(ops, shape) => backend.write(ops, shape).await,
+            DataCommand::Write(ops, shape) if matches!(shape, ReplyShape::ShoalWrite) => {
+                backend.write(ops, shape).await
+            }
+            DataCommand::Write(ops, shape) => {
+                match types::string_write(backend, ns, ops, &shape).await {
+                    Ok(ops) => backend.write(ops, shape).await,
+                    Err(step) => step,
+                }
+            }
             DataCommand::MSetNx(_) | DataCommand::Rename { .. } | DataCommand::Copy { .. }
                 if backend.is_routed() =>
             {
@@ -174,19 +198,37 @@ impl DataCommand {
             } => copy(backend, ns, (from, to, to_ns), replace)
                 .await
                 .unwrap_or_else(Step::Reply),
-            DataCommand::StrLen(key) => Step::Reply(one(backend.read(ns, &[key]).await, |set| {
-                Reply::Integer(winner_bytes(set).map_or(0, |v| v.len() as i64))
-            })),
-            DataCommand::GetRange { key, start, end } => {
-                Step::Reply(one(backend.read(ns, &[key]).await, |set| {
-                    let value = winner_bytes(set).unwrap_or_default();
-                    Reply::Bulk(value.slice(redis_range(value.len(), start, end)))
-                }))
+            DataCommand::StrLen(key) => {
+                let read = backend.read(ns, std::slice::from_ref(&key)).await;
+                Step::Reply(
+                    match one(read, |set| {
+                        Reply::Integer(winner_bytes(set).map_or(0, |v| v.len() as i64))
+                    }) {
+                        Reply::Integer(0) => {
+                            types::absent_or_wrong_type(backend, ns, &key, Reply::Integer(0)).await
+                        }
+                        reply => reply,
+                    },
+                )
             }
-            DataCommand::FlushDb => Step::Reply(backend.flush(&[ns]).await),
+            DataCommand::GetRange { key, start, end } => {
+                let read = backend.read(ns, std::slice::from_ref(&key)).await;
+                let found = one(read, |set| match winner_bytes(set) {
+                    Some(value) => Reply::Bulk(value.slice(redis_range(value.len(), start, end))),
+                    None => Reply::Null,
+                });
+                Step::Reply(match found {
+                    Reply::Null => {
+                        types::absent_or_wrong_type(backend, ns, &key, Reply::Bulk(Bytes::new()))
+                            .await
+                    }
+                    reply => reply,
+                })
+            }
+            DataCommand::FlushDb => Step::Reply(backend.flush(&[ns, fields_namespace(ns)]).await),
             DataCommand::FlushAll => Step::Reply(backend.flush(&backend.namespaces_in_use()).await),
-            DataCommand::Siblings(key) => {
-                Step::Reply(one(backend.read(ns, &[key]).await, siblings_reply))
+            DataCommand::Siblings(stored_ns, key) => {
+                Step::Reply(one(backend.read(stored_ns, &[key]).await, siblings_reply))
             }
         }
     }
@@ -208,9 +250,12 @@ const MODIFY_ON_CLUSTER: &str = "ERR INCR, DECR, INCRBY, DECRBY, INCRBYFLOAT, AP
 /// Why MSETNX, RENAME, RENAMENX and COPY are refused on a cluster, for now.
 const ALONE_ON_CLUSTER: &str = "ERR MSETNX, RENAME, RENAMENX and COPY are not supported on a cluster yet: their keys live on different replicas, and nothing yet makes the read and the writes one step there; they work on a single node";
 
-/// Whether `key` holds a value.
+/// Whether `key` holds a string or a hash.
 async fn live(backend: &Backend<'_>, ns: u8, key: &Bytes) -> Result<bool, Reply> {
-    backend.live(ns, std::slice::from_ref(key)).await.remove(0)
+    match types::exists(backend, ns, std::slice::from_ref(key)).await {
+        Reply::Integer(n) => Ok(n > 0),
+        reply => Err(reply),
+    }
 }
 
 /// The write that copies `from`'s value, and its deadline, to `to` in
@@ -227,7 +272,10 @@ async fn copy_of(
         .await
         .remove(0)?;
     let Some(winner) = read.as_ref().and_then(|s| s.winner()) else {
-        return Ok(None);
+        return match backend.is_hash(ns, from).await? {
+            true => Err(Reply::error(types::HASH_NOT_YET)),
+            false => Ok(None),
+        };
     };
     let Some(value) = winner.value.clone() else {
         return Ok(None);
@@ -241,10 +289,10 @@ async fn copy_of(
 /// pair written in one batch and 1. `Err`: a read's error reply.
 async fn msetnx(backend: &Backend<'_>, ns: u8, pairs: Vec<(Bytes, Bytes)>) -> Result<Step, Reply> {
     let keys: Vec<Bytes> = pairs.iter().map(|(k, _)| k.clone()).collect();
-    for exists in backend.live(ns, &keys).await {
-        if exists? {
-            return Ok(Step::Reply(Reply::Integer(0)));
-        }
+    match types::exists(backend, ns, &keys).await {
+        Reply::Integer(0) => {}
+        Reply::Integer(_) => return Ok(Step::Reply(Reply::Integer(0))),
+        reply => return Err(reply),
     }
     let ops = pairs
         .into_iter()
@@ -275,8 +323,14 @@ async fn rename(
     if nx && live(backend, ns, &to).await? {
         return Ok(Step::Reply(Reply::Integer(0)));
     }
-    let ops = vec![copy, WriteOp::delete(ns, from)];
     let shape = if nx { ReplyShape::One } else { ReplyShape::Ok };
+    let ops = match types::string_write(backend, ns, vec![copy], &shape).await {
+        Ok(mut ops) => {
+            ops.push(WriteOp::delete(ns, from));
+            ops
+        }
+        Err(step) => return Ok(step),
+    };
     Ok(backend.write(ops, shape).await)
 }
 
@@ -297,8 +351,10 @@ async fn copy(
     if !replace && live(backend, to_ns, &to).await? {
         return Ok(Step::Reply(Reply::Integer(0)));
     }
-    let ops = vec![copy];
-    Ok(backend.write(ops, ReplyShape::One).await)
+    match types::string_write(backend, to_ns, vec![copy], &ReplyShape::One).await {
+        Ok(ops) => Ok(backend.write(ops, ReplyShape::One).await),
+        Err(step) => Ok(step),
+    }
 }
 
 /// EXPIRE and its kin, PERSIST, SETEX, PSETEX, GETEX (`expire`).
@@ -348,13 +404,7 @@ fn parse_write(ns: u8, name: &str, args: &[Bytes], now_ms: u64) -> Result<DataCo
                 .collect();
             DataCommand::Write(ops, ReplyShape::Ok)
         }
-        "del" | "unlink" => {
-            let ops = args[1..]
-                .iter()
-                .map(|k| WriteOp::delete(ns, k.clone()))
-                .collect();
-            DataCommand::Write(ops, ReplyShape::Count)
-        }
+        "del" | "unlink" => DataCommand::Del(args[1..].to_vec()),
         "getset" => {
             let op = WriteOp::put(ns, args[1].clone(), args[2].clone());
             DataCommand::Write(vec![op], ReplyShape::Previous)
@@ -484,6 +534,11 @@ fn parse_shoal_write(ns: u8, name: &str, args: &[Bytes]) -> Result<WriteOp, Step
                     ))
                 }
             },
+            // A field of the hash named by the key (its own register).
+            ("field", Some(field)) if op.namespace == ns => {
+                op.key = field_key(&op.key, field).into();
+                op.namespace = fields_namespace(ns);
+            }
             // SHOAL.PUT's value expires at this wall time (ms since the epoch).
             ("pxat", Some(at)) if is_put => match parse_int(at) {
                 Some(at) if at > 0 => op.deadline = Deadline::At(at as u64),
@@ -526,30 +581,17 @@ pub struct ScanArgs {
 }
 
 impl ScanArgs {
-    /// Whether a key passes MATCH and TYPE.
-    pub fn wants(&self, key: &[u8]) -> bool {
+    /// Whether a key of type `type_name` passes MATCH and TYPE.
+    pub fn wants(&self, key: &[u8], type_name: &str) -> bool {
         self.pattern
             .as_ref()
             .is_none_or(|p| glob_match(p, key, false))
-            && self.type_filter.as_deref().is_none_or(|t| t == "string")
+            && self.type_filter.as_deref().is_none_or(|t| t == type_name)
     }
 }
 
 /// SCAN: one step from the cursor (a slot on both backends), MATCH and TYPE
 /// applied to what the step found.
-/// EXISTS and TOUCH: how many of `keys` hold a value (a key named twice
-/// counts twice, as in Redis).
-async fn exists(backend: &Backend<'_>, ns: u8, keys: &[Bytes]) -> Reply {
-    let mut count = 0;
-    for live in backend.live(ns, keys).await {
-        match live {
-            Ok(live) => count += i64::from(live),
-            Err(reply) => return reply,
-        }
-    }
-    Reply::Integer(count)
-}
-
 /// Keeps only some keys in a listing (DBSIZE, KEYS, SCAN).
 pub type KeyFilter<'f> = &'f (dyn Fn(&[u8]) -> bool + Sync);
 
@@ -579,15 +621,19 @@ impl DataCommand {
                 Err(reply) => reply,
             },
             DataCommand::Scan(scan) => match backend.scan(ns, scan.cursor, scan.count).await {
-                Ok((keys, next)) => Reply::Array(vec![
-                    Reply::Bulk(next.to_string().into()),
-                    Reply::Array(
-                        keys.into_iter()
-                            .filter(|k| keep(k) && scan.wants(k))
-                            .map(Reply::Bulk)
-                            .collect(),
-                    ),
-                ]),
+                Ok(step) => {
+                    let typed = (step.strings.into_iter().map(|k| (k, "string")))
+                        .chain(step.hashes.into_iter().map(|k| (k, "hash")));
+                    Reply::Array(vec![
+                        Reply::Bulk(step.next.to_string().into()),
+                        Reply::Array(
+                            typed
+                                .filter(|(k, t)| keep(k) && scan.wants(k, t))
+                                .map(|(k, _)| Reply::Bulk(k))
+                                .collect(),
+                        ),
+                    ])
+                }
                 Err(reply) => reply,
             },
             other => return Box::pin(other.run(backend, ns)).await,
@@ -657,12 +703,23 @@ mod tests {
         assert_eq!(ops.len(), 1);
         assert_eq!(ops[0].namespace, 3);
         assert_eq!(ops[0].condition, Condition::IfAbsent);
-        let Ok(DataCommand::Write(ops, ReplyShape::Count)) =
+        let Ok(DataCommand::Del(keys)) =
             DataCommand::parse(0, 16, "unlink", &args(&["UNLINK", "a", "b"]), 0)
         else {
             panic!("UNLINK a b");
         };
-        assert_eq!(ops.len(), 2);
+        assert_eq!(keys.len(), 2);
+        let Ok(DataCommand::Write(ops, ReplyShape::ShoalWrite)) = DataCommand::parse(
+            2,
+            16,
+            "shoal.put",
+            &args(&["SHOAL.PUT", "h", "v", "FIELD", "f"]),
+            0,
+        ) else {
+            panic!("SHOAL.PUT h v FIELD f");
+        };
+        assert_eq!(ops[0].namespace, fields_namespace(2));
+        assert_eq!(&ops[0].key[..], &field_key(b"h", b"f")[..]);
         assert!(matches!(
             DataCommand::parse(0, 16, "pttl", &args(&["PTTL", "k"]), 0),
             Ok(DataCommand::Ttl(

@@ -20,6 +20,7 @@ pub mod data;
 pub mod expire;
 pub mod filedisk;
 pub mod glob;
+pub mod hash;
 pub mod histogram;
 #[cfg(not(madsim))]
 pub mod http;
@@ -41,3 +42,4 @@ pub mod storage;
 #[cfg(not(madsim))]
 pub mod tls;
 pub mod transaction;
+pub mod types;

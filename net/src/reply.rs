@@ -82,7 +82,7 @@ impl RoutedTicket {
 }
 
 /// How a write's results become its reply.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub enum ReplyShape {
     Set {
         get: bool,
@@ -99,6 +99,11 @@ pub enum ReplyShape {
     /// MSETNX, RENAMENX, COPY once they write: 1.
     One,
     Count,
+    /// HSET: how many of the writes made a value where there was none.
+    Added,
+    /// DEL: how many keys existed, the writes grouped per key (a hash's
+    /// fields and its string): `ops_per_key[i]` writes for key `i`.
+    CountKeys(std::sync::Arc<[usize]>),
     Ok,
     ShoalWrite,
 }
@@ -192,6 +197,23 @@ pub fn finish_routed(results: Vec<RoutedWrite>, shape: ReplyShape) -> Reply {
                 .filter(|o| o.applied && o.previous_live)
                 .count() as i64,
         ),
+        ReplyShape::Added => Reply::Integer(
+            outcomes
+                .iter()
+                .filter(|o| o.applied && !o.previous_live)
+                .count() as i64,
+        ),
+        ReplyShape::CountKeys(ops_per_key) => {
+            let mut rest = outcomes.as_slice();
+            let mut existed = 0;
+            for n in ops_per_key.iter() {
+                let (key, after) = rest.split_at(*n);
+                existed += i64::from(key.iter().any(|o| o.applied && o.previous_live));
+                rest = after;
+            }
+            assert!(rest.is_empty(), "every write belongs to a key");
+            Reply::Integer(existed)
+        }
         ReplyShape::Ok => Reply::ok(),
         ReplyShape::One => Reply::Integer(1),
         ReplyShape::ShoalWrite => {

@@ -100,6 +100,8 @@ pub struct Shared {
     /// Reading lookups that found a live key, and those that did not.
     pub keyspace: crate::command_stats::KeyspaceStats,
     pub latency: crate::slowlog::LatencyMonitor,
+    /// Redis's encoding knobs, as CONFIG SET last set them.
+    pub encoding_knobs: crate::admin::EncodingKnobs,
     next_client_id: AtomicU64,
     pub started: tokio::time::Instant,
 }
@@ -128,6 +130,7 @@ impl Shared {
             slowlog: Default::default(),
             keyspace: Default::default(),
             latency: Default::default(),
+            encoding_knobs: Default::default(),
             next_client_id: AtomicU64::new(1),
             started: tokio::time::Instant::now(),
         })

@@ -335,9 +335,10 @@ impl ClusterMap {
             })
     }
 
-    /// The map partition holding `key` of `namespace`.
+    /// The map partition holding stored key `key` of `namespace` (a hash
+    /// field's is its hash key's).
     pub fn partition_of_key(&self, namespace: u8, key: &[u8]) -> PartitionId {
-        self.partition_of_slot(namespace, crate::slot::key_slot(key))
+        self.partition_of_slot(namespace, crate::fields::stored_key_slot(namespace, key))
     }
 
     /// The map partition holding `slot` of `namespace`.

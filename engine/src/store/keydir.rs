@@ -6,7 +6,8 @@
 //! Keys are "directory keys": namespace byte, slot (u16 big endian), key bytes.
 
 use super::KeyEntry;
-use crate::slot::{key_slot, SLOT_COUNT};
+use crate::fields::stored_key_slot;
+use crate::slot::SLOT_COUNT;
 use std::collections::BTreeMap;
 
 type SlotMap = BTreeMap<Box<[u8]>, KeyEntry>;
@@ -46,7 +47,7 @@ impl KeyDir {
 
     /// Look up by namespace and key without allocating (for short keys).
     pub fn get_key(&self, namespace: u8, key: &[u8]) -> Option<&KeyEntry> {
-        let slot = key_slot(key);
+        let slot = stored_key_slot(namespace, key);
         let map = self.slot_map(namespace, slot as usize)?;
         let mut stack = [0u8; STACK_KEY_BYTES];
         if key.len() + 3 <= STACK_KEY_BYTES {
@@ -137,6 +138,21 @@ impl KeyDir {
     /// Namespaces that have ever held a key (ascending).
     pub fn namespaces(&self) -> impl Iterator<Item = u8> + '_ {
         self.namespaces.keys().copied()
+    }
+
+    /// The entries of `namespace` whose stored key starts with `prefix`, in
+    /// key order (a hash's fields: one slot, one contiguous range).
+    pub fn with_prefix<'a>(
+        &'a self,
+        namespace: u8,
+        prefix: &'a [u8],
+    ) -> impl Iterator<Item = (&'a Box<[u8]>, &'a KeyEntry)> + 'a {
+        let start = super::dir_key(namespace, prefix);
+        let slot = split(&start).1;
+        self.slot_map(namespace, slot)
+            .into_iter()
+            .flat_map(move |map| map.range(start.clone()..))
+            .take_while(move |(k, _)| k[3..].starts_with(prefix))
     }
 
     /// The entries of one namespace from `first_slot` on, slot by slot.

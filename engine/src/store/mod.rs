@@ -30,8 +30,8 @@ pub use observer::{Applied, Change, StoreObserver};
 pub use recovery::{set_aside_segments, OpenError, RecoveryReport, SET_ASIDE_PREFIX};
 
 use crate::disk::{Disk, DiskDir, DiskError};
+use crate::fields::stored_key_slot;
 use crate::record::{encode_frame, read_frame, FrameRead, RecordBody, SEGMENT_HEADER_BYTES};
-use crate::slot::key_slot;
 use crate::version::{HlcClock, NodeId, SiblingSet, VersionVector};
 use bytes::Bytes;
 pub use ops::*;
@@ -206,7 +206,7 @@ pub struct StoreStats {
 /// Directory key: namespace, slot (big endian), key. Sorting by it groups keys by
 /// namespace, then slot, which SCAN's cursor and partition streaming rely on.
 pub(crate) fn dir_key(namespace: u8, key: &[u8]) -> Box<[u8]> {
-    let slot = key_slot(key);
+    let slot = stored_key_slot(namespace, key);
     let mut k = Vec::with_capacity(3 + key.len());
     k.push(namespace);
     k.extend_from_slice(&slot.to_be_bytes());
@@ -447,6 +447,16 @@ impl Store {
             );
         }
         (keys, 0)
+    }
+
+    /// Live stored keys of `namespace` that start with `prefix`, in key order
+    /// (a hash's fields, by `fields::field_prefix`).
+    pub fn live_keys_with_prefix(&self, namespace: u8, prefix: &[u8]) -> Vec<Bytes> {
+        self.keydir
+            .with_prefix(namespace, prefix)
+            .filter(|(_, e)| e.live)
+            .map(|(k, _)| Bytes::copy_from_slice(&k[3..]))
+            .collect()
     }
 
     /// Every live key of a namespace, in directory order.

@@ -9,6 +9,7 @@ mod common;
 mod helpers;
 
 mod expiry;
+mod hashes;
 mod markers;
 mod pins;
 mod redis_cluster;

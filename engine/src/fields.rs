@@ -1,0 +1,127 @@
+//! Where a hash's fields are stored: one record per field, so writing a field
+//! costs that field's bytes (on disk, on the wire, in repair), never the whole
+//! hash's. Field `f` of key `k` in database `db` is the stored key
+//! `varint(len k) ++ k ++ f` in namespace `db | FIELDS_BIT`. The length prefix
+//! makes the fields of one key a contiguous, unambiguous prefix range; the
+//! slot is `k`'s, so a hash's fields live on its key's replicas and list from
+//! one slot.
+//!
+//! Each field is an ordinary sibling set, so a field merges as a register and
+//! the hash as an add-wins observed-remove map: HDEL (and DEL) write markers
+//! covering only the field versions they read.
+//!
+//! Must not touch: command names or replies (the front end's).
+
+use crate::slot::key_slot;
+
+/// The namespace bit that marks a namespace of hash fields.
+pub const FIELDS_BIT: u8 = 0x80;
+
+/// The namespace holding the hash fields of database `db`.
+pub fn fields_namespace(db: u8) -> u8 {
+    assert!(db < FIELDS_BIT, "database {db} is out of range");
+    db | FIELDS_BIT
+}
+
+/// Whether `namespace` holds hash fields.
+pub fn is_fields_namespace(namespace: u8) -> bool {
+    namespace & FIELDS_BIT != 0
+}
+
+/// The stored-key prefix every field of `key` starts with.
+pub fn field_prefix(key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(key.len() + 5);
+    let mut len = key.len() as u64;
+    loop {
+        let byte = (len & 0x7f) as u8;
+        len >>= 7;
+        if len == 0 {
+            out.push(byte);
+            break;
+        }
+        out.push(byte | 0x80);
+    }
+    out.extend_from_slice(key);
+    out
+}
+
+/// The stored key of `field` of `key`.
+pub fn field_key(key: &[u8], field: &[u8]) -> Vec<u8> {
+    let mut out = field_prefix(key);
+    out.extend_from_slice(field);
+    out
+}
+
+/// `(key, field)` of a stored field key; `None` when it is not one (a
+/// truncated length or key).
+pub fn split_field_key(stored: &[u8]) -> Option<(&[u8], &[u8])> {
+    let mut len: u64 = 0;
+    for (i, byte) in stored.iter().enumerate().take(10) {
+        len |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            let start = i + 1;
+            let end = start.checked_add(usize::try_from(len).ok()?)?;
+            return (end <= stored.len()).then(|| (&stored[start..end], &stored[end..]));
+        }
+    }
+    None
+}
+
+/// The slot of a stored key of `namespace`: a field's is its hash key's.
+pub fn stored_key_slot(namespace: u8, stored: &[u8]) -> u16 {
+    if is_fields_namespace(namespace) {
+        if let Some((key, _)) = split_field_key(stored) {
+            return key_slot(key);
+        }
+    }
+    key_slot(stored)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn a_field_lives_in_its_keys_slot() {
+        let stored = field_key(b"user:1000", b"name");
+        assert_eq!(
+            stored_key_slot(fields_namespace(0), &stored),
+            key_slot(b"user:1000")
+        );
+        assert_eq!(stored_key_slot(0, b"user:1000"), key_slot(b"user:1000"));
+        assert_eq!(fields_namespace(3), 0x83);
+        assert!(!is_fields_namespace(15));
+    }
+
+    #[test]
+    fn a_long_key_takes_a_longer_length_prefix() {
+        let key = vec![b'k'; 300];
+        let stored = field_key(&key, b"f");
+        assert_eq!(&stored[..2], &[0xac, 0x02]);
+        assert_eq!(split_field_key(&stored), Some((&key[..], &b"f"[..])));
+    }
+
+    #[test]
+    fn damaged_field_keys_are_refused() {
+        assert_eq!(split_field_key(b""), None);
+        assert_eq!(split_field_key(&[5, b'a']), None);
+        assert_eq!(split_field_key(&[0x80; 11]), None);
+    }
+
+    proptest! {
+        #[test]
+        fn field_keys_round_trip_and_prefixes_never_collide(
+            key in proptest::collection::vec(any::<u8>(), 0..200),
+            other in proptest::collection::vec(any::<u8>(), 0..200),
+            field in proptest::collection::vec(any::<u8>(), 0..50),
+        ) {
+            let stored = field_key(&key, &field);
+            prop_assert_eq!(split_field_key(&stored), Some((&key[..], &field[..])));
+            prop_assert!(stored.starts_with(&field_prefix(&key)));
+            if other != key {
+                prop_assert!(!stored.starts_with(&field_prefix(&other)));
+            }
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! Hashes on a cluster: fields written through one node read the same through
+//! every node; a field written while one replica was down reaches it by
+//! anti-entropy; HDEL and DEL remove only what they saw; type checks hold.
+
+use crate::common::cluster::port_pairs;
+use crate::common::{error_of, query, temp_dir};
+use crate::helpers::{
+    cluster_slot, node_dirs, start_node, start_nodes, wait_for_a_write, wait_for_equal_digests,
+};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+fn hgetall(c: &mut redis::Connection, key: &str) -> BTreeMap<String, String> {
+    query(c, &["HGETALL", key])
+}
+
+#[test]
+fn fields_written_through_one_node_read_the_same_through_every_node() {
+    let _slot = cluster_slot();
+    let root = temp_dir("cluster-hashes");
+    let ports = port_pairs(3);
+    let dirs = node_dirs(&root, 3);
+    let mut nodes = start_nodes(&ports, &dirs, &[]);
+    let mut c1 = nodes[0].as_ref().unwrap().client();
+    wait_for_a_write(&mut c1, "x");
+    // Retried like the setup writes while peer connections come up.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let mut retried = false;
+    let added: i64 = loop {
+        let hset = ["HSET", "user:1", "name", "ada", "lang", "en"];
+        match redis::cmd(hset[0]).arg(&hset[1..]).query::<i64>(&mut c1) {
+            Ok(added) => break added,
+            Err(e) if std::time::Instant::now() < deadline => {
+                eprintln!("setup HSET: {e}; retrying");
+                retried = true;
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => panic!("setup HSET: {e}"),
+        }
+    };
+    // A refused try may have written the fields where it reached.
+    assert!(added == 2 || retried, "HSET added {added}");
+    let _: () = query(&mut c1, &["HMSET", "user:2", "a", "1", "b", "2", "c", "3"]);
+    let expected: BTreeMap<String, String> = [("name", "ada"), ("lang", "en")]
+        .map(|(f, v)| (f.into(), v.into()))
+        .into();
+    for node in nodes.iter().flatten() {
+        let mut c = node.client();
+        assert_eq!(hgetall(&mut c, "user:1"), expected, "node {}", node.port);
+        assert_eq!(query::<String>(&mut c, &["TYPE", "user:2"]), "hash");
+        assert_eq!(query::<i64>(&mut c, &["HLEN", "user:2"]), 3);
+    }
+    let mut c3 = nodes[2].as_ref().unwrap().client();
+    assert_eq!(query::<i64>(&mut c3, &["HDEL", "user:2", "b", "zz"]), 1);
+    assert_eq!(query::<i64>(&mut c1, &["HLEN", "user:2"]), 2);
+    let mut keys: Vec<String> = query(&mut c1, &["KEYS", "*"]);
+    keys.sort();
+    assert_eq!(keys, ["user:1", "user:2", "warm"]);
+    assert_eq!(query::<i64>(&mut c1, &["DBSIZE"]), 3);
+
+    // A string key refuses hash commands; HINCRBY waits for a counter type.
+    assert!(error_of(&mut c1, &["HSET", "warm", "f", "v"]).starts_with("WRONGTYPE"));
+    let e = error_of(&mut c1, &["HINCRBY", "user:2", "a", "1"]);
+    assert!(e.contains("not supported on a cluster"), "{e}");
+
+    // Node 3 down: fields still take writes (w=2) and reach it afterwards.
+    wait_for_equal_digests(&nodes, Duration::from_secs(30));
+    nodes[2].take().unwrap().kill9();
+    let fields: Vec<String> = (0..50).map(|i| format!("f{i}")).collect();
+    for field in &fields {
+        let _: i64 = query(&mut c1, &["HSET", "big", field, field]);
+    }
+    nodes[2] = Some(start_node(3, &ports, &dirs[2]));
+    wait_for_equal_digests(&nodes, Duration::from_secs(60));
+    let mut c3 = nodes[2].as_ref().unwrap().client();
+    let on_3: Vec<String> = query(&mut c3, &["HKEYS", "big"]);
+    assert_eq!(on_3.len(), fields.len());
+    assert_eq!(query::<i64>(&mut c3, &["DEL", "big", "user:1", "nope"]), 2);
+    for node in nodes.iter().flatten() {
+        let mut c = node.client();
+        assert_eq!(query::<i64>(&mut c, &["EXISTS", "big", "user:1"]), 0);
+    }
+}
