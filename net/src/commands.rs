@@ -410,21 +410,28 @@ async fn dispatch(
             Some(_) => Step::Reply(Reply::ok()),
             None => err("ERR This instance has cluster support disabled"),
         },
-        "memory" => match (crate::reply::lower(&args[1]).as_str(), args.len()) {
-            ("usage", 3 | 5) => Step::Reply(
-                crate::types::memory_usage(&Backend::of(shared), session.namespace, &args[2]).await,
-            ),
-            _ => err("ERR MEMORY USAGE key [SAMPLES count] is the MEMORY subcommand Shoal knows"),
-        },
-        _ if spec.group == "hash" => match crate::hash::HashCommand::parse(
-            spec.name,
-            args,
-            session.protocol == Protocol::Resp3,
-        ) {
-            Ok(command) => command.run(&Backend::of(shared), session.namespace).await,
-            Err(step) => step,
-        },
+        "memory" => memory(shared, session, args).await,
+        _ if spec.group == "hash" => hash(shared, session, spec, args).await,
         _ => data(shared, session, spec, args).await,
+    }
+}
+
+/// MEMORY USAGE key [SAMPLES n].
+async fn memory(shared: &Shared, session: &Session, args: &[Bytes]) -> Step {
+    match (crate::reply::lower(&args[1]).as_str(), args.len()) {
+        ("usage", 3 | 5) => Step::Reply(
+            crate::types::memory_usage(&Backend::of(shared), session.namespace, &args[2]).await,
+        ),
+        _ => err("ERR MEMORY USAGE key [SAMPLES count] is the MEMORY subcommand Shoal knows"),
+    }
+}
+
+/// A hash command, against this node's backend.
+async fn hash(shared: &Shared, session: &Session, spec: &CommandSpec, args: &[Bytes]) -> Step {
+    let resp3 = session.protocol == Protocol::Resp3;
+    match crate::hash::HashCommand::parse(spec.name, args, resp3) {
+        Ok(command) => command.run(&Backend::of(shared), session.namespace).await,
+        Err(step) => step,
     }
 }
 

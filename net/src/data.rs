@@ -138,13 +138,10 @@ impl DataCommand {
     /// Run against `backend` in namespace `ns`.
     pub async fn run(self, backend: &Backend<'_>, ns: u8) -> Step {
         match self {
-            DataCommand::Get(key) => {
-                let reply = one(backend.read(ns, std::slice::from_ref(&key)).await, winner);
-                Step::Reply(match reply {
-                    Reply::Null => types::absent_or_wrong_type(backend, ns, &key, reply).await,
-                    reply => reply,
-                })
-            }
+            read @ (DataCommand::Get(_)
+            | DataCommand::StrLen(_)
+            | DataCommand::GetRange { .. }
+            | DataCommand::Ttl(..)) => Step::Reply(read.string_read(backend, ns).await),
             DataCommand::MGet(keys) => Step::Reply(Reply::Array(
                 backend
                     .read(ns, &keys)
@@ -155,14 +152,6 @@ impl DataCommand {
             )),
             DataCommand::Exists(keys) => Step::Reply(types::exists(backend, ns, &keys).await),
             DataCommand::Type(key) => Step::Reply(types::type_of(backend, ns, &key).await),
-            DataCommand::Ttl(key, query) => {
-                let now_ms = backend.now_ms();
-                let read = backend.read(ns, std::slice::from_ref(&key)).await;
-                Step::Reply(match one(read, |set| query.reply(set.as_ref(), now_ms)) {
-                    Reply::Integer(-2) => types::ttl_of_absent(backend, ns, &key).await,
-                    reply => reply,
-                })
-            }
             DataCommand::Del(keys) => types::delete(backend, ns, keys).await,
             listing @ (DataCommand::DbSize | DataCommand::Keys { .. } | DataCommand::Scan(_)) => {
                 listing.list(backend, ns, None).await
@@ -198,39 +187,50 @@ impl DataCommand {
             } => copy(backend, ns, (from, to, to_ns), replace)
                 .await
                 .unwrap_or_else(Step::Reply),
-            DataCommand::StrLen(key) => {
-                let read = backend.read(ns, std::slice::from_ref(&key)).await;
-                Step::Reply(
-                    match one(read, |set| {
-                        Reply::Integer(winner_bytes(set).map_or(0, |v| v.len() as i64))
-                    }) {
-                        Reply::Integer(0) => {
-                            types::absent_or_wrong_type(backend, ns, &key, Reply::Integer(0)).await
-                        }
-                        reply => reply,
-                    },
-                )
-            }
-            DataCommand::GetRange { key, start, end } => {
-                let read = backend.read(ns, std::slice::from_ref(&key)).await;
-                let found = one(read, |set| match winner_bytes(set) {
-                    Some(value) => Reply::Bulk(value.slice(redis_range(value.len(), start, end))),
-                    None => Reply::Null,
-                });
-                Step::Reply(match found {
-                    Reply::Null => {
-                        types::absent_or_wrong_type(backend, ns, &key, Reply::Bulk(Bytes::new()))
-                            .await
-                    }
-                    reply => reply,
-                })
-            }
             DataCommand::FlushDb => Step::Reply(backend.flush(&[ns, fields_namespace(ns)]).await),
             DataCommand::FlushAll => Step::Reply(backend.flush(&backend.namespaces_in_use()).await),
             DataCommand::Siblings(stored_ns, key) => {
                 Step::Reply(one(backend.read(stored_ns, &[key]).await, siblings_reply))
             }
         }
+    }
+}
+
+impl DataCommand {
+    /// GET, STRLEN, GETRANGE, TTL and its kin: one key's string, and what a
+    /// key holding none answers (on one node WRONGTYPE for a hash; TTL -1
+    /// for a hash anywhere).
+    async fn string_read(self, backend: &Backend<'_>, ns: u8) -> Reply {
+        let key = match &self {
+            DataCommand::Get(k)
+            | DataCommand::StrLen(k)
+            | DataCommand::Ttl(k, _)
+            | DataCommand::GetRange { key: k, .. } => k.clone(),
+            _ => unreachable!("not a string read"),
+        };
+        let now_ms = backend.now_ms();
+        let read = match backend.read(ns, std::slice::from_ref(&key)).await.remove(0) {
+            Ok(read) => read,
+            Err(reply) => return reply,
+        };
+        if let Some(value) = winner_bytes(read.clone()) {
+            return match self {
+                DataCommand::Get(_) => Reply::Bulk(value),
+                DataCommand::StrLen(_) => Reply::Integer(value.len() as i64),
+                DataCommand::GetRange { start, end, .. } => {
+                    Reply::Bulk(value.slice(redis_range(value.len(), start, end)))
+                }
+                DataCommand::Ttl(_, query) => query.reply(read.as_ref(), now_ms),
+                _ => unreachable!("not a string read"),
+            };
+        }
+        let absent = match self {
+            DataCommand::Ttl(..) => return types::ttl_of_absent(backend, ns, &key).await,
+            DataCommand::Get(_) => Reply::Null,
+            DataCommand::StrLen(_) => Reply::Integer(0),
+            _ => Reply::Bulk(Bytes::new()),
+        };
+        types::absent_or_wrong_type(backend, ns, &key, absent).await
     }
 }
 
