@@ -122,7 +122,7 @@ impl StoreObserver for EffectLog {
 }
 
 fn key(namespace: u8, name: &[u8]) -> Key {
-    Key::new(namespace, String::from_utf8_lossy(name))
+    crate::workload::key_of_stored(namespace, name)
 }
 
 fn context(vector: &VersionVector) -> Context {

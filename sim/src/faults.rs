@@ -449,7 +449,7 @@ impl Supervisor {
         let offset = frame.offset + self.random_below(frame.len);
         let name = segment_name(frame.segment);
         let _ = memdir.corrupt_byte(&name, offset);
-        let key = Key::new(frame.namespace, String::from_utf8_lossy(&frame.key));
+        let key = crate::workload::key_of_stored(frame.namespace, &frame.key);
         self.recorder.fault(format!(
             "latent corruption: {name} byte {offset} flipped (record of {key} at offset {}, batch {})",
             frame.offset, frame.batch_seq
@@ -543,7 +543,7 @@ impl Supervisor {
         }
         for ((namespace, key), (s, offset)) in latest {
             if s == segment && offset >= cut {
-                lock(&self.damaged_keys).insert(Key::new(namespace, String::from_utf8_lossy(&key)));
+                lock(&self.damaged_keys).insert(crate::workload::key_of_stored(namespace, &key));
             }
         }
     }

@@ -120,6 +120,21 @@ pub struct WorkloadKnobs {
     /// time to live of 1..=`ttl_max_ms` (see [`expiring_writes`]).
     pub expiring_write_percent: u64,
     pub ttl_max_ms: u64,
+    /// Odd-numbered keys are hash fields (see [`hash_fields`]).
+    pub hash_fields: bool,
+}
+
+impl WorkloadKnobs {
+    /// Key number `index`: `k{index}`, or with [`WorkloadKnobs::hash_fields`]
+    /// an odd one is field `f{index}` of hash `h{index / 8}`, named
+    /// `h{index / 8}:f{index}` (see `workload::key_parts`).
+    pub fn key_name(&self, index: u32) -> String {
+        if self.hash_fields && index % 2 == 1 {
+            format!("h{}:f{index}", index / 8)
+        } else {
+            format!("k{index}")
+        }
+    }
 }
 
 /// Expiring writes in 30% of the seeds, from their own stream, so the rest of
@@ -130,6 +145,15 @@ pub(crate) fn expiring_writes(seed: u64, workload: &mut WorkloadKnobs) {
         workload.expiring_write_percent = pick(&mut rng, &[10, 30, 60]);
         workload.ttl_max_ms = pick(&mut rng, &[200, 1000, 4000]);
     }
+}
+
+/// Hash fields in 40% of the seeds, from their own stream (as
+/// [`expiring_writes`]): half their keys are fields of a few hashes, written,
+/// deleted and read as registers through `SHOAL.PUT/DEL/SIBLINGS ... FIELD`,
+/// so the fields namespace and its slot rule face every fault.
+pub(crate) fn hash_fields(seed: u64, workload: &mut WorkloadKnobs) {
+    let mut rng = SplitMix64::new(seed ^ 0x00a5_4f1e);
+    workload.hash_fields = rng.chance_percent(40);
 }
 
 /// The store and storage driver settings.
@@ -383,6 +407,7 @@ impl Plan {
         let phase1_ms = between(&mut rng, 8, 20) * 1000;
         let mut workload = workload_knobs(&mut rng);
         expiring_writes(seed, &mut workload);
+        hash_fields(seed, &mut workload);
         let mut store = store_knobs(&mut rng);
         store.syncs_in_flight_max = pick(&mut SplitMix64::new(seed ^ 0x5_1c5), &[1, 2, 4]);
         let net = NetKnobs {
@@ -453,6 +478,7 @@ pub(crate) fn workload_knobs(rng: &mut SplitMix64) -> WorkloadKnobs {
         preload: rng.chance_percent(50),
         expiring_write_percent: 0,
         ttl_max_ms: 0,
+        hash_fields: false,
     }
 }
 
@@ -704,6 +730,9 @@ fn write_workload(f: &mut fmt::Formatter<'_>, w: &WorkloadKnobs) -> fmt::Result 
             "  expiring writes: {}%, time to live 1..={} ms",
             w.expiring_write_percent, w.ttl_max_ms
         )?;
+    }
+    if w.hash_fields {
+        writeln!(f, "  hash fields: the odd-numbered keys")?;
     }
     Ok(())
 }

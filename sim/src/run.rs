@@ -411,6 +411,13 @@ async fn wait_for_node(bound_ms: u64) -> bool {
 async fn read_finals(mut keys: BTreeSet<Key>, recorder: Arc<Recorder>) -> Vec<FinalState> {
     let mut conn: Option<RespConn> = None;
     let mut selected: Option<u8> = None;
+    let hashes: BTreeSet<Key> = keys
+        .iter()
+        .filter_map(|k| match crate::workload::key_parts(k) {
+            (hash, Some(_)) => Some(Key::new(k.ns, hash)),
+            _ => None,
+        })
+        .collect();
     for ns in 0..NAMESPACES_LISTED {
         let listed = call_with_retries(
             &mut conn,
@@ -424,6 +431,9 @@ async fn read_finals(mut keys: BTreeSet<Key>, recorder: Arc<Recorder>) -> Vec<Fi
             for name in names {
                 if let Reply::Bulk(bytes) = name {
                     let key = Key::new(ns, String::from_utf8_lossy(&bytes));
+                    if hashes.contains(&key) {
+                        continue; // a hash whose fields are keys already
+                    }
                     if keys.insert(key.clone()) {
                         recorder.fault(format!(
                             "final listing found {key}, which no client touched"
@@ -435,14 +445,10 @@ async fn read_finals(mut keys: BTreeSet<Key>, recorder: Arc<Recorder>) -> Vec<Fi
     }
     let mut finals = Vec::new();
     for key in keys {
-        let reply = call_with_retries(
-            &mut conn,
-            &mut selected,
-            key.ns,
-            &[b"SHOAL.SIBLINGS".as_slice(), key.name.as_bytes()],
-            &recorder,
-        )
-        .await;
+        let (name, field) = crate::workload::key_args(&key);
+        let mut args: Vec<&[u8]> = vec![b"SHOAL.SIBLINGS", &name];
+        args.extend(field.iter().map(Vec::as_slice));
+        let reply = call_with_retries(&mut conn, &mut selected, key.ns, &args, &recorder).await;
         match reply {
             Some(Reply::Error(message)) => {
                 recorder.fault(format!("final read of {key} failed: {message}"));

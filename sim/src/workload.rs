@@ -74,9 +74,54 @@ impl Shared {
     }
 }
 
-/// The key name of key number `index`.
-pub fn key_name(index: u32) -> String {
-    format!("k{index}")
+/// A key's name and, for a hash field (`h{n}:f{i}`, see
+/// `WorkloadKnobs::key_name`), its field.
+pub fn key_parts(key: &Key) -> (&str, Option<&str>) {
+    match key.name.split_once(':') {
+        Some((hash, field)) if hash.starts_with('h') => (hash, Some(field)),
+        _ => (&key.name, None),
+    }
+}
+
+/// The arguments naming `key` in a `SHOAL.*` command after the key's place:
+/// the name, then `FIELD f` for a hash field.
+pub fn key_args(key: &Key) -> (Vec<u8>, Vec<Vec<u8>>) {
+    match key_parts(key) {
+        (name, None) => (name.as_bytes().to_vec(), Vec::new()),
+        (hash, Some(field)) => (
+            hash.as_bytes().to_vec(),
+            vec![b"FIELD".to_vec(), field.as_bytes().to_vec()],
+        ),
+    }
+}
+
+/// The key a stored key stands for: the inverse of [`stored_key`] (a field
+/// of hash `h` is `h:f`, in the field's database).
+pub fn key_of_stored(namespace: u8, stored: &[u8]) -> Key {
+    use shoal_engine::fields::{is_fields_namespace, split_field_key, FIELDS_BIT};
+    match split_field_key(stored).filter(|_| is_fields_namespace(namespace)) {
+        Some((hash, field)) => Key::new(
+            namespace & !FIELDS_BIT,
+            format!(
+                "{}:{}",
+                String::from_utf8_lossy(hash),
+                String::from_utf8_lossy(field)
+            ),
+        ),
+        None => Key::new(namespace, String::from_utf8_lossy(stored)),
+    }
+}
+
+/// Where `key` is stored: its namespace and stored key (a hash field's is
+/// in the fields namespace, `shoal_engine::fields`).
+pub fn stored_key(key: &Key) -> (u8, Vec<u8>) {
+    match key_parts(key) {
+        (name, None) => (key.ns, name.as_bytes().to_vec()),
+        (hash, Some(field)) => (
+            shoal_engine::fields::fields_namespace(key.ns),
+            shoal_engine::fields::field_key(hash.as_bytes(), field.as_bytes()),
+        ),
+    }
 }
 
 enum Op {
@@ -122,7 +167,7 @@ pub async fn run_client(shared: Arc<Shared>, client_index: u32, seed: u64) {
                 if client.shared.stop.load(Ordering::Relaxed) {
                     return;
                 }
-                let key = Key::new(ns, key_name(index));
+                let key = Key::new(ns, client.shared.knobs.key_name(index));
                 let op = Op::Write {
                     value: client.make_value(),
                     context: None,
@@ -152,7 +197,7 @@ impl Client {
             self.rng.below(u64::from(k.keys))
         } as u32;
         let ns = self.rng.below(u64::from(k.namespaces)) as u8;
-        Key::new(ns, key_name(index))
+        Key::new(ns, k.key_name(index))
     }
 
     fn make_value(&mut self) -> String {
@@ -252,17 +297,15 @@ impl Client {
         lock(&self.shared.keys_touched).insert(key.clone());
         let recorder = self.shared.recorder.clone();
         let process = self.process;
+        let (name, field) = key_args(&key);
         let (f, args): (Function, Vec<Vec<u8>>) = match &op {
             Op::Write {
                 value,
                 context,
                 ttl_ms,
             } => {
-                let mut args = vec![
-                    b"SHOAL.PUT".to_vec(),
-                    key.name.as_bytes().to_vec(),
-                    value.as_bytes().to_vec(),
-                ];
+                let mut args = vec![b"SHOAL.PUT".to_vec(), name, value.as_bytes().to_vec()];
+                args.extend(field);
                 if let Some(context) = context {
                     args.push(b"CONTEXT".to_vec());
                     args.push(context.as_bytes().to_vec());
@@ -279,7 +322,8 @@ impl Client {
             }
             Op::Delete { context } => {
                 recorder.invoke(process, Function::Delete, &key, None);
-                let mut args = vec![b"SHOAL.DEL".to_vec(), key.name.as_bytes().to_vec()];
+                let mut args = vec![b"SHOAL.DEL".to_vec(), name];
+                args.extend(field);
                 if let Some(context) = context {
                     args.push(b"CONTEXT".to_vec());
                     args.push(context.as_bytes().to_vec());
@@ -288,7 +332,8 @@ impl Client {
             }
             Op::Read => {
                 recorder.invoke(process, Function::Read, &key, None);
-                let args = vec![b"SHOAL.SIBLINGS".to_vec(), key.name.as_bytes().to_vec()];
+                let mut args = vec![b"SHOAL.SIBLINGS".to_vec(), name];
+                args.extend(field);
                 (Function::Read, args)
             }
         };

@@ -338,7 +338,13 @@ impl ClusterMap {
     /// The map partition holding stored key `key` of `namespace` (a hash
     /// field's is its hash key's).
     pub fn partition_of_key(&self, namespace: u8, key: &[u8]) -> PartitionId {
-        self.partition_of_slot(namespace, crate::fields::stored_key_slot(namespace, key))
+        let slot = if cfg!(feature = "bug-field-placed-by-own-bytes") {
+            // Planted bug: placement and the stores disagree on a field's slot.
+            crate::slot::key_slot(key)
+        } else {
+            crate::fields::stored_key_slot(namespace, key)
+        };
+        self.partition_of_slot(namespace, slot)
     }
 
     /// The map partition holding `slot` of `namespace`.

@@ -99,10 +99,11 @@ pub(super) async fn audit_handoff(
         if expired.contains(value.as_str()) {
             continue;
         }
-        let key = op.key.name.as_bytes();
+        let (ns, stored) = crate::workload::stored_key(&op.key);
+        let key = stored.as_slice();
         // Whether a store's copy of the key covers the write's dot.
         let covers_write = |st: &Storage| {
-            st.read(|s| s.get(op.key.ns, key))
+            st.read(|s| s.get(ns, key))
                 .ok()
                 .flatten()
                 .is_some_and(|set| {
@@ -112,7 +113,7 @@ pub(super) async fn audit_handoff(
                     })
                 })
         };
-        let partition = changed.partition_of_key(op.key.ns, key);
+        let partition = changed.partition_of_key(ns, key);
         let before = placement_owners(map_before.placement(), partition);
         for incoming in changed
             .owners(partition)
@@ -139,9 +140,7 @@ pub(super) async fn audit_handoff(
                 before.iter().all(|owner| {
                     lock(&members[*owner as usize - 1].storage)
                         .clone()
-                        .is_some_and(|st| {
-                            st.read(|s| s.get(op.key.ns, key)).ok().flatten().is_none()
-                        })
+                        .is_some_and(|st| st.read(|s| s.get(ns, key)).ok().flatten().is_none())
                 })
             };
             // A delete acknowledged before the change removed the write: its
@@ -161,7 +160,7 @@ pub(super) async fn audit_handoff(
                     && lock(&members[*incoming as usize - 1].storage)
                         .clone()
                         .is_some_and(|st| {
-                            st.read(|s| s.get(op.key.ns, key))
+                            st.read(|s| s.get(ns, key))
                                 .ok()
                                 .flatten()
                                 .is_none_or(|set| {
@@ -183,7 +182,7 @@ pub(super) async fn audit_handoff(
                             .is_some_and(|st| covers_write(&st))
                     })
                     .collect();
-                let here = storage.read(|s| s.get(op.key.ns, key)).ok().flatten();
+                let here = storage.read(|s| s.get(ns, key)).ok().flatten();
                 let what = format!("{} write of {value:?} dot {dot}", op.key);
                 let ring = (changed.version(), partition, *incoming);
                 report_lost_handoff(recorder, ring, &what, op.time_ms, (before, &holders), here);

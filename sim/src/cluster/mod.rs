@@ -440,13 +440,14 @@ fn record_final_states(
         map.ring().members()
     ));
     for key in keys {
-        let owners = map.owners(map.partition_of_key(key.ns, key.name.as_bytes()));
+        let (ns, stored) = crate::workload::stored_key(&key);
+        let owners = map.owners(map.partition_of_key(ns, &stored));
         for owner in owners {
             let member = &members[*owner as usize - 1];
             let Some(storage) = lock(&member.storage).clone() else {
                 continue;
             };
-            match storage.read(|s| s.get(key.ns, key.name.as_bytes())) {
+            match storage.read(|s| s.get(ns, &stored)) {
                 Ok(set) => {
                     let mut state = final_state(key, *owner, set);
                     state.read_at_ms = Some(recorder.now_ms());

@@ -265,6 +265,7 @@ impl ClusterPlan {
         let phase1_ms = 4_000 + rng.below(4_000);
         let mut workload = crate::plan::workload_knobs(&mut rng);
         crate::plan::expiring_writes(seed, &mut workload);
+        crate::plan::hash_fields(seed, &mut workload);
         // Proxied writes wait for a coordinator that waits for its replicas.
         workload.op_timeout_ms = workload.op_timeout_ms.max(2_500);
         let mut faults = base_faults(&mut rng, nodes, phase1_ms);
