@@ -440,7 +440,7 @@ fn record_final_states(
         map.ring().members()
     ));
     for key in keys {
-        let (ns, stored) = crate::workload::stored_key(&key);
+        let (ns, stored) = crate::workload::stored_key(key);
         let owners = map.owners(map.partition_of_key(ns, &stored));
         for owner in owners {
             let member = &members[*owner as usize - 1];
