@@ -23,6 +23,12 @@ pub fn fields_namespace(db: u8) -> u8 {
     db | FIELDS_BIT
 }
 
+/// The database a namespace belongs to: itself, or its fields' database.
+/// Pins and per-namespace quorums are a database's, for its fields too.
+pub fn database_of(namespace: u8) -> u8 {
+    namespace & !FIELDS_BIT
+}
+
 /// Whether `namespace` holds hash fields.
 pub fn is_fields_namespace(namespace: u8) -> bool {
     namespace & FIELDS_BIT != 0

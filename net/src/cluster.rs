@@ -229,14 +229,14 @@ impl ClusterConfig {
     /// Replies a read of `namespace` waits for.
     pub fn read_quorum_for(&self, namespace: u8) -> u8 {
         self.namespace_quorums
-            .get(&namespace)
+            .get(&shoal_engine::fields::database_of(namespace))
             .map_or(self.read_quorum, |q| q.r)
     }
 
     /// Durable acknowledgements a write to `namespace` waits for.
     pub fn write_quorum_for(&self, namespace: u8) -> u8 {
         self.namespace_quorums
-            .get(&namespace)
+            .get(&shoal_engine::fields::database_of(namespace))
             .map_or(self.write_quorum, |q| q.w)
     }
 

@@ -171,11 +171,14 @@ pub enum Namespaces {
     AllBut(BTreeSet<u8>),
 }
 
+use crate::fields::database_of;
+
+/// A namespace's hash fields (`fields`) belong where their database does.
 impl Namespaces {
     pub fn contains(&self, namespace: u8) -> bool {
         match self {
-            Namespaces::Only(only) => *only == namespace,
-            Namespaces::AllBut(pinned) => !pinned.contains(&namespace),
+            Namespaces::Only(only) => *only == database_of(namespace),
+            Namespaces::AllBut(pinned) => !pinned.contains(&database_of(namespace)),
         }
     }
 }
@@ -351,7 +354,7 @@ impl ClusterMap {
     pub fn partition_of_slot(&self, namespace: u8, slot: u16) -> PartitionId {
         let partition = self.ring().partition_of_slot(slot);
         match self.placement.pin_for(namespace) {
-            Some(_) => pinned_partition(namespace, partition),
+            Some(_) => pinned_partition(database_of(namespace), partition),
             None => partition,
         }
     }

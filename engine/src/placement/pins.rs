@@ -159,9 +159,10 @@ impl Placement {
             .map_or(&self.default, |pin| &pin.ring)
     }
 
-    /// The pinned ring and quorums of `namespace`, if it is pinned.
+    /// The pinned ring and quorums of `namespace`, if it is pinned (a hash
+    /// fields namespace follows its database's pin).
     pub fn pin_for(&self, namespace: u8) -> Option<&PinnedRing> {
-        self.pinned.get(&namespace)
+        self.pinned.get(&crate::fields::database_of(namespace))
     }
 
     /// Whether pinned `namespace`'s ring places every partition as the default

@@ -305,7 +305,8 @@ pub(super) fn set_network(net: &madsim::net::NetSim, loss_percent: u64, latency_
 }
 
 /// The pin audit, once converged and drained: a pinned namespace's keys are
-/// held by its own nodes only (every other member has dropped its copies).
+/// held by its own nodes only (every other member has dropped its copies),
+/// its hash fields too.
 pub(super) fn audit_pins(
     members: &[Arc<Member>],
     map: &ClusterMap,
@@ -322,7 +323,9 @@ pub(super) fn audit_pins(
                 s.dump()
                     .into_iter()
                     .filter(|(ns, _, set)| {
-                        *ns == namespace && set.as_ref().is_ok_and(|s| !s.siblings.is_empty())
+                        // A pinned database's hash fields are pinned with it.
+                        shoal_engine::fields::database_of(*ns) == namespace
+                            && set.as_ref().is_ok_and(|s| !s.siblings.is_empty())
                     })
                     .count()
             });

@@ -256,6 +256,14 @@ fn a_pin_moves_only_its_namespace_onto_its_nodes() {
             map.partition_of_key(0, key)
         );
         assert!(pinned.slot_range(id).contains(&crate::slot::key_slot(key)));
+        // The database's hash fields are pinned with it, in the key's slot.
+        let (fields, field) = (
+            crate::fields::fields_namespace(3),
+            crate::fields::field_key(key, b"f"),
+        );
+        assert_eq!(pinned.partition_of_key(fields, &field), id);
+        assert!(pinned.namespaces(id).contains(fields));
+        assert!(pinned.pin_for(fields).is_some() && pinned.pin_for(0x80).is_none());
     }
     let settled = settled(pinned);
     assert_eq!(settled.previous_owners(pinned_partition(3, 0)), None);
