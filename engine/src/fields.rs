@@ -1,14 +1,16 @@
-//! Where a hash's fields are stored: one record per field, so writing a field
-//! costs that field's bytes (on disk, on the wire, in repair), never the whole
-//! hash's. Field `f` of key `k` in database `db` is the stored key
-//! `varint(len k) ++ k ++ f` in namespace `db | FIELDS_BIT`. The length prefix
-//! makes the fields of one key a contiguous, unambiguous prefix range; the
-//! slot is `k`'s, so a hash's fields live on its key's replicas and list from
-//! one slot.
+//! Where a collection's elements are stored: one record per hash field or set
+//! member, so writing one costs its own bytes (on disk, on the wire, in
+//! repair), never the whole collection's. Field (or member) `f` of key `k` in
+//! database `db` is the stored key `varint(len k) ++ k ++ f` in namespace
+//! `db | FIELDS_BIT` (hashes) or `db | MEMBERS_BIT` (sets; the value is
+//! empty). The length prefix makes the elements of one key a contiguous,
+//! unambiguous prefix range; the slot is `k`'s, so a collection lives on its
+//! key's replicas and lists from one slot.
 //!
-//! Each field is an ordinary sibling set, so a field merges as a register and
-//! the hash as an add-wins observed-remove map: HDEL (and DEL) write markers
-//! covering only the field versions they read.
+//! Each element is an ordinary sibling set, so a field merges as a register,
+//! a hash as an add-wins observed-remove map and a set as an add-wins
+//! observed-remove set: HDEL, SREM and DEL write markers covering only the
+//! versions they read.
 //!
 //! Must not touch: command names or replies (the front end's).
 
@@ -16,17 +18,33 @@ use crate::slot::key_slot;
 
 /// The namespace bit that marks a namespace of hash fields.
 pub const FIELDS_BIT: u8 = 0x80;
+/// The namespace bit that marks a namespace of set members.
+pub const MEMBERS_BIT: u8 = 0x40;
+/// The bits a database number may use (below both kinds' bits).
+const DATABASE_BITS: u8 = 0x3f;
 
 /// The namespace holding the hash fields of database `db`.
 pub fn fields_namespace(db: u8) -> u8 {
-    assert!(db < FIELDS_BIT, "database {db} is out of range");
+    assert!(db <= DATABASE_BITS, "database {db} is out of range");
     db | FIELDS_BIT
+}
+
+/// The namespace holding the set members of database `db`.
+pub fn members_namespace(db: u8) -> u8 {
+    assert!(db <= DATABASE_BITS, "database {db} is out of range");
+    db | MEMBERS_BIT
+}
+
+/// Whether `namespace` holds collection elements (hash fields or set
+/// members), whose stored keys are `field_key`s.
+pub fn is_collection_namespace(namespace: u8) -> bool {
+    namespace & !DATABASE_BITS != 0
 }
 
 /// The database a namespace belongs to: itself, or its fields' database.
 /// Pins and per-namespace quorums are a database's, for its fields too.
 pub fn database_of(namespace: u8) -> u8 {
-    namespace & !FIELDS_BIT
+    namespace & DATABASE_BITS
 }
 
 /// Whether `namespace` holds hash fields.
@@ -73,9 +91,9 @@ pub fn split_field_key(stored: &[u8]) -> Option<(&[u8], &[u8])> {
     None
 }
 
-/// The slot of a stored key of `namespace`: a field's is its hash key's.
+/// The slot of a stored key of `namespace`: an element's is its key's.
 pub fn stored_key_slot(namespace: u8, stored: &[u8]) -> u16 {
-    if is_fields_namespace(namespace) {
+    if is_collection_namespace(namespace) {
         if let Some((key, _)) = split_field_key(stored) {
             return key_slot(key);
         }
@@ -97,7 +115,14 @@ mod tests {
         );
         assert_eq!(stored_key_slot(0, b"user:1000"), key_slot(b"user:1000"));
         assert_eq!(fields_namespace(3), 0x83);
-        assert!(!is_fields_namespace(15));
+        assert_eq!(members_namespace(3), 0x43);
+        assert_eq!(
+            stored_key_slot(members_namespace(0), &stored),
+            key_slot(b"user:1000")
+        );
+        assert!(!is_fields_namespace(15) && !is_collection_namespace(15));
+        assert!(!is_fields_namespace(members_namespace(1)));
+        assert_eq!(database_of(members_namespace(5)), 5);
     }
 
     #[test]

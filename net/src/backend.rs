@@ -14,7 +14,7 @@ use crate::resp::Reply;
 use crate::shared::Shared;
 use crate::storage::Storage;
 use bytes::Bytes;
-use shoal_engine::fields::{field_prefix, fields_namespace, split_field_key};
+use shoal_engine::fields::{fields_namespace, members_namespace};
 use shoal_engine::{SiblingSet, WriteOp};
 use std::sync::Arc;
 
@@ -84,7 +84,7 @@ impl<'a> Backend<'a> {
     }
 
     /// [`Backend::read`] without counting hits and misses.
-    async fn fetch(&self, ns: u8, keys: &[Bytes]) -> Vec<KeyRead> {
+    pub(crate) async fn fetch(&self, ns: u8, keys: &[Bytes]) -> Vec<KeyRead> {
         match &self.place {
             Place::Local(storage) => storage.read(|s| {
                 keys.iter()
@@ -139,69 +139,13 @@ impl<'a> Backend<'a> {
         }
     }
 
-    /// Every live key of namespace `ns` (not expired): its strings, then its
-    /// hashes that are not also strings.
-    pub async fn keys(&self, ns: u8) -> Result<Vec<Bytes>, Reply> {
-        let mut keys = self.listed_keys(ns, false).await?;
-        let strings: std::collections::BTreeSet<Bytes> = keys.iter().cloned().collect();
-        let hashes = self.listed_keys(fields_namespace(ns), false).await?;
-        keys.extend(hash_keys(hashes).filter(|k| !strings.contains(k)));
-        Ok(keys)
-    }
-
-    /// The live fields of hash `key` with their sets (expired values left
-    /// out), in field order.
-    pub async fn fields(&self, ns: u8, key: &[u8]) -> Result<Vec<(Bytes, SiblingSet)>, Reply> {
-        let (fns, prefix) = (fields_namespace(ns), field_prefix(key));
-        let stored: Vec<Bytes> = match &self.place {
-            Place::Local(storage) => storage.read(|s| s.live_keys_with_prefix(fns, &prefix)),
-            Place::Routed(cluster) => {
-                let slot = shoal_engine::slot::key_slot(key);
-                let mut keys = cluster
-                    .keys(fns, slot..=slot)
-                    .await
-                    .map_err(|e| refused(&e))?;
-                keys.retain(|k| k.starts_with(&prefix));
-                keys
-            }
-        };
-        let now_ms = self.now_ms();
-        let mut fields = Vec::with_capacity(stored.len());
-        for (stored_key, read) in stored.iter().zip(self.fetch(fns, &stored).await) {
-            let Some(set) = read? else { continue };
-            let set = set.without_expired(now_ms);
-            if !set.is_deleted() {
-                let field = Bytes::copy_from_slice(&stored_key[prefix.len()..]);
-                fields.push((field, set));
-            }
-        }
-        Ok(fields)
-    }
-
-    /// Whether `key` is a hash (some field holds a value). On a cluster only
-    /// hash commands ask (a string command would pay a listing round).
-    pub async fn is_hash(&self, ns: u8, key: &[u8]) -> Result<bool, Reply> {
-        match &self.place {
-            Place::Local(storage) => {
-                let (fns, prefix) = (fields_namespace(ns), field_prefix(key));
-                Ok(storage.read(|s| !s.live_keys_with_prefix(fns, &prefix).is_empty()))
-            }
-            Place::Routed(_) => Ok(!self.fields(ns, key).await?.is_empty()),
-        }
-    }
-
-    /// [`Backend::is_hash`] where it costs no round trip (one node);
-    /// `false` on a cluster, whose string commands do not look at hashes.
-    pub async fn is_hash_here(&self, ns: u8, key: &[u8]) -> Result<bool, Reply> {
-        match self.place {
-            Place::Local(_) => self.is_hash(ns, key).await,
-            Place::Routed(_) => Ok(false),
-        }
-    }
-
     /// Every key of namespace `ns` holding a value, expired ones too when
     /// `with_expired` (FLUSHDB deletes those as well).
-    async fn listed_keys(&self, ns: u8, with_expired: bool) -> Result<Vec<Bytes>, Reply> {
+    pub(crate) async fn listed_keys(
+        &self,
+        ns: u8,
+        with_expired: bool,
+    ) -> Result<Vec<Bytes>, Reply> {
         match &self.place {
             Place::Local(storage) => {
                 let now_ms = self.now_ms();
@@ -218,69 +162,15 @@ impl<'a> Backend<'a> {
         }
     }
 
-    /// How many live keys namespace `ns` holds (DBSIZE).
-    pub async fn key_count(&self, ns: u8) -> Result<i64, Reply> {
-        match &self.place {
-            Place::Local(storage) => {
-                let strings = storage.read(|s| s.live_key_count(ns)) as i64;
-                let hashes = self.listed_keys(fields_namespace(ns), false).await?;
-                let hashes_only = storage.read(|s| {
-                    hash_keys(hashes)
-                        .filter(|k| !s.contains_live(ns, k))
-                        .count()
-                });
-                Ok(strings + hashes_only as i64)
-            }
-            Place::Routed(_) => self.keys(ns).await.map(|keys| keys.len() as i64),
-        }
-    }
-
-    /// One SCAN step: the keys from `cursor` on (about `count` on one node, a
-    /// partition's on a cluster) and the next cursor (0 at the end). Cursors
-    /// are slots on both backends.
-    pub async fn scan(&self, ns: u8, cursor: u64, count: usize) -> Result<ScanStep, Reply> {
-        let fns = fields_namespace(ns);
-        let (strings, stored, next) = match &self.place {
-            Place::Local(storage) => {
-                let now_ms = self.now_ms();
-                storage.read(|s| {
-                    let (mut keys, next) = s.scan(ns, cursor, count);
-                    keys.retain(|k| !s.has_expired(ns, k, now_ms));
-                    let last_slot = match next {
-                        0 => shoal_engine::slot::SLOT_COUNT - 1,
-                        next => next as u16 - 1,
-                    };
-                    let first_slot = cursor.min(u64::from(last_slot)) as u16;
-                    (
-                        keys,
-                        s.live_keys_in_slots(fns, first_slot..=last_slot),
-                        next,
-                    )
-                })
-            }
-            Place::Routed(cluster) => {
-                let scan = |ns| crate::routing::scan_partition(cluster, ns, cursor);
-                let (keys, next) = scan(ns).await.map_err(|e| refused(&e))?;
-                let (stored, _) = scan(fns).await.map_err(|e| refused(&e))?;
-                (keys, stored, next)
-            }
-        };
-        let listed: std::collections::BTreeSet<&Bytes> = strings.iter().collect();
-        let hashes = hash_keys(stored).filter(|k| !listed.contains(k)).collect();
-        Ok(ScanStep {
-            strings,
-            hashes,
-            next,
-        })
-    }
-
     /// The namespaces FLUSHALL empties.
     pub fn namespaces_in_use(&self) -> Vec<u8> {
         match &self.place {
             Place::Local(storage) => {
                 storage.read(|s| s.namespaces().into_iter().map(|(ns, _)| ns).collect())
             }
-            Place::Routed(_) => (0..16).chain((0..16).map(fields_namespace)).collect(),
+            Place::Routed(_) => (0..16)
+                .flat_map(|db| [db, fields_namespace(db), members_namespace(db)])
+                .collect(),
         }
     }
 
@@ -333,27 +223,4 @@ impl<'a> Backend<'a> {
             }
         }
     }
-}
-
-/// One SCAN step's keys, by type, and the next cursor (0: done).
-pub struct ScanStep {
-    pub strings: Vec<Bytes>,
-    /// Hashes that are not also strings.
-    pub hashes: Vec<Bytes>,
-    pub next: u64,
-}
-
-/// The distinct hash keys of stored field keys listed in order (a key's
-/// fields are contiguous).
-pub fn hash_keys(stored: Vec<Bytes>) -> impl Iterator<Item = Bytes> {
-    let mut last: Option<Bytes> = None;
-    stored.into_iter().filter_map(move |k| {
-        let (key, _) = split_field_key(&k)?;
-        if last.as_deref() == Some(key) {
-            return None;
-        }
-        let key = k.slice_ref(key);
-        last = Some(key.clone());
-        Some(key)
-    })
 }

@@ -14,7 +14,7 @@ use crate::reply::{err, lower, parse_int, syntax_error, ReplyShape, Step};
 use crate::resp::Reply;
 use crate::types;
 use bytes::Bytes;
-use shoal_engine::fields::{field_key, fields_namespace};
+use shoal_engine::fields::{field_key, fields_namespace, members_namespace};
 use shoal_engine::store::modify::{parse_f64, STRING_LEN_MAX_BYTES};
 use shoal_engine::{Condition, Covers, Deadline, Modify, SiblingSet, VersionVector, WriteOp};
 
@@ -187,7 +187,10 @@ impl DataCommand {
             } => copy(backend, ns, (from, to, to_ns), replace)
                 .await
                 .unwrap_or_else(Step::Reply),
-            DataCommand::FlushDb => Step::Reply(backend.flush(&[ns, fields_namespace(ns)]).await),
+            DataCommand::FlushDb => {
+                let namespaces = [ns, fields_namespace(ns), members_namespace(ns)];
+                Step::Reply(backend.flush(&namespaces).await)
+            }
             DataCommand::FlushAll => Step::Reply(backend.flush(&backend.namespaces_in_use()).await),
             DataCommand::Siblings(stored_ns, key) => {
                 Step::Reply(one(backend.read(stored_ns, &[key]).await, siblings_reply))
@@ -272,9 +275,9 @@ async fn copy_of(
         .await
         .remove(0)?;
     let Some(winner) = read.as_ref().and_then(|s| s.winner()) else {
-        return match backend.is_hash(ns, from).await? {
-            true => Err(Reply::error(types::HASH_NOT_YET)),
-            false => Ok(None),
+        return match backend.collection_here(ns, from).await? {
+            Some(_) => Err(Reply::error(types::COLLECTION_NOT_YET)),
+            None => Ok(None),
         };
     };
     let Some(value) = winner.value.clone() else {
@@ -622,8 +625,7 @@ impl DataCommand {
             },
             DataCommand::Scan(scan) => match backend.scan(ns, scan.cursor, scan.count).await {
                 Ok(step) => {
-                    let typed = (step.strings.into_iter().map(|k| (k, "string")))
-                        .chain(step.hashes.into_iter().map(|k| (k, "hash")));
+                    let typed = step.keys.into_iter().map(|(k, kind)| (k, kind.name()));
                     Reply::Array(vec![
                         Reply::Bulk(step.next.to_string().into()),
                         Reply::Array(

@@ -15,15 +15,14 @@
 //! Must not touch: how reads and writes travel (`backend`), connections.
 
 use crate::backend::Backend;
+use crate::keyspace::Kind;
 use crate::reply::{err, parse_int, ReplyShape, Step};
 use crate::resp::Reply;
+use crate::types::refuse_other;
 use bytes::Bytes;
 use shoal_engine::fields::{field_key, fields_namespace};
 use shoal_engine::store::modify::parse_f64;
 use shoal_engine::{Condition, Modify, SiblingSet, WriteOp};
-
-/// Redis's reply to a command on a key of another type.
-pub const WRONGTYPE: &str = "WRONGTYPE Operation against a key holding the wrong kind of value";
 
 /// A hash command and its parsed arguments.
 pub enum HashCommand {
@@ -118,7 +117,7 @@ impl HashCommand {
         let stored = |key: &Bytes, field: &Bytes| Bytes::from(field_key(key, field));
         Ok(match self {
             HashCommand::Set { key, pairs, added } => {
-                refuse_string(backend, ns, &key).await?;
+                refuse_other_type(backend, ns, &key).await?;
                 let ops = pairs
                     .iter()
                     .map(|(f, v)| WriteOp::put(fns, stored(&key, f), v.clone()))
@@ -131,7 +130,7 @@ impl HashCommand {
                 backend.write(ops, shape).await
             }
             HashCommand::SetNx(key, field, value) => {
-                refuse_string(backend, ns, &key).await?;
+                refuse_other_type(backend, ns, &key).await?;
                 let mut op = WriteOp::put(fns, stored(&key, &field), value);
                 op.condition = Condition::IfAbsent;
                 backend.write(vec![op], ReplyShape::SetNx).await
@@ -140,7 +139,7 @@ impl HashCommand {
                 if backend.is_routed() {
                     return Err(Reply::error(INCR_ON_CLUSTER));
                 }
-                refuse_string(backend, ns, &key).await?;
+                refuse_other_type(backend, ns, &key).await?;
                 let shape = match modify {
                     Modify::IncrBy(_) => ReplyShape::NewInteger,
                     _ => ReplyShape::NewValue,
@@ -149,7 +148,7 @@ impl HashCommand {
                 backend.write(vec![op], shape).await
             }
             HashCommand::Del(key, fields) => {
-                refuse_string(backend, ns, &key).await?;
+                refuse_other_type(backend, ns, &key).await?;
                 let ops = fields
                     .iter()
                     .map(|f| WriteOp::delete(fns, stored(&key, f)))
@@ -234,20 +233,13 @@ impl HashCommand {
 /// Why HINCRBY and HINCRBYFLOAT are refused on a cluster, for now.
 const INCR_ON_CLUSTER: &str = "ERR HINCRBY and HINCRBYFLOAT are not supported on a cluster yet: two nodes incrementing one field at once would each write their own result, and one increment would be lost; they work on a single node";
 
-/// WRONGTYPE when `key` holds a string.
-async fn refuse_string(backend: &Backend<'_>, ns: u8, key: &Bytes) -> Result<(), Reply> {
-    match backend
-        .live(ns, std::slice::from_ref(key))
-        .await
-        .remove(0)?
-    {
-        true => Err(Reply::error(WRONGTYPE)),
-        false => Ok(()),
-    }
+/// WRONGTYPE when `key` holds another type than a hash.
+async fn refuse_other_type(backend: &Backend<'_>, ns: u8, key: &Bytes) -> Result<(), Reply> {
+    refuse_other(backend, ns, key, Kind::Hash).await
 }
 
 /// The sets of `fields` of `key`; WRONGTYPE when none holds a value and `key`
-/// holds a string.
+/// holds another type.
 async fn read_fields(
     backend: &Backend<'_>,
     ns: u8,
@@ -264,21 +256,21 @@ async fn read_fields(
         .into_iter()
         .collect::<Result<Vec<_>, Reply>>()?;
     if sets.iter().all(|s| value_of(s.clone()).is_none()) {
-        refuse_string(backend, ns, key).await?;
+        refuse_other_type(backend, ns, key).await?;
     }
     Ok(sets)
 }
 
 /// Every live field of `key` with its value; WRONGTYPE when there is none
-/// and `key` holds a string.
+/// and `key` holds another type.
 async fn all_fields(
     backend: &Backend<'_>,
     ns: u8,
     key: &Bytes,
 ) -> Result<Vec<(Bytes, Bytes)>, Reply> {
-    let fields = backend.fields(ns, key).await?;
+    let fields = backend.elements(ns, Kind::Hash, key).await?;
     if fields.is_empty() {
-        refuse_string(backend, ns, key).await?;
+        refuse_other_type(backend, ns, key).await?;
     }
     Ok(fields
         .into_iter()

@@ -26,6 +26,7 @@ pub mod histogram;
 pub mod http;
 pub mod info;
 pub mod inspect;
+pub mod keyspace;
 pub mod metrics;
 pub mod node;
 pub mod peer;

@@ -1,116 +1,151 @@
-//! How keys of two types share one keyspace: a string lives in the
-//! database's namespace, a hash in its fields namespace
-//! (`shoal_engine::fields`). The keyspace commands (EXISTS, TYPE, DEL, TTL)
-//! look at both; on one node a string write to a hash key replaces the hash
-//! (SET, MSET) or is refused WRONGTYPE (INCR, APPEND, GETSET, ...), as in
-//! Redis. On a cluster string commands do not look at hashes (see `hash`).
+//! How keys of several types share one keyspace (`keyspace::Kind`): the
+//! keyspace commands (EXISTS, TYPE, DEL, TTL, MEMORY USAGE) look at every
+//! type; on one node a string write to a collection's key replaces it (SET,
+//! MSET) or is refused WRONGTYPE (INCR, APPEND, GETSET, ...), and a
+//! collection command refuses a key of another type, as in Redis. On a
+//! cluster string commands do not look at collections, and collection
+//! commands look only for a string (see `hash`).
 //!
 //! Must not touch: how reads and writes travel (`backend`), replies' shapes
 //! beyond choosing one.
 
 use crate::backend::Backend;
-use crate::hash::WRONGTYPE;
+use crate::keyspace::Kind;
 use crate::reply::{ReplyShape, Step};
 use crate::resp::Reply;
 use bytes::Bytes;
-use shoal_engine::fields::{field_key, fields_namespace};
+use shoal_engine::fields::field_key;
 use shoal_engine::{Condition, Deadline, Modify, WriteOp};
 
-/// The writes that remove every field of hash `key`, as of now.
-async fn field_deletes(backend: &Backend<'_>, ns: u8, key: &[u8]) -> Result<Vec<WriteOp>, Reply> {
-    let fns = fields_namespace(ns);
+/// Redis's reply to a command on a key of another type.
+pub const WRONGTYPE: &str = "WRONGTYPE Operation against a key holding the wrong kind of value";
+
+/// The writes that remove every element of collection `key` of `kind`, as of
+/// now.
+pub async fn element_deletes(
+    backend: &Backend<'_>,
+    ns: u8,
+    kind: Kind,
+    key: &[u8],
+) -> Result<Vec<WriteOp>, Reply> {
+    let cns = kind.namespace(ns);
     Ok(backend
-        .fields(ns, key)
+        .elements(ns, kind, key)
         .await?
         .into_iter()
-        .map(|(field, _)| WriteOp::delete(fns, Bytes::from(field_key(key, &field))))
+        .map(|(element, _)| WriteOp::delete(cns, Bytes::from(field_key(key, &element))))
         .collect())
 }
 
-/// EXISTS and TOUCH: how many of `keys` hold a string or a hash (a key named
-/// twice counts twice, as in Redis).
+/// The writes that remove every collection element of `key`, of any kind.
+async fn collection_deletes(
+    backend: &Backend<'_>,
+    ns: u8,
+    key: &[u8],
+) -> Result<Vec<WriteOp>, Reply> {
+    let mut ops = Vec::new();
+    for kind in Kind::COLLECTIONS {
+        ops.extend(element_deletes(backend, ns, kind, key).await?);
+    }
+    Ok(ops)
+}
+
+/// WRONGTYPE when `key` holds another type than `kind`: on one node any
+/// other; on a cluster a string only (finding another collection costs a
+/// listing round per kind).
+pub async fn refuse_other(
+    backend: &Backend<'_>,
+    ns: u8,
+    key: &Bytes,
+    kind: Kind,
+) -> Result<(), Reply> {
+    if backend
+        .live(ns, std::slice::from_ref(key))
+        .await
+        .remove(0)?
+    {
+        return Err(Reply::error(WRONGTYPE));
+    }
+    match backend.collection_here(ns, key).await? {
+        Some(other) if other != kind => Err(Reply::error(WRONGTYPE)),
+        _ => Ok(()),
+    }
+}
+
+/// EXISTS and TOUCH: how many of `keys` hold something (a key named twice
+/// counts twice, as in Redis).
 pub async fn exists(backend: &Backend<'_>, ns: u8, keys: &[Bytes]) -> Reply {
     let mut count = 0;
-    for (key, live) in keys.iter().zip(backend.live(ns, keys).await) {
-        let found = match live {
-            Ok(true) => Ok(true),
-            Ok(false) => backend.is_hash(ns, key).await,
-            Err(reply) => Err(reply),
-        };
-        match found {
-            Ok(found) => count += i64::from(found),
+    for key in keys {
+        match backend.kind_of(ns, key).await {
+            Ok(kind) => count += i64::from(kind.is_some()),
             Err(reply) => return reply,
         }
     }
     Reply::Integer(count)
 }
 
-/// TYPE: `string`, `hash` or `none`.
+/// TYPE: `string`, `hash`, `set` or `none`.
 pub async fn type_of(backend: &Backend<'_>, ns: u8, key: &Bytes) -> Reply {
-    let name = match backend.live(ns, std::slice::from_ref(key)).await.remove(0) {
-        Ok(true) => "string",
-        Ok(false) => match backend.is_hash(ns, key).await {
-            Ok(true) => "hash",
-            Ok(false) => "none",
-            Err(reply) => return reply,
-        },
-        Err(reply) => return reply,
-    };
-    Reply::Simple(name.into())
+    match backend.kind_of(ns, key).await {
+        Ok(kind) => Reply::Simple(kind.map_or("none", Kind::name).into()),
+        Err(reply) => reply,
+    }
 }
 
-/// DEL and UNLINK: each key's string and every field of its hash deleted in
-/// one batch; answers how many keys existed.
+/// DEL and UNLINK: each key's string and every element of its collections
+/// deleted in one batch; answers how many keys existed.
 pub async fn delete(backend: &Backend<'_>, ns: u8, keys: Vec<Bytes>) -> Step {
     let mut ops = Vec::with_capacity(keys.len());
     let mut ops_per_key = Vec::with_capacity(keys.len());
     for key in keys {
-        let fields = match field_deletes(backend, ns, &key).await {
-            Ok(fields) => fields,
+        let elements = match collection_deletes(backend, ns, &key).await {
+            Ok(elements) => elements,
             Err(reply) => return Step::Reply(reply),
         };
-        ops_per_key.push(1 + fields.len());
+        ops_per_key.push(1 + elements.len());
         ops.push(WriteOp::delete(ns, key));
-        ops.extend(fields);
+        ops.extend(elements);
     }
     backend
         .write(ops, ReplyShape::CountKeys(ops_per_key.into()))
         .await
 }
 
-/// A key read as absent by a string command: WRONGTYPE when it is a hash on
-/// this node, else `absent`.
+/// A key read as absent by a string command: WRONGTYPE when it holds a
+/// collection on this node, else `absent`.
 pub async fn absent_or_wrong_type(
     backend: &Backend<'_>,
     ns: u8,
     key: &[u8],
     absent: Reply,
 ) -> Reply {
-    match backend.is_hash_here(ns, key).await {
-        Ok(true) => Reply::error(WRONGTYPE),
-        Ok(false) => absent,
+    match backend.collection_here(ns, key).await {
+        Ok(Some(_)) => Reply::error(WRONGTYPE),
+        Ok(None) => absent,
         Err(reply) => reply,
     }
 }
 
-/// TTL and its kin for a key with no string: -1 for a hash (hashes never
-/// expire yet), else -2.
-pub async fn ttl_of_absent(backend: &Backend<'_>, ns: u8, key: &[u8]) -> Reply {
-    match backend.is_hash(ns, key).await {
-        Ok(true) => Reply::Integer(-1),
-        Ok(false) => Reply::Integer(-2),
+/// TTL and its kin for a key with no string: -1 for a collection
+/// (collections never expire yet), else -2.
+pub async fn ttl_of_absent(backend: &Backend<'_>, ns: u8, key: &Bytes) -> Reply {
+    match backend.kind_of(ns, key).await {
+        Ok(Some(_)) => Reply::Integer(-1),
+        Ok(None) => Reply::Integer(-2),
         Err(reply) => reply,
     }
 }
 
-/// Why EXPIRE and its kin, RENAME and COPY refuse a hash, for now.
-pub const HASH_NOT_YET: &str = "ERR EXPIRE, PEXPIRE, EXPIREAT, PEXPIREAT, PERSIST, GETEX, RENAME, RENAMENX and COPY of a hash are not supported yet; they work on strings";
+/// Why EXPIRE and its kin, RENAME and COPY refuse a collection, for now.
+pub const COLLECTION_NOT_YET: &str = "ERR EXPIRE, PEXPIRE, EXPIREAT, PEXPIREAT, PERSIST, GETEX, RENAME, RENAMENX and COPY of a hash or a set are not supported yet; they work on strings";
 
-/// A string write as one node runs it when some of its keys are hashes:
-/// a plain SET or MSET also deletes the hash's fields (SET replaces any
-/// type; SET XX finds the key present); SET NX and SETNX find it present;
-/// a write that reads the old value (INCR, APPEND, GETSET, SET GET, ...)
-/// is refused WRONGTYPE. `Err` is the reply instead of the write.
+/// A string write as one node runs it when some of its keys are
+/// collections: a plain SET or MSET also deletes the collection's elements
+/// (SET replaces any type; SET XX finds the key present); SET NX and SETNX
+/// find it present; a write that reads the old value (INCR, APPEND, GETSET,
+/// SET GET, ...) is refused WRONGTYPE. `Err` is the reply instead of the
+/// write.
 pub async fn string_write(
     backend: &Backend<'_>,
     ns: u8,
@@ -123,14 +158,13 @@ pub async fn string_write(
     ) || matches!(shape, ReplyShape::NewValue | ReplyShape::NewLength);
     let mut extra = Vec::new();
     for op in ops.iter_mut() {
-        let is_hash = backend.is_hash_here(ns, &op.key).await;
-        match is_hash {
+        match backend.collection_here(ns, &op.key).await {
             Err(reply) => return Err(Step::Reply(reply)),
-            Ok(false) => continue,
-            Ok(true) => {}
+            Ok(None) => continue,
+            Ok(Some(_)) => {}
         }
         if matches!(op.modify, Some(Modify::Touch)) {
-            return Err(Step::Reply(Reply::error(HASH_NOT_YET)));
+            return Err(Step::Reply(Reply::error(COLLECTION_NOT_YET)));
         }
         if reads_old || op.modify.is_some() || op.deadline == Deadline::Keep {
             return Err(Step::Reply(Reply::error(WRONGTYPE)));
@@ -141,7 +175,7 @@ pub async fn string_write(
             _ => {}
         }
         extra.extend(
-            field_deletes(backend, ns, &op.key)
+            collection_deletes(backend, ns, &op.key)
                 .await
                 .map_err(Step::Reply)?,
         );
@@ -159,8 +193,8 @@ fn not_applied(shape: &ReplyShape) -> Reply {
 }
 
 /// MEMORY USAGE key: about how many bytes the key's stored sets take (by
-/// `SiblingSet::size_bytes`, plus the key), its string's or its hash's
-/// fields'; nil when it holds neither.
+/// `SiblingSet::size_bytes`, plus the key), its string's or its
+/// collection's elements'; nil when it holds nothing.
 pub async fn memory_usage(backend: &Backend<'_>, ns: u8, key: &Bytes) -> Reply {
     let string = match backend.read(ns, std::slice::from_ref(key)).await.remove(0) {
         Ok(set) => set.filter(|s| !s.is_deleted()),
@@ -169,14 +203,17 @@ pub async fn memory_usage(backend: &Backend<'_>, ns: u8, key: &Bytes) -> Reply {
     if let Some(set) = string {
         return Reply::Integer((set.size_bytes() + key.len()) as i64);
     }
-    match backend.fields(ns, key).await {
-        Ok(fields) if fields.is_empty() => Reply::Null,
-        Ok(fields) => Reply::Integer(
-            fields
-                .iter()
-                .map(|(f, set)| set.size_bytes() + f.len() + key.len())
-                .sum::<usize>() as i64,
-        ),
-        Err(reply) => reply,
+    for kind in Kind::COLLECTIONS {
+        match backend.elements(ns, kind, key).await {
+            Ok(elements) if elements.is_empty() => continue,
+            Ok(elements) => {
+                let bytes = elements
+                    .iter()
+                    .map(|(e, set)| set.size_bytes() + e.len() + key.len());
+                return Reply::Integer(bytes.sum::<usize>() as i64);
+            }
+            Err(reply) => return reply,
+        }
     }
+    Reply::Null
 }

@@ -98,10 +98,10 @@ pub fn key_args(key: &Key) -> (Vec<u8>, Vec<Vec<u8>>) {
 /// The key a stored key stands for: the inverse of [`stored_key`] (a field
 /// of hash `h` is `h:f`, in the field's database).
 pub fn key_of_stored(namespace: u8, stored: &[u8]) -> Key {
-    use shoal_engine::fields::{is_fields_namespace, split_field_key, FIELDS_BIT};
+    use shoal_engine::fields::{database_of, is_fields_namespace, split_field_key};
     match split_field_key(stored).filter(|_| is_fields_namespace(namespace)) {
         Some((hash, field)) => Key::new(
-            namespace & !FIELDS_BIT,
+            database_of(namespace),
             format!(
                 "{}:{}",
                 String::from_utf8_lossy(hash),
