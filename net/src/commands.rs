@@ -163,6 +163,23 @@ pub static COMMANDS: &[CommandSpec] = &[
     spec!("hincrbyfloat", 4, ["write", "denyoom", "fast"], 1, 1, 1, "hash", "Adds a float to a field's numeric value (single node)."),
     spec!("hrandfield", -2, ["readonly"], 1, 1, 1, "hash", "Returns random fields of a hash [count [WITHVALUES]]."),
     spec!("hscan", -3, ["readonly"], 1, 1, 1, "hash", "HSCAN key cursor [MATCH pattern] [COUNT n]: the whole hash in one step."),
+    spec!("sadd", -3, ["write", "denyoom", "fast"], 1, 1, 1, "set", "Adds members to a set; returns how many were new."),
+    spec!("srem", -3, ["write", "fast"], 1, 1, 1, "set", "Removes members from a set; returns how many were there."),
+    spec!("sismember", 3, ["readonly", "fast"], 1, 1, 1, "set", "Whether a member is in a set."),
+    spec!("smismember", -3, ["readonly", "fast"], 1, 1, 1, "set", "Whether each member is in a set."),
+    spec!("scard", 2, ["readonly", "fast"], 1, 1, 1, "set", "Returns how many members a set has."),
+    spec!("smembers", 2, ["readonly"], 1, 1, 1, "set", "Returns every member of a set."),
+    spec!("srandmember", -2, ["readonly"], 1, 1, 1, "set", "Returns random members of a set [count]."),
+    spec!("spop", -2, ["write", "fast"], 1, 1, 1, "set", "Removes and returns random members of a set [count] (a cluster may pop one member on both sides of a partition)."),
+    spec!("smove", 4, ["write", "fast"], 1, 2, 1, "set", "Moves a member from one set to another (single node)."),
+    spec!("sinter", -2, ["readonly"], 1, -1, 1, "set", "Returns the intersection of sets."),
+    spec!("sunion", -2, ["readonly"], 1, -1, 1, "set", "Returns the union of sets."),
+    spec!("sdiff", -2, ["readonly"], 1, -1, 1, "set", "Returns the members of the first set not in the others."),
+    spec!("sinterstore", -3, ["write", "denyoom"], 1, -1, 1, "set", "Stores the intersection of sets (single node)."),
+    spec!("sunionstore", -3, ["write", "denyoom"], 1, -1, 1, "set", "Stores the union of sets (single node)."),
+    spec!("sdiffstore", -3, ["write", "denyoom"], 1, -1, 1, "set", "Stores the difference of sets (single node)."),
+    spec!("sintercard", -3, ["readonly"], 2, 2, 1, "set", "SINTERCARD numkeys key [key ...] [LIMIT limit]: the intersection's size."),
+    spec!("sscan", -3, ["readonly"], 1, 1, 1, "set", "SSCAN key cursor [MATCH pattern] [COUNT n]: the whole set in one step."),
     spec!("memory", -2, ["readonly"], 0, 0, 0, "server", "MEMORY USAGE key: about how many bytes the key takes in storage."),
     spec!("multi", 1, ["fast", "no-script"], 0, 0, 0, "transactions", "Starts a transaction: later commands are queued until EXEC or DISCARD."),
     spec!("exec", 1, ["slow", "no-script"], 0, 0, 0, "transactions", "Runs the queued commands, no other command of this node between them; nil when a watched key changed."),
@@ -171,9 +188,9 @@ pub static COMMANDS: &[CommandSpec] = &[
     spec!("unwatch", 1, ["fast", "no-script"], 0, 0, 0, "transactions", "Forgets every watched key."),
     spec!("shoal.cluster", -1, ["slow"], 0, 0, 0, "shoal", "Cluster status: members, states, ring, partitions per node, anti-entropy and repair counters."),
     spec!("shoal.ring", -2, ["admin", "slow"], 0, 0, 0, "shoal", "Change the ring: JOIN id host:port, LEAVE id, REPLACE old new host:port."),
-    spec!("shoal.siblings", -2, ["readonly"], 1, 1, 1, "shoal", "SHOAL.SIBLINGS key [FIELD f]: all siblings of a key (or of a hash field) with their causal context."),
-    spec!("shoal.put", -3, ["write", "denyoom"], 1, 1, 1, "shoal", "SHOAL.PUT key value [CONTEXT ctx] [PXAT ms] [FIELD f]: write (a hash field's, with FIELD) replacing only what ctx covers (expiring at ms); replies [dot, superseded context]."),
-    spec!("shoal.del", -2, ["write"], 1, 1, 1, "shoal", "SHOAL.DEL key [CONTEXT ctx] [FIELD f]: delete what ctx covers (of a hash field, with FIELD); replies [dot, superseded context]."),
+    spec!("shoal.siblings", -2, ["readonly"], 1, 1, 1, "shoal", "SHOAL.SIBLINGS key [FIELD f | MEMBER m]: all siblings of a key (or of a hash field, a set member) with their causal context."),
+    spec!("shoal.put", -3, ["write", "denyoom"], 1, 1, 1, "shoal", "SHOAL.PUT key value [CONTEXT ctx] [PXAT ms] [FIELD f | MEMBER m]: write (a hash field's or a set member's) replacing only what ctx covers (expiring at ms); replies [dot, superseded context]."),
+    spec!("shoal.del", -2, ["write"], 1, 1, 1, "shoal", "SHOAL.DEL key [CONTEXT ctx] [FIELD f | MEMBER m]: delete what ctx covers (of a hash field or a set member); replies [dot, superseded context]."),
 ];
 
 /// The command table entry for a request's first argument, case-insensitively and
@@ -200,6 +217,7 @@ pub fn kind_of(spec: &'static CommandSpec) -> usize {
 /// another connection between.
 pub fn runs_alone(name: &str) -> bool {
     matches!(name, "exec" | "msetnx" | "rename" | "renamenx" | "copy")
+        || crate::set::runs_alone(name)
 }
 
 /// Whether the command is a write that may be left pending (pipelined).
@@ -412,6 +430,10 @@ async fn dispatch(
         },
         "memory" => memory(shared, session, args).await,
         _ if spec.group == "hash" => hash(shared, session, spec, args).await,
+        _ if spec.group == "set" => match crate::set::SetCommand::parse(spec.name, args) {
+            Ok(command) => command.run(&Backend::of(shared), session.namespace).await,
+            Err(step) => step,
+        },
         _ => data(shared, session, spec, args).await,
     }
 }

@@ -38,7 +38,8 @@ pub enum DataCommand {
     Del(Vec<Bytes>),
     FlushDb,
     FlushAll,
-    /// SHOAL.SIBLINGS key [FIELD f]: the stored key's namespace and name.
+    /// SHOAL.SIBLINGS key [FIELD f | MEMBER m]: the stored key's namespace
+    /// and name.
     Siblings(u8, Bytes),
     StrLen(Bytes),
     /// MSETNX: all the pairs, or none if any key exists.
@@ -122,9 +123,10 @@ impl DataCommand {
             "flushall" => DataCommand::FlushAll,
             "shoal.siblings" => match &args[2..] {
                 [] => DataCommand::Siblings(ns, key()),
-                [option, field] if option.eq_ignore_ascii_case(b"field") => {
-                    DataCommand::Siblings(fields_namespace(ns), field_key(&args[1], field).into())
-                }
+                [option, element] => match element_namespace(ns, option) {
+                    Some(cns) => DataCommand::Siblings(cns, field_key(&args[1], element).into()),
+                    None => return Err(syntax_error()),
+                },
                 _ => return Err(syntax_error()),
             },
             "shoal.put" | "shoal.del" => {
@@ -537,10 +539,11 @@ fn parse_shoal_write(ns: u8, name: &str, args: &[Bytes]) -> Result<WriteOp, Step
                     ))
                 }
             },
-            // A field of the hash named by the key (its own register).
-            ("field", Some(field)) if op.namespace == ns => {
-                op.key = field_key(&op.key, field).into();
-                op.namespace = fields_namespace(ns);
+            // A field of the hash (a member of the set) named by the key:
+            // its own register.
+            ("field" | "member", Some(element)) if op.namespace == ns => {
+                op.key = field_key(&op.key, element).into();
+                op.namespace = element_namespace(ns, &pair[0]).expect("FIELD or MEMBER");
             }
             // SHOAL.PUT's value expires at this wall time (ms since the epoch).
             ("pxat", Some(at)) if is_put => match parse_int(at) {
@@ -551,6 +554,16 @@ fn parse_shoal_write(ns: u8, name: &str, args: &[Bytes]) -> Result<WriteOp, Step
         }
     }
     Ok(op)
+}
+
+/// The namespace `FIELD` (hash fields) or `MEMBER` (set members) names in
+/// database `ns`.
+fn element_namespace(ns: u8, option: &[u8]) -> Option<u8> {
+    match lower(option).as_str() {
+        "field" => Some(fields_namespace(ns)),
+        "member" => Some(members_namespace(ns)),
+        _ => None,
+    }
 }
 
 /// SHOAL.SIBLINGS's reply for a key's set.

@@ -37,6 +37,7 @@ pub mod routing;
 pub mod runtime;
 pub mod salvage;
 pub mod server;
+pub mod set;
 pub mod shared;
 pub mod slowlog;
 pub mod storage;

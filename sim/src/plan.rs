@@ -120,19 +120,21 @@ pub struct WorkloadKnobs {
     /// time to live of 1..=`ttl_max_ms` (see [`expiring_writes`]).
     pub expiring_write_percent: u64,
     pub ttl_max_ms: u64,
-    /// Odd-numbered keys are hash fields (see [`hash_fields`]).
+    /// Odd-numbered keys are hash fields and set members (see
+    /// [`hash_fields`]).
     pub hash_fields: bool,
 }
 
 impl WorkloadKnobs {
     /// Key number `index`: `k{index}`, or with [`WorkloadKnobs::hash_fields`]
-    /// an odd one is field `f{index}` of hash `h{index / 8}`, named
-    /// `h{index / 8}:f{index}` (see `workload::key_parts`).
+    /// one of 1 mod 4 is field `f{index}` of hash `h{index / 8}`, named
+    /// `h{index / 8}:f{index}`, and one of 3 mod 4 member `m{index}` of set
+    /// `s{index / 8}` (see `workload::key_parts`).
     pub fn key_name(&self, index: u32) -> String {
-        if self.hash_fields && index % 2 == 1 {
-            format!("h{}:f{index}", index / 8)
-        } else {
-            format!("k{index}")
+        match index % 4 {
+            1 if self.hash_fields => format!("h{}:f{index}", index / 8),
+            3 if self.hash_fields => format!("s{}:m{index}", index / 8),
+            _ => format!("k{index}"),
         }
     }
 }
@@ -732,7 +734,10 @@ fn write_workload(f: &mut fmt::Formatter<'_>, w: &WorkloadKnobs) -> fmt::Result 
         )?;
     }
     if w.hash_fields {
-        writeln!(f, "  hash fields: the odd-numbered keys")?;
+        writeln!(
+            f,
+            "  collections: keys 1 mod 4 are hash fields, 3 mod 4 set members"
+        )?;
     }
     Ok(())
 }

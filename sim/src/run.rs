@@ -406,18 +406,23 @@ async fn wait_for_node(bound_ms: u64) -> bool {
     false
 }
 
+/// The collections whose elements are among `keys`: a listing shows them,
+/// and their elements are read as keys already.
+fn hashes_of(keys: &BTreeSet<Key>) -> BTreeSet<Key> {
+    keys.iter()
+        .filter_map(|k| match crate::workload::key_parts(k) {
+            (collection, Some(_)) => Some(Key::new(k.ns, collection)),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Phase 3: the node's state of every key touched, and of every live key it lists
 /// that no client touched. Keys whose read fails are noted, not reported.
 async fn read_finals(mut keys: BTreeSet<Key>, recorder: Arc<Recorder>) -> Vec<FinalState> {
     let mut conn: Option<RespConn> = None;
     let mut selected: Option<u8> = None;
-    let hashes: BTreeSet<Key> = keys
-        .iter()
-        .filter_map(|k| match crate::workload::key_parts(k) {
-            (hash, Some(_)) => Some(Key::new(k.ns, hash)),
-            _ => None,
-        })
-        .collect();
+    let hashes = hashes_of(&keys);
     for ns in 0..NAMESPACES_LISTED {
         let listed = call_with_retries(
             &mut conn,

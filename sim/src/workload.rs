@@ -74,52 +74,77 @@ impl Shared {
     }
 }
 
-/// A key's name and, for a hash field (`h{n}:f{i}`, see
-/// `WorkloadKnobs::key_name`), its field.
-pub fn key_parts(key: &Key) -> (&str, Option<&str>) {
+/// What a workload key is: a string, or an element of a collection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Element {
+    Field,
+    Member,
+}
+
+impl Element {
+    /// The option naming it in `SHOAL.*` commands.
+    fn option(self) -> &'static [u8] {
+        match self {
+            Element::Field => b"FIELD",
+            Element::Member => b"MEMBER",
+        }
+    }
+
+    fn namespace(self, db: u8) -> u8 {
+        match self {
+            Element::Field => shoal_engine::fields::fields_namespace(db),
+            Element::Member => shoal_engine::fields::members_namespace(db),
+        }
+    }
+}
+
+/// A key's name and, for a hash field (`h{n}:f{i}`) or a set member
+/// (`s{n}:m{i}`, see `WorkloadKnobs::key_name`), its kind and element.
+pub fn key_parts(key: &Key) -> (&str, Option<(Element, &str)>) {
     match key.name.split_once(':') {
-        Some((hash, field)) if hash.starts_with('h') => (hash, Some(field)),
+        Some((hash, field)) if hash.starts_with('h') => (hash, Some((Element::Field, field))),
+        Some((set, member)) if set.starts_with('s') => (set, Some((Element::Member, member))),
         _ => (&key.name, None),
     }
 }
 
 /// The arguments naming `key` in a `SHOAL.*` command after the key's place:
-/// the name, then `FIELD f` for a hash field.
+/// the name, then `FIELD f` or `MEMBER m` for an element.
 pub fn key_args(key: &Key) -> (Vec<u8>, Vec<Vec<u8>>) {
     match key_parts(key) {
         (name, None) => (name.as_bytes().to_vec(), Vec::new()),
-        (hash, Some(field)) => (
-            hash.as_bytes().to_vec(),
-            vec![b"FIELD".to_vec(), field.as_bytes().to_vec()],
+        (collection, Some((kind, element))) => (
+            collection.as_bytes().to_vec(),
+            vec![kind.option().to_vec(), element.as_bytes().to_vec()],
         ),
     }
 }
 
-/// The key a stored key stands for: the inverse of [`stored_key`] (a field
-/// of hash `h` is `h:f`, in the field's database).
+/// The key a stored key stands for: the inverse of [`stored_key`] (the
+/// collection's name, `h...` or `s...`, tells its kind).
 pub fn key_of_stored(namespace: u8, stored: &[u8]) -> Key {
-    use shoal_engine::fields::{database_of, is_fields_namespace, split_field_key};
-    match split_field_key(stored).filter(|_| is_fields_namespace(namespace)) {
-        Some((hash, field)) => Key::new(
+    use shoal_engine::fields::{database_of, is_collection_namespace, split_field_key};
+    match split_field_key(stored).filter(|_| is_collection_namespace(namespace)) {
+        Some((collection, element)) => Key::new(
             database_of(namespace),
             format!(
                 "{}:{}",
-                String::from_utf8_lossy(hash),
-                String::from_utf8_lossy(field)
+                String::from_utf8_lossy(collection),
+                String::from_utf8_lossy(element)
             ),
         ),
         None => Key::new(namespace, String::from_utf8_lossy(stored)),
     }
 }
 
-/// Where `key` is stored: its namespace and stored key (a hash field's is
-/// in the fields namespace, `shoal_engine::fields`).
+/// Where `key` is stored: its namespace and stored key (an element's is in
+/// its collection namespace, `shoal_engine::fields`).
 pub fn stored_key(key: &Key) -> (u8, Vec<u8>) {
     match key_parts(key) {
         (name, None) => (key.ns, name.as_bytes().to_vec()),
-        (hash, Some(field)) => (
-            shoal_engine::fields::fields_namespace(key.ns),
-            shoal_engine::fields::field_key(hash.as_bytes(), field.as_bytes()),
+        (collection, Some((kind, element))) => (
+            kind.namespace(key.ns),
+            shoal_engine::fields::field_key(collection.as_bytes(), element.as_bytes()),
         ),
     }
 }

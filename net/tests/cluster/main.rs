@@ -8,8 +8,8 @@
 mod common;
 mod helpers;
 
+mod collections;
 mod expiry;
-mod hashes;
 mod markers;
 mod pins;
 mod redis_cluster;

@@ -1,6 +1,7 @@
-//! Hashes on a cluster: fields written through one node read the same through
-//! every node; a field written while one replica was down reaches it by
-//! anti-entropy; HDEL and DEL remove only what they saw; type checks hold.
+//! Hashes and sets on a cluster: fields and members written through one node
+//! read the same through every node; a field written while one replica was
+//! down reaches it by anti-entropy; HDEL, SREM, SPOP and DEL remove what they
+//! saw; type checks hold; multi-key set writes are refused.
 
 use crate::common::cluster::port_pairs;
 use crate::common::{error_of, query, temp_dir};
@@ -80,4 +81,45 @@ fn fields_written_through_one_node_read_the_same_through_every_node() {
         let mut c = node.client();
         assert_eq!(query::<i64>(&mut c, &["EXISTS", "big", "user:1"]), 0);
     }
+}
+
+#[test]
+fn members_added_through_one_node_read_the_same_through_every_node() {
+    let _slot = cluster_slot();
+    let root = temp_dir("cluster-sets");
+    let ports = port_pairs(3);
+    let dirs = node_dirs(&root, 3);
+    let nodes = start_nodes(&ports, &dirs, &[]);
+    let mut c1 = nodes[0].as_ref().unwrap().client();
+    wait_for_a_write(&mut c1, "x");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    // Retried like the setup writes while peer connections come up.
+    while redis::cmd("SADD")
+        .arg(&["tags", "a", "b", "c", "d"])
+        .query::<i64>(&mut c1)
+        .is_err()
+    {
+        assert!(std::time::Instant::now() < deadline, "setup SADD");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for node in nodes.iter().flatten() {
+        let mut c = node.client();
+        let members: std::collections::BTreeSet<String> = query(&mut c, &["SMEMBERS", "tags"]);
+        assert_eq!(members.len(), 4, "node {}", node.port);
+        assert_eq!(query::<String>(&mut c, &["TYPE", "tags"]), "set");
+    }
+    let mut c2 = nodes[1].as_ref().unwrap().client();
+    assert_eq!(query::<i64>(&mut c2, &["SREM", "tags", "a", "zz"]), 1);
+    let popped: String = query(&mut c2, &["SPOP", "tags"]);
+    let mut c3 = nodes[2].as_ref().unwrap().client();
+    assert_eq!(query::<i64>(&mut c3, &["SCARD", "tags"]), 2);
+    assert_eq!(query::<i64>(&mut c3, &["SISMEMBER", "tags", &popped]), 0);
+    let _: i64 = query(&mut c3, &["SADD", "other", "c", "z"]);
+    let both: Vec<String> = query(&mut c1, &["SINTER", "tags", "other"]);
+    assert!(both.len() <= 1, "{both:?}");
+    let e = error_of(&mut c1, &["SMOVE", "tags", "other", "c"]);
+    assert!(e.contains("not supported on a cluster"), "{e}");
+    assert!(error_of(&mut c1, &["SADD", "warm", "m"]).starts_with("WRONGTYPE"));
+    assert_eq!(query::<i64>(&mut c1, &["DEL", "tags", "other"]), 2);
+    assert_eq!(query::<i64>(&mut c2, &["EXISTS", "tags", "other"]), 0);
 }

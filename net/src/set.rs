@@ -1,0 +1,457 @@
+//! The set commands (SADD, SREM, SMEMBERS, SINTER, SPOP, ...), typed: parsed
+//! once, then run against a `Backend`. Each member is its own stored key with
+//! an empty value (`shoal_engine::fields`), so adding a member costs that
+//! member's bytes, and on a cluster a set merges as an add-wins
+//! observed-remove set: SREM, SPOP and DEL remove only the member versions
+//! their coordinator holds, so an add concurrent with a remove survives.
+//!
+//! SPOP on a cluster reads the members, picks, and removes what it picked:
+//! two SPOPs on two sides of a partition may both return one member (it is
+//! popped twice, never lost). SMOVE and the *STORE commands write several
+//! keys from what they read, so a cluster refuses them for now; one node
+//! runs them, and SPOP, under its exclusive turn, as one step.
+//!
+//! Must not touch: how reads and writes travel (`backend`), connections.
+
+use crate::backend::Backend;
+use crate::keyspace::Kind;
+use crate::reply::{err, parse_int, syntax_error, ReplyShape, Step, Waiting};
+use crate::resp::Reply;
+use crate::types::{element_deletes, refuse_other};
+use bytes::Bytes;
+use shoal_engine::fields::{field_key, members_namespace};
+use shoal_engine::WriteOp;
+use std::collections::BTreeSet;
+
+/// How a multi-set read combines its sets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Combine {
+    Inter,
+    Union,
+    Diff,
+}
+
+/// A set command and its parsed arguments.
+pub enum SetCommand {
+    Add(Bytes, Vec<Bytes>),
+    Rem(Bytes, Vec<Bytes>),
+    IsMember(Bytes, Bytes),
+    MIsMember(Bytes, Vec<Bytes>),
+    Card(Bytes),
+    Members(Bytes),
+    /// SRANDMEMBER key [count].
+    RandMember(Bytes, Option<i64>),
+    /// SPOP key [count].
+    Pop(Bytes, Option<u64>),
+    Move {
+        from: Bytes,
+        to: Bytes,
+        member: Bytes,
+    },
+    /// SINTER, SUNION, SDIFF, and with `store` their *STORE forms.
+    Combine {
+        how: Combine,
+        keys: Vec<Bytes>,
+        store: Option<Bytes>,
+    },
+    /// SINTERCARD numkeys key [key ...] [LIMIT limit] (0: none).
+    InterCard(Vec<Bytes>, usize),
+    /// SSCAN key cursor [MATCH pattern] [COUNT n]: the whole set in one step.
+    Scan(Bytes, Option<Bytes>),
+}
+
+/// The most members one SRANDMEMBER answers (a negative count may repeat
+/// members without end): a bigger count is refused, not built.
+const RANDMEMBER_COUNT_MAX: u64 = 1 << 20;
+
+/// Why SMOVE and the *STORE commands are refused on a cluster, for now.
+const MULTI_KEY_WRITE_ON_CLUSTER: &str = "ERR SMOVE, SINTERSTORE, SUNIONSTORE and SDIFFSTORE are not supported on a cluster yet: they write several keys from what they read, and nothing yet makes that one step there; they work on a single node";
+
+/// Whether a set command must run under the node's exclusive turn (it
+/// writes from what it read).
+pub fn runs_alone(name: &str) -> bool {
+    matches!(
+        name,
+        "spop" | "smove" | "sinterstore" | "sunionstore" | "sdiffstore"
+    )
+}
+
+impl SetCommand {
+    /// `args[0]` is the name as sent; `name` the table's (arity checked).
+    pub fn parse(name: &str, args: &[Bytes]) -> Result<SetCommand, Step> {
+        let key = args[1].clone();
+        let rest = || args[2..].to_vec();
+        let combine = |how, store: bool| {
+            let (store, keys) = match store {
+                true => (Some(args[1].clone()), args[2..].to_vec()),
+                false => (None, args[1..].to_vec()),
+            };
+            SetCommand::Combine { how, keys, store }
+        };
+        Ok(match name {
+            "sadd" => SetCommand::Add(key, rest()),
+            "srem" => SetCommand::Rem(key, rest()),
+            "sismember" => SetCommand::IsMember(key, args[2].clone()),
+            "smismember" => SetCommand::MIsMember(key, rest()),
+            "scard" => SetCommand::Card(key),
+            "smembers" => SetCommand::Members(key),
+            "srandmember" => SetCommand::RandMember(key, parse_count(args, false)?),
+            "spop" => SetCommand::Pop(key, parse_count(args, true)?.map(|c| c as u64)),
+            "smove" => SetCommand::Move {
+                from: key,
+                to: args[2].clone(),
+                member: args[3].clone(),
+            },
+            "sinter" => combine(Combine::Inter, false),
+            "sunion" => combine(Combine::Union, false),
+            "sdiff" => combine(Combine::Diff, false),
+            "sinterstore" => combine(Combine::Inter, true),
+            "sunionstore" => combine(Combine::Union, true),
+            "sdiffstore" => combine(Combine::Diff, true),
+            "sintercard" => parse_intercard(args)?,
+            "sscan" => SetCommand::Scan(key, parse_sscan(&args[2..])?),
+            other => unreachable!("set command {other} in the table but not parsed"),
+        })
+    }
+
+    /// Run against `backend` in database `ns`.
+    pub async fn run(self, backend: &Backend<'_>, ns: u8) -> Step {
+        match self.run_checked(backend, ns).await {
+            Ok(step) => step,
+            Err(reply) => Step::Reply(reply),
+        }
+    }
+
+    async fn run_checked(self, backend: &Backend<'_>, ns: u8) -> Result<Step, Reply> {
+        let mns = members_namespace(ns);
+        let stored = |key: &Bytes, m: &Bytes| Bytes::from(field_key(key, m));
+        let reply = match self {
+            SetCommand::Add(key, members) => {
+                refuse_other(backend, ns, &key, Kind::Set).await?;
+                let ops = members
+                    .iter()
+                    .map(|m| WriteOp::put(mns, stored(&key, m), Bytes::new()))
+                    .collect();
+                return Ok(backend.write(ops, ReplyShape::Added).await);
+            }
+            SetCommand::Rem(key, members) => {
+                refuse_other(backend, ns, &key, Kind::Set).await?;
+                let ops = members
+                    .iter()
+                    .map(|m| WriteOp::delete(mns, stored(&key, m)))
+                    .collect();
+                return Ok(backend.write(ops, ReplyShape::Count).await);
+            }
+            SetCommand::Pop(key, count) => return pop(backend, ns, key, count).await,
+            SetCommand::Move { .. } | SetCommand::Combine { store: Some(_), .. }
+                if backend.is_routed() =>
+            {
+                return Err(Reply::error(MULTI_KEY_WRITE_ON_CLUSTER));
+            }
+            SetCommand::Move { from, to, member } => {
+                return move_member(backend, ns, (from, to), member).await
+            }
+            SetCommand::Combine {
+                how,
+                keys,
+                store: Some(destination),
+            } => {
+                let result = combine(backend, ns, how, &keys).await?;
+                return store(backend, ns, destination, result).await;
+            }
+            SetCommand::IsMember(key, member) => {
+                let found = is_member(backend, ns, &key, &[member]).await?;
+                Reply::Integer(i64::from(found[0]))
+            }
+            SetCommand::MIsMember(key, members) => {
+                let found = is_member(backend, ns, &key, &members).await?;
+                Reply::Array(
+                    found
+                        .into_iter()
+                        .map(|f| Reply::Integer(f.into()))
+                        .collect(),
+                )
+            }
+            whole => whole.run_read(backend, ns).await?,
+        };
+        Ok(Step::Reply(reply))
+    }
+
+    /// The commands that only read whole sets.
+    async fn run_read(self, backend: &Backend<'_>, ns: u8) -> Result<Reply, Reply> {
+        Ok(match self {
+            SetCommand::Card(key) => Reply::Integer(members(backend, ns, &key).await?.len() as i64),
+            SetCommand::Members(key) => set_reply(members(backend, ns, &key).await?),
+            SetCommand::RandMember(key, count) => {
+                let all: Vec<Bytes> = members(backend, ns, &key).await?.into_iter().collect();
+                rand_members(all, count, backend.now_ms())
+            }
+            SetCommand::Combine { how, keys, .. } => {
+                set_reply(combine(backend, ns, how, &keys).await?)
+            }
+            SetCommand::InterCard(keys, limit) => {
+                let found = combine(backend, ns, Combine::Inter, &keys).await?.len();
+                Reply::Integer(if limit == 0 { found } else { found.min(limit) } as i64)
+            }
+            SetCommand::Scan(key, pattern) => {
+                let matching = members(backend, ns, &key).await?.into_iter().filter(|m| {
+                    pattern
+                        .as_ref()
+                        .is_none_or(|p| crate::glob::glob_match(p, m, false))
+                });
+                Reply::Array(vec![
+                    Reply::Bulk(Bytes::from_static(b"0")),
+                    Reply::Array(matching.map(Reply::Bulk).collect()),
+                ])
+            }
+            _ => unreachable!("not a read-only set command"),
+        })
+    }
+}
+
+/// The members of set `key` (empty when absent); WRONGTYPE when `key` holds
+/// another type.
+async fn members(backend: &Backend<'_>, ns: u8, key: &Bytes) -> Result<BTreeSet<Bytes>, Reply> {
+    let elements = backend.elements(ns, Kind::Set, key).await?;
+    if elements.is_empty() {
+        refuse_other(backend, ns, key, Kind::Set).await?;
+    }
+    Ok(elements.into_iter().map(|(m, _)| m).collect())
+}
+
+/// Whether each of `candidates` is a member of `key`.
+async fn is_member(
+    backend: &Backend<'_>,
+    ns: u8,
+    key: &Bytes,
+    candidates: &[Bytes],
+) -> Result<Vec<bool>, Reply> {
+    let stored: Vec<Bytes> = candidates
+        .iter()
+        .map(|m| Bytes::from(field_key(key, m)))
+        .collect();
+    let mut found = Vec::with_capacity(stored.len());
+    for read in backend.read(members_namespace(ns), &stored).await {
+        found.push(read?.is_some_and(|s| !s.is_deleted()));
+    }
+    if !found.iter().any(|f| *f) {
+        refuse_other(backend, ns, key, Kind::Set).await?;
+    }
+    Ok(found)
+}
+
+/// SINTER, SUNION, SDIFF of `keys` (every key checked for its type, as Redis
+/// does).
+async fn combine(
+    backend: &Backend<'_>,
+    ns: u8,
+    how: Combine,
+    keys: &[Bytes],
+) -> Result<BTreeSet<Bytes>, Reply> {
+    let mut result: Option<BTreeSet<Bytes>> = None;
+    for key in keys {
+        let set = members(backend, ns, key).await?;
+        result = Some(match (result, how) {
+            (None, _) => set,
+            (Some(acc), Combine::Inter) => acc.intersection(&set).cloned().collect(),
+            (Some(mut acc), Combine::Union) => {
+                acc.extend(set);
+                acc
+            }
+            (Some(acc), Combine::Diff) => acc.difference(&set).cloned().collect(),
+        });
+    }
+    Ok(result.unwrap_or_default())
+}
+
+/// *STORE: `destination` (of any type) replaced by `members` in one batch;
+/// answers how many it holds. An empty result deletes it.
+async fn store(
+    backend: &Backend<'_>,
+    ns: u8,
+    destination: Bytes,
+    members: BTreeSet<Bytes>,
+) -> Result<Step, Reply> {
+    let mns = members_namespace(ns);
+    let count = members.len() as i64;
+    let mut ops = vec![WriteOp::delete(ns, destination.clone())];
+    for kind in Kind::COLLECTIONS {
+        let old = element_deletes(backend, ns, kind, &destination).await?;
+        ops.extend(old.into_iter().filter(|op| {
+            !(op.namespace == mns && members.iter().any(|m| op.key == field_key(&destination, m)))
+        }));
+    }
+    ops.extend(
+        members
+            .iter()
+            .map(|m| WriteOp::put(mns, Bytes::from(field_key(&destination, m)), Bytes::new())),
+    );
+    match Waiting::of(backend.write(ops, ReplyShape::Ok).await)
+        .0
+        .reply()
+        .await
+    {
+        Reply::Error(e) => Err(Reply::Error(e)),
+        _ => Ok(Step::Reply(Reply::Integer(count))),
+    }
+}
+
+/// SMOVE: 1 once `member` left `from` and joined `to` (one batch); 0 when
+/// `from` does not hold it.
+async fn move_member(
+    backend: &Backend<'_>,
+    ns: u8,
+    (from, to): (Bytes, Bytes),
+    member: Bytes,
+) -> Result<Step, Reply> {
+    let held = is_member(backend, ns, &from, std::slice::from_ref(&member)).await?[0];
+    refuse_other(backend, ns, &to, Kind::Set).await?;
+    if !held {
+        return Ok(Step::Reply(Reply::Integer(0)));
+    }
+    if from == to {
+        return Ok(Step::Reply(Reply::Integer(1)));
+    }
+    let mns = members_namespace(ns);
+    let ops = vec![
+        WriteOp::delete(mns, Bytes::from(field_key(&from, &member))),
+        WriteOp::put(mns, Bytes::from(field_key(&to, &member)), Bytes::new()),
+    ];
+    Ok(backend.write(ops, ReplyShape::One).await)
+}
+
+/// SPOP: up to `count` members (one, as a bulk, without a count) removed
+/// and answered.
+async fn pop(backend: &Backend<'_>, ns: u8, key: Bytes, count: Option<u64>) -> Result<Step, Reply> {
+    let all: Vec<Bytes> = members(backend, ns, &key).await?.into_iter().collect();
+    let picked = match rand_members(all, count.map(|c| c as i64).or(Some(1)), backend.now_ms()) {
+        Reply::Array(items) => items,
+        other => vec![other],
+    };
+    let picked: Vec<Bytes> = picked
+        .into_iter()
+        .filter_map(|r| match r {
+            Reply::Bulk(b) => Some(b),
+            _ => None,
+        })
+        .collect();
+    if !picked.is_empty() {
+        let mns = members_namespace(ns);
+        let ops = picked
+            .iter()
+            .map(|m| WriteOp::delete(mns, Bytes::from(field_key(&key, m))))
+            .collect();
+        if let Reply::Error(e) = Waiting::of(backend.write(ops, ReplyShape::Ok).await)
+            .0
+            .reply()
+            .await
+        {
+            return Err(Reply::Error(e));
+        }
+    }
+    Ok(Step::Reply(match count {
+        Some(_) => Reply::Array(picked.into_iter().map(Reply::Bulk).collect()),
+        None => picked.into_iter().next().map_or(Reply::Null, Reply::Bulk),
+    }))
+}
+
+/// A set's members as RESP3's set type (an array in RESP2).
+fn set_reply(members: BTreeSet<Bytes>) -> Reply {
+    Reply::Set(members.into_iter().map(Reply::Bulk).collect())
+}
+
+/// SRANDMEMBER's reply: one member (no count), up to `count` distinct
+/// members (positive), or `-count` members that may repeat (negative).
+/// Picks come from a generator seeded by the wall clock and a count of
+/// calls, not the thread RNG.
+fn rand_members(members: Vec<Bytes>, count: Option<i64>, now_ms: u64) -> Reply {
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut rng =
+        shoal_engine::rng::SplitMix64::new(now_ms ^ call.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut pick = |n: usize| rng.next_u64() as usize % n;
+    let Some(count) = count else {
+        return match members.len() {
+            0 => Reply::Null,
+            n => Reply::Bulk(members[pick(n)].clone()),
+        };
+    };
+    let picked: Vec<Bytes> = if count >= 0 {
+        let mut order = members;
+        for i in (1..order.len()).rev() {
+            order.swap(i, pick(i + 1));
+        }
+        order.truncate(count as usize);
+        order
+    } else if members.is_empty() {
+        Vec::new()
+    } else {
+        (0..count.unsigned_abs())
+            .map(|_| members[pick(members.len())].clone())
+            .collect()
+    };
+    Reply::Array(picked.into_iter().map(Reply::Bulk).collect())
+}
+
+/// SRANDMEMBER's and SPOP's optional count (`positive`: SPOP's must be).
+fn parse_count(args: &[Bytes], positive: bool) -> Result<Option<i64>, Step> {
+    match args.get(2) {
+        None => Ok(None),
+        Some(_) if args.len() > 3 => Err(syntax_error()),
+        Some(c) => match parse_int(c) {
+            Some(c) if positive && c < 0 => Err(err("ERR value is out of range, must be positive")),
+            Some(c) if c.unsigned_abs() > RANDMEMBER_COUNT_MAX => {
+                Err(err("ERR value is out of range"))
+            }
+            Some(c) => Ok(Some(c)),
+            None => Err(err("ERR value is not an integer or out of range")),
+        },
+    }
+}
+
+/// SINTERCARD numkeys key [key ...] [LIMIT limit].
+fn parse_intercard(args: &[Bytes]) -> Result<SetCommand, Step> {
+    let numkeys = match parse_int(&args[1]) {
+        Some(n) if n > 0 => n as usize,
+        _ => return Err(err("ERR numkeys should be greater than 0")),
+    };
+    if numkeys > args.len() - 2 {
+        return Err(err(
+            "ERR Number of keys can't be greater than number of args",
+        ));
+    }
+    let keys = args[2..2 + numkeys].to_vec();
+    let mut limit = 0usize;
+    match &args[2 + numkeys..] {
+        [] => {}
+        [option, value] if option.eq_ignore_ascii_case(b"limit") => match parse_int(value) {
+            Some(n) if n >= 0 => limit = n as usize,
+            _ => return Err(err("ERR LIMIT can't be negative")),
+        },
+        _ => return Err(syntax_error()),
+    }
+    Ok(SetCommand::InterCard(keys, limit))
+}
+
+fn parse_sscan(rest: &[Bytes]) -> Result<Option<Bytes>, Step> {
+    if std::str::from_utf8(&rest[0])
+        .ok()
+        .and_then(|c| c.parse::<u64>().ok())
+        .is_none()
+    {
+        return Err(err("ERR invalid cursor"));
+    }
+    let mut pattern = None;
+    for pair in rest[1..].chunks(2) {
+        let [option, value] = pair else {
+            return Err(syntax_error());
+        };
+        match crate::reply::lower(option).as_str() {
+            "match" => pattern = Some(value.clone()),
+            "count" if parse_int(value).is_some_and(|n| n > 0) => {}
+            "count" => return Err(err("ERR value is not an integer or out of range")),
+            _ => return Err(syntax_error()),
+        }
+    }
+    Ok(pattern)
+}
