@@ -3,7 +3,9 @@
 //! repair), never the whole collection's. Field (or member) `f` of key `k` in
 //! database `db` is the stored key `varint(len k) ++ k ++ f` in namespace
 //! `db | FIELDS_BIT` (hashes) or `db | MEMBERS_BIT` (sets; the value is
-//! empty). The length prefix makes the elements of one key a contiguous,
+//! empty); a list's element is the stored key `varint(len k) ++ k ++
+//! position ++ tiebreak` in namespace `db | LIST_BITS`, so elements list in
+//! order (see [`list_element`]). The length prefix makes the elements of one key a contiguous,
 //! unambiguous prefix range; the slot is `k`'s, so a collection lives on its
 //! key's replicas and lists from one slot.
 //!
@@ -20,8 +22,33 @@ use crate::slot::key_slot;
 pub const FIELDS_BIT: u8 = 0x80;
 /// The namespace bit that marks a namespace of set members.
 pub const MEMBERS_BIT: u8 = 0x40;
-/// The bits a database number may use (below both kinds' bits).
+/// Both kind bits: a namespace of list elements.
+pub const LIST_BITS: u8 = FIELDS_BIT | MEMBERS_BIT;
+/// The bits a database number may use (below the kind bits).
 const DATABASE_BITS: u8 = 0x3f;
+
+/// The namespace holding the list elements of database `db`.
+pub fn lists_namespace(db: u8) -> u8 {
+    assert!(db <= DATABASE_BITS, "database {db} is out of range");
+    db | LIST_BITS
+}
+
+/// A list element's name within its list: its position (an i64, encoded so
+/// that byte order is numeric order) then a tiebreak (unique per writer and
+/// write), so two pushes that chose one position are two elements, in
+/// tiebreak order.
+pub fn list_element(position: i64, tiebreak: u64) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    out[..8].copy_from_slice(&((position as u64) ^ (1 << 63)).to_be_bytes());
+    out[8..].copy_from_slice(&tiebreak.to_be_bytes());
+    out
+}
+
+/// The position of a list element's name ([`list_element`]).
+pub fn list_position(element: &[u8]) -> Option<i64> {
+    let bytes: [u8; 8] = element.get(..8)?.try_into().ok()?;
+    Some((u64::from_be_bytes(bytes) ^ (1 << 63)) as i64)
+}
 
 /// The namespace holding the hash fields of database `db`.
 pub fn fields_namespace(db: u8) -> u8 {
@@ -49,7 +76,7 @@ pub fn database_of(namespace: u8) -> u8 {
 
 /// Whether `namespace` holds hash fields.
 pub fn is_fields_namespace(namespace: u8) -> bool {
-    namespace & FIELDS_BIT != 0
+    namespace & LIST_BITS == FIELDS_BIT
 }
 
 /// The stored-key prefix every field of `key` starts with.
@@ -123,6 +150,23 @@ mod tests {
         assert!(!is_fields_namespace(15) && !is_collection_namespace(15));
         assert!(!is_fields_namespace(members_namespace(1)));
         assert_eq!(database_of(members_namespace(5)), 5);
+        assert!(!is_fields_namespace(lists_namespace(2)));
+        assert_eq!(database_of(lists_namespace(2)), 2);
+    }
+
+    #[test]
+    fn list_elements_sort_by_position_then_tiebreak() {
+        let names = [
+            list_element(i64::MIN, 0),
+            list_element(-5, 9),
+            list_element(0, 1),
+            list_element(0, 2),
+            list_element(7, 0),
+            list_element(i64::MAX, u64::MAX),
+        ];
+        assert!(names.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(list_position(&names[1]), Some(-5));
+        assert_eq!(list_position(&names[5]), Some(i64::MAX));
     }
 
     #[test]

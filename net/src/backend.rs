@@ -14,7 +14,7 @@ use crate::resp::Reply;
 use crate::shared::Shared;
 use crate::storage::Storage;
 use bytes::Bytes;
-use shoal_engine::fields::{fields_namespace, members_namespace};
+use shoal_engine::fields::{fields_namespace, lists_namespace, members_namespace};
 use shoal_engine::{SiblingSet, WriteOp};
 use std::sync::Arc;
 
@@ -59,6 +59,15 @@ impl<'a> Backend<'a> {
     /// before it reads as absent.
     pub fn now_ms(&self) -> u64 {
         self.clock.wall_ms()
+    }
+
+    /// What sets this node's writes apart from other nodes' where they must
+    /// differ (a list element's tiebreak): its node id on a cluster, else 0.
+    pub fn node_tag(&self) -> u64 {
+        match &self.place {
+            Place::Local(_) => 0,
+            Place::Routed(cluster) => u64::from(cluster.me()),
+        }
     }
 
     /// Whether reads and writes go through the cluster.
@@ -169,7 +178,14 @@ impl<'a> Backend<'a> {
                 storage.read(|s| s.namespaces().into_iter().map(|(ns, _)| ns).collect())
             }
             Place::Routed(_) => (0..16)
-                .flat_map(|db| [db, fields_namespace(db), members_namespace(db)])
+                .flat_map(|db| {
+                    [
+                        db,
+                        fields_namespace(db),
+                        members_namespace(db),
+                        lists_namespace(db),
+                    ]
+                })
                 .collect(),
         }
     }

@@ -46,6 +46,9 @@ pub struct Session {
     pub redis_cluster: bool,
     /// MULTI's queue and WATCH's keys.
     pub transaction: Transaction,
+    /// EXEC is running this connection's queue under the node's exclusive
+    /// turn: a blocking command must not wait (it tries once, as in Redis).
+    pub running_exec: bool,
 }
 
 impl Session {
@@ -180,6 +183,28 @@ pub static COMMANDS: &[CommandSpec] = &[
     spec!("sdiffstore", -3, ["write", "denyoom"], 1, -1, 1, "set", "Stores the difference of sets (single node)."),
     spec!("sintercard", -3, ["readonly"], 2, 2, 1, "set", "SINTERCARD numkeys key [key ...] [LIMIT limit]: the intersection's size."),
     spec!("sscan", -3, ["readonly"], 1, 1, 1, "set", "SSCAN key cursor [MATCH pattern] [COUNT n]: the whole set in one step."),
+    spec!("lpush", -3, ["write", "denyoom", "fast"], 1, 1, 1, "list", "Pushes elements at a list's head; returns its length."),
+    spec!("rpush", -3, ["write", "denyoom", "fast"], 1, 1, 1, "list", "Pushes elements at a list's tail; returns its length."),
+    spec!("lpushx", -3, ["write", "denyoom", "fast"], 1, 1, 1, "list", "LPUSH only when the list exists."),
+    spec!("rpushx", -3, ["write", "denyoom", "fast"], 1, 1, 1, "list", "RPUSH only when the list exists."),
+    spec!("lpop", -2, ["write", "fast"], 1, 1, 1, "list", "Removes and returns elements from a list's head [count]."),
+    spec!("rpop", -2, ["write", "fast"], 1, 1, 1, "list", "Removes and returns elements from a list's tail [count]."),
+    spec!("llen", 2, ["readonly", "fast"], 1, 1, 1, "list", "Returns a list's length."),
+    spec!("lrange", 4, ["readonly"], 1, 1, 1, "list", "Returns a range of a list's elements."),
+    spec!("lindex", 3, ["readonly"], 1, 1, 1, "list", "Returns the element at an index."),
+    spec!("lset", 4, ["write", "denyoom"], 1, 1, 1, "list", "Sets the element at an index."),
+    spec!("lrem", 4, ["write"], 1, 1, 1, "list", "Removes elements equal to a value [count from head or tail]."),
+    spec!("ltrim", 4, ["write"], 1, 1, 1, "list", "Keeps only a range of a list."),
+    spec!("linsert", 5, ["write", "denyoom"], 1, 1, 1, "list", "Inserts an element before or after a pivot."),
+    spec!("lpos", -3, ["readonly"], 1, 1, 1, "list", "Returns the index of matching elements [RANK r] [COUNT n] [MAXLEN m]."),
+    spec!("lmove", 5, ["write", "denyoom"], 1, 2, 1, "list", "Moves an element from one list to another (single node)."),
+    spec!("rpoplpush", 3, ["write", "denyoom"], 1, 2, 1, "list", "Moves a list's tail to another's head (single node)."),
+    spec!("blpop", -3, ["write", "blocking"], 1, -2, 1, "list", "LPOP from the first non-empty list, waiting up to a timeout (single node)."),
+    spec!("brpop", -3, ["write", "blocking"], 1, -2, 1, "list", "RPOP from the first non-empty list, waiting up to a timeout (single node)."),
+    spec!("lmpop", -4, ["write"], 0, 0, 0, "list", "LMPOP numkeys key [key ...] LEFT|RIGHT [COUNT n]: pops from the first non-empty list."),
+    spec!("blmpop", -5, ["write", "blocking"], 0, 0, 0, "list", "LMPOP, waiting up to a timeout (single node)."),
+    spec!("blmove", 6, ["write", "denyoom", "blocking"], 1, 2, 1, "list", "LMOVE, waiting up to a timeout (single node)."),
+    spec!("brpoplpush", 4, ["write", "denyoom", "blocking"], 1, 2, 1, "list", "RPOPLPUSH, waiting up to a timeout (single node)."),
     spec!("memory", -2, ["readonly"], 0, 0, 0, "server", "MEMORY USAGE key: about how many bytes the key takes in storage."),
     spec!("multi", 1, ["fast", "no-script"], 0, 0, 0, "transactions", "Starts a transaction: later commands are queued until EXEC or DISCARD."),
     spec!("exec", 1, ["slow", "no-script"], 0, 0, 0, "transactions", "Runs the queued commands, no other command of this node between them; nil when a watched key changed."),
@@ -218,6 +243,14 @@ pub fn kind_of(spec: &'static CommandSpec) -> usize {
 pub fn runs_alone(name: &str) -> bool {
     matches!(name, "exec" | "msetnx" | "rename" | "renamenx" | "copy")
         || crate::set::runs_alone(name)
+        || crate::list::runs_alone(name)
+}
+
+/// Whether the connection gives up its shared turn before running the
+/// command: one that runs alone, or a blocking one (it takes the exclusive
+/// turn per try, and must not hold up others while it waits).
+pub fn releases_turn(name: &str) -> bool {
+    runs_alone(name) || crate::list::blocks(name)
 }
 
 /// Whether the command is a write that may be left pending (pipelined).
@@ -355,6 +388,7 @@ async fn exec(shared: &Shared, session: &mut Session) -> Step {
     }
     let mut replies = Vec::with_capacity(commands.len());
     let mut waiting: Vec<Waiting> = Vec::new();
+    session.running_exec = true;
     for args in commands {
         let spec = lookup(&args[0]).expect("queued commands passed the table");
         if !is_deferrable_write(Some(spec)) {
@@ -364,6 +398,7 @@ async fn exec(shared: &Shared, session: &mut Session) -> Step {
         }
         waiting.push(Waiting::of(dispatch(shared, session, spec, &args).await).0);
     }
+    session.running_exec = false;
     for w in waiting {
         replies.push(w.reply().await);
     }
@@ -429,11 +464,9 @@ async fn dispatch(
             None => err("ERR This instance has cluster support disabled"),
         },
         "memory" => memory(shared, session, args).await,
-        _ if spec.group == "hash" => hash(shared, session, spec, args).await,
-        _ if spec.group == "set" => match crate::set::SetCommand::parse(spec.name, args) {
-            Ok(command) => command.run(&Backend::of(shared), session.namespace).await,
-            Err(step) => step,
-        },
+        _ if matches!(spec.group, "hash" | "set" | "list") => {
+            collection(shared, session, spec, args).await
+        }
         _ => data(shared, session, spec, args).await,
     }
 }
@@ -448,13 +481,38 @@ async fn memory(shared: &Shared, session: &Session, args: &[Bytes]) -> Step {
     }
 }
 
-/// A hash command, against this node's backend.
-async fn hash(shared: &Shared, session: &Session, spec: &CommandSpec, args: &[Bytes]) -> Step {
-    let resp3 = session.protocol == Protocol::Resp3;
-    match crate::hash::HashCommand::parse(spec.name, args, resp3) {
-        Ok(command) => command.run(&Backend::of(shared), session.namespace).await,
+/// A hash, set or list command, against this node's backend.
+async fn collection(
+    shared: &Shared,
+    session: &Session,
+    spec: &CommandSpec,
+    args: &[Bytes],
+) -> Step {
+    let (backend, ns) = (Backend::of(shared), session.namespace);
+    let parsed = match spec.group {
+        "hash" => {
+            crate::hash::HashCommand::parse(spec.name, args, session.protocol == Protocol::Resp3)
+                .map(Collection::Hash)
+        }
+        "set" => crate::set::SetCommand::parse(spec.name, args).map(Collection::Set),
+        _ => crate::list::ListCommand::parse(spec.name, args).map(Collection::List),
+    };
+    match parsed {
+        Ok(Collection::Hash(c)) => c.run(&backend, ns).await,
+        Ok(Collection::Set(c)) => c.run(&backend, ns).await,
+        Ok(Collection::List(c)) => {
+            let isolation = (!session.running_exec).then_some(&shared.isolation);
+            c.run(&backend, ns, isolation).await
+        }
         Err(step) => step,
     }
+}
+
+/// A parsed collection command.
+enum Collection {
+    Hash(crate::hash::HashCommand),
+    Set(crate::set::SetCommand),
+    List(crate::list::ListCommand),
 }
 
 /// A data command, against this node's backend; on a Redis Cluster port its

@@ -14,7 +14,7 @@ use crate::reply::{err, lower, parse_int, syntax_error, ReplyShape, Step};
 use crate::resp::Reply;
 use crate::types;
 use bytes::Bytes;
-use shoal_engine::fields::{field_key, fields_namespace, members_namespace};
+use shoal_engine::fields::{field_key, fields_namespace, lists_namespace, members_namespace};
 use shoal_engine::store::modify::{parse_f64, STRING_LEN_MAX_BYTES};
 use shoal_engine::{Condition, Covers, Deadline, Modify, SiblingSet, VersionVector, WriteOp};
 
@@ -190,7 +190,12 @@ impl DataCommand {
                 .await
                 .unwrap_or_else(Step::Reply),
             DataCommand::FlushDb => {
-                let namespaces = [ns, fields_namespace(ns), members_namespace(ns)];
+                let namespaces = [
+                    ns,
+                    fields_namespace(ns),
+                    members_namespace(ns),
+                    lists_namespace(ns),
+                ];
                 Step::Reply(backend.flush(&namespaces).await)
             }
             DataCommand::FlushAll => Step::Reply(backend.flush(&backend.namespaces_in_use()).await),
@@ -263,31 +268,38 @@ async fn live(backend: &Backend<'_>, ns: u8, key: &Bytes) -> Result<bool, Reply>
     }
 }
 
-/// The write that copies `from`'s value, and its deadline, to `to` in
-/// `to_ns` (RENAME, COPY); `None`: `from` is absent.
+/// The writes that give `to` in `to_ns` what `from` holds (RENAME, COPY): its
+/// string with its deadline, or every element of its collection; `None`:
+/// `from` holds nothing.
 async fn copy_of(
     backend: &Backend<'_>,
     ns: u8,
     from: &Bytes,
     to_ns: u8,
     to: &Bytes,
-) -> Result<Option<WriteOp>, Reply> {
+) -> Result<Option<Vec<WriteOp>>, Reply> {
     let read = backend
         .read(ns, std::slice::from_ref(from))
         .await
         .remove(0)?;
-    let Some(winner) = read.as_ref().and_then(|s| s.winner()) else {
-        return match backend.collection_here(ns, from).await? {
-            Some(_) => Err(Reply::error(types::COLLECTION_NOT_YET)),
-            None => Ok(None),
+    if let Some(winner) = read.as_ref().and_then(|s| s.winner()) {
+        let Some(value) = winner.value.clone() else {
+            return Ok(None);
         };
-    };
-    let Some(value) = winner.value.clone() else {
+        let mut op = WriteOp::put(to_ns, to.clone(), value);
+        op.deadline = winner.deadline_ms.map_or(Deadline::Never, Deadline::At);
+        return Ok(Some(vec![op]));
+    }
+    let Some(kind) = backend.collection_here(ns, from).await? else {
         return Ok(None);
     };
-    let mut op = WriteOp::put(to_ns, to.clone(), value);
-    op.deadline = winner.deadline_ms.map_or(Deadline::Never, Deadline::At);
-    Ok(Some(op))
+    let elements = backend.elements(ns, kind, from).await?;
+    let puts = elements.into_iter().filter_map(|(element, set)| {
+        let value = set.winner()?.value.clone()?;
+        let stored = Bytes::from(field_key(to, &element));
+        Some(WriteOp::put(kind.namespace(to_ns), stored, value))
+    });
+    Ok(Some(puts.collect()))
 }
 
 /// MSETNX (under the node's exclusive turn): 0 if any key exists, else every
@@ -329,13 +341,10 @@ async fn rename(
         return Ok(Step::Reply(Reply::Integer(0)));
     }
     let shape = if nx { ReplyShape::One } else { ReplyShape::Ok };
-    let ops = match types::string_write(backend, ns, vec![copy], &shape).await {
-        Ok(mut ops) => {
-            ops.push(WriteOp::delete(ns, from));
-            ops
-        }
-        Err(step) => return Ok(step),
-    };
+    // One batch, in order: the destination emptied, filled, the source gone.
+    let mut ops = types::key_deletes(backend, ns, &to).await?;
+    ops.extend(copy);
+    ops.extend(types::key_deletes(backend, ns, &from).await?);
     Ok(backend.write(ops, shape).await)
 }
 
@@ -356,10 +365,9 @@ async fn copy(
     if !replace && live(backend, to_ns, &to).await? {
         return Ok(Step::Reply(Reply::Integer(0)));
     }
-    match types::string_write(backend, to_ns, vec![copy], &ReplyShape::One).await {
-        Ok(ops) => Ok(backend.write(ops, ReplyShape::One).await),
-        Err(step) => Ok(step),
-    }
+    let mut ops = types::key_deletes(backend, to_ns, &to).await?;
+    ops.extend(copy);
+    Ok(backend.write(ops, ReplyShape::One).await)
 }
 
 /// EXPIRE and its kin, PERSIST, SETEX, PSETEX, GETEX (`expire`).

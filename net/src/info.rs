@@ -77,11 +77,10 @@ pub fn render(
     if wanted("clients") {
         let _ = write!(
             out,
-            // No command blocks a client yet (no BLPOP): 0, not absent, so
-            // `redis-cli --stat` does not print a garbage count.
-            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:0\r\n\r\n",
+            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:{}\r\n\r\n",
             shared.clients_connected.load(Ordering::Relaxed),
-            shared.config.clients_max
+            shared.config.clients_max,
+            crate::list::BLOCKED_CLIENTS.load(Ordering::Relaxed)
         );
     }
     if wanted("memory") {

@@ -11,7 +11,9 @@ use crate::backend::{Backend, Place};
 use crate::reply::refused;
 use crate::resp::Reply;
 use bytes::Bytes;
-use shoal_engine::fields::{field_prefix, fields_namespace, members_namespace, split_field_key};
+use shoal_engine::fields::{
+    field_prefix, fields_namespace, lists_namespace, members_namespace, split_field_key,
+};
 use shoal_engine::SiblingSet;
 use std::collections::BTreeSet;
 
@@ -21,11 +23,12 @@ pub enum Kind {
     String,
     Hash,
     Set,
+    List,
 }
 
 impl Kind {
     /// The collections, in the order a key's type is looked for after strings.
-    pub const COLLECTIONS: [Kind; 2] = [Kind::Hash, Kind::Set];
+    pub const COLLECTIONS: [Kind; 3] = [Kind::Hash, Kind::Set, Kind::List];
 
     /// TYPE's answer.
     pub fn name(self) -> &'static str {
@@ -33,6 +36,7 @@ impl Kind {
             Kind::String => "string",
             Kind::Hash => "hash",
             Kind::Set => "set",
+            Kind::List => "list",
         }
     }
 
@@ -42,6 +46,7 @@ impl Kind {
             Kind::String => ns,
             Kind::Hash => fields_namespace(ns),
             Kind::Set => members_namespace(ns),
+            Kind::List => lists_namespace(ns),
         }
     }
 }

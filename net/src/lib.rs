@@ -27,6 +27,7 @@ pub mod http;
 pub mod info;
 pub mod inspect;
 pub mod keyspace;
+pub mod list;
 pub mod metrics;
 pub mod node;
 pub mod peer;

@@ -112,8 +112,8 @@ fn server_families(shared: &Shared, scrape: &mut Scrape) {
     );
     scrape.one(
         "redis_blocked_clients",
-        "Clients blocked in a command (none block in Shoal yet).",
-        Gauge(0),
+        "Clients blocked in a command (BLPOP, BRPOP, BLMOVE, BLMPOP).",
+        Gauge(crate::list::BLOCKED_CLIENTS.load(std::sync::atomic::Ordering::Relaxed) as i64),
     );
     scrape.one(
         "redis_config_maxclients",

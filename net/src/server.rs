@@ -5,7 +5,7 @@
 
 use crate::clients::{ClientView, Registration};
 use crate::commands::{self, Session};
-use crate::reply::Waiting;
+use crate::reply::{Step, Waiting};
 use crate::resp::{decode_request, encode_reply, Protocol, Reply};
 use crate::shared::SharedTurn;
 pub use crate::shared::{ServerConfig, Shared};
@@ -124,6 +124,7 @@ where
         monitor: false,
         redis_cluster,
         transaction: Default::default(),
+        running_exec: false,
     };
     let registration = shared.clients.register(first_view(&session, laddr));
     let mut conn = Conn {
@@ -167,6 +168,35 @@ where
     }
 }
 
+/// A blocking command's step, or `None` once its client closed the
+/// connection (or sent more than `input_max_bytes` while it waited): a
+/// blocked pop must not outlive its client. What the client sends meanwhile
+/// stays in `input`, for after.
+async fn until_closed<F, S>(
+    execution: F,
+    stream: &mut S,
+    input: &mut BytesMut,
+    input_max_bytes: usize,
+) -> Option<Step>
+where
+    F: std::future::Future<Output = Step>,
+    S: AsyncRead + Unpin,
+{
+    tokio::pin!(execution);
+    loop {
+        input.reserve(READ_CHUNK_BYTES);
+        tokio::select! {
+            // Fixed order, as in `connection`: the command first.
+            biased;
+            step = &mut execution => return Some(step),
+            read = stream.read_buf(input) => match read {
+                Ok(n) if n > 0 && input.len() <= input_max_bytes => {}
+                _ => return None,
+            },
+        }
+    }
+}
+
 fn first_view(session: &Session, laddr: String) -> ClientView {
     ClientView::new(
         session.id,
@@ -182,7 +212,7 @@ impl Conn<'_> {
     /// last command's name.
     async fn run_batch<S>(&mut self, stream: &mut S) -> std::io::Result<(bool, &'static str)>
     where
-        S: AsyncWrite + Unpin,
+        S: AsyncRead + AsyncWrite + Unpin,
     {
         let shared = self.shared;
         // Held while this read's commands run and their writes are answered:
@@ -209,7 +239,7 @@ impl Conn<'_> {
             };
             let spec = commands::lookup(&args[0]);
             last_command = spec.map_or("NULL", |s| s.name);
-            if self.run_one(spec, args, &mut turn).await {
+            if self.run_one(spec, args, &mut turn, stream).await {
                 self.resolve().await;
                 return Ok((true, last_command));
             }
@@ -230,12 +260,16 @@ impl Conn<'_> {
     }
 
     /// Run one command; returns whether the connection closes after it.
-    async fn run_one(
+    async fn run_one<S>(
         &mut self,
         spec: Option<&'static commands::CommandSpec>,
         args: Vec<Bytes>,
         turn: &mut Option<SharedTurn>,
-    ) -> bool {
+        stream: &mut S,
+    ) -> bool
+    where
+        S: AsyncRead + Unpin,
+    {
         let shared = self.shared;
         let started = tokio::time::Instant::now();
         shared
@@ -245,9 +279,10 @@ impl Conn<'_> {
         if !commands::is_deferrable_write(spec) {
             self.resolve().await;
         }
-        if spec.is_some_and(|s| commands::runs_alone(s.name)) {
-            // EXEC, MSETNX, RENAME, ... take the exclusive turn; this
-            // connection's own writes are all answered (resolved above).
+        if spec.is_some_and(|s| commands::releases_turn(s.name)) {
+            // EXEC, MSETNX, RENAME, ... take the exclusive turn, BLPOP for
+            // each try; this connection's own writes are all answered
+            // (resolved above).
             *turn = None;
         }
         if spec.is_some() && shared.clients.monitored() {
@@ -255,7 +290,16 @@ impl Conn<'_> {
             let (db, addr) = (self.session.namespace, &self.session.peer);
             shared.clients.feed_monitor(micros, db, addr, &args);
         }
-        let step = commands::execute(shared, &mut self.session, spec, &args).await;
+        let execution = commands::execute(shared, &mut self.session, spec, &args);
+        let step = if spec.is_some_and(|s| crate::list::blocks(s.name)) {
+            let limit = shared.config.query_buffer_max_bytes;
+            match until_closed(execution, stream, &mut self.input, limit).await {
+                Some(step) => step,
+                None => return true, // the client left while blocked
+            }
+        } else {
+            execution.await
+        };
         let (waiting, closes) = Waiting::of(step);
         self.slots.push(Timed {
             waiting,

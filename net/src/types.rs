@@ -50,6 +50,18 @@ async fn collection_deletes(
     Ok(ops)
 }
 
+/// The writes that delete everything `key` holds: its string and every
+/// element of its collections.
+pub async fn key_deletes(
+    backend: &Backend<'_>,
+    ns: u8,
+    key: &Bytes,
+) -> Result<Vec<WriteOp>, Reply> {
+    let mut ops = vec![WriteOp::delete(ns, key.clone())];
+    ops.extend(collection_deletes(backend, ns, key).await?);
+    Ok(ops)
+}
+
 /// WRONGTYPE when `key` holds another type than `kind`: on one node any
 /// other; on a cluster a string only (finding another collection costs a
 /// listing round per kind).
@@ -137,8 +149,8 @@ pub async fn ttl_of_absent(backend: &Backend<'_>, ns: u8, key: &Bytes) -> Reply 
     }
 }
 
-/// Why EXPIRE and its kin, RENAME and COPY refuse a collection, for now.
-pub const COLLECTION_NOT_YET: &str = "ERR EXPIRE, PEXPIRE, EXPIREAT, PEXPIREAT, PERSIST, GETEX, RENAME, RENAMENX and COPY of a hash or a set are not supported yet; they work on strings";
+/// Why EXPIRE and its kin refuse a collection, for now.
+pub const COLLECTION_NOT_YET: &str = "ERR EXPIRE, PEXPIRE, EXPIREAT, PEXPIREAT, PERSIST and GETEX of a hash, a set or a list are not supported yet; they work on strings";
 
 /// A string write as one node runs it when some of its keys are
 /// collections: a plain SET or MSET also deletes the collection's elements

@@ -1,7 +1,8 @@
-//! Hashes and sets on a cluster: fields and members written through one node
-//! read the same through every node; a field written while one replica was
-//! down reaches it by anti-entropy; HDEL, SREM, SPOP and DEL remove what they
-//! saw; type checks hold; multi-key set writes are refused.
+//! Hashes, sets and lists on a cluster: fields, members and elements written
+//! through one node read the same through every node; a field written while
+//! one replica was down reaches it by anti-entropy; HDEL, SREM, SPOP, LPOP
+//! and DEL remove what they saw; type checks hold; multi-key writes and
+//! blocking pops are refused.
 
 use crate::common::cluster::port_pairs;
 use crate::common::{error_of, query, temp_dir};
@@ -122,4 +123,39 @@ fn members_added_through_one_node_read_the_same_through_every_node() {
     assert!(error_of(&mut c1, &["SADD", "warm", "m"]).starts_with("WRONGTYPE"));
     assert_eq!(query::<i64>(&mut c1, &["DEL", "tags", "other"]), 2);
     assert_eq!(query::<i64>(&mut c2, &["EXISTS", "tags", "other"]), 0);
+}
+
+#[test]
+fn elements_pushed_through_one_node_read_in_order_through_every_node() {
+    let _slot = cluster_slot();
+    let root = temp_dir("cluster-lists");
+    let ports = port_pairs(3);
+    let dirs = node_dirs(&root, 3);
+    let nodes = start_nodes(&ports, &dirs, &[]);
+    let mut c1 = nodes[0].as_ref().unwrap().client();
+    wait_for_a_write(&mut c1, "x");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    // Retried like the setup writes while peer connections come up (a
+    // refused try may have pushed already: the count is checked below).
+    while redis::cmd("RPUSH")
+        .arg(&["queue", "a", "b", "c"])
+        .query::<i64>(&mut c1)
+        .is_err()
+    {
+        assert!(std::time::Instant::now() < deadline, "setup RPUSH");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let mut c2 = nodes[1].as_ref().unwrap().client();
+    let _: i64 = query(&mut c2, &["LPUSH", "queue", "z"]);
+    let mut c3 = nodes[2].as_ref().unwrap().client();
+    let all: Vec<String> = query(&mut c3, &["LRANGE", "queue", "0", "-1"]);
+    assert_eq!(all.first().map(String::as_str), Some("z"));
+    assert_eq!(all.last().map(String::as_str), Some("c"));
+    assert_eq!(query::<String>(&mut c3, &["LPOP", "queue"]), "z");
+    assert_eq!(query::<String>(&mut c1, &["TYPE", "queue"]), "list");
+    let e = error_of(&mut c1, &["BLPOP", "queue", "1"]);
+    assert!(e.contains("not supported on a cluster"), "{e}");
+    assert!(error_of(&mut c1, &["RPUSH", "warm", "m"]).starts_with("WRONGTYPE"));
+    assert_eq!(query::<i64>(&mut c2, &["DEL", "queue"]), 1);
+    assert_eq!(query::<i64>(&mut c3, &["LLEN", "queue"]), 0);
 }
