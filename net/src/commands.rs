@@ -124,7 +124,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     spec!("del", -2, ["write"], 1, -1, 1, "keyspace", "Deletes keys (delete markers until collected)."),
     spec!("unlink", -2, ["write", "fast"], 1, -1, 1, "keyspace", "Deletes keys (same as DEL)."),
     spec!("exists", -2, ["readonly", "fast"], 1, -1, 1, "keyspace", "Counts how many of the keys exist."),
-    spec!("type", 2, ["readonly", "fast"], 1, 1, 1, "keyspace", "Returns the type of a key (always string)."),
+    spec!("type", 2, ["readonly", "fast"], 1, 1, 1, "keyspace", "Returns the type of a key: string, hash, set, list or none."),
     spec!("ttl", 2, ["readonly", "fast"], 1, 1, 1, "keyspace", "Returns the seconds left before a key expires (-1: never, -2: absent)."),
     spec!("pttl", 2, ["readonly", "fast"], 1, 1, 1, "keyspace", "Like TTL, in milliseconds."),
     spec!("expiretime", 2, ["readonly", "fast"], 1, 1, 1, "keyspace", "Returns when a key expires, in Unix seconds (-1: never, -2: absent)."),
