@@ -82,8 +82,16 @@ impl Backend<'_> {
         kind: Kind,
         key: &[u8],
     ) -> Result<Vec<(Bytes, SiblingSet)>, Reply> {
+        let stored = self.element_keys(ns, kind, key).await?;
+        self.element_sets(ns, kind, key, stored).await
+    }
+
+    /// The stored keys of the live elements of collection `key` of `kind`,
+    /// in element order, without reading their values (on one node, the key
+    /// directory only).
+    pub async fn element_keys(&self, ns: u8, kind: Kind, key: &[u8]) -> Result<Vec<Bytes>, Reply> {
         let (cns, prefix) = (kind.namespace(ns), field_prefix(key));
-        let stored: Vec<Bytes> = match &self.place {
+        Ok(match &self.place {
             Place::Local(storage) => storage.read(|s| s.live_keys_with_prefix(cns, &prefix)),
             Place::Routed(cluster) => {
                 let slot = shoal_engine::slot::key_slot(key);
@@ -94,14 +102,26 @@ impl Backend<'_> {
                 keys.retain(|k| k.starts_with(&prefix));
                 keys
             }
-        };
+        })
+    }
+
+    /// The elements stored under `stored` (keys of collection `key`), with
+    /// their sets, expired values and deleted ones left out.
+    pub async fn element_sets(
+        &self,
+        ns: u8,
+        kind: Kind,
+        key: &[u8],
+        stored: Vec<Bytes>,
+    ) -> Result<Vec<(Bytes, SiblingSet)>, Reply> {
+        let (cns, prefix_len) = (kind.namespace(ns), field_prefix(key).len());
         let now_ms = self.now_ms();
         let mut elements = Vec::with_capacity(stored.len());
         for (stored_key, read) in stored.iter().zip(self.fetch(cns, &stored).await) {
             let Some(set) = read? else { continue };
             let set = set.without_expired(now_ms);
             if !set.is_deleted() {
-                let element = Bytes::copy_from_slice(&stored_key[prefix.len()..]);
+                let element = Bytes::copy_from_slice(&stored_key[prefix_len..]);
                 elements.push((element, set));
             }
         }

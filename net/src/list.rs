@@ -358,6 +358,36 @@ async fn items(backend: &Backend<'_>, ns: u8, key: &Bytes) -> Result<Vec<Item>, 
     Ok(items)
 }
 
+/// The names of the elements of list `key`, in order, without their values;
+/// WRONGTYPE when there is none and `key` holds another type.
+async fn names(backend: &Backend<'_>, ns: u8, key: &Bytes) -> Result<Vec<Bytes>, Reply> {
+    let stored = backend.element_keys(ns, Kind::List, key).await?;
+    if stored.is_empty() {
+        refuse_other(backend, ns, key, Kind::List).await?;
+    }
+    let prefix_len = shoal_engine::fields::field_prefix(key).len();
+    Ok(stored.into_iter().map(|k| k.slice(prefix_len..)).collect())
+}
+
+/// The elements named `chosen` of list `key`, read (a name whose element
+/// is gone since is left out).
+async fn read_items(
+    backend: &Backend<'_>,
+    ns: u8,
+    key: &Bytes,
+    chosen: &[Bytes],
+) -> Result<Vec<Item>, Reply> {
+    let stored = chosen.iter().map(|n| stored(key, n)).collect();
+    let sets = backend.element_sets(ns, Kind::List, key, stored).await?;
+    Ok(sets
+        .into_iter()
+        .filter_map(|(name, set)| {
+            let value = set.winner()?.value.clone()?;
+            Some(Item { name, value })
+        })
+        .collect())
+}
+
 /// The stored key of element `name` of `key`.
 fn stored(key: &[u8], name: &[u8]) -> Bytes {
     Bytes::from(field_key(key, name))
@@ -378,21 +408,17 @@ async fn write_all(backend: &Backend<'_>, ops: Vec<WriteOp>) -> Result<(), Reply
     }
 }
 
-/// The writes that push `values` at `end` of `key` (holding `current`), in
-/// order, each a step past the last.
+/// The writes that push `values` at `end` of `key` (whose element at that
+/// end is named `edge`), in order, each a step past the last.
 fn push_ops(
     backend: &Backend<'_>,
     ns: u8,
     key: &Bytes,
-    current: &[Item],
+    edge: Option<&Bytes>,
     values: Vec<Bytes>,
     end: End,
 ) -> Vec<WriteOp> {
-    let edge = match end {
-        End::Left => current.first(),
-        End::Right => current.last(),
-    };
-    let mut position = edge.and_then(|i| list_position(&i.name)).unwrap_or(0);
+    let mut position = edge.and_then(|name| list_position(name)).unwrap_or(0);
     let step = if end == End::Left {
         -POSITION_STEP
     } else {
@@ -526,12 +552,18 @@ impl ListCommand {
                 end,
                 existing,
             } => {
-                let current = items(backend, ns, &key).await?;
+                // Only the names: a push reads no element's value.
+                let current = names(backend, ns, &key).await?;
                 if existing && current.is_empty() {
                     return Ok(Reply::Integer(0));
                 }
                 let len = current.len() + values.len();
-                write_all(backend, push_ops(backend, ns, &key, &current, values, end)).await?;
+                let edge = match end {
+                    End::Left => current.first(),
+                    End::Right => current.last(),
+                };
+                let ops = push_ops(backend, ns, &key, edge, values, end);
+                write_all(backend, ops).await?;
                 Reply::Integer(len as i64)
             }
             ListCommand::Pop(key, end, count) => {
@@ -639,7 +671,7 @@ async fn pop(
     end: End,
     count: usize,
 ) -> Result<Option<Vec<Bytes>>, Reply> {
-    let mut all = items(backend, ns, key).await?;
+    let mut all = names(backend, ns, key).await?;
     if all.is_empty() {
         return Ok(None);
     }
@@ -647,6 +679,8 @@ async fn pop(
         all.reverse();
     }
     all.truncate(count);
+    // Only the popped elements are read.
+    let all = read_items(backend, ns, key, &all).await?;
     let lns = lists_namespace(ns);
     let ops = all
         .iter()
@@ -681,11 +715,16 @@ async fn move_element(
     if from == to {
         destination.retain(|i| i.name != taken.name);
     }
+    let edge = match ends.1 {
+        End::Left => destination.first(),
+        End::Right => destination.last(),
+    };
+    let edge = edge.map(|i| i.name.clone());
     ops.extend(push_ops(
         backend,
         ns,
         to,
-        &destination,
+        edge.as_ref(),
         vec![taken.value.clone()],
         ends.1,
     ));
@@ -749,7 +788,7 @@ fn respace(
         .iter()
         .map(|i| WriteOp::delete(lns, stored(key, &i.name)))
         .collect();
-    ops.extend(push_ops(backend, ns, key, &[], values, End::Right));
+    ops.extend(push_ops(backend, ns, key, None, values, End::Right));
     ops
 }
 
@@ -809,7 +848,7 @@ async fn blocking_pop(
     let blocked = Blocked::new(ns, keys);
     loop {
         for key in keys {
-            if !blocked.is_first_for(ns, key) || items(backend, ns, key).await?.is_empty() {
+            if !blocked.is_first_for(ns, key) || names(backend, ns, key).await?.is_empty() {
                 continue;
             }
             let _alone = isolation.exclusive().await;
@@ -835,7 +874,7 @@ async fn blocking_move(
     let started = tokio::time::Instant::now();
     let blocked = Blocked::new(ns, std::slice::from_ref(&from));
     loop {
-        if blocked.is_first_for(ns, &from) && !items(backend, ns, &from).await?.is_empty() {
+        if blocked.is_first_for(ns, &from) && !names(backend, ns, &from).await?.is_empty() {
             let _alone = isolation.exclusive().await;
             if let Some(moved) = move_element(backend, ns, &from, &to, ends).await? {
                 return Ok(moved);
