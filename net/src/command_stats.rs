@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 /// Command table entries counted; the table is checked against it in a test.
-pub const COMMAND_KINDS_MAX: usize = 128;
+pub const COMMAND_KINDS_MAX: usize = 256;
 /// Distinct error codes counted (INFO errorstats); later new codes count as
 /// `OTHER`.
 pub const ERROR_CODES_MAX: usize = 128;

@@ -99,7 +99,7 @@ impl HashCommand {
                 None => return Err(err("ERR value is not a valid float")),
             },
             "hrandfield" => parse_randfield(key, &args[2..], resp3)?,
-            "hscan" => parse_hscan(key, &args[2..])?,
+            "hscan" => HashCommand::Scan(key, crate::elements::parse_scan(&args[2..])?),
             other => unreachable!("hash command {other} in the table but not parsed"),
         })
     }
@@ -283,10 +283,6 @@ fn value_of(set: Option<SiblingSet>) -> Option<Bytes> {
     set.and_then(|s| s.winner().and_then(|w| w.value.clone()))
 }
 
-/// The most fields one HRANDFIELD answers: a bigger count is refused, not
-/// built (a negative count may repeat fields without end).
-const RANDFIELD_COUNT_MAX: u64 = 1 << 20;
-
 fn parse_randfield(key: Bytes, rest: &[Bytes], pairs: bool) -> Result<HashCommand, Step> {
     let count = match rest.first() {
         None => None,
@@ -299,7 +295,7 @@ fn parse_randfield(key: Bytes, rest: &[Bytes], pairs: bool) -> Result<HashComman
         Some(w) if w.eq_ignore_ascii_case(b"withvalues") && rest.len() == 2 => true,
         Some(_) => return Err(crate::reply::syntax_error()),
     };
-    if count.is_some_and(|c| c.unsigned_abs() > RANDFIELD_COUNT_MAX) {
+    if count.is_some_and(|c| c.unsigned_abs() > crate::elements::PICK_COUNT_MAX) {
         return Err(err("ERR value is out of range"));
     }
     Ok(HashCommand::RandField {
@@ -310,73 +306,29 @@ fn parse_randfield(key: Bytes, rest: &[Bytes], pairs: bool) -> Result<HashComman
     })
 }
 
-fn parse_hscan(key: Bytes, rest: &[Bytes]) -> Result<HashCommand, Step> {
-    if std::str::from_utf8(&rest[0])
-        .ok()
-        .and_then(|c| c.parse::<u64>().ok())
-        .is_none()
-    {
-        return Err(err("ERR invalid cursor"));
-    }
-    let mut pattern = None;
-    for pair in rest[1..].chunks(2) {
-        let [option, value] = pair else {
-            return Err(crate::reply::syntax_error());
-        };
-        match crate::reply::lower(option).as_str() {
-            "match" => pattern = Some(value.clone()),
-            "count" if parse_int(value).is_some_and(|n| n > 0) => {}
-            "count" => return Err(err("ERR value is not an integer or out of range")),
-            _ => return Err(crate::reply::syntax_error()),
-        }
-    }
-    Ok(HashCommand::Scan(key, pattern))
-}
-
-/// HRANDFIELD's reply: one field (no count), up to `count` distinct fields
-/// (positive), or `-count` fields that may repeat (negative). Picks come
-/// from a generator seeded by the wall clock and a count of calls, not the
-/// thread RNG. `(with_values, pairs)`: WITHVALUES, and RESP3's pairs.
+/// HRANDFIELD's reply from the fields picked (`crate::elements::pick`).
+/// `(with_values, pairs)`: WITHVALUES, and RESP3's pairs.
 fn rand_fields(
     fields: Vec<(Bytes, Bytes)>,
     count: Option<i64>,
     (with_values, pairs): (bool, bool),
     now_ms: u64,
 ) -> Reply {
-    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let mut rng =
-        shoal_engine::rng::SplitMix64::new(now_ms ^ call.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    let Some(count) = count else {
-        if fields.is_empty() {
-            return Reply::Null;
-        }
-        let i = rng.next_u64() as usize % fields.len();
-        return Reply::Bulk(fields[i].0.clone());
+    let Some(picked) = crate::elements::pick(&fields, count, now_ms) else {
+        return Reply::Null;
     };
-    let picked: Vec<&(Bytes, Bytes)> = if count >= 0 {
-        let mut order: Vec<&(Bytes, Bytes)> = fields.iter().collect();
-        for i in (1..order.len()).rev() {
-            order.swap(i, rng.next_u64() as usize % (i + 1));
-        }
-        order.truncate(count as usize);
-        order
-    } else if fields.is_empty() {
-        Vec::new()
-    } else {
-        (0..count.unsigned_abs())
-            .map(|_| &fields[rng.next_u64() as usize % fields.len()])
-            .collect()
-    };
+    if count.is_none() {
+        return Reply::Bulk(picked[0].0.clone());
+    }
     if with_values && pairs {
         let pairs = picked
             .into_iter()
-            .map(|(f, v)| Reply::Array(vec![Reply::Bulk(f.clone()), Reply::Bulk(v.clone())]));
+            .map(|(f, v)| Reply::Array(vec![Reply::Bulk(f), Reply::Bulk(v)]));
         return Reply::Array(pairs.collect());
     }
     let items = picked.into_iter().flat_map(|(f, v)| {
-        let value = with_values.then(|| Reply::Bulk(v.clone()));
-        std::iter::once(Reply::Bulk(f.clone())).chain(value)
+        let value = with_values.then_some(Reply::Bulk(v));
+        std::iter::once(Reply::Bulk(f)).chain(value)
     });
     Reply::Array(items.collect())
 }

@@ -17,6 +17,7 @@ pub mod commands;
 pub mod config;
 pub mod dashboard;
 pub mod data;
+pub mod elements;
 pub mod expire;
 pub mod filedisk;
 pub mod glob;

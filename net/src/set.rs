@@ -60,10 +60,6 @@ pub enum SetCommand {
     Scan(Bytes, Option<Bytes>),
 }
 
-/// The most members one SRANDMEMBER answers (a negative count may repeat
-/// members without end): a bigger count is refused, not built.
-const RANDMEMBER_COUNT_MAX: u64 = 1 << 20;
-
 /// Why SMOVE and the *STORE commands are refused on a cluster, for now.
 const MULTI_KEY_WRITE_ON_CLUSTER: &str = "ERR SMOVE, SINTERSTORE, SUNIONSTORE and SDIFFSTORE are not supported on a cluster yet: they write several keys from what they read, and nothing yet makes that one step there; they work on a single node";
 
@@ -109,7 +105,7 @@ impl SetCommand {
             "sunionstore" => combine(Combine::Union, true),
             "sdiffstore" => combine(Combine::Diff, true),
             "sintercard" => parse_intercard(args)?,
-            "sscan" => SetCommand::Scan(key, parse_sscan(&args[2..])?),
+            "sscan" => SetCommand::Scan(key, crate::elements::parse_scan(&args[2..])?),
             other => unreachable!("set command {other} in the table but not parsed"),
         })
     }
@@ -360,37 +356,13 @@ fn set_reply(members: BTreeSet<Bytes>) -> Reply {
     Reply::Set(members.into_iter().map(Reply::Bulk).collect())
 }
 
-/// SRANDMEMBER's reply: one member (no count), up to `count` distinct
-/// members (positive), or `-count` members that may repeat (negative).
-/// Picks come from a generator seeded by the wall clock and a count of
-/// calls, not the thread RNG.
+/// SRANDMEMBER's reply from the members picked (`crate::elements::pick`).
 fn rand_members(members: Vec<Bytes>, count: Option<i64>, now_ms: u64) -> Reply {
-    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let mut rng =
-        shoal_engine::rng::SplitMix64::new(now_ms ^ call.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    let mut pick = |n: usize| rng.next_u64() as usize % n;
-    let Some(count) = count else {
-        return match members.len() {
-            0 => Reply::Null,
-            n => Reply::Bulk(members[pick(n)].clone()),
-        };
-    };
-    let picked: Vec<Bytes> = if count >= 0 {
-        let mut order = members;
-        for i in (1..order.len()).rev() {
-            order.swap(i, pick(i + 1));
-        }
-        order.truncate(count as usize);
-        order
-    } else if members.is_empty() {
-        Vec::new()
-    } else {
-        (0..count.unsigned_abs())
-            .map(|_| members[pick(members.len())].clone())
-            .collect()
-    };
-    Reply::Array(picked.into_iter().map(Reply::Bulk).collect())
+    match (crate::elements::pick(&members, count, now_ms), count) {
+        (None, _) => Reply::Null,
+        (Some(mut one), None) => Reply::Bulk(one.remove(0)),
+        (Some(picked), Some(_)) => Reply::Array(picked.into_iter().map(Reply::Bulk).collect()),
+    }
 }
 
 /// SRANDMEMBER's and SPOP's optional count (`positive`: SPOP's must be).
@@ -400,7 +372,7 @@ fn parse_count(args: &[Bytes], positive: bool) -> Result<Option<i64>, Step> {
         Some(_) if args.len() > 3 => Err(syntax_error()),
         Some(c) => match parse_int(c) {
             Some(c) if positive && c < 0 => Err(err("ERR value is out of range, must be positive")),
-            Some(c) if c.unsigned_abs() > RANDMEMBER_COUNT_MAX => {
+            Some(c) if c.unsigned_abs() > crate::elements::PICK_COUNT_MAX => {
                 Err(err("ERR value is out of range"))
             }
             Some(c) => Ok(Some(c)),
@@ -431,27 +403,4 @@ fn parse_intercard(args: &[Bytes]) -> Result<SetCommand, Step> {
         _ => return Err(syntax_error()),
     }
     Ok(SetCommand::InterCard(keys, limit))
-}
-
-fn parse_sscan(rest: &[Bytes]) -> Result<Option<Bytes>, Step> {
-    if std::str::from_utf8(&rest[0])
-        .ok()
-        .and_then(|c| c.parse::<u64>().ok())
-        .is_none()
-    {
-        return Err(err("ERR invalid cursor"));
-    }
-    let mut pattern = None;
-    for pair in rest[1..].chunks(2) {
-        let [option, value] = pair else {
-            return Err(syntax_error());
-        };
-        match crate::reply::lower(option).as_str() {
-            "match" => pattern = Some(value.clone()),
-            "count" if parse_int(value).is_some_and(|n| n > 0) => {}
-            "count" => return Err(err("ERR value is not an integer or out of range")),
-            _ => return Err(syntax_error()),
-        }
-    }
-    Ok(pattern)
 }

@@ -1,0 +1,83 @@
+//! What the collection commands share: the random pick of HRANDFIELD,
+//! SRANDMEMBER and SPOP, and the arguments of HSCAN and SSCAN.
+//!
+//! Must not touch: storage or replies (the commands' own).
+
+use crate::reply::{err, lower, parse_int, syntax_error, Step};
+use bytes::Bytes;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The most elements one random pick answers (a negative count may repeat
+/// elements without end): a bigger count is refused, not built.
+pub const PICK_COUNT_MAX: u64 = 1 << 20;
+
+/// Picks from `items`: one (`None`; `None` back when empty), up to `count`
+/// distinct ones (positive), or `-count` that may repeat (negative). The
+/// generator is seeded by the wall clock and a count of calls, not the
+/// thread RNG.
+pub fn pick<T: Clone>(items: &[T], count: Option<i64>, now_ms: u64) -> Option<Vec<T>> {
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    let call = CALLS.fetch_add(1, Ordering::Relaxed);
+    let mut rng =
+        shoal_engine::rng::SplitMix64::new(now_ms ^ call.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut below = |n: usize| rng.next_u64() as usize % n;
+    let Some(count) = count else {
+        return (!items.is_empty()).then(|| vec![items[below(items.len())].clone()]);
+    };
+    if count >= 0 {
+        let mut order: Vec<T> = items.to_vec();
+        for i in (1..order.len()).rev() {
+            order.swap(i, below(i + 1));
+        }
+        order.truncate(count as usize);
+        return Some(order);
+    }
+    if items.is_empty() {
+        return Some(Vec::new());
+    }
+    let repeats = (0..count.unsigned_abs()).map(|_| items[below(items.len())].clone());
+    Some(repeats.collect())
+}
+
+/// HSCAN's and SSCAN's arguments after the key: a cursor, then MATCH and
+/// COUNT (checked, then ignored: one step answers everything). Returns the
+/// MATCH pattern.
+pub fn parse_scan(rest: &[Bytes]) -> Result<Option<Bytes>, Step> {
+    if std::str::from_utf8(&rest[0])
+        .ok()
+        .and_then(|c| c.parse::<u64>().ok())
+        .is_none()
+    {
+        return Err(err("ERR invalid cursor"));
+    }
+    let mut pattern = None;
+    for pair in rest[1..].chunks(2) {
+        let [option, value] = pair else {
+            return Err(syntax_error());
+        };
+        match lower(option).as_str() {
+            "match" => pattern = Some(value.clone()),
+            "count" if parse_int(value).is_some_and(|n| n > 0) => {}
+            "count" => return Err(err("ERR value is not an integer or out of range")),
+            _ => return Err(syntax_error()),
+        }
+    }
+    Ok(pattern)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn picks_are_distinct_up_to_the_count_or_repeat_when_negative() {
+        let items: Vec<u32> = (0..10).collect();
+        let mut distinct = pick(&items, Some(20), 7).unwrap();
+        distinct.sort();
+        assert_eq!(distinct, items);
+        assert_eq!(pick(&items, Some(3), 7).unwrap().len(), 3);
+        assert_eq!(pick(&items, Some(-25), 7).unwrap().len(), 25);
+        assert_eq!(pick::<u32>(&[], None, 7), None);
+        assert_eq!(pick::<u32>(&[], Some(-3), 7), Some(vec![]));
+    }
+}
