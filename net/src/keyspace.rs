@@ -135,7 +135,7 @@ impl Backend<'_> {
         match &self.place {
             Place::Local(storage) => {
                 let (cns, prefix) = (kind.namespace(ns), field_prefix(key));
-                Ok(storage.read(|s| !s.live_keys_with_prefix(cns, &prefix).is_empty()))
+                Ok(storage.read(|s| s.has_live_key_with_prefix(cns, &prefix)))
             }
             Place::Routed(_) => Ok(!self.elements(ns, kind, key).await?.is_empty()),
         }
@@ -144,15 +144,17 @@ impl Backend<'_> {
     /// The collection kind `key` holds where asking costs no round trip (one
     /// node); `None` on a cluster, whose string commands do not look.
     pub async fn collection_here(&self, ns: u8, key: &[u8]) -> Result<Option<Kind>, Reply> {
-        if self.is_routed() {
+        let Place::Local(storage) = &self.place else {
             return Ok(None);
-        }
-        for kind in Kind::COLLECTIONS {
-            if self.holds(ns, kind, key).await? {
-                return Ok(Some(kind));
-            }
-        }
-        Ok(None)
+        };
+        // One look at the key directory for every kind: every string write
+        // and every string miss on one node asks.
+        let prefix = field_prefix(key);
+        Ok(storage.read(|s| {
+            Kind::COLLECTIONS
+                .into_iter()
+                .find(|kind| s.has_live_key_with_prefix(kind.namespace(ns), &prefix))
+        }))
     }
 
     /// What `key` holds: a string first, then a hash, then a set.

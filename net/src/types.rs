@@ -14,7 +14,6 @@ use crate::keyspace::Kind;
 use crate::reply::{ReplyShape, Step};
 use crate::resp::Reply;
 use bytes::Bytes;
-use shoal_engine::fields::field_key;
 use shoal_engine::{Condition, Deadline, Modify, WriteOp};
 
 /// Redis's reply to a command on a key of another type.
@@ -28,12 +27,13 @@ pub async fn element_deletes(
     kind: Kind,
     key: &[u8],
 ) -> Result<Vec<WriteOp>, Reply> {
+    // The names only: a delete reads no element's value.
     let cns = kind.namespace(ns);
     Ok(backend
-        .elements(ns, kind, key)
+        .element_keys(ns, kind, key)
         .await?
         .into_iter()
-        .map(|(element, _)| WriteOp::delete(cns, Bytes::from(field_key(key, &element))))
+        .map(|stored| WriteOp::delete(cns, stored))
         .collect())
 }
 

@@ -459,6 +459,14 @@ impl Store {
             .collect()
     }
 
+    /// Whether some live stored key of `namespace` starts with `prefix`
+    /// (stops at the first).
+    pub fn has_live_key_with_prefix(&self, namespace: u8, prefix: &[u8]) -> bool {
+        self.keydir
+            .with_prefix(namespace, prefix)
+            .any(|(_, e)| e.live)
+    }
+
     /// Every live key of a namespace, in directory order.
     pub fn keys(&self, namespace: u8) -> Vec<Bytes> {
         self.keydir
