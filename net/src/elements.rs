@@ -1,10 +1,14 @@
 //! What the collection commands share: the random pick of HRANDFIELD,
-//! SRANDMEMBER and SPOP, and the arguments of HSCAN and SSCAN.
+//! SRANDMEMBER and SPOP, the arguments of HSCAN and SSCAN, and a batch of
+//! writes waited for within the command.
 //!
 //! Must not touch: storage or replies (the commands' own).
 
-use crate::reply::{err, lower, parse_int, syntax_error, Step};
+use crate::backend::Backend;
+use crate::reply::{err, lower, parse_int, syntax_error, ReplyShape, Step, Waiting};
+use crate::resp::Reply;
 use bytes::Bytes;
+use shoal_engine::WriteOp;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The most elements one random pick answers (a negative count may repeat
@@ -63,6 +67,21 @@ pub fn parse_scan(rest: &[Bytes]) -> Result<Option<Bytes>, Step> {
         }
     }
     Ok(pattern)
+}
+
+/// Write `ops` and wait for them; the error reply if they failed.
+pub async fn write_all(backend: &Backend<'_>, ops: Vec<WriteOp>) -> Result<(), Reply> {
+    if ops.is_empty() {
+        return Ok(());
+    }
+    match Waiting::of(backend.write(ops, ReplyShape::Ok).await)
+        .0
+        .reply()
+        .await
+    {
+        Reply::Error(e) => Err(Reply::Error(e)),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]

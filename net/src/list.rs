@@ -18,8 +18,9 @@
 //! Must not touch: how reads and writes travel (`backend`), connections.
 
 use crate::backend::Backend;
+use crate::elements::write_all;
 use crate::keyspace::Kind;
-use crate::reply::{err, parse_int, syntax_error, ReplyShape, Step, Waiting};
+use crate::reply::{err, parse_int, syntax_error, Step};
 use crate::resp::Reply;
 use crate::types::refuse_other;
 use bytes::Bytes;
@@ -391,21 +392,6 @@ async fn read_items(
 /// The stored key of element `name` of `key`.
 fn stored(key: &[u8], name: &[u8]) -> Bytes {
     Bytes::from(field_key(key, name))
-}
-
-/// Write `ops` and wait for them; the error reply if they failed.
-async fn write_all(backend: &Backend<'_>, ops: Vec<WriteOp>) -> Result<(), Reply> {
-    if ops.is_empty() {
-        return Ok(());
-    }
-    match Waiting::of(backend.write(ops, ReplyShape::Ok).await)
-        .0
-        .reply()
-        .await
-    {
-        Reply::Error(e) => Err(Reply::Error(e)),
-        _ => Ok(()),
-    }
 }
 
 /// The writes that push `values` at `end` of `key` (whose element at that

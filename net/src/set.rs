@@ -14,8 +14,9 @@
 //! Must not touch: how reads and writes travel (`backend`), connections.
 
 use crate::backend::Backend;
+use crate::elements::write_all;
 use crate::keyspace::Kind;
-use crate::reply::{err, parse_int, syntax_error, ReplyShape, Step, Waiting};
+use crate::reply::{err, parse_int, syntax_error, ReplyShape, Step};
 use crate::resp::Reply;
 use crate::types::{element_deletes, refuse_other};
 use bytes::Bytes;
@@ -282,14 +283,8 @@ async fn store(
             .iter()
             .map(|m| WriteOp::put(mns, Bytes::from(field_key(&destination, m)), Bytes::new())),
     );
-    match Waiting::of(backend.write(ops, ReplyShape::Ok).await)
-        .0
-        .reply()
-        .await
-    {
-        Reply::Error(e) => Err(Reply::Error(e)),
-        _ => Ok(Step::Reply(Reply::Integer(count))),
-    }
+    write_all(backend, ops).await?;
+    Ok(Step::Reply(Reply::Integer(count)))
 }
 
 /// SMOVE: 1 once `member` left `from` and joined `to` (one batch); 0 when
@@ -337,13 +332,7 @@ async fn pop(backend: &Backend<'_>, ns: u8, key: Bytes, count: Option<u64>) -> R
             .iter()
             .map(|m| WriteOp::delete(mns, Bytes::from(field_key(&key, m))))
             .collect();
-        if let Reply::Error(e) = Waiting::of(backend.write(ops, ReplyShape::Ok).await)
-            .0
-            .reply()
-            .await
-        {
-            return Err(Reply::Error(e));
-        }
+        write_all(backend, ops).await?;
     }
     Ok(Step::Reply(match count {
         Some(_) => Reply::Array(picked.into_iter().map(Reply::Bulk).collect()),

@@ -12,6 +12,25 @@ use crate::helpers::{
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+/// A setup write retried, like the helpers' setup writes, while peer
+/// connections come up (for 15 s). Returns its integer reply and whether
+/// an earlier try was refused (that try may have written where it reached).
+fn setup_write(c: &mut redis::Connection, args: &[&str]) -> (i64, bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let mut retried = false;
+    loop {
+        match redis::cmd(args[0]).arg(&args[1..]).query::<i64>(c) {
+            Ok(reply) => return (reply, retried),
+            Err(e) if std::time::Instant::now() < deadline => {
+                eprintln!("setup {}: {e}; retrying", args[0]);
+                retried = true;
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => panic!("setup {}: {e}", args[0]),
+        }
+    }
+}
+
 fn hgetall(c: &mut redis::Connection, key: &str) -> BTreeMap<String, String> {
     query(c, &["HGETALL", key])
 }
@@ -25,21 +44,7 @@ fn fields_written_through_one_node_read_the_same_through_every_node() {
     let mut nodes = start_nodes(&ports, &dirs, &[]);
     let mut c1 = nodes[0].as_ref().unwrap().client();
     wait_for_a_write(&mut c1, "x");
-    // Retried like the setup writes while peer connections come up.
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    let mut retried = false;
-    let added: i64 = loop {
-        let hset = ["HSET", "user:1", "name", "ada", "lang", "en"];
-        match redis::cmd(hset[0]).arg(&hset[1..]).query::<i64>(&mut c1) {
-            Ok(added) => break added,
-            Err(e) if std::time::Instant::now() < deadline => {
-                eprintln!("setup HSET: {e}; retrying");
-                retried = true;
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            Err(e) => panic!("setup HSET: {e}"),
-        }
-    };
+    let (added, retried) = setup_write(&mut c1, &["HSET", "user:1", "name", "ada", "lang", "en"]);
     // A refused try may have written the fields where it reached.
     assert!(added == 2 || retried, "HSET added {added}");
     let _: () = query(&mut c1, &["HMSET", "user:2", "a", "1", "b", "2", "c", "3"]);
@@ -93,16 +98,7 @@ fn members_added_through_one_node_read_the_same_through_every_node() {
     let nodes = start_nodes(&ports, &dirs, &[]);
     let mut c1 = nodes[0].as_ref().unwrap().client();
     wait_for_a_write(&mut c1, "x");
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    // Retried like the setup writes while peer connections come up.
-    while redis::cmd("SADD")
-        .arg(&["tags", "a", "b", "c", "d"])
-        .query::<i64>(&mut c1)
-        .is_err()
-    {
-        assert!(std::time::Instant::now() < deadline, "setup SADD");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    setup_write(&mut c1, &["SADD", "tags", "a", "b", "c", "d"]);
     for node in nodes.iter().flatten() {
         let mut c = node.client();
         let members: std::collections::BTreeSet<String> = query(&mut c, &["SMEMBERS", "tags"]);
@@ -134,17 +130,8 @@ fn elements_pushed_through_one_node_read_in_order_through_every_node() {
     let nodes = start_nodes(&ports, &dirs, &[]);
     let mut c1 = nodes[0].as_ref().unwrap().client();
     wait_for_a_write(&mut c1, "x");
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    // Retried like the setup writes while peer connections come up (a
-    // refused try may have pushed already: the count is checked below).
-    while redis::cmd("RPUSH")
-        .arg(&["queue", "a", "b", "c"])
-        .query::<i64>(&mut c1)
-        .is_err()
-    {
-        assert!(std::time::Instant::now() < deadline, "setup RPUSH");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    // A refused try may have pushed already: only the ends are checked.
+    setup_write(&mut c1, &["RPUSH", "queue", "a", "b", "c"]);
     let mut c2 = nodes[1].as_ref().unwrap().client();
     let _: i64 = query(&mut c2, &["LPUSH", "queue", "z"]);
     let mut c3 = nodes[2].as_ref().unwrap().client();
