@@ -5,7 +5,11 @@
 //! `db | FIELDS_BIT` (hashes) or `db | MEMBERS_BIT` (sets; the value is
 //! empty); a list's element is the stored key `varint(len k) ++ k ++
 //! position ++ tiebreak` in namespace `db | LIST_BITS`, so elements list in
-//! order (see [`list_element`]). The length prefix makes the elements of one key a contiguous,
+//! order (see [`list_element`]). A sorted set's member is the stored key
+//! `varint(len k) ++ k ++ m` in namespace `db | ZSET_MEMBERS_BITS` (its value
+//! the score), and is indexed by `varint(len k) ++ k ++ score ++ m` in
+//! namespace `db | ZSET_SCORES_BITS` (empty value; see [`score_element`]), so
+//! members list in score order. The length prefix makes the elements of one key a contiguous,
 //! unambiguous prefix range; the slot is `k`'s, so a collection lives on its
 //! key's replicas and lists from one slot.
 //!
@@ -24,8 +28,54 @@ pub const FIELDS_BIT: u8 = 0x80;
 pub const MEMBERS_BIT: u8 = 0x40;
 /// Both kind bits: a namespace of list elements.
 pub const LIST_BITS: u8 = FIELDS_BIT | MEMBERS_BIT;
-/// The bits a database number may use (below the kind bits).
-const DATABASE_BITS: u8 = 0x3f;
+/// The kind bits of a namespace of sorted-set members (value: the score).
+pub const ZSET_MEMBERS_BITS: u8 = 0x20;
+/// The kind bits of a namespace of sorted-set score index entries.
+pub const ZSET_SCORES_BITS: u8 = 0x30;
+/// The bits a database number may use (below the kind bits): 16 databases.
+const DATABASE_BITS: u8 = 0x0f;
+/// The bits that say what a namespace holds (0: strings).
+const KIND_BITS: u8 = !DATABASE_BITS;
+
+/// The namespace holding the sorted-set members of database `db`.
+pub fn zset_members_namespace(db: u8) -> u8 {
+    assert!(db <= DATABASE_BITS, "database {db} is out of range");
+    db | ZSET_MEMBERS_BITS
+}
+
+/// The namespace holding the sorted-set score index of database `db`.
+pub fn zset_scores_namespace(db: u8) -> u8 {
+    assert!(db <= DATABASE_BITS, "database {db} is out of range");
+    db | ZSET_SCORES_BITS
+}
+
+/// A score index entry's name within its sorted set: the score encoded so
+/// that byte order is numeric order (-0 as 0; NaN is never a score), then
+/// the member, so entries list by score and then member, as Redis orders.
+pub fn score_element(score: f64, member: &[u8]) -> Vec<u8> {
+    assert!(!score.is_nan(), "a score is never NaN");
+    let bits = if score == 0.0 { 0 } else { score.to_bits() };
+    let sortable = if bits >> 63 == 1 {
+        !bits
+    } else {
+        bits | 1 << 63
+    };
+    let mut out = Vec::with_capacity(8 + member.len());
+    out.extend_from_slice(&sortable.to_be_bytes());
+    out.extend_from_slice(member);
+    out
+}
+
+/// `(score, member)` of a score index entry's name ([`score_element`]).
+pub fn split_score_element(name: &[u8]) -> Option<(f64, &[u8])> {
+    let sortable = u64::from_be_bytes(name.get(..8)?.try_into().ok()?);
+    let bits = if sortable >> 63 == 1 {
+        sortable & !(1 << 63)
+    } else {
+        !sortable
+    };
+    Some((f64::from_bits(bits), &name[8..]))
+}
 
 /// The namespace holding the list elements of database `db`.
 pub fn lists_namespace(db: u8) -> u8 {
@@ -65,7 +115,7 @@ pub fn members_namespace(db: u8) -> u8 {
 /// Whether `namespace` holds collection elements (hash fields or set
 /// members), whose stored keys are `field_key`s.
 pub fn is_collection_namespace(namespace: u8) -> bool {
-    namespace & !DATABASE_BITS != 0
+    namespace & KIND_BITS != 0
 }
 
 /// The database a namespace belongs to: itself, or its fields' database.
@@ -76,7 +126,7 @@ pub fn database_of(namespace: u8) -> u8 {
 
 /// Whether `namespace` holds hash fields.
 pub fn is_fields_namespace(namespace: u8) -> bool {
-    namespace & LIST_BITS == FIELDS_BIT
+    namespace & KIND_BITS == FIELDS_BIT
 }
 
 /// The stored-key prefix every field of `key` starts with.
@@ -167,6 +217,33 @@ mod tests {
         assert!(names.windows(2).all(|w| w[0] < w[1]));
         assert_eq!(list_position(&names[1]), Some(-5));
         assert_eq!(list_position(&names[5]), Some(i64::MAX));
+    }
+
+    #[test]
+    fn score_entries_sort_by_score_then_member() {
+        let scores = [
+            f64::NEG_INFINITY,
+            -1e300,
+            -1.5,
+            -0.0,
+            0.0,
+            1e-300,
+            2.0,
+            f64::INFINITY,
+        ];
+        let names: Vec<Vec<u8>> = scores.iter().map(|s| score_element(*s, b"m")).collect();
+        assert!(names.windows(2).all(|w| w[0] <= w[1]));
+        assert_eq!(names[3], names[4], "-0 and 0 are one score");
+        assert!(score_element(1.0, b"a") < score_element(1.0, b"b"));
+        for s in scores {
+            let name = score_element(s, b"xy");
+            let (back, member) = split_score_element(&name).unwrap();
+            assert_eq!((back == s, member), (true, &b"xy"[..]));
+        }
+        assert_eq!(split_score_element(b"short"), None);
+        assert_eq!(database_of(zset_scores_namespace(7)), 7);
+        assert!(is_collection_namespace(zset_members_namespace(0)));
+        assert!(!is_fields_namespace(zset_scores_namespace(0)));
     }
 
     #[test]

@@ -205,6 +205,41 @@ pub static COMMANDS: &[CommandSpec] = &[
     spec!("blmpop", -5, ["write", "blocking"], 0, 0, 0, "list", "LMPOP, waiting up to a timeout (single node)."),
     spec!("blmove", 6, ["write", "denyoom", "blocking"], 1, 2, 1, "list", "LMOVE, waiting up to a timeout (single node)."),
     spec!("brpoplpush", 4, ["write", "denyoom", "blocking"], 1, 2, 1, "list", "RPOPLPUSH, waiting up to a timeout (single node)."),
+    spec!("zadd", -4, ["write", "denyoom", "fast"], 1, 1, 1, "sorted_set", "ZADD key [NX|XX] [GT|LT] [CH] [INCR] score member ...: sets members' scores."),
+    spec!("zincrby", 4, ["write", "denyoom", "fast"], 1, 1, 1, "sorted_set", "Adds to a member's score (single node)."),
+    spec!("zrem", -3, ["write", "fast"], 1, 1, 1, "sorted_set", "Removes members; returns how many were members."),
+    spec!("zcard", 2, ["readonly", "fast"], 1, 1, 1, "sorted_set", "Returns how many members a sorted set holds."),
+    spec!("zscore", 3, ["readonly", "fast"], 1, 1, 1, "sorted_set", "Returns a member's score."),
+    spec!("zmscore", -3, ["readonly", "fast"], 1, 1, 1, "sorted_set", "Returns several members' scores."),
+    spec!("zrank", 3, ["readonly", "fast"], 1, 1, 1, "sorted_set", "Returns a member's rank, lowest score first."),
+    spec!("zrevrank", 3, ["readonly", "fast"], 1, 1, 1, "sorted_set", "Returns a member's rank, highest score first."),
+    spec!("zcount", 4, ["readonly", "fast"], 1, 1, 1, "sorted_set", "Counts members with scores in a range."),
+    spec!("zlexcount", 4, ["readonly", "fast"], 1, 1, 1, "sorted_set", "Counts members in a member range."),
+    spec!("zrange", -4, ["readonly"], 1, 1, 1, "sorted_set", "ZRANGE key start stop [BYSCORE|BYLEX] [REV] [LIMIT offset count] [WITHSCORES]."),
+    spec!("zrangebyscore", -4, ["readonly"], 1, 1, 1, "sorted_set", "Members with scores in a range [WITHSCORES] [LIMIT offset count]."),
+    spec!("zrevrangebyscore", -4, ["readonly"], 1, 1, 1, "sorted_set", "ZRANGEBYSCORE from the highest score."),
+    spec!("zrangebylex", -4, ["readonly"], 1, 1, 1, "sorted_set", "Members in a member range [LIMIT offset count]."),
+    spec!("zrevrangebylex", -4, ["readonly"], 1, 1, 1, "sorted_set", "ZRANGEBYLEX from the highest member."),
+    spec!("zrevrange", -4, ["readonly"], 1, 1, 1, "sorted_set", "Members by rank from the highest score [WITHSCORES]."),
+    spec!("zpopmin", -2, ["write", "fast"], 1, 1, 1, "sorted_set", "Removes and returns the lowest-scored members [count]."),
+    spec!("zpopmax", -2, ["write", "fast"], 1, 1, 1, "sorted_set", "Removes and returns the highest-scored members [count]."),
+    spec!("bzpopmin", -3, ["write", "blocking", "fast"], 1, -2, 1, "sorted_set", "ZPOPMIN from the first non-empty sorted set, waiting up to a timeout (single node)."),
+    spec!("bzpopmax", -3, ["write", "blocking", "fast"], 1, -2, 1, "sorted_set", "ZPOPMAX from the first non-empty sorted set, waiting up to a timeout (single node)."),
+    spec!("bzmpop", -5, ["write", "blocking"], 0, 0, 0, "sorted_set", "ZMPOP, waiting up to a timeout (single node)."),
+    spec!("zmpop", -4, ["write"], 0, 0, 0, "sorted_set", "ZMPOP numkeys key [key ...] MIN|MAX [COUNT n]: pops from the first non-empty sorted set."),
+    spec!("zremrangebyrank", 4, ["write"], 1, 1, 1, "sorted_set", "Removes members by rank."),
+    spec!("zremrangebyscore", 4, ["write"], 1, 1, 1, "sorted_set", "Removes members with scores in a range."),
+    spec!("zremrangebylex", 4, ["write"], 1, 1, 1, "sorted_set", "Removes members in a member range."),
+    spec!("zrandmember", -2, ["readonly"], 1, 1, 1, "sorted_set", "Returns random members [count [WITHSCORES]]."),
+    spec!("zscan", -3, ["readonly"], 1, 1, 1, "sorted_set", "ZSCAN key cursor [MATCH pattern] [COUNT n]: the whole sorted set in one step."),
+    spec!("zunion", -3, ["readonly"], 0, 0, 0, "sorted_set", "ZUNION numkeys key ... [WEIGHTS w ...] [AGGREGATE SUM|MIN|MAX] [WITHSCORES]."),
+    spec!("zinter", -3, ["readonly"], 0, 0, 0, "sorted_set", "ZINTER numkeys key ... [WEIGHTS w ...] [AGGREGATE SUM|MIN|MAX] [WITHSCORES]."),
+    spec!("zdiff", -3, ["readonly"], 0, 0, 0, "sorted_set", "ZDIFF numkeys key ... [WITHSCORES]: members of the first not in the others."),
+    spec!("zintercard", -3, ["readonly"], 0, 0, 0, "sorted_set", "ZINTERCARD numkeys key ... [LIMIT n]: how many members all share."),
+    spec!("zunionstore", -4, ["write", "denyoom"], 1, 1, 1, "sorted_set", "ZUNION into a destination (single node)."),
+    spec!("zinterstore", -4, ["write", "denyoom"], 1, 1, 1, "sorted_set", "ZINTER into a destination (single node)."),
+    spec!("zdiffstore", -4, ["write", "denyoom"], 1, 1, 1, "sorted_set", "ZDIFF into a destination (single node)."),
+    spec!("zrangestore", -5, ["write", "denyoom"], 1, 2, 1, "sorted_set", "ZRANGE into a destination (single node)."),
     spec!("memory", -2, ["readonly"], 0, 0, 0, "server", "MEMORY USAGE key: about how many bytes the key takes in storage."),
     spec!("multi", 1, ["fast", "no-script"], 0, 0, 0, "transactions", "Starts a transaction: later commands are queued until EXEC or DISCARD."),
     spec!("exec", 1, ["slow", "no-script"], 0, 0, 0, "transactions", "Runs the queued commands, no other command of this node between them; nil when a watched key changed."),
@@ -244,13 +279,15 @@ pub fn runs_alone(name: &str) -> bool {
     matches!(name, "exec" | "msetnx" | "rename" | "renamenx" | "copy")
         || crate::set::runs_alone(name)
         || crate::list::runs_alone(name)
+        || crate::zset::runs_alone(name)
+        || crate::zcombine::runs_alone(name)
 }
 
 /// Whether the connection gives up its shared turn before running the
 /// command: one that runs alone, or a blocking one (it takes the exclusive
 /// turn per try, and must not hold up others while it waits).
 pub fn releases_turn(name: &str) -> bool {
-    runs_alone(name) || crate::list::blocks(name)
+    runs_alone(name) || crate::blocking::blocks(name)
 }
 
 /// Whether the command is a write that may be left pending (pipelined).
@@ -464,7 +501,7 @@ async fn dispatch(
             None => err("ERR This instance has cluster support disabled"),
         },
         "memory" => memory(shared, session, args).await,
-        _ if matches!(spec.group, "hash" | "set" | "list") => {
+        _ if matches!(spec.group, "hash" | "set" | "list" | "sorted_set") => {
             collection(shared, session, spec, args).await
         }
         _ => data(shared, session, spec, args).await,
@@ -495,11 +532,24 @@ async fn collection(
                 .map(Collection::Hash)
         }
         "set" => crate::set::SetCommand::parse(spec.name, args).map(Collection::Set),
+        "sorted_set" if crate::zcombine::parses(spec.name) => {
+            crate::zcombine::ZCombineCommand::parse(spec.name, args).map(Collection::ZCombine)
+        }
+        "sorted_set" => crate::zset::ZSetCommand::parse(spec.name, args).map(Collection::ZSet),
         _ => crate::list::ListCommand::parse(spec.name, args).map(Collection::List),
     };
     match parsed {
         Ok(Collection::Hash(c)) => c.run(&backend, ns).await,
         Ok(Collection::Set(c)) => c.run(&backend, ns).await,
+        Ok(Collection::ZSet(c)) => {
+            let isolation = (!session.running_exec).then_some(&shared.isolation);
+            c.run(&backend, ns, session.protocol == Protocol::Resp3, isolation)
+                .await
+        }
+        Ok(Collection::ZCombine(c)) => {
+            c.run(&backend, ns, session.protocol == Protocol::Resp3)
+                .await
+        }
         Ok(Collection::List(c)) => {
             let isolation = (!session.running_exec).then_some(&shared.isolation);
             c.run(&backend, ns, isolation).await
@@ -513,6 +563,8 @@ enum Collection {
     Hash(crate::hash::HashCommand),
     Set(crate::set::SetCommand),
     List(crate::list::ListCommand),
+    ZSet(crate::zset::ZSetCommand),
+    ZCombine(crate::zcombine::ZCombineCommand),
 }
 
 /// A data command, against this node's backend; on a Redis Cluster port its

@@ -10,6 +10,7 @@
 use crate::backend::{Backend, KeyRead};
 use crate::expire::{self, TtlQuery};
 use crate::glob::glob_match;
+use crate::keyspace::Kind;
 use crate::reply::{err, lower, parse_int, syntax_error, ReplyShape, Step};
 use crate::resp::Reply;
 use crate::types;
@@ -299,7 +300,11 @@ async fn copy_of(
         let stored = Bytes::from(field_key(to, &element));
         Some(WriteOp::put(kind.namespace(to_ns), stored, value))
     });
-    Ok(Some(puts.collect()))
+    let mut puts: Vec<WriteOp> = puts.collect();
+    if kind == Kind::ZSet {
+        puts.extend(crate::zset::index_of(&puts, to, kind.namespace(to_ns)));
+    }
+    Ok(Some(puts))
 }
 
 /// MSETNX (under the node's exclusive turn): 0 if any key exists, else every

@@ -1,5 +1,5 @@
-//! What the collection commands share: the random pick of HRANDFIELD,
-//! SRANDMEMBER and SPOP, the arguments of HSCAN and SSCAN, and a batch of
+//! What the collection commands share: Redis's rank ranges, the random pick
+//! of HRANDFIELD, SRANDMEMBER and SPOP, the arguments of HSCAN and SSCAN, and a batch of
 //! writes waited for within the command.
 //!
 //! Must not touch: storage or replies (the commands' own).
@@ -69,6 +69,24 @@ pub fn parse_scan(rest: &[Bytes]) -> Result<Option<Bytes>, Step> {
     Ok(pattern)
 }
 
+/// The indexes `start..=stop` of a sequence of `len` (LRANGE, LTRIM,
+/// ZRANGE): negative ones count from the end; a start before the first is
+/// the first, a stop past the last the last, and a stop still negative
+/// after counting from the end selects nothing, as in Redis.
+pub fn rank_range(len: usize, start: i64, stop: i64) -> std::ops::Range<usize> {
+    let len = len as i64;
+    let start = if start < 0 {
+        (len + start).max(0)
+    } else {
+        start
+    };
+    let stop = if stop < 0 { len + stop } else { stop }.min(len - 1);
+    if start > stop || start >= len {
+        return 0..0;
+    }
+    start as usize..stop as usize + 1
+}
+
 /// Write `ops` and wait for them; the error reply if they failed.
 pub async fn write_all(backend: &Backend<'_>, ops: Vec<WriteOp>) -> Result<(), Reply> {
     if ops.is_empty() {
@@ -87,6 +105,16 @@ pub async fn write_all(backend: &Backend<'_>, ops: Vec<WriteOp>) -> Result<(), R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ranks_clamp_as_in_redis() {
+        assert_eq!(rank_range(4, 0, -1), 0..4);
+        assert_eq!(rank_range(4, -5, 1), 0..2);
+        assert_eq!(rank_range(4, 0, -5), 0..0);
+        assert_eq!(rank_range(4, 1, 9), 1..4);
+        assert_eq!(rank_range(4, 5, -1), 0..0);
+        assert_eq!(rank_range(0, 0, -1), 0..0);
+    }
 
     #[test]
     fn picks_are_distinct_up_to_the_count_or_repeat_when_negative() {

@@ -18,7 +18,7 @@ use crate::backend::Backend;
 use crate::keyspace::Kind;
 use crate::reply::{err, parse_int, ReplyShape, Step};
 use crate::resp::Reply;
-use crate::types::refuse_other;
+use crate::types::{len_reply, refuse_other};
 use bytes::Bytes;
 use shoal_engine::fields::{field_key, fields_namespace};
 use shoal_engine::store::modify::parse_f64;
@@ -177,6 +177,7 @@ impl HashCommand {
                 let len = value_of(sets.remove(0)).map_or(0, |v| v.len());
                 Step::Reply(Reply::Integer(len as i64))
             }
+            HashCommand::Len(key) => Step::Reply(len_reply(backend, ns, &key, Kind::Hash).await?),
             whole => Step::Reply(whole.run_whole(backend, ns).await?),
         })
     }
@@ -187,7 +188,6 @@ impl HashCommand {
             HashCommand::GetAll(k)
             | HashCommand::Keys(k)
             | HashCommand::Vals(k)
-            | HashCommand::Len(k)
             | HashCommand::RandField { key: k, .. }
             | HashCommand::Scan(k, _) => k.clone(),
             _ => unreachable!("a single-field command"),
@@ -206,7 +206,6 @@ impl HashCommand {
             HashCommand::Vals(_) => {
                 Reply::Array(fields.into_iter().map(|(_, v)| Reply::Bulk(v)).collect())
             }
-            HashCommand::Len(_) => Reply::Integer(fields.len() as i64),
             HashCommand::RandField {
                 count,
                 with_values,

@@ -80,7 +80,7 @@ pub fn render(
             "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:{}\r\n\r\n",
             shared.clients_connected.load(Ordering::Relaxed),
             shared.config.clients_max,
-            crate::list::BLOCKED_CLIENTS.load(Ordering::Relaxed)
+            crate::blocking::BLOCKED_CLIENTS.load(Ordering::Relaxed)
         );
     }
     if wanted("memory") {

@@ -13,6 +13,7 @@ use crate::resp::Reply;
 use bytes::Bytes;
 use shoal_engine::fields::{
     field_prefix, fields_namespace, lists_namespace, members_namespace, split_field_key,
+    zset_members_namespace, zset_scores_namespace,
 };
 use shoal_engine::SiblingSet;
 use std::collections::BTreeSet;
@@ -24,11 +25,15 @@ pub enum Kind {
     Hash,
     Set,
     List,
+    ZSet,
+    /// A sorted set's score index (`fields::score_element`): listed only by
+    /// the sorted-set commands, never a key's type of its own.
+    ZSetScores,
 }
 
 impl Kind {
     /// The collections, in the order a key's type is looked for after strings.
-    pub const COLLECTIONS: [Kind; 3] = [Kind::Hash, Kind::Set, Kind::List];
+    pub const COLLECTIONS: [Kind; 4] = [Kind::Hash, Kind::Set, Kind::List, Kind::ZSet];
 
     /// TYPE's answer.
     pub fn name(self) -> &'static str {
@@ -37,6 +42,7 @@ impl Kind {
             Kind::Hash => "hash",
             Kind::Set => "set",
             Kind::List => "list",
+            Kind::ZSet | Kind::ZSetScores => "zset",
         }
     }
 
@@ -47,6 +53,8 @@ impl Kind {
             Kind::Hash => fields_namespace(ns),
             Kind::Set => members_namespace(ns),
             Kind::List => lists_namespace(ns),
+            Kind::ZSet => zset_members_namespace(ns),
+            Kind::ZSetScores => zset_scores_namespace(ns),
         }
     }
 }
@@ -103,6 +111,40 @@ impl Backend<'_> {
                 keys
             }
         })
+    }
+
+    /// How many elements collection `key` of `kind` holds, without reading
+    /// them on one node (the key directory's count); a cluster reads them.
+    pub async fn element_count(&self, ns: u8, kind: Kind, key: &[u8]) -> Result<usize, Reply> {
+        match &self.place {
+            Place::Local(storage) => {
+                let (cns, prefix) = (kind.namespace(ns), field_prefix(key));
+                Ok(storage.read(|s| s.live_count_with_prefix(cns, &prefix)) as usize)
+            }
+            Place::Routed(_) => Ok(self.elements(ns, kind, key).await?.len()),
+        }
+    }
+
+    /// Up to `take` stored keys of the live elements of `key` of `kind`,
+    /// `skip` of them passed over, from the first (or `from_back`, the last)
+    /// on. One node walks only that end of the key directory.
+    pub async fn element_keys_from(
+        &self,
+        ns: u8,
+        kind: Kind,
+        key: &[u8],
+        (from_back, skip, take): (bool, usize, usize),
+    ) -> Result<Vec<Bytes>, Reply> {
+        if let Place::Local(storage) = &self.place {
+            let (cns, prefix) = (kind.namespace(ns), field_prefix(key));
+            let window = (from_back, skip, take);
+            return Ok(storage.read(|s| s.live_keys_with_prefix_from(cns, &prefix, window)));
+        }
+        let mut all = self.element_keys(ns, kind, key).await?;
+        if from_back {
+            all.reverse();
+        }
+        Ok(all.into_iter().skip(skip).take(take).collect())
     }
 
     /// The elements stored under `stored` (keys of collection `key`), with

@@ -10,6 +10,7 @@
 
 pub mod admin;
 pub mod backend;
+pub mod blocking;
 pub mod clients;
 pub mod cluster;
 pub mod command_stats;
@@ -47,3 +48,6 @@ pub mod storage;
 pub mod tls;
 pub mod transaction;
 pub mod types;
+pub mod zcombine;
+pub mod zrange;
+pub mod zset;

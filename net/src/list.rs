@@ -11,14 +11,15 @@
 //! On a cluster a pop removes what its coordinator holds: two pops on two
 //! sides of a partition may return one element twice, never lose it; LMOVE,
 //! RPOPLPUSH and the blocking pops are refused there for now. A blocking pop
-//! tries again every [`BLOCKED_RETRY_MS`] until its timeout; the client that
+//! tries again every `blocking::BLOCKED_RETRY_MS` until its timeout; the client that
 //! blocked first on a key is served first; a client that disconnects stops
 //! waiting (`server::until_closed`).
 //!
 //! Must not touch: how reads and writes travel (`backend`), connections.
 
 use crate::backend::Backend;
-use crate::elements::write_all;
+use crate::blocking::Try;
+use crate::elements::{rank_range, write_all};
 use crate::keyspace::Kind;
 use crate::reply::{err, parse_int, syntax_error, Step};
 use crate::resp::Reply;
@@ -26,13 +27,10 @@ use crate::types::refuse_other;
 use bytes::Bytes;
 use shoal_engine::fields::{field_key, list_element, list_position, lists_namespace};
 use shoal_engine::WriteOp;
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Positions between pushed elements: room for LINSERT's midpoints.
 const POSITION_STEP: i64 = 1 << 32;
-/// How often a blocked pop looks again.
-pub const BLOCKED_RETRY_MS: u64 = 10;
 
 /// Which end of a list.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,48 +84,6 @@ pub enum ListCommand {
     },
 }
 
-/// Clients waiting in a blocking pop now (INFO's `blocked_clients`).
-pub static BLOCKED_CLIENTS: AtomicU64 = AtomicU64::new(0);
-
-/// Blocked clients in the order they blocked: ticket -> the (database,
-/// key)s each waits on. The first to block on a key is served first.
-static WAITING: std::sync::Mutex<BTreeMap<u64, Vec<(u8, Bytes)>>> =
-    std::sync::Mutex::new(BTreeMap::new());
-static NEXT_TICKET: AtomicU64 = AtomicU64::new(0);
-
-fn waiting() -> std::sync::MutexGuard<'static, BTreeMap<u64, Vec<(u8, Bytes)>>> {
-    WAITING.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// One blocked client, counted and queued while it lives.
-struct Blocked {
-    ticket: u64,
-}
-
-impl Blocked {
-    fn new(ns: u8, keys: &[Bytes]) -> Blocked {
-        BLOCKED_CLIENTS.fetch_add(1, Ordering::Relaxed);
-        let ticket = NEXT_TICKET.fetch_add(1, Ordering::Relaxed);
-        let keys = keys.iter().map(|k| (ns, k.clone())).collect();
-        waiting().insert(ticket, keys);
-        Blocked { ticket }
-    }
-
-    /// Whether no client that blocked earlier waits on `key` too.
-    fn is_first_for(&self, ns: u8, key: &Bytes) -> bool {
-        waiting()
-            .range(..self.ticket)
-            .all(|(_, keys)| !keys.iter().any(|(n, k)| *n == ns && k == key))
-    }
-}
-
-impl Drop for Blocked {
-    fn drop(&mut self) {
-        waiting().remove(&self.ticket);
-        BLOCKED_CLIENTS.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 /// LPOS's options.
 #[derive(Clone, Copy, Debug)]
 pub struct PosArgs {
@@ -173,7 +129,7 @@ fn int_arg(word: &[u8]) -> Result<i64, Step> {
 }
 
 /// A blocking command's timeout in seconds (a float), in ms.
-fn timeout_arg(word: &[u8]) -> Result<u64, Step> {
+pub(crate) fn timeout_arg(word: &[u8]) -> Result<u64, Step> {
     let seconds: f64 = std::str::from_utf8(word)
         .ok()
         .and_then(|t| t.parse().ok())
@@ -325,17 +281,6 @@ fn parse_pos(options: &[Bytes]) -> Result<PosArgs, Step> {
     Ok(pos)
 }
 
-/// Redis's inclusive range over `len` elements, negative from the end.
-fn range_of(len: usize, start: i64, stop: i64) -> std::ops::Range<usize> {
-    let len = len as i64;
-    let from_end = |i: i64| if i < 0 { (len + i).max(0) } else { i };
-    let (start, stop) = (from_end(start), from_end(stop).min(len - 1));
-    if start > stop || start >= len {
-        return 0..0;
-    }
-    start as usize..stop as usize + 1
-}
-
 /// A unique tiebreak for a pushed element: wall ms, node, then a count.
 fn tiebreak(backend: &Backend<'_>) -> u64 {
     static PUSHES: AtomicU64 = AtomicU64::new(0);
@@ -368,6 +313,80 @@ async fn names(backend: &Backend<'_>, ns: u8, key: &Bytes) -> Result<Vec<Bytes>,
     }
     let prefix_len = shoal_engine::fields::field_prefix(key).len();
     Ok(stored.into_iter().map(|k| k.slice(prefix_len..)).collect())
+}
+
+/// How many elements list `key` holds (`types::collection_len`).
+async fn length(backend: &Backend<'_>, ns: u8, key: &Bytes) -> Result<usize, Reply> {
+    crate::types::collection_len(backend, ns, key, Kind::List).await
+}
+
+/// The names of up to `take` elements of list `key` from `end` on, `skip`
+/// of them passed over, in order from that end.
+async fn names_from(
+    backend: &Backend<'_>,
+    ns: u8,
+    key: &Bytes,
+    end: End,
+    (skip, take): (usize, usize),
+) -> Result<Vec<Bytes>, Reply> {
+    let window = (end == End::Right, skip, take);
+    let stored = backend
+        .element_keys_from(ns, Kind::List, key, window)
+        .await?;
+    let prefix_len = shoal_engine::fields::field_prefix(key).len();
+    Ok(stored.into_iter().map(|k| k.slice(prefix_len..)).collect())
+}
+
+/// A push's view of list `key`: its length and the name of its element at
+/// `end` (one listing on a cluster, two key-directory lookups on one node).
+async fn length_and_edge(
+    backend: &Backend<'_>,
+    ns: u8,
+    key: &Bytes,
+    end: End,
+) -> Result<(usize, Option<Bytes>), Reply> {
+    if backend.is_routed() {
+        let all = names(backend, ns, key).await?;
+        let edge = match end {
+            End::Left => all.first(),
+            End::Right => all.last(),
+        };
+        return Ok((all.len(), edge.cloned()));
+    }
+    let len = length(backend, ns, key).await?;
+    if len == 0 {
+        return Ok((0, None));
+    }
+    Ok((len, names_from(backend, ns, key, end, (0, 1)).await?.pop()))
+}
+
+/// The elements of list `key` at the indexes `range` picks for its length,
+/// read; only those are listed and read on one node (from the nearer end).
+async fn window(
+    backend: &Backend<'_>,
+    ns: u8,
+    key: &Bytes,
+    range: impl FnOnce(usize) -> std::ops::Range<usize>,
+) -> Result<Vec<Item>, Reply> {
+    if backend.is_routed() {
+        let mut all = items(backend, ns, key).await?;
+        let range = range(all.len());
+        return Ok(all.drain(range).collect());
+    }
+    let len = length(backend, ns, key).await?;
+    let range = range(len);
+    if range.is_empty() {
+        return Ok(Vec::new());
+    }
+    let chosen = if range.start <= len - range.end {
+        names_from(backend, ns, key, End::Left, (range.start, range.len())).await?
+    } else {
+        let skip = len - range.end;
+        let mut back = names_from(backend, ns, key, End::Right, (skip, range.len())).await?;
+        back.reverse();
+        back
+    };
+    read_items(backend, ns, key, &chosen).await
 }
 
 /// The elements named `chosen` of list `key`, read (a name whose element
@@ -538,17 +557,14 @@ impl ListCommand {
                 end,
                 existing,
             } => {
-                // Only the names: a push reads no element's value.
-                let current = names(backend, ns, &key).await?;
-                if existing && current.is_empty() {
+                // A push reads no element's value: only the length and the
+                // name at its end.
+                let (len, edge) = length_and_edge(backend, ns, &key, end).await?;
+                if existing && len == 0 {
                     return Ok(Reply::Integer(0));
                 }
-                let len = current.len() + values.len();
-                let edge = match end {
-                    End::Left => current.first(),
-                    End::Right => current.last(),
-                };
-                let ops = push_ops(backend, ns, &key, edge, values, end);
+                let ops = push_ops(backend, ns, &key, edge.as_ref(), values, end);
+                let len = len + ops.len();
                 write_all(backend, ops).await?;
                 Reply::Integer(len as i64)
             }
@@ -563,27 +579,18 @@ impl ListCommand {
                     }
                 }
             }
-            ListCommand::Len(key) => Reply::Integer(items(backend, ns, &key).await?.len() as i64),
+            ListCommand::Len(key) => Reply::Integer(length(backend, ns, &key).await? as i64),
             ListCommand::Range(key, start, stop) => {
-                let all = items(backend, ns, &key).await?;
-                let range = range_of(all.len(), start, stop);
-                Reply::Array(
-                    all[range]
-                        .iter()
-                        .map(|i| Reply::Bulk(i.value.clone()))
-                        .collect(),
-                )
+                let window = window(backend, ns, &key, |len| rank_range(len, start, stop)).await?;
+                Reply::Array(window.into_iter().map(|i| Reply::Bulk(i.value)).collect())
             }
             ListCommand::Index(key, index) => {
-                let all = items(backend, ns, &key).await?;
-                let range = range_of(all.len(), index, index);
-                match (
-                    index < 0 && index.unsigned_abs() as usize > all.len(),
-                    range.is_empty(),
-                ) {
-                    (false, false) => Reply::Bulk(all[range.start].value.clone()),
-                    _ => Reply::Null,
-                }
+                let at = |len: usize| match index < 0 && index.unsigned_abs() as usize > len {
+                    true => 0..0,
+                    false => rank_range(len, index, index),
+                };
+                let mut window = window(backend, ns, &key, at).await?;
+                window.pop().map_or(Reply::Null, |i| Reply::Bulk(i.value))
             }
             ListCommand::Pos(key, element, args) => {
                 lpos(&items(backend, ns, &key).await?, &element, args)
@@ -601,7 +608,7 @@ impl ListCommand {
                 if all.is_empty() {
                     return Err(Reply::error("ERR no such key"));
                 }
-                let range = range_of(all.len(), index, index);
+                let range = rank_range(all.len(), index, index);
                 if range.is_empty() || (index < 0 && index.unsigned_abs() as usize > all.len()) {
                     return Err(Reply::error("ERR index out of range"));
                 }
@@ -627,7 +634,7 @@ impl ListCommand {
             }
             ListCommand::Trim(key, start, stop) => {
                 let all = items(backend, ns, &key).await?;
-                let keep = range_of(all.len(), start, stop);
+                let keep = rank_range(all.len(), start, stop);
                 let ops = all
                     .iter()
                     .enumerate()
@@ -657,15 +664,15 @@ async fn pop(
     end: End,
     count: usize,
 ) -> Result<Option<Vec<Bytes>>, Reply> {
-    let mut all = names(backend, ns, key).await?;
+    if count == 0 {
+        return Ok((length(backend, ns, key).await? > 0).then(Vec::new));
+    }
+    // Only the popped elements are listed and read.
+    let all = names_from(backend, ns, key, end, (0, count)).await?;
     if all.is_empty() {
+        refuse_other(backend, ns, key, Kind::List).await?;
         return Ok(None);
     }
-    if end == End::Right {
-        all.reverse();
-    }
-    all.truncate(count);
-    // Only the popped elements are read.
     let all = read_items(backend, ns, key, &all).await?;
     let lns = lists_namespace(ns);
     let ops = all
@@ -820,33 +827,27 @@ async fn first_pop(
     Ok(None)
 }
 
+/// A blocked command's look at list `key`: whether it has an element.
+fn holds<'a>(backend: &'a Backend<'a>, ns: u8, key: Bytes) -> Try<'a, bool> {
+    Box::pin(async move { Ok(length(backend, ns, &key).await? > 0) })
+}
+
 /// BLPOP, BRPOP, BLMPOP: [`first_pop`] once a key has an element; `None`
-/// once `timeout_ms` passed (0: never). Each key is looked at first without
-/// the turn (a blocked client must not stall the node every try), then
-/// popped under it.
+/// once `timeout_ms` passed (0: never).
 async fn blocking_pop(
     backend: &Backend<'_>,
     ns: u8,
     (keys, end, count): (&[Bytes], End, usize),
     (timeout_ms, isolation): (u64, &crate::shared::Isolation),
 ) -> Result<Option<(Bytes, Vec<Bytes>)>, Reply> {
-    let started = tokio::time::Instant::now();
-    let blocked = Blocked::new(ns, keys);
-    loop {
-        for key in keys {
-            if !blocked.is_first_for(ns, key) || names(backend, ns, key).await?.is_empty() {
-                continue;
-            }
-            let _alone = isolation.exclusive().await;
-            if let Some(values) = pop(backend, ns, key, end, count).await? {
-                return Ok(Some((key.clone(), values)));
-            }
-        }
-        if timeout_ms > 0 && started.elapsed().as_millis() as u64 >= timeout_ms {
-            return Ok(None);
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(BLOCKED_RETRY_MS)).await;
-    }
+    let take = |key: Bytes| -> Try<'_, _> {
+        Box::pin(async move {
+            let popped = pop(backend, ns, &key, end, count).await?;
+            Ok(popped.map(|values| (key, values)))
+        })
+    };
+    let holds = |key| holds(backend, ns, key);
+    crate::blocking::wait_for(ns, keys, (timeout_ms, isolation), holds, take).await
 }
 
 /// BLMOVE / BRPOPLPUSH: LMOVE once `from` has an element; nil once
@@ -857,18 +858,12 @@ async fn blocking_move(
     (from, to, ends): (Bytes, Bytes, (End, End)),
     (timeout_ms, isolation): (u64, &crate::shared::Isolation),
 ) -> Result<Reply, Reply> {
-    let started = tokio::time::Instant::now();
-    let blocked = Blocked::new(ns, std::slice::from_ref(&from));
-    loop {
-        if blocked.is_first_for(ns, &from) && !names(backend, ns, &from).await?.is_empty() {
-            let _alone = isolation.exclusive().await;
-            if let Some(moved) = move_element(backend, ns, &from, &to, ends).await? {
-                return Ok(moved);
-            }
-        }
-        if timeout_ms > 0 && started.elapsed().as_millis() as u64 >= timeout_ms {
-            return Ok(Reply::Null);
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(BLOCKED_RETRY_MS)).await;
-    }
+    let to = &to;
+    let take = |key: Bytes| -> Try<'_, _> {
+        Box::pin(async move { move_element(backend, ns, &key, to, ends).await })
+    };
+    let holds = |key| holds(backend, ns, key);
+    let keys = std::slice::from_ref(&from);
+    let moved = crate::blocking::wait_for(ns, keys, (timeout_ms, isolation), holds, take).await?;
+    Ok(moved.unwrap_or(Reply::Null))
 }

@@ -113,7 +113,7 @@ fn server_families(shared: &Shared, scrape: &mut Scrape) {
     scrape.one(
         "redis_blocked_clients",
         "Clients blocked in a command (BLPOP, BRPOP, BLMOVE, BLMPOP).",
-        Gauge(crate::list::BLOCKED_CLIENTS.load(std::sync::atomic::Ordering::Relaxed) as i64),
+        Gauge(crate::blocking::BLOCKED_CLIENTS.load(std::sync::atomic::Ordering::Relaxed) as i64),
     );
     scrape.one(
         "redis_config_maxclients",

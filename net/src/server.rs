@@ -291,7 +291,7 @@ impl Conn<'_> {
             shared.clients.feed_monitor(micros, db, addr, &args);
         }
         let execution = commands::execute(shared, &mut self.session, spec, &args);
-        let step = if spec.is_some_and(|s| crate::list::blocks(s.name)) {
+        let step = if spec.is_some_and(|s| crate::blocking::blocks(s.name)) {
             let limit = shared.config.query_buffer_max_bytes;
             match until_closed(execution, stream, &mut self.input, limit).await {
                 Some(step) => step,

@@ -20,7 +20,7 @@ use crate::reply::{err, parse_int, syntax_error, ReplyShape, Step};
 use crate::resp::Reply;
 use crate::types::{element_deletes, refuse_other};
 use bytes::Bytes;
-use shoal_engine::fields::{field_key, members_namespace};
+use shoal_engine::fields::{field_key, field_prefix, members_namespace};
 use shoal_engine::WriteOp;
 use std::collections::BTreeSet;
 
@@ -177,7 +177,7 @@ impl SetCommand {
     /// The commands that only read whole sets.
     async fn run_read(self, backend: &Backend<'_>, ns: u8) -> Result<Reply, Reply> {
         Ok(match self {
-            SetCommand::Card(key) => Reply::Integer(members(backend, ns, &key).await?.len() as i64),
+            SetCommand::Card(key) => crate::types::len_reply(backend, ns, &key, Kind::Set).await?,
             SetCommand::Members(key) => set_reply(members(backend, ns, &key).await?),
             SetCommand::RandMember(key, count) => {
                 let all: Vec<Bytes> = members(backend, ns, &key).await?.into_iter().collect();
@@ -314,7 +314,13 @@ async fn move_member(
 /// SPOP: up to `count` members (one, as a bulk, without a count) removed
 /// and answered.
 async fn pop(backend: &Backend<'_>, ns: u8, key: Bytes, count: Option<u64>) -> Result<Step, Reply> {
-    let all: Vec<Bytes> = members(backend, ns, &key).await?.into_iter().collect();
+    // Only the members' names are listed (no value is read).
+    let stored = backend.element_keys(ns, Kind::Set, &key).await?;
+    if stored.is_empty() {
+        refuse_other(backend, ns, &key, Kind::Set).await?;
+    }
+    let prefix_len = field_prefix(&key).len();
+    let all: Vec<Bytes> = stored.into_iter().map(|k| k.slice(prefix_len..)).collect();
     let picked = match rand_members(all, count.map(|c| c as i64).or(Some(1)), backend.now_ms()) {
         Reply::Array(items) => items,
         other => vec![other],

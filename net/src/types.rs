@@ -45,7 +45,11 @@ async fn collection_deletes(
 ) -> Result<Vec<WriteOp>, Reply> {
     let mut ops = Vec::new();
     for kind in Kind::COLLECTIONS {
-        ops.extend(element_deletes(backend, ns, kind, key).await?);
+        let found = element_deletes(backend, ns, kind, key).await?;
+        if kind == Kind::ZSet && !found.is_empty() {
+            ops.extend(element_deletes(backend, ns, Kind::ZSetScores, key).await?);
+        }
+        ops.extend(found);
     }
     Ok(ops)
 }
@@ -84,6 +88,33 @@ pub async fn refuse_other(
     }
 }
 
+/// How many elements collection `key` of `kind` holds (LLEN, HLEN, SCARD;
+/// one lookup on one node); WRONGTYPE when none and `key` holds another type.
+pub async fn collection_len(
+    backend: &Backend<'_>,
+    ns: u8,
+    key: &Bytes,
+    kind: Kind,
+) -> Result<usize, Reply> {
+    let len = backend.element_count(ns, kind, key).await?;
+    if len == 0 {
+        refuse_other(backend, ns, key, kind).await?;
+    }
+    Ok(len)
+}
+
+/// [`collection_len`] as an integer reply (LLEN, HLEN, SCARD, ZCARD).
+pub async fn len_reply(
+    backend: &Backend<'_>,
+    ns: u8,
+    key: &Bytes,
+    kind: Kind,
+) -> Result<Reply, Reply> {
+    Ok(Reply::Integer(
+        collection_len(backend, ns, key, kind).await? as i64,
+    ))
+}
+
 /// EXISTS and TOUCH: how many of `keys` hold something (a key named twice
 /// counts twice, as in Redis).
 pub async fn exists(backend: &Backend<'_>, ns: u8, keys: &[Bytes]) -> Reply {
@@ -97,7 +128,7 @@ pub async fn exists(backend: &Backend<'_>, ns: u8, keys: &[Bytes]) -> Reply {
     Reply::Integer(count)
 }
 
-/// TYPE: `string`, `hash`, `set` or `none`.
+/// TYPE: `string`, `hash`, `set`, `list`, `zset` or `none`.
 pub async fn type_of(backend: &Backend<'_>, ns: u8, key: &Bytes) -> Reply {
     match backend.kind_of(ns, key).await {
         Ok(kind) => Reply::Simple(kind.map_or("none", Kind::name).into()),

@@ -4,9 +4,13 @@
 //! range of slots) can be listed without touching the rest.
 //!
 //! Keys are "directory keys": namespace byte, slot (u16 big endian), key bytes.
+//!
+//! Beside the map it keeps each collection's count of live elements, so a
+//! collection's length (LLEN, HLEN, SCARD, a push's reply) and whether it
+//! exists cost one lookup, not a walk of its elements.
 
 use super::KeyEntry;
-use crate::fields::stored_key_slot;
+use crate::fields::{is_collection_namespace, split_field_key, stored_key_slot};
 use crate::slot::SLOT_COUNT;
 use std::collections::BTreeMap;
 
@@ -19,10 +23,24 @@ pub(crate) struct KeyDir {
     /// Per namespace, one map per slot (allocated when the namespace is first used).
     namespaces: BTreeMap<u8, Vec<SlotMap>>,
     len: usize,
+    /// Live elements per collection, by namespace byte then the
+    /// collection's element prefix (`fields::field_prefix`); absent at 0.
+    live_elements: BTreeMap<Box<[u8]>, u64>,
 }
 
 /// Directory keys up to this length are built on the stack for lookups.
 const STACK_KEY_BYTES: usize = 128;
+
+/// The collection a directory key is an element of, as `live_elements`
+/// names it; `None` for a string's key (or a damaged element key).
+fn collection_of(dir_key: &[u8]) -> Option<&[u8]> {
+    if !is_collection_namespace(dir_key[0]) {
+        return None;
+    }
+    let stored = &dir_key[3..];
+    let (_, element) = split_field_key(stored)?;
+    Some(&stored[..stored.len() - element.len()])
+}
 
 fn split(dir_key: &[u8]) -> (u8, usize) {
     (
@@ -66,11 +84,52 @@ impl KeyDir {
             .namespaces
             .entry(namespace)
             .or_insert_with(|| (0..SLOT_COUNT).map(|_| SlotMap::new()).collect());
+        let live = entry.live;
+        // Only an element's key is kept for counting (a string's costs nothing).
+        let element = is_collection_namespace(namespace).then(|| dir_key.clone());
         let previous = slots[slot].insert(dir_key, entry);
         if previous.is_none() {
             self.len += 1;
         }
+        if let Some(element) = element {
+            self.count_element(&element, previous.is_some_and(|p| p.live), live);
+        }
         previous
+    }
+
+    /// Keep `live_elements` as an element of `dir_key` goes from
+    /// `was_live` to `is_live`.
+    fn count_element(&mut self, dir_key: &[u8], was_live: bool, is_live: bool) {
+        if was_live == is_live {
+            return;
+        }
+        let Some(prefix) = collection_of(dir_key) else {
+            return;
+        };
+        let mut id = Vec::with_capacity(1 + prefix.len());
+        id.push(dir_key[0]);
+        id.extend_from_slice(prefix);
+        if is_live {
+            *self.live_elements.entry(id.into_boxed_slice()).or_insert(0) += 1;
+            return;
+        }
+        let count = self
+            .live_elements
+            .get_mut(&id[..])
+            .expect("a live element was counted");
+        *count -= 1;
+        if *count == 0 {
+            self.live_elements.remove(&id[..]);
+        }
+    }
+
+    /// How many live elements the collection with element prefix `prefix`
+    /// in `namespace` holds.
+    pub fn live_elements(&self, namespace: u8, prefix: &[u8]) -> u64 {
+        let mut id = Vec::with_capacity(1 + prefix.len());
+        id.push(namespace);
+        id.extend_from_slice(prefix);
+        self.live_elements.get(&id[..]).copied().unwrap_or(0)
     }
 
     pub fn remove(&mut self, dir_key: &[u8]) -> Option<KeyEntry> {
@@ -79,6 +138,7 @@ impl KeyDir {
         if removed.is_some() {
             self.len -= 1;
         }
+        self.count_element(dir_key, removed.is_some_and(|r| r.live), false);
         removed
     }
 
@@ -122,6 +182,19 @@ impl KeyDir {
             .flat_map(|slots| slots.iter())
             .map(|m| m.len())
             .sum();
+        self.recount_elements();
+    }
+
+    /// Count every collection's live elements afresh (after a bulk load).
+    fn recount_elements(&mut self) {
+        let mut counts: BTreeMap<Box<[u8]>, u64> = BTreeMap::new();
+        for (dir_key, _) in self.iter().filter(|(_, e)| e.live) {
+            if let Some(prefix) = collection_of(dir_key) {
+                let id: Vec<u8> = [&dir_key[..1], prefix].concat();
+                *counts.entry(id.into_boxed_slice()).or_insert(0) += 1;
+            }
+        }
+        self.live_elements = counts;
     }
 
     /// Every entry in directory order (namespace, slot, key).
@@ -152,6 +225,35 @@ impl KeyDir {
         self.slot_map(namespace, slot)
             .into_iter()
             .flat_map(move |map| map.range(start.clone()..))
+            .take_while(move |(k, _)| k[3..].starts_with(prefix))
+    }
+
+    /// [`Self::with_prefix`] from the last entry back.
+    pub fn with_prefix_rev<'a>(
+        &'a self,
+        namespace: u8,
+        prefix: &'a [u8],
+    ) -> impl Iterator<Item = (&'a Box<[u8]>, &'a KeyEntry)> + 'a {
+        use std::ops::Bound;
+        let start = super::dir_key(namespace, prefix);
+        let slot = split(&start).1;
+        // The first directory key past every key starting with `start`.
+        let mut end = start.to_vec();
+        while end.last() == Some(&0xff) {
+            end.pop();
+        }
+        let upper = if end.len() > 3 {
+            *end.last_mut().expect("longer than the slot") += 1;
+            Bound::Excluded(end.into_boxed_slice())
+        } else {
+            Bound::Unbounded
+        };
+        self.slot_map(namespace, slot)
+            .into_iter()
+            .flat_map(move |map| {
+                map.range((Bound::Included(start.clone()), upper.clone()))
+                    .rev()
+            })
             .take_while(move |(k, _)| k[3..].starts_with(prefix))
     }
 
@@ -217,5 +319,37 @@ mod tests {
         let long_key = vec![b'x'; 300];
         dir.insert(dir_key(0, &long_key), entry(9));
         assert_eq!(dir.get_key(0, &long_key), Some(&entry(9)));
+    }
+
+    #[test]
+    fn counts_live_elements_and_walks_a_prefix_both_ways() {
+        use crate::fields::{field_key, field_prefix, members_namespace};
+        let ns = members_namespace(0);
+        let mut dir = KeyDir::default();
+        let keys: [&[u8]; 3] = [b"a", b"ab", &[0xff, 0xff]];
+        for i in 0..300u32 {
+            let key = keys[(i % 3) as usize];
+            let member = [0xff, (i % 50) as u8];
+            let mut e = entry(i);
+            e.live = i % 7 != 0;
+            dir.insert(dir_key(ns, &field_key(key, &member)), e);
+            if i % 11 == 0 {
+                dir.remove(&dir_key(ns, &field_key(key, &[0xff, (i % 13) as u8])));
+            }
+        }
+        let mut bulk = KeyDir::default();
+        bulk.bulk_load(dir.iter().map(|(k, e)| (k.clone(), *e)).collect());
+        for key in keys {
+            let prefix = field_prefix(key);
+            let forward: Vec<_> = dir.with_prefix(ns, &prefix).map(|(k, _)| k).collect();
+            let mut backward: Vec<_> = dir.with_prefix_rev(ns, &prefix).map(|(k, _)| k).collect();
+            backward.reverse();
+            assert_eq!(forward, backward);
+            let live = dir.with_prefix(ns, &prefix).filter(|(_, e)| e.live).count() as u64;
+            assert!(live > 0);
+            assert_eq!(dir.live_elements(ns, &prefix), live);
+            assert_eq!(bulk.live_elements(ns, &prefix), live);
+        }
+        assert_eq!(dir.live_elements(ns, &field_prefix(b"zz")), 0);
     }
 }

@@ -462,9 +462,40 @@ impl Store {
     /// Whether some live stored key of `namespace` starts with `prefix`
     /// (stops at the first).
     pub fn has_live_key_with_prefix(&self, namespace: u8, prefix: &[u8]) -> bool {
-        self.keydir
-            .with_prefix(namespace, prefix)
-            .any(|(_, e)| e.live)
+        self.live_count_with_prefix(namespace, prefix) > 0
+    }
+
+    /// How many live elements the collection whose elements start with
+    /// `prefix` (`fields::field_prefix`) holds in collection namespace
+    /// `namespace`: one lookup.
+    pub fn live_count_with_prefix(&self, namespace: u8, prefix: &[u8]) -> u64 {
+        assert!(
+            crate::fields::is_collection_namespace(namespace),
+            "namespace {namespace} holds no collections"
+        );
+        self.keydir.live_elements(namespace, prefix)
+    }
+
+    /// Up to `take` live stored keys starting with `prefix`, after skipping
+    /// `skip` of them, from the first (or, `from_back`, the last) on: a
+    /// list's ends without walking its middle.
+    pub fn live_keys_with_prefix_from(
+        &self,
+        namespace: u8,
+        prefix: &[u8],
+        (from_back, skip, take): (bool, usize, usize),
+    ) -> Vec<Bytes> {
+        fn window<'a>(
+            entries: impl Iterator<Item = (&'a Box<[u8]>, &'a KeyEntry)>,
+            (skip, take): (usize, usize),
+        ) -> Vec<Bytes> {
+            let live = entries.filter(|(_, e)| e.live).skip(skip).take(take);
+            live.map(|(k, _)| Bytes::copy_from_slice(&k[3..])).collect()
+        }
+        if from_back {
+            return window(self.keydir.with_prefix_rev(namespace, prefix), (skip, take));
+        }
+        window(self.keydir.with_prefix(namespace, prefix), (skip, take))
     }
 
     /// Every live key of a namespace, in directory order.

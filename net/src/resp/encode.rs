@@ -60,17 +60,31 @@ fn put_bulk(out: &mut BytesMut, data: &[u8]) {
 /// `nan` for the special values.
 pub(super) fn format_double(value: f64) -> String {
     if value.is_nan() {
-        "nan".to_owned()
-    } else if value.is_infinite() {
-        if value > 0.0 { "inf" } else { "-inf" }.to_owned()
-    } else {
-        let magnitude = value.abs();
-        if magnitude != 0.0 && !(1e-5..1e17).contains(&magnitude) {
-            format!("{value:e}")
-        } else {
-            format!("{value}")
-        }
+        return "nan".to_owned();
     }
+    if value.is_infinite() {
+        return if value > 0.0 { "inf" } else { "-inf" }.to_owned();
+    }
+    // C's "%.17g", as Redis 7.0 answers a double: 17 significant digits,
+    // trailing zeros dropped, an exponent (e+XX) below 1e-4 or from 1e17.
+    let scientific = format!("{value:.16e}");
+    let (mantissa, exponent) = scientific.split_once('e').expect("{:e} has an exponent");
+    let exponent: i32 = exponent.parse().expect("{:e}'s exponent is a number");
+    let trim = |digits: &str| -> String {
+        match digits.contains('.') {
+            true => digits
+                .trim_end_matches('0')
+                .trim_end_matches('.')
+                .to_owned(),
+            false => digits.to_owned(),
+        }
+    };
+    if !(-4..17).contains(&exponent) {
+        let sign = if exponent < 0 { '-' } else { '+' };
+        return format!("{}e{sign}{:02}", trim(mantissa), exponent.abs());
+    }
+    let decimals = (16 - exponent).max(0) as usize;
+    trim(&format!("{value:.decimals$}"))
 }
 
 /// Appends `reply` to `out` in `protocol`. RESP2 gets Redis's downgrades:

@@ -1,5 +1,6 @@
-//! Hashes, sets and lists on a cluster: fields, members and elements written
-//! through one node read the same through every node; a field written while
+//! Hashes, sets, lists and sorted sets on a cluster: fields, members,
+//! elements and scores written through one node read the same through every
+//! node; a field written while
 //! one replica was down reaches it by anti-entropy; HDEL, SREM, SPOP, LPOP
 //! and DEL remove what they saw; type checks hold; multi-key writes and
 //! blocking pops are refused.
@@ -145,4 +146,40 @@ fn elements_pushed_through_one_node_read_in_order_through_every_node() {
     assert!(error_of(&mut c1, &["RPUSH", "warm", "m"]).starts_with("WRONGTYPE"));
     assert_eq!(query::<i64>(&mut c2, &["DEL", "queue"]), 1);
     assert_eq!(query::<i64>(&mut c3, &["LLEN", "queue"]), 0);
+}
+
+#[test]
+fn scores_written_through_one_node_rank_the_same_through_every_node() {
+    let _slot = cluster_slot();
+    let root = temp_dir("cluster-zsets");
+    let ports = port_pairs(3);
+    let dirs = node_dirs(&root, 3);
+    let nodes = start_nodes(&ports, &dirs, &[]);
+    let mut c1 = nodes[0].as_ref().unwrap().client();
+    wait_for_a_write(&mut c1, "x");
+    setup_write(&mut c1, &["ZADD", "board", "30", "c", "10", "a", "20", "b"]);
+    let mut c2 = nodes[1].as_ref().unwrap().client();
+    // A new score replaces the old one in the order, through another node.
+    assert_eq!(query::<i64>(&mut c2, &["ZADD", "board", "5", "c"]), 0);
+    for node in nodes.iter().flatten() {
+        let mut c = node.client();
+        let order: Vec<String> = query(&mut c, &["ZRANGE", "board", "0", "-1"]);
+        assert_eq!(order, ["c", "a", "b"], "node {}", node.port);
+        assert_eq!(query::<String>(&mut c, &["TYPE", "board"]), "zset");
+        assert_eq!(query::<i64>(&mut c, &["ZCARD", "board"]), 3);
+    }
+    let mut c3 = nodes[2].as_ref().unwrap().client();
+    let popped: Vec<String> = query(&mut c3, &["ZPOPMAX", "board"]);
+    assert_eq!(popped, ["b", "20"]);
+    assert_eq!(query::<String>(&mut c1, &["ZSCORE", "board", "a"]), "10");
+    assert_eq!(query::<i64>(&mut c1, &["ZRANK", "board", "a"]), 1);
+    let e = error_of(&mut c1, &["ZINCRBY", "board", "1", "a"]);
+    assert!(e.contains("not supported on a cluster"), "{e}");
+    let e = error_of(&mut c1, &["ZUNIONSTORE", "out", "1", "board"]);
+    assert!(e.contains("not supported on a cluster"), "{e}");
+    assert!(error_of(&mut c1, &["ZADD", "warm", "1", "m"]).starts_with("WRONGTYPE"));
+    assert_eq!(query::<i64>(&mut c2, &["DEL", "board"]), 1);
+    assert_eq!(query::<i64>(&mut c3, &["ZCARD", "board"]), 0);
+    let after: Vec<String> = query(&mut c3, &["ZRANGE", "board", "0", "-1"]);
+    assert!(after.is_empty(), "{after:?}");
 }
