@@ -512,3 +512,28 @@ fn config_set(shared: &Shared, pairs: &[Bytes]) -> Step {
     }
     Step::Reply(Reply::ok())
 }
+
+/// When the last SAVE finished, in Unix seconds (0: none yet; LASTSAVE
+/// answers the start then).
+static LAST_SAVE_S: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// SAVE, BGSAVE, LASTSAVE. Every acknowledged write is already on disk with
+/// fsync `always`; SAVE makes whatever else was written durable too (fsync
+/// `never` or `periodic`) before it answers, and BGSAVE does the same.
+pub async fn save(shared: &Shared, name: &str) -> Step {
+    use std::sync::atomic::Ordering;
+    let now_s = shared.storage.wall_ms() / 1000;
+    if name == "lastsave" {
+        let last = LAST_SAVE_S.load(Ordering::Relaxed);
+        let started_s = now_s.saturating_sub(shared.started.elapsed().as_secs());
+        return Step::Reply(Reply::Integer(last.max(started_s) as i64));
+    }
+    if let Err(e) = shared.storage.flush().await {
+        return Step::Reply(Reply::error(format!("ERR the save's sync failed: {e}")));
+    }
+    LAST_SAVE_S.store(now_s, Ordering::Relaxed);
+    Step::Reply(match name {
+        "bgsave" => Reply::Simple("Background saving started".into()),
+        _ => Reply::ok(),
+    })
+}

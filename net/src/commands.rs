@@ -52,6 +52,25 @@ pub struct Session {
 }
 
 impl Session {
+    /// A new connection's session (RESET returns to it, keeping the id and
+    /// the peer).
+    pub fn new(id: u64, peer: String, redis_cluster: bool, shared: &Shared) -> Session {
+        Session {
+            id,
+            namespace: 0,
+            protocol: Protocol::Resp2,
+            name: None,
+            lib_name: None,
+            lib_ver: None,
+            authenticated: shared.config.requirepass.is_none(),
+            peer,
+            monitor: false,
+            redis_cluster,
+            transaction: Default::default(),
+            running_exec: false,
+        }
+    }
+
     /// Copy what CLIENT LIST shows of this session into `view`.
     pub fn fill_view(&self, view: &mut crate::clients::ClientView) {
         view.name = self.name.clone();
@@ -240,6 +259,18 @@ pub static COMMANDS: &[CommandSpec] = &[
     spec!("zinterstore", -4, ["write", "denyoom"], 1, 1, 1, "sorted_set", "ZINTER into a destination (single node)."),
     spec!("zdiffstore", -4, ["write", "denyoom"], 1, 1, 1, "sorted_set", "ZDIFF into a destination (single node)."),
     spec!("zrangestore", -5, ["write", "denyoom"], 1, 2, 1, "sorted_set", "ZRANGE into a destination (single node)."),
+    spec!("getbit", 3, ["readonly", "fast"], 1, 1, 1, "bitmap", "Returns the bit at an offset of a string (bit 0: the first byte's highest)."),
+    spec!("setbit", 4, ["write", "denyoom"], 1, 1, 1, "bitmap", "Sets or clears one bit; returns the bit before (single node)."),
+    spec!("bitcount", -2, ["readonly"], 1, 1, 1, "bitmap", "Counts set bits [start end [BYTE|BIT]]."),
+    spec!("bitpos", -3, ["readonly"], 1, 1, 1, "bitmap", "Finds the first set or clear bit [start [end [BYTE|BIT]]]."),
+    spec!("lcs", -3, ["readonly"], 1, 2, 1, "string", "LCS key1 key2 [LEN] [IDX] [MINMATCHLEN n] [WITHMATCHLEN]: the longest common subsequence."),
+    spec!("move", 3, ["write", "fast"], 1, 1, 1, "keyspace", "Moves a key to another database unless it exists there (single node)."),
+    spec!("randomkey", 1, ["readonly"], 0, 0, 0, "keyspace", "Returns a random key."),
+    spec!("save", 1, ["admin", "noscript"], 0, 0, 0, "server", "Makes every write so far durable (they already are with fsync always)."),
+    spec!("bgsave", -1, ["admin", "noscript"], 0, 0, 0, "server", "SAVE, answered as Redis answers BGSAVE once done."),
+    spec!("lastsave", 1, ["fast"], 0, 0, 0, "server", "The Unix time of the last SAVE (or of the start)."),
+    spec!("reset", 1, ["fast", "noscript"], 0, 0, 0, "connection", "Resets the connection: database 0, RESP2, no name, no transaction, no MONITOR."),
+    spec!("object", -2, ["readonly"], 2, 2, 1, "keyspace", "OBJECT ENCODING|REFCOUNT|HELP key: Redis's encoding name for the key's type and size; refcount 1."),
     spec!("memory", -2, ["readonly"], 0, 0, 0, "server", "MEMORY USAGE key: about how many bytes the key takes in storage."),
     spec!("multi", 1, ["fast", "no-script"], 0, 0, 0, "transactions", "Starts a transaction: later commands are queued until EXEC or DISCARD."),
     spec!("exec", 1, ["slow", "no-script"], 0, 0, 0, "transactions", "Runs the queued commands, no other command of this node between them; nil when a watched key changed."),
@@ -276,8 +307,10 @@ pub fn kind_of(spec: &'static CommandSpec) -> usize {
 /// EXEC, and the multi-key writes that must read and write with nothing of
 /// another connection between.
 pub fn runs_alone(name: &str) -> bool {
-    matches!(name, "exec" | "msetnx" | "rename" | "renamenx" | "copy")
-        || crate::set::runs_alone(name)
+    matches!(
+        name,
+        "exec" | "msetnx" | "rename" | "renamenx" | "copy" | "move"
+    ) || crate::set::runs_alone(name)
         || crate::list::runs_alone(name)
         || crate::zset::runs_alone(name)
         || crate::zcombine::runs_alone(name)
@@ -356,6 +389,10 @@ pub async fn execute(
             return step;
         }
     };
+    if session.transaction.is_queueing() && transaction::refused_inside(spec.name) {
+        session.transaction.refused_while_queueing();
+        return err("ERR Command not allowed inside a transaction");
+    }
     if session.transaction.is_queueing() && !transaction::runs_while_queueing(spec.name) {
         return session.transaction.queue(args.to_vec());
     }
@@ -456,17 +493,12 @@ async fn dispatch(
             _ => err("ERR wrong number of arguments for 'ping' command"),
         },
         "echo" => Step::Reply(Reply::Bulk(args[1].clone())),
+        "reset" => reset(shared, session),
+        "save" | "bgsave" | "lastsave" => crate::admin::save(shared, spec.name).await,
         "quit" => Step::Close(Reply::ok()),
         "auth" => Step::Reply(auth(shared, session, &args[1..])),
         "hello" => hello(shared, session, &args[1..]),
-        "select" => match parse_int(&args[1]) {
-            Some(db) if (0..shared.config.databases as i64).contains(&db) => {
-                session.namespace = db as u8;
-                Step::Reply(Reply::ok())
-            }
-            Some(_) => err("ERR DB index is out of range"),
-            None => err("ERR value is not an integer or out of range"),
-        },
+        "select" => select(shared, session, &args[1]),
         "client" => crate::admin::client(shared, session, &args[1..]),
         "config" => crate::admin::config(shared, &args[1..]),
         "slowlog" => crate::admin::slowlog(shared, &args[1..]),
@@ -501,10 +533,44 @@ async fn dispatch(
             None => err("ERR This instance has cluster support disabled"),
         },
         "memory" => memory(shared, session, args).await,
+        "object" | "getbit" | "setbit" | "bitcount" | "bitpos" | "lcs" => {
+            bits_and_object(shared, session, spec.name, args).await
+        }
         _ if matches!(spec.group, "hash" | "set" | "list" | "sorted_set") => {
             collection(shared, session, spec, args).await
         }
         _ => data(shared, session, spec, args).await,
+    }
+}
+
+/// SELECT db.
+fn select(shared: &Shared, session: &mut Session, db: &[u8]) -> Step {
+    match parse_int(db) {
+        Some(db) if (0..shared.config.databases as i64).contains(&db) => {
+            session.namespace = db as u8;
+            Step::Reply(Reply::ok())
+        }
+        Some(_) => err("ERR DB index is out of range"),
+        None => err("ERR value is not an integer or out of range"),
+    }
+}
+
+/// RESET: the connection as it was new (the same id and peer).
+fn reset(shared: &Shared, session: &mut Session) -> Step {
+    let peer = std::mem::take(&mut session.peer);
+    *session = Session::new(session.id, peer, session.redis_cluster, shared);
+    Step::Reply(Reply::Simple("RESET".into()))
+}
+
+/// OBJECT, and the bit commands and LCS (`bits`).
+async fn bits_and_object(shared: &Shared, session: &Session, name: &str, args: &[Bytes]) -> Step {
+    let backend = Backend::of(shared);
+    if name == "object" {
+        return Step::Reply(crate::types::object(&backend, session.namespace, &args[1..]).await);
+    }
+    match crate::bits::BitCommand::parse(name, args) {
+        Ok(command) => command.run(&backend, session.namespace).await,
+        Err(step) => step,
     }
 }
 

@@ -15,7 +15,10 @@ use crate::reply::{err, lower, parse_int, syntax_error, ReplyShape, Step};
 use crate::resp::Reply;
 use crate::types;
 use bytes::Bytes;
-use shoal_engine::fields::{field_key, fields_namespace, lists_namespace, members_namespace};
+use shoal_engine::fields::{
+    field_key, fields_namespace, lists_namespace, members_namespace, zset_members_namespace,
+    zset_scores_namespace,
+};
 use shoal_engine::store::modify::{parse_f64, STRING_LEN_MAX_BYTES};
 use shoal_engine::{Condition, Covers, Deadline, Modify, SiblingSet, VersionVector, WriteOp};
 
@@ -51,13 +54,16 @@ pub enum DataCommand {
         to: Bytes,
         nx: bool,
     },
-    /// COPY source destination [DB n] [REPLACE].
+    /// COPY source destination [DB n] [REPLACE], and MOVE key db (a copy
+    /// to another database that removes the source).
     Copy {
         from: Bytes,
         to: Bytes,
         to_ns: u8,
         replace: bool,
+        remove_source: bool,
     },
+    RandomKey,
     /// GETRANGE and SUBSTR: Redis's inclusive range, negative from the end.
     GetRange {
         key: Bytes,
@@ -96,6 +102,8 @@ impl DataCommand {
                 nx: name == "renamenx",
             },
             "copy" => parse_copy(ns, databases, args)?,
+            "move" => parse_move(databases, args)?,
+            "randomkey" => DataCommand::RandomKey,
             "type" => DataCommand::Type(key()),
             "ttl" | "pttl" | "expiretime" | "pexpiretime" => {
                 DataCommand::Ttl(key(), TtlQuery::of(name))
@@ -187,15 +195,19 @@ impl DataCommand {
                 to,
                 to_ns,
                 replace,
-            } => copy(backend, ns, (from, to, to_ns), replace)
+                remove_source,
+            } => copy(backend, ns, (from, to, to_ns), (replace, remove_source))
                 .await
                 .unwrap_or_else(Step::Reply),
+            DataCommand::RandomKey => Step::Reply(random_key(backend, ns).await),
             DataCommand::FlushDb => {
                 let namespaces = [
                     ns,
                     fields_namespace(ns),
                     members_namespace(ns),
                     lists_namespace(ns),
+                    zset_members_namespace(ns),
+                    zset_scores_namespace(ns),
                 ];
                 Step::Reply(backend.flush(&namespaces).await)
             }
@@ -259,7 +271,7 @@ fn winner(set: Option<SiblingSet>) -> Reply {
 const MODIFY_ON_CLUSTER: &str = "ERR INCR, DECR, INCRBY, DECRBY, INCRBYFLOAT, APPEND, SETRANGE, EXPIRE, PEXPIRE, EXPIREAT, PEXPIREAT, PERSIST, GETEX with an option and SET KEEPTTL are not supported on a cluster yet: two nodes modifying one value at once would each write their own result, and one update would be lost; they work on a single node";
 
 /// Why MSETNX, RENAME, RENAMENX and COPY are refused on a cluster, for now.
-const ALONE_ON_CLUSTER: &str = "ERR MSETNX, RENAME, RENAMENX and COPY are not supported on a cluster yet: their keys live on different replicas, and nothing yet makes the read and the writes one step there; they work on a single node";
+const ALONE_ON_CLUSTER: &str = "ERR MSETNX, RENAME, RENAMENX, COPY and MOVE are not supported on a cluster yet: their keys live on different replicas, and nothing yet makes the read and the writes one step there; they work on a single node";
 
 /// Whether `key` holds a string or a hash.
 async fn live(backend: &Backend<'_>, ns: u8, key: &Bytes) -> Result<bool, Reply> {
@@ -359,7 +371,7 @@ async fn copy(
     backend: &Backend<'_>,
     ns: u8,
     (from, to, to_ns): (Bytes, Bytes, u8),
-    replace: bool,
+    (replace, remove_source): (bool, bool),
 ) -> Result<Step, Reply> {
     if from == to && ns == to_ns {
         return Ok(err("ERR source and destination objects are the same"));
@@ -372,7 +384,21 @@ async fn copy(
     }
     let mut ops = types::key_deletes(backend, to_ns, &to).await?;
     ops.extend(copy);
+    if remove_source {
+        ops.extend(types::key_deletes(backend, ns, &from).await?);
+    }
     Ok(backend.write(ops, ReplyShape::One).await)
+}
+
+/// RANDOMKEY: one live key of database `ns`, picked at random; nil when
+/// there is none.
+async fn random_key(backend: &Backend<'_>, ns: u8) -> Reply {
+    match backend.keys(ns).await {
+        Ok(keys) => crate::elements::pick(&keys, None, backend.now_ms())
+            .and_then(|mut one| one.pop())
+            .map_or(Reply::Null, Reply::Bulk),
+        Err(reply) => reply,
+    }
 }
 
 /// EXPIRE and its kin, PERSIST, SETEX, PSETEX, GETEX (`expire`).
@@ -451,6 +477,24 @@ fn parse_copy(ns: u8, databases: u8, args: &[Bytes]) -> Result<DataCommand, Step
         to: args[2].clone(),
         to_ns,
         replace,
+        remove_source: false,
+    })
+}
+
+/// MOVE key db: a copy into database `db` (never replacing) that removes
+/// the source.
+fn parse_move(databases: u8, args: &[Bytes]) -> Result<DataCommand, Step> {
+    let to_ns = match parse_int(&args[2]) {
+        Some(db) if (0..i64::from(databases)).contains(&db) => db as u8,
+        Some(_) => return Err(err("ERR DB index is out of range")),
+        None => return Err(not_an_integer()),
+    };
+    Ok(DataCommand::Copy {
+        from: args[1].clone(),
+        to: args[1].clone(),
+        to_ns,
+        replace: false,
+        remove_source: true,
     })
 }
 

@@ -10,6 +10,7 @@
 
 pub mod admin;
 pub mod backend;
+pub mod bits;
 pub mod blocking;
 pub mod clients;
 pub mod cluster;

@@ -101,6 +101,8 @@ pub enum ReplyShape {
     Count,
     /// HSET: how many of the writes made a value where there was none.
     Added,
+    /// SETBIT: the bit at this offset before the write.
+    OldBit(u64),
     /// DEL: how many keys existed, the writes grouped per key (a hash's
     /// fields and its string): `ops_per_key[i]` writes for key `i`.
     CountKeys(std::sync::Arc<[usize]>),
@@ -183,6 +185,10 @@ pub fn finish_routed(results: Vec<RoutedWrite>, shape: ReplyShape) -> Reply {
             }
         }
         ReplyShape::SetNx => Reply::Integer(i64::from(outcomes[0].applied)),
+        ReplyShape::OldBit(offset_bits) => {
+            let old = outcomes[0].previous_winner.as_deref().unwrap_or_default();
+            Reply::Integer(i64::from(crate::bits::bit_at(old, offset_bits)))
+        }
         ReplyShape::Previous => outcomes[0]
             .previous_winner
             .clone()

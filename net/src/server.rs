@@ -6,7 +6,7 @@
 use crate::clients::{ClientView, Registration};
 use crate::commands::{self, Session};
 use crate::reply::{Step, Waiting};
-use crate::resp::{decode_request, encode_reply, Protocol, Reply};
+use crate::resp::{decode_request, encode_reply, Reply};
 use crate::shared::SharedTurn;
 pub use crate::shared::{ServerConfig, Shared};
 use crate::slowlog::SlowLog;
@@ -112,20 +112,7 @@ where
         local: laddr,
         redis_cluster,
     } = ends;
-    let session = Session {
-        id: shared.next_client_id(),
-        namespace: 0,
-        protocol: Protocol::Resp2,
-        name: None,
-        lib_name: None,
-        lib_ver: None,
-        authenticated: shared.config.requirepass.is_none(),
-        peer,
-        monitor: false,
-        redis_cluster,
-        transaction: Default::default(),
-        running_exec: false,
-    };
+    let session = Session::new(shared.next_client_id(), peer, redis_cluster, shared);
     let registration = shared.clients.register(first_view(&session, laddr));
     let mut conn = Conn {
         shared,

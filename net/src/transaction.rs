@@ -23,7 +23,16 @@ pub const WATCHED_KEYS_MAX: usize = 10_000;
 
 /// Commands that run at once even inside MULTI (Redis's list).
 pub fn runs_while_queueing(name: &str) -> bool {
-    matches!(name, "multi" | "exec" | "discard" | "watch" | "quit")
+    matches!(
+        name,
+        "multi" | "exec" | "discard" | "watch" | "quit" | "reset"
+    )
+}
+
+/// Commands refused inside MULTI (Redis's `no-multi` ones): the refusal
+/// aborts EXEC.
+pub fn refused_inside(name: &str) -> bool {
+    matches!(name, "save" | "shutdown" | "monitor")
 }
 
 /// One key WATCH saw: its namespace, and a hash of its sibling set then

@@ -260,3 +260,62 @@ pub async fn memory_usage(backend: &Backend<'_>, ns: u8, key: &Bytes) -> Reply {
     }
     Reply::Null
 }
+
+/// OBJECT ENCODING | REFCOUNT | IDLETIME | FREQ | HELP key. Shoal keeps
+/// every key as its own records, shared with nothing, so REFCOUNT is 1;
+/// ENCODING names the encoding Redis would report for a value of this type
+/// and size (clients and tests read it), not how Shoal stores it; access
+/// times and frequencies are not tracked, and those subcommands say so.
+pub async fn object(backend: &Backend<'_>, ns: u8, args: &[Bytes]) -> Reply {
+    let sub = crate::reply::lower(&args[0]);
+    if sub == "help" {
+        let lines = [
+            "OBJECT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+            "ENCODING <key>",
+            "    The encoding Redis would report for the key's type and size.",
+            "REFCOUNT <key>",
+            "    Always 1: Shoal shares no value between keys.",
+        ];
+        return Reply::Array(lines.iter().map(|l| Reply::Simple(l.to_string())).collect());
+    }
+    let [_, key] = args else {
+        return Reply::error(format!(
+            "ERR unknown subcommand or wrong number of arguments for '{sub}'. Try OBJECT HELP."
+        ));
+    };
+    let kind = match backend.kind_of(ns, key).await {
+        Ok(Some(kind)) => kind,
+        Ok(None) => return Reply::Null,
+        Err(reply) => return reply,
+    };
+    match sub.as_str() {
+        "refcount" => Reply::Integer(1),
+        "encoding" => Reply::bulk(match kind {
+            Kind::String => string_encoding(backend, ns, key).await,
+            Kind::Hash => "hashtable",
+            Kind::Set => "hashtable",
+            Kind::List => "quicklist",
+            Kind::ZSet | Kind::ZSetScores => "skiplist",
+        }),
+        "idletime" | "freq" => Reply::error(format!(
+            "ERR OBJECT {} is not tracked: Shoal keeps no access times or frequencies",
+            sub.to_uppercase()
+        )),
+        _ => Reply::error(format!("ERR unknown subcommand '{sub}'. Try OBJECT HELP.")),
+    }
+}
+
+/// Redis's encoding name for a string value: `int`, `embstr` (44 bytes at
+/// most) or `raw`.
+async fn string_encoding(backend: &Backend<'_>, ns: u8, key: &Bytes) -> &'static str {
+    let read = backend.read(ns, std::slice::from_ref(key)).await.remove(0);
+    let value = read
+        .ok()
+        .flatten()
+        .and_then(|s| s.winner().and_then(|w| w.value.clone()));
+    match value {
+        Some(v) if shoal_engine::store::modify::parse_i64(&v).is_some() => "int",
+        Some(v) if v.len() <= 44 => "embstr",
+        _ => "raw",
+    }
+}

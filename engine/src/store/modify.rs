@@ -1,5 +1,5 @@
 //! Read-modify-writes of a string value (INCRBY, INCRBYFLOAT, APPEND,
-//! SETRANGE): the store computes the new value from the key's current winner
+//! SETRANGE, SETBIT): the store computes the new value from the key's current winner
 //! while it prepares the write, under the same lock that orders every write of
 //! the node, so two of them never read the same value. Redis's rules and
 //! error texts.
@@ -27,6 +27,9 @@ pub enum Modify {
     /// EXPIRE, PERSIST, GETEX: the value unchanged, with the op's deadline
     /// (not applied to an absent key).
     Touch,
+    /// SETBIT: set or clear one bit (bit 0 is the first byte's highest),
+    /// padding with zero bytes.
+    SetBit { offset_bits: u64, bit: bool },
 }
 
 /// Why a modification was refused; nothing was written.
@@ -103,6 +106,23 @@ impl Modify {
                 next.extend_from_slice(bytes);
                 Ok(next.freeze())
             }
+            Modify::SetBit { offset_bits, bit } => {
+                let byte = usize::try_from(offset_bits / 8).unwrap_or(usize::MAX);
+                if byte >= STRING_LEN_MAX_BYTES {
+                    return Err(ModifyError::TooLong { len_bytes: byte });
+                }
+                let mut next = BytesMut::from(current.unwrap_or_default());
+                if next.len() <= byte {
+                    next.resize(byte + 1, 0);
+                }
+                let mask = 0x80u8 >> (offset_bits % 8);
+                next[byte] = if *bit {
+                    next[byte] | mask
+                } else {
+                    next[byte] & !mask
+                };
+                Ok(next.freeze())
+            }
             Modify::SetRange {
                 offset_bytes,
                 bytes,
@@ -165,6 +185,27 @@ mod tests {
     fn apply(m: Modify, current: Option<&str>) -> Result<String, ModifyError> {
         m.apply(current.map(str::as_bytes))
             .map(|b| String::from_utf8(b.expect("a value").to_vec()).unwrap())
+    }
+
+    #[test]
+    fn setbit_sets_one_bit_from_the_highest() {
+        let set = |offset_bits, bit, current: Option<&[u8]>| {
+            Modify::SetBit { offset_bits, bit }
+                .apply(current)
+                .unwrap()
+                .unwrap()
+        };
+        assert_eq!(&set(0, true, None)[..], &[0x80]);
+        assert_eq!(&set(9, true, Some(&[0xff]))[..], &[0xff, 0x40]);
+        assert_eq!(&set(7, false, Some(&[0xff]))[..], &[0xfe]);
+        let too_far = Modify::SetBit {
+            offset_bits: (STRING_LEN_MAX_BYTES as u64) * 8,
+            bit: true,
+        };
+        assert!(matches!(
+            too_far.apply(None),
+            Err(ModifyError::TooLong { .. })
+        ));
     }
 
     #[test]
