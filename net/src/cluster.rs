@@ -825,8 +825,8 @@ fn outcome_to_wire(o: &WriteOutcome) -> ClientOutcome {
 
 pub fn write_to_wire(op: &WriteOp) -> ClientWrite {
     assert!(
-        op.modify.is_none() && op.deadline != Deadline::Keep,
-        "a read-modify-write (KEEPTTL too) is refused before it is routed (data.rs)"
+        op.modify.is_none() && op.deadline != Deadline::Keep && op.take.is_none(),
+        "a read-modify-write (KEEPTTL too) or a take is refused or rewritten before it is routed"
     );
     ClientWrite {
         namespace: op.namespace,

@@ -306,12 +306,12 @@ pub fn kind_of(spec: &'static CommandSpec) -> usize {
 /// Commands that run under the node's exclusive turn (`shared::Isolation`):
 /// EXEC, and the multi-key writes that must read and write with nothing of
 /// another connection between.
-pub fn runs_alone(name: &str) -> bool {
+pub fn runs_alone(name: &str, args: &[Bytes]) -> bool {
     matches!(
         name,
         "exec" | "msetnx" | "rename" | "renamenx" | "copy" | "move"
-    ) || crate::set::runs_alone(name)
-        || crate::list::runs_alone(name)
+    ) || crate::set::runs_alone(name, args)
+        || crate::list::runs_alone(name, args)
         || crate::zset::runs_alone(name)
         || crate::zcombine::runs_alone(name)
 }
@@ -319,8 +319,8 @@ pub fn runs_alone(name: &str) -> bool {
 /// Whether the connection gives up its shared turn before running the
 /// command: one that runs alone, or a blocking one (it takes the exclusive
 /// turn per try, and must not hold up others while it waits).
-pub fn releases_turn(name: &str) -> bool {
-    runs_alone(name) || crate::blocking::blocks(name)
+pub fn releases_turn(name: &str, args: &[Bytes]) -> bool {
+    runs_alone(name, args) || crate::blocking::blocks(name)
 }
 
 /// Whether the command is a write that may be left pending (pipelined).
@@ -406,7 +406,7 @@ pub async fn execute(
             session.transaction.watch(&backend, ns, &args[1..]).await
         }
         "unwatch" => session.transaction.unwatch(),
-        name if runs_alone(name) => {
+        name if runs_alone(name, args) => {
             // Held until the write is answered: a check made under the turn
             // must still hold when the next one looks (two MSETNX of one key
             // both won when the turn ended at submission).

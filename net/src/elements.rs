@@ -87,6 +87,52 @@ pub fn rank_range(len: usize, start: i64, stop: i64) -> std::ops::Range<usize> {
     start as usize..stop as usize + 1
 }
 
+/// How many times a pop lists again after losing every element it tried
+/// to a concurrent pop.
+pub const TAKE_TRIES_MAX: usize = 64;
+
+/// Delete each of `stored` (in namespace `cns`) only if it still holds a
+/// value, as one batch; per key, the value removed, or `None` when another
+/// writer removed it first. Pops take elements this way without the node's
+/// exclusive turn: of two pops racing for one element, one gets it.
+pub async fn take(
+    backend: &Backend<'_>,
+    cns: u8,
+    stored: &[Bytes],
+) -> Result<Vec<Option<Bytes>>, Reply> {
+    if stored.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ops = stored
+        .iter()
+        .map(|key| {
+            let mut op = WriteOp::delete(cns, key.clone());
+            op.condition = shoal_engine::Condition::IfPresent;
+            op
+        })
+        .collect();
+    run_takes(backend, ops).await
+}
+
+/// Write deletes that answer what they removed (conditional deletes, or
+/// one node's `WriteOp::take`); per op, the value removed or `None`.
+pub async fn run_takes(
+    backend: &Backend<'_>,
+    ops: Vec<WriteOp>,
+) -> Result<Vec<Option<Bytes>>, Reply> {
+    let written = Waiting::of(backend.write(ops, ReplyShape::Taken).await);
+    match written.0.reply().await {
+        Reply::Array(taken) => Ok(taken
+            .into_iter()
+            .map(|r| match r {
+                Reply::Bulk(value) => Some(value),
+                _ => None,
+            })
+            .collect()),
+        error => Err(error),
+    }
+}
+
 /// Write `ops` and wait for them; the error reply if they failed.
 pub async fn write_all(backend: &Backend<'_>, ops: Vec<WriteOp>) -> Result<(), Reply> {
     if ops.is_empty() {

@@ -6,8 +6,12 @@
 //! position (racing, or on two sides of a partition) are two elements, in
 //! tiebreak order: a push is never lost.
 //!
-//! Pops and the commands that rewrite from what they read (LREM, LTRIM,
-//! LINSERT, LSET, LMOVE) run under one node's exclusive turn, as one step.
+//! Pops of several elements and the commands that rewrite from what they
+//! read (LREM, LTRIM, LINSERT, LSET, LMOVE) run under one node's exclusive
+//! turn, as one step; a pop of one element on one node lets the store
+//! choose it as it prepares the group commit (`WriteOp::take`), so racing
+//! pops never wait on each other's sync (a cluster's coordinator takes by a
+//! conditional delete, `elements::take`).
 //! On a cluster a pop removes what its coordinator holds: two pops on two
 //! sides of a partition may return one element twice, never lose it; LMOVE,
 //! RPOPLPUSH and the blocking pops are refused there for now. A blocking pop
@@ -19,14 +23,14 @@
 
 use crate::backend::Backend;
 use crate::blocking::Try;
-use crate::elements::{rank_range, write_all};
+use crate::elements::{rank_range, run_takes, take, write_all, TAKE_TRIES_MAX};
 use crate::keyspace::Kind;
 use crate::reply::{err, parse_int, syntax_error, Step};
 use crate::resp::Reply;
 use crate::types::refuse_other;
 use bytes::Bytes;
 use shoal_engine::fields::{field_key, list_element, list_position, lists_namespace};
-use shoal_engine::WriteOp;
+use shoal_engine::{TakeEnd, WriteOp};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Positions between pushed elements: room for LINSERT's midpoints.
@@ -105,12 +109,14 @@ pub fn blocks(name: &str) -> bool {
 }
 
 /// Whether a list command must run under the node's exclusive turn (it
-/// writes from what it read). The blocking ones take it per try instead.
-pub fn runs_alone(name: &str) -> bool {
+/// writes from what it read). The blocking ones take it per try instead. A
+/// pop of one element needs no turn (`elements::take`); a pop of several
+/// takes it, so that its elements are contiguous.
+pub fn runs_alone(name: &str, args: &[Bytes]) -> bool {
     matches!(
         name,
-        "lpop" | "rpop" | "lmpop" | "lset" | "lrem" | "ltrim" | "linsert" | "lmove" | "rpoplpush"
-    )
+        "lmpop" | "lset" | "lrem" | "ltrim" | "linsert" | "lmove" | "rpoplpush"
+    ) || (matches!(name, "lpop" | "rpop") && args.len() > 2)
 }
 
 /// Why LMOVE, RPOPLPUSH and the blocking pops are refused on a cluster.
@@ -667,20 +673,60 @@ async fn pop(
     if count == 0 {
         return Ok((length(backend, ns, key).await? > 0).then(Vec::new));
     }
-    // Only the popped elements are listed and read.
-    let all = names_from(backend, ns, key, end, (0, count)).await?;
-    if all.is_empty() {
+    if !backend.is_routed() {
+        return local_pop(backend, ns, key, end, count).await;
+    }
+    // Only the popped elements are listed, and taken by conditional
+    // deletes that answer the values they removed: a pop lost to a racing
+    // one (through this coordinator) lists the next elements.
+    let mut popped = Vec::with_capacity(count.min(1024));
+    for _ in 0..TAKE_TRIES_MAX {
+        let names = names_from(backend, ns, key, end, (0, count - popped.len())).await?;
+        if names.is_empty() {
+            break;
+        }
+        let stored: Vec<Bytes> = names.iter().map(|n| stored(key, n)).collect();
+        popped.extend(
+            take(backend, lists_namespace(ns), &stored)
+                .await?
+                .into_iter()
+                .flatten(),
+        );
+        if popped.len() == count {
+            break;
+        }
+    }
+    if popped.is_empty() {
         refuse_other(backend, ns, key, Kind::List).await?;
         return Ok(None);
     }
-    let all = read_items(backend, ns, key, &all).await?;
-    let lns = lists_namespace(ns);
-    let ops = all
-        .iter()
-        .map(|i| WriteOp::delete(lns, stored(key, &i.name)))
-        .collect();
-    write_all(backend, ops).await?;
-    Ok(Some(all.into_iter().map(|i| i.value).collect()))
+    Ok(Some(popped))
+}
+
+/// A pop on one node: the store chooses each element as it prepares the
+/// write (`WriteOp::take`), so racing pops in one group commit each take a
+/// different element and none waits for another's sync.
+async fn local_pop(
+    backend: &Backend<'_>,
+    ns: u8,
+    key: &Bytes,
+    end: End,
+    count: usize,
+) -> Result<Option<Vec<Bytes>>, Reply> {
+    let len = length(backend, ns, key).await?;
+    if len == 0 {
+        return Ok(None);
+    }
+    let prefix = Bytes::from(shoal_engine::fields::field_prefix(key));
+    let end = match end {
+        End::Left => TakeEnd::First,
+        End::Right => TakeEnd::Last,
+    };
+    let take = |_| WriteOp::take(lists_namespace(ns), prefix.clone(), end);
+    let popped = run_takes(backend, (0..count.min(len)).map(take).collect()).await?;
+    let popped: Vec<Bytes> = popped.into_iter().flatten().collect();
+    // Racing pops emptied it between the count and the takes.
+    Ok((!popped.is_empty()).then_some(popped))
 }
 
 /// LMOVE: the element at `ends.0` of `from` moved to `ends.1` of `to` in

@@ -103,6 +103,9 @@ pub enum ReplyShape {
     Added,
     /// SETBIT: the bit at this offset before the write.
     OldBit(u64),
+    /// LPOP, SPOP (conditional deletes): per write, the value it removed
+    /// (a bulk), or nil when another took it first (not applied).
+    Taken,
     /// DEL: how many keys existed, the writes grouped per key (a hash's
     /// fields and its string): `ops_per_key[i]` writes for key `i`.
     CountKeys(std::sync::Arc<[usize]>),
@@ -138,6 +141,26 @@ fn new_value_reply(outcome: &shoal_engine::WriteOutcome, shape: ReplyShape) -> R
         ),
         ReplyShape::NewLength => Reply::Integer(minted.len() as i64),
         _ => Reply::Bulk(minted),
+    }
+}
+
+/// The replies built from what writes found before them: the values takes
+/// removed (nil: another took it first), or SETBIT's old bit.
+fn removed_reply(outcomes: &[shoal_engine::WriteOutcome], shape: ReplyShape) -> Reply {
+    match shape {
+        ReplyShape::OldBit(offset_bits) => {
+            let old = outcomes[0].previous_winner.as_deref().unwrap_or_default();
+            Reply::Integer(i64::from(crate::bits::bit_at(old, offset_bits)))
+        }
+        _ => Reply::Array(
+            outcomes
+                .iter()
+                .map(|o| match (o.applied, &o.previous_winner) {
+                    (true, Some(value)) => Reply::Bulk(value.clone()),
+                    _ => Reply::Null,
+                })
+                .collect(),
+        ),
     }
 }
 
@@ -185,10 +208,7 @@ pub fn finish_routed(results: Vec<RoutedWrite>, shape: ReplyShape) -> Reply {
             }
         }
         ReplyShape::SetNx => Reply::Integer(i64::from(outcomes[0].applied)),
-        ReplyShape::OldBit(offset_bits) => {
-            let old = outcomes[0].previous_winner.as_deref().unwrap_or_default();
-            Reply::Integer(i64::from(crate::bits::bit_at(old, offset_bits)))
-        }
+        ReplyShape::Taken | ReplyShape::OldBit(_) => removed_reply(&outcomes, shape),
         ReplyShape::Previous => outcomes[0]
             .previous_winner
             .clone()

@@ -266,7 +266,7 @@ impl Conn<'_> {
         if !commands::is_deferrable_write(spec) {
             self.resolve().await;
         }
-        if spec.is_some_and(|s| commands::releases_turn(s.name)) {
+        if spec.is_some_and(|s| commands::releases_turn(s.name, &args)) {
             // EXEC, MSETNX, RENAME, ... take the exclusive turn, BLPOP for
             // each try; this connection's own writes are all answered
             // (resolved above).

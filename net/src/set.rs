@@ -9,7 +9,8 @@
 //! two SPOPs on two sides of a partition may both return one member (it is
 //! popped twice, never lost). SMOVE and the *STORE commands write several
 //! keys from what they read, so a cluster refuses them for now; one node
-//! runs them, and SPOP, under its exclusive turn, as one step.
+//! runs them, and SPOP with a count, under its exclusive turn, as one step.
+//! SPOP takes members by conditional deletes (`elements::take`).
 //!
 //! Must not touch: how reads and writes travel (`backend`), connections.
 
@@ -66,11 +67,9 @@ const MULTI_KEY_WRITE_ON_CLUSTER: &str = "ERR SMOVE, SINTERSTORE, SUNIONSTORE an
 
 /// Whether a set command must run under the node's exclusive turn (it
 /// writes from what it read).
-pub fn runs_alone(name: &str) -> bool {
-    matches!(
-        name,
-        "spop" | "smove" | "sinterstore" | "sunionstore" | "sdiffstore"
-    )
+pub fn runs_alone(name: &str, args: &[Bytes]) -> bool {
+    matches!(name, "smove" | "sinterstore" | "sunionstore" | "sdiffstore")
+        || (name == "spop" && args.len() > 2)
 }
 
 impl SetCommand {
@@ -312,37 +311,34 @@ async fn move_member(
 }
 
 /// SPOP: up to `count` members (one, as a bulk, without a count) removed
-/// and answered.
+/// and answered. Members are taken by conditional deletes
+/// (`elements::take`): one lost to a racing SPOP is picked again.
 async fn pop(backend: &Backend<'_>, ns: u8, key: Bytes, count: Option<u64>) -> Result<Step, Reply> {
-    // Only the members' names are listed (no value is read).
-    let stored = backend.element_keys(ns, Kind::Set, &key).await?;
-    if stored.is_empty() {
+    let want = count.map_or(1, |c| c as usize);
+    let mut popped = Vec::new();
+    let prefix_len = field_prefix(&key).len();
+    for _ in 0..crate::elements::TAKE_TRIES_MAX {
+        // Only the members' names are listed (no value is read).
+        let stored = backend.element_keys(ns, Kind::Set, &key).await?;
+        if stored.is_empty() || popped.len() >= want {
+            break;
+        }
+        let picked = crate::elements::pick(
+            &stored,
+            Some((want - popped.len()) as i64),
+            backend.now_ms(),
+        )
+        .unwrap_or_default();
+        let taken = crate::elements::take(backend, members_namespace(ns), &picked).await?;
+        let won = picked.into_iter().zip(taken).filter(|(_, t)| t.is_some());
+        popped.extend(won.map(|(stored, _)| stored.slice(prefix_len..)));
+    }
+    if popped.is_empty() {
         refuse_other(backend, ns, &key, Kind::Set).await?;
     }
-    let prefix_len = field_prefix(&key).len();
-    let all: Vec<Bytes> = stored.into_iter().map(|k| k.slice(prefix_len..)).collect();
-    let picked = match rand_members(all, count.map(|c| c as i64).or(Some(1)), backend.now_ms()) {
-        Reply::Array(items) => items,
-        other => vec![other],
-    };
-    let picked: Vec<Bytes> = picked
-        .into_iter()
-        .filter_map(|r| match r {
-            Reply::Bulk(b) => Some(b),
-            _ => None,
-        })
-        .collect();
-    if !picked.is_empty() {
-        let mns = members_namespace(ns);
-        let ops = picked
-            .iter()
-            .map(|m| WriteOp::delete(mns, Bytes::from(field_key(&key, m))))
-            .collect();
-        write_all(backend, ops).await?;
-    }
     Ok(Step::Reply(match count {
-        Some(_) => Reply::Array(picked.into_iter().map(Reply::Bulk).collect()),
-        None => picked.into_iter().next().map_or(Reply::Null, Reply::Bulk),
+        Some(_) => Reply::Array(popped.into_iter().map(Reply::Bulk).collect()),
+        None => popped.into_iter().next().map_or(Reply::Null, Reply::Bulk),
     }))
 }
 

@@ -115,3 +115,49 @@ fn elements_survive_kill_9() {
     assert_eq!(query::<String>(&mut c, &["LINDEX", "big", "0"]), "e1");
     assert_eq!(query::<String>(&mut c, &["LINDEX", "big", "-1"]), "e199");
 }
+
+/// Racing pops (LPOP, RPOP, SPOP without a count take no exclusive turn):
+/// every element is popped exactly once, by one of the clients.
+#[test]
+fn racing_pops_take_each_element_once() {
+    let dir = temp_dir("list-racing-pops");
+    let node = ShoalProcess::start(&dir, &[]);
+    let mut c = node.client();
+    let elements: Vec<String> = (0..300).map(|i| format!("e{i}")).collect();
+    let mut push = vec!["RPUSH", "q"];
+    push.extend(elements.iter().map(String::as_str));
+    assert_eq!(int(&mut c, &push), 300);
+    let mut add = vec!["SADD", "s"];
+    add.extend(elements.iter().map(String::as_str));
+    assert_eq!(int(&mut c, &add), 300);
+    let poppers: Vec<_> = (0..6)
+        .map(|i| {
+            let url = node.url();
+            std::thread::spawn(move || {
+                let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+                let (mut list, mut set) = (Vec::new(), Vec::new());
+                let pop = if i % 2 == 0 { "LPOP" } else { "RPOP" };
+                while let Some(e) = query::<Option<String>>(&mut c, &[pop, "q"]) {
+                    list.push(e);
+                }
+                while let Some(m) = query::<Option<String>>(&mut c, &["SPOP", "s"]) {
+                    set.push(m);
+                }
+                (list, set)
+            })
+        })
+        .collect();
+    let (mut list, mut set): (Vec<String>, Vec<String>) = (Vec::new(), Vec::new());
+    for popper in poppers {
+        let (l, s) = popper.join().unwrap();
+        list.extend(l);
+        set.extend(s);
+    }
+    for popped in [&mut list, &mut set] {
+        popped.sort();
+        let mut expected = elements.clone();
+        expected.sort();
+        assert_eq!(*popped, expected, "each element popped once");
+    }
+    assert_eq!(int(&mut c, &["EXISTS", "q", "s"]), 0);
+}

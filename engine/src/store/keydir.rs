@@ -26,6 +26,26 @@ pub(crate) struct KeyDir {
     /// Live elements per collection, by namespace byte then the
     /// collection's element prefix (`fields::field_prefix`); absent at 0.
     live_elements: BTreeMap<Box<[u8]>, u64>,
+    /// Per collection (named as in `live_elements`), directory keys no live
+    /// element lies before (first) or after (last): where a pop left off,
+    /// so walks from an end skip the delete markers pops leave behind.
+    live_ends: BTreeMap<Box<[u8]>, LiveEnds>,
+}
+
+/// Bounds on a collection's live elements (see `KeyDir::live_ends`).
+#[derive(Default)]
+struct LiveEnds {
+    first: Option<Box<[u8]>>,
+    last: Option<Box<[u8]>>,
+}
+
+/// `namespace ++ prefix`: how `live_elements` and `live_ends` name a
+/// collection.
+fn collection_id(namespace: u8, prefix: &[u8]) -> Vec<u8> {
+    let mut id = Vec::with_capacity(1 + prefix.len());
+    id.push(namespace);
+    id.extend_from_slice(prefix);
+    id
 }
 
 /// Directory keys up to this length are built on the stack for lookups.
@@ -106,10 +126,17 @@ impl KeyDir {
         let Some(prefix) = collection_of(dir_key) else {
             return;
         };
-        let mut id = Vec::with_capacity(1 + prefix.len());
-        id.push(dir_key[0]);
-        id.extend_from_slice(prefix);
+        let id = collection_id(dir_key[0], prefix);
         if is_live {
+            // A new live element outside a bound moves the bound to it.
+            if let Some(ends) = self.live_ends.get_mut(&id[..]) {
+                if ends.first.as_deref().is_some_and(|first| dir_key < first) {
+                    ends.first = Some(dir_key.into());
+                }
+                if ends.last.as_deref().is_some_and(|last| dir_key > last) {
+                    ends.last = Some(dir_key.into());
+                }
+            }
             *self.live_elements.entry(id.into_boxed_slice()).or_insert(0) += 1;
             return;
         }
@@ -120,15 +147,35 @@ impl KeyDir {
         *count -= 1;
         if *count == 0 {
             self.live_elements.remove(&id[..]);
+            self.live_ends.remove(&id[..]);
         }
+    }
+
+    /// Remember that no live element of `dir_key`'s collection lies before
+    /// it (or, `last`, after it). `dir_key` must be a live element no live
+    /// element precedes (follows): the first (last) one a walk found.
+    pub fn note_live_end(&mut self, dir_key: &[u8], last: bool) {
+        debug_assert!(self.get(dir_key).is_some_and(|e| e.live), "a live element");
+        let Some(prefix) = collection_of(dir_key) else {
+            return;
+        };
+        let id = collection_id(dir_key[0], prefix).into_boxed_slice();
+        let ends = self.live_ends.entry(id).or_default();
+        match last {
+            false => ends.first = Some(dir_key.into()),
+            true => ends.last = Some(dir_key.into()),
+        }
+    }
+
+    /// The bounds known for the collection with element prefix `prefix`.
+    fn ends_of(&self, namespace: u8, prefix: &[u8]) -> Option<&LiveEnds> {
+        self.live_ends.get(&collection_id(namespace, prefix)[..])
     }
 
     /// How many live elements the collection with element prefix `prefix`
     /// in `namespace` holds.
     pub fn live_elements(&self, namespace: u8, prefix: &[u8]) -> u64 {
-        let mut id = Vec::with_capacity(1 + prefix.len());
-        id.push(namespace);
-        id.extend_from_slice(prefix);
+        let id = collection_id(namespace, prefix);
         self.live_elements.get(&id[..]).copied().unwrap_or(0)
     }
 
@@ -182,6 +229,7 @@ impl KeyDir {
             .flat_map(|slots| slots.iter())
             .map(|m| m.len())
             .sum();
+        self.live_ends.clear();
         self.recount_elements();
     }
 
@@ -214,21 +262,30 @@ impl KeyDir {
     }
 
     /// The entries of `namespace` whose stored key starts with `prefix`, in
-    /// key order (a hash's fields: one slot, one contiguous range).
+    /// key order (a hash's fields: one slot, one contiguous range), from the
+    /// collection's first live element when a walk noted it
+    /// ([`Self::note_live_end`]): dead entries before it may be left out.
     pub fn with_prefix<'a>(
         &'a self,
         namespace: u8,
         prefix: &'a [u8],
     ) -> impl Iterator<Item = (&'a Box<[u8]>, &'a KeyEntry)> + 'a {
-        let start = super::dir_key(namespace, prefix);
+        let mut start = super::dir_key(namespace, prefix);
         let slot = split(&start).1;
+        if let Some(first) = self
+            .ends_of(namespace, prefix)
+            .and_then(|e| e.first.clone())
+        {
+            start = first;
+        }
         self.slot_map(namespace, slot)
             .into_iter()
             .flat_map(move |map| map.range(start.clone()..))
             .take_while(move |(k, _)| k[3..].starts_with(prefix))
     }
 
-    /// [`Self::with_prefix`] from the last entry back.
+    /// [`Self::with_prefix`] from the last entry back (from the last live
+    /// element when a walk noted it).
     pub fn with_prefix_rev<'a>(
         &'a self,
         namespace: u8,
@@ -242,11 +299,13 @@ impl KeyDir {
         while end.last() == Some(&0xff) {
             end.pop();
         }
-        let upper = if end.len() > 3 {
-            *end.last_mut().expect("longer than the slot") += 1;
-            Bound::Excluded(end.into_boxed_slice())
-        } else {
-            Bound::Unbounded
+        let upper = match self.ends_of(namespace, prefix).and_then(|e| e.last.clone()) {
+            Some(last) => Bound::Included(last),
+            None if end.len() > 3 => {
+                *end.last_mut().expect("longer than the slot") += 1;
+                Bound::Excluded(end.into_boxed_slice())
+            }
+            None => Bound::Unbounded,
         };
         self.slot_map(namespace, slot)
             .into_iter()
@@ -351,5 +410,39 @@ mod tests {
             assert_eq!(bulk.live_elements(ns, &prefix), live);
         }
         assert_eq!(dir.live_elements(ns, &field_prefix(b"zz")), 0);
+    }
+
+    #[test]
+    fn noted_live_ends_skip_dead_entries_and_move_for_new_elements() {
+        use crate::fields::{field_key, field_prefix, lists_namespace};
+        let ns = lists_namespace(0);
+        let mut dir = KeyDir::default();
+        let dk = |i: u8| dir_key(ns, &field_key(b"q", &[i]));
+        for i in 10..20 {
+            let mut e = entry(u32::from(i));
+            e.live = i >= 15;
+            dir.insert(dk(i), e);
+        }
+        let prefix = field_prefix(b"q");
+        let walk = |dir: &KeyDir| {
+            dir.with_prefix(ns, &prefix)
+                .map(|(k, _)| k.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(walk(&dir).len(), 10);
+        dir.note_live_end(&dk(15), false);
+        dir.note_live_end(&dk(19), true);
+        assert_eq!(walk(&dir), (15..20).map(dk).collect::<Vec<_>>());
+        // A live element before the noted first one moves it.
+        dir.insert(dk(3), entry(3));
+        assert_eq!(walk(&dir).first(), Some(&dk(3)));
+        dir.insert(dk(30), entry(30));
+        assert_eq!(
+            dir.with_prefix_rev(ns, &prefix)
+                .next()
+                .map(|(k, _)| k.clone()),
+            Some(dk(30))
+        );
+        assert_eq!(dir.live_elements(ns, &prefix), 7);
     }
 }

@@ -74,6 +74,16 @@ pub struct WriteOp {
     pub modify: Option<Modify>,
     /// When the written value expires (ignored by merges, forgets and deletes).
     pub deadline: Deadline,
+    /// Delete the first (or last) live key starting with `key` instead of
+    /// `key` itself (see [`WriteOp::take`]).
+    pub take: Option<TakeEnd>,
+}
+
+/// Which end of a prefix range a [`WriteOp::take`] removes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TakeEnd {
+    First,
+    Last,
 }
 
 /// When a forget applies.
@@ -105,6 +115,21 @@ impl WriteOp {
             forget: None,
             modify: None,
             deadline: Deadline::Never,
+            take: None,
+        }
+    }
+
+    /// Delete the first (or last) live key of `namespace` that starts with
+    /// `prefix`, chosen as the store prepares the batch: after the batch's
+    /// earlier writes and the batches not yet published, so pops in one
+    /// group commit each remove a different element (LPOP, RPOP). The
+    /// outcome's `previous_winner` is the value removed; not applied when no
+    /// key is live. Keys only staged (written, not yet published) are not
+    /// candidates.
+    pub fn take(namespace: u8, prefix: Bytes, end: TakeEnd) -> Self {
+        WriteOp {
+            take: Some(end),
+            ..WriteOp::delete(namespace, prefix)
         }
     }
 

@@ -15,6 +15,16 @@ struct Found {
 }
 
 impl Found {
+    /// An absent key (a take that found no live key).
+    fn nothing() -> Found {
+        Found {
+            set: SiblingSet::default(),
+            live: false,
+            winner: None,
+            winner_deadline_ms: None,
+        }
+    }
+
     /// The write changed nothing: the set stays as found.
     fn not_applied(self) -> WriteOutcome {
         WriteOutcome {
@@ -143,6 +153,17 @@ impl Store {
                 max_bytes: self.options.key_size_max_bytes,
             });
         }
+        let taken;
+        let op = match op.take {
+            None => op,
+            Some(end) => match self.take_candidate(op.namespace, &op.key, end, overlay, wall_ms) {
+                Some(key) => {
+                    taken = WriteOp::delete(op.namespace, key);
+                    &taken
+                }
+                None => return Ok(Found::nothing().not_applied()),
+            },
+        };
         let found = self.found(op, overlay, wall_ms)?;
         if let Some(forget) = op.forget {
             return self.prepare_forget(op, forget, found, batch_seq, overlay, frames);
@@ -151,6 +172,41 @@ impl Store {
             return self.prepare_merge(op, incoming, found, batch_seq, overlay, frames);
         }
         self.prepare_write(op, found, (batch_seq, wall_ms), overlay, frames)
+    }
+
+    /// The first (or last) published key starting with `prefix` that is live
+    /// after the batch's earlier writes and the staged batches. The first
+    /// key live in the directory the walk passes is noted as the
+    /// collection's live end, so the next walk starts there.
+    fn take_candidate(
+        &mut self,
+        namespace: u8,
+        prefix: &[u8],
+        end: TakeEnd,
+        overlay: &BTreeMap<Box<[u8]>, SiblingSet>,
+        now_ms: u64,
+    ) -> Option<Bytes> {
+        let mut first_live: Option<Box<[u8]>> = None;
+        let mut live = |dk: &[u8], entry: &KeyEntry| {
+            if entry.live && first_live.is_none() {
+                first_live = Some(dk.into());
+            }
+            let pending = overlay.get(dk).or(self.staged.get(dk).map(|s| &s.set));
+            let live = pending.map_or(entry.live, |set| set.winner_at(now_ms).is_some());
+            live.then(|| Bytes::copy_from_slice(&dk[3..]))
+        };
+        let found = match end {
+            TakeEnd::First => {
+                (self.keydir.with_prefix(namespace, prefix)).find_map(|(k, e)| live(k, e))
+            }
+            TakeEnd::Last => {
+                (self.keydir.with_prefix_rev(namespace, prefix)).find_map(|(k, e)| live(k, e))
+            }
+        };
+        if let Some(first_live) = first_live {
+            self.keydir.note_live_end(&first_live, end == TakeEnd::Last);
+        }
+        found
     }
 
     /// The key's set as this write finds it: after the batch's earlier writes
