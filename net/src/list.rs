@@ -874,8 +874,10 @@ async fn first_pop(
 }
 
 /// A blocked command's look at list `key`: whether it has an element.
+/// A key of another type is not an error here: the client keeps waiting,
+/// as in Redis.
 fn holds<'a>(backend: &'a Backend<'a>, ns: u8, key: Bytes) -> Try<'a, bool> {
-    Box::pin(async move { Ok(length(backend, ns, &key).await? > 0) })
+    Box::pin(async move { Ok(backend.element_count(ns, Kind::List, &key).await? > 0) })
 }
 
 /// BLPOP, BRPOP, BLMPOP: [`first_pop`] once a key has an element; `None`
@@ -886,6 +888,10 @@ async fn blocking_pop(
     (keys, end, count): (&[Bytes], End, usize),
     (timeout_ms, isolation): (u64, &crate::shared::Isolation),
 ) -> Result<Option<(Bytes, Vec<Bytes>)>, Reply> {
+    // A key of another type is refused when the command starts, not after.
+    for key in keys {
+        length(backend, ns, key).await?;
+    }
     let take = |key: Bytes| -> Try<'_, _> {
         Box::pin(async move {
             let popped = pop(backend, ns, &key, end, count).await?;
@@ -904,6 +910,7 @@ async fn blocking_move(
     (from, to, ends): (Bytes, Bytes, (End, End)),
     (timeout_ms, isolation): (u64, &crate::shared::Isolation),
 ) -> Result<Reply, Reply> {
+    length(backend, ns, &from).await?;
     let to = &to;
     let take = |key: Bytes| -> Try<'_, _> {
         Box::pin(async move { move_element(backend, ns, &key, to, ends).await })

@@ -800,8 +800,13 @@ async fn blocking_pop(
     shape: PopShape,
     (timeout_ms, isolation): (u64, &crate::shared::Isolation),
 ) -> Result<Reply, Reply> {
+    // A key of another type is refused when the command starts, not after.
+    for key in keys {
+        collection_len(backend, ns, key, Kind::ZSet).await?;
+    }
     let holds = |key: Bytes| -> Try<'_, bool> {
-        Box::pin(async move { Ok(collection_len(backend, ns, &key, Kind::ZSet).await? > 0) })
+        // Another type is not an error: the client keeps waiting.
+        Box::pin(async move { Ok(backend.element_count(ns, Kind::ZSet, &key).await? > 0) })
     };
     let take = |key: Bytes| -> Try<'_, Option<Reply>> {
         Box::pin(async move {

@@ -161,3 +161,25 @@ fn racing_pops_take_each_element_once() {
     }
     assert_eq!(int(&mut c, &["EXISTS", "q", "s"]), 0);
 }
+
+/// A blocked pop keeps waiting while its key holds another type (as in
+/// Redis), but a pop started on a key of another type is refused at once.
+#[test]
+fn a_blocked_pop_waits_through_a_key_of_another_type() {
+    let dir = temp_dir("list-blocked-type");
+    let node = ShoalProcess::start(&dir, &[]);
+    let mut c = node.client();
+    let _: () = query(&mut c, &["SET", "str", "v"]);
+    assert!(error_of(&mut c, &["BLPOP", "str", "1"]).starts_with("WRONGTYPE"));
+    let url = node.url();
+    let blocked = std::thread::spawn(move || {
+        let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+        query::<Vec<String>>(&mut c, &["BLPOP", "q", "5"])
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let _: () = query(&mut c, &["SET", "q", "now a string"]);
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(int(&mut c, &["DEL", "q"]), 1);
+    assert_eq!(int(&mut c, &["LPUSH", "q", "b"]), 1);
+    assert_eq!(blocked.join().unwrap(), ["q", "b"]);
+}
