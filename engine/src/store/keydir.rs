@@ -155,7 +155,10 @@ impl KeyDir {
     /// it (or, `last`, after it). `dir_key` must be a live element no live
     /// element precedes (follows): the first (last) one a walk found.
     pub fn note_live_end(&mut self, dir_key: &[u8], last: bool) {
-        debug_assert!(self.get(dir_key).is_some_and(|e| e.live), "a live element");
+        assert!(
+            self.get(dir_key).is_some_and(|e| e.live),
+            "a noted live end is a live element"
+        );
         let Some(prefix) = collection_of(dir_key) else {
             return;
         };
