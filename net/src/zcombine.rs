@@ -181,7 +181,7 @@ fn parse_options(
 async fn scored(backend: &Backend<'_>, ns: u8, key: &Bytes) -> Result<BTreeMap<Bytes, f64>, Reply> {
     match backend.kind_of(ns, key).await? {
         None => Ok(BTreeMap::new()),
-        Some(Kind::ZSet) => Ok(zset::members_in_order(backend, ns, key)
+        Some(Kind::ZSet) => Ok(zset::all_ordered(backend, ns, key)
             .await?
             .into_iter()
             .map(|(score, member)| (member, score))
@@ -307,7 +307,7 @@ impl ZCombineCommand {
                 Ok(Reply::Integer(found as i64))
             }
             ZCombineCommand::RangeStore(destination, source, spec) => {
-                let picked = zset::range_of(backend, ns, &source, &spec).await?;
+                let picked = zset::range(backend, ns, &source, &spec).await?;
                 store_into(backend, ns, &destination, picked).await
             }
         }

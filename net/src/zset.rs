@@ -381,25 +381,7 @@ async fn ordered(
 
 /// Every member of `key` in score order; WRONGTYPE when there is none and
 /// `key` holds another type.
-pub async fn members_in_order(
-    backend: &Backend<'_>,
-    ns: u8,
-    key: &Bytes,
-) -> Result<Vec<(f64, Bytes)>, Reply> {
-    all_ordered(backend, ns, key).await
-}
-
-/// The members of `key` that `spec` picks, in reply order (ZRANGESTORE).
-pub async fn range_of(
-    backend: &Backend<'_>,
-    ns: u8,
-    key: &Bytes,
-    spec: &RangeSpec,
-) -> Result<Vec<(f64, Bytes)>, Reply> {
-    range(backend, ns, key, spec).await
-}
-
-async fn all_ordered(
+pub async fn all_ordered(
     backend: &Backend<'_>,
     ns: u8,
     key: &Bytes,
@@ -618,9 +600,9 @@ async fn scores(
     Ok(found)
 }
 
-/// The members `spec` picks, in reply order. A rank range from the start
-/// reads only as far as its end.
-async fn range(
+/// The members `spec` picks, in reply order (ZRANGE, ZRANGESTORE). A rank
+/// range from the start reads only as far as its end.
+pub async fn range(
     backend: &Backend<'_>,
     ns: u8,
     key: &Bytes,
