@@ -143,20 +143,14 @@ pub(super) async fn audit_handoff(
                         .is_some_and(|st| st.read(|s| s.get(ns, key)).ok().flatten().is_none())
                 })
             };
-            // A delete acknowledged before the change removed the write: its
+            // A delete made before the change removed the write: its
             // marker may have been collected on the sources this node pulled
             // from (a collection the ring change interrupted leaves it on some
             // old owners), and absence here is the same state. So is a later
             // write made after the collection: its context starts afresh and
             // need not cover the deleted write.
             let deleted_here = || {
-                let deleted = events.iter().any(|e| {
-                    matches!(e, Event::Ok {
-                        op: deleter,
-                        result: shoal_checker::OkResult::Delete { context },
-                    } if deleter.key == op.key && context.covers(*dot))
-                });
-                deleted
+                deleted_in(events, &op.key, *dot)
                     && lock(&members[*incoming as usize - 1].storage)
                         .clone()
                         .is_some_and(|st| {
@@ -194,6 +188,24 @@ pub(super) async fn audit_handoff(
         "handoff audit of ring version {}: {checked} (write, incoming owner) pairs held",
         changed.version()
     ));
+}
+
+/// Whether a delete removed the write of `dot` to `key`: one acknowledged to
+/// its client, or one that took effect whatever its client learned (an
+/// expiry's, which no client asked for, among them).
+fn deleted_in(events: &[Event], key: &Key, dot: shoal_checker::Dot) -> bool {
+    events.iter().any(|e| match e {
+        Event::Ok {
+            op,
+            result: shoal_checker::OkResult::Delete { context },
+        } => op.key == *key && context.covers(dot),
+        Event::Effect(effect) => {
+            effect.f == shoal_checker::Function::Delete
+                && effect.key == *key
+                && effect.superseded.covers(dot)
+        }
+        _ => false,
+    })
 }
 
 /// Values of expiring writes whose deadline has passed by `now_ms`, or will
