@@ -49,6 +49,9 @@ struct WireOp {
     siblings: Option<Vec<Sibling>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     expires_ms: Option<u64>,
+    /// A counter's total (an add's or count's `ok`; absent: no counter).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    total: Option<i64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -139,21 +142,30 @@ fn parse_op(text: &str) -> Result<Event, String> {
 }
 
 fn parse_invoke(op: OpHeader, wire: WireOp) -> Result<Event, String> {
-    match op.f {
-        Function::Write => {
-            let value = required(wire.value, "value", "a write invoke")?;
-            Ok(Event::Invoke {
-                op,
-                value: Some(value),
-                expires_ms: wire.expires_ms,
-            })
-        }
-        Function::Read | Function::Delete => Ok(Event::Invoke {
+    if !op.f.carries_value() {
+        return Ok(Event::Invoke {
             op,
             value: None,
             expires_ms: None,
-        }),
+        });
     }
+    let what = format!(
+        "a{} {} invoke",
+        if op.f == Function::Add { "n" } else { "" },
+        op.f
+    );
+    let value = required(wire.value, "value", &what)?;
+    if op.f == Function::Add && !value.parse::<i64>().is_ok_and(|delta| delta > 0) {
+        return Err(format!(
+            "an add's value is a positive integer, not {value:?}"
+        ));
+    }
+    let expires_ms = wire.expires_ms.filter(|_| op.f == Function::Write);
+    Ok(Event::Invoke {
+        op,
+        value: Some(value),
+        expires_ms,
+    })
 }
 
 fn parse_ok_result(wire: WireOp) -> Result<OkResult, String> {
@@ -170,6 +182,12 @@ fn parse_ok_result(wire: WireOp) -> Result<OkResult, String> {
         Function::Delete => Ok(OkResult::Delete {
             context: required(wire.context, "context", "a delete ok")?,
         }),
+        Function::Add => Ok(OkResult::Add {
+            total: required(wire.total, "total", "an add ok")?,
+        }),
+        Function::Count => Ok(OkResult::Count { total: wire.total }),
+        Function::Push => Ok(OkResult::Push),
+        Function::Pop => Ok(OkResult::Pop { value: wire.value }),
     }
 }
 
@@ -193,8 +211,10 @@ fn parse_final(text: &str) -> Result<Event, String> {
 
 fn parse_effect(text: &str) -> Result<Event, String> {
     let wire: WireEffect = from_json(text)?;
+    if !matches!(wire.f, Function::Write | Function::Delete) {
+        return Err("an effect is a write's or a delete's".to_string());
+    }
     match (wire.f, &wire.value) {
-        (Function::Read, _) => return Err("an effect is a write's or a delete's".to_string()),
         (Function::Write, None) => return Err("missing field `value` in a write effect".into()),
         (Function::Delete, Some(_)) => return Err("a delete effect has no value".to_string()),
         _ => {}
@@ -288,6 +308,7 @@ fn op_to_wire(
         context: None,
         siblings: None,
         expires_ms: None,
+        total: None,
     };
     match result {
         Some(OkResult::Write {
@@ -304,7 +325,10 @@ fn op_to_wire(
             wire.context = Some(context.clone());
         }
         Some(OkResult::Delete { context }) => wire.context = Some(context.clone()),
-        None => {}
+        Some(OkResult::Add { total }) => wire.total = Some(*total),
+        Some(OkResult::Count { total }) => wire.total = *total,
+        Some(OkResult::Push) | None => {}
+        Some(OkResult::Pop { value }) => wire.value = value.clone(),
     }
     wire
 }

@@ -13,9 +13,19 @@ pub enum Function {
     Write,
     Read,
     Delete,
+    /// Adds the invoke's `value` (a positive integer) to a counter; `ok` with
+    /// the counter's new total (`INCRBY`).
+    Add,
+    /// Reads a counter's total (`GET`).
+    Count,
+    /// Appends the invoke's `value` to the tail of a queue (`RPUSH`).
+    Push,
+    /// Takes the element at the head of a queue (`LPOP`), if any.
+    Pop,
 }
 
 impl Function {
+    /// The register functions, counted in every report.
     pub const ALL: [Function; 3] = [Function::Write, Function::Read, Function::Delete];
 
     pub fn name(self) -> &'static str {
@@ -23,7 +33,27 @@ impl Function {
             Function::Write => "write",
             Function::Read => "read",
             Function::Delete => "delete",
+            Function::Add => "add",
+            Function::Count => "count",
+            Function::Push => "push",
+            Function::Pop => "pop",
         }
+    }
+
+    /// Whether the invoke carries a value: what a write writes, an add adds,
+    /// a push appends.
+    pub fn carries_value(self) -> bool {
+        matches!(self, Function::Write | Function::Add | Function::Push)
+    }
+
+    /// Whether it works on a counter or a queue rather than a register: the
+    /// register checks (G1-G6) pass such keys by; `checks::counters` and
+    /// `checks::queues` judge them.
+    pub fn is_typed(self) -> bool {
+        matches!(
+            self,
+            Function::Add | Function::Count | Function::Push | Function::Pop
+        )
     }
 }
 
@@ -66,6 +96,11 @@ pub struct Meta {
     /// superseded it, and an acknowledged delete to have been collected.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub effects: bool,
+    /// Whether each queue element goes to one pop only, in push order (one
+    /// node): then `checks::queues` also judges doubles and order. A cluster
+    /// promises only that no acknowledged push is lost.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pops_exclusive: bool,
     #[serde(flatten)]
     pub extra: BTreeMap<String, serde_json::Value>,
 }
@@ -97,6 +132,14 @@ pub enum OkResult {
     },
     /// The context the delete removed: every dot it covers is gone for ever.
     Delete { context: Context },
+    /// The counter's total with the addition in it.
+    Add { total: i64 },
+    /// The counter's total (None: the counter does not exist, which counts as 0).
+    Count { total: Option<i64> },
+    /// The value is in the queue.
+    Push,
+    /// The element taken (None: the queue was empty).
+    Pop { value: Option<String> },
 }
 
 impl OkResult {
@@ -105,14 +148,20 @@ impl OkResult {
             OkResult::Write { .. } => Function::Write,
             OkResult::Read { .. } => Function::Read,
             OkResult::Delete { .. } => Function::Delete,
+            OkResult::Add { .. } => Function::Add,
+            OkResult::Count { .. } => Function::Count,
+            OkResult::Push => Function::Push,
+            OkResult::Pop { .. } => Function::Pop,
         }
     }
 
-    pub fn context(&self) -> &Context {
+    /// The context a register operation reported (None for counters and queues).
+    pub fn context(&self) -> Option<&Context> {
         match self {
             OkResult::Write { context, .. }
             | OkResult::Read { context, .. }
-            | OkResult::Delete { context } => context,
+            | OkResult::Delete { context } => Some(context),
+            _ => None,
         }
     }
 }

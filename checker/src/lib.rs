@@ -7,7 +7,9 @@
 //! the store, what writes did whatever their clients learned (`effect`) and
 //! delete-marker collections (`collected`) — and the checks of the contract:
 //! G1 durability, G2 no silent loss, G3 convergence, G4 no resurrection, G5 no
-//! garbage, G6 sessions, and liveness. G7 availability is not judged here: an invoke
+//! garbage, G6 sessions, and liveness, for registers; and for counters (`add`,
+//! `count`) and queues (`push`, `pop`), totals within what was acknowledged
+//! and attempted, and no element lost, invented or (one node) popped twice. G7 availability is not judged here: an invoke
 //! that never completes counts as `info`.
 //!
 //! It must not depend on the engine, the network or the simulator: it judges

@@ -38,7 +38,8 @@ pub struct Operation {
     /// The node the client talked to when invoking.
     pub node: NodeId,
     pub invoked: Stamp,
-    /// The value a write tried to write (None for reads and deletes).
+    /// The value a write tried to write, an add to add, a push to append (None
+    /// for reads, deletes, counts and pops).
     pub value: Option<String>,
     /// When that value expires (run time), if it does.
     pub expires_ms: Option<u64>,
@@ -188,10 +189,10 @@ fn invoked_operation(
     op: &OpHeader,
     value: &Option<String>,
 ) -> Result<Operation, String> {
-    if op.f == Function::Write && value.is_none() {
+    if op.f.carries_value() && value.is_none() {
         return Err(format!(
-            "write invoke from process {} has no value",
-            op.process
+            "{} invoke from process {} has no value",
+            op.f, op.process
         ));
     }
     Ok(Operation {
@@ -203,7 +204,7 @@ fn invoked_operation(
             time_ms: op.time_ms,
             event_index,
         },
-        value: if op.f == Function::Write {
+        value: if op.f.carries_value() {
             value.clone()
         } else {
             None

@@ -23,6 +23,12 @@ pub enum ViolationKind {
     Liveness,
     /// A value read after its deadline.
     Expiry,
+    /// A counter's total below the sum of the additions acknowledged before it
+    /// was read, or above the sum of all that may have happened by then.
+    Counter,
+    /// A queue lost an acknowledged push, handed one element out twice, or
+    /// handed out something nobody pushed.
+    Queue,
     /// The history itself does not hold together (a completion without an invoke...).
     /// `History::parse` rejects these; only histories built in code reach the checks.
     Malformed,
@@ -39,6 +45,8 @@ impl ViolationKind {
             ViolationKind::G6Sessions => "G6 sessions",
             ViolationKind::Liveness => "liveness",
             ViolationKind::Expiry => "expiry",
+            ViolationKind::Counter => "counter",
+            ViolationKind::Queue => "queue",
             ViolationKind::Malformed => "malformed history",
         }
     }

@@ -159,6 +159,13 @@ fn ok_text(result: &OkResult) -> String {
             format!(" {} context {context}", siblings_text(siblings))
         }
         OkResult::Delete { context } => format!(" context {context}"),
+        OkResult::Add { total } | OkResult::Count { total: Some(total) } => {
+            format!(" total {total}")
+        }
+        OkResult::Count { total: None } => " no counter".to_string(),
+        OkResult::Push => String::new(),
+        OkResult::Pop { value: Some(value) } => format!(" {value:?}"),
+        OkResult::Pop { value: None } => " empty".to_string(),
     }
 }
 

@@ -723,8 +723,11 @@ async fn local_pop(
         End::Right => TakeEnd::Last,
     };
     let take = |_| WriteOp::take(lists_namespace(ns), prefix.clone(), end);
-    let popped = run_takes(backend, (0..count.min(len)).map(take).collect()).await?;
-    let popped: Vec<Bytes> = popped.into_iter().flatten().collect();
+    // Planted (checker self-test): a pop from a list of three or more takes
+    // one element more than it answers.
+    let takes = count.min(len) + usize::from(cfg!(feature = "bug-pop-takes-extra") && len >= 3);
+    let popped = run_takes(backend, (0..takes).map(take).collect()).await?;
+    let popped: Vec<Bytes> = popped.into_iter().flatten().take(count).collect();
     // Racing pops emptied it between the count and the takes.
     Ok((!popped.is_empty()).then_some(popped))
 }

@@ -18,9 +18,10 @@
 //! `cluster` (cluster seeds: several real nodes with the cluster driver, crashes
 //! with power loss, isolation and cut links, per-replica final reads),
 //! `disk_bound` (the audit that compaction keeps the disk within twice the live
-//! data).
+//! data), `typed` (counters and queues through Redis's commands, and phase 3's
+//! drain of them).
 //!
-//! Only `plan`, `replies`, `digest` and `disk_bound`'s judge exist outside
+//! Only `plan`, `replies`, `typed`'s commands, `digest` and `disk_bound`'s judge exist outside
 //! `--cfg madsim`: the rest needs madsim's runtime, so a normal workspace build
 //! compiles this crate to them alone.
 
@@ -28,6 +29,7 @@ pub mod digest;
 pub mod disk_bound;
 pub mod plan;
 pub mod replies;
+pub mod typed;
 
 #[cfg(madsim)]
 pub mod client;

@@ -69,6 +69,8 @@ pub fn features() -> Vec<&'static str> {
         "bug-ignore-synced-mark",
         "bug-mint-without-catch-up",
         "bug-compaction-by-clock",
+        "bug-modify-twice",
+        "bug-pop-takes-extra",
     )
 }
 
@@ -191,9 +193,10 @@ async fn heal_and_read(
     plan: &Plan,
     supervisor: &Supervisor,
     observer: &madsim::runtime::NodeHandle,
-    recorder: &Arc<Recorder>,
-    keys: BTreeSet<Key>,
+    shared: &Arc<workload::Shared>,
 ) {
+    let recorder = &shared.recorder;
+    let keys: BTreeSet<Key> = lock(&shared.keys_touched).clone();
     supervisor.heal().await;
     if plan.final_restart {
         supervisor.crash(CrashMode::Idle, true).await;
@@ -216,6 +219,16 @@ async fn heal_and_read(
         for state in finals {
             recorder.push(Event::Final(state));
         }
+        let typed: BTreeSet<Key> = lock(&shared.typed_touched).clone();
+        let processes = shared.clone();
+        let _ = observer
+            .spawn(crate::typed::drain(
+                typed,
+                recorder.clone(),
+                move || processes.new_process(),
+                crate::node::node_addr(),
+            ))
+            .await;
     }
 }
 
@@ -294,9 +307,8 @@ pub async fn simulate(plan: Plan) -> RunOutcome {
         let _ = task.await;
     }
 
-    // Phases 2 and 3: heal, then read every key.
-    let keys: BTreeSet<Key> = lock(&shared.keys_touched).clone();
-    heal_and_read(&plan, &supervisor, &observer, &recorder, keys).await;
+    // Phases 2 and 3: heal, then read every key and drain the queues.
+    heal_and_read(&plan, &supervisor, &observer, &shared).await;
     let simulated_ms = recorder.now_ms();
     // Stop the node's tasks and drop its disk images now: the runtime keeps the
     // tasks of nodes still running, and the init closure keeps the world, past
@@ -374,6 +386,7 @@ fn meta(plan: &Plan) -> Meta {
         converge_bound_ms: Some(plan.converge_bound_ms),
         expiry_slack_ms: Some(clock_jumps_ms(plan)),
         effects: true,
+        pops_exclusive: true,
         extra,
     }
 }
@@ -436,8 +449,8 @@ async fn read_finals(mut keys: BTreeSet<Key>, recorder: Arc<Recorder>) -> Vec<Fi
             for name in names {
                 if let Reply::Bulk(bytes) = name {
                     let key = Key::new(ns, String::from_utf8_lossy(&bytes));
-                    if hashes.contains(&key) {
-                        continue; // a hash whose fields are keys already
+                    if hashes.contains(&key) || crate::typed::is_typed_name(&key.name) {
+                        continue; // a hash whose fields are keys already; a counter or queue
                     }
                     if keys.insert(key.clone()) {
                         recorder.fault(format!(

@@ -14,6 +14,7 @@ use crate::node::node_addr;
 use crate::plan::WorkloadKnobs;
 use crate::recorder::Recorder;
 use crate::replies::{parse_del, parse_put, parse_siblings, removed_context};
+use crate::typed::{typed_key, TypedOp, TYPED_KEYS};
 use shoal_checker::{Function, Key, OkResult};
 use shoal_engine::cluster::refusal::{Outcome, Refusal};
 use shoal_engine::rng::SplitMix64;
@@ -40,8 +41,10 @@ pub struct Shared {
     pub recorder: Arc<Recorder>,
     pub stop: AtomicBool,
     next_process: AtomicU64,
-    /// Every key some operation was invoked on.
+    /// Every register key some operation was invoked on.
     pub keys_touched: Mutex<BTreeSet<Key>>,
+    /// Every counter and queue some operation was invoked on.
+    pub typed_touched: Mutex<BTreeSet<Key>>,
     /// The nodes clients connect to (one, or every cluster member); a client picks
     /// one at random each time it (re)connects.
     pub targets: Vec<std::net::SocketAddr>,
@@ -65,11 +68,12 @@ impl Shared {
             stop: AtomicBool::new(false),
             next_process: AtomicU64::new(0),
             keys_touched: Mutex::new(BTreeSet::new()),
+            typed_touched: Mutex::new(BTreeSet::new()),
             targets,
         })
     }
 
-    fn new_process(&self) -> u64 {
+    pub(crate) fn new_process(&self) -> u64 {
         self.next_process.fetch_add(1, Ordering::Relaxed)
     }
 }
@@ -160,6 +164,8 @@ enum Op {
         context: Option<String>,
     },
     Read,
+    /// On a counter or a queue.
+    Typed(TypedOp),
 }
 
 struct Client {
@@ -249,6 +255,10 @@ impl Client {
     /// gets deleted too); reads and writes follow the hot-key bias.
     fn choose_op(&mut self) -> (Key, Op) {
         let k = self.shared.knobs.clone();
+        // Drawn only when the seed has typed operations (as below).
+        if k.typed_percent > 0 && self.rng.chance_percent(k.typed_percent) {
+            return self.choose_typed();
+        }
         let roll = self.rng.below(100);
         if roll < k.read_percent {
             return (self.choose_key(false), Op::Read);
@@ -281,6 +291,24 @@ impl Client {
             ttl_ms,
         };
         (key, op)
+    }
+
+    /// An operation on one of the few counters and queues.
+    fn choose_typed(&mut self) -> (Key, Op) {
+        let ns = self.rng.below(u64::from(self.shared.knobs.namespaces)) as u8;
+        let counter = self.rng.chance_percent(50) && self.shared.knobs.typed_counters;
+        let key = typed_key(ns, counter, self.rng.below(TYPED_KEYS));
+        let op = match (counter, self.rng.chance_percent(60)) {
+            (true, true) => TypedOp::Add {
+                delta: 1 + self.rng.below(1000) as i64,
+            },
+            (true, false) => TypedOp::Count,
+            (false, true) => TypedOp::Push {
+                value: self.make_value(),
+            },
+            (false, false) => TypedOp::Pop,
+        };
+        (key, Op::Typed(op))
     }
 
     /// Connected to the node with `namespace` selected, or None (retry later).
@@ -319,7 +347,11 @@ impl Client {
         if !self.ready(key.ns).await {
             return;
         }
-        lock(&self.shared.keys_touched).insert(key.clone());
+        let touched = match op {
+            Op::Typed(_) => &self.shared.typed_touched,
+            _ => &self.shared.keys_touched,
+        };
+        lock(touched).insert(key.clone());
         let recorder = self.shared.recorder.clone();
         let process = self.process;
         let (name, field) = key_args(&key);
@@ -360,6 +392,10 @@ impl Client {
                 let mut args = vec![b"SHOAL.SIBLINGS".to_vec(), name];
                 args.extend(field);
                 (Function::Read, args)
+            }
+            Op::Typed(typed) => {
+                recorder.invoke(process, typed.function(), &key, typed.invoke_value());
+                (typed.function(), typed.command(&key.name))
             }
         };
         let arg_refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
@@ -412,6 +448,7 @@ impl Client {
                     context: parsed.context,
                 }
             }),
+            Op::Typed(typed) => typed.parse(&reply),
         };
         match result {
             Some(result) => recorder.ok(process, key, result),

@@ -2,18 +2,22 @@
 //! violations it finds; none of them stops at the first.
 
 mod convergence;
+mod counters;
 mod durability;
 mod expiry;
 mod garbage;
 mod liveness;
+mod queues;
 mod resurrection;
 mod sessions;
 
 pub use convergence::check_convergence;
+pub use counters::check_counters;
 pub use durability::check_durability;
 pub use expiry::{check_expiry, expired_when_read};
 pub use garbage::check_garbage;
 pub use liveness::check_liveness;
+pub use queues::check_queues;
 pub use resurrection::check_resurrection;
 pub use sessions::check_sessions;
 
@@ -162,6 +166,8 @@ pub fn check_all(facts: &Facts) -> Vec<Violation> {
     violations.extend(check_sessions(facts));
     violations.extend(check_liveness(facts));
     violations.extend(check_expiry(facts));
+    violations.extend(check_counters(facts));
+    violations.extend(check_queues(facts));
     violations
 }
 

@@ -314,13 +314,7 @@ impl Store {
             Deadline::Keep => found.winner_deadline_ms,
             Deadline::At(at_ms) => Some(at_ms),
         };
-        let value = match &op.modify {
-            Some(Modify::Touch) => found.winner.clone(),
-            Some(modify) => modify
-                .apply(found.winner.as_deref())
-                .map_err(WriteError::Modify)?,
-            None => op.value.clone(),
-        };
+        let value = written_value(op, &found, overlay)?;
         let untouched = matches!(op.modify, Some(Modify::Touch)) && !found.live;
         // A delete applies while any value is held, expired ones included
         // (expiry deletes those). A value whose deadline has passed is still
@@ -439,4 +433,33 @@ impl Store {
         });
         Ok(())
     }
+}
+
+/// What a write writes: its value, or its read-modify-write applied to the
+/// winner it found.
+fn written_value(
+    op: &WriteOp,
+    found: &Found,
+    overlay: &BTreeMap<Box<[u8]>, SiblingSet>,
+) -> Result<Option<Bytes>, WriteError> {
+    let value = match &op.modify {
+        Some(Modify::Touch) => found.winner.clone(),
+        Some(modify) => modify
+            .apply(found.winner.as_deref())
+            .map_err(WriteError::Modify)?,
+        None => op.value.clone(),
+    };
+    // Planted (checker self-test): a read-modify-write of a key an earlier
+    // write of the same batch staged is applied twice, as if a coalescing
+    // batch re-ran it.
+    #[cfg(feature = "bug-modify-twice")]
+    if let Some(modify) = op
+        .modify
+        .as_ref()
+        .filter(|_| overlay.contains_key(&dir_key(op.namespace, &op.key)))
+    {
+        return modify.apply(value.as_deref()).map_err(WriteError::Modify);
+    }
+    let _ = overlay;
+    Ok(value)
 }

@@ -461,6 +461,37 @@ fn record_final_states(
     failures
 }
 
+/// Phase 3 for queues: pop each until it is empty, through a member of the
+/// final ring (`typed::drain`), after the final states are recorded.
+async fn drain_queues(
+    handle: &madsim::runtime::Handle,
+    map: &ClusterMap,
+    shared: &Arc<workload::Shared>,
+) {
+    let typed = lock(&shared.typed_touched).clone();
+    let Some(&member) = map.ring().members().first() else {
+        return;
+    };
+    if typed.is_empty() {
+        return;
+    }
+    let drainer = handle
+        .create_node()
+        .name("drainer")
+        .ip(IpAddr::V4(Ipv4Addr::new(10, 0, 2, 2)))
+        .build();
+    let processes = shared.clone();
+    let target = SocketAddr::new(member_ip(member), CLIENT_PORT);
+    let drain = crate::typed::drain(
+        typed,
+        shared.recorder.clone(),
+        move || processes.new_process(),
+        target,
+    );
+    let _ = drainer.spawn(drain).await;
+    handle.kill(drainer.id());
+}
+
 /// The seed's history, its events taken from the recorder.
 fn history_of(plan: &ClusterPlan, ids: Vec<u32>, recorder: &Recorder) -> History {
     History {
@@ -478,6 +509,8 @@ fn history_of(plan: &ClusterPlan, ids: Vec<u32>, recorder: &Recorder) -> History
             converge_bound_ms: Some(plan.converge_bound_ms),
             expiry_slack_ms: Some(plan.clock_skews_ms()),
             effects: true,
+            // Under a partition, a queue's element may be popped on both sides.
+            pops_exclusive: false,
             extra: BTreeMap::from([(
                 "faults".to_string(),
                 serde_json::json!(plan
@@ -501,7 +534,7 @@ async fn run_phase1(
     (members, node_ids): (&[Arc<Member>], &BTreeMap<u32, madsim::task::NodeId>),
     restart_rx: tokio::sync::mpsc::UnboundedReceiver<u32>,
     restarts_stop: Arc<tokio::sync::Notify>,
-) -> (BTreeSet<Key>, Vec<String>) {
+) -> (Arc<workload::Shared>, Vec<String>) {
     let ids = plan.node_ids();
     let targets: Vec<SocketAddr> = ids
         .iter()
@@ -543,9 +576,8 @@ async fn run_phase1(
     }
 
     drop(world);
-    let keys = lock(&shared.keys_touched).clone();
     let failures = lock(&heal_failures).clone();
-    (keys, failures)
+    (shared, failures)
 }
 
 /// Stop every member's tasks now: the runtime does not drop the tasks of nodes
@@ -581,7 +613,7 @@ pub async fn simulate_cluster(plan: ClusterPlan) -> ClusterOutcome {
     // seed sweep would not fit).
     let restarts_stop = Arc::new(tokio::sync::Notify::new());
     let (members, node_ids) = start_members(&plan, &handle, &recorder, &restart_tx);
-    let (keys, mut failures) = run_phase1(
+    let (shared, mut failures) = run_phase1(
         &plan,
         &handle,
         &recorder,
@@ -597,7 +629,9 @@ pub async fn simulate_cluster(plan: ClusterPlan) -> ClusterOutcome {
     // Phase 3: every key touched, from every replica's store.
     failures.extend(audit_members(&plan, &members, &recorder));
     if let Some(map) = &final_map {
+        let keys = lock(&shared.keys_touched).clone();
         failures.extend(record_final_states(map, &keys, &members, &recorder));
+        drain_queues(&handle, map, &shared).await;
     }
     let simulated_ms = recorder.now_ms();
     let history = history_of(&plan, ids, &recorder);
