@@ -71,6 +71,7 @@ pub fn features() -> Vec<&'static str> {
         "bug-compaction-by-clock",
         "bug-modify-twice",
         "bug-pop-takes-extra",
+        "bug-remove-wins",
     )
 }
 

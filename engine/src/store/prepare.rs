@@ -284,6 +284,9 @@ impl Store {
         self.clock.observe(incoming.max_hlc());
         let mut next = found.set.clone();
         next.merge(incoming);
+        if cfg!(feature = "bug-remove-wins") {
+            remove_wins(op.namespace, &mut next);
+        }
         if next == found.set {
             return Ok(found.not_applied());
         }
@@ -462,4 +465,14 @@ fn written_value(
     }
     let _ = overlay;
     Ok(value)
+}
+
+/// Planted (checker self-test): a set member's replica merge lets a delete
+/// marker beat a concurrent add (remove-wins, not add-wins).
+fn remove_wins(namespace: u8, set: &mut SiblingSet) {
+    let member =
+        namespace == crate::fields::members_namespace(crate::fields::database_of(namespace));
+    if member && set.siblings.iter().any(|s| s.value.is_none()) {
+        set.siblings.retain(|s| s.value.is_none());
+    }
 }
