@@ -10,6 +10,9 @@
 
 pub mod admin;
 pub mod backend;
+pub mod backup;
+#[cfg(not(madsim))]
+pub mod backup_tool;
 pub mod bits;
 pub mod blocking;
 pub mod clients;

@@ -43,6 +43,29 @@ enum Command {
         #[arg(long)]
         into: PathBuf,
     },
+    /// Copy a running node's data into a new directory, online and
+    /// consistent, without pausing its writes.
+    Backup {
+        /// The node's client address.
+        #[arg(long, default_value = "127.0.0.1:6379")]
+        addr: String,
+        /// The node's requirepass, if it has one.
+        #[arg(long)]
+        requirepass: Option<String>,
+        /// The backup's directory (must not exist).
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Make a new data directory from a backup; then run
+    /// `shoal server --data-dir <DATA_DIR>`.
+    Restore {
+        /// The backup's directory.
+        #[arg(long)]
+        from: PathBuf,
+        /// The new data directory (must not exist).
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
     /// Start a local cluster on 127.0.0.1: one `shoal server` process per node,
     /// each with its own ports and data directory, until Ctrl-C.
     DevCluster {
@@ -276,6 +299,24 @@ fn main() -> ExitCode {
             }
         }
         Command::Salvage { data_dir, into } => run_salvage(&data_dir, &into),
+        Command::Backup {
+            addr,
+            requirepass,
+            to,
+        } => {
+            outcome("backup", shoal_net::backup_tool::backup(&addr, requirepass.as_deref(), &to).map(|m| {
+                let bytes: u64 = m.segments.iter().map(|s| s.bytes).sum();
+                format!("backed up {} segment(s), {bytes} bytes, from {addr} into {}", m.segments.len(), to.display())
+            }))
+        }
+        Command::Restore { from, data_dir } => {
+            outcome("restore", shoal_net::backup_tool::restore(&from, &data_dir).map(|(m, r)| {
+                format!(
+                    "restored {} keys ({} live) from the backup of {} taken at {} ms (Unix) into {}; start it with `shoal server --data-dir {}`",
+                    r.keys_kept, r.live_keys_kept, m.source, m.taken_at_unix_ms, data_dir.display(), data_dir.display()
+                )
+            }))
+        }
         Command::Inspect { data_dir, check } => {
             if let Err(e) = refuse_if_running(&data_dir) {
                 eprintln!("shoal inspect: {e}");
@@ -352,6 +393,20 @@ fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, String> {
         ));
     }
     Ok(file)
+}
+
+/// Print what a one-shot command did, or why it failed (exit code 2).
+fn outcome(command: &str, result: Result<String, String>) -> ExitCode {
+    match result {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("shoal {command}: {e}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 fn run_salvage(data_dir: &std::path::Path, into: &std::path::Path) -> ExitCode {

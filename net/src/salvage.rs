@@ -46,13 +46,13 @@ pub fn run(data_dir: &Path, into: &Path, options: StoreOptions) -> Result<Salvag
     Ok(report)
 }
 
-fn partial_path(into: &Path) -> PathBuf {
+pub(crate) fn partial_path(into: &Path) -> PathBuf {
     let mut name = into.file_name().unwrap_or_default().to_os_string();
     name.push(".partial");
     into.with_file_name(name)
 }
 
-fn sync_parent(path: &Path) -> Result<(), String> {
+pub(crate) fn sync_parent(path: &Path) -> Result<(), String> {
     let parent = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),

@@ -102,6 +102,8 @@ pub struct Shared {
     pub latency: crate::slowlog::LatencyMonitor,
     /// Redis's encoding knobs, as CONFIG SET last set them.
     pub encoding_knobs: crate::admin::EncodingKnobs,
+    /// Online backups in progress (`SHOAL.BACKUP`).
+    pub backups: crate::backup::BackupSessions,
     next_client_id: AtomicU64,
     pub started: tokio::time::Instant,
 }
@@ -131,6 +133,7 @@ impl Shared {
             keyspace: Default::default(),
             latency: Default::default(),
             encoding_knobs: Default::default(),
+            backups: Default::default(),
             next_client_id: AtomicU64::new(1),
             started: tokio::time::Instant::now(),
         })

@@ -10,6 +10,7 @@
 //! `publish` of a batch whose sync succeeded. A failed sync goes to
 //! [`Store::sync_failed`], which poisons the store: writes are refused until restart.
 
+pub mod backup;
 mod catalog;
 mod compaction;
 mod expiry;
