@@ -537,3 +537,56 @@ pub async fn save(shared: &Shared, name: &str) -> Step {
         _ => Reply::ok(),
     })
 }
+
+/// SHUTDOWN [NOSAVE|SAVE] [NOW] [FORCE] [ABORT]: the node stops as on SIGTERM
+/// (the log synced, exit 0). Every acknowledged write is durable already, so
+/// SAVE and NOSAVE stop alike. As in Redis, a shutdown that goes ahead sends no
+/// reply: the connection closes as the process exits.
+pub async fn shutdown(shared: &Shared, args: &[Bytes]) -> Step {
+    let mut abort = false;
+    for arg in args {
+        match String::from_utf8_lossy(arg).to_ascii_lowercase().as_str() {
+            "nosave" | "save" | "now" | "force" => {}
+            "abort" => abort = true,
+            _ => return Step::Reply(Reply::error("ERR syntax error")),
+        }
+    }
+    if abort {
+        return Step::Reply(Reply::error("ERR No shutdown in progress."));
+    }
+    if !shared.shutdown.request() {
+        return Step::Reply(Reply::error(
+            "ERR SHUTDOWN is not available here: this server runs embedded, not as `shoal server`",
+        ));
+    }
+    std::future::pending().await
+}
+
+/// How SHUTDOWN reaches the process that runs the node: `shoal server`
+/// arms it and waits for a request beside its signals.
+#[derive(Default)]
+pub struct ShutdownSwitch {
+    armed: std::sync::atomic::AtomicBool,
+    requested: tokio::sync::Notify,
+}
+
+impl ShutdownSwitch {
+    /// Let SHUTDOWN stop this process.
+    pub fn arm(&self) {
+        self.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Ask for a shutdown; false when nothing listens.
+    fn request(&self) -> bool {
+        let armed = self.armed.load(std::sync::atomic::Ordering::SeqCst);
+        if armed {
+            self.requested.notify_one();
+        }
+        armed
+    }
+
+    /// Wait for SHUTDOWN.
+    pub async fn requested(&self) {
+        self.requested.notified().await
+    }
+}

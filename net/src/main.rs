@@ -303,20 +303,8 @@ fn main() -> ExitCode {
             addr,
             requirepass,
             to,
-        } => {
-            outcome("backup", shoal_net::backup_tool::backup(&addr, requirepass.as_deref(), &to).map(|m| {
-                let bytes: u64 = m.segments.iter().map(|s| s.bytes).sum();
-                format!("backed up {} segment(s), {bytes} bytes, from {addr} into {}", m.segments.len(), to.display())
-            }))
-        }
-        Command::Restore { from, data_dir } => {
-            outcome("restore", shoal_net::backup_tool::restore(&from, &data_dir).map(|(m, r)| {
-                format!(
-                    "restored {} keys ({} live) from the backup of {} taken at {} ms (Unix) into {}; start it with `shoal server --data-dir {}`",
-                    r.keys_kept, r.live_keys_kept, m.source, m.taken_at_unix_ms, data_dir.display(), data_dir.display()
-                )
-            }))
-        }
+        } => run_backup(&addr, requirepass.as_deref(), &to),
+        Command::Restore { from, data_dir } => run_restore(&from, &data_dir),
         Command::Inspect { data_dir, check } => {
             if let Err(e) = refuse_if_running(&data_dir) {
                 eprintln!("shoal inspect: {e}");
@@ -393,6 +381,33 @@ fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, String> {
         ));
     }
     Ok(file)
+}
+
+fn run_backup(addr: &str, requirepass: Option<&str>, to: &std::path::Path) -> ExitCode {
+    let done = shoal_net::backup_tool::backup(addr, requirepass, to).map(|m| {
+        let bytes: u64 = m.segments.iter().map(|s| s.bytes).sum();
+        format!(
+            "backed up {} segment(s), {bytes} bytes, from {addr} into {}",
+            m.segments.len(),
+            to.display()
+        )
+    });
+    outcome("backup", done)
+}
+
+fn run_restore(from: &std::path::Path, data_dir: &std::path::Path) -> ExitCode {
+    let done = shoal_net::backup_tool::restore(from, data_dir).map(|(m, r)| {
+        format!(
+            "restored {} keys ({} live) from the backup of {} taken at {} ms (Unix) into {}; start it with `shoal server --data-dir {}`",
+            r.keys_kept,
+            r.live_keys_kept,
+            m.source,
+            m.taken_at_unix_ms,
+            data_dir.display(),
+            data_dir.display()
+        )
+    });
+    outcome("restore", done)
 }
 
 /// Print what a one-shot command did, or why it failed (exit code 2).
@@ -550,16 +565,26 @@ async fn serve_node(config: NodeConfig, power_loss_journal: bool) -> Result<(), 
             shared.clone(),
         ));
     }
+    serve_until_stopped(listener, shared).await;
+    storage
+        .flush()
+        .await
+        .map_err(|e| format!("final sync failed: {e}"))
+}
+
+/// Serve clients until SIGINT, SIGTERM or SHUTDOWN.
+async fn serve_until_stopped(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
+    shared.shutdown.arm();
+    let stop = shared.clone();
     tokio::select! {
         _ = serve(listener, shared) => {}
         _ = shutdown_signal() => {
             tracing::info!("shutting down: syncing the log");
         }
+        _ = stop.shutdown.requested() => {
+            tracing::info!("SHUTDOWN: syncing the log");
+        }
     }
-    storage
-        .flush()
-        .await
-        .map_err(|e| format!("final sync failed: {e}"))
 }
 
 /// The message a failed boot prints: a single node with damaged data is

@@ -104,6 +104,8 @@ pub struct Shared {
     pub encoding_knobs: crate::admin::EncodingKnobs,
     /// Online backups in progress (`SHOAL.BACKUP`).
     pub backups: crate::backup::BackupSessions,
+    /// SHUTDOWN's way to the process (armed by `shoal server`).
+    pub shutdown: crate::admin::ShutdownSwitch,
     next_client_id: AtomicU64,
     pub started: tokio::time::Instant,
 }
@@ -134,6 +136,7 @@ impl Shared {
             latency: Default::default(),
             encoding_knobs: Default::default(),
             backups: Default::default(),
+            shutdown: Default::default(),
             next_client_id: AtomicU64::new(1),
             started: tokio::time::Instant::now(),
         })

@@ -304,3 +304,26 @@ fn monitor_streams_each_command_with_secrets_redacted() {
     let list: String = query(&mut c, &["CLIENT", "LIST"]);
     assert!(list.lines().any(|l| field(l, "flags") == "O"), "{list}");
 }
+
+#[test]
+fn shutdown_stops_the_node_after_syncing_and_sends_no_reply() {
+    let dir = temp_dir("shutdown");
+    let mut node = ShoalProcess::start(&dir, &[]);
+    let mut c = node.client();
+    let _: () = c.set("kept", "yes").unwrap();
+    let abort = error_of(&mut c, &["SHUTDOWN", "ABORT"]);
+    assert!(abort.contains("No shutdown in progress."), "{abort}");
+    let bad = error_of(&mut c, &["SHUTDOWN", "LATER"]);
+    assert!(bad.contains("syntax error"), "{bad}");
+    let reply: redis::RedisResult<redis::Value> =
+        redis::cmd("SHUTDOWN").arg("NOSAVE").query(&mut c);
+    assert!(
+        reply.is_err(),
+        "SHUTDOWN answered {reply:?}; Redis closes without a reply"
+    );
+    let status = node.child.wait().expect("the node exits");
+    assert!(status.success(), "exit status {status}");
+    let again = ShoalProcess::start(&dir, &[]);
+    let value: Option<String> = again.client().get("kept").unwrap();
+    assert_eq!(value.as_deref(), Some("yes"));
+}
