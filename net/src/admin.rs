@@ -351,7 +351,7 @@ fn config_params(shared: &Shared) -> Vec<(&'static str, String)> {
             .into(),
         ),
         ("save", String::new()),
-        ("maxmemory", "0".into()),
+        ("maxmemory", shared.maxmemory.max_bytes().to_string()),
         ("maxmemory-policy", "noeviction".into()),
         (
             "proto-max-bulk-len",
@@ -468,6 +468,7 @@ pub fn config(shared: &Shared, args: &[Bytes]) -> Step {
 fn config_set(shared: &Shared, pairs: &[Bytes]) -> Step {
     let mut checked = Vec::new();
     let mut knobs = Vec::new();
+    let mut memory = None;
     for pair in pairs.chunks(2) {
         let name = lower(&pair[0]);
         if name == "save" && pair[1].is_empty() {
@@ -478,6 +479,12 @@ fn config_set(shared: &Shared, pairs: &[Bytes]) -> Step {
                 Some(value) => knobs.push((index, value)),
                 None => return err(format!("ERR CONFIG SET failed (possibly related to argument '{name}') - argument couldn't be parsed into an integer")),
             }
+            continue;
+        }
+        if let Some(step) = memory_setting(&name, &pair[1], &mut memory) {
+            return step;
+        }
+        if name == "maxmemory" || name == "maxmemory-policy" {
             continue;
         }
         let Some(&known) = SETTABLE.iter().find(|s| **s == name) else {
@@ -510,7 +517,27 @@ fn config_set(shared: &Shared, pairs: &[Bytes]) -> Step {
     for (index, value) in knobs {
         shared.encoding_knobs.set(index, value);
     }
+    if let Some(max_bytes) = memory {
+        shared.maxmemory.set_max_bytes(max_bytes);
+    }
     Step::Reply(Reply::ok())
+}
+
+/// `maxmemory` (bytes, Redis's units) and `maxmemory-policy` (`noeviction`
+/// only: Shoal never evicts); the refusal when the value is bad.
+fn memory_setting(name: &str, value: &Bytes, memory: &mut Option<u64>) -> Option<Step> {
+    let text = String::from_utf8_lossy(value);
+    match name {
+        "maxmemory" => match crate::maxmemory::parse_memory(&text) {
+            Some(bytes) => *memory = Some(bytes),
+            None => return Some(err(format!("ERR CONFIG SET failed (possibly related to argument 'maxmemory') - argument must be a memory value, not '{text}'"))),
+        },
+        "maxmemory-policy" if !text.eq_ignore_ascii_case("noeviction") => {
+            return Some(err(format!("ERR CONFIG SET failed (possibly related to argument 'maxmemory-policy') - Shoal never evicts keys: only noeviction, not '{text}'")));
+        }
+        _ => {}
+    }
+    None
 }
 
 /// When the last SAVE finished, in Unix seconds (0: none yet; LASTSAVE

@@ -391,6 +391,10 @@ pub async fn execute(
             return step;
         }
     };
+    if spec.flags.contains(&"denyoom") && shared.maxmemory.exceeded() {
+        session.transaction.refused_while_queueing();
+        return err(crate::maxmemory::OOM_ERROR);
+    }
     if session.transaction.is_queueing() && transaction::refused_inside(spec.name) {
         session.transaction.refused_while_queueing();
         return err("ERR Command not allowed inside a transaction");
@@ -458,6 +462,13 @@ async fn exec(shared: &Shared, session: &mut Session) -> Step {
         ExecPlan::Refuse(step) => return step,
         ExecPlan::Run { commands, watched } => (commands, watched),
     };
+    let grows = |args: &Vec<Bytes>| lookup(&args[0]).is_some_and(|s| s.flags.contains(&"denyoom"));
+    if commands.iter().any(grows) && shared.maxmemory.exceeded() {
+        return err(format!(
+            "EXECABORT Transaction discarded because of: {}",
+            crate::maxmemory::OOM_ERROR
+        ));
+    }
     let _alone = shared.isolation.exclusive().await;
     if !transaction::watches_hold(&Backend::of(shared), &watched).await {
         return Step::Reply(Reply::NullArray);

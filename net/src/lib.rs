@@ -34,6 +34,7 @@ pub mod info;
 pub mod inspect;
 pub mod keyspace;
 pub mod list;
+pub mod maxmemory;
 pub mod metrics;
 pub mod node;
 pub mod peer;

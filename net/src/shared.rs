@@ -106,6 +106,8 @@ pub struct Shared {
     pub backups: crate::backup::BackupSessions,
     /// SHUTDOWN's way to the process (armed by `shoal server`).
     pub shutdown: crate::admin::ShutdownSwitch,
+    /// `maxmemory` (noeviction): writes refused past it.
+    pub maxmemory: crate::maxmemory::MemoryLimit,
     next_client_id: AtomicU64,
     pub started: tokio::time::Instant,
 }
@@ -137,6 +139,7 @@ impl Shared {
             encoding_knobs: Default::default(),
             backups: Default::default(),
             shutdown: Default::default(),
+            maxmemory: Default::default(),
             next_client_id: AtomicU64::new(1),
             started: tokio::time::Instant::now(),
         })

@@ -135,9 +135,9 @@ fn slowlog_keeps_what_passed_its_threshold_cut_to_its_limits() {
 
     let bad = error_of(&mut c, &["CONFIG", "SET", "slowlog-max-len", "-5"]);
     assert!(bad.contains("slowlog-max-len"), "{bad}");
-    let unknown = error_of(&mut c, &["CONFIG", "SET", "maxmemory", "1"]);
+    let unknown = error_of(&mut c, &["CONFIG", "SET", "appendfsync", "no"]);
     assert!(
-        unknown.contains("maxmemory") && unknown.contains("not supported"),
+        unknown.contains("appendfsync") && unknown.contains("not supported"),
         "{unknown}"
     );
     // A bad pair changes nothing, not even the good pair before it.
@@ -326,4 +326,42 @@ fn shutdown_stops_the_node_after_syncing_and_sends_no_reply() {
     let again = ShoalProcess::start(&dir, &[]);
     let value: Option<String> = again.client().get("kept").unwrap();
     assert_eq!(value.as_deref(), Some("yes"));
+}
+
+#[test]
+fn maxmemory_refuses_growing_commands_and_transactions_that_hold_one() {
+    let dir = temp_dir("maxmemory");
+    let node = ShoalProcess::start(&dir, &[]);
+    let mut c = node.client();
+    let mut other = node.client();
+    let _: () = c.set("x", "value").unwrap();
+    let _: () = query(&mut c, &["MULTI"]);
+    let _: () = query(&mut c, &["SET", "x", "1"]);
+    let _: () = query(&mut c, &["GET", "x"]);
+    let _: () = query(&mut other, &["CONFIG", "SET", "maxmemory", "1"]);
+    let aborted = error_of(&mut c, &["EXEC"]);
+    assert!(
+        aborted.contains("Transaction discarded") && aborted.contains("OOM"),
+        "{aborted}"
+    );
+    let refused = error_of(&mut c, &["SET", "x", "2"]);
+    assert!(
+        refused.contains("OOM") && refused.contains("maxmemory"),
+        "{refused}"
+    );
+    let value: String = c.get("x").unwrap();
+    assert_eq!(value, "value", "reads still run");
+    let _: () = query(&mut c, &["MULTI"]);
+    let _: () = query(&mut c, &["GET", "x"]);
+    let replies: Vec<String> = query(&mut c, &["EXEC"]);
+    assert_eq!(replies, vec!["value".to_string()], "a read-only EXEC runs");
+    let policy = error_of(
+        &mut other,
+        &["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"],
+    );
+    assert!(policy.contains("never evicts"), "{policy}");
+    let max: Vec<String> = query(&mut other, &["CONFIG", "GET", "maxmemory"]);
+    assert_eq!(max, vec!["maxmemory".to_string(), "1".to_string()]);
+    let _: () = query(&mut other, &["CONFIG", "SET", "maxmemory", "0"]);
+    let _: () = c.set("x", "2").unwrap();
 }
