@@ -143,6 +143,8 @@ pub static COMMANDS: &[CommandSpec] = &[
     spec!("del", -2, ["write"], 1, -1, 1, "keyspace", "Deletes keys (delete markers until collected)."),
     spec!("unlink", -2, ["write", "fast"], 1, -1, 1, "keyspace", "Deletes keys (same as DEL)."),
     spec!("exists", -2, ["readonly", "fast"], 1, -1, 1, "keyspace", "Counts how many of the keys exist."),
+    spec!("sort", -2, ["write", "denyoom", "movablekeys"], 1, 1, 1, "keyspace", "SORT key [BY pattern] [LIMIT offset count] [GET pattern ...] [ASC|DESC] [ALPHA] [STORE destination]: a list's, set's or sorted set's elements sorted."),
+    spec!("sort_ro", -2, ["readonly", "movablekeys"], 1, 1, 1, "keyspace", "SORT without STORE."),
     spec!("type", 2, ["readonly", "fast"], 1, 1, 1, "keyspace", "Returns the type of a key: string, hash, set, list or none."),
     spec!("ttl", 2, ["readonly", "fast"], 1, 1, 1, "keyspace", "Returns the seconds left before a key expires (-1: never, -2: absent)."),
     spec!("pttl", 2, ["readonly", "fast"], 1, 1, 1, "keyspace", "Like TTL, in milliseconds."),
@@ -509,6 +511,10 @@ async fn dispatch(
         "reset" => reset(shared, session),
         "save" | "bgsave" | "lastsave" => crate::admin::save(shared, spec.name).await,
         "shoal.backup" => crate::backup::command(shared, args),
+        "sort" | "sort_ro" => {
+            let backend = Backend::of(shared);
+            crate::sort::sort(&backend, session.namespace, args, spec.name == "sort_ro").await
+        }
         "shutdown" => crate::admin::shutdown(shared, &args[1..]).await,
         "quit" => Step::Close(Reply::ok()),
         "auth" => Step::Reply(auth(shared, session, &args[1..])),

@@ -48,6 +48,7 @@ pub mod server;
 pub mod set;
 pub mod shared;
 pub mod slowlog;
+pub mod sort;
 pub mod storage;
 #[cfg(not(madsim))]
 pub mod tls;

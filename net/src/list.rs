@@ -310,6 +310,31 @@ async fn items(backend: &Backend<'_>, ns: u8, key: &Bytes) -> Result<Vec<Item>, 
     Ok(items)
 }
 
+/// The values of list `key`, in order (SORT's input).
+pub(crate) async fn values(
+    backend: &Backend<'_>,
+    ns: u8,
+    key: &Bytes,
+) -> Result<Vec<Bytes>, Reply> {
+    Ok(items(backend, ns, key)
+        .await?
+        .into_iter()
+        .map(|i| i.value)
+        .collect())
+}
+
+/// The writes that make `key` (of any type, or none) the list `values`.
+pub(crate) async fn replace_with(
+    backend: &Backend<'_>,
+    ns: u8,
+    key: &Bytes,
+    values: Vec<Bytes>,
+) -> Result<Vec<WriteOp>, Reply> {
+    let mut ops = crate::types::key_deletes(backend, ns, key).await?;
+    ops.extend(push_ops(backend, ns, key, None, values, End::Right));
+    Ok(ops)
+}
+
 /// The names of the elements of list `key`, in order, without their values;
 /// WRONGTYPE when there is none and `key` holds another type.
 async fn names(backend: &Backend<'_>, ns: u8, key: &Bytes) -> Result<Vec<Bytes>, Reply> {

@@ -207,7 +207,11 @@ impl SetCommand {
 
 /// The members of set `key` (empty when absent); WRONGTYPE when `key` holds
 /// another type.
-async fn members(backend: &Backend<'_>, ns: u8, key: &Bytes) -> Result<BTreeSet<Bytes>, Reply> {
+pub(crate) async fn members(
+    backend: &Backend<'_>,
+    ns: u8,
+    key: &Bytes,
+) -> Result<BTreeSet<Bytes>, Reply> {
     let elements = backend.elements(ns, Kind::Set, key).await?;
     if elements.is_empty() {
         refuse_other(backend, ns, key, Kind::Set).await?;
