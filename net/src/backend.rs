@@ -31,6 +31,13 @@ pub struct Backend<'a> {
     keyspace: &'a KeyspaceStats,
     /// This node's storage, for its wall clock (what deadlines are read against).
     clock: &'a Storage,
+    /// SWAPDB's map (`databases`): every namespace handed to the local
+    /// store goes through [`Backend::stored`]. Read at each use, so a blocked
+    /// command's next try sees a swap (SWAPDB takes the exclusive turn, so
+    /// no command's reads straddle one).
+    databases: &'a crate::databases::Databases,
+    /// This node's count of tiebreaks and random draws (`Shared::sequence`).
+    sequence: &'a std::sync::atomic::AtomicU64,
 }
 
 /// Where reads and writes go.
@@ -52,7 +59,28 @@ impl<'a> Backend<'a> {
             place,
             keyspace: &shared.keyspace,
             clock: &shared.storage,
+            databases: &shared.databases,
+            sequence: &shared.sequence,
         }
+    }
+
+    /// The node's next sequence number: list elements' tiebreaks. Per node,
+    /// never per process, so a simulated seed replays alike whatever ran
+    /// before it in the process.
+    pub fn next_sequence(&self) -> u64 {
+        self.sequence
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// A seed for a random pick (SRANDMEMBER, SPOP, RANDOMKEY, ...): the wall
+    /// clock and the node's next sequence number.
+    pub fn entropy(&self) -> u64 {
+        self.now_ms() ^ self.next_sequence().wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
+
+    /// The namespace the local store keeps selected namespace `ns` in.
+    pub(crate) fn stored(&self, ns: u8) -> u8 {
+        crate::databases::stored_namespace(&self.databases.snapshot(), ns)
     }
 
     /// Wall time, ms since the Unix epoch: a value whose deadline is at or
@@ -95,11 +123,14 @@ impl<'a> Backend<'a> {
     /// [`Backend::read`] without counting hits and misses.
     pub(crate) async fn fetch(&self, ns: u8, keys: &[Bytes]) -> Vec<KeyRead> {
         match &self.place {
-            Place::Local(storage) => storage.read(|s| {
-                keys.iter()
-                    .map(|k| s.get(ns, k).map_err(read_error))
-                    .collect()
-            }),
+            Place::Local(storage) => {
+                let ns = self.stored(ns);
+                storage.read(|s| {
+                    keys.iter()
+                        .map(|k| s.get(ns, k).map_err(read_error))
+                        .collect()
+                })
+            }
             Place::Routed(cluster) => cluster
                 .read(ns, keys.to_vec())
                 .await
@@ -114,7 +145,7 @@ impl<'a> Backend<'a> {
     pub async fn live(&self, ns: u8, keys: &[Bytes]) -> Vec<Result<bool, Reply>> {
         let live: Vec<Result<bool, Reply>> = match &self.place {
             Place::Local(storage) => {
-                let now_ms = self.now_ms();
+                let (now_ms, ns) = (self.now_ms(), self.stored(ns));
                 storage.read(|s| {
                     keys.iter()
                         .map(|k| Ok(s.contains_live(ns, k) && !s.has_expired(ns, k, now_ms)))
@@ -140,7 +171,7 @@ impl<'a> Backend<'a> {
     /// ticket, or a routed write's answer) in order.
     pub async fn write(&self, ops: Vec<WriteOp>, shape: ReplyShape) -> Step {
         match &self.place {
-            Place::Local(storage) => match storage.submit(ops).await {
+            Place::Local(storage) => match storage.submit(self.stored_ops(ops)).await {
                 Ok(ticket) => Step::Pending(ticket, shape),
                 Err(_) => err("IOERR storage has stopped; the write was not made"),
             },
@@ -157,7 +188,7 @@ impl<'a> Backend<'a> {
     ) -> Result<Vec<Bytes>, Reply> {
         match &self.place {
             Place::Local(storage) => {
-                let now_ms = self.now_ms();
+                let (now_ms, ns) = (self.now_ms(), self.stored(ns));
                 Ok(storage.read(|s| {
                     let mut keys = s.keys(ns);
                     keys.retain(|k| with_expired || !s.has_expired(ns, k, now_ms));
@@ -174,9 +205,14 @@ impl<'a> Backend<'a> {
     /// The namespaces FLUSHALL empties.
     pub fn namespaces_in_use(&self) -> Vec<u8> {
         match &self.place {
-            Place::Local(storage) => {
-                storage.read(|s| s.namespaces().into_iter().map(|(ns, _)| ns).collect())
-            }
+            Place::Local(storage) => storage.read(|s| {
+                let map = self.databases.snapshot();
+                let selected = |ns| crate::databases::selected_namespace(&map, ns);
+                s.namespaces()
+                    .into_iter()
+                    .map(|(ns, _)| selected(ns))
+                    .collect()
+            }),
             Place::Routed(_) => (0..16)
                 .flat_map(|db| {
                     [
@@ -221,10 +257,18 @@ impl<'a> Backend<'a> {
         Reply::ok()
     }
 
+    /// `ops` with their namespaces as the local store keeps them.
+    fn stored_ops(&self, mut ops: Vec<WriteOp>) -> Vec<WriteOp> {
+        for op in &mut ops {
+            op.namespace = self.stored(op.namespace);
+        }
+        ops
+    }
+
     /// Write `ops` and wait for them (FLUSH's batches).
     async fn write_now(&self, ops: Vec<WriteOp>) -> Result<(), Reply> {
         match &self.place {
-            Place::Local(storage) => match storage.write(ops).await {
+            Place::Local(storage) => match storage.write(self.stored_ops(ops)).await {
                 Ok(results) => match results.iter().find_map(|r| r.as_ref().err()) {
                     Some(e) => Err(write_error_reply(e)),
                     None => Ok(()),

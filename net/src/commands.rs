@@ -162,6 +162,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     spec!("keys", 2, ["readonly"], 0, 0, 0, "keyspace", "Returns all keys matching a pattern."),
     spec!("scan", -2, ["readonly"], 0, 0, 0, "keyspace", "Iterates over the keys of the namespace."),
     spec!("flushdb", -1, ["write"], 0, 0, 0, "server", "Deletes all keys of the namespace."),
+    spec!("swapdb", 3, ["write", "fast"], 0, 0, 0, "server", "Exchanges two databases at once: every client selected on one sees the other's keys (single node)."),
     spec!("flushall", -1, ["write"], 0, 0, 0, "server", "Deletes all keys of all namespaces."),
     spec!("role", 1, ["fast"], 0, 0, 0, "server", "Returns this node's role: master (every node takes writes)."),
     spec!("config", -2, ["admin"], 0, 0, 0, "server", "CONFIG GET, CONFIG SET (slowlog and latency parameters), CONFIG RESETSTAT."),
@@ -313,7 +314,7 @@ pub fn kind_of(spec: &'static CommandSpec) -> usize {
 pub fn runs_alone(name: &str, args: &[Bytes]) -> bool {
     matches!(
         name,
-        "exec" | "msetnx" | "rename" | "renamenx" | "copy" | "move"
+        "exec" | "msetnx" | "rename" | "renamenx" | "copy" | "move" | "swapdb"
     ) || crate::set::runs_alone(name, args)
         || crate::list::runs_alone(name, args)
         || crate::zset::runs_alone(name)
@@ -511,6 +512,7 @@ async fn dispatch(
         "reset" => reset(shared, session),
         "save" | "bgsave" | "lastsave" => crate::admin::save(shared, spec.name).await,
         "shoal.backup" => crate::backup::command(shared, args),
+        "swapdb" => swapdb(shared, args).await,
         "sort" | "sort_ro" => {
             let backend = Backend::of(shared);
             crate::sort::sort(&backend, session.namespace, args, spec.name == "sort_ro").await
@@ -573,6 +575,30 @@ fn select(shared: &Shared, session: &mut Session, db: &[u8]) -> Step {
         }
         Some(_) => err("ERR DB index is out of range"),
         None => err("ERR value is not an integer or out of range"),
+    }
+}
+
+/// SWAPDB a b: the two databases exchanged in the SWAPDB map (`databases`),
+/// durably, under the node's exclusive turn (it runs alone). Refused on a
+/// cluster.
+async fn swapdb(shared: &Shared, args: &[Bytes]) -> Step {
+    if shared.cluster.is_some() {
+        return err("ERR SWAPDB is not supported on a Shoal cluster: its members would disagree about what a database holds");
+    }
+    let index = |arg: &Bytes, which: &str| match parse_int(arg) {
+        Some(db) if (0..shared.config.databases as i64).contains(&db) => Ok(db as usize),
+        Some(_) => Err(err("ERR DB index is out of range")),
+        None => Err(err(format!("ERR invalid {which} DB index"))),
+    };
+    let (a, b) = match (index(&args[1], "first"), index(&args[2], "second")) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(step), _) | (_, Err(step)) => return step,
+    };
+    // Under the exclusive turn (`runs_alone`): no command's reads straddle it.
+    let dir = shared.storage.read(|s| s.dir());
+    match shared.databases.swap(a, b, dir.as_ref()) {
+        Ok(()) => Step::Reply(Reply::ok()),
+        Err(e) => err(format!("IOERR SWAPDB could not record the swap: {e}")),
     }
 }
 

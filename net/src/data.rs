@@ -394,7 +394,7 @@ async fn copy(
 /// there is none.
 async fn random_key(backend: &Backend<'_>, ns: u8) -> Reply {
     match backend.keys(ns).await {
-        Ok(keys) => crate::elements::pick(&keys, None, backend.now_ms())
+        Ok(keys) => crate::elements::pick(&keys, None, backend.entropy())
             .and_then(|mut one| one.pop())
             .map_or(Reply::Null, Reply::Bulk),
         Err(reply) => reply,

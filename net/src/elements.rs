@@ -9,7 +9,6 @@ use crate::reply::{err, lower, parse_int, syntax_error, ReplyShape, Step, Waitin
 use crate::resp::Reply;
 use bytes::Bytes;
 use shoal_engine::WriteOp;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The most elements one random pick answers (a negative count may repeat
 /// elements without end): a bigger count is refused, not built.
@@ -17,13 +16,10 @@ pub const PICK_COUNT_MAX: u64 = 1 << 20;
 
 /// Picks from `items`: one (`None`; `None` back when empty), up to `count`
 /// distinct ones (positive), or `-count` that may repeat (negative). The
-/// generator is seeded by the wall clock and a count of calls, not the
-/// thread RNG.
-pub fn pick<T: Clone>(items: &[T], count: Option<i64>, now_ms: u64) -> Option<Vec<T>> {
-    static CALLS: AtomicU64 = AtomicU64::new(0);
-    let call = CALLS.fetch_add(1, Ordering::Relaxed);
-    let mut rng =
-        shoal_engine::rng::SplitMix64::new(now_ms ^ call.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+/// generator is seeded by `seed` (`Backend::entropy`: the wall clock and
+/// the node's count of draws), not the thread RNG.
+pub fn pick<T: Clone>(items: &[T], count: Option<i64>, seed: u64) -> Option<Vec<T>> {
+    let mut rng = shoal_engine::rng::SplitMix64::new(seed);
     let mut below = |n: usize| rng.next_u64() as usize % n;
     let Some(count) = count else {
         return (!items.is_empty()).then(|| vec![items[below(items.len())].clone()]);

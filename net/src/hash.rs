@@ -211,7 +211,7 @@ impl HashCommand {
                 with_values,
                 pairs,
                 ..
-            } => rand_fields(fields, count, (with_values, pairs), backend.now_ms()),
+            } => rand_fields(fields, count, (with_values, pairs), backend.entropy()),
             HashCommand::Scan(_, pattern) => {
                 let matching = fields.into_iter().filter(|(f, _)| {
                     pattern
@@ -311,9 +311,9 @@ fn rand_fields(
     fields: Vec<(Bytes, Bytes)>,
     count: Option<i64>,
     (with_values, pairs): (bool, bool),
-    now_ms: u64,
+    seed: u64,
 ) -> Reply {
-    let Some(picked) = crate::elements::pick(&fields, count, now_ms) else {
+    let Some(picked) = crate::elements::pick(&fields, count, seed) else {
         return Reply::Null;
     };
     if count.is_none() {

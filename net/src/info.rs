@@ -120,13 +120,24 @@ pub fn render(
         cluster_section(shared, redis_cluster, &mut out);
     }
     if wanted("keyspace") {
-        out.push_str("# Keyspace\r\n");
-        for (ns, keys) in shared.storage.read(|s| s.namespaces()) {
-            let _ = write!(out, "db{ns}:keys={keys},expires=0,avg_ttl=0\r\n");
-        }
-        out.push_str("\r\n");
+        keyspace_section(shared, &mut out);
     }
     out
+}
+
+/// Keys per database, as clients select them (after SWAPDBs).
+fn keyspace_section(shared: &Shared, out: &mut String) {
+    out.push_str("# Keyspace\r\n");
+    let map = shared.databases.snapshot();
+    let mut dbs: Vec<(u8, u64)> = shared.storage.read(|s| s.namespaces());
+    for (ns, _) in &mut dbs {
+        *ns = crate::databases::selected_namespace(&map, *ns);
+    }
+    dbs.sort_unstable();
+    for (ns, keys) in dbs {
+        let _ = write!(out, "db{ns}:keys={keys},expires=0,avg_ttl=0\r\n");
+    }
+    out.push_str("\r\n");
 }
 
 fn errorstats_section(shared: &Shared, out: &mut String) {

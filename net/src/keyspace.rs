@@ -100,7 +100,10 @@ impl Backend<'_> {
     pub async fn element_keys(&self, ns: u8, kind: Kind, key: &[u8]) -> Result<Vec<Bytes>, Reply> {
         let (cns, prefix) = (kind.namespace(ns), field_prefix(key));
         Ok(match &self.place {
-            Place::Local(storage) => storage.read(|s| s.live_keys_with_prefix(cns, &prefix)),
+            Place::Local(storage) => {
+                let cns = self.stored(cns);
+                storage.read(|s| s.live_keys_with_prefix(cns, &prefix))
+            }
             Place::Routed(cluster) => {
                 let slot = shoal_engine::slot::key_slot(key);
                 let mut keys = cluster
@@ -118,7 +121,7 @@ impl Backend<'_> {
     pub async fn element_count(&self, ns: u8, kind: Kind, key: &[u8]) -> Result<usize, Reply> {
         match &self.place {
             Place::Local(storage) => {
-                let (cns, prefix) = (kind.namespace(ns), field_prefix(key));
+                let (cns, prefix) = (self.stored(kind.namespace(ns)), field_prefix(key));
                 Ok(storage.read(|s| s.live_count_with_prefix(cns, &prefix)) as usize)
             }
             Place::Routed(_) => Ok(self.elements(ns, kind, key).await?.len()),
@@ -136,7 +139,7 @@ impl Backend<'_> {
         (from_back, skip, take): (bool, usize, usize),
     ) -> Result<Vec<Bytes>, Reply> {
         if let Place::Local(storage) = &self.place {
-            let (cns, prefix) = (kind.namespace(ns), field_prefix(key));
+            let (cns, prefix) = (self.stored(kind.namespace(ns)), field_prefix(key));
             let window = (from_back, skip, take);
             return Ok(storage.read(|s| s.live_keys_with_prefix_from(cns, &prefix, window)));
         }
@@ -176,7 +179,7 @@ impl Backend<'_> {
     pub async fn holds(&self, ns: u8, kind: Kind, key: &[u8]) -> Result<bool, Reply> {
         match &self.place {
             Place::Local(storage) => {
-                let (cns, prefix) = (kind.namespace(ns), field_prefix(key));
+                let (cns, prefix) = (self.stored(kind.namespace(ns)), field_prefix(key));
                 Ok(storage.read(|s| s.has_live_key_with_prefix(cns, &prefix)))
             }
             Place::Routed(_) => Ok(!self.elements(ns, kind, key).await?.is_empty()),
@@ -195,7 +198,7 @@ impl Backend<'_> {
         Ok(storage.read(|s| {
             Kind::COLLECTIONS
                 .into_iter()
-                .find(|kind| s.has_live_key_with_prefix(kind.namespace(ns), &prefix))
+                .find(|kind| s.has_live_key_with_prefix(self.stored(kind.namespace(ns)), &prefix))
         }))
     }
 
@@ -228,7 +231,7 @@ impl Backend<'_> {
     pub async fn key_count(&self, ns: u8) -> Result<i64, Reply> {
         match &self.place {
             Place::Local(storage) => {
-                let strings = storage.read(|s| s.live_key_count(ns)) as i64;
+                let strings = storage.read(|s| s.live_key_count(self.stored(ns))) as i64;
                 let mut collections = BTreeSet::new();
                 for kind in Kind::COLLECTIONS {
                     let stored = self.listed_keys(kind.namespace(ns), false).await?;
@@ -237,7 +240,7 @@ impl Backend<'_> {
                 let only = storage.read(|s| {
                     collections
                         .iter()
-                        .filter(|k| !s.contains_live(ns, k))
+                        .filter(|k| !s.contains_live(self.stored(ns), k))
                         .count()
                 });
                 Ok(strings + only as i64)
@@ -263,6 +266,7 @@ impl Backend<'_> {
             let cns = kind.namespace(ns);
             let stored = match &self.place {
                 Place::Local(storage) => {
+                    let cns = self.stored(cns);
                     storage.read(|s| s.live_keys_in_slots(cns, first_slot..=last_slot))
                 }
                 Place::Routed(cluster) => {
@@ -287,7 +291,7 @@ impl Backend<'_> {
     ) -> Result<(Vec<Bytes>, u64), Reply> {
         match &self.place {
             Place::Local(storage) => {
-                let now_ms = self.now_ms();
+                let (now_ms, ns) = (self.now_ms(), self.stored(ns));
                 Ok(storage.read(|s| {
                     let (mut keys, next) = s.scan(ns, cursor, count);
                     keys.retain(|k| !s.has_expired(ns, k, now_ms));

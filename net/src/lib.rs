@@ -22,6 +22,7 @@ pub mod commands;
 pub mod config;
 pub mod dashboard;
 pub mod data;
+pub mod databases;
 pub mod elements;
 pub mod expire;
 pub mod filedisk;

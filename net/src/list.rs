@@ -31,7 +31,6 @@ use crate::types::refuse_other;
 use bytes::Bytes;
 use shoal_engine::fields::{field_key, list_element, list_position, lists_namespace};
 use shoal_engine::{TakeEnd, WriteOp};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Positions between pushed elements: room for LINSERT's midpoints.
 const POSITION_STEP: i64 = 1 << 32;
@@ -289,8 +288,7 @@ fn parse_pos(options: &[Bytes]) -> Result<PosArgs, Step> {
 
 /// A unique tiebreak for a pushed element: wall ms, node, then a count.
 fn tiebreak(backend: &Backend<'_>) -> u64 {
-    static PUSHES: AtomicU64 = AtomicU64::new(0);
-    let count = PUSHES.fetch_add(1, Ordering::Relaxed) & 0xffff;
+    let count = backend.next_sequence() & 0xffff;
     (backend.now_ms() << 22) | ((backend.node_tag() & 0x3f) << 16) | count
 }
 

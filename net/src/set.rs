@@ -180,7 +180,7 @@ impl SetCommand {
             SetCommand::Members(key) => set_reply(members(backend, ns, &key).await?),
             SetCommand::RandMember(key, count) => {
                 let all: Vec<Bytes> = members(backend, ns, &key).await?.into_iter().collect();
-                rand_members(all, count, backend.now_ms())
+                rand_members(all, count, backend.entropy())
             }
             SetCommand::Combine { how, keys, .. } => {
                 set_reply(combine(backend, ns, how, &keys).await?)
@@ -330,7 +330,7 @@ async fn pop(backend: &Backend<'_>, ns: u8, key: Bytes, count: Option<u64>) -> R
         let picked = crate::elements::pick(
             &stored,
             Some((want - popped.len()) as i64),
-            backend.now_ms(),
+            backend.entropy(),
         )
         .unwrap_or_default();
         let taken = crate::elements::take(backend, members_namespace(ns), &picked).await?;
@@ -352,8 +352,8 @@ fn set_reply(members: BTreeSet<Bytes>) -> Reply {
 }
 
 /// SRANDMEMBER's reply from the members picked (`crate::elements::pick`).
-fn rand_members(members: Vec<Bytes>, count: Option<i64>, now_ms: u64) -> Reply {
-    match (crate::elements::pick(&members, count, now_ms), count) {
+fn rand_members(members: Vec<Bytes>, count: Option<i64>, seed: u64) -> Reply {
+    match (crate::elements::pick(&members, count, seed), count) {
         (None, _) => Reply::Null,
         (Some(mut one), None) => Reply::Bulk(one.remove(0)),
         (Some(picked), Some(_)) => Reply::Array(picked.into_iter().map(Reply::Bulk).collect()),

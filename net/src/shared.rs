@@ -108,6 +108,10 @@ pub struct Shared {
     pub shutdown: crate::admin::ShutdownSwitch,
     /// `maxmemory` (noeviction): writes refused past it.
     pub maxmemory: crate::maxmemory::MemoryLimit,
+    /// SWAPDB's map from selected to stored database.
+    pub databases: crate::databases::Databases,
+    /// Tiebreaks and random draws counted per node (`Backend::next_sequence`).
+    pub sequence: AtomicU64,
     next_client_id: AtomicU64,
     pub started: tokio::time::Instant,
 }
@@ -122,6 +126,7 @@ impl Shared {
         config: ServerConfig,
         cluster: Option<Arc<crate::cluster::Cluster>>,
     ) -> Arc<Shared> {
+        let databases = crate::databases::Databases::load(storage.read(|s| s.dir()).as_ref());
         Arc::new(Shared {
             storage,
             cluster,
@@ -140,6 +145,8 @@ impl Shared {
             backups: Default::default(),
             shutdown: Default::default(),
             maxmemory: Default::default(),
+            databases,
+            sequence: AtomicU64::new(0),
             next_client_id: AtomicU64::new(1),
             started: tokio::time::Instant::now(),
         })

@@ -527,7 +527,7 @@ impl ZSetCommand {
             }
             ZSetCommand::RandMember(key, count, with_scores) => {
                 let all = all_ordered(backend, ns, &key).await?;
-                rand_members(all, count, (with_scores, resp3), backend.now_ms())
+                rand_members(all, count, (with_scores, resp3), backend.entropy())
             }
             ZSetCommand::Scan(key, pattern) => {
                 let all = all_ordered(backend, ns, &key).await?;
@@ -806,9 +806,9 @@ fn rand_members(
     all: Vec<(f64, Bytes)>,
     count: Option<i64>,
     with_scores: (bool, bool),
-    now_ms: u64,
+    seed: u64,
 ) -> Reply {
-    match (crate::elements::pick(&all, count, now_ms), count) {
+    match (crate::elements::pick(&all, count, seed), count) {
         (None, _) => Reply::Null,
         (Some(mut one), None) => Reply::Bulk(one.remove(0).1),
         (Some(picked), Some(_)) if with_scores.0 => with_scores_reply(picked, with_scores.1),

@@ -24,11 +24,11 @@ use super::{segment_file_name, Store};
 use crate::disk::{Disk, DiskDir, DiskError};
 use std::sync::Arc;
 
-/// Small files copied whole with the segments: the incarnation and the dot
-/// actor, so a store made from the copy never mints a dot the source issued
+/// Small files copied whole with the segments: the SWAPDB map, the
+/// incarnation and the dot actor, so a store made from the copy never mints a dot the source issued
 /// before the copy (the restore raises the incarnation past the source's
 /// later ones too).
-pub const BACKUP_SMALL_FILES: [&str; 2] = [INCARNATION_FILE, ACTOR_FILE];
+pub const BACKUP_SMALL_FILES: [&str; 3] = [INCARNATION_FILE, ACTOR_FILE, super::DATABASES_FILE];
 
 /// One segment of a backup: its id and the bytes of it to copy.
 #[derive(Clone)]

@@ -215,6 +215,11 @@ pub(crate) fn dir_key(namespace: u8, key: &[u8]) -> Box<[u8]> {
     k.into_boxed_slice()
 }
 
+/// Which stored database each selected one stands for after SWAPDBs
+/// (`shoal-net`'s `databases`): kept with the store so backups and salvage
+/// carry it.
+pub const DATABASES_FILE: &str = "DATABASES";
+
 pub(crate) fn segment_file_name(id: u32) -> String {
     format!("seg-{id:08}.log")
 }

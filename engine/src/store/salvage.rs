@@ -88,7 +88,7 @@ pub fn salvage(
 ) -> Result<SalvageReport, SalvageError> {
     let inspection =
         inspect_dir(from, options.record_size_max_bytes).map_err(SalvageError::Read)?;
-    for name in [INCARNATION_FILE, ACTOR_FILE] {
+    for name in [INCARNATION_FILE, ACTOR_FILE, super::DATABASES_FILE] {
         copy_file(from, into.as_ref(), name).map_err(SalvageError::Read)?;
     }
     let options_segment_bytes = options.segment_size_bytes as usize;
