@@ -183,18 +183,30 @@ impl Transaction {
     }
 }
 
-/// Each key's set hash now (`None`: absent), or the read's error reply.
+/// Each key's fingerprint now (`None`: absent), or the read's error reply:
+/// its string's set hash, mixed with every live element of its collections
+/// (name and set hash), so a write to a hash field, a list element, a set or
+/// sorted-set member changes it too. Reading a collection's elements costs
+/// in proportion to its size, at WATCH and again at EXEC.
 async fn fingerprints(
     backend: &Backend<'_>,
     ns: u8,
     keys: &[Bytes],
 ) -> Result<Vec<Option<u64>>, Reply> {
-    backend
-        .read(ns, keys)
-        .await
-        .into_iter()
-        .map(|read| read.map(|set| set.map(|s| set_hash(&s))))
-        .collect()
+    let strings = backend.read(ns, keys).await;
+    let mut out = Vec::with_capacity(keys.len());
+    for (key, read) in keys.iter().zip(strings) {
+        let mut print = read?.map(|set| set_hash(&set));
+        for kind in crate::keyspace::Kind::COLLECTIONS {
+            for (name, set) in backend.elements(ns, kind, key).await? {
+                let element = shoal_engine::digest::key_hash(kind as u8, &name, set_hash(&set));
+                let mixed = print.unwrap_or(0).rotate_left(7) ^ element;
+                print = Some(mixed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            }
+        }
+        out.push(print);
+    }
+    Ok(out)
 }
 
 /// Whether every watched key still holds what WATCH saw (EXEC runs only then).

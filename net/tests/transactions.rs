@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{temp_dir, ShoalProcess};
+use common::{query, temp_dir, ShoalProcess};
 use redis::{Commands, Value};
 use std::time::Duration;
 
@@ -171,4 +171,32 @@ fn a_client_that_does_not_read_does_not_stall_exec() {
         .expect("EXEC answered while a client does not read");
     assert_eq!(ok, "OK");
     drop(slow);
+}
+
+#[test]
+fn watch_sees_writes_to_collections_elements() {
+    let dir = temp_dir("watch-collections");
+    let node = ShoalProcess::start(&dir, &[]);
+    let mut c = node.client();
+    let mut other = node.client();
+    for (setup, change) in [
+        (vec!["RPUSH", "l", "a"], vec!["RPUSH", "l", "b"]),
+        (vec!["HSET", "h", "f", "1"], vec!["HSET", "h", "f", "2"]),
+        (vec!["SADD", "s", "a"], vec!["SREM", "s", "a"]),
+        (vec!["ZADD", "z", "1", "m"], vec!["ZADD", "z", "2", "m"]),
+    ] {
+        let key = setup[1];
+        let _: () = query(&mut c, &setup);
+        let _: () = query(&mut c, &["WATCH", key]);
+        let _: () = query(&mut other, &change);
+        let _: () = query(&mut c, &["MULTI"]);
+        let _: () = query(&mut c, &["PING"]);
+        let exec: redis::Value = query(&mut c, &["EXEC"]);
+        assert_eq!(exec, redis::Value::Nil, "{change:?} changed watched {key}");
+    }
+    let _: () = query(&mut c, &["WATCH", "l"]);
+    let _: () = query(&mut c, &["MULTI"]);
+    let _: () = query(&mut c, &["LLEN", "l"]);
+    let exec: Vec<i64> = query(&mut c, &["EXEC"]);
+    assert_eq!(exec, vec![2], "an unchanged list lets EXEC run");
 }
