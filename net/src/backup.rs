@@ -4,7 +4,7 @@
 //! answers an id, each segment's name and bytes to copy, the small files
 //! whole, and whether the node is a cluster member. `READ id segment offset
 //! count` answers at most `BACKUP_CHUNK_BYTES_MAX` bytes of one copy; `END id`
-//! lets the view go. Writes never wait for a backup: only `BEGIN` takes the
+//! lets the view go. Writes never wait for a backup: only `BEGIN` reads under the
 //! store's lock, for as long as listing the segments takes.
 //!
 //! Bounded: at most `BACKUPS_OPEN_MAX` backups at once, and one left idle for
@@ -82,7 +82,7 @@ fn begin(shared: &Shared) -> Step {
             "BUSY {BACKUPS_OPEN_MAX} backups are in progress; end one (SHOAL.BACKUP END id) or wait"
         ));
     }
-    let view = match shared.storage.with_store_mut(|store| store.backup_view()) {
+    let view = match shared.storage.read(|store| store.backup_view()) {
         Ok(view) => view,
         Err(e) => return err(format!("IOERR cannot list the store's segments: {e}")),
     };
