@@ -19,7 +19,7 @@
 
 use crate::filedisk::FileDir;
 use crate::resp::Reply;
-use crate::salvage::{partial_path, sync_parent};
+use crate::salvage::{partial_path, sync_dir, sync_parent};
 use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 use shoal_engine::store::backup::seal_copies;
@@ -329,12 +329,6 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), String> {
     file.write_all(bytes)
         .and_then(|()| file.sync_all())
         .map_err(|e| format!("cannot write {}: {e}", path.display()))
-}
-
-fn sync_dir(path: &Path) -> Result<(), String> {
-    std::fs::File::open(path)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| format!("cannot sync {}: {e}", path.display()))
 }
 
 fn unix_ms() -> u64 {

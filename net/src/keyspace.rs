@@ -231,7 +231,8 @@ impl Backend<'_> {
     pub async fn key_count(&self, ns: u8) -> Result<i64, Reply> {
         match &self.place {
             Place::Local(storage) => {
-                let strings = storage.read(|s| s.live_key_count(self.stored(ns))) as i64;
+                let stored_ns = self.stored(ns);
+                let strings = storage.read(|s| s.live_key_count(stored_ns)) as i64;
                 let mut collections = BTreeSet::new();
                 for kind in Kind::COLLECTIONS {
                     let stored = self.listed_keys(kind.namespace(ns), false).await?;
@@ -240,7 +241,7 @@ impl Backend<'_> {
                 let only = storage.read(|s| {
                     collections
                         .iter()
-                        .filter(|k| !s.contains_live(self.stored(ns), k))
+                        .filter(|k| !s.contains_live(stored_ns, k))
                         .count()
                 });
                 Ok(strings + only as i64)

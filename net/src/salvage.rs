@@ -57,7 +57,12 @@ pub(crate) fn sync_parent(path: &Path) -> Result<(), String> {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    std::fs::File::open(parent)
+    sync_dir(parent)
+}
+
+/// Sync directory `path` (its entries: files created, renamed, removed).
+pub(crate) fn sync_dir(path: &Path) -> Result<(), String> {
+    std::fs::File::open(path)
         .and_then(|d| d.sync_all())
-        .map_err(|e| format!("cannot sync {}: {e}", parent.display()))
+        .map_err(|e| format!("cannot sync {}: {e}", path.display()))
 }
