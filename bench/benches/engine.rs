@@ -1,5 +1,6 @@
 //! Criterion benches of the storage engine on real files (`FileDir` in a temp dir):
-//! durable puts with group commit, point reads, recovery of 1M keys with and without
+//! durable puts with group commit, the committer's CPU per batch (prepare and
+//! publish, no fsync), point reads (whole sets, and GET's winner), recovery of 1M keys with and without
 //! hint files, and compaction of mostly-dead segments.
 //!
 //! Run: `cargo bench -p shoal-bench --bench engine -- --warm-up-time 1 --measurement-time 2`.
@@ -10,13 +11,15 @@ use criterion::{
     black_box, criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, SamplingMode,
     Throughput,
 };
-use shoal_bench::{commit, key, load_keys, open_store, put, TempDir, NAMESPACE};
+use shoal_bench::{commit, key, load_keys, open_store, put, wall_ms, TempDir, NAMESPACE};
 use shoal_engine::rng::SplitMix64;
 use shoal_engine::{CompactionProgress, StoreOptions, WriteOp};
 use std::cell::OnceCell;
 
 /// Keys the put bench draws from (overwrites read the current record, as SET does).
 const PUT_KEYSPACE: u64 = 100_000;
+/// Overwrites per batch in the prepare-and-publish bench.
+const PREPARE_BATCH_OPS: u64 = 64;
 /// Keys preloaded for the get bench.
 const GET_KEYS: u64 = 100_000;
 /// Keys in the recovery bench unless `SHOAL_BENCH_RECOVERY_KEYS` says otherwise.
@@ -53,6 +56,34 @@ fn durable_put(c: &mut Criterion) {
     group.finish();
 }
 
+/// The committer's CPU work per batch, without the fsync: a batch of 64
+/// overwrites of a store holding 100k keys, prepared and published.
+fn prepare_publish(c: &mut Criterion) {
+    let dir = TempDir::new("prepare-publish");
+    let mut store = open_store(&dir, StoreOptions::default());
+    load_keys(&mut store, PUT_KEYSPACE, LOAD_BATCH_OPS);
+    let mut rng = SplitMix64::new(0xC0117);
+    let mut group = c.benchmark_group("prepare_publish");
+    group.throughput(Throughput::Elements(PREPARE_BATCH_OPS));
+    group.bench_function(BenchmarkId::new("overwrites", PREPARE_BATCH_OPS), |b| {
+        b.iter_batched(
+            || -> Vec<WriteOp> {
+                (0..PREPARE_BATCH_OPS)
+                    .map(|_| put(rng.below(PUT_KEYSPACE)))
+                    .collect()
+            },
+            |ops| {
+                let batch = store.prepare(&ops, wall_ms());
+                for result in store.publish(batch) {
+                    black_box(result.expect("write applied"));
+                }
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
 /// Random point reads of a store holding 100k keys (values are read from the file).
 fn get(c: &mut Criterion) {
     let dir = TempDir::new("get");
@@ -67,6 +98,14 @@ fn get(c: &mut Criterion) {
             let k = &keys[rng.below(GET_KEYS) as usize];
             let set = store.get(NAMESPACE, black_box(k)).expect("read");
             black_box(set.expect("key present"))
+        })
+    });
+    // What GET reads: the winner's value only, through a borrowed view.
+    group.bench_function(BenchmarkId::new("winner", GET_KEYS), |b| {
+        b.iter(|| {
+            let k = &keys[rng.below(GET_KEYS) as usize];
+            let winner = store.get_winner(NAMESPACE, black_box(k), 0).expect("read");
+            black_box(winner.expect("key present"))
         })
     });
     group.finish();
@@ -180,5 +219,12 @@ fn compaction(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, durable_put, get, recovery, compaction);
+criterion_group!(
+    benches,
+    durable_put,
+    prepare_publish,
+    get,
+    recovery,
+    compaction
+);
 criterion_main!(benches);

@@ -4,7 +4,6 @@
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::fmt;
 
 pub type NodeId = u32;
@@ -73,8 +72,12 @@ impl fmt::Display for Dot {
 }
 
 /// A causal context: for each node, the highest counter seen (all below it too).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VersionVector(BTreeMap<NodeId, u64>);
+///
+/// Held as pairs sorted by node, each node once (a context names a handful of
+/// nodes, and a map's node allocation cost more than the whole set's other
+/// work on every write); encoded as a map, as it always was.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct VersionVector(Vec<(NodeId, u64)>);
 
 impl VersionVector {
     pub fn new() -> Self {
@@ -82,7 +85,10 @@ impl VersionVector {
     }
 
     pub fn get(&self, node: NodeId) -> u64 {
-        self.0.get(&node).copied().unwrap_or(0)
+        match self.0.binary_search_by_key(&node, |(n, _)| *n) {
+            Ok(i) => self.0[i].1,
+            Err(_) => 0,
+        }
     }
 
     pub fn covers(&self, dot: Dot) -> bool {
@@ -90,16 +96,16 @@ impl VersionVector {
     }
 
     pub fn add(&mut self, dot: Dot) {
-        let entry = self.0.entry(dot.node).or_insert(0);
-        *entry = (*entry).max(dot.counter);
+        match self.0.binary_search_by_key(&dot.node, |(n, _)| *n) {
+            Ok(i) => self.0[i].1 = self.0[i].1.max(dot.counter),
+            Err(i) => self.0.insert(i, (dot.node, dot.counter)),
+        }
+        debug_assert!(self.0.windows(2).all(|w| w[0].0 < w[1].0));
     }
 
     pub fn merge(&mut self, other: &VersionVector) {
-        for (node, counter) in &other.0 {
-            self.add(Dot {
-                node: *node,
-                counter: *counter,
-            });
+        for &(node, counter) in &other.0 {
+            self.add(Dot { node, counter });
         }
     }
 
@@ -109,11 +115,16 @@ impl VersionVector {
     }
 
     pub fn entries(&self) -> impl Iterator<Item = (NodeId, u64)> + '_ {
-        self.0.iter().map(|(n, c)| (*n, *c))
+        self.0.iter().copied()
     }
 
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// How many nodes it names.
+    pub fn len(&self) -> usize {
+        self.0.len()
     }
 
     /// Parses the `Display` form, `node:counter,node:counter` (empty for none).
@@ -127,6 +138,42 @@ impl VersionVector {
             });
         }
         Some(vv)
+    }
+}
+
+impl fmt::Debug for VersionVector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.entries()).finish()
+    }
+}
+
+impl Serialize for VersionVector {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.entries())
+    }
+}
+
+impl<'de> Deserialize<'de> for VersionVector {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Pairs;
+        impl<'de> serde::de::Visitor<'de> for Pairs {
+            type Value = VersionVector;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a map of node ids to counters")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<VersionVector, A::Error> {
+                let mut vv =
+                    VersionVector(Vec::with_capacity(map.size_hint().unwrap_or(0).min(64)));
+                while let Some((node, counter)) = map.next_entry()? {
+                    vv.add(Dot { node, counter });
+                }
+                Ok(vv)
+            }
+        }
+        deserializer.deserialize_map(Pairs)
     }
 }
 
@@ -233,7 +280,7 @@ impl SiblingSet {
             .iter()
             .map(|s| s.value.as_ref().map_or(0, Bytes::len) + 32)
             .sum();
-        siblings + self.context.0.len() * 16
+        siblings + self.context.len() * 16
     }
 
     /// Coordinator write: replace what `covered` covers with one new sibling whose
@@ -380,6 +427,27 @@ impl SiblingSet {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    proptest! {
+        /// The pairs encode as the map they replaced, byte for byte, and read
+        /// back as the same context (records on disk carry contexts).
+        #[test]
+        fn version_vector_encodes_as_the_map_it_was(
+            pairs in proptest::collection::vec((0u32..40, 0u64..1_000_000), 0..12)
+        ) {
+            let mut vv = VersionVector::new();
+            let mut map = std::collections::BTreeMap::new();
+            for &(node, counter) in &pairs {
+                vv.add(Dot { node, counter });
+                let c = map.entry(node).or_insert(0);
+                *c = counter.max(*c);
+            }
+            let bytes = postcard::to_allocvec(&vv).unwrap();
+            prop_assert_eq!(&bytes, &postcard::to_allocvec(&map).unwrap());
+            let back: VersionVector = postcard::from_bytes(&bytes).unwrap();
+            prop_assert_eq!(&back, &vv);
+        }
+    }
 
     #[test]
     fn siblings_written_before_expiry_read_unchanged_and_deadlines_round_trip() {

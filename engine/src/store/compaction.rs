@@ -156,7 +156,7 @@ impl Store {
     /// segment went with a published write in it).
     fn no_stragglers(&self, cursor: &mut Cursor) -> bool {
         let segment = cursor.segment;
-        if self.staged.values().any(|s| s.entry.segment == segment) {
+        if self.staged.in_segment(segment) {
             return false;
         }
         let stragglers: Vec<(Box<[u8]>, KeyEntry)> = self
@@ -191,7 +191,7 @@ impl Store {
             if self.keydir.get(dk) != Some(entry) {
                 continue; // superseded since: nothing to keep
             }
-            if self.staged.contains_key(dk) {
+            if self.staged.contains(dk) {
                 cursor.deferred.push((dk.clone(), *entry));
                 continue;
             }
@@ -290,7 +290,7 @@ impl Store {
 
     fn finish_compaction(&mut self, segment: u32) -> Result<(), WriteError> {
         debug_assert!(self.keydir.values().all(|e| e.segment != segment));
-        debug_assert!(self.staged.values().all(|s| s.entry.segment != segment));
+        debug_assert!(!self.staged.in_segment(segment));
         self.segments.remove(&segment);
         // Unlisted first: a crash before the file goes leaves a leftover the
         // next open removes, never a listed segment that is gone.

@@ -52,9 +52,9 @@ impl Store {
             .filter(|(_, e)| e.segment == segment_id)
             .map(|(k, e)| (&k[..], (*e, self.expiring.get(k))))
             .collect();
-        for (k, staged) in &self.staged {
-            if staged.entry.segment == segment_id {
-                latest.insert(&k[..], (staged.entry, staged.set.deadline_ms()));
+        for (k, entry, set) in self.staged.records() {
+            if entry.segment == segment_id {
+                latest.insert(k, (entry, set.deadline_ms()));
             }
         }
         let entries = latest

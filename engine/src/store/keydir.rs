@@ -178,8 +178,25 @@ impl KeyDir {
     /// How many live elements the collection with element prefix `prefix`
     /// in `namespace` holds.
     pub fn live_elements(&self, namespace: u8, prefix: &[u8]) -> u64 {
-        let id = collection_id(namespace, prefix);
-        self.live_elements.get(&id[..]).copied().unwrap_or(0)
+        if self.live_elements.is_empty() {
+            return 0;
+        }
+        let mut stack = [0u8; STACK_KEY_BYTES];
+        let found = if prefix.len() < STACK_KEY_BYTES {
+            stack[0] = namespace;
+            stack[1..=prefix.len()].copy_from_slice(prefix);
+            self.live_elements.get(&stack[..=prefix.len()])
+        } else {
+            self.live_elements
+                .get(&collection_id(namespace, prefix)[..])
+        };
+        found.copied().unwrap_or(0)
+    }
+
+    /// Whether any collection holds a live element (a string-only store
+    /// answers every "is it a collection?" without a lookup).
+    pub fn holds_collections(&self) -> bool {
+        !self.live_elements.is_empty()
     }
 
     pub fn remove(&mut self, dir_key: &[u8]) -> Option<KeyEntry> {

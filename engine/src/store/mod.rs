@@ -23,6 +23,7 @@ mod ops;
 mod prepare;
 mod recovery;
 pub mod salvage;
+mod staging;
 mod synced;
 pub use synced::{read_synced_mark, SyncedMark};
 
@@ -32,7 +33,10 @@ pub use recovery::{set_aside_segments, OpenError, RecoveryReport, SET_ASIDE_PREF
 
 use crate::disk::{Disk, DiskDir, DiskError};
 use crate::fields::stored_key_slot;
-use crate::record::{encode_frame, read_frame, FrameRead, RecordBody, SEGMENT_HEADER_BYTES};
+use crate::record::{
+    encode_frame, read_frame, FrameRead, RecordBody, RecordBodyRef, FRAME_HEADER_BYTES,
+    SEGMENT_HEADER_BYTES,
+};
 use crate::version::{HlcClock, NodeId, SiblingSet, VersionVector};
 use bytes::Bytes;
 pub use ops::*;
@@ -77,13 +81,6 @@ impl Default for StoreOptions {
             delete_markers_collectable: true,
         }
     }
-}
-
-/// A key's state in a prepared, unpublished batch.
-pub(crate) struct Staged {
-    batch_seq: u64,
-    set: SiblingSet,
-    pub entry: KeyEntry,
 }
 
 /// Where a key's latest record is.
@@ -253,7 +250,7 @@ pub struct Store {
     /// Keys written by batches that are prepared but not yet published: their batch,
     /// sibling set and record, so a later batch builds on them (pipelined group
     /// commit) and a hint written meanwhile lists them.
-    staged: BTreeMap<Box<[u8]>, Staged>,
+    staged: staging::Staging,
     compaction: compaction::State,
     stats: StoreStats,
     /// Anti-entropy digests, kept once [`Store::enable_digests`] was called.
@@ -386,12 +383,55 @@ impl Store {
         }
     }
 
+    /// What a plain GET returns at wall time `now_ms`: the winner's value and
+    /// deadline ([`SiblingSet::winner_at`]), read through a borrowed view of
+    /// the record (no sibling set is built). `None`: absent or expired.
+    pub fn get_winner(
+        &self,
+        namespace: u8,
+        key: &[u8],
+        now_ms: u64,
+    ) -> Result<Option<(Bytes, Option<u64>)>, ReadError> {
+        let Some(entry) = self.keydir.get_key(namespace, key).copied() else {
+            return Ok(None);
+        };
+        if !entry.live {
+            return Ok(None);
+        }
+        let (mut stack, mut heap) = ([0u8; 512], Vec::new());
+        let buf = if entry.len as usize <= stack.len() {
+            &mut stack[..entry.len as usize]
+        } else {
+            heap.resize(entry.len as usize, 0);
+            &mut heap[..]
+        };
+        self.read_frame_bytes(entry, buf)?;
+        let corrupt = |reason| ReadError::Corrupt {
+            segment: entry.segment,
+            offset: entry.offset as u64,
+            reason,
+        };
+        let view = match crate::record::scan_frame(buf, self.options.record_size_max_bytes) {
+            crate::record::FrameScan::Valid { view, .. } => view,
+            crate::record::FrameScan::Zero => return Err(corrupt("record zeroed")),
+            crate::record::FrameScan::Invalid(reason) => return Err(corrupt(reason)),
+        };
+        let winner = (view.set.siblings.iter())
+            .filter(|s| s.value().is_some() && s.deadline_ms().is_none_or(|d| d > now_ms))
+            .max_by_key(|s| (s.hlc, s.dot.node, s.dot.counter));
+        Ok(winner.map(|w| {
+            let value = Bytes::copy_from_slice(w.value().expect("filtered on a value"));
+            (value, w.deadline_ms())
+        }))
+    }
+
     /// Whether the key has a live value, without reading the disk.
     pub fn contains_live(&self, namespace: u8, key: &[u8]) -> bool {
         self.keydir.get_key(namespace, key).is_some_and(|e| e.live)
     }
 
-    pub(crate) fn read_record(&self, entry: KeyEntry) -> Result<RecordBody, ReadError> {
+    /// The bytes of `entry`'s frame, into `buf` (`entry.len` bytes long).
+    fn read_frame_bytes(&self, entry: KeyEntry, buf: &mut [u8]) -> Result<(), ReadError> {
         let segment = self
             .segments
             .get(&entry.segment)
@@ -400,11 +440,15 @@ impl Store {
                 offset: entry.offset as u64,
                 reason: "segment missing",
             })?;
-        let mut buf = vec![0u8; entry.len as usize];
         segment
             .disk
-            .read_at(entry.offset as u64, &mut buf)
-            .map_err(ReadError::Disk)?;
+            .read_at(entry.offset as u64, buf)
+            .map_err(ReadError::Disk)
+    }
+
+    pub(crate) fn read_record(&self, entry: KeyEntry) -> Result<RecordBody, ReadError> {
+        let mut buf = vec![0u8; entry.len as usize];
+        self.read_frame_bytes(entry, &mut buf)?;
         match read_frame(&buf, self.options.record_size_max_bytes) {
             FrameRead::Valid { body, .. } => Ok(body),
             FrameRead::Zero => Err(ReadError::Corrupt {
@@ -467,6 +511,12 @@ impl Store {
 
     /// Whether some live stored key of `namespace` starts with `prefix`
     /// (stops at the first).
+    /// Whether any collection (hash, set, list, sorted set) holds a live
+    /// element, in any database.
+    pub fn holds_collections(&self) -> bool {
+        self.keydir.holds_collections()
+    }
+
     pub fn has_live_key_with_prefix(&self, namespace: u8, prefix: &[u8]) -> bool {
         self.live_count_with_prefix(namespace, prefix) > 0
     }
@@ -694,15 +744,12 @@ impl Store {
             }
         }
         self.stats.tombstones_forgotten += batch.forgotten;
+        if !batch.updates.is_empty() {
+            // Only a batch that wrote records was staged.
+            self.staged.published(batch.batch_seq);
+        }
         for ((dk, entry), deadline_ms) in batch.updates.into_iter().zip(batch.deadlines) {
             self.expiring.set(&dk, deadline_ms);
-            if self
-                .staged
-                .get(&dk)
-                .is_some_and(|staged| staged.batch_seq == batch.batch_seq)
-            {
-                self.staged.remove(&dk);
-            }
             self.synced
                 .published_to(entry.segment, entry.offset as u64 + entry.len as u64);
             let namespace = dk[0];

@@ -3,11 +3,14 @@
 //! batch's earlier writes left it, and its record framed for one append.
 
 use super::modify::Modify;
+use super::staging::{Overlay, StagedKey};
 use super::*;
 
 /// A key's set as a write in a batch finds it, and what the write's outcome
 /// reports of it. Values expired at the batch's wall time read as absent.
 struct Found {
+    /// The key's directory key (empty for [`Found::nothing`]).
+    dir_key: Box<[u8]>,
     set: SiblingSet,
     live: bool,
     winner: Option<Bytes>,
@@ -18,6 +21,7 @@ impl Found {
     /// An absent key (a take that found no live key).
     fn nothing() -> Found {
         Found {
+            dir_key: Box::default(),
             set: SiblingSet::default(),
             live: false,
             winner: None,
@@ -91,8 +95,8 @@ impl Store {
             return batch;
         }
         let batch_seq = self.next_batch_seq;
-        let mut overlay: BTreeMap<Box<[u8]>, SiblingSet> = BTreeMap::new();
-        let mut frames: Vec<PendingFrame> = Vec::new();
+        let mut overlay = Overlay::new();
+        let mut frames: Vec<PendingFrame> = Vec::with_capacity(ops.len());
         for op in ops {
             let result = self.prepare_one(op, batch_seq, wall_ms, &mut overlay, &mut frames);
             let forgot_markers = matches!(op.forget, Some(Forget::MarkersHashing(_)));
@@ -118,7 +122,7 @@ impl Store {
                     .zip(placed)
                     .map(|(frame, at)| (frame.dir_key, at.entry(frame.live)))
                     .collect();
-                self.stage(batch_seq, &batch.updates, overlay);
+                self.staged.stage(batch_seq, overlay, &batch.updates);
             }
             Err(err) => {
                 if err == WriteError::DiskFull {
@@ -144,7 +148,7 @@ impl Store {
         op: &WriteOp,
         batch_seq: u64,
         wall_ms: u64,
-        overlay: &mut BTreeMap<Box<[u8]>, SiblingSet>,
+        overlay: &mut Overlay,
         frames: &mut Vec<PendingFrame>,
     ) -> Result<WriteOutcome, WriteError> {
         if op.key.len() > self.options.key_size_max_bytes {
@@ -183,7 +187,7 @@ impl Store {
         namespace: u8,
         prefix: &[u8],
         end: TakeEnd,
-        overlay: &BTreeMap<Box<[u8]>, SiblingSet>,
+        overlay: &Overlay,
         now_ms: u64,
     ) -> Option<Bytes> {
         let mut first_live: Option<Box<[u8]>> = None;
@@ -191,7 +195,7 @@ impl Store {
             if entry.live && first_live.is_none() {
                 first_live = Some(dk.into());
             }
-            let pending = overlay.get(dk).or(self.staged.get(dk).map(|s| &s.set));
+            let pending = overlay.get(dk).map(|k| &k.set).or(self.staged.set(dk));
             let live = pending.map_or(entry.live, |set| set.winner_at(now_ms).is_some());
             live.then(|| Bytes::copy_from_slice(&dk[3..]))
         };
@@ -211,17 +215,9 @@ impl Store {
 
     /// The key's set as this write finds it: after the batch's earlier writes
     /// (`overlay`), then batches staged but not yet published, then the keydir.
-    fn found(
-        &self,
-        op: &WriteOp,
-        overlay: &BTreeMap<Box<[u8]>, SiblingSet>,
-        now_ms: u64,
-    ) -> Result<Found, WriteError> {
+    fn found(&self, op: &WriteOp, overlay: &Overlay, now_ms: u64) -> Result<Found, WriteError> {
         let dk = dir_key(op.namespace, &op.key);
-        let set = match overlay
-            .get(&dk)
-            .or(self.staged.get(&dk).map(|staged| &staged.set))
-        {
+        let set = match overlay.get(&dk).map(|k| &k.set).or(self.staged.set(&dk)) {
             Some(set) => set.clone(),
             None => match self.keydir.get(&dk) {
                 Some(entry) => self.read_record(*entry).map_err(WriteError::Corrupt)?.set,
@@ -230,6 +226,7 @@ impl Store {
         };
         let winner = set.winner_at(now_ms);
         Ok(Found {
+            dir_key: dk,
             live: winner.is_some(),
             winner: winner.and_then(|s| s.value.clone()),
             winner_deadline_ms: winner.and_then(|s| s.deadline_ms),
@@ -244,7 +241,7 @@ impl Store {
         forget: Forget,
         found: Found,
         batch_seq: u64,
-        overlay: &mut BTreeMap<Box<[u8]>, SiblingSet>,
+        overlay: &mut Overlay,
         frames: &mut Vec<PendingFrame>,
     ) -> Result<WriteOutcome, WriteError> {
         let current = &found.set;
@@ -260,7 +257,8 @@ impl Store {
         }
         // The set's context goes with it: never reissue a dot it covered.
         self.counter_floor = self.counter_floor.max(self.counter_issued_max + 1);
-        self.stage_frame(op, batch_seq, SiblingSet::default(), overlay, frames)?;
+        let dk = found.dir_key;
+        self.stage_frame(op, dk, batch_seq, SiblingSet::default(), overlay, frames)?;
         Ok(WriteOutcome {
             applied: true,
             dot: None,
@@ -278,7 +276,7 @@ impl Store {
         incoming: &SiblingSet,
         found: Found,
         batch_seq: u64,
-        overlay: &mut BTreeMap<Box<[u8]>, SiblingSet>,
+        overlay: &mut Overlay,
         frames: &mut Vec<PendingFrame>,
     ) -> Result<WriteOutcome, WriteError> {
         self.clock.observe(incoming.max_hlc());
@@ -290,7 +288,7 @@ impl Store {
         if next == found.set {
             return Ok(found.not_applied());
         }
-        self.stage_frame(op, batch_seq, next.clone(), overlay, frames)?;
+        self.stage_frame(op, found.dir_key, batch_seq, next.clone(), overlay, frames)?;
         self.note_siblings(next.siblings.len(), true);
         Ok(WriteOutcome {
             applied: true,
@@ -309,7 +307,7 @@ impl Store {
         op: &WriteOp,
         found: Found,
         (batch_seq, wall_ms): (u64, u64),
-        overlay: &mut BTreeMap<Box<[u8]>, SiblingSet>,
+        overlay: &mut Overlay,
         frames: &mut Vec<PendingFrame>,
     ) -> Result<WriteOutcome, WriteError> {
         let deadline_ms = match op.deadline {
@@ -348,7 +346,7 @@ impl Store {
                 max: self.options.siblings_max,
             });
         }
-        self.stage_frame(op, batch_seq, next.clone(), overlay, frames)?;
+        self.stage_frame(op, found.dir_key, batch_seq, next.clone(), overlay, frames)?;
         self.note_siblings(next.siblings.len(), false);
         Ok(WriteOutcome {
             applied: true,
@@ -358,26 +356,6 @@ impl Store {
             previous_live: found.live,
             set: next,
         })
-    }
-
-    /// Hold each key's final set of the batch until it is published. The last
-    /// update of each key matches its final set in the overlay.
-    fn stage(
-        &mut self,
-        batch_seq: u64,
-        updates: &[(Box<[u8]>, KeyEntry)],
-        mut overlay: BTreeMap<Box<[u8]>, SiblingSet>,
-    ) {
-        for (dk, entry) in updates.iter().rev() {
-            if let Some(set) = overlay.remove(dk) {
-                let staged = Staged {
-                    batch_seq,
-                    set,
-                    entry: *entry,
-                };
-                self.staged.insert(dk.clone(), staged);
-            }
-        }
     }
 
     /// Tell the observer (if any) what batch `batch_seq` changed.
@@ -396,18 +374,22 @@ impl Store {
     fn stage_frame(
         &self,
         op: &WriteOp,
+        dk: Box<[u8]>,
         batch_seq: u64,
         next: SiblingSet,
-        overlay: &mut BTreeMap<Box<[u8]>, SiblingSet>,
+        overlay: &mut Overlay,
         frames: &mut Vec<PendingFrame>,
     ) -> Result<(), WriteError> {
-        let body = RecordBody {
+        let body = RecordBodyRef {
             batch_seq,
             namespace: op.namespace,
-            key: op.key.to_vec(),
-            set: next,
+            key: &op.key,
+            set: &next,
         };
-        let mut frame = Vec::new();
+        // Room for the frame up front: growing it by doubling cost more
+        // than encoding it.
+        let estimate_bytes = FRAME_HEADER_BYTES + 32 + op.key.len() + next.size_bytes();
+        let mut frame = Vec::with_capacity(estimate_bytes);
         encode_frame(&body, &mut frame);
         let max = self.frame_size_max_bytes();
         if frame.len() > max as usize {
@@ -416,17 +398,23 @@ impl Store {
                 max_bytes: max,
             });
         }
-        let live = !body.set.is_deleted();
-        let set_hash = if body.set.siblings.is_empty() {
+        let live = !next.is_deleted();
+        let set_hash = if next.siblings.is_empty() {
             None
         } else if self.digests.is_some() {
-            Some(crate::digest::set_hash(&body.set))
+            Some(crate::digest::set_hash(&next))
         } else {
             Some(0)
         };
-        let dk = dir_key(op.namespace, &op.key);
-        let deadline_ms = body.set.deadline_ms();
-        overlay.insert(dk.clone(), body.set);
+        debug_assert_eq!(dk, dir_key(op.namespace, &op.key));
+        let deadline_ms = next.deadline_ms();
+        overlay.insert(
+            dk.clone(),
+            StagedKey {
+                set: next,
+                entry: None,
+            },
+        );
         frames.push(PendingFrame {
             dir_key: dk,
             bytes: frame,
@@ -443,7 +431,7 @@ impl Store {
 fn written_value(
     op: &WriteOp,
     found: &Found,
-    overlay: &BTreeMap<Box<[u8]>, SiblingSet>,
+    overlay: &Overlay,
 ) -> Result<Option<Bytes>, WriteError> {
     let value = match &op.modify {
         Some(Modify::Touch) => found.winner.clone(),

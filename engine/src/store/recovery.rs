@@ -430,7 +430,7 @@ impl Store {
             clock: HlcClock::default(),
             live_keys: BTreeMap::new(),
             poisoned: None,
-            staged: BTreeMap::new(),
+            staged: Default::default(),
             compaction: Default::default(),
             stats: Default::default(),
             digests: None,
