@@ -24,6 +24,10 @@ const KEYS_PER_FLUSH_BATCH: usize = 512;
 /// A key's sibling set (`None`: absent), or the error reply for that key.
 pub type KeyRead = Result<Option<SiblingSet>, Reply>;
 
+/// [`Backend::read_winner`]'s answer: the winner's value and deadline, if
+/// any, or the reply a failed read gives.
+pub type WinnerRead = Result<Option<(Bytes, Option<u64>)>, Reply>;
+
 /// The storage a connection's commands run against, and the keyspace's
 /// hit and miss counts its lookups add to.
 pub struct Backend<'a> {
@@ -118,6 +122,22 @@ impl<'a> Backend<'a> {
                 .record(read.as_ref().is_some_and(|s| !s.is_deleted()));
         }
         reads
+    }
+
+    /// One key's winning value at `now_ms` and its deadline, counted as a
+    /// hit or a miss: what GET needs, read without building the key's
+    /// sibling set. One node only (`None` on a cluster, which reads through
+    /// [`Backend::read`]).
+    pub fn read_winner(&self, ns: u8, key: &[u8], now_ms: u64) -> Option<WinnerRead> {
+        let Place::Local(storage) = &self.place else {
+            return None;
+        };
+        let ns = self.stored(ns);
+        let read = storage.read(|s| s.get_winner(ns, key, now_ms).map_err(read_error));
+        if let Ok(winner) = &read {
+            self.keyspace.record(winner.is_some());
+        }
+        Some(read)
     }
 
     /// [`Backend::read`] without counting hits and misses.

@@ -279,6 +279,11 @@ impl Clients {
 
     /// Wait until no pause holds back a command that `writes` (or not).
     pub async fn wait_out_pause(&self, writes: bool) {
+        // Every command asks: without a pause that is one atomic load, not a
+        // registration with `unpaused` and a clock reading.
+        if !self.paused.load(Ordering::Acquire) {
+            return;
+        }
         loop {
             let unpaused = self.unpaused.notified();
             tokio::pin!(unpaused);

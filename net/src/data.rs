@@ -232,28 +232,48 @@ impl DataCommand {
             _ => unreachable!("not a string read"),
         };
         let now_ms = backend.now_ms();
+        if !matches!(self, DataCommand::Ttl(..)) {
+            if let Some(read) = backend.read_winner(ns, &key, now_ms) {
+                return match read {
+                    Ok(Some((value, _))) => self.string_reply(value),
+                    Ok(None) => self.absent_string(backend, ns, &key).await,
+                    Err(reply) => reply,
+                };
+            }
+        }
         let read = match backend.read(ns, std::slice::from_ref(&key)).await.remove(0) {
             Ok(read) => read,
             Err(reply) => return reply,
         };
-        if let Some(value) = winner_bytes(read.clone()) {
-            return match self {
-                DataCommand::Get(_) => Reply::Bulk(value),
-                DataCommand::StrLen(_) => Reply::Integer(value.len() as i64),
-                DataCommand::GetRange { start, end, .. } => {
-                    Reply::Bulk(value.slice(redis_range(value.len(), start, end)))
-                }
-                DataCommand::Ttl(_, query) => query.reply(read.as_ref(), now_ms),
-                _ => unreachable!("not a string read"),
-            };
+        let winner = read.as_ref().and_then(|s| s.winner()?.value.clone());
+        match (winner, self) {
+            (Some(_), DataCommand::Ttl(_, query)) => query.reply(read.as_ref(), now_ms),
+            (Some(value), string) => string.string_reply(value),
+            (None, string) => string.absent_string(backend, ns, &key).await,
         }
+    }
+
+    /// GET, STRLEN or GETRANGE of a key whose winner is `value`.
+    fn string_reply(self, value: Bytes) -> Reply {
+        match self {
+            DataCommand::Get(_) => Reply::Bulk(value),
+            DataCommand::StrLen(_) => Reply::Integer(value.len() as i64),
+            DataCommand::GetRange { start, end, .. } => {
+                Reply::Bulk(value.slice(redis_range(value.len(), start, end)))
+            }
+            _ => unreachable!("not a string read"),
+        }
+    }
+
+    /// What a string read answers for a key holding no string.
+    async fn absent_string(self, backend: &Backend<'_>, ns: u8, key: &Bytes) -> Reply {
         let absent = match self {
-            DataCommand::Ttl(..) => return types::ttl_of_absent(backend, ns, &key).await,
+            DataCommand::Ttl(..) => return types::ttl_of_absent(backend, ns, key).await,
             DataCommand::Get(_) => Reply::Null,
             DataCommand::StrLen(_) => Reply::Integer(0),
             _ => Reply::Bulk(Bytes::new()),
         };
-        types::absent_or_wrong_type(backend, ns, &key, absent).await
+        types::absent_or_wrong_type(backend, ns, key, absent).await
     }
 }
 

@@ -194,8 +194,11 @@ impl Backend<'_> {
         };
         // One look at the key directory for every kind: every string write
         // and every string miss on one node asks.
-        let prefix = field_prefix(key);
         Ok(storage.read(|s| {
+            if !s.holds_collections() {
+                return None;
+            }
+            let prefix = field_prefix(key);
             Kind::COLLECTIONS
                 .into_iter()
                 .find(|kind| s.has_live_key_with_prefix(self.stored(kind.namespace(ns)), &prefix))

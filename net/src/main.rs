@@ -226,6 +226,9 @@ struct ServerArgs {
     /// This node's id (in causal contexts and in the member list).
     #[arg(long)]
     node_id: Option<u32>,
+    /// Async worker threads (default: the cores less one, at least 1).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    worker_threads: Option<u16>,
     /// Cluster nodes as id@host:port (client ports), comma-separated. If this
     /// node is listed (and has no saved ring yet) they are the first ring; if not,
     /// they are seeds it learns the ring from, and it waits to be admitted with
@@ -345,6 +348,7 @@ fn build_config(args: ServerArgs) -> Result<(NodeConfig, bool), String> {
         requirepass: args.requirepass,
         log_format: args.log_format,
         node_id: args.node_id,
+        worker_threads: args.worker_threads.map(usize::from),
         members: args.members,
         cluster_secret: args.cluster_secret,
         replicas_n: args.replicas,
@@ -490,6 +494,7 @@ fn run_server(args: ServerArgs) -> ExitCode {
         LogFormat::Json => logs.json().flatten_event(true).init(),
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.worker_threads)
         .enable_all()
         .build()
     {

@@ -287,11 +287,14 @@ impl Conn<'_> {
         } else {
             execution.await
         };
+        // As Redis counts it: the command's own run, not the wait for its
+        // write's group commit (the committer's sync timings show that).
+        let micros = started.elapsed().as_micros() as u64;
         let (waiting, closes) = Waiting::of(step);
         self.slots.push(Timed {
             waiting,
             kind: spec.map(|s| (commands::kind_of(s), s.flags.contains(&"fast"))),
-            started,
+            micros,
             args,
         });
         if turn.is_none() {
@@ -305,7 +308,7 @@ impl Conn<'_> {
         for slot in self.slots.drain(..) {
             let reply = slot.waiting.reply().await;
             if let Some((kind, fast)) = slot.kind {
-                let micros = slot.started.elapsed().as_micros() as u64;
+                let micros = slot.micros;
                 let failed = matches!(reply, Reply::Error(_));
                 self.shared.command_stats.record(kind, micros, failed);
                 note_if_slow(self.shared, &self.session, micros, fast, &slot.args);
@@ -381,12 +384,14 @@ where
 }
 
 /// A reply in request order, with the command it answers (its place in the
-/// table) and when its request was parsed, for the command statistics.
+/// table) and how long it ran, for the command statistics.
 struct Timed {
     waiting: Waiting,
     /// The command's place in the table, and whether it is flagged fast.
     kind: Option<(usize, bool)>,
-    started: tokio::time::Instant,
+    /// From its request parsed to its step made (a write's commit not
+    /// included).
+    micros: u64,
     /// Its arguments, for the slow log.
     args: Vec<Bytes>,
 }
@@ -396,7 +401,7 @@ impl Timed {
         Timed {
             waiting,
             kind: None,
-            started: tokio::time::Instant::now(),
+            micros: 0,
             args: Vec::new(),
         }
     }

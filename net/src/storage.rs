@@ -15,7 +15,7 @@ use shoal_engine::version::SiblingSet;
 use shoal_engine::{
     CompactionProgress, DiskError, PreparedBatch, Store, WriteError, WriteOp, WriteOutcome,
 };
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use tokio::sync::{mpsc, oneshot};
 
 mod pacer;
@@ -141,7 +141,7 @@ impl Default for CommitTimings {
 
 #[derive(Clone)]
 pub struct Storage {
-    store: Arc<Mutex<Store>>,
+    store: Arc<RwLock<Store>>,
     queue: mpsc::Sender<WriteRequest>,
     stats: Arc<Mutex<CommitStats>>,
     timings: Arc<CommitTimings>,
@@ -154,6 +154,16 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The store for reading: readers share it (a GET on every worker at once);
+/// the committer's prepare and publish exclude them.
+fn read_lock<T>(m: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write_lock<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(|p| p.into_inner())
+}
+
 impl Storage {
     /// Start the committer (and, for `fsync = batch`, the sync timer) on `runtime`.
     pub fn start<R: Runtime>(store: Store, config: StorageConfig, runtime: R) -> Storage {
@@ -164,7 +174,7 @@ impl Storage {
         );
         let (queue, receiver) = mpsc::channel(config.write_queue_max);
         let storage = Storage {
-            store: Arc::new(Mutex::new(store)),
+            store: Arc::new(RwLock::new(store)),
             queue,
             stats: Arc::default(),
             timings: Arc::default(),
@@ -198,10 +208,10 @@ impl Storage {
             runtime.spawn(Box::pin(async move {
                 loop {
                     rt.sleep_ms(interval_ms).await;
-                    let disk = lock(&store).active_disk();
+                    let disk = read_lock(&store).active_disk();
                     if let Err(e) = run_blocking(move || disk.sync()).await {
                         tracing::error!("periodic fsync failed: {e}; refusing writes");
-                        lock(&store).poison(format!("periodic fsync failed: {e}"));
+                        write_lock(&store).poison(format!("periodic fsync failed: {e}"));
                     }
                 }
             }));
@@ -239,13 +249,13 @@ impl Storage {
 
     /// Read published state under the store's lock (keep `f` short).
     pub fn read<T>(&self, f: impl FnOnce(&Store) -> T) -> T {
-        f(&lock(&self.store))
+        f(&read_lock(&self.store))
     }
 
     /// Change the store directly under its lock (start-up work such as enabling
     /// anti-entropy digests; never a write, which must go through the committer).
     pub fn with_store_mut<T>(&self, f: impl FnOnce(&mut Store) -> T) -> T {
-        f(&mut lock(&self.store))
+        f(&mut write_lock(&self.store))
     }
 
     pub fn commit_stats(&self) -> CommitStats {
@@ -258,7 +268,7 @@ impl Storage {
 
     /// Make everything written so far durable (shutdown, `fsync = never`).
     pub async fn flush(&self) -> Result<(), shoal_engine::DiskError> {
-        let disk = lock(&self.store).active_disk();
+        let disk = read_lock(&self.store).active_disk();
         run_blocking(move || disk.sync()).await
     }
 }
@@ -275,6 +285,13 @@ async fn run_blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static)
     }
 }
 
+/// Run blocking disk work off the async workers (inline in simulation),
+/// without waiting for it: `f` reports its own result.
+#[allow(deprecated)]
+fn spawn_blocking_detached(f: impl FnOnce() + Send + 'static) {
+    drop(tokio::task::spawn_blocking(f));
+}
+
 /// Compaction owed per byte written (see [`pacer`]).
 const COMPACTION_BYTES_PER_WRITTEN_BYTE: u64 = 2;
 
@@ -282,7 +299,7 @@ struct Committer<R: Runtime> {
     /// Compaction owed and when the next tick is due (only the committer's task
     /// touches it).
     pacer: Mutex<Pacer>,
-    store: Arc<Mutex<Store>>,
+    store: Arc<RwLock<Store>>,
     stats: Arc<Mutex<CommitStats>>,
     timings: Arc<CommitTimings>,
     config: StorageConfig,
@@ -363,7 +380,7 @@ impl<R: Runtime> Committer<R> {
         }
         // Queue closed: everything acknowledged is synced already under `always`;
         // make the rest durable too.
-        let disk = lock(&self.store).active_disk();
+        let disk = read_lock(&self.store).active_disk();
         let _ = run_blocking(move || disk.sync()).await;
     }
 
@@ -397,7 +414,7 @@ impl<R: Runtime> Committer<R> {
             answers.push((request.ops.len(), request.reply));
             ops.extend(request.ops);
         }
-        let batch = lock(&self.store).prepare(&ops, self.runtime.wall_ms());
+        let batch = write_lock(&self.store).prepare(&ops, self.runtime.wall_ms());
         let seq = order.start(InFlight {
             answers,
             op_count: op_count as u64,
@@ -407,21 +424,26 @@ impl<R: Runtime> Committer<R> {
             lock(&self.stats).syncs += 1;
             let done_tx = done_tx.clone();
             let timings = self.timings.clone();
-            self.runtime.spawn(Box::pin(async move {
+            // Straight to a blocking thread, which reports to the committer
+            // itself: no task in between to spawn and wake per batch.
+            spawn_blocking_detached(move || {
                 let started = tokio::time::Instant::now();
-                let (batch, synced) = run_blocking(move || {
-                    let r = batch.sync();
-                    (batch, r)
-                })
-                .await;
+                let synced = batch.sync();
                 let micros = started.elapsed().as_micros() as u64;
                 timings.sync_micros.observe(micros);
-                let _ = done_tx.send((seq, batch, synced)).await;
-            }));
+                // Room is certain: the channel holds `syncs_in_flight_max + 1`
+                // and at most that many syncs run. Closed: the committer is
+                // gone, and the batch with it.
+                if let Err(mpsc::error::TrySendError::Full(_)) =
+                    done_tx.try_send((seq, batch, synced))
+                {
+                    unreachable!("more syncs in flight than the done channel holds");
+                }
+            });
         } else {
             if must_sync {
                 // Planted bug: acknowledge first, sync whenever.
-                let disk = lock(&self.store).active_disk();
+                let disk = read_lock(&self.store).active_disk();
                 self.runtime.spawn(Box::pin(async move {
                     let _ = run_blocking(move || disk.sync()).await;
                 }));
@@ -439,7 +461,7 @@ impl<R: Runtime> Committer<R> {
             ..
         } = ready;
         let results = {
-            let mut store = lock(&self.store);
+            let mut store = write_lock(&self.store);
             match verdict {
                 Verdict::Publish => store.publish(batch),
                 Verdict::Poison(e) => {
@@ -468,7 +490,7 @@ impl<R: Runtime> Committer<R> {
             return;
         }
         let store = self.store.clone();
-        if let Err(e) = run_blocking(move || lock(&store).record_synced_mark()).await {
+        if let Err(e) = run_blocking(move || write_lock(&store).record_synced_mark()).await {
             tracing::warn!("cannot record how far the active segment is synced: {e}");
         }
     }
@@ -484,7 +506,7 @@ impl<R: Runtime> Committer<R> {
             };
             let store = self.store.clone();
             let step =
-                run_blocking(move || lock(&store).compaction_tick_spending(step_bytes)).await;
+                run_blocking(move || write_lock(&store).compaction_tick_spending(step_bytes)).await;
             let mut pacer = lock(&self.pacer);
             match &step {
                 Ok((progress, spent_bytes)) => {
