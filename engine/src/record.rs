@@ -138,6 +138,11 @@ impl<'a> SiblingView<'a> {
             _ => None,
         }
     }
+
+    /// As [`crate::version::Sibling::is_live_at`].
+    pub fn is_live_at(&self, now_ms: u64) -> bool {
+        self.value().is_some() && self.deadline_ms().is_none_or(|d| d > now_ms)
+    }
 }
 
 impl RecordView<'_> {

@@ -71,6 +71,13 @@ impl fmt::Display for Dot {
     }
 }
 
+/// How live siblings rank for a plain GET: the highest HLC time wins, ties
+/// broken by node id then counter. Records read without building a set
+/// (`Store::get_winner`) rank by it too.
+pub fn winner_rank(hlc: Hlc, dot: Dot) -> (Hlc, NodeId, u64) {
+    (hlc, dot.node, dot.counter)
+}
+
 /// A causal context: for each node, the highest counter seen (all below it too).
 ///
 /// Held as pairs sorted by node, each node once (a context names a handful of
@@ -374,8 +381,7 @@ impl SiblingSet {
     /// The value a plain Redis GET returns: the live sibling with the highest HLC
     /// time, ties broken by node id then counter.
     pub fn winner(&self) -> Option<&Sibling> {
-        self.live()
-            .max_by_key(|s| (s.hlc, s.dot.node, s.dot.counter))
+        self.live().max_by_key(|s| winner_rank(s.hlc, s.dot))
     }
 
     /// Siblings that hold a value at wall time `now_ms` (not expired).
@@ -391,7 +397,7 @@ impl SiblingSet {
     /// [`SiblingSet::winner`] among the siblings not expired at `now_ms`.
     pub fn winner_at(&self, now_ms: u64) -> Option<&Sibling> {
         self.live_at(now_ms)
-            .max_by_key(|s| (s.hlc, s.dot.node, s.dot.counter))
+            .max_by_key(|s| winner_rank(s.hlc, s.dot))
     }
 
     /// When the key stops reading as present: the latest deadline of its

@@ -417,8 +417,8 @@ impl Store {
             crate::record::FrameScan::Invalid(reason) => return Err(corrupt(reason)),
         };
         let winner = (view.set.siblings.iter())
-            .filter(|s| s.value().is_some() && s.deadline_ms().is_none_or(|d| d > now_ms))
-            .max_by_key(|s| (s.hlc, s.dot.node, s.dot.counter));
+            .filter(|s| s.is_live_at(now_ms))
+            .max_by_key(|s| crate::version::winner_rank(s.hlc, s.dot));
         Ok(winner.map(|w| {
             let value = Bytes::copy_from_slice(w.value().expect("filtered on a value"));
             (value, w.deadline_ms())
