@@ -25,8 +25,8 @@ pub mod version;
 pub use disk::{Disk, DiskDir, DiskError};
 pub use store::modify::{Modify, ModifyError};
 pub use store::{
-    Applied, Change, CompactionProgress, Condition, Covers, Deadline, OpenError, PreparedBatch,
-    ReadError, RecoveryReport, Store, StoreObserver, StoreOptions, StoreStats, TakeEnd, WriteError,
-    WriteOp, WriteOutcome,
+    Applied, Change, Chore, CompactionProgress, Condition, Covers, Deadline, OpenError,
+    PreparedBatch, ReadError, RecoveryReport, Store, StoreObserver, StoreOptions, StoreStats,
+    TakeEnd, WriteError, WriteOp, WriteOutcome,
 };
 pub use version::{Dot, Hlc, NodeId, Sibling, SiblingSet, VersionVector};

@@ -13,7 +13,7 @@ use shoal_engine::runtime::Runtime;
 use shoal_engine::store::UNSYNCED_BATCHES_MAX;
 use shoal_engine::version::SiblingSet;
 use shoal_engine::{
-    CompactionProgress, DiskError, PreparedBatch, Store, WriteError, WriteOp, WriteOutcome,
+    Chore, CompactionProgress, DiskError, PreparedBatch, Store, WriteError, WriteOp, WriteOutcome,
 };
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use tokio::sync::{mpsc, oneshot};
@@ -166,12 +166,13 @@ fn write_lock<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
 
 impl Storage {
     /// Start the committer (and, for `fsync = batch`, the sync timer) on `runtime`.
-    pub fn start<R: Runtime>(store: Store, config: StorageConfig, runtime: R) -> Storage {
+    pub fn start<R: Runtime>(mut store: Store, config: StorageConfig, runtime: R) -> Storage {
         assert!(
             (1..=UNSYNCED_BATCHES_MAX as usize).contains(&config.syncs_in_flight_max),
             "syncs_in_flight_max {} is outside 1..={UNSYNCED_BATCHES_MAX}",
             config.syncs_in_flight_max
         );
+        store.defer_chores(); // the committer takes them (`spawn_chores`)
         let (queue, receiver) = mpsc::channel(config.write_queue_max);
         let storage = Storage {
             store: Arc::new(RwLock::new(store)),
@@ -414,32 +415,21 @@ impl<R: Runtime> Committer<R> {
             answers.push((request.ops.len(), request.reply));
             ops.extend(request.ops);
         }
-        let batch = write_lock(&self.store).prepare(&ops, self.runtime.wall_ms());
+        let (batch, chores) = {
+            let mut store = write_lock(&self.store);
+            (
+                store.prepare(&ops, self.runtime.wall_ms()),
+                store.take_chores(),
+            )
+        };
+        self.spawn_chores(chores);
         let seq = order.start(InFlight {
             answers,
             op_count: op_count as u64,
         });
         let must_sync = self.config.fsync == Fsync::Always && !batch.is_empty();
         if must_sync && !cfg!(feature = "bug-ack-before-fsync") {
-            lock(&self.stats).syncs += 1;
-            let done_tx = done_tx.clone();
-            let timings = self.timings.clone();
-            // Straight to a blocking thread, which reports to the committer
-            // itself: no task in between to spawn and wake per batch.
-            spawn_blocking_detached(move || {
-                let started = tokio::time::Instant::now();
-                let synced = batch.sync();
-                let micros = started.elapsed().as_micros() as u64;
-                timings.sync_micros.observe(micros);
-                // Room is certain: the channel holds `syncs_in_flight_max + 1`
-                // and at most that many syncs run. Closed: the committer is
-                // gone, and the batch with it.
-                if let Err(mpsc::error::TrySendError::Full(_)) =
-                    done_tx.try_send((seq, batch, synced))
-                {
-                    unreachable!("more syncs in flight than the done channel holds");
-                }
-            });
+            self.start_sync(seq, batch, done_tx.clone());
         } else {
             if must_sync {
                 // Planted bug: acknowledge first, sync whenever.
@@ -449,6 +439,44 @@ impl<R: Runtime> Committer<R> {
                 }));
             }
             order.synced(seq, batch, Ok(()));
+        }
+    }
+
+    /// Sync batch `seq` on a blocking thread, which reports to the committer
+    /// itself: no task in between to spawn and wake per batch.
+    fn start_sync(&self, seq: u64, batch: PreparedBatch, done_tx: mpsc::Sender<SyncDone>) {
+        lock(&self.stats).syncs += 1;
+        let timings = self.timings.clone();
+        spawn_blocking_detached(move || {
+            let started = tokio::time::Instant::now();
+            let synced = batch.sync();
+            let micros = started.elapsed().as_micros() as u64;
+            timings.sync_micros.observe(micros);
+            // Room is certain: the channel holds `syncs_in_flight_max + 1`
+            // and at most that many syncs run. Closed: the committer is
+            // gone, and the batch with it.
+            if let Err(mpsc::error::TrySendError::Full(_)) = done_tx.try_send((seq, batch, synced))
+            {
+                unreachable!("more syncs in flight than the done channel holds");
+            }
+        });
+    }
+
+    /// Run the store's owed chores (segment hints, removal of compacted files)
+    /// off its lock, each on a blocking thread that reports back to the store.
+    fn spawn_chores(&self, chores: Vec<Chore>) {
+        for chore in chores {
+            let store = self.store.clone();
+            spawn_blocking_detached(move || {
+                let result = chore.run();
+                if let Err(e) = &result {
+                    tracing::warn!(
+                        "segment {}: hint or removal failed: {e}",
+                        chore.segment_id()
+                    );
+                }
+                write_lock(&store).chore_done(&chore, result);
+            });
         }
     }
 
@@ -505,8 +533,15 @@ impl<R: Runtime> Committer<R> {
                 return;
             };
             let store = self.store.clone();
-            let step =
-                run_blocking(move || write_lock(&store).compaction_tick_spending(step_bytes)).await;
+            let step = run_blocking(move || {
+                // A new segment's walk of the directory under the shared lock.
+                let plan = read_lock(&store).compaction_plan();
+                let mut store = write_lock(&store);
+                let step = store.compaction_tick_spending(step_bytes, plan);
+                (step, store.take_chores())
+            });
+            let (step, chores) = step.await;
+            self.spawn_chores(chores);
             let mut pacer = lock(&self.pacer);
             match &step {
                 Ok((progress, spent_bytes)) => {

@@ -5,9 +5,7 @@
 //! cluster will additionally wait until every replica holds them.
 
 use super::{dir_key, KeyEntry, PendingFrame, Store, WriteError};
-use crate::disk::DiskError;
 use crate::record::{encode_frame, SEGMENT_HEADER_BYTES};
-use crate::store::{hint_file_name, segment_file_name};
 use crate::version::{Dot, VersionVector};
 use std::collections::BTreeSet;
 
@@ -19,6 +17,9 @@ pub(crate) struct State {
     /// (the record cannot be copied, so the segment cannot go).
     damaged: BTreeSet<u32>,
 }
+
+/// A compaction's starting cursor, built ahead under a shared lock.
+pub struct CompactionPlan(Cursor);
 
 pub(crate) struct Cursor {
     segment: u32,
@@ -54,6 +55,7 @@ impl Store {
         self.segments
             .iter()
             .filter(|(id, _)| **id != self.active_id && !self.compaction.damaged.contains(id))
+            .filter(|(id, _)| !self.chores.hint_pending(**id))
             .filter(|(_, s)| {
                 let payload = s.written_bytes.saturating_sub(SEGMENT_HEADER_BYTES).max(1);
                 s.dead_bytes * 100 >= payload * self.options.compaction_dead_percent_min
@@ -62,23 +64,43 @@ impl Store {
             .map(|(id, _)| *id)
     }
 
-    /// Do at most `budget_bytes` of compaction work. The rewritten records are synced
-    /// before the directory points at them, and the old segment is removed only after.
+    /// Do at most `budget_bytes` of compaction work. The directory points at the
+    /// copies at once (they read as their originals); the copies are synced, and
+    /// only then the old segment removed, when the segment's last step finishes.
     pub fn compaction_tick(&mut self, budget_bytes: u64) -> Result<CompactionProgress, WriteError> {
-        self.compaction_tick_spending(budget_bytes)
+        self.compaction_tick_spending(budget_bytes, None)
             .map(|(progress, _)| progress)
+    }
+
+    /// Where the next compaction tick would start a new segment, when none is
+    /// under way: a walk of the whole directory, so a driver builds it under a
+    /// shared lock and passes it to [`Store::compaction_tick_spending`]. It
+    /// stays good until then: only that tick starts a compaction, a sealed
+    /// segment gains no records, and each entry is checked again as it is
+    /// copied (a later record of the key makes it skipped).
+    pub fn compaction_plan(&self) -> Option<CompactionPlan> {
+        if self.compaction.cursor.is_some() {
+            return None;
+        }
+        self.new_cursor().map(CompactionPlan)
     }
 
     /// [`Store::compaction_tick`], also returning the bytes of records it
     /// handled, so a caller can spend one budget over several segments.
+    /// `plan` (from [`Store::compaction_plan`]) saves the walk under `&mut`.
     pub fn compaction_tick_spending(
         &mut self,
         budget_bytes: u64,
+        plan: Option<CompactionPlan>,
     ) -> Result<(CompactionProgress, u64), WriteError> {
         if let Some(reason) = &self.poisoned {
             return Err(WriteError::Poisoned(reason.clone()));
         }
-        let Some(mut cursor) = self.compaction.cursor.take().or_else(|| self.new_cursor()) else {
+        let planned = plan
+            .map(|p| p.0)
+            .filter(|_| self.compaction.cursor.is_none());
+        let started = self.compaction.cursor.take().or(planned);
+        let Some(mut cursor) = started.or_else(|| self.new_cursor()) else {
             return Ok((CompactionProgress::Idle, 0));
         };
         if cursor.next >= cursor.entries.len() && !cursor.deferred.is_empty() {
@@ -240,16 +262,14 @@ impl Store {
         Ok(spent_bytes)
     }
 
-    /// Append compaction's copies in one synced batch and point the directory
-    /// at them.
+    /// Append compaction's copies in one batch and point the directory at them,
+    /// unsynced: a copy reads exactly as its original, which stays on disk
+    /// until `finish_compaction` syncs the copies and only then removes the
+    /// segment. A crash before that finds the original (the copy, if torn,
+    /// is an unsynced tail). So no fsync is paid under the store's lock per
+    /// step, only one per segment compacted.
     fn rewrite(&mut self, frames: Vec<PendingFrame>) -> Result<(), WriteError> {
-        let (placed, disk) = self.append_frames(&frames)?;
-        if let Err(e) = disk.sync() {
-            self.stats.syncs_failed += 1;
-            let reason = format!("fsync during compaction failed: {e}");
-            self.poison(reason.clone());
-            return Err(WriteError::SyncFailed(reason));
-        }
+        let (placed, _) = self.append_frames(&frames)?;
         self.next_batch_seq += 1;
         for (frame, at) in frames.into_iter().zip(placed) {
             self.stats.compaction_bytes_rewritten += frame.bytes.len() as u64;
@@ -291,17 +311,19 @@ impl Store {
     fn finish_compaction(&mut self, segment: u32) -> Result<(), WriteError> {
         debug_assert!(self.keydir.values().all(|e| e.segment != segment));
         debug_assert!(!self.staged.in_segment(segment));
+        // The copies `rewrite` appended unsynced are made durable before their
+        // originals go (a rotation since synced those in the sealed segment).
+        if let Err(e) = self.active().disk.sync() {
+            self.stats.syncs_failed += 1;
+            let reason = format!("fsync of compaction's copies failed: {e}");
+            self.poison(reason.clone());
+            return Err(WriteError::SyncFailed(reason));
+        }
         self.segments.remove(&segment);
         // Unlisted first: a crash before the file goes leaves a leftover the
         // next open removes, never a listed segment that is gone.
         self.save_catalog().map_err(WriteError::Disk)?;
-        for name in [hint_file_name(segment), segment_file_name(segment)] {
-            match self.dir.remove(&name) {
-                Ok(()) | Err(DiskError::NotFound(_)) => {}
-                Err(e) => return Err(WriteError::Disk(e)),
-            }
-        }
-        self.dir.sync_dir().map_err(WriteError::Disk)?;
+        self.owe_removal(segment);
         self.stats.compactions_done += 1;
         Ok(())
     }

@@ -5,9 +5,13 @@
 //! [`HINT_FORMAT`], so a hint of another format (before entries carried
 //! deadlines) fails it and is never misread.
 
+use super::recovery::{frame_len_at, SegmentReader};
 use super::{hint_file_name, KeyEntry, Store};
-use crate::disk::DiskError;
+use crate::disk::{Disk, DiskDir, DiskError};
+use crate::record::{scan_frame, FrameScan, FRAME_HEADER_BYTES, SEGMENT_HEADER_BYTES};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 #[derive(Serialize, Deserialize)]
 pub(crate) struct HintFile {
@@ -41,40 +45,29 @@ fn hint_crc(len: &[u8], body: &[u8]) -> u32 {
     crc32c::crc32c_append(seeded, body)
 }
 
-impl Store {
-    pub(crate) fn write_hint(&self, segment_id: u32) -> Result<(), DiskError> {
-        let segment = &self.segments[&segment_id];
-        // The latest record of each key in this segment: published, or written by a
-        // batch still in flight (it may already be durable, as sealing syncs).
-        let mut latest: std::collections::BTreeMap<&[u8], (KeyEntry, Option<u64>)> = self
-            .keydir
-            .iter()
-            .filter(|(_, e)| e.segment == segment_id)
-            .map(|(k, e)| (&k[..], (*e, self.expiring.get(k))))
-            .collect();
-        for (k, entry, set) in self.staged.records() {
-            if entry.segment == segment_id {
-                latest.insert(k, (entry, set.deadline_ms()));
-            }
-        }
-        let entries = latest
-            .into_iter()
-            .map(|(k, (e, deadline_ms))| HintEntry {
-                dir_key: k.to_vec(),
-                offset: e.offset,
-                len: e.len,
-                live: e.live,
-                deadline_ms,
-            })
-            .collect();
-        let hint = HintFile {
-            segment_id,
-            written_bytes: segment.written_bytes,
-            batch_seq_next: self.next_batch_seq,
-            hlc_max: self.clock.last().0,
-            data_crc: segment.data_crc,
-            entries,
-        };
+/// Writing a sealed segment's hint. It needs no lock on the store: a sealed
+/// segment's data no longer changes, and its hint lists what a scan of that
+/// data at open would find (each key's last record in the segment; a later
+/// segment's record of the key overrides it at open as it would the scan's).
+pub struct HintJob {
+    dir: Arc<dyn DiskDir>,
+    disk: Arc<dyn Disk>,
+    segment_id: u32,
+    written_bytes: u64,
+    data_crc: u32,
+    record_size_max_bytes: u32,
+}
+
+impl HintJob {
+    pub fn segment_id(&self) -> u32 {
+        self.segment_id
+    }
+
+    /// Scan the segment and write its hint (to a temporary name, renamed into
+    /// place). A segment that does not scan whole gets no hint: the open scans
+    /// it and reports the damage.
+    pub fn run(&self) -> Result<(), DiskError> {
+        let hint = self.scan()?;
         let body = postcard::to_allocvec(&hint).map_err(|e| DiskError::Io(e.to_string()))?;
         let mut bytes = Vec::with_capacity(body.len() + 8);
         let len = body.len() as u32;
@@ -82,7 +75,7 @@ impl Store {
         let crc = hint_crc(&len.to_le_bytes(), &body);
         bytes.extend_from_slice(&crc.to_le_bytes());
         bytes.extend_from_slice(&body);
-        let name = hint_file_name(segment_id);
+        let name = hint_file_name(self.segment_id);
         let tmp = format!("{name}.tmp");
         let file = self.dir.open(&tmp, true)?;
         file.set_len(0)?;
@@ -90,6 +83,70 @@ impl Store {
         file.sync()?;
         self.dir.rename(&tmp, &name)?;
         self.dir.sync_dir()
+    }
+
+    fn scan(&self) -> Result<HintFile, DiskError> {
+        let mut reader = SegmentReader::new(self.disk.as_ref())?;
+        let mut latest: BTreeMap<Vec<u8>, HintEntry> = BTreeMap::new();
+        let (mut batch_seq_next, mut hlc_max) = (0u64, 0u64);
+        let mut pos = SEGMENT_HEADER_BYTES as usize;
+        let end = self.written_bytes as usize;
+        while pos < end {
+            let frame_len = frame_len_at(
+                reader.at(pos, FRAME_HEADER_BYTES)?,
+                self.record_size_max_bytes,
+            );
+            let FrameScan::Valid { view, frame_len } =
+                scan_frame(reader.at(pos, frame_len)?, self.record_size_max_bytes)
+            else {
+                return Err(DiskError::Io(format!(
+                    "segment {} does not scan at offset {pos}: no hint written",
+                    self.segment_id
+                )));
+            };
+            batch_seq_next = batch_seq_next.max(view.batch_seq + 1);
+            hlc_max = hlc_max.max(view.max_hlc().0);
+            let entry = HintEntry {
+                dir_key: super::dir_key(view.namespace, view.key).into_vec(),
+                offset: pos as u32,
+                len: frame_len as u32,
+                live: view.is_live(),
+                deadline_ms: view.deadline_ms(),
+            };
+            latest.insert(entry.dir_key.clone(), entry);
+            pos += frame_len;
+        }
+        assert_eq!(
+            pos, end,
+            "a sealed segment's records end where its data does"
+        );
+        Ok(HintFile {
+            segment_id: self.segment_id,
+            written_bytes: self.written_bytes,
+            batch_seq_next,
+            hlc_max,
+            data_crc: self.data_crc,
+            entries: latest.into_values().collect(),
+        })
+    }
+}
+
+impl Store {
+    /// The job that writes the hint of sealed segment `segment_id`.
+    pub(crate) fn hint_job(&self, segment_id: u32) -> HintJob {
+        let segment = &self.segments[&segment_id];
+        assert_ne!(
+            segment_id, self.active_id,
+            "only a sealed segment gets a hint"
+        );
+        HintJob {
+            dir: self.dir.clone(),
+            disk: segment.disk.clone(),
+            segment_id,
+            written_bytes: segment.written_bytes,
+            data_crc: segment.data_crc,
+            record_size_max_bytes: self.options.record_size_max_bytes,
+        }
     }
 
     /// The hint for a segment, or `None` when it is missing or damaged.

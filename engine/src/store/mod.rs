@@ -12,6 +12,7 @@
 
 pub mod backup;
 mod catalog;
+mod chores;
 mod compaction;
 mod expiry;
 mod hint;
@@ -27,7 +28,8 @@ mod staging;
 mod synced;
 pub use synced::{read_synced_mark, SyncedMark};
 
-pub use compaction::CompactionProgress;
+pub use chores::Chore;
+pub use compaction::{CompactionPlan, CompactionProgress};
 pub use observer::{Applied, Change, StoreObserver};
 pub use recovery::{set_aside_segments, OpenError, RecoveryReport, SET_ASIDE_PREFIX};
 
@@ -199,6 +201,11 @@ pub struct StoreStats {
     /// The most siblings one key's set held in any write this store made since it
     /// opened.
     pub siblings_largest: u64,
+    /// Hints of sealed segments written.
+    pub hints_written: u64,
+    /// Hints or removals of compacted files that failed (the next open scans
+    /// the segment, or removes the files).
+    pub chores_failed: u64,
 }
 
 /// Directory key: namespace, slot (big endian), key. Sorting by it groups keys by
@@ -252,6 +259,7 @@ pub struct Store {
     /// commit) and a hint written meanwhile lists them.
     staged: staging::Staging,
     compaction: compaction::State,
+    chores: chores::Chores,
     stats: StoreStats,
     /// Anti-entropy digests, kept once [`Store::enable_digests`] was called.
     digests: Option<crate::digest::DigestTree>,
@@ -668,8 +676,6 @@ impl Store {
             self.poison(reason.clone());
             return Err(WriteError::SyncFailed(reason));
         }
-        // A missing hint only slows the next restart.
-        let _ = self.write_hint(old_id);
         let new_id = old_id + 1;
         let disk = self.create_segment(new_id)?;
         self.segments.insert(
@@ -688,6 +694,7 @@ impl Store {
             self.poison(reason.clone());
             return Err(WriteError::Disk(e));
         }
+        self.owe_hint(old_id);
         Ok(())
     }
 

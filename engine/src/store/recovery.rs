@@ -385,7 +385,7 @@ impl Store {
     /// Open (or create) the store in `dir`, recovering from whatever a crash left.
     pub fn open(
         dir: Arc<dyn DiskDir>,
-        options: StoreOptions,
+        mut options: StoreOptions,
     ) -> Result<(Store, RecoveryReport), OpenError> {
         if options.segment_size_bytes < 4096 || options.segment_size_bytes > u32::MAX as u64 {
             return Err(OpenError::BadOptions(
@@ -393,7 +393,6 @@ impl Store {
             ));
         }
         let incarnation = bump_incarnation(dir.as_ref())?;
-        let mut options = options;
         if let Some(actor) = read_actor(dir.as_ref())? {
             options.node_id = actor;
         }
@@ -432,6 +431,7 @@ impl Store {
             poisoned: None,
             staged: Default::default(),
             compaction: Default::default(),
+            chores: Default::default(),
             stats: Default::default(),
             digests: None,
             expiring: Default::default(),
@@ -647,12 +647,7 @@ impl Store {
         let mut batch_seq_last = self.next_batch_seq.saturating_sub(1);
         let mut pos = SEGMENT_HEADER_BYTES as usize;
         loop {
-            let header = reader.at(pos, FRAME_HEADER_BYTES)?;
-            let frame_len = header
-                .get(..4)
-                .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
-                .filter(|len| *len <= record_max)
-                .map_or(FRAME_HEADER_BYTES, |len| FRAME_HEADER_BYTES + len as usize);
+            let frame_len = frame_len_at(reader.at(pos, FRAME_HEADER_BYTES)?, record_max);
             let fault = match scan_frame(reader.at(pos, frame_len)?, record_max) {
                 FrameScan::Valid { view, frame_len } => {
                     let dk = super::dir_key(view.namespace, view.key);
@@ -735,8 +730,19 @@ impl Loaded {
     }
 }
 
+/// How many bytes to read for the frame whose header is `header`: the whole
+/// frame when its length is plausible, else just the header (which then reads
+/// as damage).
+pub(crate) fn frame_len_at(header: &[u8], record_max: u32) -> usize {
+    header
+        .get(..4)
+        .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
+        .filter(|len| *len <= record_max)
+        .map_or(FRAME_HEADER_BYTES, |len| FRAME_HEADER_BYTES + len as usize)
+}
+
 /// Sequential reads of one segment through a reused buffer.
-struct SegmentReader<'d> {
+pub(crate) struct SegmentReader<'d> {
     disk: &'d dyn Disk,
     file_len: usize,
     buf: Vec<u8>,
@@ -746,7 +752,7 @@ struct SegmentReader<'d> {
 impl<'d> SegmentReader<'d> {
     const CHUNK_BYTES: usize = 4 << 20;
 
-    fn new(disk: &'d dyn Disk) -> Result<Self, DiskError> {
+    pub(crate) fn new(disk: &'d dyn Disk) -> Result<Self, DiskError> {
         Ok(SegmentReader {
             file_len: disk.len()? as usize,
             disk,
@@ -756,7 +762,7 @@ impl<'d> SegmentReader<'d> {
     }
 
     /// The bytes from `pos` on, at least `want` of them unless the file ends first.
-    fn at(&mut self, pos: usize, want: usize) -> Result<&[u8], DiskError> {
+    pub(crate) fn at(&mut self, pos: usize, want: usize) -> Result<&[u8], DiskError> {
         let want_end = (pos + want).min(self.file_len);
         let buf_end = self.buf_start + self.buf.len();
         if pos < self.buf_start || want_end > buf_end {

@@ -14,7 +14,7 @@
 use shoal_engine::CompactionProgress;
 
 /// Live bytes one compaction step may move under the store's lock.
-pub const STEP_BYTES_MAX: u64 = 8 << 20;
+pub const STEP_BYTES_MAX: u64 = 2 << 20;
 /// Debt the pacer carries at most: a burst of writes after a long idle stretch
 /// is paid for by this much, not by everything since.
 pub const DEBT_BYTES_MAX: u64 = 256 << 20;
@@ -135,7 +135,13 @@ mod tests {
         assert_eq!(p.next_step_bytes(), Some(STEP_BYTES_MAX));
         let (progress, _) = running(0);
         p.stepped(Ok((&progress, STEP_BYTES_MAX)));
-        assert_eq!(p.next_step_bytes(), Some(2 << 20));
+        assert_eq!(p.next_step_bytes(), Some(STEP_BYTES_MAX));
+        p.stepped(Ok((&progress, (9 << 20) - STEP_BYTES_MAX)));
+        assert_eq!(
+            p.next_step_bytes(),
+            Some(1 << 20),
+            "what is left, below a step"
+        );
         p.stepped(Ok((&CompactionProgress::Finished { segment: 1 }, 3 << 20)));
         assert_eq!(p.next_step_bytes(), None);
         assert_eq!(p.idle_wait_ms(10), 990);
@@ -171,8 +177,9 @@ mod tests {
         assert!(!p.take_tick(999));
         assert!(p.take_tick(1000));
         assert!(!p.take_tick(1500));
-        assert_eq!(p.next_step_bytes(), Some(4 << 20));
+        assert_eq!(p.debt_bytes, 4 << 20);
+        assert_eq!(p.next_step_bytes(), Some(STEP_BYTES_MAX.min(4 << 20)));
         assert!(p.take_tick(2000));
-        assert_eq!(p.next_step_bytes(), Some(STEP_BYTES_MAX));
+        assert_eq!(p.debt_bytes, 8 << 20);
     }
 }
