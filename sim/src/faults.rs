@@ -426,13 +426,19 @@ impl Supervisor {
             .map(|f| f.batch_seq)
             .max()
             .unwrap_or(0);
+        let marked_bytes = active.map_or(0, |a| self.synced_mark_bytes(a));
         let candidates: Vec<&FoundFrame> = frames
             .iter()
             .filter(|f| match target {
-                // Provably synced: sealed, or followed by a batch at least two later
-                // (recovery's proof that the damage is not a torn tail).
+                // What recovery can prove was synced: a sealed segment's data,
+                // or the active one's below its SYNCED mark. A batch a few
+                // later is no proof: up to UNSYNCED_BATCHES_MAX batches may be
+                // in flight, and a crash may keep a later one past a torn
+                // earlier one (seed 47231799 damaged a record two batches
+                // before the newest, a crash found it past the mark, and
+                // recovery rightly took it for a torn tail).
                 CorruptTarget::SyncedRecord => {
-                    Some(f.segment) != active || f.batch_seq + 2 <= newest_batch_in_active
+                    Some(f.segment) != active || f.offset + f.len <= marked_bytes
                 }
                 CorruptTarget::TailRecord => {
                     Some(f.segment) == active && f.batch_seq == newest_batch_in_active
@@ -474,12 +480,7 @@ impl Supervisor {
             .map(|f| f.batch_seq)
             .max()
             .unwrap_or(0);
-        // What the store recorded as synced in its active segment (`SYNCED`).
-        let marked_bytes = shoal_engine::store::read_synced_mark(memdir)
-            .ok()
-            .flatten()
-            .filter(|m| m.segment == active)
-            .map_or(0, |m| m.bytes);
+        let marked_bytes = self.synced_mark_bytes(active);
         let cuts: Vec<(u32, u64)> = frames
             .iter()
             .filter(|f| match target {
@@ -529,6 +530,16 @@ impl Supervisor {
             }
         ));
         self.note_damaged(&frames, segment, cut);
+    }
+
+    /// What the store recorded as synced of its active segment `active`
+    /// (`SYNCED`), in bytes.
+    fn synced_mark_bytes(&self, active: u32) -> u64 {
+        shoal_engine::store::read_synced_mark(&self.world.memdir)
+            .ok()
+            .flatten()
+            .filter(|m| m.segment == active)
+            .map_or(0, |m| m.bytes)
     }
 
     /// Damaged: each key whose latest record (highest segment, then offset) is

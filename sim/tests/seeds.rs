@@ -17,6 +17,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 const SEEDS_DEFAULT: u64 = 500;
+/// Seeds beyond the tested range that a sweep of fresh seeds found failing,
+/// run with the range so the fix stays: 47231799, latent corruption of a
+/// record the injector took for provably synced though recovery could not
+/// prove it (a batch two later is no proof with four syncs in flight).
+const FOUND_BY_FRESH_SWEEPS: &[u64] = &[47231799];
 /// Worker threads for the seed sweep (the machine has 2 cores).
 const JOBS: usize = 2;
 
@@ -29,7 +34,10 @@ fn seed_count() -> u64 {
 
 #[test]
 fn seeds_across_the_scenarios_pass() {
-    let count = seed_count();
+    let seeds: Vec<u64> = (0..seed_count())
+        .chain(FOUND_BY_FRESH_SWEEPS.iter().copied())
+        .collect();
+    let count = seeds.len();
     let options = RunOptions::default();
     let next = AtomicU64::new(0);
     let failures: Mutex<Vec<(u64, String)>> = Mutex::new(Vec::new());
@@ -37,10 +45,9 @@ fn seeds_across_the_scenarios_pass() {
     std::thread::scope(|scope| {
         for _ in 0..JOBS {
             scope.spawn(|| loop {
-                let seed = next.fetch_add(1, Ordering::Relaxed);
-                if seed >= count {
+                let Some(&seed) = seeds.get(next.fetch_add(1, Ordering::Relaxed) as usize) else {
                     return;
-                }
+                };
                 let result = std::panic::catch_unwind(|| run_seed(seed, &options));
                 let failure = match result {
                     Ok(outcome) => (!outcome.passed()).then(|| {
