@@ -211,7 +211,7 @@ pub enum CrashMode {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CorruptTarget {
     /// A record the engine can prove was synced: in a sealed segment, or in the
-    /// active segment followed by a batch at least two later.
+    /// active segment below its synced mark (`SYNCED`).
     SyncedRecord,
     /// A hint file (the engine must ignore it and scan the segment).
     Hint,
