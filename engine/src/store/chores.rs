@@ -2,9 +2,9 @@
 //! hint, and the files of a compacted segment once the catalog no longer lists
 //! them. Each needs only files whose contents no longer change, so the driver
 //! runs them off the lock and the store keeps serving (both once held it for
-//! 110 to 190 ms per 64 MiB segment under load: the hint's scan of the whole
-//! directory, and ext4's unlink of a large file). Without `defer_chores` the
-//! store runs each where it arises, as the engine's own tests expect.
+//! 110 to 190 ms per 128 MiB segment under load: the hint's scan of the whole
+//! directory, and ext4's unlink of a large file). Until a driver says it takes
+//! them ([`Store::defer_chores`]) the store runs each where it arises.
 //!
 //! A segment whose hint is owed or being written is no compaction candidate,
 //! so its files cannot be removed under the job.

@@ -203,6 +203,10 @@ impl Store {
         let oldest = self.segments.keys().next().copied() == Some(cursor.segment);
         let collect_tombstones = (oldest && self.options.delete_markers_collectable)
             || cfg!(feature = "bug-early-tombstone-gc");
+        // The next client batch's number, not one of their own: unsynced
+        // copies numbered apart would let the numbers in flight outrun
+        // UNSYNCED_BATCHES_MAX, by which recovery tells a torn tail (a later
+        // batch within that many) from damage to synced data (one beyond).
         let batch_seq = self.next_batch_seq;
         let mut frames = Vec::new();
         let mut collected = Vec::new();
@@ -270,7 +274,6 @@ impl Store {
     /// step, only one per segment compacted.
     fn rewrite(&mut self, frames: Vec<PendingFrame>) -> Result<(), WriteError> {
         let (placed, _) = self.append_frames(&frames)?;
-        self.next_batch_seq += 1;
         for (frame, at) in frames.into_iter().zip(placed) {
             self.stats.compaction_bytes_rewritten += frame.bytes.len() as u64;
             let (dk, live) = (frame.dir_key, frame.live);
