@@ -96,10 +96,8 @@ impl Store {
         if let Some(reason) = &self.poisoned {
             return Err(WriteError::Poisoned(reason.clone()));
         }
-        let planned = plan
-            .map(|p| p.0)
-            .filter(|_| self.compaction.cursor.is_none());
-        let started = self.compaction.cursor.take().or(planned);
+        // A cursor under way wins over a plan (none is made while one is).
+        let started = self.compaction.cursor.take().or(plan.map(|p| p.0));
         let Some(mut cursor) = started.or_else(|| self.new_cursor()) else {
             return Ok((CompactionProgress::Idle, 0));
         };
