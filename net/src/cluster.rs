@@ -147,6 +147,8 @@ pub struct ClusterConfig {
     /// Where this node listens (what it tells the cluster when it joins).
     pub self_addr: MemberAddr,
     pub secret: String,
+    /// TLS on peer links (`tls_cluster`); never set in the simulator.
+    pub peer_tls: Option<Arc<peer::PeerTls>>,
     pub replicas_n: u8,
     pub read_quorum: u8,
     pub write_quorum: u8,
@@ -263,6 +265,7 @@ impl ClusterConfig {
             members,
             self_addr,
             secret,
+            peer_tls: None,
             replicas_n,
             read_quorum: majority,
             write_quorum: majority,
@@ -469,15 +472,6 @@ impl Conn {
             task.abort();
         }
     }
-}
-
-/// One peer: a lazily (re)dialled, multiplexed connection.
-struct PeerClient {
-    node: NodeId,
-    addr: String,
-    conn: tokio::sync::Mutex<Option<Arc<Conn>>>,
-    last_connect_failure_ms: AtomicU64,
-    next_id: AtomicU64,
 }
 
 /// Present while this node's data is being restored from its replicas (its
@@ -737,7 +731,7 @@ pub struct Cluster {
     dir_id: u64,
     /// Peers' directories and incarnations, for the start-up check.
     lives: Mutex<Lives>,
-    peers: Mutex<BTreeMap<NodeId, Arc<PeerClient>>>,
+    peers: Mutex<BTreeMap<NodeId, Arc<peers::PeerClient>>>,
     /// The handoff this node is pulling now, for operators.
     handoff_now: Mutex<Option<HandoffProgress>>,
     /// Hints kept as a fallback (`None`: this node keeps none).

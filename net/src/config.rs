@@ -24,6 +24,10 @@ pub struct FileConfig {
     pub tls_port: Option<u16>,
     pub tls_cert_file: Option<String>,
     pub tls_key_file: Option<String>,
+    /// TLS on peer links (a cluster member), with the two files above and peers
+    /// verified against `tls_ca_cert_file` (PEM CA certificates).
+    pub tls_cluster: Option<bool>,
+    pub tls_ca_cert_file: Option<String>,
     pub data_dir: Option<String>,
     pub fsync: Option<Fsync>,
     pub fsync_batch_interval_ms: Option<u64>,
@@ -131,9 +135,13 @@ pub struct ClusterKnobs {
 
 impl NodeConfig {
     /// The cluster configuration, when members are given: checks that a secret is
-    /// set and that a node missing from the list (a joiner) has a reachable address.
+    /// set and that a node missing from the list (a joiner) has a reachable address,
+    /// and reads the TLS files of peer links with `tls_cluster`.
     pub fn cluster_config(&self) -> Result<Option<crate::cluster::ClusterConfig>, String> {
         let Some(members) = &self.cluster.members else {
+            if self.server.tls_cluster {
+                tracing::warn!("tls_cluster is set but this node is not a cluster member: ignored");
+            }
             return Ok(None);
         };
         let members = crate::cluster::parse_members(members)?;
@@ -160,6 +168,11 @@ impl NodeConfig {
             .ok_or("a cluster needs a shared secret: set --cluster-secret or cluster_secret")?;
         let mut config = crate::cluster::ClusterConfig::new(node_id, members, secret);
         config.self_addr = self_addr;
+        // The simulator's network carries no TLS.
+        #[cfg(not(madsim))]
+        {
+            config.peer_tls = crate::tls::peer_tls(&self.server).map_err(|e| e.to_string())?;
+        }
         if let Some(n) = self.cluster.replicas_n {
             config.replicas_n = n;
             config.read_quorum = n / 2 + 1;
@@ -180,6 +193,13 @@ impl NodeConfig {
         if let Some(rebuild) = self.cluster.rebuild_damaged {
             config.rebuild_damaged = rebuild;
         }
+        config.namespace_quorums = self.namespace_quorums()?;
+        Ok(Some(config))
+    }
+
+    /// `namespace_quorums` by namespace number (0..=15).
+    fn namespace_quorums(&self) -> Result<BTreeMap<u8, crate::cluster::NamespaceQuorum>, String> {
+        let mut quorums = BTreeMap::new();
         for (namespace, q) in &self.cluster.namespace_quorums {
             let namespace: u8 = namespace
                 .parse()
@@ -188,12 +208,12 @@ impl NodeConfig {
                 .ok_or_else(|| {
                     format!("namespace_quorums: '{namespace}' is not a namespace 0..=15")
                 })?;
-            config.namespace_quorums.insert(
+            quorums.insert(
                 namespace,
                 crate::cluster::NamespaceQuorum { r: q.r, w: q.w },
             );
         }
-        Ok(Some(config))
+        Ok(quorums)
     }
 }
 
@@ -263,6 +283,8 @@ impl FileConfig {
             s.tls_port => self.tls_port.map(Some),
             s.tls_cert_file => self.tls_cert_file.map(Some),
             s.tls_key_file => self.tls_key_file.map(Some),
+            s.tls_cluster => self.tls_cluster,
+            s.tls_ca_cert_file => self.tls_ca_cert_file.map(Some),
             s.http_port => self.http_port.map(Some),
             s.data_dir => self.data_dir,
             s.requirepass => self.requirepass.map(Some),
@@ -353,5 +375,20 @@ mod tests {
         }
         .apply(&mut bad);
         assert!(bad.cluster_config().unwrap_err().contains("'16'"));
+    }
+
+    #[test]
+    fn tls_cluster_needs_a_ca_on_a_member() {
+        let file: FileConfig = toml::from_str(
+            "members = \"1@127.0.0.1:7000\"\ncluster_secret = \"s\"\nnode_id = 1\ntls_cluster = true\ntls_cert_file = \"c.pem\"\ntls_key_file = \"k.pem\"\n",
+        )
+        .unwrap();
+        let mut config = NodeConfig::default();
+        file.apply(&mut config);
+        assert!(config.server.tls_cluster);
+        let err = config.cluster_config().unwrap_err();
+        assert!(err.contains("tls_ca_cert_file is not set"), "{err}");
+        config.cluster.members = None;
+        assert!(config.cluster_config().unwrap().is_none());
     }
 }

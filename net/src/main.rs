@@ -30,7 +30,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a node (the default when no command is given).
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
     /// Dump a stopped node's data as JSON lines and check every segment.
     Inspect {
         data_dir: PathBuf,
@@ -212,12 +212,20 @@ struct ServerArgs {
     /// --tls-key-file), e.g. `redis-cli --tls --cacert ca.pem -p PORT`.
     #[arg(long)]
     tls_port: Option<u16>,
-    /// PEM certificate chain for the TLS port.
+    /// PEM certificate chain for the TLS port and, with --tls-cluster, peer links.
     #[arg(long)]
     tls_cert_file: Option<String>,
-    /// PEM private key for the TLS port.
+    /// PEM private key for the TLS port and, with --tls-cluster, peer links.
     #[arg(long)]
     tls_key_file: Option<String>,
+    /// TLS on peer links too (a cluster member): --tls-cert-file and
+    /// --tls-key-file on both ends, peers verified against --tls-ca-cert-file.
+    /// Every member must agree.
+    #[arg(long)]
+    tls_cluster: bool,
+    /// PEM CA certificate(s) peers' certificates must chain to (--tls-cluster).
+    #[arg(long)]
+    tls_ca_cert_file: Option<String>,
     #[arg(long)]
     data_dir: Option<String>,
     #[arg(long, value_enum)]
@@ -274,11 +282,8 @@ struct ServerArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli
-        .command
-        .unwrap_or(Command::Server(ServerArgs::default()))
-    {
-        Command::Server(args) => run_server(args),
+    match cli.command.unwrap_or(Command::Server(Box::default())) {
+        Command::Server(args) => run_server(*args),
         Command::DevCluster {
             nodes,
             base_port,
@@ -347,6 +352,8 @@ fn build_config(args: ServerArgs) -> Result<(NodeConfig, bool), String> {
         tls_port: args.tls_port,
         tls_cert_file: args.tls_cert_file,
         tls_key_file: args.tls_key_file,
+        tls_cluster: args.tls_cluster.then_some(true),
+        tls_ca_cert_file: args.tls_ca_cert_file,
         data_dir: args.data_dir,
         fsync: args.fsync,
         requirepass: args.requirepass,

@@ -1,4 +1,5 @@
-//! The peer transport: authenticated, checksummed frames over TCP.
+//! The peer transport: authenticated, checksummed frames over TCP, or over TLS
+//! on TCP when the node runs with `tls_cluster` (Redis's `tls-cluster`).
 //!
 //! Frame: `[len u32 LE][crc32c u32 LE][body: len bytes][mac: 16 bytes]`. The CRC32C
 //! covers the four length bytes and the body and catches damage; the MAC (HMAC-SHA256
@@ -12,6 +13,15 @@
 //! and ids under the secret); the dialer checks it and answers `Proof` (its own HMAC).
 //! Either side that fails a check closes the connection: a process without the
 //! secret can neither join nor inject a message.
+//!
+//! TLS (`tls_cluster`): before the handshake, both ends run TLS with mutual
+//! authentication ([`PeerTls`], built in `tls`): the listener requires a client
+//! certificate chaining to the cluster's CA, the dialer checks the listener's
+//! certificate against the CA and the host of the address it dialled. The
+//! handshake above then runs inside TLS unchanged, so a holder of a valid
+//! certificate still needs the secret. A plain peer dialling a TLS peer port
+//! (or the other way round) fails its first handshake. The simulator's network
+//! carries no TLS: under `--cfg madsim` [`PeerTls`] has no value.
 
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
@@ -23,6 +33,37 @@ use tokio::io::{
     AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, ReadHalf, WriteHalf,
 };
 use tokio::net::TcpStream;
+
+/// What a peer connection runs over: a TCP stream, or TLS over one.
+pub trait PeerStream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> PeerStream for T {}
+
+/// A connection's stream, plain or TLS.
+pub type BoxedPeerStream = Box<dyn PeerStream>;
+
+#[cfg(not(madsim))]
+pub use crate::tls::PeerTls;
+
+/// The simulator's network carries no TLS: no value of this type exists, so a
+/// `ClusterConfig::peer_tls` is always `None` there.
+#[cfg(madsim)]
+#[derive(Debug)]
+pub enum PeerTls {}
+
+#[cfg(madsim)]
+impl PeerTls {
+    pub(crate) async fn connect(
+        &self,
+        _addr: &str,
+        _stream: TcpStream,
+    ) -> Result<BoxedPeerStream, PeerError> {
+        match *self {}
+    }
+
+    pub(crate) async fn accept(&self, _stream: TcpStream) -> Result<BoxedPeerStream, PeerError> {
+        match *self {}
+    }
+}
 
 /// Largest frame body accepted: a 64 MiB value with its key and sibling set fits.
 pub const PEER_FRAME_BODY_MAX_BYTES: usize = 80 << 20;
@@ -44,11 +85,17 @@ type HmacSha256 = Hmac<Sha256>;
 #[derive(Debug)]
 pub enum PeerError {
     Io(std::io::Error),
-    FrameTooLarge { len_bytes: usize, max_bytes: usize },
+    FrameTooLarge {
+        len_bytes: usize,
+        max_bytes: usize,
+    },
     Checksum,
     Mac,
     Decode(String),
     Auth(String),
+    /// The TLS handshake failed (`tls_cluster`): a certificate that does not
+    /// chain to the CA or does not name the dialled host, a plain peer, ...
+    Tls(std::io::Error),
 }
 
 impl fmt::Display for PeerError {
@@ -66,11 +113,19 @@ impl fmt::Display for PeerError {
             PeerError::Mac => write!(f, "peer frame failed authentication (bad MAC)"),
             PeerError::Decode(e) => write!(f, "peer frame could not be decoded: {e}"),
             PeerError::Auth(e) => write!(f, "peer handshake refused: {e}"),
+            PeerError::Tls(e) => write!(f, "peer TLS handshake failed: {e}"),
         }
     }
 }
 
-impl std::error::Error for PeerError {}
+impl std::error::Error for PeerError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            PeerError::Io(e) | PeerError::Tls(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 impl From<std::io::Error> for PeerError {
     fn from(e: std::io::Error) -> Self {
@@ -215,7 +270,7 @@ async fn recv_handshake<R: AsyncRead + Unpin>(reader: &mut R) -> Result<Handshak
 
 /// The receiving half of an authenticated connection.
 pub struct PeerReader {
-    inner: BufReader<ReadHalf<TcpStream>>,
+    inner: BufReader<ReadHalf<BoxedPeerStream>>,
     /// Keyed with this direction's session key.
     mac: HmacSha256,
     seq: u64,
@@ -224,7 +279,7 @@ pub struct PeerReader {
 
 /// The sending half of an authenticated connection.
 pub struct PeerWriter {
-    inner: WriteHalf<TcpStream>,
+    inner: WriteHalf<BoxedPeerStream>,
     /// Keyed with this direction's session key.
     mac: HmacSha256,
     seq: u64,
@@ -342,7 +397,7 @@ fn session_key(secret: &[u8], from: NodeId, to: NodeId, dial: &[u8], listen: &[u
 }
 
 fn split(
-    stream: TcpStream,
+    stream: BoxedPeerStream,
     secret: &[u8],
     me: NodeId,
     remote: NodeId,
@@ -366,17 +421,23 @@ fn split(
     (reader, writer)
 }
 
-/// Connect to a peer and authenticate both ways. `expected` is the node id the
-/// address belongs to; a peer claiming another id is refused.
+/// Connect to a peer and authenticate both ways (first with TLS when `tls` is
+/// given). `expected` is the node id the address belongs to; a peer claiming
+/// another id is refused.
 pub async fn dial(
     addr: &str,
     me: NodeId,
     expected: NodeId,
     secret: &[u8],
+    tls: Option<&PeerTls>,
     random: &mut (dyn FnMut() -> u64 + Send),
 ) -> Result<(PeerReader, PeerWriter), PeerError> {
-    let mut stream = TcpStream::connect(addr).await?;
+    let stream = TcpStream::connect(addr).await?;
     let _ = stream.set_nodelay(true);
+    let mut stream: BoxedPeerStream = match tls {
+        Some(tls) => tls.connect(addr, stream).await?,
+        None => Box::new(stream),
+    };
     let dial_nonce = nonce(random);
     send_handshake(
         &mut stream,
@@ -416,16 +477,22 @@ pub async fn dial(
     Ok(split(stream, secret, me, node, &dial_nonce, &listen_nonce))
 }
 
-/// Authenticate an accepted connection. `is_member` says whether a claimed id is
-/// in the cluster. Returns the peer's id with the halves.
+/// Authenticate an accepted connection (first with TLS when `tls` is given).
+/// `is_member` says whether a claimed id is in the cluster. Returns the peer's
+/// id with the halves.
 pub async fn accept(
-    mut stream: TcpStream,
+    stream: TcpStream,
     me: NodeId,
     secret: &[u8],
+    tls: Option<&PeerTls>,
     is_member: impl Fn(NodeId) -> bool,
     random: &mut (dyn FnMut() -> u64 + Send),
 ) -> Result<(NodeId, PeerReader, PeerWriter), PeerError> {
     let _ = stream.set_nodelay(true);
+    let mut stream: BoxedPeerStream = match tls {
+        Some(tls) => tls.accept(stream).await?,
+        None => Box::new(stream),
+    };
     let Handshake::Hello {
         magic,
         version,

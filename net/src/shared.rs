@@ -33,6 +33,10 @@ pub struct ServerConfig {
     pub tls_port: Option<u16>,
     pub tls_cert_file: Option<String>,
     pub tls_key_file: Option<String>,
+    /// TLS on peer links too (Redis's tls-cluster), with the two files above
+    /// and peers verified against `tls_ca_cert_file` (see `tls::PeerTls`).
+    pub tls_cluster: bool,
+    pub tls_ca_cert_file: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -55,6 +59,8 @@ impl Default for ServerConfig {
             tls_port: None,
             tls_cert_file: None,
             tls_key_file: None,
+            tls_cluster: false,
+            tls_ca_cert_file: None,
         }
     }
 }

@@ -4,6 +4,17 @@
 
 use super::*;
 
+/// One peer: a lazily (re)dialled, multiplexed connection.
+pub(super) struct PeerClient {
+    node: NodeId,
+    addr: String,
+    conn: tokio::sync::Mutex<Option<Arc<Conn>>>,
+    last_connect_failure_ms: AtomicU64,
+    /// A failed TLS handshake was logged; cleared by the next connection made.
+    tls_failure_logged: AtomicBool,
+    next_id: AtomicU64,
+}
+
 impl Cluster {
     /// The client for `node`, made on first use from the map's address (or the
     /// seed list's, before a joining node has the map).
@@ -21,6 +32,7 @@ impl Cluster {
             addr,
             conn: tokio::sync::Mutex::new(None),
             last_connect_failure_ms: AtomicU64::new(0),
+            tls_failure_logged: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
         });
         peers.insert(node, client.clone());
@@ -58,6 +70,7 @@ impl Cluster {
             self.me(),
             peer.node,
             self.config.secret.as_bytes(),
+            self.config.peer_tls.as_deref(),
             &mut random,
         );
         let result =
@@ -65,6 +78,7 @@ impl Cluster {
         match result {
             Ok(Ok((mut reader, mut writer))) => {
                 peer.last_connect_failure_ms.store(0, Ordering::Relaxed);
+                peer.tls_failure_logged.store(false, Ordering::Relaxed);
                 reader.set_body_max_bytes(self.config.peer_frame_body_max_bytes);
                 writer.set_body_max_bytes(self.config.peer_frame_body_max_bytes);
                 let conn = spawn_connection(reader, writer, self.clock.clone());
@@ -72,6 +86,13 @@ impl Cluster {
                 Ok(conn)
             }
             Ok(Err(e)) => {
+                // A certificate or a plain peer, which no retry mends: said
+                // once, until a connection is made again.
+                if matches!(e, PeerError::Tls(_))
+                    && !peer.tls_failure_logged.swap(true, Ordering::Relaxed)
+                {
+                    tracing::warn!("cannot connect to node {}: {e}", peer.node);
+                }
                 peer.last_connect_failure_ms
                     .store(now.max(1), Ordering::Relaxed);
                 Err(CallError::Connect(e.to_string()))
@@ -151,6 +172,7 @@ impl Cluster {
             stream,
             me,
             self.config.secret.as_bytes(),
+            self.config.peer_tls.as_deref(),
             |node| node != me,
             &mut random,
         );

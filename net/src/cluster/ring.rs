@@ -209,9 +209,10 @@ impl Cluster {
         let clock = self.clock.clone();
         let mut random = move || clock.random_u64();
         let secret = self.config.secret.as_bytes();
+        let tls = self.config.peer_tls.as_deref();
         let ping = async {
             let (mut reader, mut writer) =
-                peer::dial(&peer_addr, self.me(), node, secret, &mut random)
+                peer::dial(&peer_addr, self.me(), node, secret, tls, &mut random)
                     .await
                     .map_err(|e| e.to_string())?;
             let envelope = Envelope::Request {
