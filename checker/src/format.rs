@@ -2,7 +2,8 @@
 //! Errors are plain messages; `History::parse` adds the line number.
 
 use crate::history::{
-    Collection, Effect, Event, Fault, FinalState, Function, Meta, OkResult, OpHeader, Quiescence,
+    BackupState, Collection, Effect, Event, Fault, FinalState, Function, Meta, OkResult, OpHeader,
+    Quiescence,
 };
 use crate::model::{Context, Dot, Key, NodeId, Sibling};
 use serde::de::DeserializeOwned;
@@ -68,6 +69,16 @@ struct WireFinal {
 }
 
 #[derive(Serialize, Deserialize)]
+struct WireBackup {
+    ns: u8,
+    key: String,
+    started_ms: u64,
+    taken_ms: u64,
+    siblings: Vec<Sibling>,
+    context: Context,
+}
+
+#[derive(Serialize, Deserialize)]
 struct WireEffect {
     f: Function,
     ns: u8,
@@ -112,8 +123,9 @@ pub(crate) fn parse_line(text: &str) -> Result<Line, String> {
         "fault" => from_json(text).map(|found| Line::Event(Event::Fault(found))),
         "effect" => parse_effect(text).map(Line::Event),
         "collected" => parse_collected(text).map(Line::Event),
+        "backup" => parse_backup(text).map(Line::Event),
         other => Err(format!(
-            "unknown type {other:?} (expected meta, invoke, ok, fail, info, final, quiescence, fault, effect or collected)"
+            "unknown type {other:?} (expected meta, invoke, ok, fail, info, final, quiescence, fault, effect, collected or backup)"
         )),
     }
 }
@@ -209,6 +221,23 @@ fn parse_final(text: &str) -> Result<Event, String> {
     }))
 }
 
+fn parse_backup(text: &str) -> Result<Event, String> {
+    let wire: WireBackup = from_json(text)?;
+    if wire.started_ms > wire.taken_ms {
+        return Err(format!(
+            "a backup taken at {} ms cannot have started later, at {} ms",
+            wire.taken_ms, wire.started_ms
+        ));
+    }
+    Ok(Event::Backup(BackupState {
+        key: Key::new(wire.ns, wire.key),
+        started_ms: wire.started_ms,
+        taken_ms: wire.taken_ms,
+        siblings: wire.siblings,
+        context: wire.context,
+    }))
+}
+
 fn parse_effect(text: &str) -> Result<Event, String> {
     let wire: WireEffect = from_json(text)?;
     if !matches!(wire.f, Function::Write | Function::Delete) {
@@ -286,6 +315,17 @@ pub(crate) fn event_to_json(event: &Event) -> String {
         Event::Fault(fault) => tagged_to_json::<Fault>("fault", fault),
         Event::Effect(effect) => effect_to_json(effect),
         Event::Collected(collection) => collected_to_json(collection),
+        Event::Backup(state) => tagged_to_json(
+            "backup",
+            &WireBackup {
+                ns: state.key.ns,
+                key: state.key.name.clone(),
+                started_ms: state.started_ms,
+                taken_ms: state.taken_ms,
+                siblings: state.siblings.clone(),
+                context: state.context.clone(),
+            },
+        ),
     }
 }
 

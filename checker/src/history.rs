@@ -180,6 +180,21 @@ pub struct FinalState {
     pub read_at_ms: Option<u64>,
 }
 
+/// One key as a backup holds it: the backup was begun at `started_ms` (its
+/// request sent) and its view taken by `taken_ms` (answered), so it is the
+/// store's state at some moment between; the state was read, after the run,
+/// from a store restored from the backup. A key the backup lacks has no
+/// siblings and an empty context.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackupState {
+    pub key: Key,
+    pub started_ms: u64,
+    pub taken_ms: u64,
+    /// Every sibling with a value, expired or not.
+    pub siblings: Vec<Sibling>,
+    pub context: Context,
+}
+
 /// Whether the cluster reached the identical state on every replica after the heal.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Quiescence {
@@ -251,6 +266,7 @@ pub enum Event {
     Fault(Fault),
     Effect(Effect),
     Collected(Collection),
+    Backup(BackupState),
 }
 
 impl Event {
@@ -266,6 +282,7 @@ impl Event {
             Event::Fault(_) => "fault",
             Event::Effect(_) => "effect",
             Event::Collected(_) => "collected",
+            Event::Backup(_) => "backup",
         }
     }
 
@@ -286,6 +303,7 @@ impl Event {
             Event::Final(state) => Some(&state.key),
             Event::Effect(effect) => Some(&effect.key),
             Event::Collected(collection) => Some(&collection.key),
+            Event::Backup(state) => Some(&state.key),
             _ => self.op().map(|op| &op.key),
         }
     }

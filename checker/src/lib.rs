@@ -5,9 +5,11 @@
 //! `process`), fault notes, the liveness verdict (`quiescence`), every replica's
 //! `final` state of every key after the heal, and, from a harness that can watch
 //! the store, what writes did whatever their clients learned (`effect`) and
-//! delete-marker collections (`collected`) — and the checks of the contract:
+//! delete-marker collections (`collected`), and each key's state in a backup
+//! taken during the run (`backup`) — and the checks of the contract:
 //! G1 durability, G2 no silent loss, G3 convergence, G4 no resurrection, G5 no
-//! garbage, G6 sessions, and liveness, for registers; and for counters (`add`,
+//! garbage, G6 sessions, and liveness, for registers (G1, G4 and G5 also for
+//! backups, as of the moment each was taken); and for counters (`add`,
 //! `count`) and queues (`push`, `pop`), totals within what was acknowledged
 //! and attempted, and no element lost, invented or (one node) popped twice. G7 availability is not judged here: an invoke
 //! that never completes counts as `info`.
@@ -32,8 +34,8 @@ pub mod timeline;
 
 pub use checks::Facts;
 pub use history::{
-    Collection, Effect, Event, Fault, FinalState, Function, History, Meta, OkResult, OpHeader,
-    ParseError, Quiescence,
+    BackupState, Collection, Effect, Event, Fault, FinalState, Function, History, Meta, OkResult,
+    OpHeader, ParseError, Quiescence,
 };
 pub use model::{Context, Dot, Key, NodeId, Sibling};
 pub use operations::{pair_operations, HistoryError, Operation, Outcome, Stamp};

@@ -178,7 +178,8 @@ pub fn pair_operations(events: &[Event]) -> Result<Vec<Operation>, HistoryError>
             | Event::Quiescence(_)
             | Event::Fault(_)
             | Event::Effect(_)
-            | Event::Collected(_) => {}
+            | Event::Collected(_)
+            | Event::Backup(_) => {}
         }
     }
     Ok(operations)

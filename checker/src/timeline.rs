@@ -125,6 +125,14 @@ fn event_line(event: &Event) -> String {
             collection.node,
             collection.context
         ),
+        Event::Backup(state) => format!(
+            "{}  backup taken {}..{} ms holds {} context {}",
+            AFTER_HEAL,
+            state.started_ms,
+            state.taken_ms,
+            siblings_text(&state.siblings),
+            state.context
+        ),
     }
 }
 

@@ -6,7 +6,9 @@
 //! syncs, a full device, latent corruption of stored bytes.
 //!
 //! Directory operations (create, rename, remove) are durable at once: the simulator
-//! models data loss, not lost directory entries.
+//! models data loss, not lost directory entries. A removed file stays readable
+//! through the handles opened before (as POSIX keeps an unlinked file until its
+//! last descriptor closes) until the next crash.
 
 use crate::disk::{Disk, DiskDir, DiskError};
 use crate::rng::SplitMix64;
@@ -465,6 +467,21 @@ mod tests {
         dir.crash(&mut SplitMix64::new(1));
         assert!(file.write_at(0, b"x").is_err());
         assert!(file.sync().is_err());
+    }
+
+    #[test]
+    fn a_removed_file_stays_readable_through_its_open_handle() {
+        // As POSIX keeps an unlinked file until its last descriptor closes:
+        // a backup reads segments compaction removes meanwhile.
+        let dir = MemDir::new();
+        let file = dir.open("f", true).unwrap();
+        file.write_at(0, b"abc").unwrap();
+        file.sync().unwrap();
+        dir.remove("f").unwrap();
+        assert!(dir.open("f", false).is_err());
+        let mut buf = [0; 3];
+        file.read_at(0, &mut buf).unwrap();
+        assert_eq!(&buf, b"abc");
     }
 
     #[test]

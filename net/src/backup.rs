@@ -145,6 +145,67 @@ fn read(shared: &Shared, id: u64, name: &[u8], offset: u64, count: u64) -> Step 
     }
 }
 
+/// What `SHOAL.BACKUP BEGIN` answered.
+pub struct Begun {
+    pub id: String,
+    /// Each segment's file name and the bytes of it to copy.
+    pub segments: Vec<(String, u64)>,
+    /// Each small file's name and its whole content.
+    pub small_files: Vec<(String, Bytes)>,
+    pub cluster_member: bool,
+}
+
+impl Begun {
+    /// `BEGIN`'s answer read back (None: not the shape `begin` answers).
+    pub fn parse(reply: Reply) -> Option<Begun> {
+        let Reply::Array(parts) = reply else {
+            return None;
+        };
+        let [Reply::Integer(id), Reply::Array(segments), Reply::Array(small), Reply::Integer(cluster)] =
+            &parts[..]
+        else {
+            return None;
+        };
+        let pair = |item: &Reply| match item {
+            Reply::Array(p) => match &p[..] {
+                [Reply::Bulk(name), second] => {
+                    Some((String::from_utf8_lossy(name).into_owned(), second.clone()))
+                }
+                _ => None,
+            },
+            _ => None,
+        };
+        let segments = segments
+            .iter()
+            .map(|s| match pair(s)? {
+                (name, Reply::Integer(bytes)) if bytes >= 0 => Some((name, bytes as u64)),
+                _ => None,
+            })
+            .collect::<Option<Vec<_>>>()?;
+        let small_files = small
+            .iter()
+            .map(|s| match pair(s)? {
+                (name, Reply::Bulk(bytes)) => Some((name, bytes)),
+                _ => None,
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(Begun {
+            id: id.to_string(),
+            segments,
+            small_files,
+            cluster_member: *cluster != 0,
+        })
+    }
+}
+
+/// The id of segment file `seg-<id>.log` (None: not a segment's name).
+pub fn segment_id(name: &str) -> Option<u32> {
+    name.strip_prefix("seg-")?
+        .strip_suffix(".log")?
+        .parse()
+        .ok()
+}
+
 fn number(arg: &Bytes) -> Option<u64> {
     std::str::from_utf8(arg).ok()?.parse().ok()
 }

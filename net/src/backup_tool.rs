@@ -17,10 +17,11 @@
 //!
 //! Real tokio only: an operator's tool, with the wall clock and blocking I/O.
 
+use crate::backup::{segment_id, Begun};
 use crate::filedisk::FileDir;
 use crate::resp::Reply;
 use crate::salvage::{partial_path, sync_dir, sync_parent};
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use serde::{Deserialize, Serialize};
 use shoal_engine::store::backup::seal_copies;
 use shoal_engine::store::salvage::SalvageReport;
@@ -103,54 +104,6 @@ impl Conn {
     }
 }
 
-/// What `SHOAL.BACKUP BEGIN` answered.
-struct Begun {
-    id: String,
-    segments: Vec<(String, u64)>,
-    small_files: Vec<(String, Bytes)>,
-    cluster_member: bool,
-}
-
-fn parse_begin(reply: Reply) -> Option<Begun> {
-    let Reply::Array(parts) = reply else {
-        return None;
-    };
-    let [Reply::Integer(id), Reply::Array(segments), Reply::Array(small), Reply::Integer(cluster)] =
-        &parts[..]
-    else {
-        return None;
-    };
-    let pair = |item: &Reply| match item {
-        Reply::Array(p) => match &p[..] {
-            [Reply::Bulk(name), second] => {
-                Some((String::from_utf8_lossy(name).into_owned(), second.clone()))
-            }
-            _ => None,
-        },
-        _ => None,
-    };
-    let segments = segments
-        .iter()
-        .map(|s| match pair(s)? {
-            (name, Reply::Integer(bytes)) if bytes >= 0 => Some((name, bytes as u64)),
-            _ => None,
-        })
-        .collect::<Option<Vec<_>>>()?;
-    let small_files = small
-        .iter()
-        .map(|s| match pair(s)? {
-            (name, Reply::Bulk(bytes)) => Some((name, bytes)),
-            _ => None,
-        })
-        .collect::<Option<Vec<_>>>()?;
-    Some(Begun {
-        id: id.to_string(),
-        segments,
-        small_files,
-        cluster_member: *cluster != 0,
-    })
-}
-
 /// `shoal backup`: the node at `addr` copied into `to` (which must not exist).
 pub fn backup(addr: &str, requirepass: Option<&str>, to: &Path) -> Result<Manifest, String> {
     if to.exists() {
@@ -165,7 +118,7 @@ pub fn backup(addr: &str, requirepass: Option<&str>, to: &Path) -> Result<Manife
             .map_err(|e| format!("cannot remove {}: {e}", partial.display()))?;
     }
     let mut conn = Conn::open(addr, requirepass)?;
-    let begun = parse_begin(conn.call(&[b"SHOAL.BACKUP", b"BEGIN"])?).ok_or_else(|| {
+    let begun = Begun::parse(conn.call(&[b"SHOAL.BACKUP", b"BEGIN"])?).ok_or_else(|| {
         format!("{addr} answered SHOAL.BACKUP BEGIN with something else than a backup view")
     })?;
     let copied = copy_all(&mut conn, &begun, &partial);
@@ -196,10 +149,7 @@ fn copy_all(conn: &mut Conn, begun: &Begun, into: &Path) -> Result<Vec<CopiedSeg
     std::fs::create_dir_all(into).map_err(|e| format!("cannot create {}: {e}", into.display()))?;
     let mut copied = Vec::new();
     for (name, bytes) in &begun.segments {
-        let id = name
-            .strip_prefix("seg-")
-            .and_then(|rest| rest.strip_suffix(".log"))
-            .and_then(|n| n.parse::<u32>().ok())
+        let id = segment_id(name)
             .ok_or_else(|| format!("the node named a segment {name:?} this tool does not know"))?;
         let crc32c = copy_segment(conn, &begun.id, name, *bytes, &into.join(name))?;
         copied.push(CopiedSegment {

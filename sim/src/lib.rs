@@ -17,6 +17,7 @@
 //! clients learned, recorded for the checker), `digest` (the history digest),
 //! `cluster` (cluster seeds: several real nodes with the cluster driver, crashes
 //! with power loss, isolation and cut links, per-replica final reads),
+//! `backup` (a backup taken during phase 1, restored and read after it),
 //! `disk_bound` (the audit that compaction keeps the disk within twice the live
 //! data), `typed` (counters and queues through Redis's commands, and phase 3's
 //! drain of them).
@@ -31,6 +32,8 @@ pub mod plan;
 pub mod replies;
 pub mod typed;
 
+#[cfg(madsim)]
+pub mod backup;
 #[cfg(madsim)]
 pub mod client;
 #[cfg(madsim)]

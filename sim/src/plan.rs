@@ -386,6 +386,9 @@ pub struct Plan {
     /// Phase 2 power-cycles the node before phase 3 reads, so the final states
     /// are what recovery rebuilt.
     pub final_restart: bool,
+    /// When (run time) a client backs the node up during phase 1 (see
+    /// `backup`); None: no backup.
+    pub backup_at_ms: Option<u64>,
     pub workload: WorkloadKnobs,
     pub store: StoreKnobs,
     pub net: NetKnobs,
@@ -464,12 +467,24 @@ impl Plan {
             phase1_ms,
             converge_bound_ms: 10_000,
             final_restart,
+            backup_at_ms: backup_moment(seed, scenario, phase1_ms),
             workload,
             store,
             net,
             faults,
         }
     }
+}
+
+/// Two seeds in five take a backup at a moment of phase 1, from their own
+/// stream of the seed (older seeds keep their plans). Not with latent
+/// corruption: a backup copies the damage, and its restore refuses it.
+fn backup_moment(seed: u64, scenario: Scenario, phase1_ms: u64) -> Option<u64> {
+    let mut rng = SplitMix64::new(seed ^ 0xBAC_0B5E);
+    if scenario.corrupts() || !rng.chance_percent(40) {
+        return None;
+    }
+    Some(between(&mut rng, 500, phase1_ms - 500))
 }
 
 pub(crate) fn workload_knobs(rng: &mut SplitMix64) -> WorkloadKnobs {
@@ -788,6 +803,12 @@ impl fmt::Display for Plan {
                 ""
             }
         )?;
+        if let Some(at_ms) = self.backup_at_ms {
+            writeln!(
+                f,
+                "  backup: begun at {at_ms} ms, restored and read after the run"
+            )?;
+        }
         write_workload(f, w)?;
         writeln!(
             f,

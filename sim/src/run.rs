@@ -72,6 +72,7 @@ pub fn features() -> Vec<&'static str> {
         "bug-modify-twice",
         "bug-pop-takes-extra",
         "bug-remove-wins",
+        "bug-backup-skips-active",
     )
 }
 
@@ -294,22 +295,16 @@ pub async fn simulate(plan: Plan) -> RunOutcome {
         plan.seed,
     ));
     let timelines = spawn_timelines(&supervisor, &plan.faults);
+    let backup = plan
+        .backup_at_ms
+        .map(|at_ms| observer.spawn(crate::backup::take(node_addr(), at_ms, recorder.clone())));
 
-    // Phase 1: workload and faults, the store's disk sampled throughout.
-    let disk_samples = Arc::new(DiskSampler::default());
-    let sampling = tokio::spawn(sample_disk(&disk_samples, &supervisor, plan.phase1_ms));
-    tokio::time::sleep(Duration::from_millis(plan.phase1_ms)).await;
-    shared.stop.store(true, Ordering::Relaxed);
-    let _ = sampling.await;
-    for task in timelines {
-        let _ = task.await;
-    }
-    for task in client_tasks {
-        let _ = task.await;
-    }
+    let tasks = timelines.into_iter().chain(client_tasks).collect();
+    let disk_samples = phase1(&plan, &shared, &supervisor, tasks).await;
 
     // Phases 2 and 3: heal, then read every key and drain the queues.
     heal_and_read(&plan, &supervisor, &observer, &shared).await;
+    read_backup(backup, &shared, &world.store_options, &recorder).await;
     let simulated_ms = recorder.now_ms();
     // Stop the node's tasks and drop its disk images now: the runtime keeps the
     // tasks of nodes still running, and the init closure keeps the world, past
@@ -338,6 +333,47 @@ pub async fn simulate(plan: Plan) -> RunOutcome {
         failures: verdict.failures,
         notes: verdict.notes,
         simulated_ms,
+    }
+}
+
+/// Phase 1: workload and faults, the store's disk sampled throughout; then
+/// wait for `tasks` (the fault timelines and the clients) to stop.
+async fn phase1(
+    plan: &Plan,
+    shared: &workload::Shared,
+    supervisor: &Arc<Supervisor>,
+    tasks: Vec<madsim::task::JoinHandle<()>>,
+) -> Arc<DiskSampler> {
+    let disk_samples = Arc::new(DiskSampler::default());
+    let sampling = tokio::spawn(sample_disk(&disk_samples, supervisor, plan.phase1_ms));
+    tokio::time::sleep(Duration::from_millis(plan.phase1_ms)).await;
+    shared.stop.store(true, Ordering::Relaxed);
+    let _ = sampling.await;
+    for task in tasks {
+        let _ = task.await;
+    }
+    disk_samples
+}
+
+/// Restore the backup taken in phase 1, if one was planned and whole, and
+/// record what it holds of every key the clients touched (a backup that does
+/// not restore is an anomaly: `shoal restore` would refuse it).
+async fn read_backup(
+    backup: Option<madsim::task::JoinHandle<Option<crate::backup::TakenBackup>>>,
+    shared: &workload::Shared,
+    options: &shoal_engine::StoreOptions,
+    recorder: &Recorder,
+) {
+    let Some(taken) = (match backup {
+        Some(backup) => backup.await.ok().flatten(),
+        None => None,
+    }) else {
+        return;
+    };
+    let keys = lock(&shared.keys_touched).clone();
+    match crate::backup::restore_and_read(&taken, &keys, options) {
+        Ok(events) => events.into_iter().for_each(|event| recorder.push(event)),
+        Err(why) => recorder.anomaly(format!("backup: {why}")),
     }
 }
 

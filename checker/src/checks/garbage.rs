@@ -1,24 +1,19 @@
 //! G5 no garbage: every value read or held was written to that key by some client,
 //! under the dot its write was acknowledged with.
 
-use super::Facts;
+use super::{Facts, KeyFacts};
 use crate::model::{Key, Sibling};
 use crate::operations::Operation;
 use crate::report::{Violation, ViolationKind};
 use std::collections::BTreeMap;
 
 /// A key's write operations (any outcome) by the value they tried to write.
-type WritesByValue<'a> = BTreeMap<&'a str, Vec<&'a Operation>>;
+pub(super) type WritesByValue<'a> = BTreeMap<&'a str, Vec<&'a Operation>>;
 
 pub fn check_garbage(facts: &Facts) -> Vec<Violation> {
     let mut violations = Vec::new();
     for (key, key_facts) in &facts.keys {
-        let mut writes: WritesByValue = BTreeMap::new();
-        for operation in facts.operations_of(key_facts) {
-            if let Some(value) = &operation.value {
-                writes.entry(value.as_str()).or_default().push(operation);
-            }
-        }
+        let writes = writes_by_value(facts, key_facts);
         for read in facts.operations_of(key_facts) {
             violations.extend(garbage_read(key, &writes, read));
         }
@@ -40,6 +35,17 @@ pub fn check_garbage(facts: &Facts) -> Vec<Violation> {
     violations
 }
 
+/// A key's write operations (any outcome) by the value they tried to write.
+pub(super) fn writes_by_value<'a>(facts: &'a Facts, key_facts: &'a KeyFacts) -> WritesByValue<'a> {
+    let mut writes: WritesByValue = BTreeMap::new();
+    for operation in facts.operations_of(key_facts) {
+        if let Some(value) = &operation.value {
+            writes.entry(value.as_str()).or_default().push(operation);
+        }
+    }
+    writes
+}
+
 fn garbage_read(key: &Key, writes: &WritesByValue, read: &Operation) -> Option<Violation> {
     let (siblings, _) = read.read_result()?;
     let at = read.ok_at()?;
@@ -56,7 +62,7 @@ fn garbage_read(key: &Key, writes: &WritesByValue, read: &Operation) -> Option<V
 
 /// Why `sibling` is garbage, or None when some write explains it. A read that
 /// completed at `read_done_ms` can only return writes invoked by then.
-fn garbage_problem(
+pub(super) fn garbage_problem(
     writes: &WritesByValue,
     sibling: &Sibling,
     read_done_ms: Option<u64>,

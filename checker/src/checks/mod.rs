@@ -1,6 +1,7 @@
 //! The checks of the contract. Each takes the `Facts` of one history and returns the
 //! violations it finds; none of them stops at the first.
 
+mod backups;
 mod convergence;
 mod counters;
 mod durability;
@@ -11,6 +12,7 @@ mod queues;
 mod resurrection;
 mod sessions;
 
+pub use backups::check_backups;
 pub use convergence::check_convergence;
 pub use counters::check_counters;
 pub use durability::check_durability;
@@ -21,7 +23,7 @@ pub use queues::check_queues;
 pub use resurrection::check_resurrection;
 pub use sessions::check_sessions;
 
-use crate::history::{Collection, Effect, Event, FinalState, Function, History};
+use crate::history::{BackupState, Collection, Effect, Event, FinalState, Function, History};
 use crate::model::{Dot, Key};
 use crate::operations::{pair_operations, HistoryError, Operation};
 use crate::report::Violation;
@@ -50,6 +52,7 @@ pub struct KeyFacts {
     /// one whose client was told it failed, explains no loss.
     pub effects: Vec<usize>,
     pub collections: Vec<usize>,
+    pub backups: Vec<usize>,
 }
 
 impl<'h> Facts<'h> {
@@ -78,6 +81,7 @@ impl<'h> Facts<'h> {
                     key_facts.effects.push(event_index)
                 }
                 Event::Collected(_) => key_facts.collections.push(event_index),
+                Event::Backup(_) => key_facts.backups.push(event_index),
                 _ => {}
             }
         }
@@ -146,6 +150,21 @@ impl<'h> Facts<'h> {
             })
     }
 
+    /// The backup states of one key with their event indices.
+    pub fn backups_of<'a>(
+        &'a self,
+        key_facts: &'a KeyFacts,
+    ) -> impl Iterator<Item = (usize, &'h BackupState)> + 'a {
+        let events = &self.history.events;
+        key_facts
+            .backups
+            .iter()
+            .filter_map(move |&index| match events.get(index) {
+                Some(Event::Backup(state)) => Some((index, state)),
+                _ => None,
+            })
+    }
+
     /// The `ok` deletes of one key.
     pub fn ok_deletes_of<'a>(
         &'a self,
@@ -168,6 +187,7 @@ pub fn check_all(facts: &Facts) -> Vec<Violation> {
     violations.extend(check_expiry(facts));
     violations.extend(check_counters(facts));
     violations.extend(check_queues(facts));
+    violations.extend(check_backups(facts));
     violations
 }
 

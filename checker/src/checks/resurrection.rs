@@ -70,7 +70,7 @@ fn resurrected_finals(facts: &Facts, key: &Key, key_facts: &KeyFacts) -> Vec<Vio
 
 /// The first sibling covered by an `ok` delete that completed before `invoked`
 /// (any `ok` delete when `invoked` is None: the final states come after all).
-fn first_resurrected<'a, 'f>(
+pub(super) fn first_resurrected<'a, 'f>(
     facts: &'f Facts,
     key_facts: &'f KeyFacts,
     siblings: &'a [Sibling],

@@ -251,6 +251,22 @@ impl Recorder {
         }))
     }
 
+    /// A key's state in a backup begun at `started_ms` and taken at `taken_ms`.
+    pub fn backup(
+        &mut self,
+        started_ms: u64,
+        taken_ms: u64,
+        key: &str,
+        siblings: &[(&str, DotPair)],
+        context: &[DotPair],
+    ) -> &mut Recorder {
+        self.line(json!({
+            "type": "backup", "ns": 0, "key": key, "started_ms": started_ms,
+            "taken_ms": taken_ms, "siblings": siblings_json(siblings),
+            "context": context_json(context)
+        }))
+    }
+
     pub fn fault(&mut self, time_ms: u64, what: &str) -> &mut Recorder {
         self.line(json!({"type": "fault", "time_ms": time_ms, "what": what}))
     }

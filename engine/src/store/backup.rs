@@ -11,7 +11,8 @@
 //! A segment that compaction removes while the copy runs is read through the
 //! handle the view holds: the disk directory must keep a removed file's open
 //! handles readable, as POSIX files are (an unlinked file lives until its last
-//! descriptor closes). The in-memory disk does not; backups are for real disks.
+//! descriptor closes). The in-memory disk does too, so the simulator takes
+//! backups while compaction runs (`shoal-sim`'s `backup`).
 //!
 //! [`seal_copies`] makes a directory of copies a stopped store that `salvage`
 //! reads whole: a catalog listing every copy sealed at its copied length.
@@ -92,6 +93,9 @@ impl Store {
         let segments = self
             .segments
             .iter()
+            // Planted bug: copy only the sealed segments, as if the active
+            // one were not part of the store's state yet.
+            .filter(|(id, _)| !cfg!(feature = "bug-backup-skips-active") || **id != self.active_id)
             .map(|(id, segment)| BackupSegment {
                 id: *id,
                 bytes: segment.written_bytes,
