@@ -1,7 +1,9 @@
 //! `shoal-bench` owns Shoal's benchmarks and load generators: the criterion benches
 //! of the engine (`benches/engine.rs`) and the helpers they share (temporary data
 //! directories, key and value generation, bulk loading). The scripts that compare
-//! a running `shoal` with Redis live in `ci/bench-redis` and `ci/bench-restart`.
+//! a running `shoal` with Redis live in `ci/bench-redis` and `ci/bench-restart`;
+//! `bench-plot` (`src/bin`) draws what `ci/bench-redis` and `ci/bench-cluster`
+//! measured as an SVG chart.
 //!
 //! It must not be depended on by the product: nothing in `engine`, `net`, `sim` or
 //! `checker` may import it. Benchmarks print numbers and ratios; they never assert
