@@ -70,6 +70,7 @@ mod hinted;
 mod markers;
 mod peers;
 mod read;
+mod refusals;
 mod ring;
 mod serve;
 mod start;
@@ -732,6 +733,8 @@ pub struct Cluster {
     /// Peers' directories and incarnations, for the start-up check.
     lives: Mutex<Lives>,
     peers: Mutex<BTreeMap<NodeId, Arc<peers::PeerClient>>>,
+    /// Which refused inbound peer connections get a log line.
+    refusals: Mutex<refusals::RefusalLog>,
     /// The handoff this node is pulling now, for operators.
     handoff_now: Mutex<Option<HandoffProgress>>,
     /// Hints kept as a fallback (`None`: this node keeps none).

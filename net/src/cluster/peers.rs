@@ -179,20 +179,8 @@ impl Cluster {
         let timeout = Duration::from_millis(self.config.connect_timeout_ms.max(1000));
         let (node, mut reader, mut writer) = match tokio::time::timeout(timeout, handshake).await {
             Ok(Ok(accepted)) => accepted,
-            Ok(Err(e)) => {
-                self.stats
-                    .peer_auth_refusals
-                    .fetch_add(1, Ordering::Relaxed);
-                tracing::warn!("refused peer connection from {addr}: {e}");
-                return;
-            }
-            Err(_) => {
-                self.stats
-                    .peer_auth_refusals
-                    .fetch_add(1, Ordering::Relaxed);
-                tracing::warn!("refused peer connection from {addr}: handshake timed out");
-                return;
-            }
+            Ok(Err(e)) => return self.refused(&addr, &e.to_string()),
+            Err(_) => return self.refused(&addr, "handshake timed out"),
         };
         reader.set_body_max_bytes(self.config.peer_frame_body_max_bytes);
         writer.set_body_max_bytes(self.config.peer_frame_body_max_bytes);
@@ -202,6 +190,22 @@ impl Cluster {
         // The peer dials again when it finds this connection stalled; a writer
         // stuck on a dead socket must not outlive it.
         writing.abort();
+    }
+
+    /// Count a refused inbound connection, and log it unless its host was
+    /// logged in the last `REFUSAL_LOG_INTERVAL_MS` (see `refusals`).
+    fn refused(&self, addr: &str, why: &str) {
+        self.stats
+            .peer_auth_refusals
+            .fetch_add(1, Ordering::Relaxed);
+        let now_ms = self.clock.monotonic_ms();
+        match lock(&self.refusals).refused(addr, now_ms) {
+            Some(0) => tracing::warn!("refused peer connection from {addr}: {why}"),
+            Some(unlogged) => tracing::warn!(
+                "refused peer connection from {addr}: {why} ({unlogged} more from its host since the last such line)"
+            ),
+            None => {}
+        }
     }
 
     /// Answer the requests of one inbound peer connection until it closes, fails,

@@ -104,6 +104,7 @@ impl Cluster {
             dir_id,
             lives: Mutex::new(lives),
             peers: Mutex::new(BTreeMap::new()),
+            refusals: Mutex::default(),
             handoff_now: Mutex::new(None),
             hint_owners: Mutex::new(hints.as_ref().map(held_hint_owners).unwrap_or_default()),
             hints,
