@@ -87,12 +87,10 @@ impl Cluster {
                 "node {me} is restoring its data from its replicas: it serves reads and writes, but no handoff and no marker collection until every other member's copies are merged here"
             );
         }
+        let fingerprint = bootstrap.fingerprint();
         let cluster = Arc::new(Cluster {
             config,
-            map: Mutex::new({
-                let fingerprint = bootstrap.fingerprint();
-                (bootstrap, fingerprint)
-            }),
+            map: Mutex::new((bootstrap, fingerprint)),
             gate: tokio::sync::RwLock::new(()),
             dir,
             storage,
