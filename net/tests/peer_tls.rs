@@ -8,20 +8,12 @@
 mod common;
 
 use common::cluster::{members, port_pairs, SECRET};
-use common::temp_dir;
+use common::{temp_dir, tls_fixture as fixture};
 use redis::Commands;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn fixture(name: &str) -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/tls")
-        .join(name)
-        .display()
-        .to_string()
-}
 
 /// `--tls-cluster` with `NAME-cert.pem` / `NAME-key.pem`, trusting the peer CA.
 fn tls_flags(name: &str) -> Vec<String> {

@@ -5,22 +5,13 @@
 
 mod common;
 
-use common::{free_port, temp_dir, ShoalProcess};
+use common::{free_port, temp_dir, tls_fixture as fixture, ShoalProcess};
 use redis::Commands;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
-
-fn fixture(name: &str) -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/tls")
-        .join(name)
-        .display()
-        .to_string()
-}
 
 fn tls_args(port: u16) -> Vec<String> {
     vec![

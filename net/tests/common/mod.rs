@@ -214,3 +214,12 @@ pub fn error_of(c: &mut redis::Connection, args: &[&str]) -> String {
         .expect_err("an error reply")
         .to_string()
 }
+
+/// The path of a test-only TLS file in `tests/fixtures/tls` (see its README).
+pub fn tls_fixture(name: &str) -> String {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/tls")
+        .join(name)
+        .display()
+        .to_string()
+}
