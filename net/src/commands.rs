@@ -380,6 +380,11 @@ fn function(args: &[Bytes]) -> Step {
 
 /// Run one request: check it against the table, queue it while MULTI is open,
 /// else run it.
+///
+/// Every request builds this future and moves it (a memcpy of its whole
+/// size, whatever the command), so the futures of rare commands with large
+/// state (EXEC, CLUSTER, SWAPDB, the blocking wait) are boxed where they are
+/// awaited: a GET copies what a GET needs.
 pub async fn execute(
     shared: &Shared,
     session: &mut Session,
@@ -407,7 +412,7 @@ pub async fn execute(
     }
     match spec.name {
         "multi" => session.transaction.begin(),
-        "exec" => exec(shared, session).await,
+        "exec" => Box::pin(exec(shared, session)).await,
         "discard" => session.transaction.discard(),
         "watch" => {
             let ns = session.namespace;
@@ -512,7 +517,7 @@ async fn dispatch(
         "reset" => reset(shared, session),
         "save" | "bgsave" | "lastsave" => crate::admin::save(shared, spec.name).await,
         "shoal.backup" => crate::backup::command(shared, args),
-        "swapdb" => swapdb(shared, args).await,
+        "swapdb" => Box::pin(swapdb(shared, args)).await,
         "sort" | "sort_ro" => {
             let backend = Backend::of(shared);
             crate::sort::sort(&backend, session.namespace, args, spec.name == "sort_ro").await
@@ -548,8 +553,10 @@ async fn dispatch(
             Reply::Integer(0),
             Reply::Array(vec![]),
         ])),
+        // Boxed: a rare command's large future would otherwise set the size
+        // of every command's (see `execute`).
         "cluster" | "shoal.cluster" | "shoal.ring" => {
-            cluster_only(shared, session, spec.name, args).await
+            Box::pin(cluster_only(shared, session, spec.name, args)).await
         }
         "readonly" | "readwrite" | "asking" => match shared.cluster {
             Some(_) => Step::Reply(Reply::ok()),
@@ -559,8 +566,9 @@ async fn dispatch(
         "object" | "getbit" | "setbit" | "bitcount" | "bitpos" | "lcs" => {
             bits_and_object(shared, session, spec.name, args).await
         }
+        // Boxed too: the collections' futures are half again a string's.
         _ if matches!(spec.group, "hash" | "set" | "list" | "sorted_set") => {
-            collection(shared, session, spec, args).await
+            Box::pin(collection(shared, session, spec, args)).await
         }
         _ => data(shared, session, spec, args).await,
     }

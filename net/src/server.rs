@@ -280,7 +280,8 @@ impl Conn<'_> {
         let execution = commands::execute(shared, &mut self.session, spec, &args);
         let step = if spec.is_some_and(|s| crate::blocking::blocks(s.name)) {
             let limit = shared.config.query_buffer_max_bytes;
-            match until_closed(execution, stream, &mut self.input, limit).await {
+            // Boxed: the wait is rare and its future large (see `execute`).
+            match Box::pin(until_closed(execution, stream, &mut self.input, limit)).await {
                 Some(step) => step,
                 None => return true, // the client left while blocked
             }
