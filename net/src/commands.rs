@@ -383,8 +383,9 @@ fn function(args: &[Bytes]) -> Step {
 ///
 /// Every request builds this future and moves it (a memcpy of its whole
 /// size, whatever the command), so the futures of rare commands with large
-/// state (EXEC, CLUSTER, SWAPDB, the blocking wait) are boxed where they are
-/// awaited: a GET copies what a GET needs.
+/// state (EXEC, CLUSTER, SWAPDB, the blocking wait) and of the collections
+/// (half again a string's) are boxed where they are awaited (`dispatch`,
+/// `Conn::run_one`): a GET copies what a GET needs.
 pub async fn execute(
     shared: &Shared,
     session: &mut Session,
@@ -553,8 +554,6 @@ async fn dispatch(
             Reply::Integer(0),
             Reply::Array(vec![]),
         ])),
-        // Boxed: a rare command's large future would otherwise set the size
-        // of every command's (see `execute`).
         "cluster" | "shoal.cluster" | "shoal.ring" => {
             Box::pin(cluster_only(shared, session, spec.name, args)).await
         }
@@ -566,7 +565,6 @@ async fn dispatch(
         "object" | "getbit" | "setbit" | "bitcount" | "bitpos" | "lcs" => {
             bits_and_object(shared, session, spec.name, args).await
         }
-        // Boxed too: the collections' futures are half again a string's.
         _ if matches!(spec.group, "hash" | "set" | "list" | "sorted_set") => {
             Box::pin(collection(shared, session, spec, args)).await
         }
