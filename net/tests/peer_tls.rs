@@ -7,12 +7,10 @@
 
 mod common;
 
-use common::cluster::{members, port_pairs, SECRET};
-use common::{temp_dir, tls_fixture as fixture};
+use common::cluster::{member_args, port_pairs};
+use common::{temp_dir, tls_fixture as fixture, ShoalProcess};
 use redis::Commands;
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// `--tls-cluster` with `NAME-cert.pem` / `NAME-key.pem`, trusting the peer CA.
@@ -30,8 +28,7 @@ fn tls_flags(name: &str) -> Vec<String> {
 
 /// A member whose log (stderr) goes to a file the test reads.
 struct Node {
-    child: Child,
-    port: u16,
+    process: ShoalProcess,
     log: PathBuf,
 }
 
@@ -41,40 +38,15 @@ impl Node {
         let data = dir.join(format!("node{id}"));
         std::fs::create_dir_all(&data).unwrap();
         let log = dir.join(format!("node{id}.log"));
-        let port = ports[id - 1];
-        let child = Command::new(env!("CARGO_BIN_EXE_shoal"))
-            .args(["server", "--port", &port.to_string(), "--data-dir"])
-            .arg(&data)
-            .args(["--node-id", &id.to_string(), "--members", &members(ports)])
-            .args(["--cluster-secret", SECRET])
-            .args(extra)
-            .env(
-                "RUST_LOG",
-                std::env::var("SHOAL_TEST_LOG").unwrap_or("warn".into()),
-            )
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("spawn shoal");
-        let mut node = Node { child, port, log };
-        node.wait_listening();
-        node
-    }
-
-    fn wait_listening(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("shoal exited during start ({status}):\n{}", self.log());
-            }
-            assert!(Instant::now() < deadline, "no client port:\n{}", self.log());
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let mut args = member_args(id, ports);
+        args.extend_from_slice(extra);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let process = ShoalProcess::start_logging_to(ports[id - 1], &data, &args, &log);
+        Node { process, log }
     }
 
     fn client(&self) -> redis::Connection {
-        let client = redis::Client::open(format!("redis://127.0.0.1:{}/", self.port)).unwrap();
-        let conn = client.get_connection().expect("connect");
+        let conn = self.process.client();
         conn.set_read_timeout(Some(Duration::from_secs(30)))
             .unwrap();
         conn
@@ -95,13 +67,6 @@ impl Node {
             assert!(Instant::now() < deadline, "{words:?} not logged:\n{log}");
             std::thread::sleep(Duration::from_millis(100));
         }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -49,18 +49,25 @@ pub fn members(ports: &[u16]) -> String {
 
 /// Member `id` (1-based) of the cluster on `ports`, with `extra` flags.
 pub fn start_member(id: usize, ports: &[u16], dir: &Path, extra: &[&str]) -> ShoalProcess {
-    let node_id = id.to_string();
-    let members = members(ports);
-    let mut args = vec![
-        "--node-id",
-        &node_id,
-        "--members",
-        &members,
-        "--cluster-secret",
-        SECRET,
-    ];
-    args.extend_from_slice(extra);
+    let mut args = member_args(id, ports);
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     ShoalProcess::start_on(ports[id - 1], dir, &args)
+}
+
+/// The flags that make a node member `id` (1-based) of the cluster on `ports`.
+pub fn member_args(id: usize, ports: &[u16]) -> Vec<String> {
+    let mut args = vec![
+        "--node-id".to_string(),
+        id.to_string(),
+        "--members".to_string(),
+    ];
+    args.extend([
+        members(ports),
+        "--cluster-secret".to_string(),
+        SECRET.to_string(),
+    ]);
+    args
 }
 
 /// A node's `SHOAL.CLUSTER` text (what `shoal cluster status` prints).

@@ -114,6 +114,28 @@ impl ShoalProcess {
         data_dir: &Path,
         extra_args: &[&str],
     ) -> ShoalProcess {
+        Self::spawn(port, ready_port, data_dir, extra_args, Stdio::inherit())
+    }
+
+    /// Start on `port` with the node's log (stderr) written to `log`, for a
+    /// test that reads what the node logged.
+    pub fn start_logging_to(
+        port: u16,
+        data_dir: &Path,
+        extra_args: &[&str],
+        log: &Path,
+    ) -> ShoalProcess {
+        let stderr = std::fs::File::create(log).expect("create the node's log file");
+        Self::spawn(port, port, data_dir, extra_args, stderr.into())
+    }
+
+    fn spawn(
+        port: u16,
+        ready_port: u16,
+        data_dir: &Path,
+        extra_args: &[&str],
+        stderr: Stdio,
+    ) -> ShoalProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_shoal"))
             .arg("server")
             .arg("--port")
@@ -127,7 +149,7 @@ impl ShoalProcess {
                 std::env::var("SHOAL_TEST_LOG").unwrap_or("warn".into()),
             )
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("spawn shoal");
         let deadline = Instant::now() + Duration::from_secs(30);
