@@ -97,6 +97,17 @@ pub fn free_port() -> u16 {
     panic!("no free port in 2000..12000");
 }
 
+/// Whether a server listens on `port`: a connection that is not the probe
+/// connected to itself. TCP's simultaneous open joins a socket whose ephemeral
+/// local port is `port` to itself when the machine's ephemeral range reaches
+/// `port`, as it may on other machines than this one: such a probe "connects"
+/// before the node has bound, and the test's first client is refused. (No
+/// PING: the probe must leave the node's counters as they were.)
+fn listening(port: u16) -> bool {
+    TcpStream::connect(("127.0.0.1", port))
+        .is_ok_and(|stream| stream.local_addr().ok() != stream.peer_addr().ok())
+}
+
 impl ShoalProcess {
     pub fn start(data_dir: &Path, extra_args: &[&str]) -> ShoalProcess {
         Self::start_on(free_port(), data_dir, extra_args)
@@ -157,7 +168,7 @@ impl ShoalProcess {
             if let Ok(Some(status)) = child.try_wait() {
                 panic!("shoal exited during start: {status}");
             }
-            if TcpStream::connect(("127.0.0.1", ready_port)).is_ok() {
+            if listening(ready_port) {
                 break;
             }
             if Instant::now() >= deadline {
