@@ -33,11 +33,13 @@ use bytes::Bytes;
 use shoal_engine::cluster::admission::{self, RingCheck};
 use shoal_engine::cluster::detector::{Detector, DetectorConfig, DetectorEvent, PeerState};
 use shoal_engine::cluster::hints;
+use shoal_engine::cluster::listing::{self, Settled};
 use shoal_engine::cluster::lives::{self as peer_lives, Lives};
 use shoal_engine::cluster::map::{
     self as cluster_map, split_partition, ClusterMap, MapDiff, MapError, Namespaces, RingChange,
 };
-use shoal_engine::cluster::quorum::{ReadRound, RoundState};
+use shoal_engine::cluster::quorum::ReadRound;
+use shoal_engine::cluster::reading::{KeyPlan, Reading};
 use shoal_engine::cluster::restore::{RestoreProgress, RestoreStep};
 use shoal_engine::cluster::tombstones::{self, Agreed, MarkerItem};
 use shoal_engine::cluster::wire::{
@@ -780,7 +782,7 @@ pub struct HandoffProgress {
 /// is a fallback.
 use shoal_engine::cluster::coordination::Target;
 /// A peer's answer to a read: the key indexes it was asked for, and its answer.
-type ReadAnswer = (NodeId, Vec<usize>, Result<Response, CallError>);
+type ReadReply = (NodeId, Vec<usize>, Result<Response, CallError>);
 
 /// A write's result as routing returns it.
 pub type RoutedWrite = Result<WriteOutcome, RemoteError>;

@@ -2,7 +2,9 @@
 //! failure detector ([`detector`]) and what it remembers of peers' lives
 //! ([`lives`], kept in a file across restarts), the quorum rounds a coordinator runs for
 //! each write and read ([`quorum`]), a coordinated batch of writes from its
-//! own copies to its clients' answers ([`coordination`]), why a request is refused ([`refusal`]), whether a peer's request is served
+//! own copies to its clients' answers ([`coordination`]), a batch of quorum
+//! reads with their blocking read repair ([`reading`]), a keyspace listing
+//! gathered from every member ([`listing`]), why a request is refused ([`refusal`]), whether a peer's request is served
 //! ([`admission`]), when a restoring node is whole again ([`restore`]) and the agreement that lets delete markers
 //! go ([`tombstones`]). Placement is [`crate::placement`]; anti-entropy
 //! digests are [`crate::digest`].
@@ -14,9 +16,11 @@ pub mod admission;
 pub mod coordination;
 pub mod detector;
 pub mod hints;
+pub mod listing;
 pub mod lives;
 pub mod map;
 pub mod quorum;
+pub mod reading;
 pub mod refusal;
 pub mod restore;
 pub mod tombstones;

@@ -219,6 +219,17 @@ impl ReadRound {
             .collect()
     }
 
+    /// Whether `node` replied and counts toward `r` (its write-back, if it
+    /// needed one, did not fail).
+    pub fn counts(&self, node: NodeId) -> bool {
+        self.replies.contains_key(&node) && !self.unrepaired.contains(&node)
+    }
+
+    /// How many replies the round needs (of the new owners, in a joint round).
+    pub fn needed(&self) -> usize {
+        self.r
+    }
+
     /// Repliers that count toward `r` (an unrepaired one does not).
     pub fn replied(&self) -> usize {
         self.replies.len() - self.unrepaired.len()

@@ -3,32 +3,10 @@
 
 use super::*;
 
-/// A quorum read's request to one replica: its copies, or (`stand_in_for`)
-/// the hints it keeps for a down owner.
-fn copy_read(
-    ring_version: u64,
-    namespace: u8,
-    keys: Vec<Bytes>,
-    stand_in_for: Option<NodeId>,
-) -> Request {
-    match stand_in_for {
-        Some(owner) => Request::ReadHints {
-            ring_version,
-            owner,
-            namespace,
-            keys,
-        },
-        None => Request::Read {
-            ring_version,
-            namespace,
-            keys,
-        },
-    }
-}
-
 impl Cluster {
-    /// Read keys from their replicas: each answered once `r` replied, with the merge
-    /// of the replies; replicas that were behind get the merge written back.
+    /// Read keys from their replicas: each answered once `r` replied, with the
+    /// merge of the replies; replicas that were behind get the merge written
+    /// back first (`shoal_engine::cluster::reading`).
     pub async fn read(self: &Arc<Self>, namespace: u8, keys: Vec<Bytes>) -> Vec<RoutedRead> {
         let me = self.me();
         self.stats
@@ -36,84 +14,29 @@ impl Cluster {
             .fetch_add(keys.len() as u64, Ordering::Relaxed);
         let key_count = keys.len();
         let map = self.map();
-        let r = self.read_quorum(&map, namespace);
-        // The old owners are read with the old placement's quorum (before a pin:
-        // the configured one).
-        let previous_r = map
-            .previous_placement()
-            .map_or(r, |p| self.quorums_in(p, namespace).0);
-        // Per key: the fallbacks standing in for owners held down (sloppy quorum,
-        // outside a handoff), each with the owner whose hints it answers with.
-        let mut stand_ins: Vec<BTreeMap<NodeId, NodeId>> = Vec::with_capacity(keys.len());
-        let mut rounds: Vec<ReadRound> = keys
-            .iter()
-            .map(|key| {
-                let partition = map.partition_of_key(namespace, key);
-                let owners = map.owners(partition).iter().copied();
-                match map.previous_owners(partition) {
-                    Some(previous) => {
-                        stand_ins.push(BTreeMap::new());
-                        ReadRound::joint(r, owners, previous_r, previous.iter().copied())
-                    }
-                    None => {
-                        let targets = self.targets(&map, partition);
-                        stand_ins.push(
-                            targets
-                                .iter()
-                                .filter_map(|(node, owner)| owner.map(|o| (*node, o)))
-                                .collect(),
-                        );
-                        ReadRound::new(r, targets.into_iter().map(|(node, _)| node))
-                    }
-                }
-            })
-            .collect();
-        let hinted_reads = stand_ins.iter().filter(|s| !s.is_empty()).count();
-        self.stats
-            .reads_from_fallbacks
-            .fetch_add(hinted_reads as u64, Ordering::Relaxed);
-        let mut per_peer: BTreeMap<Target, Vec<usize>> = BTreeMap::new();
-        let local_keys: Vec<usize> = (0..keys.len())
-            .filter(|i| rounds[*i].targets().contains(&me) && !stand_ins[*i].contains_key(&me))
-            .collect();
-        let local_sets = self.read_locally(
-            namespace,
-            &local_keys
-                .iter()
-                .map(|i| keys[*i].clone())
-                .collect::<Vec<_>>(),
-        );
-        let mut local = local_keys.into_iter().zip(local_sets).peekable();
-        for (i, round) in rounds.iter_mut().enumerate() {
-            if local.peek().is_some_and(|(j, _)| *j == i) {
-                match local.next().expect("peeked").1 {
-                    Ok(set) => round.reply(me, set),
-                    Err(_) => round.fail(me),
-                };
-            }
-            if let Some(owner) = stand_ins[i].get(&me) {
-                // This node stands in for a down owner: its hint is the reply.
-                match self.read_hints(*owner, namespace, &keys[i..=i]).remove(0) {
-                    Ok(set) => round.reply(me, set),
-                    Err(_) => round.fail(me),
-                };
-            }
-            for peer in round.targets().iter().filter(|p| **p != me) {
-                let stand_in_for = stand_ins[i].get(peer).copied();
-                per_peer.entry((*peer, stand_in_for)).or_default().push(i);
-            }
+        let plans = self.read_plans(&map, namespace, &keys);
+        let mut reading = Reading::new(namespace, keys, plans);
+        let own = reading.own_copies(me);
+        let own_keys: Vec<Bytes> = own.iter().map(|i| reading.keys()[*i].clone()).collect();
+        for (i, copy) in own.into_iter().zip(self.read_locally(namespace, &own_keys)) {
+            reading.reply(i, me, copy.map_err(|_| ()));
         }
-        let (done_tx, done_rx) = mpsc::channel(per_peer.len().max(1));
-        let peer_count = per_peer.len();
-        for ((peer, stand_in_for), indexes) in per_peer {
+        for (i, owner) in reading.own_hints(me) {
+            // This node stands in for a down owner: its hint is the reply.
+            let key = &reading.keys()[i..=i];
+            let hint = self.read_hints(owner, namespace, key).remove(0);
+            reading.reply(i, me, hint.map_err(|_| ()));
+        }
+        let sends = reading.sends(me, map.version());
+        let (done_tx, done_rx) = mpsc::channel(sends.len().max(1));
+        let peer_count = sends.len();
+        for send in sends {
             let cluster = self.clone();
             let done_tx = done_tx.clone();
-            let peer_keys: Vec<Bytes> = indexes.iter().map(|i| keys[*i].clone()).collect();
-            let request = copy_read(map.version(), namespace, peer_keys, stand_in_for);
             tokio::spawn(async move {
                 let timeout = cluster.config.request_timeout_ms;
-                let answer = cluster.call(peer, request, timeout).await;
-                let _ = done_tx.send((peer, indexes, answer)).await;
+                let answer = cluster.call(send.target.0, send.request, timeout).await;
+                let _ = done_tx.send((send.target.0, send.indexes, answer)).await;
             });
         }
         drop(done_tx);
@@ -121,70 +44,72 @@ impl Cluster {
         let cluster = self.clone();
         tokio::spawn(async move {
             cluster
-                .gather_read(namespace, keys, rounds, (peer_count, done_rx), decided_tx)
+                .gather_read(reading, (peer_count, done_rx), decided_tx)
                 .await
         });
-        let Ok(rounds) = decided_rx.await else {
-            return (0..key_count)
-                .map(|_| {
-                    Err(RemoteError::new(
-                        Refusal::Invalid,
-                        "the read's task ended without an answer",
-                    ))
-                })
-                .collect();
+        decided_rx.await.unwrap_or_else(|_| {
+            let ended =
+                || RemoteError::new(Refusal::Invalid, "the read's task ended without an answer");
+            (0..key_count).map(|_| Err(ended())).collect()
+        })
+    }
+
+    /// Each key's round: its owners (a fallback standing in for each one the
+    /// detector holds down, with sloppy quorum), or during a handoff the new
+    /// and the old owners, the old read with the old placement's quorum.
+    fn read_plans(&self, map: &ClusterMap, namespace: u8, keys: &[Bytes]) -> Vec<KeyPlan> {
+        let r = self.read_quorum(map, namespace);
+        let previous_r = map
+            .previous_placement()
+            .map_or(r, |p| self.quorums_in(p, namespace).0);
+        let plan = |key: &Bytes| {
+            let partition = map.partition_of_key(namespace, key);
+            let owners = map.owners(partition).iter().copied();
+            if let Some(previous) = map.previous_owners(partition) {
+                let round = ReadRound::joint(r, owners, previous_r, previous.iter().copied());
+                return KeyPlan {
+                    round,
+                    stand_ins: BTreeMap::new(),
+                };
+            }
+            let targets = self.targets(map, partition);
+            let stand_in = |(node, owner): &Target| owner.map(|o| (*node, o));
+            KeyPlan {
+                stand_ins: targets.iter().filter_map(stand_in).collect(),
+                round: ReadRound::new(r, targets.into_iter().map(|(node, _)| node)),
+            }
         };
-        rounds
-            .iter()
-            .map(|round| match round.state() {
-                RoundState::Met => Ok(round.merged()),
-                _ => Err(RemoteError::new(
-                    Refusal::NoQuorum,
-                    format!(
-                        "read reached {} of the {} replicas required within {} ms",
-                        round.replied(),
-                        r,
-                        self.config.request_timeout_ms
-                    ),
-                )),
-            })
-            .collect()
+        let plans: Vec<KeyPlan> = keys.iter().map(plan).collect();
+        let hinted_reads = plans.iter().filter(|p| !p.stand_ins.is_empty()).count();
+        self.stats
+            .reads_from_fallbacks
+            .fetch_add(hinted_reads as u64, Ordering::Relaxed);
+        plans
     }
 
     /// A read's replies as they come, until every key's round is decided or the
-    /// deadline passes. Blocking read repair: the merge goes back to every
-    /// replier that was behind before the client sees it, so whatever this read
-    /// returns is on the `r` repliers it counts and any later read quorum meets
-    /// one of them (monotonic reads). A replier whose write-back failed stops
-    /// counting (`ReadRound::unrepaired`): the round waits for another replier
-    /// or fails. Counting it let a read answer a write held by one node while a
-    /// replica with failing fsyncs kept its older copy, and the next read, from
-    /// that replica and another one behind, went back in time (cluster seed
-    /// 20030511). Costs a round trip only when a replica differs. The answer
-    /// goes to `decided`; late repliers are repaired after.
+    /// deadline passes, with blocking read repair (see `Reading`): the answers
+    /// go to `decided` once every replier they count holds them; late repliers
+    /// are repaired after.
     pub(super) async fn gather_read(
         self: Arc<Self>,
-        namespace: u8,
-        keys: Vec<Bytes>,
-        mut rounds: Vec<ReadRound>,
-        (peer_count, mut done_rx): (usize, mpsc::Receiver<ReadAnswer>),
-        decided: oneshot::Sender<Vec<ReadRound>>,
+        mut reading: Reading,
+        (peer_count, mut done_rx): (usize, mpsc::Receiver<ReadReply>),
+        decided: oneshot::Sender<Vec<RoutedRead>>,
     ) {
         let mut decided = Some(decided);
-        // What repair wrote back, confirmed: (key index, node, set).
-        let mut repaired: Vec<(usize, NodeId, SiblingSet)> = Vec::new();
-        let all_decided =
-            |rounds: &[ReadRound]| rounds.iter().all(|r| r.state() != RoundState::Pending);
-        let deadline = Duration::from_millis(self.config.request_timeout_ms + 50);
+        let timeout_ms = self.config.request_timeout_ms;
+        let deadline = Duration::from_millis(timeout_ms + 50);
         let _ = tokio::time::timeout(deadline, async {
             let mut answered = 0;
             loop {
-                if decided.is_some() && all_decided(&rounds) {
-                    repaired = self.repair(namespace, &keys, &rounds, &repaired).await;
-                    self.uncount_unrepaired(namespace, &keys, &mut rounds, &repaired);
-                    if all_decided(&rounds) {
+                if decided.is_some() && reading.all_decided() {
+                    self.repair(&mut reading).await;
+                    let holds = self.holds_fn(reading.namespace());
+                    reading.uncount_unrepaired(&holds);
+                    if reading.all_decided() {
                         if let Some(tx) = decided.take() {
-                            let _ = tx.send(rounds.clone());
+                            let _ = tx.send(reading.answers(timeout_ms, &holds));
                         }
                     }
                 }
@@ -195,120 +120,47 @@ impl Cluster {
                     break;
                 };
                 answered += 1;
-                match answer {
-                    Ok(Response::Sets(sets)) if sets.len() == indexes.len() => {
-                        for (i, set) in indexes.iter().zip(sets) {
-                            match set {
-                                Ok(set) => rounds[*i].reply(peer, set),
-                                Err(_) => rounds[*i].fail(peer),
-                            };
-                        }
-                    }
-                    _ => {
-                        for i in &indexes {
-                            rounds[*i].fail(peer);
-                        }
-                    }
-                }
+                reading.answer(peer, &indexes, answer.ok());
             }
         })
         .await;
         if let Some(tx) = decided.take() {
             // Cut off by the deadline: a write-back not confirmed does not count.
-            self.uncount_unrepaired(namespace, &keys, &mut rounds, &repaired);
-            let _ = tx.send(rounds.clone());
+            let holds = self.holds_fn(reading.namespace());
+            reading.uncount_unrepaired(&holds);
+            let _ = tx.send(reading.answers(timeout_ms, &holds));
         }
         // Late repliers (and any whose merge changed since) are repaired too.
-        self.repair(namespace, &keys, &rounds, &repaired).await;
+        self.repair(&mut reading).await;
     }
 
-    /// Per key index: the repliers read repair writes the merge back to (behind
-    /// it, holding the partition: a fallback that answered with its hint keeps
-    /// no copy, its hint reaches the owner by hinted handoff), with the merge,
-    /// leaving out what `done` says was written already.
-    pub(super) fn behind(
-        &self,
-        namespace: u8,
-        keys: &[Bytes],
-        rounds: &[ReadRound],
-        done: &[(usize, NodeId, SiblingSet)],
-    ) -> Vec<(usize, NodeId, SiblingSet)> {
+    /// Whether a node holds a key's partition under the current map.
+    fn holds_fn(&self, namespace: u8) -> impl Fn(NodeId, &[u8]) -> bool {
         let map = self.map();
-        let mut behind = Vec::new();
-        for (i, (key, round)) in keys.iter().zip(rounds).enumerate() {
-            let Some(merged) = round.merged() else {
-                continue;
-            };
-            let partition = map.partition_of_key(namespace, key);
-            for node in round.stale_repliers() {
-                let written = done
-                    .iter()
-                    .any(|(j, n, set)| *j == i && *n == node && *set == merged);
-                if map.holds(node, partition) && !written {
-                    behind.push((i, node, merged.clone()));
-                }
-            }
-        }
-        behind
+        move |node, key| map.holds(node, map.partition_of_key(namespace, key))
     }
 
-    /// Every replier still behind after read repair stops counting.
-    pub(super) fn uncount_unrepaired(
-        &self,
-        namespace: u8,
-        keys: &[Bytes],
-        rounds: &mut [ReadRound],
-        done: &[(usize, NodeId, SiblingSet)],
-    ) {
-        for (i, node, _) in self.behind(namespace, keys, rounds, done) {
-            rounds[i].unrepaired(node);
-        }
-    }
-
-    /// Read repair: write each key's merge back to the replicas that were behind
-    /// (all nodes at once), skipping what `done` says was written already.
-    /// Returns what is now confirmed written, with `done`: (key index, node, set).
-    pub(super) async fn repair(
-        self: &Arc<Self>,
-        namespace: u8,
-        keys: &[Bytes],
-        rounds: &[ReadRound],
-        done: &[(usize, NodeId, SiblingSet)],
-    ) -> Vec<(usize, NodeId, SiblingSet)> {
-        let mut written = done.to_vec();
-        let mut per_node: BTreeMap<NodeId, Vec<(usize, SiblingSet)>> = BTreeMap::new();
-        for (i, node, merged) in self.behind(namespace, keys, rounds, done) {
-            per_node.entry(node).or_default().push((i, merged));
-        }
+    /// Read repair: write each key's merge back to the replicas that were
+    /// behind (all nodes at once); what is confirmed goes back to `reading`.
+    pub(super) async fn repair(self: &Arc<Self>, reading: &mut Reading) {
+        let namespace = reading.namespace();
         let mut writes = Vec::new();
-        for (node, entries) in per_node {
+        for send in reading.repairs(self.holds_fn(namespace)) {
             self.stats
                 .read_repairs
-                .fetch_add(entries.len() as u64, Ordering::Relaxed);
-            let items = entries
-                .iter()
-                .map(|(i, set)| ReplicaItem {
-                    namespace,
-                    key: keys[*i].clone(),
-                    set: set.clone(),
-                })
-                .collect();
+                .fetch_add(send.entries.len() as u64, Ordering::Relaxed);
+            let items = send.items(namespace, reading.keys());
             let cluster = self.clone();
             writes.push(tokio::spawn(async move {
-                (node, entries, cluster.write_back(node, items).await)
+                let durable = cluster.write_back(send.node, items).await;
+                (send, durable)
             }));
         }
         for write in writes {
-            let Ok((node, entries, confirmed)) = write.await else {
-                continue;
-            };
-            for ((i, set), ok) in entries.into_iter().zip(confirmed) {
-                if ok {
-                    written.push((i, node, set));
-                }
+            if let Ok((send, durable)) = write.await {
+                reading.repaired(send, &durable);
             }
         }
-        written
     }
 
     /// One node's read repair: whether each item is now durable there.
@@ -339,11 +191,10 @@ impl Cluster {
         }
     }
 
-    /// Live keys of a namespace within `slots`, gathered from every member. A key
-    /// every answering owner lists (at least `r` of them) counts; a key only some
-    /// list (a replica behind on a write or a delete) is settled by a quorum read.
-    /// Errors (`PARTIAL`) when some partition in the range had no replica answer,
-    /// or a disputed key could not be read.
+    /// Live keys of a namespace within `slots`, gathered from every member and
+    /// settled as `shoal_engine::cluster::listing` says; a disputed key is
+    /// settled by a quorum read. Errors (`PARTIAL`) when some partition in the
+    /// range had no replica answer, or a disputed key could not be read.
     pub async fn keys(
         self: &Arc<Self>,
         namespace: u8,
@@ -380,44 +231,11 @@ impl Cluster {
                 listed.insert(peer, found.into_iter().collect());
             }
         }
-        let answered: BTreeSet<NodeId> = listed.keys().copied().collect();
-        // Map partitions of one namespace are numbered contiguously.
-        let first_partition = map.partition_of_slot(namespace, first_slot);
-        let last_partition = map.partition_of_slot(namespace, last_slot);
-        // A partition counts once a node that holds all of it answered: during a
-        // handoff, an old owner (the incoming ones may still be pulling).
-        let unreachable: Vec<PartitionId> = (first_partition..=last_partition)
-            .filter(|p| {
-                !map.previous_owners(*p)
-                    .unwrap_or_else(|| map.owners(*p))
-                    .iter()
-                    .any(|n| answered.contains(n))
-            })
-            .collect();
-        if !unreachable.is_empty() {
-            return Err(RemoteError::new(
-                Refusal::Partial,
-                format!(
-                    "{} partition(s) had no reachable replica (first: {}); the result would be incomplete",
-                    unreachable.len(),
-                    unreachable[0]
-                ),
-            ));
-        }
-        let r = usize::from(self.read_quorum(&map, namespace));
-        let union: BTreeSet<&Bytes> = listed.values().flatten().collect();
-        let mut keys: Vec<Bytes> = Vec::with_capacity(union.len());
-        let mut disputed: Vec<Bytes> = Vec::new();
-        for key in union {
-            let owners = map.owners(map.partition_of_key(namespace, key));
-            let answering: Vec<&BTreeSet<Bytes>> =
-                owners.iter().filter_map(|o| listed.get(o)).collect();
-            if answering.len() >= r && answering.iter().all(|l| l.contains(key)) {
-                keys.push(key.clone());
-            } else {
-                disputed.push(key.clone());
-            }
-        }
+        let r = self.read_quorum(&map, namespace);
+        let Settled {
+            agreed: mut keys,
+            disputed,
+        } = listing::settle(&map, namespace, slots, r, &listed)?;
         for chunk in disputed.chunks(ITEMS_PER_REQUEST_MAX) {
             let reads = self.read(namespace, chunk.to_vec()).await;
             for (key, read) in chunk.iter().zip(reads) {
