@@ -6,14 +6,18 @@
 //! value is the owner's sibling set, postcard-encoded (a put, so a hint that is
 //! itself a delete is still a live key). Adding to a hint merges into the set
 //! already held. Delivering one deletes it with the context of the put that was
-//! delivered, so a hint added meanwhile survives.
+//! delivered, so a hint added meanwhile survives. Which node a round takes
+//! each hint to, and how many go in one request, are decided here
+//! ([`delivery_targets`], [`within_bytes`]).
 //!
 //! Must not touch: sockets, tasks, clocks (the driver is `shoal-net`'s cluster).
 
+use crate::cluster::map::ClusterMap;
 use crate::disk::{DiskDir, PrefixedDir};
 use crate::store::StoreOptions;
 use crate::version::{NodeId, SiblingSet};
 use bytes::{BufMut, Bytes, BytesMut};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// The hint store's files carry this prefix in the node's data directory.
@@ -64,6 +68,57 @@ pub fn encode_hint(set: &SiblingSet) -> Bytes {
 
 pub fn decode_hint(bytes: &[u8]) -> Option<SiblingSet> {
     postcard::from_bytes(bytes).ok()
+}
+
+/// Where one delivery round takes each held hint (its stored key): to its
+/// owner while that node is still one of the key's owners under `map`; else
+/// (it left, or a join or a pin moved the partition, even while that handoff
+/// still runs) to `fallback`'s choice for the key, the first live owner: a
+/// copy delivered to a node giving the partition up would be dropped there,
+/// and the new owners may have pulled from it before it arrived. At most
+/// [`HINTS_PER_DELIVERY_MAX`] per target, in the order given; an unparsable
+/// key, or one with no target, stays.
+pub fn delivery_targets(
+    map: &ClusterMap,
+    hints: impl IntoIterator<Item = Bytes>,
+    fallback: impl Fn(u8, &[u8]) -> Option<NodeId>,
+) -> BTreeMap<NodeId, Vec<Bytes>> {
+    let mut per_target: BTreeMap<NodeId, Vec<Bytes>> = BTreeMap::new();
+    for hint in hints {
+        let Some((owner, namespace, key)) = parse_hint_key(&hint) else {
+            continue;
+        };
+        let partition = map.partition_of_key(namespace, &key);
+        let target = if map.owners(partition).contains(&owner) {
+            Some(owner)
+        } else {
+            fallback(namespace, &key)
+        };
+        let Some(target) = target else {
+            continue;
+        };
+        let batch = per_target.entry(target).or_default();
+        if batch.len() < HINTS_PER_DELIVERY_MAX {
+            batch.push(hint);
+        }
+    }
+    per_target
+}
+
+/// How many of `sizes` (each hint's bytes, in order) one request carries:
+/// the longest prefix within `bytes_max`, and always the first, so a hint
+/// larger than the budget still travels alone.
+pub fn within_bytes(sizes: impl IntoIterator<Item = usize>, bytes_max: usize) -> usize {
+    let mut total = 0usize;
+    let mut count = 0;
+    for size in sizes {
+        total = total.saturating_add(size);
+        if count > 0 && total > bytes_max {
+            break;
+        }
+        count += 1;
+    }
+    count
 }
 
 #[cfg(test)]

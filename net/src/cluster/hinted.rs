@@ -109,70 +109,27 @@ impl Cluster {
                     0..=shoal_engine::slot::SLOT_COUNT - 1,
                 )
             });
-            // A hint goes to its owner; if the owner is no longer one of the
-            // key's owners under the current map (it left, a join or a pin moved
-            // the partition, even while that handoff still runs), to the key's
-            // first live owner instead: a copy delivered to a node giving the
-            // partition up would be dropped there, and the new owners may have
-            // pulled from it before it arrived.
             let map = self.map();
-            let mut per_owner: BTreeMap<NodeId, Vec<Bytes>> = BTreeMap::new();
-            for hint in keys {
-                let Some((owner, namespace, key)) = hints::parse_hint_key(&hint) else {
-                    continue;
-                };
-                let partition = map.partition_of_key(namespace, &key);
-                let target = if map.owners(partition).contains(&owner) {
-                    owner
-                } else {
-                    match self.candidates(&map, namespace, &key).first() {
-                        Some(node) => *node,
-                        None => continue,
-                    }
-                };
-                let batch = per_owner.entry(target).or_default();
-                if batch.len() < hints::HINTS_PER_DELIVERY_MAX {
-                    batch.push(hint);
-                }
-            }
+            let first_live =
+                |namespace: u8, key: &[u8]| self.candidates(&map, namespace, key).first().copied();
+            let per_owner = hints::delivery_targets(&map, keys, first_live);
             for (owner, hint_keys) in per_owner {
                 if !self.is_live(owner) {
                     continue;
                 }
-                let held: Vec<(Bytes, SiblingSet, ReplicaItem)> = hint_store.read(|s| {
-                    hint_keys
-                        .iter()
-                        .filter_map(|hk| {
-                            let stored = s.get(hints::HINT_NAMESPACE, hk).ok()??;
-                            let set = hints::decode_hint(stored.winner()?.value.as_ref()?)?;
-                            let (_, namespace, key) = hints::parse_hint_key(hk)?;
-                            Some((
-                                hk.clone(),
-                                stored,
-                                ReplicaItem {
-                                    namespace,
-                                    key,
-                                    set,
-                                },
-                            ))
-                        })
-                        .collect()
-                });
+                let held = held_hints(&hint_store, &hint_keys);
                 if held.is_empty() {
                     continue;
                 }
                 // One request's worth of bytes per owner per round.
                 let mut held = held;
-                let mut held_bytes = 0usize;
-                let within = held
+                let sizes = held
                     .iter()
-                    .take_while(|(_, _, item)| {
-                        let first = held_bytes == 0;
-                        held_bytes += item.key.len() + item.set.size_bytes();
-                        first || held_bytes <= self.config.repair_batch_bytes_max
-                    })
-                    .count();
-                held.truncate(within);
+                    .map(|(_, _, i)| i.key.len() + i.set.size_bytes());
+                held.truncate(hints::within_bytes(
+                    sizes,
+                    self.config.repair_batch_bytes_max,
+                ));
                 let items: Vec<ReplicaItem> = held.iter().map(|(_, _, i)| i.clone()).collect();
                 if owner == self.me() {
                     // Re-routed to this node (its owner left the ring).
@@ -201,4 +158,26 @@ impl Cluster {
             }
         }
     }
+}
+
+/// The hints `hint_keys` names that are still held: each stored key, the set
+/// it was stored as (its context deletes it once delivered), and the copy to
+/// deliver.
+fn held_hints(hint_store: &Storage, hint_keys: &[Bytes]) -> Vec<(Bytes, SiblingSet, ReplicaItem)> {
+    hint_store.read(|s| {
+        hint_keys
+            .iter()
+            .filter_map(|hk| {
+                let stored = s.get(hints::HINT_NAMESPACE, hk).ok()??;
+                let set = hints::decode_hint(stored.winner()?.value.as_ref()?)?;
+                let (_, namespace, key) = hints::parse_hint_key(hk)?;
+                let item = ReplicaItem {
+                    namespace,
+                    key,
+                    set,
+                };
+                Some((hk.clone(), stored, item))
+            })
+            .collect()
+    })
 }
