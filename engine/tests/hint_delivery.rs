@@ -2,10 +2,9 @@
 //! hint goes to, and how many go in one request. No sockets, no madsim.
 
 use bytes::Bytes;
-use shoal_engine::cluster::hints::{
-    delivery_targets, hint_key, within_bytes, HINTS_PER_DELIVERY_MAX,
-};
+use shoal_engine::cluster::hints::{delivery_targets, hint_key, HINTS_PER_DELIVERY_MAX};
 use shoal_engine::cluster::map::{ClusterMap, RingChange};
+use shoal_engine::cluster::wire::{items_within_bytes, ReplicaItem};
 use shoal_engine::placement::Ring;
 use shoal_engine::NodeId;
 
@@ -83,19 +82,21 @@ fn a_hint_whose_owner_left_goes_to_an_owner_of_the_new_ring() {
     );
 }
 
+/// Copies of `sizes` bytes each (a key that long, an empty set).
+fn items(sizes: &[usize]) -> Vec<ReplicaItem> {
+    let item = |size: &usize| ReplicaItem {
+        namespace: NS,
+        key: Bytes::from(vec![b'k'; *size]),
+        set: Default::default(),
+    };
+    sizes.iter().map(item).collect()
+}
+
 #[test]
-fn a_request_carries_the_hints_within_its_bytes_and_always_the_first() {
-    assert_eq!(within_bytes([10, 10, 10], 25), 2);
-    assert_eq!(within_bytes([10, 10, 10], 30), 3);
-    assert_eq!(
-        within_bytes([100, 1], 50),
-        1,
-        "an oversized first still travels"
-    );
-    assert_eq!(within_bytes([], 50), 0);
-    assert_eq!(
-        within_bytes([usize::MAX, 1], 50),
-        1,
-        "sizes do not overflow"
-    );
+fn a_request_carries_the_copies_within_its_bytes_and_always_the_first() {
+    assert_eq!(items_within_bytes(&items(&[10, 10, 10]), 25), 2);
+    assert_eq!(items_within_bytes(&items(&[10, 10, 10]), 30), 3);
+    let oversized = items_within_bytes(&items(&[100, 1]), 50);
+    assert_eq!(oversized, 1, "an oversized first still travels");
+    assert_eq!(items_within_bytes(&[], 50), 0);
 }

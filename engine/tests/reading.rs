@@ -67,13 +67,20 @@ fn equal_copies_answer_without_repair() {
     assert_eq!(reading.answers(100, everyone_holds), [Ok(Some(a))]);
 }
 
-#[test]
-fn a_replier_behind_the_merge_gets_it_written_back_before_the_answer() {
+/// A round where the coordinator's copy is older than node 2's: met, with
+/// the coordinator behind the merge, which is returned.
+fn coordinator_behind_node_2() -> (Reading, SiblingSet) {
     let a = written(&SiblingSet::default(), "a");
     let b = written(&a, "b");
     let mut reading = one_key();
     reading.reply(0, ME, Ok(Some(a)));
     reading.answer(2, &[0], sets(vec![Some(b.clone())]));
+    (reading, b)
+}
+
+#[test]
+fn a_replier_behind_the_merge_gets_it_written_back_before_the_answer() {
+    let (mut reading, b) = coordinator_behind_node_2();
     let repairs = reading.repairs(everyone_holds);
     let expected = RepairSend {
         node: ME,
@@ -92,11 +99,7 @@ fn a_replier_behind_the_merge_gets_it_written_back_before_the_answer() {
 
 #[test]
 fn a_failed_write_back_stops_its_replier_counting_until_another_replies() {
-    let a = written(&SiblingSet::default(), "a");
-    let b = written(&a, "b");
-    let mut reading = one_key();
-    reading.reply(0, ME, Ok(Some(a)));
-    reading.answer(2, &[0], sets(vec![Some(b.clone())]));
+    let (mut reading, b) = coordinator_behind_node_2();
     let repairs = reading.repairs(everyone_holds);
     assert_eq!(repairs.len(), 1);
     reading.repaired(repairs[0].clone(), &[false]);

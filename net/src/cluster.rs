@@ -43,8 +43,8 @@ use shoal_engine::cluster::reading::{KeyPlan, Reading};
 use shoal_engine::cluster::restore::{RestoreProgress, RestoreStep};
 use shoal_engine::cluster::tombstones::{self, Agreed, MarkerItem};
 use shoal_engine::cluster::wire::{
-    chunk_by_bytes, ClientOutcome, ClientWrite, Envelope, HandoffCursor, Refusal, RemoteError,
-    ReplicaItem, Request, Response, WireCondition, HANDOFF_BATCH_BYTES_MAX,
+    chunk_by_bytes, items_within_bytes, ClientOutcome, ClientWrite, Envelope, HandoffCursor,
+    Refusal, RemoteError, ReplicaItem, Request, Response, WireCondition, HANDOFF_BATCH_BYTES_MAX,
     HANDOFF_ITEMS_PER_BATCH_MAX, ITEMS_PER_REQUEST_MAX,
 };
 use shoal_engine::digest::{differing_keys, differing_slots};
@@ -883,7 +883,7 @@ fn replica_items(
 
 /// Bytes of sibling sets (and keys) the items carry.
 fn items_bytes(items: &[ReplicaItem]) -> usize {
-    items.iter().map(|i| i.key.len() + i.set.size_bytes()).sum()
+    items.iter().map(ReplicaItem::size_bytes).sum()
 }
 
 fn unknown_outcome(what: &str, e: &CallError) -> RemoteError {

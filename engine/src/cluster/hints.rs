@@ -105,22 +105,6 @@ pub fn delivery_targets(
     per_target
 }
 
-/// How many of `sizes` (each hint's bytes, in order) one request carries:
-/// the longest prefix within `bytes_max`, and always the first, so a hint
-/// larger than the budget still travels alone.
-pub fn within_bytes(sizes: impl IntoIterator<Item = usize>, bytes_max: usize) -> usize {
-    let mut total = 0usize;
-    let mut count = 0;
-    for size in sizes {
-        total = total.saturating_add(size);
-        if count > 0 && total > bytes_max {
-            break;
-        }
-        count += 1;
-    }
-    count
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

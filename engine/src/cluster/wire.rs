@@ -55,6 +55,29 @@ pub struct ReplicaItem {
     pub set: SiblingSet,
 }
 
+impl ReplicaItem {
+    /// About how many bytes it takes in a frame: its key and its set.
+    pub fn size_bytes(&self) -> usize {
+        self.key.len() + self.set.size_bytes()
+    }
+}
+
+/// How many of `items` (in order) one bounded request or round carries: the
+/// longest prefix within `bytes_max`, and always the first, so an item larger
+/// than the budget still travels alone and every value size makes progress.
+pub fn items_within_bytes(items: &[ReplicaItem], bytes_max: usize) -> usize {
+    let mut total = 0usize;
+    let mut count = 0;
+    for item in items {
+        total = total.saturating_add(item.size_bytes());
+        if count > 0 && total > bytes_max {
+            break;
+        }
+        count += 1;
+    }
+    count
+}
+
 /// Redis's NX / XX on the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WireCondition {

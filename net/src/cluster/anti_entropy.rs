@@ -272,15 +272,7 @@ impl Cluster {
         budget_bytes: &mut usize,
     ) -> Result<(), CallError> {
         let mut items = replica_items(namespace, keys, self.read_locally(namespace, keys));
-        let mut taken_bytes = 0usize;
-        let within = items
-            .iter()
-            .take_while(|i| {
-                let first = taken_bytes == 0;
-                taken_bytes += i.key.len() + i.set.size_bytes();
-                first || taken_bytes <= *budget_bytes
-            })
-            .count();
+        let within = items_within_bytes(&items, *budget_bytes);
         let mut chunk_bytes_max = self.config.repair_batch_bytes_max;
         if cfg!(feature = "bug-repair-ignores-bytes") {
             // Planted bug: bounded by key count only, as before.

@@ -123,14 +123,10 @@ impl Cluster {
                 }
                 // One request's worth of bytes per owner per round.
                 let mut held = held;
-                let sizes = held
-                    .iter()
-                    .map(|(_, _, i)| i.key.len() + i.set.size_bytes());
-                held.truncate(hints::within_bytes(
-                    sizes,
-                    self.config.repair_batch_bytes_max,
-                ));
-                let items: Vec<ReplicaItem> = held.iter().map(|(_, _, i)| i.clone()).collect();
+                let mut items: Vec<ReplicaItem> = held.iter().map(|(_, _, i)| i.clone()).collect();
+                let within = items_within_bytes(&items, self.config.repair_batch_bytes_max);
+                held.truncate(within);
+                items.truncate(within);
                 if owner == self.me() {
                     // Re-routed to this node (its owner left the ring).
                     let acks = self.merge_locally(items).await;
