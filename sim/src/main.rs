@@ -20,6 +20,7 @@ fn main() -> std::process::ExitCode {
 mod cli {
     use shoal_sim::plan::Scenario;
     use shoal_sim::run::{replay_command, run_seed, RunOptions, RunOutcome};
+    use std::collections::BTreeMap;
     use std::process::ExitCode;
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use std::sync::Mutex;
@@ -265,6 +266,8 @@ every violation the checker reports is a failure (--strict is accepted and chang
         /// command, digests.
         lines: Vec<String>,
         simulated_ms: u64,
+        /// How many nodes the seed ran (0: unknown, it panicked).
+        nodes: u32,
     }
 
     /// A whole sweep's outcome; seed lists sorted.
@@ -273,6 +276,21 @@ every violation the checker reports is a failure (--strict is accepted and chang
         failing: Vec<u64>,
         simulated_ms: u64,
         wall_s: f64,
+        /// Per node count: simulated ms and the wall seconds its seeds' own
+        /// threads took (the speed of one job), and how many seeds.
+        by_nodes: BTreeMap<u32, (u64, f64, u64)>,
+    }
+
+    impl SweepTotals {
+        /// "3 nodes: 87 simulated s per wall s (1000 seeds); ..." on one job.
+        fn speed_by_nodes(&self) -> String {
+            let speed = |(nodes, (ms, wall_s, seeds)): (&u32, &(u64, f64, u64))| {
+                let per_wall_s = *ms as f64 / 1000.0 / wall_s.max(1e-9);
+                format!("{nodes} nodes: {per_wall_s:.0} simulated s per wall s ({seeds} seeds)")
+            };
+            let parts: Vec<String> = self.by_nodes.iter().map(speed).collect();
+            parts.join("; ")
+        }
     }
 
     /// Run seeds `first..end` on `jobs` threads, each taking the next seed, and
@@ -293,6 +311,7 @@ every violation the checker reports is a failure (--strict is accepted and chang
         let done = AtomicU64::new(0);
         let simulated_ms = AtomicU64::new(0);
         let failing: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+        let by_nodes: Mutex<BTreeMap<u32, (u64, f64, u64)>> = Mutex::new(BTreeMap::new());
         let print = Mutex::new(());
         let total = end - first;
         let started = Instant::now();
@@ -306,8 +325,11 @@ every violation the checker reports is a failure (--strict is accepted and chang
                     if seed >= end {
                         return;
                     }
+                    let seed_started = Instant::now();
                     let report = run(seed);
+                    let seed_wall_s = seed_started.elapsed().as_secs_f64();
                     simulated_ms.fetch_add(report.simulated_ms, Ordering::Relaxed);
+                    add_speed(&by_nodes, &report, seed_wall_s);
                     if report.failed {
                         lock_or_recover(&failing).push(seed);
                         if stop_at_first_failure {
@@ -340,7 +362,27 @@ every violation the checker reports is a failure (--strict is accepted and chang
             failing: sorted(failing),
             simulated_ms: simulated_ms.load(Ordering::Relaxed),
             wall_s: started.elapsed().as_secs_f64(),
+            by_nodes: by_nodes.into_inner().unwrap_or_else(|p| p.into_inner()),
         }
+    }
+
+    /// Count a finished seed's simulated time and its thread's wall time
+    /// toward the speed of seeds of its size.
+    fn add_speed(
+        by_nodes: &Mutex<BTreeMap<u32, (u64, f64, u64)>>,
+        report: &SeedReport,
+        seed_wall_s: f64,
+    ) {
+        if report.nodes == 0 {
+            return;
+        }
+        let mut by_nodes = lock_or_recover(by_nodes);
+        let size = by_nodes.entry(report.nodes).or_default();
+        *size = (
+            size.0 + report.simulated_ms,
+            size.1 + seed_wall_s,
+            size.2 + 1,
+        );
     }
 
     /// The line `ci/planted-bugs` reads, and the exit code of a sweep.
@@ -361,7 +403,7 @@ every violation the checker reports is a failure (--strict is accepted and chang
         let run = |seed: u64| {
             let result = run_caught(seed, &args.options);
             let mut lines = Vec::new();
-            let (failed, simulated_ms) = match &result {
+            let (failed, simulated_ms, nodes) = match &result {
                 Ok(outcome) => {
                     if args.print_digests {
                         lines.push(format!("seed {seed} history-digest: {}", outcome.digest));
@@ -373,11 +415,11 @@ every violation the checker reports is a failure (--strict is accepted and chang
                             outcome.failures.first().cloned().unwrap_or_default()
                         ));
                     }
-                    (!outcome.passed(), outcome.simulated_ms)
+                    (!outcome.passed(), outcome.simulated_ms, 1)
                 }
                 Err(panic) => {
                     lines.push(format!("FAIL seed {seed}: panicked: {panic}"));
-                    (true, 0)
+                    (true, 0, 0)
                 }
             };
             if failed {
@@ -387,6 +429,7 @@ every violation the checker reports is a failure (--strict is accepted and chang
                 failed,
                 lines,
                 simulated_ms,
+                nodes,
             }
         };
         let totals = sweep_seeds(
@@ -398,13 +441,14 @@ every violation the checker reports is a failure (--strict is accepted and chang
             &run,
         );
         println!(
-            "summary: {} seed(s) run, {} failed, {:.1} wall s, {:.1} seeds/minute, {:.0} simulated s per wall s ({} jobs)",
+            "summary: {} seed(s) run, {} failed, {:.1} wall s, {:.1} seeds/minute, {:.0} simulated s per wall s ({} jobs); per job, {}",
             totals.done,
             totals.failing.len(),
             totals.wall_s,
             totals.done as f64 * 60.0 / totals.wall_s.max(1e-9),
             totals.simulated_ms as f64 / 1000.0 / totals.wall_s.max(1e-9),
-            args.jobs
+            args.jobs,
+            totals.speed_by_nodes()
         );
         first_failing(first, &totals)
     }
@@ -420,7 +464,7 @@ every violation the checker reports is a failure (--strict is accepted and chang
         let caught =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_cluster_seed(seed)));
         let mut lines = Vec::new();
-        let (failed, simulated_ms) = match caught {
+        let (failed, simulated_ms, nodes) = match caught {
             Ok(outcome) => {
                 if single {
                     lines.push(format!("{}", outcome.plan).trim_end().to_string());
@@ -442,14 +486,14 @@ every violation the checker reports is a failure (--strict is accepted and chang
                             .map(|f| format!("  {f}")),
                     );
                 }
-                (!outcome.passed(), outcome.simulated_ms)
+                (!outcome.passed(), outcome.simulated_ms, outcome.plan.nodes)
             }
             Err(payload) => {
                 lines.push(format!(
                     "FAIL seed {seed}: the simulation panicked: {}",
                     panic_text(payload)
                 ));
-                (true, 0)
+                (true, 0, 0)
             }
         };
         if failed {
@@ -459,6 +503,7 @@ every violation the checker reports is a failure (--strict is accepted and chang
             failed,
             lines,
             simulated_ms,
+            nodes,
         }
     }
 
@@ -510,10 +555,11 @@ every violation the checker reports is a failure (--strict is accepted and chang
         }
         let failed = totals.failing.len() as u64;
         println!(
-            "cluster seeds {first}..{end}: {} passed, {failed} failed; {:.0} simulated s in {:.1} wall s ({jobs} jobs)",
+            "cluster seeds {first}..{end}: {} passed, {failed} failed; {:.0} simulated s in {:.1} wall s ({jobs} jobs); per job, {}",
             end - first - failed,
             totals.simulated_ms as f64 / 1000.0,
-            totals.wall_s
+            totals.wall_s,
+            totals.speed_by_nodes()
         );
         if failed > 0 {
             ExitCode::from(1)
