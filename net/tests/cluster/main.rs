@@ -10,6 +10,7 @@ mod helpers;
 
 mod collections;
 mod expiry;
+mod listing;
 mod markers;
 mod pins;
 mod redis_cluster;
