@@ -65,7 +65,10 @@ impl ReplicaItem {
 /// How many of `items` (in order) one bounded request or round carries: the
 /// longest prefix within `bytes_max`, and always the first, so an item larger
 /// than the budget still travels alone and every value size makes progress.
-pub fn items_within_bytes(items: &[ReplicaItem], bytes_max: usize) -> usize {
+pub fn items_within_bytes<'a>(
+    items: impl IntoIterator<Item = &'a ReplicaItem>,
+    bytes_max: usize,
+) -> usize {
     let mut total = 0usize;
     let mut count = 0;
     for item in items {

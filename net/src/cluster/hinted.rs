@@ -123,10 +123,12 @@ impl Cluster {
                 }
                 // One request's worth of bytes per owner per round.
                 let mut held = held;
-                let mut items: Vec<ReplicaItem> = held.iter().map(|(_, _, i)| i.clone()).collect();
-                let within = items_within_bytes(&items, self.config.repair_batch_bytes_max);
-                held.truncate(within);
-                items.truncate(within);
+                let copies = held.iter().map(|(_, _, i)| i);
+                held.truncate(items_within_bytes(
+                    copies,
+                    self.config.repair_batch_bytes_max,
+                ));
+                let items: Vec<ReplicaItem> = held.iter().map(|(_, _, i)| i.clone()).collect();
                 if owner == self.me() {
                     // Re-routed to this node (its owner left the ring).
                     let acks = self.merge_locally(items).await;
