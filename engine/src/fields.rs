@@ -32,6 +32,11 @@ pub const LIST_BITS: u8 = FIELDS_BIT | MEMBERS_BIT;
 pub const ZSET_MEMBERS_BITS: u8 = 0x20;
 /// The kind bits of a namespace of sorted-set score index entries.
 pub const ZSET_SCORES_BITS: u8 = 0x30;
+/// The kind bits of a namespace of collection deadlines: the stored key
+/// `field_prefix(k)` holds, when collection `k` has a time to live, one byte
+/// (its elements' kind bits) with that deadline as its sibling's
+/// (see [`deadlines_namespace`]).
+pub const DEADLINES_BITS: u8 = 0x10;
 /// The bits a database number may use (below the kind bits): 16 databases.
 const DATABASE_BITS: u8 = 0x0f;
 /// The bits that say what a namespace holds (0: strings).
@@ -75,6 +80,48 @@ pub fn split_score_element(name: &[u8]) -> Option<(f64, &[u8])> {
         !sortable
     };
     Some((f64::from_bits(bits), &name[8..]))
+}
+
+/// The namespace holding the collection deadlines of database `db`: EXPIRE
+/// of a hash, set, list or sorted set writes one record there, so its cost
+/// does not grow with the collection. The record says which kind it covers;
+/// it binds while a collection of that kind holds elements at the key
+/// (`Store::collection_deadline_chores` deletes it once none does, and the
+/// collection with it once the deadline passes).
+pub fn deadlines_namespace(db: u8) -> u8 {
+    assert!(db <= DATABASE_BITS, "database {db} is out of range");
+    db | DEADLINES_BITS
+}
+
+/// Whether `namespace` holds collection deadlines.
+pub fn is_deadlines_namespace(namespace: u8) -> bool {
+    namespace & KIND_BITS == DEADLINES_BITS
+}
+
+/// The namespaces holding elements of the kind a deadline record names
+/// (its value's first byte): a sorted set's members and its score index.
+pub fn deadline_covers(deadlines_ns: u8, kind_bits: u8) -> Option<(u8, Option<u8>)> {
+    let db = deadlines_ns & DATABASE_BITS;
+    match kind_bits {
+        FIELDS_BIT | MEMBERS_BIT | LIST_BITS => Some((db | kind_bits, None)),
+        ZSET_MEMBERS_BITS => Some((db | kind_bits, Some(db | ZSET_SCORES_BITS))),
+        _ => None,
+    }
+}
+
+/// Whether a live stored key of `namespace` is, or is an element of, a key
+/// clients see: a string, a hash, a set, a list or a sorted set (not a
+/// score index entry nor a deadline record).
+pub fn holds_keys_clients_see(namespace: u8) -> bool {
+    matches!(
+        namespace & KIND_BITS,
+        0 | FIELDS_BIT | MEMBERS_BIT | LIST_BITS | ZSET_MEMBERS_BITS
+    )
+}
+
+/// The kind bits of element namespace `namespace` (a deadline record's value).
+pub fn kind_bits(namespace: u8) -> u8 {
+    namespace & KIND_BITS
 }
 
 /// The namespace holding the list elements of database `db`.

@@ -288,13 +288,7 @@ impl<'a> Backend<'a> {
     /// Write `ops` and wait for them (FLUSH's batches).
     async fn write_now(&self, ops: Vec<WriteOp>) -> Result<(), Reply> {
         match &self.place {
-            Place::Local(storage) => match storage.write(self.stored_ops(ops)).await {
-                Ok(results) => match results.iter().find_map(|r| r.as_ref().err()) {
-                    Some(e) => Err(write_error_reply(e)),
-                    None => Ok(()),
-                },
-                Err(_) => Err(Reply::error("IOERR storage has stopped")),
-            },
+            Place::Local(storage) => write_stored(storage, self.stored_ops(ops)).await,
             Place::Routed(cluster) => {
                 match cluster.write(ops).await.into_iter().find_map(Result::err) {
                     Some(e) => Err(refused(&e)),
@@ -302,5 +296,17 @@ impl<'a> Backend<'a> {
                 }
             }
         }
+    }
+}
+
+/// Write ops whose namespaces are already the store's (`Backend::stored`) to
+/// this node's storage, and wait for them; the first failure is the reply.
+pub(crate) async fn write_stored(storage: &Storage, ops: Vec<WriteOp>) -> Result<(), Reply> {
+    match storage.write(ops).await {
+        Ok(results) => match results.iter().find_map(|r| r.as_ref().err()) {
+            Some(e) => Err(write_error_reply(e)),
+            None => Ok(()),
+        },
+        Err(_) => Err(Reply::error("IOERR storage has stopped")),
     }
 }

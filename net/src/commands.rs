@@ -501,6 +501,56 @@ async fn exec(shared: &Shared, session: &mut Session) -> Step {
     Step::Reply(Reply::Array(replies))
 }
 
+/// The arguments of a request that may name keys: the table's key positions,
+/// or every argument after the name for a collection command whose keys move
+/// (the numkeys commands) and for SORT (BY, GET and STORE name keys). A
+/// non-key among them costs a lookup, never a wrong answer.
+fn key_arguments<'a>(
+    spec: &CommandSpec,
+    args: &'a [Bytes],
+) -> impl Iterator<Item = &'a Bytes> + 'a {
+    let end = args.len().saturating_sub(1);
+    let (first, last, step) = if spec.first_key > 0 && !spec.flags.contains(&"movablekeys") {
+        let last = match spec.last_key {
+            at if at < 0 => (args.len() as i64 + at).max(0) as usize,
+            at => at as usize,
+        };
+        (
+            spec.first_key as usize,
+            last.min(end),
+            spec.step.max(1) as usize,
+        )
+    } else if spec.first_key > 0 || COLLECTION_GROUPS.contains(&spec.group) {
+        (1, end, 1)
+    } else {
+        (1, 0, 1)
+    };
+    (first..=last).step_by(step).filter_map(|i| args.get(i))
+}
+
+/// The table's groups of the collection commands.
+const COLLECTION_GROUPS: [&str; 4] = ["hash", "set", "list", "sorted_set"];
+
+/// Before a command on one node looks at its keys, the collections among
+/// them whose deadline passed are deleted (`collection_ttl`). One look at
+/// the store when no collection has a deadline.
+async fn settle_deadlines(
+    shared: &Shared,
+    session: &Session,
+    spec: &CommandSpec,
+    args: &[Bytes],
+) -> Result<(), Reply> {
+    let mut keys = key_arguments(spec, args).peekable();
+    if shared.cluster.is_some()
+        || keys.peek().is_none()
+        || !shared.storage.read(|s| s.holds_collection_deadlines())
+    {
+        return Ok(());
+    }
+    let backend = Backend::of(shared);
+    Box::pin(backend.settle_collection_deadlines(session.namespace, keys)).await
+}
+
 /// Run a command the table admitted (not a transaction's own).
 async fn dispatch(
     shared: &Shared,
@@ -508,6 +558,9 @@ async fn dispatch(
     spec: &'static CommandSpec,
     args: &[Bytes],
 ) -> Step {
+    if let Err(reply) = settle_deadlines(shared, session, spec, args).await {
+        return Step::Reply(reply);
+    }
     match spec.name {
         "ping" => match args.len() {
             1 => Step::Reply(Reply::Simple("PONG".into())),
@@ -548,12 +601,7 @@ async fn dispatch(
         "command" => command(&args[1..]),
         "time" => Step::Reply(time_reply()),
         "function" => function(args),
-        // Every Shoal node takes writes: a master with no Redis replicas.
-        "role" => Step::Reply(Reply::Array(vec![
-            Reply::Bulk(Bytes::from_static(b"master")),
-            Reply::Integer(0),
-            Reply::Array(vec![]),
-        ])),
+        "role" => Step::Reply(role()),
         "cluster" | "shoal.cluster" | "shoal.ring" => {
             Box::pin(cluster_only(shared, session, spec.name, args)).await
         }
@@ -570,6 +618,15 @@ async fn dispatch(
         }
         _ => data(shared, session, spec, args).await,
     }
+}
+
+/// ROLE: every Shoal node takes writes, a master with no Redis replicas.
+fn role() -> Reply {
+    Reply::Array(vec![
+        Reply::Bulk(Bytes::from_static(b"master")),
+        Reply::Integer(0),
+        Reply::Array(vec![]),
+    ])
 }
 
 /// SELECT db.

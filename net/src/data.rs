@@ -16,8 +16,8 @@ use crate::resp::Reply;
 use crate::types;
 use bytes::Bytes;
 use shoal_engine::fields::{
-    field_key, fields_namespace, lists_namespace, members_namespace, zset_members_namespace,
-    zset_scores_namespace,
+    deadlines_namespace, field_key, fields_namespace, lists_namespace, members_namespace,
+    zset_members_namespace, zset_scores_namespace,
 };
 use shoal_engine::store::modify::{parse_f64, STRING_LEN_MAX_BYTES};
 use shoal_engine::{Condition, Covers, Deadline, Modify, SiblingSet, VersionVector, WriteOp};
@@ -200,17 +200,7 @@ impl DataCommand {
                 .await
                 .unwrap_or_else(Step::Reply),
             DataCommand::RandomKey => Step::Reply(random_key(backend, ns).await),
-            DataCommand::FlushDb => {
-                let namespaces = [
-                    ns,
-                    fields_namespace(ns),
-                    members_namespace(ns),
-                    lists_namespace(ns),
-                    zset_members_namespace(ns),
-                    zset_scores_namespace(ns),
-                ];
-                Step::Reply(backend.flush(&namespaces).await)
-            }
+            DataCommand::FlushDb => Step::Reply(backend.flush(&database_namespaces(ns)).await),
             DataCommand::FlushAll => Step::Reply(backend.flush(&backend.namespaces_in_use()).await),
             DataCommand::Siblings(stored_ns, key) => {
                 Step::Reply(one(backend.read(stored_ns, &[key]).await, siblings_reply))
@@ -268,13 +258,28 @@ impl DataCommand {
     /// What a string read answers for a key holding no string.
     async fn absent_string(self, backend: &Backend<'_>, ns: u8, key: &Bytes) -> Reply {
         let absent = match self {
-            DataCommand::Ttl(..) => return types::ttl_of_absent(backend, ns, key).await,
+            DataCommand::Ttl(_, query) => {
+                return types::ttl_of_absent(backend, ns, key, query).await
+            }
             DataCommand::Get(_) => Reply::Null,
             DataCommand::StrLen(_) => Reply::Integer(0),
             _ => Reply::Bulk(Bytes::new()),
         };
         types::absent_or_wrong_type(backend, ns, key, absent).await
     }
+}
+
+/// Every namespace of database `ns`: what FLUSHDB empties.
+fn database_namespaces(ns: u8) -> [u8; 7] {
+    [
+        ns,
+        fields_namespace(ns),
+        members_namespace(ns),
+        lists_namespace(ns),
+        zset_members_namespace(ns),
+        zset_scores_namespace(ns),
+        deadlines_namespace(ns),
+    ]
 }
 
 /// The reply for the one key read, or its error.
@@ -335,6 +340,11 @@ async fn copy_of(
     let mut puts: Vec<WriteOp> = puts.collect();
     if kind == Kind::ZSet {
         puts.extend(crate::zset::index_of(&puts, to, kind.namespace(to_ns)));
+    }
+    if let Some(at_ms) = backend.collection_deadline(ns, from) {
+        puts.push(crate::collection_ttl::deadline_record(
+            to_ns, kind, to, at_ms,
+        ));
     }
     Ok(Some(puts))
 }

@@ -211,7 +211,12 @@ impl TtlQuery {
         let Some(winner) = set.and_then(|s| s.winner_at(now_ms)) else {
             return Reply::Integer(-2);
         };
-        let Some(deadline_ms) = winner.deadline_ms else {
+        self.reply_deadline(winner.deadline_ms, now_ms)
+    }
+
+    /// The reply for a present key expiring at `deadline_ms` (-1: never).
+    pub fn reply_deadline(self, deadline_ms: Option<u64>, now_ms: u64) -> Reply {
+        let Some(deadline_ms) = deadline_ms else {
             return Reply::Integer(-1);
         };
         let ms = if self.absolute {
@@ -232,6 +237,11 @@ pub async fn run_active_expiry(storage: Storage) {
         let now_ms = storage.wall_ms();
         let ops =
             storage.read(|s| s.expiry_deletes(now_ms, EXPIRED_KEYS_PER_ROUND_MAX, |_, _| true));
+        match crate::collection_ttl::expire_due(&storage).await {
+            Ok(0) => {}
+            Ok(deleted) => tracing::debug!("active expiry deleted {deleted} collection record(s)"),
+            Err(_) => return,
+        }
         if ops.is_empty() {
             continue;
         }

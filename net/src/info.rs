@@ -129,13 +129,17 @@ pub fn render(
 fn keyspace_section(shared: &Shared, out: &mut String) {
     out.push_str("# Keyspace\r\n");
     let map = shared.databases.snapshot();
-    let mut dbs: Vec<(u8, u64)> = shared.storage.read(|s| s.namespaces());
+    let mut dbs: Vec<(u8, (u64, u64))> = shared
+        .storage
+        .read(|s| s.keyspace_counts())
+        .into_iter()
+        .collect();
     for (ns, _) in &mut dbs {
         *ns = crate::databases::selected_namespace(&map, *ns);
     }
     dbs.sort_unstable();
-    for (ns, keys) in dbs {
-        let _ = write!(out, "db{ns}:keys={keys},expires=0,avg_ttl=0\r\n");
+    for (ns, (keys, expires)) in dbs.into_iter().filter(|(_, (keys, _))| *keys > 0) {
+        let _ = write!(out, "db{ns}:keys={keys},expires={expires},avg_ttl=0\r\n");
     }
     out.push_str("\r\n");
 }

@@ -223,11 +223,21 @@ impl Backend<'_> {
     pub async fn keys(&self, ns: u8) -> Result<Vec<Bytes>, Reply> {
         let mut keys = self.listed_keys(ns, false).await?;
         let mut seen: BTreeSet<Bytes> = keys.iter().cloned().collect();
+        let now_ms = self.now_ms();
         for kind in Kind::COLLECTIONS {
             let stored = self.listed_keys(kind.namespace(ns), false).await?;
-            keys.extend(collection_keys(stored).filter(|k| seen.insert(k.clone())));
+            let live = collection_keys(stored).filter(|k| !self.collection_expired(ns, k, now_ms));
+            keys.extend(live.filter(|k| seen.insert(k.clone())));
         }
         Ok(keys)
+    }
+
+    /// Whether collection `key`'s deadline has passed: it is listed no more,
+    /// though held until expiry deletes it (DBSIZE counts it until then, as
+    /// Redis's does).
+    fn collection_expired(&self, ns: u8, key: &[u8], now_ms: u64) -> bool {
+        self.collection_deadline(ns, key)
+            .is_some_and(|at_ms| at_ms <= now_ms)
     }
 
     /// How many live keys database `ns` holds (DBSIZE).
@@ -280,7 +290,9 @@ impl Backend<'_> {
                         .0
                 }
             };
-            let new = collection_keys(stored).filter(|k| seen.insert(k.clone()));
+            let now_ms = self.now_ms();
+            let live = collection_keys(stored).filter(|k| !self.collection_expired(ns, k, now_ms));
+            let new = live.filter(|k| seen.insert(k.clone()));
             keys.extend(new.map(|k| (k, kind)).collect::<Vec<_>>());
         }
         Ok(ScanStep { keys, next })

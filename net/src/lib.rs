@@ -17,6 +17,7 @@ pub mod bits;
 pub mod blocking;
 pub mod clients;
 pub mod cluster;
+pub mod collection_ttl;
 pub mod command_stats;
 pub mod commands;
 pub mod config;

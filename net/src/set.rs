@@ -275,6 +275,7 @@ async fn store(
     let mns = members_namespace(ns);
     let count = members.len() as i64;
     let mut ops = vec![WriteOp::delete(ns, destination.clone())];
+    ops.extend(backend.deadline_delete(ns, &destination));
     for kind in Kind::COLLECTIONS {
         let old = element_deletes(backend, ns, kind, &destination).await?;
         ops.extend(old.into_iter().filter(|op| {

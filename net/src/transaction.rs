@@ -197,6 +197,10 @@ async fn fingerprints(
     let mut out = Vec::with_capacity(keys.len());
     for (key, read) in keys.iter().zip(strings) {
         let mut print = read?.map(|set| set_hash(&set));
+        if let Some(at_ms) = backend.collection_deadline(ns, key) {
+            // EXPIRE and PERSIST of a watched collection change it too.
+            print = Some(print.unwrap_or(0) ^ at_ms.wrapping_mul(0xA24B_AED4_963E_E407));
+        }
         for kind in crate::keyspace::Kind::COLLECTIONS {
             for (name, set) in backend.elements(ns, kind, key).await? {
                 let element = shoal_engine::digest::key_hash(kind as u8, &name, set_hash(&set));

@@ -51,6 +51,7 @@ async fn collection_deletes(
         }
         ops.extend(found);
     }
+    ops.extend(backend.deadline_delete(ns, key));
     Ok(ops)
 }
 
@@ -170,18 +171,20 @@ pub async fn absent_or_wrong_type(
     }
 }
 
-/// TTL and its kin for a key with no string: -1 for a collection
-/// (collections never expire yet), else -2.
-pub async fn ttl_of_absent(backend: &Backend<'_>, ns: u8, key: &Bytes) -> Reply {
+/// TTL and its kin for a key with no string: a collection's deadline
+/// (`collection_ttl`), else -2.
+pub async fn ttl_of_absent(
+    backend: &Backend<'_>,
+    ns: u8,
+    key: &Bytes,
+    query: crate::expire::TtlQuery,
+) -> Reply {
     match backend.kind_of(ns, key).await {
-        Ok(Some(_)) => Reply::Integer(-1),
+        Ok(Some(_)) => crate::collection_ttl::ttl(backend, ns, key, query),
         Ok(None) => Reply::Integer(-2),
         Err(reply) => reply,
     }
 }
-
-/// Why EXPIRE and its kin refuse a collection, for now.
-pub const COLLECTION_NOT_YET: &str = "ERR EXPIRE, PEXPIRE, EXPIREAT, PEXPIREAT, PERSIST and GETEX of a hash, a set or a list are not supported yet; they work on strings";
 
 /// A string write as one node runs it when some of its keys are
 /// collections: a plain SET or MSET also deletes the collection's elements
@@ -201,13 +204,15 @@ pub async fn string_write(
     ) || matches!(shape, ReplyShape::NewValue | ReplyShape::NewLength);
     let mut extra = Vec::new();
     for op in ops.iter_mut() {
-        match backend.collection_here(ns, &op.key).await {
+        let kind = match backend.collection_here(ns, &op.key).await {
             Err(reply) => return Err(Step::Reply(reply)),
             Ok(None) => continue,
-            Ok(Some(_)) => {}
-        }
-        if matches!(op.modify, Some(Modify::Touch)) {
-            return Err(Step::Reply(Reply::error(COLLECTION_NOT_YET)));
+            Ok(Some(kind)) => kind,
+        };
+        if matches!(op.modify, Some(Modify::Touch)) && matches!(shape, ReplyShape::SetNx) {
+            // EXPIRE and its kin, PERSIST: the collection's deadline.
+            let reply = crate::collection_ttl::expire(backend, ns, kind, op).await;
+            return Err(Step::Reply(reply));
         }
         if reads_old || op.modify.is_some() || op.deadline == Deadline::Keep {
             return Err(Step::Reply(Reply::error(WRONGTYPE)));

@@ -332,6 +332,7 @@ async fn store_into(
         .map(|op| (op.namespace, op.key.clone()))
         .collect();
     let mut ops = vec![WriteOp::delete(ns, destination.clone())];
+    ops.extend(backend.deadline_delete(ns, destination));
     for kind in Kind::COLLECTIONS.into_iter().chain([Kind::ZSetScores]) {
         let old = element_deletes(backend, ns, kind, destination).await?;
         ops.extend(

@@ -127,3 +127,118 @@ fn an_expired_key_reads_absent_at_once_goes_in_the_background_and_deadlines_surv
     assert_eq!(int(&mut c, &["TTL", "plain"]), -1);
     assert_eq!(int(&mut c, &["TTL", "gone"]), -1);
 }
+
+#[test]
+fn a_collections_deadline_is_set_read_kept_and_dropped_as_in_redis() {
+    let dir = temp_dir("expiry-collections");
+    let node = ShoalProcess::start(&dir, &[]);
+    let mut c = node.client();
+    assert_eq!(int(&mut c, &["HSET", "h", "f", "v"]), 1);
+    assert_eq!(int(&mut c, &["EXPIRE", "h", "100"]), 1);
+    assert!((99..=100).contains(&int(&mut c, &["TTL", "h"])));
+    assert!((99_000..=100_000).contains(&int(&mut c, &["PTTL", "h"])));
+    // A write to an element keeps the collection's deadline.
+    assert_eq!(int(&mut c, &["HSET", "h", "g", "w"]), 1);
+    assert!(int(&mut c, &["TTL", "h"]) > 90);
+    // NX, XX, GT, LT judge the collection's deadline.
+    assert_eq!(int(&mut c, &["EXPIRE", "h", "50", "GT"]), 0);
+    assert_eq!(int(&mut c, &["EXPIRE", "h", "50", "NX"]), 0);
+    assert_eq!(int(&mut c, &["EXPIRE", "h", "50", "LT"]), 1);
+    assert!((49..=50).contains(&int(&mut c, &["TTL", "h"])));
+    assert_eq!(int(&mut c, &["EXPIRE", "h", "60", "XX"]), 1);
+    assert_eq!(int(&mut c, &["PERSIST", "h"]), 1);
+    assert_eq!(int(&mut c, &["TTL", "h"]), -1);
+    assert_eq!(int(&mut c, &["PERSIST", "h"]), 0);
+    assert_eq!(int(&mut c, &["EXPIRE", "h", "60", "XX"]), 0);
+    assert_eq!(int(&mut c, &["EXPIRE", "h", "60", "GT"]), 0);
+    assert_eq!(int(&mut c, &["EXPIRE", "h", "60", "NX"]), 1);
+    // Every collection type; RENAME moves a deadline and COPY copies it.
+    assert_eq!(int(&mut c, &["SADD", "s", "a", "b"]), 2);
+    assert_eq!(int(&mut c, &["RPUSH", "l", "a", "b"]), 2);
+    assert_eq!(int(&mut c, &["ZADD", "z", "1", "a"]), 1);
+    for key in ["s", "l", "z"] {
+        assert_eq!(int(&mut c, &["PEXPIRE", key, "300000"]), 1, "{key}");
+        assert!(int(&mut c, &["TTL", key]) > 290, "{key}");
+    }
+    let _: () = query(&mut c, &["RENAME", "z", "z2"]);
+    assert!(int(&mut c, &["TTL", "z2"]) > 290);
+    assert_eq!(int(&mut c, &["TTL", "z"]), -2);
+    assert_eq!(int(&mut c, &["COPY", "l", "l2"]), 1);
+    assert!(int(&mut c, &["TTL", "l2"]) > 290 && int(&mut c, &["TTL", "l"]) > 290);
+    // The deadline goes with the collection: DEL, SET over it, a *STORE
+    // replacing it, and the last element's removal.
+    assert_eq!(int(&mut c, &["DEL", "l2"]), 1);
+    assert_eq!(int(&mut c, &["RPUSH", "l2", "x"]), 1);
+    assert_eq!(int(&mut c, &["TTL", "l2"]), -1);
+    let _: () = query(&mut c, &["SET", "l", "string"]);
+    assert_eq!(int(&mut c, &["TTL", "l"]), -1);
+    assert_eq!(int(&mut c, &["SADD", "dst", "old"]), 1);
+    assert_eq!(int(&mut c, &["EXPIRE", "dst", "100"]), 1);
+    assert_eq!(int(&mut c, &["SUNIONSTORE", "dst", "s"]), 2);
+    assert_eq!(int(&mut c, &["TTL", "dst"]), -1);
+    assert_eq!(int(&mut c, &["SREM", "s", "a", "b"]), 2);
+    assert_eq!(int(&mut c, &["TTL", "s"]), -2);
+    assert_eq!(int(&mut c, &["SADD", "s", "c"]), 1);
+    assert_eq!(int(&mut c, &["TTL", "s"]), -1);
+    // A deadline in the past deletes the collection at once.
+    assert_eq!(int(&mut c, &["EXPIRE", "z2", "-1"]), 1);
+    assert_eq!(int(&mut c, &["EXISTS", "z2"]), 0);
+    assert_eq!(int(&mut c, &["ZCARD", "z2"]), 0);
+    // GETEX reads strings only.
+    assert!(error_of(&mut c, &["GETEX", "h", "PERSIST"]).contains("WRONGTYPE"));
+    // EXPIRE of a watched collection aborts the transaction.
+    let mut other = node.client();
+    let _: () = query(&mut c, &["WATCH", "h"]);
+    assert_eq!(int(&mut other, &["EXPIRE", "h", "500"]), 1);
+    let _: () = query(&mut c, &["MULTI"]);
+    let _: String = query(&mut c, &["HGET", "h", "f"]);
+    let aborted: Option<Vec<String>> = query(&mut c, &["EXEC"]);
+    assert_eq!(aborted, None);
+}
+
+#[test]
+fn an_expired_collection_is_gone_on_access_and_in_the_background_and_deadlines_survive_kill9() {
+    let dir = temp_dir("expiry-collections-lifecycle");
+    let node = ShoalProcess::start(&dir, &[]);
+    let mut c = node.client();
+    let _: () = query(&mut c, &["HSET", "h", "a", "1", "b", "2"]);
+    // More members than one batch of expiry's deletes.
+    let mut sadd = vec!["SADD".to_string(), "big".to_string()];
+    sadd.extend((0..1500).map(|i| format!("m{i}")));
+    let sadd: Vec<&str> = sadd.iter().map(String::as_str).collect();
+    assert_eq!(int(&mut c, &sadd), 1500);
+    let _: () = query(&mut c, &["ZADD", "z", "1", "a", "2", "b"]);
+    let _: () = query(&mut c, &["RPUSH", "l", "a", "b"]);
+    let _: () = query(&mut c, &["HSET", "kept", "f", "v"]);
+    for key in ["h", "big", "z", "l"] {
+        assert_eq!(int(&mut c, &["PEXPIRE", key, "1500"]), 1);
+    }
+    assert_eq!(int(&mut c, &["EXPIRE", "kept", "1000"]), 1);
+    node.kill9();
+    let node = ShoalProcess::start(&dir, &[]);
+    let mut c = node.client();
+    assert!(int(&mut c, &["TTL", "kept"]) > 990);
+    assert!(int(&mut c, &["PTTL", "h"]) > 0);
+    std::thread::sleep(Duration::from_millis(1600));
+    // On access: gone at once, and what is written next starts afresh.
+    assert_eq!(int(&mut c, &["EXISTS", "h"]), 0);
+    assert_eq!(int(&mut c, &["HSET", "h", "a", "new"]), 1);
+    let fields: Vec<String> = query(&mut c, &["HGETALL", "h"]);
+    assert_eq!(fields, ["a", "new"]);
+    assert_eq!(int(&mut c, &["TTL", "h"]), -1);
+    let keys: Vec<String> = query(&mut c, &["KEYS", "*"]);
+    for key in ["big", "z", "l"] {
+        assert!(!keys.contains(&key.to_string()), "{key} listed: {keys:?}");
+    }
+    // In the background: deleted, element by element, the records too.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while int(&mut c, &["DBSIZE"]) != 2 {
+        assert!(std::time::Instant::now() < deadline, "never deleted");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(int(&mut c, &["SCARD", "big"]), 0);
+    assert_eq!(int(&mut c, &["SADD", "big", "m1"]), 1);
+    assert_eq!(int(&mut c, &["TTL", "big"]), -1);
+    let info: String = query(&mut c, &["INFO", "keyspace"]);
+    assert!(info.contains("db0:keys=3,expires=1"), "{info}");
+}

@@ -44,6 +44,21 @@ impl ExpiryIndex {
     pub fn len(&self) -> usize {
         self.by_key.len()
     }
+
+    /// How many keys expire, per namespace.
+    pub fn per_namespace(&self) -> BTreeMap<u8, u64> {
+        let mut out = BTreeMap::new();
+        for dk in self.by_key.keys() {
+            *out.entry(dk[0]).or_insert(0) += 1;
+        }
+        out
+    }
+
+    /// Whether some key of a deadlines namespace has a deadline.
+    pub fn holds_deadline_records(&self) -> bool {
+        let range = super::collection_deadline::deadline_records_range();
+        self.by_key.range::<[u8], _>(range).next().is_some()
+    }
 }
 
 impl Store {
@@ -83,13 +98,16 @@ impl Store {
 
     /// Active expiry's deletes: for up to `max` keys that `keep` accepts and
     /// whose every value has expired at `now_ms`, a delete covering only the
-    /// context read here, so a value written since survives it.
+    /// context read here, so a value written since survives it. Never a
+    /// collection's deadline record (`collection_deadline_chores` takes those
+    /// with their collections).
     pub fn expiry_deletes(
         &self,
         now_ms: u64,
         max: usize,
         keep: impl Fn(u8, &[u8]) -> bool,
     ) -> Vec<WriteOp> {
+        let keep = |ns, key: &[u8]| !crate::fields::is_deadlines_namespace(ns) && keep(ns, key);
         self.expired_keys_where(now_ms, max, keep)
             .into_iter()
             .filter_map(|(ns, key)| {

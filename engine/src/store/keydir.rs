@@ -193,6 +193,15 @@ impl KeyDir {
         found.copied().unwrap_or(0)
     }
 
+    /// How many collections hold live elements, per namespace.
+    pub fn collections_per_namespace(&self) -> BTreeMap<u8, u64> {
+        let mut out = BTreeMap::new();
+        for id in self.live_elements.keys() {
+            *out.entry(id[0]).or_insert(0) += 1;
+        }
+        out
+    }
+
     /// Whether any collection holds a live element (a string-only store
     /// answers every "is it a collection?" without a lookup).
     pub fn holds_collections(&self) -> bool {

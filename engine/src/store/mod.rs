@@ -13,6 +13,7 @@
 pub mod backup;
 mod catalog;
 mod chores;
+mod collection_deadline;
 mod compaction;
 mod expiry;
 mod hint;

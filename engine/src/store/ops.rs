@@ -39,6 +39,31 @@ pub enum Condition {
     },
 }
 
+impl Condition {
+    /// Whether the condition holds on a key that is `present` (live), whose
+    /// winner expires at `current_ms` (`None`: never), for a write whose
+    /// value would expire at `new_ms`.
+    pub fn holds(self, present: bool, current_ms: Option<u64>, new_ms: Option<u64>) -> bool {
+        match self {
+            Condition::Always => true,
+            Condition::IfAbsent => !present,
+            Condition::IfPresent => present,
+            Condition::IfNoDeadline => present && current_ms.is_none(),
+            Condition::IfDeadline => present && current_ms.is_some(),
+            Condition::IfDeadlineLater => {
+                present && matches!((current_ms, new_ms), (Some(c), Some(n)) if n > c)
+            }
+            Condition::IfDeadlineEarlier { with_deadline } => {
+                let earlier = match current_ms {
+                    Some(c) => new_ms.is_some_and(|n| n < c),
+                    None => !with_deadline && new_ms.is_some(),
+                };
+                present && earlier
+            }
+        }
+    }
+}
+
 /// When a written value expires.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Deadline {

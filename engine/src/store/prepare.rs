@@ -45,24 +45,8 @@ impl Found {
 /// Whether `op`'s condition holds on the key as `found`, for a write whose
 /// value would expire at `deadline_ms`.
 fn condition_holds(op: &WriteOp, found: &Found, deadline_ms: Option<u64>) -> bool {
-    let current = found.winner_deadline_ms;
-    match op.condition {
-        Condition::Always => true,
-        Condition::IfAbsent => !found.live,
-        Condition::IfPresent => found.live,
-        Condition::IfNoDeadline => found.live && current.is_none(),
-        Condition::IfDeadline => found.live && current.is_some(),
-        Condition::IfDeadlineLater => {
-            found.live && matches!((current, deadline_ms), (Some(c), Some(n)) if n > c)
-        }
-        Condition::IfDeadlineEarlier { with_deadline } => {
-            let earlier = match current {
-                Some(c) => deadline_ms.is_some_and(|n| n < c),
-                None => !with_deadline && deadline_ms.is_some(),
-            };
-            found.live && earlier
-        }
-    }
+    op.condition
+        .holds(found.live, found.winner_deadline_ms, deadline_ms)
 }
 
 impl Store {
