@@ -67,7 +67,7 @@ impl Backend<'_> {
         let Place::Local(storage) = &self.place else {
             return Ok(());
         };
-        if !storage.read(|s| s.holds_collection_deadlines()) {
+        if !storage.holds_collection_deadlines() {
             return Ok(());
         }
         let dns = self.stored(deadlines_namespace(ns));

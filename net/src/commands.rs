@@ -543,7 +543,7 @@ async fn settle_deadlines(
     let mut keys = key_arguments(spec, args).peekable();
     if shared.cluster.is_some()
         || keys.peek().is_none()
-        || !shared.storage.read(|s| s.holds_collection_deadlines())
+        || !shared.storage.holds_collection_deadlines()
     {
         return Ok(());
     }

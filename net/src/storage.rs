@@ -148,6 +148,9 @@ pub struct Storage {
     config: StorageConfig,
     /// The runtime's wall clock (`Storage::wall_ms`).
     wall_clock: Arc<dyn Fn() -> u64 + Send + Sync>,
+    /// Set while the store holds a collection deadline record
+    /// (`Store::collection_deadlines_held`): every command with keys asks.
+    collection_deadlines: Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -175,6 +178,7 @@ impl Storage {
         store.defer_chores(); // the committer takes them (`spawn_chores`)
         let (queue, receiver) = mpsc::channel(config.write_queue_max);
         let storage = Storage {
+            collection_deadlines: store.collection_deadlines_held(),
             store: Arc::new(RwLock::new(store)),
             queue,
             stats: Arc::default(),
@@ -249,6 +253,13 @@ impl Storage {
     }
 
     /// Read published state under the store's lock (keep `f` short).
+    /// Whether some collection may have a deadline, without the store's lock
+    /// (see `Store::collection_deadlines_held`).
+    pub fn holds_collection_deadlines(&self) -> bool {
+        self.collection_deadlines
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
     pub fn read<T>(&self, f: impl FnOnce(&Store) -> T) -> T {
         f(&read_lock(&self.store))
     }

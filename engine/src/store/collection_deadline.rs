@@ -17,12 +17,22 @@ use crate::store::{Covers, WriteOp};
 use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::ops::Bound;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 impl Store {
     /// Whether any collection deadline record is held (a store without one
     /// need not look for them).
     pub fn holds_collection_deadlines(&self) -> bool {
         self.expiring.holds_deadline_records()
+    }
+
+    /// [`Store::holds_collection_deadlines`] as a flag a reader may load
+    /// without the store's lock (one per store, kept at every publish): a
+    /// command that starts after a record's write was acknowledged sees it
+    /// set.
+    pub fn collection_deadlines_held(&self) -> Arc<AtomicBool> {
+        self.expiring.deadline_records_held()
     }
 
     /// The deadline of the collection whose elements start with `prefix`

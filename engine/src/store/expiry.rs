@@ -8,31 +8,52 @@
 //! [`SiblingSet::deadline_ms`]: crate::version::SiblingSet::deadline_ms
 
 use super::{dir_key, Store};
+use crate::fields::is_deadlines_namespace;
 use crate::store::{Covers, WriteOp};
 use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 #[derive(Default)]
 pub(crate) struct ExpiryIndex {
     by_key: BTreeMap<Box<[u8]>, u64>,
     by_deadline: BTreeSet<(u64, Box<[u8]>)>,
+    /// How many keys of deadlines namespaces `by_key` holds (collection
+    /// deadline records), and whether that is more than 0, for readers
+    /// that do not take the store's lock (`Store::collection_deadlines_held`).
+    deadline_records: usize,
+    deadline_records_held: Arc<AtomicBool>,
 }
 
 impl ExpiryIndex {
     /// The key (a directory key) now expires at `deadline_ms`, or never.
     pub fn set(&mut self, dk: &[u8], deadline_ms: Option<u64>) {
-        match deadline_ms {
+        let (added, removed) = match deadline_ms {
             Some(at) => {
-                if let Some(before) = self.by_key.insert(dk.into(), at) {
+                let before = self.by_key.insert(dk.into(), at);
+                if let Some(before) = before {
                     self.by_deadline.remove(&(before, dk.into()));
                 }
                 self.by_deadline.insert((at, dk.into()));
+                (before.is_none(), false)
             }
             None => {
-                if let Some(before) = self.by_key.remove(dk) {
+                let before = self.by_key.remove(dk);
+                if let Some(before) = before {
                     self.by_deadline.remove(&(before, dk.into()));
                 }
+                (false, before.is_some())
             }
+        };
+        if is_deadlines_namespace(dk[0]) && added != removed {
+            if added {
+                self.deadline_records += 1;
+            } else {
+                self.deadline_records -= 1;
+            }
+            let held = self.deadline_records > 0;
+            self.deadline_records_held.store(held, Ordering::Release);
         }
         debug_assert_eq!(self.by_key.len(), self.by_deadline.len());
     }
@@ -56,8 +77,20 @@ impl ExpiryIndex {
 
     /// Whether some key of a deadlines namespace has a deadline.
     pub fn holds_deadline_records(&self) -> bool {
-        let range = super::collection_deadline::deadline_records_range();
-        self.by_key.range::<[u8], _>(range).next().is_some()
+        let held = self.deadline_records > 0;
+        debug_assert_eq!(
+            held,
+            self.by_key
+                .range::<[u8], _>(super::collection_deadline::deadline_records_range())
+                .next()
+                .is_some()
+        );
+        held
+    }
+
+    /// [`ExpiryIndex::holds_deadline_records`], readable without the store.
+    pub fn deadline_records_held(&self) -> Arc<AtomicBool> {
+        self.deadline_records_held.clone()
     }
 }
 
