@@ -903,7 +903,13 @@ async fn first_pop(
 /// A key of another type is not an error here: the client keeps waiting,
 /// as in Redis.
 fn holds<'a>(backend: &'a Backend<'a>, ns: u8, key: Bytes) -> Try<'a, bool> {
-    Box::pin(async move { Ok(backend.element_count(ns, Kind::List, &key).await? > 0) })
+    Box::pin(async move {
+        // A list whose deadline passed while the client waited is gone.
+        backend
+            .settle_collection_deadlines(ns, std::iter::once(&key))
+            .await?;
+        Ok(backend.element_count(ns, Kind::List, &key).await? > 0)
+    })
 }
 
 /// BLPOP, BRPOP, BLMPOP: [`first_pop`] once a key has an element; `None`
@@ -939,7 +945,12 @@ async fn blocking_move(
     length(backend, ns, &from).await?;
     let to = &to;
     let take = |key: Bytes| -> Try<'_, _> {
-        Box::pin(async move { move_element(backend, ns, &key, to, ends).await })
+        Box::pin(async move {
+            backend
+                .settle_collection_deadlines(ns, std::iter::once(to))
+                .await?;
+            move_element(backend, ns, &key, to, ends).await
+        })
     };
     let holds = |key| holds(backend, ns, key);
     let keys = std::slice::from_ref(&from);

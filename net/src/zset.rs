@@ -787,8 +787,14 @@ async fn blocking_pop(
         collection_len(backend, ns, key, Kind::ZSet).await?;
     }
     let holds = |key: Bytes| -> Try<'_, bool> {
-        // Another type is not an error: the client keeps waiting.
-        Box::pin(async move { Ok(backend.element_count(ns, Kind::ZSet, &key).await? > 0) })
+        // Another type is not an error: the client keeps waiting. A sorted
+        // set whose deadline passed while the client waited is gone.
+        Box::pin(async move {
+            backend
+                .settle_collection_deadlines(ns, std::iter::once(&key))
+                .await?;
+            Ok(backend.element_count(ns, Kind::ZSet, &key).await? > 0)
+        })
     };
     let take = |key: Bytes| -> Try<'_, Option<Reply>> {
         Box::pin(async move {
