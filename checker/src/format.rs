@@ -53,6 +53,9 @@ struct WireOp {
     /// A counter's total (an add's or count's `ok`; absent: no counter).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     total: Option<i64>,
+    /// Whether a collection expire's `ok` set the deadline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    applied: Option<bool>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -154,6 +157,14 @@ fn parse_op(text: &str) -> Result<Event, String> {
 }
 
 fn parse_invoke(op: OpHeader, wire: WireOp) -> Result<Event, String> {
+    if op.f == Function::Expire {
+        let expires_ms = required(wire.expires_ms, "expires_ms", "an expire invoke")?;
+        return Ok(Event::Invoke {
+            op,
+            value: None,
+            expires_ms: Some(expires_ms),
+        });
+    }
     if !op.f.carries_value() {
         return Ok(Event::Invoke {
             op,
@@ -200,6 +211,9 @@ fn parse_ok_result(wire: WireOp) -> Result<OkResult, String> {
         Function::Count => Ok(OkResult::Count { total: wire.total }),
         Function::Push => Ok(OkResult::Push),
         Function::Pop => Ok(OkResult::Pop { value: wire.value }),
+        Function::Expire => Ok(OkResult::Expire {
+            applied: required(wire.applied, "applied", "an expire ok")?,
+        }),
     }
 }
 
@@ -349,6 +363,7 @@ fn op_to_wire(
         siblings: None,
         expires_ms: None,
         total: None,
+        applied: None,
     };
     match result {
         Some(OkResult::Write {
@@ -369,6 +384,7 @@ fn op_to_wire(
         Some(OkResult::Count { total }) => wire.total = *total,
         Some(OkResult::Push) | None => {}
         Some(OkResult::Pop { value }) => wire.value = value.clone(),
+        Some(OkResult::Expire { applied }) => wire.applied = Some(*applied),
     }
     wire
 }

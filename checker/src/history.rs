@@ -22,6 +22,11 @@ pub enum Function {
     Push,
     /// Takes the element at the head of a queue (`LPOP`), if any.
     Pop,
+    /// Sets the deadline of a collection (`PEXPIREAT`): its key names the
+    /// collection, whose elements are the keys named `collection:element`;
+    /// the invoke's `expires_ms` is the deadline (run time); `ok` says whether
+    /// it applied (`applied: false`: the collection was absent).
+    Expire,
 }
 
 impl Function {
@@ -37,6 +42,7 @@ impl Function {
             Function::Count => "count",
             Function::Push => "push",
             Function::Pop => "pop",
+            Function::Expire => "expire",
         }
     }
 
@@ -46,14 +52,20 @@ impl Function {
         matches!(self, Function::Write | Function::Add | Function::Push)
     }
 
-    /// Whether it works on a counter or a queue rather than a register: the
-    /// register checks (G1-G6) pass such keys by; `checks::counters` and
-    /// `checks::queues` judge them.
+    /// Whether it works on a counter, a queue or a collection rather than a
+    /// register: the register checks (G1-G6) pass such keys by;
+    /// `checks::counters`, `checks::queues` and `checks::expiry` judge them.
     pub fn is_typed(self) -> bool {
         matches!(
             self,
-            Function::Add | Function::Count | Function::Push | Function::Pop
+            Function::Add | Function::Count | Function::Push | Function::Pop | Function::Expire
         )
+    }
+
+    /// Whether the invoke carries a deadline (`expires_ms`): a write's may, a
+    /// collection expire's must.
+    pub fn carries_deadline(self) -> bool {
+        matches!(self, Function::Write | Function::Expire)
     }
 }
 
@@ -140,6 +152,8 @@ pub enum OkResult {
     Push,
     /// The element taken (None: the queue was empty).
     Pop { value: Option<String> },
+    /// Whether the deadline was set (false: the collection was absent).
+    Expire { applied: bool },
 }
 
 impl OkResult {
@@ -152,6 +166,7 @@ impl OkResult {
             OkResult::Count { .. } => Function::Count,
             OkResult::Push => Function::Push,
             OkResult::Pop { .. } => Function::Pop,
+            OkResult::Expire { .. } => Function::Expire,
         }
     }
 

@@ -11,7 +11,10 @@
 //! garbage, G6 sessions, and liveness, for registers (G1, G4 and G5 also for
 //! backups, as of the moment each was taken); and for counters (`add`,
 //! `count`) and queues (`push`, `pop`), totals within what was acknowledged
-//! and attempted, and no element lost, invented or (one node) popped twice. G7 availability is not judged here: an invoke
+//! and attempted, and no element lost, invented or (one node) popped twice;
+//! and expiry: no value read past its deadline, nor an element (a key named
+//! `collection:element`) past its collection's (`expire`), and what a
+//! deadline took is no loss. G7 availability is not judged here: an invoke
 //! that never completes counts as `info`.
 //!
 //! It must not depend on the engine, the network or the simulator: it judges

@@ -142,6 +142,12 @@ impl Key {
             name: name.into(),
         }
     }
+
+    /// The collection a key named `collection:element` is an element of.
+    pub fn collection(&self) -> Option<Key> {
+        let (collection, _) = self.name.split_once(':')?;
+        Some(Key::new(self.ns, collection))
+    }
 }
 
 impl fmt::Display for Key {

@@ -174,6 +174,8 @@ fn ok_text(result: &OkResult) -> String {
         OkResult::Push => String::new(),
         OkResult::Pop { value: Some(value) } => format!(" {value:?}"),
         OkResult::Pop { value: None } => " empty".to_string(),
+        OkResult::Expire { applied: true } => " set".to_string(),
+        OkResult::Expire { applied: false } => " absent".to_string(),
     }
 }
 

@@ -86,3 +86,80 @@ fn an_expiring_value_gone_from_a_state_read_before_its_deadline_is_lost() {
     let report = history.report();
     assert!(report.passed(), "{report}");
 }
+
+/// One node, clocks that may lag 100 ms: field "h:f" written as "a" at 10 ms,
+/// then collection "h" expired at 1,000 ms by an expire sent at 20 ms
+/// (`applied`: what its ok said).
+fn expiring_collection(applied: bool) -> Recorder {
+    let mut history = Recorder::new(true);
+    history.drop_first_line().line(json!({
+        "type": "meta", "seed": 7, "n": 1, "r": 1, "w": 1, "sessions": true,
+        "nodes": [1], "converge_bound_ms": 5000, "expiry_slack_ms": 100
+    }));
+    history.write(10, 1, "h:f", "a", (1, 1), &[]);
+    history.line(json!({
+        "type": "invoke", "process": 2, "f": "expire", "ns": 0, "key": "h", "time_ms": 20,
+        "node": 1, "expires_ms": 1000
+    }));
+    history.line(json!({
+        "type": "ok", "process": 2, "f": "expire", "ns": 0, "key": "h", "time_ms": 21,
+        "node": 1, "applied": applied
+    }));
+    history
+}
+
+#[test]
+fn an_element_read_after_its_collections_deadline_is_caught() {
+    let mut history = expiring_collection(true);
+    history
+        .read(1101, 3, "h:f", &[("a", (1, 1))], &[(1, 1)])
+        .quiescence(true, 100)
+        .final_state("h:f", 1, &[], &[(1, 1)]);
+    let report = history.report();
+    let text = assert_first(&report, ViolationKind::Expiry, Some("h:f"));
+    assert!(text.contains("expired its collection at 1000 ms"), "{text}");
+    // Within the slack, it may still be read; gone at the end, it is no loss.
+    let mut history = expiring_collection(true);
+    history
+        .read(1090, 3, "h:f", &[("a", (1, 1))], &[(1, 1)])
+        .quiescence(true, 100)
+        .final_state("h:f", 1, &[], &[(1, 1)]);
+    let report = history.report();
+    assert!(report.passed(), "{report}");
+}
+
+#[test]
+fn an_expire_of_an_absent_collection_or_moved_later_binds_nothing() {
+    // Found absent: the element must stay.
+    let mut history = expiring_collection(false);
+    history
+        .read(1500, 3, "h:f", &[("a", (1, 1))], &[(1, 1)])
+        .quiescence(true, 100)
+        .final_state("h:f", 1, &[], &[(1, 1)]);
+    let report = history.report();
+    assert_first(&report, ViolationKind::G2NoSilentLoss, Some("h:f"));
+    // A later expire with a later deadline: still readable after the first.
+    let mut history = expiring_collection(true);
+    history.line(json!({
+        "type": "invoke", "process": 4, "f": "expire", "ns": 0, "key": "h", "time_ms": 30,
+        "node": 1, "expires_ms": 9000
+    }));
+    history.complete("info", 31, 4, "expire", "h");
+    history
+        .read(1500, 3, "h:f", &[("a", (1, 1))], &[(1, 1)])
+        .quiescence(true, 100)
+        .final_state("h:f", 1, &[("a", (1, 1))], &[(1, 1)]);
+    let report = history.report();
+    assert!(report.passed(), "{report}");
+}
+
+#[test]
+fn a_value_written_after_its_collections_deadline_is_still_lost_when_gone() {
+    let mut history = expiring_collection(true);
+    history
+        .write(1200, 3, "h:f", "b", (1, 2), &[(1, 1)])
+        .quiescence(true, 100)
+        .final_state("h:f", 1, &[], &[(1, 2)]);
+    let report = history.report();
+    assert_first(&report, ViolationKind::G2NoSilentLoss, Some("h:f"));
+}

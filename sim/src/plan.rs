@@ -128,6 +128,10 @@ pub struct WorkloadKnobs {
     /// Whether those include counters (a cluster refuses `INCRBY` today: its
     /// typed operations are all on queues).
     pub typed_counters: bool,
+    /// Share of operations that set a hash's or set's deadline (`PEXPIREAT`,
+    /// `collection_ttl_max_ms` ahead at most; see [`collection_expiry`]).
+    pub collection_expire_percent: u64,
+    pub collection_ttl_max_ms: u64,
 }
 
 impl WorkloadKnobs {
@@ -173,6 +177,21 @@ pub(crate) fn typed_ops(seed: u64, workload: &mut WorkloadKnobs) {
 pub(crate) fn hash_fields(seed: u64, workload: &mut WorkloadKnobs) {
     let mut rng = SplitMix64::new(seed ^ 0x00a5_4f1e);
     workload.hash_fields = rng.chance_percent(40);
+}
+
+/// Collection deadlines in half the single-node seeds with hash fields whose
+/// scenario does not corrupt the disk (damage may take a deadline record,
+/// which the checker cannot excuse), from their own stream (as
+/// [`expiring_writes`]): that share of operations sets the deadline of a
+/// hash or set of the workload (`PEXPIREAT h{n}`, recorded as `expire`), so
+/// its fields go with it while other clients write, read and delete them.
+/// A cluster refuses EXPIRE of a collection.
+pub(crate) fn collection_expiry(seed: u64, workload: &mut WorkloadKnobs) {
+    let mut rng = SplitMix64::new(seed ^ 0x00c0_11e7);
+    if workload.hash_fields && rng.chance_percent(50) {
+        workload.collection_expire_percent = pick(&mut rng, &[2, 5, 10]);
+        workload.collection_ttl_max_ms = pick(&mut rng, &[300, 2000, 6000]);
+    }
 }
 
 /// The store and storage driver settings.
@@ -432,6 +451,7 @@ impl Plan {
         hash_fields(seed, &mut workload);
         if !scenario.corrupts() {
             typed_ops(seed, &mut workload);
+            collection_expiry(seed, &mut workload);
         }
         let mut store = store_knobs(&mut rng);
         store.syncs_in_flight_max = pick(&mut SplitMix64::new(seed ^ 0x5_1c5), &[1, 2, 4]);
@@ -518,6 +538,8 @@ pub(crate) fn workload_knobs(rng: &mut SplitMix64) -> WorkloadKnobs {
         hash_fields: false,
         typed_percent: 0,
         typed_counters: true,
+        collection_expire_percent: 0,
+        collection_ttl_max_ms: 0,
     }
 }
 
@@ -774,6 +796,13 @@ fn write_workload(f: &mut fmt::Formatter<'_>, w: &WorkloadKnobs) -> fmt::Result 
         writeln!(
             f,
             "  collections: keys 1 mod 4 are hash fields, 3 mod 4 set members"
+        )?;
+    }
+    if w.collection_expire_percent > 0 {
+        writeln!(
+            f,
+            "  collection deadlines: {}% of operations, 1..={} ms ahead",
+            w.collection_expire_percent, w.collection_ttl_max_ms
         )?;
     }
     if w.typed_percent > 0 {

@@ -94,6 +94,17 @@ impl Recorder {
         });
     }
 
+    /// A collection expire whose deadline is `ttl_ms` from now (run time).
+    pub fn invoke_expire(&self, process: u64, collection: &Key, ttl_ms: u64) {
+        let op = self.header(process, Function::Expire, collection);
+        let expires_ms = Some(op.time_ms + ttl_ms);
+        self.push(Event::Invoke {
+            op,
+            value: None,
+            expires_ms,
+        });
+    }
+
     pub fn ok(&self, process: u64, key: &Key, result: OkResult) {
         let op = self.header(process, result.function(), key);
         self.push(Event::Ok { op, result });

@@ -166,6 +166,10 @@ enum Op {
     Read,
     /// On a counter or a queue.
     Typed(TypedOp),
+    /// A deadline `ttl_ms` ahead for the collection the key names.
+    ExpireCollection {
+        ttl_ms: u64,
+    },
 }
 
 struct Client {
@@ -259,6 +263,11 @@ impl Client {
         if k.typed_percent > 0 && self.rng.chance_percent(k.typed_percent) {
             return self.choose_typed();
         }
+        if k.collection_expire_percent > 0 && self.rng.chance_percent(k.collection_expire_percent) {
+            if let Some(op) = self.choose_collection_expire() {
+                return op;
+            }
+        }
         let roll = self.rng.below(100);
         if roll < k.read_percent {
             return (self.choose_key(false), Op::Read);
@@ -291,6 +300,19 @@ impl Client {
             ttl_ms,
         };
         (key, op)
+    }
+
+    /// A deadline for the collection of a key drawn as writes draw theirs
+    /// (`None` when a few draws found only string keys).
+    fn choose_collection_expire(&mut self) -> Option<(Key, Op)> {
+        for _ in 0..4 {
+            let key = self.choose_key(false);
+            if let Some(collection) = key.collection() {
+                let ttl_ms = 1 + self.rng.below(self.shared.knobs.collection_ttl_max_ms);
+                return Some((collection, Op::ExpireCollection { ttl_ms }));
+            }
+        }
+        None
     }
 
     /// An operation on one of the few counters and queues.
@@ -348,14 +370,28 @@ impl Client {
             return;
         }
         let touched = match op {
-            Op::Typed(_) => &self.shared.typed_touched,
-            _ => &self.shared.keys_touched,
+            Op::Typed(_) => Some(&self.shared.typed_touched),
+            // A collection's key holds no register of its own.
+            Op::ExpireCollection { .. } => None,
+            _ => Some(&self.shared.keys_touched),
         };
-        lock(touched).insert(key.clone());
-        let recorder = self.shared.recorder.clone();
+        if let Some(touched) = touched {
+            lock(touched).insert(key.clone());
+        }
+        let (f, args) = self.invoke(&key, &op);
+        let arg_refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+        let timeout_ms = self.shared.knobs.op_timeout_ms;
+        let conn = self.conn.as_mut().expect("ready() connected");
+        let reply = conn.call(&arg_refs, timeout_ms).await;
+        self.complete(&key, f, &op, reply);
+    }
+
+    /// Record `op`'s invoke and build its command.
+    fn invoke(&self, key: &Key, op: &Op) -> (Function, Vec<Vec<u8>>) {
+        let recorder = &self.shared.recorder;
         let process = self.process;
-        let (name, field) = key_args(&key);
-        let (f, args): (Function, Vec<Vec<u8>>) = match &op {
+        let (name, field) = key_args(key);
+        match op {
             Op::Write {
                 value,
                 context,
@@ -369,16 +405,16 @@ impl Client {
                 }
                 match ttl_ms {
                     Some(ttl_ms) => {
-                        recorder.invoke_expiring(process, &key, value.clone(), *ttl_ms);
+                        recorder.invoke_expiring(process, key, value.clone(), *ttl_ms);
                         args.push(b"PXAT".to_vec());
                         args.push((wall_ms() + ttl_ms).to_string().into_bytes());
                     }
-                    None => recorder.invoke(process, Function::Write, &key, Some(value.clone())),
+                    None => recorder.invoke(process, Function::Write, key, Some(value.clone())),
                 }
                 (Function::Write, args)
             }
             Op::Delete { context } => {
-                recorder.invoke(process, Function::Delete, &key, None);
+                recorder.invoke(process, Function::Delete, key, None);
                 let mut args = vec![b"SHOAL.DEL".to_vec(), name];
                 args.extend(field);
                 if let Some(context) = context {
@@ -388,21 +424,22 @@ impl Client {
                 (Function::Delete, args)
             }
             Op::Read => {
-                recorder.invoke(process, Function::Read, &key, None);
+                recorder.invoke(process, Function::Read, key, None);
                 let mut args = vec![b"SHOAL.SIBLINGS".to_vec(), name];
                 args.extend(field);
                 (Function::Read, args)
             }
             Op::Typed(typed) => {
-                recorder.invoke(process, typed.function(), &key, typed.invoke_value());
+                recorder.invoke(process, typed.function(), key, typed.invoke_value());
                 (typed.function(), typed.command(&key.name))
             }
-        };
-        let arg_refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
-        let timeout_ms = self.shared.knobs.op_timeout_ms;
-        let conn = self.conn.as_mut().expect("ready() connected");
-        let reply = conn.call(&arg_refs, timeout_ms).await;
-        self.complete(&key, f, &op, reply);
+            Op::ExpireCollection { ttl_ms } => {
+                recorder.invoke_expire(process, key, *ttl_ms);
+                let at_ms = (wall_ms() + ttl_ms).to_string().into_bytes();
+                let args = vec![b"PEXPIREAT".to_vec(), name, at_ms];
+                (Function::Expire, args)
+            }
+        }
     }
 
     fn complete(&mut self, key: &Key, f: Function, op: &Op, reply: Result<Reply, CallError>) {
@@ -449,6 +486,11 @@ impl Client {
                 }
             }),
             Op::Typed(typed) => typed.parse(&reply),
+            Op::ExpireCollection { .. } => match reply {
+                Reply::Integer(1) => Some(OkResult::Expire { applied: true }),
+                Reply::Integer(0) => Some(OkResult::Expire { applied: false }),
+                _ => None,
+            },
         };
         match result {
             Some(result) => recorder.ok(process, key, result),

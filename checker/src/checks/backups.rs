@@ -69,10 +69,7 @@ fn lost(
     let acknowledged_before = write
         .ok_at()
         .is_some_and(|done| done.time_ms < state.started_ms);
-    let slack_ms = facts.history.meta.expiry_slack_ms.unwrap_or(0);
-    let expired = write
-        .expires_ms
-        .is_some_and(|deadline| deadline <= state.taken_ms + slack_ms);
+    let expired = super::expiry::may_have_expired_by(facts, write, Some(state.taken_ms));
     let held = state.siblings.iter().any(|sibling| sibling.dot == dot);
     if !acknowledged_before || expired || held {
         return None;

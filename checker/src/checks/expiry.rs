@@ -2,13 +2,30 @@
 //! clock may lag the run's (`Meta::expiry_slack_ms`). A read invoked later than
 //! that ran at a node whose clock was past the deadline, so it must not return
 //! the value, from its own copy or from any replica's.
+//!
+//! A collection's deadline (`Function::Expire` of key `c`) binds its elements
+//! (keys `c:element`): a value acknowledged before an applied expire was sent
+//! was in the collection when the deadline was set, and a value is written
+//! once, so if it is read at all after the deadline it stayed in the
+//! collection all along, and the collection expired with it in. Unless an
+//! expire that may have come after gave a later deadline, reading it then is
+//! a violation. Values the deadline may have taken are no loss
+//! ([`may_have_expired_by`]).
 
 use super::Facts;
+use crate::history::{Function, OkResult};
 use crate::model::Key;
+use crate::operations::Operation;
 use crate::report::{Violation, ViolationKind};
 use std::collections::BTreeMap;
 
 pub fn check_expiry(facts: &Facts) -> Vec<Violation> {
+    let mut violations = check_value_deadlines(facts);
+    violations.extend(check_collection_deadlines(facts));
+    violations
+}
+
+fn check_value_deadlines(facts: &Facts) -> Vec<Violation> {
     let slack_ms = facts.history.meta.expiry_slack_ms.unwrap_or(0);
     // Values are unique per history: each expiring value's deadline and write.
     let deadlines: BTreeMap<(&Key, &str), (u64, usize)> = facts
@@ -59,11 +76,110 @@ pub fn expired_when_read(
     write: &crate::operations::Operation,
     state: &crate::history::FinalState,
 ) -> bool {
+    may_have_expired_by(facts, write, state.read_at_ms)
+}
+
+/// Whether `write`'s value may have expired by run time `at_ms` (`None`: at
+/// some time later): by its own deadline, or by its collection's, set by an
+/// expire that may have applied, if the value was written before that
+/// deadline (after it, a write finds the collection gone and starts afresh).
+pub fn may_have_expired_by(facts: &Facts, write: &Operation, at_ms: Option<u64>) -> bool {
     let slack_ms = facts.history.meta.expiry_slack_ms.unwrap_or(0);
-    let Some(deadline_ms) = write.expires_ms else {
-        return false;
-    };
-    state
-        .read_at_ms
-        .is_none_or(|at| deadline_ms <= at + slack_ms)
+    let passed = |deadline_ms: u64| at_ms.is_none_or(|at| deadline_ms <= at + slack_ms);
+    if write.expires_ms.is_some_and(passed) {
+        return true;
+    }
+    collection_expires(facts, &write.key).any(|expire| {
+        let deadline_ms = expire.expires_ms.expect("an expire has a deadline");
+        may_apply(expire) && passed(deadline_ms) && write.invoked.time_ms <= deadline_ms + slack_ms
+    })
+}
+
+/// The expires of the collection `element` belongs to, if any.
+fn collection_expires<'a>(facts: &'a Facts, element: &Key) -> impl Iterator<Item = &'a Operation> {
+    let key_facts = element
+        .collection()
+        .and_then(|collection| facts.keys.get(&collection));
+    key_facts
+        .into_iter()
+        .flat_map(|key_facts| facts.operations_of(key_facts))
+        .filter(|op| op.f == Function::Expire)
+}
+
+/// An expire that may have set its deadline: not failed, not found absent.
+fn may_apply(expire: &Operation) -> bool {
+    !expire.is_fail()
+        && !matches!(
+            expire.ok_result(),
+            Some(OkResult::Expire { applied: false })
+        )
+}
+
+/// Reads of an element after its collection's deadline (see the module doc).
+fn check_collection_deadlines(facts: &Facts) -> Vec<Violation> {
+    let slack_ms = facts.history.meta.expiry_slack_ms.unwrap_or(0);
+    let mut violations = Vec::new();
+    for read in &facts.operations {
+        let (Some((siblings, _)), Some(done)) = (read.read_result(), read.ok_at()) else {
+            continue;
+        };
+        let Some(key_facts) = facts.keys.get(&read.key) else {
+            continue;
+        };
+        for sibling in siblings {
+            let Some(write) = facts
+                .operations_of(key_facts)
+                .find(|op| op.f == Function::Write && op.value.as_deref() == Some(&sibling.value))
+            else {
+                continue;
+            };
+            let Some(expire) = binding_expire(facts, read, write, slack_ms) else {
+                continue;
+            };
+            let deadline_ms = expire.expires_ms.expect("an expire has a deadline");
+            violations.push(Violation::during_run(
+                ViolationKind::Expiry,
+                Some(read.key.clone()),
+                done,
+                format!(
+                    "{} returned {:?} of {}, but {} (acknowledged, applied) expired its collection at {deadline_ms} ms with it in: {} ms past that deadline (clocks may lag {slack_ms} ms)",
+                    read.describe(),
+                    sibling.value,
+                    write.describe(),
+                    expire.describe(),
+                    read.invoked.time_ms - deadline_ms
+                ),
+            ));
+        }
+    }
+    violations
+}
+
+/// An applied expire of `write`'s collection, sent after `write` was
+/// acknowledged, whose deadline passed before `read` was invoked, and which no
+/// expire that may have come after it moved later.
+fn binding_expire<'a>(
+    facts: &'a Facts,
+    read: &Operation,
+    write: &Operation,
+    slack_ms: u64,
+) -> Option<&'a Operation> {
+    let written = write.ok_at()?;
+    let read_done = read.ok_at()?;
+    let expires: Vec<&Operation> = collection_expires(facts, &read.key).collect();
+    expires.iter().copied().find(|expire| {
+        let applied = matches!(expire.ok_result(), Some(OkResult::Expire { applied: true }));
+        let deadline_ms = expire.expires_ms.expect("an expire has a deadline");
+        let moved_later = expires.iter().any(|other| {
+            other.invoked != expire.invoked
+                && may_apply(other)
+                && other.invoked < read_done
+                && other.ok_at().is_none_or(|at| at >= expire.invoked)
+                && other.expires_ms.is_some_and(|at| at > deadline_ms)
+        });
+        applied
+            && written < expire.invoked
+            && read.invoked.time_ms > deadline_ms + slack_ms
+            && !moved_later
+    })
 }

@@ -65,7 +65,8 @@ impl Store {
             // Not a record this build writes: it can bind nothing.
             return Some(vec![record_delete]);
         };
-        if self.live_count_with_prefix(elements_ns, prefix) == 0 {
+        let stale_at_most = u64::from(cfg!(feature = "bug-deadline-record-stale-early"));
+        if self.live_count_with_prefix(elements_ns, prefix) <= stale_at_most {
             return Some(vec![record_delete]);
         }
         if !record.is_absent_at(now_ms) {
