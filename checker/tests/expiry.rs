@@ -129,6 +129,33 @@ fn an_element_read_after_its_collections_deadline_is_caught() {
 }
 
 #[test]
+fn a_read_sent_before_the_expire_was_acknowledged_is_not_judged_by_it() {
+    // Expire sent at 20 ms to take effect at 30 ms, acknowledged at 60 ms;
+    // the read at 40-41 ms may have run before it took effect.
+    let mut history = Recorder::new(true);
+    history.drop_first_line().line(json!({
+        "type": "meta", "seed": 7, "n": 1, "r": 1, "w": 1, "sessions": true,
+        "nodes": [1], "converge_bound_ms": 5000, "expiry_slack_ms": 0
+    }));
+    history.write(10, 1, "h:f", "a", (1, 1), &[]);
+    history.line(json!({
+        "type": "invoke", "process": 2, "f": "expire", "ns": 0, "key": "h", "time_ms": 20,
+        "node": 1, "expires_ms": 30
+    }));
+    history.read(40, 3, "h:f", &[("a", (1, 1))], &[(1, 1)]);
+    history.line(json!({
+        "type": "ok", "process": 2, "f": "expire", "ns": 0, "key": "h", "time_ms": 60,
+        "node": 1, "applied": true
+    }));
+    history.read(70, 3, "h:f", &[("a", (1, 1))], &[(1, 1)]);
+    history.quiescence(true, 100).final_state("h:f", 1, &[], &[(1, 1)]);
+    let report = history.report();
+    let text = assert_first(&report, ViolationKind::Expiry, Some("h:f"));
+    assert!(text.contains("read invoked at 70 ms"), "only the later read: {text}");
+    assert_eq!(report.violations.len(), 1, "{report}");
+}
+
+#[test]
 fn an_expire_of_an_absent_collection_or_moved_later_binds_nothing() {
     // Found absent: the element must stay.
     let mut history = expiring_collection(false);

@@ -540,11 +540,11 @@ async fn settle_deadlines(
     spec: &CommandSpec,
     args: &[Bytes],
 ) -> Result<(), Reply> {
+    if shared.cluster.is_some() || !shared.storage.holds_collection_deadlines() {
+        return Ok(());
+    }
     let mut keys = key_arguments(spec, args).peekable();
-    if shared.cluster.is_some()
-        || keys.peek().is_none()
-        || !shared.storage.holds_collection_deadlines()
-    {
+    if keys.peek().is_none() {
         return Ok(());
     }
     let backend = Backend::of(shared);

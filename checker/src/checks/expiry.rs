@@ -7,9 +7,10 @@
 //! (keys `c:element`): a value acknowledged before an applied expire was sent
 //! was in the collection when the deadline was set, and a value is written
 //! once, so if it is read at all after the deadline it stayed in the
-//! collection all along, and the collection expired with it in. Unless an
-//! expire that may have come after gave a later deadline, reading it then is
-//! a violation. Values the deadline may have taken are no loss
+//! collection all along, and the collection expired with it in. A read sent
+//! after the expire was acknowledged (before, the two may be taken in either
+//! order) and after the deadline must not return it, unless an expire that
+//! may have come after gave a later deadline. Values the deadline may have taken are no loss
 //! ([`may_have_expired_by`]).
 
 use super::Facts;
@@ -156,8 +157,9 @@ fn check_collection_deadlines(facts: &Facts) -> Vec<Violation> {
 }
 
 /// An applied expire of `write`'s collection, sent after `write` was
-/// acknowledged, whose deadline passed before `read` was invoked, and which no
-/// expire that may have come after it moved later.
+/// acknowledged and acknowledged before `read` was sent, whose deadline passed
+/// before `read` was sent, and which no expire that may have come after it
+/// moved later.
 fn binding_expire<'a>(
     facts: &'a Facts,
     read: &Operation,
@@ -179,6 +181,7 @@ fn binding_expire<'a>(
         });
         applied
             && written < expire.invoked
+            && expire.ok_at().is_some_and(|done| done < read.invoked)
             && read.invoked.time_ms > deadline_ms + slack_ms
             && !moved_later
     })
