@@ -165,6 +165,21 @@ fn a_collections_deadline_is_set_read_kept_and_dropped_as_in_redis() {
     assert_eq!(int(&mut c, &["TTL", "z"]), -2);
     assert_eq!(int(&mut c, &["COPY", "l", "l2"]), 1);
     assert!(int(&mut c, &["TTL", "l2"]) > 290 && int(&mut c, &["TTL", "l"]) > 290);
+    // Renamed onto a collection with a deadline: the source's (or none) wins.
+    assert_eq!(int(&mut c, &["HSET", "r1", "f", "v"]), 1);
+    assert_eq!(int(&mut c, &["HSET", "r2", "f", "v"]), 1);
+    assert_eq!(int(&mut c, &["EXPIRE", "r2", "500"]), 1);
+    let _: () = query(&mut c, &["RENAME", "r1", "r2"]);
+    assert_eq!(int(&mut c, &["TTL", "r2"]), -1);
+    assert_eq!(int(&mut c, &["HSET", "r3", "f", "v"]), 1);
+    assert_eq!(int(&mut c, &["EXPIRE", "r3", "200"]), 1);
+    assert_eq!(int(&mut c, &["EXPIRE", "r2", "500"]), 1);
+    let _: () = query(&mut c, &["RENAME", "r3", "r2"]);
+    assert!((190..=200).contains(&int(&mut c, &["TTL", "r2"])));
+    assert_eq!(int(&mut c, &["MOVE", "r2", "3"]), 1);
+    let _: () = query(&mut c, &["SELECT", "3"]);
+    assert!((190..=200).contains(&int(&mut c, &["TTL", "r2"])));
+    let _: () = query(&mut c, &["SELECT", "0"]);
     // The deadline goes with the collection: DEL, SET over it, a *STORE
     // replacing it, and the last element's removal.
     assert_eq!(int(&mut c, &["DEL", "l2"]), 1);
