@@ -257,3 +257,32 @@ fn an_expired_collection_is_gone_on_access_and_in_the_background_and_deadlines_s
     let info: String = query(&mut c, &["INFO", "keyspace"]);
     assert!(info.contains("db0:keys=3,expires=1"), "{info}");
 }
+
+#[test]
+fn a_collection_killed_midway_through_its_expiry_is_finished_after_restart() {
+    let dir = temp_dir("expiry-collection-kill9");
+    let node = ShoalProcess::start(&dir, &[]);
+    let mut c = node.client();
+    // 20,000 members: active expiry deletes 256 per 100 ms, so it is midway
+    // when the node is killed.
+    for batch in 0..20 {
+        let mut sadd = vec!["SADD".to_string(), "big".to_string()];
+        sadd.extend((0..1000).map(|i| format!("m{batch}-{i}")));
+        let sadd: Vec<&str> = sadd.iter().map(String::as_str).collect();
+        assert_eq!(int(&mut c, &sadd), 1000);
+    }
+    let _: () = query(&mut c, &["HSET", "kept", "f", "v"]);
+    assert_eq!(int(&mut c, &["PEXPIRE", "big", "300"]), 1);
+    std::thread::sleep(Duration::from_millis(800));
+    node.kill9();
+    let node = ShoalProcess::start(&dir, &[]);
+    let mut c = node.client();
+    let keys: Vec<String> = query(&mut c, &["KEYS", "*"]);
+    assert_eq!(keys, ["kept"], "an expired collection is not listed");
+    assert_eq!(int(&mut c, &["SCARD", "big"]), 0);
+    assert_eq!(int(&mut c, &["SADD", "big", "fresh"]), 1);
+    assert_eq!(int(&mut c, &["TTL", "big"]), -1);
+    assert_eq!(int(&mut c, &["SCARD", "big"]), 1);
+    let fields: Vec<String> = query(&mut c, &["HGETALL", "kept"]);
+    assert_eq!(fields, ["f", "v"]);
+}
