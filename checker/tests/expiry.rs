@@ -148,10 +148,15 @@ fn a_read_sent_before_the_expire_was_acknowledged_is_not_judged_by_it() {
         "node": 1, "applied": true
     }));
     history.read(70, 3, "h:f", &[("a", (1, 1))], &[(1, 1)]);
-    history.quiescence(true, 100).final_state("h:f", 1, &[], &[(1, 1)]);
+    history
+        .quiescence(true, 100)
+        .final_state("h:f", 1, &[], &[(1, 1)]);
     let report = history.report();
     let text = assert_first(&report, ViolationKind::Expiry, Some("h:f"));
-    assert!(text.contains("read invoked at 70 ms"), "only the later read: {text}");
+    assert!(
+        text.contains("read invoked at 70 ms"),
+        "only the later read: {text}"
+    );
     assert_eq!(report.violations.len(), 1, "{report}");
 }
 

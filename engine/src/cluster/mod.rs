@@ -5,8 +5,8 @@
 //! own copies to its clients' answers ([`coordination`]), a batch of quorum
 //! reads with their blocking read repair ([`reading`]), a keyspace listing
 //! gathered from every member ([`listing`]), why a request is refused ([`refusal`]), whether a peer's request is served
-//! ([`admission`]), when a restoring node is whole again ([`restore`]) and the agreement that lets delete markers
-//! go ([`tombstones`]). Placement is [`crate::placement`]; anti-entropy
+//! ([`admission`]), when a restoring node is whole again ([`restore`]), the agreement that lets delete markers
+//! go ([`tombstones`]) and one primary's round of it ([`marker_round`]). Placement is [`crate::placement`]; anti-entropy
 //! digests are [`crate::digest`].
 //!
 //! Must not touch: sockets, tasks, clocks. Time comes in as `now_ms` arguments;
@@ -19,6 +19,7 @@ pub mod hints;
 pub mod listing;
 pub mod lives;
 pub mod map;
+pub mod marker_round;
 pub mod quorum;
 pub mod reading;
 pub mod refusal;

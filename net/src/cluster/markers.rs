@@ -2,6 +2,7 @@
 //! `tombstones`): propose, collect verdicts, wait out the settle delay, forget.
 
 use super::*;
+use shoal_engine::cluster::marker_round::{self, RoundFacts, RoundStart, Verdicts};
 
 impl Cluster {
     /// One round of delete-marker collection (`tombstones` has the protocol):
@@ -10,27 +11,14 @@ impl Cluster {
     /// settled and every member answers.
     pub(super) async fn collect_markers(self: &Arc<Self>) {
         let map = self.map();
-        let me = self.me();
-        lock(&self.agreed_markers).keep_ring(map.version());
-        if map.partitions_in_transition() > 0 || !self.ready.load(Ordering::Acquire) {
-            return;
-        }
-        let members: Vec<NodeId> = map.ring().members().iter().copied().collect();
         let bugged = cfg!(feature = "bug-forget-without-agreement");
-        if !bugged && members.iter().any(|m| *m != me && !self.is_live(*m)) {
-            return;
-        }
-        let timeout = self.config.request_timeout_ms;
-        let Some(settle_ms) = self.marker_settle_ms(&members, bugged) else {
+        let facts = self.round_facts(&map);
+        let start = marker_round::start(&mut lock(&self.agreed_markers), &facts, bugged);
+        let RoundStart::Run { due } = start else {
             return;
         };
-        let due = lock(&self.agreed_markers).take_due(
-            self.now_ms(),
-            settle_ms,
-            tombstones::PROPOSALS_PER_ROUND_MAX,
-        );
         if !due.is_empty() {
-            self.forget_everywhere(&map, &members, due).await;
+            self.forget_everywhere(&map, &facts.members, due).await;
         }
         let proposals = self.marker_proposals(&map);
         if proposals.is_empty() {
@@ -39,54 +27,49 @@ impl Cluster {
         self.stats
             .markers_proposed
             .fetch_add(proposals.len() as u64, Ordering::Relaxed);
-        let mut agreed = self.marker_verdicts(&map, &proposals);
-        if bugged {
-            // Planted bug: a marker goes once this node holds it, whatever the
-            // other replicas hold.
-            agreed.iter_mut().for_each(|a| *a = true);
-        }
-        for peer in members.iter().copied().filter(|m| *m != me && !bugged) {
+        let local = self.marker_verdicts(&map, &proposals);
+        let mut verdicts = Verdicts::new(&facts, proposals, local, bugged);
+        while let Some(member) = verdicts.next_to_ask() {
             let request = Request::MarkerVerdicts {
                 ring_version: map.version(),
-                items: proposals.clone(),
+                items: verdicts.proposals().to_vec(),
             };
-            match self.call(peer, request, timeout).await {
-                Ok(Response::Verdicts(v)) if v.len() == agreed.len() => {
-                    agreed.iter_mut().zip(v).for_each(|(a, b)| *a &= b);
-                }
-                _ => return,
+            let timeout = self.config.request_timeout_ms;
+            let answer = match self.call(member, request, timeout).await {
+                Ok(Response::Verdicts(v)) => Some(v),
+                _ => None,
+            };
+            if !verdicts.answered(member, answer) {
+                return;
             }
         }
-        let now = self.now_ms();
-        let mut held = lock(&self.agreed_markers);
-        if held.ring_version_is(map.version()) {
-            for (item, ok) in proposals.into_iter().zip(agreed) {
-                if ok {
-                    self.stats.markers_agreed.fetch_add(1, Ordering::Relaxed);
-                    held.insert(item, now);
-                }
-            }
-        }
+        let agreed = verdicts.settle(&mut lock(&self.agreed_markers), self.now_ms());
+        self.stats
+            .markers_agreed
+            .fetch_add(agreed as u64, Ordering::Relaxed);
     }
 
-    /// How long an agreed marker waits before it is forgotten: the settle
-    /// delay widened by the largest clock skew measured to `members`; `None`
-    /// while some member's clock is not measured yet (the wait must cover
-    /// skew). `bugged`: the planted bug waits nothing.
-    fn marker_settle_ms(&self, members: &[NodeId], bugged: bool) -> Option<u64> {
-        let skew_max_ms = match self.clock_skew_max_ms(members) {
-            Some(skew_max_ms) => skew_max_ms,
-            None if bugged => 0,
-            None => return None,
-        };
-        if bugged {
-            return Some(0);
+    /// What a marker round starts from (`marker_round::RoundFacts`).
+    fn round_facts(&self, map: &ClusterMap) -> RoundFacts {
+        let me = self.me();
+        let members: Vec<NodeId> = map.ring().members().iter().copied().collect();
+        let down = members
+            .iter()
+            .copied()
+            .filter(|m| *m != me && !self.is_live(*m))
+            .collect();
+        RoundFacts {
+            me,
+            skew_max_ms: self.clock_skew_max_ms(&members),
+            members,
+            ring_version: map.version(),
+            in_transition: map.partitions_in_transition() > 0,
+            ready: self.ready.load(Ordering::Acquire),
+            down,
+            request_timeout_ms: self.config.request_timeout_ms,
+            replica_write_age_max_ms: self.config.replica_write_age_max_ms,
+            now_ms: self.now_ms(),
         }
-        Some(tombstones::settle_with_skew_ms(
-            self.config.request_timeout_ms,
-            self.config.replica_write_age_max_ms,
-            skew_max_ms,
-        ))
     }
 
     /// Markers to propose: from partitions this node is the first owner of,
