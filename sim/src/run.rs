@@ -73,6 +73,11 @@ pub fn features() -> Vec<&'static str> {
         "bug-pop-takes-extra",
         "bug-remove-wins",
         "bug-backup-skips-active",
+        "bug-deadline-record-stale-early",
+        "bug-field-placed-by-own-bytes",
+        "bug-merge-drops-deadline",
+        "bug-read-counts-unrepaired",
+        "bug-read-ignores-ring",
     )
 }
 
