@@ -32,6 +32,7 @@ use crate::storage::Storage;
 use bytes::Bytes;
 use shoal_engine::cluster::admission::{self, RingCheck};
 use shoal_engine::cluster::detector::{Detector, DetectorConfig, DetectorEvent, PeerState};
+use shoal_engine::cluster::exchange::{self, Exchange};
 use shoal_engine::cluster::hints;
 use shoal_engine::cluster::listing::{self, Settled};
 use shoal_engine::cluster::lives::{self as peer_lives, Lives};
@@ -882,10 +883,6 @@ fn replica_items(
 }
 
 /// Bytes of sibling sets (and keys) the items carry.
-fn items_bytes(items: &[ReplicaItem]) -> usize {
-    items.iter().map(ReplicaItem::size_bytes).sum()
-}
-
 fn unknown_outcome(what: &str, e: &CallError) -> RemoteError {
     RemoteError::new(
         Refusal::OutcomeUnknown,

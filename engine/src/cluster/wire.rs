@@ -55,6 +55,11 @@ pub struct ReplicaItem {
     pub set: SiblingSet,
 }
 
+/// The bytes copies take in frames ([`ReplicaItem::size_bytes`] summed).
+pub fn items_bytes(items: &[ReplicaItem]) -> usize {
+    items.iter().map(ReplicaItem::size_bytes).sum()
+}
+
 impl ReplicaItem {
     /// About how many bytes it takes in a frame: its key and its set.
     pub fn size_bytes(&self) -> usize {

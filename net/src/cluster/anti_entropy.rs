@@ -83,85 +83,54 @@ impl Cluster {
             .fetch_add(dropped, Ordering::Relaxed);
     }
 
-    /// The partitions an exchange with `peer` compares: those both own. While
-    /// restoring, also those both hold in either placement of a transition:
-    /// this node is an old owner, and so a handoff source once it stops
-    /// restoring, of partitions whose other copies may be only on a peer that
-    /// no longer owns them (an outgoing owner, which keeps them until the ring
-    /// settles). Comparing owned partitions alone let a node finish restoring,
-    /// and serve a scan, without a write whose only other copy was on such a
-    /// peer (the cluster sim found it: an old owner down while the ring
-    /// changed).
-    pub(super) fn shared_partitions(&self, map: &ClusterMap, peer: NodeId) -> Vec<PartitionId> {
-        let me = self.me();
-        let restoring = self.restoring.load(Ordering::Acquire);
-        map.partitions()
-            .into_iter()
-            .filter(|p| {
-                let list = map.owners(*p);
-                (list.contains(&me) && list.contains(&peer))
-                    || (restoring && map.holds(me, *p) && map.holds(peer, *p))
-            })
-            .collect()
-    }
-
-    /// One exchange with one peer over every partition both hold: compare
-    /// partition digests, then, one differing partition at a time, slot digests,
-    /// key hashes of the slots that differ, and push our copies of the
-    /// differing keys and pull theirs (each side merges, so the order does not
-    /// matter), until the round's budgets (`anti_entropy_keys_per_round_max`
-    /// keys, `anti_entropy_bytes_per_round_max` bytes) are spent. A partition is
-    /// compared only when the round can still move its keys: comparing every
-    /// differing partition first cost a round trip per differing partition and
-    /// slot however little the budget then moved, so a node restoring a lost
-    /// disk of large values spent about 6 s per exchange to move 256 KB of 1.9
-    /// MB and did not converge within 30 s (cluster seed 20028909).
+    /// One exchange with one peer over every partition both hold
+    /// (`exchange::shared_partitions`): compare partition digests, then, one
+    /// differing partition at a time while the round's budgets last
+    /// (`anti_entropy_keys_per_round_max` keys,
+    /// `anti_entropy_bytes_per_round_max` bytes), slot digests, key hashes of
+    /// the slots that differ, and push our copies of the differing keys and
+    /// pull theirs (each side merges, so the order does not matter).
+    /// `exchange::Exchange` keeps the budgets and decides completeness.
     pub(super) async fn anti_entropy_with(self: &Arc<Self>, peer: NodeId) -> Result<(), CallError> {
         let map = self.map();
-        let shared = self.shared_partitions(&map, peer);
-        let Some(differing) = self.differing_partitions(peer, &shared).await? else {
+        let restoring = self.restoring.load(Ordering::Acquire);
+        let shared = exchange::shared_partitions(&map, self.me(), peer, restoring);
+        let mut exchange = Exchange::new(
+            self.config.anti_entropy_keys_per_round_max,
+            self.config.anti_entropy_bytes_per_round_max,
+        );
+        if !self
+            .compare_partitions(peer, &shared, &mut exchange)
+            .await?
+        {
             return Ok(());
-        };
-        let mut keys_left = self.config.anti_entropy_keys_per_round_max;
-        let mut bytes_left = self.config.anti_entropy_bytes_per_round_max;
-        let mut found = 0;
-        // Complete: every differing key of every shared partition was found, and
-        // every one pulled and merged here.
-        let mut complete = true;
-        for partition in differing {
-            if keys_left == 0 || bytes_left == 0 {
-                complete = false;
-                break;
-            }
+        }
+        while let Some((partition, keys_max)) = exchange.next_partition() {
             let Some(keys) = self
-                .differing_keys_of(peer, &map, partition, keys_left)
+                .differing_keys_of(peer, &map, partition, keys_max)
                 .await?
             else {
                 return Ok(());
             };
-            // The key budget reached: more may differ than were found.
-            complete &= keys.len() < keys_left;
-            keys_left -= keys.len();
-            found += keys.len();
-            complete &= self
-                .exchange_keys(peer, &map, keys, &mut bytes_left)
-                .await?;
+            exchange.found(keys.len());
+            self.exchange_keys(peer, &map, keys, &mut exchange).await?;
         }
-        self.record_lag(peer, found);
-        if complete {
+        let end = exchange.end();
+        self.record_lag(peer, end.found);
+        if end.complete {
             self.restored_from(peer, &map);
         }
         Ok(())
     }
 
-    /// The partitions among `shared` whose digests differ between this node and
-    /// `peer` (`None`: an unexpected answer).
-    pub(super) async fn differing_partitions(
+    /// Compare the digests of `shared` partitions with `peer`'s, in requests
+    /// of at most `ITEMS_PER_REQUEST_MAX` (false: an unexpected answer).
+    pub(super) async fn compare_partitions(
         &self,
         peer: NodeId,
         shared: &[PartitionId],
-    ) -> Result<Option<Vec<PartitionId>>, CallError> {
-        let mut differing = Vec::new();
+        exchange: &mut Exchange,
+    ) -> Result<bool, CallError> {
         for chunk in shared.chunks(ITEMS_PER_REQUEST_MAX) {
             let request = Request::PartitionDigests {
                 partitions: chunk.to_vec(),
@@ -171,18 +140,11 @@ impl Cluster {
                 .await?
             {
                 Response::PartitionDigests(d) if d.len() == chunk.len() => d,
-                _ => return Ok(None),
+                _ => return Ok(false),
             };
-            let mine = self.partition_digests(chunk);
-            differing.extend(
-                chunk
-                    .iter()
-                    .zip(mine.iter().zip(&theirs))
-                    .filter(|(_, (a, b))| a != b)
-                    .map(|(p, _)| *p),
-            );
+            exchange.compared(chunk, &self.partition_digests(chunk), &theirs);
         }
-        Ok(Some(differing))
+        Ok(true)
     }
 
     /// The keys of `partition` whose copies differ between this node and `peer`,
@@ -237,51 +199,43 @@ impl Cluster {
     }
 
     /// Push our copies of `keys` to `peer` and pull and merge theirs, while
-    /// `budget_bytes` lasts. True when every key's copy was pulled and merged.
+    /// the exchange's bytes last.
     pub(super) async fn exchange_keys(
         &self,
         peer: NodeId,
         map: &ClusterMap,
         keys: Vec<(u8, Bytes)>,
-        budget_bytes: &mut usize,
-    ) -> Result<bool, CallError> {
+        exchange: &mut Exchange,
+    ) -> Result<(), CallError> {
         let mut by_namespace: BTreeMap<u8, Vec<Bytes>> = BTreeMap::new();
         for (namespace, key) in keys {
             by_namespace.entry(namespace).or_default().push(key);
         }
-        let mut pulled_everything = true;
         for (namespace, keys) in by_namespace {
-            self.push_copies(peer, map, namespace, &keys, budget_bytes)
+            self.push_copies(peer, map, namespace, &keys, exchange)
                 .await?;
-            pulled_everything &= self
-                .pull_copies(peer, map, namespace, keys, budget_bytes)
+            self.pull_copies(peer, map, namespace, keys, exchange)
                 .await?;
         }
-        Ok(pulled_everything)
+        Ok(())
     }
 
-    /// Anti-entropy's push: our copies of `keys` to `peer`, in requests of at
-    /// most `repair_batch_bytes_max`, while `budget_bytes` lasts (the first
-    /// copy always goes, so a round moves any value size).
+    /// Anti-entropy's push: our copies of `keys` to `peer`, as the exchange
+    /// cuts them (`Exchange::push_requests`).
     pub(super) async fn push_copies(
         &self,
         peer: NodeId,
         map: &ClusterMap,
         namespace: u8,
         keys: &[Bytes],
-        budget_bytes: &mut usize,
+        exchange: &mut Exchange,
     ) -> Result<(), CallError> {
-        let mut items = replica_items(namespace, keys, self.read_locally(namespace, keys));
-        let within = items_within_bytes(&items, *budget_bytes);
-        let mut chunk_bytes_max = self.config.repair_batch_bytes_max;
-        if cfg!(feature = "bug-repair-ignores-bytes") {
-            // Planted bug: bounded by key count only, as before.
-            chunk_bytes_max = usize::MAX;
-        } else {
-            items.truncate(within);
-        }
-        for chunk in chunk_by_bytes(items, chunk_bytes_max) {
-            let (n, bytes) = (chunk.len(), items_bytes(&chunk));
+        let items = replica_items(namespace, keys, self.read_locally(namespace, keys));
+        let ignore_bytes = cfg!(feature = "bug-repair-ignores-bytes");
+        let requests =
+            exchange.push_requests(items, self.config.repair_batch_bytes_max, ignore_bytes);
+        for chunk in requests {
+            let (n, bytes) = (chunk.len(), exchange.moved(&chunk));
             let request = Request::Replicate {
                 sent_wall_ms: self.clock.wall_ms(),
                 ring_version: map.version(),
@@ -290,7 +244,6 @@ impl Cluster {
             };
             self.call(peer, request, self.config.request_timeout_ms)
                 .await?;
-            *budget_bytes = budget_bytes.saturating_sub(bytes);
             self.stats
                 .anti_entropy_keys_pushed
                 .fetch_add(n as u64, Ordering::Relaxed);
@@ -302,25 +255,23 @@ impl Cluster {
     }
 
     /// Anti-entropy's pull: `peer`'s copies of `keys`, a byte-bounded prefix
-    /// per request (`ReadPrefix`), merged here, while `budget_bytes` lasts.
-    /// True when every key's copy was read and merged.
+    /// per request (`ReadPrefix`), merged here, while the exchange's bytes
+    /// last; it learns whether every key's copy was read and merged.
     pub(super) async fn pull_copies(
         &self,
         peer: NodeId,
         map: &ClusterMap,
         namespace: u8,
         mut keys: Vec<Bytes>,
-        budget_bytes: &mut usize,
-    ) -> Result<bool, CallError> {
-        let mut complete = true;
+        exchange: &mut Exchange,
+    ) -> Result<(), CallError> {
+        let ignore_bytes = cfg!(feature = "bug-repair-ignores-bytes");
         while !keys.is_empty() {
-            if *budget_bytes == 0 {
-                return Ok(false);
-            }
-            let mut bytes_max = self.config.repair_batch_bytes_max.min(*budget_bytes) as u64;
-            if cfg!(feature = "bug-repair-ignores-bytes") {
-                bytes_max = u64::MAX;
-            }
+            let Some(bytes_max) =
+                exchange.pull_bytes_max(self.config.repair_batch_bytes_max, ignore_bytes)
+            else {
+                return Ok(());
+            };
             let request = Request::ReadPrefix {
                 ring_version: map.version(),
                 namespace,
@@ -332,13 +283,15 @@ impl Cluster {
                 .await?
             {
                 Response::Sets(sets) if (1..=keys.len()).contains(&sets.len()) => sets,
-                _ => return Ok(false),
+                _ => {
+                    exchange.pulled(false);
+                    return Ok(());
+                }
             };
             let answered: Vec<Bytes> = keys.drain(..sets.len()).collect();
-            complete &= sets.iter().all(Result::is_ok);
+            let all_read = sets.iter().all(Result::is_ok);
             let items = replica_items(namespace, &answered, sets);
-            let bytes = items_bytes(&items);
-            *budget_bytes = budget_bytes.saturating_sub(bytes);
+            let bytes = exchange.moved(&items);
             self.stats
                 .anti_entropy_keys_pulled
                 .fetch_add(items.len() as u64, Ordering::Relaxed);
@@ -346,9 +299,9 @@ impl Cluster {
                 .anti_entropy_bytes_pulled
                 .fetch_add(bytes as u64, Ordering::Relaxed);
             let merged = self.merge_locally(items).await;
-            complete &= merged.iter().all(Result::is_ok);
+            exchange.pulled(all_read && merged.iter().all(Result::is_ok));
         }
-        Ok(complete)
+        Ok(())
     }
 
     /// While restoring ([`RESTORING_FILE`]): `peer`'s copies of every partition

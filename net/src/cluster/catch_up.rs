@@ -12,7 +12,7 @@
 //! apart: acknowledged writes may be gone here while replicas hold them), for
 //! each key it has not yet written in this life (cluster seed 20016769).
 
-use super::{Cluster, Refusal, RemoteError};
+use super::{Cluster, Exchange, Refusal, RemoteError};
 use bytes::Bytes;
 use shoal_engine::cluster::map::{split_partition, ClusterMap};
 use shoal_engine::placement::PartitionId;
@@ -164,11 +164,11 @@ impl Cluster {
             if answered >= needed {
                 break;
             }
-            let mut budget_bytes = usize::MAX;
-            if let Ok(true) = self
-                .pull_copies(source, map, namespace, keys.clone(), &mut budget_bytes)
-                .await
-            {
+            let mut exchange = Exchange::new(usize::MAX, usize::MAX);
+            let pulled = self
+                .pull_copies(source, map, namespace, keys.clone(), &mut exchange)
+                .await;
+            if pulled.is_ok() && exchange.end().complete {
                 answered += 1;
             }
         }
