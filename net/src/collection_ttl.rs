@@ -39,11 +39,15 @@ const ACTIVE_OPS_PER_ROUND_MAX: usize = 256;
 
 impl Backend<'_> {
     /// The deadline of collection `key` in database `ns`, wall ms (`None`:
-    /// none, or a cluster).
+    /// none, or a cluster). No look at the store while no collection of this
+    /// node has a deadline (DEL, KEYS and SCAN ask for every key).
     pub fn collection_deadline(&self, ns: u8, key: &[u8]) -> Option<u64> {
         let Place::Local(storage) = &self.place else {
             return None;
         };
+        if !storage.holds_collection_deadlines() {
+            return None;
+        }
         let dns = self.stored(deadlines_namespace(ns));
         storage.read(|s| s.collection_deadline(dns, &field_prefix(key)))
     }
@@ -138,6 +142,9 @@ pub fn ttl(backend: &Backend<'_>, ns: u8, key: &[u8], query: TtlQuery) -> Reply 
 /// deadline passed, up to [`ACTIVE_OPS_PER_ROUND_MAX`] deletes in all (a
 /// large collection goes over several rounds). `Err`: storage refused.
 pub async fn expire_due(storage: &Storage) -> Result<usize, Reply> {
+    if !storage.holds_collection_deadlines() {
+        return Ok(0);
+    }
     let now_ms = storage.wall_ms();
     let ops = storage.read(|s| {
         let mut ops = Vec::new();

@@ -127,6 +127,9 @@ fn check_collection_deadlines(facts: &Facts) -> Vec<Violation> {
         let Some(key_facts) = facts.keys.get(&read.key) else {
             continue;
         };
+        if collection_expires(facts, &read.key).next().is_none() {
+            continue; // Not an element of a collection ever given a deadline.
+        }
         for sibling in siblings {
             let Some(write) = facts
                 .operations_of(key_facts)
