@@ -740,6 +740,9 @@ pub struct Cluster {
     refusals: Mutex<refusals::RefusalLog>,
     /// The handoff this node is pulling now, for operators.
     handoff_now: Mutex<Option<HandoffProgress>>,
+    /// The last ring version under which this node warned that its own copy
+    /// of a partition does not read back (one warning per ring change).
+    unreadable_warned_version: AtomicU64,
     /// Hints kept as a fallback (`None`: this node keeps none).
     hints: Option<Storage>,
     /// Serializes read-merge-put of hints.

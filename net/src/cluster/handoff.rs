@@ -69,8 +69,13 @@ impl Cluster {
         partition: PartitionId,
     ) -> Result<(), String> {
         let old_write_quorum = self.old_write_quorum(map, partition);
-        // An old owner that stays (a pin's) counts itself as one source.
-        let stays = map.was_owner(partition, self.me());
+        // An old owner that stays (a pin's) counts itself as one source, if
+        // its own copy is whole: not while it is restoring (its data is being
+        // rebuilt), nor with a record that does not read back (the partition
+        // would be one copy short of what the count assumed).
+        let stays = map.was_owner(partition, self.me())
+            && !self.restoring.load(Ordering::Acquire)
+            && self.own_copy_reads(map, partition);
         let needed = map
             .sources_needed(partition, old_write_quorum)
             .saturating_sub(usize::from(stays));
@@ -94,6 +99,35 @@ impl Cluster {
                 "pulled from {pulled} of the {needed} old owners needed ({})",
                 errors.join("; ")
             ))
+        }
+    }
+
+    /// Whether every record of `partition` this node holds reads back (each
+    /// one's checksum holds), batch by batch as a handoff source would send it.
+    fn own_copy_reads(&self, map: &ClusterMap, partition: PartitionId) -> bool {
+        let slots = map.slot_range(partition);
+        let namespaces = map.namespaces(partition);
+        let mut after: Option<HandoffCursor> = None;
+        loop {
+            match self.handoff_batch(slots.clone(), &namespaces, after.as_ref()) {
+                Ok((_, Some(next))) => after = Some(next),
+                Ok((_, None)) => return true,
+                Err(e) => {
+                    let version = map.version();
+                    let warned = self
+                        .unreadable_warned_version
+                        .swap(version, Ordering::Relaxed);
+                    if warned != version {
+                        tracing::warn!(
+                            "ring version {version}: this node's copy of partition {partition} \
+                             cannot be read whole ({e}); it does not count itself as a \
+                             handoff source (restart it to set the damage aside and restore \
+                             from its replicas)"
+                        );
+                    }
+                    return false;
+                }
+            }
         }
     }
 

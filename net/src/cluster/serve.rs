@@ -3,6 +3,10 @@
 
 use super::*;
 
+/// One batch of a handoff scan, and where the next one starts (`None`: the
+/// scan is done).
+pub(super) type HandoffBatch = (Vec<ReplicaItem>, Option<HandoffCursor>);
+
 impl Cluster {
     pub(super) async fn handle(self: &Arc<Self>, from: NodeId, request: Request) -> Response {
         match request {
@@ -280,8 +284,15 @@ impl Cluster {
         ) {
             return Response::Error(e);
         }
-        let (items, next) = self.handoff_batch(slots, &namespaces, after.as_ref());
-        Response::HandoffItems { items, next }
+        match self.handoff_batch(slots, &namespaces, after.as_ref()) {
+            Ok((items, next)) => Response::HandoffItems { items, next },
+            // A record that cannot be read is not skipped: the asker would
+            // count this node as a whole source and finish without it.
+            Err(e) => Response::Error(RemoteError::new(
+                Refusal::Invalid,
+                format!("handoff source cannot read its copy: {e}"),
+            )),
+        }
     }
 
     /// Writes proxied here for this node to coordinate.
@@ -422,10 +433,10 @@ impl Cluster {
         slots: std::ops::RangeInclusive<u16>,
         namespaces: &Namespaces,
         after: Option<&HandoffCursor>,
-    ) -> (Vec<ReplicaItem>, Option<HandoffCursor>) {
+    ) -> Result<HandoffBatch, shoal_engine::store::ReadError> {
         self.storage.read(|s| {
             let Some(digests) = s.digests() else {
-                return (Vec::new(), None);
+                return Ok((Vec::new(), None));
             };
             let mut slot_namespaces: Vec<(u16, u8)> = digests
                 .slot_digests(slots)
@@ -453,7 +464,7 @@ impl Cluster {
                     }) {
                         continue;
                     }
-                    let Ok(Some(set)) = s.get(namespace, &key) else {
+                    let Some(set) = s.get(namespace, &key)? else {
                         continue;
                     };
                     if !items.is_empty()
@@ -466,7 +477,7 @@ impl Cluster {
                             namespace: last.namespace,
                             key: last.key.clone(),
                         };
-                        return (items, Some(next));
+                        return Ok((items, Some(next)));
                     }
                     bytes += key.len() + set.size_bytes();
                     last_slot = slot;
@@ -477,7 +488,7 @@ impl Cluster {
                     });
                 }
             }
-            (items, None)
+            Ok((items, None))
         })
     }
 

@@ -104,6 +104,7 @@ impl Cluster {
             peers: Mutex::new(BTreeMap::new()),
             refusals: Mutex::default(),
             handoff_now: Mutex::new(None),
+            unreadable_warned_version: AtomicU64::new(0),
             hint_owners: Mutex::new(hints.as_ref().map(held_hint_owners).unwrap_or_default()),
             hints,
             hint_lock: tokio::sync::Mutex::new(()),

@@ -200,17 +200,21 @@ pub(crate) fn inspect(dir: &Path) -> BTreeMap<String, Vec<String>> {
 
 /// Run `shoal cluster <args>` and return its output (panics on failure).
 pub(crate) fn admin(args: &[&str]) -> String {
+    try_admin(args).unwrap_or_else(|e| panic!("shoal cluster {args:?} failed: {e}"))
+}
+
+/// Run `shoal cluster <args>`: its output, or its error output.
+pub(crate) fn try_admin(args: &[&str]) -> Result<String, String> {
     let out = Command::new(env!("CARGO_BIN_EXE_shoal"))
         .arg("cluster")
         .args(args)
         .output()
         .expect("run shoal cluster");
-    assert!(
-        out.status.success(),
-        "shoal cluster {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
 }
 
 /// The number right after `prefix` on a line of a node's status.
@@ -418,9 +422,10 @@ pub(crate) fn inspect_live_keys(dir: &Path) -> std::collections::BTreeSet<(u64, 
 }
 
 /// `shoal cluster pin` of namespace 1 to nodes 2 and 3 (n=2 r=1 w=2), through
-/// the member at `addr`; its reply.
+/// the member at `addr`; its reply. Tried again for up to 30 s while the member
+/// cannot yet compare maps with a majority (a peer just restarted).
 pub(crate) fn pin_namespace_1_to_nodes_2_and_3(addr: &str) -> String {
-    admin(&[
+    let args = [
         "pin",
         "--addr",
         addr,
@@ -434,7 +439,17 @@ pub(crate) fn pin_namespace_1_to_nodes_2_and_3(addr: &str) -> String {
         "1",
         "--w",
         "2",
-    ])
+    ];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match try_admin(&args) {
+            Ok(reply) => return reply,
+            Err(e) if e.contains("reaches a majority") && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => panic!("shoal cluster {args:?} failed: {e}"),
+        }
+    }
 }
 
 /// Flip one byte in the middle of the written part of `dir`'s first segment log,

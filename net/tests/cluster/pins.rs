@@ -5,9 +5,9 @@ use crate::common::cluster::port_pairs;
 use crate::common::temp_dir;
 use crate::common::ShoalProcess;
 use crate::helpers::{
-    admin, cluster_slot, digest_line, inspect_live_keys, node_dirs,
-    pin_namespace_1_to_nodes_2_and_3, start_nodes, status, wait_for_a_write, wait_for_handoffs,
-    wait_until_seen_down,
+    admin, cluster_slot, digest_line, handoffs_in_flight, inspect_live_keys, node_dirs,
+    pin_namespace_1_to_nodes_2_and_3, start_node, start_nodes, status, wait_for_a_write,
+    wait_for_handoffs, wait_until_seen_down,
 };
 use redis::Commands;
 use std::time::Duration;
@@ -209,4 +209,72 @@ fn an_unpinned_namespace_goes_back_to_every_node() {
             }
         }
     }
+}
+
+/// A pin's handoff does not count a copy that cannot be read back. Namespace 1's
+/// keys are written with node 3 down (nodes 1 and 2 take them); a byte of the
+/// last one's record flips in node 2's segment while node 2 runs; node 1 goes
+/// down and namespace 1 is pinned to nodes 2 and 3. Node 2's copy is damaged and
+/// node 3 never had the key, so the pin's handoffs wait for node 1 instead of
+/// finishing (before, node 2's scan skipped the unreadable record and node 2
+/// counted itself whole: the pin finished, node 1 dropped its copy, and the
+/// acknowledged write was gone). Once node 1 is back, and node 2 restarted onto
+/// its replicas, every key reads back through node 3.
+#[test]
+fn a_pin_waits_for_a_copy_that_reads_back() {
+    let _slot = cluster_slot();
+    let root = temp_dir("cluster-pin-damaged");
+    let ports = port_pairs(3);
+    let dirs = node_dirs(&root, 3);
+    let mut nodes = start_nodes(&ports, &dirs, &[]);
+    let mut c1 = nodes[0].as_ref().unwrap().client();
+    wait_for_a_write(&mut c1, "x");
+    nodes[2].take().unwrap().kill9();
+    wait_until_seen_down(nodes[0].as_ref().unwrap(), 3);
+    let _: () = redis::cmd("SELECT").arg(1).query(&mut c1).unwrap();
+    let value = |i: usize| format!("{i}:{}", "v".repeat(600));
+    for i in 0..20 {
+        let _: String = c1.set(format!("k:{i}"), value(i)).unwrap();
+    }
+    flip_a_byte_of_the_last_record(&dirs[1]);
+    drop(c1);
+    nodes[0].take().unwrap().kill9();
+    nodes[2] = Some(start_node(3, &ports, &dirs[2]));
+    let addr2 = format!("127.0.0.1:{}", ports[1]);
+    let pinned = pin_namespace_1_to_nodes_2_and_3(&addr2);
+    assert!(pinned.contains("ring version 1 -> 2"), "{pinned}");
+    std::thread::sleep(Duration::from_secs(6));
+    let node3 = nodes[2].as_ref().unwrap();
+    assert!(
+        handoffs_in_flight(node3) > 0,
+        "the pin finished without node 1, the only whole copy of k:19:\n{}",
+        status(node3)
+    );
+
+    nodes[0] = Some(start_node(1, &ports, &dirs[0]));
+    nodes[1].take().unwrap().kill9();
+    nodes[1] = Some(start_node(2, &ports, &dirs[1]));
+    let all: Vec<&ShoalProcess> = nodes.iter().map(|n| n.as_ref().unwrap()).collect();
+    wait_for_handoffs(&all, "pin after node 1 came back");
+    let mut c3 = all[2].client();
+    let _: () = redis::cmd("SELECT").arg(1).query(&mut c3).unwrap();
+    for i in 0..20 {
+        let got: Option<String> = c3.get(format!("k:{i}")).unwrap();
+        assert_eq!(got, Some(value(i)), "k:{i} through node 3");
+    }
+}
+
+/// Flip a byte in the value of the last record of `dir`'s newest segment log.
+fn flip_a_byte_of_the_last_record(dir: &std::path::Path) {
+    let newest = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("seg-") && n.ends_with(".log"))
+        .max()
+        .expect("a segment log");
+    let path = dir.join(newest);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let written = bytes.iter().rposition(|b| *b != 0).expect("records") + 1;
+    bytes[written - 300] ^= 0xFF;
+    std::fs::write(&path, bytes).unwrap();
 }
