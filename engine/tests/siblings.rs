@@ -1,7 +1,9 @@
 //! The sibling cap: a client write that would leave more than `siblings_max`
 //! concurrent siblings is refused (and counted), so the writer resolves them; a
 //! replica merge above the cap is kept whole (and counted), because every sibling
-//! in it is a write some node acknowledged.
+//! in it is a write some node acknowledged. The same holds for bytes: a client
+//! value may take a quarter of the record limit, so that concurrent values that
+//! large, written on different replicas, merge into one record.
 
 mod common;
 
@@ -91,4 +93,52 @@ fn replica_merges_past_the_cap_keep_every_sibling_and_are_counted() {
         commit(&mut node1, &[blind_put("doc", "one more")])[0],
         Err(WriteError::TooManySiblings { count: 6, max: 3 })
     ));
+}
+
+fn sized_options(node_id: u32) -> StoreOptions {
+    StoreOptions {
+        node_id,
+        record_size_max_bytes: 64 << 10,
+        segment_size_bytes: 1 << 20,
+        ..small_options()
+    }
+}
+
+#[test]
+fn a_value_over_a_quarter_of_a_record_is_refused_and_concurrent_largest_values_merge() {
+    let dir = MemDir::new();
+    let mut store = open(&dir, sized_options(1));
+    let max = store.value_size_max_bytes();
+    assert_eq!(
+        max,
+        (64 << 10) / shoal_engine::store::CONCURRENT_VALUES_PER_RECORD
+    );
+    let over = "x".repeat(max + 1);
+    assert_eq!(
+        commit(&mut store, &[blind_put("doc", &over)])[0].clone(),
+        Err(WriteError::ValueTooLarge {
+            len_bytes: max + 1,
+            max_bytes: max
+        })
+    );
+    assert_eq!(store.get(0, b"doc").unwrap(), None, "nothing written");
+
+    // Largest values written concurrently on three other replicas (each
+    // under its own dot actor), and this node's own: one record holds all.
+    let value = |node: u32| format!("{node}{}", "v".repeat(max - 1 - 64));
+    commit(&mut store, &[blind_put("doc", &value(1))])[0]
+        .clone()
+        .expect("the largest value");
+    for node in 2..=4 {
+        let other_dir = MemDir::new();
+        let mut other = open(&other_dir, sized_options(node));
+        commit(&mut other, &[blind_put("doc", &value(node))])[0]
+            .clone()
+            .expect("a largest value on another replica");
+        let set = other.get(0, b"doc").unwrap().unwrap();
+        let merged = commit(&mut store, &[WriteOp::merge(0, Bytes::from("doc"), set)])[0].clone();
+        assert!(merged.expect("the merge fits one record").applied);
+    }
+    let set = store.get(0, b"doc").unwrap().unwrap();
+    assert_eq!(set.siblings.len(), 4, "every concurrent value kept");
 }

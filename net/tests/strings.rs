@@ -329,3 +329,31 @@ fn racing_msetnx_has_exactly_one_winner_per_key() {
         assert_eq!(winners, 1, "race:{i} had {winners} winners");
     }
 }
+
+/// A value may take a quarter of the 64 MiB record limit (16 MiB), so that
+/// concurrent values written on different replicas still merge into one
+/// record; one byte more is refused with the limit named, and nothing is
+/// written. APPEND past it is refused the same way.
+#[test]
+fn a_value_over_a_quarter_of_a_record_is_refused_naming_the_limit() {
+    let dir = temp_dir("value-limit");
+    let node = ShoalProcess::start(&dir, &[]);
+    let mut c = node.client();
+    let max = 16 << 20;
+    let over = error_of(
+        redis::cmd("SET")
+            .arg("big")
+            .arg(vec![b'v'; max + 1])
+            .query(&mut c),
+    );
+    assert!(
+        over.contains(&format!("exceeds the limit of {max}")),
+        "{over}"
+    );
+    assert_eq!(c.get::<_, Option<String>>("big").unwrap(), None);
+    let _: () = c.set("big", vec![b'v'; max]).unwrap();
+    assert_eq!(c.strlen::<_, usize>("big").unwrap(), max);
+    let appended = error_of(redis::cmd("APPEND").arg("big").arg("x").query(&mut c));
+    assert!(appended.contains("exceeds the limit"), "{appended}");
+    assert_eq!(c.strlen::<_, usize>("big").unwrap(), max);
+}

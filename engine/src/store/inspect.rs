@@ -505,7 +505,7 @@ mod tests {
         let dir = MemDir::new();
         let (mut store, model) = populate(&dir);
         // A batch written but never synced, then torn: only its first half stays.
-        let torn_op = put(0, "torn", &"x".repeat(300));
+        let torn_op = put(0, "torn", &"x".repeat(200));
         let batch = store.prepare(&[torn_op], 9_000);
         assert!(!batch.is_empty());
         let complete = inspect(&dir);

@@ -52,13 +52,18 @@ use std::sync::Arc;
 pub const UNSYNCED_BATCHES_MAX: u64 = 4;
 
 /// Tunables; see `Default` for the production values.
+/// How many largest client values one record holds side by side: the share
+/// of the record limit a value may take ([`Store::value_size_max_bytes`]).
+pub const CONCURRENT_VALUES_PER_RECORD: usize = 4;
+
 #[derive(Clone, Debug)]
 pub struct StoreOptions {
     /// This node's id in dots.
     pub node_id: NodeId,
     /// Each segment is preallocated to this size.
     pub segment_size_bytes: u64,
-    /// Largest record (a key's whole sibling set) accepted.
+    /// Largest record (a key's whole sibling set) accepted. A client's value
+    /// may take a share of it only ([`Store::value_size_max_bytes`]).
     pub record_size_max_bytes: u32,
     pub key_size_max_bytes: usize,
     /// Writes that would leave more concurrent siblings than this are refused.
@@ -77,7 +82,7 @@ impl Default for StoreOptions {
         StoreOptions {
             node_id: 1,
             segment_size_bytes: 128 << 20,
-            record_size_max_bytes: 32 << 20,
+            record_size_max_bytes: 64 << 20,
             key_size_max_bytes: 64 << 10,
             siblings_max: 64,
             compaction_dead_percent_min: 50,
@@ -603,6 +608,14 @@ impl Store {
     fn frame_size_max_bytes(&self) -> u32 {
         let by_segment = (self.options.segment_size_bytes - SEGMENT_HEADER_BYTES) as u32;
         self.options.record_size_max_bytes.min(by_segment)
+    }
+
+    /// The largest value a client write may carry: a share of the record
+    /// limit, so that [`CONCURRENT_VALUES_PER_RECORD`] values that large,
+    /// written concurrently on different replicas, still merge into one record
+    /// (a merge over the record limit would be refused on every repair).
+    pub fn value_size_max_bytes(&self) -> usize {
+        self.frame_size_max_bytes() as usize / CONCURRENT_VALUES_PER_RECORD
     }
 }
 

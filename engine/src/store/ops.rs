@@ -241,6 +241,11 @@ pub enum WriteError {
         len_bytes: usize,
         max_bytes: u32,
     },
+    /// A client write's value is over [`Store::value_size_max_bytes`].
+    ValueTooLarge {
+        len_bytes: usize,
+        max_bytes: usize,
+    },
     TooManySiblings {
         count: usize,
         max: usize,
@@ -264,6 +269,10 @@ impl fmt::Display for WriteError {
             WriteError::RecordTooLarge { len_bytes, max_bytes } => write!(
                 f,
                 "record of {len_bytes} bytes exceeds the limit of {max_bytes}"
+            ),
+            WriteError::ValueTooLarge { len_bytes, max_bytes } => write!(
+                f,
+                "value of {len_bytes} bytes exceeds the limit of {max_bytes} (a quarter of a record, so that concurrent values still merge into one)"
             ),
             WriteError::TooManySiblings { count, max } => write!(
                 f,

@@ -300,6 +300,15 @@ impl Store {
             Deadline::At(at_ms) => Some(at_ms),
         };
         let value = written_value(op, &found, overlay)?;
+        if let Some(len_bytes) = value.as_ref().map(Bytes::len) {
+            let max_bytes = self.value_size_max_bytes();
+            if len_bytes > max_bytes {
+                return Err(WriteError::ValueTooLarge {
+                    len_bytes,
+                    max_bytes,
+                });
+            }
+        }
         let untouched = matches!(op.modify, Some(Modify::Touch)) && !found.live;
         // A delete applies while any value is held, expired ones included
         // (expiry deletes those). A value whose deadline has passed is still

@@ -9,7 +9,7 @@ use std::sync::Arc;
 pub fn small_options() -> StoreOptions {
     StoreOptions {
         segment_size_bytes: 4096,
-        record_size_max_bytes: 1024,
+        record_size_max_bytes: 4096,
         ..StoreOptions::default()
     }
 }
