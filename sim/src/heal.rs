@@ -8,9 +8,10 @@
 //! acknowledged; more than [`HEAL_SERVE_BOUND_MS`] after the heal is a failure.
 //!
 //! Large values: some seeds write values of up to [`LARGE_VALUE_MAX_BYTES`] with
-//! a peer frame limit of [`LARGE_FRAME_BODY_MAX_BYTES`], so one anti-entropy
-//! round's differing keys add up to many frames' worth: only a repair stream
-//! bounded in bytes as well as keys gets a node that missed them whole again.
+//! a peer frame limit of [`LARGE_FRAME_BODY_MAX_BYTES`] on a ring of
+//! [`LARGE_VALUE_PARTITIONS`], so one partition's differing keys add up to many
+//! frames' worth: only a repair stream bounded in bytes as well as keys gets a
+//! node that missed them whole again.
 
 use crate::client::RespConn;
 use shoal_net::resp::Reply;
@@ -26,12 +27,18 @@ const PROBE_WRITE_TIMEOUT_MS: u64 = 1_500;
 /// The probe gives up after this (the failure then says "never").
 const PROBE_GIVE_UP_MS: u64 = 30_000;
 
-/// Largest value a large-value seed writes.
-pub const LARGE_VALUE_MAX_BYTES: usize = 8 << 10;
+/// Largest value a large-value seed writes: under a quarter of the record
+/// limit, what a client value may take (`Store::value_size_max_bytes`).
+pub const LARGE_VALUE_MAX_BYTES: usize = 15 << 10;
+/// Ring partitions of a large-value seed: few, so that one partition's
+/// differing keys add up to more than a frame (an exchange repairs a partition
+/// at a time; with the default 256 partitions each held about one key, and a
+/// repair bounded by key count alone never overflowed a frame).
+pub const LARGE_VALUE_PARTITIONS: u32 = 8;
 /// Keys a large-value seed writes at least.
 pub const LARGE_VALUE_KEYS_MIN: u32 = 256;
 /// Peer frame limit of a large-value seed.
-pub const LARGE_FRAME_BODY_MAX_BYTES: usize = 128 << 10;
+pub const LARGE_FRAME_BODY_MAX_BYTES: usize = 96 << 10;
 /// Record limit of a large-value seed: a largest record fits in a frame with a
 /// repair batch's worth beside it.
 pub const LARGE_RECORD_SIZE_MAX_BYTES: u32 = 64 << 10;

@@ -288,6 +288,7 @@ fn member_config(
         config.repair_batch_bytes_max = crate::heal::LARGE_REPAIR_BATCH_BYTES_MAX;
         config.anti_entropy_bytes_per_round_max = crate::heal::LARGE_ANTI_ENTROPY_ROUND_BYTES_MAX;
         record_size_max_bytes = crate::heal::LARGE_RECORD_SIZE_MAX_BYTES;
+        config.partition_count = crate::heal::LARGE_VALUE_PARTITIONS;
     }
     if cfg!(feature = "bug-skip-anti-entropy") {
         // Planted bug: anti-entropy never runs, so a replica that missed writes
