@@ -127,13 +127,19 @@ impl Cluster {
         if joining {
             cluster.fetch_map_from_seeds().await;
         }
-        tokio::spawn(cluster.clone().run_detector());
-        tokio::spawn(cluster.clone().run_anti_entropy());
-        tokio::spawn(cluster.clone().run_handoff());
-        if cluster.hints.is_some() {
-            tokio::spawn(cluster.clone().run_hint_delivery());
-        }
+        cluster.spawn_background();
         Ok(cluster)
+    }
+
+    /// The node's background loops: failure detection, anti-entropy, handoff
+    /// and (with a hint store) hint delivery.
+    fn spawn_background(self: &Arc<Self>) {
+        tokio::spawn(self.clone().run_detector());
+        tokio::spawn(self.clone().run_anti_entropy());
+        tokio::spawn(self.clone().run_handoff());
+        if self.hints.is_some() {
+            tokio::spawn(self.clone().run_hint_delivery());
+        }
     }
 
     /// Before minting any dot: if a peer knew this node on another data directory
