@@ -238,7 +238,7 @@ every violation the checker reports is a failure (--strict is accepted and chang
             println!("replay: {}", replay_command(seed, options));
         }
         if let Some(path) = history_path {
-            match std::fs::write(path, &outcome.jsonl) {
+            match std::fs::write(path, outcome.jsonl()) {
                 Ok(()) => println!(
                     "history: {} events written to {path}",
                     outcome.history.events.len()
@@ -251,7 +251,7 @@ every violation the checker reports is a failure (--strict is accepted and chang
             "speed: {simulated_s:.1} simulated s in {wall_s:.2} wall s ({:.0} simulated s per wall s)",
             simulated_s / wall_s.max(1e-9)
         );
-        println!("history-digest: {}", outcome.digest);
+        println!("history-digest: {}", outcome.digest());
         if outcome.passed() {
             ExitCode::SUCCESS
         } else {
@@ -406,7 +406,7 @@ every violation the checker reports is a failure (--strict is accepted and chang
             let (failed, simulated_ms, nodes) = match &result {
                 Ok(outcome) => {
                     if args.print_digests {
-                        lines.push(format!("seed {seed} history-digest: {}", outcome.digest));
+                        lines.push(format!("seed {seed} history-digest: {}", outcome.digest()));
                     }
                     if !outcome.passed() {
                         lines.push(format!(
@@ -468,9 +468,9 @@ every violation the checker reports is a failure (--strict is accepted and chang
             Ok(outcome) => {
                 if single {
                     lines.push(format!("{}", outcome.plan).trim_end().to_string());
-                    lines.push(format!("history-digest: {}", outcome.digest));
+                    lines.push(format!("history-digest: {}", outcome.digest()));
                     if let Some(path) = &history {
-                        if let Err(e) = std::fs::write(path, &outcome.jsonl) {
+                        if let Err(e) = std::fs::write(path, outcome.jsonl()) {
                             eprintln!("shoal-sim: cannot write {path}: {e}");
                         }
                     }

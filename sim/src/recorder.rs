@@ -151,8 +151,15 @@ impl Recorder {
     }
 
     /// The events so far, leaving them in place.
-    pub fn events(&self) -> Vec<Event> {
-        lock(&self.events).clone()
+    /// How many events are recorded so far (a mark for [`Recorder::events_before`]).
+    pub fn event_count(&self) -> usize {
+        lock(&self.events).len()
+    }
+
+    /// The events recorded before `mark` (an earlier [`Recorder::event_count`]).
+    pub fn events_before(&self, mark: usize) -> Vec<Event> {
+        let events = lock(&self.events);
+        events[..mark.min(events.len())].to_vec()
     }
 
     pub fn take_events(&self) -> Vec<Event> {

@@ -105,8 +105,6 @@ pub struct RunOptions {
 pub struct RunOutcome {
     pub plan: Plan,
     pub history: History,
-    pub jsonl: String,
-    pub digest: String,
     pub report: Report,
     /// Why the run fails by its scenario's expectation (empty: it passes).
     pub failures: Vec<String>,
@@ -118,6 +116,17 @@ pub struct RunOutcome {
 impl RunOutcome {
     pub fn passed(&self) -> bool {
         self.failures.is_empty()
+    }
+
+    /// The history as JSON lines (built on demand: a sweep needs it only for
+    /// what it prints).
+    pub fn jsonl(&self) -> String {
+        self.history.to_jsonl()
+    }
+
+    /// The history's digest: equal for equal histories.
+    pub fn digest(&self) -> String {
+        history_digest(&self.jsonl())
     }
 }
 
@@ -239,17 +248,15 @@ async fn heal_and_read(
     }
 }
 
-/// The seed's history, its JSON lines, their digest, and the checker's report.
-fn history_and_report(plan: &Plan, recorder: &Recorder) -> (History, String, String, Report) {
+/// The seed's history and the checker's report.
+fn history_and_report(plan: &Plan, recorder: &Recorder) -> (History, Report) {
     let mut history = History {
         meta: meta(plan),
         events: recorder.take_events(),
     };
     history.events.shrink_to_fit();
-    let jsonl = history.to_jsonl();
-    let digest = history_digest(&jsonl);
     let report = check(&history);
-    (history, jsonl, digest, report)
+    (history, report)
 }
 
 /// The network's latency, and the node on its in-memory disk, started.
@@ -317,7 +324,7 @@ pub async fn simulate(plan: Plan) -> RunOutcome {
     handle.kill(server.id());
     world.memdir.wipe();
 
-    let (history, jsonl, digest, report) = history_and_report(&plan, &recorder);
+    let (history, report) = history_and_report(&plan, &recorder);
     let verdict = judge(
         &plan,
         &Evidence {
@@ -332,8 +339,6 @@ pub async fn simulate(plan: Plan) -> RunOutcome {
     RunOutcome {
         plan,
         history,
-        jsonl,
-        digest,
         report,
         failures: verdict.failures,
         notes: verdict.notes,

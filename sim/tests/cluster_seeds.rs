@@ -31,7 +31,7 @@ fn cluster_seeds_pass() {
                 }
                 match std::panic::catch_unwind(|| run_cluster_seed(seed)) {
                     Ok(outcome) => {
-                        if let Some(waited) = quiescence_wait_ms(&outcome.jsonl) {
+                        if let Some(waited) = quiescence_wait_ms(&outcome.jsonl()) {
                             convergence_ms.lock().unwrap().push((waited, seed));
                         }
                         simulated_ms.fetch_add(outcome.simulated_ms, Ordering::Relaxed);
@@ -116,11 +116,8 @@ fn a_cut_link_leaves_both_ends_alive_by_indirect_probes() {
         "across the cut, node 1 sees node 2 alive, no direct link",
         "across the cut, node 2 sees node 1 alive, no direct link",
     ] {
-        assert!(
-            outcome.jsonl.contains(line),
-            "no '{line}' in:\n{}",
-            outcome.jsonl
-        );
+        let jsonl = outcome.jsonl();
+        assert!(jsonl.contains(line), "no '{line}' in:\n{jsonl}");
     }
 }
 
@@ -128,20 +125,20 @@ fn a_cut_link_leaves_both_ends_alive_by_indirect_probes() {
 fn a_cluster_seed_replays_to_the_same_history() {
     let first = run_cluster_seed(7);
     let second = run_cluster_seed(7);
-    assert_eq!(first.digest, second.digest, "same seed, same history");
+    assert_eq!(first.digest(), second.digest(), "same seed, same history");
 }
 
 #[test]
 fn a_cluster_seed_does_real_work() {
     let outcome = run_cluster_seed(3);
-    let oks = outcome.jsonl.matches("\"type\":\"ok\"").count();
-    let finals = outcome.jsonl.matches("\"final\"").count();
+    let jsonl = outcome.jsonl();
+    let oks = jsonl.matches("\"type\":\"ok\"").count();
+    let finals = jsonl.matches("\"final\"").count();
     eprintln!(
         "{}oks {oks}, finals {finals}, simulated {} ms\n{}",
         outcome.plan,
         outcome.simulated_ms,
-        outcome
-            .jsonl
+        jsonl
             .lines()
             .filter(|l| l.contains("fault") || l.contains("quiescence"))
             .take(20)

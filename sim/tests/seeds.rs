@@ -107,12 +107,12 @@ fn a_seed_run_twice_yields_the_same_history() {
         let first = run_seed(seed, &options);
         let second = run_seed(seed, &options);
         assert_eq!(
-            first.digest,
-            second.digest,
+            first.digest(),
+            second.digest(),
             "seed {seed} is not deterministic: replay: {}",
             replay_command(seed, &options)
         );
-        assert_eq!(first.jsonl, second.jsonl);
+        assert_eq!(first.jsonl(), second.jsonl());
         assert!(first.history.events.len() > 100, "seed {seed} did little");
     }
 }
@@ -120,7 +120,7 @@ fn a_seed_run_twice_yields_the_same_history() {
 /// The seed comes from the runtime: `check_determinism` takes a plain `fn`.
 async fn run_the_runtimes_seed() -> String {
     let seed = madsim::runtime::Handle::current().seed();
-    simulate(Plan::from_seed(seed, None)).await.digest
+    simulate(Plan::from_seed(seed, None)).await.digest()
 }
 
 #[test]

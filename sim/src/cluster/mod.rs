@@ -156,8 +156,7 @@ impl Member {
 pub struct ClusterOutcome {
     pub plan: ClusterPlan,
     pub report: Report,
-    pub digest: String,
-    pub jsonl: String,
+    pub history: History,
     pub failures: Vec<String>,
     pub simulated_ms: u64,
 }
@@ -165,6 +164,17 @@ pub struct ClusterOutcome {
 impl ClusterOutcome {
     pub fn passed(&self) -> bool {
         self.failures.is_empty()
+    }
+
+    /// The history as JSON lines (built on demand: a sweep needs it only for
+    /// what it prints).
+    pub fn jsonl(&self) -> String {
+        self.history.to_jsonl()
+    }
+
+    /// The history's digest: equal for equal histories.
+    pub fn digest(&self) -> String {
+        history_digest(&self.jsonl())
     }
 }
 
@@ -636,8 +646,6 @@ pub async fn simulate_cluster(plan: ClusterPlan) -> ClusterOutcome {
     }
     let simulated_ms = recorder.now_ms();
     let history = history_of(&plan, ids, &recorder);
-    let jsonl = history.to_jsonl();
-    let digest = history_digest(&jsonl);
     let report = check(&history);
     for anomaly in &recorder.anomalies().kept {
         failures.push(format!("anomaly: {anomaly}"));
@@ -649,8 +657,7 @@ pub async fn simulate_cluster(plan: ClusterPlan) -> ClusterOutcome {
     ClusterOutcome {
         plan,
         report,
-        digest,
-        jsonl,
+        history,
         failures,
         simulated_ms,
     }
@@ -677,7 +684,7 @@ async fn run_ring_changes(
         let args = change.args();
         let arg_refs: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
         let mut last = String::from("no member answered");
-        let mut before: Option<(Arc<ClusterMap>, Vec<Event>)> = None;
+        let mut before: Option<(Arc<ClusterMap>, usize)> = None;
         let absent = matches!(change, SimRingChange::JoinAbsent { .. });
         // A join of an absent node is refused every time: a few tries show it
         // stays refused.
@@ -692,7 +699,7 @@ async fn run_ring_changes(
             // What the audit below compares against: the ring and the history as
             // they were before this attempt.
             if let Some(cluster) = lock(&members[via as usize - 1].cluster).clone() {
-                before = Some((cluster.map(), recorder.events()));
+                before = Some((cluster.map(), recorder.event_count()));
             }
             let reply = match RespConn::connect(target, 1_000).await {
                 Ok(mut conn) => conn.call(&arg_refs, 10_000).await,
@@ -701,11 +708,12 @@ async fn run_ring_changes(
             match reply {
                 Ok(reply) if crate::replies::text(&reply).is_some() => {
                     let text = crate::replies::text(&reply).expect("checked in the guard");
-                    if let Some((ring_before, events)) = before.take() {
+                    if let Some((ring_before, mark)) = before.take() {
                         audit_handoff_plan(&ring_before, &members, via, &text, &recorder);
                         // An aborted change never finishes its handoffs; the
                         // abort's own audit covers the writes.
                         if !sloppy && !aborted {
+                            let events = recorder.events_before(mark);
                             audit_handoff(&members, via, &ring_before, &events, &recorder).await;
                         }
                     }
