@@ -5,7 +5,8 @@
 //! own copies to its clients' answers ([`coordination`]), a batch of quorum
 //! reads with their blocking read repair ([`reading`]), a keyspace listing
 //! gathered from every member ([`listing`]), one anti-entropy exchange's budgets and
-//! completeness ([`exchange`]), why a request is refused ([`refusal`]), whether a peer's request is served
+//! completeness ([`exchange`]), one incoming owner's pull of a partition in a ring
+//! change ([`handoff_pull`]), why a request is refused ([`refusal`]), whether a peer's request is served
 //! ([`admission`]), when a restoring node is whole again ([`restore`]), the agreement that lets delete markers
 //! go ([`tombstones`]) and one primary's round of it ([`marker_round`]). Placement is [`crate::placement`]; anti-entropy
 //! digests are [`crate::digest`].
@@ -17,6 +18,7 @@ pub mod admission;
 pub mod coordination;
 pub mod detector;
 pub mod exchange;
+pub mod handoff_pull;
 pub mod hints;
 pub mod listing;
 pub mod lives;

@@ -2,6 +2,7 @@
 //! its old owners and reports it done.
 
 use super::*;
+use shoal_engine::cluster::handoff_pull::{OwnCopy, PartitionPull, PullShort};
 
 impl Cluster {
     /// Pull every partition this node is an incoming owner of from enough of its
@@ -61,45 +62,28 @@ impl Cluster {
         }
     }
 
-    /// Pull `partition` whole from `sources_needed` of its old owners (live ones
-    /// first).
+    /// Pull `partition` whole from enough of its old owners, as
+    /// `handoff_pull::PartitionPull` decides (live ones first; this node's own
+    /// copy counted when it is an old owner and whole).
     pub(super) async fn pull_partition(
         self: &Arc<Self>,
         map: &ClusterMap,
         partition: PartitionId,
-    ) -> Result<(), String> {
+    ) -> Result<(), PullShort> {
+        let own = OwnCopy::of(
+            map.was_owner(partition, self.me()),
+            self.restoring.load(Ordering::Acquire),
+            || self.own_copy_reads(map, partition),
+        );
         let old_write_quorum = self.old_write_quorum(map, partition);
-        // An old owner that stays (a pin's) counts itself as one source, if
-        // its own copy is whole: not while it is restoring (its data is being
-        // rebuilt), nor with a record that does not read back (the partition
-        // would be one copy short of what the count assumed).
-        let stays = map.was_owner(partition, self.me())
-            && !self.restoring.load(Ordering::Acquire)
-            && self.own_copy_reads(map, partition);
-        let needed = map
-            .sources_needed(partition, old_write_quorum)
-            .saturating_sub(usize::from(stays));
-        let mut sources = map.handoff_sources(partition, self.me());
-        sources.sort_by_key(|n| !self.is_live(*n));
-        let mut pulled = 0;
-        let mut errors = Vec::new();
-        for source in sources {
-            if pulled == needed {
-                break;
-            }
-            match self.pull_from(map, partition, source).await {
-                Ok(()) => pulled += 1,
-                Err(e) => errors.push(format!("node {source}: {e}")),
-            }
+        let mut pull = PartitionPull::new(map, partition, self.me(), old_write_quorum, own, |n| {
+            self.is_live(n)
+        });
+        while let Some(source) = pull.next_source() {
+            let outcome = self.pull_from(map, partition, source).await;
+            pull.scanned(source, outcome);
         }
-        if pulled >= needed {
-            Ok(())
-        } else {
-            Err(format!(
-                "pulled from {pulled} of the {needed} old owners needed ({})",
-                errors.join("; ")
-            ))
-        }
+        pull.end()
     }
 
     /// Whether every record of `partition` this node holds reads back (each

@@ -1,0 +1,144 @@
+//! One incoming owner's pull of one partition during a ring change, decided
+//! sans-IO: which old owners it asks and in what order, how many must answer
+//! whole, whether its own copy counts as one of them, and when the partition
+//! is done. The driver (`net/src/cluster/handoff.rs`) only scans the sources
+//! it is given and reports each outcome.
+//!
+//! The count: every write acknowledged under the old placement is on
+//! `write_quorum` of its `n` old owners, so any `n - w + 1` of them together
+//! hold it ([`ClusterMap::sources_needed`]). An old owner that stays (a pin's)
+//! is one of them when its own copy is whole: not while it is restoring from
+//! its replicas, nor when a record of the partition does not read back. Either
+//! would leave the partition one copy short of what the count assumed, and the
+//! owners that leave would drop the only copy left (cluster seed 20982007487).
+
+use super::map::ClusterMap;
+use crate::placement::PartitionId;
+use crate::version::NodeId;
+use std::fmt;
+
+/// What this node's own copy of the partition is worth to the count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OwnCopy {
+    /// Not an old owner: it had no copy to count.
+    NotAnOldOwner,
+    /// An old owner whose every record reads back: one source.
+    Whole,
+    /// An old owner restoring its data from its replicas: not a source.
+    Restoring,
+    /// An old owner with a record that does not read back: not a source.
+    Unreadable,
+}
+
+impl OwnCopy {
+    /// The own copy's standing; `reads_whole` (a scan of every record, the
+    /// costly part) runs only for an old owner that is not restoring.
+    pub fn of(was_owner: bool, restoring: bool, reads_whole: impl FnOnce() -> bool) -> OwnCopy {
+        match (was_owner, restoring) {
+            (false, _) => OwnCopy::NotAnOldOwner,
+            (true, true) => OwnCopy::Restoring,
+            (true, false) if reads_whole() => OwnCopy::Whole,
+            (true, false) => OwnCopy::Unreadable,
+        }
+    }
+}
+
+/// A pull that ran out of sources before enough answered whole.
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PullShort {
+    pub pulled: usize,
+    pub needed: usize,
+    /// Each source that failed, with why.
+    pub failures: Vec<(NodeId, String)>,
+}
+
+impl fmt::Display for PullShort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "pulled from {} of the {} old owners needed",
+            self.pulled, self.needed
+        )?;
+        for (i, (node, why)) in self.failures.iter().enumerate() {
+            write!(f, "{}node {node}: {why}", if i == 0 { " (" } else { "; " })?;
+        }
+        if !self.failures.is_empty() {
+            f.write_str(")")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for PullShort {}
+
+/// One partition's pull: sources in order, each asked until enough answered.
+#[derive(Clone, Debug)]
+pub struct PartitionPull {
+    /// Old owners still to ask, next first.
+    sources: Vec<NodeId>,
+    needed: usize,
+    pulled: usize,
+    failures: Vec<(NodeId, String)>,
+}
+
+impl PartitionPull {
+    /// The pull of `partition` by `me` under `map` (in transition), with
+    /// `old_write_quorum` the w the old placement acknowledged writes with.
+    /// Live sources are asked first (`live`), in the map's order otherwise.
+    pub fn new(
+        map: &ClusterMap,
+        partition: PartitionId,
+        me: NodeId,
+        old_write_quorum: u8,
+        own: OwnCopy,
+        live: impl Fn(NodeId) -> bool,
+    ) -> PartitionPull {
+        let counted = usize::from(own == OwnCopy::Whole);
+        let needed = map
+            .sources_needed(partition, old_write_quorum)
+            .saturating_sub(counted);
+        let mut sources = map.handoff_sources(partition, me);
+        sources.sort_by_key(|n| !live(*n));
+        PartitionPull {
+            sources,
+            needed,
+            pulled: 0,
+            failures: Vec::new(),
+        }
+    }
+
+    /// How many old owners must answer whole.
+    pub fn needed(&self) -> usize {
+        self.needed
+    }
+
+    /// The next source to scan (`None`: enough answered, or none is left).
+    pub fn next_source(&mut self) -> Option<NodeId> {
+        if self.pulled >= self.needed || self.sources.is_empty() {
+            return None;
+        }
+        Some(self.sources.remove(0))
+    }
+
+    /// `source`'s scan ended: merged here whole (`Ok`), or why not.
+    pub fn scanned(&mut self, source: NodeId, outcome: Result<(), String>) {
+        match outcome {
+            Ok(()) => self.pulled += 1,
+            Err(why) => self.failures.push((source, why)),
+        }
+    }
+
+    /// Done (the partition may be reported taken), or short.
+    pub fn end(self) -> Result<(), PullShort> {
+        if self.pulled >= self.needed {
+            Ok(())
+        } else {
+            Err(PullShort {
+                pulled: self.pulled,
+                needed: self.needed,
+                failures: self.failures,
+            })
+        }
+    }
+}
