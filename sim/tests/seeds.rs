@@ -1,6 +1,6 @@
 //! The simulation seeds `cargo test` runs (madsim build only):
 //!
-//! - 500 seeds across the scenario rotation (`SHOAL_SIM_TEST_SEEDS` changes the
+//! - 3,000 seeds across the scenario rotation (`SHOAL_SIM_TEST_SEEDS` changes the
 //!   count), each judged by the checker and its scenario's expectation; a failure
 //!   lists every failing seed with the command that replays it;
 //! - the same seed run twice yields the same history digest;
@@ -16,7 +16,7 @@ use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-const SEEDS_DEFAULT: u64 = 500;
+const SEEDS_DEFAULT: u64 = 3000;
 /// Seeds beyond the tested range that a sweep of fresh seeds found failing,
 /// run with the range so the fix stays: 47231799, latent corruption of a
 /// record the injector took for provably synced though recovery could not
