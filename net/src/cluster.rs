@@ -44,8 +44,8 @@ use shoal_engine::cluster::reading::{KeyPlan, Reading};
 use shoal_engine::cluster::restore::{RestoreProgress, RestoreStep};
 use shoal_engine::cluster::tombstones::{self, Agreed, MarkerItem};
 use shoal_engine::cluster::wire::{
-    chunk_by_bytes, items_within_bytes, ClientOutcome, ClientWrite, Envelope, HandoffCursor,
-    Refusal, RemoteError, ReplicaItem, Request, Response, WireCondition, HANDOFF_BATCH_BYTES_MAX,
+    chunk_by_bytes, items_bytes, ClientOutcome, ClientWrite, Envelope, HandoffCursor, Refusal,
+    RemoteError, ReplicaItem, Request, Response, WireCondition, HANDOFF_BATCH_BYTES_MAX,
     HANDOFF_ITEMS_PER_BATCH_MAX, ITEMS_PER_REQUEST_MAX,
 };
 use shoal_engine::digest::{differing_keys, differing_slots};

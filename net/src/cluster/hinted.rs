@@ -114,48 +114,97 @@ impl Cluster {
                 |namespace: u8, key: &[u8]| self.candidates(&map, namespace, key).first().copied();
             let per_owner = hints::delivery_targets(&map, keys, first_live);
             for (owner, hint_keys) in per_owner {
-                if !self.is_live(owner) {
-                    continue;
+                if self.is_live(owner) {
+                    self.deliver_hints_to(&hint_store, owner, &hint_keys).await;
                 }
-                let held = held_hints(&hint_store, &hint_keys);
-                if held.is_empty() {
-                    continue;
-                }
-                // One request's worth of bytes per owner per round.
-                let mut held = held;
-                let copies = held.iter().map(|(_, _, i)| i);
-                held.truncate(items_within_bytes(
-                    copies,
-                    self.config.repair_batch_bytes_max,
-                ));
-                let items: Vec<ReplicaItem> = held.iter().map(|(_, _, i)| i.clone()).collect();
-                if owner == self.me() {
-                    // Re-routed to this node (its owner left the ring).
-                    let acks = self.merge_locally(items).await;
-                    self.delete_delivered_hints(&hint_store, &held, &acks).await;
-                    continue;
-                }
-                let request = Request::Replicate {
-                    sent_wall_ms: self.clock.wall_ms(),
-                    ring_version: self.map().version(),
-                    items,
-                    hint_for: None,
-                };
-                let acks = match self
-                    .call(owner, request, self.config.request_timeout_ms)
-                    .await
-                {
-                    Ok(Response::Replicated(acks)) if acks.len() == held.len() => acks,
-                    Ok(Response::Error(e)) if e.refusal == Refusal::StaleRing => {
-                        self.sync_map_with(owner).await;
-                        continue;
-                    }
-                    _ => continue,
-                };
-                self.delete_delivered_hints(&hint_store, &held, &acks).await;
             }
         }
     }
+
+    /// `owner`'s hints `hint_keys`, in requests of at most
+    /// `repair_batch_bytes_max` bytes (each with at least one hint), while the
+    /// round's `anti_entropy_bytes_per_round_max` last; it stops at a request
+    /// not answered in full. (One request per round moved one large hint per
+    /// round: after a long partition with large values, delivery outlasted
+    /// the heal bound; cluster seed 20983032515.)
+    async fn deliver_hints_to(&self, hint_store: &Storage, owner: NodeId, hint_keys: &[Bytes]) {
+        let mut bytes_left = self.config.anti_entropy_bytes_per_round_max;
+        let mut rest = hint_keys;
+        while !rest.is_empty() && bytes_left > 0 {
+            let request_bytes_max = self.config.repair_batch_bytes_max.min(bytes_left);
+            let (held, taken, bytes) = next_held_hints(hint_store, rest, request_bytes_max);
+            rest = &rest[taken..];
+            if held.is_empty() {
+                return;
+            }
+            bytes_left = bytes_left.saturating_sub(bytes);
+            if !self.deliver_held(hint_store, owner, held).await {
+                return;
+            }
+        }
+    }
+
+    /// One delivery request of `held` to `owner` (merged here if it is this
+    /// node); whether every hint was acknowledged.
+    async fn deliver_held(
+        &self,
+        hint_store: &Storage,
+        owner: NodeId,
+        held: Vec<(Bytes, SiblingSet, ReplicaItem)>,
+    ) -> bool {
+        let items: Vec<ReplicaItem> = held.iter().map(|(_, _, i)| i.clone()).collect();
+        if owner == self.me() {
+            // Re-routed to this node (its owner left the ring).
+            let acks = self.merge_locally(items).await;
+            self.delete_delivered_hints(hint_store, &held, &acks).await;
+            return acks.iter().all(Result::is_ok);
+        }
+        let request = Request::Replicate {
+            sent_wall_ms: self.clock.wall_ms(),
+            ring_version: self.map().version(),
+            items,
+            hint_for: None,
+        };
+        let acks = match self
+            .call(owner, request, self.config.request_timeout_ms)
+            .await
+        {
+            Ok(Response::Replicated(acks)) if acks.len() == held.len() => acks,
+            Ok(Response::Error(e)) if e.refusal == Refusal::StaleRing => {
+                self.sync_map_with(owner).await;
+                return false;
+            }
+            _ => return false,
+        };
+        self.delete_delivered_hints(hint_store, &held, &acks).await;
+        acks.iter().all(Result::is_ok)
+    }
+}
+
+/// The held hints at the front of `hint_keys`, as many as fit in `bytes_max`
+/// (at least one): the hints, how many keys were used up, and their bytes.
+fn next_held_hints(
+    hint_store: &Storage,
+    hint_keys: &[Bytes],
+    bytes_max: usize,
+) -> (Vec<(Bytes, SiblingSet, ReplicaItem)>, usize, usize) {
+    let mut held = Vec::new();
+    let mut bytes = 0;
+    let mut taken = 0;
+    for hk in hint_keys {
+        let Some(hint) = held_hints(hint_store, std::slice::from_ref(hk)).pop() else {
+            taken += 1;
+            continue;
+        };
+        let size = items_bytes(std::slice::from_ref(&hint.2));
+        if !held.is_empty() && bytes + size > bytes_max {
+            break;
+        }
+        bytes += size;
+        held.push(hint);
+        taken += 1;
+    }
+    (held, taken, bytes)
 }
 
 /// The hints `hint_keys` names that are still held: each stored key, the set
