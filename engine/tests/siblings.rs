@@ -105,7 +105,7 @@ fn sized_options(node_id: u32) -> StoreOptions {
 }
 
 #[test]
-fn a_value_over_a_quarter_of_a_record_is_refused_and_concurrent_largest_values_merge() {
+fn a_value_over_a_quarter_of_a_record_is_refused_and_four_concurrent_largest_values_merge() {
     let dir = MemDir::new();
     let mut store = open(&dir, sized_options(1));
     let max = store.value_size_max_bytes();
@@ -141,4 +141,21 @@ fn a_value_over_a_quarter_of_a_record_is_refused_and_concurrent_largest_values_m
     }
     let set = store.get(0, b"doc").unwrap().unwrap();
     assert_eq!(set.siblings.len(), 4, "every concurrent value kept");
+    assert_eq!(store.stats().merges_over_record_limit, 0);
+
+    // A fifth is more than one record holds: the merge is refused (and
+    // counted), and the four stay as they were.
+    let fifth_dir = MemDir::new();
+    let mut fifth = open(&fifth_dir, sized_options(5));
+    commit(&mut fifth, &[blind_put("doc", &value(5))])[0]
+        .clone()
+        .expect("a largest value on a fifth replica");
+    let set5 = fifth.get(0, b"doc").unwrap().unwrap();
+    let refused = commit(&mut store, &[WriteOp::merge(0, Bytes::from("doc"), set5)])[0].clone();
+    assert!(
+        matches!(refused, Err(WriteError::RecordTooLarge { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(store.stats().merges_over_record_limit, 1);
+    assert_eq!(store.get(0, b"doc").unwrap().unwrap(), set);
 }

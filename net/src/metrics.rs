@@ -281,6 +281,11 @@ fn compaction_families(stats: &shoal_engine::store::StoreStats, scrape: &mut Scr
         "Replica merges kept whole above the sibling cap.",
         Counter(stats.sibling_merges_over_cap),
     );
+    scrape.one(
+        "shoal_merges_over_record_limit",
+        "Replica merges refused: the merged siblings are over the record limit.",
+        Counter(stats.merges_over_record_limit),
+    );
     let refused = vec![
         (
             vec![("cause", "siblings".to_string())],

@@ -307,6 +307,7 @@ fn a_write_past_the_sibling_cap_is_refused_and_counted() {
         "shoal_siblings_largest:64",
         "shoal_sibling_writes_refused:1",
         "shoal_sibling_merges_over_cap:0",
+        "shoal_merges_over_record_limit:0",
     ] {
         assert!(info.lines().any(|l| l == line), "no {line} in {info}");
     }

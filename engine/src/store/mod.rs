@@ -204,6 +204,10 @@ pub struct StoreStats {
     /// each sibling is a write some node acknowledged, and a merge that dropped
     /// one would lose it.
     pub sibling_merges_over_cap: u64,
+    /// Replica merges refused because the merged set is over the record limit
+    /// (more concurrent large values than a record holds): that key's replicas
+    /// stay apart until a write covers its siblings.
+    pub merges_over_record_limit: u64,
     /// The most siblings one key's set held in any write this store made since it
     /// opened.
     pub siblings_largest: u64,

@@ -272,7 +272,11 @@ impl Store {
         if next == found.set {
             return Ok(found.not_applied());
         }
-        self.stage_frame(op, found.dir_key, batch_seq, next.clone(), overlay, frames)?;
+        let staged = self.stage_frame(op, found.dir_key, batch_seq, next.clone(), overlay, frames);
+        if let Err(WriteError::RecordTooLarge { .. }) = staged {
+            self.stats.merges_over_record_limit += 1;
+        }
+        staged?;
         self.note_siblings(next.siblings.len(), true);
         Ok(WriteOutcome {
             applied: true,
