@@ -100,3 +100,39 @@ fn a_request_carries_the_copies_within_its_bytes_and_always_the_first() {
     assert_eq!(oversized, 1, "an oversized first still travels");
     assert_eq!(items_within_bytes(&[], 50), 0);
 }
+
+/// A hint holds a replica's whole sibling set, which may be larger than a
+/// client's value may be: the hint store takes it up to the record limit,
+/// where the data store refuses a client value over a quarter of it.
+#[test]
+fn the_hint_store_keeps_a_set_larger_than_a_client_value() {
+    use shoal_engine::cluster::hints::{encode_hint, hint_store_location, HINT_NAMESPACE};
+    use shoal_engine::memdisk::MemDir;
+    use shoal_engine::{Hlc, SiblingSet, Store, StoreOptions, VersionVector, WriteError, WriteOp};
+    use std::sync::Arc;
+
+    let options = StoreOptions {
+        record_size_max_bytes: 64 << 10,
+        segment_size_bytes: 1 << 20,
+        ..StoreOptions::default()
+    };
+    let mut set = SiblingSet::default();
+    for node in 1..=2 {
+        let value = Bytes::from(vec![b'v'; 20 << 10]);
+        set.write(&VersionVector::new(), node, 1, Hlc(1), Some(value));
+    }
+    let hint = WriteOp::put(HINT_NAMESPACE, hint_key(3, NS, b"k"), encode_hint(&set));
+    let put = |dir: Arc<dyn shoal_engine::DiskDir>, options: StoreOptions| {
+        let (mut store, _) = Store::open(dir, options).expect("open");
+        let batch = store.prepare(std::slice::from_ref(&hint), 1_000);
+        batch.sync().expect("sync");
+        store.publish(batch).remove(0)
+    };
+    let data_dir: Arc<dyn shoal_engine::DiskDir> = Arc::new(MemDir::new());
+    assert!(matches!(
+        put(data_dir, options.clone()),
+        Err(WriteError::ValueTooLarge { .. })
+    ));
+    let (hint_dir, hint_options) = hint_store_location(Arc::new(MemDir::new()), &options);
+    put(hint_dir, hint_options).expect("the hint store keeps it");
+}

@@ -40,6 +40,9 @@ pub fn hint_store_location(
     let hint_dir: Arc<dyn DiskDir> = Arc::new(PrefixedDir::new(dir, HINT_FILE_PREFIX));
     let options = StoreOptions {
         delete_markers_collectable: true,
+        // A hint's value is a whole sibling set (a replica's merge): it may
+        // take the whole record, as a merge may.
+        values_per_record: 1,
         ..store_options.clone()
     };
     (hint_dir, options)

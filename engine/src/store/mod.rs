@@ -53,7 +53,8 @@ pub const UNSYNCED_BATCHES_MAX: u64 = 4;
 
 /// Tunables; see `Default` for the production values.
 /// How many largest client values one record holds side by side: the share
-/// of the record limit a value may take ([`Store::value_size_max_bytes`]).
+/// of the record limit a value may take ([`Store::value_size_max_bytes`]), by
+/// default ([`StoreOptions::values_per_record`]).
 pub const CONCURRENT_VALUES_PER_RECORD: usize = 4;
 
 #[derive(Clone, Debug)]
@@ -66,6 +67,10 @@ pub struct StoreOptions {
     /// may take a share of it only ([`Store::value_size_max_bytes`]).
     pub record_size_max_bytes: u32,
     pub key_size_max_bytes: usize,
+    /// A written value may take `1 / values_per_record` of the record limit,
+    /// so that this many concurrent ones merge into one record. A store whose
+    /// values are whole sibling sets already (the hint store) says 1.
+    pub values_per_record: usize,
     /// Writes that would leave more concurrent siblings than this are refused.
     pub siblings_max: usize,
     /// A sealed segment is compacted once this share of it is dead.
@@ -84,6 +89,7 @@ impl Default for StoreOptions {
             segment_size_bytes: 128 << 20,
             record_size_max_bytes: 64 << 20,
             key_size_max_bytes: 64 << 10,
+            values_per_record: CONCURRENT_VALUES_PER_RECORD,
             siblings_max: 64,
             compaction_dead_percent_min: 50,
             delete_markers_collectable: true,
@@ -615,11 +621,11 @@ impl Store {
     }
 
     /// The largest value a client write may carry: a share of the record
-    /// limit, so that [`CONCURRENT_VALUES_PER_RECORD`] values that large,
+    /// limit, so that [`StoreOptions::values_per_record`] values that large,
     /// written concurrently on different replicas, still merge into one record
     /// (a merge over the record limit would be refused on every repair).
     pub fn value_size_max_bytes(&self) -> usize {
-        self.frame_size_max_bytes() as usize / CONCURRENT_VALUES_PER_RECORD
+        self.frame_size_max_bytes() as usize / self.options.values_per_record.max(1)
     }
 }
 
