@@ -1,9 +1,10 @@
 //! One incoming owner's pull of a partition, driven directly: how many old
 //! owners must answer whole, live ones asked first, failures passed over to
 //! the next source, and a staying owner's own copy counted only when it is
-//! whole (not restoring, every record readable). No sockets, no madsim.
+//! whole (not restoring, every record read back, which is checked last). No
+//! sockets, no madsim.
 
-use shoal_engine::cluster::handoff_pull::{OwnCopy, PartitionPull, PullShort};
+use shoal_engine::cluster::handoff_pull::{OwnCopy, PartitionPull, PullShort, Step};
 use shoal_engine::cluster::map::{ClusterMap, RingChange};
 use shoal_engine::placement::{PartitionId, Ring};
 use std::collections::BTreeSet;
@@ -42,17 +43,33 @@ fn joined() -> (ClusterMap, PartitionId) {
     (map, partition)
 }
 
-/// Run `pull` to its end, each source answering as `answer` says.
+/// Run `pull` to its end, each source answering as `answer` says and the own
+/// copy reading back `own_whole`: the steps taken, and the end.
 fn run(
     mut pull: PartitionPull,
+    own_whole: bool,
     answer: impl Fn(u32) -> Result<(), String>,
-) -> (Vec<u32>, Result<(), PullShort>) {
-    let mut asked = Vec::new();
-    while let Some(source) = pull.next_source() {
-        asked.push(source);
-        pull.scanned(source, answer(source));
+) -> (Vec<Step>, Result<(), PullShort>) {
+    let mut steps = Vec::new();
+    loop {
+        let step = pull.step();
+        steps.push(step);
+        match step {
+            Step::Scan(source) => pull.scanned(source, answer(source)),
+            Step::CheckOwnCopy => pull.own_checked(own_whole),
+            Step::End => return (steps, pull.end()),
+        }
     }
-    (asked, pull.end())
+}
+
+fn scanned(steps: &[Step]) -> Vec<u32> {
+    steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::Scan(n) => Some(*n),
+            _ => None,
+        })
+        .collect()
 }
 
 #[test]
@@ -63,9 +80,11 @@ fn a_new_owner_needs_n_minus_w_plus_one_old_owners_and_asks_live_ones_first() {
     let down = old[0];
     let pull = PartitionPull::new(&map, partition, 4, 2, OwnCopy::NotAnOldOwner, |n| n != down);
     assert_eq!(pull.needed(), 2);
-    let (asked, end) = run(pull, |_| Ok(()));
+    let (steps, end) = run(pull, true, |_| Ok(()));
     assert_eq!(end, Ok(()));
+    let asked = scanned(&steps);
     assert_eq!(asked.len(), 2, "two answered whole: enough");
+    assert!(!steps.contains(&Step::CheckOwnCopy), "no own copy to check");
     assert!(
         !asked.contains(&down),
         "the down owner is asked last: {asked:?}"
@@ -78,7 +97,7 @@ fn a_failed_source_is_passed_over_and_a_short_pull_names_each_failure() {
     let old = map.handoff_sources(partition, 4);
     let pull = PartitionPull::new(&map, partition, 4, 2, OwnCopy::NotAnOldOwner, |_| true);
     let failing = old[0];
-    let (asked, end) = run(pull, |n| {
+    let (steps, end) = run(pull, true, |n| {
         if n == failing {
             Err("connection refused".into())
         } else {
@@ -86,10 +105,10 @@ fn a_failed_source_is_passed_over_and_a_short_pull_names_each_failure() {
         }
     });
     assert_eq!(end, Ok(()), "the other two answered");
-    assert_eq!(asked.len(), 3);
+    assert_eq!(scanned(&steps).len(), 3);
 
     let pull = PartitionPull::new(&map, partition, 4, 2, OwnCopy::NotAnOldOwner, |_| true);
-    let (_, end) = run(pull, |n| {
+    let (_, end) = run(pull, true, |n| {
         if n == old[2] {
             Ok(())
         } else {
@@ -112,41 +131,40 @@ fn a_staying_owner_counts_its_own_copy_only_when_whole() {
     let (map, partition) = pinned();
     assert!(map.was_owner(partition, 1));
     let needed = |own| PartitionPull::new(&map, partition, 1, 2, own, |_| true).needed();
-    assert_eq!(needed(OwnCopy::Whole), 1);
-    assert_eq!(needed(OwnCopy::Restoring), 2);
-    assert_eq!(needed(OwnCopy::Unreadable), 2);
+    assert_eq!(needed(OwnCopy::of(true, false)), 1, "counted until checked");
+    assert_eq!(needed(OwnCopy::of(true, true)), 2, "restoring: not counted");
+    assert_eq!(needed(OwnCopy::of(false, false)), 2);
 
-    // Damaged here and the other stayer empty-handed: with node 3 (the only
-    // other holder) unreachable, the pull is short instead of done.
-    let pull = PartitionPull::new(&map, partition, 1, 2, OwnCopy::Unreadable, |n| n != 3);
-    let (asked, end) = run(pull, |n| {
+    // Whole: one other old owner and the check end it.
+    let pull = PartitionPull::new(&map, partition, 1, 2, OwnCopy::of(true, false), |_| true);
+    let (steps, end) = run(pull, true, |_| Ok(()));
+    assert_eq!(steps, [Step::Scan(2), Step::CheckOwnCopy, Step::End]);
+    assert_eq!(end, Ok(()));
+
+    // Damaged here, and node 3 (the only other holder) unreachable: after
+    // node 2, the check finds the damage, node 3 is asked, and the pull is
+    // short instead of done.
+    let pull = PartitionPull::new(&map, partition, 1, 2, OwnCopy::of(true, false), |n| n != 3);
+    let (steps, end) = run(pull, false, |n| {
         if n == 3 {
             Err("not connected".into())
         } else {
             Ok(())
         }
     });
-    assert_eq!(asked, [2, 3]);
-    assert_eq!(end.expect_err("short").pulled, 1);
+    assert_eq!(
+        steps,
+        [Step::Scan(2), Step::CheckOwnCopy, Step::Scan(3), Step::End]
+    );
+    let short = end.expect_err("short");
+    assert_eq!((short.pulled, short.needed), (1, 2));
 }
 
 #[test]
-fn the_own_copy_is_scanned_only_for_an_old_owner_that_is_not_restoring() {
-    let scanned = std::cell::Cell::new(0);
-    let scanned = &scanned;
-    let reads = |whole: bool| {
-        move || {
-            scanned.set(scanned.get() + 1);
-            whole
-        }
-    };
-    assert_eq!(
-        OwnCopy::of(false, false, reads(true)),
-        OwnCopy::NotAnOldOwner
-    );
-    assert_eq!(OwnCopy::of(true, true, reads(true)), OwnCopy::Restoring);
-    assert_eq!(scanned.get(), 0);
-    assert_eq!(OwnCopy::of(true, false, reads(true)), OwnCopy::Whole);
-    assert_eq!(OwnCopy::of(true, false, reads(false)), OwnCopy::Unreadable);
-    assert_eq!(scanned.get(), 2);
+fn the_own_copy_is_not_read_back_while_the_other_sources_are_short() {
+    let (map, partition) = pinned();
+    let pull = PartitionPull::new(&map, partition, 1, 2, OwnCopy::of(true, false), |_| true);
+    let (steps, end) = run(pull, true, |_| Err("not connected".into()));
+    assert!(!steps.contains(&Step::CheckOwnCopy), "{steps:?}");
+    assert!(end.is_err());
 }

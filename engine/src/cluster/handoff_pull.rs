@@ -11,6 +11,9 @@
 //! its replicas, nor when a record of the partition does not read back. Either
 //! would leave the partition one copy short of what the count assumed, and the
 //! owners that leave would drop the only copy left (cluster seed 20982007487).
+//! The read-back of every record is asked for last ([`Step::CheckOwnCopy`]),
+//! once the other sources have answered: a pull retried every round while a
+//! source is unreachable does not re-read the partition each time.
 
 use super::map::ClusterMap;
 use crate::placement::PartitionId;
@@ -22,6 +25,11 @@ use std::fmt;
 pub enum OwnCopy {
     /// Not an old owner: it had no copy to count.
     NotAnOldOwner,
+    /// An old owner not restoring, its records not read back yet: counted
+    /// while the others are pulled, checked ([`Step::CheckOwnCopy`]) before
+    /// the pull may end on it, so the scan of every record costs nothing while
+    /// the other sources cannot be reached.
+    Unchecked,
     /// An old owner whose every record reads back: one source.
     Whole,
     /// An old owner restoring its data from its replicas: not a source.
@@ -31,16 +39,31 @@ pub enum OwnCopy {
 }
 
 impl OwnCopy {
-    /// The own copy's standing; `reads_whole` (a scan of every record, the
-    /// costly part) runs only for an old owner that is not restoring.
-    pub fn of(was_owner: bool, restoring: bool, reads_whole: impl FnOnce() -> bool) -> OwnCopy {
+    /// The own copy's standing before any scan.
+    pub fn of(was_owner: bool, restoring: bool) -> OwnCopy {
         match (was_owner, restoring) {
             (false, _) => OwnCopy::NotAnOldOwner,
             (true, true) => OwnCopy::Restoring,
-            (true, false) if reads_whole() => OwnCopy::Whole,
-            (true, false) => OwnCopy::Unreadable,
+            (true, false) => OwnCopy::Unchecked,
         }
     }
+
+    fn counts(self) -> bool {
+        matches!(self, OwnCopy::Unchecked | OwnCopy::Whole)
+    }
+}
+
+/// What the driver does next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Scan this old owner's copy and merge it here, then report it
+    /// ([`PartitionPull::scanned`]).
+    Scan(NodeId),
+    /// Read back every record of this node's own copy, then report it
+    /// ([`PartitionPull::own_checked`]).
+    CheckOwnCopy,
+    /// Enough answered whole, or no source is left: see [`PartitionPull::end`].
+    End,
 }
 
 /// A pull that ran out of sources before enough answered whole.
@@ -77,7 +100,9 @@ impl std::error::Error for PullShort {}
 pub struct PartitionPull {
     /// Old owners still to ask, next first.
     sources: Vec<NodeId>,
-    needed: usize,
+    /// Old owners that must answer whole, this node's own copy not counted.
+    needed_in_all: usize,
+    own: OwnCopy,
     pulled: usize,
     failures: Vec<(NodeId, String)>,
 }
@@ -94,31 +119,35 @@ impl PartitionPull {
         own: OwnCopy,
         live: impl Fn(NodeId) -> bool,
     ) -> PartitionPull {
-        let counted = usize::from(own == OwnCopy::Whole);
-        let needed = map
-            .sources_needed(partition, old_write_quorum)
-            .saturating_sub(counted);
         let mut sources = map.handoff_sources(partition, me);
         sources.sort_by_key(|n| !live(*n));
         PartitionPull {
             sources,
-            needed,
+            needed_in_all: map.sources_needed(partition, old_write_quorum),
+            own,
             pulled: 0,
             failures: Vec::new(),
         }
     }
 
-    /// How many old owners must answer whole.
+    /// How many other old owners must answer whole, as the own copy stands.
     pub fn needed(&self) -> usize {
-        self.needed
+        self.needed_in_all
+            .saturating_sub(usize::from(self.own.counts()))
     }
 
-    /// The next source to scan (`None`: enough answered, or none is left).
-    pub fn next_source(&mut self) -> Option<NodeId> {
-        if self.pulled >= self.needed || self.sources.is_empty() {
-            return None;
+    /// What to do next.
+    pub fn step(&mut self) -> Step {
+        if self.pulled >= self.needed() {
+            if self.own == OwnCopy::Unchecked {
+                return Step::CheckOwnCopy;
+            }
+            return Step::End;
         }
-        Some(self.sources.remove(0))
+        if self.sources.is_empty() {
+            return Step::End;
+        }
+        Step::Scan(self.sources.remove(0))
     }
 
     /// `source`'s scan ended: merged here whole (`Ok`), or why not.
@@ -129,14 +158,32 @@ impl PartitionPull {
         }
     }
 
+    /// This node's own copy read back whole, or not (then one more old
+    /// owner must answer).
+    pub fn own_checked(&mut self, whole: bool) {
+        debug_assert_eq!(self.own, OwnCopy::Unchecked);
+        self.own = if whole {
+            OwnCopy::Whole
+        } else {
+            OwnCopy::Unreadable
+        };
+    }
+
+    /// The own copy's standing now.
+    pub fn own(&self) -> OwnCopy {
+        self.own
+    }
+
     /// Done (the partition may be reported taken), or short.
     pub fn end(self) -> Result<(), PullShort> {
-        if self.pulled >= self.needed {
+        let needed = self.needed();
+        // Never done on a copy of its own that was not read back.
+        if self.pulled >= needed && self.own != OwnCopy::Unchecked {
             Ok(())
         } else {
             Err(PullShort {
                 pulled: self.pulled,
-                needed: self.needed,
+                needed,
                 failures: self.failures,
             })
         }

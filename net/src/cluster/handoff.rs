@@ -2,7 +2,7 @@
 //! its old owners and reports it done.
 
 use super::*;
-use shoal_engine::cluster::handoff_pull::{OwnCopy, PartitionPull, PullShort};
+use shoal_engine::cluster::handoff_pull::{OwnCopy, PartitionPull, PullShort, Step};
 
 impl Cluster {
     /// Pull every partition this node is an incoming owner of from enough of its
@@ -73,15 +73,20 @@ impl Cluster {
         let own = OwnCopy::of(
             map.was_owner(partition, self.me()),
             self.restoring.load(Ordering::Acquire),
-            || self.own_copy_reads(map, partition),
         );
         let old_write_quorum = self.old_write_quorum(map, partition);
         let mut pull = PartitionPull::new(map, partition, self.me(), old_write_quorum, own, |n| {
             self.is_live(n)
         });
-        while let Some(source) = pull.next_source() {
-            let outcome = self.pull_from(map, partition, source).await;
-            pull.scanned(source, outcome);
+        loop {
+            match pull.step() {
+                Step::Scan(source) => {
+                    let outcome = self.pull_from(map, partition, source).await;
+                    pull.scanned(source, outcome);
+                }
+                Step::CheckOwnCopy => pull.own_checked(self.own_copy_reads(map, partition)),
+                Step::End => break,
+            }
         }
         pull.end()
     }
