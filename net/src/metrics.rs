@@ -282,6 +282,11 @@ fn compaction_families(stats: &shoal_engine::store::StoreStats, scrape: &mut Scr
         Counter(stats.sibling_merges_over_cap),
     );
     scrape.one(
+        "shoal_records_unreadable",
+        "Reads that found a record damaged since start (restart the node to set the damage aside).",
+        Counter(stats.records_unreadable),
+    );
+    scrape.one(
         "shoal_merges_over_record_limit",
         "Replica merges refused: the merged siblings are over the record limit.",
         Counter(stats.merges_over_record_limit),

@@ -214,6 +214,9 @@ pub struct StoreStats {
     /// (more concurrent large values than a record holds): that key's replicas
     /// stay apart until a write covers its siblings.
     pub merges_over_record_limit: u64,
+    /// Reads that found a record damaged (checksum, zeroed, segment gone)
+    /// since the store opened: synced data went bad under a running node.
+    pub records_unreadable: u64,
     /// The most siblings one key's set held in any write this store made since it
     /// opened.
     pub siblings_largest: u64,
@@ -277,6 +280,8 @@ pub struct Store {
     compaction: compaction::State,
     chores: chores::Chores,
     stats: StoreStats,
+    /// [`StoreStats::records_unreadable`], counted by reads (which take `&self`).
+    records_unreadable: std::sync::atomic::AtomicU64,
     /// Anti-entropy digests, kept once [`Store::enable_digests`] was called.
     digests: Option<crate::digest::DigestTree>,
     /// Published keys that expire (`expiry`).
@@ -289,8 +294,24 @@ impl Store {
         &self.options
     }
 
-    pub fn stats(&self) -> &StoreStats {
-        &self.stats
+    pub fn stats(&self) -> StoreStats {
+        StoreStats {
+            records_unreadable: self
+                .records_unreadable
+                .load(std::sync::atomic::Ordering::Relaxed),
+            ..self.stats.clone()
+        }
+    }
+
+    /// A read found `entry`'s record damaged: counted, and the error to return.
+    fn unreadable(&self, entry: KeyEntry, reason: &'static str) -> ReadError {
+        self.records_unreadable
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        ReadError::Corrupt {
+            segment: entry.segment,
+            offset: entry.offset as u64,
+            reason,
+        }
     }
 
     pub fn is_poisoned(&self) -> Option<&str> {
@@ -430,11 +451,7 @@ impl Store {
             &mut heap[..]
         };
         self.read_frame_bytes(entry, buf)?;
-        let corrupt = |reason| ReadError::Corrupt {
-            segment: entry.segment,
-            offset: entry.offset as u64,
-            reason,
-        };
+        let corrupt = |reason| self.unreadable(entry, reason);
         let view = match crate::record::scan_frame(buf, self.options.record_size_max_bytes) {
             crate::record::FrameScan::Valid { view, .. } => view,
             crate::record::FrameScan::Zero => return Err(corrupt("record zeroed")),
@@ -456,14 +473,9 @@ impl Store {
 
     /// The bytes of `entry`'s frame, into `buf` (`entry.len` bytes long).
     fn read_frame_bytes(&self, entry: KeyEntry, buf: &mut [u8]) -> Result<(), ReadError> {
-        let segment = self
-            .segments
-            .get(&entry.segment)
-            .ok_or(ReadError::Corrupt {
-                segment: entry.segment,
-                offset: entry.offset as u64,
-                reason: "segment missing",
-            })?;
+        let Some(segment) = self.segments.get(&entry.segment) else {
+            return Err(self.unreadable(entry, "segment missing"));
+        };
         segment
             .disk
             .read_at(entry.offset as u64, buf)
@@ -475,16 +487,8 @@ impl Store {
         self.read_frame_bytes(entry, &mut buf)?;
         match read_frame(&buf, self.options.record_size_max_bytes) {
             FrameRead::Valid { body, .. } => Ok(body),
-            FrameRead::Zero => Err(ReadError::Corrupt {
-                segment: entry.segment,
-                offset: entry.offset as u64,
-                reason: "record zeroed",
-            }),
-            FrameRead::Invalid(reason) => Err(ReadError::Corrupt {
-                segment: entry.segment,
-                offset: entry.offset as u64,
-                reason,
-            }),
+            FrameRead::Zero => Err(self.unreadable(entry, "record zeroed")),
+            FrameRead::Invalid(reason) => Err(self.unreadable(entry, reason)),
         }
     }
 

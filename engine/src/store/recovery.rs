@@ -433,6 +433,7 @@ impl Store {
             compaction: Default::default(),
             chores: Default::default(),
             stats: Default::default(),
+            records_unreadable: Default::default(),
             digests: None,
             expiring: Default::default(),
             observer: None,

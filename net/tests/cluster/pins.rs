@@ -250,6 +250,19 @@ fn a_pin_waits_for_a_copy_that_reads_back() {
         "the pin finished without node 1, the only whole copy of k:19:\n{}",
         status(node3)
     );
+    // Node 2 says it found damage (its own read-back, node 3's scans of it).
+    let mut c2 = nodes[1].as_ref().unwrap().client();
+    let info: String = redis::cmd("INFO")
+        .arg("persistence")
+        .query(&mut c2)
+        .unwrap();
+    let unreadable: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("shoal_records_unreadable:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("shoal_records_unreadable in INFO");
+    assert!(unreadable > 0, "{info}");
+    drop(c2);
 
     nodes[0] = Some(start_node(1, &ports, &dirs[0]));
     nodes[1].take().unwrap().kill9();
