@@ -381,17 +381,23 @@ fn cut_tail_floor(
     Ok(Some(floor))
 }
 
+/// Options a store cannot open with.
+fn check_options(options: &StoreOptions) -> Result<(), OpenError> {
+    if options.segment_size_bytes < 4096 || options.segment_size_bytes > u32::MAX as u64 {
+        return Err(OpenError::BadOptions(
+            "segment_size_bytes must be between 4 KiB and 4 GiB".into(),
+        ));
+    }
+    Ok(())
+}
+
 impl Store {
     /// Open (or create) the store in `dir`, recovering from whatever a crash left.
     pub fn open(
         dir: Arc<dyn DiskDir>,
         mut options: StoreOptions,
     ) -> Result<(Store, RecoveryReport), OpenError> {
-        if options.segment_size_bytes < 4096 || options.segment_size_bytes > u32::MAX as u64 {
-            return Err(OpenError::BadOptions(
-                "segment_size_bytes must be between 4 KiB and 4 GiB".into(),
-            ));
-        }
+        check_options(&options)?;
         let incarnation = bump_incarnation(dir.as_ref())?;
         if let Some(actor) = read_actor(dir.as_ref())? {
             options.node_id = actor;
