@@ -11,13 +11,33 @@ use crate::version::SiblingSet;
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 
-const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+/// Where every hash starts.
+const SEED: u64 = 0xcbf2_9ce4_8422_2325;
+/// An odd multiplier with bits spread over the word (the golden ratio's).
+const MULTIPLIER: u64 = 0x9e37_79b9_7f4a_7c15;
 
-fn fnv(mut hash: u64, bytes: &[u8]) -> u64 {
-    for b in bytes {
-        hash ^= u64::from(*b);
-        hash = hash.wrapping_mul(FNV_PRIME);
+/// One 64-bit word into the hash. For a fixed hash it is a bijection of the
+/// word, and for a fixed word a bijection of the hash (xor, an odd multiply and
+/// a rotation each are), so two inputs that differ in one word never meet.
+/// A word at a time: byte-wise FNV cost 5% of a cluster simulation and a
+/// cycle per value byte on every replica write.
+fn word(hash: u64, w: u64) -> u64 {
+    (hash ^ w).wrapping_mul(MULTIPLIER).rotate_left(31)
+}
+
+/// Bytes into the hash: their length, then eight at a time (the last word
+/// zero-padded; the length tells "a" from "a\0").
+fn bytes(mut hash: u64, data: &[u8]) -> u64 {
+    hash = word(hash, data.len() as u64);
+    let mut chunks = data.chunks_exact(8);
+    for chunk in &mut chunks {
+        hash = word(hash, u64::from_le_bytes(chunk.try_into().expect("8 bytes")));
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut last = [0u8; 8];
+        last[..rest.len()].copy_from_slice(rest);
+        hash = word(hash, u64::from_le_bytes(last));
     }
     hash
 }
@@ -34,22 +54,16 @@ fn mix(mut z: u64) -> u64 {
 /// every sibling (dot, HLC time, value or delete marker). Equal sets hash equal on
 /// every node (siblings are kept sorted, contexts are ordered maps).
 pub fn set_hash(set: &SiblingSet) -> u64 {
-    let mut h = FNV_OFFSET;
+    let mut h = SEED;
     for (node, counter) in set.context.entries() {
-        h = fnv(h, &node.to_le_bytes());
-        h = fnv(h, &counter.to_le_bytes());
+        h = word(word(h, u64::from(node)), counter);
     }
-    h = fnv(h, b"|");
+    h = word(h, u64::MAX); // between the context and the siblings
     for s in &set.siblings {
-        h = fnv(h, &s.dot.node.to_le_bytes());
-        h = fnv(h, &s.dot.counter.to_le_bytes());
-        h = fnv(h, &s.hlc.0.to_le_bytes());
+        h = word(word(word(h, u64::from(s.dot.node)), s.dot.counter), s.hlc.0);
         match &s.value {
-            Some(v) => {
-                h = fnv(h, &(v.len() as u64).to_le_bytes());
-                h = fnv(h, v);
-            }
-            None => h = fnv(h, b"~"),
+            Some(v) => h = bytes(word(h, 1), v),
+            None => h = word(h, 0),
         }
     }
     mix(h)
@@ -58,7 +72,7 @@ pub fn set_hash(set: &SiblingSet) -> u64 {
 /// The hash a key contributes to its slot's digest (the namespace is part of it,
 /// so equal copies in two namespaces do not cancel out).
 pub fn key_hash(namespace: u8, key: &[u8], set_hash: u64) -> u64 {
-    mix(fnv(fnv(FNV_OFFSET, &[namespace]), key) ^ set_hash)
+    mix(bytes(word(SEED, u64::from(namespace)), key) ^ set_hash)
 }
 
 #[derive(Default, Clone, Debug)]

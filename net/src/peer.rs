@@ -78,7 +78,9 @@ pub const WRITE_BATCH_MAX_BYTES: usize = 1 << 20;
 const YIELDS: usize = 3;
 const HANDSHAKE_MAGIC: u32 = 0x5348_4c50; // "SHLP"
 /// 2: reads of copies (`Read`, `ReadPrefix`, `ReadHints`) carry the asker's ring.
-const PROTOCOL_VERSION: u8 = 2;
+/// 3: set hashes (anti-entropy digests, `ForgetMarkers`) are taken a word at a
+/// time: a peer of version 2 would see every key differ, and never forget.
+const PROTOCOL_VERSION: u8 = 3;
 
 type HmacSha256 = Hmac<Sha256>;
 
