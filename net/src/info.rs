@@ -173,7 +173,7 @@ fn persistence_section(shared: &Shared, out: &mut String) {
                 None => "ok".to_string(),
                 Some(reason) => format!("read-only ({reason})"),
             };
-            let stats = s.stats().clone();
+            let stats = s.stats();
             (
                 total,
                 dead,

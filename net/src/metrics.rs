@@ -199,7 +199,7 @@ fn store_families(shared: &Shared, scrape: &mut Scrape) {
             disk,
             dead,
             s.segment_count(),
-            s.stats().clone(),
+            s.stats(),
             s.is_poisoned().is_some(),
         )
     });

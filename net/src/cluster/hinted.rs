@@ -192,7 +192,7 @@ fn next_held_hints(
     let mut bytes = 0;
     let mut taken = 0;
     for hk in hint_keys {
-        let Some(hint) = held_hints(hint_store, std::slice::from_ref(hk)).pop() else {
+        let Some(hint) = held_hint(hint_store, hk) else {
             taken += 1;
             continue;
         };
@@ -207,24 +207,18 @@ fn next_held_hints(
     (held, taken, bytes)
 }
 
-/// The hints `hint_keys` names that are still held: each stored key, the set
-/// it was stored as (its context deletes it once delivered), and the copy to
-/// deliver.
-fn held_hints(hint_store: &Storage, hint_keys: &[Bytes]) -> Vec<(Bytes, SiblingSet, ReplicaItem)> {
+/// The hint `hk` names if it is still held: its stored key, the set it was
+/// stored as (its context deletes it once delivered), and the copy to deliver.
+fn held_hint(hint_store: &Storage, hk: &Bytes) -> Option<(Bytes, SiblingSet, ReplicaItem)> {
     hint_store.read(|s| {
-        hint_keys
-            .iter()
-            .filter_map(|hk| {
-                let stored = s.get(hints::HINT_NAMESPACE, hk).ok()??;
-                let set = hints::decode_hint(stored.winner()?.value.as_ref()?)?;
-                let (_, namespace, key) = hints::parse_hint_key(hk)?;
-                let item = ReplicaItem {
-                    namespace,
-                    key,
-                    set,
-                };
-                Some((hk.clone(), stored, item))
-            })
-            .collect()
+        let stored = s.get(hints::HINT_NAMESPACE, hk).ok()??;
+        let set = hints::decode_hint(stored.winner()?.value.as_ref()?)?;
+        let (_, namespace, key) = hints::parse_hint_key(hk)?;
+        let item = ReplicaItem {
+            namespace,
+            key,
+            set,
+        };
+        Some((hk.clone(), stored, item))
     })
 }

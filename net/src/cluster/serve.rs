@@ -493,7 +493,7 @@ impl Cluster {
     }
 
     /// This node's digest of each map partition (0 for one its map lacks).
-    pub(super) fn partition_digests(&self, partitions: &[PartitionId]) -> Vec<u64> {
+    pub fn partition_digests(&self, partitions: &[PartitionId]) -> Vec<u64> {
         let map = self.map();
         self.storage.read(|s| {
             partitions

@@ -400,34 +400,24 @@ pub(super) fn converged(members: &[Arc<Member>]) -> Option<Arc<ClusterMap>> {
     }
     // The partition digests first: cheap, and while they differ the replicas
     // do not agree; the key-by-key comparison runs once they all match.
-    (partition_digests_agree(members, &first) && replicas_agree(members, &first)).then_some(first)
+    (partition_digests_agree(members, &clusters, &first) && replicas_agree(members, &first))
+        .then_some(first)
 }
 
-/// Every partition's owners hold the same anti-entropy digest of it.
-fn partition_digests_agree(members: &[Arc<Member>], map: &ClusterMap) -> bool {
-    let mut digests: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
+/// Every partition's owners hold the same anti-entropy digest of it, as each
+/// member's cluster reports them (`clusters` in `members`' order).
+fn partition_digests_agree(
+    members: &[Arc<Member>],
+    clusters: &[Arc<Cluster>],
+    map: &ClusterMap,
+) -> bool {
     let partitions = map.partitions();
-    for member in members.iter().filter(|m| map.ring().is_member(m.id)) {
-        let Some(storage) = lock(&member.storage).clone() else {
-            return false;
-        };
-        let of_member = storage.read(|s| {
-            let Some(tree) = s.digests() else {
-                return Vec::new();
-            };
-            partitions
-                .iter()
-                .map(|p| {
-                    let namespaces = map.namespaces(*p);
-                    tree.range_digest_where(map.slot_range(*p), |ns| namespaces.contains(ns))
-                })
-                .collect()
-        });
-        if of_member.len() != partitions.len() {
-            return false;
-        }
-        digests.insert(member.id, of_member);
-    }
+    let digests: BTreeMap<u32, Vec<u64>> = members
+        .iter()
+        .zip(clusters)
+        .filter(|(m, _)| map.ring().is_member(m.id))
+        .map(|(m, c)| (m.id, c.partition_digests(&partitions)))
+        .collect();
     partitions.iter().enumerate().all(|(i, p)| {
         let owners = map.owners(*p);
         let first = digests.get(&owners[0]).map(|d| d[i]);
