@@ -176,3 +176,35 @@ fn an_invented_a_doubled_and_a_reordered_element_are_caught() {
         "{description}"
     );
 }
+
+/// A cluster without strict quorums: no sessions promised.
+fn split_cluster() -> Recorder {
+    let mut history = Recorder::new(true);
+    history.drop_first_line();
+    history.line(json!({
+        "type": "meta", "seed": 7, "n": 3, "r": 1, "w": 1, "sessions": false,
+        "nodes": [1, 2, 3], "converge_bound_ms": 5000
+    }));
+    history
+}
+
+#[test]
+fn a_split_cluster_may_count_behind_until_it_converges_never_ahead() {
+    let mut history = split_cluster();
+    add(&mut history, 10, 1, 5, Some(5)); // one side
+    add(&mut history, 20, 2, 7, Some(7)); // the other, which had not seen the 5
+    count(&mut history, 30, 2, Some(7));
+    let report = history.report();
+    assert!(report.passed(), "behind during the run: {report}");
+
+    history.quiescence(true, 100);
+    count(&mut history, 200, 3, Some(7)); // after converging, the 5 is gone
+    let description = assert_first(&history.report(), ViolationKind::Counter, Some("c"));
+    assert!(description.contains("below the 12"), "{description}");
+
+    let mut history = split_cluster();
+    add(&mut history, 10, 1, 5, Some(5));
+    add(&mut history, 20, 2, 7, Some(17)); // ahead: the 5 counted twice
+    let description = assert_first(&history.report(), ViolationKind::Counter, Some("c"));
+    assert!(description.contains("above the 12"), "{description}");
+}

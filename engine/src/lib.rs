@@ -10,6 +10,7 @@
 
 pub mod cluster;
 pub mod commit_order;
+pub mod counter;
 pub mod digest;
 pub mod disk;
 pub mod fields;

@@ -122,19 +122,23 @@ pub enum PayloadView<'a> {
     Marker,
     Value(&'a [u8]),
     Expiring(&'a [u8], u64),
+    Counted(&'a [u8], Option<u64>, crate::counter::Counter),
 }
 
 impl<'a> SiblingView<'a> {
     pub fn value(&self) -> Option<&'a [u8]> {
         match self.payload {
             PayloadView::Marker => None,
-            PayloadView::Value(v) | PayloadView::Expiring(v, _) => Some(v),
+            PayloadView::Value(v) | PayloadView::Expiring(v, _) | PayloadView::Counted(v, _, _) => {
+                Some(v)
+            }
         }
     }
 
     pub fn deadline_ms(&self) -> Option<u64> {
         match self.payload {
             PayloadView::Expiring(_, d) => Some(d),
+            PayloadView::Counted(_, d, _) => d,
             _ => None,
         }
     }

@@ -2,6 +2,7 @@
 //! version vector sets). Concurrent writes are kept side by side as siblings; a write
 //! or delete removes exactly the siblings its causal context covers (G2, G4).
 
+use crate::counter::Counter;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -208,6 +209,9 @@ pub struct Sibling {
     pub value: Option<Bytes>,
     /// Only with a value.
     pub deadline_ms: Option<u64>,
+    /// A cluster's counted value: how each node's increments add up
+    /// (`crate::counter`). Only with a value.
+    pub counter: Option<Box<Counter>>,
 }
 
 impl Sibling {
@@ -232,33 +236,39 @@ pub(crate) enum Payload {
     Marker,
     Value(Bytes),
     Expiring(Bytes, u64),
+    /// A counted value (`crate::counter`), with its deadline if any.
+    Counted(Bytes, Option<u64>, Box<Counter>),
 }
 
 impl From<SiblingWire> for Sibling {
     fn from(w: SiblingWire) -> Sibling {
-        let (value, deadline_ms) = match w.value {
-            Payload::Marker => (None, None),
-            Payload::Value(v) => (Some(v), None),
-            Payload::Expiring(v, d) => (Some(v), Some(d)),
+        let (value, deadline_ms, counter) = match w.value {
+            Payload::Marker => (None, None, None),
+            Payload::Value(v) => (Some(v), None, None),
+            Payload::Expiring(v, d) => (Some(v), Some(d), None),
+            Payload::Counted(v, d, c) => (Some(v), d, Some(c)),
         };
         Sibling {
             dot: w.dot,
             hlc: w.hlc,
             value,
             deadline_ms,
+            counter,
         }
     }
 }
 
 impl From<Sibling> for SiblingWire {
     fn from(s: Sibling) -> SiblingWire {
-        let value = match (s.value, s.deadline_ms) {
-            (None, deadline) => {
+        let value = match (s.value, s.deadline_ms, s.counter) {
+            (None, deadline, counter) => {
                 assert!(deadline.is_none(), "a delete marker has no deadline");
+                assert!(counter.is_none(), "a delete marker has no counter");
                 Payload::Marker
             }
-            (Some(v), None) => Payload::Value(v),
-            (Some(v), Some(d)) => Payload::Expiring(v, d),
+            (Some(v), d, Some(c)) => Payload::Counted(v, d, c),
+            (Some(v), None, None) => Payload::Value(v),
+            (Some(v), Some(d), None) => Payload::Expiring(v, d),
         };
         SiblingWire {
             dot: s.dot,
@@ -285,7 +295,10 @@ impl SiblingSet {
         let siblings: usize = self
             .siblings
             .iter()
-            .map(|s| s.value.as_ref().map_or(0, Bytes::len) + 32)
+            .map(|s| {
+                let counter = s.counter.as_ref().map_or(0, |c| 16 + 24 * c.by_node.len());
+                s.value.as_ref().map_or(0, Bytes::len) + 32 + counter
+            })
             .sum();
         siblings + self.context.len() * 16
     }
@@ -332,6 +345,7 @@ impl SiblingSet {
             hlc,
             value,
             deadline_ms,
+            counter: None,
         });
         self.siblings.sort_by_key(|s| s.dot);
         dot
@@ -369,7 +383,7 @@ impl SiblingSet {
     }
 
     /// Siblings that hold a value (not delete markers).
-    pub fn live(&self) -> impl Iterator<Item = &Sibling> {
+    pub fn live(&self) -> impl Iterator<Item = &Sibling> + Clone {
         self.siblings.iter().filter(|s| s.value.is_some())
     }
 
@@ -384,8 +398,32 @@ impl SiblingSet {
         self.live().max_by_key(|s| winner_rank(s.hlc, s.dot))
     }
 
+    /// The value a plain Redis GET returns: the winner's, except that a
+    /// counted winner reads as its counters merged (`crate::counter`).
+    pub fn string_value(&self) -> Option<Bytes> {
+        crate::counter::resolve(self.live()).value()
+    }
+
+    /// [`SiblingSet::string_value`] among the siblings not expired at `now_ms`.
+    pub fn string_value_at(&self, now_ms: u64) -> Option<Bytes> {
+        crate::counter::resolve(self.live_at(now_ms)).value()
+    }
+
+    /// Make the sibling `dot` just minted a counted one: `counter`, its own
+    /// node's entry stamped with `dot`.
+    pub fn attach_counter(&mut self, dot: Dot, mut counter: Counter) {
+        counter.stamp(dot);
+        let minted = self
+            .siblings
+            .iter_mut()
+            .find(|s| s.dot == dot)
+            .expect("the counter's sibling was just minted");
+        assert!(minted.value.is_some(), "a counter is attached to a value");
+        minted.counter = Some(Box::new(counter));
+    }
+
     /// Siblings that hold a value at wall time `now_ms` (not expired).
-    pub fn live_at(&self, now_ms: u64) -> impl Iterator<Item = &Sibling> {
+    pub fn live_at(&self, now_ms: u64) -> impl Iterator<Item = &Sibling> + Clone {
         self.siblings.iter().filter(move |s| s.is_live_at(now_ms))
     }
 
@@ -479,6 +517,7 @@ mod tests {
                 hlc: Hlc(3),
                 value,
                 deadline_ms: None,
+                counter: None,
             };
             assert_eq!(postcard::to_allocvec(&now).unwrap(), before);
             assert_eq!(postcard::from_bytes::<Sibling>(&before).unwrap(), now);
@@ -488,6 +527,7 @@ mod tests {
             hlc: Hlc(3),
             value: Some(Bytes::from_static(b"v")),
             deadline_ms: Some(1_700_000_000_123),
+            counter: None,
         };
         let bytes = postcard::to_allocvec(&expiring).unwrap();
         assert_eq!(postcard::from_bytes::<Sibling>(&bytes).unwrap(), expiring);

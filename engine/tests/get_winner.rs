@@ -36,6 +36,7 @@ fn set_of(specs: &[Spec]) -> SiblingSet {
             hlc: Hlc(*hlc),
             deadline_ms: value.as_ref().and(*deadline_ms),
             value: value.clone().map(Bytes::from),
+            counter: None,
         });
     }
     set

@@ -217,7 +217,7 @@ async fn string(backend: &Backend<'_>, ns: u8, key: &Bytes) -> Result<Bytes, Rep
         .read(ns, std::slice::from_ref(key))
         .await
         .remove(0)?;
-    let value = read.and_then(|set| set.winner().and_then(|w| w.value.clone()));
+    let value = read.and_then(|set| set.string_value());
     match value {
         Some(value) => Ok(value),
         None => match types::absent_or_wrong_type(backend, ns, key, Reply::Null).await {

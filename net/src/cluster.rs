@@ -54,7 +54,8 @@ use shoal_engine::placement::{PartitionId, Placement, Ring};
 use shoal_engine::runtime::Runtime;
 use shoal_engine::store::OpenError;
 use shoal_engine::{
-    Condition, Covers, Deadline, NodeId, SiblingSet, WriteError, WriteOp, WriteOutcome,
+    Condition, Covers, Deadline, Dot, Hlc, Modify, NodeId, Sibling, SiblingSet, WriteError,
+    WriteOp, WriteOutcome,
 };
 use shoal_engine::{DiskDir, DiskError, Store};
 use std::collections::{BTreeMap, BTreeSet};
@@ -66,6 +67,7 @@ use tokio::sync::{mpsc, oneshot};
 
 mod anti_entropy;
 mod catch_up;
+mod client_wire;
 mod expiry;
 mod hand_over;
 mod handoff;
@@ -81,6 +83,10 @@ mod start_error;
 mod status;
 mod write;
 
+use client_wire::{
+    outcome_from_wire, outcome_to_wire, replica_items, unknown_outcome, write_from_wire,
+};
+pub use client_wire::{remote_error, write_to_wire};
 use start_error::check_config;
 pub use start_error::{ConfigError, StartError};
 
@@ -792,106 +798,6 @@ type ReadReply = (NodeId, Vec<usize>, Result<Response, CallError>);
 pub type RoutedWrite = Result<WriteOutcome, RemoteError>;
 /// A read's result: the merged set of the replies (`None`: no replica has the key).
 pub type RoutedRead = Result<Option<SiblingSet>, RemoteError>;
-
-/// A store's refusal as the peer protocol and the client see it.
-pub fn remote_error(e: &WriteError) -> RemoteError {
-    let refusal = match e {
-        WriteError::SyncFailed(_) | WriteError::Disk(_) => Refusal::OutcomeUnknown,
-        WriteError::Poisoned(_) => Refusal::ReadOnly,
-        WriteError::DiskFull => Refusal::DiskFull,
-        WriteError::TooManySiblings { .. } => Refusal::TooManySiblings,
-        _ => Refusal::Invalid,
-    };
-    RemoteError::new(refusal, e.to_string())
-}
-
-fn outcome_from_wire(o: ClientOutcome) -> WriteOutcome {
-    WriteOutcome {
-        applied: o.applied,
-        dot: o.dot,
-        superseded: o.superseded,
-        previous_winner: o.previous_winner,
-        previous_live: o.previous_live,
-        set: SiblingSet::default(),
-    }
-}
-
-fn outcome_to_wire(o: &WriteOutcome) -> ClientOutcome {
-    ClientOutcome {
-        applied: o.applied,
-        dot: o.dot,
-        superseded: o.superseded.clone(),
-        previous_winner: o.previous_winner.clone(),
-        previous_live: o.previous_live,
-    }
-}
-
-pub fn write_to_wire(op: &WriteOp) -> ClientWrite {
-    assert!(
-        op.modify.is_none() && op.deadline != Deadline::Keep && op.take.is_none(),
-        "a read-modify-write (KEEPTTL too) or a take is refused or rewritten before it is routed"
-    );
-    ClientWrite {
-        namespace: op.namespace,
-        key: op.key.clone(),
-        value: op.value.clone(),
-        context: match &op.covers {
-            Covers::Current => None,
-            Covers::Context(vv) => Some(vv.clone()),
-        },
-        condition: match op.condition {
-            Condition::Always => WireCondition::Always,
-            Condition::IfAbsent => WireCondition::IfAbsent,
-            Condition::IfPresent => WireCondition::IfPresent,
-            other => unreachable!("{other:?} comes only with a read-modify-write"),
-        },
-        deadline_ms: match op.deadline {
-            Deadline::At(at_ms) => Some(at_ms),
-            _ => None,
-        },
-    }
-}
-
-fn write_from_wire(w: ClientWrite) -> WriteOp {
-    let mut op = match w.value {
-        Some(v) => WriteOp::put(w.namespace, w.key, v),
-        None => WriteOp::delete(w.namespace, w.key),
-    };
-    op.covers = w.context.map_or(Covers::Current, Covers::Context);
-    op.condition = match w.condition {
-        WireCondition::Always => Condition::Always,
-        WireCondition::IfAbsent => Condition::IfAbsent,
-        WireCondition::IfPresent => Condition::IfPresent,
-    };
-    op.deadline = w.deadline_ms.map_or(Deadline::Never, Deadline::At);
-    op
-}
-
-/// The keys that have a readable copy, as replica writes of it.
-fn replica_items(
-    namespace: u8,
-    keys: &[Bytes],
-    sets: Vec<Result<Option<SiblingSet>, RemoteError>>,
-) -> Vec<ReplicaItem> {
-    sets.into_iter()
-        .zip(keys)
-        .filter_map(|(set, key)| {
-            Some(ReplicaItem {
-                namespace,
-                key: key.clone(),
-                set: set.ok()??,
-            })
-        })
-        .collect()
-}
-
-/// Bytes of sibling sets (and keys) the items carry.
-fn unknown_outcome(what: &str, e: &CallError) -> RemoteError {
-    RemoteError::new(
-        Refusal::OutcomeUnknown,
-        format!("{what}: {e}; the write's outcome is unknown"),
-    )
-}
 
 /// Status of one member for operators.
 #[derive(Clone, Debug)]

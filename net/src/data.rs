@@ -170,6 +170,9 @@ impl DataCommand {
             DataCommand::Write(ops, _) if is_modify(&ops) && backend.is_routed() => {
                 Step::Reply(Reply::error(MODIFY_ON_CLUSTER))
             }
+            DataCommand::Write(ops, shape) if counts_on_cluster(&ops) && backend.is_routed() => {
+                backend.write(counted(ops), shape).await
+            }
             DataCommand::Write(ops, shape) if matches!(shape, ReplyShape::ShoalWrite) => {
                 backend.write(ops, shape).await
             }
@@ -235,7 +238,7 @@ impl DataCommand {
             Ok(read) => read,
             Err(reply) => return reply,
         };
-        let winner = read.as_ref().and_then(|s| s.winner()?.value.clone());
+        let winner = read.as_ref().and_then(SiblingSet::string_value);
         match (winner, self) {
             (Some(_), DataCommand::Ttl(_, query)) => query.reply(read.as_ref(), now_ms),
             (Some(value), string) => string.string_reply(value),
@@ -292,8 +295,8 @@ fn winner(set: Option<SiblingSet>) -> Reply {
     winner_bytes(set).map_or(Reply::Null, Reply::Bulk)
 }
 
-/// Why INCR, APPEND and SETRANGE are refused on a cluster, for now.
-const MODIFY_ON_CLUSTER: &str = "ERR INCR, DECR, INCRBY, DECRBY, INCRBYFLOAT, APPEND, SETRANGE, EXPIRE, PEXPIRE, EXPIREAT, PEXPIREAT, PERSIST, GETEX with an option and SET KEEPTTL are not supported on a cluster yet: two nodes modifying one value at once would each write their own result, and one update would be lost; they work on a single node";
+/// Why INCRBYFLOAT, APPEND, SETRANGE and EXPIRE are refused on a cluster, for now.
+const MODIFY_ON_CLUSTER: &str = "ERR INCRBYFLOAT, APPEND, SETRANGE, EXPIRE, PEXPIRE, EXPIREAT, PEXPIREAT, PERSIST, GETEX with an option and SET KEEPTTL are not supported on a cluster yet: two nodes modifying one value at once would each write their own result, and one update would be lost; they work on a single node";
 
 /// Why MSETNX, RENAME, RENAMENX and COPY are refused on a cluster, for now.
 const ALONE_ON_CLUSTER: &str = "ERR MSETNX, RENAME, RENAMENX, COPY and MOVE are not supported on a cluster yet: their keys live on different replicas, and nothing yet makes the read and the writes one step there; they work on a single node";
@@ -321,7 +324,7 @@ async fn copy_of(
         .await
         .remove(0)?;
     if let Some(winner) = read.as_ref().and_then(|s| s.winner()) {
-        let Some(value) = winner.value.clone() else {
+        let Some(value) = read.as_ref().and_then(SiblingSet::string_value) else {
             return Ok(None);
         };
         let mut op = WriteOp::put(to_ns, to.clone(), value);
@@ -530,9 +533,30 @@ fn parse_move(databases: u8, args: &[Bytes]) -> Result<DataCommand, Step> {
 
 /// A read-modify-write: INCR and the like, EXPIRE, PERSIST, GETEX with an
 /// option, SET KEEPTTL (the new value keeps the current one's deadline).
+/// A read-modify-write a cluster refuses: all but INCR and its kin
+/// (`counts_on_cluster`), and SET KEEPTTL.
 fn is_modify(ops: &[WriteOp]) -> bool {
-    ops.iter()
-        .any(|op| op.modify.is_some() || op.deadline == Deadline::Keep)
+    ops.iter().any(|op| match op.modify {
+        Some(Modify::IncrBy(_)) => ops.len() > 1,
+        Some(_) => true,
+        None => op.deadline == Deadline::Keep,
+    })
+}
+
+/// INCR, DECR, INCRBY or DECRBY of one key: on a cluster, a counter that
+/// merges per node (`shoal_engine::counter`).
+fn counts_on_cluster(ops: &[WriteOp]) -> bool {
+    matches!(ops, [op] if matches!(op.modify, Some(Modify::IncrBy(_))))
+}
+
+/// `ops` (see `counts_on_cluster`) as a cluster counts them.
+fn counted(mut ops: Vec<WriteOp>) -> Vec<WriteOp> {
+    for op in &mut ops {
+        if let Some(Modify::IncrBy(by)) = op.modify {
+            op.modify = Some(Modify::CountBy(by));
+        }
+    }
+    ops
 }
 
 fn not_an_integer() -> Step {
@@ -541,7 +565,7 @@ fn not_an_integer() -> Step {
 
 /// The winner's value, if the key holds one.
 fn winner_bytes(set: Option<SiblingSet>) -> Option<Bytes> {
-    set.and_then(|s| s.winner().and_then(|w| w.value.clone()))
+    set.and_then(|s| s.string_value())
 }
 
 /// GETRANGE's byte range of a value `len` bytes long: `start` and `end` are

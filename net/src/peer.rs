@@ -80,7 +80,9 @@ const HANDSHAKE_MAGIC: u32 = 0x5348_4c50; // "SHLP"
 /// 2: reads of copies (`Read`, `ReadPrefix`, `ReadHints`) carry the asker's ring.
 /// 3: set hashes (anti-entropy digests, `ForgetMarkers`) are taken a word at a
 /// time: a peer of version 2 would see every key differ, and never forget.
-const PROTOCOL_VERSION: u8 = 3;
+/// 4: counted siblings (a cluster's INCR) in copies, `count_by` in proxied
+/// writes and `minted_value` in their outcomes.
+const PROTOCOL_VERSION: u8 = 4;
 
 type HmacSha256 = Hmac<Sha256>;
 

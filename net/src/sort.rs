@@ -233,7 +233,7 @@ async fn lookup(
     };
     let read = backend.read(namespace, &[Bytes::from(stored)]).await;
     let set = read.into_iter().next().expect("one read per key")?;
-    Ok(set.and_then(|s| s.winner().and_then(|w| w.value.clone())))
+    Ok(set.and_then(|s| s.string_value()))
 }
 
 /// STORE: `destination` becomes the list of `values` (a missing GET value

@@ -314,10 +314,7 @@ pub async fn object(backend: &Backend<'_>, ns: u8, args: &[Bytes]) -> Reply {
 /// most) or `raw`.
 async fn string_encoding(backend: &Backend<'_>, ns: u8, key: &Bytes) -> &'static str {
     let read = backend.read(ns, std::slice::from_ref(key)).await.remove(0);
-    let value = read
-        .ok()
-        .flatten()
-        .and_then(|s| s.winner().and_then(|w| w.value.clone()));
+    let value = read.ok().flatten().and_then(|s| s.string_value());
     match value {
         Some(v) if shoal_engine::store::modify::parse_i64(&v).is_some() => "int",
         Some(v) if v.len() <= 44 => "embstr",

@@ -106,6 +106,9 @@ pub struct ClientWrite {
     pub condition: WireCondition,
     /// When the value expires (wall time, ms since the Unix epoch).
     pub deadline_ms: Option<u64>,
+    /// An INCRBY (`Modify::CountBy`): add this to the key's counter, keeping
+    /// its deadline; `value`, `context` and `deadline_ms` are then unused.
+    pub count_by: Option<i64>,
 }
 
 /// What a coordinated write did (the store's `WriteOutcome`, minus the set).
@@ -116,6 +119,8 @@ pub struct ClientOutcome {
     pub superseded: VersionVector,
     pub previous_winner: Option<Bytes>,
     pub previous_live: bool,
+    /// The value the write minted (what INCR answers).
+    pub minted_value: Option<Bytes>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -300,6 +305,7 @@ mod tests {
                     hlc: Hlc(0),
                     value: Some(Bytes::from(vec![b'v'; value_bytes])),
                     deadline_ms: None,
+                    counter: None,
                 }],
             },
         }

@@ -460,6 +460,17 @@ impl Store {
         let winner = (view.set.siblings.iter())
             .filter(|s| s.is_live_at(now_ms))
             .max_by_key(|s| crate::version::winner_rank(s.hlc, s.dot));
+        if winner.is_some_and(|w| matches!(w.payload, crate::record::PayloadView::Counted(..))) {
+            // A counted winner reads as its counters merged (`crate::counter`).
+            let max = self.options.record_size_max_bytes;
+            let crate::record::FrameRead::Valid { body, .. } = crate::record::read_frame(buf, max)
+            else {
+                unreachable!("the frame scanned valid just now");
+            };
+            let set = body.set;
+            let deadline_ms = set.winner_at(now_ms).and_then(|w| w.deadline_ms);
+            return Ok(set.string_value_at(now_ms).map(|v| (v, deadline_ms)));
+        }
         Ok(winner.map(|w| {
             let value = Bytes::copy_from_slice(w.value().expect("filtered on a value"));
             (value, w.deadline_ms())

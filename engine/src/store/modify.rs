@@ -18,6 +18,11 @@ pub const STRING_LEN_MAX_BYTES: usize = 512 << 20;
 pub enum Modify {
     /// INCR, DECR, INCRBY, DECRBY: add to a 64-bit integer (absent: 0).
     IncrBy(i64),
+    /// A cluster's INCR, DECR, INCRBY, DECRBY: add as this node's share of a
+    /// counter that merges per node (`crate::counter`), so increments
+    /// coordinated on different nodes at once add up. The store computes it
+    /// from every live sibling, not from the winner alone.
+    CountBy(i64),
     /// INCRBYFLOAT: add to a float (absent: 0).
     IncrByFloat(f64),
     /// APPEND (absent: empty).
@@ -78,7 +83,7 @@ impl Modify {
     fn compute(&self, current: Option<&[u8]>) -> Result<Bytes, ModifyError> {
         match self {
             Modify::Touch => unreachable!("Touch is answered by apply"),
-            Modify::IncrBy(by) => {
+            Modify::IncrBy(by) | Modify::CountBy(by) => {
                 let now = current
                     .map_or(Some(0), parse_i64)
                     .ok_or(ModifyError::NotAnInteger)?;

@@ -5,6 +5,7 @@
 use super::modify::Modify;
 use super::staging::{Overlay, StagedKey};
 use super::*;
+use crate::counter::{counter_of, Counter};
 
 /// A key's set as a write in a batch finds it, and what the write's outcome
 /// reports of it. Values expired at the batch's wall time read as absent.
@@ -212,7 +213,7 @@ impl Store {
         Ok(Found {
             dir_key: dk,
             live: winner.is_some(),
-            winner: winner.and_then(|s| s.value.clone()),
+            winner: set.string_value_at(now_ms),
             winner_deadline_ms: winner.and_then(|s| s.deadline_ms),
             set,
         })
@@ -303,7 +304,7 @@ impl Store {
             Deadline::Keep => found.winner_deadline_ms,
             Deadline::At(at_ms) => Some(at_ms),
         };
-        let value = written_value(op, &found, overlay)?;
+        let (value, counter) = written_value(op, &found, (self.options.node_id, wall_ms), overlay)?;
         if let Some(len_bytes) = value.as_ref().map(Bytes::len) {
             let max_bytes = self.value_size_max_bytes();
             if len_bytes > max_bytes {
@@ -336,6 +337,9 @@ impl Store {
             deadline_ms,
         );
         self.counter_issued_max = self.counter_issued_max.max(dot.counter);
+        if let Some(counter) = counter {
+            next.attach_counter(dot, counter);
+        }
         if next.siblings.len() > self.options.siblings_max {
             self.stats.sibling_writes_refused += 1;
             return Err(WriteError::TooManySiblings {
@@ -424,12 +428,19 @@ impl Store {
 }
 
 /// What a write writes: its value, or its read-modify-write applied to the
-/// winner it found.
+/// winner it found; a counted write (`Modify::CountBy`, by node `node` at
+/// `now_ms`) also its counter.
 fn written_value(
     op: &WriteOp,
     found: &Found,
+    (node, now_ms): (NodeId, u64),
     overlay: &Overlay,
-) -> Result<Option<Bytes>, WriteError> {
+) -> Result<(Option<Bytes>, Option<Counter>), WriteError> {
+    if let Some(Modify::CountBy(by)) = op.modify {
+        let mut counter = counter_of(&found.set, now_ms).map_err(WriteError::Modify)?;
+        counter.add(node, by).map_err(WriteError::Modify)?;
+        return Ok((Some(counter.value()), Some(counter)));
+    }
     let value = match &op.modify {
         Some(Modify::Touch) => found.winner.clone(),
         Some(modify) => modify
@@ -446,10 +457,11 @@ fn written_value(
         .as_ref()
         .filter(|_| overlay.contains_key(&dir_key(op.namespace, &op.key)))
     {
-        return modify.apply(value.as_deref()).map_err(WriteError::Modify);
+        let twice = modify.apply(value.as_deref()).map_err(WriteError::Modify)?;
+        return Ok((twice, None));
     }
     let _ = overlay;
-    Ok(value)
+    Ok((value, None))
 }
 
 /// Planted (checker self-test): a set member's replica merge lets a delete

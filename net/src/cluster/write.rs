@@ -102,7 +102,12 @@ impl Cluster {
             .fetch_add(keys.len() as u64, Ordering::Relaxed);
         // The local copy is made under the ring the replicas are then chosen by,
         // once keys of partitions this node takes over are caught up.
-        let (shared, map, refusals) = self.gate_for_minting(&keys).await;
+        let (read, unread) = self.read_before_counting(&ops).await;
+        let (shared, map, mut refusals) = self.gate_for_minting(&keys).await;
+        self.merge_read(&map, read).await;
+        for (refusal, unread) in refusals.iter_mut().zip(unread) {
+            *refusal = refusal.take().or(unread);
+        }
         let local = self.write_unrefused(ops, refusals).await;
         drop(shared);
         let ring_version = map.version();
@@ -139,6 +144,51 @@ impl Cluster {
             .quorum_failures
             .fetch_add(missed, Ordering::Relaxed);
         answers
+    }
+
+    /// Before a counted write (INCR) mints, read its key from a quorum, so
+    /// that the total it answers counts every increment acknowledged before
+    /// it (with strict quorums): the merged copies found, and per op why it
+    /// is refused (a counted write whose read failed adds nothing).
+    async fn read_before_counting(
+        self: &Arc<Self>,
+        ops: &[WriteOp],
+    ) -> (Vec<ReplicaItem>, Vec<Option<RemoteError>>) {
+        let mut items = Vec::new();
+        let mut refusals = Vec::with_capacity(ops.len());
+        for op in ops {
+            if !matches!(op.modify, Some(Modify::CountBy(_))) {
+                refusals.push(None);
+                continue;
+            }
+            let keys = vec![op.key.clone()];
+            let read = self.read(op.namespace, keys.clone()).await;
+            refusals.push(read[0].as_ref().err().map(|e| {
+                RemoteError::new(
+                    Refusal::TryAgain,
+                    format!(
+                        "the counter could not be read first, so nothing was added ({})",
+                        e.line()
+                    ),
+                )
+            }));
+            items.extend(replica_items(op.namespace, &keys, read));
+        }
+        (items, refusals)
+    }
+
+    /// Merge here what `read_before_counting` found (read repair has usually
+    /// written it already), for the keys this node still holds under `map`.
+    async fn merge_read(&self, map: &ClusterMap, read: Vec<ReplicaItem>) {
+        let me = self.me();
+        let held: Vec<ReplicaItem> = read
+            .into_iter()
+            .filter(|item| map.holds(me, map.partition_of_key(item.namespace, &item.key)))
+            .collect();
+        if !held.is_empty() {
+            // A merge that fails leaves the reply behind, not the count.
+            let _ = self.merge_locally(held).await;
+        }
     }
 
     /// A ring adopted while this coordinator's writes were out may have made it an

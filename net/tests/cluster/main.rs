@@ -9,6 +9,7 @@ mod common;
 mod helpers;
 
 mod collections;
+mod counters;
 mod expiry;
 mod listing;
 mod markers;

@@ -1,0 +1,137 @@
+//! A cluster's counters through real stores: three nodes' stores count
+//! (`Modify::CountBy`) and exchange their copies by replica merges in any
+//! order, any number of times; once every copy met every other, each store
+//! reads the sum of every increment, through `SiblingSet::string_value`, the
+//! `get_winner` fast path, and after a reopen (records round-trip).
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use proptest::prelude::*;
+use shoal_engine::memdisk::MemDir;
+use shoal_engine::store::Deadline;
+use shoal_engine::{Modify, ModifyError, Store, StoreOptions, WriteError, WriteOp};
+
+const KEY: &[u8] = b"hits";
+
+fn count_by(by: i64) -> WriteOp {
+    let mut op = WriteOp::modify(0, Bytes::from_static(KEY), Modify::CountBy(by));
+    op.deadline = Deadline::Keep;
+    op
+}
+
+fn stores() -> (Vec<MemDir>, Vec<Store>) {
+    let dirs: Vec<MemDir> = (0..3).map(|_| MemDir::new()).collect();
+    let stores = dirs
+        .iter()
+        .enumerate()
+        .map(|(i, dir)| {
+            let options = StoreOptions {
+                node_id: i as u32 + 1,
+                ..small_options()
+            };
+            open(dir, options)
+        })
+        .collect();
+    (dirs, stores)
+}
+
+/// Merge node `from`'s copy into node `to`'s, as a replica write does.
+fn gossip(stores: &mut [Store], from: usize, to: usize) {
+    let Some(set) = stores[from].get(0, KEY).expect("read") else {
+        return;
+    };
+    let merge = WriteOp::merge(0, Bytes::from_static(KEY), set);
+    commit(&mut stores[to], &[merge])[0].clone().expect("merge");
+}
+
+fn total_of(store: &Store) -> Option<i64> {
+    let set = store.get(0, KEY).expect("read")?;
+    let text = set.string_value()?;
+    let fast = store
+        .get_winner(0, KEY, 1_000)
+        .expect("read")
+        .map(|(v, _)| v);
+    assert_eq!(
+        fast,
+        Some(text.clone()),
+        "the fast path reads the merge too"
+    );
+    Some(std::str::from_utf8(&text).unwrap().parse().unwrap())
+}
+
+#[derive(Clone, Debug)]
+enum Step {
+    Add { node: usize, by: i64 },
+    Gossip { from: usize, to: usize },
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        (0..3usize, -50..50i64).prop_map(|(node, by)| Step::Add { node, by }),
+        (0..3usize, 0..3usize).prop_map(|(from, to)| Step::Gossip { from, to }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    #[test]
+    fn every_increment_counts_once_whatever_the_gossip(steps in prop::collection::vec(step(), 1..40)) {
+        let (dirs, mut stores) = stores();
+        let mut sum = 0;
+        for s in &steps {
+            match *s {
+                Step::Add { node, by } => {
+                    let before = total_of(&stores[node]).unwrap_or(0);
+                    let outcome = commit(&mut stores[node], &[count_by(by)])[0].clone().expect("count");
+                    let told: i64 = std::str::from_utf8(&outcome.minted_value().unwrap()).unwrap().parse().unwrap();
+                    prop_assert_eq!(told, before + by, "an add answers the total it sees plus itself");
+                    sum += by;
+                }
+                Step::Gossip { from, to } if from != to => gossip(&mut stores, from, to),
+                Step::Gossip { .. } => {}
+            }
+        }
+        for _ in 0..2 {
+            for from in 0..3 {
+                for to in 0..3 {
+                    if from != to {
+                        gossip(&mut stores, from, to);
+                    }
+                }
+            }
+        }
+        for store in &stores {
+            prop_assert_eq!(total_of(store).unwrap_or(0), sum);
+        }
+        drop(stores);
+        for (i, dir) in dirs.iter().enumerate() {
+            let options = StoreOptions { node_id: i as u32 + 1, ..small_options() };
+            let reopened = open(dir, options);
+            prop_assert_eq!(total_of(&reopened).unwrap_or(0), sum, "after a reopen");
+        }
+    }
+}
+
+#[test]
+fn a_count_refuses_text_and_overflow_and_writes_nothing() {
+    let (_dirs, mut stores) = stores();
+    put(&mut stores[0], "hits", "abc");
+    let refused = commit(&mut stores[0], &[count_by(1)])[0].clone();
+    assert_eq!(
+        refused.map(|_| ()),
+        Err(WriteError::Modify(ModifyError::NotAnInteger))
+    );
+    put(&mut stores[1], "hits", &(i64::MAX - 1).to_string());
+    commit(&mut stores[1], &[count_by(1)])[0]
+        .clone()
+        .expect("to the last value");
+    let refused = commit(&mut stores[1], &[count_by(1)])[0].clone();
+    assert_eq!(
+        refused.map(|_| ()),
+        Err(WriteError::Modify(ModifyError::Overflow))
+    );
+    assert_eq!(total_of(&stores[1]), Some(i64::MAX));
+    assert_eq!(value_of(&stores[0], "hits").as_deref(), Some("abc"));
+}
