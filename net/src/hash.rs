@@ -136,12 +136,15 @@ impl HashCommand {
                 backend.write(vec![op], ReplyShape::SetNx).await
             }
             HashCommand::Incr(key, field, modify) => {
-                if backend.is_routed() {
-                    return Err(Reply::error(INCR_ON_CLUSTER));
-                }
+                let modify = match modify {
+                    // A cluster counts a field per node, as INCRBY a key.
+                    Modify::IncrBy(by) if backend.is_routed() => Modify::CountBy(by),
+                    _ if backend.is_routed() => return Err(Reply::error(INCR_ON_CLUSTER)),
+                    local => local,
+                };
                 refuse_other_type(backend, ns, &key).await?;
                 let shape = match modify {
-                    Modify::IncrBy(_) => ReplyShape::NewInteger,
+                    Modify::IncrBy(_) | Modify::CountBy(_) => ReplyShape::NewInteger,
                     _ => ReplyShape::NewValue,
                 };
                 let op = WriteOp::modify(fns, stored(&key, &field), modify);
@@ -229,8 +232,8 @@ impl HashCommand {
     }
 }
 
-/// Why HINCRBY and HINCRBYFLOAT are refused on a cluster, for now.
-const INCR_ON_CLUSTER: &str = "ERR HINCRBY and HINCRBYFLOAT are not supported on a cluster yet: two nodes incrementing one field at once would each write their own result, and one increment would be lost; they work on a single node";
+/// Why HINCRBYFLOAT is refused on a cluster, for now.
+const INCR_ON_CLUSTER: &str = "ERR HINCRBYFLOAT is not supported on a cluster yet: two nodes incrementing one field at once would each write their own result, and one increment would be lost; it works on a single node (HINCRBY counts per node on a cluster)";
 
 /// WRONGTYPE when `key` holds another type than a hash.
 async fn refuse_other_type(backend: &Backend<'_>, ns: u8, key: &Bytes) -> Result<(), Reply> {
@@ -277,9 +280,10 @@ async fn all_fields(
         .collect())
 }
 
-/// A field's value: its set's deterministic winner.
+/// A field's value: its set's deterministic winner (a counted field's
+/// counters merged, `shoal_engine::counter`).
 fn value_of(set: Option<SiblingSet>) -> Option<Bytes> {
-    set.and_then(|s| s.winner().and_then(|w| w.value.clone()))
+    set.and_then(|s| s.string_value())
 }
 
 fn parse_randfield(key: Bytes, rest: &[Bytes], pairs: bool) -> Result<HashCommand, Step> {

@@ -1,5 +1,5 @@
-//! Counters on a cluster: INCR, DECR, INCRBY and DECRBY coordinated on
-//! different nodes add up, also when the coordinators could not see each
+//! Counters on a cluster: INCR, DECR, INCRBY, DECRBY and HINCRBY coordinated
+//! on different nodes add up, also when the coordinators could not see each
 //! other (`shoal_engine::counter`), and refuse what Redis refuses.
 
 use crate::common::cluster::port_pairs;
@@ -49,6 +49,7 @@ fn increments_on_both_sides_of_a_split_add_up() {
     let mut c1 = nodes[0].as_ref().unwrap().client();
     select_1(&mut c1);
     assert_eq!(incrby_once_taken(&mut c1, "hits", 5), 5);
+    assert_eq!(query::<i64>(&mut c1, &["HINCRBY", "page", "views", "3"]), 3);
 
     // Side B: nodes 2 and 3, which never saw it, count 7 more.
     nodes[0].take().unwrap().kill9();
@@ -62,6 +63,7 @@ fn increments_on_both_sides_of_a_split_add_up() {
         7,
         "side B sees only its own increments"
     );
+    assert_eq!(query::<i64>(&mut c2, &["HINCRBY", "page", "views", "4"]), 4);
 
     // Healed: both sides' increments, through every node.
     nodes[0] = Some(start_node_with(1, &ports, &dirs[0], &ONE_REPLICA));
@@ -74,6 +76,12 @@ fn increments_on_both_sides_of_a_split_add_up() {
             query::<String>(&mut c, &["GET", "hits"]),
             "12",
             "through node {}: a side's increments were lost",
+            node.port
+        );
+        assert_eq!(
+            query::<String>(&mut c, &["HGET", "page", "views"]),
+            "7",
+            "through node {}: a side's field increments were lost",
             node.port
         );
     }
