@@ -136,19 +136,7 @@ impl HashCommand {
                 backend.write(vec![op], ReplyShape::SetNx).await
             }
             HashCommand::Incr(key, field, modify) => {
-                let modify = match modify {
-                    // A cluster counts a field per node, as INCRBY a key.
-                    Modify::IncrBy(by) if backend.is_routed() => Modify::CountBy(by),
-                    _ if backend.is_routed() => return Err(Reply::error(INCR_ON_CLUSTER)),
-                    local => local,
-                };
-                refuse_other_type(backend, ns, &key).await?;
-                let shape = match modify {
-                    Modify::IncrBy(_) | Modify::CountBy(_) => ReplyShape::NewInteger,
-                    _ => ReplyShape::NewValue,
-                };
-                let op = WriteOp::modify(fns, stored(&key, &field), modify);
-                backend.write(vec![op], shape).await
+                incr(backend, ns, (key, field), modify).await?
             }
             HashCommand::Del(key, fields) => {
                 refuse_other_type(backend, ns, &key).await?;
@@ -230,6 +218,29 @@ impl HashCommand {
             _ => unreachable!("a single-field command"),
         })
     }
+}
+
+/// HINCRBY, HINCRBYFLOAT: a read-modify-write of the field; on a cluster
+/// HINCRBY counts per node (`Modify::CountBy`), as INCRBY a key.
+async fn incr(
+    backend: &Backend<'_>,
+    ns: u8,
+    (key, field): (Bytes, Bytes),
+    modify: Modify,
+) -> Result<Step, Reply> {
+    let modify = match modify {
+        Modify::IncrBy(by) if backend.is_routed() => Modify::CountBy(by),
+        _ if backend.is_routed() => return Err(Reply::error(INCR_ON_CLUSTER)),
+        local => local,
+    };
+    refuse_other_type(backend, ns, &key).await?;
+    let shape = match modify {
+        Modify::IncrBy(_) | Modify::CountBy(_) => ReplyShape::NewInteger,
+        _ => ReplyShape::NewValue,
+    };
+    let stored = Bytes::from(field_key(&key, &field));
+    let op = WriteOp::modify(fields_namespace(ns), stored, modify);
+    Ok(backend.write(vec![op], shape).await)
 }
 
 /// Why HINCRBYFLOAT is refused on a cluster, for now.
