@@ -151,3 +151,79 @@ fn concurrent_increments_through_every_node_add_up() {
     let e = error_of(&mut c, &["INCRBYFLOAT", "shared", "1.5"]);
     assert!(e.contains("not supported on a cluster"), "{e}");
 }
+
+/// Tallies of one client's INCRBY 1 calls.
+#[derive(Default)]
+struct Tally {
+    acknowledged: i64,
+    /// Errors: not made, or of unknown outcome (a node killed mid-call).
+    failed: i64,
+}
+
+/// `INCRBY kills 1` through `url` until `stop`, reconnecting after errors
+/// (its node may be down for a while).
+fn count_until(url: String, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Tally {
+    use std::sync::atomic::Ordering;
+    let client = redis::Client::open(url).expect("client");
+    let mut tally = Tally::default();
+    let mut conn = None;
+    while !stop.load(Ordering::Relaxed) {
+        let Some(c) = conn.as_mut() else {
+            conn = client.get_connection().ok();
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        };
+        match redis::cmd("INCRBY").arg("kills").arg(1).query::<i64>(c) {
+            Ok(_) => tally.acknowledged += 1,
+            Err(e) => {
+                tally.failed += 1;
+                if e.is_io_error() || e.is_connection_dropped() {
+                    conn = None;
+                }
+            }
+        }
+    }
+    tally
+}
+
+#[test]
+fn acknowledged_increments_survive_a_kill_9_of_a_coordinator() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let _slot = cluster_slot();
+    let root = temp_dir("cluster-counter-kill");
+    let ports = port_pairs(3);
+    let dirs = node_dirs(&root, 3);
+    let mut nodes = start_nodes(&ports, &dirs, &[]);
+    wait_for_a_write(&mut nodes[0].as_ref().unwrap().client(), "x");
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = nodes
+        .iter()
+        .flatten()
+        .flat_map(|node| [node.url(), node.url()])
+        .map(|url| {
+            let stop = stop.clone();
+            std::thread::spawn(move || count_until(url, stop))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    nodes[1].take().unwrap().kill9();
+    std::thread::sleep(Duration::from_millis(1500));
+    nodes[1] = Some(start_node_with(2, &ports, &dirs[1], &[]));
+    std::thread::sleep(Duration::from_millis(1500));
+    stop.store(true, Ordering::Relaxed);
+    let tallies: Vec<Tally> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    let acknowledged: i64 = tallies.iter().map(|t| t.acknowledged).sum();
+    let attempted = acknowledged + tallies.iter().map(|t| t.failed).sum::<i64>();
+    assert!(acknowledged > 0, "no increment was acknowledged");
+    wait_until_connected(&nodes);
+    wait_for_equal_digests(&nodes, Duration::from_secs(30));
+    for node in nodes.iter().flatten() {
+        let total: i64 = query(&mut node.client(), &["GET", "kills"]);
+        assert!(
+            (acknowledged..=attempted).contains(&total),
+            "through node {}: total {total}, but {acknowledged} increments were acknowledged and {attempted} attempted",
+            node.port
+        );
+    }
+    eprintln!("kill -9 mid-count: {acknowledged} acknowledged, {attempted} attempted");
+}
