@@ -410,9 +410,11 @@ impl SiblingSet {
     }
 
     /// Make the sibling `dot` just minted a counted one: `counter`, its own
-    /// node's entry stamped with `dot`.
-    pub fn attach_counter(&mut self, dot: Dot, mut counter: Counter) {
-        counter.stamp(dot);
+    /// node's entry stamped with `dot` when the write `added` to it.
+    pub fn attach_counter(&mut self, dot: Dot, mut counter: Counter, added: bool) {
+        if added {
+            counter.stamp(dot);
+        }
         let minted = self
             .siblings
             .iter_mut()

@@ -135,3 +135,45 @@ fn a_count_refuses_text_and_overflow_and_writes_nothing() {
     assert_eq!(total_of(&stores[1]), Some(i64::MAX));
     assert_eq!(value_of(&stores[0], "hits").as_deref(), Some("abc"));
 }
+
+#[test]
+fn a_deadline_keeps_the_count_and_concurrent_counts_still_merge() {
+    let (_dirs, mut stores) = stores();
+    commit(&mut stores[0], &[count_by(5)])[0]
+        .clone()
+        .expect("count");
+    gossip(&mut stores, 0, 1);
+    // EXPIRE on node 1, which counts on (keeping the deadline), while node
+    // 2 counts too, unaware of either.
+    let mut expire = WriteOp::modify(0, Bytes::from_static(KEY), Modify::Touch);
+    expire.deadline = Deadline::At(1_000_000);
+    let touched = commit(&mut stores[0], &[expire])[0]
+        .clone()
+        .expect("expire");
+    assert_eq!(touched.minted_value(), Some(Bytes::from("5")));
+    let counted = commit(&mut stores[0], &[count_by(2)])[0]
+        .clone()
+        .expect("count");
+    let minted = counted.dot.unwrap();
+    let sibling = counted
+        .set
+        .siblings
+        .iter()
+        .find(|s| s.dot == minted)
+        .unwrap();
+    assert_eq!(
+        sibling.deadline_ms,
+        Some(1_000_000),
+        "INCR keeps the deadline"
+    );
+    commit(&mut stores[1], &[count_by(3)])[0]
+        .clone()
+        .expect("count");
+    gossip(&mut stores, 0, 1);
+    gossip(&mut stores, 1, 0);
+    for store in &stores[..2] {
+        assert_eq!(total_of(store), Some(10));
+        let set = store.get(0, KEY).unwrap().unwrap();
+        assert_eq!(set.deadline_ms(), None, "node 2's count has no deadline");
+    }
+}

@@ -45,7 +45,7 @@ use shoal_engine::cluster::restore::{RestoreProgress, RestoreStep};
 use shoal_engine::cluster::tombstones::{self, Agreed, MarkerItem};
 use shoal_engine::cluster::wire::{
     chunk_by_bytes, items_bytes, ClientOutcome, ClientWrite, Envelope, HandoffCursor, Refusal,
-    RemoteError, ReplicaItem, Request, Response, WireCondition, HANDOFF_BATCH_BYTES_MAX,
+    RemoteError, ReplicaItem, Request, Response, WireModify, HANDOFF_BATCH_BYTES_MAX,
     HANDOFF_ITEMS_PER_BATCH_MAX, ITEMS_PER_REQUEST_MAX,
 };
 use shoal_engine::digest::{differing_keys, differing_slots};
@@ -54,8 +54,7 @@ use shoal_engine::placement::{PartitionId, Placement, Ring};
 use shoal_engine::runtime::Runtime;
 use shoal_engine::store::OpenError;
 use shoal_engine::{
-    Condition, Covers, Deadline, Dot, Hlc, Modify, NodeId, Sibling, SiblingSet, WriteError,
-    WriteOp, WriteOutcome,
+    Covers, Dot, Hlc, Modify, NodeId, Sibling, SiblingSet, WriteError, WriteOp, WriteOutcome,
 };
 use shoal_engine::{DiskDir, DiskError, Store};
 use std::collections::{BTreeMap, BTreeSet};

@@ -12,8 +12,8 @@
 //! used. Every delete covers only what was read (`Store::
 //! collection_deadline_chores`), so a write made after the expiry survives.
 //!
-//! On a cluster, EXPIRE of a collection is refused like every other
-//! read-modify-write (`data::MODIFY_ON_CLUSTER`), so no record exists there.
+//! On a cluster, EXPIRE of a collection is refused
+//! (`data::EXPIRE_COLLECTION_ON_CLUSTER`), so no record exists there.
 //!
 //! Must not touch: string deadlines (`expire`: they belong to each value),
 //! how a write travels (`backend`).

@@ -173,6 +173,9 @@ impl DataCommand {
             DataCommand::Write(ops, shape) if counts_on_cluster(&ops) && backend.is_routed() => {
                 backend.write(counted(ops), shape).await
             }
+            DataCommand::Write(ops, shape) if touches(&ops) && backend.is_routed() => {
+                touch_routed(backend, ns, ops, shape).await
+            }
             DataCommand::Write(ops, shape) if matches!(shape, ReplyShape::ShoalWrite) => {
                 backend.write(ops, shape).await
             }
@@ -295,8 +298,8 @@ fn winner(set: Option<SiblingSet>) -> Reply {
     winner_bytes(set).map_or(Reply::Null, Reply::Bulk)
 }
 
-/// Why INCRBYFLOAT, APPEND, SETRANGE and EXPIRE are refused on a cluster, for now.
-const MODIFY_ON_CLUSTER: &str = "ERR INCRBYFLOAT, APPEND, SETRANGE, EXPIRE, PEXPIRE, EXPIREAT, PEXPIREAT, PERSIST, GETEX with an option and SET KEEPTTL are not supported on a cluster yet: two nodes modifying one value at once would each write their own result, and one update would be lost; they work on a single node";
+/// Why INCRBYFLOAT, APPEND and SETRANGE are refused on a cluster, for now.
+const MODIFY_ON_CLUSTER: &str = "ERR INCRBYFLOAT, APPEND and SETRANGE are not supported on a cluster yet: two nodes modifying one value at once would each write their own result, and one update would be lost; they work on a single node";
 
 /// Why MSETNX, RENAME, RENAMENX and COPY are refused on a cluster, for now.
 const ALONE_ON_CLUSTER: &str = "ERR MSETNX, RENAME, RENAMENX, COPY and MOVE are not supported on a cluster yet: their keys live on different replicas, and nothing yet makes the read and the writes one step there; they work on a single node";
@@ -533,15 +536,49 @@ fn parse_move(databases: u8, args: &[Bytes]) -> Result<DataCommand, Step> {
 
 /// A read-modify-write: INCR and the like, EXPIRE, PERSIST, GETEX with an
 /// option, SET KEEPTTL (the new value keeps the current one's deadline).
-/// A read-modify-write a cluster refuses: all but INCR and its kin
-/// (`counts_on_cluster`), and SET KEEPTTL.
+/// A read-modify-write a cluster refuses: APPEND, SETRANGE, INCRBYFLOAT
+/// (SETBIT in `bits.rs`). INCR and its kin count per node
+/// (`counts_on_cluster`); EXPIRE and its kin, PERSIST, GETEX and SET KEEPTTL
+/// read the key from a quorum, then rewrite what they read.
 fn is_modify(ops: &[WriteOp]) -> bool {
     ops.iter().any(|op| match op.modify {
         Some(Modify::IncrBy(_)) => ops.len() > 1,
+        Some(Modify::Touch | Modify::CountBy(_)) | None => false,
         Some(_) => true,
-        None => op.deadline == Deadline::Keep,
     })
 }
+
+/// EXPIRE and its kin, PERSIST, GETEX with an option: one key's deadline.
+fn touches(ops: &[WriteOp]) -> bool {
+    matches!(ops, [op] if op.modify == Some(Modify::Touch))
+}
+
+/// A cluster's EXPIRE (and kin): a string key's value rewritten with its new
+/// deadline by its coordinator. A key that holds no string is looked up
+/// first: a collection's deadline is refused plainly, and an absent key
+/// answers as Redis does without a write.
+async fn touch_routed(backend: &Backend<'_>, ns: u8, ops: Vec<WriteOp>, shape: ReplyShape) -> Step {
+    let key = ops[0].key.clone();
+    match backend.read(ns, std::slice::from_ref(&key)).await.remove(0) {
+        Err(reply) => return Step::Reply(reply),
+        Ok(Some(set)) if set.string_value().is_some() => return backend.write(ops, shape).await,
+        Ok(_) => {}
+    }
+    Step::Reply(match backend.kind_of(ns, &key).await {
+        Err(reply) => reply,
+        Ok(Some(Kind::String) | None) => match shape {
+            ReplyShape::SetNx => Reply::Integer(0),
+            _ => Reply::Null,
+        },
+        Ok(Some(_)) if matches!(shape, ReplyShape::SetNx) => {
+            Reply::error(EXPIRE_COLLECTION_ON_CLUSTER)
+        }
+        Ok(Some(_)) => Reply::error(types::WRONGTYPE),
+    })
+}
+
+/// Why EXPIRE of a hash, set, list or sorted set is refused on a cluster.
+const EXPIRE_COLLECTION_ON_CLUSTER: &str = "ERR EXPIRE, PEXPIRE, EXPIREAT, PEXPIREAT and PERSIST of a hash, set, list or sorted set are not supported on a cluster yet (a collection's deadline is one record of its own, not yet replicated with a merge rule); they work on a single node, and on strings here";
 
 /// INCR, DECR, INCRBY or DECRBY of one key: on a cluster, a counter that
 /// merges per node (`shoal_engine::counter`).

@@ -6,6 +6,7 @@
 use crate::cluster::map::{ClusterMap, Namespaces};
 pub use crate::cluster::refusal::{Outcome, Refusal, RemoteError};
 use crate::cluster::tombstones::MarkerItem;
+use crate::store::{Condition, Deadline};
 use crate::version::{Dot, NodeId, SiblingSet, VersionVector};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -86,12 +87,14 @@ pub fn items_within_bytes<'a>(
     count
 }
 
-/// Redis's NX / XX on the wire.
+/// The read-modify-writes a cluster routes: each reads the key from a quorum
+/// first, then is computed by the coordinator's store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum WireCondition {
-    Always,
-    IfAbsent,
-    IfPresent,
+pub enum WireModify {
+    /// INCRBY and its kin (`Modify::CountBy`).
+    CountBy(i64),
+    /// EXPIRE and its kin, PERSIST, GETEX (`Modify::Touch`).
+    Touch,
 }
 
 /// A client's write, proxied to the key's coordinator.
@@ -103,12 +106,10 @@ pub struct ClientWrite {
     pub value: Option<Bytes>,
     /// `None`: supersede everything the coordinator holds (plain SET/DEL).
     pub context: Option<VersionVector>,
-    pub condition: WireCondition,
-    /// When the value expires (wall time, ms since the Unix epoch).
-    pub deadline_ms: Option<u64>,
-    /// An INCRBY (`Modify::CountBy`): add this to the key's counter, keeping
-    /// its deadline; `value`, `context` and `deadline_ms` are then unused.
-    pub count_by: Option<i64>,
+    pub condition: Condition,
+    pub deadline: Deadline,
+    /// A read-modify-write instead of `value`.
+    pub modify: Option<WireModify>,
 }
 
 /// What a coordinated write did (the store's `WriteOutcome`, minus the set).

@@ -21,7 +21,7 @@ pub enum Covers {
 /// Redis's NX / XX, and EXPIRE's NX / XX / GT / LT (on the current winner's
 /// deadline; a value without one counts as never expiring). Every `Deadline*`
 /// condition also needs the key present.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Condition {
     Always,
     IfAbsent,
@@ -65,7 +65,7 @@ impl Condition {
 }
 
 /// When a written value expires.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Deadline {
     /// Never (a plain SET).
     #[default]

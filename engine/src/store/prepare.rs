@@ -5,7 +5,7 @@
 use super::modify::Modify;
 use super::staging::{Overlay, StagedKey};
 use super::*;
-use crate::counter::{counter_of, Counter};
+use crate::counter::{counter_of, resolve, Counter, Resolved};
 
 /// A key's set as a write in a batch finds it, and what the write's outcome
 /// reports of it. Values expired at the batch's wall time read as absent.
@@ -337,8 +337,10 @@ impl Store {
             deadline_ms,
         );
         self.counter_issued_max = self.counter_issued_max.max(dot.counter);
-        if let Some(counter) = counter {
-            next.attach_counter(dot, counter);
+        match counter {
+            Some(Counted::Added(counter)) => next.attach_counter(dot, counter, true),
+            Some(Counted::Kept(counter)) => next.attach_counter(dot, counter, false),
+            None => {}
         }
         if next.siblings.len() > self.options.siblings_max {
             self.stats.sibling_writes_refused += 1;
@@ -427,6 +429,14 @@ impl Store {
     }
 }
 
+/// A counted write's counter (`crate::counter`).
+enum Counted {
+    /// This node added to it: its entry is stamped with the write's dot.
+    Added(Counter),
+    /// Carried unchanged to a new deadline (EXPIRE, PERSIST).
+    Kept(Counter),
+}
+
 /// What a write writes: its value, or its read-modify-write applied to the
 /// winner it found; a counted write (`Modify::CountBy`, by node `node` at
 /// `now_ms`) also its counter.
@@ -435,11 +445,22 @@ fn written_value(
     found: &Found,
     (node, now_ms): (NodeId, u64),
     overlay: &Overlay,
-) -> Result<(Option<Bytes>, Option<Counter>), WriteError> {
-    if let Some(Modify::CountBy(by)) = op.modify {
-        let mut counter = counter_of(&found.set, now_ms).map_err(WriteError::Modify)?;
-        counter.add(node, by).map_err(WriteError::Modify)?;
-        return Ok((Some(counter.value()), Some(counter)));
+) -> Result<(Option<Bytes>, Option<Counted>), WriteError> {
+    match op.modify {
+        Some(Modify::CountBy(by)) => {
+            let mut counter = counter_of(&found.set, now_ms).map_err(WriteError::Modify)?;
+            counter.add(node, by).map_err(WriteError::Modify)?;
+            return Ok((Some(counter.value()), Some(Counted::Added(counter))));
+        }
+        Some(Modify::Touch) => {
+            // A counted key keeps counting across EXPIRE and PERSIST: the
+            // new deadline goes on its merged counter, so increments made
+            // concurrently elsewhere still merge with it.
+            if let Resolved::Counted(counter) = resolve(found.set.live_at(now_ms)) {
+                return Ok((Some(counter.value()), Some(Counted::Kept(counter))));
+            }
+        }
+        _ => {}
     }
     let value = match &op.modify {
         Some(Modify::Touch) => found.winner.clone(),

@@ -63,17 +63,13 @@ pub(super) fn outcome_to_wire(o: &WriteOutcome) -> ClientOutcome {
 }
 
 pub fn write_to_wire(op: &WriteOp) -> ClientWrite {
-    let count_by = match op.modify {
-        Some(Modify::CountBy(by)) => Some(by),
-        _ => None,
-    };
-    assert!(
-        (op.modify.is_none() && op.deadline != Deadline::Keep || count_by.is_some())
-            && op.take.is_none(),
-        "a read-modify-write (KEEPTTL too) or a take is refused or rewritten before it is routed"
-    );
+    let modify = op.modify.as_ref().map(|m| match m {
+        Modify::CountBy(by) => WireModify::CountBy(*by),
+        Modify::Touch => WireModify::Touch,
+        other => unreachable!("{other:?} is refused before it is routed"),
+    });
+    assert!(op.take.is_none(), "a take is rewritten before it is routed");
     ClientWrite {
-        count_by,
         namespace: op.namespace,
         key: op.key.clone(),
         value: op.value.clone(),
@@ -81,36 +77,24 @@ pub fn write_to_wire(op: &WriteOp) -> ClientWrite {
             Covers::Current => None,
             Covers::Context(vv) => Some(vv.clone()),
         },
-        condition: match op.condition {
-            Condition::Always => WireCondition::Always,
-            Condition::IfAbsent => WireCondition::IfAbsent,
-            Condition::IfPresent => WireCondition::IfPresent,
-            other => unreachable!("{other:?} comes only with a read-modify-write"),
-        },
-        deadline_ms: match op.deadline {
-            Deadline::At(at_ms) => Some(at_ms),
-            _ => None,
-        },
+        condition: op.condition,
+        deadline: op.deadline,
+        modify,
     }
 }
 
 pub(super) fn write_from_wire(w: ClientWrite) -> WriteOp {
-    if let Some(by) = w.count_by {
-        let mut op = WriteOp::modify(w.namespace, w.key, Modify::CountBy(by));
-        op.deadline = Deadline::Keep;
-        return op;
-    }
-    let mut op = match w.value {
-        Some(v) => WriteOp::put(w.namespace, w.key, v),
-        None => WriteOp::delete(w.namespace, w.key),
+    let mut op = match (w.modify, w.value) {
+        (Some(WireModify::CountBy(by)), _) => {
+            WriteOp::modify(w.namespace, w.key, Modify::CountBy(by))
+        }
+        (Some(WireModify::Touch), _) => WriteOp::modify(w.namespace, w.key, Modify::Touch),
+        (None, Some(v)) => WriteOp::put(w.namespace, w.key, v),
+        (None, None) => WriteOp::delete(w.namespace, w.key),
     };
     op.covers = w.context.map_or(Covers::Current, Covers::Context);
-    op.condition = match w.condition {
-        WireCondition::Always => Condition::Always,
-        WireCondition::IfAbsent => Condition::IfAbsent,
-        WireCondition::IfPresent => Condition::IfPresent,
-    };
-    op.deadline = w.deadline_ms.map_or(Deadline::Never, Deadline::At);
+    op.condition = w.condition;
+    op.deadline = w.deadline;
     op
 }
 

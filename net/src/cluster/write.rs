@@ -4,6 +4,7 @@
 
 use super::*;
 use shoal_engine::cluster::coordination::{Coordination, ReplicaSend};
+use shoal_engine::store::Deadline;
 
 impl Cluster {
     /// Where a key's copies go: each owner, except that with sloppy quorum an owner
@@ -102,7 +103,7 @@ impl Cluster {
             .fetch_add(keys.len() as u64, Ordering::Relaxed);
         // The local copy is made under the ring the replicas are then chosen by,
         // once keys of partitions this node takes over are caught up.
-        let (read, unread) = self.read_before_counting(&ops).await;
+        let (read, unread) = self.read_before_modifying(&ops).await;
         let (shared, map, mut refusals) = self.gate_for_minting(&keys).await;
         self.merge_read(&map, read).await;
         for (refusal, unread) in refusals.iter_mut().zip(unread) {
@@ -146,18 +147,19 @@ impl Cluster {
         answers
     }
 
-    /// Before a counted write (INCR) mints, read its key from a quorum, so
-    /// that the total it answers counts every increment acknowledged before
-    /// it (with strict quorums): the merged copies found, and per op why it
-    /// is refused (a counted write whose read failed adds nothing).
-    async fn read_before_counting(
+    /// Before a read-modify-write (INCR, EXPIRE, PERSIST, GETEX, SET
+    /// KEEPTTL) mints, read its key from a quorum, so that what it computes
+    /// builds on every write acknowledged before it (with strict quorums):
+    /// the merged copies found, and per op why it is refused (one whose read
+    /// failed writes nothing).
+    async fn read_before_modifying(
         self: &Arc<Self>,
         ops: &[WriteOp],
     ) -> (Vec<ReplicaItem>, Vec<Option<RemoteError>>) {
         let mut items = Vec::new();
         let mut refusals = Vec::with_capacity(ops.len());
         for op in ops {
-            if !matches!(op.modify, Some(Modify::CountBy(_))) {
+            if op.modify.is_none() && op.deadline != Deadline::Keep {
                 refusals.push(None);
                 continue;
             }
@@ -167,7 +169,7 @@ impl Cluster {
                 RemoteError::new(
                     Refusal::TryAgain,
                     format!(
-                        "the counter could not be read first, so nothing was added ({})",
+                        "the key could not be read first, so nothing was written ({})",
                         e.line()
                     ),
                 )
@@ -177,7 +179,7 @@ impl Cluster {
         (items, refusals)
     }
 
-    /// Merge here what `read_before_counting` found (read repair has usually
+    /// Merge here what `read_before_modifying` found (read repair has usually
     /// written it already), for the keys this node still holds under `map`.
     async fn merge_read(&self, map: &ClusterMap, read: Vec<ReplicaItem>) {
         let me = self.me();
