@@ -53,13 +53,21 @@ impl TypedOp {
         }
     }
 
-    /// The command, on the key named `name`.
+    /// The command, on the key named `name`. A counter of odd number is a
+    /// hash's field `n` (`HINCRBY`, `HGET`), so both counting paths face
+    /// every fault.
     pub fn command(&self, name: &str) -> Vec<Vec<u8>> {
+        let in_hash = counter_in_hash(name);
         let name = name.as_bytes().to_vec();
         match self {
+            TypedOp::Add { delta } if in_hash => {
+                let delta = delta.to_string().into_bytes();
+                vec![b"HINCRBY".to_vec(), name, b"n".to_vec(), delta]
+            }
             TypedOp::Add { delta } => {
                 vec![b"INCRBY".to_vec(), name, delta.to_string().into_bytes()]
             }
+            TypedOp::Count if in_hash => vec![b"HGET".to_vec(), name, b"n".to_vec()],
             TypedOp::Count => vec![b"GET".to_vec(), name],
             TypedOp::Push { value } => vec![b"RPUSH".to_vec(), name, value.as_bytes().to_vec()],
             TypedOp::Pop => vec![b"LPOP".to_vec(), name],
@@ -92,6 +100,13 @@ pub fn is_typed_name(name: &str) -> bool {
     matches!(chars.next(), Some('c' | 'q'))
         && !chars.as_str().is_empty()
         && chars.all(|c| c.is_ascii_digit())
+}
+
+/// Whether counter `name` (`c{i}`) counts in a hash's field: odd `i`.
+fn counter_in_hash(name: &str) -> bool {
+    name.strip_prefix('c')
+        .and_then(|digits| digits.parse::<u64>().ok())
+        .is_some_and(|i| i % 2 == 1)
 }
 
 /// The key counter or queue number `index` is in namespace `ns`.
@@ -233,5 +248,14 @@ mod tests {
             Some(OkResult::Pop { value: None })
         );
         assert_eq!(add.parse(&Reply::Null), None);
+    }
+
+    #[test]
+    fn odd_counters_count_in_a_hash_field() {
+        let add = TypedOp::Add { delta: 3 };
+        assert_eq!(add.command("c1")[0], b"HINCRBY");
+        assert_eq!(TypedOp::Count.command("c3"), [&b"HGET"[..], b"c3", b"n"]);
+        assert_eq!(add.command("c2")[0], b"INCRBY");
+        assert_eq!(TypedOp::Pop.command("q1")[0], b"LPOP");
     }
 }
