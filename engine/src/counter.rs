@@ -260,6 +260,16 @@ mod tests {
     }
 
     #[test]
+    fn a_counted_sibling_round_trips_with_and_without_a_deadline() {
+        let mut s = counted(2, 7, 40, sums(&[(1, 3, 5), (2, 7, -2)]));
+        for deadline_ms in [None, Some(1_700_000_000_000)] {
+            s.deadline_ms = deadline_ms;
+            let bytes = postcard::to_allocvec(&s).unwrap();
+            assert_eq!(postcard::from_bytes::<Sibling>(&bytes).unwrap(), s);
+        }
+    }
+
+    #[test]
     fn additions_refuse_what_leaves_i64() {
         let mut c = sums(&[(1, 1, i64::MAX - 1)]);
         assert_eq!(c.add(1, 1), Ok(()));

@@ -159,7 +159,10 @@ impl Cluster {
         let mut items = Vec::new();
         let mut refusals = Vec::with_capacity(ops.len());
         for op in ops {
-            if op.modify.is_none() && op.deadline != Deadline::Keep {
+            // Planted (checker self-test): the coordinator modifies its own
+            // copy without reading the others first.
+            let planted = cfg!(feature = "bug-modify-without-read");
+            if planted || op.modify.is_none() && op.deadline != Deadline::Keep {
                 refusals.push(None);
                 continue;
             }
