@@ -23,7 +23,7 @@
 //! batch (`Modify::CountBy`), and must not be called with siblings of another
 //! key.
 
-use crate::store::modify::{parse_i64, ModifyError};
+use crate::store::modify::{format_float, parse_f64, parse_i64, ModifyError};
 use crate::version::{winner_rank, Dot, NodeId, Sibling, SiblingSet};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -34,7 +34,16 @@ pub struct NodeSum {
     pub node: NodeId,
     /// The dot counter of the node's latest addition (what merges compare).
     pub counter: u64,
+    /// Its INCRBY additions.
     pub sum: i64,
+    /// Its INCRBYFLOAT additions: an f64, as its bits (0: none).
+    pub float_sum_bits: u64,
+}
+
+impl NodeSum {
+    fn float_sum(&self) -> f64 {
+        f64::from_bits(self.float_sum_bits)
+    }
 }
 
 /// A counted sibling's state (see the module doc).
@@ -42,6 +51,9 @@ pub struct NodeSum {
 pub struct Counter {
     /// The integer the counting started from.
     pub base: i64,
+    /// A base that is not an integer (INCRBYFLOAT of "1.5"): an f64, as its
+    /// bits; `base` is then 0.
+    pub base_float_bits: Option<u64>,
     /// The plain value's dot it was read from (`None`: the key was absent).
     pub base_dot: Option<Dot>,
     /// Sorted by node, one entry each.
@@ -49,14 +61,24 @@ pub struct Counter {
 }
 
 impl Counter {
-    /// Counting from a plain value (or from nothing).
-    fn from_plain(plain: Option<&Sibling>) -> Result<Counter, ModifyError> {
+    /// Counting from a plain value (or from nothing): an integer, or for an
+    /// INCRBYFLOAT (`float`) any finite float.
+    fn from_plain(plain: Option<&Sibling>, float: bool) -> Result<Counter, ModifyError> {
         let Some(s) = plain else {
             return Ok(Counter::default());
         };
         let value = s.value.as_deref().unwrap_or_default();
+        let (base, base_float_bits) = match (parse_i64(value), float) {
+            (Some(base), _) => (base, None),
+            (None, false) => return Err(ModifyError::NotAnInteger),
+            (None, true) => (
+                0,
+                Some(parse_f64(value).ok_or(ModifyError::NotAFloat)?.to_bits()),
+            ),
+        };
         Ok(Counter {
-            base: parse_i64(value).ok_or(ModifyError::NotAnInteger)?,
+            base,
+            base_float_bits,
             base_dot: Some(s.dot),
             by_node: Vec::new(),
         })
@@ -64,14 +86,33 @@ impl Counter {
 
     /// Whether two counters started from the same base (and so may merge).
     pub fn same_base(&self, other: &Counter) -> bool {
-        self.base == other.base && self.base_dot == other.base_dot
+        self.base == other.base
+            && self.base_float_bits == other.base_float_bits
+            && self.base_dot == other.base_dot
+    }
+
+    /// Whether any part is a float (then the total is one).
+    fn is_float(&self) -> bool {
+        self.base_float_bits.is_some() || self.by_node.iter().any(|n| n.float_sum() != 0.0)
     }
 
     /// The total: the base plus every node's sum (wider than i64: concurrent
-    /// additions on different nodes can pass i64's range together).
+    /// additions on different nodes can pass i64's range together). Integer
+    /// parts only; see [`Counter::value`].
     pub fn total(&self) -> i128 {
         let sums: i128 = self.by_node.iter().map(|n| i128::from(n.sum)).sum();
         i128::from(self.base) + sums
+    }
+
+    /// The total as a float, summed in node order (so every replica gets the
+    /// same bits).
+    fn total_f64(&self) -> f64 {
+        let base = self
+            .base_float_bits
+            .map_or(self.base as f64, f64::from_bits);
+        self.by_node
+            .iter()
+            .fold(base, |t, n| t + n.sum as f64 + n.float_sum())
     }
 
     /// Take `other`'s entries where they are newer. Both must share a base.
@@ -95,14 +136,9 @@ impl Counter {
         }
     }
 
-    /// Add `by` as `node`'s; its entry's dot counter is set once the write's
-    /// dot is minted ([`Counter::stamp`]). Refused when the node's sum or the
-    /// total would leave i64's range.
-    pub fn add(&mut self, node: NodeId, by: i64) -> Result<(), ModifyError> {
-        let total = self.total().checked_add(i128::from(by));
-        if total.is_none_or(|t| i64::try_from(t).is_err()) {
-            return Err(ModifyError::Overflow);
-        }
+    /// `node`'s entry, made if it has none (its dot counter is set once the
+    /// write's dot is minted, [`Counter::stamp`]).
+    fn entry(&mut self, node: NodeId) -> &mut NodeSum {
         let i = match self.by_node.binary_search_by_key(&node, |n| n.node) {
             Ok(i) => i,
             Err(i) => {
@@ -110,13 +146,41 @@ impl Counter {
                     node,
                     counter: 0,
                     sum: 0,
+                    float_sum_bits: 0,
                 };
                 self.by_node.insert(i, entry);
                 i
             }
         };
-        let entry = &mut self.by_node[i];
+        &mut self.by_node[i]
+    }
+
+    /// INCRBY: add `by` as `node`'s. Refused when the value is not an
+    /// integer, or when the node's sum or the total would leave i64's range.
+    pub fn add(&mut self, node: NodeId, by: i64) -> Result<(), ModifyError> {
+        let now = if self.is_float() {
+            // "11.5" refuses INCR; a float total that is whole ("12") takes it.
+            i128::from(parse_i64(&self.value()).ok_or(ModifyError::NotAnInteger)?)
+        } else {
+            self.total()
+        };
+        let total = now.checked_add(i128::from(by));
+        if total.is_none_or(|t| i64::try_from(t).is_err()) {
+            return Err(ModifyError::Overflow);
+        }
+        let entry = self.entry(node);
         entry.sum = entry.sum.checked_add(by).ok_or(ModifyError::Overflow)?;
+        Ok(())
+    }
+
+    /// INCRBYFLOAT: add `by` as `node`'s. Refused when the total would not
+    /// be finite.
+    pub fn add_float(&mut self, node: NodeId, by: f64) -> Result<(), ModifyError> {
+        if !(self.total_f64() + by).is_finite() {
+            return Err(ModifyError::NotFinite);
+        }
+        let entry = self.entry(node);
+        entry.float_sum_bits = (entry.float_sum() + by).to_bits();
         Ok(())
     }
 
@@ -133,8 +197,12 @@ impl Counter {
         self.by_node[i].counter = dot.counter;
     }
 
-    /// The total in decimal, as GET answers it.
+    /// The total in decimal, as GET answers it (a float one as INCRBYFLOAT
+    /// answers: the shortest decimal that reads back as it).
     pub fn value(&self) -> Bytes {
+        if self.is_float() {
+            return Bytes::from(format_float(self.total_f64()));
+        }
         Bytes::from(self.total().to_string())
     }
 }
@@ -182,11 +250,12 @@ pub fn resolve<'a>(live: impl Iterator<Item = &'a Sibling> + Clone) -> Resolved<
     Resolved::Counted(merged)
 }
 
-/// The counter an INCRBY of `set` at wall time `now_ms` builds on.
-pub fn counter_of(set: &SiblingSet, now_ms: u64) -> Result<Counter, ModifyError> {
+/// The counter an INCRBY (an INCRBYFLOAT: `float`) of `set` at wall time
+/// `now_ms` builds on.
+pub fn counter_of(set: &SiblingSet, now_ms: u64, float: bool) -> Result<Counter, ModifyError> {
     match resolve(set.live_at(now_ms)) {
-        Resolved::Absent => Counter::from_plain(None),
-        Resolved::Plain(s) => Counter::from_plain(Some(s)),
+        Resolved::Absent => Counter::from_plain(None, float),
+        Resolved::Plain(s) => Counter::from_plain(Some(s), float),
         Resolved::Counted(c) => Ok(c),
     }
 }
@@ -209,10 +278,16 @@ mod tests {
     fn sums(by: &[(NodeId, u64, i64)]) -> Counter {
         Counter {
             base: 0,
+            base_float_bits: None,
             base_dot: None,
             by_node: by
                 .iter()
-                .map(|&(node, counter, sum)| NodeSum { node, counter, sum })
+                .map(|&(node, counter, sum)| NodeSum {
+                    node,
+                    counter,
+                    sum,
+                    float_sum_bits: 0,
+                })
                 .collect(),
         }
     }
@@ -244,7 +319,7 @@ mod tests {
             resolve([&plain, &older].into_iter()),
             Resolved::Plain(&plain)
         );
-        let mut on_plain = Counter::from_plain(Some(&plain)).unwrap();
+        let mut on_plain = Counter::from_plain(Some(&plain), false).unwrap();
         on_plain.add(3, 1).unwrap();
         on_plain.stamp(Dot {
             node: 3,
@@ -270,15 +345,46 @@ mod tests {
     }
 
     #[test]
+    fn float_additions_merge_per_node_and_refuse_incr_until_whole() {
+        let plain = Sibling {
+            value: Some(Bytes::from("10")),
+            ..counted(1, 1, 1, Counter::default())
+        };
+        let mut c = Counter::from_plain(Some(&plain), true).unwrap();
+        c.add_float(1, 1.5).unwrap();
+        assert_eq!(c.value(), Bytes::from("11.5"));
+        assert_eq!(c.add(2, 1), Err(ModifyError::NotAnInteger));
+        let mut other = c.clone();
+        c.stamp(Dot {
+            node: 1,
+            counter: 2,
+        });
+        other.add_float(2, 0.5).unwrap();
+        other.stamp(Dot {
+            node: 2,
+            counter: 1,
+        });
+        c.merge(&other);
+        assert_eq!(c.value(), Bytes::from("12"), "whole again");
+        c.add(3, 1).unwrap();
+        assert_eq!(c.value(), Bytes::from("13"));
+        assert_eq!(c.add_float(3, f64::MAX), Ok(()));
+        assert_eq!(c.add_float(3, f64::MAX), Err(ModifyError::NotFinite));
+    }
+
+    #[test]
     fn additions_refuse_what_leaves_i64() {
         let mut c = sums(&[(1, 1, i64::MAX - 1)]);
         assert_eq!(c.add(1, 1), Ok(()));
         assert_eq!(c.add(1, 1), Err(ModifyError::Overflow));
         assert_eq!(c.add(2, 1), Err(ModifyError::Overflow));
-        let mut from_text = Counter::from_plain(Some(&Sibling {
-            value: Some(Bytes::from("abc")),
-            ..counted(1, 1, 1, Counter::default())
-        }));
+        let mut from_text = Counter::from_plain(
+            Some(&Sibling {
+                value: Some(Bytes::from("abc")),
+                ..counted(1, 1, 1, Counter::default())
+            }),
+            false,
+        );
         assert_eq!(
             from_text.as_mut().err(),
             Some(&mut ModifyError::NotAnInteger)

@@ -1,5 +1,5 @@
 //! A cluster's counters through real stores: three nodes' stores count
-//! (`Modify::CountBy`) and exchange their copies by replica merges in any
+//! (`Modify::CountBy`, and `CountByFloat` by halves, exact in binary) and exchange their copies by replica merges in any
 //! order, any number of times; once every copy met every other, each store
 //! reads the sum of every increment, through `SiblingSet::string_value`, the
 //! `get_winner` fast path, and after a reopen (records round-trip).
@@ -17,6 +17,12 @@ const KEY: &[u8] = b"hits";
 
 fn count_by(by: i64) -> WriteOp {
     let mut op = WriteOp::modify(0, Bytes::from_static(KEY), Modify::CountBy(by));
+    op.deadline = Deadline::Keep;
+    op
+}
+
+fn count_by_float(by: f64) -> WriteOp {
+    let mut op = WriteOp::modify(0, Bytes::from_static(KEY), Modify::CountByFloat(by));
     op.deadline = Deadline::Keep;
     op
 }
@@ -47,6 +53,11 @@ fn gossip(stores: &mut [Store], from: usize, to: usize) {
 }
 
 fn total_of(store: &Store) -> Option<i64> {
+    total_f64_of(store).map(|t| t as i64)
+}
+
+/// The total as GET reads it (a whole float reads as an integer).
+fn total_f64_of(store: &Store) -> Option<f64> {
     let set = store.get(0, KEY).expect("read")?;
     let text = set.string_value()?;
     let fast = store
@@ -63,15 +74,57 @@ fn total_of(store: &Store) -> Option<i64> {
 
 #[derive(Clone, Debug)]
 enum Step {
-    Add { node: usize, by: i64 },
-    Gossip { from: usize, to: usize },
+    /// INCRBY `by`; with `half`, INCRBYFLOAT `by / 2` (exact in binary).
+    Add {
+        node: usize,
+        by: i64,
+        half: bool,
+    },
+    Gossip {
+        from: usize,
+        to: usize,
+    },
 }
 
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
-        (0..3usize, -50..50i64).prop_map(|(node, by)| Step::Add { node, by }),
+        (0..3usize, -50..50i64, prop::bool::weighted(0.2)).prop_map(|(node, by, half)| Step::Add {
+            node,
+            by,
+            half
+        }),
         (0..3usize, 0..3usize).prop_map(|(from, to)| Step::Gossip { from, to }),
     ]
+}
+
+/// One step's add at `store`: the amount it added (0 when INCR refused a
+/// total that is not whole, as Redis does).
+fn add(store: &mut Store, by: i64, half: bool) -> f64 {
+    let before = total_f64_of(store).unwrap_or(0.0);
+    let (op, delta) = if half {
+        (count_by_float(by as f64 / 2.0), by as f64 / 2.0)
+    } else {
+        (count_by(by), by as f64)
+    };
+    match commit(store, &[op])[0].clone() {
+        Ok(outcome) => {
+            let told: f64 = std::str::from_utf8(&outcome.minted_value().unwrap())
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert_eq!(
+                told,
+                before + delta,
+                "an add answers the total it sees plus itself"
+            );
+            delta
+        }
+        Err(WriteError::Modify(ModifyError::NotAnInteger)) => {
+            assert!(!half && before.fract() != 0.0, "INCR refused {before}");
+            0.0
+        }
+        Err(e) => panic!("count: {e}"),
+    }
 }
 
 proptest! {
@@ -79,16 +132,10 @@ proptest! {
     #[test]
     fn every_increment_counts_once_whatever_the_gossip(steps in prop::collection::vec(step(), 1..40)) {
         let (dirs, mut stores) = stores();
-        let mut sum = 0;
+        let mut sum = 0.0;
         for s in &steps {
             match *s {
-                Step::Add { node, by } => {
-                    let before = total_of(&stores[node]).unwrap_or(0);
-                    let outcome = commit(&mut stores[node], &[count_by(by)])[0].clone().expect("count");
-                    let told: i64 = std::str::from_utf8(&outcome.minted_value().unwrap()).unwrap().parse().unwrap();
-                    prop_assert_eq!(told, before + by, "an add answers the total it sees plus itself");
-                    sum += by;
-                }
+                Step::Add { node, by, half } => sum += add(&mut stores[node], by, half),
                 Step::Gossip { from, to } if from != to => gossip(&mut stores, from, to),
                 Step::Gossip { .. } => {}
             }
@@ -103,13 +150,13 @@ proptest! {
             }
         }
         for store in &stores {
-            prop_assert_eq!(total_of(store).unwrap_or(0), sum);
+            prop_assert_eq!(total_f64_of(store).unwrap_or(0.0), sum);
         }
         drop(stores);
         for (i, dir) in dirs.iter().enumerate() {
             let options = StoreOptions { node_id: i as u32 + 1, ..small_options() };
             let reopened = open(dir, options);
-            prop_assert_eq!(total_of(&reopened).unwrap_or(0), sum, "after a reopen");
+            prop_assert_eq!(total_f64_of(&reopened).unwrap_or(0.0), sum, "after a reopen");
         }
     }
 }

@@ -298,8 +298,8 @@ fn winner(set: Option<SiblingSet>) -> Reply {
     winner_bytes(set).map_or(Reply::Null, Reply::Bulk)
 }
 
-/// Why INCRBYFLOAT, APPEND and SETRANGE are refused on a cluster, for now.
-const MODIFY_ON_CLUSTER: &str = "ERR INCRBYFLOAT, APPEND and SETRANGE are not supported on a cluster yet: two nodes modifying one value at once would each write their own result, and one update would be lost; they work on a single node";
+/// Why APPEND and SETRANGE are refused on a cluster, for now.
+const MODIFY_ON_CLUSTER: &str = "ERR APPEND and SETRANGE are not supported on a cluster yet: two nodes modifying one value at once would each write their own result, and one update would be lost; they work on a single node";
 
 /// Why MSETNX, RENAME, RENAMENX and COPY are refused on a cluster, for now.
 const ALONE_ON_CLUSTER: &str = "ERR MSETNX, RENAME, RENAMENX, COPY and MOVE are not supported on a cluster yet: their keys live on different replicas, and nothing yet makes the read and the writes one step there; they work on a single node";
@@ -536,14 +536,14 @@ fn parse_move(databases: u8, args: &[Bytes]) -> Result<DataCommand, Step> {
 
 /// A read-modify-write: INCR and the like, EXPIRE, PERSIST, GETEX with an
 /// option, SET KEEPTTL (the new value keeps the current one's deadline).
-/// A read-modify-write a cluster refuses: APPEND, SETRANGE, INCRBYFLOAT
-/// (SETBIT in `bits.rs`). INCR and its kin count per node
+/// A read-modify-write a cluster refuses: APPEND, SETRANGE (SETBIT in
+/// `bits.rs`). INCR, INCRBYFLOAT and their kin count per node
 /// (`counts_on_cluster`); EXPIRE and its kin, PERSIST, GETEX and SET KEEPTTL
 /// read the key from a quorum, then rewrite what they read.
 fn is_modify(ops: &[WriteOp]) -> bool {
     ops.iter().any(|op| match op.modify {
-        Some(Modify::IncrBy(_)) => ops.len() > 1,
-        Some(Modify::Touch | Modify::CountBy(_)) | None => false,
+        Some(Modify::IncrBy(_) | Modify::IncrByFloat(_)) => ops.len() > 1,
+        Some(Modify::Touch | Modify::CountBy(_) | Modify::CountByFloat(_)) | None => false,
         Some(_) => true,
     })
 }
@@ -580,18 +580,20 @@ async fn touch_routed(backend: &Backend<'_>, ns: u8, ops: Vec<WriteOp>, shape: R
 /// Why EXPIRE of a hash, set, list or sorted set is refused on a cluster.
 const EXPIRE_COLLECTION_ON_CLUSTER: &str = "ERR EXPIRE, PEXPIRE, EXPIREAT, PEXPIREAT and PERSIST of a hash, set, list or sorted set are not supported on a cluster yet (a collection's deadline is one record of its own, not yet replicated with a merge rule); they work on a single node, and on strings here";
 
-/// INCR, DECR, INCRBY or DECRBY of one key: on a cluster, a counter that
-/// merges per node (`shoal_engine::counter`).
+/// INCR, DECR, INCRBY, DECRBY or INCRBYFLOAT of one key: on a cluster, a
+/// counter that merges per node (`shoal_engine::counter`).
 fn counts_on_cluster(ops: &[WriteOp]) -> bool {
-    matches!(ops, [op] if matches!(op.modify, Some(Modify::IncrBy(_))))
+    matches!(ops, [op] if matches!(op.modify, Some(Modify::IncrBy(_) | Modify::IncrByFloat(_))))
 }
 
 /// `ops` (see `counts_on_cluster`) as a cluster counts them.
 fn counted(mut ops: Vec<WriteOp>) -> Vec<WriteOp> {
     for op in &mut ops {
-        if let Some(Modify::IncrBy(by)) = op.modify {
-            op.modify = Some(Modify::CountBy(by));
-        }
+        op.modify = match op.modify.take() {
+            Some(Modify::IncrBy(by)) => Some(Modify::CountBy(by)),
+            Some(Modify::IncrByFloat(by)) => Some(Modify::CountByFloat(by)),
+            other => other,
+        };
     }
     ops
 }

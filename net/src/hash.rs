@@ -221,7 +221,8 @@ impl HashCommand {
 }
 
 /// HINCRBY, HINCRBYFLOAT: a read-modify-write of the field; on a cluster
-/// HINCRBY counts per node (`Modify::CountBy`), as INCRBY a key.
+/// they count per node (`Modify::CountBy`, `CountByFloat`), as INCRBY and
+/// INCRBYFLOAT a key do.
 async fn incr(
     backend: &Backend<'_>,
     ns: u8,
@@ -230,7 +231,7 @@ async fn incr(
 ) -> Result<Step, Reply> {
     let modify = match modify {
         Modify::IncrBy(by) if backend.is_routed() => Modify::CountBy(by),
-        _ if backend.is_routed() => return Err(Reply::error(INCR_ON_CLUSTER)),
+        Modify::IncrByFloat(by) if backend.is_routed() => Modify::CountByFloat(by),
         local => local,
     };
     refuse_other_type(backend, ns, &key).await?;
@@ -242,9 +243,6 @@ async fn incr(
     let op = WriteOp::modify(fields_namespace(ns), stored, modify);
     Ok(backend.write(vec![op], shape).await)
 }
-
-/// Why HINCRBYFLOAT is refused on a cluster, for now.
-const INCR_ON_CLUSTER: &str = "ERR HINCRBYFLOAT is not supported on a cluster yet: two nodes incrementing one field at once would each write their own result, and one increment would be lost; it works on a single node (HINCRBY counts per node on a cluster)";
 
 /// WRONGTYPE when `key` holds another type than a hash.
 async fn refuse_other_type(backend: &Backend<'_>, ns: u8, key: &Bytes) -> Result<(), Reply> {

@@ -93,6 +93,8 @@ pub fn items_within_bytes<'a>(
 pub enum WireModify {
     /// INCRBY and its kin (`Modify::CountBy`).
     CountBy(i64),
+    /// INCRBYFLOAT (`Modify::CountByFloat`): the f64's bits.
+    CountByFloat(u64),
     /// EXPIRE and its kin, PERSIST, GETEX (`Modify::Touch`).
     Touch,
 }

@@ -23,6 +23,8 @@ pub enum Modify {
     /// coordinated on different nodes at once add up. The store computes it
     /// from every live sibling, not from the winner alone.
     CountBy(i64),
+    /// A cluster's INCRBYFLOAT: as [`Modify::CountBy`], a float share.
+    CountByFloat(f64),
     /// INCRBYFLOAT: add to a float (absent: 0).
     IncrByFloat(f64),
     /// APPEND (absent: empty).
@@ -90,7 +92,7 @@ impl Modify {
                 let next = now.checked_add(*by).ok_or(ModifyError::Overflow)?;
                 Ok(Bytes::from(next.to_string()))
             }
-            Modify::IncrByFloat(by) => {
+            Modify::IncrByFloat(by) | Modify::CountByFloat(by) => {
                 let now = current
                     .map_or(Some(0.0), parse_f64)
                     .ok_or(ModifyError::NotAFloat)?;

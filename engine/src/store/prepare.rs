@@ -448,8 +448,13 @@ fn written_value(
 ) -> Result<(Option<Bytes>, Option<Counted>), WriteError> {
     match op.modify {
         Some(Modify::CountBy(by)) => {
-            let mut counter = counter_of(&found.set, now_ms).map_err(WriteError::Modify)?;
+            let mut counter = counter_of(&found.set, now_ms, false).map_err(WriteError::Modify)?;
             counter.add(node, by).map_err(WriteError::Modify)?;
+            return Ok((Some(counter.value()), Some(Counted::Added(counter))));
+        }
+        Some(Modify::CountByFloat(by)) => {
+            let mut counter = counter_of(&found.set, now_ms, true).map_err(WriteError::Modify)?;
+            counter.add_float(node, by).map_err(WriteError::Modify)?;
             return Ok((Some(counter.value()), Some(Counted::Added(counter))));
         }
         Some(Modify::Touch) => {

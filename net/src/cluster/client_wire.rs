@@ -65,6 +65,7 @@ pub(super) fn outcome_to_wire(o: &WriteOutcome) -> ClientOutcome {
 pub fn write_to_wire(op: &WriteOp) -> ClientWrite {
     let modify = op.modify.as_ref().map(|m| match m {
         Modify::CountBy(by) => WireModify::CountBy(*by),
+        Modify::CountByFloat(by) => WireModify::CountByFloat(by.to_bits()),
         Modify::Touch => WireModify::Touch,
         other => unreachable!("{other:?} is refused before it is routed"),
     });
@@ -87,6 +88,10 @@ pub(super) fn write_from_wire(w: ClientWrite) -> WriteOp {
     let mut op = match (w.modify, w.value) {
         (Some(WireModify::CountBy(by)), _) => {
             WriteOp::modify(w.namespace, w.key, Modify::CountBy(by))
+        }
+        (Some(WireModify::CountByFloat(bits)), _) => {
+            let by = f64::from_bits(bits);
+            WriteOp::modify(w.namespace, w.key, Modify::CountByFloat(by))
         }
         (Some(WireModify::Touch), _) => WriteOp::modify(w.namespace, w.key, Modify::Touch),
         (None, Some(v)) => WriteOp::put(w.namespace, w.key, v),

@@ -148,8 +148,17 @@ fn concurrent_increments_through_every_node_add_up() {
     // A SET after increments replaces the count, and counting starts again.
     let _: () = query(&mut c, &["SET", "shared", "100"]);
     assert_eq!(query::<i64>(&mut c, &["INCR", "shared"]), 101);
-    let e = error_of(&mut c, &["INCRBYFLOAT", "shared", "1.5"]);
-    assert!(e.contains("not supported on a cluster"), "{e}");
+    // INCRBYFLOAT counts per node too; INCR refuses a total that is not whole.
+    let f: String = query(
+        &mut nodes[2].as_ref().unwrap().client(),
+        &["INCRBYFLOAT", "shared", "1.5"],
+    );
+    assert_eq!(f, "102.5");
+    let e = error_of(&mut c, &["INCR", "shared"]);
+    assert!(e.contains("value is not an integer or out of range"), "{e}");
+    let f: String = query(&mut c, &["INCRBYFLOAT", "shared", "0.5"]);
+    assert_eq!(f, "103");
+    assert_eq!(query::<i64>(&mut c, &["INCR", "shared"]), 104);
 }
 
 /// Tallies of one client's INCRBY 1 calls.
