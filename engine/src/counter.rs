@@ -1,11 +1,13 @@
-//! Counters that merge per node: what a cluster's INCR, DECR, INCRBY and
-//! DECRBY write, so that increments coordinated on different nodes at once
-//! add up instead of one overwriting the other.
+//! Counters that merge per node: what a cluster's INCR, DECR, INCRBY,
+//! DECRBY, INCRBYFLOAT, HINCRBY and HINCRBYFLOAT write, so that increments
+//! coordinated on different nodes at once add up instead of one overwriting
+//! the other.
 //!
 //! A counted sibling carries, beside its value (the total as its coordinator
 //! saw it, in decimal), a [`Counter`]: the base it started from (a plain
-//! value's integer, or 0 for an absent key) and, per node, the sum of that
-//! node's additions with the dot counter of the node's latest one. A node's
+//! value's number, or 0 for an absent key) and, per node, the sums of that
+//! node's integer and float additions with the dot counter of the node's
+//! latest one. A node's
 //! dots only grow, and a coordinator mints only once its copy of the key holds
 //! every dot of its own (the cluster's minting gate), so a node's later entry
 //! always includes its earlier ones: merging two counters keeps, per node, the
@@ -19,9 +21,12 @@
 //! the SET wins, it is as if the increments came before it. A delete
 //! concurrent with increments loses to them (the key reads as the counter).
 //!
+//! An EXPIRE or PERSIST of a counted key carries its merged counter to the
+//! new deadline unchanged (nothing stamped), so counting goes on.
+//!
 //! This module owns the arithmetic only; the store calls it while it orders a
-//! batch (`Modify::CountBy`), and must not be called with siblings of another
-//! key.
+//! batch (`Modify::CountBy`, `CountByFloat`, `Touch`), and must not be called
+//! with siblings of another key.
 
 use crate::store::modify::{format_float, parse_f64, parse_i64, ModifyError};
 use crate::version::{winner_rank, Dot, NodeId, Sibling, SiblingSet};
@@ -211,7 +216,7 @@ impl Counter {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Resolved<'a> {
     Absent,
-    /// The winner is a plain value (or a delete marker's absence).
+    /// The winner is a plain value.
     Plain(&'a Sibling),
     /// The winner is counted: the merge of its base's counted siblings.
     Counted(Counter),
