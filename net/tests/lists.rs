@@ -63,25 +63,31 @@ fn a_blocked_pop_is_served_first_come_and_leaves_with_its_client() {
     let dir = temp_dir("list-blocking");
     let node = ShoalProcess::start(&dir, &[]);
     let (url, mut c) = (node.url(), node.client());
-    let waiter = |delay_ms: u64| {
+    let waiter = || {
         let url = url.clone();
         std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(delay_ms));
             let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
-            let got: Option<(String, String)> = query(&mut c, &["BLPOP", "q", "5"]);
+            let got: Option<(String, String)> = query(&mut c, &["BLPOP", "q", "10"]);
             got
         })
     };
-    let (first, second) = (waiter(0), waiter(300));
-    std::thread::sleep(Duration::from_millis(600));
-    assert_eq!(
-        query::<String>(&mut c, &["INFO", "clients"])
+    // Each waiter blocks before the next starts (INFO counts them), so the
+    // order is known however loaded the machine is.
+    let mut blocked = |count: usize| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(8);
+        let line = format!("blocked_clients:{count}");
+        while !query::<String>(&mut c, &["INFO", "clients"])
             .lines()
-            .find(|l| l.starts_with("blocked_clients:"))
-            .unwrap()
-            .trim(),
-        "blocked_clients:2"
-    );
+            .any(|l| l.trim() == line)
+        {
+            assert!(std::time::Instant::now() < deadline, "never {line}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let first = waiter();
+    blocked(1);
+    let second = waiter();
+    blocked(2);
     let _: i64 = query(&mut c, &["RPUSH", "q", "job1", "job2"]);
     assert_eq!(first.join().unwrap(), Some(("q".into(), "job1".into())));
     assert_eq!(second.join().unwrap(), Some(("q".into(), "job2".into())));
