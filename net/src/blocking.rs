@@ -1,5 +1,6 @@
-//! Blocking commands on one node (BLPOP, BLMOVE, BZPOPMIN, BZMPOP, ...): a
-//! blocked client looks at its keys every [`BLOCKED_RETRY_MS`] without the
+//! Blocking commands (BLPOP, BLMOVE, BZPOPMIN, BZMPOP, ...): a blocked
+//! client looks at its keys every [`BLOCKED_RETRY_MS`] (on a cluster
+//! [`BLOCKED_RETRY_ON_CLUSTER_MS`]) without the
 //! node's exclusive turn, and takes that turn only to try its command once a
 //! key holds something; the client that blocked first on a key is served
 //! first; a client that disconnects stops waiting (`server::until_closed`).
@@ -13,6 +14,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// How often a blocked command looks again.
 pub const BLOCKED_RETRY_MS: u64 = 10;
+/// How often a blocked command looks again on a cluster, where each look is
+/// a round to the key's replicas.
+pub const BLOCKED_RETRY_ON_CLUSTER_MS: u64 = 100;
+
+/// How often a blocked command looks again, on a cluster (`routed`) or not.
+pub fn retry_ms(routed: bool) -> u64 {
+    if routed {
+        BLOCKED_RETRY_ON_CLUSTER_MS
+    } else {
+        BLOCKED_RETRY_MS
+    }
+}
 
 /// Whether a command blocks: it gives up its connection's turn and takes
 /// the node's exclusive one only for each try.
@@ -69,11 +82,12 @@ pub type Try<'a, T> =
 /// Wait until `take` takes something from one of `keys` (in database
 /// `ns`): each try looks with `holds` first, without the exclusive turn (a
 /// blocked client must not stall the node every try), then takes under it.
-/// `None` once `timeout_ms` passed (0: never).
+/// `None` once `timeout_ms` passed (0: never). Looks every `retry_ms`
+/// ([`retry_ms`]).
 pub async fn wait_for<'a, T>(
     ns: u8,
     keys: &[Bytes],
-    (timeout_ms, isolation): (u64, &crate::shared::Isolation),
+    (timeout_ms, isolation, retry_ms): (u64, &crate::shared::Isolation, u64),
     mut holds: impl FnMut(Bytes) -> Try<'a, bool>,
     mut take: impl FnMut(Bytes) -> Try<'a, Option<T>>,
 ) -> Result<Option<T>, Reply> {
@@ -92,6 +106,6 @@ pub async fn wait_for<'a, T>(
         if timeout_ms > 0 && started.elapsed().as_millis() as u64 >= timeout_ms {
             return Ok(None);
         }
-        tokio::time::sleep(std::time::Duration::from_millis(BLOCKED_RETRY_MS)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(retry_ms)).await;
     }
 }

@@ -118,8 +118,8 @@ pub fn runs_alone(name: &str, args: &[Bytes]) -> bool {
     ) || (matches!(name, "lpop" | "rpop") && args.len() > 2)
 }
 
-/// Why LMOVE, RPOPLPUSH and the blocking pops are refused on a cluster.
-const NOT_ON_CLUSTER: &str = "ERR LMOVE, RPOPLPUSH, BLMOVE, BRPOPLPUSH, BLPOP and BRPOP are not supported on a cluster yet: they write two keys from what they read, or wait on one node's pushes; they work on a single node";
+/// Why LMOVE, RPOPLPUSH and their blocking forms are refused on a cluster.
+const NOT_ON_CLUSTER: &str = "ERR LMOVE, RPOPLPUSH, BLMOVE and BRPOPLPUSH are not supported on a cluster yet: they write two keys from what they read; they work on a single node";
 
 fn end_of(word: &[u8]) -> Result<End, Step> {
     match crate::reply::lower(word).as_str() {
@@ -485,12 +485,7 @@ impl ListCommand {
             return Step::Reply(self.run_now(backend, ns).await.unwrap_or_else(|r| r));
         };
         let result = match self {
-            ListCommand::Move { .. }
-            | ListCommand::BlockingPop(..)
-            | ListCommand::MPop {
-                timeout_ms: Some(_),
-                ..
-            } if backend.is_routed() => Err(Reply::error(NOT_ON_CLUSTER)),
+            ListCommand::Move { .. } if backend.is_routed() => Err(Reply::error(NOT_ON_CLUSTER)),
             ListCommand::Move {
                 timeout_ms: Some(timeout_ms),
                 from,
@@ -931,7 +926,14 @@ async fn blocking_pop(
         })
     };
     let holds = |key| holds(backend, ns, key);
-    crate::blocking::wait_for(ns, keys, (timeout_ms, isolation), holds, take).await
+    crate::blocking::wait_for(
+        ns,
+        keys,
+        (timeout_ms, isolation, retry_ms(backend)),
+        holds,
+        take,
+    )
+    .await
 }
 
 /// BLMOVE / BRPOPLPUSH: LMOVE once `from` has an element; nil once
@@ -954,6 +956,18 @@ async fn blocking_move(
     };
     let holds = |key| holds(backend, ns, key);
     let keys = std::slice::from_ref(&from);
-    let moved = crate::blocking::wait_for(ns, keys, (timeout_ms, isolation), holds, take).await?;
+    let moved = crate::blocking::wait_for(
+        ns,
+        keys,
+        (timeout_ms, isolation, retry_ms(backend)),
+        holds,
+        take,
+    )
+    .await?;
     Ok(moved.unwrap_or(Reply::Null))
+}
+
+/// How often a blocked command of `backend` looks again.
+fn retry_ms(backend: &Backend<'_>) -> u64 {
+    crate::blocking::retry_ms(backend.is_routed())
 }

@@ -82,9 +82,6 @@ pub enum ZSetCommand {
 /// Why the sorted-set increments are refused on a cluster, for now.
 const INCR_ON_CLUSTER: &str = "ERR ZINCRBY and ZADD INCR are not supported on a cluster yet: two nodes incrementing one member at once would each write their own result, and one increment would be lost; they work on a single node";
 
-/// Why the blocking pops are refused on a cluster, for now.
-const BLOCKING_ON_CLUSTER: &str = "ERR BZPOPMIN, BZPOPMAX and BZMPOP are not supported on a cluster yet; they work on a single node";
-
 fn not_a_float() -> Step {
     err("ERR value is not a valid float")
 }
@@ -475,10 +472,6 @@ impl ZSetCommand {
                         .collect(),
                 )
             }
-            ZSetCommand::Pop {
-                timeout_ms: Some(_),
-                ..
-            } if backend.is_routed() => return Err(Reply::error(BLOCKING_ON_CLUSTER)),
             read => read.run_read(backend, ns, (resp3, isolation)).await?,
         })
     }
@@ -802,7 +795,14 @@ async fn blocking_pop(
             Ok(picked.map(|picked| popped_reply(key, picked, shape)))
         })
     };
-    let taken = crate::blocking::wait_for(ns, keys, (timeout_ms, isolation), holds, take).await?;
+    let taken = crate::blocking::wait_for(
+        ns,
+        keys,
+        (timeout_ms, isolation, retry_ms(backend)),
+        holds,
+        take,
+    )
+    .await?;
     Ok(taken.unwrap_or(Reply::NullArray))
 }
 
@@ -822,4 +822,9 @@ fn rand_members(
             Reply::Array(picked.into_iter().map(|(_, m)| Reply::Bulk(m)).collect())
         }
     }
+}
+
+/// How often a blocked command of `backend` looks again.
+fn retry_ms(backend: &Backend<'_>) -> u64 {
+    crate::blocking::retry_ms(backend.is_routed())
 }

@@ -2,8 +2,8 @@
 //! elements and scores written through one node read the same through every
 //! node; a field written while
 //! one replica was down reaches it by anti-entropy; HDEL, SREM, SPOP, LPOP
-//! and DEL remove what they saw; type checks hold; multi-key writes and
-//! blocking pops are refused.
+//! and DEL remove what they saw; type checks hold; blocking pops poll;
+//! multi-key writes are refused.
 
 use crate::common::cluster::port_pairs;
 use crate::common::{error_of, query, temp_dir};
@@ -144,7 +144,27 @@ fn elements_pushed_through_one_node_read_in_order_through_every_node() {
     assert_eq!(all.last().map(String::as_str), Some("c"));
     assert_eq!(query::<String>(&mut c3, &["LPOP", "queue"]), "z");
     assert_eq!(query::<String>(&mut c1, &["TYPE", "queue"]), "list");
-    let e = error_of(&mut c1, &["BLPOP", "queue", "1"]);
+    // Blocking pops look every 100 ms on a cluster: an element there is
+    // taken at once, one pushed through another node while blocked is
+    // taken then, and an empty key answers nil at the timeout.
+    let head: (String, String) = query(&mut c1, &["BLPOP", "queue", "1"]);
+    assert_eq!(head.0, "queue");
+    let mut waiter = nodes[1].as_ref().unwrap().client();
+    let blocked = std::thread::spawn(move || {
+        let started = std::time::Instant::now();
+        let taken: Option<(String, String)> = query(&mut waiter, &["BRPOP", "jobs", "5"]);
+        (taken, started.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let _: i64 = query(&mut c3, &["RPUSH", "jobs", "j1"]);
+    let (taken, waited) = blocked.join().unwrap();
+    assert_eq!(taken, Some(("jobs".into(), "j1".into())));
+    assert!(waited < Duration::from_secs(4), "waited {waited:?}");
+    let started = std::time::Instant::now();
+    let none: Option<(String, String)> = query(&mut c2, &["BLPOP", "nothing", "0.3"]);
+    assert_eq!(none, None);
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    let e = error_of(&mut c1, &["LMOVE", "queue", "other", "LEFT", "LEFT"]);
     assert!(e.contains("not supported on a cluster"), "{e}");
     assert!(error_of(&mut c1, &["RPUSH", "warm", "m"]).starts_with("WRONGTYPE"));
     assert_eq!(query::<i64>(&mut c2, &["DEL", "queue"]), 1);
@@ -180,6 +200,8 @@ fn scores_written_through_one_node_rank_the_same_through_every_node() {
     assert!(e.contains("not supported on a cluster"), "{e}");
     let e = error_of(&mut c1, &["ZUNIONSTORE", "out", "1", "board"]);
     assert!(e.contains("not supported on a cluster"), "{e}");
+    let min: (String, String, String) = query(&mut c2, &["BZPOPMIN", "board", "1"]);
+    assert_eq!(min, ("board".into(), "c".into(), "5".into()));
     assert!(error_of(&mut c1, &["ZADD", "warm", "1", "m"]).starts_with("WRONGTYPE"));
     assert_eq!(query::<i64>(&mut c2, &["DEL", "board"]), 1);
     assert_eq!(query::<i64>(&mut c3, &["ZCARD", "board"]), 0);
