@@ -195,3 +195,48 @@ fn a_value_written_after_its_collections_deadline_is_still_lost_when_gone() {
     let report = history.report();
     assert_first(&report, ViolationKind::G2NoSilentLoss, Some("h:f"));
 }
+
+/// An expire whose deadline has passed deletes what the collection holds when
+/// it applies: a write sent before that expire was acknowledged may have been
+/// applied first, and then deleted by it (fresh single-node seed
+/// 20794090044: PEXPIREAT h0 16666 sent at 16663 and acknowledged at 16679,
+/// a field written at 16667, deleted at 16670).
+#[test]
+fn a_value_written_while_an_expire_of_a_past_deadline_was_out_may_be_gone() {
+    let expire = |history: &mut Recorder, acknowledged_ms: u64| {
+        history.line(json!({
+            "type": "invoke", "process": 4, "f": "expire", "ns": 0, "key": "h",
+            "time_ms": 1190, "node": 1, "expires_ms": 1050
+        }));
+        history.line(json!({
+            "type": "ok", "process": 4, "f": "expire", "ns": 0, "key": "h",
+            "time_ms": acknowledged_ms, "node": 1, "applied": true
+        }));
+    };
+    // The expire is acknowledged after the write was sent: no loss.
+    let mut history = expiring_collection(true);
+    history.line(json!({
+        "type": "invoke", "process": 4, "f": "expire", "ns": 0, "key": "h",
+        "time_ms": 1190, "node": 1, "expires_ms": 1050
+    }));
+    history.write(1200, 3, "h:f", "b", (1, 2), &[(1, 1)]);
+    history.line(json!({
+        "type": "ok", "process": 4, "f": "expire", "ns": 0, "key": "h",
+        "time_ms": 1205, "node": 1, "applied": true
+    }));
+    history
+        .quiescence(true, 100)
+        .final_state("h:f", 1, &[], &[(1, 2)]);
+    let report = history.report();
+    assert!(report.passed(), "{report}");
+
+    // Acknowledged before the write was sent: the write is lost.
+    let mut history = expiring_collection(true);
+    expire(&mut history, 1195);
+    history
+        .write(1200, 3, "h:f", "b", (1, 2), &[(1, 1)])
+        .quiescence(true, 100)
+        .final_state("h:f", 1, &[], &[(1, 2)]);
+    let report = history.report();
+    assert_first(&report, ViolationKind::G2NoSilentLoss, Some("h:f"));
+}

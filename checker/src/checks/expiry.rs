@@ -83,7 +83,9 @@ pub fn expired_when_read(
 /// Whether `write`'s value may have expired by run time `at_ms` (`None`: at
 /// some time later): by its own deadline, or by its collection's, set by an
 /// expire that may have applied, if the value was written before that
-/// deadline (after it, a write finds the collection gone and starts afresh).
+/// deadline (after it, a write finds the collection gone and starts afresh)
+/// or while that expire was still out (it may have applied after the write,
+/// and an expire whose deadline has passed deletes what it finds).
 pub fn may_have_expired_by(facts: &Facts, write: &Operation, at_ms: Option<u64>) -> bool {
     let slack_ms = facts.history.meta.expiry_slack_ms.unwrap_or(0);
     let passed = |deadline_ms: u64| at_ms.is_none_or(|at| deadline_ms <= at + slack_ms);
@@ -92,7 +94,9 @@ pub fn may_have_expired_by(facts: &Facts, write: &Operation, at_ms: Option<u64>)
     }
     collection_expires(facts, &write.key).any(|expire| {
         let deadline_ms = expire.expires_ms.expect("an expire has a deadline");
-        may_apply(expire) && passed(deadline_ms) && write.invoked.time_ms <= deadline_ms + slack_ms
+        let before_deadline = write.invoked.time_ms <= deadline_ms + slack_ms;
+        let expire_out = expire.ok_at().is_none_or(|done| done > write.invoked);
+        may_apply(expire) && passed(deadline_ms) && (before_deadline || expire_out)
     })
 }
 
