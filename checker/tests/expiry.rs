@@ -203,27 +203,23 @@ fn a_value_written_after_its_collections_deadline_is_still_lost_when_gone() {
 /// a field written at 16667, deleted at 16670).
 #[test]
 fn a_value_written_while_an_expire_of_a_past_deadline_was_out_may_be_gone() {
-    let expire = |history: &mut Recorder, acknowledged_ms: u64| {
+    let sent = |history: &mut Recorder| {
         history.line(json!({
             "type": "invoke", "process": 4, "f": "expire", "ns": 0, "key": "h",
             "time_ms": 1190, "node": 1, "expires_ms": 1050
         }));
+    };
+    let acknowledged = |history: &mut Recorder, time_ms: u64| {
         history.line(json!({
             "type": "ok", "process": 4, "f": "expire", "ns": 0, "key": "h",
-            "time_ms": acknowledged_ms, "node": 1, "applied": true
+            "time_ms": time_ms, "node": 1, "applied": true
         }));
     };
     // The expire is acknowledged after the write was sent: no loss.
     let mut history = expiring_collection(true);
-    history.line(json!({
-        "type": "invoke", "process": 4, "f": "expire", "ns": 0, "key": "h",
-        "time_ms": 1190, "node": 1, "expires_ms": 1050
-    }));
+    sent(&mut history);
     history.write(1200, 3, "h:f", "b", (1, 2), &[(1, 1)]);
-    history.line(json!({
-        "type": "ok", "process": 4, "f": "expire", "ns": 0, "key": "h",
-        "time_ms": 1205, "node": 1, "applied": true
-    }));
+    acknowledged(&mut history, 1205);
     history
         .quiescence(true, 100)
         .final_state("h:f", 1, &[], &[(1, 2)]);
@@ -232,7 +228,8 @@ fn a_value_written_while_an_expire_of_a_past_deadline_was_out_may_be_gone() {
 
     // Acknowledged before the write was sent: the write is lost.
     let mut history = expiring_collection(true);
-    expire(&mut history, 1195);
+    sent(&mut history);
+    acknowledged(&mut history, 1195);
     history
         .write(1200, 3, "h:f", "b", (1, 2), &[(1, 1)])
         .quiescence(true, 100)

@@ -19,7 +19,7 @@ pub const BLOCKED_RETRY_MS: u64 = 10;
 pub const BLOCKED_RETRY_ON_CLUSTER_MS: u64 = 100;
 
 /// How often a blocked command looks again, on a cluster (`routed`) or not.
-pub fn retry_ms(routed: bool) -> u64 {
+fn retry_ms(routed: bool) -> u64 {
     if routed {
         BLOCKED_RETRY_ON_CLUSTER_MS
     } else {
@@ -82,12 +82,12 @@ pub type Try<'a, T> =
 /// Wait until `take` takes something from one of `keys` (in database
 /// `ns`): each try looks with `holds` first, without the exclusive turn (a
 /// blocked client must not stall the node every try), then takes under it.
-/// `None` once `timeout_ms` passed (0: never). Looks every `retry_ms`
-/// ([`retry_ms`]).
+/// `None` once `timeout_ms` passed (0: never). Looks every [`retry_ms`]
+/// (longer on a cluster: `routed`).
 pub async fn wait_for<'a, T>(
     ns: u8,
     keys: &[Bytes],
-    (timeout_ms, isolation, retry_ms): (u64, &crate::shared::Isolation, u64),
+    (timeout_ms, isolation, routed): (u64, &crate::shared::Isolation, bool),
     mut holds: impl FnMut(Bytes) -> Try<'a, bool>,
     mut take: impl FnMut(Bytes) -> Try<'a, Option<T>>,
 ) -> Result<Option<T>, Reply> {
@@ -106,6 +106,6 @@ pub async fn wait_for<'a, T>(
         if timeout_ms > 0 && started.elapsed().as_millis() as u64 >= timeout_ms {
             return Ok(None);
         }
-        tokio::time::sleep(std::time::Duration::from_millis(retry_ms)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(retry_ms(routed))).await;
     }
 }

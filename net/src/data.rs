@@ -589,11 +589,7 @@ fn counts_on_cluster(ops: &[WriteOp]) -> bool {
 /// `ops` (see `counts_on_cluster`) as a cluster counts them.
 fn counted(mut ops: Vec<WriteOp>) -> Vec<WriteOp> {
     for op in &mut ops {
-        op.modify = match op.modify.take() {
-            Some(Modify::IncrBy(by)) => Some(Modify::CountBy(by)),
-            Some(Modify::IncrByFloat(by)) => Some(Modify::CountByFloat(by)),
-            other => other,
-        };
+        op.modify = op.modify.take().map(Modify::per_node);
     }
     ops
 }

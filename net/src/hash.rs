@@ -229,10 +229,10 @@ async fn incr(
     (key, field): (Bytes, Bytes),
     modify: Modify,
 ) -> Result<Step, Reply> {
-    let modify = match modify {
-        Modify::IncrBy(by) if backend.is_routed() => Modify::CountBy(by),
-        Modify::IncrByFloat(by) if backend.is_routed() => Modify::CountByFloat(by),
-        local => local,
+    let modify = if backend.is_routed() {
+        modify.per_node()
+    } else {
+        modify
     };
     refuse_other_type(backend, ns, &key).await?;
     let shape = match modify {

@@ -929,7 +929,7 @@ async fn blocking_pop(
     crate::blocking::wait_for(
         ns,
         keys,
-        (timeout_ms, isolation, retry_ms(backend)),
+        (timeout_ms, isolation, backend.is_routed()),
         holds,
         take,
     )
@@ -959,15 +959,10 @@ async fn blocking_move(
     let moved = crate::blocking::wait_for(
         ns,
         keys,
-        (timeout_ms, isolation, retry_ms(backend)),
+        (timeout_ms, isolation, backend.is_routed()),
         holds,
         take,
     )
     .await?;
     Ok(moved.unwrap_or(Reply::Null))
-}
-
-/// How often a blocked command of `backend` looks again.
-fn retry_ms(backend: &Backend<'_>) -> u64 {
-    crate::blocking::retry_ms(backend.is_routed())
 }

@@ -798,7 +798,7 @@ async fn blocking_pop(
     let taken = crate::blocking::wait_for(
         ns,
         keys,
-        (timeout_ms, isolation, retry_ms(backend)),
+        (timeout_ms, isolation, backend.is_routed()),
         holds,
         take,
     )
@@ -822,9 +822,4 @@ fn rand_members(
             Reply::Array(picked.into_iter().map(|(_, m)| Reply::Bulk(m)).collect())
         }
     }
-}
-
-/// How often a blocked command of `backend` looks again.
-fn retry_ms(backend: &Backend<'_>) -> u64 {
-    crate::blocking::retry_ms(backend.is_routed())
 }

@@ -73,6 +73,16 @@ impl fmt::Display for ModifyError {
 }
 
 impl Modify {
+    /// As a cluster runs it: an increment counts per node
+    /// ([`Modify::CountBy`], [`Modify::CountByFloat`]); others are unchanged.
+    pub fn per_node(self) -> Modify {
+        match self {
+            Modify::IncrBy(by) => Modify::CountBy(by),
+            Modify::IncrByFloat(by) => Modify::CountByFloat(by),
+            other => other,
+        }
+    }
+
     /// The new value, from the current winner (`None`: the key is absent).
     /// [`Modify::Touch`] of an absent key has none.
     pub fn apply(&self, current: Option<&[u8]>) -> Result<Option<Bytes>, ModifyError> {
