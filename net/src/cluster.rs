@@ -67,6 +67,7 @@ use tokio::sync::{mpsc, oneshot};
 mod anti_entropy;
 mod catch_up;
 mod client_wire;
+mod damage;
 mod expiry;
 mod hand_over;
 mod handoff;

@@ -42,6 +42,10 @@ pub struct FileConfig {
     pub segment_size_bytes: Option<u64>,
     pub siblings_max: Option<usize>,
     pub compaction_budget_bytes: Option<u64>,
+    /// How fast the scrubber re-reads every live record (0: never).
+    pub scrub_bytes_per_sec: Option<u64>,
+    /// The shortest time between the starts of two scrub passes.
+    pub scrub_pass_interval_ms: Option<u64>,
     /// Group-commit batches syncing at once, 1..=4.
     pub syncs_in_flight_max: Option<usize>,
     /// Threads running connections and the committer (default: one fewer
@@ -300,6 +304,8 @@ impl FileConfig {
             storage.fsync => self.fsync,
             storage.fsync_batch_interval_ms => self.fsync_batch_interval_ms,
             storage.compaction_budget_bytes => self.compaction_budget_bytes,
+            storage.scrub_bytes_per_sec => self.scrub_bytes_per_sec,
+            storage.scrub_pass_interval_ms => self.scrub_pass_interval_ms,
             storage.syncs_in_flight_max => self.syncs_in_flight_max,
             config.worker_threads => self.worker_threads,
             config.store.node_id => self.node_id,

@@ -190,7 +190,7 @@ fn persistence_section(shared: &Shared, out: &mut String) {
     };
     let _ = write!(
         out,
-        "# Persistence\r\nloading:0\r\naof_enabled:1\r\nshoal_fsync:{}\r\nshoal_store_state:{}\r\nshoal_segments:{}\r\nshoal_disk_bytes:{}\r\nshoal_dead_bytes:{}\r\nshoal_batches:{}\r\nshoal_syncs:{}\r\nshoal_ops_committed:{}\r\nshoal_avg_batch_ops:{:.2}\r\nshoal_largest_batch_ops:{}\r\nshoal_compactions:{}\r\nshoal_compaction_segments_damaged:{}\r\nshoal_hints_written:{}\r\nshoal_chores_failed:{}\r\nshoal_tombstones_collected:{}\r\nshoal_tombstones_forgotten:{}\r\nshoal_disk_full_refusals:{}\r\nshoal_fsync_failures:{}\r\nshoal_siblings_max:{}\r\nshoal_siblings_largest:{}\r\nshoal_sibling_writes_refused:{}\r\nshoal_sibling_merges_over_cap:{}\r\nshoal_merges_over_record_limit:{}\r\nshoal_records_unreadable:{}\r\n\r\n",
+        "# Persistence\r\nloading:0\r\naof_enabled:1\r\nshoal_fsync:{}\r\nshoal_store_state:{}\r\nshoal_segments:{}\r\nshoal_disk_bytes:{}\r\nshoal_dead_bytes:{}\r\nshoal_batches:{}\r\nshoal_syncs:{}\r\nshoal_ops_committed:{}\r\nshoal_avg_batch_ops:{:.2}\r\nshoal_largest_batch_ops:{}\r\nshoal_compactions:{}\r\nshoal_compaction_segments_damaged:{}\r\nshoal_hints_written:{}\r\nshoal_chores_failed:{}\r\nshoal_tombstones_collected:{}\r\nshoal_tombstones_forgotten:{}\r\nshoal_disk_full_refusals:{}\r\nshoal_fsync_failures:{}\r\nshoal_siblings_max:{}\r\nshoal_siblings_largest:{}\r\nshoal_sibling_writes_refused:{}\r\nshoal_sibling_merges_over_cap:{}\r\nshoal_merges_over_record_limit:{}\r\nshoal_records_unreadable:{}\r\n",
         shared.storage.config().fsync.as_str(),
         state,
         segments,
@@ -215,6 +215,16 @@ fn persistence_section(shared: &Shared, out: &mut String) {
         store_stats.sibling_merges_over_cap,
         store_stats.merges_over_record_limit,
         store_stats.records_unreadable,
+    );
+    let scrub = shared.storage.scrub_stats();
+    let _ = write!(
+        out,
+        "shoal_damaged_records_found:{}\r\nshoal_damaged_records_replaced:{}\r\nshoal_scrub_passes:{}\r\nshoal_scrub_records:{}\r\nshoal_scrub_bytes:{}\r\n\r\n",
+        scrub.records_damaged.load(Ordering::Relaxed),
+        store_stats.damaged_records_replaced,
+        scrub.passes.load(Ordering::Relaxed),
+        scrub.records_read.load(Ordering::Relaxed),
+        scrub.bytes_read.load(Ordering::Relaxed),
     );
 }
 

@@ -46,6 +46,7 @@ pub mod resp;
 pub mod routing;
 pub mod runtime;
 pub mod salvage;
+pub mod scrub;
 pub mod server;
 pub mod set;
 pub mod shared;

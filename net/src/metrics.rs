@@ -251,6 +251,25 @@ fn store_families(shared: &Shared, scrape: &mut Scrape) {
     );
     scrape.one("shoal_segments", "Segment files.", Gauge(segments as i64));
     compaction_families(&stats, scrape);
+    scrub_families(shared.storage.scrub_stats(), scrape);
+}
+
+/// The scrubber's walk and the damage it and reads found (`scrub`).
+fn scrub_families(scrub: &crate::scrub::ScrubStats, scrape: &mut Scrape) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let families = [
+        ("shoal_scrub_passes", "Scrubber walks over every live record finished.", &scrub.passes),
+        ("shoal_scrub_records", "Records the scrubber read.", &scrub.records_read),
+        ("shoal_scrub_bytes", "Bytes the scrubber read.", &scrub.bytes_read),
+        (
+            "shoal_damaged_records_found",
+            "Damaged records found by the scrubber or reads (a cluster member restores them from its replicas).",
+            &scrub.records_damaged,
+        ),
+    ];
+    for (name, help, counter) in families {
+        scrape.one(name, help, Value::Counter(counter.load(Relaxed)));
+    }
 }
 
 /// Compaction, siblings and the store's refusals.
@@ -283,8 +302,13 @@ fn compaction_families(stats: &shoal_engine::store::StoreStats, scrape: &mut Scr
     );
     scrape.one(
         "shoal_records_unreadable",
-        "Reads that found a record damaged since start (restart the node to set the damage aside).",
+        "Reads (and scrub reads) that found a record damaged since start.",
         Counter(stats.records_unreadable),
+    );
+    scrape.one(
+        "shoal_damaged_records_replaced",
+        "Records that no longer read which a replica's copy replaced (cluster restore).",
+        Counter(stats.damaged_records_replaced),
     );
     scrape.one(
         "shoal_merges_over_record_limit",

@@ -147,6 +147,7 @@ pub async fn start_node<R: Runtime + Clone>(
         ),
         None => None,
     };
+    crate::scrub::spawn(&storage, cluster.clone(), &setup.storage);
     Ok(BootedNode {
         storage,
         hints,

@@ -259,3 +259,38 @@ fn a_deleted_cut_or_flipped_segment_stops_the_node_and_fails_inspect() {
     }
     drop(node);
 }
+
+/// A byte flipped under a running single node: its scrubber finds it and
+/// counts it, the key answers an error naming the damage instead of bytes
+/// that fail their checksum, and every other key and every write still work.
+#[test]
+fn damage_under_a_running_node_is_found_by_the_scrubber_and_never_served() {
+    let root = temp_dir("scrub-single");
+    let dir = root.join("data");
+    let node = ShoalProcess::start(&dir, &["--scrub-pass-interval-ms", "200"]);
+    let mut conn = node.client();
+    let marker = "VICTIM-a-value-the-flipped-byte-lands-in-VICTIM";
+    let _: () = conn.set("victim", marker).expect("set");
+    for i in 0..100 {
+        let _: () = conn.set(format!("key:{i}"), value_of(i)).expect("set");
+    }
+    common::flip_inside(&dir, marker.as_bytes());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while common::persistence_count(&mut conn, "shoal_damaged_records_found") == 0 {
+        assert!(Instant::now() < deadline, "the scrubber never found it");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let refused = conn
+        .get::<_, Option<String>>("victim")
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("segment 1"), "names the damage: {refused}");
+    for i in 0..100 {
+        let got: String = conn.get(format!("key:{i}")).expect("get");
+        assert_eq!(got, value_of(i));
+    }
+    let _: () = conn.set("after", "still writable").expect("set");
+    assert!(common::persistence_count(&mut conn, "shoal_scrub_passes") >= 1);
+    drop(conn);
+    node.kill9();
+}

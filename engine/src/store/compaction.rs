@@ -18,6 +18,14 @@ pub(crate) struct State {
     damaged: BTreeSet<u32>,
 }
 
+impl State {
+    /// Try the segments given up on again (the damage was dealt with: its
+    /// keys were forgotten or replaced, so nothing live may be left there).
+    pub fn forget_damaged(&mut self) {
+        self.damaged.clear();
+    }
+}
+
 /// A compaction's starting cursor, built ahead under a shared lock.
 pub struct CompactionPlan(Cursor);
 

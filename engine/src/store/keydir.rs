@@ -13,6 +13,7 @@ use super::KeyEntry;
 use crate::fields::{is_collection_namespace, split_field_key, stored_key_slot};
 use crate::slot::SLOT_COUNT;
 use std::collections::BTreeMap;
+use std::ops::Bound;
 
 type SlotMap = BTreeMap<Box<[u8]>, KeyEntry>;
 /// Directory entries in arrival order.
@@ -281,6 +282,26 @@ impl KeyDir {
             .flat_map(|slots| slots.iter().flat_map(|map| map.iter()))
     }
 
+    /// Every entry after `after` (from the start when `None`), in directory
+    /// order.
+    pub fn entries_after<'a>(
+        &'a self,
+        after: Option<&'a [u8]>,
+    ) -> impl Iterator<Item = (&'a Box<[u8]>, &'a KeyEntry)> + 'a {
+        let (first_namespace, first_slot) = after.map_or((0, 0), split);
+        (self.namespaces.range(first_namespace..)).flat_map(move |(namespace, slots)| {
+            let first = *namespace == first_namespace;
+            let skip = if first { first_slot } else { 0 };
+            (slots.iter().enumerate().skip(skip)).flat_map(move |(slot, map)| {
+                let lower = match after {
+                    Some(key) if first && slot == first_slot => Bound::Excluded(key),
+                    _ => Bound::Unbounded,
+                };
+                map.range::<[u8], _>((lower, Bound::Unbounded))
+            })
+        })
+    }
+
     pub fn values(&self) -> impl Iterator<Item = &KeyEntry> {
         self.iter().map(|(_, e)| e)
     }
@@ -320,7 +341,6 @@ impl KeyDir {
         namespace: u8,
         prefix: &'a [u8],
     ) -> impl Iterator<Item = (&'a Box<[u8]>, &'a KeyEntry)> + 'a {
-        use std::ops::Bound;
         let start = super::dir_key(namespace, prefix);
         let slot = split(&start).1;
         // The first directory key past every key starting with `start`.

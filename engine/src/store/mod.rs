@@ -25,6 +25,7 @@ mod ops;
 mod prepare;
 mod recovery;
 pub mod salvage;
+mod scrub;
 mod staging;
 mod synced;
 pub use synced::{read_synced_mark, SyncedMark};
@@ -33,6 +34,7 @@ pub use chores::Chore;
 pub use compaction::{CompactionPlan, CompactionProgress};
 pub use observer::{Applied, Change, StoreObserver};
 pub use recovery::{set_aside_segments, OpenError, RecoveryReport, SET_ASIDE_PREFIX};
+pub use scrub::{DamagedRecord, ScrubCursor, ScrubStep, DAMAGE_FOUND_MAX};
 
 use crate::disk::{Disk, DiskDir, DiskError};
 use crate::fields::stored_key_slot;
@@ -217,6 +219,9 @@ pub struct StoreStats {
     /// Reads that found a record damaged (checksum, zeroed, segment gone)
     /// since the store opened: synced data went bad under a running node.
     pub records_unreadable: u64,
+    /// Replica merges (repair, restore) that replaced a record which no
+    /// longer read, and copies forgotten over one (`scrub`).
+    pub damaged_records_replaced: u64,
     /// The most siblings one key's set held in any write this store made since it
     /// opened.
     pub siblings_largest: u64,
@@ -280,8 +285,9 @@ pub struct Store {
     compaction: compaction::State,
     chores: chores::Chores,
     stats: StoreStats,
-    /// [`StoreStats::records_unreadable`], counted by reads (which take `&self`).
-    records_unreadable: std::sync::atomic::AtomicU64,
+    /// Where reads and scrubs found records damaged, for the driver, and
+    /// [`StoreStats::records_unreadable`] (`scrub`; reads take `&self`).
+    damage_found: scrub::DamageRegister,
     /// Anti-entropy digests, kept once [`Store::enable_digests`] was called.
     digests: Option<crate::digest::DigestTree>,
     /// Published keys that expire (`expiry`).
@@ -296,17 +302,14 @@ impl Store {
 
     pub fn stats(&self) -> StoreStats {
         StoreStats {
-            records_unreadable: self
-                .records_unreadable
-                .load(std::sync::atomic::Ordering::Relaxed),
+            records_unreadable: self.damage_found.records_unreadable(),
             ..self.stats.clone()
         }
     }
 
     /// A read found `entry`'s record damaged: counted, and the error to return.
     fn unreadable(&self, entry: KeyEntry, reason: &'static str) -> ReadError {
-        self.records_unreadable
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.damage_found.note(entry);
         ReadError::Corrupt {
             segment: entry.segment,
             offset: entry.offset as u64,

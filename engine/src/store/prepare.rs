@@ -16,6 +16,9 @@ struct Found {
     live: bool,
     winner: Option<Bytes>,
     winner_deadline_ms: Option<u64>,
+    /// The key's record no longer reads: found as absent, and written over
+    /// even when the write would leave it absent (`found_or_replaced`).
+    damaged: bool,
 }
 
 impl Found {
@@ -27,6 +30,7 @@ impl Found {
             live: false,
             winner: None,
             winner_deadline_ms: None,
+            damaged: false,
         }
     }
 
@@ -153,7 +157,7 @@ impl Store {
                 None => return Ok(Found::nothing().not_applied()),
             },
         };
-        let found = self.found(op, overlay, wall_ms)?;
+        let found = self.found_or_replaced(op, overlay, wall_ms)?;
         if let Some(forget) = op.forget {
             return self.prepare_forget(op, forget, found, batch_seq, overlay, frames);
         }
@@ -198,6 +202,34 @@ impl Store {
         found
     }
 
+    /// [`Self::found`], except that a replica's merge, or the forgetting of a
+    /// copy, over a record that no longer reads finds the key absent: what it
+    /// held is lost here and the replicas restore it (`scrub`). The store's
+    /// copies are marked incomplete first, so no later mint claims a dot the
+    /// lost record held.
+    fn found_or_replaced(
+        &mut self,
+        op: &WriteOp,
+        overlay: &Overlay,
+        now_ms: u64,
+    ) -> Result<Found, WriteError> {
+        let replaces = op.merge.is_some() || op.forget == Some(Forget::Copy);
+        match self.found(op, overlay, now_ms) {
+            Err(WriteError::Corrupt(ReadError::Corrupt { .. }))
+                if replaces && !cfg!(feature = "bug-merge-keeps-damage") =>
+            {
+                self.mark_copies_incomplete().map_err(WriteError::Disk)?;
+                self.stats.damaged_records_replaced += 1;
+                Ok(Found {
+                    dir_key: dir_key(op.namespace, &op.key),
+                    damaged: true,
+                    ..Found::nothing()
+                })
+            }
+            found => found,
+        }
+    }
+
     /// The key's set as this write finds it: after the batch's earlier writes
     /// (`overlay`), then batches staged but not yet published, then the keydir.
     fn found(&self, op: &WriteOp, overlay: &Overlay, now_ms: u64) -> Result<Found, WriteError> {
@@ -216,6 +248,7 @@ impl Store {
             winner: set.string_value_at(now_ms),
             winner_deadline_ms: winner.and_then(|s| s.deadline_ms),
             set,
+            damaged: false,
         })
     }
 
@@ -230,7 +263,7 @@ impl Store {
         frames: &mut Vec<PendingFrame>,
     ) -> Result<WriteOutcome, WriteError> {
         let current = &found.set;
-        let applies = !current.siblings.is_empty()
+        let applies = (found.damaged || !current.siblings.is_empty())
             && match forget {
                 Forget::MarkersHashing(expected) => {
                     current.is_deleted() && crate::digest::set_hash(current) == expected
@@ -270,7 +303,7 @@ impl Store {
         if cfg!(feature = "bug-remove-wins") {
             remove_wins(op.namespace, &mut next);
         }
-        if next == found.set {
+        if next == found.set && !found.damaged {
             return Ok(found.not_applied());
         }
         let staged = self.stage_frame(op, found.dir_key, batch_seq, next.clone(), overlay, frames);

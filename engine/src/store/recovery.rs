@@ -377,8 +377,13 @@ fn cut_tail_floor(
         return Ok(recorded);
     }
     let floor = recorded.unwrap_or(0).max(incarnation << 32);
-    crate::disk::write_checked_file(dir, CUT_TAIL_FILE, &floor.to_le_bytes())?;
+    record_cut_tail_floor(dir, floor)?;
     Ok(Some(floor))
+}
+
+/// Keep `floor` in `CUT-TAIL` (durably: tmp file, sync, rename, directory sync).
+pub(super) fn record_cut_tail_floor(dir: &dyn DiskDir, floor: u64) -> Result<(), DiskError> {
+    crate::disk::write_checked_file(dir, CUT_TAIL_FILE, &floor.to_le_bytes())
 }
 
 /// Options a store cannot open with.
@@ -439,7 +444,7 @@ impl Store {
             compaction: Default::default(),
             chores: Default::default(),
             stats: Default::default(),
-            records_unreadable: Default::default(),
+            damage_found: Default::default(),
             digests: None,
             expiring: Default::default(),
             observer: None,

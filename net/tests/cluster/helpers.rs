@@ -467,3 +467,17 @@ pub(crate) fn corrupt_first_segment(dir: &Path) {
     bytes[written / 2] ^= 0xFF;
     std::fs::write(&path, bytes).unwrap();
 }
+
+/// Wait (up to 30 s) until `node`'s status no longer says it is restoring
+/// from its replicas.
+pub(crate) fn wait_until_restored(node: &ShoalProcess) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while status(node).contains("restoring from replicas") {
+        assert!(
+            Instant::now() < deadline,
+            "still restoring:\n{}",
+            status(node)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

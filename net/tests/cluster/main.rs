@@ -16,4 +16,5 @@ mod markers;
 mod pins;
 mod redis_cluster;
 mod ring_changes;
+mod scrub;
 mod survival;

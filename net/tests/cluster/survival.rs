@@ -9,7 +9,7 @@ use crate::common::temp_dir;
 use crate::common::ShoalProcess;
 use crate::helpers::{
     cluster_slot, cluster_slots, corrupt_first_segment, hints_pending, inspect, node_dirs,
-    start_node, start_nodes, status, wait_for_a_write, wait_for_equal_digests,
+    start_node, start_nodes, status, wait_for_a_write, wait_for_equal_digests, wait_until_restored,
     wait_until_seen_down,
 };
 use redis::Commands;
@@ -512,15 +512,7 @@ fn a_node_with_a_damaged_segment_is_restored_from_its_replicas() {
     );
     wait_for_equal_digests(&nodes, Duration::from_secs(60));
     let node3 = nodes[2].as_ref().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while status(node3).contains("restoring from replicas") {
-        assert!(
-            Instant::now() < deadline,
-            "still restoring:\n{}",
-            status(node3)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until_restored(node3);
     let first_line = status(node3).lines().next().unwrap_or_default().to_string();
     assert!(
         first_line.contains("dots minted as actor"),

@@ -266,3 +266,40 @@ pub fn tls_fixture(name: &str) -> String {
         .display()
         .to_string()
 }
+
+/// Flip a byte in the middle of `marker` where a segment of `dir` holds it,
+/// through the file (the running node reads the same page cache).
+pub fn flip_inside(dir: &std::path::Path, marker: &[u8]) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if !(name.starts_with("seg-") && name.ends_with(".log")) {
+            continue;
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut file, &mut bytes).unwrap();
+        let Some(at) = bytes.windows(marker.len()).position(|w| w == marker) else {
+            continue;
+        };
+        let at = (at + marker.len() / 2) as u64;
+        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(at)).unwrap();
+        std::io::Write::write_all(&mut file, &[bytes[at as usize] ^ 0xFF]).unwrap();
+        file.sync_all().unwrap();
+        return;
+    }
+    panic!("no segment of {} holds the marker", dir.display());
+}
+
+/// The number after `field:` in INFO persistence.
+pub fn persistence_count(conn: &mut redis::Connection, field: &str) -> u64 {
+    let info: String = redis::cmd("INFO").arg("persistence").query(conn).unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("INFO has no {field}: {info}"))
+}

@@ -153,6 +153,14 @@ pub(super) async fn run_fault(world: FaultWorld, at_ms: u64, fault: ClusterFault
             let segment = matches!(fault, ClusterFault::SegmentCorrupt { .. });
             corrupt(&world, node, after_ms, segment).await
         }
+        ClusterFault::SegmentRot { node } => {
+            let _serial = world.crash_locks[&node].lock().await;
+            let seed = lock(&world.power_rng).next_u64();
+            let flipped = corrupt_a_segment_byte(&world.member(node).memdir, seed);
+            world
+                .recorder
+                .fault(format!("node {node} keeps running: {flipped}"));
+        }
         ClusterFault::DiskLost { node, down_ms } => disk_lost(&world, node, down_ms).await,
         ClusterFault::ClockSkew { node, delta_ms } => {
             world

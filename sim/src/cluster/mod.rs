@@ -248,6 +248,9 @@ fn start_members(
                 syncs_in_flight_max: plan.syncs_in_flight_max,
                 // A batch stays well inside a segment.
                 batch_bytes_max: (SEGMENT_SIZE_BYTES / 4) as usize,
+                // A pass every 2 s finds a flipped byte well inside the
+                // convergence bound (`ClusterFault::SegmentRot`).
+                scrub_pass_interval_ms: 2_000,
                 ..StorageConfig::default()
             },
             open_failure: Mutex::new(None),
@@ -402,7 +405,7 @@ fn audit_member(
 ) -> Vec<String> {
     let mut failures = Vec::new();
     let lost = plan.faults.iter().any(|(_, f)| {
-        matches!(f, ClusterFault::DiskLost { node, .. } | ClusterFault::SegmentCorrupt { node, .. } if *node == member.id)
+        matches!(f, ClusterFault::DiskLost { node, .. } | ClusterFault::SegmentCorrupt { node, .. } | ClusterFault::SegmentRot { node } if *node == member.id)
     });
     if let Some((done, others)) = cluster.restoring() {
         failures.push(format!(

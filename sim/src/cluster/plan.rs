@@ -46,6 +46,10 @@ pub enum ClusterFault {
     /// after `after_ms` and is down 200 ms. Damaged synced data makes it set its
     /// segments aside and restore from its replicas (`open_store`).
     SegmentCorrupt { node: u32, after_ms: u64 },
+    /// A byte of one of the node's segment files flips while it runs, and it
+    /// keeps running: its scrubber or a read must find the damage, and the
+    /// node must restore what it lost from its replicas.
+    SegmentRot { node: u32 },
     /// The node's wall clock moves by `delta_ms` and stays there (the hybrid
     /// logical clocks, the replica-write age limit and marker grace see it).
     ClockSkew { node: u32, delta_ms: i64 },
@@ -99,6 +103,9 @@ impl fmt::Display for ClusterFault {
                 f,
                 "latent corruption of a segment on node {node}, restart after {after_ms} ms"
             ),
+            ClusterFault::SegmentRot { node } => {
+                write!(f, "latent corruption of a segment on node {node}, which keeps running")
+            }
             ClusterFault::DiskLost { node, down_ms } => {
                 write!(
                     f,
@@ -334,7 +341,9 @@ impl ClusterPlan {
         self.faults.iter().any(|(_, f)| {
             matches!(
                 f,
-                ClusterFault::DiskLost { .. } | ClusterFault::SegmentCorrupt { .. }
+                ClusterFault::DiskLost { .. }
+                    | ClusterFault::SegmentCorrupt { .. }
+                    | ClusterFault::SegmentRot { .. }
             )
         })
     }
@@ -378,6 +387,7 @@ impl ClusterFault {
             | ClusterFault::DiskLost { node: n, .. }
             | ClusterFault::Corrupt { node: n, .. }
             | ClusterFault::SegmentCorrupt { node: n, .. }
+            | ClusterFault::SegmentRot { node: n }
             | ClusterFault::ClockSkew { node: n, .. } => *n == node,
             ClusterFault::Cut { a, b, .. } => *a == node || *b == node,
             ClusterFault::Lossy { .. } => false,
@@ -740,6 +750,15 @@ fn segment_corrupt(seed: u64, nodes: u32, phase1_ms: u64, faults: &mut Vec<(u64,
         let node = 1 + segment_rng.below(u64::from(nodes)) as u32;
         let after_ms = segment_rng.below(1_000);
         faults.push((at_ms, ClusterFault::SegmentCorrupt { node, after_ms }));
+        return;
+    }
+    // Or damage a running node that is never restarted (its own stream, so
+    // the seeds above keep their plans).
+    let mut rot_rng = SplitMix64::new(seed ^ 0x0207_da7a);
+    if !loses_a_disk && rot_rng.chance_percent(20) {
+        let at_ms = 500 + rot_rng.below(phase1_ms - 500);
+        let node = 1 + rot_rng.below(u64::from(nodes)) as u32;
+        faults.push((at_ms, ClusterFault::SegmentRot { node }));
     }
 }
 
