@@ -414,6 +414,9 @@ pub struct ClusterStats {
     /// The incarnation the cluster knew of this node when it started on a
     /// directory that was not the one it ran on (0: none).
     pub earlier_life_seen: AtomicU64,
+    /// Nobody answered the start-up check of a new directory, so the node
+    /// took a fresh actor and restored, as after a lost disk.
+    pub life_unanswered: AtomicBool,
     /// Replica writes, proxied writes and forgets refused for arriving (or
     /// starting) too long after they were sent.
     pub requests_too_old: AtomicU64,
@@ -583,22 +586,29 @@ pub fn open_store(
     Ok((store, report, rebuilt))
 }
 
-/// This data directory's id: read from `DIRECTORY-ID`, or made from `fresh` and
-/// saved (atomically, durably) the first time. A damaged file is an error: a
-/// made-up id would pass the directory off as a replacement.
 /// The file holding a data directory's random id (`directory_id`).
 const DIRECTORY_ID_FILE: &str = "DIRECTORY-ID";
 
-fn directory_id(dir: &dyn DiskDir, fresh: u64) -> Result<u64, DiskError> {
+/// This data directory's id, and whether it is new: read from
+/// `DIRECTORY-ID`, or made from `fresh` (then saved by [`save_directory_id`]
+/// once the start-up check is done, so a directory whose check a crash cut
+/// short is still new at the next start). A damaged file is an error: a
+/// made-up id would pass the directory off as a replacement.
+fn directory_id(dir: &dyn DiskDir, fresh: u64) -> Result<(u64, bool), DiskError> {
     match shoal_engine::disk::read_checked_file(dir, DIRECTORY_ID_FILE, 8) {
-        Ok(Some(payload)) => Ok(u64::from_le_bytes(payload[..].try_into().expect("8 bytes"))),
-        Ok(None) => {
-            shoal_engine::disk::write_checked_file(dir, DIRECTORY_ID_FILE, &fresh.to_le_bytes())?;
-            Ok(fresh)
-        }
+        Ok(Some(payload)) => Ok((
+            u64::from_le_bytes(payload[..].try_into().expect("8 bytes")),
+            false,
+        )),
+        Ok(None) => Ok((fresh, true)),
         Err(CheckedFileError::Disk(e)) => Err(e),
         Err(CheckedFileError::Damaged(why)) => Err(DiskError::Io(why)),
     }
+}
+
+/// Keep a new directory's id (atomically, durably).
+fn save_directory_id(dir: &dyn DiskDir, id: u64) -> Result<(), DiskError> {
+    shoal_engine::disk::write_checked_file(dir, DIRECTORY_ID_FILE, &id.to_le_bytes())
 }
 
 /// Drops written at once while adopting a ring (`Cluster::drop_residue`).

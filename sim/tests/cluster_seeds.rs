@@ -198,6 +198,10 @@ fn a_cluster_seed_does_real_work() {
 ///   it skipped the unreadable record and it counted its own copy whole, so
 ///   the pin finished without the only other holder, which then dropped its
 ///   copy (now: the scan answers an error and the copy does not count).
+/// - 20794054385: a node restarted on an empty disk while its peers were cut
+///   off; nobody answered its incarnation check in 3 s, so it minted as its
+///   old actor again, reissuing dots its old life had acknowledged (now: a
+///   new directory nobody answered for mints nothing until a peer does).
 const FOUND_BY_FRESH_SWEEPS: &[u64] = &[
     390,
     7_002_573,
@@ -223,6 +227,7 @@ const FOUND_BY_FRESH_SWEEPS: &[u64] = &[
     20_042_508,
     20_801_026_508,
     20_982_007_487,
+    20_794_054_385,
 ];
 
 #[test]

@@ -58,35 +58,20 @@ impl Cluster {
         let joining = saved.is_none() && !config.members.contains_key(&me);
         let now = clock.monotonic_ms();
         let detector = Detector::new(me, bootstrap.nodes(), config.detector, now);
-        let dir_id = directory_id(dir.as_ref(), clock.random_u64() | 1).map_err(|cause| {
-            StartError::Disk {
-                file: DIRECTORY_ID_FILE,
-                cause,
-            }
-        })?;
+        let (dir_id, new_dir) =
+            directory_id(dir.as_ref(), clock.random_u64() | 1).map_err(|cause| {
+                StartError::Disk {
+                    file: DIRECTORY_ID_FILE,
+                    cause,
+                }
+            })?;
         // What this node heard of its peers' lives before it restarted: a peer
         // back on an empty disk while this node was down must still learn it.
         let lives = peer_lives::load(dir.as_ref()).unwrap_or_else(|e| {
             tracing::warn!("{e}; starting without what it knew of peers' directories");
             Lives::default()
         });
-        // A start that cut a tail of the log (`CUT-TAIL`) may lack writes it
-        // acknowledged, like one whose damage was set aside: it is no handoff
-        // source and votes no on markers until restored (cluster seed
-        // 20031095: a cut tail took a write, the node served a handoff scan
-        // without it, and the incoming owner's pull of n - w + 1 missed it).
-        let restoring = restoring_actor(dir.as_ref())
-            .map_err(|cause| StartError::Disk {
-                file: RESTORING_FILE,
-                cause,
-            })?
-            .is_some()
-            || storage.read(|s| s.may_lack_acknowledged_writes());
-        if restoring {
-            tracing::warn!(
-                "node {me} is restoring its data from its replicas: it serves reads and writes, but no handoff and no marker collection until every other member's copies are merged here"
-            );
-        }
+        let restoring = restoring_at_start(dir.as_ref(), &storage, me)?;
         let fingerprint = bootstrap.fingerprint();
         let cluster = Arc::new(Cluster {
             config,
@@ -121,7 +106,13 @@ impl Cluster {
         // start of the whole cluster), but a Coordinate, which mints dots, waits
         // for it to end.
         tokio::spawn(cluster.clone().serve_peers(listener));
-        cluster.check_incarnation().await?;
+        cluster.check_incarnation(new_dir).await?;
+        if new_dir {
+            save_directory_id(cluster.dir.as_ref(), dir_id).map_err(|cause| StartError::Disk {
+                file: DIRECTORY_ID_FILE,
+                cause,
+            })?;
+        }
         cluster.ready.store(true, Ordering::Release);
         cluster.ready_changed.notify_waiters();
         if joining {
@@ -148,58 +139,86 @@ impl Cluster {
     /// one. The old life's dots live on in the peers' data; a new dot of the old
     /// actor would reuse or cover them. Waits up to `incarnation_check_wait_ms`
     /// for some peer to answer (none may be up yet when a cluster starts).
-    pub(super) async fn check_incarnation(self: &Arc<Self>) -> Result<(), StartError> {
-        let peers: Vec<NodeId> = self
-            .map()
-            .nodes()
-            .into_iter()
-            .filter(|n| *n != self.me())
-            .collect();
+    pub(super) async fn check_incarnation(
+        self: &Arc<Self>,
+        new_dir: bool,
+    ) -> Result<(), StartError> {
+        let peers = self.other_nodes();
         if peers.is_empty() {
             return Ok(());
         }
-        let known = self.incarnation_known_to(&peers).await;
-        let own = self.incarnation();
-        match known {
-            // Known on another directory, and this one has not taken its own
-            // actor yet (it may have been stopped before, mid-check).
-            Some(k) if k >= 1 && self.actor() == self.me() => {
-                // A fresh actor id for its dots: node id in the low 24 bits, a
-                // random epoch (1..=255) above. See `Store::adopt_actor`.
-                let epoch = 1 + (self.clock.random_u64() % 255) as u32;
-                let actor = self.me() | (epoch << ACTOR_EPOCH_SHIFT);
-                let dir = self.dir.clone();
-                let raised = self
-                    .storage
-                    .with_store_mut(|s| {
-                        // Restoring as after a rebuild: this directory lacks what
-                        // the old one acknowledged.
-                        shoal_engine::disk::write_checked_file(
-                            dir.as_ref(),
-                            RESTORING_FILE,
-                            &actor.to_le_bytes(),
-                        )?;
-                        s.adopt_actor(actor)?;
-                        s.raise_incarnation(k + 1)
-                    })
-                    .map_err(|cause| StartError::Disk {
-                        file: "ACTOR and INCARNATION",
-                        cause,
-                    })?;
-                self.restoring.store(true, Ordering::Release);
-                self.incarnation.store(raised, Ordering::Relaxed);
-                self.stats.earlier_life_seen.store(k, Ordering::Relaxed);
+        match self.incarnation_known_to(&peers).await {
+            Some(k) => self.adopt_known_life(k),
+            None if new_dir => {
+                // Nobody answered, and this directory is new: it may have
+                // replaced one the cluster knew, whose dots the old actor
+                // would reissue (fresh cluster seed 20794054385: back on an
+                // empty disk with its peers cut off, a node minted dots its
+                // old life had acknowledged). A fresh actor covers nothing
+                // of an old life; the node restores as after a lost disk.
+                self.stats.life_unanswered.store(true, Ordering::Relaxed);
                 tracing::warn!(
-                    "node {}'s data directory is not the one the cluster knew it on (up to incarnation {k}): a lost, wiped or replaced disk; starting as incarnation {raised} (was {own}), minting its dots as actor {actor}, and anti-entropy restores its replicas",
-                    self.me()
+                    "no peer answered within {} ms, and this data directory is new: it may replace one the cluster knew",
+                    self.config.incarnation_check_wait_ms
                 );
+                self.adopt_known_life(self.incarnation())
             }
-            Some(_) => {}
-            None => tracing::info!(
-                "no peer answered within {} ms; starting as incarnation {own}",
-                self.config.incarnation_check_wait_ms
-            ),
+            None => {
+                tracing::info!(
+                    "no peer answered within {} ms; starting as incarnation {}",
+                    self.config.incarnation_check_wait_ms,
+                    self.incarnation()
+                );
+                Ok(())
+            }
         }
+    }
+
+    /// Every node of the map but this one.
+    fn other_nodes(&self) -> Vec<NodeId> {
+        (self.map().nodes().into_iter())
+            .filter(|n| *n != self.me())
+            .collect()
+    }
+
+    /// A peer knew this node up to incarnation `k` on another directory (0:
+    /// none), or nobody answered for a new directory (`k`: this one's):
+    /// unless this directory already took its own actor, take a fresh one and
+    /// an incarnation past `k`, and restore.
+    fn adopt_known_life(&self, k: u64) -> Result<(), StartError> {
+        if k == 0 || self.actor() != self.me() {
+            return Ok(());
+        }
+        let own = self.incarnation();
+        // A fresh actor id for its dots: node id in the low 24 bits, a
+        // random epoch (1..=255) above. See `Store::adopt_actor`.
+        let epoch = 1 + (self.clock.random_u64() % 255) as u32;
+        let actor = self.me() | (epoch << ACTOR_EPOCH_SHIFT);
+        let dir = self.dir.clone();
+        let raised = self
+            .storage
+            .with_store_mut(|s| {
+                // Restoring as after a rebuild: this directory lacks what
+                // the old one acknowledged.
+                shoal_engine::disk::write_checked_file(
+                    dir.as_ref(),
+                    RESTORING_FILE,
+                    &actor.to_le_bytes(),
+                )?;
+                s.adopt_actor(actor)?;
+                s.raise_incarnation(k + 1)
+            })
+            .map_err(|cause| StartError::Disk {
+                file: "ACTOR and INCARNATION",
+                cause,
+            })?;
+        self.restoring.store(true, Ordering::Release);
+        self.incarnation.store(raised, Ordering::Relaxed);
+        self.stats.earlier_life_seen.store(k, Ordering::Relaxed);
+        tracing::warn!(
+                "node {}'s data directory is not the one the cluster knew it on (up to incarnation {k}): a lost, wiped or replaced disk; starting as incarnation {raised} (was {own}), minting its dots as actor {actor}, and anti-entropy restores its replicas",
+                self.me()
+            );
         Ok(())
     }
 
@@ -305,4 +324,31 @@ impl Cluster {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
+}
+
+/// Whether the node starts restoring from its replicas: its directory is
+/// (`RESTORING`), or its store's open cut a tail of its log (`CUT-TAIL`),
+/// so it may lack writes it acknowledged, like one whose damage was set
+/// aside: it is no handoff source and votes no on markers until restored
+/// (cluster seed 20031095: a cut tail took a write, the node served a
+/// handoff scan without it, and the incoming owner's pull of n - w + 1
+/// missed it).
+fn restoring_at_start(
+    dir: &dyn DiskDir,
+    storage: &Storage,
+    me: NodeId,
+) -> Result<bool, StartError> {
+    let restoring = restoring_actor(dir)
+        .map_err(|cause| StartError::Disk {
+            file: RESTORING_FILE,
+            cause,
+        })?
+        .is_some()
+        || storage.read(|s| s.may_lack_acknowledged_writes());
+    if restoring {
+        tracing::warn!(
+            "node {me} is restoring its data from its replicas: it serves reads and writes, but no handoff and no marker collection until every other member's copies are merged here"
+        );
+    }
+    Ok(restoring)
 }

@@ -414,7 +414,10 @@ fn audit_member(
         ));
     }
     let actor = cluster.actor();
-    if actor != member.id && !lost {
+    // A new directory whose start-up check nobody answered takes a fresh
+    // actor too: it cannot tell a first start from a lost disk.
+    let unanswered = cluster.stats.life_unanswered.load(Ordering::Relaxed);
+    if actor != member.id && !lost && !unanswered {
         failures.push(format!(
             "node {} took a new dot actor {actor} although it never lost data",
             member.id
