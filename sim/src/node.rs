@@ -357,7 +357,7 @@ pub fn settings(store: &crate::plan::StoreKnobs) -> (StoreOptions, StorageConfig
         compaction_interval_ms: store.compaction_interval_ms,
         compaction_budget_bytes: store.compaction_budget_bytes,
         syncs_in_flight_max: store.syncs_in_flight_max,
-        scrub_pass_interval_ms: 2_000,
+        scrub_pass_interval_ms: 5_000,
         ..StorageConfig::default()
     };
     (options, config)

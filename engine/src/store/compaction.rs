@@ -16,6 +16,10 @@ pub(crate) struct State {
     /// Segments holding a record that no longer reads: never candidates again
     /// (the record cannot be copied, so the segment cannot go).
     damaged: BTreeSet<u32>,
+    /// Segments holding a damaged record whose key a cluster node has since
+    /// forgotten or replaced: rewritten first, whatever their dead share, so
+    /// that no later open meets the damage and sets the whole store aside.
+    rewrite: BTreeSet<u32>,
 }
 
 impl State {
@@ -23,6 +27,12 @@ impl State {
     /// keys were forgotten or replaced, so nothing live may be left there).
     pub fn forget_damaged(&mut self) {
         self.damaged.clear();
+    }
+
+    /// Rewrite `segment` soon (see `rewrite`).
+    pub fn rewrite_soon(&mut self, segment: u32) {
+        self.damaged.remove(&segment);
+        self.rewrite.insert(segment);
     }
 }
 
@@ -58,8 +68,16 @@ pub enum CompactionProgress {
 }
 
 impl Store {
-    /// The sealed segment with the largest dead share above the threshold.
+    /// A sealed segment to rewrite for damage set aside, else the sealed
+    /// segment with the largest dead share above the threshold.
     fn compaction_candidate(&self) -> Option<u32> {
+        let ready = |id: &u32| *id != self.active_id && !self.chores.hint_pending(*id);
+        let rewrite = (self.compaction.rewrite.iter())
+            .filter(|id| self.segments.contains_key(id))
+            .find(|id| ready(id) && !self.compaction.damaged.contains(id));
+        if let Some(id) = rewrite {
+            return Some(*id);
+        }
         self.segments
             .iter()
             .filter(|(id, _)| **id != self.active_id && !self.compaction.damaged.contains(id))
@@ -136,6 +154,7 @@ impl Store {
                 // go on with the others. What this segment's earlier steps
                 // moved is moved; the rest stays in place.
                 self.compaction.damaged.insert(segment);
+                self.compaction.rewrite.remove(&segment);
                 self.stats.compaction_segments_damaged += 1;
                 Err(e)
             }
@@ -145,6 +164,7 @@ impl Store {
             }
             Ok(_) if finished => {
                 self.finish_compaction(segment)?;
+                self.compaction.rewrite.remove(&segment);
                 Ok((CompactionProgress::Finished { segment }, spent_bytes))
             }
             Ok(_) => {

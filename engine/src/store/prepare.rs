@@ -220,6 +220,9 @@ impl Store {
             {
                 self.mark_copies_incomplete().map_err(WriteError::Disk)?;
                 self.stats.damaged_records_replaced += 1;
+                if let Some(entry) = self.keydir.get_key(op.namespace, &op.key) {
+                    self.compaction.rewrite_soon(entry.segment);
+                }
                 Ok(Found {
                     dir_key: dir_key(op.namespace, &op.key),
                     damaged: true,

@@ -248,9 +248,9 @@ fn start_members(
                 syncs_in_flight_max: plan.syncs_in_flight_max,
                 // A batch stays well inside a segment.
                 batch_bytes_max: (SEGMENT_SIZE_BYTES / 4) as usize,
-                // A pass every 2 s finds a flipped byte well inside the
+                // A pass every 5 s finds a flipped byte well inside the
                 // convergence bound (`ClusterFault::SegmentRot`).
-                scrub_pass_interval_ms: 2_000,
+                scrub_pass_interval_ms: 5_000,
                 ..StorageConfig::default()
             },
             open_failure: Mutex::new(None),
