@@ -34,6 +34,12 @@ impl State {
         self.damaged.remove(&segment);
         self.rewrite.insert(segment);
     }
+
+    /// Whether `segment` is to be rewritten: the active one is sealed at the
+    /// next append, so that it can be.
+    pub fn rewrites(&self, segment: u32) -> bool {
+        self.rewrite.contains(&segment)
+    }
 }
 
 /// A compaction's starting cursor, built ahead under a shared lock.

@@ -664,7 +664,9 @@ impl Store {
                 max_bytes: (segment_size - SEGMENT_HEADER_BYTES) as u32,
             });
         }
-        if self.active().written_bytes + total_bytes > segment_size {
+        if self.active().written_bytes + total_bytes > segment_size
+            || self.compaction.rewrites(self.active_id)
+        {
             self.rotate()?;
         }
         let start = self.active().written_bytes;

@@ -5,8 +5,8 @@
 use crate::common::cluster::port_pairs;
 use crate::common::{flip_inside, persistence_count, temp_dir};
 use crate::helpers::{
-    cluster_slot, node_dirs, start_nodes, status, wait_for_a_write, wait_for_equal_digests,
-    wait_until_restored,
+    cluster_slot, node_dirs, start_node, start_nodes, status, wait_for_a_write,
+    wait_for_equal_digests, wait_until_restored,
 };
 use redis::Commands;
 use std::time::{Duration, Instant};
@@ -58,5 +58,30 @@ fn a_byte_gone_bad_under_a_running_node_is_found_and_restored() {
     }
     let _: String = c3.set("victim", "written again").unwrap();
     let got: Option<String> = c1.get("victim").unwrap();
+    assert_eq!(got.as_deref(), Some("written again"));
+
+    // The segment that held the damage is sealed and rewritten, so a restart
+    // finds nothing damaged: no segment set aside, no fresh actor.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while persistence_count(&mut c3, "shoal_compactions") == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the damaged segment was never rewritten"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(c3);
+    let mut nodes = nodes;
+    nodes[2].take().unwrap().kill9();
+    nodes[2] = Some(start_node(3, &ports, &dirs[2]));
+    let set_aside: Vec<String> = (std::fs::read_dir(&dirs[2]).unwrap())
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("damaged-"))
+        .collect();
+    assert!(set_aside.is_empty(), "set aside at restart: {set_aside:?}");
+    let node3 = nodes[2].as_ref().unwrap();
+    let first_line = status(node3).lines().next().unwrap_or_default().to_string();
+    assert!(!first_line.contains("dots minted as actor"), "{first_line}");
+    let got: Option<String> = node3.client().get("victim").unwrap();
     assert_eq!(got.as_deref(), Some("written again"));
 }
