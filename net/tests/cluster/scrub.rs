@@ -31,14 +31,11 @@ fn a_byte_gone_bad_under_a_running_node_is_found_and_restored() {
     assert_eq!(persistence_count(&mut c3, "shoal_damaged_records_found"), 0);
 
     flip_inside(&dirs[2], marker.as_bytes());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while persistence_count(&mut c3, "shoal_damaged_records_found") == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the scrubber never found the damage"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until_counted(
+        &mut c3,
+        "shoal_damaged_records_found",
+        "the scrubber never found the damage",
+    );
     assert!(persistence_count(&mut c3, "shoal_scrub_records") >= 51);
     assert_eq!(
         persistence_count(&mut c3, "shoal_damaged_records_replaced"),
@@ -62,14 +59,11 @@ fn a_byte_gone_bad_under_a_running_node_is_found_and_restored() {
 
     // The segment that held the damage is sealed and rewritten, so a restart
     // finds nothing damaged: no segment set aside, no fresh actor.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while persistence_count(&mut c3, "shoal_compactions") == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the damaged segment was never rewritten"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until_counted(
+        &mut c3,
+        "shoal_compactions",
+        "the damaged segment was never rewritten",
+    );
     drop(c3);
     let mut nodes = nodes;
     nodes[2].take().unwrap().kill9();
@@ -84,4 +78,13 @@ fn a_byte_gone_bad_under_a_running_node_is_found_and_restored() {
     assert!(!first_line.contains("dots minted as actor"), "{first_line}");
     let got: Option<String> = node3.client().get("victim").unwrap();
     assert_eq!(got.as_deref(), Some("written again"));
+}
+
+/// Wait (up to 30 s) until INFO persistence's `field` is above 0.
+fn wait_until_counted(conn: &mut redis::Connection, field: &str, never: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while persistence_count(conn, field) == 0 {
+        assert!(Instant::now() < deadline, "{never}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
