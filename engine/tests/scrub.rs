@@ -97,6 +97,14 @@ fn a_flipped_byte_is_found_named_and_replaced_by_a_replica_merge() {
         (&b"gone"[..], &b"victim"[..])
     );
     assert!(store.drain_damage_found().is_empty(), "drained");
+    assert!(store.get(0, b"victim").is_err());
+    assert!(!store.damage_found_pending(), "reported once");
+    assert_eq!(
+        scrub_pass(&store, 64),
+        (42, 2),
+        "still damaged, still counted"
+    );
+    assert!(!store.damage_found_pending(), "reported once");
 
     // A client write cannot build on what it cannot read.
     let write = commit(&mut store, &[WriteOp::put(0, "victim".into(), "x".into())]);

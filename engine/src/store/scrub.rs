@@ -53,20 +53,29 @@ pub struct ScrubStep {
     pub pass_done: bool,
 }
 
-/// The register reads and scrubs fill: damaged (segment, offset) locations,
-/// and how many reads found damage.
+/// The register reads and scrubs fill: damaged (segment, offset) locations
+/// not yet drained, those drained before (a record that stays damaged, on a
+/// single node, is reported once, however often it is read), and how many
+/// reads found damage.
 #[derive(Default)]
 pub(crate) struct DamageRegister {
-    found: std::sync::Mutex<BTreeSet<(u32, u32)>>,
+    locations: std::sync::Mutex<Locations>,
     records_unreadable: AtomicU64,
+}
+
+#[derive(Default)]
+struct Locations {
+    found: BTreeSet<(u32, u32)>,
+    drained: BTreeSet<(u32, u32)>,
 }
 
 impl DamageRegister {
     pub fn note(&self, entry: KeyEntry) {
         self.records_unreadable.fetch_add(1, Ordering::Relaxed);
-        let mut found = self.found.lock().unwrap_or_else(|e| e.into_inner());
-        if found.len() < DAMAGE_FOUND_MAX {
-            found.insert((entry.segment, entry.offset));
+        let at = (entry.segment, entry.offset);
+        let mut locations = self.lock();
+        if locations.found.len() < DAMAGE_FOUND_MAX && !locations.drained.contains(&at) {
+            locations.found.insert(at);
         }
     }
 
@@ -75,14 +84,27 @@ impl DamageRegister {
     }
 
     fn take(&self) -> BTreeSet<(u32, u32)> {
-        std::mem::take(&mut *self.found.lock().unwrap_or_else(|e| e.into_inner()))
+        let mut locations = self.lock();
+        let found = std::mem::take(&mut locations.found);
+        if locations.drained.len() + found.len() <= DAMAGE_FOUND_MAX {
+            locations.drained.extend(found.iter().copied());
+        }
+        found
     }
 
     fn is_empty(&self) -> bool {
-        self.found
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_empty()
+        self.lock().found.is_empty()
+    }
+
+    fn undrain(&self, at: impl Iterator<Item = (u32, u32)>) {
+        let mut locations = self.lock();
+        for at in at {
+            locations.drained.remove(&at);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Locations> {
+        self.locations.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -145,6 +167,12 @@ impl Store {
                 offset: e.offset,
             })
             .collect()
+    }
+
+    /// `damaged` (drained before) was not dealt with: reads and scrubs
+    /// register it again.
+    pub fn damage_not_dealt_with(&self, damaged: &[DamagedRecord]) {
+        (self.damage_found).undrain(damaged.iter().map(|d| (d.segment, d.offset)));
     }
 
     /// This store's copies may lack writes it acknowledged (records of them

@@ -19,6 +19,7 @@ impl Cluster {
         let what = crate::scrub::describe_damage(damaged);
         let marked = (self.storage).with_store_mut(|s| s.mark_copies_incomplete());
         if let Err(e) = marked {
+            self.storage.read(|s| s.damage_not_dealt_with(damaged));
             tracing::error!(
                 "node {}: {what}; cannot mark its copies incomplete ({e}), so the damage stays in place and reads of it keep failing",
                 self.me()
@@ -34,6 +35,11 @@ impl Cluster {
             let _shared = self.gate.read().await;
             self.write_counting_applied(ops).await
         };
+        if forgotten < damaged.len() as u64 {
+            // Some forget failed (or found the key written since): what
+            // still reads damaged is found again.
+            self.storage.read(|s| s.damage_not_dealt_with(damaged));
+        }
         tracing::error!(
             "node {}: synced data went bad under the running node: {what}; forgot {forgotten} of those keys here and is restoring from its replicas (it serves reads and writes, but no handoff and no marker collection until every other member's copies are merged here)",
             self.me()
