@@ -161,7 +161,7 @@ impl Cluster {
                     "no peer answered within {} ms, and this data directory is new: it may replace one the cluster knew",
                     self.config.incarnation_check_wait_ms
                 );
-                self.adopt_known_life(self.incarnation())
+                self.adopt_known_life(self.incarnation().max(1))
             }
             None => {
                 tracing::info!(
