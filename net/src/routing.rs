@@ -201,7 +201,7 @@ fn status_header(cluster: &Cluster) -> String {
         match (actor == cluster.me(), earlier_life) {
             (true, 0) => String::new(),
             (_, 0) => format!(
-                " (dots minted as actor {actor}, taken when its directory replaced an earlier one)"
+                " (dots minted as actor {actor}, taken when its directory replaced an earlier one, or when no peer could say whether it did)"
             ),
             _ => format!(
                 " (its directory replaced one the cluster knew in incarnation {earlier_life}; dots minted as actor {actor})"

@@ -214,11 +214,17 @@ impl Cluster {
             })?;
         self.restoring.store(true, Ordering::Release);
         self.incarnation.store(raised, Ordering::Relaxed);
-        self.stats.earlier_life_seen.store(k, Ordering::Relaxed);
+        let why = if self.stats.life_unanswered.load(Ordering::Relaxed) {
+            "no peer could say whether its new data directory replaced one the cluster knew"
+                .to_string()
+        } else {
+            self.stats.earlier_life_seen.store(k, Ordering::Relaxed);
+            format!("its data directory is not the one the cluster knew it on (up to incarnation {k}): a lost, wiped or replaced disk")
+        };
         tracing::warn!(
-                "node {}'s data directory is not the one the cluster knew it on (up to incarnation {k}): a lost, wiped or replaced disk; starting as incarnation {raised} (was {own}), minting its dots as actor {actor}, and anti-entropy restores its replicas",
-                self.me()
-            );
+            "node {}: {why}; starting as incarnation {raised} (was {own}), minting its dots as actor {actor}, and anti-entropy restores its replicas",
+            self.me()
+        );
         Ok(())
     }
 
