@@ -74,9 +74,7 @@ pub async fn run_scrub(storage: Storage, cluster: Option<Arc<Cluster>>, pace: Sc
             stats.bytes_read.fetch_add(step.bytes_read, Relaxed);
             stats.passes.fetch_add(u64::from(step.pass_done), Relaxed);
         }
-        if storage.read(|s| s.damage_found_pending()) {
-            deal_with_damage(&storage, cluster.as_ref(), stats).await;
-        }
+        deal_with_damage(&storage, cluster.as_ref(), stats).await;
     }
 }
 
@@ -89,7 +87,8 @@ pub struct ScrubPace {
 }
 
 /// Set the damage registered since the last look aside (a cluster member) or
-/// report it (a single node).
+/// report it (a single node); nothing when none was (the drain is then one
+/// look at an empty register).
 async fn deal_with_damage(storage: &Storage, cluster: Option<&Arc<Cluster>>, stats: &ScrubStats) {
     let damaged = storage.read(|s| s.drain_damage_found());
     if damaged.is_empty() {

@@ -148,7 +148,14 @@ impl Cluster {
             return Ok(());
         }
         match self.incarnation_known_to(&peers).await {
-            Some(k) => self.adopt_known_life(k),
+            Some(k) if k >= 1 => {
+                let why = format!("its data directory is not the one the cluster knew it on (up to incarnation {k}): a lost, wiped or replaced disk");
+                if self.take_fresh_actor(k, &why)? {
+                    self.stats.earlier_life_seen.store(k, Ordering::Relaxed);
+                }
+                Ok(())
+            }
+            Some(_) => Ok(()),
             None if new_dir => {
                 // Nobody answered, and this directory is new: it may have
                 // replaced one the cluster knew, whose dots the old actor
@@ -157,11 +164,11 @@ impl Cluster {
                 // old life had acknowledged). A fresh actor covers nothing
                 // of an old life; the node restores as after a lost disk.
                 self.stats.life_unanswered.store(true, Ordering::Relaxed);
-                tracing::warn!(
-                    "no peer answered within {} ms, and this data directory is new: it may replace one the cluster knew",
+                let why = format!(
+                    "no peer answered within {} ms, so none could say whether its new data directory replaced one the cluster knew",
                     self.config.incarnation_check_wait_ms
                 );
-                self.adopt_known_life(self.incarnation().max(1))
+                self.take_fresh_actor(self.incarnation(), &why).map(|_| ())
             }
             None => {
                 tracing::info!(
@@ -181,13 +188,12 @@ impl Cluster {
             .collect()
     }
 
-    /// A peer knew this node up to incarnation `k` on another directory (0:
-    /// none), or nobody answered for a new directory (`k`: this one's):
-    /// unless this directory already took its own actor, take a fresh one and
-    /// an incarnation past `k`, and restore.
-    fn adopt_known_life(&self, k: u64) -> Result<(), StartError> {
-        if k == 0 || self.actor() != self.me() {
-            return Ok(());
+    /// Unless this directory already took its own actor, take a fresh one
+    /// and an incarnation past `past`, and restore, logging `why`. True when
+    /// it took one.
+    fn take_fresh_actor(&self, past: u64, why: &str) -> Result<bool, StartError> {
+        if self.actor() != self.me() {
+            return Ok(false);
         }
         let own = self.incarnation();
         // A fresh actor id for its dots: node id in the low 24 bits, a
@@ -206,7 +212,7 @@ impl Cluster {
                     &actor.to_le_bytes(),
                 )?;
                 s.adopt_actor(actor)?;
-                s.raise_incarnation(k + 1)
+                s.raise_incarnation(past + 1)
             })
             .map_err(|cause| StartError::Disk {
                 file: "ACTOR and INCARNATION",
@@ -214,18 +220,11 @@ impl Cluster {
             })?;
         self.restoring.store(true, Ordering::Release);
         self.incarnation.store(raised, Ordering::Relaxed);
-        let why = if self.stats.life_unanswered.load(Ordering::Relaxed) {
-            "no peer could say whether its new data directory replaced one the cluster knew"
-                .to_string()
-        } else {
-            self.stats.earlier_life_seen.store(k, Ordering::Relaxed);
-            format!("its data directory is not the one the cluster knew it on (up to incarnation {k}): a lost, wiped or replaced disk")
-        };
         tracing::warn!(
             "node {}: {why}; starting as incarnation {raised} (was {own}), minting its dots as actor {actor}, and anti-entropy restores its replicas",
             self.me()
         );
-        Ok(())
+        Ok(true)
     }
 
     /// The highest incarnation of this node that any of `peers` knew, asked
