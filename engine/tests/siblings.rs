@@ -3,7 +3,8 @@
 //! replica merge above the cap is kept whole (and counted), because every sibling
 //! in it is a write some node acknowledged. The same holds for bytes: a client
 //! value may take a quarter of the record limit, so that concurrent values that
-//! large, written on different replicas, merge into one record.
+//! large, written on different replicas, merge into one record, and the set a
+//! client write leaves may take half of it, so that two replicas' copies merge.
 
 mod common;
 
@@ -158,4 +159,68 @@ fn a_value_over_a_quarter_of_a_record_is_refused_and_four_concurrent_largest_val
     );
     assert_eq!(store.stats().merges_over_record_limit, 1);
     assert_eq!(store.get(0, b"doc").unwrap().unwrap(), set);
+}
+
+/// Blind writes on one replica until one is refused for bytes; the refused
+/// write left nothing. Returns the replica's copy of "doc".
+fn fill_half_a_record(store: &mut shoal_engine::Store, tag: &str) -> shoal_engine::SiblingSet {
+    let value_bytes = store.value_size_max_bytes() / 3;
+    for i in 0.. {
+        let value = format!("{tag}{i}{}", "v".repeat(value_bytes));
+        match commit(store, &[blind_put("doc", &value)])[0].clone() {
+            Ok(_) => assert!(i < 8, "half a record holds a few values this large"),
+            Err(WriteError::SiblingsTooLarge {
+                len_bytes,
+                max_bytes,
+            }) => {
+                assert_eq!(max_bytes, (64 << 10) / 2);
+                assert!(len_bytes > max_bytes as usize);
+                break;
+            }
+            Err(e) => panic!("unexpected refusal: {e}"),
+        }
+    }
+    store.get(0, b"doc").unwrap().unwrap()
+}
+
+/// Cluster seed 20795012524: blind writes through two replicas each filled
+/// their copy of a key to the record limit, and every repair's merge of the
+/// two was refused, so a restoring node never finished. A client write may now
+/// leave at most half a record, so two such copies merge into one.
+#[test]
+fn a_client_write_leaves_at_most_half_a_record_so_two_full_copies_merge() {
+    let (dir1, dir2) = (MemDir::new(), MemDir::new());
+    let mut one = open(&dir1, sized_options(1));
+    let mut two = open(&dir2, sized_options(2));
+    let copy_one = fill_half_a_record(&mut one, "a");
+    let copy_two = fill_half_a_record(&mut two, "b");
+    assert_eq!(one.stats().sibling_writes_refused, 1);
+    let merged = commit(
+        &mut one,
+        &[WriteOp::merge(0, Bytes::from("doc"), copy_two.clone())],
+    )[0]
+    .clone()
+    .expect("two copies of at most half a record merge into one");
+    assert!(merged.applied);
+    let union = one.get(0, b"doc").unwrap().unwrap();
+    assert_eq!(
+        union.siblings.len(),
+        copy_one.siblings.len() + copy_two.siblings.len(),
+        "every sibling of both copies kept"
+    );
+    assert_eq!(one.stats().merges_over_record_limit, 0);
+
+    // A blind write over the union is refused; one whose context covers it
+    // resolves the key.
+    let refused = commit(&mut one, &[blind_put("doc", "late")])[0].clone();
+    assert!(
+        matches!(refused, Err(WriteError::SiblingsTooLarge { .. })),
+        "{refused:?}"
+    );
+    let resolve = WriteOp {
+        covers: Covers::Context(union.context.clone()),
+        ..WriteOp::put(0, Bytes::from("doc"), Bytes::from("resolved"))
+    };
+    commit(&mut one, &[resolve])[0].clone().expect("resolve");
+    assert_eq!(one.get(0, b"doc").unwrap().unwrap().siblings.len(), 1);
 }

@@ -43,6 +43,7 @@ pub fn hint_store_location(
         // A hint's value is a whole sibling set (a replica's merge): it may
         // take the whole record, as a merge may.
         values_per_record: 1,
+        write_sets_per_record: 1,
         ..store_options.clone()
     };
     (hint_dir, options)

@@ -73,6 +73,11 @@ pub struct StoreOptions {
     /// so that this many concurrent ones merge into one record. A store whose
     /// values are whole sibling sets already (the hint store) says 1.
     pub values_per_record: usize,
+    /// A client write may leave a set of `1 / write_sets_per_record` of the
+    /// record limit, so that this many replicas' copies, each written that
+    /// way, merge into one record (`prepare::FrameLimit`). The hint store,
+    /// whose writes are replicas' merges already, says 1.
+    pub write_sets_per_record: u32,
     /// Writes that would leave more concurrent siblings than this are refused.
     pub siblings_max: usize,
     /// A sealed segment is compacted once this share of it is dead.
@@ -92,6 +97,7 @@ impl Default for StoreOptions {
             record_size_max_bytes: 64 << 20,
             key_size_max_bytes: 64 << 10,
             values_per_record: CONCURRENT_VALUES_PER_RECORD,
+            write_sets_per_record: 2,
             siblings_max: 64,
             compaction_dead_percent_min: 50,
             delete_markers_collectable: true,

@@ -246,6 +246,12 @@ pub enum WriteError {
         len_bytes: usize,
         max_bytes: usize,
     },
+    /// A coordinator's write would leave a set whose record is over half the
+    /// record limit (so that two replicas' copies still merge into one).
+    SiblingsTooLarge {
+        len_bytes: usize,
+        max_bytes: u32,
+    },
     TooManySiblings {
         count: usize,
         max: usize,
@@ -273,6 +279,10 @@ impl fmt::Display for WriteError {
             WriteError::ValueTooLarge { len_bytes, max_bytes } => write!(
                 f,
                 "value of {len_bytes} bytes exceeds the limit of {max_bytes} (a quarter of a record, so that concurrent values still merge into one)"
+            ),
+            WriteError::SiblingsTooLarge { len_bytes, max_bytes } => write!(
+                f,
+                "write would leave concurrent siblings of {len_bytes} bytes (limit {max_bytes}, half a record, so that two replicas' copies still merge into one); resolve them with a write whose context covers them"
             ),
             WriteError::TooManySiblings { count, max } => write!(
                 f,

@@ -290,6 +290,7 @@ impl Cluster {
             };
             let answered: Vec<Bytes> = keys.drain(..sets.len()).collect();
             let all_read = sets.iter().all(Result::is_ok);
+            log_failures(peer, "read", &answered, &sets);
             let items = replica_items(namespace, &answered, sets);
             let bytes = exchange.moved(&items);
             self.stats
@@ -298,7 +299,9 @@ impl Cluster {
             self.stats
                 .anti_entropy_bytes_pulled
                 .fetch_add(bytes as u64, Ordering::Relaxed);
+            let pulled: Vec<Bytes> = items.iter().map(|i| i.key.clone()).collect();
             let merged = self.merge_locally(items).await;
+            log_failures(peer, "merged", &pulled, &merged);
             exchange.pulled(all_read && merged.iter().all(Result::is_ok));
         }
         Ok(())
@@ -350,5 +353,21 @@ impl Cluster {
             }
             Err(e) => tracing::error!("cannot clear {RESTORING_FILE}: {e}"),
         }
+    }
+}
+
+/// A pull's copies that were not `what` (read, merged): how many, and the
+/// first with its cause (a merge over the record limit keeps a restore from
+/// finishing, so it must be findable).
+fn log_failures<T>(peer: NodeId, what: &str, keys: &[Bytes], results: &[Result<T, RemoteError>]) {
+    let mut failed = keys
+        .iter()
+        .zip(results)
+        .filter_map(|(k, r)| Some((k, r.as_ref().err()?)));
+    if let Some((key, e)) = failed.next() {
+        let count = 1 + failed.count();
+        tracing::debug!(
+            "anti-entropy pull from node {peer}: {count} copies not {what}, first {key:?}: {e}"
+        );
     }
 }

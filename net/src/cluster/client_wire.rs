@@ -9,7 +9,9 @@ pub fn remote_error(e: &WriteError) -> RemoteError {
         WriteError::SyncFailed(_) | WriteError::Disk(_) => Refusal::OutcomeUnknown,
         WriteError::Poisoned(_) => Refusal::ReadOnly,
         WriteError::DiskFull => Refusal::DiskFull,
-        WriteError::TooManySiblings { .. } => Refusal::TooManySiblings,
+        WriteError::TooManySiblings { .. } | WriteError::SiblingsTooLarge { .. } => {
+            Refusal::TooManySiblings
+        }
         _ => Refusal::Invalid,
     };
     RemoteError::new(refusal, e.to_string())
