@@ -237,3 +237,81 @@ fn a_value_written_while_an_expire_of_a_past_deadline_was_out_may_be_gone() {
     let report = history.report();
     assert_first(&report, ViolationKind::G2NoSilentLoss, Some("h:f"));
 }
+
+/// One node, no clock slack: "a" written at 10 ms under dot (1,1); an expire of
+/// string "k" sent at 20 ms with a deadline at `deadline_ms`, acknowledged at
+/// 25 ms, which wrote "a" again under dot (1,2) carrying that deadline.
+fn expired_string(deadline_ms: u64) -> Recorder {
+    let mut history = Recorder::new(true);
+    history.drop_first_line();
+    history.line(json!({
+        "type": "meta", "seed": 7, "n": 1, "r": 1, "w": 1, "sessions": true,
+        "nodes": [1], "converge_bound_ms": 5000, "expiry_slack_ms": 0
+    }));
+    history.write(10, 1, "k", "a", (1, 1), &[]);
+    history.line(json!({
+        "type": "invoke", "process": 2, "f": "expire", "ns": 0, "key": "k", "time_ms": 20,
+        "node": 1, "expires_ms": deadline_ms
+    }));
+    history.line(json!({
+        "type": "ok", "process": 2, "f": "expire", "ns": 0, "key": "k", "time_ms": 25,
+        "node": 1, "applied": true
+    }));
+    history
+}
+
+/// A string's expire writes its value again under a dot of its own: that is
+/// no garbage, and such a value read past the deadline of every expire that
+/// may have written it is caught.
+#[test]
+fn a_string_value_written_again_by_an_expire_is_explained_and_held_to_its_deadline() {
+    let mut history = expired_string(1000);
+    history
+        .read(900, 3, "k", &[("a", (1, 2))], &[(1, 2)])
+        .quiescence(true, 100)
+        .final_state("k", 1, &[], &[(1, 2)]);
+    let report = history.report();
+    assert!(
+        report.passed(),
+        "rewritten, read before its deadline, gone at the end:\n{report}"
+    );
+
+    let mut history = expired_string(1000);
+    history
+        .read(1001, 3, "k", &[("a", (1, 2))], &[(1, 2)])
+        .quiescence(true, 100)
+        .final_state("k", 1, &[], &[(1, 2)]);
+    let report = history.report();
+    let text = assert_first(&report, ViolationKind::Expiry, Some("k"));
+    assert!(text.contains("the latest 1000 ms: 1 ms past it"), "{text}");
+}
+
+/// Without an expire that may have written it, the same value under another
+/// dot is garbage; an expire acknowledged before the write was sent cannot
+/// have written it again either.
+#[test]
+fn a_value_under_another_dot_without_an_expire_out_is_garbage() {
+    let mut history = Recorder::new(true);
+    history
+        .write(10, 1, "k", "a", (1, 1), &[])
+        .read(900, 3, "k", &[("a", (1, 2))], &[(1, 2)])
+        .quiescence(true, 100)
+        .final_state("k", 1, &[("a", (1, 1))], &[(1, 1)]);
+    assert_first(&history.report(), ViolationKind::G5NoGarbage, Some("k"));
+
+    let mut history = Recorder::new(true);
+    history.line(json!({
+        "type": "invoke", "process": 2, "f": "expire", "ns": 0, "key": "k", "time_ms": 1,
+        "node": 1, "expires_ms": 5000
+    }));
+    history.line(json!({
+        "type": "ok", "process": 2, "f": "expire", "ns": 0, "key": "k", "time_ms": 2,
+        "node": 1, "applied": true
+    }));
+    history
+        .write(10, 1, "k", "a", (1, 1), &[])
+        .read(900, 3, "k", &[("a", (1, 2))], &[(1, 2)])
+        .quiescence(true, 100)
+        .final_state("k", 1, &[("a", (1, 1))], &[(1, 1)]);
+    assert_first(&history.report(), ViolationKind::G5NoGarbage, Some("k"));
+}

@@ -132,6 +132,9 @@ pub struct WorkloadKnobs {
     /// `collection_ttl_max_ms` ahead at most; see [`collection_expiry`]).
     pub collection_expire_percent: u64,
     pub collection_ttl_max_ms: u64,
+    /// Share of operations that set a string key's deadline (`PEXPIREAT`,
+    /// `ttl_max_ms` ahead at most; see [`string_expiry`]).
+    pub string_expire_percent: u64,
 }
 
 impl WorkloadKnobs {
@@ -191,6 +194,20 @@ pub(crate) fn collection_expiry(seed: u64, workload: &mut WorkloadKnobs) {
     if workload.hash_fields && rng.chance_percent(50) {
         workload.collection_expire_percent = pick(&mut rng, &[2, 5, 10]);
         workload.collection_ttl_max_ms = pick(&mut rng, &[300, 2000, 6000]);
+    }
+}
+
+/// String deadlines in half the seeds with expiring writes (single-node seeds
+/// only when their scenario does not corrupt the disk: damage may take the
+/// record of an expire's dot, which the checker cannot excuse), from their
+/// own stream (as [`expiring_writes`]): that share of operations sets a
+/// string key's deadline (`PEXPIREAT k{n}`, recorded as `expire`). An expire
+/// writes the key's winning value again under a new dot carrying the
+/// deadline, covering what it read, on one node and on a cluster.
+pub(crate) fn string_expiry(seed: u64, workload: &mut WorkloadKnobs) {
+    let mut rng = SplitMix64::new(seed ^ 0x057e_e1a7);
+    if workload.expiring_write_percent > 0 && rng.chance_percent(50) {
+        workload.string_expire_percent = pick(&mut rng, &[2, 5, 10]);
     }
 }
 
@@ -452,6 +469,7 @@ impl Plan {
         if !scenario.corrupts() {
             typed_ops(seed, &mut workload);
             collection_expiry(seed, &mut workload);
+            string_expiry(seed, &mut workload);
         }
         let mut store = store_knobs(&mut rng);
         store.syncs_in_flight_max = pick(&mut SplitMix64::new(seed ^ 0x5_1c5), &[1, 2, 4]);
@@ -540,6 +558,7 @@ pub(crate) fn workload_knobs(rng: &mut SplitMix64) -> WorkloadKnobs {
         typed_counters: true,
         collection_expire_percent: 0,
         collection_ttl_max_ms: 0,
+        string_expire_percent: 0,
     }
 }
 
@@ -803,6 +822,13 @@ fn write_workload(f: &mut fmt::Formatter<'_>, w: &WorkloadKnobs) -> fmt::Result 
             f,
             "  collection deadlines: {}% of operations, 1..={} ms ahead",
             w.collection_expire_percent, w.collection_ttl_max_ms
+        )?;
+    }
+    if w.string_expire_percent > 0 {
+        writeln!(
+            f,
+            "  string deadlines: {}% of operations, 1..={} ms ahead",
+            w.string_expire_percent, w.ttl_max_ms
         )?;
     }
     if w.typed_percent > 0 {

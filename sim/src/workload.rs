@@ -170,6 +170,11 @@ enum Op {
     ExpireCollection {
         ttl_ms: u64,
     },
+    /// A deadline `ttl_ms` ahead for a string key: its winning value written
+    /// again under a new dot that carries it.
+    ExpireString {
+        ttl_ms: u64,
+    },
 }
 
 struct Client {
@@ -266,6 +271,13 @@ impl Client {
         if k.collection_expire_percent > 0 && self.rng.chance_percent(k.collection_expire_percent) {
             if let Some(op) = self.choose_collection_expire() {
                 return op;
+            }
+        }
+        if k.string_expire_percent > 0 && self.rng.chance_percent(k.string_expire_percent) {
+            let key = self.choose_key(false);
+            if key.collection().is_none() {
+                let ttl_ms = 1 + self.rng.below(k.ttl_max_ms);
+                return (key, Op::ExpireString { ttl_ms });
             }
         }
         let roll = self.rng.below(100);
@@ -433,7 +445,7 @@ impl Client {
                 recorder.invoke(process, typed.function(), key, typed.invoke_value());
                 (typed.function(), typed.command(&key.name))
             }
-            Op::ExpireCollection { ttl_ms } => {
+            Op::ExpireCollection { ttl_ms } | Op::ExpireString { ttl_ms } => {
                 recorder.invoke_expire(process, key, *ttl_ms);
                 let at_ms = (wall_ms() + ttl_ms).to_string().into_bytes();
                 let args = vec![b"PEXPIREAT".to_vec(), name, at_ms];
@@ -486,7 +498,7 @@ impl Client {
                 }
             }),
             Op::Typed(typed) => typed.parse(&reply),
-            Op::ExpireCollection { .. } => match reply {
+            Op::ExpireCollection { .. } | Op::ExpireString { .. } => match reply {
                 Reply::Integer(1) => Some(OkResult::Expire { applied: true }),
                 Reply::Integer(0) => Some(OkResult::Expire { applied: false }),
                 _ => None,

@@ -27,10 +27,10 @@ pub fn check_backups(facts: &Facts) -> Vec<Violation> {
                 }
             }
             let writes = writes_by_value(facts, key_facts);
-            let problem = state
-                .siblings
-                .iter()
-                .find_map(|sibling| garbage_problem(&writes, sibling, Some(state.taken_ms)));
+            let expires = super::expiry::string_expires(facts, key);
+            let problem = state.siblings.iter().find_map(|sibling| {
+                garbage_problem((&writes, &expires), sibling, Some(state.taken_ms))
+            });
             if let Some(problem) = problem {
                 violations.push(at(
                     ViolationKind::G5NoGarbage,

@@ -15,7 +15,7 @@
 
 use super::Facts;
 use crate::history::{Function, OkResult};
-use crate::model::Key;
+use crate::model::{Key, Sibling};
 use crate::operations::Operation;
 use crate::report::{Violation, ViolationKind};
 use std::collections::BTreeMap;
@@ -23,6 +23,82 @@ use std::collections::BTreeMap;
 pub fn check_expiry(facts: &Facts) -> Vec<Violation> {
     let mut violations = check_value_deadlines(facts);
     violations.extend(check_collection_deadlines(facts));
+    violations.extend(check_rewritten_deadlines(facts));
+    violations
+}
+
+/// The expires of a string key: `Function::Expire` of the key itself (a
+/// collection's are of the collection's key, never of an element's).
+pub(super) fn string_expires<'a>(facts: &'a Facts, key: &Key) -> Vec<&'a Operation> {
+    let key_facts = facts.keys.get(key);
+    key_facts
+        .into_iter()
+        .flat_map(|key_facts| facts.operations_of(key_facts))
+        .filter(|op| op.f == Function::Expire)
+        .collect()
+}
+
+/// Whether a string `expire` may have written `write`'s value again, under a
+/// dot of its own carrying its deadline, by run time `by_ms` (`None`: at any
+/// time): it may have applied, was still out when the write was sent (it
+/// writes again the value it reads, which may be one sent after it), and was
+/// sent by then.
+pub(super) fn may_rewrite(expire: &Operation, write: &Operation, by_ms: Option<u64>) -> bool {
+    may_apply(expire)
+        && expire.ok_at().is_none_or(|done| done > write.invoked)
+        && by_ms.is_none_or(|by| expire.invoked.time_ms <= by)
+}
+
+/// Reads of a value an expire wrote again (under a dot other than the one its
+/// write was acknowledged with) after every deadline such an expire could
+/// have given it: the rewrite carries its expire's deadline, and nothing else
+/// the workload sends writes a string's value again.
+fn check_rewritten_deadlines(facts: &Facts) -> Vec<Violation> {
+    let slack_ms = facts.history.meta.expiry_slack_ms.unwrap_or(0);
+    let mut violations = Vec::new();
+    for (key, key_facts) in &facts.keys {
+        let expires = string_expires(facts, key);
+        if expires.is_empty() {
+            continue;
+        }
+        for read in facts.operations_of(key_facts) {
+            let (Some((siblings, _)), Some(done)) = (read.read_result(), read.ok_at()) else {
+                continue;
+            };
+            for sibling in siblings {
+                let Some(write) = facts.operations_of(key_facts).find(|op| {
+                    op.f == Function::Write && op.value.as_deref() == Some(&sibling.value)
+                }) else {
+                    continue;
+                };
+                if write.written_dot().is_none_or(|dot| dot == sibling.dot) {
+                    continue;
+                }
+                let latest_ms = expires
+                    .iter()
+                    .filter(|expire| may_rewrite(expire, write, Some(done.time_ms)))
+                    .filter_map(|expire| expire.expires_ms)
+                    .max();
+                let Some(latest_ms) = latest_ms else {
+                    continue; // G5's to report: nothing wrote it again.
+                };
+                if read.invoked.time_ms <= latest_ms + slack_ms {
+                    continue;
+                }
+                violations.push(Violation::during_run(
+                    ViolationKind::Expiry,
+                    Some(key.clone()),
+                    done,
+                    format!(
+                        "{} returned {sibling} (the value of {}, written again by an expire), but every expire that may have written it set a deadline passed by then, the latest {latest_ms} ms: {} ms past it (clocks may lag {slack_ms} ms)",
+                        read.describe(),
+                        write.describe(),
+                        read.invoked.time_ms - latest_ms
+                    ),
+                ));
+            }
+        }
+    }
     violations
 }
 
@@ -51,6 +127,9 @@ fn check_value_deadlines(facts: &Facts) -> Vec<Violation> {
             if read.invoked.time_ms <= deadline_ms + slack_ms {
                 continue;
             }
+            if rewritten(facts, &facts.operations[write], sibling, done.time_ms) {
+                continue; // Its deadline is the expire's.
+            }
             violations.push(Violation::during_run(
                 ViolationKind::Expiry,
                 Some(read.key.clone()),
@@ -66,6 +145,16 @@ fn check_value_deadlines(facts: &Facts) -> Vec<Violation> {
         }
     }
     violations
+}
+
+/// Whether `sibling`, read by `done_ms`, may be `write`'s value written again by
+/// a string expire: not under the dot the write was acknowledged with (any
+/// dot, for a write whose outcome is unknown), with such an expire sent.
+fn rewritten(facts: &Facts, write: &Operation, sibling: &Sibling, done_ms: u64) -> bool {
+    write.written_dot().is_none_or(|dot| dot != sibling.dot)
+        && string_expires(facts, &write.key)
+            .iter()
+            .any(|expire| may_rewrite(expire, write, Some(done_ms)))
 }
 
 /// The write's value may have expired, at the node that was read, by the time
@@ -92,12 +181,20 @@ pub fn may_have_expired_by(facts: &Facts, write: &Operation, at_ms: Option<u64>)
     if write.expires_ms.is_some_and(passed) {
         return true;
     }
-    collection_expires(facts, &write.key).any(|expire| {
+    let by_collection = collection_expires(facts, &write.key).any(|expire| {
         let deadline_ms = expire.expires_ms.expect("an expire has a deadline");
         let before_deadline = write.invoked.time_ms <= deadline_ms + slack_ms;
         let expire_out = expire.ok_at().is_none_or(|done| done > write.invoked);
         may_apply(expire) && passed(deadline_ms) && (before_deadline || expire_out)
-    })
+    });
+    // A string's expire takes the value it found (written again under its
+    // deadline), which a write sent after it completed is not.
+    by_collection
+        || string_expires(facts, &write.key).iter().any(|expire| {
+            let deadline_ms = expire.expires_ms.expect("an expire has a deadline");
+            let expire_out = expire.ok_at().is_none_or(|done| done > write.invoked);
+            may_apply(expire) && passed(deadline_ms) && expire_out
+        })
 }
 
 /// The expires of the collection `element` belongs to, if any.

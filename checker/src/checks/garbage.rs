@@ -1,6 +1,7 @@
 //! G5 no garbage: every value read or held was written to that key by some client,
 //! under the dot its write was acknowledged with.
 
+use super::expiry::{may_rewrite, string_expires};
 use super::{Facts, KeyFacts};
 use crate::model::{Key, Sibling};
 use crate::operations::Operation;
@@ -14,14 +15,15 @@ pub fn check_garbage(facts: &Facts) -> Vec<Violation> {
     let mut violations = Vec::new();
     for (key, key_facts) in &facts.keys {
         let writes = writes_by_value(facts, key_facts);
+        let expires = string_expires(facts, key);
         for read in facts.operations_of(key_facts) {
-            violations.extend(garbage_read(key, &writes, read));
+            violations.extend(garbage_read(key, (&writes, &expires), read));
         }
         for (event_index, state) in facts.finals_of(key_facts) {
             let problem = state
                 .siblings
                 .iter()
-                .find_map(|sibling| garbage_problem(&writes, sibling, None));
+                .find_map(|sibling| garbage_problem((&writes, &expires), sibling, None));
             if let Some(problem) = problem {
                 violations.push(Violation::after_heal(
                     ViolationKind::G5NoGarbage,
@@ -46,7 +48,11 @@ pub(super) fn writes_by_value<'a>(facts: &'a Facts, key_facts: &'a KeyFacts) -> 
     writes
 }
 
-fn garbage_read(key: &Key, writes: &WritesByValue, read: &Operation) -> Option<Violation> {
+fn garbage_read(
+    key: &Key,
+    writes: (&WritesByValue, &[&Operation]),
+    read: &Operation,
+) -> Option<Violation> {
     let (siblings, _) = read.read_result()?;
     let at = read.ok_at()?;
     let problem = siblings
@@ -60,10 +66,12 @@ fn garbage_read(key: &Key, writes: &WritesByValue, read: &Operation) -> Option<V
     ))
 }
 
-/// Why `sibling` is garbage, or None when some write explains it. A read that
-/// completed at `read_done_ms` can only return writes invoked by then.
+/// Why `sibling` is garbage, or None when some write explains it (or a string
+/// expire of the key, `expires`, that wrote a write's value again under a dot
+/// of its own). A read that completed at `read_done_ms` can only return
+/// writes invoked by then.
 pub(super) fn garbage_problem(
-    writes: &WritesByValue,
+    (writes, expires): (&WritesByValue, &[&Operation]),
     sibling: &Sibling,
     read_done_ms: Option<u64>,
 ) -> Option<String> {
@@ -91,9 +99,12 @@ pub(super) fn garbage_problem(
             candidates[0].describe()
         ));
     }
-    let explained = happened
-        .iter()
-        .any(|write| !matches!(write.written_dot(), Some(dot) if dot != sibling.dot));
+    let explained = happened.iter().any(|write| {
+        !matches!(write.written_dot(), Some(dot) if dot != sibling.dot)
+            || expires
+                .iter()
+                .any(|expire| may_rewrite(expire, write, read_done_ms))
+    });
     if explained {
         return None;
     }

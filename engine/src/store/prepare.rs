@@ -338,6 +338,13 @@ impl Store {
         frames: &mut Vec<PendingFrame>,
     ) -> Result<WriteOutcome, WriteError> {
         let deadline_ms = match op.deadline {
+            // Planted (checker self-test): EXPIRE writes the value again
+            // without its deadline.
+            _ if cfg!(feature = "bug-expire-drops-deadline")
+                && matches!(op.modify, Some(Modify::Touch)) =>
+            {
+                None
+            }
             Deadline::Never => None,
             Deadline::Keep => found.winner_deadline_ms,
             Deadline::At(at_ms) => Some(at_ms),

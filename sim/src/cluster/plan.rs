@@ -274,6 +274,7 @@ impl ClusterPlan {
         crate::plan::expiring_writes(seed, &mut workload);
         crate::plan::hash_fields(seed, &mut workload);
         crate::plan::typed_ops(seed, &mut workload);
+        crate::plan::string_expiry(seed, &mut workload);
         // Proxied writes wait for a coordinator that waits for its replicas.
         workload.op_timeout_ms = workload.op_timeout_ms.max(2_500);
         let mut faults = base_faults(&mut rng, nodes, phase1_ms);
