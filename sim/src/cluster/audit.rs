@@ -125,10 +125,14 @@ pub(super) async fn audit_handoff(
             };
             // A node whose data was set aside since (damaged segments, a lost
             // disk) restores it from its replicas; the checker judges the end.
-            let restoring = lock(&members[*incoming as usize - 1].cluster)
+            // One still starting (its stores open, its start not returned) may
+            // be about to: it is judged once its start has decided (cluster
+            // seed 20796009107, audited in that window of a restart onto a
+            // damaged segment).
+            let restoring_or_starting = lock(&members[*incoming as usize - 1].cluster)
                 .clone()
-                .is_some_and(|c| c.restoring().is_some());
-            if restoring {
+                .is_none_or(|c| c.restoring().is_some());
+            if restoring_or_starting {
                 continue;
             }
             let held = covers_write(&storage);
