@@ -214,6 +214,9 @@ fn parse_ok_result(wire: WireOp) -> Result<OkResult, String> {
         Function::Expire => Ok(OkResult::Expire {
             applied: required(wire.applied, "applied", "an expire ok")?,
         }),
+        Function::Persist => Ok(OkResult::Persist {
+            applied: required(wire.applied, "applied", "a persist ok")?,
+        }),
     }
 }
 
@@ -384,7 +387,9 @@ fn op_to_wire(
         Some(OkResult::Count { total }) => wire.total = *total,
         Some(OkResult::Push) | None => {}
         Some(OkResult::Pop { value }) => wire.value = value.clone(),
-        Some(OkResult::Expire { applied }) => wire.applied = Some(*applied),
+        Some(OkResult::Expire { applied }) | Some(OkResult::Persist { applied }) => {
+            wire.applied = Some(*applied)
+        }
     }
     wire
 }

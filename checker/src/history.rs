@@ -25,8 +25,14 @@ pub enum Function {
     /// Sets the deadline of a collection (`PEXPIREAT`): its key names the
     /// collection, whose elements are the keys named `collection:element`;
     /// the invoke's `expires_ms` is the deadline (run time); `ok` says whether
-    /// it applied (`applied: false`: the collection was absent).
+    /// it applied (`applied: false`: the collection was absent). Of a string
+    /// key, it writes the value it finds again under a dot of its own that
+    /// carries the deadline.
     Expire,
+    /// Removes a string key's deadline (`PERSIST`): writes the value it finds
+    /// again under a dot of its own, without a deadline; `ok` says whether it
+    /// applied (`applied: false`: absent, or no deadline to remove).
+    Persist,
 }
 
 impl Function {
@@ -43,6 +49,7 @@ impl Function {
             Function::Push => "push",
             Function::Pop => "pop",
             Function::Expire => "expire",
+            Function::Persist => "persist",
         }
     }
 
@@ -154,6 +161,8 @@ pub enum OkResult {
     Pop { value: Option<String> },
     /// Whether the deadline was set (false: the collection was absent).
     Expire { applied: bool },
+    /// Whether the deadline was removed (false: absent, or none to remove).
+    Persist { applied: bool },
 }
 
 impl OkResult {
@@ -167,6 +176,7 @@ impl OkResult {
             OkResult::Push => Function::Push,
             OkResult::Pop { .. } => Function::Pop,
             OkResult::Expire { .. } => Function::Expire,
+            OkResult::Persist { .. } => Function::Persist,
         }
     }
 

@@ -176,6 +176,8 @@ fn ok_text(result: &OkResult) -> String {
         OkResult::Pop { value: None } => " empty".to_string(),
         OkResult::Expire { applied: true } => " set".to_string(),
         OkResult::Expire { applied: false } => " absent".to_string(),
+        OkResult::Persist { applied: true } => " removed".to_string(),
+        OkResult::Persist { applied: false } => " none".to_string(),
     }
 }
 

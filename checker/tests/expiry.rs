@@ -315,3 +315,24 @@ fn a_value_under_another_dot_without_an_expire_out_is_garbage() {
         .final_state("k", 1, &[("a", (1, 1))], &[(1, 1)]);
     assert_first(&history.report(), ViolationKind::G5NoGarbage, Some("k"));
 }
+
+/// A persist writes the value again without a deadline: a value it may have
+/// written is read past every expire's deadline without a violation.
+#[test]
+fn a_string_value_a_persist_may_have_written_again_has_no_deadline() {
+    let mut history = expired_string(1000);
+    history.line(json!({
+        "type": "invoke", "process": 4, "f": "persist", "ns": 0, "key": "k", "time_ms": 30,
+        "node": 1
+    }));
+    history.line(json!({
+        "type": "ok", "process": 4, "f": "persist", "ns": 0, "key": "k", "time_ms": 35,
+        "node": 1, "applied": true
+    }));
+    history
+        .read(2000, 3, "k", &[("a", (1, 3))], &[(1, 3)])
+        .quiescence(true, 100)
+        .final_state("k", 1, &[("a", (1, 3))], &[(1, 3)]);
+    let report = history.report();
+    assert!(report.passed(), "persisted, kept:\n{report}");
+}

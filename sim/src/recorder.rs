@@ -105,6 +105,15 @@ impl Recorder {
         });
     }
 
+    pub fn invoke_persist(&self, process: u64, key: &Key) {
+        let op = self.header(process, Function::Persist, key);
+        self.push(Event::Invoke {
+            op,
+            value: None,
+            expires_ms: None,
+        });
+    }
+
     pub fn ok(&self, process: u64, key: &Key, result: OkResult) {
         let op = self.header(process, result.function(), key);
         self.push(Event::Ok { op, result });

@@ -175,6 +175,9 @@ enum Op {
     ExpireString {
         ttl_ms: u64,
     },
+    /// A string key's deadline removed: its winning value written again
+    /// under a new dot without one.
+    PersistString,
 }
 
 struct Client {
@@ -276,6 +279,9 @@ impl Client {
         if k.string_expire_percent > 0 && self.rng.chance_percent(k.string_expire_percent) {
             let key = self.choose_key(false);
             if key.collection().is_none() {
+                if self.rng.chance_percent(25) {
+                    return (key, Op::PersistString);
+                }
                 let ttl_ms = 1 + self.rng.below(k.ttl_max_ms);
                 return (key, Op::ExpireString { ttl_ms });
             }
@@ -451,6 +457,10 @@ impl Client {
                 let args = vec![b"PEXPIREAT".to_vec(), name, at_ms];
                 (Function::Expire, args)
             }
+            Op::PersistString => {
+                recorder.invoke_persist(process, key);
+                (Function::Persist, vec![b"PERSIST".to_vec(), name])
+            }
         }
     }
 
@@ -501,6 +511,11 @@ impl Client {
             Op::ExpireCollection { .. } | Op::ExpireString { .. } => match reply {
                 Reply::Integer(1) => Some(OkResult::Expire { applied: true }),
                 Reply::Integer(0) => Some(OkResult::Expire { applied: false }),
+                _ => None,
+            },
+            Op::PersistString => match reply {
+                Reply::Integer(1) => Some(OkResult::Persist { applied: true }),
+                Reply::Integer(0) => Some(OkResult::Persist { applied: false }),
                 _ => None,
             },
         };

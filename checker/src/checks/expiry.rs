@@ -27,14 +27,16 @@ pub fn check_expiry(facts: &Facts) -> Vec<Violation> {
     violations
 }
 
-/// The expires of a string key: `Function::Expire` of the key itself (a
-/// collection's are of the collection's key, never of an element's).
+/// The expires and persists of a string key (`Function::Expire` and
+/// `Function::Persist` of the key itself; a collection's expires are of the
+/// collection's key, never of an element's). Each writes the value it finds
+/// again under a dot of its own, with its deadline (a persist's: none).
 pub(super) fn string_expires<'a>(facts: &'a Facts, key: &Key) -> Vec<&'a Operation> {
     let key_facts = facts.keys.get(key);
     key_facts
         .into_iter()
         .flat_map(|key_facts| facts.operations_of(key_facts))
-        .filter(|op| op.f == Function::Expire)
+        .filter(|op| matches!(op.f, Function::Expire | Function::Persist))
         .collect()
 }
 
@@ -74,12 +76,14 @@ fn check_rewritten_deadlines(facts: &Facts) -> Vec<Violation> {
                 if write.written_dot().is_none_or(|dot| dot == sibling.dot) {
                     continue;
                 }
-                let latest_ms = expires
+                let writers: Vec<&&Operation> = expires
                     .iter()
                     .filter(|expire| may_rewrite(expire, write, Some(done.time_ms)))
-                    .filter_map(|expire| expire.expires_ms)
-                    .max();
-                let Some(latest_ms) = latest_ms else {
+                    .collect();
+                if writers.iter().any(|op| op.f == Function::Persist) {
+                    continue; // A persist may have written it, to stay.
+                }
+                let Some(latest_ms) = writers.iter().filter_map(|op| op.expires_ms).max() else {
                     continue; // G5's to report: nothing wrote it again.
                 };
                 if read.invoked.time_ms <= latest_ms + slack_ms {
@@ -191,7 +195,9 @@ pub fn may_have_expired_by(facts: &Facts, write: &Operation, at_ms: Option<u64>)
     // deadline), which a write sent after it completed is not.
     by_collection
         || string_expires(facts, &write.key).iter().any(|expire| {
-            let deadline_ms = expire.expires_ms.expect("an expire has a deadline");
+            let Some(deadline_ms) = expire.expires_ms else {
+                return false; // A persist expires nothing.
+            };
             let expire_out = expire.ok_at().is_none_or(|done| done > write.invoked);
             may_apply(expire) && passed(deadline_ms) && expire_out
         })
@@ -208,12 +214,13 @@ fn collection_expires<'a>(facts: &'a Facts, element: &Key) -> impl Iterator<Item
         .filter(|op| op.f == Function::Expire)
 }
 
-/// An expire that may have set its deadline: not failed, not found absent.
+/// An expire (or persist) that may have set (or removed) its deadline: not
+/// failed, not found absent (or without a deadline).
 fn may_apply(expire: &Operation) -> bool {
     !expire.is_fail()
         && !matches!(
             expire.ok_result(),
-            Some(OkResult::Expire { applied: false })
+            Some(OkResult::Expire { applied: false } | OkResult::Persist { applied: false })
         )
 }
 

@@ -52,6 +52,17 @@ pub(super) fn audit_handoff_plan(
     }
 }
 
+/// A node whose data was set aside since (damaged segments, a lost disk)
+/// restores it from its replicas; the checker judges the end. One still
+/// starting (its stores open, its start not returned) may be about to: it is
+/// judged once its start has decided (cluster seed 20796009107, audited in
+/// that window of a restart onto a damaged segment).
+fn restoring_or_starting(member: &Member) -> bool {
+    lock(&member.cluster)
+        .clone()
+        .is_none_or(|c| c.restoring().is_some())
+}
+
 /// The handoff audit: once the change's handoffs are done (as the node that made
 /// it sees them), every node that gained a partition holds every write to it that
 /// was acknowledged before the change was asked for. That is the handoff's promise,
@@ -123,16 +134,7 @@ pub(super) async fn audit_handoff(
             let Some(storage) = lock(&members[*incoming as usize - 1].storage).clone() else {
                 continue;
             };
-            // A node whose data was set aside since (damaged segments, a lost
-            // disk) restores it from its replicas; the checker judges the end.
-            // One still starting (its stores open, its start not returned) may
-            // be about to: it is judged once its start has decided (cluster
-            // seed 20796009107, audited in that window of a restart onto a
-            // damaged segment).
-            let restoring_or_starting = lock(&members[*incoming as usize - 1].cluster)
-                .clone()
-                .is_none_or(|c| c.restoring().is_some());
-            if restoring_or_starting {
+            if restoring_or_starting(&members[*incoming as usize - 1]) {
                 continue;
             }
             let held = covers_write(&storage);
