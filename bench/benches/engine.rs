@@ -219,12 +219,53 @@ fn compaction(c: &mut Criterion) {
     group.finish();
 }
 
+/// Keys in the marker-listing bench, and how many of them are deleted.
+const MARKER_BENCH_KEYS: u64 = 100_000;
+const MARKER_BENCH_DELETED: u64 = 100;
+
+/// What a marker-collection round asks of each store: the delete markers of
+/// every slot (`Store::delete_markers_in_slots`), here of a store holding
+/// 100k keys of which 100 are deleted, on a cluster node's store (markers
+/// kept).
+fn delete_markers(c: &mut Criterion) {
+    let dir = TempDir::new("markers");
+    let options = StoreOptions {
+        delete_markers_collectable: false,
+        ..StoreOptions::default()
+    };
+    let mut store = open_store(&dir, options);
+    load_keys(&mut store, MARKER_BENCH_KEYS, LOAD_BATCH_OPS);
+    let step = MARKER_BENCH_KEYS / MARKER_BENCH_DELETED;
+    let deletes: Vec<WriteOp> = (0..MARKER_BENCH_DELETED)
+        .map(|i| WriteOp::delete(NAMESPACE, key(i * step).into()))
+        .collect();
+    commit(&mut store, &deletes);
+    let after = shoal_engine::Hlc(u64::MAX);
+    let mut group = c.benchmark_group("delete_markers");
+    group.bench_function(BenchmarkId::new("all_slots", MARKER_BENCH_KEYS), |b| {
+        b.iter(|| {
+            let mut reads_left = usize::MAX;
+            let found = store.delete_markers_in_slots(
+                0..=u16::MAX,
+                after,
+                usize::MAX,
+                &mut reads_left,
+                |_, _| false,
+            );
+            assert_eq!(found.len() as u64, MARKER_BENCH_DELETED);
+            black_box(found)
+        })
+    });
+    group.finish();
+}
+
 criterion_group!(
     benches,
     durable_put,
     prepare_publish,
     get,
     recovery,
-    compaction
+    compaction,
+    delete_markers
 );
 criterion_main!(benches);

@@ -7,13 +7,16 @@
 //!
 //! Beside the map it keeps each collection's count of live elements, so a
 //! collection's length (LLEN, HLEN, SCARD, a push's reply) and whether it
-//! exists cost one lookup, not a walk of its elements.
+//! exists cost one lookup, not a walk of its elements; and per namespace the
+//! set of slots holding a delete marker (a non-live entry), so a marker
+//! collection round visits those slots only, not every key.
 
 use super::KeyEntry;
 use crate::fields::{is_collection_namespace, split_field_key, stored_key_slot};
 use crate::slot::SLOT_COUNT;
+use roaring::RoaringBitmap;
 use std::collections::BTreeMap;
-use std::ops::Bound;
+use std::ops::{Bound, RangeInclusive};
 
 type SlotMap = BTreeMap<Box<[u8]>, KeyEntry>;
 /// Directory entries in arrival order.
@@ -31,6 +34,8 @@ pub(crate) struct KeyDir {
     /// element lies before (first) or after (last): where a pop left off,
     /// so walks from an end skip the delete markers pops leave behind.
     live_ends: BTreeMap<Box<[u8]>, LiveEnds>,
+    /// Per namespace, exactly the slots whose map holds a non-live entry.
+    marker_slots: BTreeMap<u8, RoaringBitmap>,
 }
 
 /// Bounds on a collection's live elements (see `KeyDir::live_ends`).
@@ -112,10 +117,50 @@ impl KeyDir {
         if previous.is_none() {
             self.len += 1;
         }
+        if !live {
+            self.marker_slots
+                .entry(namespace)
+                .or_default()
+                .insert(slot as u32);
+        } else if previous.is_some_and(|p| !p.live) {
+            self.recheck_marker_slot(namespace, slot);
+        }
         if let Some(element) = element {
             self.count_element(&element, previous.is_some_and(|p| p.live), live);
         }
         previous
+    }
+
+    /// A non-live entry of `slot` became live or left: keep the slot in
+    /// `marker_slots` only while another one is there.
+    fn recheck_marker_slot(&mut self, namespace: u8, slot: usize) {
+        let holds_marker = self
+            .slot_map(namespace, slot)
+            .is_some_and(|map| map.values().any(|e| !e.live));
+        if !holds_marker {
+            if let Some(slots) = self.marker_slots.get_mut(&namespace) {
+                slots.remove(slot as u32);
+            }
+        }
+    }
+
+    /// The slots of `namespace` in `slots` that hold a non-live entry, with
+    /// their maps, in slot order.
+    pub fn marker_slots_in(
+        &self,
+        namespace: u8,
+        slots: RangeInclusive<usize>,
+    ) -> impl Iterator<Item = (usize, &SlotMap)> {
+        let range = *slots.start() as u32..=*slots.end() as u32;
+        self.marker_slots
+            .get(&namespace)
+            .into_iter()
+            .flat_map(move |set| set.range(range.clone()))
+            .filter_map(move |slot| {
+                let map = self.slot_map(namespace, slot as usize)?;
+                debug_assert!(map.values().any(|e| !e.live), "slot {slot} holds no marker");
+                Some((slot as usize, map))
+            })
     }
 
     /// Keep `live_elements` as an element of `dir_key` goes from
@@ -215,6 +260,9 @@ impl KeyDir {
         if removed.is_some() {
             self.len -= 1;
         }
+        if removed.is_some_and(|r| !r.live) {
+            self.recheck_marker_slot(namespace, slot);
+        }
         self.count_element(dir_key, removed.is_some_and(|r| r.live), false);
         removed
     }
@@ -261,6 +309,16 @@ impl KeyDir {
             .sum();
         self.live_ends.clear();
         self.recount_elements();
+        self.marker_slots =
+            self.namespaces
+                .iter()
+                .map(|(namespace, maps)| {
+                    let slots = maps.iter().enumerate().filter_map(|(slot, map)| {
+                        map.values().any(|e| !e.live).then_some(slot as u32)
+                    });
+                    (*namespace, slots.collect())
+                })
+                .collect();
     }
 
     /// Count every collection's live elements afresh (after a bulk load).
@@ -493,5 +551,52 @@ mod tests {
             Some(dk(30))
         );
         assert_eq!(dir.live_elements(ns, &prefix), 7);
+    }
+
+    /// `marker_slots` holds exactly the slots with a non-live entry, through
+    /// inserts that kill and revive keys, removals, and a bulk load.
+    #[test]
+    fn marker_slots_are_exactly_the_slots_holding_a_non_live_entry() {
+        let check = |dir: &KeyDir| {
+            for namespace in 0..2u8 {
+                let listed: Vec<usize> = dir
+                    .marker_slots_in(namespace, 0..=SLOT_COUNT as usize - 1)
+                    .map(|(slot, _)| slot)
+                    .collect();
+                let expected: Vec<usize> = dir
+                    .slots_from(namespace, 0)
+                    .filter(|(_, map)| map.values().any(|e| !e.live))
+                    .map(|(slot, _)| slot)
+                    .collect();
+                assert_eq!(listed, expected, "namespace {namespace}");
+            }
+        };
+        let mut dir = KeyDir::default();
+        let mut rng = crate::rng::SplitMix64::new(7);
+        for step in 0..3_000u32 {
+            // Few slots, so slots hold several keys at once.
+            let dk = dir_key(rng.below(2) as u8, format!("k{}", rng.below(60)).as_bytes());
+            match rng.below(3) {
+                0 => {
+                    dir.remove(&dk);
+                }
+                kind => {
+                    let live = kind == 1;
+                    dir.insert(
+                        dk,
+                        KeyEntry {
+                            live,
+                            ..entry(step)
+                        },
+                    );
+                }
+            }
+            check(&dir);
+        }
+        let entries: Entries = dir.iter().map(|(k, e)| (k.clone(), *e)).collect();
+        assert!(entries.iter().any(|(_, e)| !e.live));
+        let mut loaded = KeyDir::default();
+        loaded.bulk_load(entries);
+        check(&loaded);
     }
 }

@@ -400,8 +400,7 @@ impl Store {
         for namespace in self.keydir.namespaces() {
             let entries = self
                 .keydir
-                .slots_from(namespace, first)
-                .take_while(|(slot, _)| *slot <= last)
+                .marker_slots_in(namespace, first..=last)
                 .flat_map(|(_, map)| map.iter())
                 .filter(|(_, e)| !e.live);
             for (dk, entry) in entries {
