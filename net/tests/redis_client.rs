@@ -313,6 +313,51 @@ fn a_write_past_the_sibling_cap_is_refused_and_counted() {
     }
 }
 
+/// Blind writes of large values are refused with SIBLINGS once the key's set
+/// would take more than half a record (32 MiB of the 64 MiB default), so two
+/// replicas' copies always merge; a write whose context covers the key
+/// resolves it, and INFO counts the refusal.
+#[test]
+fn blind_writes_past_half_a_record_are_refused_and_a_covering_write_resolves() {
+    let dir = temp_dir("sibling-bytes");
+    let node = ShoalProcess::start(&dir, &[]);
+    let mut c = node.client();
+    let value = |tag: u8| vec![tag; 12 << 20];
+    let blind_put = |c: &mut redis::Connection, value: Vec<u8>| {
+        redis::cmd("SHOAL.PUT")
+            .arg("doc")
+            .arg(value)
+            .arg("CONTEXT")
+            .arg("")
+            .query::<Value>(c)
+    };
+    blind_put(&mut c, value(b'a')).expect("12 MiB");
+    blind_put(&mut c, value(b'b')).expect("24 MiB of siblings");
+    let refused = blind_put(&mut c, value(b'c')).expect_err("36 MiB is over half a record");
+    assert_eq!(refused.code(), Some("SIBLINGS"), "{refused}");
+    assert!(refused.to_string().contains("half a record"), "{refused}");
+    let (context, siblings): (String, Vec<(String, i64, Option<Vec<u8>>)>) =
+        redis::cmd("SHOAL.SIBLINGS")
+            .arg("doc")
+            .query(&mut c)
+            .unwrap();
+    assert_eq!(siblings.len(), 2, "the refused write left nothing");
+    let _: Value = redis::cmd("SHOAL.PUT")
+        .arg("doc")
+        .arg("resolved")
+        .arg("CONTEXT")
+        .arg(&context)
+        .query(&mut c)
+        .expect("a covering write");
+    let doc: String = redis::cmd("GET").arg("doc").query(&mut c).unwrap();
+    assert_eq!(doc, "resolved");
+    let info: String = redis::cmd("INFO").arg("persistence").query(&mut c).unwrap();
+    assert!(
+        info.lines().any(|l| l == "shoal_sibling_writes_refused:1"),
+        "{info}"
+    );
+}
+
 #[test]
 fn malformed_and_oversized_input_gets_an_error_and_the_server_keeps_serving() {
     let dir = temp_dir("malformed");
