@@ -336,11 +336,11 @@ fn blind_writes_past_half_a_record_are_refused_and_a_covering_write_resolves() {
     let refused = blind_put(&mut c, value(b'c')).expect_err("36 MiB is over half a record");
     assert_eq!(refused.code(), Some("SIBLINGS"), "{refused}");
     assert!(refused.to_string().contains("half a record"), "{refused}");
-    let (context, siblings): (String, Vec<(String, i64, Option<Vec<u8>>)>) =
-        redis::cmd("SHOAL.SIBLINGS")
-            .arg("doc")
-            .query(&mut c)
-            .unwrap();
+    type Siblings = Vec<(String, i64, Option<Vec<u8>>)>;
+    let (context, siblings): (String, Siblings) = redis::cmd("SHOAL.SIBLINGS")
+        .arg("doc")
+        .query(&mut c)
+        .unwrap();
     assert_eq!(siblings.len(), 2, "the refused write left nothing");
     let _: Value = redis::cmd("SHOAL.PUT")
         .arg("doc")
