@@ -276,6 +276,20 @@ fn siblings_from_concurrent_contexts_and_resolution() {
     assert_eq!(siblings[0].2.as_deref(), Some("merged"));
 }
 
+/// `SHOAL.PUT doc value CONTEXT ""`: a write that covers nothing, so it adds
+/// a sibling.
+fn blind_put(
+    c: &mut redis::Connection,
+    value: impl redis::ToRedisArgs,
+) -> redis::RedisResult<Value> {
+    redis::cmd("SHOAL.PUT")
+        .arg("doc")
+        .arg(value)
+        .arg("CONTEXT")
+        .arg("")
+        .query(c)
+}
+
 /// The 65th concurrent sibling (siblings_max = 64) is refused with SIBLINGS, the
 /// key keeps its 64, and INFO counts the refusal and the largest set.
 #[test]
@@ -283,16 +297,8 @@ fn a_write_past_the_sibling_cap_is_refused_and_counted() {
     let dir = temp_dir("sibling-cap");
     let node = ShoalProcess::start(&dir, &[]);
     let mut c = node.client();
-    let blind_put = |c: &mut redis::Connection, value: &str| {
-        redis::cmd("SHOAL.PUT")
-            .arg("doc")
-            .arg(value)
-            .arg("CONTEXT")
-            .arg("")
-            .query::<Value>(c)
-    };
     for i in 0..64 {
-        blind_put(&mut c, &format!("v{i}")).expect("under the cap");
+        blind_put(&mut c, format!("v{i}")).expect("under the cap");
     }
     let refused = blind_put(&mut c, "v64").expect_err("past the cap");
     assert_eq!(refused.code(), Some("SIBLINGS"), "{refused}");
@@ -323,14 +329,6 @@ fn blind_writes_past_half_a_record_are_refused_and_a_covering_write_resolves() {
     let node = ShoalProcess::start(&dir, &[]);
     let mut c = node.client();
     let value = |tag: u8| vec![tag; 12 << 20];
-    let blind_put = |c: &mut redis::Connection, value: Vec<u8>| {
-        redis::cmd("SHOAL.PUT")
-            .arg("doc")
-            .arg(value)
-            .arg("CONTEXT")
-            .arg("")
-            .query::<Value>(c)
-    };
     blind_put(&mut c, value(b'a')).expect("12 MiB");
     blind_put(&mut c, value(b'b')).expect("24 MiB of siblings");
     let refused = blind_put(&mut c, value(b'c')).expect_err("36 MiB is over half a record");

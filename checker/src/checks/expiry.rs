@@ -193,14 +193,11 @@ pub fn may_have_expired_by(facts: &Facts, write: &Operation, at_ms: Option<u64>)
     });
     // A string's expire takes the value it found (written again under its
     // deadline), which a write sent after it completed is not.
+    // A persist (no deadline) expires nothing.
     by_collection
-        || string_expires(facts, &write.key).iter().any(|expire| {
-            let Some(deadline_ms) = expire.expires_ms else {
-                return false; // A persist expires nothing.
-            };
-            let expire_out = expire.ok_at().is_none_or(|done| done > write.invoked);
-            may_apply(expire) && passed(deadline_ms) && expire_out
-        })
+        || string_expires(facts, &write.key)
+            .iter()
+            .any(|expire| expire.expires_ms.is_some_and(passed) && may_rewrite(expire, write, None))
 }
 
 /// The expires of the collection `element` belongs to, if any.
