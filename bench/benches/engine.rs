@@ -13,7 +13,8 @@ use criterion::{
 };
 use shoal_bench::{commit, key, load_keys, open_store, put, wall_ms, TempDir, NAMESPACE};
 use shoal_engine::rng::SplitMix64;
-use shoal_engine::{CompactionProgress, StoreOptions, WriteOp};
+use shoal_engine::store::CompactionReads;
+use shoal_engine::{CompactionProgress, Store, StoreOptions, WriteOp};
 use std::cell::OnceCell;
 
 /// Keys the put bench draws from (overwrites read the current record, as SET does).
@@ -33,6 +34,8 @@ const COMPACTION_ROUNDS: u64 = 20;
 const COMPACTION_SEGMENT_SIZE_BYTES: u64 = 4 << 20;
 /// Work per `compaction_tick`, as the server's default `compaction_budget_bytes`.
 const COMPACTION_BUDGET_BYTES: u64 = 4 << 20;
+/// Live bytes per step, as the server's pacer takes them (`STEP_BYTES_MAX`).
+const COMPACTION_STEP_BYTES: u64 = 2 << 20;
 /// Ticks after which the compaction bench gives up (a bug, not a slow disk).
 const COMPACTION_TICKS_MAX: u64 = 100_000;
 
@@ -216,7 +219,94 @@ fn compaction(c: &mut Criterion) {
             BatchSize::PerIteration,
         )
     });
+    // The time the server's committer holds the store's write lock over a
+    // compaction of large values (`large_value_fixture`): every step's work
+    // and each finished segment's sync (`records_under_lock`, as before
+    // the read-ahead), or only the appending and the segment's removal, once
+    // the records were read ahead and the copies synced off the lock
+    // (`read_ahead`). The directory walk that starts each segment runs under
+    // a shared lock in both, and is not timed.
+    let large: OnceCell<TempDir> = OnceCell::new();
+    for read_ahead in [false, true] {
+        let name = if read_ahead {
+            "read_ahead"
+        } else {
+            "records_under_lock"
+        };
+        group.bench_function(BenchmarkId::new("write_lock_held", name), |b| {
+            let template = large.get_or_init(|| large_value_fixture(&options));
+            b.iter_custom(|iters| {
+                let mut held = std::time::Duration::ZERO;
+                for _ in 0..iters {
+                    work.copy_files_from(template);
+                    let mut store = open_store(&work, options.clone());
+                    held += compact_timing_the_lock(&mut store, read_ahead);
+                }
+                held
+            })
+        });
+    }
     group.finish();
+}
+
+/// Keys of the large-value compaction fixture, and their values' size.
+const LARGE_KEYS: u64 = 4_096;
+const LARGE_VALUE_BYTES: usize = 4_096;
+
+/// `LARGE_KEYS` values of `LARGE_VALUE_BYTES` (16 MiB), then every other one
+/// written again: the first segments are half dead, so compaction moves about
+/// 8 MiB of live records in steps of `COMPACTION_STEP_BYTES`.
+fn large_value_fixture(options: &StoreOptions) -> TempDir {
+    let dir = TempDir::new("compaction-large");
+    let mut store = open_store(&dir, options.clone());
+    for (round, step) in [(0u8, 1usize), (1, 2)] {
+        let keys: Vec<u64> = (0..LARGE_KEYS).step_by(step).collect();
+        for chunk in keys.chunks(256) {
+            let ops: Vec<WriteOp> = chunk
+                .iter()
+                .map(|&i| {
+                    let value = vec![b'a' + (i % 26) as u8 + round; LARGE_VALUE_BYTES];
+                    WriteOp::put(NAMESPACE, key(i).into(), value.into())
+                })
+                .collect();
+            commit(&mut store, &ops);
+        }
+    }
+    let (total_bytes, dead_bytes) = store.disk_usage_bytes();
+    eprintln!("large-value compaction fixture: {total_bytes} bytes written, {dead_bytes} dead");
+    dir
+}
+
+/// Compact `store` until idle as the server's committer does, returning the
+/// time spent where it would hold the write lock.
+fn compact_timing_the_lock(store: &mut Store, read_ahead: bool) -> std::time::Duration {
+    let mut held = std::time::Duration::ZERO;
+    for _ in 0..COMPACTION_TICKS_MAX {
+        let plan = store.compaction_plan();
+        let copies = read_ahead
+            .then(|| store.compaction_reads(plan.as_ref(), COMPACTION_STEP_BYTES))
+            .flatten()
+            .map(CompactionReads::copy);
+        let started = std::time::Instant::now();
+        let step = store.compaction_tick_spending(COMPACTION_STEP_BYTES, plan, copies);
+        held += started.elapsed();
+        if let Some(owed) = store.compaction_sync_owed() {
+            let sync_started = std::time::Instant::now();
+            let synced = owed.sync();
+            if !read_ahead {
+                held += sync_started.elapsed();
+            }
+            let started = std::time::Instant::now();
+            store.compaction_synced(owed, synced).expect("synced");
+            held += started.elapsed();
+        }
+        match step {
+            Ok((CompactionProgress::Idle, _)) => return held,
+            Ok(_) => {}
+            Err(e) => panic!("compaction failed: {e}"),
+        }
+    }
+    panic!("compaction not idle after {COMPACTION_TICKS_MAX} ticks");
 }
 
 /// Keys in the marker-listing bench, and how many of them are deleted.

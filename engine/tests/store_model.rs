@@ -9,10 +9,13 @@ use common::commit;
 use proptest::prelude::*;
 use shoal_engine::memdisk::MemDir;
 use shoal_engine::rng::SplitMix64;
-use shoal_engine::store::UNSYNCED_BATCHES_MAX;
+use shoal_engine::store::{CompactionReads, UNSYNCED_BATCHES_MAX};
 use shoal_engine::{CompactionProgress, Store, StoreOptions, WriteError, WriteOp};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+
+/// (key, value or delete) pairs written as one batch.
+type Batch = Vec<(u8, Option<u16>)>;
 
 #[derive(Clone, Debug)]
 enum Step {
@@ -27,6 +30,10 @@ enum Step {
     /// that segment instead and still load every segment in order.
     DamageHintThenRestart(u64),
     Compact(u8),
+    /// Compaction steps whose records are read ahead (as the server reads them,
+    /// off the store's lock); between the reading and each step a batch is
+    /// prepared, and published before or after the step (`true`: after).
+    CompactAround(Vec<(Batch, bool)>),
     FailNextSync(Vec<(u8, Option<u16>)>),
     DiskFull(Vec<(u8, Option<u16>)>),
 }
@@ -50,6 +57,8 @@ fn arb_step() -> impl Strategy<Value = Step> {
         1 => Just(Step::Restart),
         1 => any::<u64>().prop_map(Step::DamageHintThenRestart),
         2 => (1u8..20).prop_map(Step::Compact),
+        2 => proptest::collection::vec((arb_batch(), any::<bool>()), 1..12)
+            .prop_map(Step::CompactAround),
         1 => arb_batch().prop_map(Step::FailNextSync),
         1 => arb_batch().prop_map(Step::DiskFull),
     ]
@@ -145,6 +154,49 @@ fn add_possible(model: &mut Model, batch: &[(u8, Option<u16>)]) {
     }
 }
 
+/// One compaction step read ahead, with `batch` prepared between the reading
+/// and the step, and published before the step or after it (before a
+/// finished segment's sync).
+fn compact_around(
+    store: &mut Store,
+    batch: &[WriteOp],
+    publish_after: bool,
+) -> Result<(), TestCaseError> {
+    let plan = store.compaction_plan();
+    let copies = store
+        .compaction_reads(plan.as_ref(), 600)
+        .map(CompactionReads::copy);
+    let prepared = store.prepare(batch, 1_000);
+    let mut prepared = Some(prepared);
+    if !publish_after {
+        publish(store, prepared.take().expect("prepared"))?;
+    }
+    if let Err(e) = store.compaction_tick_spending(600, plan, copies) {
+        prop_assert!(false, "compaction: {}", e);
+    }
+    // A finished segment's copies are synced off the lock: the batch may be
+    // published between the step and that sync.
+    let owed = store.compaction_sync_owed();
+    if let Some(prepared) = prepared {
+        publish(store, prepared)?;
+    }
+    if let Some(owed) = owed {
+        let synced = owed.sync();
+        if let Err(e) = store.compaction_synced(owed, synced) {
+            prop_assert!(false, "compaction: {}", e);
+        }
+    }
+    Ok(())
+}
+
+fn publish(store: &mut Store, batch: shoal_engine::PreparedBatch) -> Result<(), TestCaseError> {
+    prop_assert!(batch.sync().is_ok());
+    for r in store.publish(batch) {
+        prop_assert!(r.is_ok(), "write failed: {:?}", r);
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
@@ -203,6 +255,13 @@ proptest! {
                             Err(e) => prop_assert!(false, "compaction: {}", e),
                         }
                     }
+                }
+                Step::CompactAround(batches) => {
+                    for (batch, publish_after) in batches {
+                        compact_around(&mut store, &ops(&batch), publish_after)?;
+                        settle(&mut model, &batch);
+                    }
+                    check(&store, &model)?;
                 }
                 Step::FailNextSync(batch) => {
                     dir.fail_next_syncs(1);

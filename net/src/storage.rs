@@ -10,7 +10,7 @@ use crate::histogram::{Histogram, BATCH_OPS_BOUNDS, LATENCY_BOUNDS_MICROS};
 use serde::Deserialize;
 use shoal_engine::commit_order::{CommitOrder, Ready, Verdict};
 use shoal_engine::runtime::Runtime;
-use shoal_engine::store::UNSYNCED_BATCHES_MAX;
+use shoal_engine::store::{CompactionReads, UNSYNCED_BATCHES_MAX};
 use shoal_engine::version::SiblingSet;
 use shoal_engine::{
     Chore, CompactionProgress, DiskError, PreparedBatch, Store, WriteError, WriteOp, WriteOutcome,
@@ -559,13 +559,7 @@ impl<R: Runtime> Committer<R> {
                 return;
             };
             let store = self.store.clone();
-            let step = run_blocking(move || {
-                // A new segment's walk of the directory under the shared lock.
-                let plan = read_lock(&store).compaction_plan();
-                let mut store = write_lock(&store);
-                let step = store.compaction_tick_spending(step_bytes, plan);
-                (step, store.take_chores())
-            });
+            let step = run_blocking(move || compaction_step(&store, step_bytes));
             let (step, chores) = step.await;
             self.spawn_chores(chores);
             let mut pacer = lock(&self.pacer);
@@ -583,6 +577,40 @@ impl<R: Runtime> Committer<R> {
             }
         }
     }
+}
+
+/// One compaction step of `step_bytes`, holding the store's write lock only
+/// to append copies and to drop a finished segment. A new segment's walk of
+/// the directory and the step's list of records are taken under the shared
+/// lock; the records (in a sealed segment, whose bytes no longer change) are
+/// read and encoded, and a finished segment's copies synced, under none.
+fn compaction_step(
+    store: &RwLock<Store>,
+    step_bytes: u64,
+) -> (Result<(CompactionProgress, u64), WriteError>, Vec<Chore>) {
+    let (plan, reads) = {
+        let shared = read_lock(store);
+        let plan = shared.compaction_plan();
+        let reads = shared.compaction_reads(plan.as_ref(), step_bytes);
+        (plan, reads)
+    };
+    let copies = reads.map(CompactionReads::copy);
+    let (step, owed, mut chores) = {
+        let mut store = write_lock(store);
+        let step = store.compaction_tick_spending(step_bytes, plan, copies);
+        (step, store.compaction_sync_owed(), store.take_chores())
+    };
+    let step = match (step, owed) {
+        (Ok((_, spent_bytes)), Some(owed)) => {
+            let synced = owed.sync();
+            let mut store = write_lock(store);
+            let finished = store.compaction_synced(owed, synced);
+            chores.extend(store.take_chores());
+            finished.map(|progress| (progress, spent_bytes))
+        }
+        (step, _) => step,
+    };
+    (step, chores)
 }
 
 fn request_bytes(r: &WriteRequest) -> usize {

@@ -4,10 +4,13 @@
 //! where no older record of the key can remain to come back (G4); a store in a
 //! cluster will additionally wait until every replica holds them.
 
-use super::{dir_key, KeyEntry, PendingFrame, Store, WriteError};
-use crate::record::{encode_frame, SEGMENT_HEADER_BYTES};
+use super::compaction_copy::CompactionCopies;
+use super::{KeyEntry, PendingFrame, Store, WriteError};
+use crate::disk::{Disk, DiskError};
+use crate::record::SEGMENT_HEADER_BYTES;
 use crate::version::{Dot, VersionVector};
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 /// Compaction's state between ticks.
 #[derive(Default)]
@@ -20,6 +23,36 @@ pub(crate) struct State {
     /// forgotten or replaced: rewritten first, whatever their dead share, so
     /// that no later open meets the damage and sets the whole store aside.
     rewrite: BTreeSet<u32>,
+    /// A segment whose copies are all appended and pointed at: it goes once
+    /// they are synced ([`Store::compaction_synced`]). No compaction starts
+    /// meanwhile.
+    sync_owed: Option<CompactionSync>,
+}
+
+/// A compacted segment's copies to make durable before the segment goes: a
+/// driver syncs them with no lock held ([`CompactionSync::sync`]) and then
+/// reports it ([`Store::compaction_synced`]).
+#[derive(Clone)]
+pub struct CompactionSync {
+    segment: u32,
+    /// The segment the last copies were appended to (earlier ones were synced
+    /// when their segment was sealed).
+    disk: Arc<dyn Disk>,
+}
+
+impl CompactionSync {
+    pub fn sync(&self) -> Result<(), DiskError> {
+        self.disk.sync()
+    }
+
+    /// What a tick reports while this sync is owed.
+    fn waiting(&self) -> CompactionProgress {
+        CompactionProgress::Running {
+            segment: self.segment,
+            done: 0,
+            total: 0,
+        }
+    }
 }
 
 impl State {
@@ -40,10 +73,24 @@ impl State {
     pub fn rewrites(&self, segment: u32) -> bool {
         self.rewrite.contains(&segment)
     }
+
+    /// The compaction under way, if any.
+    pub(super) fn cursor(&self) -> Option<&Cursor> {
+        self.cursor.as_ref()
+    }
 }
 
 /// A compaction's starting cursor, built ahead under a shared lock.
 pub struct CompactionPlan(Cursor);
+
+impl CompactionPlan {
+    pub(super) fn cursor(&self) -> &Cursor {
+        &self.0
+    }
+}
+
+/// Directory keys with the entries they had.
+pub(super) type DirEntries = [(Box<[u8]>, KeyEntry)];
 
 pub(crate) struct Cursor {
     segment: u32,
@@ -56,6 +103,18 @@ pub(crate) struct Cursor {
     /// taken up again once the rest is done, and the segment goes only when
     /// none is left.
     deferred: Vec<(Box<[u8]>, KeyEntry)>,
+}
+
+impl Cursor {
+    /// The cursor's segment and the entries its next step starts from: the
+    /// deferred ones once everything else is done.
+    pub(super) fn pending(&self) -> (u32, &DirEntries) {
+        if self.next >= self.entries.len() && !self.deferred.is_empty() {
+            (self.segment, &self.deferred)
+        } else {
+            (self.segment, &self.entries[self.next..])
+        }
+    }
 }
 
 /// What one tick did.
@@ -100,8 +159,44 @@ impl Store {
     /// copies at once (they read as their originals); the copies are synced, and
     /// only then the old segment removed, when the segment's last step finishes.
     pub fn compaction_tick(&mut self, budget_bytes: u64) -> Result<CompactionProgress, WriteError> {
-        self.compaction_tick_spending(budget_bytes, None)
-            .map(|(progress, _)| progress)
+        let (progress, _) = self.compaction_tick_spending(budget_bytes, None, None)?;
+        match self.compaction_sync_owed() {
+            Some(owed) => {
+                let synced = owed.sync();
+                self.compaction_synced(owed, synced)
+            }
+            None => Ok(progress),
+        }
+    }
+
+    /// The sync a finished segment waits on, if any (see [`CompactionSync`]).
+    pub fn compaction_sync_owed(&self) -> Option<CompactionSync> {
+        self.compaction.sync_owed.clone()
+    }
+
+    /// `owed`'s sync went as `synced`: the segment goes (and the tick that
+    /// finished it is reported as `Finished`), or the store is poisoned.
+    pub fn compaction_synced(
+        &mut self,
+        owed: CompactionSync,
+        synced: Result<(), DiskError>,
+    ) -> Result<CompactionProgress, WriteError> {
+        let segment = owed.segment;
+        assert_eq!(
+            self.compaction.sync_owed.as_ref().map(|o| o.segment),
+            Some(segment),
+            "a compaction sync reported that was not owed"
+        );
+        self.compaction.sync_owed = None;
+        if let Err(e) = synced {
+            self.stats.syncs_failed += 1;
+            let reason = format!("fsync of compaction's copies failed: {e}");
+            self.poison(reason.clone());
+            return Err(WriteError::SyncFailed(reason));
+        }
+        self.finish_compaction(segment)?;
+        self.compaction.rewrite.remove(&segment);
+        Ok(CompactionProgress::Finished { segment })
     }
 
     /// Where the next compaction tick would start a new segment, when none is
@@ -111,7 +206,7 @@ impl Store {
     /// segment gains no records, and each entry is checked again as it is
     /// copied (a later record of the key makes it skipped).
     pub fn compaction_plan(&self) -> Option<CompactionPlan> {
-        if self.compaction.cursor.is_some() {
+        if self.compaction.cursor.is_some() || self.compaction.sync_owed.is_some() {
             return None;
         }
         self.new_cursor().map(CompactionPlan)
@@ -119,14 +214,19 @@ impl Store {
 
     /// [`Store::compaction_tick`], also returning the bytes of records it
     /// handled, so a caller can spend one budget over several segments.
-    /// `plan` (from [`Store::compaction_plan`]) saves the walk under `&mut`.
+    /// `plan` (from [`Store::compaction_plan`]) saves the walk under `&mut`;
+    /// `copies` (from [`Store::compaction_reads`]) the reading and encoding.
     pub fn compaction_tick_spending(
         &mut self,
         budget_bytes: u64,
         plan: Option<CompactionPlan>,
+        copies: Option<CompactionCopies>,
     ) -> Result<(CompactionProgress, u64), WriteError> {
         if let Some(reason) = &self.poisoned {
             return Err(WriteError::Poisoned(reason.clone()));
+        } else if let Some(owed) = &self.compaction.sync_owed {
+            // Waiting on the last segment's sync: nothing to do here yet.
+            return Ok((owed.waiting(), 0));
         }
         // A cursor under way wins over a plan (none is made while one is).
         let started = self.compaction.cursor.take().or(plan.map(|p| p.0));
@@ -139,7 +239,7 @@ impl Store {
             cursor.next = 0;
         }
         let (step_start, deferred_before) = (cursor.next, cursor.deferred.len());
-        let result = self.compaction_step(&mut cursor, budget_bytes);
+        let result = self.compaction_step(&mut cursor, budget_bytes, copies);
         let spent_bytes = *result.as_ref().unwrap_or(&0);
         if result.is_err() {
             // Nothing of the failed step took effect: take its entries up again, or
@@ -168,13 +268,15 @@ impl Store {
                 self.compaction.cursor = Some(cursor);
                 Err(e)
             }
-            Ok(_) if finished => {
-                self.finish_compaction(segment)?;
-                self.compaction.rewrite.remove(&segment);
-                Ok((CompactionProgress::Finished { segment }, spent_bytes))
-            }
             Ok(_) => {
-                self.compaction.cursor = Some(cursor);
+                if finished {
+                    // The copies are made durable before the segment goes, by
+                    // whoever called (`compaction_sync_owed`), off the lock.
+                    let disk = self.active_disk();
+                    self.compaction.sync_owed = Some(CompactionSync { segment, disk });
+                } else {
+                    self.compaction.cursor = Some(cursor);
+                }
                 let running = CompactionProgress::Running {
                     segment,
                     done,
@@ -227,14 +329,22 @@ impl Store {
         false
     }
 
+    /// Whether `segment` is the oldest, and whether its delete markers are
+    /// collected rather than copied (only from the oldest: G4).
+    pub(super) fn collects_markers(&self, segment: u32) -> (bool, bool) {
+        let oldest = self.segments.keys().next().copied() == Some(segment);
+        let collect = (oldest && self.options.delete_markers_collectable)
+            || cfg!(feature = "bug-early-tombstone-gc");
+        (oldest, collect)
+    }
+
     fn compaction_step(
         &mut self,
         cursor: &mut Cursor,
         budget_bytes: u64,
+        mut copies: Option<CompactionCopies>,
     ) -> Result<u64, WriteError> {
-        let oldest = self.segments.keys().next().copied() == Some(cursor.segment);
-        let collect_tombstones = (oldest && self.options.delete_markers_collectable)
-            || cfg!(feature = "bug-early-tombstone-gc");
+        let (oldest, collect_tombstones) = self.collects_markers(cursor.segment);
         // The next client batch's number, not one of their own: unsynced
         // copies numbered apart would let the numbers in flight outrun
         // UNSYNCED_BATCHES_MAX, by which recovery tells a torn tail (a later
@@ -258,17 +368,15 @@ impl Store {
                 collected.push(dk.clone());
                 continue;
             }
-            let mut body = self.read_record(*entry).map_err(WriteError::Corrupt)?;
-            if oldest && body.set.siblings.is_empty() {
+            let (frame, forgotten) = self
+                .copy_of((dk, *entry), batch_seq, copies.as_mut())
+                .map_err(WriteError::Corrupt)?;
+            if oldest && forgotten {
                 // Forgotten (cluster tombstone collection): nothing older is left
                 // for the empty record to shadow.
                 collected.push(dk.clone());
                 continue;
             }
-            debug_assert_eq!(dir_key(body.namespace, &body.key), *dk);
-            body.batch_seq = batch_seq;
-            let mut frame = Vec::new();
-            encode_frame(&body, &mut frame);
             frames.push(PendingFrame {
                 dir_key: dk.clone(),
                 bytes: frame,
@@ -280,6 +388,12 @@ impl Store {
         if !frames.is_empty() {
             self.rewrite(frames)?;
         }
+        self.collect(collected);
+        Ok(spent_bytes)
+    }
+
+    /// Drop the delete markers (and forgotten keys) a step collected.
+    fn collect(&mut self, collected: Vec<Box<[u8]>>) {
         if !collected.is_empty() {
             // The markers' contexts go with them: never reissue a dot they covered.
             self.counter_floor = self.counter_floor.max(self.counter_issued_max + 1);
@@ -295,7 +409,6 @@ impl Store {
                 digests.remove(dk[0], u16::from_be_bytes([dk[1], dk[2]]), &dk[3..]);
             }
         }
-        Ok(spent_bytes)
     }
 
     /// Append compaction's copies in one batch and point the directory at them,
@@ -343,17 +456,12 @@ impl Store {
         observer.collected(dk[0], &dk[3..], &context);
     }
 
+    /// Remove `segment`, whose copies `rewrite` appended unsynced and
+    /// `compaction_synced` was told are now durable (a rotation since synced
+    /// those in a sealed segment).
     fn finish_compaction(&mut self, segment: u32) -> Result<(), WriteError> {
         debug_assert!(self.keydir.values().all(|e| e.segment != segment));
         debug_assert!(!self.staged.in_segment(segment));
-        // The copies `rewrite` appended unsynced are made durable before their
-        // originals go (a rotation since synced those in the sealed segment).
-        if let Err(e) = self.active().disk.sync() {
-            self.stats.syncs_failed += 1;
-            let reason = format!("fsync of compaction's copies failed: {e}");
-            self.poison(reason.clone());
-            return Err(WriteError::SyncFailed(reason));
-        }
         self.segments.remove(&segment);
         // Unlisted first: a crash before the file goes leaves a leftover the
         // next open removes, never a listed segment that is gone.

@@ -15,6 +15,7 @@ mod catalog;
 mod chores;
 mod collection_deadline;
 mod compaction;
+mod compaction_copy;
 mod expiry;
 mod hint;
 pub mod inspect;
@@ -31,7 +32,8 @@ mod synced;
 pub use synced::{read_synced_mark, SyncedMark};
 
 pub use chores::Chore;
-pub use compaction::{CompactionPlan, CompactionProgress};
+pub use compaction::{CompactionPlan, CompactionProgress, CompactionSync};
+pub use compaction_copy::{CompactionCopies, CompactionReads};
 pub use observer::{Applied, Change, StoreObserver};
 pub use recovery::{set_aside_segments, OpenError, RecoveryReport, SET_ASIDE_PREFIX};
 pub use scrub::{DamagedRecord, ScrubCursor, ScrubStep, DAMAGE_FOUND_MAX};
