@@ -132,8 +132,9 @@ pub struct WorkloadKnobs {
     /// `collection_ttl_max_ms` ahead at most; see [`collection_expiry`]).
     pub collection_expire_percent: u64,
     pub collection_ttl_max_ms: u64,
-    /// Share of operations that set a string key's deadline (`PEXPIREAT`,
-    /// `ttl_max_ms` ahead at most; see [`string_expiry`]).
+    /// Share of operations that set a string key's deadline (`PEXPIREAT`, or
+    /// one in three of those `GETEX PXAT`, `ttl_max_ms` ahead at most) or
+    /// remove it (one in four, `PERSIST`; see [`string_expiry`]).
     pub string_expire_percent: u64,
 }
 
@@ -827,7 +828,7 @@ fn write_workload(f: &mut fmt::Formatter<'_>, w: &WorkloadKnobs) -> fmt::Result 
     if w.string_expire_percent > 0 {
         writeln!(
             f,
-            "  string deadlines: {}% of operations, 1..={} ms ahead",
+            "  string deadlines (PEXPIREAT, GETEX PXAT, PERSIST): {}% of operations, 1..={} ms ahead",
             w.string_expire_percent, w.ttl_max_ms
         )?;
     }

@@ -178,6 +178,11 @@ enum Op {
     /// A string key's deadline removed: its winning value written again
     /// under a new dot without one.
     PersistString,
+    /// `GETEX k PXAT`: as `ExpireString`, answered with the value it read
+    /// (nil: nothing to expire, nothing written).
+    GetExString {
+        ttl_ms: u64,
+    },
 }
 
 struct Client {
@@ -283,6 +288,9 @@ impl Client {
                     return (key, Op::PersistString);
                 }
                 let ttl_ms = 1 + self.rng.below(k.ttl_max_ms);
+                if self.rng.chance_percent(33) {
+                    return (key, Op::GetExString { ttl_ms });
+                }
                 return (key, Op::ExpireString { ttl_ms });
             }
         }
@@ -461,6 +469,12 @@ impl Client {
                 recorder.invoke_persist(process, key);
                 (Function::Persist, vec![b"PERSIST".to_vec(), name])
             }
+            Op::GetExString { ttl_ms } => {
+                recorder.invoke_expire(process, key, *ttl_ms);
+                let at_ms = (wall_ms() + ttl_ms).to_string().into_bytes();
+                let args = vec![b"GETEX".to_vec(), name, b"PXAT".to_vec(), at_ms];
+                (Function::Expire, args)
+            }
         }
     }
 
@@ -508,11 +522,9 @@ impl Client {
                 }
             }),
             Op::Typed(typed) => typed.parse(&reply),
-            Op::ExpireCollection { .. } | Op::ExpireString { .. } => match reply {
-                Reply::Integer(1) => Some(OkResult::Expire { applied: true }),
-                Reply::Integer(0) => Some(OkResult::Expire { applied: false }),
-                _ => None,
-            },
+            Op::ExpireCollection { .. } | Op::ExpireString { .. } | Op::GetExString { .. } => {
+                deadline_result(op, &reply)
+            }
             Op::PersistString => match reply {
                 Reply::Integer(1) => Some(OkResult::Persist { applied: true }),
                 Reply::Integer(0) => Some(OkResult::Persist { applied: false }),
@@ -540,6 +552,20 @@ impl Client {
         self.writes = 0;
         self.last_context.clear();
     }
+}
+
+/// Whether an expire was applied, by its reply: PEXPIREAT's 1 or 0, GETEX's
+/// value or nil.
+fn deadline_result(op: &Op, reply: &Reply) -> Option<OkResult> {
+    let applied = match (op, reply) {
+        (Op::GetExString { .. }, Reply::Bulk(_)) => true,
+        (Op::GetExString { .. }, Reply::Null) => false,
+        (Op::GetExString { .. }, _) => return None,
+        (_, Reply::Integer(1)) => true,
+        (_, Reply::Integer(0)) => false,
+        _ => return None,
+    };
+    Some(OkResult::Expire { applied })
 }
 
 /// `clients` workload clients, each on its own simulated node (10.0.1.x),
