@@ -1,6 +1,6 @@
 //! Counters and queues in the workload (see `plan::typed_ops`): a few keys,
 //! `c{i}` counters and `q{i}` queues, driven through Redis's own commands
-//! (`INCRBY`, `GET`, `RPUSH`, `LPOP`) and recorded as the checker's `add`,
+//! (`INCRBY`, `INCRBYFLOAT`, `GET`, `RPUSH`, `LPOP`) and recorded as the checker's `add`,
 //! `count`, `push` and `pop`, so `checks::counters` and `checks::queues`
 //! judge them under every fault of the run. Phase 3 reads every counter once
 //! more and pops every queue until it is empty (the drain), so a lost push
@@ -55,17 +55,26 @@ impl TypedOp {
 
     /// The command, on the key named `name`. A counter of odd number is a
     /// hash's field `n` (`HINCRBY`, `HGET`), so both counting paths face
-    /// every fault.
+    /// every fault. An addition of a multiple of 4 goes as `INCRBYFLOAT`
+    /// (`HINCRBYFLOAT`), so a cluster's float sums per node (`Modify::
+    /// CountByFloat`) face them too; its whole delta keeps the total whole.
     pub fn command(&self, name: &str) -> Vec<Vec<u8>> {
         let in_hash = counter_in_hash(name);
         let name = name.as_bytes().to_vec();
         match self {
-            TypedOp::Add { delta } if in_hash => {
-                let delta = delta.to_string().into_bytes();
-                vec![b"HINCRBY".to_vec(), name, b"n".to_vec(), delta]
-            }
             TypedOp::Add { delta } => {
-                vec![b"INCRBY".to_vec(), name, delta.to_string().into_bytes()]
+                let command: &[u8] = match (in_hash, delta % 4 == 0) {
+                    (true, true) => b"HINCRBYFLOAT",
+                    (true, false) => b"HINCRBY",
+                    (false, true) => b"INCRBYFLOAT",
+                    (false, false) => b"INCRBY",
+                };
+                let mut args = vec![command.to_vec(), name];
+                if in_hash {
+                    args.push(b"n".to_vec());
+                }
+                args.push(delta.to_string().into_bytes());
+                args
             }
             TypedOp::Count if in_hash => vec![b"HGET".to_vec(), name, b"n".to_vec()],
             TypedOp::Count => vec![b"GET".to_vec(), name],
@@ -79,6 +88,10 @@ impl TypedOp {
     pub fn parse(&self, reply: &Reply) -> Option<OkResult> {
         match (self, reply) {
             (TypedOp::Add { .. }, Reply::Integer(total)) => Some(OkResult::Add { total: *total }),
+            // INCRBYFLOAT's answer: the new total, in decimal (whole here).
+            (TypedOp::Add { .. }, Reply::Bulk(total)) => Some(OkResult::Add {
+                total: std::str::from_utf8(total).ok()?.parse().ok()?,
+            }),
             (TypedOp::Count, Reply::Null) => Some(OkResult::Count { total: None }),
             (TypedOp::Count, Reply::Bulk(bytes)) => Some(OkResult::Count {
                 total: Some(std::str::from_utf8(bytes).ok()?.parse().ok()?),
@@ -256,6 +269,17 @@ mod tests {
         assert_eq!(add.command("c1")[0], b"HINCRBY");
         assert_eq!(TypedOp::Count.command("c3"), [&b"HGET"[..], b"c3", b"n"]);
         assert_eq!(add.command("c2")[0], b"INCRBY");
+        let float_add = TypedOp::Add { delta: 8 };
+        assert_eq!(
+            float_add.command("c1"),
+            [&b"HINCRBYFLOAT"[..], b"c1", b"n", b"8"]
+        );
+        assert_eq!(float_add.command("c2"), [&b"INCRBYFLOAT"[..], b"c2", b"8"]);
+        assert_eq!(
+            float_add.parse(&Reply::Bulk("16".into())),
+            Some(OkResult::Add { total: 16 })
+        );
+        assert_eq!(float_add.parse(&Reply::Bulk("16.5".into())), None);
         assert_eq!(TypedOp::Pop.command("q1")[0], b"LPOP");
     }
 }
