@@ -365,3 +365,57 @@ fn a_damaged_record_holds_its_segment_and_no_other() {
             .starts_with("r29-"));
     }
 }
+
+/// A finished segment waits for its copies' sync, which a driver runs off the
+/// store's lock: while it is owed no compaction starts, a failed sync poisons
+/// the store and keeps the segment, and a crash then finds every value.
+#[test]
+fn a_segment_goes_only_after_its_copies_sync() {
+    let dir = MemDir::new();
+    let mut store = open(&dir, options());
+    for i in 0..12 {
+        put(
+            &mut store,
+            &format!("live{i}"),
+            &format!("{i}-{}", "v".repeat(150)),
+        );
+    }
+    for round in 0..40 {
+        put(&mut store, "churn", &format!("{round}{}", "c".repeat(150)));
+    }
+    let owed = loop {
+        store
+            .compaction_tick_spending(1 << 20, None, None)
+            .expect("step");
+        if let Some(owed) = store.compaction_sync_owed() {
+            break owed;
+        }
+    };
+    let segments = store.segment_count();
+    assert!(
+        store.compaction_plan().is_none(),
+        "a compaction planned while a sync is owed"
+    );
+    let waiting = store.compaction_tick_spending(1 << 20, None, None);
+    assert!(matches!(
+        waiting,
+        Ok((CompactionProgress::Running { .. }, 0))
+    ));
+    dir.fail_next_syncs(1);
+    let synced = owed.sync();
+    assert!(synced.is_err(), "the planted sync failure did not happen");
+    assert!(store.compaction_synced(owed, synced).is_err());
+    assert!(store.is_poisoned().is_some());
+    assert_eq!(
+        store.segment_count(),
+        segments,
+        "the segment went without its copies"
+    );
+    drop(store);
+    dir.crash(&mut shoal_engine::rng::SplitMix64::new(7));
+    let store = open(&dir, options());
+    for i in 0..12 {
+        let value = value_of(&store, &format!("live{i}"));
+        assert_eq!(value, Some(format!("{i}-{}", "v".repeat(150))), "live{i}");
+    }
+}
