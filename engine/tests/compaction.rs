@@ -219,20 +219,34 @@ fn full_disk_refuses_writes_keeps_reads_and_recovers() {
 /// disk is full when it must rotate) must not skip the entries it had taken up, or
 /// compaction later finishes, removes the segment, and their directory entries point
 /// into a deleted file ("segment missing": acknowledged data gone).
-#[test]
-fn compaction_interrupted_by_a_full_disk_loses_nothing() {
-    let dir = MemDir::new();
-    let mut store = open(&dir, options());
+/// Twelve keys written once (`live{i}`) and one overwritten 40 times
+/// (`churn`): segments mostly dead, with live records to copy.
+fn put_live_and_churn(store: &mut Store) {
     for i in 0..12 {
         put(
-            &mut store,
+            store,
             &format!("live{i}"),
             &format!("{i}-{}", "v".repeat(150)),
         );
     }
     for round in 0..40 {
-        put(&mut store, "churn", &format!("{round}{}", "c".repeat(150)));
+        put(store, "churn", &format!("{round}{}", "c".repeat(150)));
     }
+}
+
+/// Every `live{i}` of `put_live_and_churn` holds its value.
+fn assert_live_values(store: &Store) {
+    for i in 0..12 {
+        let value = value_of(store, &format!("live{i}"));
+        assert_eq!(value, Some(format!("{i}-{}", "v".repeat(150))), "live{i}");
+    }
+}
+
+#[test]
+fn compaction_interrupted_by_a_full_disk_loses_nothing() {
+    let dir = MemDir::new();
+    let mut store = open(&dir, options());
+    put_live_and_churn(&mut store);
     dir.set_capacity_bytes(Some(dir.used_bytes()));
     let mut refused = 0;
     for _ in 0..200 {
@@ -245,10 +259,7 @@ fn compaction_interrupted_by_a_full_disk_loses_nothing() {
     assert!(refused > 0, "the full disk never interrupted compaction");
     dir.set_capacity_bytes(None);
     compact_all(&mut store);
-    for i in 0..12 {
-        let value = value_of(&store, &format!("live{i}"));
-        assert_eq!(value, Some(format!("{i}-{}", "v".repeat(150))), "live{i}");
-    }
+    assert_live_values(&store);
     drop(store);
     let store = open(&dir, options());
     for i in 0..12 {
@@ -373,16 +384,7 @@ fn a_damaged_record_holds_its_segment_and_no_other() {
 fn a_segment_goes_only_after_its_copies_sync() {
     let dir = MemDir::new();
     let mut store = open(&dir, options());
-    for i in 0..12 {
-        put(
-            &mut store,
-            &format!("live{i}"),
-            &format!("{i}-{}", "v".repeat(150)),
-        );
-    }
-    for round in 0..40 {
-        put(&mut store, "churn", &format!("{round}{}", "c".repeat(150)));
-    }
+    put_live_and_churn(&mut store);
     let owed = loop {
         store
             .compaction_tick_spending(1 << 20, None, None)
@@ -414,8 +416,5 @@ fn a_segment_goes_only_after_its_copies_sync() {
     drop(store);
     dir.crash(&mut shoal_engine::rng::SplitMix64::new(7));
     let store = open(&dir, options());
-    for i in 0..12 {
-        let value = value_of(&store, &format!("live{i}"));
-        assert_eq!(value, Some(format!("{i}-{}", "v".repeat(150))), "live{i}");
-    }
+    assert_live_values(&store);
 }
