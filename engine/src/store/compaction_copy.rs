@@ -12,7 +12,7 @@
 
 use super::{dir_key, KeyEntry, Store};
 use crate::disk::Disk;
-use crate::record::{encode_frame, read_frame, FrameRead};
+use crate::record::{encode_frame, read_frame, FrameRead, RecordBody};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -94,14 +94,20 @@ impl Store {
         if let Some(copied) = copies.and_then(|c| c.take(entry)) {
             return Ok((copied.frame, copied.forgotten));
         }
-        let mut body = self.read_record(entry)?;
+        let body = self.read_record(entry)?;
         debug_assert_eq!(*dir_key(body.namespace, &body.key), *dk);
-        let forgotten = body.set.siblings.is_empty();
-        body.batch_seq = batch_seq;
-        let mut frame = Vec::new();
-        encode_frame(&body, &mut frame);
-        Ok((frame, forgotten))
+        Ok(reencode(body, batch_seq))
     }
+}
+
+/// `body` as a copy's frame numbered `batch_seq`, and whether it is a
+/// forgotten key's (no sibling left).
+fn reencode(mut body: RecordBody, batch_seq: u64) -> (Vec<u8>, bool) {
+    let forgotten = body.set.siblings.is_empty();
+    body.batch_seq = batch_seq;
+    let mut frame = Vec::new();
+    encode_frame(&body, &mut frame);
+    (frame, forgotten)
 }
 
 impl CompactionReads {
@@ -118,15 +124,11 @@ impl CompactionReads {
             {
                 continue;
             }
-            let FrameRead::Valid { mut body, .. } = read_frame(&buf, self.record_size_max_bytes)
-            else {
+            let FrameRead::Valid { body, .. } = read_frame(&buf, self.record_size_max_bytes) else {
                 continue;
             };
             debug_assert_eq!(dir_key(body.namespace, &body.key), dk);
-            let forgotten = body.set.siblings.is_empty();
-            body.batch_seq = self.batch_seq;
-            let mut frame = Vec::new();
-            encode_frame(&body, &mut frame);
+            let (frame, forgotten) = reencode(body, self.batch_seq);
             let copied = Copied {
                 entry,
                 frame,
@@ -149,14 +151,5 @@ impl CompactionCopies {
         }
         let copied = self.by_offset.remove(&entry.offset)?;
         (copied.entry == entry).then_some(copied)
-    }
-
-    /// How many records were read ahead (and not yet used).
-    pub fn len(&self) -> usize {
-        self.by_offset.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.by_offset.is_empty()
     }
 }
