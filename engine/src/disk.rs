@@ -48,6 +48,14 @@ impl std::error::Error for DiskError {}
 pub trait Disk: Send + Sync {
     /// Fill `buf` from `offset`; fails with `ShortRead` past the end.
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), DiskError>;
+    /// [`Disk::read_at`] for bytes not expected to be read again soon (a
+    /// scrub's or a compaction's pass over records): an implementation may
+    /// keep them out of what it holds close (the production disk reads them
+    /// with `pread`, not through its mapping, whose pages would otherwise
+    /// stay in the process's resident memory).
+    fn read_cold_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), DiskError> {
+        self.read_at(offset, buf)
+    }
     /// Write all of `data` at `offset`, extending the file if needed.
     fn write_at(&self, offset: u64, data: &[u8]) -> Result<(), DiskError>;
     /// Set the length, allocating space when growing (ENOSPC shows up here).
@@ -207,6 +215,14 @@ pub mod conformance {
         file.read_at(0, &mut buf).expect("read");
         assert_eq!(&buf, b"helLO world");
         assert_eq!(file.len().expect("len"), 11);
+        // A cold read sees the same bytes, and a later write, as a read does.
+        let mut cold = vec![0; 11];
+        file.read_cold_at(0, &mut cold).expect("cold read");
+        assert_eq!(cold, buf);
+        file.write_at(6, b"W").expect("write after reads");
+        file.read_cold_at(6, &mut cold[..1]).expect("cold read");
+        file.read_at(6, &mut buf[..1]).expect("read");
+        assert_eq!((&cold[..1], &buf[..1]), (&b"W"[..], &b"W"[..]));
     }
 
     fn read_past_end_fails(dir: &dyn DiskDir) {
@@ -215,6 +231,10 @@ pub mod conformance {
         let mut buf = vec![0; 4];
         assert!(matches!(
             file.read_at(0, &mut buf),
+            Err(DiskError::ShortRead { .. })
+        ));
+        assert!(matches!(
+            file.read_cold_at(0, &mut buf),
             Err(DiskError::ShortRead { .. })
         ));
     }

@@ -245,6 +245,10 @@ impl Disk for FileDisk {
         if buf.len() <= MAPPED_READ_MAX_BYTES && self.read_mapped(offset, buf) {
             return Ok(());
         }
+        self.read_cold_at(offset, buf)
+    }
+
+    fn read_cold_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), DiskError> {
         self.file.read_exact_at(buf, offset).map_err(|e| {
             if e.kind() == ErrorKind::UnexpectedEof {
                 DiskError::ShortRead {

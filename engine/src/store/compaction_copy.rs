@@ -119,7 +119,7 @@ impl CompactionReads {
             let mut buf = vec![0u8; entry.len as usize];
             if self
                 .disk
-                .read_at(u64::from(entry.offset), &mut buf)
+                .read_cold_at(u64::from(entry.offset), &mut buf)
                 .is_err()
             {
                 continue;

@@ -494,13 +494,15 @@ impl Store {
 
     /// The bytes of `entry`'s frame, into `buf` (`entry.len` bytes long).
     fn read_frame_bytes(&self, entry: KeyEntry, buf: &mut [u8]) -> Result<(), ReadError> {
-        let Some(segment) = self.segments.get(&entry.segment) else {
-            return Err(self.unreadable(entry, "segment missing"));
-        };
-        segment
-            .disk
-            .read_at(entry.offset as u64, buf)
-            .map_err(ReadError::Disk)
+        (self.frame_disk(entry)?.read_at(entry.offset as u64, buf)).map_err(ReadError::Disk)
+    }
+
+    /// The disk `entry`'s record lies on.
+    fn frame_disk(&self, entry: KeyEntry) -> Result<&dyn Disk, ReadError> {
+        match self.segments.get(&entry.segment) {
+            Some(segment) => Ok(segment.disk.as_ref()),
+            None => Err(self.unreadable(entry, "segment missing")),
+        }
     }
 
     pub(crate) fn read_record(&self, entry: KeyEntry) -> Result<RecordBody, ReadError> {

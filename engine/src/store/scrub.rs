@@ -13,7 +13,7 @@
 //!
 //! Must not touch: sockets, tasks, clocks (the driver paces the steps).
 
-use super::{KeyEntry, Store};
+use super::{KeyEntry, ReadError, Store};
 use crate::disk::DiskError;
 use crate::record::FrameScan;
 use bytes::Bytes;
@@ -131,7 +131,12 @@ impl Store {
             step.records_read += 1;
             step.bytes_read += u64::from(entry.len);
             last = Some(dir_key);
-            if self.read_frame_bytes(*entry, &mut buf).is_err() {
+            // A pass over every record: read cold, or the pages it touched
+            // would stay in the process's resident memory.
+            let read = self.frame_disk(*entry).and_then(|disk| {
+                (disk.read_cold_at(u64::from(entry.offset), &mut buf)).map_err(ReadError::Disk)
+            });
+            if read.is_err() {
                 continue;
             }
             let damage = match crate::record::scan_frame(&buf, self.options.record_size_max_bytes) {
