@@ -128,6 +128,28 @@ pub fn handoff_source(
     Ok(())
 }
 
+/// Whether a node mints a write on a key here: only if it `holds` the key's
+/// partition (as an owner, or as a previous owner whose copy stays until the
+/// handoff is done) under its ring `mine`. A node that holds no copy may have
+/// dropped it when it gave the partition up; a dot minted over the empty copy
+/// claims, through the key's version vector, the node's earlier dots there,
+/// which the owners still hold as siblings, and a merge would drop them
+/// (cluster seed 20802020293, on a build whose committer ran compaction
+/// beside its batches: a proxy isolated through two ring changes sent a write
+/// to a coordinator that had forgotten its copy). The proxy routed by an
+/// older ring: it is told so, learns this node's, and routes again.
+pub fn mint_here(holds: bool, mine: u64) -> Result<(), RemoteError> {
+    if holds {
+        return Ok(());
+    }
+    Err(RemoteError::new(
+        Refusal::StaleRing,
+        format!(
+            "this node holds no copy of the key's partition under ring version {mine}; nothing was written"
+        ),
+    ))
+}
+
 /// A marker round (verdicts or forgets) runs under ring `theirs`: the node
 /// must route by that very ring, with no partition in handoff.
 pub fn marker_round(
@@ -149,6 +171,7 @@ pub fn marker_round(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::refusal::Outcome;
 
     fn refusal<T: std::fmt::Debug>(r: Result<T, RemoteError>) -> String {
         match r {
@@ -217,6 +240,15 @@ mod tests {
         assert_eq!(refusal(marker_round(5, 5, 1)), "STALERING");
         assert_eq!(refusal(marker_round(5, 6, 0)), "STALERING");
         assert_eq!(refusal(marker_round(6, 5, 0)), "STALERING");
+    }
+
+    #[test]
+    fn a_write_is_minted_only_where_its_partition_is_held() {
+        assert_eq!(refusal(mint_here(true, 4)), "()");
+        let refused = mint_here(false, 4).unwrap_err();
+        assert_eq!(refused.refusal, Refusal::StaleRing);
+        assert_eq!(refused.refusal.outcome(), Outcome::NotMade);
+        assert!(refused.message.contains("ring version 4"), "{refused}");
     }
 
     #[test]

@@ -11,9 +11,13 @@
 //! its log (torn, or damaged in the newest batches, which recovery cannot tell
 //! apart: acknowledged writes may be gone here while replicas hold them), for
 //! each key it has not yet written in this life (cluster seed 20016769).
+//! And a node mints on no key whose partition it does not hold under its ring
+//! (`admission::mint_here`): a proxy with an older ring may still send it
+//! the write; it is refused `STALERING`, and the proxy routes it again.
 
 use super::{Cluster, Exchange, Refusal, RemoteError};
 use bytes::Bytes;
+use shoal_engine::cluster::admission;
 use shoal_engine::cluster::map::{split_partition, ClusterMap};
 use shoal_engine::placement::PartitionId;
 use shoal_engine::NodeId;
@@ -34,8 +38,25 @@ pub(super) type Minting<'a> = (
 
 impl Cluster {
     /// Catch up on `keys`, then hold the gate under the same ring version (so
-    /// the catch-up is the one the write needs).
+    /// the catch-up is the one the write needs), refusing the keys this node
+    /// may not mint on.
     pub(super) async fn gate_for_minting(&self, keys: &[(u8, Bytes)]) -> Minting<'_> {
+        let (shared, map, mut refusals) = self.gate_caught_up(keys).await;
+        // Nothing is minted on a key whose partition this node does not hold
+        // (`admission::mint_here`): its copy may be gone.
+        let me = self.me();
+        for (refusal, (namespace, key)) in refusals.iter_mut().zip(keys) {
+            let holds = map.holds(me, map.partition_of_key(*namespace, key));
+            if let (None, Err(e)) = (&*refusal, admission::mint_here(holds, map.version())) {
+                *refusal = Some(e);
+            }
+        }
+        (shared, map, refusals)
+    }
+
+    /// Catch up on `keys`, then hold the gate under the same ring version
+    /// (so the catch-up is the one the write needs).
+    async fn gate_caught_up(&self, keys: &[(u8, Bytes)]) -> Minting<'_> {
         let mut refusals = Vec::new();
         for _ in 0..RING_CHANGES_MAX {
             let map = self.map();

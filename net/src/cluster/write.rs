@@ -302,14 +302,39 @@ impl Cluster {
     }
 
     /// Route writes to their coordinators (in parallel per coordinator) and return
-    /// the results in order.
+    /// the results in order. A coordinator with a newer ring refuses the keys
+    /// it no longer holds (`STALERING`: nothing was written) and this node
+    /// learns that ring ([`Cluster::write_group`]): those are routed once
+    /// more, under it.
     pub async fn write(self: &Arc<Self>, ops: Vec<WriteOp>) -> Vec<RoutedWrite> {
-        let n = ops.len();
         let map = self.map();
+        let mut results = self.write_under(&map, ops.clone()).await;
+        let newer = self.map();
+        if newer.version() > map.version() {
+            let stale = |r: &RoutedWrite| matches!(r, Err(e) if e.refusal == Refusal::StaleRing);
+            let again: Vec<usize> = (0..results.len()).filter(|i| stale(&results[*i])).collect();
+            if !again.is_empty() {
+                let retried = again.iter().map(|i| ops[*i].clone()).collect();
+                let retried = self.write_under(&newer, retried).await;
+                for (i, result) in again.into_iter().zip(retried) {
+                    results[i] = result;
+                }
+            }
+        }
+        results
+    }
+
+    /// [`Cluster::write`] routed by `map`, once.
+    async fn write_under(
+        self: &Arc<Self>,
+        map: &ClusterMap,
+        ops: Vec<WriteOp>,
+    ) -> Vec<RoutedWrite> {
+        let n = ops.len();
         let mut groups: BTreeMap<Vec<NodeId>, Vec<(usize, WriteOp)>> = BTreeMap::new();
         for (i, op) in ops.into_iter().enumerate() {
             groups
-                .entry(self.candidates(&map, op.namespace, &op.key))
+                .entry(self.candidates(map, op.namespace, &op.key))
                 .or_default()
                 .push((i, op));
         }
@@ -372,10 +397,17 @@ impl Cluster {
                 .await
             {
                 Ok(Response::Coordinated(results)) if results.len() == n => {
+                    // Keys it no longer holds: its ring is newer; learn it.
+                    if results
+                        .iter()
+                        .any(|r| matches!(r, Err(e) if e.refusal == Refusal::StaleRing))
+                    {
+                        self.sync_map_with(*candidate).await;
+                    }
                     return results
                         .into_iter()
                         .map(|r| r.map(outcome_from_wire))
-                        .collect()
+                        .collect();
                 }
                 Ok(Response::Error(e)) => return (0..n).map(|_| Err(e.clone())).collect(),
                 Ok(other) => {
