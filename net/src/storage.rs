@@ -300,15 +300,21 @@ impl Storage {
     }
 }
 
-/// Run blocking disk work off the async workers (inline in simulation).
+/// Run blocking disk work off the async workers (inline in simulation),
+/// started at once; the future is its result.
 #[allow(deprecated)]
-async fn run_blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(value) => value,
-        Err(e) if e.is_panic() => panic!("blocking disk task panicked: {e}"),
-        // The runtime is shutting down and dropped the task before it ran:
-        // this task is being dropped too, so it waits for that.
-        Err(_) => std::future::pending().await,
+fn run_blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> impl std::future::Future<Output = T> + Send {
+    let task = tokio::task::spawn_blocking(f);
+    async move {
+        match task.await {
+            Ok(value) => value,
+            Err(e) if e.is_panic() => panic!("blocking disk task panicked: {e}"),
+            // The runtime is shutting down and dropped the task before it ran:
+            // this task is being dropped too, so it waits for that.
+            Err(_) => std::future::pending().await,
+        }
     }
 }
 
@@ -358,51 +364,57 @@ impl<R: Runtime> Committer<R> {
         let (done_tx, mut done_rx) = mpsc::channel::<SyncDone>(depth + 1);
         let mut order = Order::default();
         let mut open = true;
+        let mut compacting: Option<CompactionStep> = None;
         loop {
             while let Some(ready) = order.next_ready() {
                 self.finish(ready);
             }
-            // Compaction keeps pace with the writes: it runs between batches
-            // whether or not others are in flight (a sustained load would
-            // otherwise starve it, and the disk grow without bound), paying
-            // what the writes since its last step owe (`pacer`).
             let tick = lock(&self.pacer).take_tick(self.runtime.monotonic_ms());
             if tick {
                 self.record_synced_mark().await;
             }
-            self.compact().await;
-            if order.in_flight() == 0 {
-                if !open {
-                    break;
+            // Compaction keeps pace with the writes: a step runs beside the
+            // batches whenever the pacer says one is owed, and new batches
+            // wait while it is more than `COMPACTION_LAG_BYTES_MAX` behind
+            // (`pacer`), so the disk stays bounded under any load.
+            if compacting.is_none() {
+                compacting = self.next_compaction_step();
+            }
+            let idle = order.in_flight() == 0 && compacting.is_none();
+            if idle && !open {
+                break;
+            }
+            let behind =
+                compacting.is_some() && lock(&self.pacer).owed_bytes() > COMPACTION_LAG_BYTES_MAX;
+            let take = open && order.in_flight() < depth && !behind;
+            let wait_ms = lock(&self.pacer).idle_wait_ms(self.runtime.monotonic_ms());
+            let stepping = compacting.is_some();
+            let step = async {
+                match compacting.as_mut() {
+                    Some(step) => step.await,
+                    None => std::future::pending().await,
                 }
-                let wait_ms = lock(&self.pacer).idle_wait_ms(self.runtime.monotonic_ms());
-                // `biased`: a fixed polling order. Unbiased select! draws from
-                // tokio's thread RNG, whose seed comes from a process-wide counter,
-                // which breaks the simulator's determinism (same seed, same run).
-                // Compaction cannot starve: it is checked at the top of the loop.
-                tokio::select! {
-                    biased;
-                    request = receiver.recv() => match request {
-                        Some(r) => self.start(r, &mut receiver, &mut order, &done_tx),
-                        None => open = false,
-                    },
-                    _ = self.runtime.sleep_ms(wait_ms) => {}
-                }
-            } else if open && order.in_flight() < depth {
-                tokio::select! {
-                    biased; // deterministic order (see above); completions first
-                    done = done_rx.recv() => {
-                        if let Some((seq, batch, synced)) = done {
-                            order.synced(seq, batch, synced);
-                        }
+            };
+            // `biased`: a fixed polling order. Unbiased select! draws from
+            // tokio's thread RNG, whose seed comes from a process-wide counter,
+            // which breaks the simulator's determinism (same seed, same run).
+            // Completions first; compaction cannot starve (checked above).
+            tokio::select! {
+                biased;
+                done = done_rx.recv(), if order.in_flight() > 0 => {
+                    if let Some((seq, batch, synced)) = done {
+                        order.synced(seq, batch, synced);
                     }
-                    request = receiver.recv() => match request {
-                        Some(r) => self.start(r, &mut receiver, &mut order, &done_tx),
-                        None => open = false,
-                    },
                 }
-            } else if let Some((seq, batch, synced)) = done_rx.recv().await {
-                order.synced(seq, batch, synced);
+                stepped = step, if stepping => {
+                    compacting = None;
+                    self.compacted(stepped);
+                }
+                request = receiver.recv(), if take => match request {
+                    Some(r) => self.start(r, &mut receiver, &mut order, &done_tx),
+                    None => open = false,
+                },
+                _ = self.runtime.sleep_ms(wait_ms), if idle => {}
             }
         }
         // Queue closed: everything acknowledged is synced already under `always`;
@@ -549,35 +561,46 @@ impl<R: Runtime> Committer<R> {
         }
     }
 
-    /// Pay the compaction the pacer says is owed now, a step at a time, each
-    /// under the store's lock on its own (readers get in between). A planted
-    /// bug (`bug-compaction-by-clock`) pays only the fixed per-tick budget, as
-    /// compaction once did, and falls behind a sustained load.
-    async fn compact(&self) {
-        loop {
-            let Some(step_bytes) = lock(&self.pacer).next_step_bytes() else {
-                return;
-            };
-            let store = self.store.clone();
-            let step = run_blocking(move || compaction_step(&store, step_bytes));
-            let (step, chores) = step.await;
-            self.spawn_chores(chores);
-            let mut pacer = lock(&self.pacer);
-            match &step {
-                Ok((progress, spent_bytes)) => {
-                    if let CompactionProgress::Finished { segment } = progress {
-                        tracing::info!("compacted segment {segment}");
-                    }
-                    pacer.stepped(Ok((progress, *spent_bytes)));
+    /// The compaction step the pacer says is owed now, if any, started at
+    /// once off this task. A planted bug (`bug-compaction-by-clock`) pays only the
+    /// fixed per-tick budget, as compaction once did, and falls behind a
+    /// sustained load.
+    fn next_compaction_step(&self) -> Option<CompactionStep> {
+        let step_bytes = lock(&self.pacer).next_step_bytes()?;
+        let store = self.store.clone();
+        Some(Box::pin(run_blocking(move || {
+            compaction_step(&store, step_bytes)
+        })))
+    }
+
+    /// What a compaction step did: its chores run, the pacer told.
+    fn compacted(&self, (step, chores): StepDone) {
+        self.spawn_chores(chores);
+        let mut pacer = lock(&self.pacer);
+        match &step {
+            Ok((progress, spent_bytes)) => {
+                if let CompactionProgress::Finished { segment } = progress {
+                    tracing::info!("compacted segment {segment}");
                 }
-                Err(e) => {
-                    tracing::warn!("compaction paused: {e}");
-                    pacer.stepped(Err(()));
-                }
+                pacer.stepped(Ok((progress, *spent_bytes)));
+            }
+            Err(e) => {
+                tracing::warn!("compaction paused: {e}");
+                pacer.stepped(Err(()));
             }
         }
     }
 }
+
+/// A compaction step's outcome and the chores it left.
+type StepDone = (Result<(CompactionProgress, u64), WriteError>, Vec<Chore>);
+
+/// A compaction step under way beside the committer's batches.
+type CompactionStep = std::pin::Pin<Box<dyn std::future::Future<Output = StepDone> + Send>>;
+
+/// Compaction owed beyond which new batches wait for it to catch up: two
+/// steps' worth, so writes overlap compaction without outrunning it.
+const COMPACTION_LAG_BYTES_MAX: u64 = 2 * pacer::STEP_BYTES_MAX;
 
 /// One compaction step of `step_bytes`, holding the store's write lock only
 /// to append copies and to drop a finished segment. A new segment's walk of

@@ -1,10 +1,11 @@
 //! Compaction pacing, sans-IO: how much compaction the committer owes, and when
 //! to do it. Every byte written adds `bytes_per_written_byte` of debt; every
 //! `interval_ms` adds `budget_bytes` (so an idle store still compacts) and asks for
-//! the tick's other work (the `SYNCED` mark). The committer pays the debt between
-//! batches in steps of at most [`STEP_BYTES_MAX`] live bytes, each under the store's
-//! lock on its own, so a sustained load slows by the compaction it causes instead
-//! of stalling for a whole tick, and the disk cannot outgrow the compaction
+//! the tick's other work (the `SYNCED` mark). The committer pays the debt in steps
+//! of at most [`STEP_BYTES_MAX`] live bytes, one at a time beside its batches, and
+//! holds new batches back while the debt is more than a couple of steps ahead of the
+//! step under way, so a sustained load slows by the compaction it causes instead of
+//! stalling for a whole tick, and the disk cannot outgrow the compaction
 //! threshold's bound (a segment `d` dead moves `1 - d` live bytes per `d` freed:
 //! at 2 bytes of debt per byte written, space is freed as fast as overwrites make
 //! it dead once the segments compacted are a third dead or more).
@@ -74,6 +75,11 @@ impl Pacer {
         self.tick_due_ms = now_ms.saturating_add(self.config.interval_ms);
         self.waiting_for_publish = false;
         true
+    }
+
+    /// Compaction owed and not yet paid.
+    pub fn owed_bytes(&self) -> u64 {
+        self.debt_bytes
     }
 
     /// The budget of the next step, if one should run now.
