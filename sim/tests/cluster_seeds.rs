@@ -202,9 +202,14 @@ fn a_cluster_seed_does_real_work() {
 ///   off; nobody answered its incarnation check in 3 s, so it minted as its
 ///   old actor again, reissuing dots its old life had acknowledged (now: a
 ///   new directory nobody answered for mints nothing until a peer does).
-/// - 20802020293: G2, a merge dropped a sibling of a set member that three
-///   replicas' contexts covered, on builds whose committer ran compaction
-///   steps beside its batches (8a419b1; reverted, cause not yet found).
+/// - 20802020293: G2, a merge dropped an acknowledged sibling that three
+///   replicas' contexts covered. A proxy isolated through two ring changes
+///   sent a write, by its old ring, to a node that had given the partition up
+///   and dropped its copy; that node minted over the empty copy, and the new
+///   dot's context claimed its earlier dot (now: a node mints only on keys it
+///   holds, `admission::mint_here`, and the proxy routes again). Seen with
+///   the committer running compaction beside its batches, which set up that
+///   schedule.
 const FOUND_BY_FRESH_SWEEPS: &[u64] = &[
     390,
     7_002_573,
