@@ -302,23 +302,20 @@ impl Cluster {
     }
 
     /// Route writes to their coordinators (in parallel per coordinator) and return
-    /// the results in order. A coordinator with a newer ring refuses the keys
-    /// it no longer holds (`STALERING`: nothing was written) and this node
-    /// learns that ring ([`Cluster::write_group`]): those are routed once
-    /// more, under it.
+    /// the results in order. A coordinator whose ring differs from this
+    /// node's refuses the keys it does not hold under its own (`STALERING`:
+    /// nothing was written), and the two exchange maps
+    /// ([`Cluster::write_group`]): those writes are routed once more, under
+    /// the newer ring, which both now have.
     pub async fn write(self: &Arc<Self>, ops: Vec<WriteOp>) -> Vec<RoutedWrite> {
-        let map = self.map();
-        let mut results = self.write_under(&map, ops.clone()).await;
-        let newer = self.map();
-        if newer.version() > map.version() {
-            let stale = |r: &RoutedWrite| matches!(r, Err(e) if e.refusal == Refusal::StaleRing);
-            let again: Vec<usize> = (0..results.len()).filter(|i| stale(&results[*i])).collect();
-            if !again.is_empty() {
-                let retried = again.iter().map(|i| ops[*i].clone()).collect();
-                let retried = self.write_under(&newer, retried).await;
-                for (i, result) in again.into_iter().zip(retried) {
-                    results[i] = result;
-                }
+        let mut results = self.write_under(&self.map(), ops.clone()).await;
+        let stale = |r: &RoutedWrite| matches!(r, Err(e) if e.refusal == Refusal::StaleRing);
+        let again: Vec<usize> = (0..results.len()).filter(|i| stale(&results[*i])).collect();
+        if !again.is_empty() {
+            let retried = again.iter().map(|i| ops[*i].clone()).collect();
+            let retried = self.write_under(&self.map(), retried).await;
+            for (i, result) in again.into_iter().zip(retried) {
+                results[i] = result;
             }
         }
         results
@@ -397,7 +394,8 @@ impl Cluster {
                 .await
             {
                 Ok(Response::Coordinated(results)) if results.len() == n => {
-                    // Keys it no longer holds: its ring is newer; learn it.
+                    // Keys it does not hold under its ring: the newer of the
+                    // two rings goes to the other (a MapSync goes both ways).
                     if results
                         .iter()
                         .any(|r| matches!(r, Err(e) if e.refusal == Refusal::StaleRing))
