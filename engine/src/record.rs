@@ -259,11 +259,226 @@ pub enum FrameScan<'a> {
     Invalid(&'static str),
 }
 
+/// What [`scan_winner`] finds.
+#[derive(Debug)]
+pub enum WinnerScan<'a> {
+    /// A valid frame, and its record's winner at the time asked, if any.
+    Valid(Option<SiblingView<'a>>),
+    Zero,
+    Invalid(&'static str),
+}
+
+/// Like [`scan_frame`], for a GET: the same checks (the CRC, and a body that
+/// decodes whole), but only the live sibling that wins at `now_ms` is kept
+/// (the one `filter(is_live_at).max_by_key(winner_rank)` picks over the
+/// view's siblings); the context and the other siblings are decoded and
+/// dropped as they come, so nothing is allocated.
+pub fn scan_winner(bytes: &[u8], record_size_max_bytes: u32, now_ms: u64) -> WinnerScan<'_> {
+    match check_frame(bytes, record_size_max_bytes) {
+        Err(FrameFault::Zero) => WinnerScan::Zero,
+        Err(FrameFault::Invalid(why)) => WinnerScan::Invalid(why),
+        Ok((body, _)) => {
+            let mut decoder = postcard::Deserializer::from_bytes(body);
+            match serde::de::DeserializeSeed::deserialize(winner::OfRecord(now_ms), &mut decoder) {
+                Ok(winner) => WinnerScan::Valid(winner),
+                Err(_) => WinnerScan::Invalid(UNDECODABLE),
+            }
+        }
+    }
+}
+
+/// [`scan_winner`]'s decoding: [`RecordView`]'s layout, field for field.
+mod winner {
+    use super::SiblingView;
+    use serde::de::{self, DeserializeSeed, Deserializer, SeqAccess, Visitor};
+    use std::fmt;
+
+    type Winner<'de> = Option<SiblingView<'de>>;
+
+    fn missing<E: de::Error>(what: &'static str) -> E {
+        E::custom(format_args!("record ends before its {what}"))
+    }
+
+    /// A record (`RecordView`): batch, namespace, key, then its set.
+    pub(super) struct OfRecord(pub u64);
+
+    impl<'de> DeserializeSeed<'de> for OfRecord {
+        type Value = Winner<'de>;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            let fields = &["batch_seq", "namespace", "key", "set"];
+            d.deserialize_struct("RecordView", fields, self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for OfRecord {
+        type Value = Winner<'de>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a record")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            seq.next_element::<u64>()?.ok_or_else(|| missing("batch"))?;
+            seq.next_element::<u8>()?
+                .ok_or_else(|| missing("namespace"))?;
+            seq.next_element::<&'de [u8]>()?
+                .ok_or_else(|| missing("key"))?;
+            seq.next_element_seed(OfSet(self.0))?
+                .ok_or_else(|| missing("set"))
+        }
+    }
+
+    /// A sibling set (`SiblingSetView`): its context, then its siblings.
+    struct OfSet(u64);
+
+    impl<'de> DeserializeSeed<'de> for OfSet {
+        type Value = Winner<'de>;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_struct("SiblingSetView", &["context", "siblings"], self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for OfSet {
+        type Value = Winner<'de>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a sibling set")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            seq.next_element_seed(Siblings(None))?
+                .ok_or_else(|| missing("context"))?;
+            seq.next_element_seed(Siblings(Some(self.0)))?
+                .ok_or_else(|| missing("siblings"))
+        }
+    }
+
+    /// A sequence: with no time, the context's (node, counter) pairs, each
+    /// dropped; with the time, the siblings, keeping the winner at it.
+    struct Siblings(Option<u64>);
+
+    impl<'de> DeserializeSeed<'de> for Siblings {
+        type Value = Winner<'de>;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_seq(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Siblings {
+        type Value = Winner<'de>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a sequence")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let Some(now_ms) = self.0 else {
+                while seq.next_element::<(u32, u64)>()?.is_some() {}
+                return Ok(None);
+            };
+            let rank = |s: &SiblingView| crate::version::winner_rank(s.hlc, s.dot);
+            let mut best: Winner<'de> = None;
+            while let Some(sibling) = seq.next_element::<SiblingView<'de>>()? {
+                // `>=`: of equal ranks the last wins, as with `max_by_key`.
+                let wins = best.as_ref().is_none_or(|b| rank(&sibling) >= rank(b));
+                if sibling.is_live_at(now_ms) && wins {
+                    best = Some(sibling);
+                }
+            }
+            Ok(best)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::version::{Hlc, VersionVector};
     use bytes::Bytes;
+
+    /// A sibling as a test gives it: node, counter, hlc, value byte, deadline.
+    type TestSibling = (u32, u64, u64, Option<u8>, Option<u64>);
+
+    /// A record of the given siblings, with a context of `context_nodes`
+    /// entries.
+    fn record_of(siblings: &[TestSibling], context_nodes: u32) -> Vec<u8> {
+        let mut set = SiblingSet::default();
+        for node in 0..context_nodes {
+            set.context.add(crate::version::Dot { node, counter: 9 });
+        }
+        for &(node, counter, hlc, value, deadline) in siblings {
+            set.siblings.push(crate::version::Sibling {
+                dot: crate::version::Dot { node, counter },
+                hlc: Hlc(hlc),
+                value: value.map(|v| Bytes::from(vec![v])),
+                deadline_ms: deadline.filter(|_| value.is_some()),
+                counter: None,
+            });
+        }
+        let mut out = Vec::new();
+        encode_frame(
+            &RecordBody {
+                batch_seq: 4,
+                namespace: 1,
+                key: b"k".to_vec(),
+                set,
+            },
+            &mut out,
+        );
+        out
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_winner_scanned_is_the_one_the_view_picks(
+            siblings in proptest::collection::vec(
+                (0u32..3, 0u64..3, 0u64..3, proptest::option::of(0u8..3), proptest::option::of(0u64..6)),
+                0..5,
+            ),
+            context_nodes in 0u32..3,
+            now_ms in 0u64..6,
+        ) {
+            let frame = record_of(&siblings, context_nodes);
+            let FrameScan::Valid { view, .. } = scan_frame(&frame, 1 << 20) else {
+                panic!("a frame just encoded scans valid");
+            };
+            let expected = (view.set.siblings.iter())
+                .filter(|s| s.is_live_at(now_ms))
+                .max_by_key(|s| crate::version::winner_rank(s.hlc, s.dot));
+            let WinnerScan::Valid(winner) = scan_winner(&frame, 1 << 20, now_ms) else {
+                panic!("a frame just encoded scans valid");
+            };
+            fn key<'a>(s: &SiblingView<'a>) -> (crate::version::Dot, Hlc, Option<&'a [u8]>, Option<u64>) {
+                (s.dot, s.hlc, s.value(), s.deadline_ms())
+            }
+            proptest::prop_assert_eq!(winner.as_ref().map(key), expected.map(key));
+        }
+    }
+
+    #[test]
+    fn a_winner_scan_checks_the_frame_as_a_view_scan_does() {
+        let frame = record_of(&[(1, 1, 2, Some(7), None)], 1);
+        for cut in [0, 4, 9, frame.len() - 1] {
+            let mut damaged = frame.clone();
+            damaged[cut] ^= 0x40;
+            assert!(matches!(
+                scan_winner(&damaged, 1 << 20, 0),
+                WinnerScan::Invalid(_)
+            ));
+        }
+        assert!(matches!(
+            scan_winner(&[0; 16], 1 << 20, 0),
+            WinnerScan::Zero
+        ));
+        // A body whose checksum matches but which ends early does not decode.
+        let mut short = frame[..frame.len() - 1].to_vec();
+        let len = (short.len() - FRAME_HEADER_BYTES) as u32;
+        short[0..4].copy_from_slice(&len.to_le_bytes());
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&short[0..4]), &short[8..]);
+        short[4..8].copy_from_slice(&crc.to_le_bytes());
+        assert!(matches!(
+            scan_frame(&short, 1 << 20),
+            FrameScan::Invalid(UNDECODABLE)
+        ));
+        assert!(matches!(
+            scan_winner(&short, 1 << 20, 0),
+            WinnerScan::Invalid(UNDECODABLE)
+        ));
+    }
 
     fn body(key: &str, value: &str) -> RecordBody {
         let mut set = SiblingSet::default();

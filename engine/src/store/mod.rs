@@ -462,17 +462,17 @@ impl Store {
         };
         self.read_frame_bytes(entry, buf)?;
         let corrupt = |reason| self.unreadable(entry, reason);
-        let view = match crate::record::scan_frame(buf, self.options.record_size_max_bytes) {
-            crate::record::FrameScan::Valid { view, .. } => view,
-            crate::record::FrameScan::Zero => return Err(corrupt("record zeroed")),
-            crate::record::FrameScan::Invalid(reason) => return Err(corrupt(reason)),
+        let max = self.options.record_size_max_bytes;
+        let winner = match crate::record::scan_winner(buf, max, now_ms) {
+            crate::record::WinnerScan::Valid(winner) => winner,
+            crate::record::WinnerScan::Zero => return Err(corrupt("record zeroed")),
+            crate::record::WinnerScan::Invalid(reason) => return Err(corrupt(reason)),
         };
-        let winner = (view.set.siblings.iter())
-            .filter(|s| s.is_live_at(now_ms))
-            .max_by_key(|s| crate::version::winner_rank(s.hlc, s.dot));
-        if winner.is_some_and(|w| matches!(w.payload, crate::record::PayloadView::Counted(..))) {
+        let counted = |w: &crate::record::SiblingView| {
+            matches!(w.payload, crate::record::PayloadView::Counted(..))
+        };
+        if winner.as_ref().is_some_and(counted) {
             // A counted winner reads as its counters merged (`crate::counter`).
-            let max = self.options.record_size_max_bytes;
             let crate::record::FrameRead::Valid { body, .. } = crate::record::read_frame(buf, max)
             else {
                 unreachable!("the frame scanned valid just now");
