@@ -747,7 +747,7 @@ enum Collection {
 /// listings keep only the slots this node masters.
 async fn data(shared: &Shared, session: &Session, spec: &CommandSpec, args: &[Bytes]) -> Step {
     let ns = session.namespace;
-    let now_ms = shared.storage.wall_ms();
+    let now_ms = || shared.storage.wall_ms();
     let command = match DataCommand::parse(ns, shared.config.databases, spec.name, args, now_ms) {
         Ok(command) => command,
         Err(step) => return step,

@@ -75,13 +75,15 @@ pub enum DataCommand {
 impl DataCommand {
     /// `args[0]` is the command's name as sent; `name` is its table name;
     /// `databases` is how many namespaces exist (COPY ... DB n).
-    /// `now_ms` (wall time) anchors relative deadlines (EX, EXPIRE).
+    /// `now_ms` (wall time) anchors relative deadlines (EX, EXPIRE); it is
+    /// read only by the commands that may carry one (not by GET, whose read
+    /// takes the time itself).
     pub fn parse(
         ns: u8,
         databases: u8,
         name: &str,
         args: &[Bytes],
-        now_ms: u64,
+        now_ms: impl FnOnce() -> u64,
     ) -> Result<DataCommand, Step> {
         let key = || args[1].clone();
         let keys = || args[1..].to_vec();
@@ -109,12 +111,12 @@ impl DataCommand {
                 DataCommand::Ttl(key(), TtlQuery::of(name))
             }
             "expire" | "pexpire" | "expireat" | "pexpireat" | "persist" | "setex" | "psetex"
-            | "getex" => parse_expiry(ns, name, args, now_ms)?,
+            | "getex" => parse_expiry(ns, name, args, now_ms())?,
             "dbsize" => DataCommand::DbSize,
             "keys" => DataCommand::Keys { pattern: key() },
             "scan" => DataCommand::Scan(parse_scan(&args[1..])?),
             "set" | "setnx" | "mset" | "del" | "unlink" | "getset" | "getdel" => {
-                parse_write(ns, name, args, now_ms)?
+                parse_write(ns, name, args, now_ms())?
             }
             "strlen" => DataCommand::StrLen(key()),
             "getrange" | "substr" => match (parse_int(&args[2]), parse_int(&args[3])) {
@@ -857,7 +859,7 @@ mod tests {
     #[test]
     fn a_command_is_parsed_once_into_what_it_does() {
         let Ok(DataCommand::Write(ops, ReplyShape::Set { get: true })) =
-            DataCommand::parse(3, 16, "set", &args(&["SET", "k", "v", "nx", "GET"]), 0)
+            DataCommand::parse(3, 16, "set", &args(&["SET", "k", "v", "nx", "GET"]), || 0)
         else {
             panic!("SET k v NX GET");
         };
@@ -865,7 +867,7 @@ mod tests {
         assert_eq!(ops[0].namespace, 3);
         assert_eq!(ops[0].condition, Condition::IfAbsent);
         let Ok(DataCommand::Del(keys)) =
-            DataCommand::parse(0, 16, "unlink", &args(&["UNLINK", "a", "b"]), 0)
+            DataCommand::parse(0, 16, "unlink", &args(&["UNLINK", "a", "b"]), || 0)
         else {
             panic!("UNLINK a b");
         };
@@ -875,14 +877,14 @@ mod tests {
             16,
             "shoal.put",
             &args(&["SHOAL.PUT", "h", "v", "FIELD", "f"]),
-            0,
+            || 0,
         ) else {
             panic!("SHOAL.PUT h v FIELD f");
         };
         assert_eq!(ops[0].namespace, fields_namespace(2));
         assert_eq!(&ops[0].key[..], &field_key(b"h", b"f")[..]);
         assert!(matches!(
-            DataCommand::parse(0, 16, "pttl", &args(&["PTTL", "k"]), 0),
+            DataCommand::parse(0, 16, "pttl", &args(&["PTTL", "k"]), || 0),
             Ok(DataCommand::Ttl(
                 _,
                 TtlQuery {
@@ -911,7 +913,7 @@ mod tests {
             ),
         ];
         for (name, words, why) in cases {
-            let Err(step) = DataCommand::parse(0, 16, name, &args(words), 0) else {
+            let Err(step) = DataCommand::parse(0, 16, name, &args(words), || 0) else {
                 panic!("{words:?} parsed");
             };
             let message = refusal(step);
