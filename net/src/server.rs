@@ -277,8 +277,8 @@ impl Conn<'_> {
             let (db, addr) = (self.session.namespace, &self.session.peer);
             shared.clients.feed_monitor(micros, db, addr, &args);
         }
-        let execution = commands::execute(shared, &mut self.session, spec, &args);
         let step = if spec.is_some_and(|s| crate::blocking::blocks(s.name)) {
+            let execution = commands::execute(shared, &mut self.session, spec, &args);
             let limit = shared.config.query_buffer_max_bytes;
             // Boxed: the wait is rare and its future large (see `execute`).
             match Box::pin(until_closed(execution, stream, &mut self.input, limit)).await {
@@ -286,7 +286,8 @@ impl Conn<'_> {
                 None => return true, // the client left while blocked
             }
         } else {
-            execution.await
+            // Awaited where it is made: not first held in a local and moved.
+            commands::execute(shared, &mut self.session, spec, &args).await
         };
         // As Redis counts it: the command's own run, not the wait for its
         // write's group commit (the committer's sync timings show that).
@@ -307,7 +308,11 @@ impl Conn<'_> {
     /// Wait for pending writes in order, count each command, encode every reply.
     async fn resolve(&mut self) {
         for slot in self.slots.drain(..) {
-            let reply = slot.waiting.reply().await;
+            // A read's reply is ready: no future to build and move for it.
+            let reply = match slot.waiting {
+                Waiting::Ready(reply) => reply,
+                waiting => waiting.reply().await,
+            };
             if let Some((kind, fast)) = slot.kind {
                 let micros = slot.micros;
                 let failed = matches!(reply, Reply::Error(_));
