@@ -104,9 +104,7 @@ impl HintJob {
             };
             batch_seq_next = batch_seq_next.max(view.batch_seq + 1);
             hlc_max = hlc_max.max(view.max_hlc().0);
-            let record = Scanned {
-                key_start: 0,
-                key_len: 0,
+            let record = Listed {
                 offset: pos as u32,
                 len: frame_len as u32,
                 live: view.is_live(),
@@ -133,11 +131,10 @@ impl HintJob {
 
 /// A hint as its file holds it: `[len][crc][body]`, built in one buffer.
 fn encode_hint<E: Serialize>(hint: &HintFile<E>) -> Result<Vec<u8>, DiskError> {
-    let bytes =
+    let mut bytes =
         postcard::to_extend(hint, vec![0u8; 8]).map_err(|e| DiskError::Io(e.to_string()))?;
     let len = u32::try_from(bytes.len() - 8).expect("a hint's body fits its u32 length");
     let crc = hint_crc(&len.to_le_bytes(), &bytes[8..]);
-    let mut bytes = bytes;
     bytes[0..4].copy_from_slice(&len.to_le_bytes());
     bytes[4..8].copy_from_slice(&crc.to_le_bytes());
     Ok(bytes)
@@ -160,6 +157,11 @@ struct LastRecords {
 struct Scanned {
     key_start: u32,
     key_len: u32,
+    listed: Listed,
+}
+
+/// What a hint lists of a record, besides its key.
+struct Listed {
     offset: u32,
     len: u32,
     live: bool,
@@ -167,15 +169,19 @@ struct Scanned {
 }
 
 impl LastRecords {
-    fn push(&mut self, namespace: u8, key: &[u8], mut record: Scanned) {
+    fn push(&mut self, namespace: u8, key: &[u8], listed: Listed) {
         // A segment's keys are fewer bytes than its data, whose offsets are u32.
-        record.key_start = u32::try_from(self.keys.len()).expect("a segment's keys fit in u32");
-        record.key_len = u32::try_from(3 + key.len()).expect("a key fits in u32");
+        let key_start = u32::try_from(self.keys.len()).expect("a segment's keys fit in u32");
+        let key_len = u32::try_from(3 + key.len()).expect("a key fits in u32");
         self.keys.push(namespace);
         let slot = stored_key_slot(namespace, key);
         self.keys.extend_from_slice(&slot.to_be_bytes());
         self.keys.extend_from_slice(key);
-        self.records.push(record);
+        self.records.push(Scanned {
+            key_start,
+            key_len,
+            listed,
+        });
     }
 
     fn key(&self, record: &Scanned) -> &[u8] {
@@ -186,7 +192,11 @@ impl LastRecords {
     /// Keep each key's last record (the highest offset), ordered by key.
     fn keep_last_by_key(&mut self) {
         let mut records = std::mem::take(&mut self.records);
-        records.sort_unstable_by(|a, b| self.key(a).cmp(self.key(b)).then(b.offset.cmp(&a.offset)));
+        records.sort_unstable_by(|a, b| {
+            self.key(a)
+                .cmp(self.key(b))
+                .then(b.listed.offset.cmp(&a.listed.offset))
+        });
         records.dedup_by(|later, first| self.key(later) == self.key(first));
         self.records = records;
     }
@@ -205,13 +215,14 @@ struct ListedEntry<'a>(&'a LastRecords, &'a Scanned);
 impl Serialize for ListedEntry<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let (last, record) = (self.0, self.1);
+        let listed = &record.listed;
         let mut entry = serializer.serialize_struct("HintEntry", 5)?;
         // As `Vec<u8>`: a sequence of bytes.
         entry.serialize_field("dir_key", &KeyBytes(last.key(record)))?;
-        entry.serialize_field("offset", &record.offset)?;
-        entry.serialize_field("len", &record.len)?;
-        entry.serialize_field("live", &record.live)?;
-        entry.serialize_field("deadline_ms", &record.deadline_ms)?;
+        entry.serialize_field("offset", &listed.offset)?;
+        entry.serialize_field("len", &listed.len)?;
+        entry.serialize_field("live", &listed.live)?;
+        entry.serialize_field("deadline_ms", &listed.deadline_ms)?;
         entry.end()
     }
 }
@@ -361,9 +372,7 @@ mod tests {
         fn last_records_list_what_a_map_of_keys_did(records in records()) {
             let mut last = LastRecords::default();
             for (i, (namespace, key, live, deadline_ms)) in records.iter().enumerate() {
-                let scanned = Scanned {
-                    key_start: 0,
-                    key_len: 0,
+                let scanned = Listed {
                     offset: 100 * i as u32,
                     len: 7 + i as u32,
                     live: *live,
